@@ -1,0 +1,1 @@
+# server-mock/ — blkmap-server (filled by the server issue)

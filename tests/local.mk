@@ -1,0 +1,1 @@
+# tests/ — virtmem tests and benchmarks

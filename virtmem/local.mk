@@ -1,0 +1,1 @@
+# virtmem/ — libvirtmem

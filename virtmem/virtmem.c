@@ -1,0 +1,1 @@
+/* virtmem.c — placeholder while the skeleton lands */
