@@ -1,1 +1,943 @@
-/* virtmem.c — placeholder while the skeleton lands */
+/* virtmem.c — file handles, mappings, the page state machine, page faults,
+ * writeout, discard, invalidation and reclaim.
+ *
+ * Owns: vm_lock and vm_cond, the global index of mappings by address, every
+ * vm_fileh, vm_vma and vm_page.
+ *
+ * Locking: one mutex, vm_lock, protects all of virtmem's state (pages, page
+ * tables, mappings, the index, RAM pools).  It is held only for bookkeeping
+ * and the mmap/mprotect calls that keep mappings in step with page states;
+ * it is never held across a backend call (loadblk, storeblk) or an overlay
+ * copy, so loads of different blocks run in parallel.  A thread that needs a
+ * page another thread is loading or storing sleeps on vm_cond, which is
+ * broadcast whenever a load or a store ends.  Backend calls made by virtmem
+ * while holding the lock: only the overlay trio (mmap_setup_read,
+ * remmap_blk_read, munmap), which must not call back into virtmem.
+ *
+ * Page state machine (struct vm_page.state; an absent page is EMPTY):
+ *
+ *   EMPTY       no RAM.  loadblk mode: unmapped (PROT_NONE) in every mapping.
+ *               overlay mode: every mapping shows the base layer.
+ *   LOADING     a RAM slot is being filled by one thread (loadblk, or the
+ *               copy from the base in overlay mode) with vm_lock released.
+ *               Mapped nowhere.  Other faults on it wait.
+ *   LOADING_INVALIDATED
+ *               like LOADING, but the block changed meanwhile
+ *               (vm_fileh_invalidate_page): the loader throws the data away,
+ *               the page goes back to EMPTY and the access is retried.
+ *   LOADED      clean copy of the block (loadblk mode only).  Mapped
+ *               read-only in the mappings that faulted on it; on ram->lru.
+ *   LOADED_FOR_WRITE
+ *               clean copy loaded to serve a write fault; the loader turns it
+ *               DIRTY before it releases vm_lock, so only the loader ever
+ *               sees it.  Mapped nowhere, on no list.
+ *   DIRTY       written.  Mapped read-write in EVERY mapping that covers it
+ *               (a new mapping maps it at once) except while ->storing or
+ *               ->stored, when it is mapped read-only so that the next write
+ *               faults.  On fh->dirty.  Never reclaimed.
+ *
+ *   EMPTY -> LOADING -> LOADED              read fault, loadblk mode
+ *   EMPTY -> LOADING -> LOADED_FOR_WRITE -> DIRTY     write fault
+ *   LOADING -> LOADING_INVALIDATED -> EMPTY           invalidate during load
+ *   LOADING -> EMPTY                        load failed (access gets SIGBUS)
+ *   LOADED -> DIRTY                         write fault
+ *   LOADED -> EMPTY                         reclaim, invalidate
+ *   DIRTY -> LOADED (loadblk) / EMPTY (overlay)   writeout MARKSTORED
+ *   DIRTY -> EMPTY                          discard
+ *
+ * Writes during writeout: a page being stored is mapped read-only; a write
+ * fault on it sleeps until storeblk returns.  A stored page stays read-only
+ * with ->stored set; a write clears ->stored, so MARKSTORED keeps it dirty.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static pthread_mutex_t vm_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t vm_cond = PTHREAD_COND_INITIALIZER;
+
+/* What this thread is doing inside virtmem.  A fault on virtmem memory
+ * while it holds vm_lock, or from a backend call made by virtmem, would
+ * deadlock, so such a fault is refused instead. */
+static __thread int vm_lock_held __attribute__((tls_model("initial-exec")));
+static __thread int vm_in_backend __attribute__((tls_model("initial-exec")));
+
+static void lock(void)
+{
+	pthread_mutex_lock(&vm_lock);
+	vm_lock_held = 1;
+}
+
+static void unlock(void)
+{
+	vm_lock_held = 0;
+	pthread_mutex_unlock(&vm_lock);
+}
+
+/* Sleeps until a load or store ends.  Page pointers are not valid after it:
+ * look the page up again. */
+static void wait_io(void)
+{
+	vm_lock_held = 0;
+	pthread_cond_wait(&vm_cond, &vm_lock);
+	vm_lock_held = 1;
+}
+
+static void wake_io(void)
+{
+	pthread_cond_broadcast(&vm_cond);
+}
+
+void vm_log(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	memcpy(buf, "virtmem: ", 9);
+	va_start(ap, fmt);
+	n = vsnprintf(buf + 9, sizeof(buf) - 10, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	n += 9;
+	if (n > (int)sizeof(buf) - 1)
+		n = sizeof(buf) - 1;
+	buf[n++] = '\n';
+	ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
+	(void)w;
+}
+
+const char *vm_strerror(int err)
+{
+	return strerror(err < 0 ? -err : err);
+}
+
+/* Backend calls return 0 or -errno; anything else positive is an error too. */
+static int norm_rc(int rc)
+{
+	return rc > 0 ? -EIO : rc;
+}
+
+const char *vm_page_state_name(enum vm_page_state state)
+{
+	switch (state) {
+	case VM_PAGE_EMPTY: return "EMPTY";
+	case VM_PAGE_LOADING: return "LOADING";
+	case VM_PAGE_LOADING_INVALIDATED: return "LOADING_INVALIDATED";
+	case VM_PAGE_LOADED: return "LOADED";
+	case VM_PAGE_LOADED_FOR_WRITE: return "LOADED_FOR_WRITE";
+	case VM_PAGE_DIRTY: return "DIRTY";
+	}
+	return "?";
+}
+
+/* ---- the index of mappings by address ---------------------------------- */
+
+/* Sorted by addr_start; mappings never overlap.  Binary search gives the
+ * O(log n) address -> mapping lookup the fault handler needs. */
+static vm_vma **vma_index;
+static size_t vma_index_n, vma_index_cap;
+
+/* Position of the first mapping with addr_start > addr. */
+static size_t index_upper(uintptr_t addr)
+{
+	size_t lo = 0, hi = vma_index_n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (vma_index[mid]->addr_start <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static vm_vma *index_lookup(uintptr_t addr)
+{
+	size_t i = index_upper(addr);
+	if (i == 0)
+		return NULL;
+	vm_vma *vma = vma_index[i - 1];
+	return addr < vma->addr_stop ? vma : NULL;
+}
+
+static int index_insert(vm_vma *vma)
+{
+	if (vma_index_n == vma_index_cap) {
+		size_t ncap = vma_index_cap ? vma_index_cap * 2 : 16;
+		vm_vma **n = realloc(vma_index, ncap * sizeof(*n));
+		if (n == NULL)
+			return -ENOMEM;
+		vma_index = n;
+		vma_index_cap = ncap;
+	}
+	size_t i = index_upper(vma->addr_start);
+	memmove(&vma_index[i + 1], &vma_index[i], (vma_index_n - i) * sizeof(*vma_index));
+	vma_index[i] = vma;
+	vma_index_n++;
+	return 0;
+}
+
+static void index_remove(vm_vma *vma)
+{
+	size_t i = index_upper(vma->addr_start);
+	if (i == 0 || vma_index[i - 1] != vma)
+		return;
+	i--;
+	memmove(&vma_index[i], &vma_index[i + 1], (vma_index_n - i - 1) * sizeof(*vma_index));
+	vma_index_n--;
+}
+
+/* ---- mapping pages into mappings ---------------------------------------- */
+
+void *vm_vma_addr(const vm_vma *vma) { return (void *)vma->addr_start; }
+size_t vm_vma_len(const vm_vma *vma) { return vma->addr_stop - vma->addr_start; }
+vm_blk_t vm_vma_pgoffset(const vm_vma *vma) { return vma->pgoffset; }
+vm_fileh *vm_vma_fileh(const vm_vma *vma) { return vma->fh; }
+
+void *vm_vma_blk_addr(const vm_vma *vma, vm_blk_t blk)
+{
+	return (void *)(vma->addr_start + ((blk - vma->pgoffset) << vma->fh->blkshift));
+}
+
+static bool vma_page_mapped(const vm_vma *vma, vm_blk_t blk)
+{
+	size_t i = blk - vma->pgoffset;
+	return vma->mapped[i / 64] >> (i % 64) & 1;
+}
+
+static void vma_set_mapped(vm_vma *vma, vm_blk_t blk, bool on)
+{
+	size_t i = blk - vma->pgoffset;
+	if (on)
+		vma->mapped[i / 64] |= 1ull << (i % 64);
+	else
+		vma->mapped[i / 64] &= ~(1ull << (i % 64));
+}
+
+/* Maps page's RAM at its place in vma (replacing what was there). */
+static int vma_map_page(vm_vma *vma, struct vm_page *page, int prot)
+{
+	vm_fileh *fh = vma->fh;
+	void *addr = vm_vma_blk_addr(vma, page->blk);
+
+	if (vma_page_mapped(vma, page->blk))
+		return mprotect(addr, fh->blksize, prot) < 0 ? -errno : 0;
+	/* MAP_POPULATE: fill the page tables for the whole block now, so that
+	 * touching the block's 4 KiB pages takes no further kernel faults. */
+	if (mmap(addr, fh->blksize, prot, MAP_SHARED | MAP_FIXED | MAP_POPULATE,
+		 fh->ram->memfd, (off_t)page->ram_off) == MAP_FAILED)
+		return -errno;
+	vma_set_mapped(vma, page->blk, true);
+	return 0;
+}
+
+/* Puts back what vma shows for an EMPTY page: nothing (loadblk mode) or the
+ * base layer (overlay mode). */
+static int vma_unmap_page(vm_vma *vma, vm_blk_t blk)
+{
+	vm_fileh *fh = vma->fh;
+	void *addr = vm_vma_blk_addr(vma, blk);
+	int rc = 0;
+
+	if (!vma_page_mapped(vma, blk))
+		return 0;
+	vma_set_mapped(vma, blk, false);
+	if (fh->overlay) {
+		rc = norm_rc(fh->file->ops->remmap_blk_read(fh->file, vma, blk));
+		if (rc == 0)
+			return 0;
+		vm_log("remmap_blk_read of block %llu failed: %s; the block reads as an error until mapped again",
+		       (unsigned long long)blk, vm_strerror(rc));
+	}
+	/* No base: leave a hole that faults (and is mapped again on fault). */
+	if (mmap(addr, fh->blksize, PROT_NONE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+		rc = -errno;
+	return rc;
+}
+
+/* Applies prot to page in every mapping where it is mapped. */
+static int page_protect_all(struct vm_page *page, int prot)
+{
+	struct vm_list *pos, *tmp;
+	int rc = 0;
+
+	vm_list_for_each_safe(pos, tmp, &page->fh->vmas) {
+		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
+		if (vma_covers(vma, page->blk) && vma_page_mapped(vma, page->blk)) {
+			int r = mprotect(vm_vma_blk_addr(vma, page->blk), page->fh->blksize, prot);
+			if (r < 0 && rc == 0)
+				rc = -errno;
+		}
+	}
+	return rc;
+}
+
+/* Maps page with prot in every mapping that covers it. */
+static int page_map_all(struct vm_page *page, int prot)
+{
+	struct vm_list *pos, *tmp;
+	int rc = 0;
+
+	vm_list_for_each_safe(pos, tmp, &page->fh->vmas) {
+		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
+		if (vma_covers(vma, page->blk)) {
+			int r = vma_map_page(vma, page, prot);
+			if (r < 0 && rc == 0)
+				rc = r;
+		}
+	}
+	return rc;
+}
+
+static void page_unmap_all(struct vm_page *page)
+{
+	struct vm_list *pos, *tmp;
+
+	vm_list_for_each_safe(pos, tmp, &page->fh->vmas) {
+		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
+		if (vma_covers(vma, page->blk))
+			vma_unmap_page(vma, page->blk);
+	}
+}
+
+/* Protection a DIRTY page must have in the mappings. */
+static int dirty_prot(const struct vm_page *page)
+{
+	return page->storing || page->stored ? PROT_READ : PROT_READ | PROT_WRITE;
+}
+
+/* ---- page life ------------------------------------------------------------ */
+
+static struct vm_page *page_new(vm_fileh *fh, vm_blk_t blk)
+{
+	struct vm_page *page = calloc(1, sizeof(*page));
+	if (page == NULL)
+		return NULL;
+	page->fh = fh;
+	page->blk = blk;
+	page->state = VM_PAGE_LOADING;
+	vm_list_init(&page->lru);
+	vm_list_init(&page->dirty);
+	if (pagetab_put(&fh->pages, page) < 0) {
+		free(page);
+		return NULL;
+	}
+	return page;
+}
+
+/* Frees page and its RAM; it must already be mapped nowhere. */
+static void page_free(struct vm_page *page)
+{
+	vm_fileh *fh = page->fh;
+
+	vm_list_del(&page->lru);
+	if (!vm_list_empty(&page->dirty)) {
+		vm_list_del(&page->dirty);
+		fh->ndirty--;
+	}
+	ram_free(fh->ram, page->ram_off, fh->blksize);
+	pagetab_del(&fh->pages, page->blk);
+	fh->st.ncached--;
+	free(page);
+}
+
+/* Unmaps page from every mapping and frees it: the block becomes EMPTY. */
+static void page_drop(struct vm_page *page)
+{
+	page_unmap_all(page);
+	page_free(page);
+}
+
+/* Drops the least recently faulted clean pages of any handle on ram until
+ * size bytes fit.  -ENOSPC when only dirty or busy pages are left. */
+static int ram_reclaim_locked(vm_ram *ram, size_t size)
+{
+	while (ram->budget - ram->used < size) {
+		if (vm_list_empty(&ram->lru))
+			return -ENOSPC;
+		struct vm_page *victim = vm_container_of(ram->lru.next, struct vm_page, lru);
+		victim->fh->st.reclaimed++;
+		page_drop(victim);
+	}
+	return 0;
+}
+
+static int page_alloc_ram(vm_fileh *fh, struct vm_page *page)
+{
+	int rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
+	if (rc == -ENOSPC) {
+		rc = ram_reclaim_locked(fh->ram, fh->blksize);
+		if (rc == 0)
+			rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
+	}
+	if (rc == 0)
+		fh->st.ncached++;
+	return rc;
+}
+
+static void page_make_dirty(struct vm_page *page)
+{
+	vm_fileh *fh = page->fh;
+
+	vm_list_del(&page->lru);
+	page->state = VM_PAGE_DIRTY;
+	page->stored = false;
+	vm_list_add_tail(&fh->dirty, &page->dirty);
+	fh->ndirty++;
+}
+
+/* Fills the slot of a LOADING page: loadblk, or in overlay mode a copy from
+ * vma's base layer.  Runs with vm_lock released.  process_vm_readv turns an
+ * unreadable base (a mirror's EIO) into an error instead of a nested SIGBUS. */
+static int page_fill(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
+{
+	if (fh->overlay) {
+		struct iovec local = { buf, fh->blksize };
+		struct iovec remote = { vm_vma_blk_addr(vma, page->blk), fh->blksize };
+		ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		if (n < 0)
+			return -errno;
+		return (size_t)n == fh->blksize ? 0 : -EIO;
+	}
+	/* Allocate the slot's memory in one go rather than in one kernel
+	 * fault per 4 KiB page while loadblk writes it. */
+	if (fh->blksize > (size_t)sysconf(_SC_PAGESIZE))
+		(void)madvise(buf, fh->blksize, MADV_POPULATE_WRITE);
+	return norm_rc(fh->file->ops->loadblk(fh->file, page->blk, buf));
+}
+
+/* Loads block blk for an access through vma.  Returns with vm_lock held, 0
+ * when the caller should look at the page again, or -errno. */
+static int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
+{
+	struct vm_page *page = page_new(fh, blk);
+	int rc;
+
+	if (page == NULL)
+		return -ENOMEM;
+	rc = page_alloc_ram(fh, page);
+	if (rc < 0) {
+		pagetab_del(&fh->pages, blk);
+		free(page);
+		vm_log("no RAM for block %llu: the %zu-byte budget is full of dirty pages",
+		       (unsigned long long)blk, fh->ram->budget);
+		return -ENOMEM;
+	}
+
+	unlock();
+	vm_in_backend++;
+	rc = page_fill(fh, vma, page, ram_addr(fh->ram, page->ram_off));
+	vm_in_backend--;
+	lock();
+
+	fh->st.loads++;
+	if (rc < 0 || page->state == VM_PAGE_LOADING_INVALIDATED) {
+		if (rc < 0)
+			fh->st.load_errors++;
+		page_free(page);
+		wake_io();
+		return rc;
+	}
+	if (write) {
+		page->state = VM_PAGE_LOADED_FOR_WRITE;
+	} else {
+		page->state = VM_PAGE_LOADED;
+		vm_list_add_tail(&fh->ram->lru, &page->lru);
+	}
+	wake_io();
+	return 0;
+}
+
+/* One step of fault handling on block blk of vma.  Returns 1 when the caller
+ * must look again (the lock was released), 0 when the access can be retried,
+ * or -errno. */
+static int fault_step_locked(vm_vma *vma, vm_blk_t blk, int write)
+{
+	vm_fileh *fh = vma->fh;
+	struct vm_page *page = pagetab_get(&fh->pages, blk);
+	enum vm_page_state state = page ? page->state : VM_PAGE_EMPTY;
+	int rc;
+
+	switch (state) {
+	case VM_PAGE_EMPTY:
+		if (fh->overlay && !write) {
+			/* The base serves reads; a read fault means the base is
+			 * missing here (a failed remmap): try to map it again. */
+			vma_set_mapped(vma, blk, true);
+			return vma_unmap_page(vma, blk) < 0 ? -EIO : 0;
+		}
+		rc = page_load_locked(fh, vma, blk, write);
+		return rc < 0 ? rc : 1;
+
+	case VM_PAGE_LOADING:
+	case VM_PAGE_LOADING_INVALIDATED:
+		wait_io();
+		return 1;
+
+	case VM_PAGE_LOADED:
+		if (!write) {
+			vm_list_del(&page->lru); /* most recently faulted last */
+			vm_list_add_tail(&fh->ram->lru, &page->lru);
+			return vma_map_page(vma, page, PROT_READ);
+		}
+		/* A write makes it dirty: */
+		__attribute__((fallthrough));
+	case VM_PAGE_LOADED_FOR_WRITE:
+		page_make_dirty(page);
+		return page_map_all(page, PROT_READ | PROT_WRITE);
+
+	case VM_PAGE_DIRTY:
+		if (write && page->storing) {
+			wait_io();
+			return 1;
+		}
+		if (write && page->stored) {
+			page->stored = false;
+			return page_protect_all(page, PROT_READ | PROT_WRITE);
+		}
+		/* Spurious or racing fault: make sure this mapping is right. */
+		return vma_map_page(vma, page, write ? PROT_READ | PROT_WRITE : dirty_prot(page));
+	}
+	return -EINVAL;
+}
+
+static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
+{
+	vm_blk_t blk = vma->pgoffset + ((addr - vma->addr_start) >> vma->fh->blkshift);
+	int rc;
+
+	*blkp = blk;
+	vma->fh->st.faults++;
+	if (write < 0)
+		/* The CPU did not say: a fault where something readable is
+		 * mapped must be a write. */
+		write = vma->fh->overlay || vma_page_mapped(vma, blk);
+	do
+		rc = fault_step_locked(vma, blk, write);
+	while (rc == 1);
+	return rc;
+}
+
+int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp)
+{
+	vm_vma *vma;
+	int rc;
+
+	if (vm_lock_held) {
+		/* A bug in virtmem itself: crash as any bad access would. */
+		vm_log("fault at %p with the virtmem lock held", (void *)addr);
+		return VM_FAULT_NOT_OURS;
+	}
+	if (vm_in_backend) {
+		/* A backend called by virtmem touches virtmem memory. */
+		lock();
+		vma = index_lookup(addr);
+		unlock();
+		if (vma == NULL)
+			return VM_FAULT_NOT_OURS;
+		vm_log("fault at %p from inside virtmem or a backend call: refused", (void *)addr);
+		*blkp = vma->pgoffset + ((addr - vma->addr_start) >> vma->fh->blkshift);
+		return -EDEADLK;
+	}
+	lock();
+	vma = index_lookup(addr);
+	rc = vma ? fault_locked(vma, addr, write, blkp) : VM_FAULT_NOT_OURS;
+	unlock();
+	return rc;
+}
+
+int vm_vma_on_fault(vm_vma *vma, void *addr, int write)
+{
+	uintptr_t a = (uintptr_t)addr;
+	vm_blk_t blk;
+	int rc;
+
+	if (a < vma->addr_start || a >= vma->addr_stop)
+		return -EFAULT;
+	lock();
+	rc = fault_locked(vma, a, write, &blk);
+	unlock();
+	return rc;
+}
+
+/* ---- handles ---------------------------------------------------------------- */
+
+static bool has_overlay_trio(const vm_bigfile_ops *ops)
+{
+	return ops->mmap_setup_read && ops->remmap_blk_read && ops->munmap;
+}
+
+int vm_fileh_open(vm_fileh **fhp, vm_bigfile *file, vm_ram *ram, int flags)
+{
+	size_t pagesize = (size_t)sysconf(_SC_PAGESIZE);
+	size_t bs = file->blksize;
+	bool trio = has_overlay_trio(file->ops);
+	vm_fileh *fh;
+	int rc;
+
+	*fhp = NULL;
+	if (bs < pagesize || bs > VM_BLKSIZE_MAX || (bs & (bs - 1)) != 0) {
+		vm_log("block size %zu is not a power of two from %zu to %zu",
+		       bs, pagesize, VM_BLKSIZE_MAX);
+		return -EINVAL;
+	}
+	if ((flags & ~(VM_MMAP_OVERLAY | VM_DONT_MMAP_OVERLAY)) != 0 ||
+	    (flags & VM_MMAP_OVERLAY && flags & VM_DONT_MMAP_OVERLAY) ||
+	    (flags & VM_MMAP_OVERLAY && !trio) ||
+	    file->ops->loadblk == NULL)
+		return -EINVAL;
+	rc = sigsegv_install();
+	if (rc < 0)
+		return rc;
+	fh = calloc(1, sizeof(*fh));
+	if (fh == NULL)
+		return -ENOMEM;
+	fh->file = file;
+	fh->ram = ram;
+	fh->blksize = bs;
+	fh->blkshift = (unsigned)__builtin_ctzl(bs);
+	fh->overlay = flags & VM_MMAP_OVERLAY || (trio && !(flags & VM_DONT_MMAP_OVERLAY));
+	pagetab_init(&fh->pages);
+	vm_list_init(&fh->vmas);
+	vm_list_init(&fh->dirty);
+	lock();
+	ram->nfileh++;
+	file->nopen++;
+	unlock();
+	*fhp = fh;
+	return 0;
+}
+
+int vm_fileh_is_overlay(const vm_fileh *fh) { return fh->overlay; }
+
+static void vma_unmap_locked(vm_vma *vma);
+
+static void drop_page_cb(struct vm_page *page, void *arg)
+{
+	struct vm_page ***sink = arg;
+	*(*sink)++ = page;
+}
+
+/* Drops every page of fh (whatever its state). */
+static void fileh_drop_all_locked(vm_fileh *fh)
+{
+	size_t n = fh->pages.used;
+	struct vm_page **all = malloc((n ? n : 1) * sizeof(*all)), **p = all;
+
+	if (all == NULL) {
+		/* No memory for the list: drop one at a time. */
+		while (fh->pages.used > 0) {
+			struct vm_page *page = NULL;
+			for (size_t i = 0; page == NULL; i++)
+				page = fh->pages.slots[i].page;
+			page_drop(page);
+		}
+		return;
+	}
+	pagetab_for_each(&fh->pages, drop_page_cb, &p);
+	for (size_t i = 0; i < n; i++)
+		page_drop(all[i]);
+	free(all);
+}
+
+void vm_fileh_close(vm_fileh *fh)
+{
+	vm_bigfile *file;
+	bool last;
+
+	if (fh == NULL)
+		return;
+	file = fh->file;
+	lock();
+	while (!vm_list_empty(&fh->vmas))
+		vma_unmap_locked(vm_container_of(fh->vmas.next, vm_vma, in_fileh));
+	fileh_drop_all_locked(fh);
+	fh->ram->nfileh--;
+	last = --file->nopen == 0;
+	unlock();
+	pagetab_destroy(&fh->pages);
+	free(fh);
+	if (last && file->ops->release)
+		file->ops->release(file);
+}
+
+static int cmp_page_blk(const void *a, const void *b)
+{
+	const struct vm_page *pa = *(struct vm_page *const *)a;
+	const struct vm_page *pb = *(struct vm_page *const *)b;
+	return pa->blk < pb->blk ? -1 : pa->blk > pb->blk;
+}
+
+/* The dirty pages of fh in ascending block order (caller frees). */
+static struct vm_page **dirty_sorted(vm_fileh *fh, size_t *np)
+{
+	struct vm_page **v = malloc((fh->ndirty ? fh->ndirty : 1) * sizeof(*v));
+	struct vm_list *pos, *tmp;
+	size_t n = 0;
+
+	if (v == NULL)
+		return NULL;
+	vm_list_for_each_safe(pos, tmp, &fh->dirty)
+		v[n++] = vm_container_of(pos, struct vm_page, dirty);
+	qsort(v, n, sizeof(*v), cmp_page_blk);
+	*np = n;
+	return v;
+}
+
+/* Stores the dirty pages in ascending order.  vm_lock is released around
+ * each storeblk; the page is write-protected meanwhile (->storing).  Pages
+ * cannot go away meanwhile: dirty pages are freed only by discard (refused
+ * during writeout), MARKSTORED (this thread) or close (not concurrent). */
+static int writeout_store_locked(vm_fileh *fh)
+{
+	size_t n = 0;
+	struct vm_page **v = dirty_sorted(fh, &n);
+	int rc = 0;
+
+	if (v == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct vm_page *page = v[i];
+		page->storing = true;
+		page->stored = false;
+		rc = page_protect_all(page, PROT_READ);
+		if (rc < 0) {
+			page->storing = false;
+			break;
+		}
+		unlock();
+		vm_in_backend++;
+		rc = norm_rc(fh->file->ops->storeblk(fh->file, page->blk,
+						     ram_addr(fh->ram, page->ram_off)));
+		vm_in_backend--;
+		lock();
+		page->storing = false;
+		if (rc == 0) {
+			page->stored = true;
+			fh->st.stores++;
+		} else {
+			vm_log("storeblk of block %llu failed: %s",
+			       (unsigned long long)page->blk, vm_strerror(rc));
+			page_protect_all(page, PROT_READ | PROT_WRITE);
+		}
+		wake_io();
+	}
+	free(v);
+	return rc;
+}
+
+/* Turns stored, unwritten dirty pages clean. */
+static void writeout_markstored_locked(vm_fileh *fh)
+{
+	struct vm_list *pos, *tmp;
+
+	vm_list_for_each_safe(pos, tmp, &fh->dirty) {
+		struct vm_page *page = vm_container_of(pos, struct vm_page, dirty);
+		if (!page->stored)
+			continue;
+		if (fh->overlay) {
+			page_drop(page);
+			continue;
+		}
+		vm_list_del(&page->dirty);
+		fh->ndirty--;
+		page->stored = false;
+		page->state = VM_PAGE_LOADED;
+		vm_list_add_tail(&fh->ram->lru, &page->lru);
+		/* It is mapped read-only already (stored pages are). */
+	}
+}
+
+int vm_fileh_dirty_writeout(vm_fileh *fh, int flags)
+{
+	int rc = 0;
+
+	if (flags == 0 || (flags & ~(VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED)) != 0)
+		return -EINVAL;
+	lock();
+	if (fh->writeout_active) {
+		unlock();
+		return -EBUSY;
+	}
+	fh->writeout_active = true;
+	if (flags & VM_WRITEOUT_STORE)
+		rc = writeout_store_locked(fh);
+	if (rc == 0 && flags & VM_WRITEOUT_MARKSTORED)
+		writeout_markstored_locked(fh);
+	fh->writeout_active = false;
+	unlock();
+	return rc;
+}
+
+int vm_fileh_dirty_discard(vm_fileh *fh)
+{
+	struct vm_list *pos, *tmp;
+
+	lock();
+	if (fh->writeout_active) {
+		unlock();
+		return -EBUSY;
+	}
+	vm_list_for_each_safe(pos, tmp, &fh->dirty)
+		page_drop(vm_container_of(pos, struct vm_page, dirty));
+	unlock();
+	return 0;
+}
+
+int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk)
+{
+	struct vm_page *page;
+	int rc = 0;
+
+	if (fh->overlay)
+		return -ENOTSUP;
+	lock();
+	page = pagetab_get(&fh->pages, blk);
+	switch (page ? page->state : VM_PAGE_EMPTY) {
+	case VM_PAGE_EMPTY:
+	case VM_PAGE_LOADING_INVALIDATED:
+		break;
+	case VM_PAGE_LOADING:
+		page->state = VM_PAGE_LOADING_INVALIDATED;
+		break;
+	case VM_PAGE_LOADED:
+		page_drop(page);
+		break;
+	case VM_PAGE_LOADED_FOR_WRITE: /* never seen outside the loader */
+	case VM_PAGE_DIRTY:
+		rc = -EBUSY;
+		break;
+	}
+	unlock();
+	return rc;
+}
+
+enum vm_page_state vm_fileh_page_state(vm_fileh *fh, vm_blk_t blk)
+{
+	lock();
+	struct vm_page *page = pagetab_get(&fh->pages, blk);
+	enum vm_page_state state = page ? page->state : VM_PAGE_EMPTY;
+	unlock();
+	return state;
+}
+
+void vm_fileh_stats(vm_fileh *fh, struct vm_fileh_stats *st)
+{
+	lock();
+	*st = fh->st;
+	st->ndirty = fh->ndirty;
+	unlock();
+}
+
+/* ---- mappings -------------------------------------------------------------- */
+
+/* Maps every dirty page of fh that vma covers (a new mapping shows them). */
+static int vma_map_dirty_locked(vm_vma *vma)
+{
+	struct vm_list *pos, *tmp;
+	int rc = 0;
+
+	vm_list_for_each_safe(pos, tmp, &vma->fh->dirty) {
+		struct vm_page *page = vm_container_of(pos, struct vm_page, dirty);
+		if (vma_covers(vma, page->blk) && rc == 0)
+			rc = vma_map_page(vma, page, dirty_prot(page));
+	}
+	return rc;
+}
+
+int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t pgoffset, size_t pglen)
+{
+	vm_vma *vma;
+	size_t len;
+	void *addr;
+	int rc;
+
+	*vmap = NULL;
+	if (pglen == 0 || pglen > (SIZE_MAX >> fh->blkshift) || pgoffset + pglen < pgoffset)
+		return -EINVAL;
+	len = pglen << fh->blkshift;
+	vma = calloc(1, sizeof(*vma));
+	if (vma == NULL)
+		return -ENOMEM;
+	vma->mapped = calloc((pglen + 63) / 64, sizeof(uint64_t));
+	if (vma->mapped == NULL) {
+		free(vma);
+		return -ENOMEM;
+	}
+	addr = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (addr == MAP_FAILED) {
+		rc = -errno;
+		goto fail_free;
+	}
+	vma->addr_start = (uintptr_t)addr;
+	vma->addr_stop = vma->addr_start + len;
+	vma->pgoffset = pgoffset;
+	vma->pglen = pglen;
+	vma->fh = fh;
+	vm_list_init(&vma->in_fileh);
+
+	lock();
+	if (fh->overlay) {
+		rc = norm_rc(fh->file->ops->mmap_setup_read(fh->file, vma, pgoffset, pglen));
+		if (rc < 0) {
+			vm_log("mmap_setup_read of blocks [%llu, +%zu) failed: %s",
+			       (unsigned long long)pgoffset, pglen, vm_strerror(rc));
+			unlock();
+			munmap(addr, len);
+			goto fail_free;
+		}
+	}
+	rc = index_insert(vma);
+	if (rc == 0) {
+		vm_list_add_tail(&fh->vmas, &vma->in_fileh);
+		rc = vma_map_dirty_locked(vma);
+		if (rc == 0)
+			*vmap = vma;
+	}
+	if (rc < 0)
+		vma_unmap_locked(vma); /* also undoes the backend's part */
+	unlock();
+	return rc;
+
+fail_free:
+	free(vma->mapped);
+	free(vma);
+	return rc;
+}
+
+static void vma_unmap_locked(vm_vma *vma)
+{
+	vm_fileh *fh = vma->fh;
+
+	index_remove(vma);
+	vm_list_del(&vma->in_fileh);
+	if (fh->overlay) {
+		int rc = norm_rc(fh->file->ops->munmap(fh->file, vma));
+		if (rc < 0)
+			vm_log("backend munmap failed: %s", vm_strerror(rc));
+	}
+	munmap((void *)vma->addr_start, vma->addr_stop - vma->addr_start);
+	free(vma->mapped);
+	free(vma);
+}
+
+void vm_vma_unmap(vm_vma *vma)
+{
+	if (vma == NULL)
+		return;
+	lock();
+	vma_unmap_locked(vma);
+	unlock();
+}

@@ -1,0 +1,231 @@
+/* virtmem.h — libvirtmem: user-space virtual memory over a block file.
+ *
+ * A BigFile is a file of fixed-size blocks whose bytes a backend loads and
+ * stores (vm_bigfile_ops).  vm_fileh_open() opens a handle on it with a RAM
+ * pool (vm_ram) that caches blocks; vm_fileh_mmap() maps a range of blocks
+ * into the process.  Touching the mapping loads blocks on demand through page
+ * faults; writing marks them dirty; vm_fileh_dirty_writeout() stores dirty
+ * blocks back through the backend.
+ *
+ * Two modes per handle:
+ *  - loadblk mode: every block that is read is loaded into a RAM page by
+ *    ops->loadblk and mapped read-only; a write makes it dirty (read-write).
+ *  - mmap-overlay mode: the backend provides a read-only base layer that it
+ *    maps itself (ops->mmap_setup_read / remmap_blk_read / munmap).  Reads are
+ *    served by the base mapping without virtmem; only a write faults, copies
+ *    the block from the base into a RAM page and makes it dirty.
+ *
+ * Blocks, pages: the file's unit is the block (blksize bytes, a power of two
+ * from the OS page size up to 64 MiB).  A RAM page holds exactly one block.
+ * In this API "page" and "block" are numbered the same way: page N of a
+ * mapping's file is block N.
+ *
+ * Errors: functions return 0 or a negative errno value; vm_strerror() turns
+ * it into text.  A failed load inside a page fault cannot return anything:
+ * the faulting access gets SIGBUS at the faulting address, as a failed read
+ * of an mmapped file would, and the block is retried on the next access.
+ *
+ * Thread safety: every function may be called from any thread.  Memory
+ * obtained from vm_fileh_mmap() may be accessed concurrently by any thread.
+ */
+#ifndef VIRTMEM_VIRTMEM_H
+#define VIRTMEM_VIRTMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint64_t vm_blk_t;
+
+typedef struct vm_ram vm_ram;
+typedef struct vm_bigfile vm_bigfile;
+typedef struct vm_bigfile_ops vm_bigfile_ops;
+typedef struct vm_fileh vm_fileh;
+typedef struct vm_vma vm_vma;
+
+/* Smallest and largest block size a BigFile may use. */
+#define VM_BLKSIZE_MAX ((size_t)64 << 20)
+
+/* ---- RAM page pool ------------------------------------------------------ */
+
+/* vm_ram_open creates a RAM page pool that never holds more than budget
+ * bytes of block data.  Pages live in one memfd; a dropped page is given back
+ * to the OS (hole punching).  When the pool is full, clean pages of any handle
+ * using the pool are reclaimed, least recently faulted first.  Dirty pages
+ * are never reclaimed: when everything is dirty, a fault that needs a page
+ * fails (SIGBUS) instead.  budget must be at least one OS page. */
+int vm_ram_open(vm_ram **ramp, size_t budget);
+
+/* vm_ram_close frees the pool.  It is an error to close a pool that handles
+ * still use (-EBUSY is returned and nothing happens). */
+int vm_ram_close(vm_ram *ram);
+
+size_t vm_ram_budget(const vm_ram *ram);
+/* Bytes of block data the pool holds right now (<= budget). */
+size_t vm_ram_used(const vm_ram *ram);
+
+/* ---- BigFile: what a backend implements --------------------------------- */
+
+struct vm_bigfile_ops {
+	/* loadblk fills buf (blksize bytes) with block blk.  Called with no
+	 * virtmem lock held, possibly from a page-fault (SIGSEGV) handler, and
+	 * possibly for several blocks at once from several threads.  It must not
+	 * touch memory mapped from this library.  Returns 0 or -errno; on error
+	 * the faulting access gets SIGBUS and the block stays unloaded. */
+	int (*loadblk)(vm_bigfile *file, vm_blk_t blk, void *buf);
+
+	/* storeblk writes buf (blksize bytes) as block blk.  Called by
+	 * vm_fileh_dirty_writeout() with no lock held, one block at a time in
+	 * ascending block order.  Returns 0 or -errno. */
+	int (*storeblk)(vm_bigfile *file, vm_blk_t blk, const void *buf);
+
+	/* release is called when the last handle on the file is closed.
+	 * Optional. */
+	void (*release)(vm_bigfile *file);
+
+	/* The overlay trio: optional, all three or none.
+	 *
+	 * mmap_setup_read maps the read-only base layer of blocks
+	 * [blk, blk+blklen) over the whole address range of vma (exactly at
+	 * vm_vma_addr(vma), with MAP_FIXED, PROT_READ).  Returns 0 or -errno.
+	 *
+	 * remmap_blk_read maps the base layer of block blk again at its place
+	 * in vma (vm_vma_blk_addr), read-only, replacing the RAM page virtmem
+	 * had there.  Called when a dirty page is dropped (after writeout or
+	 * discard).  The base must by then show the block's latest stored
+	 * content.  Returns 0 or -errno.
+	 *
+	 * munmap is called before virtmem unmaps vma's address range, so that
+	 * the backend can forget what it tracks for it.  virtmem itself unmaps
+	 * the range afterwards.  Returns 0 or -errno (an error is logged). */
+	int (*mmap_setup_read)(vm_bigfile *file, vm_vma *vma, vm_blk_t blk,
+			       size_t blklen);
+	int (*remmap_blk_read)(vm_bigfile *file, vm_vma *vma, vm_blk_t blk);
+	int (*munmap)(vm_bigfile *file, vm_vma *vma);
+};
+
+/* A backend embeds this struct (first member or via container_of). */
+struct vm_bigfile {
+	const vm_bigfile_ops *ops;
+	size_t blksize; /* power of two, OS page size .. VM_BLKSIZE_MAX */
+	/* owned by virtmem: */
+	unsigned nopen;
+};
+
+/* ---- file handles ------------------------------------------------------- */
+
+enum vm_fileh_flags {
+	/* 0: mmap-overlay mode when file has the overlay trio, else loadblk. */
+	VM_MMAP_OVERLAY = 1 << 0,      /* overlay mode; -EINVAL if no trio */
+	VM_DONT_MMAP_OVERLAY = 1 << 1, /* loadblk mode even if trio exists */
+};
+
+/* vm_fileh_open opens a handle on file whose pages come from ram.  Installs
+ * the page-fault handler on first use.  -EINVAL for a bad block size, for
+ * both mode flags at once, or for VM_MMAP_OVERLAY without the trio. */
+int vm_fileh_open(vm_fileh **fhp, vm_bigfile *file, vm_ram *ram, int flags);
+
+/* vm_fileh_close unmaps every mapping still open on the handle, drops its
+ * pages (dirty ones too: write them out first) and frees it.  It is an error
+ * to close a handle while another thread uses it or its memory. */
+void vm_fileh_close(vm_fileh *fh);
+
+/* 1 when the handle is in mmap-overlay mode, 0 in loadblk mode. */
+int vm_fileh_is_overlay(const vm_fileh *fh);
+
+enum vm_writeout_flags {
+	VM_WRITEOUT_STORE = 1 << 0,      /* storeblk every dirty page */
+	VM_WRITEOUT_MARKSTORED = 1 << 1, /* then mark stored pages clean */
+};
+
+/* vm_fileh_dirty_writeout stores and/or marks stored the dirty pages.
+ *
+ * STORE calls storeblk for each dirty page in ascending block order.  While
+ * a page is being stored it is write-protected: a thread writing to it waits
+ * until its storeblk returns, and its write then keeps the page dirty.  A
+ * page written after it was stored stays dirty however the writeout ends.
+ *
+ * MARKSTORED turns every dirty page that was stored (by this call or an
+ * earlier STORE) and not written since into a clean page: in loadblk mode it
+ * stays in RAM read-only; in overlay mode its RAM is dropped and the base
+ * layer mapped again (remmap_blk_read).
+ *
+ * On a storeblk error the call returns it at once and marks nothing stored:
+ * every dirty page stays dirty.  -EBUSY if another writeout or a discard runs
+ * on the handle, -EINVAL for bad flags. */
+int vm_fileh_dirty_writeout(vm_fileh *fh, int flags);
+
+/* vm_fileh_dirty_discard drops every dirty page: loadblk mode unmaps them
+ * (the next access loads the block again), overlay mode maps the base layer
+ * again.  -EBUSY during a writeout. */
+int vm_fileh_dirty_discard(vm_fileh *fh);
+
+/* vm_fileh_invalidate_page tells virtmem that block blk changed in the
+ * backend: a clean cached copy is dropped (a load in progress is redone).
+ * -EBUSY for a dirty page (the caller's changes are kept), -ENOTSUP in overlay
+ * mode, where the backend owns the base layer and updates it itself. */
+int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk);
+
+/* ---- mappings ----------------------------------------------------------- */
+
+/* vm_fileh_mmap maps blocks [pgoffset, pgoffset+pglen) of the handle's file
+ * into fresh address space.  Pages are shared by every mapping of the handle
+ * that covers them; a new mapping shows the handle's dirty pages at once. */
+int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t pgoffset, size_t pglen);
+
+/* vm_vma_unmap unmaps and frees the mapping.  Pages stay cached in the
+ * handle (dirty ones stay dirty). */
+void vm_vma_unmap(vm_vma *vma);
+
+void *vm_vma_addr(const vm_vma *vma);
+size_t vm_vma_len(const vm_vma *vma);          /* bytes */
+vm_blk_t vm_vma_pgoffset(const vm_vma *vma);   /* first block */
+vm_fileh *vm_vma_fileh(const vm_vma *vma);
+/* Address of block blk inside vma (blk must be covered by vma). */
+void *vm_vma_blk_addr(const vm_vma *vma, vm_blk_t blk);
+
+/* ---- page faults -------------------------------------------------------- */
+
+/* vm_vma_on_fault handles an access to addr inside vma exactly as the
+ * SIGSEGV handler does (write: nonzero for a write access), and returns 0 or
+ * the -errno the faulting access would have got as SIGBUS.  For tests and
+ * for callers that want to prefetch a block without touching it. */
+int vm_vma_on_fault(vm_vma *vma, void *addr, int write);
+
+/* ---- introspection ------------------------------------------------------ */
+
+/* Page states.  The state machine is documented in virtmem/virtmem.c. */
+enum vm_page_state {
+	VM_PAGE_EMPTY = 0,
+	VM_PAGE_LOADING,
+	VM_PAGE_LOADING_INVALIDATED,
+	VM_PAGE_LOADED,
+	VM_PAGE_LOADED_FOR_WRITE,
+	VM_PAGE_DIRTY,
+};
+
+enum vm_page_state vm_fileh_page_state(vm_fileh *fh, vm_blk_t blk);
+const char *vm_page_state_name(enum vm_page_state state);
+
+struct vm_fileh_stats {
+	uint64_t loads;        /* loadblk calls (and overlay copies) */
+	uint64_t load_errors;  /* loads that failed */
+	uint64_t stores;       /* storeblk calls that succeeded */
+	uint64_t faults;       /* faults handled (signal or vm_vma_on_fault) */
+	uint64_t reclaimed;    /* clean pages dropped to make room */
+	size_t ndirty;         /* dirty pages now */
+	size_t ncached;        /* pages holding RAM now */
+};
+void vm_fileh_stats(vm_fileh *fh, struct vm_fileh_stats *st);
+
+/* Text for a negative errno returned by this library. */
+const char *vm_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VIRTMEM_VIRTMEM_H */
