@@ -1,1 +1,34 @@
-# tests/ — virtmem tests and benchmarks
+# tests/ — virtmem tests (cmocka) and the page-fault benchmark.
+VMTEST_LDADD = virtmem/libvirtmem.la $(CMOCKA_LIBS)
+VMTEST_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+
+virtmem_tests = \
+	tests/test_virtmem \
+	tests/test_virtmem_threads \
+	tests/test_virtmem_signals \
+	tests/test_virtmem_overlay \
+	tests/test_pagetab
+check_PROGRAMS += $(virtmem_tests)
+TESTS += $(virtmem_tests)
+
+tests_test_virtmem_SOURCES = tests/test_virtmem.c tests/vmtest.h
+tests_test_virtmem_CFLAGS = $(VMTEST_CFLAGS)
+tests_test_virtmem_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_threads_SOURCES = tests/test_virtmem_threads.c tests/vmtest.h
+tests_test_virtmem_threads_CFLAGS = $(VMTEST_CFLAGS)
+tests_test_virtmem_threads_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_signals_SOURCES = tests/test_virtmem_signals.c tests/vmtest.h
+tests_test_virtmem_signals_CFLAGS = $(VMTEST_CFLAGS)
+tests_test_virtmem_signals_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_overlay_SOURCES = tests/test_virtmem_overlay.c tests/vmtest.h
+tests_test_virtmem_overlay_CFLAGS = $(VMTEST_CFLAGS)
+tests_test_virtmem_overlay_LDADD = $(VMTEST_LDADD)
+# The page table is internal: test it from its source.
+tests_test_pagetab_SOURCES = tests/test_pagetab.c virtmem/pagetab.c
+tests_test_pagetab_CFLAGS = $(VMTEST_CFLAGS)
+tests_test_pagetab_LDADD = $(CMOCKA_LIBS)
+
+check_PROGRAMS += tests/bench_pagefault
+BENCHMARKS += tests/bench_pagefault
+tests_bench_pagefault_SOURCES = tests/bench_pagefault.c
+tests_bench_pagefault_LDADD = virtmem/libvirtmem.la

@@ -147,7 +147,7 @@ enum { VM_FAULT_NOT_OURS = 1 };
  * SIGBUS.  write: 1 write, 0 read, -1 unknown (guessed from the mapping).  On -errno, *blkp names the block that failed. */
 int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp);
 
-/* Installs the SIGSEGV handler once per process (sigsegv.c). */
+/* Installs the SIGSEGV handler unless it is installed (sigsegv.c). */
 int sigsegv_install(void);
 
 /* Logs one line to stderr with write(2); usable in the signal handler. */

@@ -8,8 +8,8 @@
  * gets SIGBUS at the faulting address, as a failed read of an mmapped file
  * does.  errno is preserved.  Read/write detection: x86-64 (page-fault error
  * code) and aarch64 (ESR WnR bit).
- * Locking: installation runs once (pthread_once); the handler takes vm_lock
- * through vm_fault_at().
+ * Locking: installation is serialized by install_mu; the handler takes
+ * vm_lock through vm_fault_at().
  */
 #include "config.h"
 
@@ -29,8 +29,7 @@
 #include "internal.h"
 
 static struct sigaction prev_segv;
-static pthread_once_t install_once = PTHREAD_ONCE_INIT;
-static int install_rc;
+static pthread_mutex_t install_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* 1 if the fault was a write, 0 if a read, -1 if the CPU does not say. */
 static int fault_is_write(const ucontext_t *uc)
@@ -124,10 +123,19 @@ static void on_sigsegv(int sig, siginfo_t *si, void *uctx)
 	errno = saved_errno;
 }
 
-static void install(void)
+/* Installs on_sigsegv unless it is the current handler.  Called at every
+ * vm_fileh_open and vm_fileh_mmap, so that a handler installed over ours
+ * later (a test framework, a language runtime) is chained to rather than
+ * left to swallow virtmem's faults. */
+int sigsegv_install(void)
 {
-	struct sigaction sa;
+	struct sigaction sa, cur;
+	int rc = 0;
 
+	pthread_mutex_lock(&install_mu);
+	if (sigaction(SIGSEGV, NULL, &cur) == 0 &&
+	    cur.sa_flags & SA_SIGINFO && cur.sa_sigaction == on_sigsegv)
+		goto out;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_sigsegv;
 	/* No SA_ONSTACK: loads may need more stack than an alternate signal
@@ -137,11 +145,8 @@ static void install(void)
 	sigemptyset(&sa.sa_mask);
 	sigaddset(&sa.sa_mask, SIGBUS);
 	if (sigaction(SIGSEGV, &sa, &prev_segv) < 0)
-		install_rc = -errno;
-}
-
-int sigsegv_install(void)
-{
-	pthread_once(&install_once, install);
-	return install_rc;
+		rc = -errno;
+out:
+	pthread_mutex_unlock(&install_mu);
+	return rc;
 }

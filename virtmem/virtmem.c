@@ -364,6 +364,8 @@ static void page_drop(struct vm_page *page)
  * size bytes fit.  -ENOSPC when only dirty or busy pages are left. */
 static int ram_reclaim_locked(vm_ram *ram, size_t size)
 {
+	if (size > ram->budget)
+		return -ENOSPC; /* reclaiming could never make room */
 	while (ram->budget - ram->used < size) {
 		if (vm_list_empty(&ram->lru))
 			return -ENOSPC;
@@ -431,8 +433,12 @@ static int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
 	if (rc < 0) {
 		pagetab_del(&fh->pages, blk);
 		free(page);
-		vm_log("no RAM for block %llu: the %zu-byte budget is full of dirty pages",
-		       (unsigned long long)blk, fh->ram->budget);
+		if (fh->blksize > fh->ram->budget)
+			vm_log("no RAM for block %llu: a %zu-byte block does not fit the %zu-byte budget",
+			       (unsigned long long)blk, fh->blksize, fh->ram->budget);
+		else
+			vm_log("no RAM for block %llu: the %zu-byte budget is full of dirty or busy pages",
+			       (unsigned long long)blk, fh->ram->budget);
 		return -ENOMEM;
 	}
 
@@ -867,6 +873,9 @@ int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t pgoffset, size_t pglen)
 	*vmap = NULL;
 	if (pglen == 0 || pglen > (SIZE_MAX >> fh->blkshift) || pgoffset + pglen < pgoffset)
 		return -EINVAL;
+	rc = sigsegv_install();
+	if (rc < 0)
+		return rc;
 	len = pglen << fh->blkshift;
 	vma = calloc(1, sizeof(*vma));
 	if (vma == NULL)

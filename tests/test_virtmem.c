@@ -1,0 +1,674 @@
+/* test_virtmem.c — libvirtmem in loadblk mode: the page state machine driven
+ * by explicit and real faults, mappings, reclaim, writeout, discard and
+ * invalidation, for several block sizes.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "vmtest.h"
+
+#define BS4K 4096
+#define BS64K (64 << 10)
+#define BS2M (2 << 20)
+
+struct fx {
+	struct memfile *m;
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+};
+
+static struct fx *fx_open(size_t blksize, size_t nblk, size_t budget_blocks)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	f->m = memfile_new(blksize, nblk, 0);
+	assert_int_equal(vm_ram_open(&f->ram, budget_blocks * blksize), 0);
+	assert_int_equal(vm_fileh_open(&f->fh, &f->m->file, f->ram, 0), 0);
+	assert_false(vm_fileh_is_overlay(f->fh));
+	assert_int_equal(vm_fileh_mmap(&f->vma, f->fh, 0, nblk), 0);
+	return f;
+}
+
+static void fx_close(struct fx *f)
+{
+	vm_vma_unmap(f->vma);
+	vm_fileh_close(f->fh);
+	assert_int_equal(vm_ram_close(f->ram), 0);
+	memfile_free(f->m);
+	free(f);
+}
+
+static uint64_t *word(vm_vma *vma, vm_blk_t blk, size_t i)
+{
+	return (uint64_t *)vm_vma_blk_addr(vma, blk) + i;
+}
+
+/* A read the compiler cannot drop. */
+static void touch(const uint64_t *p)
+{
+	(void)*(const volatile uint64_t *)p;
+}
+
+static enum vm_page_state state(struct fx *f, vm_blk_t blk)
+{
+	return vm_fileh_page_state(f->fh, blk);
+}
+
+static struct vm_fileh_stats stats(vm_fileh *fh)
+{
+	struct vm_fileh_stats st;
+	vm_fileh_stats(fh, &st);
+	return st;
+}
+
+/* ---- state transitions through explicit faults -------------------------- */
+
+static void test_explicit_read_fault_loads_block_readonly(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	void *p = vm_vma_blk_addr(f->vma, 1);
+
+	assert_int_equal(state(f, 1), VM_PAGE_EMPTY);
+	assert_false(kernel_can_read(p));
+	assert_int_equal(vm_vma_on_fault(f->vma, p, 0), 0);
+	assert_int_equal(state(f, 1), VM_PAGE_LOADED);
+	assert_int_equal(f->m->loads[1], 1);
+	assert_true(kernel_can_read(p));
+	assert_int_equal(*word(f->vma, 1, 7), PATTERN(1, 7));
+	/* Reading a loaded page takes no further fault. */
+	assert_int_equal(stats(f->fh).faults, 1);
+	assert_int_equal(vm_ram_used(f->ram), BS4K);
+	fx_close(f);
+}
+
+static void test_explicit_write_fault_makes_page_dirty(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	void *p = vm_vma_blk_addr(f->vma, 2);
+
+	assert_int_equal(vm_vma_on_fault(f->vma, p, 1), 0);
+	assert_int_equal(state(f, 2), VM_PAGE_DIRTY);
+	assert_int_equal(f->m->loads[2], 1);
+	*word(f->vma, 2, 0) = 42; /* writable: no fault */
+	assert_int_equal(stats(f->fh).faults, 1);
+	assert_int_equal(stats(f->fh).ndirty, 1);
+	assert_int_equal(*word(f->vma, 2, 1), PATTERN(2, 1));
+	fx_close(f);
+}
+
+static void test_fault_outside_mapping_is_refused(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 2, 2);
+	char *end = (char *)vm_vma_addr(f->vma) + vm_vma_len(f->vma);
+	assert_int_equal(vm_vma_on_fault(f->vma, end, 0), -EFAULT);
+	fx_close(f);
+}
+
+static void test_failed_load_leaves_page_empty_and_is_retried(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	void *p = vm_vma_blk_addr(f->vma, 3);
+
+	f->m->fail_load_blk = 3;
+	assert_int_equal(vm_vma_on_fault(f->vma, p, 0), -EIO);
+	assert_int_equal(state(f, 3), VM_PAGE_EMPTY);
+	assert_int_equal(vm_ram_used(f->ram), 0);
+	assert_int_equal(stats(f->fh).load_errors, 1);
+	f->m->fail_load_blk = -1;
+	assert_int_equal(vm_vma_on_fault(f->vma, p, 0), 0);
+	assert_int_equal(state(f, 3), VM_PAGE_LOADED);
+	assert_int_equal(f->m->loads[3], 2);
+	fx_close(f);
+}
+
+/* ---- real faults ----------------------------------------------------------- */
+
+static void test_reading_every_word_loads_each_block_once(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 16, 16);
+	for (vm_blk_t b = 0; b < 16; b++)
+		for (size_t i = 0; i < BS4K / 8; i++)
+			assert_true(*word(f->vma, b, i) == PATTERN(b, i));
+	for (vm_blk_t b = 0; b < 16; b++) {
+		assert_int_equal(f->m->loads[b], 1);
+		assert_int_equal(state(f, b), VM_PAGE_LOADED);
+	}
+	assert_int_equal(stats(f->fh).faults, 16);
+	fx_close(f);
+}
+
+static void test_write_after_read_dirties_without_reload(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	uint64_t v = *word(f->vma, 1, 5);
+	assert_true(v == PATTERN(1, 5));
+	assert_int_equal(state(f, 1), VM_PAGE_LOADED);
+	*word(f->vma, 1, 5) = 77;
+	assert_int_equal(state(f, 1), VM_PAGE_DIRTY);
+	assert_int_equal(f->m->loads[1], 1);
+	assert_int_equal(*word(f->vma, 1, 5), 77);
+	assert_true(*word(f->vma, 1, 6) == PATTERN(1, 6));
+	/* The backend's copy is untouched until writeout. */
+	assert_true(memfile_blk(f->m, 1)[5] == PATTERN(1, 5));
+	fx_close(f);
+}
+
+static void test_write_to_empty_page_loads_it_first(void **unused)
+{
+	struct fx *f = fx_open(BS64K, 4, 4);
+	*word(f->vma, 0, 100) = 1;
+	assert_int_equal(state(f, 0), VM_PAGE_DIRTY);
+	assert_int_equal(f->m->loads[0], 1);
+	assert_true(*word(f->vma, 0, 99) == PATTERN(0, 99));
+	assert_true(*word(f->vma, 0, 101) == PATTERN(0, 101));
+	fx_close(f);
+}
+
+/* ---- several mappings ------------------------------------------------------- */
+
+static void test_overlapping_mappings_share_pages(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+	vm_vma *a, *b;
+
+	assert_int_equal(vm_fileh_mmap(&a, f->fh, 0, 4), 0);
+	assert_int_equal(vm_fileh_mmap(&b, f->fh, 2, 4), 0);
+	assert_int_equal(vm_vma_pgoffset(b), 2);
+	assert_ptr_equal(vm_vma_fileh(b), f->fh);
+
+	/* A block read through one mapping is not loaded again through the
+	 * other. */
+	assert_true(*word(a, 2, 0) == PATTERN(2, 0));
+	assert_true(*word(b, 2, 0) == PATTERN(2, 0));
+	assert_int_equal(f->m->loads[2], 1);
+
+	/* A write through one mapping is seen at once through every other
+	 * mapping of the block, without a fault there. */
+	*word(a, 3, 9) = 1234;
+	assert_true(kernel_can_read(vm_vma_blk_addr(b, 3)));
+	assert_true(kernel_can_read(vm_vma_blk_addr(f->vma, 3)));
+	unsigned faults = stats(f->fh).faults;
+	assert_int_equal(*word(b, 3, 9), 1234);
+	assert_int_equal(*word(f->vma, 3, 9), 1234);
+	assert_int_equal(stats(f->fh).faults, faults);
+	assert_int_equal(f->m->loads[3], 1);
+
+	vm_vma_unmap(a);
+	vm_vma_unmap(b);
+	fx_close(f);
+}
+
+static void test_new_mapping_shows_dirty_pages(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	vm_vma *b;
+
+	*word(f->vma, 1, 0) = 555;
+	assert_int_equal(vm_fileh_mmap(&b, f->fh, 0, 4), 0);
+	assert_true(kernel_can_read(vm_vma_blk_addr(b, 1)));
+	assert_int_equal(*word(b, 1, 0), 555);
+	assert_int_equal(f->m->loads[1], 1);
+	vm_vma_unmap(b);
+	fx_close(f);
+}
+
+static void test_unmap_keeps_dirty_pages(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+
+	*word(f->vma, 2, 3) = 99;
+	vm_vma_unmap(f->vma);
+	assert_int_equal(state(f, 2), VM_PAGE_DIRTY);
+	assert_int_equal(vm_fileh_mmap(&f->vma, f->fh, 0, 4), 0);
+	assert_int_equal(*word(f->vma, 2, 3), 99);
+	fx_close(f);
+}
+
+static void test_mapping_needs_blocks(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	vm_vma *b;
+	assert_int_equal(vm_fileh_mmap(&b, f->fh, 0, 0), -EINVAL);
+	assert_null(b);
+	assert_int_equal(vm_fileh_mmap(&b, f->fh, UINT64_MAX, 2), -EINVAL);
+	fx_close(f);
+}
+
+/* ---- RAM budget and reclaim ------------------------------------------------- */
+
+static void test_reclaim_keeps_ram_within_budget(void **unused)
+{
+	struct fx *f = fx_open(BS64K, 32, 3);
+
+	for (vm_blk_t b = 0; b < 32; b++) {
+		assert_true(*word(f->vma, b, 1) == PATTERN(b, 1));
+		assert_true(vm_ram_used(f->ram) <= 3 * BS64K);
+	}
+	assert_int_equal(stats(f->fh).reclaimed, 29);
+	assert_int_equal(stats(f->fh).ncached, 3);
+	/* A reclaimed block is unmapped and loads again on access. */
+	assert_int_equal(state(f, 0), VM_PAGE_EMPTY);
+	assert_false(kernel_can_read(vm_vma_blk_addr(f->vma, 0)));
+	assert_true(*word(f->vma, 0, 2) == PATTERN(0, 2));
+	assert_int_equal(f->m->loads[0], 2);
+	fx_close(f);
+}
+
+static void test_reclaim_takes_least_recently_faulted_page(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 2);
+	vm_vma *b;
+
+	assert_int_equal(vm_fileh_mmap(&b, f->fh, 0, 8), 0);
+	touch(word(f->vma, 0, 0));
+	touch(word(f->vma, 1, 0));
+	touch(word(b, 0, 0)); /* fault on block 0 again, through b */
+	touch(word(f->vma, 2, 0));
+	assert_int_equal(state(f, 1), VM_PAGE_EMPTY);
+	assert_int_equal(state(f, 0), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADED);
+	vm_vma_unmap(b);
+	fx_close(f);
+}
+
+static void test_dirty_pages_are_never_reclaimed(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 2);
+
+	*word(f->vma, 0, 0) = 1;
+	*word(f->vma, 1, 0) = 2;
+	/* Budget full of dirty pages: the fault fails, nothing is lost. */
+	assert_int_equal(vm_vma_on_fault(f->vma, vm_vma_blk_addr(f->vma, 2), 0), -ENOMEM);
+	assert_int_equal(state(f, 2), VM_PAGE_EMPTY);
+	assert_int_equal(*word(f->vma, 0, 0), 1);
+	assert_int_equal(*word(f->vma, 1, 0), 2);
+	/* Once written out they are clean and can make room. */
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
+	assert_true(*word(f->vma, 2, 0) == PATTERN(2, 0));
+	assert_true(vm_ram_used(f->ram) <= 2 * BS4K);
+	fx_close(f);
+}
+
+static void test_pool_reclaims_across_handles(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 18); /* 72 KiB */
+	struct memfile *m2 = memfile_new(BS64K, 2, 0);
+	vm_fileh *fh2;
+	vm_vma *v2;
+
+	for (vm_blk_t b = 0; b < 4; b++)
+		touch(word(f->vma, b, 0));
+	/* 64 KiB next to 4 x 4 KiB does not fit: the two oldest pages of the
+	 * other handle make room. */
+	assert_int_equal(vm_fileh_open(&fh2, &m2->file, f->ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&v2, fh2, 0, 2), 0);
+	assert_true(*word(v2, 1, 3) == PATTERN(1, 3));
+	assert_int_equal(state(f, 0), VM_PAGE_EMPTY);
+	assert_int_equal(state(f, 1), VM_PAGE_EMPTY);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADED);
+	assert_int_equal(vm_ram_used(f->ram), 72 << 10);
+	assert_int_equal(vm_ram_close(f->ram), -EBUSY);
+	vm_vma_unmap(v2);
+	vm_fileh_close(fh2);
+	memfile_free(m2);
+	fx_close(f);
+}
+
+static void test_block_larger_than_budget_fails_without_reclaim(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 3);
+	struct memfile *m2 = memfile_new(BS64K, 2, 0);
+	vm_fileh *fh2;
+	vm_vma *v2;
+
+	touch(word(f->vma, 0, 0));
+	assert_int_equal(vm_fileh_open(&fh2, &m2->file, f->ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&v2, fh2, 0, 2), 0);
+	assert_int_equal(vm_vma_on_fault(v2, vm_vma_addr(v2), 0), -ENOMEM);
+	assert_int_equal(state(f, 0), VM_PAGE_LOADED);
+	vm_vma_unmap(v2);
+	vm_fileh_close(fh2);
+	memfile_free(m2);
+	fx_close(f);
+}
+
+/* ---- writeout ------------------------------------------------------------- */
+
+static void test_writeout_stores_in_ascending_block_order(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+
+	*word(f->vma, 5, 0) = 50;
+	*word(f->vma, 1, 0) = 10;
+	*word(f->vma, 3, 0) = 30;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE), 0);
+	assert_int_equal(f->m->nstore, 3);
+	assert_int_equal(f->m->store_log[0], 1);
+	assert_int_equal(f->m->store_log[1], 3);
+	assert_int_equal(f->m->store_log[2], 5);
+	assert_int_equal(memfile_blk(f->m, 3)[0], 30);
+	/* STORE alone leaves them dirty. */
+	assert_int_equal(state(f, 3), VM_PAGE_DIRTY);
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_MARKSTORED), 0);
+	assert_int_equal(state(f, 1), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 3), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 5), VM_PAGE_LOADED);
+	assert_int_equal(stats(f->fh).ndirty, 0);
+	/* Clean again: read-only, a new write dirties again without a load. */
+	assert_int_equal(*word(f->vma, 5, 0), 50);
+	*word(f->vma, 5, 0) = 51;
+	assert_int_equal(state(f, 5), VM_PAGE_DIRTY);
+	assert_int_equal(f->m->loads[5], 1);
+	fx_close(f);
+}
+
+static void test_writeout_error_leaves_every_page_dirty(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+
+	*word(f->vma, 1, 0) = 10;
+	*word(f->vma, 3, 0) = 30;
+	*word(f->vma, 5, 0) = 50;
+	f->m->fail_store_blk = 3;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED),
+			 -ENOSPC);
+	assert_int_equal(f->m->nstore, 1); /* block 1 only; 5 never tried */
+	assert_int_equal(stats(f->fh).ndirty, 3);
+	for (vm_blk_t b = 1; b <= 5; b += 2)
+		assert_int_equal(state(f, b), VM_PAGE_DIRTY);
+	/* The failed page is writable again at once. */
+	*word(f->vma, 3, 1) = 31;
+	f->m->fail_store_blk = -1;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
+	assert_int_equal(stats(f->fh).ndirty, 0);
+	assert_int_equal(memfile_blk(f->m, 3)[1], 31);
+	assert_int_equal(memfile_blk(f->m, 5)[0], 50);
+	fx_close(f);
+}
+
+static void test_markstored_keeps_pages_written_after_store(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+
+	*word(f->vma, 0, 0) = 1;
+	*word(f->vma, 1, 0) = 2;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE), 0);
+	*word(f->vma, 1, 0) = 3; /* after its store */
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_MARKSTORED), 0);
+	assert_int_equal(state(f, 0), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 1), VM_PAGE_DIRTY);
+	assert_int_equal(*word(f->vma, 1, 0), 3);
+	assert_int_equal(memfile_blk(f->m, 1)[0], 2);
+	fx_close(f);
+}
+
+struct writer_arg {
+	struct fx *f;
+	vm_blk_t blk;
+	uint64_t value;
+};
+
+static void *write_word_thread(void *p)
+{
+	struct writer_arg *a = p;
+	*word(a->f->vma, a->blk, 0) = a->value;
+	return NULL;
+}
+
+static void *writeout_thread(void *p)
+{
+	struct fx *f = p;
+	intptr_t rc = vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED);
+	return (void *)rc;
+}
+
+static void test_write_during_store_is_not_lost(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	struct writer_arg wa = { f, 1, 222 };
+	pthread_t wo, wr;
+	void *rc;
+
+	*word(f->vma, 1, 0) = 111;
+	f->m->hold_blk = 1; /* storeblk(1) waits for us */
+	pthread_create(&wo, NULL, writeout_thread, f);
+	memfile_wait_held(f->m);
+	/* The page is being stored: it must be write-protected now. */
+	pthread_create(&wr, NULL, write_word_thread, &wa);
+	usleep(20000); /* let the writer fault and wait (order only, no timing claim) */
+	assert_int_equal(vm_fileh_dirty_discard(f->fh), -EBUSY);
+	memfile_release_held(f->m);
+	pthread_join(wo, &rc);
+	pthread_join(wr, NULL);
+	assert_int_equal((intptr_t)rc, 0);
+	/* The store took the page as it was before the write ... */
+	assert_int_equal(memfile_blk(f->m, 1)[0], 111);
+	/* ... and the write is kept, dirty. */
+	assert_int_equal(*word(f->vma, 1, 0), 222);
+	assert_int_equal(state(f, 1), VM_PAGE_DIRTY);
+	f->m->hold_blk = -1;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
+	assert_int_equal(memfile_blk(f->m, 1)[0], 222);
+	fx_close(f);
+}
+
+static void test_writeout_refuses_bad_flags(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 2, 2);
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, 0), -EINVAL);
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, 8), -EINVAL);
+	fx_close(f);
+}
+
+/* ---- discard and invalidate ---------------------------------------------- */
+
+static void test_discard_drops_dirty_pages(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+
+	touch(word(f->vma, 0, 0));
+	*word(f->vma, 1, 0) = 5;
+	assert_int_equal(vm_fileh_dirty_discard(f->fh), 0);
+	assert_int_equal(state(f, 1), VM_PAGE_EMPTY);
+	assert_int_equal(state(f, 0), VM_PAGE_LOADED); /* clean pages stay */
+	assert_false(kernel_can_read(vm_vma_blk_addr(f->vma, 1)));
+	assert_true(*word(f->vma, 1, 0) == PATTERN(1, 0));
+	assert_int_equal(f->m->loads[1], 2);
+	assert_int_equal(vm_ram_used(f->ram), 2 * BS4K);
+	fx_close(f);
+}
+
+static void test_invalidate_drops_clean_page(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+
+	touch(word(f->vma, 2, 0));
+	memfile_blk(f->m, 2)[0] = 4242;
+	assert_int_equal(vm_fileh_invalidate_page(f->fh, 2), 0);
+	assert_int_equal(state(f, 2), VM_PAGE_EMPTY);
+	assert_int_equal(*word(f->vma, 2, 0), 4242);
+	assert_int_equal(vm_fileh_invalidate_page(f->fh, 3), 0); /* EMPTY: no-op */
+	fx_close(f);
+}
+
+static void test_invalidate_refuses_dirty_page(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	*word(f->vma, 2, 0) = 1;
+	assert_int_equal(vm_fileh_invalidate_page(f->fh, 2), -EBUSY);
+	assert_int_equal(*word(f->vma, 2, 0), 1);
+	fx_close(f);
+}
+
+struct fault_arg {
+	vm_vma *vma;
+	void *addr;
+	int write;
+	int rc;
+};
+
+static void *fault_thread(void *p)
+{
+	struct fault_arg *a = p;
+	a->rc = vm_vma_on_fault(a->vma, a->addr, a->write);
+	return NULL;
+}
+
+static void test_invalidate_while_loading_reloads(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	struct fault_arg fa = { f->vma, vm_vma_blk_addr(f->vma, 2), 0, -1 };
+	pthread_t t;
+
+	f->m->hold_blk = 2;
+	pthread_create(&t, NULL, fault_thread, &fa);
+	memfile_wait_held(f->m);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADING);
+	memfile_blk(f->m, 2)[0] = 9999; /* the block changes under the load */
+	assert_int_equal(vm_fileh_invalidate_page(f->fh, 2), 0);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADING_INVALIDATED);
+	f->m->hold_blk = -1;
+	memfile_release_held(f->m);
+	pthread_join(t, NULL);
+	assert_int_equal(fa.rc, 0);
+	assert_int_equal(f->m->loads[2], 2);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADED);
+	assert_int_equal(*word(f->vma, 2, 0), 9999);
+	fx_close(f);
+}
+
+/* ---- block sizes ------------------------------------------------------------ */
+
+static void roundtrip_blksize(size_t bs)
+{
+	const size_t nblk = 6;
+	struct fx *f = fx_open(bs, nblk, nblk);
+
+	/* Touch every 4 KiB page of every block: one fault per block. */
+	for (vm_blk_t b = 0; b < nblk; b++)
+		for (size_t off = 0; off < bs; off += 4096)
+			assert_true(*word(f->vma, b, off / 8) == PATTERN(b, off / 8));
+	assert_int_equal(stats(f->fh).faults, nblk);
+	for (vm_blk_t b = 0; b < nblk; b++)
+		assert_int_equal(f->m->loads[b], 1);
+	/* Write the last word of two blocks, write out, read back in a new
+	 * handle. */
+	*word(f->vma, 1, bs / 8 - 1) = 0xabc;
+	*word(f->vma, 4, bs / 8 - 1) = 0xdef;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
+	assert_int_equal(f->m->nstore, 2);
+	vm_vma_unmap(f->vma);
+	vm_fileh_close(f->fh);
+	assert_int_equal(vm_fileh_open(&f->fh, &f->m->file, f->ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&f->vma, f->fh, 0, nblk), 0);
+	assert_int_equal(*word(f->vma, 1, bs / 8 - 1), 0xabc);
+	assert_int_equal(*word(f->vma, 4, bs / 8 - 1), 0xdef);
+	fx_close(f);
+}
+
+static void test_blksize_4k(void **unused) { roundtrip_blksize(BS4K); }
+static void test_blksize_64k(void **unused) { roundtrip_blksize(BS64K); }
+static void test_blksize_2m(void **unused) { roundtrip_blksize(BS2M); }
+
+static void test_bad_block_sizes_are_refused(void **unused)
+{
+	size_t bad[] = { 0, 512, 3 * 4096, (size_t)128 << 20 };
+	vm_ram *ram;
+	vm_fileh *fh;
+
+	assert_int_equal(vm_ram_open(&ram, 1 << 20), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		vm_bigfile file = { .ops = &memfile_ops, .blksize = bad[i] };
+		assert_int_equal(vm_fileh_open(&fh, &file, ram, 0), -EINVAL);
+		assert_null(fh);
+	}
+	vm_bigfile file = { .ops = &memfile_ops, .blksize = 4096 };
+	assert_int_equal(vm_fileh_open(&fh, &file, ram, VM_MMAP_OVERLAY), -EINVAL);
+	assert_int_equal(vm_fileh_open(&fh, &file, ram, VM_MMAP_OVERLAY | VM_DONT_MMAP_OVERLAY), -EINVAL);
+	assert_int_equal(vm_ram_close(ram), 0);
+	assert_int_equal(vm_ram_open(&ram, 100), -EINVAL);
+}
+
+static void test_release_runs_when_last_handle_closes(void **unused)
+{
+	struct memfile *m = memfile_new(BS4K, 2, 0);
+	vm_ram *ram;
+	vm_fileh *a, *b;
+
+	assert_int_equal(vm_ram_open(&ram, 1 << 20), 0);
+	assert_int_equal(vm_fileh_open(&a, &m->file, ram, 0), 0);
+	assert_int_equal(vm_fileh_open(&b, &m->file, ram, 0), 0);
+	vm_fileh_close(a);
+	assert_int_equal(m->released_file, 0);
+	vm_fileh_close(b);
+	assert_int_equal(m->released_file, 1);
+	assert_int_equal(vm_ram_close(ram), 0);
+	memfile_free(m);
+}
+
+static void test_close_gives_all_ram_back(void **unused)
+{
+	struct fx *f = fx_open(BS64K, 8, 8);
+	vm_vma *extra;
+
+	assert_int_equal(vm_fileh_mmap(&extra, f->fh, 2, 2), 0);
+	touch(word(f->vma, 0, 0));
+	*word(extra, 3, 0) = 1;
+	assert_int_equal(vm_ram_used(f->ram), 2 * BS64K);
+	vm_vma_unmap(f->vma);
+	vm_fileh_close(f->fh); /* also unmaps `extra` */
+	assert_int_equal(vm_ram_used(f->ram), 0);
+	assert_int_equal(vm_ram_close(f->ram), 0);
+	memfile_free(f->m);
+	free(f);
+}
+
+static void test_page_state_names(void **unused)
+{
+	assert_string_equal(vm_page_state_name(VM_PAGE_LOADING_INVALIDATED), "LOADING_INVALIDATED");
+	assert_string_equal(vm_page_state_name(VM_PAGE_DIRTY), "DIRTY");
+	assert_string_equal(vm_strerror(-ENOMEM), strerror(ENOMEM));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_explicit_read_fault_loads_block_readonly),
+		cmocka_unit_test(test_explicit_write_fault_makes_page_dirty),
+		cmocka_unit_test(test_fault_outside_mapping_is_refused),
+		cmocka_unit_test(test_failed_load_leaves_page_empty_and_is_retried),
+		cmocka_unit_test(test_reading_every_word_loads_each_block_once),
+		cmocka_unit_test(test_write_after_read_dirties_without_reload),
+		cmocka_unit_test(test_write_to_empty_page_loads_it_first),
+		cmocka_unit_test(test_overlapping_mappings_share_pages),
+		cmocka_unit_test(test_new_mapping_shows_dirty_pages),
+		cmocka_unit_test(test_unmap_keeps_dirty_pages),
+		cmocka_unit_test(test_mapping_needs_blocks),
+		cmocka_unit_test(test_reclaim_keeps_ram_within_budget),
+		cmocka_unit_test(test_reclaim_takes_least_recently_faulted_page),
+		cmocka_unit_test(test_dirty_pages_are_never_reclaimed),
+		cmocka_unit_test(test_pool_reclaims_across_handles),
+		cmocka_unit_test(test_block_larger_than_budget_fails_without_reclaim),
+		cmocka_unit_test(test_writeout_stores_in_ascending_block_order),
+		cmocka_unit_test(test_writeout_error_leaves_every_page_dirty),
+		cmocka_unit_test(test_markstored_keeps_pages_written_after_store),
+		cmocka_unit_test(test_write_during_store_is_not_lost),
+		cmocka_unit_test(test_writeout_refuses_bad_flags),
+		cmocka_unit_test(test_discard_drops_dirty_pages),
+		cmocka_unit_test(test_invalidate_drops_clean_page),
+		cmocka_unit_test(test_invalidate_refuses_dirty_page),
+		cmocka_unit_test(test_invalidate_while_loading_reloads),
+		cmocka_unit_test(test_blksize_4k),
+		cmocka_unit_test(test_blksize_64k),
+		cmocka_unit_test(test_blksize_2m),
+		cmocka_unit_test(test_bad_block_sizes_are_refused),
+		cmocka_unit_test(test_release_runs_when_last_handle_closes),
+		cmocka_unit_test(test_close_gives_all_ram_back),
+		cmocka_unit_test(test_page_state_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,279 @@
+/* test_virtmem_signals.c — what a process sees from the fault handler: a
+ * failed load is SIGBUS at the faulting address (and later accesses retry),
+ * a full budget is SIGBUS, errno survives a fault, a wild access still kills
+ * the process with SIGSEGV, and an earlier SIGSEGV handler still gets the
+ * faults that are not virtmem's.  Each case runs in a child process.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "vmtest.h"
+
+#define BS 4096
+
+static sigjmp_buf jb;
+static void *bus_addr;
+static int bus_code, bus_count;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	bus_addr = si->si_addr;
+	bus_code = si->si_code;
+	bus_count++;
+	siglongjmp(jb, 1);
+}
+
+static void catch_sigbus(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+struct child {
+	struct memfile *m;
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+};
+
+static void child_open(struct child *c, size_t nblk, size_t budget_blocks)
+{
+	c->m = memfile_new(BS, nblk, 0);
+	if (vm_ram_open(&c->ram, budget_blocks * BS) < 0 ||
+	    vm_fileh_open(&c->fh, &c->m->file, c->ram, 0) < 0 ||
+	    vm_fileh_mmap(&c->vma, c->fh, 0, nblk) < 0)
+		_exit(90);
+}
+
+/* Exit codes: 0 all good, 1.. which check failed. */
+static void failed_load_child(void *unused)
+{
+	struct child c;
+	child_open(&c, 4, 4);
+	volatile uint64_t *p = (uint64_t *)vm_vma_blk_addr(c.vma, 2) + 5;
+	c.m->fail_load_blk = 2;
+	catch_sigbus();
+	if (sigsetjmp(jb, 1) == 0) {
+		(void)*p;
+		_exit(1); /* the read must not complete */
+	}
+	if (bus_addr != (void *)p)
+		_exit(2);
+	if (bus_code != BUS_ADRERR)
+		_exit(3);
+	if (vm_fileh_page_state(c.fh, 2) != VM_PAGE_EMPTY)
+		_exit(4);
+	/* A later access retries the load. */
+	c.m->fail_load_blk = -1;
+	if (*p != PATTERN(2, 5))
+		_exit(5);
+	if (bus_count != 1)
+		_exit(6);
+	_exit(0);
+}
+
+static void test_failed_load_is_sigbus_at_faulting_address(void **unused)
+{
+	int st = run_in_child(failed_load_child, NULL);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void failed_load_default_child(void *unused)
+{
+	struct child c;
+	child_open(&c, 4, 4);
+	c.m->fail_load_blk = 1;
+	(void)*(volatile char *)vm_vma_blk_addr(c.vma, 1);
+	_exit(1);
+}
+
+static void test_failed_load_kills_with_sigbus_by_default(void **unused)
+{
+	int st = run_in_child(failed_load_default_child, NULL);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGBUS);
+}
+
+static void sigbus_blocked_child(void *unused)
+{
+	struct child c;
+	sigset_t set;
+	child_open(&c, 4, 4);
+	c.m->fail_load_blk = 1;
+	sigemptyset(&set);
+	sigaddset(&set, SIGBUS);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGBUS, SIG_IGN);
+	(void)*(volatile char *)vm_vma_blk_addr(c.vma, 1);
+	_exit(1);
+}
+
+static void test_blocked_or_ignored_sigbus_still_kills(void **unused)
+{
+	int st = run_in_child(sigbus_blocked_child, NULL);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGBUS);
+}
+
+static void full_budget_child(void *unused)
+{
+	struct child c;
+	child_open(&c, 4, 2);
+	*(volatile char *)vm_vma_blk_addr(c.vma, 0) = 1;
+	*(volatile char *)vm_vma_blk_addr(c.vma, 1) = 1;
+	catch_sigbus();
+	if (sigsetjmp(jb, 1) == 0) {
+		*(volatile char *)vm_vma_blk_addr(c.vma, 2) = 1;
+		_exit(1);
+	}
+	if (bus_addr != vm_vma_blk_addr(c.vma, 2))
+		_exit(2);
+	/* Dirty data survived. */
+	if (*(volatile char *)vm_vma_blk_addr(c.vma, 0) != 1)
+		_exit(3);
+	_exit(0);
+}
+
+static void test_full_budget_of_dirty_pages_is_sigbus(void **unused)
+{
+	int st = run_in_child(full_budget_child, NULL);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_errno_survives_a_fault(void **unused)
+{
+	struct memfile *m = memfile_new(BS, 2, 0);
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+	assert_int_equal(vm_ram_open(&ram, 2 * BS), 0);
+	assert_int_equal(vm_fileh_open(&fh, &m->file, ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&vma, fh, 0, 2), 0);
+	volatile uint64_t *p = vm_vma_blk_addr(vma, 1);
+	errno = 12345;
+	uint64_t v = *p;  /* read fault */
+	assert_int_equal(errno, 12345);
+	*p = v + 1;       /* write fault */
+	assert_int_equal(errno, 12345);
+	vm_vma_unmap(vma);
+	vm_fileh_close(fh);
+	vm_ram_close(ram);
+	memfile_free(m);
+}
+
+static void wild_access_child(void *unused)
+{
+	struct child c;
+	child_open(&c, 2, 2);
+	(void)*(volatile char *)vm_vma_addr(c.vma); /* virtmem's: fine */
+	(void)*(volatile int *)16;                  /* not virtmem's */
+	_exit(1);
+}
+
+static void test_wild_access_still_crashes_with_sigsegv(void **unused)
+{
+	int st = run_in_child(wild_access_child, NULL);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSEGV);
+}
+
+static void *prev_addr;
+
+static void prev_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	prev_addr = si->si_addr;
+	siglongjmp(jb, 1);
+}
+
+static void previous_handler_child(void *unused)
+{
+	struct sigaction sa;
+	struct child c;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = prev_handler;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGSEGV, &sa, NULL);
+	child_open(&c, 2, 2); /* installs virtmem's handler over ours */
+	if (sigsetjmp(jb, 1) == 0) {
+		(void)*(volatile int *)24;
+		_exit(1);
+	}
+	if (prev_addr != (void *)24)
+		_exit(2);
+	/* virtmem's own faults still work afterwards. */
+	if (*(volatile uint64_t *)vm_vma_blk_addr(c.vma, 1) != PATTERN(1, 0))
+		_exit(3);
+	_exit(0);
+}
+
+static void test_foreign_faults_go_to_previous_handler(void **unused)
+{
+	int st = run_in_child(previous_handler_child, NULL);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* A backend whose loadblk reads virtmem memory would deadlock; it gets an
+ * error (SIGBUS on the outer access) instead. */
+static vm_vma *other_vma;
+
+static int reentrant_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
+{
+	memcpy(buf, vm_vma_addr(other_vma), 8);
+	(void)f;
+	(void)blk;
+	return 0;
+}
+
+static void reentrant_child(void *unused)
+{
+	static const vm_bigfile_ops ops = { .loadblk = reentrant_loadblk };
+	vm_bigfile file = { .ops = &ops, .blksize = BS };
+	struct child c;
+	vm_fileh *fh;
+	vm_vma *vma;
+	child_open(&c, 2, 4);
+	other_vma = c.vma;
+	if (vm_fileh_open(&fh, &file, c.ram, 0) < 0 || vm_fileh_mmap(&vma, fh, 0, 1) < 0)
+		_exit(90);
+	/* Outside a signal handler (an explicit fault, as writeout's storeblk
+	 * would be), the backend's stray access reaches virtmem's handler. */
+	vm_vma_on_fault(vma, vm_vma_addr(vma), 0);
+	_exit(1);
+}
+
+static void test_backend_touching_virtmem_memory_fails_not_deadlocks(void **unused)
+{
+	int st = run_in_child(reentrant_child, NULL);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGBUS);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_failed_load_is_sigbus_at_faulting_address),
+		cmocka_unit_test(test_failed_load_kills_with_sigbus_by_default),
+		cmocka_unit_test(test_blocked_or_ignored_sigbus_still_kills),
+		cmocka_unit_test(test_full_budget_of_dirty_pages_is_sigbus),
+		cmocka_unit_test(test_errno_survives_a_fault),
+		cmocka_unit_test(test_wild_access_still_crashes_with_sigsegv),
+		cmocka_unit_test(test_foreign_faults_go_to_previous_handler),
+		cmocka_unit_test(test_backend_touching_virtmem_memory_fails_not_deadlocks),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,188 @@
+/* test_virtmem_threads.c — concurrent faults: 8 threads faulting the same
+ * and different blocks load each block exactly once, and loads of different
+ * blocks run in parallel (the lock is released during loadblk).
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "vmtest.h"
+
+#define NTHREAD 8
+#define NBLK 64
+#define BS (64 << 10)
+
+struct shared {
+	struct memfile *m;
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+	pthread_barrier_t start;
+	atomic_int bad;
+};
+
+struct worker {
+	struct shared *s;
+	int id;
+	int mode; /* 0: all read block 5; 1: each its own block; 2: all blocks */
+};
+
+static int check_block(struct shared *s, vm_blk_t b)
+{
+	const uint64_t *w = vm_vma_blk_addr(s->vma, b);
+	for (size_t i = 0; i < BS / 8; i += 512)
+		if (w[i] != PATTERN(b, i))
+			return 1;
+	return 0;
+}
+
+static void *worker_main(void *p)
+{
+	struct worker *w = p;
+	struct shared *s = w->s;
+
+	pthread_barrier_wait(&s->start);
+	if (w->mode == 0) {
+		s->bad += check_block(s, 5);
+	} else if (w->mode == 1) {
+		s->bad += check_block(s, (vm_blk_t)w->id);
+	} else {
+		/* Every thread walks all blocks from its own starting point,
+		 * half of them writing the first word of odd blocks. */
+		for (int k = 0; k < NBLK; k++) {
+			vm_blk_t b = (vm_blk_t)((k + w->id * 7) % NBLK);
+			s->bad += check_block(s, b);
+		}
+	}
+	return NULL;
+}
+
+static struct shared *shared_open(unsigned delay_us)
+{
+	struct shared *s = calloc(1, sizeof(*s));
+	s->m = memfile_new(BS, NBLK, 0);
+	s->m->load_delay_us = delay_us;
+	assert_int_equal(vm_ram_open(&s->ram, NBLK * BS), 0);
+	assert_int_equal(vm_fileh_open(&s->fh, &s->m->file, s->ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&s->vma, s->fh, 0, NBLK), 0);
+	pthread_barrier_init(&s->start, NULL, NTHREAD);
+	return s;
+}
+
+static void shared_close(struct shared *s)
+{
+	vm_vma_unmap(s->vma);
+	vm_fileh_close(s->fh);
+	assert_int_equal(vm_ram_close(s->ram), 0);
+	pthread_barrier_destroy(&s->start);
+	memfile_free(s->m);
+	free(s);
+}
+
+static void run_workers(struct shared *s, int mode)
+{
+	pthread_t t[NTHREAD];
+	struct worker w[NTHREAD];
+	for (int i = 0; i < NTHREAD; i++) {
+		w[i] = (struct worker){ s, i, mode };
+		pthread_create(&t[i], NULL, worker_main, &w[i]);
+	}
+	for (int i = 0; i < NTHREAD; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(s->bad, 0);
+}
+
+static void test_threads_faulting_one_block_load_it_once(void **unused)
+{
+	struct shared *s = shared_open(20000);
+	run_workers(s, 0);
+	assert_int_equal(s->m->loads[5], 1);
+	assert_int_equal(s->m->nload_total, 1);
+	shared_close(s);
+}
+
+static void test_threads_faulting_different_blocks_load_each_once(void **unused)
+{
+	struct shared *s = shared_open(2000);
+	run_workers(s, 1);
+	for (int b = 0; b < NTHREAD; b++)
+		assert_int_equal(s->m->loads[b], 1);
+	assert_int_equal(s->m->nload_total, NTHREAD);
+	shared_close(s);
+}
+
+static void test_threads_walking_all_blocks_load_each_once(void **unused)
+{
+	struct shared *s = shared_open(200);
+	run_workers(s, 2);
+	for (int b = 0; b < NBLK; b++)
+		assert_int_equal(s->m->loads[b], 1);
+	shared_close(s);
+}
+
+/* Rendezvous inside loadblk: the load of block 1 waits (up to 30 s) for the
+ * load of block 2 to be running at the same time.  If loads were serialized,
+ * the rendezvous could never happen. */
+static pthread_mutex_t rv_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t rv_cv = PTHREAD_COND_INITIALIZER;
+static int rv_arrived, rv_met;
+
+static int rendezvous_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 30;
+	pthread_mutex_lock(&rv_mu);
+	rv_arrived++;
+	pthread_cond_broadcast(&rv_cv);
+	while (rv_arrived < 2 &&
+	       pthread_cond_timedwait(&rv_cv, &rv_mu, &deadline) == 0)
+		;
+	if (rv_arrived >= 2)
+		rv_met++;
+	pthread_mutex_unlock(&rv_mu);
+	fill_pattern(buf, blk, f->blksize);
+	return 0;
+}
+
+static void test_loads_of_different_blocks_run_in_parallel(void **unused)
+{
+	static const vm_bigfile_ops ops = { .loadblk = rendezvous_loadblk };
+	vm_bigfile file = { .ops = &ops, .blksize = BS };
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+	pthread_t t1, t2;
+
+	assert_int_equal(vm_ram_open(&ram, 4 * BS), 0);
+	assert_int_equal(vm_fileh_open(&fh, &file, ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&vma, fh, 0, 4), 0);
+	struct shared s = { .vma = vma };
+	struct worker w1 = { &s, 1, 1 }, w2 = { &s, 2, 1 };
+	pthread_barrier_init(&s.start, NULL, 2);
+	pthread_create(&t1, NULL, worker_main, &w1);
+	pthread_create(&t2, NULL, worker_main, &w2);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	pthread_barrier_destroy(&s.start);
+	assert_int_equal(s.bad, 0);
+	assert_int_equal(rv_met, 2);
+	vm_vma_unmap(vma);
+	vm_fileh_close(fh);
+	vm_ram_close(ram);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_threads_faulting_one_block_load_it_once),
+		cmocka_unit_test(test_threads_faulting_different_blocks_load_each_once),
+		cmocka_unit_test(test_threads_walking_all_blocks_load_each_once),
+		cmocka_unit_test(test_loads_of_different_blocks_run_in_parallel),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,246 @@
+/* vmtest.h — test backends shared by the virtmem tests.
+ *
+ * memfile: a BigFile whose "disk" is an array in memory.  Every word of block
+ * b holds PATTERN(b, i) until a block is stored.  It counts loads per block,
+ * logs stores in order, can fail chosen loads/stores, and can hold a load
+ * until the test releases it (to observe LOADING states and races).
+ *
+ * basefile: a memfile that also has the overlay trio, whose base layer is a
+ * real temporary file mapped read-only; storeblk writes that file, so the
+ * base shows stored data (as a mirror would after a commit).
+ */
+#ifndef BLKMAP_TESTS_VMTEST_H
+#define BLKMAP_TESTS_VMTEST_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <virtmem/virtmem.h>
+
+#define PATTERN(b, i) (((uint64_t)(b) << 32) | (uint64_t)(i))
+#define MAXLOG 4096
+
+struct memfile {
+	vm_bigfile file;
+	size_t nblk;
+	unsigned char *disk;
+	atomic_uint *loads;           /* per block */
+	atomic_uint nload_total;
+	atomic_int loading_now, loading_max;
+	vm_blk_t store_log[MAXLOG];
+	atomic_uint nstore;
+	long fail_load_blk;           /* -1: none */
+	long fail_store_blk;          /* -1: none */
+	unsigned load_delay_us;
+	/* hold: a load of hold_blk waits until released */
+	long hold_blk;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int held, released;
+	/* overlay */
+	int basefd;
+	atomic_uint nremmap, nmunmap, nsetup;
+	int released_file;
+};
+
+static inline uint64_t *memfile_blk(struct memfile *m, vm_blk_t blk)
+{
+	return (uint64_t *)(m->disk + blk * m->file.blksize);
+}
+
+static inline void fill_pattern(void *buf, vm_blk_t blk, size_t blksize)
+{
+	uint64_t *w = buf;
+	for (size_t i = 0; i < blksize / 8; i++)
+		w[i] = PATTERN(blk, i);
+}
+
+static int memfile_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
+{
+	struct memfile *m = (struct memfile *)f;
+	int now = atomic_fetch_add(&m->loading_now, 1) + 1, max;
+	while (now > (max = atomic_load(&m->loading_max)) &&
+	       !atomic_compare_exchange_weak(&m->loading_max, &max, now))
+		;
+	if (blk < m->nblk)
+		atomic_fetch_add(&m->loads[blk], 1);
+	atomic_fetch_add(&m->nload_total, 1);
+	if ((long)blk == m->hold_blk) {
+		pthread_mutex_lock(&m->mu);
+		m->held = 1;
+		pthread_cond_broadcast(&m->cv);
+		while (!m->released)
+			pthread_cond_wait(&m->cv, &m->mu);
+		pthread_mutex_unlock(&m->mu);
+	}
+	if (m->load_delay_us)
+		usleep(m->load_delay_us);
+	atomic_fetch_sub(&m->loading_now, 1);
+	if ((long)blk == m->fail_load_blk || blk >= m->nblk)
+		return -EIO;
+	memcpy(buf, memfile_blk(m, blk), f->blksize);
+	return 0;
+}
+
+static int memfile_storeblk(vm_bigfile *f, vm_blk_t blk, const void *buf)
+{
+	struct memfile *m = (struct memfile *)f;
+	if ((long)blk == m->hold_blk) {
+		pthread_mutex_lock(&m->mu);
+		m->held = 1;
+		pthread_cond_broadcast(&m->cv);
+		while (!m->released)
+			pthread_cond_wait(&m->cv, &m->mu);
+		pthread_mutex_unlock(&m->mu);
+	}
+	if ((long)blk == m->fail_store_blk)
+		return -ENOSPC;
+	unsigned n = atomic_fetch_add(&m->nstore, 1);
+	if (n < MAXLOG)
+		m->store_log[n] = blk;
+	memcpy(memfile_blk(m, blk), buf, f->blksize);
+	if (m->basefd >= 0 &&
+	    pwrite(m->basefd, buf, f->blksize, (off_t)(blk * f->blksize)) != (ssize_t)f->blksize)
+		return -EIO;
+	return 0;
+}
+
+static void memfile_release(vm_bigfile *f)
+{
+	((struct memfile *)f)->released_file++;
+}
+
+static int basefile_setup(vm_bigfile *f, vm_vma *vma, vm_blk_t blk, size_t blklen)
+{
+	struct memfile *m = (struct memfile *)f;
+	atomic_fetch_add(&m->nsetup, 1);
+	void *p = mmap(vm_vma_addr(vma), blklen * f->blksize, PROT_READ, MAP_SHARED | MAP_FIXED,
+		       m->basefd, (off_t)(blk * f->blksize));
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+static int basefile_remmap(vm_bigfile *f, vm_vma *vma, vm_blk_t blk)
+{
+	struct memfile *m = (struct memfile *)f;
+	atomic_fetch_add(&m->nremmap, 1);
+	void *p = mmap(vm_vma_blk_addr(vma, blk), f->blksize, PROT_READ, MAP_SHARED | MAP_FIXED,
+		       m->basefd, (off_t)(blk * f->blksize));
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+static int basefile_munmap(vm_bigfile *f, vm_vma *vma)
+{
+	struct memfile *m = (struct memfile *)f;
+	(void)vma;
+	atomic_fetch_add(&m->nmunmap, 1);
+	return 0;
+}
+
+static const vm_bigfile_ops memfile_ops = {
+	.loadblk = memfile_loadblk,
+	.storeblk = memfile_storeblk,
+	.release = memfile_release,
+};
+
+static const vm_bigfile_ops basefile_ops = {
+	.loadblk = memfile_loadblk,
+	.storeblk = memfile_storeblk,
+	.release = memfile_release,
+	.mmap_setup_read = basefile_setup,
+	.remmap_blk_read = basefile_remmap,
+	.munmap = basefile_munmap,
+};
+
+/* A memfile of nblk blocks of blksize; with_base adds the overlay trio. */
+static inline struct memfile *memfile_new(size_t blksize, size_t nblk, int with_base)
+{
+	struct memfile *m = calloc(1, sizeof(*m));
+	m->file.ops = with_base ? &basefile_ops : &memfile_ops;
+	m->file.blksize = blksize;
+	m->nblk = nblk;
+	m->disk = malloc(blksize * nblk);
+	m->loads = calloc(nblk, sizeof(*m->loads));
+	for (size_t b = 0; b < nblk; b++)
+		fill_pattern(memfile_blk(m, b), b, blksize);
+	m->fail_load_blk = m->fail_store_blk = m->hold_blk = -1;
+	pthread_mutex_init(&m->mu, NULL);
+	pthread_cond_init(&m->cv, NULL);
+	m->basefd = -1;
+	if (with_base) {
+		char path[] = "/tmp/vmtest-base-XXXXXX";
+		m->basefd = mkstemp(path);
+		unlink(path);
+		if (m->basefd < 0 ||
+		    pwrite(m->basefd, m->disk, blksize * nblk, 0) != (ssize_t)(blksize * nblk))
+			abort();
+	}
+	return m;
+}
+
+static inline void memfile_free(struct memfile *m)
+{
+	if (m->basefd >= 0)
+		close(m->basefd);
+	free(m->disk);
+	free(m->loads);
+	free(m);
+}
+
+/* Waits until a held load (or store) has started. */
+static inline void memfile_wait_held(struct memfile *m)
+{
+	pthread_mutex_lock(&m->mu);
+	while (!m->held)
+		pthread_cond_wait(&m->cv, &m->mu);
+	pthread_mutex_unlock(&m->mu);
+}
+
+static inline void memfile_release_held(struct memfile *m)
+{
+	pthread_mutex_lock(&m->mu);
+	m->released = 1;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* Runs fn in a child process; returns the child's wait status. */
+static inline int run_in_child(void (*fn)(void *), void *arg)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* The child dies as a plain process would: no test framework
+		 * handlers. */
+		signal(SIGSEGV, SIG_DFL);
+		signal(SIGBUS, SIG_DFL);
+		fn(arg);
+		_exit(0);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	return status;
+}
+
+/* Does reading one byte at p work?  (mincore-free check through a pipe:
+ * the kernel reports EFAULT instead of faulting.) */
+static inline int kernel_can_read(const void *p)
+{
+	int fds[2];
+	if (pipe(fds) < 0)
+		abort();
+	ssize_t n = write(fds[1], p, 1);
+	close(fds[0]);
+	close(fds[1]);
+	return n == 1;
+}
+
+#endif /* BLKMAP_TESTS_VMTEST_H */
