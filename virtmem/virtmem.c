@@ -236,8 +236,12 @@ static int vma_map_page(vm_vma *vma, struct vm_page *page, int prot)
 	/* MAP_POPULATE: fill the page tables for the whole block now, so that
 	 * touching the block's 4 KiB pages takes no further kernel faults. */
 	if (mmap(addr, fh->blksize, prot, MAP_SHARED | MAP_FIXED | MAP_POPULATE,
-		 fh->ram->memfd, (off_t)page->ram_off) == MAP_FAILED)
-		return -errno;
+		 fh->ram->memfd, (off_t)page->ram_off) == MAP_FAILED) {
+		int rc = -errno;
+		vm_log("mapping block %llu failed: %s%s", (unsigned long long)page->blk,
+		       vm_strerror(rc), rc == -ENOMEM ? " (too many mappings? see vm.max_map_count)" : "");
+		return rc;
+	}
 	vma_set_mapped(vma, page->blk, true);
 	return 0;
 }
