@@ -176,6 +176,97 @@ static void test_loads_of_different_blocks_run_in_parallel(void **unused)
 	vm_ram_close(ram);
 }
 
+/* Writers, readers, reclaim and writeouts at once: every write reaches the
+ * backend.  Each writer owns 4 blocks and writes increasing values to their
+ * first word, while reading other blocks through a budget small enough to
+ * force reclaim; a writeout thread stores and marks stored in a loop. */
+#define NWRITER 4
+#define OWN 4
+#define ITER 400
+
+struct stress {
+	struct memfile *m;
+	vm_fileh *fh;
+	vm_vma *vma;
+	atomic_int writers_left;
+	atomic_int errors;
+};
+
+struct stress_writer {
+	struct stress *s;
+	int id;
+};
+
+static void *stress_writer_main(void *p)
+{
+	struct stress_writer *w = p;
+	struct stress *s = w->s;
+	unsigned seed = (unsigned)w->id;
+
+	for (uint64_t it = 1; it <= ITER; it++) {
+		for (int k = 0; k < OWN; k++) {
+			vm_blk_t b = (vm_blk_t)(w->id * OWN + k);
+			uint64_t *first = vm_vma_blk_addr(s->vma, b);
+			if (it > 1 && *first != ((uint64_t)w->id << 32 | (it - 1)))
+				s->errors++;
+			*first = (uint64_t)w->id << 32 | it;
+		}
+		/* Read a block nobody writes. */
+		vm_blk_t r = NWRITER * OWN + (vm_blk_t)(rand_r(&seed) % (NBLK - NWRITER * OWN));
+		if (*(volatile uint64_t *)((uint64_t *)vm_vma_blk_addr(s->vma, r) + 3) != PATTERN(r, 3))
+			s->errors++;
+	}
+	s->writers_left--;
+	return NULL;
+}
+
+static void *stress_writeout_main(void *p)
+{
+	struct stress *s = p;
+	while (s->writers_left > 0) {
+		int rc = vm_fileh_dirty_writeout(s->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED);
+		if (rc != 0)
+			s->errors++;
+	}
+	return NULL;
+}
+
+static void test_writes_survive_concurrent_reclaim_and_writeout(void **unused)
+{
+	struct stress s = { 0 };
+	struct stress_writer w[NWRITER];
+	pthread_t tw[NWRITER], two;
+	vm_ram *ram;
+
+	s.m = memfile_new(BS, NBLK, 0);
+	assert_int_equal(vm_ram_open(&ram, (NWRITER * OWN + 6) * BS), 0);
+	assert_int_equal(vm_fileh_open(&s.fh, &s.m->file, ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&s.vma, s.fh, 0, NBLK), 0);
+	s.writers_left = NWRITER;
+	for (int i = 0; i < NWRITER; i++) {
+		w[i] = (struct stress_writer){ &s, i };
+		pthread_create(&tw[i], NULL, stress_writer_main, &w[i]);
+	}
+	pthread_create(&two, NULL, stress_writeout_main, &s);
+	for (int i = 0; i < NWRITER; i++)
+		pthread_join(tw[i], NULL);
+	pthread_join(two, NULL);
+	assert_int_equal(vm_fileh_dirty_writeout(s.fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
+	assert_int_equal(s.errors, 0);
+	for (int i = 0; i < NWRITER; i++)
+		for (int k = 0; k < OWN; k++)
+			assert_true(memfile_blk(s.m, (vm_blk_t)(i * OWN + k))[0] ==
+				    ((uint64_t)i << 32 | ITER));
+	struct vm_fileh_stats st;
+	vm_fileh_stats(s.fh, &st);
+	assert_true(st.reclaimed > 0);
+	assert_true(vm_ram_used(ram) <= (NWRITER * OWN + 6) * BS);
+	vm_vma_unmap(s.vma);
+	vm_fileh_close(s.fh);
+	vm_ram_close(ram);
+	memfile_free(s.m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -183,6 +274,7 @@ int main(void)
 		cmocka_unit_test(test_threads_faulting_different_blocks_load_each_once),
 		cmocka_unit_test(test_threads_walking_all_blocks_load_each_once),
 		cmocka_unit_test(test_loads_of_different_blocks_run_in_parallel),
+		cmocka_unit_test(test_writes_survive_concurrent_reclaim_and_writeout),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
