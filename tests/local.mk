@@ -11,16 +11,16 @@ virtmem_tests = \
 check_PROGRAMS += $(virtmem_tests)
 TESTS += $(virtmem_tests)
 
-tests_test_virtmem_SOURCES = tests/test_virtmem.c tests/vmtest.h
+tests_test_virtmem_SOURCES = tests/test_virtmem.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_LDADD = $(VMTEST_LDADD)
-tests_test_virtmem_threads_SOURCES = tests/test_virtmem_threads.c tests/vmtest.h
+tests_test_virtmem_threads_SOURCES = tests/test_virtmem_threads.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_threads_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_threads_LDADD = $(VMTEST_LDADD)
-tests_test_virtmem_signals_SOURCES = tests/test_virtmem_signals.c tests/vmtest.h
+tests_test_virtmem_signals_SOURCES = tests/test_virtmem_signals.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_signals_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_signals_LDADD = $(VMTEST_LDADD)
-tests_test_virtmem_overlay_SOURCES = tests/test_virtmem_overlay.c tests/vmtest.h
+tests_test_virtmem_overlay_SOURCES = tests/test_virtmem_overlay.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_overlay_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_overlay_LDADD = $(VMTEST_LDADD)
 # The page table is internal: test it from its source.

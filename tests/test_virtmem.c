@@ -9,42 +9,15 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "vmtest.h"
+#include "vmfixture.h"
 
 #define BS4K 4096
 #define BS64K (64 << 10)
 #define BS2M (2 << 20)
 
-struct fx {
-	struct memfile *m;
-	vm_ram *ram;
-	vm_fileh *fh;
-	vm_vma *vma;
-};
-
 static struct fx *fx_open(size_t blksize, size_t nblk, size_t budget_blocks)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	f->m = memfile_new(blksize, nblk, 0);
-	assert_int_equal(vm_ram_open(&f->ram, budget_blocks * blksize), 0);
-	assert_int_equal(vm_fileh_open(&f->fh, &f->m->file, f->ram, 0), 0);
-	assert_false(vm_fileh_is_overlay(f->fh));
-	assert_int_equal(vm_fileh_mmap(&f->vma, f->fh, 0, nblk), 0);
-	return f;
-}
-
-static void fx_close(struct fx *f)
-{
-	vm_vma_unmap(f->vma);
-	vm_fileh_close(f->fh);
-	assert_int_equal(vm_ram_close(f->ram), 0);
-	memfile_free(f->m);
-	free(f);
-}
-
-static uint64_t *word(vm_vma *vma, vm_blk_t blk, size_t i)
-{
-	return (uint64_t *)vm_vma_blk_addr(vma, blk) + i;
+	return fx_open_file(blksize, nblk, budget_blocks, 0);
 }
 
 /* A read the compiler cannot drop. */
@@ -56,13 +29,6 @@ static void touch(const uint64_t *p)
 static enum vm_page_state state(struct fx *f, vm_blk_t blk)
 {
 	return vm_fileh_page_state(f->fh, blk);
-}
-
-static struct vm_fileh_stats stats(vm_fileh *fh)
-{
-	struct vm_fileh_stats st;
-	vm_fileh_stats(fh, &st);
-	return st;
 }
 
 /* ---- state transitions through explicit faults -------------------------- */

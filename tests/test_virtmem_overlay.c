@@ -10,49 +10,16 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "vmtest.h"
+#include "vmfixture.h"
 
 #define BS (64 << 10)
 #define NBLK 8
 
-struct fx {
-	struct memfile *m;
-	vm_ram *ram;
-	vm_fileh *fh;
-	vm_vma *vma;
-};
-
 static struct fx *fx_open(void)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	f->m = memfile_new(BS, NBLK, 1);
-	assert_int_equal(vm_ram_open(&f->ram, NBLK * BS), 0);
-	assert_int_equal(vm_fileh_open(&f->fh, &f->m->file, f->ram, 0), 0);
-	assert_true(vm_fileh_is_overlay(f->fh));
-	assert_int_equal(vm_fileh_mmap(&f->vma, f->fh, 0, NBLK), 0);
+	struct fx *f = fx_open_file(BS, NBLK, NBLK, 1);
 	assert_int_equal(f->m->nsetup, 1);
 	return f;
-}
-
-static void fx_close(struct fx *f)
-{
-	vm_vma_unmap(f->vma);
-	vm_fileh_close(f->fh);
-	assert_int_equal(vm_ram_close(f->ram), 0);
-	memfile_free(f->m);
-	free(f);
-}
-
-static uint64_t *word(vm_vma *vma, vm_blk_t blk, size_t i)
-{
-	return (uint64_t *)vm_vma_blk_addr(vma, blk) + i;
-}
-
-static struct vm_fileh_stats stats(vm_fileh *fh)
-{
-	struct vm_fileh_stats st;
-	vm_fileh_stats(fh, &st);
-	return st;
 }
 
 static void test_overlay_is_chosen_by_flags(void **unused)

@@ -173,12 +173,19 @@ static void test_errno_survives_a_fault(void **unused)
 	memfile_free(m);
 }
 
+/* An address the compiler cannot see through (no -Warray-bounds). */
+static void *wild_addr(uintptr_t a)
+{
+	volatile uintptr_t v = a;
+	return (void *)v;
+}
+
 static void wild_access_child(void *unused)
 {
 	struct child c;
 	child_open(&c, 2, 2);
 	(void)*(volatile char *)vm_vma_addr(c.vma); /* virtmem's: fine */
-	(void)*(volatile int *)16;                  /* not virtmem's */
+	(void)*(volatile int *)wild_addr(16);       /* not virtmem's */
 	_exit(1);
 }
 
@@ -209,7 +216,7 @@ static void previous_handler_child(void *unused)
 	sigaction(SIGSEGV, &sa, NULL);
 	child_open(&c, 2, 2); /* installs virtmem's handler over ours */
 	if (sigsetjmp(jb, 1) == 0) {
-		(void)*(volatile int *)24;
+		(void)*(volatile int *)wild_addr(24);
 		_exit(1);
 	}
 	if (prev_addr != (void *)24)

@@ -64,6 +64,19 @@ static inline void fill_pattern(void *buf, vm_blk_t blk, size_t blksize)
 		w[i] = PATTERN(blk, i);
 }
 
+/* A load or store of hold_blk waits until the test releases it. */
+static inline void memfile_hold_if(struct memfile *m, vm_blk_t blk)
+{
+	if ((long)blk != m->hold_blk)
+		return;
+	pthread_mutex_lock(&m->mu);
+	m->held = 1;
+	pthread_cond_broadcast(&m->cv);
+	while (!m->released)
+		pthread_cond_wait(&m->cv, &m->mu);
+	pthread_mutex_unlock(&m->mu);
+}
+
 static int memfile_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 {
 	struct memfile *m = (struct memfile *)f;
@@ -74,14 +87,7 @@ static int memfile_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	if (blk < m->nblk)
 		atomic_fetch_add(&m->loads[blk], 1);
 	atomic_fetch_add(&m->nload_total, 1);
-	if ((long)blk == m->hold_blk) {
-		pthread_mutex_lock(&m->mu);
-		m->held = 1;
-		pthread_cond_broadcast(&m->cv);
-		while (!m->released)
-			pthread_cond_wait(&m->cv, &m->mu);
-		pthread_mutex_unlock(&m->mu);
-	}
+	memfile_hold_if(m, blk);
 	if (m->load_delay_us)
 		usleep(m->load_delay_us);
 	atomic_fetch_sub(&m->loading_now, 1);
@@ -94,14 +100,7 @@ static int memfile_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 static int memfile_storeblk(vm_bigfile *f, vm_blk_t blk, const void *buf)
 {
 	struct memfile *m = (struct memfile *)f;
-	if ((long)blk == m->hold_blk) {
-		pthread_mutex_lock(&m->mu);
-		m->held = 1;
-		pthread_cond_broadcast(&m->cv);
-		while (!m->released)
-			pthread_cond_wait(&m->cv, &m->mu);
-		pthread_mutex_unlock(&m->mu);
-	}
+	memfile_hold_if(m, blk);
 	if ((long)blk == m->fail_store_blk)
 		return -ENOSPC;
 	unsigned n = atomic_fetch_add(&m->nstore, 1);
