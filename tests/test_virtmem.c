@@ -507,6 +507,63 @@ static void test_invalidate_while_loading_reloads(void **unused)
 	fx_close(f);
 }
 
+/* ---- prefetch ------------------------------------------------------------- */
+
+static void test_prefetch_loads_without_mapping(void **unused)
+{
+	struct fx *f = fx_open(BS64K, 4, 4);
+
+	assert_int_equal(vm_fileh_prefetch(f->fh, 2), 0);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADED);
+	assert_int_equal(f->m->loads[2], 1);
+	assert_false(kernel_can_read(vm_vma_blk_addr(f->vma, 2)));
+	/* Prefetching again does nothing; the fault only maps. */
+	assert_int_equal(vm_fileh_prefetch(f->fh, 2), 0);
+	assert_true(*word(f->vma, 2, 5) == PATTERN(2, 5));
+	assert_int_equal(f->m->loads[2], 1);
+	assert_int_equal(stats(f->fh).faults, 1);
+	/* A failed prefetch leaves the block EMPTY. */
+	f->m->fail_load_blk = 3;
+	assert_int_equal(vm_fileh_prefetch(f->fh, 3), -EIO);
+	assert_int_equal(state(f, 3), VM_PAGE_EMPTY);
+	fx_close(f);
+}
+
+static void *prefetch_thread(void *p)
+{
+	struct fx *f = p;
+	intptr_t rc = vm_fileh_prefetch(f->fh, 1);
+	return (void *)rc;
+}
+
+static void *read_block1_thread(void *p)
+{
+	struct fx *f = p;
+	intptr_t ok = *word(f->vma, 1, 0) == PATTERN(1, 0);
+	return (void *)ok;
+}
+
+static void test_fault_waits_for_a_prefetch_in_progress(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	pthread_t tp, tr;
+	void *rc, *ok;
+
+	f->m->hold_blk = 1;
+	pthread_create(&tp, NULL, prefetch_thread, f);
+	memfile_wait_held(f->m);
+	assert_int_equal(state(f, 1), VM_PAGE_LOADING);
+	pthread_create(&tr, NULL, read_block1_thread, f);
+	usleep(20000); /* let the reader fault and wait (order only) */
+	memfile_release_held(f->m);
+	pthread_join(tp, &rc);
+	pthread_join(tr, &ok);
+	assert_int_equal((intptr_t)rc, 0);
+	assert_int_equal((intptr_t)ok, 1);
+	assert_int_equal(f->m->loads[1], 1);
+	fx_close(f);
+}
+
 /* ---- block sizes ------------------------------------------------------------ */
 
 static void roundtrip_blksize(size_t bs)
@@ -628,6 +685,8 @@ int main(void)
 		cmocka_unit_test(test_invalidate_drops_clean_page),
 		cmocka_unit_test(test_invalidate_refuses_dirty_page),
 		cmocka_unit_test(test_invalidate_while_loading_reloads),
+		cmocka_unit_test(test_prefetch_loads_without_mapping),
+		cmocka_unit_test(test_fault_waits_for_a_prefetch_in_progress),
 		cmocka_unit_test(test_blksize_4k),
 		cmocka_unit_test(test_blksize_64k),
 		cmocka_unit_test(test_blksize_2m),

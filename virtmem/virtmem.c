@@ -36,7 +36,7 @@
  *               ->stored, when it is mapped read-only so that the next write
  *               faults.  On fh->dirty.  Never reclaimed.
  *
- *   EMPTY -> LOADING -> LOADED              read fault, loadblk mode
+ *   EMPTY -> LOADING -> LOADED              read fault or prefetch, loadblk mode
  *   EMPTY -> LOADING -> LOADED_FOR_WRITE -> DIRTY     write fault
  *   LOADING -> LOADING_INVALIDATED -> EMPTY           invalidate during load
  *   LOADING -> EMPTY                        load failed (access gets SIGBUS)
@@ -424,7 +424,8 @@ static int page_fill(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
 	return norm_rc(fh->file->ops->loadblk(fh->file, page->blk, buf));
 }
 
-/* Loads block blk for an access through vma.  Returns with vm_lock held, 0
+/* Loads block blk for an access through vma (NULL for a prefetch; only the
+ * overlay copy needs a mapping).  Returns with vm_lock held, 0
  * when the caller should look at the page again, or -errno. */
 static int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
 {
@@ -564,6 +565,19 @@ int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp)
 	lock();
 	vma = index_lookup(addr);
 	rc = vma ? fault_locked(vma, addr, write, blkp) : VM_FAULT_NOT_OURS;
+	unlock();
+	return rc;
+}
+
+int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk)
+{
+	int rc = 0;
+
+	if (fh->overlay)
+		return 0;
+	lock();
+	if (pagetab_get(&fh->pages, blk) == NULL)
+		rc = page_load_locked(fh, NULL, blk, 0);
 	unlock();
 	return rc;
 }

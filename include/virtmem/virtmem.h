@@ -195,6 +195,14 @@ void *vm_vma_blk_addr(const vm_vma *vma, vm_blk_t blk);
  * for callers that want to prefetch a block without touching it. */
 int vm_vma_on_fault(vm_vma *vma, void *addr, int write);
 
+/* vm_fileh_prefetch loads block blk into RAM without mapping it, so that a
+ * later fault on it only maps it: for read-ahead from a background thread.
+ * Returns 0 at once when the block is already cached or being loaded (or in
+ * overlay mode, where the base serves reads), the loadblk error otherwise,
+ * -ENOMEM when the budget has no room.  Prefetched pages are clean and
+ * reclaimable like any other. */
+int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk);
+
 /* ---- introspection ------------------------------------------------------ */
 
 /* Page states.  The state machine is documented in virtmem/virtmem.c. */
