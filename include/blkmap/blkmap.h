@@ -1,0 +1,166 @@
+/* blkmap.h — libblkmap: map a dataset that lives on an HTTP object server
+ * into memory.
+ *
+ * A dataset at URL <base>/<path> is a JSON manifest plus immutable block
+ * objects (docs/FORMAT.md).  bm_open() reads the manifest; bm_map() gives a
+ * pointer whose pages load on first access (HTTP GET of the block object,
+ * checksum verified, retried); writes make pages dirty; bm_commit() uploads
+ * the dirty blocks in parallel and publishes them as the next generation
+ * with a compare-and-swap of the manifest.  A URL that holds a plain object
+ * (no manifest) maps read-only as a "flat" dataset through Range GETs.
+ *
+ * Errors: functions return 0 or a negative value, either a BM_E* code below
+ * or -errno.  bm_strerror() names the code; bm_last_error() gives the one-line
+ * message of the last failure on a dataset, naming the URL and what was
+ * wrong.  A load that fails inside a page fault (after its retries) cannot
+ * return anything: the access gets SIGBUS at the faulting address, and a
+ * line on stderr names the URL and the block; a later access retries.
+ *
+ * Threads: a dataset may be used from any thread; its mappings may be read
+ * and written by any number of threads at once.  bm_commit, bm_discard,
+ * bm_refresh and bm_close must not run concurrently with each other on one
+ * dataset.
+ */
+#ifndef BLKMAP_BLKMAP_H
+#define BLKMAP_BLKMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bm_dataset bm_dataset;
+typedef struct bm_mapping bm_mapping;
+
+enum bm_error {
+	BM_EINVAL = -1001,    /* bad argument or option */
+	BM_EHTTP = -1002,     /* the server could not be reached or kept failing */
+	BM_ENOTFOUND = -1003, /* no dataset or object at the URL (404) */
+	BM_EFORMAT = -1004,   /* a bad manifest or a bad response from the server */
+	BM_ECHECKSUM = -1005, /* block bytes do not match their checksum */
+	BM_ECONFLICT = -1006, /* another writer committed first */
+	BM_EREADONLY = -1007, /* writing to a flat object or an old generation */
+	BM_ECHANGED = -1008,  /* a flat object changed on the server while mapped */
+	BM_EAUTH = -1009,     /* the server refused the credentials (401/403) */
+	BM_EBUSY = -1010,     /* the dataset has dirty pages or mappings in the way */
+	BM_ENOMEM = -1011,    /* out of memory or RAM budget */
+	BM_EIO = -1012,       /* a local file could not be read or written */
+};
+
+/* Text for a code returned by this library (BM_E* or -errno). */
+const char *bm_strerror(int err);
+
+/* ---- options -------------------------------------------------------------- */
+
+enum bm_open_flags {
+	BM_OPEN_CREATE = 1 << 0, /* create an empty dataset when none exists */
+};
+
+struct bm_options {
+	size_t cache_bytes;       /* RAM budget for cached blocks   BLKMAP_CACHE_BYTES (512 MiB) */
+	const char *token;        /* bearer token, or NULL           BLKMAP_TOKEN */
+	long connect_timeout_ms;  /* per connection attempt          BLKMAP_CONNECT_TIMEOUT_MS (5000) */
+	long timeout_ms;          /* per request                     BLKMAP_TIMEOUT_MS (60000) */
+	int retries;              /* tries after the first failure   BLKMAP_RETRIES (6) */
+	long retry_base_ms;       /* first backoff, doubled per try  BLKMAP_RETRY_BASE_MS (50) */
+	int connections;          /* connections to the server       BLKMAP_CONNECTIONS (8) */
+	size_t readahead_bytes;   /* largest read-ahead window       BLKMAP_READAHEAD_BYTES (64 MiB) */
+	size_t blksize;           /* block size of a created dataset BLKMAP_BLKSIZE (1 MiB) */
+	uint64_t generation;      /* open as of this generation; 0 = latest */
+	int flags;                /* BM_OPEN_* */
+	int verbose;              /* log requests and decisions to stderr */
+	/* For tests and tools: called at each stage of a commit ("uploaded",
+	 * "swapped"); may be NULL. */
+	void (*commit_hook)(const char *stage, void *arg);
+	void *commit_hook_arg;
+};
+
+/* Fills *o with the defaults, then overrides them from the environment
+ * variables named above.  Returns BM_EINVAL (with a message on stderr naming
+ * the variable) when one does not parse. */
+int bm_options_init(struct bm_options *o);
+
+/* ---- datasets ------------------------------------------------------------- */
+
+/* Opens the dataset at url (http://host:port/path).  With BM_OPEN_CREATE and
+ * no dataset at url, the handle is a new empty dataset (generation 0, size 0,
+ * blksize o->blksize) that the first commit creates.  opt may be NULL for
+ * bm_options_init()'s defaults. */
+int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt);
+
+/* Unmaps everything, drops dirty pages (commit first), frees the handle. */
+void bm_close(bm_dataset *ds);
+
+uint64_t bm_size(const bm_dataset *ds);
+size_t bm_blksize(const bm_dataset *ds);
+uint64_t bm_generation(const bm_dataset *ds);
+int bm_is_flat(const bm_dataset *ds);
+/* Number of blocks that hold data (the rest are holes). */
+uint64_t bm_nblocks_stored(const bm_dataset *ds);
+const char *bm_url(const bm_dataset *ds);
+
+/* Sets the size the next commit publishes.  Blocks past the new end are
+ * dropped; new bytes read as zeros.  BM_EBUSY while mappings exist. */
+int bm_resize(bm_dataset *ds, uint64_t size);
+
+/* ---- mappings ------------------------------------------------------------- */
+
+/* Maps bytes [offset, offset+len) of the dataset (len 0: to the end).
+ * *addrp points at offset.  Bytes past the dataset's size up to the end of
+ * its last block read as zeros and are not published by a commit. */
+int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping **mp);
+void bm_unmap(bm_mapping *m);
+
+/* ---- changes --------------------------------------------------------------- */
+
+/* Uploads every dirty block and publishes them as generation G+1, where G is
+ * the handle's generation.  On success *genp (if not NULL) is the new
+ * generation and the pages are clean.  BM_ECONFLICT when another writer
+ * published since G (or the handle is at an old generation): nothing is
+ * published and the dirty pages stay, for bm_discard() or a retry after
+ * resolving.  Any other failure also leaves every dirty page dirty. */
+int bm_commit(bm_dataset *ds, uint64_t *genp);
+
+/* Drops every dirty page: the mapping shows the handle's generation again. */
+int bm_discard(bm_dataset *ds);
+
+/* Moves the handle to the latest generation: blocks that changed are dropped
+ * from the cache.  BM_EBUSY when there are dirty pages. */
+int bm_refresh(bm_dataset *ds);
+
+/* Writes len bytes at offset straight into the next generation without
+ * mapping (what `blkmap put` uses): every block it covers fully is hashed
+ * and uploaded if it changed; partly covered blocks are merged with their
+ * current bytes.  Call bm_commit() to publish. */
+int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len);
+
+/* ---- stats and errors ------------------------------------------------------- */
+
+struct bm_stats {
+	const char *mode;          /* "loadblk" or "overlay" */
+	uint64_t fetched_blocks;   /* block GETs that succeeded */
+	uint64_t fetched_bytes;    /* their bytes */
+	uint64_t hole_blocks;      /* holes served without a request */
+	uint64_t cache_hits;       /* page faults served from RAM */
+	uint64_t cache_misses;     /* page faults that had to fetch */
+	uint64_t readahead_blocks; /* blocks fetched ahead of access */
+	uint64_t retries;          /* requests tried again */
+	uint64_t uploaded_blocks;
+	uint64_t uploaded_bytes;
+	uint64_t commits;
+	uint64_t conflicts;
+	size_t ram_bytes;          /* RAM held by cached pages now */
+};
+void bm_stats(bm_dataset *ds, struct bm_stats *st);
+
+/* The message of the last failure on ds ("" if none).  With ds NULL: the
+ * last failure of bm_open or bm_options_init in the calling thread. */
+const char *bm_last_error(bm_dataset *ds);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BLKMAP_BLKMAP_H */
