@@ -507,6 +507,27 @@ static void test_invalidate_while_loading_reloads(void **unused)
 	fx_close(f);
 }
 
+static void test_readonly_handle_refuses_writes(void **unused)
+{
+	struct memfile *m = memfile_new(BS4K, 2, 0);
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+
+	assert_int_equal(vm_ram_open(&ram, 2 * BS4K), 0);
+	assert_int_equal(vm_fileh_open(&fh, &m->file, ram, VM_READONLY), 0);
+	assert_int_equal(vm_fileh_mmap(&vma, fh, 0, 2), 0);
+	assert_int_equal(vm_vma_on_fault(vma, vm_vma_addr(vma), 1), -EROFS);
+	assert_int_equal(vm_fileh_page_state(fh, 0), VM_PAGE_EMPTY);
+	assert_true(*word(vma, 0, 1) == PATTERN(0, 1));
+	assert_int_equal(vm_vma_on_fault(vma, vm_vma_addr(vma), 1), -EROFS);
+	assert_int_equal(vm_fileh_page_state(fh, 0), VM_PAGE_LOADED);
+	vm_vma_unmap(vma);
+	vm_fileh_close(fh);
+	vm_ram_close(ram);
+	memfile_free(m);
+}
+
 /* ---- prefetch ------------------------------------------------------------- */
 
 static void test_prefetch_loads_without_mapping(void **unused)
@@ -685,6 +706,7 @@ int main(void)
 		cmocka_unit_test(test_invalidate_drops_clean_page),
 		cmocka_unit_test(test_invalidate_refuses_dirty_page),
 		cmocka_unit_test(test_invalidate_while_loading_reloads),
+		cmocka_unit_test(test_readonly_handle_refuses_writes),
 		cmocka_unit_test(test_prefetch_loads_without_mapping),
 		cmocka_unit_test(test_fault_waits_for_a_prefetch_in_progress),
 		cmocka_unit_test(test_blksize_4k),

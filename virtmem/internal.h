@@ -116,6 +116,7 @@ struct vm_fileh {
 	size_t blksize;
 	unsigned blkshift;     /* log2(blksize) */
 	bool overlay;
+	bool readonly;         /* VM_READONLY: write faults fail */
 	bool writeout_active;
 	struct vm_pagetab pages;
 	struct vm_list vmas;   /* vm_vma.in_fileh */

@@ -535,6 +535,8 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 		/* The CPU did not say: a fault where something readable is
 		 * mapped must be a write. */
 		write = vma->fh->overlay || vma_page_mapped(vma, blk);
+	if (write && vma->fh->readonly)
+		return -EROFS;
 	do
 		rc = fault_step_locked(vma, blk, write);
 	while (rc == 1);
@@ -617,7 +619,7 @@ int vm_fileh_open(vm_fileh **fhp, vm_bigfile *file, vm_ram *ram, int flags)
 		       bs, pagesize, VM_BLKSIZE_MAX);
 		return -EINVAL;
 	}
-	if ((flags & ~(VM_MMAP_OVERLAY | VM_DONT_MMAP_OVERLAY)) != 0 ||
+	if ((flags & ~(VM_MMAP_OVERLAY | VM_DONT_MMAP_OVERLAY | VM_READONLY)) != 0 ||
 	    (flags & VM_MMAP_OVERLAY && flags & VM_DONT_MMAP_OVERLAY) ||
 	    (flags & VM_MMAP_OVERLAY && !trio) ||
 	    file->ops->loadblk == NULL)
@@ -633,6 +635,7 @@ int vm_fileh_open(vm_fileh **fhp, vm_bigfile *file, vm_ram *ram, int flags)
 	fh->blksize = bs;
 	fh->blkshift = (unsigned)__builtin_ctzl(bs);
 	fh->overlay = flags & VM_MMAP_OVERLAY || (trio && !(flags & VM_DONT_MMAP_OVERLAY));
+	fh->readonly = flags & VM_READONLY;
 	pagetab_init(&fh->pages);
 	vm_list_init(&fh->vmas);
 	vm_list_init(&fh->dirty);

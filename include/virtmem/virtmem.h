@@ -121,6 +121,7 @@ enum vm_fileh_flags {
 	/* 0: mmap-overlay mode when file has the overlay trio, else loadblk. */
 	VM_MMAP_OVERLAY = 1 << 0,      /* overlay mode; -EINVAL if no trio */
 	VM_DONT_MMAP_OVERLAY = 1 << 1, /* loadblk mode even if trio exists */
+	VM_READONLY = 1 << 2,          /* write faults fail (SIGBUS, -EROFS) */
 };
 
 /* vm_fileh_open opens a handle on file whose pages come from ram.  Installs
