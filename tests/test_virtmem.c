@@ -528,6 +528,50 @@ static void test_readonly_handle_refuses_writes(void **unused)
 	memfile_free(m);
 }
 
+static vm_blk_t seen_blk[16];
+static int seen_write[16], nseen;
+
+static void record_fault(vm_bigfile *f, vm_blk_t blk, int write)
+{
+	(void)f;
+	if (nseen < 16) {
+		seen_blk[nseen] = blk;
+		seen_write[nseen++] = write;
+	}
+}
+
+static void test_on_fault_sees_every_fault_cached_or_not(void **unused)
+{
+	static const vm_bigfile_ops ops = {
+		.loadblk = memfile_loadblk, .on_fault = record_fault };
+	struct memfile *m = memfile_new(BS4K, 4, 0);
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *a, *b;
+
+	m->file.ops = &ops;
+	nseen = 0;
+	assert_int_equal(vm_ram_open(&ram, 4 * BS4K), 0);
+	assert_int_equal(vm_fileh_open(&fh, &m->file, ram, 0), 0);
+	assert_int_equal(vm_fileh_mmap(&a, fh, 0, 4), 0);
+	assert_int_equal(vm_fileh_mmap(&b, fh, 0, 4), 0);
+	touch(word(a, 2, 0));      /* miss */
+	touch(word(b, 2, 0));      /* cached: a fault in b all the same */
+	*word(a, 3, 0) = 1;        /* write */
+	assert_int_equal(nseen, 3);
+	assert_int_equal(seen_blk[0], 2);
+	assert_int_equal(seen_blk[1], 2);
+	assert_int_equal(seen_blk[2], 3);
+	assert_int_equal(seen_write[0], 0);
+	assert_int_equal(seen_write[2], 1);
+	assert_int_equal(m->loads[2], 1);
+	vm_vma_unmap(a);
+	vm_vma_unmap(b);
+	vm_fileh_close(fh);
+	vm_ram_close(ram);
+	memfile_free(m);
+}
+
 /* ---- prefetch ------------------------------------------------------------- */
 
 static void test_prefetch_loads_without_mapping(void **unused)
@@ -707,6 +751,7 @@ int main(void)
 		cmocka_unit_test(test_invalidate_refuses_dirty_page),
 		cmocka_unit_test(test_invalidate_while_loading_reloads),
 		cmocka_unit_test(test_readonly_handle_refuses_writes),
+		cmocka_unit_test(test_on_fault_sees_every_fault_cached_or_not),
 		cmocka_unit_test(test_prefetch_loads_without_mapping),
 		cmocka_unit_test(test_fault_waits_for_a_prefetch_in_progress),
 		cmocka_unit_test(test_blksize_4k),

@@ -537,6 +537,15 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 		write = vma->fh->overlay || vma_page_mapped(vma, blk);
 	if (write && vma->fh->readonly)
 		return -EROFS;
+	if (vma->fh->file->ops->on_fault && !vma->fh->overlay) {
+		/* The vma stays valid: unmapping it during a fault on it is
+		 * the caller's error. */
+		unlock();
+		vm_in_backend++;
+		vma->fh->file->ops->on_fault(vma->fh->file, blk, write);
+		vm_in_backend--;
+		lock();
+	}
 	do
 		rc = fault_step_locked(vma, blk, write);
 	while (rc == 1);

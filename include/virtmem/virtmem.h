@@ -86,6 +86,13 @@ struct vm_bigfile_ops {
 	 * Optional. */
 	void (*release)(vm_bigfile *file);
 
+	/* on_fault is told of every page fault a handle in loadblk mode takes
+	 * on the file (block blk; write nonzero for a write), before virtmem
+	 * serves it, whether the block is cached or not: for read-ahead.
+	 * Optional.  Called with no lock held, from the fault handler; it must
+	 * be quick and must not touch virtmem memory. */
+	void (*on_fault)(vm_bigfile *file, vm_blk_t blk, int write);
+
 	/* The overlay trio: optional, all three or none.
 	 *
 	 * mmap_setup_read maps the read-only base layer of blocks

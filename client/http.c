@@ -1,0 +1,358 @@
+/* http.c — HTTP/1.1 requests over libcurl: a bounded pool of keep-alive
+ * connections, request/response plumbing, and retries with backoff.
+ *
+ * Owns: struct bm_http, one curl easy handle per connection.  A request takes
+ * a handle from the pool (waiting when all are busy, so there are never more
+ * than `connections` connections to the server) and gives it back; curl keeps
+ * each handle's connection alive between requests.
+ * Locking: h->mu protects the pool only; requests run without it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "internal.h"
+
+struct bm_http {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	CURL **idle;
+	int nidle, ncreated;
+	struct bm_http_opts o;
+	char *auth;                /* "Authorization: Bearer ..." or NULL */
+	unsigned seed;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void init_curl(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o)
+{
+	struct bm_http *h = calloc(1, sizeof(*h));
+
+	*hp = NULL;
+	if (h == NULL)
+		return BM_ENOMEM;
+	pthread_once(&curl_once, init_curl);
+	h->o = *o;
+	if (h->o.connections < 1)
+		h->o.connections = 1;
+	h->idle = calloc((size_t)h->o.connections, sizeof(*h->idle));
+	if (o->token != NULL && *o->token != '\0') {
+		size_t n = strlen(o->token) + 32;
+		h->auth = malloc(n);
+		if (h->auth != NULL)
+			snprintf(h->auth, n, "Authorization: Bearer %s", o->token);
+	}
+	if (h->idle == NULL || (o->token && *o->token && h->auth == NULL)) {
+		bm_http_free(h);
+		return BM_ENOMEM;
+	}
+	h->seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	*hp = h;
+	return 0;
+}
+
+void bm_http_free(struct bm_http *h)
+{
+	if (h == NULL)
+		return;
+	for (int i = 0; i < h->nidle; i++)
+		curl_easy_cleanup(h->idle[i]);
+	free(h->idle);
+	free(h->auth);
+	free(h);
+}
+
+static CURL *take_handle(struct bm_http *h)
+{
+	CURL *c = NULL;
+
+	pthread_mutex_lock(&h->mu);
+	while (h->nidle == 0 && h->ncreated >= h->o.connections)
+		pthread_cond_wait(&h->cv, &h->mu);
+	if (h->nidle > 0) {
+		c = h->idle[--h->nidle];
+	} else {
+		c = curl_easy_init();
+		if (c != NULL)
+			h->ncreated++;
+	}
+	pthread_mutex_unlock(&h->mu);
+	return c;
+}
+
+static void give_handle(struct bm_http *h, CURL *c, bool broken)
+{
+	pthread_mutex_lock(&h->mu);
+	if (broken) {
+		/* A connection in an unknown state: start afresh. */
+		curl_easy_cleanup(c);
+		h->ncreated--;
+	} else {
+		h->idle[h->nidle++] = c;
+	}
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* ---- callbacks ------------------------------------------------------------ */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct bm_req *r = arg;
+	size_t n = size * nmemb;
+
+	if (n > r->cap - r->got) {
+		r->overflow = true;
+		return 0; /* abort: longer than the caller can take */
+	}
+	if (r->grow) {
+		if (r->got + n + 1 > r->gcap) {
+			size_t ncap = r->gcap ? r->gcap : 64 << 10;
+			while (ncap < r->got + n + 1)
+				ncap *= 2;
+			char *nb = realloc(r->gbuf, ncap);
+			if (nb == NULL)
+				return 0;
+			r->gbuf = nb;
+			r->gcap = ncap;
+		}
+		memcpy(r->gbuf + r->got, data, n);
+		r->got += n;
+		r->gbuf[r->got] = '\0';
+		return n;
+	}
+	memcpy((char *)r->dst + r->got, data, n);
+	r->got += n;
+	return n;
+}
+
+/* Copies a header's value (trimmed) if line is "name: value". */
+static bool header_value(const char *line, size_t len, const char *name, char *out, size_t outn)
+{
+	size_t nl = strlen(name);
+	if (len <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+		return false;
+	const char *v = line + nl + 1, *end = line + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	size_t vl = (size_t)(end - v);
+	if (vl >= outn)
+		vl = outn - 1;
+	memcpy(out, v, vl);
+	out[vl] = '\0';
+	return true;
+}
+
+static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
+{
+	struct bm_req *r = arg;
+	size_t n = size * nmemb;
+	char cl[32];
+
+	if (n > 5 && strncmp(line, "HTTP/", 5) == 0) {
+		/* A new response (after a redirect or 100): forget the last. */
+		r->etag[0] = r->content_range[0] = '\0';
+		r->content_length = UINT64_MAX;
+	}
+	header_value(line, n, "ETag", r->etag, sizeof(r->etag));
+	header_value(line, n, "Content-Range", r->content_range, sizeof(r->content_range));
+	if (header_value(line, n, "Content-Length", cl, sizeof(cl))) {
+		char *e;
+		unsigned long long v = strtoull(cl, &e, 10);
+		r->content_length = (*cl && *e == '\0') ? v : UINT64_MAX;
+	}
+	return n;
+}
+
+struct put_src {
+	const char *p;
+	size_t left;
+};
+
+static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
+{
+	struct put_src *s = arg;
+	size_t n = size * nmemb;
+	if (n > s->left)
+		n = s->left;
+	memcpy(buf, s->p, n);
+	s->p += n;
+	s->left -= n;
+	return n;
+}
+
+/* ---- one attempt -------------------------------------------------------------- */
+
+static void reset_response(struct bm_req *r)
+{
+	r->status = 0;
+	r->got = 0;
+	r->overflow = false;
+	r->etag[0] = r->content_range[0] = r->err[0] = '\0';
+	r->content_length = UINT64_MAX;
+}
+
+/* One request.  0 when a response arrived (any status), BM_EHTTP for a
+ * transport failure (r->err says which), BM_EFORMAT for an overlong body. */
+static int perform_once(struct bm_http *h, struct bm_req *r)
+{
+	struct curl_slist *hdr = NULL;
+	struct put_src src = { r->body, r->body_len };
+	char line[512], errbuf[CURL_ERROR_SIZE] = "";
+	CURL *c = take_handle(h);
+	CURLcode cc;
+	int rc = 0;
+
+	reset_response(r);
+	if (c == NULL) {
+		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
+		return BM_ENOMEM;
+	}
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, r->url);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->o.timeout_ms);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+	if (h->auth)
+		hdr = curl_slist_append(hdr, h->auth);
+	if (r->has_range) {
+		snprintf(line, sizeof(line), "Range: bytes=%" PRIu64 "-%" PRIu64,
+			 r->range_start, r->range_end);
+		hdr = curl_slist_append(hdr, line);
+	}
+	if (r->if_match) {
+		snprintf(line, sizeof(line), "If-Match: %s", r->if_match);
+		hdr = curl_slist_append(hdr, line);
+	}
+	if (r->if_none_match_any)
+		hdr = curl_slist_append(hdr, "If-None-Match: *");
+	if (strcmp(r->method, "HEAD") == 0) {
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(r->method, "PUT") == 0) {
+		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(c, CURLOPT_READDATA, &src);
+		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
+		hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
+	} else if (strcmp(r->method, "DELETE") == 0) {
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+
+	cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	if (cc != CURLE_OK) {
+		if (r->overflow) {
+			snprintf(r->err, sizeof(r->err), "response body longer than %zu bytes", r->cap);
+			rc = BM_EFORMAT;
+		} else {
+			snprintf(r->err, sizeof(r->err), "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
+			rc = BM_EHTTP;
+		}
+	}
+	if (h->o.verbose)
+		bm_log("%s %s -> %ld%s%s", r->method, r->url, r->status, rc ? ": " : "", rc ? r->err : "");
+	curl_slist_free_all(hdr);
+	give_handle(h, c, cc != CURLE_OK);
+	return rc;
+}
+
+int bm_status_error(long status)
+{
+	switch (status) {
+	case 401:
+	case 403:
+		return BM_EAUTH;
+	case 404:
+	case 410:
+		return BM_ENOTFOUND;
+	case 412:
+		return BM_ECONFLICT;
+	default:
+		return BM_EHTTP;
+	}
+}
+
+static bool status_transient(long status)
+{
+	return status >= 500 || status == 429 || status == 408;
+}
+
+static void backoff(struct bm_http *h, int attempt)
+{
+	long ms = h->o.retry_base_ms;
+	for (int i = 0; i < attempt && ms < 5000; i++)
+		ms *= 2;
+	if (ms > 5000)
+		ms = 5000;
+	/* Full jitter in [ms/2, ms]: retries of many clients spread out. */
+	pthread_mutex_lock(&h->mu);
+	unsigned r = (unsigned)rand_r(&h->seed);
+	pthread_mutex_unlock(&h->mu);
+	ms = ms / 2 + (long)(r % (unsigned)(ms / 2 + 1));
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg,
+	       char *msg, size_t n, atomic_uint_fast64_t *retriesp)
+{
+	int rc = 0;
+	char why[300];
+
+	for (int attempt = 0;; attempt++) {
+		if (r->grow) {
+			free(r->gbuf);
+			r->gbuf = NULL;
+			r->gcap = 0;
+		}
+		rc = perform_once(h, r);
+		if (rc == 0 && status_transient(r->status)) {
+			rc = BM_EHTTP;
+			snprintf(why, sizeof(why), "HTTP %ld", r->status);
+		} else if (rc != 0) {
+			snprintf(why, sizeof(why), "%s", r->err);
+		} else if (check != NULL) {
+			rc = check(r, arg, why, sizeof(why));
+		}
+		if (rc == 0)
+			return 0;
+		bool transient = rc == BM_EHTTP || rc == BM_ECHECKSUM;
+		if (!transient || attempt >= h->o.retries) {
+			if (transient && attempt > 0)
+				bm_fmt(msg, n, "%s %s: %s (after %d tries)", r->method, r->url, why, attempt + 1);
+			else
+				bm_fmt(msg, n, "%s %s: %s", r->method, r->url, why);
+			return rc;
+		}
+		if (retriesp)
+			atomic_fetch_add(retriesp, 1);
+		if (h->o.verbose)
+			bm_log("%s %s: %s; retrying", r->method, r->url, why);
+		backoff(h, attempt);
+	}
+}

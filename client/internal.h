@@ -1,0 +1,233 @@
+/* internal.h — what the files of libblkmap share: the dataset handle, the
+ * HTTP layer, the manifest, read-ahead and uploads.
+ *
+ * Locking (one dataset):
+ *   ds->mu     the manifest pointer, size, generation, ETag, last error.
+ *              Taken briefly; never across a request.
+ *   ds->ra.mu  read-ahead state and queue (readahead.c).
+ *   ds->up.mu  the upload queue of a commit (commit.c).
+ *   http->mu   the pool of curl handles (http.c).
+ * No two of them are ever held at once.  virtmem's own lock is never held
+ * when virtmem calls into this library (loadblk, storeblk, on_fault).
+ */
+#ifndef BLKMAP_CLIENT_INTERNAL_H
+#define BLKMAP_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <blkmap/blkmap.h>
+#include <virtmem/virtmem.h>
+
+#define BM_MANIFEST_MAX ((size_t)256 << 20) /* largest manifest we accept */
+#define BM_SIZE_MAX ((uint64_t)1 << 50)
+#define BM_GEN_MAX ((uint64_t)1 << 53)
+#define BM_KEY_MAX 1024
+#define BM_SUM_HEX 32                       /* xxh128 as hex */
+#define BM_FLAT_BLKSIZE ((size_t)1 << 20)
+
+/* ---- logging and errors (util.c) ------------------------------------------ */
+
+void bm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Formats a message into buf (size n). */
+void bm_fmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The calling thread's last bm_open/bm_options_init error. */
+void bm_set_thread_error(const char *msg);
+
+/* xxh128 of buf as 32 lowercase hex digits + NUL. */
+void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1]);
+bool bm_is_zero(const void *buf, size_t len);
+double bm_now(void);
+
+/* ---- HTTP (http.c) -------------------------------------------------------- */
+
+struct bm_http;
+
+struct bm_req {
+	/* request */
+	const char *method;        /* "GET", "HEAD" or "PUT" */
+	const char *url;
+	uint64_t range_start;      /* with has_range: Range: bytes=start-end */
+	uint64_t range_end;        /* inclusive */
+	bool has_range;
+	const char *if_match;      /* ETag to send as If-Match, or NULL */
+	bool if_none_match_any;    /* If-None-Match: * */
+	const void *body;          /* PUT body */
+	size_t body_len;
+	/* response body: into dst (cap bytes) or, with grow, into gbuf, a
+	 * malloc'd NUL-terminated buffer of at most cap bytes (caller frees) */
+	void *dst;
+	size_t cap;
+	bool grow;
+	char *gbuf;
+	size_t gcap;
+	/* response */
+	long status;
+	size_t got;                /* body bytes received */
+	bool overflow;             /* the body was longer than cap */
+	char etag[256];            /* "" if none */
+	uint64_t content_length;   /* UINT64_MAX if none */
+	char content_range[128];   /* "" if none */
+	char err[256];             /* transport error text */
+};
+
+/* Checks a response: 0 if good, or a BM_E* code with a message in msg.
+ * BM_ECHECKSUM and BM_EHTTP returned here are retried. */
+typedef int (*bm_check_fn)(struct bm_req *r, void *arg, char *msg, size_t n);
+
+struct bm_http_opts {
+	const char *token;
+	long connect_timeout_ms, timeout_ms, retry_base_ms;
+	int retries, connections, verbose;
+};
+
+int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o);
+void bm_http_free(struct bm_http *h);
+
+/* Performs r with retries of transient failures (connection errors,
+ * timeouts, 5xx, 429, dropped or short responses, and check() returning
+ * BM_EHTTP or BM_ECHECKSUM), with exponential backoff and jitter.
+ * Returns 0 when a response passed check (or, with check NULL, any response
+ * arrived: look at r->status), else a BM_E* code with msg set (naming the
+ * method, URL and what was wrong).  *retriesp counts the retries. */
+int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg,
+	       char *msg, size_t n, atomic_uint_fast64_t *retriesp);
+
+/* Maps an HTTP status that is not the expected one to a BM_E* code. */
+int bm_status_error(long status);
+
+/* ---- manifest (manifest.c) -------------------------------------------------- */
+
+struct bm_block {
+	uint64_t index;
+	char *key;                 /* relative to the dataset URL */
+	char sum[BM_SUM_HEX + 1];
+};
+
+struct bm_manifest {
+	size_t blksize;
+	uint64_t size;
+	uint64_t generation;
+	char created[40];
+	struct bm_block *blocks;   /* ascending index */
+	size_t nblocks;
+};
+
+/* Parses and validates untrusted manifest JSON.  On error returns BM_EFORMAT
+ * with msg saying what was wrong (without the URL: the caller adds it). */
+int bm_manifest_parse(const char *json, size_t len, struct bm_manifest **mp, char *msg, size_t n);
+/* Serializes to JSON (malloc'd, NUL-terminated). */
+char *bm_manifest_dump(const struct bm_manifest *m, size_t *lenp);
+void bm_manifest_free(struct bm_manifest *m);
+/* The entry for block index, or NULL for a hole. */
+const struct bm_block *bm_manifest_find(const struct bm_manifest *m, uint64_t index);
+uint64_t bm_manifest_nblk(const struct bm_manifest *m);
+/* Bytes of block index's object: min(blksize, size - index*blksize). */
+size_t bm_manifest_objlen(const struct bm_manifest *m, uint64_t index);
+bool bm_key_valid(const char *key);
+
+/* A change for the next generation: block index becomes key/sum, or a hole
+ * (key NULL). */
+struct bm_change {
+	uint64_t index;
+	char *key;
+	char sum[BM_SUM_HEX + 1];
+};
+
+/* The next generation: m with changes applied (sorted by index, later
+ * changes to the same index win), size new_size, generation+1. */
+int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t nch,
+		      uint64_t new_size, struct bm_manifest **outp);
+
+/* ---- the dataset handle ----------------------------------------------------- */
+
+struct bm_readahead {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t *threads;
+	int nthreads;
+	bool stop;
+	uint64_t *queue;           /* ring of blocks to fetch */
+	size_t qcap, qhead, qlen;
+	uint64_t last;             /* last faulted block + 1 (0: none) */
+	uint64_t next;             /* first block not yet queued */
+	size_t window;             /* blocks ahead, 0 when random */
+	size_t max_window;
+};
+
+struct bm_upload {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t *threads;
+	int nthreads;
+	bool stop;
+	struct bm_upload_job *head, *tail;
+	size_t queued;             /* jobs queued or running */
+	size_t max_queued;
+	int err;                   /* first upload error of the commit */
+	char errmsg[512];
+};
+
+struct bm_counters {
+	atomic_uint_fast64_t fetched_blocks, fetched_bytes, hole_blocks, misses,
+		readahead_blocks, retries, uploaded_blocks, uploaded_bytes,
+		commits, conflicts;
+};
+
+struct bm_dataset {
+	vm_bigfile file;           /* first: virtmem hands it back to us */
+	char *url;                 /* dataset URL, no trailing '/' */
+	struct bm_options opt;
+	struct bm_http *http;
+	vm_ram *ram;
+	vm_fileh *fh;
+	unsigned nmappings;
+
+	pthread_mutex_t mu;
+	struct bm_manifest *manifest;  /* flat: a synthetic one, no blocks */
+	char *manifest_json;       /* bytes of the generation opened (for gen/ repair) */
+	size_t manifest_json_len;
+	char etag[256];            /* manifest.json ETag when opened; "" if none */
+	bool exists;               /* manifest.json exists on the server */
+	bool at_latest;            /* opened generation was the current one */
+	bool flat;
+	uint64_t new_size;         /* size the next commit publishes */
+	char errmsg[512];
+
+	/* commit in progress: storeblk appends here */
+	struct bm_change *changes;
+	size_t nchanges, capchanges;
+
+	struct bm_readahead ra;
+	struct bm_upload up;
+	struct bm_counters c;
+};
+
+void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Full URL of key under the dataset (malloc'd). */
+char *bm_key_url(const bm_dataset *ds, const char *key);
+
+/* Fetches one block into buf (blksize bytes, zero-filled past the object),
+ * verifying it; used by loadblk and by bm_write. */
+int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf);
+
+int bm_readahead_start(bm_dataset *ds);
+void bm_readahead_stop(bm_dataset *ds);
+/* Called on every page fault: detects sequential access and queues blocks. */
+void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
+/* True in read-ahead worker threads. */
+bool bm_in_readahead(void);
+
+int bm_upload_start(bm_dataset *ds);
+void bm_upload_stop(bm_dataset *ds);
+/* Queues block bytes for upload (copied); records the change.  Blocks while
+ * the queue is full. */
+int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len);
+/* Waits for every queued upload; returns the first error. */
+int bm_upload_wait(bm_dataset *ds);
+
+#endif /* BLKMAP_CLIENT_INTERNAL_H */
