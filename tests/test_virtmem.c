@@ -557,7 +557,7 @@ static void test_on_fault_sees_every_fault_cached_or_not(void **unused)
 	assert_int_equal(vm_fileh_mmap(&b, fh, 0, 4), 0);
 	touch(word(a, 2, 0));      /* miss */
 	touch(word(b, 2, 0));      /* cached: a fault in b all the same */
-	*word(a, 3, 0) = 1;        /* write */
+	*(volatile uint64_t *)word(a, 3, 0) = 1; /* write */
 	assert_int_equal(nseen, 3);
 	assert_int_equal(seen_blk[0], 2);
 	assert_int_equal(seen_blk[1], 2);
