@@ -528,8 +528,8 @@ static void test_readonly_handle_refuses_writes(void **unused)
 	memfile_free(m);
 }
 
-static vm_blk_t seen_blk[16];
-static int seen_write[16], nseen;
+static volatile vm_blk_t seen_blk[16];
+static volatile int seen_write[16], nseen; /* written from the fault handler */
 
 static void record_fault(vm_bigfile *f, vm_blk_t blk, int write)
 {
