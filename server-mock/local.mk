@@ -18,3 +18,20 @@ blkmap_server_SOURCES = \
 	server-mock/stats.c
 blkmap_server_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS) $(JANSSON_CFLAGS)
 blkmap_server_LDADD = $(LIBEVENT_LIBS) $(JANSSON_LIBS)
+
+# Tests: each starts the real blkmap-server on port 0 and drives it with
+# libcurl (tests/test_server_util.c).
+SERVER_TEST_SOURCES = tests/test_server_util.c tests/test_server_util.h
+SERVER_TEST_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) \
+	$(CMOCKA_CFLAGS)
+SERVER_TEST_LDADD = $(CURL_LIBS) $(JANSSON_LIBS) $(CMOCKA_LIBS)
+SERVER_TESTS = tests/test_server_protocol
+check_PROGRAMS += $(SERVER_TESTS)
+TESTS += $(SERVER_TESTS)
+# The tests run the server: build it first.
+$(SERVER_TESTS): blkmap-server$(EXEEXT)
+
+tests_test_server_protocol_SOURCES = tests/test_server_protocol.c \
+	$(SERVER_TEST_SOURCES)
+tests_test_server_protocol_CFLAGS = $(SERVER_TEST_CFLAGS)
+tests_test_server_protocol_LDADD = $(SERVER_TEST_LDADD)
