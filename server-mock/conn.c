@@ -504,7 +504,8 @@ static void write_status_and_headers(struct srv_conn *c, struct evbuffer *hb)
 }
 
 /* Drop fault: send part of the response, then close. An object body was
- * already cut by the handler; otherwise cut the body or the head. */
+ * already cut by the handler; otherwise cut the body, or else the status
+ * line (a client may take a cut header block for a complete one). */
 static void queue_cut_response(struct srv_conn *c, struct evbuffer *out)
 {
 	struct evbuffer *hb = c->scratch, *body = c->rs.body;
@@ -516,8 +517,9 @@ static void queue_cut_response(struct srv_conn *c, struct evbuffer *out)
 	} else if (blen >= 2) {
 		evbuffer_add_buffer(out, hb);
 		evbuffer_remove_buffer(body, out, blen / 2);
-	} else {
-		evbuffer_remove_buffer(hb, out, evbuffer_get_length(hb) / 2);
+	} else {  /* no body to cut: cut inside the status line */
+		struct evbuffer_ptr eol = evbuffer_search(hb, "\r\n", 2, NULL);
+		evbuffer_remove_buffer(hb, out, eol.pos > 0 ? eol.pos / 2 : 1);
 	}
 	evbuffer_drain(hb, evbuffer_get_length(hb));
 	evbuffer_drain(body, evbuffer_get_length(body));

@@ -25,7 +25,9 @@ SERVER_TEST_SOURCES = tests/test_server_util.c tests/test_server_util.h
 SERVER_TEST_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) \
 	$(CMOCKA_CFLAGS)
 SERVER_TEST_LDADD = $(CURL_LIBS) $(JANSSON_LIBS) $(CMOCKA_LIBS)
-SERVER_TESTS = tests/test_server_protocol
+SERVER_TESTS = tests/test_server_protocol tests/test_server_race \
+	tests/test_server_limits tests/test_server_lifecycle \
+	tests/test_server_faults
 check_PROGRAMS += $(SERVER_TESTS)
 TESTS += $(SERVER_TESTS)
 # The tests run the server: build it first.
@@ -35,3 +37,23 @@ tests_test_server_protocol_SOURCES = tests/test_server_protocol.c \
 	$(SERVER_TEST_SOURCES)
 tests_test_server_protocol_CFLAGS = $(SERVER_TEST_CFLAGS)
 tests_test_server_protocol_LDADD = $(SERVER_TEST_LDADD)
+
+tests_test_server_race_SOURCES = tests/test_server_race.c \
+	$(SERVER_TEST_SOURCES)
+tests_test_server_race_CFLAGS = $(SERVER_TEST_CFLAGS)
+tests_test_server_race_LDADD = $(SERVER_TEST_LDADD)
+
+tests_test_server_limits_SOURCES = tests/test_server_limits.c \
+	$(SERVER_TEST_SOURCES)
+tests_test_server_limits_CFLAGS = $(SERVER_TEST_CFLAGS)
+tests_test_server_limits_LDADD = $(SERVER_TEST_LDADD)
+
+tests_test_server_lifecycle_SOURCES = tests/test_server_lifecycle.c \
+	$(SERVER_TEST_SOURCES)
+tests_test_server_lifecycle_CFLAGS = $(SERVER_TEST_CFLAGS)
+tests_test_server_lifecycle_LDADD = $(SERVER_TEST_LDADD)
+
+tests_test_server_faults_SOURCES = tests/test_server_faults.c \
+	$(SERVER_TEST_SOURCES)
+tests_test_server_faults_CFLAGS = $(SERVER_TEST_CFLAGS)
+tests_test_server_faults_LDADD = $(SERVER_TEST_LDADD)

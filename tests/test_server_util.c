@@ -85,9 +85,14 @@ int ts_start_disk(struct ts_server *s, const char *const *args)
 
 int ts_stop(struct ts_server *s)
 {
+	kill(s->pid, SIGTERM);
+	return ts_wait(s);
+}
+
+int ts_wait(struct ts_server *s)
+{
 	int status;
 
-	kill(s->pid, SIGTERM);
 	while (waitpid(s->pid, &status, 0) < 0)
 		if (errno != EINTR)
 			return -1;
@@ -323,4 +328,31 @@ unsigned char *ts_pattern(size_t n, unsigned seed)
 		p[i] = (unsigned char)(x >> 24);
 	}
 	return p;
+}
+
+char *ts_read_response(int fd)
+{
+	char *buf = NULL, *end, *cl;
+	size_t n = 0, want = 0;
+	char c;
+
+	append(&buf, &n, "", 0);
+	for (;;) {
+		end = strstr(buf, "\r\n\r\n");
+		if (end && !want) {
+			cl = strcasestr(buf, "\r\nContent-Length:");
+			want = (end - buf) + 4 +
+			       (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+		}
+		if (want && n >= want)
+			return buf;
+		ssize_t r = read(fd, &c, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			free(buf);
+			return NULL;
+		}
+		append(&buf, &n, &c, 1);
+	}
 }

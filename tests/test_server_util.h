@@ -34,6 +34,11 @@ int ts_start(struct ts_server *s, const char *const *args);
 int ts_start_disk(struct ts_server *s, const char *const *args);
 /* SIGTERM, then wait: the exit status, or 128 + signal. */
 int ts_stop(struct ts_server *s);
+/* Wait for the server to exit (no signal sent): as ts_stop. */
+int ts_wait(struct ts_server *s);
+/* Read one whole response (head + Content-Length body) from FD; the
+ * malloc'd text, or NULL if the peer closed first. */
+char *ts_read_response(int fd);
 /* The path of the blkmap-server binary under test. */
 const char *ts_server_path(void);
 
