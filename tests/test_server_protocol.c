@@ -20,51 +20,23 @@
 
 #define MAX_BODY (9u << 20)
 
-struct fixture {
-	struct ts_server srv;
-	char *root;
-};
-
 static const char *const limits[] = {
 	"--max-body-bytes", "9437184", "--max-header-bytes", "4096", NULL
 };
 
 static int start_memory(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	*state = f;
-	const char *args[] = { "--memory", limits[0], limits[1], limits[2],
-			       limits[3], NULL };
-	return ts_start(&f->srv, args);
+	return ts_fixture_memory(state, limits);
 }
 
 static int start_disk(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	*state = f;
-	f->root = ts_mkdtemp();
-	snprintf(f->srv.root, sizeof(f->srv.root), "%s/store", f->root);
-	return ts_start_disk(&f->srv, limits);
-}
-
-static int stop_server(void **state)
-{
-	struct fixture *f = *state;
-	int rc = ts_stop(&f->srv);
-
-	if (f->root) {
-		ts_rmtree(f->root);
-		free(f->root);
-	}
-	free(f);
-	return rc == 0 ? 0 : -1;
+	return ts_fixture_disk(state, limits);
 }
 
 static const struct ts_server *server(void **state)
 {
-	return &((struct fixture *)*state)->srv;
+	return &((struct ts_fixture *)*state)->srv;
 }
 
 /* A request with at most one extra header; returns the status. */
@@ -461,7 +433,7 @@ static void traversal_and_malformed_keys_answer_400(void **state)
 	assert_one_line_error(&r, "longer than");
 	ts_resp_free(&r);
 	/* nothing was written anywhere */
-	struct fixture *f = *state;
+	struct ts_fixture *f = *state;
 	if (f->root) {
 		char p[512];
 		struct stat st;
@@ -603,9 +575,9 @@ int main(void)
 
 	curl_global_init(CURL_GLOBAL_ALL);
 	failed = cmocka_run_group_tests_name("memory store", tests,
-					     start_memory, stop_server);
+					     start_memory, ts_fixture_stop);
 	failed += cmocka_run_group_tests_name("disk store", tests, start_disk,
-					      stop_server);
+					      ts_fixture_stop);
 	curl_global_cleanup();
 	return failed;
 }

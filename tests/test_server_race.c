@@ -18,41 +18,15 @@
 
 #define RACERS 24
 
-struct fixture {
-	struct ts_server srv;
-	char *root;
-};
-
 static int start_memory(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-	const char *args[] = { "--memory", "--threads", "2", NULL };
-
-	*state = f;
-	return ts_start(&f->srv, args);
+	const char *args[] = { "--threads", "2", NULL };
+	return ts_fixture_memory(state, args);
 }
 
 static int start_disk(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	*state = f;
-	f->root = ts_mkdtemp();
-	snprintf(f->srv.root, sizeof(f->srv.root), "%s", f->root);
-	return ts_start_disk(&f->srv, NULL);
-}
-
-static int stop_server(void **state)
-{
-	struct fixture *f = *state;
-	int rc = ts_stop(&f->srv);
-
-	if (f->root) {
-		ts_rmtree(f->root);
-		free(f->root);
-	}
-	free(f);
-	return rc == 0 ? 0 : -1;
+	return ts_fixture_disk(state, NULL);
 }
 
 struct racer {
@@ -81,7 +55,7 @@ static void *race_put(void *arg)
  * one got WIN, all others 412, and the stored body is the winner's. */
 static void race(void **state, const char *key, const char *header, long win)
 {
-	struct fixture *f = *state;
+	struct ts_fixture *f = *state;
 	struct racer r[RACERS];
 	pthread_t t[RACERS];
 	pthread_barrier_t start;
@@ -124,7 +98,7 @@ static void if_none_match_star_race_has_exactly_one_201(void **state)
 
 static void if_match_race_has_exactly_one_204(void **state)
 {
-	struct fixture *f = *state;
+	struct ts_fixture *f = *state;
 	char key[32], etag[128], header[160];
 	struct ts_resp resp;
 
@@ -172,7 +146,7 @@ static void *read_many(void *arg)
 
 static void readers_see_old_or_new_object_never_a_mix(void **state)
 {
-	struct fixture *f = *state;
+	struct ts_fixture *f = *state;
 	size_t n = 1 << 20;
 	unsigned char *a = ts_pattern(n, 11), *b = ts_pattern(n, 12);
 	struct reader r[3];
@@ -206,9 +180,9 @@ int main(void)
 
 	curl_global_init(CURL_GLOBAL_ALL);
 	failed = cmocka_run_group_tests_name("memory store", tests,
-					     start_memory, stop_server);
+					     start_memory, ts_fixture_stop);
 	failed += cmocka_run_group_tests_name("disk store", tests, start_disk,
-					      stop_server);
+					      ts_fixture_stop);
 	curl_global_cleanup();
 	return failed;
 }

@@ -100,6 +100,42 @@ int ts_wait(struct ts_server *s)
 				 : 128 + WTERMSIG(status);
 }
 
+int ts_fixture_memory(void **state, const char *const *args)
+{
+	struct ts_fixture *f = calloc(1, sizeof(*f));
+	const char *argv[64] = { "--memory" };
+	int n = 1;
+
+	for (; args && *args && n < 62; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	*state = f;
+	return ts_start(&f->srv, argv);
+}
+
+int ts_fixture_disk(void **state, const char *const *args)
+{
+	struct ts_fixture *f = calloc(1, sizeof(*f));
+
+	*state = f;
+	f->root = ts_mkdtemp();
+	snprintf(f->srv.root, sizeof(f->srv.root), "%s/store", f->root);
+	return ts_start_disk(&f->srv, args);
+}
+
+int ts_fixture_stop(void **state)
+{
+	struct ts_fixture *f = *state;
+	int rc = ts_stop(&f->srv);
+
+	if (f->root) {
+		ts_rmtree(f->root);
+		free(f->root);
+	}
+	free(f);
+	return rc == 0 ? 0 : -1;
+}
+
 struct upload {
 	const char *p;
 	size_t left;

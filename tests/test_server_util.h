@@ -42,6 +42,18 @@ char *ts_read_response(int fd);
 /* The path of the blkmap-server binary under test. */
 const char *ts_server_path(void);
 
+/* A server for a cmocka group of tests: *state points to it. */
+struct ts_fixture {
+	struct ts_server srv;
+	char *root;      /* temporary directory (disk store), or NULL */
+};
+
+/* Group setup: --memory, or --root <tmpdir>/store, plus ARGS. */
+int ts_fixture_memory(void **state, const char *const *args);
+int ts_fixture_disk(void **state, const char *const *args);
+/* Group teardown: stop (exit status must be 0), remove the directory. */
+int ts_fixture_stop(void **state);
+
 /* One request. HANDLE may be NULL (a fresh connection) or a handle to
  * reuse (keep-alive). HEADERS is NULL-terminated or NULL. BODY with
  * METHOD "PUT" is uploaded with Content-Length LEN. */
