@@ -1,0 +1,287 @@
+/* server-mock/server.c — blkmap-server's process: the listening socket,
+ * the worker threads (one event base each, all accepting on the same
+ * socket), signals, and the order of shutdown (stop accepting, let
+ * requests in flight finish, free everything, exit 0).
+ * Locking: a worker's fields belong to its thread; the main thread only
+ * activates stop_ev, which libevent makes safe across threads. */
+#include "config.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/thread.h>
+
+#include "srv.h"
+
+struct srv_worker {
+	struct srv_server *srv;
+	pthread_t thread;
+	struct event_base *base;
+	struct event *accept_ev, *resume_ev, *stop_ev;
+	struct srv_conn *conns;
+	int stopping;
+};
+
+struct srv_conn **srv_worker_conn_list(struct srv_worker *w)
+{
+	return &w->conns;
+}
+
+int srv_worker_stopping(struct srv_worker *w)
+{
+	return w->stopping;
+}
+
+void srv_worker_conn_gone(struct srv_worker *w)
+{
+	if (w->stopping && !w->conns)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void accept_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct srv_worker *w = arg;
+
+	for (int i = 0; i < 16 && !w->stopping; i++) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd >= 0) {
+			srv_conn_accept(w, w->srv, w->base, cfd);
+			continue;
+		}
+		if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
+			/* out of descriptors: pause rather than spin */
+			struct timeval tv = { 0, 100 * 1000 };
+			fprintf(stderr, "blkmap-server: accept: %s; pausing\n",
+				strerror(errno));
+			event_del(w->accept_ev);
+			evtimer_add(w->resume_ev, &tv);
+		}
+		break;
+	}
+}
+
+static void resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct srv_worker *w = arg;
+
+	if (!w->stopping)
+		event_add(w->accept_ev, NULL);
+}
+
+static void stop_worker(evutil_socket_t fd, short what, void *arg)
+{
+	struct srv_worker *w = arg;
+
+	w->stopping = 1;
+	event_del(w->accept_ev);
+	event_del(w->resume_ev);
+	srv_worker_conns_stop(w);
+	srv_worker_conn_gone(w);
+}
+
+static void *run_worker(void *arg)
+{
+	struct srv_worker *w = arg;
+
+	event_base_dispatch(w->base);
+	return NULL;
+}
+
+static int start_worker(struct srv_server *srv, struct srv_worker *w)
+{
+	w->srv = srv;
+	w->base = event_base_new();
+	if (!w->base)
+		return -1;
+	w->accept_ev = event_new(w->base, srv->listen_fd, EV_READ | EV_PERSIST,
+				 accept_ready, w);
+	w->resume_ev = evtimer_new(w->base, resume_accept, w);
+	w->stop_ev = event_new(w->base, -1, 0, stop_worker, w);
+	if (!w->accept_ev || !w->resume_ev || !w->stop_ev ||
+	    event_add(w->accept_ev, NULL) < 0)
+		return -1;
+	return pthread_create(&w->thread, NULL, run_worker, w) ? -1 : 0;
+}
+
+static void free_worker(struct srv_worker *w)
+{
+	if (w->accept_ev)
+		event_free(w->accept_ev);
+	if (w->resume_ev)
+		event_free(w->resume_ev);
+	if (w->stop_ev)
+		event_free(w->stop_ev);
+	if (w->base)
+		event_base_free(w->base);
+}
+
+/* Split "HOST:PORT" ("[v6]:PORT" too) into HOST and PORT. */
+static int split_listen(const char *spec, char *host, size_t hn, char *port,
+			size_t pn)
+{
+	const char *colon = strrchr(spec, ':');
+	size_t len;
+
+	if (!colon || !colon[1] || strlen(colon + 1) >= pn)
+		return -1;
+	len = colon - spec;
+	if (len >= 2 && spec[0] == '[' && spec[len - 1] == ']') {
+		spec++;
+		len -= 2;
+	}
+	if (len == 0 || len >= hn)
+		return -1;
+	memcpy(host, spec, len);
+	host[len] = '\0';
+	strcpy(port, colon + 1);
+	return 0;
+}
+
+static int open_listener(struct srv_server *srv, char *url, size_t n)
+{
+	char host[256], port[16], h[NI_MAXHOST], p[NI_MAXSERV];
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+				  .ai_socktype = SOCK_STREAM }, *ai;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd, one = 1, r;
+
+	if (split_listen(srv->cfg.listen, host, sizeof(host), port,
+			 sizeof(port)) < 0) {
+		fprintf(stderr, "blkmap-server: --listen '%s': expected "
+			"HOST:PORT, e.g. 127.0.0.1:0\n", srv->cfg.listen);
+		return -1;
+	}
+	r = getaddrinfo(host, port, &hints, &ai);
+	if (r) {
+		fprintf(stderr, "blkmap-server: --listen '%s': %s\n",
+			srv->cfg.listen, gai_strerror(r));
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    0);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), p, sizeof(p),
+			NI_NUMERICHOST | NI_NUMERICSERV)) {
+		fprintf(stderr, "blkmap-server: cannot listen on %s: %s\n",
+			srv->cfg.listen, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	snprintf(url, n, strchr(h, ':') ? "http://[%s]:%s" : "http://%s:%s",
+		 h, p);
+	srv->listen_fd = fd;
+	return 0;
+}
+
+struct signal_ctx {
+	struct srv_server *srv;
+	struct event_base *base;
+	struct event *sigint, *sigterm;
+};
+
+/* First SIGINT/SIGTERM: stop gracefully. Removing the signal events gives
+ * the signals back their default action, so a second one kills at once. */
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct signal_ctx *s = arg;
+
+	event_del(s->sigint);
+	event_del(s->sigterm);
+	for (unsigned i = 0; i < s->srv->cfg.threads; i++)
+		event_active(s->srv->workers[i].stop_ev, EV_READ, 0);
+	event_base_loopbreak(s->base);
+}
+
+static int open_store(struct srv_server *srv)
+{
+	char err[512] = "out of memory";
+
+	srv->store = srv->cfg.memory ? srv_store_open_memory() :
+		     srv_store_open_disk(srv->cfg.root, err, sizeof(err));
+	if (!srv->store)
+		fprintf(stderr, "blkmap-server: --root: %s\n", err);
+	return srv->store ? 0 : -1;
+}
+
+/* Serve until SIGINT/SIGTERM with the workers started; then stop them. */
+static int serve(struct srv_server *srv, const char *url)
+{
+	struct signal_ctx s = { .srv = srv };
+	unsigned started = 0;
+	int rc = 0;
+
+	s.base = event_base_new();
+	s.sigint = s.base ? evsignal_new(s.base, SIGINT, on_signal, &s) : NULL;
+	s.sigterm = s.base ? evsignal_new(s.base, SIGTERM, on_signal, &s) : NULL;
+	if (!s.sigint || !s.sigterm || event_add(s.sigint, NULL) < 0 ||
+	    event_add(s.sigterm, NULL) < 0)
+		rc = -1;
+	while (rc == 0 && started < srv->cfg.threads)
+		if (start_worker(srv, &srv->workers[started++]) < 0)
+			rc = -1;
+	if (rc == 0) {
+		printf("blkmap-server: serving %s\n", url);
+		fflush(stdout);
+		event_base_dispatch(s.base);
+	} else {
+		fprintf(stderr, "blkmap-server: cannot start: out of memory "
+			"or threads\n");
+		for (unsigned i = 0; i < started; i++)
+			if (srv->workers[i].stop_ev)
+				event_active(srv->workers[i].stop_ev, EV_READ,
+					     0);
+	}
+	for (unsigned i = 0; i < started; i++)
+		if (srv->workers[i].thread)
+			pthread_join(srv->workers[i].thread, NULL);
+	if (s.sigint)
+		event_free(s.sigint);
+	if (s.sigterm)
+		event_free(s.sigterm);
+	if (s.base)
+		event_base_free(s.base);
+	return rc;
+}
+
+int srv_server_run(const struct srv_config *cfg)
+{
+	struct srv_server srv = { .cfg = *cfg, .listen_fd = -1 };
+	char url[300];
+	int rc = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0) {
+		fprintf(stderr, "blkmap-server: libevent has no pthreads\n");
+		return 1;
+	}
+	srv_stats_init(&srv.stats);
+	srv_faults_init(&srv.faults, cfg);
+	srv.workers = calloc(cfg->threads, sizeof(*srv.workers));
+	if (srv.workers && open_store(&srv) == 0 &&
+	    open_listener(&srv, url, sizeof(url)) == 0)
+		rc = serve(&srv, url) == 0 ? 0 : 1;
+	for (unsigned i = 0; srv.workers && i < cfg->threads; i++)
+		free_worker(&srv.workers[i]);
+	free(srv.workers);
+	if (srv.listen_fd >= 0)
+		close(srv.listen_fd);
+	if (srv.store)
+		srv_store_close(srv.store);
+	srv_faults_destroy(&srv.faults);
+	srv_stats_destroy(&srv.stats);
+	libevent_global_shutdown();
+	return rc;
+}

@@ -1,0 +1,228 @@
+/* tests/test_server_lifecycle.c — blkmap-server as a process: objects and
+ * ETags survive a restart with --root, leftovers of a crashed upload are
+ * removed at start, SIGTERM lets requests in flight finish and exits 0,
+ * --help names every option, bad options get a one-line error. */
+#include "config.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "test_server_util.h"
+
+static void restart_keeps_objects_and_etags(void **state)
+{
+	char *root = ts_mkdtemp(), e1[128], e2[128];
+	unsigned char *data = ts_pattern(300000, 21);
+	struct ts_server s;
+	struct ts_resp r;
+
+	snprintf(s.root, sizeof(s.root), "%s", root);
+	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	assert_int_equal(ts_put(&s, "/ds/manifest", "{}", 2), 201);
+	assert_int_equal(ts_put(&s, "/ds/blk/0", data, 300000), 201);
+	ts_request(NULL, &s, "HEAD", "/ds/blk/0", NULL, NULL, 0, &r);
+	assert_non_null(ts_header(&r, "ETag", e1, sizeof(e1)));
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+
+	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	ts_request(NULL, &s, "GET", "/ds/blk/0", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.len, 300000);
+	assert_memory_equal(r.body, data, 300000);
+	assert_string_equal(ts_header(&r, "ETag", e2, sizeof(e2)), e1);
+	ts_resp_free(&r);
+	json_t *doc = ts_get_json(&s, "/ds/");
+	assert_non_null(doc);
+	assert_int_equal(json_array_size(json_object_get(doc, "objects")), 2);
+	json_decref(doc);
+	assert_int_equal(ts_stop(&s), 0);
+	ts_rmtree(root);
+	free(root);
+	free(data);
+}
+
+static void leftover_upload_files_are_removed_at_start(void **state)
+{
+	char *root = ts_mkdtemp(), path[512];
+	struct ts_server s;
+	struct stat st;
+	FILE *f;
+
+	snprintf(s.root, sizeof(s.root), "%s", root);
+	snprintf(path, sizeof(path), "%s/tmp", root);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/tmp/up-crashed", root);
+	f = fopen(path, "w");
+	fputs("half an upload", f);
+	fclose(f);
+	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	assert_int_not_equal(stat(path, &st), 0);
+	json_t *doc = ts_get_json(&s, "/");
+	assert_int_equal(json_array_size(json_object_get(doc, "objects")), 0);
+	json_decref(doc);
+	assert_int_equal(ts_stop(&s), 0);
+	ts_rmtree(root);
+	free(root);
+}
+
+struct getter {
+	const struct ts_server *srv;
+	struct ts_resp resp;
+};
+
+static void *get_object(void *arg)
+{
+	struct getter *g = arg;
+	ts_request(NULL, g->srv, "GET", "/obj", NULL, NULL, 0, &g->resp);
+	return NULL;
+}
+
+static long in_flight(const struct ts_server *s)
+{
+	json_t *doc = ts_get_json(s, "/_admin/stats");
+	long n = json_integer_value(json_object_get(doc,
+						    "requests_in_flight"));
+	json_decref(doc);
+	return n;
+}
+
+static void sigterm_finishes_requests_in_flight_then_exits_0(void **state)
+{
+	const char *args[] = { "--memory", "--admin", NULL };
+	unsigned char *data = ts_pattern(1 << 20, 5);
+	struct getter g[3];
+	pthread_t t[3];
+	struct ts_server s;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/obj", data, 1 << 20), 201);
+	/* hold the GETs in the server: a long delay, then SIGTERM */
+	assert_int_equal(ts_set_faults(&s, "{\"fault-latency-ms\": 700}"),
+			 200);
+	for (int i = 0; i < 3; i++) {
+		g[i].srv = &s;
+		pthread_create(&t[i], NULL, get_object, &g[i]);
+	}
+	while (in_flight(&s) < 3)
+		usleep(2000);
+	kill(s.pid, SIGTERM);
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(g[i].resp.rc, CURLE_OK);
+		assert_int_equal(g[i].resp.status, 200);
+		assert_int_equal(g[i].resp.len, 1 << 20);
+		assert_memory_equal(g[i].resp.body, data, 1 << 20);
+		ts_resp_free(&g[i].resp);
+	}
+	assert_int_equal(ts_wait(&s), 0);
+	free(data);
+}
+
+static void sigterm_closes_idle_connections_and_exits_0(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	struct ts_server s;
+	size_t n;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	int fd = ts_connect(&s);
+	const char *req = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	free(ts_read_response(fd));
+	kill(s.pid, SIGTERM);
+	free(ts_read_all(fd, &n));  /* returns once the server closed it */
+	assert_int_equal(n, 0);
+	close(fd);
+	assert_int_equal(ts_wait(&s), 0);
+}
+
+/* Run blkmap-server with ARGS; its stdout+stderr and exit status. */
+static char *run_server(const char *args, int *status)
+{
+	char cmd[4096], *out = calloc(1, 65536);
+	size_t n = 0, r;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", ts_server_path(), args);
+	p = popen(cmd, "r");
+	while ((r = fread(out + n, 1, 65535 - n, p)) > 0)
+		n += r;
+	*status = WEXITSTATUS(pclose(p));
+	return out;
+}
+
+static void help_names_every_option(void **state)
+{
+	static const char *const opts[] = {
+		"--root", "--memory", "--listen", "--token", "--threads",
+		"--max-connections", "--max-header-bytes", "--max-body-bytes",
+		"--idle-timeout-ms", "--request-timeout-ms", "--admin",
+		"--verbose", "--fault-error-rate", "--fault-drop-rate",
+		"--fault-corrupt-rate", "--fault-latency-ms", "--fault-seed",
+		"--help", "--version", NULL
+	};
+	int status;
+	char *out = run_server("--help", &status);
+
+	assert_int_equal(status, 0);
+	for (int i = 0; opts[i]; i++) {
+		char with_space[64];
+		snprintf(with_space, sizeof(with_space), "  %s ", opts[i]);
+		if (!strstr(out, with_space))
+			fail_msg("--help does not document %s", opts[i]);
+	}
+	free(out);
+}
+
+static void bad_options_get_one_line_error_and_status_2(void **state)
+{
+	static const char *const bad[][2] = {
+		{ "", "--root DIR and --memory" },
+		{ "--memory --root /tmp", "--root DIR and --memory" },
+		{ "--memory --fault-error-rate 2", "--fault-error-rate" },
+		{ "--memory --threads zero", "--threads" },
+		{ "--memory --listen nocolon", "--listen" },
+		{ "--memory --no-such-option", "no-such-option" },
+	};
+	int status;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *out = run_server(bad[i][0], &status);
+		if (!strstr(out, bad[i][1]))
+			fail_msg("'%s': '%s' not in: %s", bad[i][0], bad[i][1],
+				 out);
+		assert_int_equal(strchr(out, '\n') - out + 1, strlen(out));
+		assert_int_not_equal(status, 0);
+		free(out);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(restart_keeps_objects_and_etags),
+		cmocka_unit_test(leftover_upload_files_are_removed_at_start),
+		cmocka_unit_test(sigterm_finishes_requests_in_flight_then_exits_0),
+		cmocka_unit_test(sigterm_closes_idle_connections_and_exits_0),
+		cmocka_unit_test(help_names_every_option),
+		cmocka_unit_test(bad_options_get_one_line_error_and_status_2),
+	};
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_ALL);
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return failed;
+}

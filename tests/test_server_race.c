@@ -1,0 +1,188 @@
+/* tests/test_server_race.c — blkmap-server under concurrent requests, on
+ * both stores: conditional PUTs racing on one key have exactly one winner
+ * (what the client's manifest compare-and-swap relies on), and readers of
+ * a key being replaced see the old or the new object, never a mix. */
+#include "config.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "test_server_util.h"
+
+#define RACERS 24
+
+static int start_memory(void **state)
+{
+	const char *args[] = { "--threads", "2", NULL };
+	return ts_fixture_memory(state, args);
+}
+
+static int start_disk(void **state)
+{
+	return ts_fixture_disk(state, NULL);
+}
+
+struct racer {
+	const struct ts_server *srv;
+	const char *key, *header;
+	pthread_barrier_t *start;
+	char body[32];
+	long status;
+};
+
+static void *race_put(void *arg)
+{
+	struct racer *r = arg;
+	const char *h[] = { r->header, NULL };
+	struct ts_resp resp;
+
+	pthread_barrier_wait(r->start);
+	ts_request(NULL, r->srv, "PUT", r->key, h, r->body, strlen(r->body),
+		   &resp);
+	r->status = resp.rc == CURLE_OK ? resp.status : -1;
+	ts_resp_free(&resp);
+	return NULL;
+}
+
+/* Run RACERS conditional PUTs of KEY with HEADER at once; check exactly
+ * one got WIN, all others 412, and the stored body is the winner's. */
+static void race(void **state, const char *key, const char *header, long win)
+{
+	struct ts_fixture *f = *state;
+	struct racer r[RACERS];
+	pthread_t t[RACERS];
+	pthread_barrier_t start;
+	int winners = 0, winner = -1;
+	struct ts_resp resp;
+
+	pthread_barrier_init(&start, NULL, RACERS);
+	for (int i = 0; i < RACERS; i++) {
+		r[i] = (struct racer){ &f->srv, key, header, &start, "", 0 };
+		snprintf(r[i].body, sizeof(r[i].body), "racer %d", i);
+		pthread_create(&t[i], NULL, race_put, &r[i]);
+	}
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&start);
+	for (int i = 0; i < RACERS; i++) {
+		if (r[i].status == win) {
+			winners++;
+			winner = i;
+		} else {
+			assert_int_equal(r[i].status, 412);
+		}
+	}
+	assert_int_equal(winners, 1);
+	ts_request(NULL, &f->srv, "GET", key, NULL, NULL, 0, &resp);
+	assert_int_equal(resp.status, 200);
+	assert_string_equal(resp.body, r[winner].body);
+	ts_resp_free(&resp);
+}
+
+static void if_none_match_star_race_has_exactly_one_201(void **state)
+{
+	char key[32];
+
+	for (int round = 0; round < 4; round++) {
+		snprintf(key, sizeof(key), "/race/new-%d", round);
+		race(state, key, "If-None-Match: *", 201);
+	}
+}
+
+static void if_match_race_has_exactly_one_204(void **state)
+{
+	struct ts_fixture *f = *state;
+	char key[32], etag[128], header[160];
+	struct ts_resp resp;
+
+	for (int round = 0; round < 4; round++) {
+		snprintf(key, sizeof(key), "/race/cas-%d", round);
+		assert_int_equal(ts_put(&f->srv, key, "base", 4), 201);
+		ts_request(NULL, &f->srv, "HEAD", key, NULL, NULL, 0, &resp);
+		assert_non_null(ts_header(&resp, "ETag", etag, sizeof(etag)));
+		ts_resp_free(&resp);
+		snprintf(header, sizeof(header), "If-Match: %s", etag);
+		race(state, key, header, 204);
+	}
+}
+
+struct reader {
+	const struct ts_server *srv;
+	const unsigned char *a, *b;
+	size_t n;
+	int mixed, seen_a, seen_b;
+};
+
+static void *read_many(void *arg)
+{
+	struct reader *r = arg;
+	CURL *h = curl_easy_init();
+	struct ts_resp resp;
+
+	for (int i = 0; i < 30; i++) {
+		ts_request(h, r->srv, "GET", "/race/replaced", NULL, NULL, 0,
+			   &resp);
+		if (resp.rc != CURLE_OK || resp.status != 200 ||
+		    resp.len != r->n)
+			r->mixed++;
+		else if (!memcmp(resp.body, r->a, r->n))
+			r->seen_a++;
+		else if (!memcmp(resp.body, r->b, r->n))
+			r->seen_b++;
+		else
+			r->mixed++;
+		ts_resp_free(&resp);
+	}
+	curl_easy_cleanup(h);
+	return NULL;
+}
+
+static void readers_see_old_or_new_object_never_a_mix(void **state)
+{
+	struct ts_fixture *f = *state;
+	size_t n = 1 << 20;
+	unsigned char *a = ts_pattern(n, 11), *b = ts_pattern(n, 12);
+	struct reader r[3];
+	pthread_t t[3];
+
+	assert_int_equal(ts_put(&f->srv, "/race/replaced", a, n) / 100, 2);
+	for (int i = 0; i < 3; i++) {
+		r[i] = (struct reader){ &f->srv, a, b, n, 0, 0, 0 };
+		pthread_create(&t[i], NULL, read_many, &r[i]);
+	}
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(ts_put(&f->srv, "/race/replaced",
+					i % 2 ? a : b, n), 204);
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(r[i].mixed, 0);
+		assert_int_equal(r[i].seen_a + r[i].seen_b, 30);
+	}
+	free(a);
+	free(b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(if_none_match_star_race_has_exactly_one_201),
+		cmocka_unit_test(if_match_race_has_exactly_one_204),
+		cmocka_unit_test(readers_see_old_or_new_object_never_a_mix),
+	};
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_ALL);
+	failed = cmocka_run_group_tests_name("memory store", tests,
+					     start_memory, ts_fixture_stop);
+	failed += cmocka_run_group_tests_name("disk store", tests, start_disk,
+					      ts_fixture_stop);
+	curl_global_cleanup();
+	return failed;
+}
