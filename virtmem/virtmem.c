@@ -535,8 +535,6 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 		/* The CPU did not say: a fault where something readable is
 		 * mapped must be a write. */
 		write = vma->fh->overlay || vma_page_mapped(vma, blk);
-	if (write && vma->fh->readonly)
-		return -EROFS;
 	if (vma->fh->file->ops->on_fault && !vma->fh->overlay) {
 		/* The vma stays valid: unmapping it during a fault on it is
 		 * the caller's error. */
@@ -546,6 +544,8 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 		vm_in_backend--;
 		lock();
 	}
+	if (write && vma->fh->readonly)
+		return -EROFS;
 	do
 		rc = fault_step_locked(vma, blk, write);
 	while (rc == 1);
