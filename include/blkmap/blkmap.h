@@ -136,6 +136,20 @@ int bm_refresh(bm_dataset *ds);
  * current bytes.  Call bm_commit() to publish. */
 int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len);
 
+/* ---- history ---------------------------------------------------------------- */
+
+struct bm_generation_info {
+	uint64_t generation;
+	uint64_t size;
+	size_t blksize;
+	uint64_t nblocks;          /* non-empty blocks */
+	char created[40];          /* "" if not recorded */
+};
+
+/* Reads what generation gen of the dataset was, from its kept manifest.
+ * BM_ENOTFOUND when that generation is not kept. */
+int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi);
+
 /* ---- stats and errors ------------------------------------------------------- */
 
 struct bm_stats {

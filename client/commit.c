@@ -1,0 +1,531 @@
+/* commit.c — publishing changes: parallel block uploads, the manifest
+ * compare-and-swap, kept generations, and bm_write.
+ *
+ * The protocol is docs/FORMAT.md's "Commit".  Dirty pages reach us through
+ * virtmem's writeout (storeblk, one block at a time, in block order); each is
+ * hashed, copied and queued for upload, so storeblk returns quickly and the
+ * uploads run in parallel on the upload workers (one per connection).  The
+ * copy matters: once storeblk returns the page may be written again.
+ * Owns: the upload queue (ds->up) and the change list (ds->changes).
+ * Locking: ds->up.mu guards the queue; ds->mu guards the change list and the
+ * manifest.  Never both at once.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct bm_upload_job {
+	struct bm_upload_job *next;
+	uint64_t index;
+	char key[BM_SUM_HEX + 8];
+	void *data;
+	size_t len;
+};
+
+/* ---- upload workers ------------------------------------------------------ */
+
+static int check_put_block(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	(void)arg;
+	/* 412: If-None-Match found the object: the same bytes (the key is
+	 * their checksum) are there already. */
+	if (r->status == 200 || r->status == 201 || r->status == 204 || r->status == 412)
+		return 0;
+	bm_fmt(msg, n, "HTTP %ld", r->status);
+	return bm_status_error(r->status);
+}
+
+static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
+{
+	struct bm_req r = { .method = "PUT", .body = job->data, .body_len = job->len,
+			    .if_none_match_any = true, .cap = 64 << 10, .grow = true };
+	char *url = bm_key_url(ds, job->key);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, n, &ds->c.retries);
+	free(r.gbuf);
+	free(url);
+	if (rc == 0) {
+		atomic_fetch_add(&ds->c.uploaded_blocks, 1);
+		atomic_fetch_add(&ds->c.uploaded_bytes, job->len);
+	}
+	return rc;
+}
+
+static void *upload_main(void *arg)
+{
+	bm_dataset *ds = arg;
+	struct bm_upload *up = &ds->up;
+	char msg[400];
+
+	pthread_mutex_lock(&up->mu);
+	for (;;) {
+		while (!up->stop && up->head == NULL)
+			pthread_cond_wait(&up->cv, &up->mu);
+		if (up->head == NULL)
+			break; /* stop, and nothing left */
+		struct bm_upload_job *job = up->head;
+		up->head = job->next;
+		if (up->head == NULL)
+			up->tail = NULL;
+		bool skip = up->err != 0; /* the commit fails anyway */
+		pthread_mutex_unlock(&up->mu);
+		int rc = skip ? 0 : put_block(ds, job, msg, sizeof(msg));
+		pthread_mutex_lock(&up->mu);
+		if (rc < 0 && up->err == 0) {
+			up->err = rc;
+			snprintf(up->errmsg, sizeof(up->errmsg), "upload of block %" PRIu64 ": %s",
+				 job->index, msg);
+		}
+		free(job->data);
+		free(job);
+		up->queued--;
+		pthread_cond_broadcast(&up->cv);
+	}
+	pthread_mutex_unlock(&up->mu);
+	return NULL;
+}
+
+int bm_upload_start(bm_dataset *ds)
+{
+	struct bm_upload *up = &ds->up;
+
+	if (up->threads != NULL)
+		return 0;
+	pthread_mutex_init(&up->mu, NULL);
+	pthread_cond_init(&up->cv, NULL);
+	up->max_queued = (size_t)ds->opt.connections * 2;
+	up->threads = calloc((size_t)ds->opt.connections, sizeof(*up->threads));
+	if (up->threads == NULL)
+		return BM_ENOMEM;
+	for (int i = 0; i < ds->opt.connections; i++) {
+		if (pthread_create(&up->threads[i], NULL, upload_main, ds) != 0)
+			break;
+		up->nthreads++;
+	}
+	return up->nthreads > 0 ? 0 : BM_ENOMEM;
+}
+
+void bm_upload_stop(bm_dataset *ds)
+{
+	struct bm_upload *up = &ds->up;
+
+	if (up->threads == NULL)
+		return;
+	pthread_mutex_lock(&up->mu);
+	up->stop = true;
+	pthread_cond_broadcast(&up->cv);
+	pthread_mutex_unlock(&up->mu);
+	for (int i = 0; i < up->nthreads; i++)
+		pthread_join(up->threads[i], NULL);
+	free(up->threads);
+	up->threads = NULL;
+	up->nthreads = 0;
+	pthread_mutex_destroy(&up->mu);
+	pthread_cond_destroy(&up->cv);
+}
+
+static int add_change(bm_dataset *ds, uint64_t index, const char *key, const char *sum)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&ds->mu);
+	if (ds->nchanges == ds->capchanges) {
+		size_t ncap = ds->capchanges ? ds->capchanges * 2 : 64;
+		struct bm_change *n = realloc(ds->changes, ncap * sizeof(*n));
+		if (n == NULL) {
+			rc = BM_ENOMEM;
+			goto out;
+		}
+		ds->changes = n;
+		ds->capchanges = ncap;
+	}
+	struct bm_change *c = &ds->changes[ds->nchanges];
+	c->index = index;
+	c->key = key ? strdup(key) : NULL;
+	if (key && c->key == NULL) {
+		rc = BM_ENOMEM;
+		goto out;
+	}
+	memcpy(c->sum, sum, BM_SUM_HEX + 1);
+	ds->nchanges++;
+out:
+	pthread_mutex_unlock(&ds->mu);
+	return rc;
+}
+
+int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len)
+{
+	struct bm_upload *up = &ds->up;
+	char sum[BM_SUM_HEX + 1], key[BM_SUM_HEX + 8];
+	bool unchanged;
+	int rc;
+
+	if (bm_is_zero(buf, len))
+		return add_change(ds, index, NULL, ""); /* a hole */
+	bm_sum_hex(buf, len, sum);
+	pthread_mutex_lock(&ds->mu);
+	const struct bm_block *b = bm_manifest_find(ds->manifest, index);
+	unchanged = b && strcmp(b->sum, sum) == 0 && bm_manifest_objlen(ds->manifest, index) == len;
+	pthread_mutex_unlock(&ds->mu);
+	snprintf(key, sizeof(key), "blocks/%s", sum);
+	rc = add_change(ds, index, key, sum);
+	if (rc < 0 || unchanged)
+		return rc;
+
+	struct bm_upload_job *job = calloc(1, sizeof(*job));
+	if (job == NULL || (job->data = malloc(len)) == NULL) {
+		free(job);
+		return BM_ENOMEM;
+	}
+	memcpy(job->data, buf, len);
+	job->len = len;
+	job->index = index;
+	memcpy(job->key, key, sizeof(key));
+	if ((rc = bm_upload_start(ds)) < 0) {
+		free(job->data);
+		free(job);
+		return rc;
+	}
+	pthread_mutex_lock(&up->mu);
+	/* Bounded: at most max_queued copies of blocks in memory. */
+	while (up->queued >= up->max_queued)
+		pthread_cond_wait(&up->cv, &up->mu);
+	if (up->tail)
+		up->tail->next = job;
+	else
+		up->head = job;
+	up->tail = job;
+	up->queued++;
+	pthread_cond_signal(&up->cv);
+	pthread_mutex_unlock(&up->mu);
+	return 0;
+}
+
+int bm_upload_wait(bm_dataset *ds)
+{
+	struct bm_upload *up = &ds->up;
+	int rc;
+
+	if (up->threads == NULL)
+		return 0;
+	pthread_mutex_lock(&up->mu);
+	while (up->queued > 0)
+		pthread_cond_wait(&up->cv, &up->mu);
+	rc = up->err;
+	if (rc < 0)
+		bm_set_error(ds, rc, "%s", up->errmsg);
+	up->err = 0;
+	pthread_mutex_unlock(&up->mu);
+	return rc;
+}
+
+/* ---- bm_write ----------------------------------------------------------------- */
+
+int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
+{
+	size_t bs = ds->file.blksize;
+	const char *src = buf;
+	char *tmp = NULL;
+	int rc = 0;
+
+	if (ds->flat)
+		return BM_EREADONLY;
+	if (offset > ds->new_size || len > ds->new_size - offset) {
+		bm_set_error(ds, BM_EINVAL, "%s: write of %zu bytes at %" PRIu64 " is past the size %" PRIu64,
+			     ds->url, len, offset, ds->new_size);
+		return BM_EINVAL;
+	}
+	while (len > 0 && rc == 0) {
+		uint64_t index = offset / bs;
+		size_t in = (size_t)(offset % bs);
+		uint64_t left = ds->new_size - index * bs;
+		size_t objlen = left < bs ? (size_t)left : bs;
+		size_t n = objlen - in < len ? objlen - in : len;
+
+		if (in == 0 && n == objlen) {
+			rc = bm_upload_block(ds, index, src, objlen);
+		} else {
+			/* Partly covered: merge with the block's current bytes. */
+			if (tmp == NULL && (tmp = malloc(bs)) == NULL)
+				return BM_ENOMEM;
+			rc = bm_fetch_block(ds, index, tmp);
+			if (rc == 0) {
+				memcpy(tmp + in, src, n);
+				rc = bm_upload_block(ds, index, tmp, objlen);
+			}
+		}
+		src += n;
+		offset += n;
+		len -= n;
+	}
+	free(tmp);
+	return rc;
+}
+
+/* ---- the commit ------------------------------------------------------------------ */
+
+static int check_any(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	(void)arg;
+	(void)msg;
+	(void)n;
+	(void)r;
+	return 0;
+}
+
+static int conflict(bm_dataset *ds, const char *fmt, const char *detail)
+{
+	atomic_fetch_add(&ds->c.conflicts, 1);
+	bm_set_error(ds, BM_ECONFLICT, fmt, ds->url, detail);
+	return BM_ECONFLICT;
+}
+
+/* Step 1: has someone published since we opened? */
+static int check_still_latest(bm_dataset *ds)
+{
+	struct bm_req r = { .method = "HEAD" };
+	char msg[512];
+	char *url = bm_key_url(ds, "manifest.json");
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	rc = bm_http_do(ds->http, &r, check_any, NULL, msg, sizeof(msg), &ds->c.retries);
+	free(url);
+	if (rc < 0) {
+		bm_set_error(ds, rc, "%s", msg);
+		return rc;
+	}
+	if (!ds->exists && r.status != 404)
+		return r.status == 200 ? conflict(ds, "%s: %s", "another writer created the dataset first")
+				       : (bm_set_error(ds, BM_EHTTP, "HEAD %s/manifest.json: HTTP %ld", ds->url, r.status), BM_EHTTP);
+	if (ds->exists && r.status == 404)
+		return conflict(ds, "%s: %s", "the dataset was deleted on the server");
+	if (ds->exists && r.status != 200) {
+		bm_set_error(ds, bm_status_error(r.status), "HEAD %s/manifest.json: HTTP %ld", ds->url, r.status);
+		return bm_status_error(r.status);
+	}
+	if (ds->exists && ds->etag[0] && r.etag[0] && strcmp(ds->etag, r.etag) != 0)
+		return conflict(ds, "%s: %s", "another writer published a new generation since this one was opened");
+	return 0;
+}
+
+/* PUTs body at key with If-None-Match: * (a kept generation). */
+static int put_once(bm_dataset *ds, const char *key, const char *body, size_t len)
+{
+	struct bm_req r = { .method = "PUT", .body = body, .body_len = len,
+			    .if_none_match_any = true, .cap = 64 << 10, .grow = true };
+	char msg[512];
+	char *url = bm_key_url(ds, key);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, sizeof(msg), &ds->c.retries);
+	if (rc < 0)
+		bm_log("warning: %s", msg);
+	free(r.gbuf);
+	free(url);
+	return rc;
+}
+
+/* Step 2: make sure the generation we build on is kept (a writer may have
+ * crashed between its swap and its gen/ PUT). */
+static void keep_generation(bm_dataset *ds)
+{
+	char key[64];
+	struct bm_req r = { .method = "HEAD" };
+	char msg[512];
+
+	if (!ds->exists || ds->manifest_json == NULL)
+		return;
+	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", ds->manifest->generation);
+	r.url = bm_key_url(ds, key);
+	if (r.url == NULL)
+		return;
+	if (bm_http_do(ds->http, &r, check_any, NULL, msg, sizeof(msg), &ds->c.retries) == 0 &&
+	    r.status == 404)
+		put_once(ds, key, ds->manifest_json, ds->manifest_json_len);
+	free((char *)r.url);
+}
+
+/* Resizing changes the length of the old and the new last block: their
+ * objects are rewritten unless the commit rewrites them anyway. */
+static int rewrite_edge_blocks(bm_dataset *ds)
+{
+	const struct bm_manifest *m = ds->manifest;
+	size_t bs = m->blksize;
+	uint64_t edges[2] = { bm_manifest_nblk(m), (ds->new_size + bs - 1) / bs };
+	int rc = 0;
+
+	if (ds->new_size == m->size)
+		return 0;
+	char *buf = malloc(bs);
+	if (buf == NULL)
+		return BM_ENOMEM;
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		if (edges[i] == 0)
+			continue;
+		uint64_t idx = edges[i] - 1;
+		uint64_t left = ds->new_size > idx * bs ? ds->new_size - idx * bs : 0;
+		size_t newlen = left < bs ? (size_t)left : bs;
+		bool changed = false;
+		pthread_mutex_lock(&ds->mu);
+		for (size_t c = 0; c < ds->nchanges; c++)
+			changed |= ds->changes[c].index == idx;
+		pthread_mutex_unlock(&ds->mu);
+		if (changed || newlen == 0 || bm_manifest_find(m, idx) == NULL ||
+		    bm_manifest_objlen(m, idx) == newlen)
+			continue;
+		rc = bm_fetch_block(ds, idx, buf);
+		if (rc == 0)
+			rc = bm_upload_block(ds, idx, buf, newlen);
+	}
+	free(buf);
+	return rc;
+}
+
+static int check_swap(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	(void)arg;
+	if (r->status == 200 || r->status == 201 || r->status == 204 || r->status == 412)
+		return 0;
+	bm_fmt(msg, n, "HTTP %ld", r->status);
+	return bm_status_error(r->status);
+}
+
+/* Step 4: the compare-and-swap of manifest.json.  Sets new_etag. */
+static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new_etag, size_t etagn)
+{
+	struct bm_req r = { .method = "PUT", .body = json, .body_len = len, .cap = 64 << 10, .grow = true };
+	char msg[512];
+	char *url = bm_key_url(ds, "manifest.json");
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	if (ds->exists)
+		r.if_match = ds->etag[0] ? ds->etag : NULL;
+	else
+		r.if_none_match_any = true;
+	rc = bm_http_do(ds->http, &r, check_swap, NULL, msg, sizeof(msg), &ds->c.retries);
+	free(r.gbuf);
+	if (rc == 0 && r.status == 412)
+		rc = conflict(ds, "%s: %s", "another writer published first (the manifest changed)");
+	else if (rc < 0)
+		bm_set_error(ds, rc, "%s", msg);
+	if (rc == 0) {
+		snprintf(new_etag, etagn, "%s", r.etag);
+		if (r.etag[0] == '\0') {
+			/* The server did not say: ask. */
+			struct bm_req h = { .method = "HEAD", .url = url };
+			if (bm_http_do(ds->http, &h, check_any, NULL, msg, sizeof(msg), &ds->c.retries) == 0)
+				snprintf(new_etag, etagn, "%s", h.etag);
+		}
+	}
+	free(url);
+	return rc;
+}
+
+static void hook(bm_dataset *ds, const char *stage)
+{
+	if (ds->opt.commit_hook)
+		ds->opt.commit_hook(stage, ds->opt.commit_hook_arg);
+}
+
+int bm_commit(bm_dataset *ds, uint64_t *genp)
+{
+	struct bm_manifest *next = NULL;
+	char etag[256] = "", key[64];
+	size_t len = 0;
+	int rc;
+
+	if (ds->flat) {
+		bm_set_error(ds, BM_EREADONLY, "%s is a flat object (not a dataset): it cannot be committed", ds->url);
+		return BM_EREADONLY;
+	}
+	if (!ds->at_latest) {
+		char detail[128];
+		snprintf(detail, sizeof(detail), "generation %" PRIu64 " is not the latest", ds->manifest->generation);
+		return conflict(ds, "%s: %s", detail);
+	}
+	struct vm_fileh_stats st;
+	vm_fileh_stats(ds->fh, &st);
+	if (ds->exists && st.ndirty == 0 && ds->nchanges == 0 && ds->new_size == ds->manifest->size) {
+		if (genp)
+			*genp = ds->manifest->generation; /* nothing to publish */
+		return 0;
+	}
+	if ((rc = check_still_latest(ds)) < 0)
+		return rc;
+	keep_generation(ds);
+
+	/* Step 3: upload.  storeblk queues each dirty block. */
+	rc = vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_STORE);
+	if (rc < 0) {
+		/* storeblk failed (it only queues): out of memory. */
+		bm_upload_wait(ds);
+		bm_set_error(ds, BM_ENOMEM, "%s: writing out dirty blocks failed: %s", ds->url, vm_strerror(rc));
+		return BM_ENOMEM;
+	}
+	rc = rewrite_edge_blocks(ds);
+	int urc = bm_upload_wait(ds);
+	if (urc < 0)
+		return urc;
+	if (rc < 0)
+		return rc;
+	hook(ds, "uploaded");
+
+	pthread_mutex_lock(&ds->mu);
+	rc = bm_manifest_apply(ds->manifest, ds->changes, ds->nchanges, ds->new_size, &next);
+	pthread_mutex_unlock(&ds->mu);
+	if (rc < 0)
+		return rc;
+	char *json = bm_manifest_dump(next, &len);
+	if (json == NULL) {
+		bm_manifest_free(next);
+		return BM_ENOMEM;
+	}
+	rc = swap_manifest(ds, json, len, etag, sizeof(etag));
+	if (rc < 0) {
+		bm_manifest_free(next);
+		free(json);
+		return rc;
+	}
+	hook(ds, "swapped");
+	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", next->generation);
+	put_once(ds, key, json, len);
+
+	/* Published: the stored pages are clean now (a page written since its
+	 * store stays dirty for the next commit). */
+	vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_MARKSTORED);
+	pthread_mutex_lock(&ds->mu);
+	bm_manifest_free(ds->manifest);
+	free(ds->manifest_json);
+	ds->manifest = next;
+	ds->manifest_json = json;
+	ds->manifest_json_len = len;
+	ds->exists = true;
+	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
+	for (size_t i = 0; i < ds->nchanges; i++)
+		free(ds->changes[i].key);
+	ds->nchanges = 0;
+	pthread_mutex_unlock(&ds->mu);
+	atomic_fetch_add(&ds->c.commits, 1);
+	if (genp)
+		*genp = next->generation;
+	return 0;
+}

@@ -1,0 +1,655 @@
+/* dataset.c — the dataset handle: opening a dataset (or a flat object) over
+ * HTTP, the BigFile backend that virtmem calls (loadblk, storeblk, on_fault),
+ * mappings, refresh, discard and stats.
+ *
+ * Owns: struct bm_dataset and struct bm_mapping.
+ * Locking: ds->mu guards the manifest pointer and the fields next to it; a
+ * loader copies what it needs (key, sum, length) under ds->mu and fetches
+ * without it.  See internal.h for the order of the other locks.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct bm_mapping {
+	bm_dataset *ds;
+	vm_vma *vma;
+};
+
+static bm_dataset *ds_of(vm_bigfile *f)
+{
+	return (bm_dataset *)f; /* file is the first member */
+}
+
+char *bm_key_url(const bm_dataset *ds, const char *key)
+{
+	size_t n = strlen(ds->url) + strlen(key) + 2;
+	char *u = malloc(n);
+	if (u)
+		snprintf(u, n, "%s/%s", ds->url, key);
+	return u;
+}
+
+/* ---- fetching one block ---------------------------------------------------- */
+
+struct block_check {
+	const char *sum;           /* expected xxh128, NULL for flat */
+	size_t len;                /* expected body length */
+	uint64_t start;            /* flat: range asked */
+	const char *etag;          /* flat: ETag the object had when opened */
+};
+
+static int check_block(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	struct block_check *c = arg;
+	char sum[BM_SUM_HEX + 1];
+
+	if (c->sum == NULL) {
+		/* Flat object: a 206 of exactly the range asked, same ETag. */
+		if (r->status == 412 || (c->etag[0] && r->etag[0] && strcmp(r->etag, c->etag) != 0)) {
+			bm_fmt(msg, n, "the object changed on the server (ETag %s, was %s)",
+			       r->etag[0] ? r->etag : "?", c->etag);
+			return BM_ECHANGED;
+		}
+		if (r->status == 200) {
+			bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
+			return BM_EFORMAT;
+		}
+		if (r->status != 206) {
+			bm_fmt(msg, n, "HTTP %ld", r->status);
+			return bm_status_error(r->status);
+		}
+		char want[96];
+		snprintf(want, sizeof(want), "bytes %" PRIu64 "-%" PRIu64 "/",
+			 c->start, c->start + c->len - 1);
+		if (strncmp(r->content_range, want, strlen(want)) != 0) {
+			bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (%s...)",
+			       r->content_range, want);
+			return BM_EFORMAT;
+		}
+	} else if (r->status != 200) {
+		bm_fmt(msg, n, "HTTP %ld", r->status);
+		return bm_status_error(r->status);
+	}
+	if (r->got != c->len) {
+		/* A cut-off body: retried. */
+		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, c->len);
+		return BM_EHTTP;
+	}
+	if (c->sum != NULL) {
+		bm_sum_hex(r->dst, r->got, sum);
+		if (strcmp(sum, c->sum) != 0) {
+			bm_fmt(msg, n, "checksum mismatch: bytes hash to %s, manifest says %s", sum, c->sum);
+			return BM_ECHECKSUM;
+		}
+	}
+	return 0;
+}
+
+int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
+{
+	struct block_check chk = { 0 };
+	struct bm_req r = { .method = "GET" };
+	char key[BM_KEY_MAX + 1], sum[BM_SUM_HEX + 1], msg[512], etag[256];
+	size_t bs = ds->file.blksize, len;
+	bool hole = true, flat;
+	int rc;
+
+	pthread_mutex_lock(&ds->mu);
+	struct bm_manifest *m = ds->manifest;
+	flat = ds->flat;
+	len = bm_manifest_objlen(m, index);
+	const struct bm_block *b = flat ? NULL : bm_manifest_find(m, index);
+	if (b != NULL) {
+		snprintf(key, sizeof(key), "%s", b->key);
+		memcpy(sum, b->sum, sizeof(sum));
+		hole = false;
+	}
+	snprintf(etag, sizeof(etag), "%s", ds->etag);
+	pthread_mutex_unlock(&ds->mu);
+
+	if (len == 0 || (!flat && hole)) {
+		/* A hole, or past the end: zeros without a request. */
+		memset(buf, 0, bs);
+		atomic_fetch_add(&ds->c.hole_blocks, 1);
+		return 0;
+	}
+	char *url = flat ? strdup(ds->url) : bm_key_url(ds, key);
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	r.dst = buf;
+	r.cap = len;
+	chk.len = len;
+	if (flat) {
+		r.has_range = true;
+		r.range_start = index * bs;
+		r.range_end = r.range_start + len - 1;
+		r.if_match = etag[0] ? etag : NULL;
+		chk.start = r.range_start;
+		chk.etag = etag;
+	} else {
+		chk.sum = sum;
+	}
+	rc = bm_http_do(ds->http, &r, check_block, &chk, msg, sizeof(msg), &ds->c.retries);
+	free(url);
+	if (rc < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
+		return rc;
+	}
+	if (len < bs)
+		memset((char *)buf + len, 0, bs - len);
+	atomic_fetch_add(&ds->c.fetched_blocks, 1);
+	atomic_fetch_add(&ds->c.fetched_bytes, len);
+	return 0;
+}
+
+/* ---- the BigFile backend ------------------------------------------------------- */
+
+static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
+{
+	bm_dataset *ds = ds_of(f);
+	int rc;
+
+	if (bm_in_readahead())
+		atomic_fetch_add(&ds->c.readahead_blocks, 1);
+	else
+		atomic_fetch_add(&ds->c.misses, 1);
+	rc = bm_fetch_block(ds, blk, buf);
+	if (rc < 0) {
+		if (!bm_in_readahead())
+			bm_log("%s", ds->errmsg);
+		return rc == BM_ENOMEM ? -ENOMEM : -EIO;
+	}
+	return 0;
+}
+
+static int ds_storeblk(vm_bigfile *f, vm_blk_t blk, const void *buf)
+{
+	bm_dataset *ds = ds_of(f);
+	size_t bs = f->blksize, len;
+	uint64_t off = blk * bs;
+
+	pthread_mutex_lock(&ds->mu);
+	len = off >= ds->new_size ? 0 : (ds->new_size - off < bs ? (size_t)(ds->new_size - off) : bs);
+	pthread_mutex_unlock(&ds->mu);
+	if (len == 0)
+		return 0; /* past the end of what is published */
+	int rc = bm_upload_block(ds, blk, buf, len);
+	return rc == 0 ? 0 : (rc == BM_ENOMEM ? -ENOMEM : -EIO);
+}
+
+static void ds_on_fault(vm_bigfile *f, vm_blk_t blk, int write)
+{
+	bm_dataset *ds = ds_of(f);
+
+	if (write && ds->flat) {
+		bm_log("%s is a flat object (not a dataset): it is read-only; write at block %" PRIu64 " refused",
+		       ds->url, (uint64_t)blk);
+		return;
+	}
+	if (!write)
+		bm_readahead_on_fault(ds, blk);
+}
+
+static const vm_bigfile_ops ds_ops = {
+	.loadblk = ds_loadblk,
+	.storeblk = ds_storeblk,
+	.on_fault = ds_on_fault,
+};
+
+/* ---- opening ----------------------------------------------------------------- */
+
+static int check_manifest_get(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	(void)arg;
+	if (r->status == 200 || r->status == 404)
+		return 0;
+	bm_fmt(msg, n, "HTTP %ld", r->status);
+	return bm_status_error(r->status);
+}
+
+/* GETs a manifest object at key.  BM_ENOTFOUND when absent.  On success
+ * *mp, *jsonp (malloc'd) and etag are set. */
+static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp,
+			char **jsonp, size_t *lenp, char *etag, size_t etagn)
+{
+	struct bm_req r = { .method = "GET", .grow = true, .cap = BM_MANIFEST_MAX };
+	char msg[512], why[300];
+	char *url = bm_key_url(ds, key);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	rc = bm_http_do(ds->http, &r, check_manifest_get, NULL, msg, sizeof(msg), &ds->c.retries);
+	if (rc < 0) {
+		bm_set_error(ds, rc, "%s", msg);
+	} else if (r.status == 404) {
+		rc = BM_ENOTFOUND;
+	} else {
+		rc = bm_manifest_parse(r.gbuf ? r.gbuf : "", r.got, mp, why, sizeof(why));
+		if (rc < 0) {
+			bm_set_error(ds, rc, "%s: %s", url, why);
+		} else {
+			if (etag)
+				snprintf(etag, etagn, "%s", r.etag);
+			*jsonp = r.gbuf;
+			*lenp = r.got;
+			r.gbuf = NULL;
+		}
+	}
+	free(r.gbuf);
+	free(url);
+	return rc;
+}
+
+static int check_head(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	(void)arg;
+	if (r->status == 200 || r->status == 404)
+		return 0;
+	bm_fmt(msg, n, "HTTP %ld", r->status);
+	return bm_status_error(r->status);
+}
+
+/* The URL is not a dataset: a flat object?  Sets up a synthetic manifest. */
+static int open_flat(bm_dataset *ds)
+{
+	struct bm_req r = { .method = "HEAD", .url = ds->url };
+	char msg[512];
+	int rc = bm_http_do(ds->http, &r, check_head, NULL, msg, sizeof(msg), &ds->c.retries);
+
+	if (rc < 0) {
+		bm_set_error(ds, rc, "%s", msg);
+		return rc;
+	}
+	if (r.status == 404)
+		return BM_ENOTFOUND;
+	if (r.content_length == UINT64_MAX || r.content_length > BM_SIZE_MAX) {
+		bm_set_error(ds, BM_EFORMAT, "HEAD %s: no usable Content-Length", ds->url);
+		return BM_EFORMAT;
+	}
+	ds->manifest = calloc(1, sizeof(*ds->manifest));
+	if (ds->manifest == NULL)
+		return BM_ENOMEM;
+	ds->manifest->blksize = BM_FLAT_BLKSIZE;
+	ds->manifest->size = r.content_length;
+	ds->flat = true;
+	ds->at_latest = true;
+	snprintf(ds->etag, sizeof(ds->etag), "%s", r.etag);
+	return 0;
+}
+
+static int open_manifest(bm_dataset *ds)
+{
+	char key[64];
+	int rc = get_manifest(ds, "manifest.json", &ds->manifest, &ds->manifest_json,
+			      &ds->manifest_json_len, ds->etag, sizeof(ds->etag));
+	uint64_t want = ds->opt.generation;
+
+	if (rc == BM_ENOTFOUND) {
+		if (want != 0) {
+			bm_set_error(ds, rc, "%s: no dataset, so no generation %" PRIu64, ds->url, want);
+			return rc;
+		}
+		rc = open_flat(ds);
+		if (rc != BM_ENOTFOUND)
+			return rc;
+		if (!(ds->opt.flags & BM_OPEN_CREATE)) {
+			bm_set_error(ds, rc, "%s: no dataset (no manifest.json) and no object there", ds->url);
+			return rc;
+		}
+		/* A new dataset: generation 0, published by the first commit. */
+		ds->manifest = calloc(1, sizeof(*ds->manifest));
+		if (ds->manifest == NULL)
+			return BM_ENOMEM;
+		ds->manifest->blksize = ds->opt.blksize;
+		ds->at_latest = true;
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	ds->exists = true;
+	ds->at_latest = true;
+	if (want == 0 || want == ds->manifest->generation)
+		return 0;
+	if (want > ds->manifest->generation) {
+		bm_set_error(ds, BM_ENOTFOUND, "%s: generation %" PRIu64 " does not exist (latest is %" PRIu64 ")",
+			     ds->url, want, ds->manifest->generation);
+		return BM_ENOTFOUND;
+	}
+	/* An older generation: its kept manifest. */
+	struct bm_manifest *old = NULL;
+	char *json = NULL;
+	size_t len = 0;
+	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", want);
+	rc = get_manifest(ds, key, &old, &json, &len, NULL, 0);
+	if (rc == BM_ENOTFOUND)
+		bm_set_error(ds, rc, "%s: generation %" PRIu64 " is not kept (no %s)", ds->url, want, key);
+	if (rc < 0)
+		return rc;
+	if (old->generation != want || old->blksize != ds->manifest->blksize) {
+		bm_set_error(ds, BM_EFORMAT, "%s/%s: says generation %" PRIu64 " with block size %zu",
+			     ds->url, key, old->generation, old->blksize);
+		bm_manifest_free(old);
+		free(json);
+		return BM_EFORMAT;
+	}
+	bm_manifest_free(ds->manifest);
+	free(ds->manifest_json);
+	ds->manifest = old;
+	ds->manifest_json = json;
+	ds->manifest_json_len = len;
+	ds->at_latest = false;
+	return 0;
+}
+
+static int check_url(const char *url)
+{
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+		return BM_EINVAL;
+	const char *host = strstr(url, "://") + 3;
+	return *host == '\0' || *host == '/' ? BM_EINVAL : 0;
+}
+
+int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
+{
+	bm_dataset *ds;
+	int rc;
+
+	*dsp = NULL;
+	if (url == NULL || check_url(url) < 0) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "%s: not an http:// or https:// URL", url ? url : "(null)");
+		bm_set_thread_error(msg);
+		return BM_EINVAL;
+	}
+	ds = calloc(1, sizeof(*ds));
+	if (ds == NULL)
+		return BM_ENOMEM;
+	pthread_mutex_init(&ds->mu, NULL);
+	if (opt != NULL) {
+		ds->opt = *opt;
+	} else if ((rc = bm_options_init(&ds->opt)) < 0) {
+		free(ds);
+		return rc;
+	}
+	ds->url = strdup(url);
+	if (ds->url == NULL) {
+		free(ds);
+		return BM_ENOMEM;
+	}
+	while (strlen(ds->url) > 8 && ds->url[strlen(ds->url) - 1] == '/')
+		ds->url[strlen(ds->url) - 1] = '\0';
+
+	struct bm_http_opts ho = {
+		.token = ds->opt.token,
+		.connect_timeout_ms = ds->opt.connect_timeout_ms,
+		.timeout_ms = ds->opt.timeout_ms,
+		.retry_base_ms = ds->opt.retry_base_ms,
+		.retries = ds->opt.retries,
+		.connections = ds->opt.connections,
+		.verbose = ds->opt.verbose,
+	};
+	rc = bm_http_new(&ds->http, &ho);
+	if (rc == 0)
+		rc = open_manifest(ds);
+	if (rc == 0 && ((ds->manifest->blksize & (ds->manifest->blksize - 1)) != 0 ||
+			ds->manifest->blksize < 4096 || ds->manifest->blksize > VM_BLKSIZE_MAX)) {
+		bm_set_error(ds, BM_EINVAL, "block size %zu is not a power of two from 4 KiB to 64 MiB",
+			     ds->manifest->blksize);
+		rc = BM_EINVAL;
+	}
+	if (rc == 0) {
+		ds->new_size = ds->manifest->size;
+		ds->file.ops = &ds_ops;
+		ds->file.blksize = ds->manifest->blksize;
+		rc = vm_ram_open(&ds->ram, ds->opt.cache_bytes);
+		if (rc == 0)
+			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,
+					   VM_DONT_MMAP_OVERLAY | (ds->flat ? VM_READONLY : 0));
+		if (rc < 0) {
+			bm_set_error(ds, rc, "%s: cannot set up the page cache: %s", ds->url, vm_strerror(rc));
+			rc = BM_ENOMEM;
+		}
+	}
+	if (rc == 0)
+		rc = bm_readahead_start(ds);
+	if (rc < 0) {
+		if (ds->errmsg[0] == '\0')
+			bm_set_error(ds, rc, "%s: %s", ds->url, bm_strerror(rc));
+		bm_set_thread_error(ds->errmsg);
+		bm_close(ds);
+		return rc;
+	}
+	*dsp = ds;
+	return 0;
+}
+
+void bm_close(bm_dataset *ds)
+{
+	if (ds == NULL)
+		return;
+	bm_readahead_stop(ds);
+	bm_upload_stop(ds);
+	vm_fileh_close(ds->fh); /* unmaps what is still mapped */
+	vm_ram_close(ds->ram);
+	bm_http_free(ds->http);
+	bm_manifest_free(ds->manifest);
+	for (size_t i = 0; i < ds->nchanges; i++)
+		free(ds->changes[i].key);
+	free(ds->changes);
+	free(ds->manifest_json);
+	free(ds->url);
+	pthread_mutex_destroy(&ds->mu);
+	free(ds);
+}
+
+int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi)
+{
+	struct bm_manifest *m = NULL;
+	char key[64], *json = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (ds->flat || gen == 0)
+		return BM_ENOTFOUND;
+	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", gen);
+	rc = get_manifest(ds, key, &m, &json, &len, NULL, 0);
+	if (rc == BM_ENOTFOUND && ds->exists && gen == ds->manifest->generation) {
+		/* The latest may not be kept yet (its writer stopped before). */
+		rc = 0;
+		m = NULL;
+	}
+	if (rc < 0)
+		return rc;
+	if (m && m->generation != gen) {
+		bm_set_error(ds, BM_EFORMAT, "%s/%s says it is generation %" PRIu64, ds->url, key, m->generation);
+		bm_manifest_free(m);
+		free(json);
+		return BM_EFORMAT;
+	}
+	const struct bm_manifest *src = m ? m : ds->manifest;
+	memset(gi, 0, sizeof(*gi));
+	gi->generation = src->generation;
+	gi->size = src->size;
+	gi->blksize = src->blksize;
+	gi->nblocks = src->nblocks;
+	snprintf(gi->created, sizeof(gi->created), "%s", src->created);
+	bm_manifest_free(m);
+	free(json);
+	return 0;
+}
+
+uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
+size_t bm_blksize(const bm_dataset *ds) { return ds->file.blksize; }
+uint64_t bm_generation(const bm_dataset *ds) { return ds->manifest->generation; }
+int bm_is_flat(const bm_dataset *ds) { return ds->flat; }
+uint64_t bm_nblocks_stored(const bm_dataset *ds) { return ds->manifest->nblocks; }
+const char *bm_url(const bm_dataset *ds) { return ds->url; }
+
+int bm_resize(bm_dataset *ds, uint64_t size)
+{
+	if (ds->flat)
+		return BM_EREADONLY;
+	if (size > BM_SIZE_MAX)
+		return BM_EINVAL;
+	if (ds->nmappings > 0) {
+		bm_set_error(ds, BM_EBUSY, "%s: cannot resize while mapped", ds->url);
+		return BM_EBUSY;
+	}
+	pthread_mutex_lock(&ds->mu);
+	ds->new_size = size;
+	pthread_mutex_unlock(&ds->mu);
+	return 0;
+}
+
+/* ---- mappings ------------------------------------------------------------------- */
+
+int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping **mp)
+{
+	size_t bs = ds->file.blksize;
+	uint64_t size = ds->new_size;
+	bm_mapping *m;
+	int rc;
+
+	*mp = NULL;
+	*addrp = NULL;
+	if (len == 0 && offset < size)
+		len = size - offset;
+	if (len == 0 || offset >= size || len > size - offset) {
+		bm_set_error(ds, BM_EINVAL, "%s: range [%" PRIu64 ", +%zu) is not inside the dataset's %" PRIu64 " bytes",
+			     ds->url, offset, len, size);
+		return BM_EINVAL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return BM_ENOMEM;
+	uint64_t first = offset / bs, last = (offset + len - 1) / bs;
+	rc = vm_fileh_mmap(&m->vma, ds->fh, first, (size_t)(last - first + 1));
+	if (rc < 0) {
+		bm_set_error(ds, rc, "%s: cannot map %zu bytes: %s", ds->url, len, vm_strerror(rc));
+		free(m);
+		return rc == -ENOMEM ? BM_ENOMEM : BM_EINVAL;
+	}
+	m->ds = ds;
+	ds->nmappings++;
+	*addrp = (char *)vm_vma_addr(m->vma) + (offset - first * bs);
+	*mp = m;
+	return 0;
+}
+
+void bm_unmap(bm_mapping *m)
+{
+	if (m == NULL)
+		return;
+	m->ds->nmappings--;
+	vm_vma_unmap(m->vma);
+	free(m);
+}
+
+/* ---- refresh, discard, stats ------------------------------------------------------- */
+
+static void drop_changes(bm_dataset *ds)
+{
+	pthread_mutex_lock(&ds->mu);
+	for (size_t i = 0; i < ds->nchanges; i++)
+		free(ds->changes[i].key);
+	ds->nchanges = 0;
+	ds->new_size = ds->manifest->size;
+	pthread_mutex_unlock(&ds->mu);
+}
+
+int bm_discard(bm_dataset *ds)
+{
+	int rc = vm_fileh_dirty_discard(ds->fh);
+	if (rc < 0)
+		return BM_EBUSY;
+	drop_changes(ds);
+	return 0;
+}
+
+/* Drops cached blocks whose content differs between manifests a and b. */
+static void invalidate_changed(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b)
+{
+	uint64_t na = bm_manifest_nblk(a), nb = bm_manifest_nblk(b), n = na > nb ? na : nb;
+	for (uint64_t i = 0; i < n; i++) {
+		const struct bm_block *x = bm_manifest_find(a, i), *y = bm_manifest_find(b, i);
+		bool same = (x == NULL && y == NULL) ||
+			    (x && y && strcmp(x->sum, y->sum) == 0 &&
+			     bm_manifest_objlen(a, i) == bm_manifest_objlen(b, i));
+		if (!same)
+			vm_fileh_invalidate_page(ds->fh, i);
+	}
+}
+
+int bm_refresh(bm_dataset *ds)
+{
+	struct bm_manifest *m = NULL;
+	char *json = NULL, etag[256];
+	size_t len = 0;
+	struct vm_fileh_stats st;
+	int rc;
+
+	if (ds->flat)
+		return 0;
+	vm_fileh_stats(ds->fh, &st);
+	if (st.ndirty > 0 || ds->nchanges > 0) {
+		bm_set_error(ds, BM_EBUSY, "%s: commit or discard the changes before refreshing", ds->url);
+		return BM_EBUSY;
+	}
+	rc = get_manifest(ds, "manifest.json", &m, &json, &len, etag, sizeof(etag));
+	if (rc < 0)
+		return rc;
+	if (m->blksize != ds->file.blksize) {
+		bm_set_error(ds, BM_EFORMAT, "%s: the block size changed from %zu to %zu", ds->url,
+			     ds->file.blksize, m->blksize);
+		bm_manifest_free(m);
+		free(json);
+		return BM_EFORMAT;
+	}
+	invalidate_changed(ds, ds->manifest, m);
+	pthread_mutex_lock(&ds->mu);
+	bm_manifest_free(ds->manifest);
+	free(ds->manifest_json);
+	ds->manifest = m;
+	ds->manifest_json = json;
+	ds->manifest_json_len = len;
+	ds->new_size = m->size;
+	ds->exists = true;
+	ds->at_latest = true;
+	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
+	pthread_mutex_unlock(&ds->mu);
+	/* Blocks loaded from the old manifest while we swapped are dropped
+	 * once more now that the new one is in place. */
+	invalidate_changed(ds, m, m);
+	return 0;
+}
+
+void bm_stats(bm_dataset *ds, struct bm_stats *st)
+{
+	struct vm_fileh_stats vs;
+
+	vm_fileh_stats(ds->fh, &vs);
+	memset(st, 0, sizeof(*st));
+	st->mode = "loadblk";
+	st->fetched_blocks = ds->c.fetched_blocks;
+	st->fetched_bytes = ds->c.fetched_bytes;
+	st->hole_blocks = ds->c.hole_blocks;
+	st->cache_misses = ds->c.misses;
+	st->cache_hits = vs.faults > st->cache_misses ? vs.faults - st->cache_misses : 0;
+	st->readahead_blocks = ds->c.readahead_blocks;
+	st->retries = ds->c.retries;
+	st->uploaded_blocks = ds->c.uploaded_blocks;
+	st->uploaded_bytes = ds->c.uploaded_bytes;
+	st->commits = ds->c.commits;
+	st->conflicts = ds->c.conflicts;
+	st->ram_bytes = vm_ram_used(ds->ram);
+}

@@ -1,0 +1,21 @@
+# client/ — libblkmap (shared and static, blkmap.pc) and the `blkmap` CLI.
+lib_LTLIBRARIES += client/libblkmap.la
+client_libblkmap_la_SOURCES = \
+	client/internal.h \
+	client/commit.c \
+	client/dataset.c \
+	client/http.c \
+	client/manifest.c \
+	client/readahead.c \
+	client/util.c
+client_libblkmap_la_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(XXHASH_CFLAGS)
+client_libblkmap_la_LIBADD = virtmem/libvirtmem.la $(CURL_LIBS) $(JANSSON_LIBS) $(XXHASH_LIBS)
+client_libblkmap_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 -no-undefined
+blkmapincludedir = $(includedir)/blkmap
+blkmapinclude_HEADERS = include/blkmap/blkmap.h
+pkgconfig_DATA += client/blkmap.pc
+
+bin_PROGRAMS += blkmap
+blkmap_SOURCES = client/cli.c
+blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS)
+blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS)

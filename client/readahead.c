@@ -1,0 +1,138 @@
+/* readahead.c — sequential access detection and background block fetches.
+ *
+ * Every page fault on a dataset (virtmem's on_fault hook) reports its block.
+ * A fault on the block after the previous one, or inside the range already
+ * queued, is sequential: the window of blocks fetched ahead doubles (1, 2, 4,
+ * ... up to max_window) and the blocks up to fault + window are queued.  Any
+ * other fault is random: the window resets and the queue is emptied, so a
+ * random reader fetches only what it touches.  Worker threads (one per
+ * connection) take blocks from the queue and load them into the page cache
+ * with vm_fileh_prefetch, in parallel.  max_window keeps read-ahead within a
+ * quarter of the RAM budget.
+ * Locking: ds->ra.mu guards the queue and the detector; it is never held
+ * while a block is fetched.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "internal.h"
+
+static __thread bool in_readahead;
+
+bool bm_in_readahead(void)
+{
+	return in_readahead;
+}
+
+static void *worker_main(void *arg)
+{
+	bm_dataset *ds = arg;
+	struct bm_readahead *ra = &ds->ra;
+
+	in_readahead = true;
+	pthread_mutex_lock(&ra->mu);
+	for (;;) {
+		while (!ra->stop && ra->qlen == 0)
+			pthread_cond_wait(&ra->cv, &ra->mu);
+		if (ra->stop)
+			break;
+		uint64_t blk = ra->queue[ra->qhead];
+		ra->qhead = (ra->qhead + 1) % ra->qcap;
+		ra->qlen--;
+		pthread_mutex_unlock(&ra->mu);
+		/* Errors are not reported here: the fault that needs the
+		 * block fetches it again and reports. */
+		(void)vm_fileh_prefetch(ds->fh, blk);
+		pthread_mutex_lock(&ra->mu);
+	}
+	pthread_mutex_unlock(&ra->mu);
+	return NULL;
+}
+
+int bm_readahead_start(bm_dataset *ds)
+{
+	struct bm_readahead *ra = &ds->ra;
+	size_t bs = ds->file.blksize;
+	size_t budget = ds->opt.readahead_bytes < ds->opt.cache_bytes / 4
+				? ds->opt.readahead_bytes : ds->opt.cache_bytes / 4;
+
+	pthread_mutex_init(&ra->mu, NULL);
+	pthread_cond_init(&ra->cv, NULL);
+	ra->max_window = budget / bs;
+	if (ra->max_window == 0)
+		return 0; /* read-ahead off */
+	ra->qcap = ra->max_window;
+	ra->queue = calloc(ra->qcap, sizeof(*ra->queue));
+	ra->nthreads = ds->opt.connections;
+	ra->threads = calloc((size_t)ra->nthreads, sizeof(*ra->threads));
+	if (ra->queue == NULL || ra->threads == NULL)
+		return BM_ENOMEM;
+	for (int i = 0; i < ra->nthreads; i++) {
+		if (pthread_create(&ra->threads[i], NULL, worker_main, ds) != 0) {
+			ra->nthreads = i;
+			return BM_ENOMEM;
+		}
+	}
+	return 0;
+}
+
+void bm_readahead_stop(bm_dataset *ds)
+{
+	struct bm_readahead *ra = &ds->ra;
+
+	if (ra->threads == NULL && ra->queue == NULL)
+		return;
+	pthread_mutex_lock(&ra->mu);
+	ra->stop = true;
+	pthread_cond_broadcast(&ra->cv);
+	pthread_mutex_unlock(&ra->mu);
+	for (int i = 0; i < ra->nthreads; i++)
+		pthread_join(ra->threads[i], NULL);
+	free(ra->threads);
+	free(ra->queue);
+	ra->threads = NULL;
+	ra->queue = NULL;
+	ra->nthreads = 0;
+}
+
+void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
+{
+	struct bm_readahead *ra = &ds->ra;
+	uint64_t nblk;
+
+	if (ra->nthreads == 0 || bm_in_readahead())
+		return;
+	pthread_mutex_lock(&ds->mu);
+	nblk = bm_manifest_nblk(ds->manifest);
+	pthread_mutex_unlock(&ds->mu);
+
+	pthread_mutex_lock(&ra->mu);
+	bool sequential = ra->last != 0 && (blk == ra->last || (blk >= ra->last && blk < ra->next));
+	bool again = ra->last != 0 && blk + 1 == ra->last; /* same block, another mapping */
+	if (again) {
+		pthread_mutex_unlock(&ra->mu);
+		return;
+	}
+	if (!sequential) {
+		ra->window = 0;
+		ra->qlen = 0; /* random access: forget what was queued */
+		ra->next = blk + 1;
+	} else {
+		ra->window = ra->window ? ra->window * 2 : 1;
+		if (ra->window > ra->max_window)
+			ra->window = ra->max_window;
+		uint64_t from = ra->next > blk + 1 ? ra->next : blk + 1;
+		uint64_t to = blk + ra->window; /* inclusive */
+		if (to >= nblk)
+			to = nblk ? nblk - 1 : 0;
+		for (uint64_t b = from; b <= to && b < nblk && ra->qlen < ra->qcap; b++) {
+			ra->queue[(ra->qhead + ra->qlen) % ra->qcap] = b;
+			ra->qlen++;
+			ra->next = b + 1;
+		}
+		pthread_cond_broadcast(&ra->cv);
+	}
+	ra->last = blk + 1;
+	pthread_mutex_unlock(&ra->mu);
+}
