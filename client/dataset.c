@@ -157,9 +157,7 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	bm_dataset *ds = ds_of(f);
 	int rc;
 
-	if (bm_in_readahead())
-		atomic_fetch_add(&ds->c.readahead_blocks, 1);
-	else
+	if (!bm_in_readahead())
 		atomic_fetch_add(&ds->c.misses, 1);
 	rc = bm_fetch_block(ds, blk, buf);
 	if (rc < 0) {
@@ -167,6 +165,8 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 			bm_log("%s", ds->errmsg);
 		return rc == BM_ENOMEM ? -ENOMEM : -EIO;
 	}
+	if (bm_in_readahead())
+		atomic_fetch_add(&ds->c.readahead_blocks, 1);
 	return 0;
 }
 

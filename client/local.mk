@@ -19,3 +19,8 @@ bin_PROGRAMS += blkmap
 blkmap_SOURCES = client/cli.c
 blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS)
 blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS)
+
+# The main job `./quickstart demo` runs.
+noinst_PROGRAMS += blkmap-demo
+blkmap_demo_SOURCES = client/demo.c
+blkmap_demo_LDADD = client/libblkmap.la -lm

@@ -2,8 +2,10 @@
  *
  * Every page fault on a dataset (virtmem's on_fault hook) reports its block.
  * A fault on the block after the previous one, or inside the range already
- * queued, is sequential: the window of blocks fetched ahead doubles (1, 2, 4,
- * ... up to max_window) and the blocks up to fault + window are queued.  Any
+ * queued, is sequential.  When a sequential reader has consumed half of what
+ * is fetched ahead, the window doubles (2, 4, 8, ... up to max_window) and
+ * the blocks up to fault + window are queued: the window grows with what the
+ * reader actually reads, so a short sequential run over-fetches little.  Any
  * other fault is random: the window resets and the queue is emptied, so a
  * random reader fetches only what it touches.  Worker threads (one per
  * connection) take blocks from the queue and load them into the page cache
@@ -118,14 +120,14 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 		ra->window = 0;
 		ra->qlen = 0; /* random access: forget what was queued */
 		ra->next = blk + 1;
-	} else {
-		ra->window = ra->window ? ra->window * 2 : 1;
+	} else if (ra->next - blk <= (ra->window + 1) / 2) {
+		/* The reader has consumed half of what is fetched ahead:
+		 * double the window and queue up to blk + window. */
+		ra->window = ra->window ? ra->window * 2 : 2;
 		if (ra->window > ra->max_window)
 			ra->window = ra->max_window;
 		uint64_t from = ra->next > blk + 1 ? ra->next : blk + 1;
 		uint64_t to = blk + ra->window; /* inclusive */
-		if (to >= nblk)
-			to = nblk ? nblk - 1 : 0;
 		for (uint64_t b = from; b <= to && b < nblk && ra->qlen < ra->qcap; b++) {
 			ra->queue[(ra->qhead + ra->qlen) % ra->qcap] = b;
 			ra->qlen++;
