@@ -555,6 +555,46 @@ void bm_unmap(bm_mapping *m)
 	free(m);
 }
 
+int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
+{
+	size_t bs = ds->file.blksize;
+	char *dst = buf, *tmp = NULL;
+	uint64_t size;
+	int64_t done = 0;
+
+	pthread_mutex_lock(&ds->mu);
+	size = ds->manifest->size;
+	pthread_mutex_unlock(&ds->mu);
+	if (offset >= size)
+		return 0;
+	if (len > size - offset)
+		len = (size_t)(size - offset);
+	while (len > 0) {
+		uint64_t index = offset / bs;
+		size_t in = (size_t)(offset % bs), n = bs - in < len ? bs - in : len;
+		int rc;
+		if (in == 0 && n == bs) {
+			rc = bm_fetch_block(ds, index, dst); /* straight into buf */
+		} else {
+			if (tmp == NULL && (tmp = malloc(bs)) == NULL)
+				return done ? done : BM_ENOMEM;
+			rc = bm_fetch_block(ds, index, tmp);
+			if (rc == 0)
+				memcpy(dst, tmp + in, n);
+		}
+		if (rc < 0) {
+			free(tmp);
+			return done ? done : rc;
+		}
+		dst += n;
+		offset += n;
+		len -= n;
+		done += (int64_t)n;
+	}
+	free(tmp);
+	return done;
+}
+
 /* ---- refresh, discard, stats ------------------------------------------------------- */
 
 static void drop_changes(bm_dataset *ds)

@@ -113,6 +113,12 @@ int bm_resize(bm_dataset *ds, uint64_t size);
 int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping **mp);
 void bm_unmap(bm_mapping *m);
 
+/* Reads up to len bytes at offset of the handle's generation into buf,
+ * without mapping or caching (what the wcfs mirror serves reads with): every
+ * block is fetched, verified and retried like a page fault's.  Returns the
+ * number of bytes read (0 at or past the end) or a negative error. */
+int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len);
+
 /* ---- changes --------------------------------------------------------------- */
 
 /* Uploads every dirty block and publishes them as generation G+1, where G is
