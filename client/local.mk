@@ -7,7 +7,8 @@ client_libblkmap_la_SOURCES = \
 	client/http.c \
 	client/manifest.c \
 	client/readahead.c \
-	client/util.c
+	client/util.c \
+	client/wcfs_path.c
 client_libblkmap_la_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(XXHASH_CFLAGS)
 client_libblkmap_la_LIBADD = virtmem/libvirtmem.la $(CURL_LIBS) $(JANSSON_LIBS) $(XXHASH_LIBS)
 client_libblkmap_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 -no-undefined

@@ -156,6 +156,18 @@ struct bm_generation_info {
  * BM_ENOTFOUND when that generation is not kept. */
 int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi);
 
+/* ---- the wcfs mirror ----------------------------------------------------------- */
+
+/* The normalized form of a server URL (scheme and host lower-cased, trailing
+ * slashes removed), which the mirror writes to <mountpoint>/.wcfs/url. */
+int bm_wcfs_normalize_url(const char *server_url, char *out, size_t n);
+
+/* Where blkmap-wcfs mounts the mirror of server_url by default:
+ * /dev/shm/blkmap-wcfs/<16 hex digits of a hash of the normalized URL>.
+ * The client looks there unless BLKMAP_WCFS names a mountpoint (or is
+ * "off"). */
+int bm_wcfs_default_mountpoint(const char *server_url, char *out, size_t n);
+
 /* ---- stats and errors ------------------------------------------------------- */
 
 struct bm_stats {

@@ -1,0 +1,47 @@
+/* wcfs_path.c — naming shared by the wcfs mirror and the client: the
+ * normalized server URL and the default mountpoint derived from it.
+ * Locking: none (pure functions).
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "internal.h"
+
+int bm_wcfs_normalize_url(const char *server_url, char *out, size_t n)
+{
+	const char *p = strstr(server_url ? server_url : "", "://");
+	size_t len, i;
+
+	if (p == NULL || (strncmp(server_url, "http", 4) != 0))
+		return BM_EINVAL;
+	len = strlen(server_url);
+	while (len > (size_t)(p - server_url) + 3 && server_url[len - 1] == '/')
+		len--;
+	if (len + 1 > n)
+		return BM_EINVAL;
+	/* Scheme and host are case-insensitive; the path is not. */
+	const char *host_end = strchr(p + 3, '/');
+	size_t lower_upto = host_end ? (size_t)(host_end - server_url) : len;
+	for (i = 0; i < len; i++)
+		out[i] = i < lower_upto ? (char)tolower((unsigned char)server_url[i]) : server_url[i];
+	out[len] = '\0';
+	return 0;
+}
+
+int bm_wcfs_default_mountpoint(const char *server_url, char *out, size_t n)
+{
+	char norm[2048];
+	int rc = bm_wcfs_normalize_url(server_url, norm, sizeof(norm));
+
+	if (rc < 0)
+		return rc;
+	unsigned long long h = (unsigned long long)XXH3_64bits(norm, strlen(norm));
+	if ((size_t)snprintf(out, n, "/dev/shm/blkmap-wcfs/%016llx", h) >= n)
+		return BM_EINVAL;
+	return 0;
+}
