@@ -509,21 +509,32 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", next->generation);
 	put_once(ds, key, json, len);
 
-	/* Published: the stored pages are clean now (a page written since its
-	 * store stays dirty for the next commit). */
-	vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_MARKSTORED);
 	pthread_mutex_lock(&ds->mu);
-	bm_manifest_free(ds->manifest);
-	free(ds->manifest_json);
+	struct bm_manifest *prev = ds->manifest;
 	ds->manifest = next;
+	free(ds->manifest_json);
 	ds->manifest_json = json;
 	ds->manifest_json_len = len;
 	ds->exists = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
-	for (size_t i = 0; i < ds->nchanges; i++)
-		free(ds->changes[i].key);
-	ds->nchanges = 0;
+	struct bm_change *done = ds->changes;
+	size_t ndone = ds->nchanges;
+	ds->changes = NULL;
+	ds->nchanges = ds->capchanges = 0;
 	pthread_mutex_unlock(&ds->mu);
+
+	/* Published: the stored pages are clean now (a page written since its
+	 * store stays dirty for the next commit).  In overlay mode their RAM
+	 * is dropped and the base, moved to the new generation, shows them. */
+	if (!ds->overlay || bm_overlay_move_base(ds, next->generation) == 0)
+		vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_MARKSTORED);
+	/* Blocks written with bm_write may be cached from before. */
+	for (size_t i = 0; i < ndone && !ds->overlay; i++)
+		vm_fileh_invalidate_page(ds->fh, done[i].index);
+	for (size_t i = 0; i < ndone; i++)
+		free(done[i].key);
+	free(done);
+	bm_manifest_free(prev);
 	atomic_fetch_add(&ds->c.commits, 1);
 	if (genp)
 		*genp = next->generation;

@@ -204,6 +204,16 @@ static const vm_bigfile_ops ds_ops = {
 	.on_fault = ds_on_fault,
 };
 
+/* Overlay mode: the same, plus the mirror as base layer (overlay.c). */
+static const vm_bigfile_ops ds_overlay_ops = {
+	.loadblk = ds_loadblk,
+	.storeblk = ds_storeblk,
+	.on_fault = ds_on_fault,
+	.mmap_setup_read = bm_overlay_setup_read,
+	.remmap_blk_read = bm_overlay_remmap,
+	.munmap = bm_overlay_munmap,
+};
+
 /* ---- opening ----------------------------------------------------------------- */
 
 static int check_manifest_get(struct bm_req *r, void *arg, char *msg, size_t n)
@@ -374,6 +384,7 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 	ds = calloc(1, sizeof(*ds));
 	if (ds == NULL)
 		return BM_ENOMEM;
+	ds->base_fd = -1;
 	pthread_mutex_init(&ds->mu, NULL);
 	if (opt != NULL) {
 		ds->opt = *opt;
@@ -409,19 +420,21 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 	}
 	if (rc == 0) {
 		ds->new_size = ds->manifest->size;
-		ds->file.ops = &ds_ops;
+		bm_overlay_probe(ds);
+		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
 		ds->file.blksize = ds->manifest->blksize;
 		rc = vm_ram_open(&ds->ram, ds->opt.cache_bytes);
 		if (rc == 0)
 			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,
-					   VM_DONT_MMAP_OVERLAY | (ds->flat ? VM_READONLY : 0));
+					   (ds->overlay ? VM_MMAP_OVERLAY : VM_DONT_MMAP_OVERLAY) |
+					   (ds->flat ? VM_READONLY : 0));
 		if (rc < 0) {
 			bm_set_error(ds, rc, "%s: cannot set up the page cache: %s", ds->url, vm_strerror(rc));
 			rc = BM_ENOMEM;
 		}
 	}
-	if (rc == 0)
-		rc = bm_readahead_start(ds);
+	if (rc == 0 && !ds->overlay)
+		rc = bm_readahead_start(ds); /* overlay: the kernel reads ahead */
 	if (rc < 0) {
 		if (ds->errmsg[0] == '\0')
 			bm_set_error(ds, rc, "%s: %s", ds->url, bm_strerror(rc));
@@ -441,6 +454,7 @@ void bm_close(bm_dataset *ds)
 	bm_upload_stop(ds);
 	vm_fileh_close(ds->fh); /* unmaps what is still mapped */
 	vm_ram_close(ds->ram);
+	bm_overlay_close(ds);
 	bm_http_free(ds->http);
 	bm_manifest_free(ds->manifest);
 	for (size_t i = 0; i < ds->nchanges; i++)
@@ -640,6 +654,11 @@ int bm_refresh(bm_dataset *ds)
 
 	if (ds->flat)
 		return 0;
+	if (ds->overlay && ds->nmappings > 0) {
+		bm_set_error(ds, BM_EBUSY, "%s: unmap before refreshing a handle that reads through the mirror",
+			     ds->url);
+		return BM_EBUSY;
+	}
 	vm_fileh_stats(ds->fh, &st);
 	if (st.ndirty > 0 || ds->nchanges > 0) {
 		bm_set_error(ds, BM_EBUSY, "%s: commit or discard the changes before refreshing", ds->url);
@@ -667,9 +686,11 @@ int bm_refresh(bm_dataset *ds)
 	ds->at_latest = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
 	pthread_mutex_unlock(&ds->mu);
-	/* Blocks loaded from the old manifest while we swapped are dropped
-	 * once more now that the new one is in place. */
-	invalidate_changed(ds, m, m);
+	if (ds->overlay && bm_overlay_move_base(ds, m->generation) < 0) {
+		bm_set_error(ds, BM_EBUSY, "%s: the mirror does not show generation %" PRIu64,
+			     ds->url, m->generation);
+		return BM_EBUSY;
+	}
 	return 0;
 }
 
@@ -679,7 +700,8 @@ void bm_stats(bm_dataset *ds, struct bm_stats *st)
 
 	vm_fileh_stats(ds->fh, &vs);
 	memset(st, 0, sizeof(*st));
-	st->mode = "loadblk";
+	st->mode = ds->overlay ? "overlay" : "loadblk";
+	st->mode_why = ds->mode_why;
 	st->fetched_blocks = ds->c.fetched_blocks;
 	st->fetched_bytes = ds->c.fetched_bytes;
 	st->hole_blocks = ds->c.hole_blocks;

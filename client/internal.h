@@ -201,6 +201,14 @@ struct bm_dataset {
 	struct bm_change *changes;
 	size_t nchanges, capchanges;
 
+	/* mmap-overlay mode (overlay.c): the mirror's file of this generation */
+	bool overlay;
+	char *wcfs_mnt;            /* mountpoint in use */
+	char *wcfs_path;           /* dataset path under the mirror */
+	int base_fd;               /* <mnt>/@<gen>/<path>, -1 if none */
+	uint64_t base_size;        /* its size */
+	char mode_why[256];
+
 	struct bm_readahead ra;
 	struct bm_upload up;
 	struct bm_counters c;
@@ -221,6 +229,18 @@ void bm_readahead_stop(bm_dataset *ds);
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
+
+/* Looks for a live wcfs mirror showing the handle's generation; on success
+ * sets ds->overlay and ds->base_fd.  Otherwise says why in ds->mode_why. */
+void bm_overlay_probe(bm_dataset *ds);
+/* The mmap trio of overlay mode (vm_bigfile_ops). */
+int bm_overlay_setup_read(vm_bigfile *f, vm_vma *vma, vm_blk_t blk, size_t blklen);
+int bm_overlay_remmap(vm_bigfile *f, vm_vma *vma, vm_blk_t blk);
+int bm_overlay_munmap(vm_bigfile *f, vm_vma *vma);
+/* After a commit published generation gen: the base moves to its file.
+ * Returns 0, or -1 when the mirror does not show it (pages stay dirty). */
+int bm_overlay_move_base(bm_dataset *ds, uint64_t gen);
+void bm_overlay_close(bm_dataset *ds);
 
 int bm_upload_start(bm_dataset *ds);
 void bm_upload_stop(bm_dataset *ds);

@@ -7,6 +7,7 @@ client_libblkmap_la_SOURCES = \
 	client/http.c \
 	client/manifest.c \
 	client/readahead.c \
+	client/overlay.c \
 	client/util.c \
 	client/wcfs_path.c
 client_libblkmap_la_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(XXHASH_CFLAGS)

@@ -177,6 +177,7 @@ int bm_options_init(struct bm_options *o)
 	o->readahead_bytes = (size_t)64 << 20;
 	o->blksize = (size_t)1 << 20;
 	o->token = getenv("BLKMAP_TOKEN");
+	o->wcfs = getenv("BLKMAP_WCFS");
 
 #define ENV(name, min, max, field)                                     \
 	do {                                                           \

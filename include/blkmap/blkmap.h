@@ -71,6 +71,9 @@ struct bm_options {
 	uint64_t generation;      /* open as of this generation; 0 = latest */
 	int flags;                /* BM_OPEN_* */
 	int verbose;              /* log requests and decisions to stderr */
+	/* The wcfs mirror to read through (mmap-overlay mode): a mountpoint,
+	 * "off", or NULL for the default mountpoint of the server  BLKMAP_WCFS */
+	const char *wcfs;
 	/* For tests and tools: called at each stage of a commit ("uploaded",
 	 * "swapped"); may be NULL. */
 	void (*commit_hook)(const char *stage, void *arg);
@@ -172,6 +175,7 @@ int bm_wcfs_default_mountpoint(const char *server_url, char *out, size_t n);
 
 struct bm_stats {
 	const char *mode;          /* "loadblk" or "overlay" */
+	const char *mode_why;      /* why that mode, e.g. "no mirror at /dev/shm/..." */
 	uint64_t fetched_blocks;   /* block GETs that succeeded */
 	uint64_t fetched_bytes;    /* their bytes */
 	uint64_t hole_blocks;      /* holes served without a request */
