@@ -32,3 +32,11 @@ check_PROGRAMS += tests/bench_pagefault
 BENCHMARKS += tests/bench_pagefault
 tests_bench_pagefault_SOURCES = tests/bench_pagefault.c
 tests_bench_pagefault_LDADD = virtmem/libvirtmem.la
+
+# What the wcfs mirror buys (issue 5): PSS and network bytes of 4 readers,
+# overlay vs loadblk; overlay vs plain mmap throughput.  Needs blkmap-wcfs.
+check_PROGRAMS += tests/bench_wcfs
+BENCHMARKS += tests/bench_wcfs
+tests_bench_wcfs_SOURCES = tests/bench_wcfs.c $(SERVER_TEST_SOURCES)
+tests_bench_wcfs_CFLAGS = $(SERVER_TEST_CFLAGS)
+tests_bench_wcfs_LDADD = client/libblkmap.la $(SERVER_TEST_LDADD)
