@@ -181,6 +181,10 @@ int tc_child(int (*fn)(void *), void *arg, char **errp)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		/* cmocka catches SIGBUS and SIGSEGV to fail a test; the child must
+		 * die of them as a plain program would. */
+		signal(SIGBUS, SIG_DFL);
+		signal(SIGSEGV, SIG_DFL);
 		dup2(efd, 2);
 		_exit(fn(arg));
 	}

@@ -49,8 +49,10 @@ int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t le
 /* ---- processes ----------------------------------------------------------------- */
 
 /* Runs FN(ARG) in a child process (exit status: what FN returns) with its
- * stderr captured into *ERRP (malloc'd, may be NULL).  Returns the wait
- * status. */
+ * stderr captured into *ERRP (malloc'd, may be NULL), and SIGBUS and
+ * SIGSEGV back to their default action.  Returns the wait status.  FN must
+ * not use cmocka's assertions (a failure would go on running the tests in
+ * the child). */
 int tc_child(int (*fn)(void *), void *arg, char **errp);
 /* Runs `blkmap ARGV...` (ARGV NULL-terminated, without the program name);
  * its stdout and stderr into *OUTP and *ERRP (malloc'd; either may be

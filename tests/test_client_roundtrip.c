@@ -394,7 +394,9 @@ static int write_and_commit(void *arg)
 	bm_mapping *m;
 	void *addr;
 
-	tc_options(&o);
+	if (bm_options_init(&o) < 0)
+		return 1;
+	o.retry_base_ms = 1;
 	o.commit_hook = kill_at;
 	o.commit_hook_arg = c;
 	if (bm_open(&ds, c->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
