@@ -156,7 +156,7 @@ static int add_change(bm_dataset *ds, uint64_t index, const char *key, const cha
 		rc = BM_ENOMEM;
 		goto out;
 	}
-	memcpy(c->sum, sum, BM_SUM_HEX + 1);
+	snprintf(c->sum, sizeof(c->sum), "%s", sum); /* "" for a hole */
 	ds->nchanges++;
 out:
 	pthread_mutex_unlock(&ds->mu);
