@@ -583,9 +583,14 @@ int main(int argc, char **argv)
 		{ "patch", cmd_patch }, { "stat", cmd_stat }, { "log", cmd_log },
 	};
 
-	if (argc < 2 || is_help(argv[1])) {
-		fputs(main_help, argc < 2 ? stderr : stdout);
-		return argc < 2 ? EXIT_USAGE : 0;
+	if (argc < 2) {
+		fprintf(stderr, "%s: expected a command: put, get, sum, patch, stat or log (see '%s --help')\n",
+			prog, prog);
+		return EXIT_USAGE;
+	}
+	if (is_help(argv[1])) {
+		fputs(main_help, stdout);
+		return 0;
 	}
 	if (strcmp(argv[1], "--version") == 0) {
 		printf("blkmap %s\n", PACKAGE_VERSION);

@@ -156,7 +156,7 @@ static int add_change(bm_dataset *ds, uint64_t index, const char *key, const cha
 		rc = BM_ENOMEM;
 		goto out;
 	}
-	memcpy(c->sum, sum, BM_SUM_HEX + 1);
+	snprintf(c->sum, sizeof(c->sum), "%s", sum); /* "" for a hole */
 	ds->nchanges++;
 out:
 	pthread_mutex_unlock(&ds->mu);
@@ -406,6 +406,32 @@ static int check_swap(struct bm_req *r, void *arg, char *msg, size_t n)
 	return bm_status_error(r->status);
 }
 
+static int check_get_200(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	(void)arg;
+	if (r->status == 200)
+		return 0;
+	bm_fmt(msg, n, "HTTP %ld", r->status);
+	return bm_status_error(r->status);
+}
+
+/* True when manifest.json on the server holds exactly json: a swap whose
+ * answer was lost and whose retry got 412 did publish (the retry found our
+ * own manifest).  Sets new_etag. */
+static bool swap_landed(bm_dataset *ds, const char *url, const char *json, size_t len,
+			char *new_etag, size_t etagn)
+{
+	struct bm_req r = { .method = "GET", .url = url, .grow = true, .cap = BM_MANIFEST_MAX };
+	char msg[512];
+	bool same = bm_http_do(ds->http, &r, check_get_200, NULL, msg, sizeof(msg), &ds->c.retries) == 0 &&
+		    r.got == len && memcmp(r.gbuf, json, len) == 0;
+
+	if (same)
+		snprintf(new_etag, etagn, "%s", r.etag);
+	free(r.gbuf);
+	return same;
+}
+
 /* Step 4: the compare-and-swap of manifest.json.  Sets new_etag. */
 static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new_etag, size_t etagn)
 {
@@ -423,10 +449,15 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 		r.if_none_match_any = true;
 	rc = bm_http_do(ds->http, &r, check_swap, NULL, msg, sizeof(msg), &ds->c.retries);
 	free(r.gbuf);
-	if (rc == 0 && r.status == 412)
+	if (rc == 0 && r.status == 412) {
+		if (swap_landed(ds, url, json, len, new_etag, etagn)) {
+			free(url);
+			return 0;
+		}
 		rc = conflict(ds, "%s: %s", "another writer published first (the manifest changed)");
-	else if (rc < 0)
+	} else if (rc < 0) {
 		bm_set_error(ds, rc, "%s", msg);
+	}
 	if (rc == 0) {
 		snprintf(new_etag, etagn, "%s", r.etag);
 		if (r.etag[0] == '\0') {

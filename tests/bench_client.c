@@ -1,0 +1,335 @@
+/* tests/bench_client.c — libblkmap against curl on the same block objects of
+ * a 256 MiB dataset on blkmap-server --memory (loopback), for 1 MiB and
+ * 4 MiB blocks, in the same run (`make bench`):
+ *   seq_scan    scan through a mapping vs curl --parallel (8) GETs, MB/s
+ *   random_read one fault on a not-yet-loaded block vs one libcurl GET of
+ *               one block on a kept-alive connection, median ms
+ *   commit64    bm_commit of 64 dirty blocks vs curl --parallel (8) PUTs of
+ *               the same bytes, MB/s
+ * Each figure is the median of ROUNDS runs.  One line per figure:
+ *   client <name>_<bs> ours=<x> baseline=<y> ratio=<r>
+ * Not a test: nothing here asserts a time.  Single-threaded except for the
+ * library's own workers.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "client_util.h"
+
+#define MiB ((size_t)1 << 20)
+#define SIZE (256 * MiB)
+#define ROUNDS 5
+#define NRANDOM 50
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *detail)
+{
+	fprintf(stderr, "bench_client: %s: %s\n", what, detail);
+	exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void options(struct bm_options *o)
+{
+	if (bm_options_init(o) < 0)
+		die("options", bm_last_error(NULL));
+	o->cache_bytes = (size_t)1 << 30;
+}
+
+static bm_dataset *open_ds(const char *url)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+
+	options(&o);
+	if (bm_open(&ds, url, &o) < 0)
+		die(url, bm_last_error(NULL));
+	return ds;
+}
+
+static void make_dataset(const char *url, size_t bs, const unsigned char *data)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+
+	options(&o);
+	o.flags = BM_OPEN_CREATE;
+	o.blksize = bs;
+	if (bm_open(&ds, url, &o) < 0 || bm_resize(ds, SIZE) < 0 || bm_write(ds, 0, data, SIZE) < 0 ||
+	    bm_commit(ds, NULL) < 0)
+		die(url, bm_last_error(ds));
+	bm_close(ds);
+}
+
+/* Runs curl with a config file; returns its wall time in seconds. */
+static double run_curl(const char *config)
+{
+	double t0 = now();
+	pid_t pid = fork();
+	int status;
+
+	if (pid == 0) {
+		execlp("curl", "curl", "--silent", "--show-error", "--no-progress-meter", "--fail", "--parallel",
+		       "--parallel-max", "8", "--config", config, (char *)NULL);
+		_exit(127);
+	}
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("curl", "failed");
+	return now() - t0;
+}
+
+/* A curl config that GETs every block object of the dataset to /dev/null. */
+static void write_get_config(const char *path, struct ts_server *s, const char *ds_path)
+{
+	char mpath[256];
+	FILE *f = fopen(path, "w");
+
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", ds_path);
+	json_t *man = ts_get_json(s, mpath), *b;
+	size_t i;
+	if (f == NULL || man == NULL)
+		die(path, "cannot write the curl config");
+	json_array_foreach(json_object_get(man, "blocks"), i, b)
+		fprintf(f, "url = \"%s%s/%s\"\noutput = \"/dev/null\"\n", s->url, ds_path,
+			json_string_value(json_object_get(b, "key")));
+	json_decref(man);
+	fclose(f);
+}
+
+/* ---- (1) sequential scan ----------------------------------------------------- */
+
+static double scan_ours(const char *url)
+{
+	bm_dataset *ds = open_ds(url);
+	bm_mapping *m;
+	void *addr;
+	volatile unsigned char sink = 0;
+
+	if (bm_map(ds, 0, 0, &addr, &m) < 0)
+		die(url, bm_last_error(ds));
+	double t0 = now();
+	for (size_t off = 0; off < SIZE; off += 4096)
+		sink ^= ((unsigned char *)addr)[off];
+	double t = now() - t0;
+	bm_unmap(m);
+	bm_close(ds);
+	(void)sink;
+	return SIZE / 1e6 / t;
+}
+
+static void bench_seq_scan(struct ts_server *s, const char *ds_path, size_t bs)
+{
+	char url[512], cfg[] = "/tmp/blkmap-bench-curl.XXXXXX";
+	double ours[ROUNDS], base[ROUNDS];
+
+	close(mkstemp(cfg));
+	write_get_config(cfg, s, ds_path);
+	tc_url(url, sizeof(url), s, ds_path);
+	for (int r = 0; r < ROUNDS; r++) {
+		base[r] = SIZE / 1e6 / run_curl(cfg);
+		ours[r] = scan_ours(url);
+	}
+	unlink(cfg);
+	double o = median(ours, ROUNDS), b = median(base, ROUNDS);
+	printf("client seq_scan_%zuM ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o, b, o / b);
+	fflush(stdout);
+}
+
+/* ---- (2) random single-block reads ---------------------------------------------- */
+
+struct sink {
+	size_t got;
+};
+
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	((struct sink *)arg)->got += size * n;
+	return size * n;
+}
+
+/* Picks NRANDOM distinct blocks in an order with no block right after its
+ * predecessor (so read-ahead sees random access). */
+static void pick_blocks(size_t nblk, size_t *out, unsigned seed)
+{
+	unsigned char *used = calloc(nblk, 1);
+	for (int i = 0; i < NRANDOM; i++) {
+		size_t b;
+		do {
+			seed = seed * 1103515245u + 12345u;
+			b = (seed >> 8) % nblk;
+		} while (used[b] || (i > 0 && (b == out[i - 1] + 1 || b + 1 == out[i - 1])));
+		used[b] = 1;
+		out[i] = b;
+	}
+	free(used);
+}
+
+static void bench_random_read(struct ts_server *s, const char *ds_path, size_t bs)
+{
+	size_t nblk = SIZE / bs, blocks[NRANDOM];
+	double ours[NRANDOM * ROUNDS], base[NRANDOM * ROUNDS];
+	char url[512], mpath[256];
+	int no = 0, nb = 0;
+
+	tc_url(url, sizeof(url), s, ds_path);
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", ds_path);
+	json_t *man = ts_get_json(s, mpath);
+	CURL *c = curl_easy_init();
+	for (int r = 0; r < ROUNDS; r++) {
+		pick_blocks(nblk, blocks, (unsigned)(r + 1));
+		/* Ours: a fresh handle, one byte of each block. */
+		bm_dataset *ds = open_ds(url);
+		bm_mapping *m;
+		void *addr;
+		volatile unsigned char sink = 0;
+		if (bm_map(ds, 0, 0, &addr, &m) < 0)
+			die(url, bm_last_error(ds));
+		for (int i = 0; i < NRANDOM; i++) {
+			double t0 = now();
+			sink ^= ((unsigned char *)addr)[blocks[i] * bs + 4096];
+			ours[no++] = (now() - t0) * 1e3;
+		}
+		(void)sink;
+		bm_unmap(m);
+		bm_close(ds);
+		/* Baseline: libcurl GETs of the same objects, connection kept. */
+		for (int i = 0; i < NRANDOM; i++) {
+			char burl[1024];
+			struct sink k = { 0 };
+			json_t *b = json_array_get(json_object_get(man, "blocks"), blocks[i]);
+			snprintf(burl, sizeof(burl), "%s/%s", url, json_string_value(json_object_get(b, "key")));
+			curl_easy_setopt(c, CURLOPT_URL, burl);
+			curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+			curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
+			double t0 = now();
+			if (curl_easy_perform(c) != CURLE_OK || k.got != bs)
+				die(burl, "GET failed");
+			base[nb++] = (now() - t0) * 1e3;
+		}
+	}
+	curl_easy_cleanup(c);
+	json_decref(man);
+	double o = median(ours, no), b = median(base, nb);
+	printf("client random_read_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
+	fflush(stdout);
+}
+
+/* ---- (3) commit of 64 dirty blocks ------------------------------------------------- */
+
+static double commit_ours(const char *url, size_t bs, int round, unsigned char *copy)
+{
+	bm_dataset *ds = open_ds(url);
+	bm_mapping *m;
+	void *addr;
+	uint64_t gen;
+
+	if (bm_map(ds, 0, 64 * bs, &addr, &m) < 0)
+		die(url, bm_last_error(ds));
+	/* Load and dirty 64 blocks (not timed); each round's bytes are new. */
+	for (size_t b = 0; b < 64; b++) {
+		((unsigned char *)addr)[b * bs + 1] = (unsigned char)(round + 1);
+		((unsigned char *)addr)[b * bs + 2] = (unsigned char)b;
+	}
+	memcpy(copy, addr, 64 * bs);
+	double t0 = now();
+	if (bm_commit(ds, &gen) < 0)
+		die(url, bm_last_error(ds));
+	double t = now() - t0;
+	bm_unmap(m);
+	bm_close(ds);
+	return 64.0 * bs / 1e6 / t;
+}
+
+/* curl PUTs the same 64 blocks (from files) to fresh keys. */
+static double commit_curl(struct ts_server *s, size_t bs, int round, const unsigned char *copy)
+{
+	char dir[] = "/tmp/blkmap-bench-put.XXXXXX", cfg[4200], file[4200];
+	FILE *f;
+
+	if (mkdtemp(dir) == NULL)
+		die("mkdtemp", "failed");
+	snprintf(cfg, sizeof(cfg), "%s/curl.cfg", dir);
+	f = fopen(cfg, "w");
+	for (size_t b = 0; b < 64; b++) {
+		snprintf(file, sizeof(file), "%s/%zu", dir, b);
+		FILE *bf = fopen(file, "wb");
+		if (bf == NULL || fwrite(copy + b * bs, 1, bs, bf) != bs)
+			die(file, "cannot write");
+		fclose(bf);
+		fprintf(f, "url = \"%s/curlput/%zu/%d/%zu\"\nupload-file = \"%s\"\noutput = \"/dev/null\"\n",
+			s->url, bs, round, b, file);
+	}
+	fclose(f);
+	double t = run_curl(cfg);
+	ts_rmtree(dir);
+	return 64.0 * bs / 1e6 / t;
+}
+
+static void bench_commit64(struct ts_server *s, const char *ds_path, size_t bs)
+{
+	double ours[ROUNDS], base[ROUNDS];
+	unsigned char *copy = malloc(64 * bs);
+	char url[512];
+
+	tc_url(url, sizeof(url), s, ds_path);
+	for (int r = 0; r < ROUNDS; r++) {
+		ours[r] = commit_ours(url, bs, r, copy);
+		base[r] = commit_curl(s, bs, r, copy);
+	}
+	free(copy);
+	double o = median(ours, ROUNDS), b = median(base, ROUNDS);
+	printf("client commit64_%zuM ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o, b, o / b);
+	fflush(stdout);
+}
+
+int main(void)
+{
+	static const size_t sizes[] = { 1 * MiB, 4 * MiB };
+	struct ts_server s;
+	const char *args[] = { "--memory", "--max-body-bytes", "1073741824", NULL };
+	unsigned char *data = ts_pattern(SIZE, 77);
+
+	if (ts_start(&s, args) < 0)
+		die(ts_server_path(), "cannot start");
+	for (size_t i = 0; i < 2; i++) {
+		char path[64], url[512];
+		snprintf(path, sizeof(path), "/bench%zuM", sizes[i] / MiB);
+		make_dataset(tc_url(url, sizeof(url), &s, path), sizes[i], data);
+		bench_seq_scan(&s, path, sizes[i]);
+		bench_random_read(&s, path, sizes[i]);
+		bench_commit64(&s, path, sizes[i]);
+	}
+	free(data);
+	return ts_stop(&s) == 0 ? 0 : 1;
+}

@@ -1,0 +1,65 @@
+# tests/client.mk — libblkmap integration tests (issue 4) and the client
+# benchmark.  Each test starts the real blkmap-server (and nginx when
+# installed) on loopback and drives it through the public API and the
+# `blkmap` CLI; tests/client_util.c holds what they share.
+CLIENT_TEST_SOURCES = tests/client_util.c tests/client_util.h \
+	tests/test_server_util.c tests/test_server_util.h
+CLIENT_TEST_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) \
+	$(CMOCKA_CFLAGS)
+CLIENT_TEST_LDADD = client/libblkmap.la $(CURL_LIBS) $(JANSSON_LIBS) \
+	$(CMOCKA_LIBS)
+CLIENT_TEST_DEPS = blkmap-server$(EXEEXT) blkmap$(EXEEXT)
+
+CLIENT_TESTS = \
+	tests/test_client_roundtrip \
+	tests/test_client_flat \
+	tests/test_client_faults \
+	tests/test_client_bad \
+	tests/test_client_readahead \
+	tests/test_client_nginx \
+	tests/test_client_cli
+check_PROGRAMS += $(CLIENT_TESTS)
+TESTS += $(CLIENT_TESTS)
+
+tests_test_client_roundtrip_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
+tests_test_client_roundtrip_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_roundtrip_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_roundtrip_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_flat_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
+tests_test_client_flat_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_flat_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_flat_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_faults_SOURCES = tests/test_client_faults.c $(CLIENT_TEST_SOURCES)
+tests_test_client_faults_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_faults_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_faults_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_bad_SOURCES = tests/test_client_bad.c $(CLIENT_TEST_SOURCES)
+tests_test_client_bad_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_bad_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_bad_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_readahead_SOURCES = tests/test_client_readahead.c $(CLIENT_TEST_SOURCES)
+tests_test_client_readahead_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_readahead_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_readahead_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_nginx_SOURCES = tests/test_client_nginx.c $(CLIENT_TEST_SOURCES)
+tests_test_client_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
+tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_cli_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# Benchmark (`make bench`): libblkmap vs curl on the same block objects.
+check_PROGRAMS += tests/bench_client
+BENCHMARKS += tests/bench_client
+tests_bench_client_SOURCES = tests/bench_client.c $(CLIENT_TEST_SOURCES)
+tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)

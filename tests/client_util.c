@@ -1,0 +1,463 @@
+/* tests/client_util.c — helpers of the libblkmap integration tests (see
+ * client_util.h): servers, datasets, the CLI, child processes, nginx and a
+ * canned HTTP responder.
+ * Threads: only the canned responder runs a thread of its own; it reads
+ * its rules, which do not change while it runs.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+
+/* ---- blkmap-server ------------------------------------------------------- */
+
+void tc_server_start(struct ts_server *s, const char *const *args)
+{
+	const char *argv[64] = { "--memory", "--admin" };
+	int n = 2;
+
+	for (; args && *args && n < 62; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	assert_int_equal(ts_start(s, argv), 0);
+}
+
+void tc_server_stop(struct ts_server *s)
+{
+	assert_int_equal(ts_stop(s), 0);
+}
+
+const char *tc_url(char *out, size_t n, const struct ts_server *s, const char *path)
+{
+	snprintf(out, n, "%s%s", s->url, path);
+	return out;
+}
+
+long tc_server_stat(const struct ts_server *s, const char *outer, const char *inner)
+{
+	json_t *doc = ts_get_json(s, "/_admin/stats");
+	json_t *v = json_object_get(doc, outer);
+	long x;
+
+	if (inner)
+		v = json_object_get(v, inner);
+	x = (long)json_integer_value(v);
+	json_decref(doc);
+	return x;
+}
+
+/* ---- the library ------------------------------------------------------------ */
+
+void tc_options(struct bm_options *o)
+{
+	assert_int_equal(bm_options_init(o), 0);
+	o->retry_base_ms = 1;
+	o->retries = 10;
+	o->cache_bytes = (size_t)64 << 20;
+	o->timeout_ms = 20000;
+}
+
+uint64_t tc_put(const char *url, size_t blksize, const void *data, size_t len)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+	uint64_t gen = 0;
+
+	tc_options(&o);
+	o.flags = BM_OPEN_CREATE;
+	o.blksize = blksize;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_resize(ds, len), 0);
+	if (len > 0)
+		assert_int_equal(bm_write(ds, 0, data, len), 0);
+	int rc = bm_commit(ds, &gen);
+	if (rc < 0)
+		fprintf(stderr, "commit of %s: %s\n", url, bm_last_error(ds));
+	assert_int_equal(rc, 0);
+	bm_close(ds);
+	return gen;
+}
+
+bm_dataset *tc_open(const char *url, uint64_t gen)
+{
+	struct bm_options o;
+	bm_dataset *ds = NULL;
+
+	tc_options(&o);
+	o.generation = gen;
+	int rc = bm_open(&ds, url, &o);
+	if (rc < 0)
+		fprintf(stderr, "open %s: %s\n", url, bm_last_error(NULL));
+	assert_int_equal(rc, 0);
+	return ds;
+}
+
+unsigned char *tc_read_mapped(bm_dataset *ds)
+{
+	uint64_t size = bm_size(ds);
+	unsigned char *buf = malloc(size ? size : 1);
+	bm_mapping *m;
+	void *addr;
+
+	assert_non_null(buf);
+	if (size == 0)
+		return buf;
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	memcpy(buf, addr, size);
+	bm_unmap(m);
+	return buf;
+}
+
+int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t len)
+{
+	bm_dataset *ds = tc_open(url, gen);
+	int same = 0;
+
+	if (bm_size(ds) == len) {
+		unsigned char *got = tc_read_mapped(ds);
+		same = memcmp(got, data, len) == 0;
+		free(got);
+	}
+	bm_close(ds);
+	return same;
+}
+
+/* ---- processes ----------------------------------------------------------------- */
+
+static char *slurp_fd(int fd)
+{
+	size_t n;
+	char *s;
+
+	lseek(fd, 0, SEEK_SET);
+	s = ts_read_all(fd, &n);
+	close(fd);
+	return s;
+}
+
+static int tmp_fd(void)
+{
+	char path[] = "/tmp/blkmap-client-test.XXXXXX";
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	unlink(path);
+	return fd;
+}
+
+static int wait_status(pid_t pid)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return status;
+}
+
+int tc_child(int (*fn)(void *), void *arg, char **errp)
+{
+	int efd = tmp_fd();
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* cmocka catches SIGBUS and SIGSEGV to fail a test; the child must
+		 * die of them as a plain program would. */
+		signal(SIGBUS, SIG_DFL);
+		signal(SIGSEGV, SIG_DFL);
+		dup2(efd, 2);
+		_exit(fn(arg));
+	}
+	int status = wait_status(pid);
+	if (errp)
+		*errp = slurp_fd(efd);
+	else
+		close(efd);
+	return status;
+}
+
+int tc_cli(char **outp, char **errp, const char *const *argv)
+{
+	const char *args[64];
+	char path[4096];
+	const char *dir = getenv("top_builddir");
+	int ofd = tmp_fd(), efd = tmp_fd(), n = 0;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "%s/blkmap", dir ? dir : ".");
+	args[n++] = path;
+	for (; *argv && n < 62; argv++)
+		args[n++] = *argv;
+	args[n] = NULL;
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDONLY);
+		dup2(nul, 0);
+		dup2(ofd, 1);
+		dup2(efd, 2);
+		/* Fast retries, as in the library tests. */
+		setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
+		setenv("BLKMAP_CACHE_BYTES", "64M", 1);
+		execv(path, (char *const *)args);
+		_exit(127);
+	}
+	int status = wait_status(pid);
+	if (outp)
+		*outp = slurp_fd(ofd);
+	else
+		close(ofd);
+	if (errp)
+		*errp = slurp_fd(efd);
+	else
+		close(efd);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int tc_lines(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		if (*s == '\n' || s[1] == '\0')
+			n++;
+	return n;
+}
+
+char *tc_tmpfile(const void *data, size_t len)
+{
+	char *path = strdup("/tmp/blkmap-client-file.XXXXXX");
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+	return path;
+}
+
+/* ---- nginx --------------------------------------------------------------------------- */
+
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+		port = ntohs(sa.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+static void write_nginx_conf(const char *dir, int port)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/nginx.conf", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f,
+		"user root;\n"
+		"daemon off;\n"
+		"worker_processes 1;\n"
+		"pid %s/nginx.pid;\n"
+		"error_log %s/error.log;\n"
+		"events { worker_connections 256; }\n"
+		"http {\n"
+		"  access_log off;\n"
+		"  client_body_temp_path %s/body;\n"
+		"  server {\n"
+		"    listen 127.0.0.1:%d;\n"
+		"    root %s/www;\n"
+		"    dav_methods PUT DELETE;\n"
+		"    create_full_put_path on;\n"
+		"    client_max_body_size 0;\n"
+		"  }\n"
+		"}\n",
+		dir, dir, dir, port, dir);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/www", dir);
+	mkdir(path, 0755);
+}
+
+/* Polls until something accepts on PORT; at most about 5 s. */
+static int wait_listening(int port, pid_t pid)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int i = 0; i < 500; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+		if (ok)
+			return 0;
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			return -1; /* nginx exited (port taken?) */
+		nanosleep(&ms10, NULL);
+	}
+	return -1;
+}
+
+int tc_nginx_start(struct tc_nginx *n)
+{
+	char conf[4096];
+
+	memset(n, 0, sizeof(*n));
+	if (access(TC_NGINX_PATH, X_OK) != 0)
+		return -1;
+	n->dir = ts_mkdtemp();
+	if (n->dir == NULL)
+		return -1;
+	snprintf(conf, sizeof(conf), "%s/nginx.conf", n->dir);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		int port = free_port();
+		write_nginx_conf(n->dir, port);
+		fflush(NULL);
+		n->pid = fork();
+		if (n->pid == 0) {
+			int nul = open("/dev/null", O_WRONLY);
+			dup2(nul, 1);
+			dup2(nul, 2);
+			execl(TC_NGINX_PATH, "nginx", "-p", n->dir, "-c", conf, (char *)NULL);
+			_exit(127);
+		}
+		if (n->pid > 0 && wait_listening(port, n->pid) == 0) {
+			snprintf(n->url, sizeof(n->url), "http://127.0.0.1:%d", port);
+			return 0;
+		}
+		if (n->pid > 0) {
+			kill(n->pid, SIGKILL);
+			waitpid(n->pid, NULL, 0);
+		}
+	}
+	ts_rmtree(n->dir);
+	free(n->dir);
+	n->dir = NULL;
+	return -1;
+}
+
+void tc_nginx_stop(struct tc_nginx *n)
+{
+	if (n->pid > 0) {
+		kill(n->pid, SIGTERM);
+		wait_status(n->pid);
+	}
+	if (n->dir) {
+		ts_rmtree(n->dir);
+		free(n->dir);
+	}
+	memset(n, 0, sizeof(*n));
+}
+
+/* ---- canned responder ------------------------------------------------------------------- */
+
+static void answer(struct tc_canned *c, int fd)
+{
+	static const char notfound[] =
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+	char req[8192], method[16], path[1024];
+	size_t got = 0;
+	const char *resp = notfound;
+	size_t len = strlen(notfound);
+
+	while (got < sizeof(req) - 1) {
+		ssize_t r = read(fd, req + got, sizeof(req) - 1 - got);
+		if (r <= 0)
+			return;
+		got += (size_t)r;
+		req[got] = '\0';
+		if (strstr(req, "\r\n\r\n"))
+			break;
+	}
+	if (sscanf(req, "%15s %1023s", method, path) != 2)
+		return;
+	for (size_t i = 0; i < c->nrules; i++) {
+		if (!strcmp(c->rules[i].method, method) && !strcmp(c->rules[i].path, path)) {
+			resp = c->rules[i].response;
+			len = c->rules[i].len ? c->rules[i].len : strlen(resp);
+			break;
+		}
+	}
+	/* HEAD: the same head, no body. */
+	if (!strcmp(method, "HEAD")) {
+		const char *end = strstr(resp, "\r\n\r\n");
+		if (end && (size_t)(end + 4 - resp) < len)
+			len = (size_t)(end + 4 - resp);
+	}
+	while (len > 0) {
+		ssize_t w = write(fd, resp, len);
+		if (w <= 0)
+			return;
+		resp += w;
+		len -= (size_t)w;
+	}
+}
+
+static void *canned_main(void *arg)
+{
+	struct tc_canned *c = arg;
+
+	for (;;) {
+		int fd = accept(c->fd, NULL, NULL);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return NULL; /* the listening socket was shut down */
+		}
+		answer(c, fd);
+		shutdown(fd, SHUT_WR);
+		close(fd);
+	}
+}
+
+void tc_canned_start(struct tc_canned *c, const struct tc_rule *rules, size_t nrules)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+
+	signal(SIGPIPE, SIG_IGN);
+	c->rules = rules;
+	c->nrules = nrules;
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(c->fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(c->fd, 64), 0);
+	assert_int_equal(getsockname(c->fd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d", ntohs(sa.sin_port));
+	assert_int_equal(pthread_create(&c->thread, NULL, canned_main, c), 0);
+}
+
+void tc_canned_stop(struct tc_canned *c)
+{
+	shutdown(c->fd, SHUT_RDWR);
+	pthread_join(c->thread, NULL);
+	close(c->fd);
+}

@@ -1,0 +1,290 @@
+/* tests/test_client_bad.c — manifests and responses are untrusted input:
+ * bad JSON, wrong types, absurd numbers, unknown versions, keys that escape
+ * the dataset, block objects whose bytes fail their checksum or have the
+ * wrong length, a 200 where a 206 was asked for, a wrong Content-Range.
+ * Each is an error naming the URL and what was wrong; nothing crashes and
+ * no wrong byte reaches a mapping (a fault gets SIGBUS, in a child).
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+
+#define KiB ((size_t)1 << 10)
+#define SUM "0123456789abcdef0123456789abcdef"
+
+static int setup(void **state)
+{
+	struct ts_server *s = calloc(1, sizeof(*s));
+	tc_server_start(s, NULL);
+	*state = s;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	tc_server_stop(*state);
+	free(*state);
+	return 0;
+}
+
+/* ---- bad manifests ------------------------------------------------------------ */
+
+#define HEAD_OK "\"format\": \"blkmap-dataset\", \"checksum\": \"xxh128\", "
+
+static const struct {
+	const char *json;
+	const char *says;          /* part of the error message */
+} bad_manifests[] = {
+	{ "{\"format\": \"blkmap-dataset\", ", "not valid JSON" },
+	{ "[1, 2, 3]", "not a JSON object" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": \"big\", \"size\": 1, \"generation\": 1, \"blocks\": []}",
+	  "\"blksize\" is not an integer" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 1152921504606846976, \"generation\": 1, \"blocks\": []}",
+	  "\"size\" = 1152921504606846976 is out of range" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 12288, \"size\": 1, \"generation\": 1, \"blocks\": []}",
+	  "not a power of two" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": -5, \"generation\": 1, \"blocks\": []}",
+	  "\"size\" = -5 is out of range" },
+	{ "{" HEAD_OK "\"version\": 2, \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"blocks\": []}",
+	  "version 2 is not supported" },
+	{ "{\"format\": \"other\", \"version\": 1, \"checksum\": \"xxh128\", \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"blocks\": []}",
+	  "\"format\" is not" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 1, \"blocks\": "
+	  "[{\"index\": 0, \"key\": \"../../etc/passwd\", \"sum\": \"" SUM "\"}]}",
+	  "not a safe relative key" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 1, \"blocks\": "
+	  "[{\"index\": 0, \"key\": \"blocks/a/../b\", \"sum\": \"" SUM "\"}]}",
+	  "not a safe relative key" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 1, \"blocks\": "
+	  "[{\"index\": 5, \"key\": \"blocks/x\", \"sum\": \"" SUM "\"}]}",
+	  "out of range" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 1, \"blocks\": "
+	  "[{\"index\": 1, \"key\": \"blocks/x\", \"sum\": \"" SUM "\"}, {\"index\": 0, \"key\": \"blocks/y\", \"sum\": \"" SUM "\"}]}",
+	  "is not above the previous one" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 1, \"blocks\": "
+	  "[{\"index\": 0, \"key\": \"blocks/x\", \"sum\": \"XYZ\"}]}",
+	  "\"sum\" is not 32 lowercase hex digits" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 0, \"blocks\": []}",
+	  "\"generation\" = 0 is out of range" },
+	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 1, \"blocks\": {}}",
+	  "\"blocks\" is missing or not an array" },
+};
+
+static void each_bad_manifest_is_refused_with_a_message_naming_url_and_fault(void **state)
+{
+	struct ts_server *s = *state;
+
+	for (size_t i = 0; i < sizeof(bad_manifests) / sizeof(bad_manifests[0]); i++) {
+		char path[64], url[512];
+		bm_dataset *ds = NULL;
+		struct bm_options o;
+
+		snprintf(path, sizeof(path), "/bad%zu/manifest.json", i);
+		assert_in_range(ts_put(s, path, bad_manifests[i].json, strlen(bad_manifests[i].json)), 201, 204);
+		snprintf(path, sizeof(path), "/bad%zu", i);
+		tc_url(url, sizeof(url), s, path);
+		tc_options(&o);
+		int rc = bm_open(&ds, url, &o);
+		const char *msg = bm_last_error(NULL);
+		if (rc != BM_EFORMAT || !strstr(msg, url) || !strstr(msg, bad_manifests[i].says))
+			fail_msg("manifest %zu: rc %d, message \"%s\", expected \"%s\"", i, rc, msg,
+				 bad_manifests[i].says);
+		assert_null(ds);
+	}
+}
+
+/* ---- bad block objects ---------------------------------------------------------- */
+
+/* A 4-block dataset at PATH; returns its URL in url and the URL path of
+ * block 1's object in key. */
+static void make_dataset(struct ts_server *s, const char *path, char *url, size_t n, char *key, size_t kn)
+{
+	unsigned char *data = ts_pattern(4 * 4 * KiB, 31);
+	char mpath[256];
+
+	tc_url(url, n, s, path);
+	tc_put(url, 4 * KiB, data, 4 * 4 * KiB);
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
+	json_t *man = ts_get_json(s, mpath);
+	json_t *b1 = json_array_get(json_object_get(man, "blocks"), 1);
+	assert_int_equal(json_integer_value(json_object_get(b1, "index")), 1);
+	snprintf(key, kn, "%s/%s", path, json_string_value(json_object_get(b1, "key")));
+	json_decref(man);
+	free(data);
+}
+
+static int read_block_1(void *arg)
+{
+	const char *url = arg;
+	struct bm_options o;
+	bm_dataset *ds;
+	bm_mapping *m;
+	void *addr;
+
+	if (bm_options_init(&o) < 0)
+		return 1;
+	o.retry_base_ms = 1;
+	o.retries = 3;
+	if (bm_open(&ds, url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+		return 2;
+	volatile char c = ((volatile char *)addr)[4 * KiB + 10];
+	(void)c;
+	return 0; /* not reached: SIGBUS */
+}
+
+/* The child dies of SIGBUS and its stderr holds each of the texts. */
+static void assert_read_gets_sigbus(const char *url, const char *text1, const char *text2)
+{
+	char *err;
+	int status = tc_child(read_block_1, (void *)url, &err);
+
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, text1) || !strstr(err, text2))
+		fail_msg("status %#x, stderr \"%s\"; expected SIGBUS and \"%s\", \"%s\"", status, err, text1, text2);
+	free(err);
+}
+
+static void a_block_whose_bytes_fail_their_checksum_never_reaches_memory(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], key[512], keyurl[512];
+	unsigned char *other = ts_pattern(4 * KiB, 99);
+	struct bm_stats st;
+
+	make_dataset(s, "/badsum", url, sizeof(url), key, sizeof(key));
+	assert_int_equal(ts_put(s, key, other, 4 * KiB), 204);
+	tc_url(keyurl, sizeof(keyurl), s, key);
+	assert_read_gets_sigbus(url, keyurl, "checksum mismatch");
+
+	/* bm_write of part of the block fetches it to merge: BM_ECHECKSUM,
+	 * after its retries. */
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_write(ds, 4 * KiB + 10, "x", 1), BM_ECHECKSUM);
+	assert_non_null(strstr(bm_last_error(ds), keyurl));
+	assert_non_null(strstr(bm_last_error(ds), "checksum mismatch"));
+	bm_stats(ds, &st);
+	assert_int_equal(st.retries, 10);
+	assert_int_equal(st.fetched_blocks, 0);
+	bm_close(ds);
+	free(other);
+}
+
+static void a_block_object_longer_or_shorter_than_its_block_is_an_error(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], key[512], keyurl[512];
+	unsigned char *big = ts_pattern(4 * KiB + 1, 98);
+
+	make_dataset(s, "/badlen", url, sizeof(url), key, sizeof(key));
+	tc_url(keyurl, sizeof(keyurl), s, key);
+	assert_int_equal(ts_put(s, key, big, 4 * KiB + 1), 204);
+	assert_read_gets_sigbus(url, keyurl, "longer than 4096 bytes");
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_write(ds, 4 * KiB + 10, "x", 1), BM_EFORMAT);
+	assert_non_null(strstr(bm_last_error(ds), keyurl));
+	bm_close(ds);
+
+	assert_int_equal(ts_put(s, key, big, 100), 204);
+	assert_read_gets_sigbus(url, keyurl, "short body: 100 of 4096 bytes");
+	free(big);
+}
+
+/* ---- answers no honest server gives (canned) -------------------------------------------------- */
+
+#define OBJ_HEAD "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n"
+
+static char *canned_response(const char *head, size_t body_len)
+{
+	size_t hl = strlen(head);
+	char *r = malloc(hl + body_len + 1);
+
+	memcpy(r, head, hl);
+	memset(r + hl, 'z', body_len);
+	r[hl + body_len] = '\0';
+	return r;
+}
+
+static void a_200_to_a_range_request_is_refused(void **state)
+{
+	struct tc_canned c;
+	char url[128], *resp = canned_response(OBJ_HEAD, 8192);
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/obj", resp, 0 },
+		{ "GET", "/obj", resp, 0 }, /* the whole object, not the range */
+	};
+	(void)state;
+
+	tc_canned_start(&c, rules, 2);
+	snprintf(url, sizeof(url), "%s/obj", c.url);
+	assert_read_gets_sigbus(url, url, "206 expected");
+	tc_canned_stop(&c);
+	free(resp);
+}
+
+static void a_206_with_another_range_is_refused(void **state)
+{
+	struct tc_canned c;
+	char url[128];
+	char *head = canned_response(OBJ_HEAD, 8192);
+	char *part = canned_response("HTTP/1.1 206 Partial Content\r\nContent-Length: 4096\r\n"
+				     "Content-Range: bytes 0-4095/8192\r\nETag: \"v1\"\r\n"
+				     "Connection: close\r\n\r\n", 4096);
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/obj", head, 0 },
+		{ "GET", "/obj", part, 0 },
+	};
+	(void)state;
+
+	/* 8192 bytes: flat blocks are 1 MiB, so read_block_1's byte 4106 is
+	 * in block 0 = bytes 0-8191, and the answer says 0-4095. */
+	tc_canned_start(&c, rules, 2);
+	snprintf(url, sizeof(url), "%s/obj", c.url);
+	assert_read_gets_sigbus(url, url, "Content-Range");
+	tc_canned_stop(&c);
+	free(head);
+	free(part);
+}
+
+static void a_server_that_is_not_there_is_an_error_naming_the_url(void **state)
+{
+	struct tc_canned c;
+	char url[128];
+	struct bm_options o;
+	bm_dataset *ds;
+	(void)state;
+
+	/* Listening but answering 404 to everything: no dataset, no object. */
+	tc_canned_start(&c, NULL, 0);
+	snprintf(url, sizeof(url), "%s/nothing", c.url);
+	tc_options(&o);
+	assert_int_equal(bm_open(&ds, url, &o), BM_ENOTFOUND);
+	assert_non_null(strstr(bm_last_error(NULL), url));
+	tc_canned_stop(&c);
+	/* Nothing listening at all (the port just closed): BM_EHTTP. */
+	o.retries = 1;
+	assert_int_equal(bm_open(&ds, url, &o), BM_EHTTP);
+	assert_non_null(strstr(bm_last_error(NULL), url));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(each_bad_manifest_is_refused_with_a_message_naming_url_and_fault),
+		cmocka_unit_test(a_block_whose_bytes_fail_their_checksum_never_reaches_memory),
+		cmocka_unit_test(a_block_object_longer_or_shorter_than_its_block_is_an_error),
+		cmocka_unit_test(a_200_to_a_range_request_is_refused),
+		cmocka_unit_test(a_206_with_another_range_is_refused),
+		cmocka_unit_test(a_server_that_is_not_there_is_an_error_naming_the_url),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

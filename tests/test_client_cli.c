@@ -1,0 +1,144 @@
+/* tests/test_client_cli.c — the `blkmap` command line: every command's
+ * --help exits 0 with its usage on stdout; a usage error exits 2 with one
+ * line on stderr; any other error exits 1 with one line on stderr naming
+ * what failed; stat prints JSON; sum -v prints its counters.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+
+static int setup(void **state)
+{
+	struct ts_server *s = calloc(1, sizeof(*s));
+	tc_server_start(s, NULL);
+	*state = s;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	tc_server_stop(*state);
+	free(*state);
+	return 0;
+}
+
+static void every_command_has_help_that_exits_0(void **state)
+{
+	static const char *const cmds[] = { "put", "get", "sum", "patch", "stat", "log" };
+	char *out, *err;
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		assert_int_equal(tc_cli(&out, &err, (const char *[]){ cmds[i], "--help", NULL }), 0);
+		assert_true(strncmp(out, "usage: blkmap ", 14) == 0);
+		assert_non_null(strstr(out, cmds[i]));
+		assert_string_equal(err, "");
+		free(out);
+		free(err);
+	}
+	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "--help", NULL }), 0);
+	assert_non_null(strstr(out, "patch [--at GEN] URL OFFSET FILE"));
+	free(out);
+}
+
+static void usage_errors_exit_2_with_one_line(void **state)
+{
+	static const char *const cases[][6] = {
+		{ NULL },
+		{ "frobnicate", NULL },
+		{ "put", NULL },
+		{ "put", "--blksize", "lots", "f", "http://h/x", NULL },
+		{ "get", "http://h/x", NULL },
+		{ "sum", NULL },
+		{ "sum", "a", "b", NULL },
+		{ "patch", "http://h/x", "notanumber", "f", NULL },
+		{ "patch", "--at", "0", "http://h/x", "0", "f" },
+		{ "stat", NULL },
+		{ "log", "a", "b", NULL },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *argv[8] = { NULL };
+		char *out, *err;
+		for (int k = 0; k < 6 && cases[i][k]; k++)
+			argv[k] = cases[i][k];
+		int ex = tc_cli(&out, &err, argv);
+		if (ex != 2 || tc_lines(err) != 1 || out[0] != '\0')
+			fail_msg("case %zu (%s): exit %d, stderr \"%s\"", i, argv[0] ? argv[0] : "(none)", ex, err);
+		free(out);
+		free(err);
+	}
+}
+
+static void errors_exit_1_with_one_line_naming_the_url(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], *out, *err;
+	const char *bad_urls[] = { "http://127.0.0.1:1/nothing", url, "ftp://example/x" };
+
+	tc_url(url, sizeof(url), s, "/cli/missing");
+	for (size_t i = 0; i < 3; i++) {
+		int ex = tc_cli(&out, &err, (const char *[]){ "sum", bad_urls[i], NULL });
+		if (ex != 1 || tc_lines(err) != 1 || !strstr(err, bad_urls[i]) || out[0])
+			fail_msg("sum %s: exit %d, stderr \"%s\"", bad_urls[i], ex, err);
+		free(out);
+		free(err);
+	}
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", "/nonexistent/file", url, NULL }), 1);
+	assert_int_equal(tc_lines(err), 1);
+	assert_non_null(strstr(err, "/nonexistent/file"));
+	free(out);
+	free(err);
+}
+
+static void stat_prints_json_and_sum_v_prints_counters(void **state)
+{
+	struct ts_server *s = *state;
+	size_t size = 5 * 65536 + 3;
+	unsigned char *data = ts_pattern(size, 61);
+	char url[512], *out, *err;
+
+	tc_url(url, sizeof(url), s, "/cli/stat");
+	tc_put(url, 65536, data, size);
+	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "stat", url, NULL }), 0);
+	json_t *doc = json_loads(out, 0, NULL);
+	assert_non_null(doc);
+	assert_int_equal(json_integer_value(json_object_get(doc, "size")), size);
+	assert_int_equal(json_integer_value(json_object_get(doc, "blksize")), 65536);
+	assert_int_equal(json_integer_value(json_object_get(doc, "generation")), 1);
+	assert_int_equal(json_integer_value(json_object_get(doc, "blocks")), 6);
+	json_decref(doc);
+	free(out);
+
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "sum", "-v", url, NULL }), 0);
+	assert_int_equal(tc_lines(err), 1);
+	assert_true(strncmp(err, "mode=loadblk fetched_bytes=", 27) == 0);
+	char want[64];
+	snprintf(want, sizeof(want), "fetched_bytes=%zu ", size);
+	assert_non_null(strstr(err, want));
+	free(out);
+	free(err);
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(every_command_has_help_that_exits_0),
+		cmocka_unit_test(usage_errors_exit_2_with_one_line),
+		cmocka_unit_test(errors_exit_1_with_one_line_naming_the_url),
+		cmocka_unit_test(stat_prints_json_and_sum_v_prints_counters),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

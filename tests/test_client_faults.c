@@ -1,0 +1,224 @@
+/* tests/test_client_faults.c — libblkmap against a blkmap-server that
+ * injects faults (503s, responses cut in the middle, flipped body bytes,
+ * latency): every read and every commit still gives exactly the right
+ * bytes, and the retries show in the stats.  Faults are switched at run time
+ * through PUT /_admin/faults so that each test sets up its dataset cleanly.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+
+#define KiB ((size_t)1 << 10)
+
+static int setup(void **state)
+{
+	struct ts_server *s = calloc(1, sizeof(*s));
+	tc_server_start(s, NULL);
+	*state = s;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	tc_server_stop(*state);
+	free(*state);
+	return 0;
+}
+
+static void no_faults(struct ts_server *s)
+{
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0, \"fault-drop-rate\": 0, "
+				       "\"fault-corrupt-rate\": 0, \"fault-latency-ms\": 0}"), 200);
+}
+
+static long faults_seen(struct ts_server *s)
+{
+	return tc_server_stat(s, "faults", "error") + tc_server_stat(s, "faults", "drop") +
+	       tc_server_stat(s, "faults", "corrupt");
+}
+
+static void reads_are_exact_under_503s_drops_and_corrupt_bodies(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 64 * KiB, size = 64 * bs + 1000;
+	unsigned char *data = ts_pattern(size, 21);
+	char url[512];
+	struct bm_stats st;
+
+	tc_url(url, sizeof(url), s, "/f/read");
+	tc_put(url, bs, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	long before = faults_seen(s);
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0.15, \"fault-drop-rate\": 0.1, "
+				       "\"fault-corrupt-rate\": 0.15, \"fault-seed\": 3}"), 200);
+	unsigned char *got = tc_read_mapped(ds);
+	no_faults(s);
+	assert_memory_equal(got, data, size);
+	bm_stats(ds, &st);
+	assert_true(faults_seen(s) > before);
+	assert_true(st.retries > 0);
+	assert_int_equal(st.fetched_bytes, size);
+	bm_close(ds);
+	free(got);
+	free(data);
+}
+
+static void partial_block_writes_are_exact_under_corrupt_bodies(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 4 * KiB, size = 40 * bs;
+	unsigned char *data = ts_pattern(size, 22);
+	char url[512];
+	uint64_t gen;
+
+	tc_url(url, sizeof(url), s, "/f/partial");
+	tc_put(url, bs, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(ts_set_faults(s, "{\"fault-corrupt-rate\": 0.3, \"fault-seed\": 4}"), 200);
+	/* Every write covers part of two blocks: each is fetched and merged. */
+	for (size_t b = 0; b + 1 < 40; b += 2) {
+		assert_int_equal(bm_write(ds, b * bs + bs / 2, "0123456789abcdef", 16), 0);
+		memcpy(data + b * bs + bs / 2, "0123456789abcdef", 16);
+	}
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	no_faults(s);
+	struct bm_stats st;
+	bm_stats(ds, &st);
+	assert_true(st.retries > 0);
+	bm_close(ds);
+	assert_int_equal(gen, 2);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
+static void commits_are_exact_under_503s_and_drops(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 16 * KiB, size = 32 * bs;
+	unsigned char *data = ts_pattern(size, 23);
+	char url[512];
+	uint64_t gen = 0, retries = 0;
+	struct bm_stats st;
+
+	tc_url(url, sizeof(url), s, "/f/commit");
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0.15, \"fault-drop-rate\": 0.15, "
+				       "\"fault-seed\": 5}"), 200);
+	assert_int_equal(tc_put(url, bs, data, size), 1);
+	for (int round = 0; round < 6; round++) {
+		bm_dataset *ds = tc_open(url, 0);
+		bm_mapping *m;
+		void *addr;
+		assert_int_equal(bm_generation(ds), round + 1);
+		assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+		for (size_t b = round; b < 32; b += 5) {
+			memset((char *)addr + b * bs + 7 * round, 'a' + round, 33);
+			memset(data + b * bs + 7 * round, 'a' + round, 33);
+		}
+		int rc = bm_commit(ds, &gen);
+		if (rc < 0)
+			fprintf(stderr, "commit: %s\n", bm_last_error(ds));
+		assert_int_equal(rc, 0);
+		assert_int_equal(gen, round + 2);
+		bm_stats(ds, &st);
+		retries += st.retries;
+		bm_unmap(m);
+		bm_close(ds);
+	}
+	no_faults(s);
+	assert_true(retries > 0);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
+/* The hook turns on drops just before the manifest swap, so the swap's PUT
+ * may be stored and its answer cut: the retry then finds the manifest
+ * changed — by this very commit, which must count as success. */
+struct set_faults {
+	const struct ts_server *s;
+	char json[128];
+};
+
+static void drops_from_now(const char *stage, void *arg)
+{
+	struct set_faults *f = arg;
+	if (strcmp(stage, "uploaded") == 0)
+		assert_int_equal(ts_set_faults(f->s, f->json), 200);
+}
+
+static void a_manifest_swap_whose_answer_was_cut_is_not_a_conflict(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 4 * KiB, size = 8 * bs;
+	unsigned char *data = ts_pattern(size, 24);
+	char url[512];
+	struct set_faults f = { .s = s };
+	struct bm_options o;
+	int cut_swaps = 0;
+
+	tc_url(url, sizeof(url), s, "/f/swap");
+	tc_put(url, bs, data, size);
+	for (int seed = 1; seed <= 12; seed++) {
+		bm_dataset *ds;
+		bm_mapping *m;
+		void *addr;
+		uint64_t gen;
+
+		tc_options(&o);
+		o.commit_hook = drops_from_now;
+		o.commit_hook_arg = &f;
+		snprintf(f.json, sizeof(f.json), "{\"fault-drop-rate\": 0.5, \"fault-seed\": %d}", seed);
+		assert_int_equal(bm_open(&ds, url, &o), 0);
+		assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+		memset(addr, seed, 100);
+		memset(data, seed, 100);
+		long drops = tc_server_stat(s, "faults", "drop");
+		int rc = bm_commit(ds, &gen);
+		no_faults(s);
+		cut_swaps += tc_server_stat(s, "faults", "drop") > drops;
+		if (rc < 0)
+			fprintf(stderr, "seed %d: %s\n", seed, bm_last_error(ds));
+		assert_int_equal(rc, 0);
+		assert_int_equal(gen, seed + 1);
+		bm_unmap(m);
+		bm_close(ds);
+		assert_true(tc_dataset_equals(url, 0, data, size));
+	}
+	assert_true(cut_swaps > 0);
+	free(data);
+}
+
+static void reads_are_exact_with_latency(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 64 * KiB, size = 12 * bs;
+	unsigned char *data = ts_pattern(size, 25);
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/f/slow");
+	tc_put(url, bs, data, size);
+	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 20}"), 200);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	no_faults(s);
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(reads_are_exact_under_503s_drops_and_corrupt_bodies),
+		cmocka_unit_test(partial_block_writes_are_exact_under_corrupt_bodies),
+		cmocka_unit_test(commits_are_exact_under_503s_and_drops),
+		cmocka_unit_test(a_manifest_swap_whose_answer_was_cut_is_not_a_conflict),
+		cmocka_unit_test(reads_are_exact_with_latency),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

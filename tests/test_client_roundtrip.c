@@ -1,0 +1,508 @@
+/* tests/test_client_roundtrip.c — libblkmap against a real blkmap-server:
+ * round trips of several block sizes, sparse datasets, commits of dirty
+ * blocks and kept generations, conflicts between two handles, and a writer
+ * killed in the middle of a commit.  Each test starts its own server.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
+static int setup(void **state)
+{
+	struct ts_server *s = calloc(1, sizeof(*s));
+	tc_server_start(s, NULL);
+	*state = s;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	tc_server_stop(*state);
+	free(*state);
+	return 0;
+}
+
+/* ---- round trips ---------------------------------------------------------- */
+
+static void round_trip(struct ts_server *s, const char *path, size_t bs, size_t size)
+{
+	char url[512];
+	unsigned char *data = ts_pattern(size, (unsigned)bs);
+
+	tc_url(url, sizeof(url), s, path);
+	assert_int_equal(tc_put(url, bs, data, size), 1);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_blksize(ds), bs);
+	assert_int_equal(bm_size(ds), size);
+	unsigned char *got = tc_read_mapped(ds);
+	assert_memory_equal(got, data, size);
+	free(got);
+	bm_close(ds);
+	free(data);
+}
+
+static void round_trip_4k_blocks_reads_back_every_byte(void **state)
+{
+	round_trip(*state, "/rt4k", 4 * KiB, 37 * 4 * KiB + 123);
+}
+
+static void round_trip_64k_blocks_reads_back_every_byte(void **state)
+{
+	round_trip(*state, "/rt64k", 64 * KiB, 21 * 64 * KiB + 4097);
+}
+
+static void round_trip_1m_blocks_reads_back_every_byte(void **state)
+{
+	round_trip(*state, "/rt1m", MiB, 5 * MiB + 77);
+}
+
+static void cli_put_then_get_gives_the_same_file_and_sum_matches(void **state)
+{
+	struct ts_server *s = *state;
+	size_t size = 3 * MiB + 5;
+	unsigned char *data = ts_pattern(size, 9);
+	char *in = tc_tmpfile(data, size), out[] = "/tmp/blkmap-client-get.XXXXXX";
+	char url[512], url2[512], *o1, *o2;
+	close(mkstemp(out));
+
+	tc_url(url, sizeof(url), s, "/cli/a");
+	tc_url(url2, sizeof(url2), s, "/cli/b");
+	assert_int_equal(tc_cli(&o1, NULL, (const char *[]){ "put", "--blksize", "1M", in, url, NULL }), 0);
+	assert_string_equal(o1, "1\n");
+	free(o1);
+	assert_int_equal(tc_cli(NULL, NULL, (const char *[]){ "get", url, out, NULL }), 0);
+	FILE *f = fopen(out, "rb");
+	unsigned char *back = malloc(size + 1);
+	assert_int_equal(fread(back, 1, size + 1, f), size);
+	fclose(f);
+	assert_memory_equal(back, data, size);
+	/* The same bytes in 64 KiB blocks have the same sum. */
+	assert_int_equal(tc_cli(NULL, NULL, (const char *[]){ "put", "--blksize", "64k", in, url2, NULL }), 0);
+	assert_int_equal(tc_cli(&o1, NULL, (const char *[]){ "sum", url, NULL }), 0);
+	assert_int_equal(tc_cli(&o2, NULL, (const char *[]){ "sum", url2, NULL }), 0);
+	assert_int_equal(strlen(o1), 64 + 2 + strlen(url) + 1);
+	assert_memory_equal(o1, o2, 64);
+	free(o1);
+	free(o2);
+	unlink(in);
+	unlink(out);
+	free(in);
+	free(back);
+	free(data);
+}
+
+/* ---- sparse datasets --------------------------------------------------------- */
+
+static void holes_read_as_zeros_and_cost_no_request(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 64 * KiB, nblk = 16, size = nblk * bs;
+	unsigned char *data = calloc(1, size);
+	char url[512];
+	struct bm_stats st;
+
+	memset(data + 0 * bs, 1, bs);
+	memset(data + 5 * bs + 100, 5, 10);
+	memset(data + 15 * bs, 15, bs);
+	tc_url(url, sizeof(url), s, "/sparse");
+	tc_put(url, bs, data, size);
+
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_nblocks_stored(ds), 3);
+	long gets = tc_server_stat(s, "requests", "GET");
+	unsigned char *got = tc_read_mapped(ds);
+	assert_memory_equal(got, data, size);
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_blocks, 3);
+	assert_int_equal(st.hole_blocks, nblk - 3);
+	assert_int_equal(tc_server_stat(s, "requests", "GET") - gets, 3);
+	bm_close(ds);
+	free(got);
+	free(data);
+}
+
+static void a_block_written_all_zero_becomes_a_hole(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 64 * KiB, size = 8 * bs;
+	unsigned char *data = ts_pattern(size, 3);
+	char url[512];
+	bm_mapping *m;
+	void *addr;
+	uint64_t gen;
+
+	tc_url(url, sizeof(url), s, "/zeroed");
+	tc_put(url, bs, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_nblocks_stored(ds), 8);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	memset((char *)addr + 2 * bs, 0, bs);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	bm_unmap(m);
+	bm_close(ds);
+
+	json_t *man = ts_get_json(s, "/zeroed/manifest.json");
+	json_t *blocks = json_object_get(man, "blocks"), *b;
+	size_t i;
+	assert_int_equal(json_array_size(blocks), 7);
+	json_array_foreach(blocks, i, b)
+		assert_int_not_equal(json_integer_value(json_object_get(b, "index")), 2);
+	json_decref(man);
+	memset(data + 2 * bs, 0, bs);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
+/* ---- commits and generations ------------------------------------------------------ */
+
+static void commit_uploads_only_the_dirty_blocks(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 64 * KiB, size = 32 * bs;
+	unsigned char *data = ts_pattern(size, 4), *old = malloc(size);
+	char url[512];
+	struct bm_stats st;
+	bm_mapping *m;
+	void *addr;
+	uint64_t gen;
+
+	memcpy(old, data, size);
+	tc_url(url, sizeof(url), s, "/dirty");
+	tc_put(url, bs, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	((char *)addr)[3 * bs + 17] ^= 0x5a;
+	((char *)addr)[20 * bs] ^= 0x5a;
+	data[3 * bs + 17] ^= 0x5a;
+	data[20 * bs] ^= 0x5a;
+	long puts = tc_server_stat(s, "requests", "PUT");
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	bm_stats(ds, &st);
+	assert_int_equal(st.uploaded_blocks, 2);
+	assert_int_equal(st.uploaded_bytes, 2 * bs);
+	assert_int_equal(st.commits, 1);
+	/* Two blocks, the manifest and its kept copy. */
+	assert_int_equal(tc_server_stat(s, "requests", "PUT") - puts, 4);
+	bm_unmap(m);
+	bm_close(ds);
+
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	assert_true(tc_dataset_equals(url, 2, data, size));
+	assert_true(tc_dataset_equals(url, 1, old, size));
+	free(data);
+	free(old);
+}
+
+static void an_old_generation_is_read_only_and_patch_at_it_exits_3(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 4 * KiB, size = 10 * bs;
+	unsigned char *data = ts_pattern(size, 5);
+	char url[512], *out, *err;
+	char *patch = tc_tmpfile("PATCH", 5);
+
+	tc_url(url, sizeof(url), s, "/gens");
+	tc_put(url, bs, data, size);
+	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "patch", url, "100", patch, NULL }), 0);
+	assert_string_equal(out, "2\n");
+	free(out);
+	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "patch", url, "5000", patch, NULL }), 0);
+	assert_string_equal(out, "3\n");
+	free(out);
+
+	/* Generation 1 still reads as it was. */
+	assert_true(tc_dataset_equals(url, 1, data, size));
+	memcpy(data + 100, "PATCH", 5);
+	assert_true(tc_dataset_equals(url, 2, data, size));
+	memcpy(data + 5000, "PATCH", 5);
+	assert_true(tc_dataset_equals(url, 3, data, size));
+
+	/* A commit from generation 1 is a conflict: exit 3, nothing published. */
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "patch", "--at", "1", url, "0", patch, NULL }), 3);
+	assert_string_equal(out, "");
+	assert_int_equal(tc_lines(err), 1);
+	assert_non_null(strstr(err, url));
+	free(out);
+	free(err);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_generation(ds), 3);
+	bm_close(ds);
+
+	/* The library says the same. */
+	ds = tc_open(url, 1);
+	bm_mapping *m;
+	void *addr;
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	((char *)addr)[0] = 'x';
+	assert_int_equal(bm_commit(ds, NULL), BM_ECONFLICT);
+	bm_unmap(m);
+	bm_close(ds);
+
+	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "log", url, NULL }), 0);
+	assert_int_equal(tc_lines(out), 3);
+	char *g3 = strstr(out, "generation 3 "), *g2 = strstr(out, "generation 2 "),
+	     *g1 = strstr(out, "generation 1 ");
+	assert_true(g3 && g2 && g1 && g3 < g2 && g2 < g1);
+	free(out);
+	unlink(patch);
+	free(patch);
+	free(data);
+}
+
+/* ---- conflicts ------------------------------------------------------------------------ */
+
+struct two {
+	bm_dataset *a, *b;
+	void *pa, *pb;
+	bm_mapping *ma, *mb;
+	unsigned char *data;
+	size_t bs, size;
+	char url[512];
+};
+
+static void open_two(struct ts_server *s, struct two *t, const char *path, struct bm_options *ob)
+{
+	t->bs = 64 * KiB;
+	t->size = 8 * t->bs;
+	t->data = ts_pattern(t->size, 6);
+	tc_url(t->url, sizeof(t->url), s, path);
+	tc_put(t->url, t->bs, t->data, t->size);
+	t->a = tc_open(t->url, 0);
+	assert_int_equal(bm_open(&t->b, t->url, ob), 0);
+	assert_int_equal(bm_map(t->a, 0, 0, &t->pa, &t->ma), 0);
+	assert_int_equal(bm_map(t->b, 0, 0, &t->pb, &t->mb), 0);
+	memset((char *)t->pa + 1 * t->bs, 'A', 100);
+	memset((char *)t->pb + 2 * t->bs, 'B', 100);
+}
+
+static void close_two(struct two *t)
+{
+	bm_unmap(t->ma);
+	bm_unmap(t->mb);
+	bm_close(t->a);
+	bm_close(t->b);
+	free(t->data);
+}
+
+/* After A's commit, B's commit fails and publishes nothing; B's data stays
+ * readable in its mapping; discard shows B's generation, refresh the
+ * latest. */
+static void check_b_lost_the_race(struct two *t)
+{
+	struct bm_stats st;
+	unsigned char *want = malloc(t->size);
+
+	bm_stats(t->b, &st);
+	assert_int_equal(st.conflicts, 1);
+	assert_int_equal(st.commits, 0);
+	assert_non_null(strstr(bm_last_error(t->b), t->url));
+	/* Published: generation 2 = A's change only. */
+	memcpy(want, t->data, t->size);
+	memset(want + 1 * t->bs, 'A', 100);
+	assert_true(tc_dataset_equals(t->url, 0, want, t->size));
+	bm_dataset *fresh = tc_open(t->url, 0);
+	assert_int_equal(bm_generation(fresh), 2);
+	bm_close(fresh);
+	/* B still sees its own change. */
+	assert_int_equal(((char *)t->pb)[2 * t->bs + 99], 'B');
+	assert_int_equal(bm_refresh(t->b), BM_EBUSY);
+	/* Discard: B's generation (1) again. */
+	assert_int_equal(bm_discard(t->b), 0);
+	assert_memory_equal(t->pb, t->data, t->size);
+	assert_int_equal(bm_generation(t->b), 1);
+	/* Refresh: the latest. */
+	assert_int_equal(bm_refresh(t->b), 0);
+	assert_int_equal(bm_generation(t->b), 2);
+	assert_memory_equal(t->pb, want, t->size);
+	free(want);
+}
+
+static void second_commit_on_the_same_generation_is_a_conflict(void **state)
+{
+	struct two t;
+	struct bm_options ob;
+	uint64_t gen;
+
+	tc_options(&ob);
+	open_two(*state, &t, "/race1", &ob);
+	assert_int_equal(bm_commit(t.a, &gen), 0);
+	assert_int_equal(gen, 2);
+	assert_int_equal(bm_commit(t.b, &gen), BM_ECONFLICT);
+	check_b_lost_the_race(&t);
+	close_two(&t);
+}
+
+static void a_commit_between_uploads_and_swap(const char *stage, void *arg)
+{
+	struct two *t = arg;
+	if (strcmp(stage, "uploaded") == 0)
+		assert_int_equal(bm_commit(t->a, NULL), 0);
+}
+
+static void the_manifest_swap_itself_refuses_the_second_writer(void **state)
+{
+	struct two t;
+	struct bm_options ob;
+
+	/* B passes the early check, uploads, and then A publishes: only the
+	 * compare-and-swap can stop B. */
+	tc_options(&ob);
+	ob.commit_hook = a_commit_between_uploads_and_swap;
+	ob.commit_hook_arg = &t;
+	open_two(*state, &t, "/race2", &ob);
+	assert_int_equal(bm_commit(t.b, NULL), BM_ECONFLICT);
+	check_b_lost_the_race(&t);
+	close_two(&t);
+}
+
+/* ---- a writer killed in the middle of a commit ---------------------------------------------- */
+
+struct crash {
+	const char *url;
+	const char *stage;         /* the hook kills the process here */
+	size_t bs;
+};
+
+static void kill_at(const char *stage, void *arg)
+{
+	struct crash *c = arg;
+	if (strcmp(stage, c->stage) == 0)
+		raise(SIGKILL);
+}
+
+static int write_and_commit(void *arg)
+{
+	struct crash *c = arg;
+	struct bm_options o;
+	bm_dataset *ds;
+	bm_mapping *m;
+	void *addr;
+
+	if (bm_options_init(&o) < 0)
+		return 1;
+	o.retry_base_ms = 1;
+	o.commit_hook = kill_at;
+	o.commit_hook_arg = c;
+	if (bm_open(&ds, c->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+		return 1;
+	for (int b = 0; b < 4; b++)
+		memset((char *)addr + (size_t)b * c->bs, 'K', 1000);
+	bm_commit(ds, NULL);
+	return 0; /* not reached */
+}
+
+static void a_writer_killed_after_uploads_leaves_the_old_generation(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 64 * KiB, size = 8 * bs;
+	unsigned char *data = ts_pattern(size, 7);
+	char url[512], *sum1, *sum2;
+	struct crash c = { url, "uploaded", bs };
+
+	tc_url(url, sizeof(url), s, "/crash1");
+	tc_put(url, bs, data, size);
+	assert_int_equal(tc_cli(&sum1, NULL, (const char *[]){ "sum", url, NULL }), 0);
+	long puts = tc_server_stat(s, "requests", "PUT");
+	int status = tc_child(write_and_commit, &c, NULL);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	/* The blocks went up, the manifest did not. */
+	assert_int_equal(tc_server_stat(s, "requests", "PUT") - puts, 4);
+	assert_int_equal(tc_cli(&sum2, NULL, (const char *[]){ "sum", url, NULL }), 0);
+	assert_string_equal(sum1, sum2);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+
+	/* Another writer commits normally on top of generation 1. */
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_generation(ds), 1);
+	bm_mapping *m;
+	void *addr;
+	uint64_t gen;
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	memset(addr, 'N', 10);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	bm_unmap(m);
+	bm_close(ds);
+	memset(data, 'N', 10);
+	assert_true(tc_dataset_equals(url, 2, data, size));
+	free(sum1);
+	free(sum2);
+	free(data);
+}
+
+static void a_writer_killed_after_the_swap_is_repaired_by_the_next_commit(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 64 * KiB, size = 8 * bs;
+	unsigned char *data = ts_pattern(size, 8);
+	char url[512];
+	struct crash c = { url, "swapped", bs };
+	struct ts_resp r;
+
+	tc_url(url, sizeof(url), s, "/crash2");
+	tc_put(url, bs, data, size);
+	int status = tc_child(write_and_commit, &c, NULL);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	/* Generation 2 is published but not kept yet. */
+	ts_request(NULL, s, "HEAD", "/crash2/gen/2.json", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 404);
+	ts_resp_free(&r);
+	for (int b = 0; b < 4; b++)
+		memset(data + (size_t)b * bs, 'K', 1000);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	assert_true(tc_dataset_equals(url, 2, data, size));
+
+	/* The next commit keeps generation 2 before publishing 3. */
+	bm_dataset *ds = tc_open(url, 0);
+	bm_mapping *m;
+	void *addr;
+	uint64_t gen;
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	memset((char *)addr + 7 * bs, 'L', 10);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 3);
+	bm_unmap(m);
+	bm_close(ds);
+	ts_request(NULL, s, "HEAD", "/crash2/gen/2.json", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	ts_resp_free(&r);
+	assert_true(tc_dataset_equals(url, 2, data, size));
+	memset(data + 7 * bs, 'L', 10);
+	assert_true(tc_dataset_equals(url, 3, data, size));
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(round_trip_4k_blocks_reads_back_every_byte),
+		cmocka_unit_test(round_trip_64k_blocks_reads_back_every_byte),
+		cmocka_unit_test(round_trip_1m_blocks_reads_back_every_byte),
+		cmocka_unit_test(cli_put_then_get_gives_the_same_file_and_sum_matches),
+		cmocka_unit_test(holes_read_as_zeros_and_cost_no_request),
+		cmocka_unit_test(a_block_written_all_zero_becomes_a_hole),
+		cmocka_unit_test(commit_uploads_only_the_dirty_blocks),
+		cmocka_unit_test(an_old_generation_is_read_only_and_patch_at_it_exits_3),
+		cmocka_unit_test(second_commit_on_the_same_generation_is_a_conflict),
+		cmocka_unit_test(the_manifest_swap_itself_refuses_the_second_writer),
+		cmocka_unit_test(a_writer_killed_after_uploads_leaves_the_old_generation),
+		cmocka_unit_test(a_writer_killed_after_the_swap_is_repaired_by_the_next_commit),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
