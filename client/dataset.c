@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "internal.h"
 
 struct bm_mapping {
@@ -83,7 +85,8 @@ static int check_block(struct bm_req *r, void *arg, char *msg, size_t n)
 		return BM_EHTTP;
 	}
 	if (c->sum != NULL) {
-		bm_sum_hex(r->dst, r->got, sum);
+		/* Hashed by http.c as the body arrived. */
+		bm_sum_state_hex(r->xxh, sum);
 		if (strcmp(sum, c->sum) != 0) {
 			bm_fmt(msg, n, "checksum mismatch: bytes hash to %s, manifest says %s", sum, c->sum);
 			return BM_ECHECKSUM;
@@ -136,8 +139,14 @@ int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
 		chk.etag = etag;
 	} else {
 		chk.sum = sum;
+		r.xxh = XXH3_createState();
+		if (r.xxh == NULL) {
+			free(url);
+			return BM_ENOMEM;
+		}
 	}
 	rc = bm_http_do(ds->http, &r, check_block, &chk, msg, sizeof(msg), &ds->c.retries);
+	XXH3_freeState(r.xxh);
 	free(url);
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);

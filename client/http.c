@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <xxhash.h>
 
 #include "internal.h"
 
@@ -135,6 +136,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		return n;
 	}
 	memcpy((char *)r->dst + r->got, data, n);
+	if (r->xxh)
+		XXH3_128bits_update(r->xxh, data, n); /* while the data is hot */
 	r->got += n;
 	return n;
 }
@@ -205,6 +208,8 @@ static void reset_response(struct bm_req *r)
 	r->overflow = false;
 	r->etag[0] = r->content_range[0] = r->err[0] = '\0';
 	r->content_length = UINT64_MAX;
+	if (r->xxh)
+		XXH3_128bits_reset(r->xxh);
 }
 
 /* One request.  0 when a response arrived (any status), BM_EHTTP for a

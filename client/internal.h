@@ -39,6 +39,8 @@ void bm_set_thread_error(const char *msg);
 
 /* xxh128 of buf as 32 lowercase hex digits + NUL. */
 void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1]);
+/* The same for an XXH3_state_t fed with XXH3_128bits_update. */
+void bm_sum_state_hex(void *state, char out[BM_SUM_HEX + 1]);
 bool bm_is_zero(const void *buf, size_t len);
 double bm_now(void);
 
@@ -64,6 +66,7 @@ struct bm_req {
 	bool grow;
 	char *gbuf;
 	size_t gcap;
+	void *xxh;                 /* XXH3_state_t: hash the body as it arrives */
 	/* response */
 	long status;
 	size_t got;                /* body bytes received */

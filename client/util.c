@@ -91,16 +91,26 @@ const char *bm_last_error(bm_dataset *ds)
 	return ds ? ds->errmsg : thread_error;
 }
 
-void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1])
+static void hex128(XXH128_hash_t h, char out[BM_SUM_HEX + 1])
 {
 	static const char hex[] = "0123456789abcdef";
 	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits(buf, len));
+	XXH128_canonicalFromHash(&c, h);
 	for (int i = 0; i < 16; i++) {
 		out[2 * i] = hex[c.digest[i] >> 4];
 		out[2 * i + 1] = hex[c.digest[i] & 15];
 	}
 	out[BM_SUM_HEX] = '\0';
+}
+
+void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1])
+{
+	hex128(XXH3_128bits(buf, len), out);
+}
+
+void bm_sum_state_hex(void *state, char out[BM_SUM_HEX + 1])
+{
+	hex128(XXH3_128bits_digest(state), out);
 }
 
 bool bm_is_zero(const void *buf, size_t len)
@@ -196,6 +206,7 @@ int bm_options_init(struct bm_options *o)
 	ENV("BLKMAP_CONNECTIONS", 1, 256, connections);
 	ENV("BLKMAP_READAHEAD_BYTES", 0, (uint64_t)1 << 40, readahead_bytes);
 	ENV("BLKMAP_BLKSIZE", 4096, VM_BLKSIZE_MAX, blksize);
+	ENV("BLKMAP_VERBOSE", 0, 9, verbose);
 #undef ENV
 	return rc;
 }

@@ -326,9 +326,14 @@ int main(void)
 		char path[64], url[512];
 		snprintf(path, sizeof(path), "/bench%zuM", sizes[i] / MiB);
 		make_dataset(tc_url(url, sizeof(url), &s, path), sizes[i], data);
-		bench_seq_scan(&s, path, sizes[i]);
-		bench_random_read(&s, path, sizes[i]);
-		bench_commit64(&s, path, sizes[i]);
+		/* BENCH_ONLY=seq_scan|random_read|commit64 runs one of them. */
+		const char *only = getenv("BENCH_ONLY");
+		if (!only || strcmp(only, "seq_scan") == 0)
+			bench_seq_scan(&s, path, sizes[i]);
+		if (!only || strcmp(only, "random_read") == 0)
+			bench_random_read(&s, path, sizes[i]);
+		if (!only || strcmp(only, "commit64") == 0)
+			bench_commit64(&s, path, sizes[i]);
 	}
 	free(data);
 	return ts_stop(&s) == 0 ? 0 : 1;
