@@ -342,19 +342,30 @@ static struct vm_page *page_new(vm_fileh *fh, vm_blk_t blk)
 }
 
 /* Frees page and its RAM; it must already be mapped nowhere. */
-static void page_free(struct vm_page *page)
+/* Forgets page (it must already be mapped nowhere) and returns its RAM slot
+ * offset; the slot is still counted as used. */
+static size_t page_forget(struct vm_page *page)
 {
 	vm_fileh *fh = page->fh;
+	size_t off = page->ram_off;
 
 	vm_list_del(&page->lru);
 	if (!vm_list_empty(&page->dirty)) {
 		vm_list_del(&page->dirty);
 		fh->ndirty--;
 	}
-	ram_free(fh->ram, page->ram_off, fh->blksize);
 	pagetab_del(&fh->pages, page->blk);
 	fh->st.ncached--;
 	free(page);
+	return off;
+}
+
+/* Frees page and its RAM; it must already be mapped nowhere. */
+static void page_free(struct vm_page *page)
+{
+	vm_ram *ram = page->fh->ram;
+	size_t size = page->fh->blksize;
+	ram_free(ram, page_forget(page), size);
 }
 
 /* Unmaps page from every mapping and frees it: the block becomes EMPTY. */
@@ -364,9 +375,14 @@ static void page_drop(struct vm_page *page)
 	page_free(page);
 }
 
-/* Drops the least recently faulted clean pages of any handle on ram until
- * size bytes fit.  -ENOSPC when only dirty or busy pages are left. */
-static int ram_reclaim_locked(vm_ram *ram, size_t size)
+/* Makes room for size bytes by dropping the least recently faulted clean
+ * pages of any handle on ram.  When the oldest clean page has the size
+ * wanted, its slot is handed over as it is (*offp, still counted as used):
+ * its memory is overwritten by the next load instead of being given back
+ * and zeroed again, which is what keeps a cache at its budget cheap.
+ * Returns 1 with *offp set, 0 when size bytes are free, or -ENOSPC when
+ * only dirty or busy pages are left. */
+static int ram_reclaim_locked(vm_ram *ram, size_t size, size_t *offp)
 {
 	if (size > ram->budget)
 		return -ENOSPC; /* reclaiming could never make room */
@@ -375,6 +391,11 @@ static int ram_reclaim_locked(vm_ram *ram, size_t size)
 			return -ENOSPC;
 		struct vm_page *victim = vm_container_of(ram->lru.next, struct vm_page, lru);
 		victim->fh->st.reclaimed++;
+		if (victim->fh->blksize == size) {
+			page_unmap_all(victim);
+			*offp = page_forget(victim);
+			return 1;
+		}
 		page_drop(victim);
 	}
 	return 0;
@@ -384,9 +405,11 @@ static int page_alloc_ram(vm_fileh *fh, struct vm_page *page)
 {
 	int rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
 	if (rc == -ENOSPC) {
-		rc = ram_reclaim_locked(fh->ram, fh->blksize);
+		rc = ram_reclaim_locked(fh->ram, fh->blksize, &page->ram_off);
 		if (rc == 0)
 			rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
+		else if (rc == 1)
+			rc = 0; /* a recycled slot */
 	}
 	if (rc == 0)
 		fh->st.ncached++;

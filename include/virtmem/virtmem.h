@@ -70,7 +70,8 @@ size_t vm_ram_used(const vm_ram *ram);
 /* ---- BigFile: what a backend implements --------------------------------- */
 
 struct vm_bigfile_ops {
-	/* loadblk fills buf (blksize bytes) with block blk.  Called with no
+	/* loadblk fills buf (blksize bytes) with block blk: all of it, for buf
+	 * may hold another block's old bytes (a recycled RAM slot), not zeros.  Called with no
 	 * virtmem lock held, possibly from a page-fault (SIGSEGV) handler, and
 	 * possibly for several blocks at once from several threads.  It must not
 	 * touch memory mapped from this library.  Returns 0 or -errno; on error
