@@ -198,30 +198,22 @@ out_destroy:
 	return rc;
 }
 
-int main(int argc, char **argv)
+/* Everything before mounting: 0 to go on, else the exit status. */
+static int prepare(struct fuse_cmdline_opts *co, const char *url, char *mnt, size_t n)
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct fuse_cmdline_opts co;
-	const char *url = NULL;
-	char mnt[4096];
 	struct stat st;
-	int rc;
 
-	if (fuse_opt_parse(&args, &url, NULL, take_url) != 0)
-		return 2;
-	if (fuse_parse_cmdline(&args, &co) != 0)
-		return 2; /* libfuse said why, in one line */
-	if (co.show_help) {
+	if (co->show_help) {
 		usage(stdout);
 		printf("\n");
 		fuse_cmdline_help();
 		fuse_lowlevel_help();
-		return 0;
+		return -1;
 	}
-	if (co.show_version) {
+	if (co->show_version) {
 		printf("blkmap-wcfs %s, libfuse %s\n", PACKAGE_VERSION, fuse_pkgversion());
 		fuse_lowlevel_version();
-		return 0;
+		return -1;
 	}
 	if (url == NULL) {
 		fprintf(stderr, "blkmap-wcfs: no SERVER_URL (usage: blkmap-wcfs [-f] [-o OPTIONS] SERVER_URL [MOUNTPOINT])\n");
@@ -234,10 +226,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "blkmap-wcfs: %s: not an http:// or https:// server URL\n", url);
 		return 2;
 	}
-	wc_m.verbose = co.debug;
-	if (co.mountpoint) {
-		snprintf(mnt, sizeof(mnt), "%s", co.mountpoint);
-	} else if (bm_wcfs_default_mountpoint(url, mnt, sizeof(mnt)) < 0 || mkdir_p(mnt) < 0) {
+	wc_m.verbose = co->debug;
+	if (co->mountpoint) {
+		snprintf(mnt, n, "%s", co->mountpoint);
+	} else if (bm_wcfs_default_mountpoint(url, mnt, n) < 0 || mkdir_p(mnt) < 0) {
 		fprintf(stderr, "blkmap-wcfs: cannot create the default mountpoint %s: %s\n", mnt,
 			strerror(errno));
 		return 1;
@@ -249,14 +241,34 @@ int main(int argc, char **argv)
 	}
 	if (setup_options() < 0)
 		return 2;
-	/* Read-only at the VFS too: writes get EROFS before reaching us. */
-	fuse_opt_add_arg(&args, "-oro,fsname=blkmap-wcfs,default_permissions");
-	fuse_set_log_func(fuse_log_to_ours);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	wc_table_init();
-	rc = run(&args, &co, mnt);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts co;
+	const char *url = NULL;
+	char mnt[4096] = "";
+	int rc;
+
+	memset(&co, 0, sizeof(co));
+	if (fuse_opt_parse(&args, &url, NULL, take_url) != 0)
+		rc = 2;
+	else if (fuse_parse_cmdline(&args, &co) != 0)
+		rc = 2; /* libfuse said why, in one line */
+	else
+		rc = prepare(&co, url, mnt, sizeof(mnt));
+	if (rc == 0) {
+		/* Read-only at the VFS too: writes get EROFS before reaching us. */
+		fuse_opt_add_arg(&args, "-oro,fsname=blkmap-wcfs,default_permissions");
+		fuse_set_log_func(fuse_log_to_ours);
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		wc_table_init();
+		rc = run(&args, &co, mnt);
+		curl_global_cleanup();
+	}
 	free(co.mountpoint);
 	fuse_opt_free_args(&args);
-	curl_global_cleanup();
-	return rc;
+	return rc < 0 ? 0 : rc;
 }
