@@ -309,6 +309,22 @@ static void test_kept_generation_is_served_from_the_kernel_cache(void **state)
 	free(data);
 }
 
+static void test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 1 << 20, len = 3 * bs + 1000;
+	unsigned char *data = ts_pattern(len, 13);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "bigblocks"), data, len, bs), 1);
+	assert_int_equal(stat(mpath(f, "@1/bigblocks"), &st), 0);
+	long before = server_gets(f);
+	assert_file_equals(mpath(f, "@1/bigblocks"), data, len);
+	assert_int_equal(server_gets(f) - before, 4);
+	free(data);
+}
+
 /* ---- generations ----------------------------------------------------------------------- */
 
 static void test_old_generation_keeps_its_content_while_head_shows_the_new(void **state)
@@ -543,6 +559,7 @@ int main(void)
 		cmocka_unit_test(test_writes_are_refused),
 		cmocka_unit_test(test_mmap_shared_reads_the_same_bytes),
 		cmocka_unit_test(test_kept_generation_is_served_from_the_kernel_cache),
+		cmocka_unit_test(test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces),
 		cmocka_unit_test(test_old_generation_keeps_its_content_while_head_shows_the_new),
 		cmocka_unit_test(test_head_size_change_shows_in_stat_without_reopening),
 		cmocka_unit_test(test_directories_list_the_datasets_below_them),

@@ -80,6 +80,7 @@ static struct wc_ds *ds_new(bm_dataset *bm)
 	d->size = bm_size(bm);
 	d->blksize = bm_blksize(bm);
 	d->nstored = bm_nblocks_stored(bm);
+	wc_blocks_init(d);
 	return d;
 }
 
@@ -95,6 +96,7 @@ struct wc_ds *wc_ds_get(struct wc_node *n)
 void wc_ds_put(struct wc_ds *d)
 {
 	if (d != NULL && atomic_fetch_sub(&d->refs, 1) == 1) {
+		wc_blocks_free(d);
 		bm_close(d->bm);
 		free(d);
 	}

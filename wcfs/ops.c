@@ -1,7 +1,8 @@
 /* ops.c — the FUSE low-level operations of blkmap-wcfs: lookup/forget,
  * getattr, open/read/release of dataset files and .wcfs/url, and directory
  * listings.  Everything is read-only (the mount is "ro" and open refuses
- * writing).  Reads go to bm_read on the node's current dataset handle.
+ * writing).  Reads go to the node's current dataset handle through its
+ * block cache (blocks.c, bm_read underneath).
  * Owns: the per-open directory buffers (fi->fh of directories).
  * Locking: none of its own; see node.c.  Kernel cache invalidation is only
  * ever sent from lookup, getattr and open (never from read, where the
@@ -122,12 +123,8 @@ static void wc_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (want > size)
 		want = size;
 	char *buf = want ? malloc(want) : NULL;
-	int64_t got = want ? (buf ? bm_read(d->bm, (uint64_t)off, buf, want) : BM_ENOMEM) : 0;
-	if (got >= 0 && (uint64_t)got != want) {
-		/* A block failed after others were read: a short read would look
-		 * like the end of the file, so the whole read fails. */
-		got = BM_EIO;
-	}
+	/* All or nothing: a short read would look like the end of the file. */
+	int got = want ? (buf ? wc_blocks_read(d, (uint64_t)off, buf, want) : BM_ENOMEM) : 0;
 	if (got < 0) {
 		const char *why = bm_last_error(NULL);
 		char view[32] = "head";
@@ -135,10 +132,10 @@ static void wc_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			snprintf(view, sizeof(view), "@%" PRIu64, n->gen);
 		wc_log("%s/%s: read of %zu bytes at %jd (generation %" PRIu64 ") failed, EIO: %s",
 		       view, n->path, size, (intmax_t)off, d->generation,
-		       why[0] ? why : bm_strerror((int)got));
+		       why[0] ? why : bm_strerror(got));
 		fuse_reply_err(req, got == BM_ENOMEM ? ENOMEM : EIO);
 	} else {
-		fuse_reply_buf(req, buf, (size_t)got);
+		fuse_reply_buf(req, buf, want);
 	}
 	free(buf);
 	wc_ds_put(d);

@@ -47,6 +47,13 @@ struct wc_ds {
 	uint64_t generation, size;
 	size_t blksize;
 	uint64_t nstored;            /* blocks that hold data */
+	/* The last blocks read, whole (blocks.c): the kernel asks for at most
+	 * its read-ahead window (128 KiB) at a time, a block may be 64 MiB. */
+	pthread_mutex_t bmu;
+	pthread_cond_t bcv;
+	struct wc_slot *slots;
+	int nslots;
+	uint64_t tick;
 };
 
 /* An inode.  ino is the node's address (the root is FUSE_ROOT_ID).  A node
@@ -90,6 +97,14 @@ void wc_table_children(uint64_t gen, const char *dir,
 		       void (*fn)(const char *name, bool is_file, void *arg), void *arg);
 /* A name that may be a dataset path component (FORMAT.md's key charset). */
 bool wc_name_ok(const char *name);
+
+/* ---- blocks.c ---- */
+void wc_blocks_init(struct wc_ds *d);
+void wc_blocks_free(struct wc_ds *d);
+/* Reads len bytes at off (within the dataset's size) of d into buf: whole
+ * blocks are fetched once with bm_read and kept for the next reads of the
+ * same block.  0 or a BM_E* code (bm_last_error(NULL) says why). */
+int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len);
 
 /* ---- list.c ---- */
 /* Lists, through blkmap-server's listing (docs/server.md), the datasets of
