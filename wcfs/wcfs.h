@@ -1,6 +1,7 @@
 /* wcfs.h — what the files of blkmap-wcfs (the read-only FUSE mirror of a
  * blkmap server) share: the node table (node.c), the server listing
- * (list.c), the FUSE operations (ops.c) and logging (main.c).  Internal
+ * (list.c), the per-handle block cache (blocks.c), the FUSE operations
+ * (ops.c) and logging (main.c).  Internal
  * symbols use the prefix wc_.  Lock order: wc_table lock, then a node's
  * check_mu, then its mu; nothing is held across a FUSE reply except
  * check_mu (which only other checks of the same node wait for).
