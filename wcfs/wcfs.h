@@ -2,9 +2,10 @@
  * blkmap server) share: the node table (node.c), the server listing
  * (list.c), the per-handle block cache (blocks.c), the FUSE operations
  * (ops.c) and logging (main.c).  Internal
- * symbols use the prefix wc_.  Lock order: wc_table lock, then a node's
- * check_mu, then its mu; nothing is held across a FUSE reply except
- * check_mu (which only other checks of the same node wait for).
+ * symbols use the prefix wc_.  Lock order: the table lock, then a node's
+ * check_mu, then its mu, then a handle's bmu.  No lock is held across a
+ * FUSE reply; check_mu is held across a manifest GET and the kernel
+ * invalidation, and only other checks of the same node wait for it.
  */
 #ifndef BLKMAP_WCFS_H
 #define BLKMAP_WCFS_H
