@@ -618,6 +618,22 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 	return done;
 }
 
+int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n)
+{
+	int rc = BM_EINVAL;
+
+	if (n < BM_SUM_HEX + 1)
+		return BM_EINVAL;
+	pthread_mutex_lock(&ds->mu);
+	if (!ds->flat && index < bm_manifest_nblk(ds->manifest)) {
+		const struct bm_block *b = bm_manifest_find(ds->manifest, index);
+		snprintf(sum, n, "%s", b ? b->sum : "");
+		rc = b ? 1 : 0;
+	}
+	pthread_mutex_unlock(&ds->mu);
+	return rc;
+}
+
 /* ---- refresh, discard, stats ------------------------------------------------------- */
 
 static void drop_changes(bm_dataset *ds)

@@ -122,6 +122,13 @@ void bm_unmap(bm_mapping *m);
  * number of bytes read (0 at or past the end) or a negative error. */
 int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len);
 
+/* The checksum of block index of the handle's generation, as the manifest
+ * names it (32 hex digits and a NUL into sum, n >= 33), so that a reader of
+ * two generations can tell which blocks changed (the wcfs mirror does).
+ * Returns 1 for a stored block, 0 for a hole (sum ""), BM_EINVAL past the
+ * last block, for a flat dataset or when n is too small. */
+int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n);
+
 /* ---- changes --------------------------------------------------------------- */
 
 /* Uploads every dirty block and publishes them as generation G+1, where G is

@@ -1,0 +1,575 @@
+/* tests/test_wcfs.c — blkmap-wcfs against a real blkmap-server: a mirror is
+ * mounted (-f, in a child process) on a temporary mountpoint for the group;
+ * the tests publish datasets through libblkmap and check what the mirror's
+ * files show: bytes, sizes, generations, holes, errors, refusals, mmap,
+ * listings, and that unmounting (fusermount3 -u, SIGTERM) is clean.
+ * Skipped, with the reason, where FUSE cannot be mounted.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "test_server_util.h"
+#include "wcfs_util.h"
+
+struct fx {
+	struct ts_fixture *srv;    /* blkmap-server --memory --admin */
+	struct wt_mirror mir;
+	int skip;                  /* 1: FUSE not usable here */
+};
+
+/* Reads retry once, 1 ms apart: a bad block fails fast. */
+static const char *const mirror_env[] = {
+	"BLKMAP_RETRIES=1", "BLKMAP_RETRY_BASE_MS=1", "BLKMAP_TIMEOUT_MS=5000", NULL
+};
+
+static int group_setup(void **state)
+{
+	static const char *const args[] = { "--admin", NULL };
+	struct fx *f = calloc(1, sizeof(*f));
+	void *srv;
+
+	*state = f;
+	if (ts_fixture_memory(&srv, args) < 0)
+		return -1;
+	f->srv = srv;
+	int rc = wt_mount(&f->mir, f->srv->srv.url, mirror_env);
+	if (rc == 1)
+		f->skip = 1;
+	return rc < 0 ? -1 : 0;
+}
+
+static int group_teardown(void **state)
+{
+	struct fx *f = *state;
+	int rc = wt_unmount(&f->mir);
+	void *srv = f->srv;
+
+	if (rc != 0)
+		print_error("the mirror did not unmount cleanly (status %d)\n", rc);
+	if (srv != NULL && ts_fixture_stop(&srv) < 0) {
+		print_error("blkmap-server did not exit 0\n");
+		rc = -1;
+	}
+	free(f);
+	return rc == 0 ? 0 : -1;
+}
+
+#define SKIP_WITHOUT_FUSE(f)                                              \
+	do {                                                              \
+		if ((f)->skip) {                                          \
+			print_message("[  SKIP    ] %s\n", wt_skip_reason); \
+			skip();                                           \
+		}                                                         \
+	} while (0)
+
+static const char *mpath(const struct fx *f, const char *fmt, ...)
+{
+	static char buf[4][1200];
+	static int next;
+	char rel[800], *p = buf[next++ % 4];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rel, sizeof(rel), fmt, ap);
+	va_end(ap);
+	snprintf(p, sizeof(buf[0]), "%s/%s", f->mir.mnt, rel);
+	return p;
+}
+
+static const char *ds_url(const struct fx *f, const char *path)
+{
+	static char buf[2][1024];
+	static int next;
+	char *p = buf[next++ % 2];
+
+	snprintf(p, sizeof(buf[0]), "%s/%s", f->srv->srv.url, path);
+	return p;
+}
+
+static void assert_file_equals(const char *path, const unsigned char *want, size_t len)
+{
+	size_t got_len = 0;
+	unsigned char *got = wt_read_file(path, &got_len);
+
+	if (got == NULL)
+		fail_msg("reading %s: %s", path, strerror(errno));
+	assert_int_equal(got_len, len);
+	assert_memory_equal(got, want, len);
+	free(got);
+}
+
+static long server_gets(const struct fx *f)
+{
+	json_t *j = ts_get_json(&f->srv->srv, "/_admin/stats");
+	long n;
+
+	assert_non_null(j);
+	n = (long)json_integer_value(json_object_get(json_object_get(j, "requests"), "GET"));
+	json_decref(j);
+	return n;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+/* ---- what the files show ------------------------------------------------------------- */
+
+static void test_url_file_holds_the_normalized_server_url(void **state)
+{
+	struct fx *f = *state;
+	char want[600];
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	snprintf(want, sizeof(want), "%s\n", f->srv->srv.url);
+	assert_file_equals(mpath(f, ".wcfs/url"), (const unsigned char *)want, strlen(want));
+	assert_int_equal(stat(mpath(f, ".wcfs/url"), &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_size, (off_t)strlen(want));
+}
+
+static void test_reads_equal_the_data_for_several_block_sizes(void **state)
+{
+	struct fx *f = *state;
+	static const size_t sizes[] = { 4096, 65536, 1 << 20 };
+
+	SKIP_WITHOUT_FUSE(f);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t bs = sizes[i], len = 3 * bs + 1234; /* not a multiple of bs */
+		unsigned char *data = ts_pattern(len, (unsigned)i + 1), buf[10000];
+		char name[64];
+
+		snprintf(name, sizeof(name), "sizes/bs%zu", bs);
+		assert_int_equal(wt_publish(ds_url(f, name), data, len, bs), 1);
+		assert_file_equals(mpath(f, "head/%s", name), data, len);
+		assert_file_equals(mpath(f, "@1/%s", name), data, len);
+
+		/* A read across a block boundary, and one past the end. */
+		int fd = open(mpath(f, "@1/%s", name), O_RDONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, buf, 5000, (off_t)bs - 100), 5000);
+		assert_memory_equal(buf, data + bs - 100, 5000);
+		assert_int_equal(pread(fd, buf, sizeof(buf), (off_t)len - 100), 100);
+		assert_memory_equal(buf, data + len - 100, 100);
+		assert_int_equal(pread(fd, buf, sizeof(buf), (off_t)len), 0);
+		close(fd);
+		free(data);
+	}
+}
+
+static void test_stat_gives_the_dataset_size_and_block_size(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *data = ts_pattern(100000, 7);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "stat/one"), data, 100000, 16384), 1);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(stat(mpath(f, i ? "@1/stat/one" : "head/stat/one"), &st), 0);
+		assert_true(S_ISREG(st.st_mode));
+		assert_int_equal(st.st_mode & 07777, 0444);
+		assert_int_equal(st.st_size, 100000);
+		assert_int_equal(st.st_blksize, 16384);
+	}
+	assert_int_equal(stat(mpath(f, "head/stat"), &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0555);
+	free(data);
+}
+
+static void test_holes_read_as_zeros_without_a_fetch(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 65536;
+	const uint64_t size = 10 * bs + 100;
+	const struct wt_piece pieces[] = {
+		{ 2 * bs, bs, 0xaa },            /* block 2, whole */
+		{ 7 * bs + 10, 1000, 0x55 },     /* inside block 7 */
+	};
+	unsigned char *want = calloc(1, size);
+
+	SKIP_WITHOUT_FUSE(f);
+	memset(want + 2 * bs, 0xaa, bs);
+	memset(want + 7 * bs + 10, 0x55, 1000);
+	assert_int_equal(wt_publish_sparse(ds_url(f, "sparse"), size, bs, pieces, 2), 1);
+	struct stat st;
+	assert_int_equal(stat(mpath(f, "@1/sparse"), &st), 0); /* looked up: manifest read */
+	long before = server_gets(f);
+	assert_file_equals(mpath(f, "@1/sparse"), want, size);
+	assert_int_equal(server_gets(f) - before, 2); /* blocks 2 and 7 only */
+	free(want);
+}
+
+static void test_unknown_paths_are_enoent(void **state)
+{
+	struct fx *f = *state;
+	static const char *const paths[] = {
+		"nope", "head/nope", "head/sizes/nope", "@1/nope", "@999/sizes/bs4096",
+		"@0/sizes/bs4096", "@01/sizes/bs4096", "@x/sizes/bs4096", "head/with space",
+		".wcfs/nope", "head/sizes/bs4096/below",
+	};
+	struct stat st;
+	unsigned char *data = ts_pattern(5000, 3);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "sizes/bs4096"), data, 5000, 4096) > 0, 1);
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		errno = 0;
+		int rc = stat(mpath(f, "%s", paths[i]), &st);
+		if (rc == 0 || (errno != ENOENT && errno != ENOTDIR))
+			fail_msg("stat %s: rc %d, %s (ENOENT expected)", paths[i], rc, strerror(errno));
+	}
+	free(data);
+}
+
+static void test_writes_are_refused(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *data = ts_pattern(5000, 4);
+	const char *file = mpath(f, "head/ro/file");
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "ro/file"), data, 5000, 4096), 1);
+	int flags[] = { O_WRONLY, O_RDWR, O_RDONLY | O_TRUNC, O_WRONLY | O_APPEND };
+	for (size_t i = 0; i < 4; i++) {
+		errno = 0;
+		int fd = open(file, flags[i]);
+		if (fd >= 0)
+			close(fd);
+		assert_int_equal(fd, -1);
+		assert_true(errno == EROFS || errno == EACCES);
+	}
+	errno = 0;
+	assert_int_equal(open(mpath(f, "head/ro/new"), O_WRONLY | O_CREAT, 0644), -1);
+	assert_true(errno == EROFS || errno == EACCES);
+	assert_int_equal(mkdir(mpath(f, "head/ro/dir"), 0755), -1);
+	assert_true(errno == EROFS || errno == EACCES);
+	assert_int_equal(unlink(file), -1);
+	assert_true(errno == EROFS || errno == EACCES);
+	assert_int_equal(truncate(file, 0), -1);
+	assert_true(errno == EROFS || errno == EACCES);
+	assert_file_equals(mpath(f, "@1/ro/file"), data, 5000);
+	free(data);
+}
+
+static void test_mmap_shared_reads_the_same_bytes(void **state)
+{
+	struct fx *f = *state;
+	const size_t len = 5 * 65536 + 777;
+	unsigned char *data = ts_pattern(len, 5);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "mm/data"), data, len, 65536), 1);
+	for (int i = 0; i < 2; i++) {
+		int fd = open(mpath(f, i ? "head/mm/data" : "@1/mm/data"), O_RDONLY);
+		assert_true(fd >= 0);
+		void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+		assert_true(p != MAP_FAILED);
+		assert_memory_equal(p, data, len);
+		munmap(p, len);
+		close(fd);
+	}
+	free(data);
+}
+
+static void test_kept_generation_is_served_from_the_kernel_cache(void **state)
+{
+	struct fx *f = *state;
+	const size_t len = 8 * 65536;
+	unsigned char *data = ts_pattern(len, 6);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "cached"), data, len, 65536), 1);
+	assert_file_equals(mpath(f, "@1/cached"), data, len);
+	long before = server_gets(f);
+	assert_file_equals(mpath(f, "@1/cached"), data, len);
+	assert_file_equals(mpath(f, "@1/cached"), data, len);
+	assert_int_equal(server_gets(f) - before, 0);
+	free(data);
+}
+
+static void test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 1 << 20, len = 3 * bs + 1000;
+	unsigned char *data = ts_pattern(len, 13);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "bigblocks"), data, len, bs), 1);
+	assert_int_equal(stat(mpath(f, "@1/bigblocks"), &st), 0);
+	long before = server_gets(f);
+	assert_file_equals(mpath(f, "@1/bigblocks"), data, len);
+	assert_int_equal(server_gets(f) - before, 4);
+	free(data);
+}
+
+/* ---- generations ----------------------------------------------------------------------- */
+
+static void test_old_generation_keeps_its_content_while_head_shows_the_new(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 65536, len1 = 5 * bs + 100, len2 = 7 * bs + 3;
+	unsigned char *v1 = ts_pattern(len1, 8), *v2 = malloc(len2);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "gens/ds"), v1, len1, bs), 1);
+	/* Read everything once: the kernel caches generation 1 under head/ and
+	 * @1/, and a mapping of head/ holds its pages. */
+	assert_file_equals(mpath(f, "head/gens/ds"), v1, len1);
+	assert_file_equals(mpath(f, "@1/gens/ds"), v1, len1);
+	int fd = open(mpath(f, "head/gens/ds"), O_RDONLY);
+	assert_true(fd >= 0);
+	unsigned char *map = mmap(NULL, len1, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(map != MAP_FAILED);
+	assert_memory_equal(map, v1, len1);
+
+	/* Generation 2: block 1 changed, the dataset grew. */
+	memcpy(v2, v1, len1);
+	memset(v2 + bs + 100, 0x77, 5000);
+	memset(v2 + len1, 0x33, len2 - len1);
+	assert_int_equal(wt_publish(ds_url(f, "gens/ds"), v2, len2, bs), 2);
+
+	assert_file_equals(mpath(f, "head/gens/ds"), v2, len2);
+	assert_file_equals(mpath(f, "@1/gens/ds"), v1, len1);
+	assert_file_equals(mpath(f, "@2/gens/ds"), v2, len2);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, (off_t)len2);
+	/* The old mapping sees the new bytes of the changed block. */
+	assert_memory_equal(map, v2, len1);
+	munmap(map, len1);
+	close(fd);
+	free(v1);
+	free(v2);
+}
+
+static void test_head_size_change_shows_in_stat_without_reopening(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *data = ts_pattern(200000, 9);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "grow"), data, 100000, 4096), 1);
+	assert_int_equal(stat(mpath(f, "head/grow"), &st), 0);
+	assert_int_equal(st.st_size, 100000);
+	assert_int_equal(wt_publish(ds_url(f, "grow"), data, 200000, 4096), 2);
+	/* getattr checks the generation at most once a second. */
+	for (int i = 0; i < 40 && st.st_size != 200000; i++) {
+		sleep_ms(100);
+		assert_int_equal(stat(mpath(f, "head/grow"), &st), 0);
+	}
+	assert_int_equal(st.st_size, 200000);
+	free(data);
+}
+
+/* ---- directories ---------------------------------------------------------------------- */
+
+static char *list_dir(const char *path)
+{
+	static char out[1024];
+	char *names[64];
+	int n = 0;
+	DIR *d = opendir(path);
+	struct dirent *e;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL && n < 64)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			names[n++] = strdup(e->d_name);
+	closedir(d);
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			if (strcmp(names[i], names[j]) > 0) {
+				char *t = names[i];
+				names[i] = names[j];
+				names[j] = t;
+			}
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		strcat(out, i ? " " : "");
+		strcat(out, names[i]);
+		free(names[i]);
+	}
+	return out;
+}
+
+static void test_directories_list_the_datasets_below_them(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *data = ts_pattern(5000, 10);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "tree/x/a"), data, 5000, 4096), 1);
+	assert_int_equal(wt_publish(ds_url(f, "tree/x/b"), data, 5000, 4096), 1);
+	assert_int_equal(wt_publish(ds_url(f, "tree/y"), data, 5000, 4096), 1);
+	assert_int_equal(wt_publish(ds_url(f, "tree/y"), data, 4000, 4096), 2);
+	assert_string_equal(list_dir(mpath(f, "head/tree")), "x y");
+	assert_string_equal(list_dir(mpath(f, "head/tree/x")), "a b");
+	assert_string_equal(list_dir(mpath(f, "@2/tree")), "y");
+	assert_string_equal(list_dir(mpath(f, ".wcfs")), "url");
+	free(data);
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static bool log_has(const struct fx *f, const char *a, const char *b)
+{
+	char line[2048];
+	bool found = false;
+	FILE *l = fopen(f->mir.log, "r");
+
+	while (l && !found && fgets(line, sizeof(line), l))
+		found = strstr(line, a) && strstr(line, b);
+	if (l)
+		fclose(l);
+	return found;
+}
+
+static void expect_eio(const char *path, size_t len)
+{
+	unsigned char *buf = malloc(len);
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	errno = 0;
+	assert_int_equal(read(fd, buf, len), -1);
+	assert_int_equal(errno, EIO);
+	close(fd);
+	free(buf);
+}
+
+static void test_corrupt_blocks_read_as_eio_never_as_wrong_bytes(void **state)
+{
+	struct fx *f = *state;
+	const size_t len = 3 * 65536;
+	unsigned char *data = ts_pattern(len, 11);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "bad/corrupt"), data, len, 65536), 1);
+	assert_int_equal(stat(mpath(f, "@1/bad/corrupt"), &st), 0);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 1}"), 200);
+	expect_eio(mpath(f, "@1/bad/corrupt"), len);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 0}"), 200);
+	assert_true(log_has(f, "bad/corrupt", "checksum"));
+	/* Nothing bad was cached: the next read fetches again and is right. */
+	assert_file_equals(mpath(f, "@1/bad/corrupt"), data, len);
+	free(data);
+}
+
+static void test_failing_server_reads_give_eio_and_a_log_line(void **state)
+{
+	struct fx *f = *state;
+	const size_t len = 2 * 65536;
+	unsigned char *data = ts_pattern(len, 12);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "bad/down"), data, len, 65536), 1);
+	assert_int_equal(stat(mpath(f, "@1/bad/down"), &st), 0);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 1}"), 200);
+	expect_eio(mpath(f, "@1/bad/down"), len);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
+	assert_true(log_has(f, "bad/down", "EIO"));
+	assert_file_equals(mpath(f, "@1/bad/down"), data, len);
+	free(data);
+}
+
+/* ---- the process ------------------------------------------------------------------------- */
+
+static void test_fusermount_unmounts_cleanly_and_the_mirror_exits_0(void **state)
+{
+	struct fx *f = *state;
+	struct wt_mirror m;
+	char mnt[300];
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_mount(&m, f->srv->srv.url, NULL), 0);
+	snprintf(mnt, sizeof(mnt), "%s", m.mnt);
+	assert_true(wt_is_mounted(mnt));
+	assert_int_equal(wt_unmount(&m), 0);
+	assert_false(wt_is_mounted(mnt));
+}
+
+static void test_sigterm_unmounts_and_exits_0(void **state)
+{
+	struct fx *f = *state;
+	struct wt_mirror m;
+	int status = -1;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_mount(&m, f->srv->srv.url, NULL), 0);
+	kill(m.pid, SIGTERM);
+	for (int i = 0; i < 500 && waitpid(m.pid, &status, WNOHANG) != m.pid; i++)
+		sleep_ms(10);
+	m.pid = 0;
+	bool mounted = wt_is_mounted(m.mnt);
+	wt_unmount(&m);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_false(mounted);
+}
+
+static void test_bad_arguments_exit_2(void **state)
+{
+	const char *prog = wt_prog("blkmap-wcfs");
+	const char *const no_url[] = { prog, NULL };
+	const char *const ftp[] = { prog, "-f", "ftp://example.com", "/tmp", NULL };
+	const char *const bogus[] = { prog, "--bogus", "http://127.0.0.1:1", "/tmp", NULL };
+	const char *const help[] = { prog, "--help", NULL };
+
+	(void)state;
+	assert_int_equal(wt_run(no_url), 2);
+	assert_int_equal(wt_run(ftp), 2);
+	assert_int_equal(wt_run(bogus), 2);
+	assert_int_equal(wt_run(help), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_url_file_holds_the_normalized_server_url),
+		cmocka_unit_test(test_reads_equal_the_data_for_several_block_sizes),
+		cmocka_unit_test(test_stat_gives_the_dataset_size_and_block_size),
+		cmocka_unit_test(test_holes_read_as_zeros_without_a_fetch),
+		cmocka_unit_test(test_unknown_paths_are_enoent),
+		cmocka_unit_test(test_writes_are_refused),
+		cmocka_unit_test(test_mmap_shared_reads_the_same_bytes),
+		cmocka_unit_test(test_kept_generation_is_served_from_the_kernel_cache),
+		cmocka_unit_test(test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces),
+		cmocka_unit_test(test_old_generation_keeps_its_content_while_head_shows_the_new),
+		cmocka_unit_test(test_head_size_change_shows_in_stat_without_reopening),
+		cmocka_unit_test(test_directories_list_the_datasets_below_them),
+		cmocka_unit_test(test_corrupt_blocks_read_as_eio_never_as_wrong_bytes),
+		cmocka_unit_test(test_failing_server_reads_give_eio_and_a_log_line),
+		cmocka_unit_test(test_fusermount_unmounts_cleanly_and_the_mirror_exits_0),
+		cmocka_unit_test(test_sigterm_unmounts_and_exits_0),
+		cmocka_unit_test(test_bad_arguments_exit_2),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests_name("blkmap-wcfs", tests, group_setup, group_teardown);
+}

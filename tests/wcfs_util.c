@@ -1,0 +1,309 @@
+/* tests/wcfs_util.c — mounting and unmounting a real blkmap-wcfs for the
+ * tests (fork/exec of the mirror with -f, polling .wcfs/url, fusermount3),
+ * and publishing datasets through libblkmap.  Single-threaded; the mirror
+ * child dies with the test process (PR_SET_PDEATHSIG SIGTERM, which makes
+ * it unmount), so a crashed test leaves no mount behind.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <blkmap/blkmap.h>
+
+#include "wcfs_util.h"
+
+char wt_skip_reason[256];
+
+const char *wt_prog(const char *name)
+{
+	static char path[8][4096];
+	static int next;
+	const char *dir = getenv("top_builddir");
+	char *p = path[next++ % 8];
+
+	snprintf(p, sizeof(path[0]), "%s/%s", dir ? dir : ".", name);
+	return p;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int wt_run(const char *const *argv)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 1);
+		dup2(null, 2);
+		execvp(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	if (pid < 0)
+		return -1;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool wt_is_mounted(const char *path)
+{
+	char line[4096], dev[1024], mnt[2048];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mounts", "r");
+
+	while (f && !found && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%1023s %2047s", dev, mnt) == 2 && !strcmp(mnt, path))
+			found = true;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* The first line of the mirror's log that says mounting is not allowed. */
+static bool log_says_no_permission(const struct wt_mirror *m)
+{
+	char line[512];
+	bool no = false;
+	FILE *f = fopen(m->log, "r");
+
+	while (f && !no && fgets(line, sizeof(line), f)) {
+		if (strstr(line, "ermission denied") || strstr(line, "ot permitted")) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(wt_skip_reason, sizeof(wt_skip_reason),
+				 "mounting FUSE is not permitted here (%s)", line);
+			no = true;
+		}
+	}
+	if (f)
+		fclose(f);
+	return no;
+}
+
+static bool url_reads_back(const struct wt_mirror *m, const char *url)
+{
+	char path[400], want[600], got[600];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/.wcfs/url", m->mnt);
+	snprintf(want, sizeof(want), "%s\n", url);
+	if ((fd = open(path, O_RDONLY)) < 0)
+		return false;
+	n = read(fd, got, sizeof(got) - 1);
+	close(fd);
+	return n > 0 && (got[n] = '\0', !strcmp(got, want));
+}
+
+static void start_mirror(struct wt_mirror *m, const char *url, const char *const *env)
+{
+	pid_t parent = getpid();
+
+	m->pid = fork();
+	if (m->pid != 0)
+		return;
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(1);
+	int fd = open(m->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	dup2(fd, 2);
+	dup2(fd, 1);
+	for (; env && *env; env++)
+		putenv((char *)*env);
+	execl(wt_prog("blkmap-wcfs"), "blkmap-wcfs", "-f", url, m->mnt, (char *)NULL);
+	fprintf(stderr, "cannot run blkmap-wcfs: %s\n", strerror(errno));
+	_exit(127);
+}
+
+int wt_mount(struct wt_mirror *m, const char *url, const char *const *env)
+{
+	char tmpl[] = "/tmp/blkmap-wcfs-test.XXXXXX";
+	int status;
+
+	memset(m, 0, sizeof(*m));
+	wt_skip_reason[0] = '\0';
+	if (access("/dev/fuse", R_OK | W_OK) != 0) {
+		snprintf(wt_skip_reason, sizeof(wt_skip_reason),
+			 "/dev/fuse is not usable here (%s): cannot mount a FUSE mirror", strerror(errno));
+		return 1;
+	}
+	if (mkdtemp(tmpl) == NULL)
+		return -1;
+	snprintf(m->dir, sizeof(m->dir), "%s", tmpl);
+	snprintf(m->mnt, sizeof(m->mnt), "%s/mnt", m->dir);
+	snprintf(m->log, sizeof(m->log), "%s/mirror.log", m->dir);
+	if (mkdir(m->mnt, 0755) < 0)
+		return -1;
+	start_mirror(m, url, env);
+	if (m->pid < 0)
+		return -1;
+	for (int64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(10)) {
+		if (url_reads_back(m, url)) {
+			m->mounted = true;
+			return 0;
+		}
+		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
+			m->pid = 0;
+			return log_says_no_permission(m) ? 1 : -1;
+		}
+	}
+	return -1;
+}
+
+static int wait_exit(pid_t pid, long timeout_ms)
+{
+	int status;
+
+	for (int64_t end = now_ms() + timeout_ms; now_ms() < end; sleep_ms(10))
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return -1;
+}
+
+int wt_unmount(struct wt_mirror *m)
+{
+	int rc = 0;
+
+	if (m->dir[0] == '\0')
+		return 0;
+	if (m->pid > 0) {
+		const char *const um[] = { "fusermount3", "-u", m->mnt, NULL };
+		wt_run(um);
+		rc = wait_exit(m->pid, 5000);
+		if (rc < 0) {
+			/* Last resort: never leave a mount behind. */
+			const char *const lazy[] = { "fusermount3", "-u", "-z", m->mnt, NULL };
+			wt_run(lazy);
+			kill(m->pid, SIGKILL);
+			waitpid(m->pid, NULL, 0);
+		}
+	}
+	if (wt_is_mounted(m->mnt)) {
+		const char *const lazy[] = { "fusermount3", "-u", "-z", m->mnt, NULL };
+		wt_run(lazy);
+		rc = -1;
+	}
+	m->pid = 0;
+	m->mounted = false;
+	rmdir(m->mnt);
+	unlink(m->log);
+	rmdir(m->dir);
+	m->dir[0] = '\0';
+	return rc;
+}
+
+static bm_dataset *open_for_publish(const char *url, size_t blksize)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+
+	if (bm_options_init(&o) < 0)
+		return NULL;
+	o.blksize = blksize;
+	o.flags = BM_OPEN_CREATE;
+	o.readahead_bytes = 0;
+	o.cache_bytes = 8 << 20;
+	if (bm_open(&ds, url, &o) < 0) {
+		fprintf(stderr, "wt_publish: %s\n", bm_last_error(NULL));
+		return NULL;
+	}
+	return ds;
+}
+
+static uint64_t commit_and_close(bm_dataset *ds)
+{
+	uint64_t gen = 0;
+
+	if (bm_commit(ds, &gen) < 0) {
+		fprintf(stderr, "wt_publish: commit: %s\n", bm_last_error(ds));
+		gen = 0;
+	}
+	bm_close(ds);
+	return gen;
+}
+
+uint64_t wt_publish(const char *url, const void *data, size_t len, size_t blksize)
+{
+	bm_dataset *ds = open_for_publish(url, blksize);
+
+	if (ds == NULL)
+		return 0;
+	if (bm_resize(ds, len) < 0 || (len && bm_write(ds, 0, data, len) < 0)) {
+		bm_close(ds);
+		return 0;
+	}
+	return commit_and_close(ds);
+}
+
+uint64_t wt_publish_sparse(const char *url, uint64_t size, size_t blksize,
+			   const struct wt_piece *pieces, size_t npieces)
+{
+	bm_dataset *ds = open_for_publish(url, blksize);
+
+	if (ds == NULL || bm_resize(ds, size) < 0) {
+		bm_close(ds);
+		return 0;
+	}
+	for (size_t i = 0; i < npieces; i++) {
+		unsigned char *buf = malloc(pieces[i].len);
+		memset(buf, pieces[i].byte, pieces[i].len);
+		int rc = bm_write(ds, pieces[i].off, buf, pieces[i].len);
+		free(buf);
+		if (rc < 0) {
+			bm_close(ds);
+			return 0;
+		}
+	}
+	return commit_and_close(ds);
+}
+
+unsigned char *wt_read_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY);
+	size_t cap = 1 << 16, n = 0;
+	unsigned char *buf;
+
+	if (fd < 0)
+		return NULL;
+	buf = malloc(cap);
+	for (;;) {
+		if (n == cap)
+			buf = realloc(buf, cap *= 2);
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r < 0) {
+			int e = errno;
+			free(buf);
+			close(fd);
+			errno = e;
+			return NULL;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	*len = n;
+	return buf;
+}

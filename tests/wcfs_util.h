@@ -1,0 +1,52 @@
+/* tests/wcfs_util.h — what the blkmap-wcfs tests share: mount a real
+ * mirror (blkmap-wcfs -f in a child process) on a temporary mountpoint and
+ * wait until it answers, unmount it (fusermount3 -u, -z as a last resort)
+ * and get its exit status, publish datasets through libblkmap, read files.
+ * Prefix wt_. */
+#ifndef BLKMAP_TEST_WCFS_UTIL_H
+#define BLKMAP_TEST_WCFS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct wt_mirror {
+	pid_t pid;
+	char dir[256];   /* temporary directory: mnt/ and mirror.log */
+	char mnt[300];
+	char log[300];   /* the mirror's stderr */
+	bool mounted;
+};
+
+/* Why mounting cannot be tested here ("" when it can): set by wt_mount. */
+extern char wt_skip_reason[256];
+
+/* Mount a mirror of URL: ENV (NULL-terminated "NAME=value", or NULL) is
+ * added to its environment.  0 when .wcfs/url reads back the URL; 1 when
+ * FUSE is not usable here (wt_skip_reason says why); -1 on failure. */
+int wt_mount(struct wt_mirror *m, const char *url, const char *const *env);
+/* fusermount3 -u, then wait for the mirror: its exit status (128 + signal
+ * if killed).  If it does not go in time: fusermount3 -u -z, SIGKILL, -1.
+ * Removes the temporary directory. */
+int wt_unmount(struct wt_mirror *m);
+/* Is PATH a mountpoint (listed in /proc/self/mounts)? */
+bool wt_is_mounted(const char *path);
+/* Run ARGV (NULL-terminated) and wait: exit status, or -1. */
+int wt_run(const char *const *argv);
+/* The path of a program in the build directory. */
+const char *wt_prog(const char *name);
+
+/* Publish LEN bytes of DATA as the next generation of the dataset at URL
+ * (created with block size BLKSIZE).  The generation, or 0 on failure. */
+uint64_t wt_publish(const char *url, const void *data, size_t len, size_t blksize);
+/* Publish a dataset of SIZE bytes that holds only the NPIECES given pieces
+ * (offset, length, byte value); the rest are holes. */
+struct wt_piece { uint64_t off; size_t len; unsigned char byte; };
+uint64_t wt_publish_sparse(const char *url, uint64_t size, size_t blksize,
+			   const struct wt_piece *pieces, size_t npieces);
+/* The whole content of PATH (malloc'd) and its length, or NULL with
+ * errno set by the failing call. */
+unsigned char *wt_read_file(const char *path, size_t *len);
+
+#endif

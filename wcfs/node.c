@@ -1,0 +1,494 @@
+/* node.c — the mirror's inodes: the static top (/, .wcfs/, .wcfs/url), the
+ * views head/ and @<gen>/, and the directories and dataset files under them,
+ * found on demand; each dataset file's shared bm_dataset handle; head/'s
+ * generation checks and the kernel cache invalidation they cause.
+ *
+ * Owns: the node table (a hash of (gen, path) -> node) and every wc_node.
+ * Locking: table_mu guards the table and every nlookup; a node's check_mu
+ * serializes its generation checks; its mu guards n->ds (a reader takes a
+ * reference under mu and reads without it).  Order: table_mu, check_mu, mu;
+ * no network request runs under table_mu or mu.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wcfs.h"
+
+#define WC_NBUCKETS 4096
+
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct wc_node *table[WC_NBUCKETS];
+static time_t mount_time;
+
+static struct wc_node root_node = { .kind = WC_ROOT, .path = "", .is_static = true };
+static struct wc_node meta_node = { .kind = WC_META, .path = "", .is_static = true };
+static struct wc_node url_node = { .kind = WC_URLFILE, .path = "", .is_static = true };
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void wc_table_init(void)
+{
+	mount_time = time(NULL);
+}
+
+struct wc_node *wc_node_of(fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? &root_node : (struct wc_node *)(uintptr_t)ino;
+}
+
+fuse_ino_t wc_ino_of(const struct wc_node *n)
+{
+	return n == &root_node ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+bool wc_name_ok(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > 255 || !strcmp(name, ".") || !strcmp(name, ".."))
+		return false;
+	return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+}
+
+/* ---- dataset handles ---------------------------------------------------------- */
+
+static struct wc_ds *ds_new(bm_dataset *bm)
+{
+	struct wc_ds *d = calloc(1, sizeof(*d));
+
+	if (d == NULL) {
+		bm_close(bm);
+		return NULL;
+	}
+	d->bm = bm;
+	atomic_init(&d->refs, 1);
+	d->generation = bm_generation(bm);
+	d->size = bm_size(bm);
+	d->blksize = bm_blksize(bm);
+	d->nstored = bm_nblocks_stored(bm);
+	wc_blocks_init(d);
+	return d;
+}
+
+struct wc_ds *wc_ds_get(struct wc_node *n)
+{
+	pthread_mutex_lock(&n->mu);
+	struct wc_ds *d = n->ds;
+	atomic_fetch_add(&d->refs, 1);
+	pthread_mutex_unlock(&n->mu);
+	return d;
+}
+
+void wc_ds_put(struct wc_ds *d)
+{
+	if (d != NULL && atomic_fetch_sub(&d->refs, 1) == 1) {
+		wc_blocks_free(d);
+		bm_close(d->bm);
+		free(d);
+	}
+}
+
+/* Opens the dataset at path as of gen (0: latest).  0 with *bmp set, or a
+ * BM_E* code; a flat object counts as BM_ENOTFOUND (not shown). */
+static int open_dataset(uint64_t gen, const char *path, bm_dataset **bmp)
+{
+	char url[4096];
+	struct bm_options o = wc_m.opt;
+	int rc;
+
+	snprintf(url, sizeof(url), "%s/%s", wc_m.url, path);
+	o.generation = gen;
+	rc = bm_open(bmp, url, &o);
+	if (rc == 0 && bm_is_flat(*bmp)) {
+		bm_close(*bmp);
+		*bmp = NULL;
+		return BM_ENOTFOUND;
+	}
+	if (rc < 0 && rc != BM_ENOTFOUND)
+		wc_log("%s (generation %" PRIu64 "): %s", url, gen, bm_last_error(NULL));
+	return rc;
+}
+
+/* ---- the table ------------------------------------------------------------------ */
+
+static unsigned bucket_of(uint64_t gen, const char *path)
+{
+	uint64_t h = 1469598103934665603ULL ^ gen;
+
+	for (const char *p = path; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return (unsigned)(h % WC_NBUCKETS);
+}
+
+/* Under table_mu. */
+static struct wc_node *table_find(enum wc_kind kind, uint64_t gen, const char *path)
+{
+	for (struct wc_node *n = table[bucket_of(gen, path)]; n; n = n->hnext)
+		if (n->gen == gen && (n->kind == WC_VIEW) == (kind == WC_VIEW) && !strcmp(n->path, path))
+			return n;
+	return NULL;
+}
+
+static struct wc_node *node_new(enum wc_kind kind, uint64_t gen, const char *path, struct wc_ds *ds)
+{
+	struct wc_node *n = calloc(1, sizeof(*n));
+
+	if (n == NULL || (n->path = strdup(path)) == NULL) {
+		free(n);
+		return NULL;
+	}
+	n->kind = kind;
+	n->gen = gen;
+	n->ds = ds;
+	pthread_mutex_init(&n->check_mu, NULL);
+	pthread_mutex_init(&n->mu, NULL);
+	atomic_init(&n->last_check_ms, now_ms());
+	return n;
+}
+
+static void node_free(struct wc_node *n)
+{
+	wc_ds_put(n->ds);
+	pthread_mutex_destroy(&n->check_mu);
+	pthread_mutex_destroy(&n->mu);
+	free(n->path);
+	free(n);
+}
+
+/* Holds the node for (kind, gen, path): the one already in the table, or n
+ * (inserted), freeing n when another thread inserted first. */
+static struct wc_node *table_hold(struct wc_node *n)
+{
+	pthread_mutex_lock(&table_mu);
+	struct wc_node *old = table_find(n->kind, n->gen, n->path);
+	if (old == NULL) {
+		unsigned b = bucket_of(n->gen, n->path);
+		n->hnext = table[b];
+		table[b] = n;
+		old = n;
+	} else {
+		node_free(n);
+	}
+	old->nlookup++;
+	pthread_mutex_unlock(&table_mu);
+	return old;
+}
+
+static struct wc_node *hold_static(struct wc_node *n)
+{
+	return n; /* never forgotten */
+}
+
+void wc_forget(struct wc_node *n, uint64_t nlookup)
+{
+	if (n->is_static)
+		return;
+	pthread_mutex_lock(&table_mu);
+	n->nlookup = nlookup < n->nlookup ? n->nlookup - nlookup : 0;
+	if (n->nlookup > 0) {
+		pthread_mutex_unlock(&table_mu);
+		return;
+	}
+	struct wc_node **pp = &table[bucket_of(n->gen, n->path)];
+	while (*pp != n)
+		pp = &(*pp)->hnext;
+	*pp = n->hnext;
+	pthread_mutex_unlock(&table_mu);
+	node_free(n);
+}
+
+void wc_table_clear(void)
+{
+	pthread_mutex_lock(&table_mu);
+	for (unsigned b = 0; b < WC_NBUCKETS; b++) {
+		while (table[b]) {
+			struct wc_node *n = table[b];
+			table[b] = n->hnext;
+			node_free(n);
+		}
+	}
+	pthread_mutex_unlock(&table_mu);
+}
+
+void wc_table_children(uint64_t gen, const char *dir,
+		       void (*fn)(const char *name, bool is_file, void *arg), void *arg)
+{
+	size_t dlen = strlen(dir);
+
+	pthread_mutex_lock(&table_mu);
+	for (unsigned b = 0; b < WC_NBUCKETS; b++) {
+		for (struct wc_node *n = table[b]; n; n = n->hnext) {
+			if (n->gen != gen || n->kind == WC_VIEW)
+				continue;
+			const char *name = n->path;
+			if (dlen > 0) {
+				if (strncmp(n->path, dir, dlen) != 0 || n->path[dlen] != '/')
+					continue;
+				name = n->path + dlen + 1;
+			}
+			if (strchr(name, '/') == NULL)
+				fn(name, n->kind == WC_FILE, arg);
+		}
+	}
+	pthread_mutex_unlock(&table_mu);
+}
+
+/* ---- lookup ----------------------------------------------------------------------- */
+
+/* "@<gen>": a generation in decimal, no sign, no leading zero. */
+static bool parse_view(const char *name, uint64_t *gen)
+{
+	char *end;
+
+	if (name[0] != '@' || name[1] < '1' || name[1] > '9')
+		return false;
+	errno = 0;
+	unsigned long long g = strtoull(name + 1, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return false;
+	*gen = g;
+	return true;
+}
+
+static void count_child(const char *name, bool is_file, void *arg)
+{
+	(void)name;
+	(void)is_file;
+	(*(int *)arg)++;
+}
+
+/* Is path of view gen a directory of datasets?  With a server that does
+ * not list, every path that is not a dataset is taken for one. */
+static bool is_dir(uint64_t gen, const char *path)
+{
+	int n = 0, rc = wc_list(gen, path, count_child, &n);
+
+	return rc < 0 || n > 0;
+}
+
+static struct wc_node *lookup_child(struct wc_node *parent, const char *name, int *err)
+{
+	char path[4096];
+	struct wc_node *n;
+	bm_dataset *bm = NULL;
+
+	if (!wc_name_ok(name)) {
+		*err = ENOENT;
+		return NULL;
+	}
+	if (parent->path[0])
+		snprintf(path, sizeof(path), "%s/%s", parent->path, name);
+	else
+		snprintf(path, sizeof(path), "%s", name);
+
+	pthread_mutex_lock(&table_mu);
+	n = table_find(WC_FILE, parent->gen, path);
+	if (n != NULL)
+		n->nlookup++;
+	pthread_mutex_unlock(&table_mu);
+	if (n != NULL) {
+		wc_check_generation(n, false);
+		return n;
+	}
+
+	int rc = open_dataset(parent->gen, path, &bm);
+	if (rc == 0) {
+		struct wc_ds *d = ds_new(bm);
+		n = d ? node_new(WC_FILE, parent->gen, path, d) : NULL;
+		if (n == NULL) {
+			wc_ds_put(d);
+			*err = ENOMEM;
+			return NULL;
+		}
+		return table_hold(n);
+	}
+	if (rc != BM_ENOTFOUND) {
+		*err = EIO;
+		return NULL;
+	}
+	if (!is_dir(parent->gen, path)) {
+		*err = ENOENT;
+		return NULL;
+	}
+	n = node_new(WC_DIR, parent->gen, path, NULL);
+	if (n == NULL) {
+		*err = ENOMEM;
+		return NULL;
+	}
+	return table_hold(n);
+}
+
+struct wc_node *wc_lookup(struct wc_node *parent, const char *name, int *err)
+{
+	uint64_t gen;
+
+	*err = ENOENT;
+	switch (parent->kind) {
+	case WC_ROOT:
+		if (!strcmp(name, ".wcfs"))
+			return hold_static(&meta_node);
+		if (!strcmp(name, "head"))
+			gen = 0;
+		else if (!parse_view(name, &gen))
+			return NULL;
+		struct wc_node *v = node_new(WC_VIEW, gen, "", NULL);
+		if (v == NULL) {
+			*err = ENOMEM;
+			return NULL;
+		}
+		return table_hold(v);
+	case WC_META:
+		return !strcmp(name, "url") ? hold_static(&url_node) : NULL;
+	case WC_VIEW:
+	case WC_DIR:
+		return lookup_child(parent, name, err);
+	default:
+		*err = ENOTDIR;
+		return NULL;
+	}
+}
+
+/* ---- attributes ------------------------------------------------------------------- */
+
+void wc_stat(struct wc_node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = wc_ino_of(n);
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_atime = st->st_mtime = st->st_ctime = mount_time;
+	st->st_blksize = 4096;
+	switch (n->kind) {
+	case WC_URLFILE:
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)strlen(wc_m.url) + 1;
+		st->st_blocks = 1;
+		break;
+	case WC_FILE: {
+		struct wc_ds *d = wc_ds_get(n);
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)d->size;
+		st->st_blksize = (blksize_t)d->blksize;
+		st->st_blocks = (blkcnt_t)(d->nstored * (d->blksize / 512));
+		wc_ds_put(d);
+		break;
+	}
+	default:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		break;
+	}
+}
+
+double wc_attr_timeout(const struct wc_node *n)
+{
+	switch (n->kind) {
+	case WC_FILE:
+		return n->gen ? 3600.0 : 1.0; /* @<gen> never changes */
+	case WC_ROOT:
+	case WC_META:
+	case WC_URLFILE:
+		return 3600.0;
+	default:
+		return 1.0;
+	}
+}
+
+/* ---- head/: following new generations ------------------------------------------------ */
+
+static void inval(struct wc_node *n, off_t off, off_t len)
+{
+	int rc = fuse_lowlevel_notify_inval_inode(wc_m.se, wc_ino_of(n), off, len);
+
+	if (rc < 0 && rc != -ENOENT)
+		wc_log("head/%s: cannot invalidate the kernel cache at %jd+%jd: %s", n->path,
+		       (intmax_t)off, (intmax_t)len, strerror(-rc));
+}
+
+/* Drops from the kernel's page cache the blocks whose content differs
+ * between the handles a (old) and b (new), and n's cached attributes. */
+static void inval_changed(struct wc_node *n, struct wc_ds *a, struct wc_ds *b)
+{
+	size_t bs = a->blksize;
+
+	inval(n, -1, 0); /* attributes (size) */
+	if (a->blksize != b->blksize) {
+		inval(n, 0, 0);
+		return;
+	}
+	uint64_t minsize = a->size < b->size ? a->size : b->size;
+	/* Blocks [0, same_len) have the same length in both; the rest (the
+	 * old or new tail) is dropped as a whole when the size changed. */
+	uint64_t same_len = a->size == b->size ? (a->size + bs - 1) / bs : minsize / bs;
+	uint64_t run = UINT64_MAX;
+	char sa[40], sb[40];
+
+	for (uint64_t i = 0; i <= same_len; i++) {
+		bool changed = false;
+		if (i < same_len) {
+			int ra = bm_block_sum(a->bm, i, sa, sizeof(sa));
+			int rb = bm_block_sum(b->bm, i, sb, sizeof(sb));
+			changed = ra != rb || ra < 0 || strcmp(sa, sb) != 0;
+		}
+		if (changed && run == UINT64_MAX)
+			run = i;
+		if (!changed && run != UINT64_MAX) {
+			inval(n, (off_t)(run * bs), (off_t)((i - run) * bs));
+			run = UINT64_MAX;
+		}
+	}
+	if (a->size != b->size)
+		inval(n, (off_t)(same_len * bs), 0);
+}
+
+void wc_check_generation(struct wc_node *n, bool force)
+{
+	bm_dataset *bm;
+
+	if (n->kind != WC_FILE || n->gen != 0)
+		return;
+	if (!force && now_ms() - atomic_load(&n->last_check_ms) < WC_CHECK_MS)
+		return;
+	pthread_mutex_lock(&n->check_mu);
+	if (!force && now_ms() - atomic_load(&n->last_check_ms) < WC_CHECK_MS)
+		goto out;
+	atomic_store(&n->last_check_ms, now_ms());
+	if (open_dataset(0, n->path, &bm) < 0)
+		goto out; /* keep serving the generation we have */
+	struct wc_ds *old = n->ds; /* only checks (serialized here) change n->ds */
+	if (bm_generation(bm) == old->generation) {
+		bm_close(bm);
+		goto out;
+	}
+	struct wc_ds *d = ds_new(bm);
+	if (d == NULL)
+		goto out;
+	pthread_mutex_lock(&n->mu);
+	n->ds = d;
+	pthread_mutex_unlock(&n->mu);
+	wc_debug("head/%s: generation %" PRIu64 " -> %" PRIu64 ", size %" PRIu64 " -> %" PRIu64,
+		 n->path, old->generation, d->generation, old->size, d->size);
+	/* Readers that took old before the swap may still fill pages from it;
+	 * the kernel holds those pages locked while they read, and the
+	 * invalidation waits for them, so no old byte survives it. */
+	inval_changed(n, old, d);
+	wc_ds_put(old);
+out:
+	pthread_mutex_unlock(&n->check_mu);
+}

@@ -1,0 +1,278 @@
+/* ops.c — the FUSE low-level operations of blkmap-wcfs: lookup/forget,
+ * getattr, open/read/release of dataset files and .wcfs/url, and directory
+ * listings.  Everything is read-only (the mount is "ro" and open refuses
+ * writing).  Reads go to the node's current dataset handle through its
+ * block cache (blocks.c, bm_read underneath).
+ * Owns: the per-open directory buffers (fi->fh of directories).
+ * Locking: none of its own; see node.c.  Kernel cache invalidation is only
+ * ever sent from lookup, getattr and open (never from read, where the
+ * kernel holds the pages being read locked).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "wcfs.h"
+
+static void wc_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* The mirror invalidates the kernel cache itself, block by block (head/)
+	 * or never (@<gen>/): no whole-file drop when attributes are fetched. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	conn->max_read = 0; /* no limit of ours: the kernel's (max_pages) */
+}
+
+static void reply_node(fuse_req_t req, struct wc_node *n)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = wc_ino_of(n);
+	e.attr_timeout = wc_attr_timeout(n);
+	e.entry_timeout = wc_attr_timeout(n);
+	wc_stat(n, &e.attr);
+	if (fuse_reply_entry(req, &e) != 0)
+		wc_forget(n, 1); /* the kernel did not get it */
+}
+
+static void wc_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int err;
+	struct wc_node *n = wc_lookup(wc_node_of(parent), name, &err);
+
+	if (n == NULL)
+		fuse_reply_err(req, err);
+	else
+		reply_node(req, n);
+}
+
+static void wc_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	wc_forget(wc_node_of(ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void wc_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		wc_forget(wc_node_of(forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void wc_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct wc_node *n = wc_node_of(ino);
+	struct stat st;
+
+	(void)fi;
+	wc_check_generation(n, false);
+	wc_stat(n, &st);
+	fuse_reply_attr(req, &st, wc_attr_timeout(n));
+}
+
+static void wc_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct wc_node *n = wc_node_of(ino);
+
+	if (n->kind != WC_FILE && n->kind != WC_URLFILE) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	wc_check_generation(n, true);
+	/* @<gen> never changes; head/ drops what changed itself. */
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void read_url(fuse_req_t req, size_t size, off_t off)
+{
+	char line[sizeof(wc_m.url) + 1];
+	size_t len = (size_t)snprintf(line, sizeof(line), "%s\n", wc_m.url);
+
+	if ((size_t)off >= len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, line + off, len - (size_t)off < size ? len - (size_t)off : size);
+}
+
+static void wc_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct wc_node *n = wc_node_of(ino);
+
+	(void)fi;
+	if (n->kind == WC_URLFILE) {
+		read_url(req, size, off);
+		return;
+	}
+	struct wc_ds *d = wc_ds_get(n);
+	uint64_t want = (uint64_t)off >= d->size ? 0 : d->size - (uint64_t)off;
+	if (want > size)
+		want = size;
+	char *buf = want ? malloc(want) : NULL;
+	/* All or nothing: a short read would look like the end of the file. */
+	int got = want ? (buf ? wc_blocks_read(d, (uint64_t)off, buf, want) : BM_ENOMEM) : 0;
+	if (got < 0) {
+		const char *why = bm_last_error(NULL);
+		char view[32] = "head";
+		if (n->gen)
+			snprintf(view, sizeof(view), "@%" PRIu64, n->gen);
+		wc_log("%s/%s: read of %zu bytes at %jd (generation %" PRIu64 ") failed, EIO: %s",
+		       view, n->path, size, (intmax_t)off, d->generation,
+		       why[0] ? why : bm_strerror(got));
+		fuse_reply_err(req, got == BM_ENOMEM ? ENOMEM : EIO);
+	} else {
+		fuse_reply_buf(req, buf, want);
+	}
+	free(buf);
+	wc_ds_put(d);
+}
+
+static void wc_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+/* ---- directories ------------------------------------------------------------------ */
+
+struct dirbuf {
+	fuse_req_t req;
+	char *p;
+	size_t len, cap;
+	bool built;
+};
+
+static void dir_add(struct dirbuf *b, const char *name, bool is_file, fuse_ino_t ino)
+{
+	struct stat st = { .st_ino = ino, .st_mode = is_file ? S_IFREG : S_IFDIR };
+	size_t need = fuse_add_direntry(b->req, NULL, 0, name, NULL, 0);
+
+	if (b->len + need > b->cap) {
+		size_t cap = (b->cap + need) * 2;
+		char *p = realloc(b->p, cap);
+		if (p == NULL)
+			return;
+		b->p = p;
+		b->cap = cap;
+	}
+	fuse_add_direntry(b->req, b->p + b->len, need, name, &st, (off_t)(b->len + need));
+	b->len += need;
+}
+
+static void dir_add_child(const char *name, bool is_file, void *arg)
+{
+	/* d_ino only needs to be non-zero here: lookup gives the real one. */
+	uint64_t h = 14695981039346656037ULL;
+	for (const char *p = name; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	dir_add(arg, name, is_file, (fuse_ino_t)(h | 1));
+}
+
+static void dir_build(struct dirbuf *b, struct wc_node *n)
+{
+	dir_add(b, ".", false, wc_ino_of(n));
+	dir_add(b, "..", false, FUSE_ROOT_ID);
+	switch (n->kind) {
+	case WC_ROOT:
+		dir_add(b, ".wcfs", false, 2);
+		dir_add(b, "head", false, 3);
+		break;
+	case WC_META:
+		dir_add(b, "url", true, 4);
+		break;
+	default:
+		if (wc_list(n->gen, n->path, dir_add_child, b) < 0)
+			wc_table_children(n->gen, n->path, dir_add_child, b);
+		break;
+	}
+	b->built = true;
+}
+
+static void wc_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct wc_node *n = wc_node_of(ino);
+
+	if (n->kind == WC_FILE || n->kind == WC_URLFILE) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	struct dirbuf *b = calloc(1, sizeof(*b));
+	if (b == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)b;
+	fuse_reply_open(req, fi);
+}
+
+static void wc_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
+{
+	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+
+	if (!b->built || off == 0) {
+		/* (Re)built at the start of each pass (rewinddir sees news). */
+		b->len = 0;
+		b->req = req;
+		dir_build(b, wc_node_of(ino));
+	}
+	/* The kernel stops at an entry cut in half and asks again from it. */
+	if ((size_t)off >= b->len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, b->p + off, b->len - (size_t)off < size ? b->len - (size_t)off : size);
+}
+
+static void wc_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	if (b != NULL)
+		free(b->p);
+	free(b);
+	fuse_reply_err(req, 0);
+}
+
+static void wc_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	(void)ino;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_namemax = 255;
+	sv.f_flag = ST_RDONLY;
+	fuse_reply_statfs(req, &sv);
+}
+
+const struct fuse_lowlevel_ops wc_ops = {
+	.init = wc_init,
+	.lookup = wc_op_lookup,
+	.forget = wc_op_forget,
+	.forget_multi = wc_op_forget_multi,
+	.getattr = wc_op_getattr,
+	.open = wc_op_open,
+	.read = wc_op_read,
+	.release = wc_op_release,
+	.opendir = wc_op_opendir,
+	.readdir = wc_op_readdir,
+	.releasedir = wc_op_releasedir,
+	.statfs = wc_op_statfs,
+};

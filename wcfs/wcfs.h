@@ -1,0 +1,126 @@
+/* wcfs.h — what the files of blkmap-wcfs (the read-only FUSE mirror of a
+ * blkmap server) share: the node table (node.c), the server listing
+ * (list.c), the per-handle block cache (blocks.c), the FUSE operations
+ * (ops.c) and logging (main.c).  Internal
+ * symbols use the prefix wc_.  Lock order: the table lock, then a node's
+ * check_mu, then its mu, then a handle's bmu.  No lock is held across a
+ * FUSE reply; check_mu is held across a manifest GET and the kernel
+ * invalidation, and only other checks of the same node wait for it.
+ */
+#ifndef BLKMAP_WCFS_H
+#define BLKMAP_WCFS_H
+
+#define FUSE_USE_VERSION 314
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+#include <blkmap/blkmap.h>
+
+/* The whole mirror: one per process. */
+struct wc_mirror {
+	char url[2048];              /* normalized server URL, no trailing / */
+	struct fuse_session *se;
+	int verbose;                 /* -d: log decisions */
+	int use_syslog;              /* daemonized: log to syslog */
+	struct bm_options opt;       /* for every bm_open */
+};
+extern struct wc_mirror wc_m;
+
+enum wc_kind {
+	WC_ROOT,      /* <mnt>/ */
+	WC_META,      /* <mnt>/.wcfs/ */
+	WC_URLFILE,   /* <mnt>/.wcfs/url */
+	WC_VIEW,      /* <mnt>/head/ or <mnt>/@<gen>/ (path "") */
+	WC_DIR,       /* an intermediate component of dataset paths */
+	WC_FILE,      /* a dataset at one generation (or head) */
+};
+
+/* An open dataset handle shared by the readers of one file; freed (bm_close)
+ * when the last reference goes. */
+struct wc_ds {
+	bm_dataset *bm;
+	atomic_int refs;
+	uint64_t generation, size;
+	size_t blksize;
+	uint64_t nstored;            /* blocks that hold data */
+	/* The last blocks read, whole (blocks.c): the kernel asks for at most
+	 * its read-ahead window (128 KiB) at a time, a block may be 64 MiB. */
+	pthread_mutex_t bmu;
+	pthread_cond_t bcv;
+	struct wc_slot *slots;
+	int nslots;
+	uint64_t tick;
+};
+
+/* An inode.  ino is the node's address (the root is FUSE_ROOT_ID).  A node
+ * lives while the kernel holds a lookup count on it (static nodes always). */
+struct wc_node {
+	enum wc_kind kind;
+	uint64_t gen;                /* 0: head/ */
+	char *path;                  /* dataset path under the server URL ("" for views) */
+	uint64_t nlookup;            /* under the table lock */
+	bool is_static;
+	struct wc_node *hnext;       /* hash chain, under the table lock */
+	pthread_mutex_t check_mu;    /* serializes generation checks (head files) */
+	pthread_mutex_t mu;          /* guards ds */
+	struct wc_ds *ds;            /* WC_FILE: the current handle */
+	_Atomic int64_t last_check_ms; /* head files: last generation check */
+};
+
+/* ---- node.c ---- */
+void wc_table_init(void);
+void wc_table_clear(void);
+struct wc_node *wc_node_of(fuse_ino_t ino);
+fuse_ino_t wc_ino_of(const struct wc_node *n);
+/* The child called name of directory node parent: a held node (its lookup
+ * count raised by one) or NULL with *err = an errno. */
+struct wc_node *wc_lookup(struct wc_node *parent, const char *name, int *err);
+void wc_forget(struct wc_node *n, uint64_t nlookup);
+/* Fills st for n. */
+void wc_stat(struct wc_node *n, struct stat *st);
+/* The seconds the kernel may cache n's attributes and its entry. */
+double wc_attr_timeout(const struct wc_node *n);
+/* head files: move to the latest generation if it changed (force: now;
+ * otherwise at most once per WC_CHECK_MS) and invalidate the kernel cache of
+ * the blocks that changed. */
+void wc_check_generation(struct wc_node *n, bool force);
+#define WC_CHECK_MS 1000
+/* A reference to n's current dataset handle; give it back with wc_ds_put. */
+struct wc_ds *wc_ds_get(struct wc_node *n);
+void wc_ds_put(struct wc_ds *d);
+/* Calls fn for every held node of view gen whose path's parent is dir. */
+void wc_table_children(uint64_t gen, const char *dir,
+		       void (*fn)(const char *name, bool is_file, void *arg), void *arg);
+/* A name that may be a dataset path component (FORMAT.md's key charset). */
+bool wc_name_ok(const char *name);
+
+/* ---- blocks.c ---- */
+void wc_blocks_init(struct wc_ds *d);
+void wc_blocks_free(struct wc_ds *d);
+/* Reads len bytes at off (within the dataset's size) of d into buf: whole
+ * blocks are fetched once with bm_read and kept for the next reads of the
+ * same block.  0 or a BM_E* code (bm_last_error(NULL) says why). */
+int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len);
+
+/* ---- list.c ---- */
+/* Lists, through blkmap-server's listing (docs/server.md), the datasets of
+ * view gen under dir ("" = the top): fn gets each child name once, with
+ * is_file when dir/name is itself a dataset of that generation.  Returns
+ * the number of children, or -1 when the server does not list. */
+int wc_list(uint64_t gen, const char *dir,
+	    void (*fn)(const char *name, bool is_file, void *arg), void *arg);
+
+/* ---- ops.c ---- */
+extern const struct fuse_lowlevel_ops wc_ops;
+
+/* ---- main.c ---- */
+void wc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void wc_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
