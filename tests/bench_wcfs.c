@@ -9,6 +9,7 @@
  * file dropped) and warm.  Not a test: nothing is asserted.
  *
  *   wcfs pss_mib nprocs=4 overlay=<x> loadblk=<y> ratio=<x/y>
+ *   wcfs pss_mib overlay nprocs=1: <x> nprocs=4: <y> ratio=<y/x>
  *   wcfs net_mib nprocs=4 overlay=<x> loadblk=<y> ratio=<x/y>
  *   wcfs seq_read_<cold|warm> overlay_mb_s=<x> mmap_mb_s=<y> ratio=<x/y>
  */
@@ -105,8 +106,8 @@ static pid_t spawn_reader(const char *url, const char *wcfs, int report_fd)
 	_exit(0);
 }
 
-/* Runs NPROC readers; returns total PSS (KiB) and the mode they used. */
-static long run_readers(const char *url, const char *wcfs, char *mode, size_t n)
+/* Runs nproc readers; returns total PSS (KiB) and the mode they used. */
+static long run_readers(int nproc, const char *url, const char *wcfs, char *mode, size_t n)
 {
 	int fds[2];
 	pid_t pids[NPROC];
@@ -115,19 +116,19 @@ static long run_readers(const char *url, const char *wcfs, char *mode, size_t n)
 
 	if (pipe(fds) < 0)
 		die("pipe");
-	for (int i = 0; i < NPROC; i++)
+	for (int i = 0; i < nproc; i++)
 		pids[i] = spawn_reader(url, wcfs, fds[1]);
 	FILE *f = fdopen(fds[0], "r");
 	close(fds[1]);
-	for (int i = 0; i < NPROC; i++) {
+	for (int i = 0; i < nproc; i++) {
 		if (!fgets(buf, sizeof(buf), f))
 			die("a reader failed");
 		buf[strcspn(buf, "\n")] = '\0';
 		snprintf(mode, n, "%s", buf);
 	}
-	for (int i = 0; i < NPROC; i++)
+	for (int i = 0; i < nproc; i++)
 		total += pss_kib(pids[i]);
-	for (int i = 0; i < NPROC; i++) {
+	for (int i = 0; i < nproc; i++) {
 		kill(pids[i], SIGKILL);
 		waitpid(pids[i], NULL, 0);
 	}
@@ -231,14 +232,16 @@ int main(void)
 
 	/* loadblk: every process fetches and caches everything. */
 	uint64_t b0 = server_bytes_out(&srv);
-	long pss_l = run_readers(url, "off", mode_l, sizeof(mode_l));
+	long pss_l = run_readers(NPROC, url, "off", mode_l, sizeof(mode_l));
 	uint64_t net_l = server_bytes_out(&srv) - b0;
 
 	/* overlay: one mirror fetches once; readers share its page cache. */
 	pid_t mirror = start_mirror(srv.url, mnt);
 	b0 = server_bytes_out(&srv);
-	long pss_o = run_readers(url, mnt, mode_o, sizeof(mode_o)) + pss_kib(mirror);
+	long pss_o = run_readers(NPROC, url, mnt, mode_o, sizeof(mode_o)) + pss_kib(mirror);
 	uint64_t net_o = server_bytes_out(&srv) - b0;
+	/* The same with one reader (the file is in the page cache now). */
+	long pss_o1 = run_readers(1, url, mnt, mode_o, sizeof(mode_o)) + pss_kib(mirror);
 	if (strcmp(mode_o, "overlay") != 0 || strcmp(mode_l, "loadblk") != 0) {
 		fprintf(stderr, "bench_wcfs: modes were %s and %s\n", mode_o, mode_l);
 		stop_mirror(mirror, mnt);
@@ -246,6 +249,8 @@ int main(void)
 	}
 	printf("wcfs pss_mib nprocs=%d overlay=%.1f loadblk=%.1f ratio=%.3f\n", NPROC,
 	       pss_o / 1024.0, pss_l / 1024.0, (double)pss_o / (double)pss_l);
+	printf("wcfs pss_mib overlay nprocs=1: %.1f nprocs=%d: %.1f ratio=%.3f\n",
+	       pss_o1 / 1024.0, NPROC, pss_o / 1024.0, (double)pss_o / (double)pss_o1);
 	printf("wcfs net_mib nprocs=%d overlay=%.1f loadblk=%.1f ratio=%.3f\n", NPROC,
 	       net_o / 1048576.0, net_l / 1048576.0, (double)net_o / (double)net_l);
 	fflush(stdout);
