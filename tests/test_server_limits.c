@@ -125,24 +125,61 @@ static int dir_is_empty(const char *path)
 	return empty;
 }
 
+/* Wait (about 10 s at most, only so a broken server cannot hang the
+ * test) until the server has counted PUTS PUT requests, has no request in
+ * flight and no connection open but the one asking. The server unlinks a
+ * cut-off upload's temporary file before its request stops being in
+ * flight and before its connection stops being open. 0, or -1. */
+static int wait_puts_settled(const struct ts_server *s, json_int_t puts)
+{
+	for (int i = 0; i < 2000; i++) {
+		json_t *doc = ts_get_json(s, "/_admin/stats");
+		json_int_t put = -1, in_flight = -1, open = -1;
+
+		if (doc) {
+			put = json_integer_value(json_object_get(
+				json_object_get(doc, "requests"), "PUT"));
+			in_flight = json_integer_value(
+				json_object_get(doc, "requests_in_flight"));
+			open = json_integer_value(json_object_get(
+				json_object_get(doc, "connections"), "open"));
+			json_decref(doc);
+		}
+		if (put == puts && in_flight == 0 && open == 1)
+			return 0;
+		usleep(5000);
+	}
+	return -1;
+}
+
 static void cut_off_upload_leaves_old_object(void **state)
 {
+	const char *args[] = { "--admin", NULL };
 	char *root = ts_mkdtemp(), tmp[512];
 	struct ts_server s;
 	struct ts_resp r;
 
 	snprintf(s.root, sizeof(s.root), "%s", root);
 	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
-	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	assert_int_equal(ts_start_disk(&s, args), 0);
 	assert_int_equal(ts_put(&s, "/k", "old", 3), 201);
 	int fd = ts_connect(&s);
 	send_text(fd, "PUT /k HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n"
 		  "\r\nnew new new");
 	close(fd);
-	/* wait until the server dropped the partial upload */
-	for (int i = 0; i < 2000 && !dir_is_empty(tmp); i++)
-		usleep(5000);
+	/* Not "wait until tmp/ is empty": it is empty before the server even
+	 * reads the head and creates the temporary file. Wait until the
+	 * server has taken the cut PUT (so it began the upload) and is done
+	 * with its connection; only then must tmp/ be empty. */
+	assert_int_equal(wait_puts_settled(&s, 2), 0);
 	assert_true(dir_is_empty(tmp));
+	json_t *doc = ts_get_json(&s, "/_admin/stats");
+	assert_non_null(doc);  /* the cut PUT got no answer: no 500, no 408 */
+	json_t *responses = json_object_get(doc, "responses");
+	assert_int_equal(json_object_size(responses), 1);
+	assert_int_equal(json_integer_value(json_object_get(responses, "201")),
+			 1);
+	json_decref(doc);
 	ts_request(NULL, &s, "GET", "/k", NULL, NULL, 0, &r);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(r.body, "old");
