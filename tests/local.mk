@@ -40,3 +40,12 @@ BENCHMARKS += tests/bench_wcfs
 tests_bench_wcfs_SOURCES = tests/bench_wcfs.c $(SERVER_TEST_SOURCES)
 tests_bench_wcfs_CFLAGS = $(SERVER_TEST_CFLAGS)
 tests_bench_wcfs_LDADD = client/libblkmap.la $(SERVER_TEST_LDADD)
+
+# The client's switch to mmap-overlay mode through a real mirror (issue 5).
+check_PROGRAMS += tests/test_overlay
+TESTS += tests/test_overlay
+tests_test_overlay_SOURCES = tests/test_overlay.c tests/wcfs_util.c tests/wcfs_util.h \
+	$(CLIENT_TEST_SOURCES)
+tests_test_overlay_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_overlay_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_overlay_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT) blkmap$(EXEEXT)

@@ -92,8 +92,9 @@ static bool log_says_no_permission(const struct wt_mirror *m)
 	while (f && !no && fgets(line, sizeof(line), f)) {
 		if (strstr(line, "ermission denied") || strstr(line, "ot permitted")) {
 			line[strcspn(line, "\n")] = '\0';
+			line[160] = '\0'; /* fits the reason */
 			snprintf(wt_skip_reason, sizeof(wt_skip_reason),
-				 "mounting FUSE is not permitted here (%s)", line);
+				 "mounting FUSE is not permitted here (%.160s)", line);
 			no = true;
 		}
 	}

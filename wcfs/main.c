@@ -148,6 +148,9 @@ static int setup_options(void)
 		return -1; /* the message is on stderr */
 	wc_m.opt.readahead_bytes = 0; /* the kernel reads ahead; no threads */
 	wc_m.opt.cache_bytes = 1 << 20; /* bm_read does not cache */
+	/* Never look for a mirror from inside one: the default mountpoint
+	 * may be our own, and a lookup there from a FUSE request deadlocks. */
+	wc_m.opt.wcfs = "off";
 	return 0;
 }
 
