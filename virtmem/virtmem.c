@@ -440,9 +440,11 @@ static int page_fill(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
 			return -errno;
 		return (size_t)n == fh->blksize ? 0 : -EIO;
 	}
-	/* No pre-faulting of buf: a backend that receives the block from the
-	 * network writes it as the bytes arrive, so the kernel's page
-	 * allocation overlaps the transfer instead of adding to it. */
+	/* Allocate the slot's memory in one go rather than in one kernel
+	 * fault per 4 KiB page while loadblk writes it (measured: cheaper,
+	 * bench_client random_read).  A recycled slot is already there. */
+	if (fh->blksize > (size_t)sysconf(_SC_PAGESIZE))
+		(void)madvise(buf, fh->blksize, MADV_POPULATE_WRITE);
 	return norm_rc(fh->file->ops->loadblk(fh->file, page->blk, buf));
 }
 
