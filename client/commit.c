@@ -30,11 +30,12 @@ struct bm_upload_job {
 
 /* ---- upload workers ------------------------------------------------------ */
 
+/* A PUT was stored (2xx), or its precondition failed (412): the caller
+ * decides what a 412 means.  For a block it means If-None-Match found the
+ * object: the same bytes (the key is their checksum) are there already. */
 static int check_put_block(struct bm_req *r, void *arg, char *msg, size_t n)
 {
 	(void)arg;
-	/* 412: If-None-Match found the object: the same bytes (the key is
-	 * their checksum) are there already. */
 	if (r->status == 200 || r->status == 201 || r->status == 204 || r->status == 412)
 		return 0;
 	bm_fmt(msg, n, "HTTP %ld", r->status);
@@ -397,15 +398,6 @@ static int rewrite_edge_blocks(bm_dataset *ds)
 	return rc;
 }
 
-static int check_swap(struct bm_req *r, void *arg, char *msg, size_t n)
-{
-	(void)arg;
-	if (r->status == 200 || r->status == 201 || r->status == 204 || r->status == 412)
-		return 0;
-	bm_fmt(msg, n, "HTTP %ld", r->status);
-	return bm_status_error(r->status);
-}
-
 static int check_get_200(struct bm_req *r, void *arg, char *msg, size_t n)
 {
 	(void)arg;
@@ -447,7 +439,7 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 		r.if_match = ds->etag[0] ? ds->etag : NULL;
 	else
 		r.if_none_match_any = true;
-	rc = bm_http_do(ds->http, &r, check_swap, NULL, msg, sizeof(msg), &ds->c.retries);
+	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, sizeof(msg), &ds->c.retries);
 	free(r.gbuf);
 	if (rc == 0 && r.status == 412) {
 		if (swap_landed(ds, url, json, len, new_etag, etagn)) {

@@ -44,6 +44,21 @@ void tc_server_stop(struct ts_server *s)
 	assert_int_equal(ts_stop(s), 0);
 }
 
+int tc_group_setup(void **state)
+{
+	struct ts_server *s = calloc(1, sizeof(*s));
+	tc_server_start(s, NULL);
+	*state = s;
+	return 0;
+}
+
+int tc_group_teardown(void **state)
+{
+	tc_server_stop(*state);
+	free(*state);
+	return 0;
+}
+
 const char *tc_url(char *out, size_t n, const struct ts_server *s, const char *path)
 {
 	snprintf(out, n, "%s%s", s->url, path);

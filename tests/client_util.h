@@ -24,6 +24,10 @@
 void tc_server_start(struct ts_server *s, const char *const *args);
 /* Stops it; asserts a clean exit. */
 void tc_server_stop(struct ts_server *s);
+/* cmocka group setup/teardown: *state is a struct ts_server started with
+ * tc_server_start(s, NULL). */
+int tc_group_setup(void **state);
+int tc_group_teardown(void **state);
 /* URL of PATH ("/ds") on S into a static-free buffer OUT. */
 const char *tc_url(char *out, size_t n, const struct ts_server *s, const char *path);
 /* A counter of GET /_admin/stats: tc_stat(s, "requests", "GET"), or with

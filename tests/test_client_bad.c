@@ -23,21 +23,6 @@
 #define KiB ((size_t)1 << 10)
 #define SUM "0123456789abcdef0123456789abcdef"
 
-static int setup(void **state)
-{
-	struct ts_server *s = calloc(1, sizeof(*s));
-	tc_server_start(s, NULL);
-	*state = s;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	tc_server_stop(*state);
-	free(*state);
-	return 0;
-}
-
 /* ---- bad manifests ------------------------------------------------------------ */
 
 #define HEAD_OK "\"format\": \"blkmap-dataset\", \"checksum\": \"xxh128\", "
@@ -286,5 +271,5 @@ int main(void)
 		cmocka_unit_test(a_206_with_another_range_is_refused),
 		cmocka_unit_test(a_server_that_is_not_there_is_an_error_naming_the_url),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

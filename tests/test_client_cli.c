@@ -17,21 +17,6 @@
 
 #include "client_util.h"
 
-static int setup(void **state)
-{
-	struct ts_server *s = calloc(1, sizeof(*s));
-	tc_server_start(s, NULL);
-	*state = s;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	tc_server_stop(*state);
-	free(*state);
-	return 0;
-}
-
 static void every_command_has_help_that_exits_0(void **state)
 {
 	static const char *const cmds[] = { "put", "get", "sum", "patch", "stat", "log" };
@@ -140,5 +125,5 @@ int main(void)
 		cmocka_unit_test(errors_exit_1_with_one_line_naming_the_url),
 		cmocka_unit_test(stat_prints_json_and_sum_v_prints_counters),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

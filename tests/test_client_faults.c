@@ -19,21 +19,6 @@
 
 #define KiB ((size_t)1 << 10)
 
-static int setup(void **state)
-{
-	struct ts_server *s = calloc(1, sizeof(*s));
-	tc_server_start(s, NULL);
-	*state = s;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	tc_server_stop(*state);
-	free(*state);
-	return 0;
-}
-
 static void no_faults(struct ts_server *s)
 {
 	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0, \"fault-drop-rate\": 0, "
@@ -220,5 +205,5 @@ int main(void)
 		cmocka_unit_test(a_manifest_swap_whose_answer_was_cut_is_not_a_conflict),
 		cmocka_unit_test(reads_are_exact_with_latency),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

@@ -26,21 +26,6 @@
 #define BS (64 * KiB)
 #define NBLK 48
 
-static int setup(void **state)
-{
-	struct ts_server *s = calloc(1, sizeof(*s));
-	tc_server_start(s, NULL);
-	*state = s;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	tc_server_stop(*state);
-	free(*state);
-	return 0;
-}
-
 struct poller {
 	struct ts_server *s;
 	atomic_bool stop;
@@ -135,5 +120,5 @@ int main(void)
 		cmocka_unit_test(a_sequential_scan_fetches_ahead_in_parallel),
 		cmocka_unit_test(random_access_fetches_only_the_blocks_touched),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

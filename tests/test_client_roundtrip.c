@@ -21,21 +21,6 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-static int setup(void **state)
-{
-	struct ts_server *s = calloc(1, sizeof(*s));
-	tc_server_start(s, NULL);
-	*state = s;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	tc_server_stop(*state);
-	free(*state);
-	return 0;
-}
-
 /* ---- round trips ---------------------------------------------------------- */
 
 static void round_trip(struct ts_server *s, const char *path, size_t bs, size_t size)
@@ -504,5 +489,5 @@ int main(void)
 		cmocka_unit_test(a_writer_killed_after_uploads_leaves_the_old_generation),
 		cmocka_unit_test(a_writer_killed_after_the_swap_is_repaired_by_the_next_commit),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }
