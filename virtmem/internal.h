@@ -90,6 +90,7 @@ struct vm_ram {
 	char *base;          /* the whole memfd, mapped once read-write */
 	size_t view_size;    /* bytes of memfd/address space reserved */
 	size_t budget;
+	unsigned pageshift;  /* log2(OS page size) */
 	size_t used;
 	size_t bump;         /* offsets below it have been handed out */
 	struct ram_freelist {

@@ -45,6 +45,7 @@ int vm_ram_open(vm_ram **ramp, size_t budget)
 	if (ram == NULL)
 		return -ENOMEM;
 	ram->budget = budget;
+	ram->pageshift = (unsigned)__builtin_ctzl(pagesize);
 	ram->view_size = view_size_for(budget);
 	vm_list_init(&ram->lru);
 	ram->memfd = memfd_create("virtmem-ram", MFD_CLOEXEC);
@@ -84,9 +85,11 @@ int vm_ram_close(vm_ram *ram)
 size_t vm_ram_budget(const vm_ram *ram) { return ram->budget; }
 size_t vm_ram_used(const vm_ram *ram) { return __atomic_load_n(&ram->used, __ATOMIC_RELAXED); }
 
-static int class_of(size_t size)
+/* Size class of a slot: log2(size / page size).  ram->pageshift is read
+ * once at open: this runs on every fault. */
+static int class_of(const vm_ram *ram, size_t size)
 {
-	return __builtin_ctzl(size) - __builtin_ctzl((size_t)sysconf(_SC_PAGESIZE));
+	return __builtin_ctzl(size) - (int)ram->pageshift;
 }
 
 /* Free slots of one size are kept in a min-heap of offsets: handing out the
@@ -124,7 +127,7 @@ static size_t heap_pop(struct ram_freelist *fl)
 
 int ram_alloc(vm_ram *ram, size_t size, size_t *offp)
 {
-	struct ram_freelist *fl = &ram->free[class_of(size)];
+	struct ram_freelist *fl = &ram->free[class_of(ram, size)];
 
 	if (size > ram->budget - ram->used)
 		return -ENOSPC;
@@ -142,7 +145,7 @@ int ram_alloc(vm_ram *ram, size_t size, size_t *offp)
 
 void ram_free(vm_ram *ram, size_t off, size_t size)
 {
-	struct ram_freelist *fl = &ram->free[class_of(size)];
+	struct ram_freelist *fl = &ram->free[class_of(ram, size)];
 
 	/* Give the memory back; a failure here only costs memory until the
 	 * slot is used again. */

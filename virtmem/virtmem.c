@@ -443,7 +443,7 @@ static int page_fill(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
 	/* Allocate the slot's memory in one go rather than in one kernel
 	 * fault per 4 KiB page while loadblk writes it (measured: cheaper,
 	 * bench_client random_read).  A recycled slot is already there. */
-	if (fh->blksize > (size_t)sysconf(_SC_PAGESIZE))
+	if (fh->blkshift > fh->ram->pageshift)
 		(void)madvise(buf, fh->blksize, MADV_POPULATE_WRITE);
 	return norm_rc(fh->file->ops->loadblk(fh->file, page->blk, buf));
 }
