@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -573,6 +574,19 @@ static const char main_help[] =
 	"BLKMAP_TIMEOUT_MS, BLKMAP_CONNECT_TIMEOUT_MS, BLKMAP_READAHEAD_BYTES,\n"
 	"BLKMAP_BLKSIZE (see docs/client.md).\n";
 
+/* A block that cannot be loaded through a mapping (after its retries)
+ * raises SIGBUS; libblkmap has already printed the line that says which
+ * URL and block and why.  The command then fails like any other error
+ * instead of dying of the signal. */
+static void on_sigbus(int sig)
+{
+	static const char msg[] = "blkmap: reading the dataset through its mapping failed (see above)\n";
+	(void)sig;
+	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(1);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -596,6 +610,7 @@ int main(int argc, char **argv)
 		printf("blkmap %s\n", PACKAGE_VERSION);
 		return 0;
 	}
+	signal(SIGBUS, on_sigbus);
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[1], cmds[i].name) == 0)
 			return cmds[i].fn(argc - 1, argv + 1);

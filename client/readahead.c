@@ -20,7 +20,8 @@
 
 #include "internal.h"
 
-static __thread bool in_readahead;
+/* Read from the fault handler: initial-exec, so no lazy TLS allocation. */
+static __thread bool in_readahead __attribute__((tls_model("initial-exec")));
 
 bool bm_in_readahead(void)
 {

@@ -117,6 +117,45 @@ static void stat_prints_json_and_sum_v_prints_counters(void **state)
 	free(data);
 }
 
+static void unreadable_block_fails_get_and_sum_with_exit_1_not_a_signal(void **state)
+{
+	struct ts_server *s = *state;
+	size_t size = 3 * 65536;
+	unsigned char *data = ts_pattern(size, 62);
+	char url[512], *out, *err, path[] = "/tmp/blkmap-cli-get-XXXXXX";
+
+	tc_url(url, sizeof(url), s, "/cli/corrupt");
+	tc_put(url, 65536, data, size);
+	close(mkstemp(path));
+	/* Replace block 1's object with other bytes of the same length. */
+	json_t *man = ts_get_json(s, "/cli/corrupt/manifest.json");
+	assert_non_null(man);
+	char key[256];
+	snprintf(key, sizeof(key), "/cli/corrupt/%s",
+		 json_string_value(json_object_get(json_array_get(json_object_get(man, "blocks"), 1), "key")));
+	json_decref(man);
+	unsigned char *other = ts_pattern(65536, 63);
+	assert_true(ts_put(s, key, other, 65536) / 100 == 2);
+	free(other);
+	setenv("BLKMAP_RETRIES", "1", 1);
+	setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
+	const char *const *cmds[] = {
+		(const char *[]){ "sum", url, NULL },
+		(const char *[]){ "get", url, path, NULL },
+	};
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(tc_cli(&out, &err, cmds[i]), 1);
+		assert_non_null(strstr(err, "checksum mismatch"));
+		assert_non_null(strstr(err, url));
+		free(out);
+		free(err);
+	}
+	unsetenv("BLKMAP_RETRIES");
+	unsetenv("BLKMAP_RETRY_BASE_MS");
+	unlink(path);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -124,6 +163,7 @@ int main(void)
 		cmocka_unit_test(usage_errors_exit_2_with_one_line),
 		cmocka_unit_test(errors_exit_1_with_one_line_naming_the_url),
 		cmocka_unit_test(stat_prints_json_and_sum_v_prints_counters),
+		cmocka_unit_test(unreadable_block_fails_get_and_sum_with_exit_1_not_a_signal),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }
