@@ -80,15 +80,22 @@ static void *upload_main(void *arg)
 			up->tail = NULL;
 		bool skip = up->err != 0; /* the commit fails anyway */
 		pthread_mutex_unlock(&up->mu);
-		int rc = skip ? 0 : put_block(ds, job, msg, sizeof(msg));
+		int rc = skip ? BM_EHTTP : put_block(ds, job, msg, sizeof(msg));
 		pthread_mutex_lock(&up->mu);
 		if (rc < 0 && up->err == 0) {
 			up->err = rc;
 			snprintf(up->errmsg, sizeof(up->errmsg), "upload of block %" PRIu64 ": %s",
 				 job->index, msg);
 		}
-		free(job->data);
-		free(job);
+		if (rc < 0) {
+			/* Its change stays queued for the next generation: keep
+			 * the bytes, so that the next commit uploads them. */
+			job->next = up->failed;
+			up->failed = job;
+		} else {
+			free(job->data);
+			free(job);
+		}
 		up->queued--;
 		pthread_cond_broadcast(&up->cv);
 	}
@@ -135,7 +142,8 @@ void bm_upload_stop(bm_dataset *ds)
 	pthread_cond_destroy(&up->cv);
 }
 
-static int add_change(bm_dataset *ds, uint64_t index, const char *key, const char *sum)
+static int add_change(bm_dataset *ds, uint64_t index, const char *key, const char *sum,
+		      size_t len, bool from_page)
 {
 	int rc = 0;
 
@@ -158,28 +166,35 @@ static int add_change(bm_dataset *ds, uint64_t index, const char *key, const cha
 		goto out;
 	}
 	snprintf(c->sum, sizeof(c->sum), "%s", sum); /* "" for a hole */
+	c->len = len;
+	c->seq = ds->change_seq++;
+	c->from_page = from_page;
 	ds->nchanges++;
 out:
 	pthread_mutex_unlock(&ds->mu);
 	return rc;
 }
 
-int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len)
+int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page)
 {
 	struct bm_upload *up = &ds->up;
-	char sum[BM_SUM_HEX + 1], key[BM_SUM_HEX + 8];
+	char sum[BM_SUM_HEX + 1], key[BM_KEY_MAX + 1];
 	bool unchanged;
 	int rc;
 
 	if (bm_is_zero(buf, len))
-		return add_change(ds, index, NULL, ""); /* a hole */
+		return add_change(ds, index, NULL, "", len, from_page); /* a hole */
 	bm_sum_hex(buf, len, sum);
+	snprintf(key, sizeof(key), "blocks/%s", sum);
 	pthread_mutex_lock(&ds->mu);
 	const struct bm_block *b = bm_manifest_find(ds->manifest, index);
 	unchanged = b && strcmp(b->sum, sum) == 0 && bm_manifest_objlen(ds->manifest, index) == len;
+	if (unchanged)
+		snprintf(key, sizeof(key), "%s", b->key); /* keep its object, whatever its name */
 	pthread_mutex_unlock(&ds->mu);
-	snprintf(key, sizeof(key), "blocks/%s", sum);
-	rc = add_change(ds, index, key, sum);
+	/* Recorded even when unchanged: it overrides an earlier change to
+	 * this block that the bytes have since gone back on. */
+	rc = add_change(ds, index, key, sum, len, from_page);
 	if (rc < 0 || unchanged)
 		return rc;
 
@@ -191,7 +206,7 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len)
 	memcpy(job->data, buf, len);
 	job->len = len;
 	job->index = index;
-	memcpy(job->key, key, sizeof(key));
+	bm_fmt(job->key, sizeof(job->key), "%s", key); /* "blocks/<sum>" */
 	if ((rc = bm_upload_start(ds)) < 0) {
 		free(job->data);
 		free(job);
@@ -210,6 +225,44 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len)
 	pthread_cond_signal(&up->cv);
 	pthread_mutex_unlock(&up->mu);
 	return 0;
+}
+
+void bm_upload_requeue_failed(bm_dataset *ds)
+{
+	struct bm_upload *up = &ds->up;
+
+	if (up->threads == NULL)
+		return;
+	pthread_mutex_lock(&up->mu);
+	while (up->failed) {
+		struct bm_upload_job *job = up->failed;
+		up->failed = job->next;
+		job->next = NULL;
+		if (up->tail)
+			up->tail->next = job;
+		else
+			up->head = job;
+		up->tail = job;
+		up->queued++;
+	}
+	pthread_cond_broadcast(&up->cv);
+	pthread_mutex_unlock(&up->mu);
+}
+
+void bm_upload_drop_failed(bm_dataset *ds)
+{
+	struct bm_upload *up = &ds->up;
+
+	if (up->threads == NULL)
+		return;
+	pthread_mutex_lock(&up->mu);
+	while (up->failed) {
+		struct bm_upload_job *job = up->failed;
+		up->failed = job->next;
+		free(job->data);
+		free(job);
+	}
+	pthread_mutex_unlock(&up->mu);
 }
 
 int bm_upload_wait(bm_dataset *ds)
@@ -241,6 +294,12 @@ int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 
 	if (ds->flat)
 		return BM_EREADONLY;
+	if (ds->overlay && atomic_load(&ds->nmappings) > 0) {
+		/* The mirror's file under existing mappings would not show it. */
+		bm_set_error(ds, BM_EBUSY, "%s: bm_write while mapped through the mirror: write through the mapping",
+			     ds->url);
+		return BM_EBUSY;
+	}
 	if (offset > ds->new_size || len > ds->new_size - offset) {
 		bm_set_error(ds, BM_EINVAL, "%s: write of %zu bytes at %" PRIu64 " is past the size %" PRIu64,
 			     ds->url, len, offset, ds->new_size);
@@ -254,15 +313,18 @@ int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 		size_t n = objlen - in < len ? objlen - in : len;
 
 		if (in == 0 && n == objlen) {
-			rc = bm_upload_block(ds, index, src, objlen);
+			rc = bm_upload_block(ds, index, src, objlen, false);
 		} else {
-			/* Partly covered: merge with the block's current bytes. */
+			/* Partly covered: merge with the block as the next
+			 * generation has it so far (earlier writes included). */
 			if (tmp == NULL && (tmp = malloc(bs)) == NULL)
 				return BM_ENOMEM;
-			rc = bm_fetch_block(ds, index, tmp);
+			rc = bm_upload_wait(ds);
+			if (rc == 0)
+				rc = bm_fetch_pending(ds, index, tmp);
 			if (rc == 0) {
 				memcpy(tmp + in, src, n);
-				rc = bm_upload_block(ds, index, tmp, objlen);
+				rc = bm_upload_block(ds, index, tmp, objlen, false);
 			}
 		}
 		src += n;
@@ -392,7 +454,7 @@ static int rewrite_edge_blocks(bm_dataset *ds)
 			continue;
 		rc = bm_fetch_block(ds, idx, buf);
 		if (rc == 0)
-			rc = bm_upload_block(ds, idx, buf, newlen);
+			rc = bm_upload_block(ds, idx, buf, newlen, false);
 	}
 	free(buf);
 	return rc;
@@ -496,7 +558,9 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		return rc;
 	keep_generation(ds);
 
-	/* Step 3: upload.  storeblk queues each dirty block. */
+	/* Step 3: upload.  What failed to upload last time goes first; then
+	 * storeblk queues each dirty block. */
+	bm_upload_requeue_failed(ds);
 	rc = vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_STORE);
 	if (rc < 0) {
 		/* storeblk failed (it only queues): out of memory. */
@@ -549,11 +613,12 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	/* Published: the stored pages are clean now (a page written since its
 	 * store stays dirty for the next commit).  In overlay mode their RAM
 	 * is dropped and the base, moved to the new generation, shows them. */
-	if (!ds->overlay || bm_overlay_move_base(ds, next->generation) == 0)
+	if (!ds->overlay || bm_overlay_move_base(ds, next->generation, next->size) == 0)
 		vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_MARKSTORED);
 	/* Blocks written with bm_write may be cached from before. */
 	for (size_t i = 0; i < ndone && !ds->overlay; i++)
-		vm_fileh_invalidate_page(ds->fh, done[i].index);
+		if (!done[i].from_page)
+			vm_fileh_invalidate_page(ds->fh, done[i].index);
 	for (size_t i = 0; i < ndone; i++)
 		free(done[i].key);
 	free(done);

@@ -95,50 +95,83 @@ static int check_block(struct bm_req *r, void *arg, char *msg, size_t n)
 	return 0;
 }
 
-int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
+/* Where a block's bytes come from. */
+struct block_source {
+	bool flat, hole;
+	char key[BM_KEY_MAX + 1];
+	char sum[BM_SUM_HEX + 1];
+	size_t len;                /* object length */
+	size_t visible;            /* bytes below the size the next commit publishes */
+	char etag[256];            /* flat: the object's ETag when opened */
+};
+
+/* Looks block index up in the published manifest or, with pending, in the
+ * changes queued for the next generation first (the last one wins). */
+static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct block_source *src)
+{
+	size_t bs = ds->file.blksize;
+	uint64_t off = index * bs;
+
+	memset(src, 0, sizeof(*src));
+	src->hole = true;
+	pthread_mutex_lock(&ds->mu);
+	src->flat = ds->flat;
+	src->len = bm_manifest_objlen(ds->manifest, index);
+	src->visible = off >= ds->new_size ? 0 : (ds->new_size - off < src->len ? (size_t)(ds->new_size - off) : src->len);
+	const struct bm_change *c = NULL;
+	for (size_t i = ds->nchanges; pending && i-- > 0 && c == NULL;)
+		if (ds->changes[i].index == index)
+			c = &ds->changes[i];
+	const struct bm_block *b = src->flat || c ? NULL : bm_manifest_find(ds->manifest, index);
+	if (c != NULL) {
+		src->hole = c->key == NULL;
+		src->len = c->len;
+		src->visible = src->len;
+		if (c->key) {
+			snprintf(src->key, sizeof(src->key), "%s", c->key);
+			memcpy(src->sum, c->sum, sizeof(src->sum));
+		}
+	} else if (b != NULL) {
+		snprintf(src->key, sizeof(src->key), "%s", b->key);
+		memcpy(src->sum, b->sum, sizeof(src->sum));
+		src->hole = false;
+	}
+	snprintf(src->etag, sizeof(src->etag), "%s", ds->etag);
+	pthread_mutex_unlock(&ds->mu);
+}
+
+/* Fetches and verifies src into buf (blksize bytes; zeros past what is
+ * visible).  With log, a failure is also reported on stderr. */
+static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf, bool log)
 {
 	struct block_check chk = { 0 };
 	struct bm_req r = { .method = "GET" };
-	char key[BM_KEY_MAX + 1], sum[BM_SUM_HEX + 1], msg[512], etag[256];
-	size_t bs = ds->file.blksize, len;
-	bool hole = true, flat;
+	size_t bs = ds->file.blksize, len = src->len;
+	char msg[512];
 	int rc;
 
-	pthread_mutex_lock(&ds->mu);
-	struct bm_manifest *m = ds->manifest;
-	flat = ds->flat;
-	len = bm_manifest_objlen(m, index);
-	const struct bm_block *b = flat ? NULL : bm_manifest_find(m, index);
-	if (b != NULL) {
-		snprintf(key, sizeof(key), "%s", b->key);
-		memcpy(sum, b->sum, sizeof(sum));
-		hole = false;
-	}
-	snprintf(etag, sizeof(etag), "%s", ds->etag);
-	pthread_mutex_unlock(&ds->mu);
-
-	if (len == 0 || (!flat && hole)) {
+	if (len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
 		/* A hole, or past the end: zeros without a request. */
 		memset(buf, 0, bs);
 		atomic_fetch_add(&ds->c.hole_blocks, 1);
 		return 0;
 	}
-	char *url = flat ? strdup(ds->url) : bm_key_url(ds, key);
+	char *url = src->flat ? strdup(ds->url) : bm_key_url(ds, src->key);
 	if (url == NULL)
 		return BM_ENOMEM;
 	r.url = url;
 	r.dst = buf;
 	r.cap = len;
 	chk.len = len;
-	if (flat) {
+	if (src->flat) {
 		r.has_range = true;
 		r.range_start = index * bs;
 		r.range_end = r.range_start + len - 1;
-		r.if_match = etag[0] ? etag : NULL;
+		r.if_match = src->etag[0] ? src->etag : NULL;
 		chk.start = r.range_start;
-		chk.etag = etag;
+		chk.etag = src->etag;
 	} else {
-		chk.sum = sum;
+		chk.sum = src->sum;
 		r.xxh = XXH3_createState();
 		if (r.xxh == NULL) {
 			free(url);
@@ -150,13 +183,30 @@ int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
 	free(url);
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
+		if (log)
+			bm_log("block %" PRIu64 ": %s", index, msg);
 		return rc;
 	}
-	if (len < bs)
-		memset((char *)buf + len, 0, bs - len);
+	/* Bytes past the object, or past a size shrunk since, read as zeros. */
+	if (src->visible < bs)
+		memset((char *)buf + src->visible, 0, bs - src->visible);
 	atomic_fetch_add(&ds->c.fetched_blocks, 1);
 	atomic_fetch_add(&ds->c.fetched_bytes, len);
 	return 0;
+}
+
+int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
+{
+	struct block_source src;
+	find_source(ds, index, false, &src);
+	return fetch_source(ds, index, &src, buf, false);
+}
+
+int bm_fetch_pending(bm_dataset *ds, uint64_t index, void *buf)
+{
+	struct block_source src;
+	find_source(ds, index, true, &src);
+	return fetch_source(ds, index, &src, buf, false);
 }
 
 /* ---- the BigFile backend ------------------------------------------------------- */
@@ -166,14 +216,17 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	bm_dataset *ds = ds_of(f);
 	int rc;
 
+	struct block_source src;
+
 	if (!bm_in_readahead())
 		atomic_fetch_add(&ds->c.misses, 1);
-	rc = bm_fetch_block(ds, blk, buf);
-	if (rc < 0) {
-		if (!bm_in_readahead())
-			bm_log("%s", ds->errmsg);
+	find_source(ds, blk, false, &src);
+	/* A fault's failure is reported here, with the URL: the access gets
+	 * SIGBUS.  A read-ahead failure is not: the fault that needs the block
+	 * tries again. */
+	rc = fetch_source(ds, blk, &src, buf, !bm_in_readahead());
+	if (rc < 0)
 		return rc == BM_ENOMEM ? -ENOMEM : -EIO;
-	}
 	if (bm_in_readahead())
 		atomic_fetch_add(&ds->c.readahead_blocks, 1);
 	return 0;
@@ -190,7 +243,7 @@ static int ds_storeblk(vm_bigfile *f, vm_blk_t blk, const void *buf)
 	pthread_mutex_unlock(&ds->mu);
 	if (len == 0)
 		return 0; /* past the end of what is published */
-	int rc = bm_upload_block(ds, blk, buf, len);
+	int rc = bm_upload_block(ds, blk, buf, len, true);
 	return rc == 0 ? 0 : (rc == BM_ENOMEM ? -ENOMEM : -EIO);
 }
 
@@ -406,6 +459,15 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		free(ds);
 		return BM_ENOMEM;
 	}
+	if (ds->opt.connections < 1 || ds->opt.retries < 0 || ds->opt.cache_bytes < 4096 ||
+	    ds->opt.cache_bytes > ((size_t)512 << 30) || ds->opt.timeout_ms < 1 ||
+	    ds->opt.connect_timeout_ms < 1 || ds->opt.retry_base_ms < 1) {
+		bm_set_thread_error("bad options: connections, timeouts and retry_base_ms must be "
+				    "at least 1, retries at least 0, cache_bytes from 4 KiB to 512 GiB");
+		free(ds->url);
+		free(ds);
+		return BM_EINVAL;
+	}
 	while (strlen(ds->url) > 8 && ds->url[strlen(ds->url) - 1] == '/')
 		ds->url[strlen(ds->url) - 1] = '\0';
 
@@ -439,7 +501,7 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 					   (ds->flat ? VM_READONLY : 0));
 		if (rc < 0) {
 			bm_set_error(ds, rc, "%s: cannot set up the page cache: %s", ds->url, vm_strerror(rc));
-			rc = BM_ENOMEM;
+			rc = rc == -EINVAL ? BM_EINVAL : BM_ENOMEM;
 		}
 	}
 	if (rc == 0 && !ds->overlay)
@@ -524,13 +586,24 @@ int bm_resize(bm_dataset *ds, uint64_t size)
 		return BM_EREADONLY;
 	if (size > BM_SIZE_MAX)
 		return BM_EINVAL;
-	if (ds->nmappings > 0) {
-		bm_set_error(ds, BM_EBUSY, "%s: cannot resize while mapped", ds->url);
+	struct vm_fileh_stats st;
+	vm_fileh_stats(ds->fh, &st);
+	if (atomic_load(&ds->nmappings) > 0 || st.ndirty > 0) {
+		bm_set_error(ds, BM_EBUSY, "%s: cannot resize while mapped or with uncommitted pages", ds->url);
 		return BM_EBUSY;
 	}
 	pthread_mutex_lock(&ds->mu);
+	uint64_t old = ds->new_size;
 	ds->new_size = size;
 	pthread_mutex_unlock(&ds->mu);
+	if (size < old && !ds->overlay) {
+		/* Cached blocks past the new end (and the new last block's tail)
+		 * must read as zeros if the dataset grows again: drop them;
+		 * loads now zero what lies past the size. */
+		size_t bs = ds->file.blksize;
+		for (uint64_t i = size / bs; i < (old + bs - 1) / bs; i++)
+			vm_fileh_invalidate_page(ds->fh, i);
+	}
 	return 0;
 }
 
@@ -563,7 +636,7 @@ int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping
 		return rc == -ENOMEM ? BM_ENOMEM : BM_EINVAL;
 	}
 	m->ds = ds;
-	ds->nmappings++;
+	atomic_fetch_add(&ds->nmappings, 1);
 	*addrp = (char *)vm_vma_addr(m->vma) + (offset - first * bs);
 	*mp = m;
 	return 0;
@@ -573,7 +646,7 @@ void bm_unmap(bm_mapping *m)
 {
 	if (m == NULL)
 		return;
-	m->ds->nmappings--;
+	atomic_fetch_sub(&m->ds->nmappings, 1);
 	vm_vma_unmap(m->vma);
 	free(m);
 }
@@ -644,6 +717,7 @@ static void drop_changes(bm_dataset *ds)
 	ds->nchanges = 0;
 	ds->new_size = ds->manifest->size;
 	pthread_mutex_unlock(&ds->mu);
+	bm_upload_drop_failed(ds);
 }
 
 int bm_discard(bm_dataset *ds)
@@ -679,7 +753,7 @@ int bm_refresh(bm_dataset *ds)
 
 	if (ds->flat)
 		return 0;
-	if (ds->overlay && ds->nmappings > 0) {
+	if (ds->overlay && atomic_load(&ds->nmappings) > 0) {
 		bm_set_error(ds, BM_EBUSY, "%s: unmap before refreshing a handle that reads through the mirror",
 			     ds->url);
 		return BM_EBUSY;
@@ -699,11 +773,21 @@ int bm_refresh(bm_dataset *ds)
 		free(json);
 		return BM_EFORMAT;
 	}
-	invalidate_changed(ds, ds->manifest, m);
+	if (ds->overlay && m->generation != ds->manifest->generation &&
+	    bm_overlay_move_base(ds, m->generation, m->size) < 0) {
+		/* The mirror does not show it (yet): stay where we are. */
+		bm_set_error(ds, BM_EBUSY, "%s: the mirror does not show generation %" PRIu64 " yet",
+			     ds->url, m->generation);
+		bm_manifest_free(m);
+		free(json);
+		return BM_EBUSY;
+	}
+	/* Swap first, then drop what changed: a load that read the old
+	 * manifest is still LOADING then, so virtmem redoes it. */
 	pthread_mutex_lock(&ds->mu);
-	bm_manifest_free(ds->manifest);
-	free(ds->manifest_json);
+	struct bm_manifest *old = ds->manifest;
 	ds->manifest = m;
+	free(ds->manifest_json);
 	ds->manifest_json = json;
 	ds->manifest_json_len = len;
 	ds->new_size = m->size;
@@ -711,11 +795,9 @@ int bm_refresh(bm_dataset *ds)
 	ds->at_latest = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
 	pthread_mutex_unlock(&ds->mu);
-	if (ds->overlay && bm_overlay_move_base(ds, m->generation) < 0) {
-		bm_set_error(ds, BM_EBUSY, "%s: the mirror does not show generation %" PRIu64,
-			     ds->url, m->generation);
-		return BM_EBUSY;
-	}
+	if (!ds->overlay)
+		invalidate_changed(ds, old, m);
+	bm_manifest_free(old);
 	return 0;
 }
 

@@ -115,6 +115,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	struct bm_req *r = arg;
 	size_t n = size * nmemb;
 
+	if (!r->grow && r->head_status / 100 != 2)
+		return n; /* an error page: not into the caller's buffer */
 	if (n > r->cap - r->got) {
 		r->overflow = true;
 		return 0; /* abort: longer than the caller can take */
@@ -171,6 +173,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 		/* A new response (after a redirect or 100): forget the last. */
 		r->etag[0] = r->content_range[0] = '\0';
 		r->content_length = UINT64_MAX;
+		const char *sp = memchr(line, ' ', n);
+		r->head_status = sp ? strtol(sp + 1, NULL, 10) : 0;
 	}
 	header_value(line, n, "ETag", r->etag, sizeof(r->etag));
 	header_value(line, n, "Content-Range", r->content_range, sizeof(r->content_range));
@@ -206,6 +210,7 @@ static void reset_response(struct bm_req *r)
 	r->status = 0;
 	r->got = 0;
 	r->overflow = false;
+	r->head_status = 0;
 	r->etag[0] = r->content_range[0] = r->err[0] = '\0';
 	r->content_length = UINT64_MAX;
 	if (r->xxh)
@@ -297,7 +302,9 @@ int bm_status_error(long status)
 	case 412:
 		return BM_ECONFLICT;
 	default:
-		return BM_EHTTP;
+		/* 5xx, 429 and 408 are retried before this is asked; anything
+		 * else (a redirect, another 4xx) is not worth retrying. */
+		return status >= 500 || status == 429 || status == 408 ? BM_EHTTP : BM_EFORMAT;
 	}
 }
 

@@ -69,6 +69,7 @@ struct bm_req {
 	void *xxh;                 /* XXH3_state_t: hash the body as it arrives */
 	/* response */
 	long status;
+	long head_status;          /* status line as it arrives (http.c) */
 	size_t got;                /* body bytes received */
 	bool overflow;             /* the body was longer than cap */
 	char etag[256];            /* "" if none */
@@ -138,6 +139,9 @@ struct bm_change {
 	uint64_t index;
 	char *key;
 	char sum[BM_SUM_HEX + 1];
+	size_t len;                /* object length */
+	uint64_t seq;              /* order of submission: the later wins */
+	bool from_page;            /* stored from a page (it stays cached) */
 };
 
 /* The next generation: m with changes applied (sorted by index, later
@@ -168,6 +172,7 @@ struct bm_upload {
 	int nthreads;
 	bool stop;
 	struct bm_upload_job *head, *tail;
+	struct bm_upload_job *failed; /* not uploaded: queued again by the next commit */
 	size_t queued;             /* jobs queued or running */
 	size_t max_queued;
 	int err;                   /* first upload error of the commit */
@@ -187,7 +192,7 @@ struct bm_dataset {
 	struct bm_http *http;
 	vm_ram *ram;
 	vm_fileh *fh;
-	unsigned nmappings;
+	atomic_uint nmappings;
 
 	pthread_mutex_t mu;
 	struct bm_manifest *manifest;  /* flat: a synthetic one, no blocks */
@@ -203,6 +208,7 @@ struct bm_dataset {
 	/* commit in progress: storeblk appends here */
 	struct bm_change *changes;
 	size_t nchanges, capchanges;
+	uint64_t change_seq;
 
 	/* mmap-overlay mode (overlay.c): the mirror's file of this generation */
 	bool overlay;
@@ -222,9 +228,13 @@ void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
 /* Full URL of key under the dataset (malloc'd). */
 char *bm_key_url(const bm_dataset *ds, const char *key);
 
-/* Fetches one block into buf (blksize bytes, zero-filled past the object),
- * verifying it; used by loadblk and by bm_write. */
+/* Fetches one block of the published generation into buf (blksize bytes,
+ * zero-filled past the object and past the size the next commit publishes),
+ * verifying it. */
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf);
+/* The same for the block as the next generation will have it: its last
+ * queued change if any (uploads must have finished: bm_upload_wait). */
+int bm_fetch_pending(bm_dataset *ds, uint64_t index, void *buf);
 
 int bm_readahead_start(bm_dataset *ds);
 void bm_readahead_stop(bm_dataset *ds);
@@ -242,14 +252,18 @@ int bm_overlay_remmap(vm_bigfile *f, vm_vma *vma, vm_blk_t blk);
 int bm_overlay_munmap(vm_bigfile *f, vm_vma *vma);
 /* After a commit published generation gen: the base moves to its file.
  * Returns 0, or -1 when the mirror does not show it (pages stay dirty). */
-int bm_overlay_move_base(bm_dataset *ds, uint64_t gen);
+int bm_overlay_move_base(bm_dataset *ds, uint64_t gen, uint64_t size);
 void bm_overlay_close(bm_dataset *ds);
 
 int bm_upload_start(bm_dataset *ds);
 void bm_upload_stop(bm_dataset *ds);
-/* Queues block bytes for upload (copied); records the change.  Blocks while
- * the queue is full. */
-int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len);
+/* Queues block bytes for upload (copied); records the change (from_page:
+ * they come from a cached page).  Blocks while the queue is full. */
+int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page);
+/* Queues again the uploads that failed in an earlier commit. */
+void bm_upload_requeue_failed(bm_dataset *ds);
+/* Frees the failed uploads (their changes are being dropped). */
+void bm_upload_drop_failed(bm_dataset *ds);
 /* Waits for every queued upload; returns the first error. */
 int bm_upload_wait(bm_dataset *ds);
 

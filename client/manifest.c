@@ -278,8 +278,8 @@ static int cmp_change(const void *a, const void *b)
 	const struct bm_change *x = a, *y = b;
 	if (x->index != y->index)
 		return x->index < y->index ? -1 : 1;
-	/* Same block: keep submission order (later wins) via the pointer. */
-	return x < y ? -1 : x > y;
+	/* Same block: submission order, so that the later change wins. */
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 /* Appends a copy of block (index, key, sum) to out. */

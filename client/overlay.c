@@ -32,7 +32,8 @@
 static int map_base(bm_dataset *ds, void *addr, vm_blk_t blk, size_t n)
 {
 	size_t bs = ds->file.blksize, pagesize = (size_t)sysconf(_SC_PAGESIZE);
-	uint64_t off = blk * bs, size = ds->base_size;
+	/* Not past what the next commit publishes (after a shrink). */
+	uint64_t off = blk * bs, size = ds->base_size < ds->new_size ? ds->base_size : ds->new_size;
 	size_t len = n * bs, file_len = 0;
 
 	if (off < size) {
@@ -182,21 +183,21 @@ void bm_overlay_probe(bm_dataset *ds)
 		       ds->manifest->generation, ds->wcfs_path);
 }
 
-int bm_overlay_move_base(bm_dataset *ds, uint64_t gen)
+int bm_overlay_move_base(bm_dataset *ds, uint64_t gen, uint64_t size)
 {
 	char why[512];
-	int fd = open_base(ds, ds->wcfs_mnt, gen, ds->new_size, why, sizeof(why));
+	int fd = open_base(ds, ds->wcfs_mnt, gen, size, why, sizeof(why));
 
 	if (fd < 0) {
-		bm_log("%s: committed generation %" PRIu64 ", but %s; its pages stay in RAM",
-		       ds->url, gen, why);
+		bm_log("%s: cannot read generation %" PRIu64 " through the mirror: %s; "
+		       "pages that would show it stay in RAM", ds->url, gen, why);
 		return -1;
 	}
 	/* Mappings of the old file stay valid: the blocks we did not change
 	 * are the same in both generations. */
 	close(ds->base_fd);
 	ds->base_fd = fd;
-	ds->base_size = ds->new_size;
+	ds->base_size = size;
 	return 0;
 }
 

@@ -198,7 +198,7 @@ int bm_options_init(struct bm_options *o)
 		else                                                   \
 			o->field = (__typeof__(o->field))v;            \
 	} while (0)
-	ENV("BLKMAP_CACHE_BYTES", 4096, (uint64_t)1 << 42, cache_bytes);
+	ENV("BLKMAP_CACHE_BYTES", 4096, (uint64_t)512 << 30, cache_bytes); /* vm_ram_open's limit */
 	ENV("BLKMAP_CONNECT_TIMEOUT_MS", 1, 3600000, connect_timeout_ms);
 	ENV("BLKMAP_TIMEOUT_MS", 1, 86400000, timeout_ms);
 	ENV("BLKMAP_RETRIES", 0, 100, retries);
