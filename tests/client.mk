@@ -13,6 +13,7 @@ CLIENT_TEST_DEPS = blkmap-server$(EXEEXT) blkmap$(EXEEXT)
 CLIENT_TESTS = \
 	tests/test_client_roundtrip \
 	tests/test_client_flat \
+	tests/test_client_changes \
 	tests/test_client_faults \
 	tests/test_client_bad \
 	tests/test_client_readahead \
@@ -26,6 +27,10 @@ tests_test_client_roundtrip_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_roundtrip_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_roundtrip_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+tests_test_client_changes_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
+tests_test_client_changes_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_changes_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_changes_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_flat_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
 tests_test_client_flat_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_flat_LDADD = $(CLIENT_TEST_LDADD)

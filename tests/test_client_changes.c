@@ -1,0 +1,233 @@
+/* tests/test_client_changes.c — how changes accumulate into the next
+ * generation: partial bm_writes to one block merge, a commit retried after
+ * failed uploads publishes only blocks that exist, an unchanged block keeps
+ * its object's key, committed pages stay cached, shrinking then growing
+ * reads zeros, refresh moves to what another writer published.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+
+#define BS ((size_t)4096)
+
+static bm_dataset *open_new(const char *url)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+	tc_options(&o);
+	o.flags = BM_OPEN_CREATE;
+	o.blksize = BS;
+	o.wcfs = "off";
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	return ds;
+}
+
+static void two_partial_writes_to_one_block_both_survive(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	tc_url(url, sizeof(url), s, "/ch/partial");
+	bm_dataset *ds = open_new(url);
+	assert_int_equal(bm_resize(ds, 2 * BS), 0);
+	assert_int_equal(bm_write(ds, 0, "AAAA", 4), 0);
+	assert_int_equal(bm_write(ds, 4, "BBBB", 4), 0);
+	assert_int_equal(bm_write(ds, BS - 2, "CCCC", 4), 0); /* across blocks */
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	bm_close(ds);
+
+	unsigned char *want = calloc(1, 2 * BS);
+	memcpy(want, "AAAABBBB", 8);
+	memcpy(want + BS - 2, "CCCC", 4);
+	assert_true(tc_dataset_equals(url, 0, want, 2 * BS));
+	free(want);
+}
+
+static void a_commit_retried_after_failed_uploads_publishes_readable_blocks(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	unsigned char *data = ts_pattern(3 * BS, 71);
+	uint64_t gen = 0;
+
+	tc_url(url, sizeof(url), s, "/ch/retry");
+	bm_dataset *ds = open_new(url);
+	assert_int_equal(bm_resize(ds, 3 * BS), 0);
+	/* Every request fails while blocks 0 and 1 are uploaded; the partial
+	 * write to block 2 waits for those uploads and reports the failure. */
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 1}"), 200);
+	assert_int_equal(bm_write(ds, 0, data, 2 * BS), 0);
+	assert_true(bm_write(ds, 2 * BS + 10, "x", 1) < 0);
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0}"), 200);
+	/* The commit uploads again what failed, then publishes. */
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 1);
+	bm_close(ds);
+	memset(data + 2 * BS, 0, BS); /* the failed write is not in it */
+	assert_true(tc_dataset_equals(url, 0, data, 3 * BS));
+	free(data);
+}
+
+static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], path[600];
+	unsigned char *data = ts_pattern(2 * BS, 72);
+
+	tc_url(url, sizeof(url), s, "/ch/keys");
+	/* Another tool wrote block 0 under a key of its own. */
+	char sum[40], manifest[1024];
+	bm_dataset *ds = open_new(url);
+	assert_int_equal(bm_resize(ds, 2 * BS), 0);
+	assert_int_equal(bm_write(ds, 0, data, 2 * BS), 0);
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	bm_close(ds);
+	json_t *m = ts_get_json(s, "/ch/keys/manifest.json");
+	snprintf(sum, sizeof(sum), "%s",
+		 json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 0), "sum")));
+	const char *sum1 = json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 1), "sum"));
+	snprintf(manifest, sizeof(manifest),
+		 "{\"format\":\"blkmap-dataset\",\"version\":1,\"blksize\":%zu,\"size\":%zu,"
+		 "\"generation\":2,\"checksum\":\"xxh128\",\"blocks\":["
+		 "{\"index\":0,\"key\":\"custom/b0\",\"sum\":\"%s\"},"
+		 "{\"index\":1,\"key\":\"blocks/%s\",\"sum\":\"%s\"}]}",
+		 BS, 2 * BS, sum, sum1, sum1);
+	json_decref(m);
+	assert_true(ts_put(s, "/ch/keys/custom/b0", data, BS) / 100 == 2);
+	assert_true(ts_put(s, "/ch/keys/manifest.json", manifest, strlen(manifest)) / 100 == 2);
+
+	/* Rewrite block 0 with the same bytes, change block 1, commit. */
+	ds = tc_open(url, 0);
+	bm_mapping *mp;
+	unsigned char *p;
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &mp), 0);
+	((volatile unsigned char *)p)[0] = p[0]; /* same bytes, but dirty */
+	p[BS] ^= 0xff;
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	bm_unmap(mp);
+	bm_close(ds);
+	m = ts_get_json(s, "/ch/keys/manifest.json");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 0), "key")),
+			    "custom/b0");
+	json_decref(m);
+	data[BS] ^= 0xff;
+	assert_true(tc_dataset_equals(url, 0, data, 2 * BS));
+	(void)path;
+	free(data);
+}
+
+static void committed_pages_stay_cached(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	unsigned char *data = ts_pattern(8 * BS, 73), *p;
+	bm_mapping *m;
+	struct bm_stats st;
+
+	tc_url(url, sizeof(url), s, "/ch/cached");
+	tc_put(url, BS, data, 8 * BS);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
+	for (size_t b = 0; b < 8; b++)
+		p[b * BS] ^= 1;
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	bm_stats(ds, &st);
+	uint64_t fetched = st.fetched_blocks;
+	assert_int_equal(st.ram_bytes, 8 * BS);
+	for (size_t b = 0; b < 8; b++)
+		assert_int_equal(p[b * BS], data[b * BS] ^ 1);
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_blocks, fetched); /* nothing fetched again */
+	bm_unmap(m);
+	bm_close(ds);
+	free(data);
+}
+
+static void shrinking_then_growing_reads_zeros_past_the_old_end(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	unsigned char *data = ts_pattern(2 * BS, 74), *p;
+	bm_mapping *m;
+
+	tc_url(url, sizeof(url), s, "/ch/shrink");
+	tc_put(url, BS, data, 2 * BS);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
+	assert_int_equal(p[BS + 5], data[BS + 5]); /* block 1 cached */
+	bm_unmap(m);
+	assert_int_equal(bm_resize(ds, BS / 2), 0);
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	assert_int_equal(bm_resize(ds, 2 * BS), 0);
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
+	assert_int_equal(p[5], data[5]);
+	assert_int_equal(p[BS / 2 + 5], 0);
+	assert_int_equal(p[BS + 5], 0);
+	bm_unmap(m);
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	bm_close(ds);
+	unsigned char *want = calloc(1, 2 * BS);
+	memcpy(want, data, BS / 2);
+	assert_true(tc_dataset_equals(url, 0, want, 2 * BS));
+	free(want);
+	free(data);
+}
+
+static void refresh_shows_what_another_writer_published(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	unsigned char *data = ts_pattern(4 * BS, 75), *p;
+	bm_mapping *m;
+
+	tc_url(url, sizeof(url), s, "/ch/refresh");
+	tc_put(url, BS, data, 4 * BS);
+	bm_dataset *a = tc_open(url, 0);
+	assert_int_equal(bm_map(a, 0, 0, (void **)&p, &m), 0);
+	assert_int_equal(p[2 * BS], data[2 * BS]); /* cached */
+	data[2 * BS] ^= 0x55;
+	uint64_t gen = tc_put(url, BS, data, 4 * BS);
+	assert_int_equal(p[2 * BS], data[2 * BS] ^ 0x55); /* a still shows its generation */
+	assert_int_equal(bm_refresh(a), 0);
+	assert_int_equal(bm_generation(a), gen);
+	assert_int_equal(p[2 * BS], data[2 * BS]);
+	assert_int_equal(p[3 * BS], data[3 * BS]);
+	bm_unmap(m);
+	bm_close(a);
+	free(data);
+}
+
+static void bad_options_are_refused_at_open(void **state)
+{
+	struct ts_server *s = *state;
+	struct bm_options o;
+	bm_dataset *ds;
+	char url[512];
+	tc_url(url, sizeof(url), s, "/ch/opts");
+	tc_options(&o);
+	o.connections = 0;
+	assert_int_equal(bm_open(&ds, url, &o), BM_EINVAL);
+	assert_non_null(strstr(bm_last_error(NULL), "connections"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(two_partial_writes_to_one_block_both_survive),
+		cmocka_unit_test(a_commit_retried_after_failed_uploads_publishes_readable_blocks),
+		cmocka_unit_test(an_unchanged_block_keeps_the_key_of_its_object),
+		cmocka_unit_test(committed_pages_stay_cached),
+		cmocka_unit_test(shrinking_then_growing_reads_zeros_past_the_old_end),
+		cmocka_unit_test(refresh_shows_what_another_writer_published),
+		cmocka_unit_test(bad_options_are_refused_at_open),
+	};
+	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
+}
