@@ -2,7 +2,8 @@
  * failed load is SIGBUS at the faulting address (and later accesses retry),
  * a full budget is SIGBUS, errno survives a fault, a wild access still kills
  * the process with SIGSEGV, and an earlier SIGSEGV handler still gets the
- * faults that are not virtmem's.  Each case runs in a child process.
+ * faults that are not virtmem's, also when a handler installed over
+ * virtmem's chains back to it.  Each case runs in a child process.
  */
 #include "config.h"
 
@@ -234,6 +235,78 @@ static void test_foreign_faults_go_to_previous_handler(void **unused)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* A handler H installed over virtmem's that chains to the disposition it
+ * replaced (virtmem's), as test frameworks and runtimes do.  virtmem then
+ * puts its handler in front again (its previous handler is now H): a foreign
+ * fault must go H -> virtmem -> A (the handler installed before virtmem)
+ * once, not loop virtmem -> H -> virtmem ... until the stack overflows. */
+static struct sigaction h_prev;
+static int h_count, a_count;
+static void *a_addr;
+
+static void chaining_handler(int sig, siginfo_t *si, void *uc)
+{
+	h_count++;
+	if (h_prev.sa_flags & SA_SIGINFO)
+		h_prev.sa_sigaction(sig, si, uc);
+	else if (h_prev.sa_handler != SIG_DFL && h_prev.sa_handler != SIG_IGN)
+		h_prev.sa_handler(sig);
+}
+
+static void first_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	a_count++;
+	a_addr = si->si_addr;
+	siglongjmp(jb, 1);
+}
+
+static void chaining_over_virtmem_child(void *unused)
+{
+	struct sigaction sa;
+	struct child c;
+	vm_vma *vma2;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = first_handler;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGSEGV, &sa, NULL);
+	child_open(&c, 2, 2); /* virtmem in front; its previous handler: A */
+	sa.sa_sigaction = chaining_handler;
+	sigaction(SIGSEGV, &sa, &h_prev); /* H over virtmem; H chains to it */
+	if (vm_fileh_mmap(&vma2, c.fh, 0, 2) < 0) /* virtmem in front again */
+		_exit(90);
+	/* Twice from the same place: A's siglongjmp leaves the first chain
+	 * without returning through virtmem's handler. */
+	for (volatile int i = 1; i <= 2; i++) {
+		if (sigsetjmp(jb, 1) == 0) {
+			(void)*(volatile int *)wild_addr(32);
+			_exit(1);
+		}
+		if (a_count != i || a_addr != (void *)32)
+			_exit(2);
+		if (h_count != i)
+			_exit(3);
+	}
+	/* virtmem's own faults still work, through both mappings. */
+	if (*(volatile uint64_t *)vm_vma_blk_addr(c.vma, 1) != PATTERN(1, 0) ||
+	    *(volatile uint64_t *)vm_vma_blk_addr(vma2, 0) != PATTERN(0, 0))
+		_exit(4);
+	*(volatile uint64_t *)vm_vma_blk_addr(vma2, 1) = 7;
+	if (*(volatile uint64_t *)vm_vma_blk_addr(c.vma, 1) != 7)
+		_exit(5);
+	_exit(0);
+}
+
+static void test_handler_chaining_back_to_virtmem_does_not_recurse(void **unused)
+{
+	int st = run_in_child(chaining_over_virtmem_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* A backend whose loadblk reads virtmem memory would deadlock; it gets an
  * error (SIGBUS on the outer access) instead. */
 static vm_vma *other_vma;
@@ -280,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_errno_survives_a_fault),
 		cmocka_unit_test(test_wild_access_still_crashes_with_sigsegv),
 		cmocka_unit_test(test_foreign_faults_go_to_previous_handler),
+		cmocka_unit_test(test_handler_chaining_back_to_virtmem_does_not_recurse),
 		cmocka_unit_test(test_backend_touching_virtmem_memory_fails_not_deadlocks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
