@@ -356,6 +356,40 @@ static void test_writeout_error_leaves_every_page_dirty(void **unused)
 	fx_close(f);
 }
 
+/* A failed STORE marks nothing stored, not even the pages it stored before
+ * the failing one: a MARKSTORED alone afterwards must not clean pages whose
+ * store the caller never saw succeed (and so never published). */
+static void test_failed_store_marks_earlier_pages_not_stored(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+
+	*word(f->vma, 1, 0) = 10;
+	*word(f->vma, 3, 0) = 30;
+	*word(f->vma, 5, 0) = 50;
+	f->m->fail_store_blk = 5;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE), -ENOSPC);
+	assert_int_equal(f->m->nstore, 2); /* 1 and 3 reached storeblk */
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_MARKSTORED), 0);
+	for (vm_blk_t b = 1; b <= 5; b += 2)
+		assert_int_equal(state(f, b), VM_PAGE_DIRTY);
+	assert_int_equal(stats(f->fh).ndirty, 3);
+	/* Dirty and not stored: writable at once, no fault. */
+	uint64_t faults = stats(f->fh).faults;
+	*word(f->vma, 1, 1) = 11;
+	*word(f->vma, 3, 1) = 31;
+	*word(f->vma, 5, 1) = 51;
+	assert_int_equal(stats(f->fh).faults, faults);
+	f->m->fail_store_blk = -1;
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
+	assert_int_equal(stats(f->fh).ndirty, 0);
+	for (vm_blk_t b = 1; b <= 5; b += 2) {
+		assert_int_equal(state(f, b), VM_PAGE_LOADED);
+		assert_int_equal(memfile_blk(f->m, b)[0], b * 10);
+		assert_int_equal(memfile_blk(f->m, b)[1], b * 10 + 1);
+	}
+	fx_close(f);
+}
+
 static void test_markstored_keeps_pages_written_after_store(void **unused)
 {
 	struct fx *f = fx_open(BS4K, 4, 4);
@@ -743,6 +777,7 @@ int main(void)
 		cmocka_unit_test(test_block_larger_than_budget_fails_without_reclaim),
 		cmocka_unit_test(test_writeout_stores_in_ascending_block_order),
 		cmocka_unit_test(test_writeout_error_leaves_every_page_dirty),
+		cmocka_unit_test(test_failed_store_marks_earlier_pages_not_stored),
 		cmocka_unit_test(test_markstored_keeps_pages_written_after_store),
 		cmocka_unit_test(test_write_during_store_is_not_lost),
 		cmocka_unit_test(test_writeout_refuses_bad_flags),

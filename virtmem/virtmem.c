@@ -759,22 +759,25 @@ static struct vm_page **dirty_sorted(vm_fileh *fh, size_t *np)
 /* Stores the dirty pages in ascending order.  vm_lock is released around
  * each storeblk; the page is write-protected meanwhile (->storing).  Pages
  * cannot go away meanwhile: dirty pages are freed only by discard (refused
- * during writeout), MARKSTORED (this thread) or close (not concurrent). */
+ * during writeout), MARKSTORED (this thread) or close (not concurrent).
+ * On an error nothing this call stored stays marked stored: a later
+ * MARKSTORED alone must not clean pages whose store the caller saw fail. */
 static int writeout_store_locked(vm_fileh *fh)
 {
-	size_t n = 0;
+	size_t n = 0, i;
 	struct vm_page **v = dirty_sorted(fh, &n);
 	int rc = 0;
 
 	if (v == NULL)
 		return -ENOMEM;
-	for (size_t i = 0; i < n && rc == 0; i++) {
+	for (i = 0; i < n && rc == 0; i++) {
 		struct vm_page *page = v[i];
 		page->storing = true;
 		page->stored = false;
 		rc = page_protect_all(page, PROT_READ);
 		if (rc < 0) {
 			page->storing = false;
+			page_protect_all(page, PROT_READ | PROT_WRITE);
 			break;
 		}
 		unlock();
@@ -793,6 +796,17 @@ static int writeout_store_locked(vm_fileh *fh)
 			page_protect_all(page, PROT_READ | PROT_WRITE);
 		}
 		wake_io();
+	}
+	if (rc < 0) {
+		/* v[0..i) holds every page this call stored.  Those still
+		 * marked stored (not written since) become plain dirty pages
+		 * again, mapped read-write as such pages are. */
+		while (i-- > 0) {
+			if (!v[i]->stored)
+				continue;
+			v[i]->stored = false;
+			page_protect_all(v[i], PROT_READ | PROT_WRITE);
+		}
 	}
 	free(v);
 	return rc;

@@ -163,7 +163,9 @@ enum vm_writeout_flags {
  * layer mapped again (remmap_blk_read).
  *
  * On a storeblk error the call returns it at once and marks nothing stored:
- * every dirty page stays dirty.  -EBUSY if another writeout or a discard runs
+ * every dirty page stays dirty, and the pages it stored before the failing
+ * one are not marked stored either, so a MARKSTORED alone afterwards leaves
+ * them dirty.  -EBUSY if another writeout or a discard runs
  * on the handle, -EINVAL for bad flags. */
 int vm_fileh_dirty_writeout(vm_fileh *fh, int flags);
 
