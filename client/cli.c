@@ -175,6 +175,8 @@ static int cmd_put(int argc, char **argv)
 	struct stat sb;
 	if (fd < 0 || fstat(fd, &sb) < 0) {
 		fprintf(stderr, "%s: put: cannot read %s: %s\n", prog, path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		return 1;
 	}
 	bm_dataset *ds;
@@ -195,6 +197,8 @@ static int cmd_put(int argc, char **argv)
 	size_t bs = bm_blksize(ds);
 	char *buf = malloc(bs);
 	struct progress p;
+	if (buf == NULL)
+		rc = BM_ENOMEM; /* never commit what was not written */
 	progress_init(&p, "put", (uint64_t)sb.st_size);
 	for (uint64_t off = 0; rc == 0 && buf && off < (uint64_t)sb.st_size; off += bs) {
 		size_t want = (uint64_t)sb.st_size - off < bs ? (size_t)((uint64_t)sb.st_size - off) : bs;
@@ -398,8 +402,13 @@ static int read_file(const char *path, char **bufp, size_t *lenp)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
-	if (fd < 0 || fstat(fd, &sb) < 0)
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		int err = errno;
+		if (fd >= 0)
+			close(fd);
+		errno = err;
 		return -1;
+	}
 	char *buf = malloc((size_t)sb.st_size + 1);
 	ssize_t n = buf ? read(fd, buf, (size_t)sb.st_size) : -1;
 	close(fd);
@@ -491,6 +500,22 @@ static const char stat_help[] =
 	"Prints what the dataset at URL is, as JSON: url, kind (dataset or flat),\n"
 	"size, blksize, generation, blocks (the non-empty ones).\n";
 
+/* Prints s as a JSON string (quotes, backslashes and controls escaped). */
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
 static int cmd_stat(int argc, char **argv)
 {
 	struct bm_options o;
@@ -504,9 +529,11 @@ static int cmd_stat(int argc, char **argv)
 	if (load_options(&o) < 0 || open_or_fail(&ds, argv[1], &o, &ex) < 0)
 		return ex;
 	uint64_t nblk = (bm_size(ds) + bm_blksize(ds) - 1) / bm_blksize(ds);
-	printf("{\"url\": \"%s\", \"kind\": \"%s\", \"size\": %" PRIu64 ", \"blksize\": %zu, "
+	printf("{\"url\": ");
+	print_json_string(bm_url(ds));
+	printf(", \"kind\": \"%s\", \"size\": %" PRIu64 ", \"blksize\": %zu, "
 	       "\"generation\": %" PRIu64 ", \"blocks\": %" PRIu64 "}\n",
-	       bm_url(ds), bm_is_flat(ds) ? "flat" : "dataset", bm_size(ds), bm_blksize(ds),
+	       bm_is_flat(ds) ? "flat" : "dataset", bm_size(ds), bm_blksize(ds),
 	       bm_generation(ds), bm_is_flat(ds) ? nblk : bm_nblocks_stored(ds));
 	bm_close(ds);
 	return 0;
