@@ -175,6 +175,18 @@ out:
 	return rc;
 }
 
+/* Appends job to the upload queue (up->mu held). */
+static void enqueue_locked(struct bm_upload *up, struct bm_upload_job *job)
+{
+	job->next = NULL;
+	if (up->tail)
+		up->tail->next = job;
+	else
+		up->head = job;
+	up->tail = job;
+	up->queued++;
+}
+
 int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page)
 {
 	struct bm_upload *up = &ds->up;
@@ -216,12 +228,7 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len,
 	/* Bounded: at most max_queued copies of blocks in memory. */
 	while (up->queued >= up->max_queued)
 		pthread_cond_wait(&up->cv, &up->mu);
-	if (up->tail)
-		up->tail->next = job;
-	else
-		up->head = job;
-	up->tail = job;
-	up->queued++;
+	enqueue_locked(up, job);
 	pthread_cond_signal(&up->cv);
 	pthread_mutex_unlock(&up->mu);
 	return 0;
@@ -237,13 +244,7 @@ void bm_upload_requeue_failed(bm_dataset *ds)
 	while (up->failed) {
 		struct bm_upload_job *job = up->failed;
 		up->failed = job->next;
-		job->next = NULL;
-		if (up->tail)
-			up->tail->next = job;
-		else
-			up->head = job;
-		up->tail = job;
-		up->queued++;
+		enqueue_locked(up, job);
 	}
 	pthread_cond_broadcast(&up->cv);
 	pthread_mutex_unlock(&up->mu);
