@@ -57,6 +57,7 @@ struct vm_page {
 	size_t ram_off;       /* offset of the RAM slot in the pool memfd */
 	bool storing;         /* storeblk runs on it (write-protected) */
 	bool stored;          /* stored by a writeout, not written since */
+	bool recycled;        /* its slot came from a reclaimed page: memory present */
 	struct vm_list lru;   /* in ram->lru while LOADED */
 	struct vm_list dirty; /* in fh->dirty while DIRTY */
 };

@@ -408,8 +408,10 @@ static int page_alloc_ram(vm_fileh *fh, struct vm_page *page)
 		rc = ram_reclaim_locked(fh->ram, fh->blksize, &page->ram_off);
 		if (rc == 0)
 			rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
-		else if (rc == 1)
+		else if (rc == 1) {
 			rc = 0; /* a recycled slot */
+			page->recycled = true;
+		}
 	}
 	if (rc == 0)
 		fh->st.ncached++;
@@ -443,7 +445,7 @@ static int page_fill(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
 	/* Allocate the slot's memory in one go rather than in one kernel
 	 * fault per 4 KiB page while loadblk writes it (measured: cheaper,
 	 * bench_client random_read).  A recycled slot is already there. */
-	if (fh->blkshift > fh->ram->pageshift)
+	if (fh->blkshift > fh->ram->pageshift && !page->recycled)
 		(void)madvise(buf, fh->blksize, MADV_POPULATE_WRITE);
 	return norm_rc(fh->file->ops->loadblk(fh->file, page->blk, buf));
 }
