@@ -1,16 +1,15 @@
 /* readahead.c — sequential access detection and background block fetches.
  *
  * Every page fault on a dataset (virtmem's on_fault hook) reports its block.
- * A fault on the block after the previous one, or inside the range already
- * queued, is sequential.  When a sequential reader has consumed half of what
- * is fetched ahead, the window doubles (2, 4, 8, ... up to max_window) and
- * the blocks up to fault + window are queued: the window grows with what the
- * reader actually reads, so a short sequential run over-fetches little.  Any
- * other fault is random: the window resets and the queue is emptied, so a
- * random reader fetches only what it touches.  Worker threads (one per
- * connection) take blocks from the queue and load them into the page cache
- * with vm_fileh_prefetch, in parallel.  max_window keeps read-ahead within a
- * quarter of the RAM budget.
+ * A fault on the block right after the previous one is sequential.  When a
+ * sequential reader has consumed half of what is fetched ahead, the window
+ * doubles (2, 4, 8, ... up to max_window) and the blocks up to fault + window
+ * are queued: the window grows with what the reader actually reads, so a
+ * short sequential run over-fetches little.  Any other fault is random: the
+ * window resets and the queue is emptied, so a random reader fetches only
+ * what it touches.  Worker threads (one per connection) take blocks from the
+ * queue and load them into the page cache with vm_fileh_prefetch, in
+ * parallel.  max_window keeps read-ahead within a quarter of the RAM budget.
  * Locking: ds->ra.mu guards the queue and the detector; it is never held
  * while a block is fetched.
  */
@@ -111,7 +110,11 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 	pthread_mutex_unlock(&ds->mu);
 
 	pthread_mutex_lock(&ra->mu);
-	bool sequential = ra->last != 0 && (blk == ra->last || (blk >= ra->last && blk < ra->next));
+	/* Every block faults once per mapping even when it was read ahead
+	 * (it is cached, not yet mapped), so a sequential reader's faults are
+	 * exactly consecutive.  A jump, even into the range read ahead, is
+	 * random access. */
+	bool sequential = ra->last != 0 && blk == ra->last;
 	bool again = ra->last != 0 && blk + 1 == ra->last; /* same block, another mapping */
 	if (again) {
 		pthread_mutex_unlock(&ra->mu);
