@@ -9,7 +9,7 @@
  * window resets and the queue is emptied, so a random reader fetches only
  * what it touches.  Worker threads (one per connection) take blocks from the
  * queue and load them into the page cache with vm_fileh_prefetch, in
- * parallel.  max_window keeps read-ahead within a quarter of the RAM budget.
+ * parallel.  max_window keeps read-ahead within half of the RAM budget.
  * Locking: ds->ra.mu guards the queue and the detector; it is never held
  * while a block is fetched.
  */
@@ -56,8 +56,8 @@ int bm_readahead_start(bm_dataset *ds)
 {
 	struct bm_readahead *ra = &ds->ra;
 	size_t bs = ds->file.blksize;
-	size_t budget = ds->opt.readahead_bytes < ds->opt.cache_bytes / 4
-				? ds->opt.readahead_bytes : ds->opt.cache_bytes / 4;
+	size_t budget = ds->opt.readahead_bytes < ds->opt.cache_bytes / 2
+				? ds->opt.readahead_bytes : ds->opt.cache_bytes / 2;
 
 	pthread_mutex_init(&ra->mu, NULL);
 	pthread_cond_init(&ra->cv, NULL);
