@@ -30,6 +30,7 @@ struct bm_http {
 	int nidle, ncreated;
 	struct bm_http_opts o;
 	char *auth;                /* "Authorization: Bearer ..." or NULL */
+	bool inited;               /* mu and cv exist */
 	unsigned seed;
 };
 
@@ -61,6 +62,7 @@ int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o)
 	h->seed = (unsigned)time(NULL) ^ (unsigned)getpid();
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->cv, NULL);
+	h->inited = true;
 	*hp = h;
 	return 0;
 }
@@ -73,6 +75,10 @@ void bm_http_free(struct bm_http *h)
 		curl_easy_cleanup(h->idle[i]);
 	free(h->idle);
 	free(h->auth);
+	if (h->inited) {
+		pthread_mutex_destroy(&h->mu);
+		pthread_cond_destroy(&h->cv);
+	}
 	free(h);
 }
 

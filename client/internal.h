@@ -152,6 +152,7 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 /* ---- the dataset handle ----------------------------------------------------- */
 
 struct bm_readahead {
+	bool inited;               /* mu and cv exist */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	pthread_t *threads;

@@ -61,6 +61,7 @@ int bm_readahead_start(bm_dataset *ds)
 
 	pthread_mutex_init(&ra->mu, NULL);
 	pthread_cond_init(&ra->cv, NULL);
+	ra->inited = true;
 	ra->max_window = budget / bs;
 	if (ra->max_window == 0)
 		return 0; /* read-ahead off */
@@ -83,8 +84,14 @@ void bm_readahead_stop(bm_dataset *ds)
 {
 	struct bm_readahead *ra = &ds->ra;
 
-	if (ra->threads == NULL && ra->queue == NULL)
+	if (!ra->inited)
 		return;
+	if (ra->threads == NULL && ra->queue == NULL) {
+		pthread_mutex_destroy(&ra->mu);
+		pthread_cond_destroy(&ra->cv);
+		ra->inited = false;
+		return;
+	}
 	pthread_mutex_lock(&ra->mu);
 	ra->stop = true;
 	pthread_cond_broadcast(&ra->cv);
@@ -96,6 +103,9 @@ void bm_readahead_stop(bm_dataset *ds)
 	ra->threads = NULL;
 	ra->queue = NULL;
 	ra->nthreads = 0;
+	pthread_mutex_destroy(&ra->mu);
+	pthread_cond_destroy(&ra->cv);
+	ra->inited = false;
 }
 
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
