@@ -6,6 +6,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <cmocka.h>
 
@@ -749,6 +750,115 @@ static void test_close_gives_all_ram_back(void **unused)
 	free(f);
 }
 
+/* ---- loadblk through vm_loadblk_write / vm_loadblk_zero ----------------------- */
+
+/* A backend that writes its buffer only through vm_loadblk_write (in odd-
+ * sized pieces, as an HTTP body arrives) and vm_loadblk_zero: bytes of a
+ * block from zero_from[blk] on read as zeros; zero_from 0 is a hole (nothing
+ * written at all). */
+static size_t zero_from[8];
+static bool write_all_first; /* write the whole block, then zero */
+
+static int writes_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
+{
+	struct memfile *m = (struct memfile *)f;
+	size_t bs = f->blksize, end = write_all_first ? bs : zero_from[blk];
+	const unsigned char *src = (const unsigned char *)memfile_blk(m, blk);
+
+	atomic_fetch_add(&m->loads[blk], 1);
+	for (size_t off = 0; off < end; off += 5000) {
+		size_t n = end - off < 5000 ? end - off : 5000;
+		if (vm_loadblk_write(buf, off, src + off, n) < 0)
+			return -EIO;
+	}
+	if (zero_from[blk] < bs && vm_loadblk_zero(buf, zero_from[blk], bs - zero_from[blk]) < 0)
+		return -EIO;
+	return 0;
+}
+
+static const vm_bigfile_ops writes_ops = {
+	.loadblk = writes_loadblk,
+	.storeblk = memfile_storeblk,
+	.flags = VM_OPS_LOADBLK_WRITES,
+};
+
+/* Whether block blk reads through vma as the memfile's bytes below
+ * zero_from[blk] and zeros from there on. */
+static bool block_reads_right(vm_vma *vma, struct memfile *m, vm_blk_t blk)
+{
+	size_t bs = m->file.blksize;
+	const unsigned char *p = vm_vma_blk_addr(vma, blk);
+	const unsigned char *want = (const unsigned char *)memfile_blk(m, blk);
+
+	for (size_t i = 0; i < bs; i++)
+		if (((const volatile unsigned char *)p)[i] != (i < zero_from[blk] ? want[i] : 0))
+			return false;
+	return true;
+}
+
+/* Six blocks through a two-block budget, three rounds: fresh slots, then
+ * recycled slots filled with pwrite before, then recycled slots written
+ * through the pointer before.  Every block reads exactly. */
+static void check_writes_backend(size_t bs, bool all_first)
+{
+	struct fx *f = fx_open(bs, 6, 2);
+
+	f->m->file.ops = &writes_ops;
+	write_all_first = all_first;
+	for (vm_blk_t b = 0; b < 6; b++)
+		zero_from[b] = bs;
+	zero_from[1] = 0;              /* a hole */
+	zero_from[2] = bs / 2 + 100;   /* a short last block */
+	zero_from[4] = 4096 + 8;       /* all but a page and a bit zero */
+	for (int round = 0; round < 3; round++)
+		for (vm_blk_t b = 0; b < 6; b++)
+			assert_true(block_reads_right(f->vma, f->m, b));
+	assert_int_equal(f->m->loads[0], 3);
+	assert_true(vm_ram_used(f->ram) <= 2 * bs);
+	fx_close(f);
+}
+
+static void test_loadblk_write_fills_fresh_and_recycled_slots(void **unused)
+{
+	check_writes_backend(BS64K, false);
+	check_writes_backend(BS2M, false);
+}
+
+static void test_loadblk_zero_clears_bytes_the_load_wrote(void **unused)
+{
+	/* The whole block is written first: zeroing must not count on fresh
+	 * memory reading as zeros there. */
+	check_writes_backend(BS64K, true);
+	check_writes_backend(BS2M, true);
+}
+
+static void test_hole_in_recycled_slot_reads_zeros(void **unused)
+{
+	struct fx *f = fx_open(BS64K, 2, 1);
+
+	f->m->file.ops = &writes_ops;
+	write_all_first = false;
+	zero_from[0] = BS64K;
+	zero_from[1] = 0;
+	assert_true(block_reads_right(f->vma, f->m, 0));
+	/* Block 1 takes block 0's slot, full of block 0's bytes. */
+	assert_true(block_reads_right(f->vma, f->m, 1));
+	assert_int_equal(stats(f->fh).reclaimed, 1);
+	fx_close(f);
+}
+
+static void test_loadblk_write_outside_a_load_copies(void **unused)
+{
+	unsigned char buf[10000], src[6000];
+
+	memset(buf, 0x11, sizeof(buf));
+	memset(src, 0x22, sizeof(src));
+	assert_int_equal(vm_loadblk_write(buf, 1000, src, sizeof(src)), 0);
+	assert_int_equal(vm_loadblk_zero(buf, 7000, 500), 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], i < 1000 ? 0x11 : i < 7000 ? 0x22 : i < 7500 ? 0 : 0x11);
+}
+
 static void test_page_state_names(void **unused)
 {
 	assert_string_equal(vm_page_state_name(VM_PAGE_LOADING_INVALIDATED), "LOADING_INVALIDATED");
@@ -795,6 +905,10 @@ int main(void)
 		cmocka_unit_test(test_bad_block_sizes_are_refused),
 		cmocka_unit_test(test_release_runs_when_last_handle_closes),
 		cmocka_unit_test(test_close_gives_all_ram_back),
+		cmocka_unit_test(test_loadblk_write_fills_fresh_and_recycled_slots),
+		cmocka_unit_test(test_loadblk_zero_clears_bytes_the_load_wrote),
+		cmocka_unit_test(test_hole_in_recycled_slot_reads_zeros),
+		cmocka_unit_test(test_loadblk_write_outside_a_load_copies),
 		cmocka_unit_test(test_page_state_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

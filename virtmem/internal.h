@@ -48,6 +48,13 @@ static inline void vm_list_del(struct vm_list *n)
 
 /* ---- pages ------------------------------------------------------------- */
 
+/* What a page's RAM slot holds, beyond its bytes. */
+enum vm_slot {
+	VM_SLOT_FRESH,     /* no memory yet: reads as zeros */
+	VM_SLOT_MAPPED,    /* memory, and page table entries in the pool's view */
+	VM_SLOT_UNMAPPED,  /* memory (filled with pwrite), no page table entries */
+};
+
 /* A page exists (has a struct) only while it is not EMPTY: an absent page is
  * EMPTY.  The page owns one RAM slot of fh->blksize bytes at ram_off. */
 struct vm_page {
@@ -57,7 +64,7 @@ struct vm_page {
 	size_t ram_off;       /* offset of the RAM slot in the pool memfd */
 	bool storing;         /* storeblk runs on it (write-protected) */
 	bool stored;          /* stored by a writeout, not written since */
-	bool recycled;        /* its slot came from a reclaimed page: memory present */
+	enum vm_slot slot;    /* what the RAM slot holds (how to fill it) */
 	struct vm_list lru;   /* in ram->lru while LOADED */
 	struct vm_list dirty; /* in fh->dirty while DIRTY */
 };

@@ -3,7 +3,8 @@
  * The memfd is sized (sparsely) far beyond the budget and mapped once into
  * the process, so a page's bytes are always reachable at ram_addr() with no
  * per-fault mmap.  Slots are power-of-two sized; freed slots go to a free
- * list of their size and their memory back to the OS (FALLOC_FL_PUNCH_HOLE).
+ * list of their size and their memory back to the OS (FALLOC_FL_PUNCH_HOLE),
+ * so a slot fresh from ram_alloc reads as zeros.
  * The budget counts slot bytes handed out and is never exceeded.  Offset space
  * per size class never exceeds the budget, so RAM_NCLASS * budget of address
  * space always suffices.
@@ -15,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -147,10 +149,11 @@ void ram_free(vm_ram *ram, size_t off, size_t size)
 {
 	struct ram_freelist *fl = &ram->free[class_of(ram, size)];
 
-	/* Give the memory back; a failure here only costs memory until the
-	 * slot is used again. */
-	(void)fallocate(ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			(off_t)off, (off_t)size);
+	/* Give the memory back.  A free slot reads as zeros (page_fill
+	 * counts on it): should punching fail, zero it instead. */
+	if (fallocate(ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)off, (off_t)size) < 0)
+		memset(ram->base + off, 0, size);
 	if (fl->n == fl->cap) {
 		size_t ncap = fl->cap ? fl->cap * 2 : 64;
 		size_t *n = realloc(fl->off, ncap * sizeof(*n));

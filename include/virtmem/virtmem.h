@@ -113,7 +113,35 @@ struct vm_bigfile_ops {
 			       size_t blklen);
 	int (*remmap_blk_read)(vm_bigfile *file, vm_vma *vma, vm_blk_t blk);
 	int (*munmap)(vm_bigfile *file, vm_vma *vma);
+
+	/* VM_OPS_* flags. */
+	unsigned flags;
 };
+
+enum vm_bigfile_ops_flags {
+	/* loadblk writes buf only through vm_loadblk_write() and
+	 * vm_loadblk_zero(), never through the pointer: virtmem then leaves a
+	 * fresh RAM slot unallocated and vm_loadblk_write fills it with
+	 * pwrite(2). */
+	VM_OPS_LOADBLK_WRITES = 1 << 0,
+};
+
+/* vm_loadblk_write copies len bytes from src to buf + off, for a loadblk
+ * filling its buf.  The result is that of memcpy; the difference is the
+ * cost.  When buf is a slot of fresh memory (the file's ops have
+ * VM_OPS_LOADBLK_WRITES, and the call is made from the thread running
+ * loadblk on that buf), the bytes go into the pool's memfd with pwrite(2):
+ * the kernel allocates the pages without zeroing them first and without one
+ * page fault per 4 KiB page.  Any other buffer gets a memcpy.
+ * Returns 0, or -errno when pwrite fails (-ENOSPC when the system is out of
+ * memory for the pool). */
+int vm_loadblk_write(void *buf, size_t off, const void *src, size_t len);
+
+/* vm_loadblk_zero sets len bytes at buf + off to zero, like memset.  In a
+ * fresh slot (as above) bytes not yet written are left alone: fresh memory
+ * reads as zeros, and its pages are then never allocated.  Returns 0 or
+ * -errno. */
+int vm_loadblk_zero(void *buf, size_t off, size_t len);
 
 /* A backend embeds this struct (first member or via container_of). */
 struct vm_bigfile {
