@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "bm_xxhash.h"
 
 #include "internal.h"
 
@@ -152,7 +152,8 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 
 	if (len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
 		/* A hole, or past the end: zeros without a request. */
-		memset(buf, 0, bs);
+		if (vm_loadblk_zero(buf, 0, bs) < 0)
+			return BM_ENOMEM;
 		atomic_fetch_add(&ds->c.hole_blocks, 1);
 		return 0;
 	}
@@ -188,8 +189,8 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 		return rc;
 	}
 	/* Bytes past the object, or past a size shrunk since, read as zeros. */
-	if (src->visible < bs)
-		memset((char *)buf + src->visible, 0, bs - src->visible);
+	if (src->visible < bs && vm_loadblk_zero(buf, src->visible, bs - src->visible) < 0)
+		return BM_ENOMEM;
 	atomic_fetch_add(&ds->c.fetched_blocks, 1);
 	atomic_fetch_add(&ds->c.fetched_bytes, len);
 	return 0;
@@ -264,6 +265,7 @@ static const vm_bigfile_ops ds_ops = {
 	.loadblk = ds_loadblk,
 	.storeblk = ds_storeblk,
 	.on_fault = ds_on_fault,
+	.flags = VM_OPS_LOADBLK_WRITES,
 };
 
 /* Overlay mode: the same, plus the mirror as base layer (overlay.c). */
@@ -274,6 +276,7 @@ static const vm_bigfile_ops ds_overlay_ops = {
 	.mmap_setup_read = bm_overlay_setup_read,
 	.remmap_blk_read = bm_overlay_remmap,
 	.munmap = bm_overlay_munmap,
+	.flags = VM_OPS_LOADBLK_WRITES,
 };
 
 /* ---- opening ----------------------------------------------------------------- */

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <xxhash.h>
+#include "bm_xxhash.h"
 
 #include "internal.h"
 
@@ -143,9 +143,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		r->gbuf[r->got] = '\0';
 		return n;
 	}
-	memcpy((char *)r->dst + r->got, data, n);
 	if (r->xxh)
 		XXH3_128bits_update(r->xxh, data, n); /* while the data is hot */
+	/* dst may be a fresh RAM slot of virtmem's: filled with pwrite. */
+	int rc = vm_loadblk_write(r->dst, r->got, data, n);
+	if (rc < 0) {
+		r->write_err = rc;
+		return 0; /* abort */
+	}
 	r->got += n;
 	return n;
 }
@@ -216,6 +221,7 @@ static void reset_response(struct bm_req *r)
 	r->status = 0;
 	r->got = 0;
 	r->overflow = false;
+	r->write_err = 0;
 	r->head_status = 0;
 	r->etag[0] = r->content_range[0] = r->err[0] = '\0';
 	r->content_length = UINT64_MAX;
@@ -284,6 +290,9 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 		if (r->overflow) {
 			snprintf(r->err, sizeof(r->err), "response body longer than %zu bytes", r->cap);
 			rc = BM_EFORMAT;
+		} else if (r->write_err) {
+			snprintf(r->err, sizeof(r->err), "cannot store the body in memory: %s", strerror(-r->write_err));
+			rc = BM_ENOMEM;
 		} else {
 			snprintf(r->err, sizeof(r->err), "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
 			rc = BM_EHTTP;

@@ -72,6 +72,7 @@ struct bm_req {
 	long head_status;          /* status line as it arrives (http.c) */
 	size_t got;                /* body bytes received */
 	bool overflow;             /* the body was longer than cap */
+	int write_err;             /* -errno: storing the body into dst failed */
 	char etag[256];            /* "" if none */
 	uint64_t content_length;   /* UINT64_MAX if none */
 	char content_range[128];   /* "" if none */

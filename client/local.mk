@@ -2,6 +2,7 @@
 lib_LTLIBRARIES += client/libblkmap.la
 client_libblkmap_la_SOURCES = \
 	client/internal.h \
+	client/bm_xxhash.h \
 	client/commit.c \
 	client/dataset.c \
 	client/http.c \

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "bm_xxhash.h"
 
 #include "internal.h"
 

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "bm_xxhash.h"
 
 #include "internal.h"
 
