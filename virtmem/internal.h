@@ -53,6 +53,7 @@ enum vm_slot {
 	VM_SLOT_FRESH,     /* no memory yet: reads as zeros */
 	VM_SLOT_MAPPED,    /* memory, and page table entries in the pool's view */
 	VM_SLOT_UNMAPPED,  /* memory (filled with pwrite), no page table entries */
+	VM_SLOT_ZEROED,    /* a spare: zeros in memory with page table entries */
 };
 
 /* A page exists (has a struct) only while it is not EMPTY: an absent page is
@@ -107,6 +108,21 @@ struct vm_ram {
 	} free[RAM_NCLASS];
 	struct vm_list lru;  /* LOADED pages, least recently faulted first */
 	unsigned nfileh;     /* handles using the pool */
+
+	/* Spare slots (vm_ram_keep_spare): zeroed memory with page table
+	 * entries, filled ahead of need by spare_thread.  Their bytes count
+	 * in spare_bytes, not in used; used + spare_bytes <= budget. */
+	size_t spare_size;      /* 0: none kept */
+	unsigned spare_want;
+	size_t *spare;          /* offsets of ready spares (spare_want of room) */
+	unsigned spare_n;
+	bool spare_filling;     /* one slot is being populated right now, */
+	size_t filling_off;     /* this one */
+	bool filling_taken;     /* a load took it over while it was filled */
+	size_t spare_bytes;     /* (spare_n + spare_filling) * spare_size */
+	bool spare_running, spare_stop, spare_cv_inited;
+	pthread_t spare_thread;
+	pthread_cond_t spare_cv;
 };
 
 /* ram_alloc takes a slot of size bytes (a power of two >= page size).
@@ -115,6 +131,12 @@ struct vm_ram {
 int ram_alloc(vm_ram *ram, size_t size, size_t *offp);
 /* ram_free gives the slot back and its memory to the OS. */
 void ram_free(vm_ram *ram, size_t off, size_t size);
+/* The same without the budget's accounting (spare slots count apart). */
+int ram_take(vm_ram *ram, size_t size, size_t *offp);
+void ram_put(vm_ram *ram, size_t off, size_t size);
+/* Stops the spare thread and gives its spares back (virtmem.c; takes
+ * vm_lock: call it without). */
+void ram_stop_spares(vm_ram *ram);
 static inline void *ram_addr(const vm_ram *ram, size_t off) { return ram->base + off; }
 
 /* ---- handles and mappings ----------------------------------------------- */

@@ -76,6 +76,7 @@ int vm_ram_close(vm_ram *ram)
 		return 0;
 	if (ram->nfileh != 0)
 		return -EBUSY;
+	ram_stop_spares(ram);
 	munmap(ram->base, ram->view_size);
 	close(ram->memfd);
 	for (int i = 0; i < RAM_NCLASS; i++)
@@ -127,12 +128,10 @@ static size_t heap_pop(struct ram_freelist *fl)
 	return top;
 }
 
-int ram_alloc(vm_ram *ram, size_t size, size_t *offp)
+int ram_take(vm_ram *ram, size_t size, size_t *offp)
 {
 	struct ram_freelist *fl = &ram->free[class_of(ram, size)];
 
-	if (size > ram->budget - ram->used)
-		return -ENOSPC;
 	if (fl->n > 0) {
 		*offp = heap_pop(fl);
 	} else {
@@ -141,11 +140,20 @@ int ram_alloc(vm_ram *ram, size_t size, size_t *offp)
 		*offp = ram->bump;
 		ram->bump += size;
 	}
-	__atomic_store_n(&ram->used, ram->used + size, __ATOMIC_RELAXED);
 	return 0;
 }
 
-void ram_free(vm_ram *ram, size_t off, size_t size)
+int ram_alloc(vm_ram *ram, size_t size, size_t *offp)
+{
+	if (size > ram->budget - ram->used - ram->spare_bytes)
+		return -ENOSPC;
+	int rc = ram_take(ram, size, offp);
+	if (rc == 0)
+		__atomic_store_n(&ram->used, ram->used + size, __ATOMIC_RELAXED);
+	return rc;
+}
+
+void ram_put(vm_ram *ram, size_t off, size_t size)
 {
 	struct ram_freelist *fl = &ram->free[class_of(ram, size)];
 
@@ -157,14 +165,16 @@ void ram_free(vm_ram *ram, size_t off, size_t size)
 	if (fl->n == fl->cap) {
 		size_t ncap = fl->cap ? fl->cap * 2 : 64;
 		size_t *n = realloc(fl->off, ncap * sizeof(*n));
-		if (n == NULL) {
-			/* The slot is lost to reuse, not to the budget. */
-			goto account;
-		}
+		if (n == NULL)
+			return; /* the slot is lost to reuse, not to the budget */
 		fl->off = n;
 		fl->cap = ncap;
 	}
 	heap_push(fl, off);
-account:
+}
+
+void ram_free(vm_ram *ram, size_t off, size_t size)
+{
+	ram_put(ram, off, size);
 	__atomic_store_n(&ram->used, ram->used - size, __ATOMIC_RELAXED);
 }

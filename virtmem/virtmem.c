@@ -53,6 +53,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -417,7 +419,7 @@ static int ram_reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_sl
 {
 	if (size > ram->budget)
 		return -ENOSPC; /* reclaiming could never make room */
-	while (ram->budget - ram->used < size) {
+	while (ram->budget - ram->used - ram->spare_bytes < size) {
 		if (vm_list_empty(&ram->lru))
 			return -ENOSPC;
 		struct vm_page *victim = vm_container_of(ram->lru.next, struct vm_page, lru);
@@ -433,9 +435,48 @@ static int ram_reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_sl
 	return 0;
 }
 
+/* Gives ready spare slots back until size bytes fit the budget (or none
+ * is left).  Spares go before any cached block. */
+static void spare_release_locked(vm_ram *ram, size_t size)
+{
+	while (ram->spare_n > 0 && ram->budget - ram->used - ram->spare_bytes < size) {
+		ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
+		ram->spare_bytes -= ram->spare_size;
+	}
+}
+
 static int page_alloc_ram(vm_fileh *fh, struct vm_page *page)
 {
+	vm_ram *ram = fh->ram;
+
+	if (ram->spare_n > 0 && ram->spare_size == fh->blksize) {
+		page->ram_off = ram->spare[--ram->spare_n];
+		page->slot = VM_SLOT_ZEROED;
+		ram->spare_bytes -= fh->blksize;
+		__atomic_store_n(&ram->used, ram->used + fh->blksize, __ATOMIC_RELAXED);
+		pthread_cond_signal(&ram->spare_cv); /* fill another */
+		fh->st.spares_taken++;
+		fh->st.ncached++;
+		return 0;
+	}
 	int rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
+	if (rc == -ENOSPC && ram->spare_n > 0) {
+		spare_release_locked(ram, fh->blksize);
+		rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
+	}
+	if (rc == -ENOSPC && ram->spare_filling && !ram->filling_taken &&
+	    ram->spare_size == fh->blksize) {
+		/* Take over the spare being filled rather than reclaim a
+		 * block: it reads as zeros, partly populated (populating
+		 * never overwrites what the load writes meanwhile). */
+		page->ram_off = ram->filling_off;
+		page->slot = VM_SLOT_FRESH;
+		ram->filling_taken = true;
+		ram->spare_bytes -= fh->blksize;
+		__atomic_store_n(&ram->used, ram->used + fh->blksize, __ATOMIC_RELAXED);
+		fh->st.spares_taken++;
+		rc = 0;
+	}
 	if (rc == -ENOSPC) {
 		rc = ram_reclaim_locked(fh->ram, fh->blksize, &page->ram_off, &page->slot);
 		if (rc == 0)
@@ -487,7 +528,8 @@ static int page_fill(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
 	 *    memcpy faulting each page 1.8 ms.
 	 * A backend that writes through the pointer gets a fresh slot
 	 * populated in one go first too. */
-	bool fresh = page->slot == VM_SLOT_FRESH, ptes = page->slot == VM_SLOT_MAPPED;
+	bool fresh = page->slot == VM_SLOT_FRESH || page->slot == VM_SLOT_ZEROED;
+	bool ptes = page->slot == VM_SLOT_MAPPED || page->slot == VM_SLOT_ZEROED;
 	bool writes = fh->file->ops->flags & VM_OPS_LOADBLK_WRITES;
 	int rc;
 	if (!ptes && !(fresh && writes)) {
@@ -574,12 +616,12 @@ int vm_loadblk_write(void *buf, size_t off, const void *src, size_t len)
 		memcpy((char *)buf + off, src, len);
 		return 0;
 	}
+	if ((size_t)rel + len > f->hi)
+		f->hi = (size_t)rel + len;
 	if (f->ptes) {
 		copy_to_slot((char *)buf + off, src, len);
 		return 0;
 	}
-	if ((size_t)rel + len > f->hi)
-		f->hi = (size_t)rel + len;
 	return fill_pwrite(src, len, f->off + rel);
 }
 
@@ -589,17 +631,21 @@ int vm_loadblk_zero(void *buf, size_t off, size_t len)
 	ssize_t rel = fill_rel(buf, off, len);
 	struct fill *f = &cur_fill;
 
-	if (rel < 0 || f->ptes) {
+	if (rel < 0) {
 		memset((char *)buf + off, 0, len);
 		return 0;
 	}
 	if (f->fresh) {
-		/* Fresh memory (never written, or hole-punched when freed)
-		 * reads as zeros above what this fill wrote. */
+		/* Fresh memory (never written, hole-punched when freed, or a
+		 * zeroed spare) reads as zeros above what this fill wrote. */
 		if ((size_t)rel >= f->hi)
 			return 0;
 		if ((size_t)rel + len > f->hi)
 			len = f->hi - (size_t)rel;
+	}
+	if (f->ptes) {
+		memset((char *)buf + off, 0, len);
+		return 0;
 	}
 	/* Whole pages are punched out (they read as zeros and cost no
 	 * memory); the partial pages at either end get zeros written. */
@@ -781,6 +827,145 @@ int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp)
 	rc = vma ? fault_locked(vma, addr, write, blkp) : VM_FAULT_NOT_OURS;
 	unlock();
 	return rc;
+}
+
+/* ---- spare slots ---------------------------------------------------------------- */
+
+/* The pool's spare thread: while fewer than spare_want spares are ready or
+ * being filled, and the budget has room for them plus two more blocks,
+ * takes a slot and populates it (without vm_lock).  Runs at SCHED_IDLE:
+ * only a core with nothing else to do fills spares. */
+#define SPARE_STEP ((size_t)128 << 10)
+
+static void *spare_main(void *arg)
+{
+	vm_ram *ram = arg;
+	struct sched_param sp = { 0 };
+
+	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	lock();
+	while (!ram->spare_stop) {
+		size_t size = ram->spare_size, off;
+		if (size == 0 || ram->spare_n >= ram->spare_want ||
+		    ram->budget - ram->used - ram->spare_bytes < 3 * size ||
+		    ram_take(ram, size, &off) < 0) {
+			pthread_cond_wait(&ram->spare_cv, &vm_lock);
+			continue;
+		}
+		ram->spare_filling = true;
+		ram->filling_off = off;
+		ram->filling_taken = false;
+		ram->spare_bytes += size;
+		unlock();
+		/* In pieces: populating holds the process's mmap lock, which
+		 * a fault's mmap must wait for, and this thread runs at
+		 * the lowest priority. */
+		for (size_t o = 0; o < size && !__atomic_load_n(&ram->spare_stop, __ATOMIC_RELAXED);
+		     o += SPARE_STEP)
+			(void)madvise(ram->base + off + o, size - o < SPARE_STEP ? size - o : SPARE_STEP,
+				      MADV_POPULATE_WRITE);
+		lock();
+		ram->spare_filling = false;
+		if (ram->filling_taken)
+			continue; /* a load has it, and accounted for it */
+		if (ram->spare_stop || size != ram->spare_size || ram->spare_n >= ram->spare_want) {
+			ram_put(ram, off, size);
+			ram->spare_bytes -= size;
+			continue;
+		}
+		ram->spare[ram->spare_n++] = off;
+	}
+	unlock();
+	return NULL;
+}
+
+int vm_ram_keep_spare(vm_ram *ram, size_t blksize, unsigned n)
+{
+	size_t pagesize = (size_t)1 << ram->pageshift;
+	int rc = 0;
+
+	if (n > 0 && (blksize < pagesize || blksize > VM_BLKSIZE_MAX || (blksize & (blksize - 1))))
+		return -EINVAL;
+	if (n > 1024)
+		n = 1024;
+	lock();
+	if (ram->spare_want < n) {
+		size_t *a = realloc(ram->spare, n * sizeof(*a));
+		if (a == NULL) {
+			unlock();
+			return -ENOMEM;
+		}
+		ram->spare = a;
+	}
+	if (n == 0 || blksize != ram->spare_size) {
+		/* Spares of another size are no use any more. */
+		while (ram->spare_n > 0) {
+			ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
+			ram->spare_bytes -= ram->spare_size;
+		}
+	}
+	while (ram->spare_n > n) {
+		ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
+		ram->spare_bytes -= ram->spare_size;
+	}
+	ram->spare_size = n ? blksize : 0;
+	ram->spare_want = n;
+	if (n > 0 && !ram->spare_running) {
+		sigset_t all, old;
+		sigfillset(&all);
+		/* The thread takes no signal meant for the application. */
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		if (!ram->spare_cv_inited) {
+			pthread_cond_init(&ram->spare_cv, NULL);
+			ram->spare_cv_inited = true;
+		}
+		rc = -pthread_create(&ram->spare_thread, NULL, spare_main, ram);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		ram->spare_running = rc == 0;
+	}
+	if (ram->spare_running)
+		pthread_cond_signal(&ram->spare_cv);
+	unlock();
+	return rc;
+}
+
+size_t vm_ram_spare(const vm_ram *ram)
+{
+	lock();
+	size_t n = ram->spare_n * ram->spare_size;
+	unlock();
+	return n;
+}
+
+size_t vm_ram_spare_filling(const vm_ram *ram)
+{
+	lock();
+	size_t n = ram->spare_filling && !ram->filling_taken ? ram->spare_size : 0;
+	unlock();
+	return n;
+}
+
+void ram_stop_spares(vm_ram *ram)
+{
+	lock();
+	bool running = ram->spare_running;
+	__atomic_store_n(&ram->spare_stop, true, __ATOMIC_RELAXED);
+	if (ram->spare_cv_inited)
+		pthread_cond_broadcast(&ram->spare_cv);
+	unlock();
+	if (running)
+		pthread_join(ram->spare_thread, NULL);
+	lock();
+	while (ram->spare_n > 0) {
+		ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
+		ram->spare_bytes -= ram->spare_size;
+	}
+	ram->spare_running = false;
+	unlock();
+	if (ram->spare_cv_inited)
+		pthread_cond_destroy(&ram->spare_cv);
+	free(ram->spare);
+	ram->spare = NULL;
 }
 
 int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk)
