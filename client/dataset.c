@@ -498,6 +498,13 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
 		ds->file.blksize = ds->manifest->blksize;
 		rc = vm_ram_open(&ds->ram, ds->opt.cache_bytes);
+		if (rc == 0 && ds->opt.spare_bytes > 0 && !ds->flat) {
+			/* Spares: zeroed memory ready for the next loads, up to
+			 * an eighth of the budget (at least one block). */
+			size_t bs = ds->file.blksize, cap = ds->opt.cache_bytes / 8;
+			size_t n = (ds->opt.spare_bytes < cap ? ds->opt.spare_bytes : cap) / bs;
+			rc = vm_ram_keep_spare(ds->ram, bs, n ? (unsigned)(n < 1024 ? n : 1024) : 1);
+		}
 		if (rc == 0)
 			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,
 					   (ds->overlay ? VM_MMAP_OVERLAY : VM_DONT_MMAP_OVERLAY) |

@@ -185,6 +185,7 @@ int bm_options_init(struct bm_options *o)
 	o->retry_base_ms = 50;
 	o->connections = 8;
 	o->readahead_bytes = (size_t)64 << 20;
+	o->spare_bytes = (size_t)16 << 20;
 	o->blksize = (size_t)1 << 20;
 	o->token = getenv("BLKMAP_TOKEN");
 	o->wcfs = getenv("BLKMAP_WCFS");
@@ -205,6 +206,7 @@ int bm_options_init(struct bm_options *o)
 	ENV("BLKMAP_RETRY_BASE_MS", 1, 60000, retry_base_ms);
 	ENV("BLKMAP_CONNECTIONS", 1, 256, connections);
 	ENV("BLKMAP_READAHEAD_BYTES", 0, (uint64_t)1 << 40, readahead_bytes);
+	ENV("BLKMAP_SPARE_BYTES", 0, (uint64_t)1 << 40, spare_bytes);
 	ENV("BLKMAP_BLKSIZE", 4096, VM_BLKSIZE_MAX, blksize);
 	ENV("BLKMAP_VERBOSE", 0, 9, verbose);
 #undef ENV

@@ -67,6 +67,7 @@ struct bm_options {
 	long retry_base_ms;       /* first backoff, doubled per try  BLKMAP_RETRY_BASE_MS (50) */
 	int connections;          /* connections to the server       BLKMAP_CONNECTIONS (8) */
 	size_t readahead_bytes;   /* largest read-ahead window       BLKMAP_READAHEAD_BYTES (64 MiB) */
+	size_t spare_bytes;       /* zeroed RAM kept ready for loads BLKMAP_SPARE_BYTES (16 MiB) */
 	size_t blksize;           /* block size of a created dataset BLKMAP_BLKSIZE (1 MiB) */
 	uint64_t generation;      /* open as of this generation; 0 = latest */
 	int flags;                /* BM_OPEN_* */
