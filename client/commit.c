@@ -30,6 +30,31 @@ struct bm_upload_job {
 
 /* ---- upload workers ------------------------------------------------------ */
 
+/* A buffer of blksize bytes for a job: one kept from an earlier job, or a
+ * new one. */
+static void *buf_get(bm_dataset *ds)
+{
+	struct bm_upload *up = &ds->up;
+	void *p = NULL;
+
+	pthread_mutex_lock(&up->mu);
+	if (up->nbufs > 0)
+		p = up->bufs[--up->nbufs];
+	pthread_mutex_unlock(&up->mu);
+	return p ? p : malloc(ds->file.blksize);
+}
+
+/* Frees job, keeping its buffer for the next job (up->mu held).  At most
+ * max_queued buffers are kept: as many as the queue can hold. */
+static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
+{
+	if (job->data != NULL && up->bufs != NULL && up->nbufs < up->max_queued)
+		up->bufs[up->nbufs++] = job->data;
+	else
+		free(job->data);
+	free(job);
+}
+
 /* A PUT was stored (2xx), or its precondition failed (412): the caller
  * decides what a 412 means.  For a block it means If-None-Match found the
  * object: the same bytes (the key is their checksum) are there already. */
@@ -93,8 +118,7 @@ static void *upload_main(void *arg)
 			job->next = up->failed;
 			up->failed = job;
 		} else {
-			free(job->data);
-			free(job);
+			job_free_locked(up, job);
 		}
 		up->queued--;
 		pthread_cond_broadcast(&up->cv);
@@ -112,6 +136,7 @@ int bm_upload_start(bm_dataset *ds)
 	pthread_mutex_init(&up->mu, NULL);
 	pthread_cond_init(&up->cv, NULL);
 	up->max_queued = (size_t)ds->opt.connections * 2;
+	up->bufs = calloc(up->max_queued, sizeof(*up->bufs)); /* NULL: none kept */
 	up->threads = calloc((size_t)ds->opt.connections, sizeof(*up->threads));
 	if (up->threads == NULL)
 		return BM_ENOMEM;
@@ -138,6 +163,10 @@ void bm_upload_stop(bm_dataset *ds)
 	free(up->threads);
 	up->threads = NULL;
 	up->nthreads = 0;
+	while (up->nbufs > 0)
+		free(up->bufs[--up->nbufs]);
+	free(up->bufs);
+	up->bufs = NULL;
 	pthread_mutex_destroy(&up->mu);
 	pthread_cond_destroy(&up->cv);
 }
@@ -210,8 +239,10 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len,
 	if (rc < 0 || unchanged)
 		return rc;
 
+	if ((rc = bm_upload_start(ds)) < 0)
+		return rc;
 	struct bm_upload_job *job = calloc(1, sizeof(*job));
-	if (job == NULL || (job->data = malloc(len)) == NULL) {
+	if (job == NULL || (job->data = buf_get(ds)) == NULL) {
 		free(job);
 		return BM_ENOMEM;
 	}
@@ -219,11 +250,6 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len,
 	job->len = len;
 	job->index = index;
 	bm_fmt(job->key, sizeof(job->key), "%s", key); /* "blocks/<sum>" */
-	if ((rc = bm_upload_start(ds)) < 0) {
-		free(job->data);
-		free(job);
-		return rc;
-	}
 	pthread_mutex_lock(&up->mu);
 	/* Bounded: at most max_queued copies of blocks in memory. */
 	while (up->queued >= up->max_queued)
@@ -260,8 +286,7 @@ void bm_upload_drop_failed(bm_dataset *ds)
 	while (up->failed) {
 		struct bm_upload_job *job = up->failed;
 		up->failed = job->next;
-		free(job->data);
-		free(job);
+		job_free_locked(up, job);
 	}
 	pthread_mutex_unlock(&up->mu);
 }

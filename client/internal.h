@@ -179,6 +179,10 @@ struct bm_upload {
 	size_t max_queued;
 	int err;                   /* first upload error of the commit */
 	char errmsg[512];
+	/* Block buffers of jobs done, kept for the next jobs: a fresh 4 MiB
+	 * malloc is fresh memory, 1024 page faults to fill. */
+	void **bufs;
+	size_t nbufs;
 };
 
 struct bm_counters {

@@ -12,6 +12,8 @@
  *               the same bytes, MB/s
  * Each figure is the median of ROUNDS runs.  One line per figure:
  *   client <name>_<bs> ours=<x> baseline=<y> ratio=<r>
+ * BENCH_ONLY=seq_scan|random_read|commit64 runs one figure; BENCH_VERBOSE=1
+ * prints commit64's rounds.
  * Not a test: nothing here asserts a time.  Single-threaded except for the
  * library's own workers.
  */
@@ -347,6 +349,9 @@ static void bench_commit64(struct ts_server *s, const char *ds_path, size_t bs)
 	for (int r = 0; r < ROUNDS; r++) {
 		ours[r] = commit_ours(url, bs, r, copy);
 		base[r] = commit_curl(s, bs, r, copy);
+		if (getenv("BENCH_VERBOSE")) /* the rounds behind the medians */
+			fprintf(stderr, "commit64_%zuM round %d: ours %.0f curl %.0f MB/s\n", bs / MiB, r,
+				ours[r], base[r]);
 	}
 	free(copy);
 	double o = median(ours, ROUNDS), b = median(base, ROUNDS);
