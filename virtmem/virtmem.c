@@ -435,14 +435,19 @@ static int ram_reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_sl
 	return 0;
 }
 
+/* Gives the last ready spare slot back to the pool. */
+static void spare_drop_locked(vm_ram *ram)
+{
+	ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
+	ram->spare_bytes -= ram->spare_size;
+}
+
 /* Gives ready spare slots back until size bytes fit the budget (or none
  * is left).  Spares go before any cached block. */
 static void spare_release_locked(vm_ram *ram, size_t size)
 {
-	while (ram->spare_n > 0 && ram->budget - ram->used - ram->spare_bytes < size) {
-		ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
-		ram->spare_bytes -= ram->spare_size;
-	}
+	while (ram->spare_n > 0 && ram->budget - ram->used - ram->spare_bytes < size)
+		spare_drop_locked(ram);
 }
 
 static int page_alloc_ram(vm_fileh *fh, struct vm_page *page)
@@ -625,9 +630,23 @@ int vm_loadblk_write(void *buf, size_t off, const void *src, size_t len)
 	return fill_pwrite(src, len, f->off + rel);
 }
 
-int vm_loadblk_zero(void *buf, size_t off, size_t len)
+/* Writes zeros to bytes [from, to) of the slot being filled. */
+static int fill_pwrite_zeros(size_t from, size_t to)
 {
 	static const char zeros[4096];
+
+	while (from < to) {
+		size_t n = to - from < sizeof(zeros) ? to - from : sizeof(zeros);
+		int rc = fill_pwrite(zeros, n, cur_fill.off + (off_t)from);
+		if (rc < 0)
+			return rc;
+		from += n;
+	}
+	return 0;
+}
+
+int vm_loadblk_zero(void *buf, size_t off, size_t len)
+{
 	ssize_t rel = fill_rel(buf, off, len);
 	struct fill *f = &cur_fill;
 
@@ -656,21 +675,8 @@ int vm_loadblk_zero(void *buf, size_t off, size_t len)
 	if (b > a && fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			       f->off + (off_t)a, (off_t)(b - a)) < 0)
 		return -errno;
-	for (size_t p = start; p < a;) {
-		size_t n = a - p < sizeof(zeros) ? a - p : sizeof(zeros);
-		int rc = fill_pwrite(zeros, n, f->off + (off_t)p);
-		if (rc < 0)
-			return rc;
-		p += n;
-	}
-	for (size_t p = b; p < end;) {
-		size_t n = end - p < sizeof(zeros) ? end - p : sizeof(zeros);
-		int rc = fill_pwrite(zeros, n, f->off + (off_t)p);
-		if (rc < 0)
-			return rc;
-		p += n;
-	}
-	return 0;
+	int rc = fill_pwrite_zeros(start, a);
+	return rc < 0 ? rc : fill_pwrite_zeros(b, end);
 }
 
 /* Loads block blk for an access through vma (NULL for a prefetch; only the
@@ -897,17 +903,9 @@ int vm_ram_keep_spare(vm_ram *ram, size_t blksize, unsigned n)
 		}
 		ram->spare = a;
 	}
-	if (n == 0 || blksize != ram->spare_size) {
-		/* Spares of another size are no use any more. */
-		while (ram->spare_n > 0) {
-			ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
-			ram->spare_bytes -= ram->spare_size;
-		}
-	}
-	while (ram->spare_n > n) {
-		ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
-		ram->spare_bytes -= ram->spare_size;
-	}
+	/* Spares of another size are no use any more. */
+	while (ram->spare_n > (blksize == ram->spare_size ? n : 0))
+		spare_drop_locked(ram);
 	ram->spare_size = n ? blksize : 0;
 	ram->spare_want = n;
 	if (n > 0 && !ram->spare_running) {
@@ -956,10 +954,8 @@ void ram_stop_spares(vm_ram *ram)
 	if (running)
 		pthread_join(ram->spare_thread, NULL);
 	lock();
-	while (ram->spare_n > 0) {
-		ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
-		ram->spare_bytes -= ram->spare_size;
-	}
+	while (ram->spare_n > 0)
+		spare_drop_locked(ram);
 	ram->spare_running = false;
 	unlock();
 	if (ram->spare_cv_inited)
