@@ -44,8 +44,16 @@ static void *buf_get(bm_dataset *ds)
 	return p ? p : malloc(ds->file.blksize);
 }
 
+/* Frees the buffers kept (up->mu held, or no worker running). */
+static void free_bufs_locked(struct bm_upload *up)
+{
+	while (up->nbufs > 0)
+		free(up->bufs[--up->nbufs]);
+}
+
 /* Frees job, keeping its buffer for the next job (up->mu held).  At most
- * max_queued buffers are kept: as many as the queue can hold. */
+ * max_queued buffers are kept, as many as the queue holds, and only until
+ * the commit's uploads are done (bm_upload_wait). */
 static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 {
 	if (job->data != NULL && up->bufs != NULL && up->nbufs < up->max_queued)
@@ -136,7 +144,8 @@ int bm_upload_start(bm_dataset *ds)
 	pthread_mutex_init(&up->mu, NULL);
 	pthread_cond_init(&up->cv, NULL);
 	up->max_queued = (size_t)ds->opt.connections * 2;
-	up->bufs = calloc(up->max_queued, sizeof(*up->bufs)); /* NULL: none kept */
+	if (up->bufs == NULL)
+		up->bufs = calloc(up->max_queued, sizeof(*up->bufs)); /* NULL: none kept */
 	up->threads = calloc((size_t)ds->opt.connections, sizeof(*up->threads));
 	if (up->threads == NULL)
 		return BM_ENOMEM;
@@ -152,8 +161,11 @@ void bm_upload_stop(bm_dataset *ds)
 {
 	struct bm_upload *up = &ds->up;
 
-	if (up->threads == NULL)
+	if (up->threads == NULL) {
+		free(up->bufs); /* a start that failed (no buffer in it) */
+		up->bufs = NULL;
 		return;
+	}
 	pthread_mutex_lock(&up->mu);
 	up->stop = true;
 	pthread_cond_broadcast(&up->cv);
@@ -163,8 +175,7 @@ void bm_upload_stop(bm_dataset *ds)
 	free(up->threads);
 	up->threads = NULL;
 	up->nthreads = 0;
-	while (up->nbufs > 0)
-		free(up->bufs[--up->nbufs]);
+	free_bufs_locked(up);
 	free(up->bufs);
 	up->bufs = NULL;
 	pthread_mutex_destroy(&up->mu);
@@ -301,6 +312,7 @@ int bm_upload_wait(bm_dataset *ds)
 	pthread_mutex_lock(&up->mu);
 	while (up->queued > 0)
 		pthread_cond_wait(&up->cv, &up->mu);
+	free_bufs_locked(up); /* not kept between commits: outside the budget */
 	rc = up->err;
 	if (rc < 0)
 		bm_set_error(ds, rc, "%s", up->errmsg);

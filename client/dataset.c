@@ -503,7 +503,10 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 			 * an eighth of the budget (at least one block). */
 			size_t bs = ds->file.blksize, cap = ds->opt.cache_bytes / 8;
 			size_t n = (ds->opt.spare_bytes < cap ? ds->opt.spare_bytes : cap) / bs;
-			rc = vm_ram_keep_spare(ds->ram, bs, n ? (unsigned)(n < 1024 ? n : 1024) : 1);
+			/* An optimisation: without its thread, loads allocate. */
+			int r = vm_ram_keep_spare(ds->ram, bs, n ? (unsigned)(n < 1024 ? n : 1024) : 1);
+			if (r < 0 && ds->opt.verbose)
+				bm_log("%s: no spare memory kept: %s", ds->url, vm_strerror(r));
 		}
 		if (rc == 0)
 			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,

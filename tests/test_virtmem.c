@@ -925,46 +925,72 @@ static void test_spares_are_given_back_before_reclaim(void **unused)
 	fx_close(f);
 }
 
-static atomic_int hog_stop;
-
-static void *hog(void *unused)
+/* Waits (up to 10 s) until the spare thread is filling a slot of size. */
+static void wait_filling(vm_ram *ram, size_t size)
 {
-	while (!atomic_load(&hog_stop))
-		;
-	return NULL;
+	for (int i = 0; i < 10000 && vm_ram_spare_filling(ram) != size; i++)
+		usleep(1000);
+	assert_int_equal(vm_ram_spare_filling(ram), size);
 }
 
 /* A load that finds the budget full while the spare thread is filling a
- * slot takes that slot over instead of reclaiming a cached block.  Two busy
- * threads starve the (idle-priority) spare thread so that it stays in the
- * middle of populating a 64 MiB slot while the blocks load. */
+ * slot takes that slot over instead of reclaiming a cached block.  The
+ * thread pauses 200 ms after each 128 KiB step, so it is still filling the
+ * 2 MiB slot when the fourth block needs room. */
 static void test_load_takes_over_the_spare_being_filled(void **unused)
 {
-	const size_t bs = (size_t)64 << 20;
-	struct fx *f = fx_open(bs, 4, 4);
-	pthread_t h[2];
+	setenv("VIRTMEM_TEST_SPARE_PAUSE_US", "200000", 1);
+	struct fx *f = fx_open(BS2M, 4, 4);
 
-	atomic_store(&hog_stop, 0);
-	for (int i = 0; i < 2; i++)
-		pthread_create(&h[i], NULL, hog, NULL);
-	assert_int_equal(vm_ram_keep_spare(f->ram, bs, 1), 0);
-	for (int i = 0; i < 10000 && vm_ram_spare_filling(f->ram) == 0 && vm_ram_spare(f->ram) == 0; i++)
-		usleep(1000);
-	bool filling = vm_ram_spare_filling(f->ram) == bs;
+	assert_int_equal(vm_ram_keep_spare(f->ram, BS2M, 1), 0);
+	unsetenv("VIRTMEM_TEST_SPARE_PAUSE_US"); /* read when the thread is made */
+	wait_filling(f->ram, BS2M);
 	/* Budget: 3 blocks + the spare fill it; the fourth needs its room. */
 	for (vm_blk_t b = 0; b < 4; b++)
-		assert_true(*word(f->vma, b, bs / 8 - 1) == PATTERN(b, bs / 8 - 1));
-	atomic_store(&hog_stop, 1);
-	for (int i = 0; i < 2; i++)
-		pthread_join(h[i], NULL);
+		assert_true(*word(f->vma, b, BS2M / 8 - 1) == PATTERN(b, BS2M / 8 - 1));
+	assert_int_equal(stats(f->fh).spares_taken, 1);
 	assert_int_equal(stats(f->fh).reclaimed, 0);
-	assert_int_equal(vm_ram_used(f->ram), 4 * bs);
+	assert_int_equal(vm_ram_used(f->ram), 4 * BS2M);
+	assert_int_equal(vm_ram_spare_filling(f->ram), 0);
 	for (vm_blk_t b = 0; b < 4; b++)
 		assert_true(*word(f->vma, b, 7) == PATTERN(b, 7));
-	if (filling)
-		assert_true(stats(f->fh).spares_taken >= 1);
-	else
-		print_message("note: the spare was ready before the loads; takeover not exercised\n");
+	fx_close(f);
+}
+
+/* The slot being filled is of the old size after the spare size changed:
+ * a load of the new size must not take it over. */
+static void test_load_never_takes_over_a_spare_of_another_size(void **unused)
+{
+	setenv("VIRTMEM_TEST_SPARE_PAUSE_US", "200000", 1);
+	struct fx *f = fx_open(BS64K, 8, 8);
+
+	assert_int_equal(vm_ram_keep_spare(f->ram, 2 * BS64K, 1), 0);
+	unsetenv("VIRTMEM_TEST_SPARE_PAUSE_US");
+	wait_filling(f->ram, 2 * BS64K);
+	assert_int_equal(vm_ram_keep_spare(f->ram, BS64K, 1), 0);
+	/* 6 blocks + the 128 KiB being filled fill the budget. */
+	for (vm_blk_t b = 0; b < 7; b++)
+		assert_true(*word(f->vma, b, 3) == PATTERN(b, 3));
+	assert_int_equal(stats(f->fh).spares_taken, 0);
+	assert_int_equal(stats(f->fh).reclaimed, 1);
+	for (vm_blk_t b = 1; b < 7; b++)
+		assert_true(*word(f->vma, b, BS64K / 8 - 1) == PATTERN(b, BS64K / 8 - 1));
+	assert_true(vm_ram_used(f->ram) <= 6 * BS64K);
+	fx_close(f);
+}
+
+static void test_spares_are_refilled_when_memory_is_given_back(void **unused)
+{
+	struct fx *f = fx_open(BS64K, 4, 4);
+
+	assert_int_equal(vm_ram_keep_spare(f->ram, BS64K, 1), 0);
+	wait_spares(f->ram, BS64K);
+	for (vm_blk_t b = 0; b < 4; b++)
+		touch(word(f->vma, b, 0));
+	assert_int_equal(vm_ram_spare(f->ram), 0); /* no room left */
+	for (vm_blk_t b = 0; b < 4; b++)
+		assert_int_equal(vm_fileh_invalidate_page(f->fh, b), 0);
+	wait_spares(f->ram, BS64K);
 	fx_close(f);
 }
 
@@ -1038,6 +1064,8 @@ int main(void)
 		cmocka_unit_test(test_spares_never_push_out_cached_blocks),
 		cmocka_unit_test(test_spares_are_given_back_before_reclaim),
 		cmocka_unit_test(test_load_takes_over_the_spare_being_filled),
+		cmocka_unit_test(test_load_never_takes_over_a_spare_of_another_size),
+		cmocka_unit_test(test_spares_are_refilled_when_memory_is_given_back),
 		cmocka_unit_test(test_spares_of_another_size_are_not_used),
 		cmocka_unit_test(test_page_state_names),
 	};

@@ -117,10 +117,12 @@ struct vm_ram {
 	size_t *spare;          /* offsets of ready spares (spare_want of room) */
 	unsigned spare_n;
 	bool spare_filling;     /* one slot is being populated right now, */
-	size_t filling_off;     /* this one */
+	size_t filling_off;     /* this one, */
+	size_t filling_size;    /* of this size */
 	bool filling_taken;     /* a load took it over while it was filled */
 	size_t spare_bytes;     /* (spare_n + spare_filling) * spare_size */
 	bool spare_running, spare_stop, spare_cv_inited;
+	unsigned spare_pause_us; /* tests: VIRTMEM_TEST_SPARE_PAUSE_US */
 	pthread_t spare_thread;
 	pthread_cond_t spare_cv;
 };

@@ -53,7 +53,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -393,12 +392,15 @@ static size_t page_forget(struct vm_page *page)
 	return off;
 }
 
+static void spare_wake_locked(vm_ram *ram);
+
 /* Frees page and its RAM; it must already be mapped nowhere. */
 static void page_free(struct vm_page *page)
 {
 	vm_ram *ram = page->fh->ram;
 	size_t size = page->fh->blksize;
 	ram_free(ram, page_forget(page), size);
+	spare_wake_locked(ram);
 }
 
 /* Unmaps page from every mapping and frees it: the block becomes EMPTY. */
@@ -470,13 +472,13 @@ static int page_alloc_ram(vm_fileh *fh, struct vm_page *page)
 		rc = ram_alloc(fh->ram, fh->blksize, &page->ram_off);
 	}
 	if (rc == -ENOSPC && ram->spare_filling && !ram->filling_taken &&
-	    ram->spare_size == fh->blksize) {
+	    ram->filling_size == fh->blksize) {
 		/* Take over the spare being filled rather than reclaim a
 		 * block: it reads as zeros, partly populated (populating
 		 * never overwrites what the load writes meanwhile). */
 		page->ram_off = ram->filling_off;
 		page->slot = VM_SLOT_FRESH;
-		ram->filling_taken = true;
+		__atomic_store_n(&ram->filling_taken, true, __ATOMIC_RELAXED);
 		ram->spare_bytes -= fh->blksize;
 		__atomic_store_n(&ram->used, ram->used + fh->blksize, __ATOMIC_RELAXED);
 		fh->st.spares_taken++;
@@ -837,18 +839,22 @@ int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp)
 
 /* ---- spare slots ---------------------------------------------------------------- */
 
-/* The pool's spare thread: while fewer than spare_want spares are ready or
- * being filled, and the budget has room for them plus two more blocks,
- * takes a slot and populates it (without vm_lock).  Runs at SCHED_IDLE:
- * only a core with nothing else to do fills spares. */
+/* The pool's spare thread: while fewer than spare_want spares are ready,
+ * none is being filled, and the budget has room for a new one plus two more
+ * blocks, takes a slot and populates it without vm_lock.  It runs at normal
+ * priority: populating holds the process's mmap lock, which every fault's
+ * mmap needs, so a thread starved of CPU while holding it (SCHED_IDLE was
+ * measured stalling mmap for 0.7 s) would stall the faults it is meant to
+ * speed up.  The work is what the loads would do anyway, done earlier; it
+ * is done in 128 KiB steps so that no step holds the lock long.
+ * VIRTMEM_TEST_SPARE_PAUSE_US (tests only) pauses between steps. */
 #define SPARE_STEP ((size_t)128 << 10)
 
 static void *spare_main(void *arg)
 {
 	vm_ram *ram = arg;
-	struct sched_param sp = { 0 };
+	unsigned pause_us = ram->spare_pause_us;
 
-	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 	lock();
 	while (!ram->spare_stop) {
 		size_t size = ram->spare_size, off;
@@ -860,16 +866,21 @@ static void *spare_main(void *arg)
 		}
 		ram->spare_filling = true;
 		ram->filling_off = off;
-		ram->filling_taken = false;
+		ram->filling_size = size;
+		__atomic_store_n(&ram->filling_taken, false, __ATOMIC_RELAXED);
 		ram->spare_bytes += size;
 		unlock();
-		/* In pieces: populating holds the process's mmap lock, which
-		 * a fault's mmap must wait for, and this thread runs at
-		 * the lowest priority. */
-		for (size_t o = 0; o < size && !__atomic_load_n(&ram->spare_stop, __ATOMIC_RELAXED);
-		     o += SPARE_STEP)
+		for (size_t o = 0; o < size; o += SPARE_STEP) {
+			/* Stop when closing, or when a load took the slot
+			 * over (it may be freed and reused meanwhile). */
+			if (__atomic_load_n(&ram->spare_stop, __ATOMIC_RELAXED) ||
+			    __atomic_load_n(&ram->filling_taken, __ATOMIC_RELAXED))
+				break;
 			(void)madvise(ram->base + off + o, size - o < SPARE_STEP ? size - o : SPARE_STEP,
 				      MADV_POPULATE_WRITE);
+			if (pause_us)
+				usleep(pause_us);
+		}
 		lock();
 		ram->spare_filling = false;
 		if (ram->filling_taken)
@@ -883,6 +894,14 @@ static void *spare_main(void *arg)
 	}
 	unlock();
 	return NULL;
+}
+
+/* Wakes the spare thread when memory was given back (it may have room to
+ * fill spares again).  vm_lock held. */
+static void spare_wake_locked(vm_ram *ram)
+{
+	if (ram->spare_running && ram->spare_n < ram->spare_want)
+		pthread_cond_signal(&ram->spare_cv);
 }
 
 int vm_ram_keep_spare(vm_ram *ram, size_t blksize, unsigned n)
@@ -909,6 +928,8 @@ int vm_ram_keep_spare(vm_ram *ram, size_t blksize, unsigned n)
 	ram->spare_size = n ? blksize : 0;
 	ram->spare_want = n;
 	if (n > 0 && !ram->spare_running) {
+		const char *pause = getenv("VIRTMEM_TEST_SPARE_PAUSE_US");
+		ram->spare_pause_us = pause ? (unsigned)strtoul(pause, NULL, 10) : 0;
 		sigset_t all, old;
 		sigfillset(&all);
 		/* The thread takes no signal meant for the application. */
@@ -938,7 +959,7 @@ size_t vm_ram_spare(const vm_ram *ram)
 size_t vm_ram_spare_filling(const vm_ram *ram)
 {
 	lock();
-	size_t n = ram->spare_filling && !ram->filling_taken ? ram->spare_size : 0;
+	size_t n = ram->spare_filling && !ram->filling_taken ? ram->filling_size : 0;
 	unlock();
 	return n;
 }

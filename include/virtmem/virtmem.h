@@ -67,11 +67,12 @@ int vm_ram_close(vm_ram *ram);
  * need: zeroed memory with page table entries, which a load then writes
  * without the cost of allocating memory (on the 2-core VM of the
  * benchmarks, 1.3-1.8 ms per 4 MiB, more than fetching the block over
- * loopback).  A background thread at idle priority (SCHED_IDLE) fills them,
- * only while the budget has room for two more blocks besides the new
- * spare.  Spares
- * count against the budget, apart from vm_ram_used(), and are given back
- * before any cached block is reclaimed.  n = 0 stops keeping spares; a new
+ * loopback).  A background thread of the pool fills them, one at a time,
+ * at normal priority (a starved thread would hold up every fault: it holds
+ * the mmap lock while it populates), only while the budget has room for
+ * two more blocks besides the new spare, and again when memory is given
+ * back.  Spares count against the budget, apart from vm_ram_used(), and
+ * are given back before any cached block is reclaimed.  n = 0 stops keeping spares; a new
  * blksize replaces the spares of the old one.  Returns 0, -EINVAL for a bad
  * blksize, or -errno when the thread cannot be started. */
 int vm_ram_keep_spare(vm_ram *ram, size_t blksize, unsigned n);
