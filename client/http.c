@@ -258,6 +258,13 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+	/* A 64 KiB receive buffer (curl's default is 16 KiB): a quarter of
+	 * the recv calls, and still hot in cache when the body is hashed and
+	 * stored.  bench_client, 3 runs each, median ratios 16K -> 64K:
+	 * random_read 1M 1.55 -> 1.28, 4M cache full 1.39 -> 1.05, seq_scan
+	 * 4M 64 MiB cache 0.84 -> 0.89; 128 KiB was no better, 256 KiB and
+	 * more worse. */
+	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 64L << 10);
 	if (h->auth)
 		hdr = curl_slist_append(hdr, h->auth);
 	if (r->has_range) {
