@@ -208,6 +208,17 @@ int wt_unmount(struct wt_mirror *m)
 	}
 	m->pid = 0;
 	m->mounted = false;
+	if (rc != 0) {
+		/* Show why: the mirror's own log (an ASan report, say). */
+		char line[1024];
+		FILE *l = fopen(m->log, "r");
+		fprintf(stderr, "--- the mirror's log (%s):\n", m->log);
+		while (l && fgets(line, sizeof(line), l))
+			fputs(line, stderr);
+		if (l)
+			fclose(l);
+		fprintf(stderr, "--- end of the mirror's log\n");
+	}
 	rmdir(m->mnt);
 	unlink(m->log);
 	rmdir(m->dir);

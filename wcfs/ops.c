@@ -4,7 +4,8 @@
  * writing).  Reads go to the node's current dataset handle through its
  * block cache (blocks.c, bm_read underneath).
  * Owns: the per-open directory buffers (fi->fh of directories).
- * Locking: none of its own; see node.c.  Kernel cache invalidation is only
+ * Locking: a directory buffer's mutex, held by readdir while it builds and
+ * replies (a releasedir waits for it); nothing else of its own, see node.c.  Kernel cache invalidation is only
  * ever sent from lookup, getattr and open (never from read, where the
  * kernel holds the pages being read locked).
  */
@@ -13,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +153,11 @@ static void wc_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 /* ---- directories ------------------------------------------------------------------ */
 
 struct dirbuf {
+	/* Held by readdir until its reply has been written, so that a
+	 * releasedir (the kernel may send it as soon as the reply arrives,
+	 * while the replying thread is still in writev) frees the buffer
+	 * only after. */
+	pthread_mutex_t mu;
 	fuse_req_t req;
 	char *p;
 	size_t len, cap;
@@ -216,6 +223,7 @@ static void wc_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	pthread_mutex_init(&b->mu, NULL);
 	fi->fh = (uint64_t)(uintptr_t)b;
 	fuse_reply_open(req, fi);
 }
@@ -225,6 +233,7 @@ static void wc_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 {
 	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
 
+	pthread_mutex_lock(&b->mu);
 	if (!b->built || off == 0) {
 		/* (Re)built at the start of each pass (rewinddir sees news). */
 		b->len = 0;
@@ -236,6 +245,7 @@ static void wc_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 		fuse_reply_buf(req, NULL, 0);
 	else
 		fuse_reply_buf(req, b->p + off, b->len - (size_t)off < size ? b->len - (size_t)off : size);
+	pthread_mutex_unlock(&b->mu);
 }
 
 static void wc_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -243,8 +253,12 @@ static void wc_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	if (b != NULL)
+	if (b != NULL) {
+		pthread_mutex_lock(&b->mu); /* a readdir may still be replying */
+		pthread_mutex_unlock(&b->mu);
+		pthread_mutex_destroy(&b->mu);
 		free(b->p);
+	}
 	free(b);
 	fuse_reply_err(req, 0);
 }
