@@ -1,8 +1,9 @@
 /* virtmem.c — file handles, mappings, the page state machine, page faults,
- * writeout, discard, invalidation and reclaim.
+ * writeout, discard, invalidation and reclaim; how a RAM slot is filled
+ * (vm_loadblk_write/zero) and the pools' spare slots.
  *
  * Owns: vm_lock and vm_cond, the global index of mappings by address, every
- * vm_fileh, vm_vma and vm_page.
+ * vm_fileh, vm_vma and vm_page, and each pool's spare thread.
  *
  * Locking: one mutex, vm_lock, protects all of virtmem's state (pages, page
  * tables, mappings, the index, RAM pools).  It is held only for bookkeeping
@@ -13,6 +14,9 @@
  * broadcast whenever a load or a store ends.  Backend calls made by virtmem
  * while holding the lock: only the overlay trio (mmap_setup_read,
  * remmap_blk_read, munmap), which must not call back into virtmem.
+ * A pool's spare thread (spare_main) takes vm_lock for its bookkeeping and
+ * waits on the pool's spare_cv with it; it populates a slot without it.
+ * The fill context of vm_loadblk_write is thread-local: no lock.
  *
  * Page state machine (struct vm_page.state; an absent page is EMPTY):
  *
