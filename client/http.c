@@ -144,7 +144,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		return n;
 	}
 	if (r->xxh)
-		XXH3_128bits_update(r->xxh, data, n); /* while the data is hot */
+		bm_xxh3_128_update(r->xxh, data, n); /* while the data is hot */
 	/* dst may be a fresh RAM slot of virtmem's: filled with pwrite. */
 	int rc = vm_loadblk_write(r->dst, r->got, data, n);
 	if (rc < 0) {

@@ -105,7 +105,7 @@ static void hex128(XXH128_hash_t h, char out[BM_SUM_HEX + 1])
 
 void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1])
 {
-	hex128(XXH3_128bits(buf, len), out);
+	hex128(bm_xxh3_128(buf, len), out);
 }
 
 void bm_sum_state_hex(void *state, char out[BM_SUM_HEX + 1])

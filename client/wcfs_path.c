@@ -40,7 +40,7 @@ int bm_wcfs_default_mountpoint(const char *server_url, char *out, size_t n)
 
 	if (rc < 0)
 		return rc;
-	unsigned long long h = (unsigned long long)XXH3_64bits(norm, strlen(norm));
+	unsigned long long h = bm_xxh3_64(norm, strlen(norm));
 	if ((size_t)snprintf(out, n, "/dev/shm/blkmap-wcfs/%016llx", h) >= n)
 		return BM_EINVAL;
 	return 0;
