@@ -498,16 +498,6 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
 		ds->file.blksize = ds->manifest->blksize;
 		rc = vm_ram_open(&ds->ram, ds->opt.cache_bytes);
-		if (rc == 0 && ds->opt.spare_bytes > 0 && !ds->flat) {
-			/* Spares: zeroed memory ready for the next loads, up to
-			 * an eighth of the budget (at least one block). */
-			size_t bs = ds->file.blksize, cap = ds->opt.cache_bytes / 8;
-			size_t n = (ds->opt.spare_bytes < cap ? ds->opt.spare_bytes : cap) / bs;
-			/* An optimisation: without its thread, loads allocate. */
-			int r = vm_ram_keep_spare(ds->ram, bs, n ? (unsigned)(n < 1024 ? n : 1024) : 1);
-			if (r < 0 && ds->opt.verbose)
-				bm_log("%s: no spare memory kept: %s", ds->url, vm_strerror(r));
-		}
 		if (rc == 0)
 			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,
 					   (ds->overlay ? VM_MMAP_OVERLAY : VM_DONT_MMAP_OVERLAY) |
@@ -622,6 +612,22 @@ int bm_resize(bm_dataset *ds, uint64_t size)
 
 /* ---- mappings ------------------------------------------------------------------- */
 
+/* Spares (zeroed memory ready for the next loads): from the first mapping
+ * on, since only faults load into the page cache (bm_read and bm_write do
+ * not); up to an eighth of the budget, at least one block. */
+static void start_spares(bm_dataset *ds)
+{
+	size_t bs = ds->file.blksize, cap = ds->opt.cache_bytes / 8;
+	size_t n = (ds->opt.spare_bytes < cap ? ds->opt.spare_bytes : cap) / bs;
+
+	if (ds->opt.spare_bytes == 0 || atomic_exchange(&ds->spares_started, true))
+		return;
+	/* An optimisation: without its thread, loads allocate. */
+	int r = vm_ram_keep_spare(ds->ram, bs, n ? (unsigned)(n < 1024 ? n : 1024) : 1);
+	if (r < 0 && ds->opt.verbose)
+		bm_log("%s: no spare memory kept: %s", ds->url, vm_strerror(r));
+}
+
 int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping **mp)
 {
 	size_t bs = ds->file.blksize;
@@ -650,6 +656,7 @@ int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping
 	}
 	m->ds = ds;
 	atomic_fetch_add(&ds->nmappings, 1);
+	start_spares(ds);
 	*addrp = (char *)vm_vma_addr(m->vma) + (offset - first * bs);
 	*mp = m;
 	return 0;

@@ -199,6 +199,7 @@ struct bm_dataset {
 	vm_ram *ram;
 	vm_fileh *fh;
 	atomic_uint nmappings;
+	atomic_bool spares_started;  /* vm_ram_keep_spare called (bm_map) */
 
 	pthread_mutex_t mu;
 	struct bm_manifest *manifest;  /* flat: a synthetic one, no blocks */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <dirent.h>
 
 #include <cmocka.h>
 
@@ -473,6 +474,48 @@ static void a_writer_killed_after_the_swap_is_repaired_by_the_next_commit(void *
 	free(data);
 }
 
+/* Threads of this process now. */
+static int nthreads(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* Spare memory (and its thread) serves page faults only: a handle used with
+ * bm_read / bm_write alone (as the mirror and `blkmap put` use theirs) keeps
+ * none; the first mapping starts it, unless spare_bytes is 0. */
+static void a_handle_keeps_spare_memory_only_once_mapped(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	const size_t bs = 65536;
+	unsigned char *data = ts_pattern(4 * bs, 43);
+
+	tc_url(url, sizeof(url), s, "/spares");
+	tc_put(url, bs, data, 4 * bs);
+	for (int with = 0; with < 2; with++) {
+		struct bm_options o;
+		bm_dataset *ds;
+		bm_mapping *m;
+		void *addr;
+		tc_options(&o);
+		o.spare_bytes = with ? (size_t)1 << 20 : 0;
+		assert_int_equal(bm_open(&ds, url, &o), 0);
+		int before = nthreads();
+		assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+		assert_int_equal(nthreads(), before + with);
+		assert_memory_equal(addr, data, 4 * bs);
+		bm_unmap(m);
+		bm_close(ds);
+	}
+	free(data);
+}
+
 #if defined(__x86_64__)
 #include <cpuid.h>
 
@@ -532,6 +575,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(round_trip_4k_blocks_reads_back_every_byte),
 		cmocka_unit_test(writing_a_block_leaves_no_dirty_upper_vector_state),
+		cmocka_unit_test(a_handle_keeps_spare_memory_only_once_mapped),
 		cmocka_unit_test(round_trip_64k_blocks_reads_back_every_byte),
 		cmocka_unit_test(round_trip_1m_blocks_reads_back_every_byte),
 		cmocka_unit_test(cli_put_then_get_gives_the_same_file_and_sum_matches),
