@@ -599,7 +599,8 @@ static const char main_help[] =
 	"'blkmap COMMAND --help' tells more.  Environment: BLKMAP_TOKEN (bearer token),\n"
 	"BLKMAP_CACHE_BYTES, BLKMAP_CONNECTIONS, BLKMAP_RETRIES, BLKMAP_RETRY_BASE_MS,\n"
 	"BLKMAP_TIMEOUT_MS, BLKMAP_CONNECT_TIMEOUT_MS, BLKMAP_READAHEAD_BYTES,\n"
-	"BLKMAP_BLKSIZE (see docs/client.md).\n";
+	"BLKMAP_SPARE_BYTES, BLKMAP_BLKSIZE, BLKMAP_WCFS, BLKMAP_VERBOSE\n"
+	"(see docs/client.md).\n";
 
 /* A block that cannot be loaded through a mapping (after its retries)
  * raises SIGBUS; libblkmap has already printed the line that says which
