@@ -17,14 +17,22 @@
 #if defined(HAVE_XXH_X86DISPATCH_H) && defined(HAVE_XXH3_128BITS_UPDATE_DISPATCH) && \
 	defined(__x86_64__)
 #define XXH_DISPATCH_DISABLE_REPLACE 1
+#include <immintrin.h>
 #include <xxh_x86dispatch.h>
 
 /* VZEROUPPER is an AVX instruction: the dispatch picks vector code only on
- * CPUs that have AVX, so only they need (and can run) it. */
+ * CPUs that have AVX, so only they need (and can run) it.  Compiled for
+ * AVX on its own (not inlined), through the intrinsic, so that the compiler
+ * knows what it clobbers whatever -march the rest is built with. */
+__attribute__((target("avx"), noinline, unused)) static void bm_zeroupper_avx(void)
+{
+	_mm256_zeroupper();
+}
+
 static inline void bm_vzeroupper(void)
 {
 	if (__builtin_cpu_supports("avx"))
-		__asm__ volatile("vzeroupper" ::: "memory");
+		bm_zeroupper_avx();
 }
 
 static inline XXH128_hash_t bm_xxh3_128(const void *p, size_t n)

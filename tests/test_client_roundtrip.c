@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <dirent.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -474,8 +475,7 @@ static void a_writer_killed_after_the_swap_is_repaired_by_the_next_commit(void *
 	free(data);
 }
 
-/* Threads of this process now. */
-static int nthreads(void)
+static int count_tasks(void)
 {
 	int n = 0;
 	DIR *d = opendir("/proc/self/task");
@@ -483,6 +483,16 @@ static int nthreads(void)
 		n += e->d_name[0] != '.';
 	if (d)
 		closedir(d);
+	return n;
+}
+
+/* Threads of this process now: two counts 5 ms apart that agree (a thread
+ * just joined may still be listed for a moment). */
+static int nthreads(void)
+{
+	int n = count_tasks(), m;
+	while (usleep(5000), (m = count_tasks()) != n)
+		n = m;
 	return n;
 }
 
