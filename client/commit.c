@@ -75,11 +75,13 @@ static int check_put_block(struct bm_req *r, void *arg, char *msg, size_t n)
 	return bm_status_error(r->status);
 }
 
-static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
+/* PUTs body as the immutable object key, with If-None-Match: * (a block,
+ * or a kept generation); an object already there counts as stored. */
+static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, char *msg, size_t n)
 {
-	struct bm_req r = { .method = "PUT", .body = job->data, .body_len = job->len,
+	struct bm_req r = { .method = "PUT", .body = body, .body_len = len,
 			    .if_none_match_any = true, .cap = 64 << 10, .grow = true };
-	char *url = bm_key_url(ds, job->key);
+	char *url = bm_key_url(ds, key);
 	int rc;
 
 	if (url == NULL)
@@ -88,6 +90,12 @@ static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_
 	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, n, &ds->c.retries);
 	free(r.gbuf);
 	free(url);
+	return rc;
+}
+
+static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
+{
+	int rc = put_new(ds, job->key, job->data, job->len, msg, n);
 	if (rc == 0) {
 		atomic_fetch_add(&ds->c.uploaded_blocks, 1);
 		atomic_fetch_add(&ds->c.uploaded_bytes, job->len);
@@ -271,7 +279,8 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len,
 	return 0;
 }
 
-void bm_upload_requeue_failed(bm_dataset *ds)
+/* Empties the list of failed uploads: requeued, or dropped. */
+static void take_failed(bm_dataset *ds, bool requeue)
 {
 	struct bm_upload *up = &ds->up;
 
@@ -281,26 +290,17 @@ void bm_upload_requeue_failed(bm_dataset *ds)
 	while (up->failed) {
 		struct bm_upload_job *job = up->failed;
 		up->failed = job->next;
-		enqueue_locked(up, job);
+		if (requeue)
+			enqueue_locked(up, job);
+		else
+			job_free_locked(up, job);
 	}
 	pthread_cond_broadcast(&up->cv);
 	pthread_mutex_unlock(&up->mu);
 }
 
-void bm_upload_drop_failed(bm_dataset *ds)
-{
-	struct bm_upload *up = &ds->up;
-
-	if (up->threads == NULL)
-		return;
-	pthread_mutex_lock(&up->mu);
-	while (up->failed) {
-		struct bm_upload_job *job = up->failed;
-		up->failed = job->next;
-		job_free_locked(up, job);
-	}
-	pthread_mutex_unlock(&up->mu);
-}
+void bm_upload_requeue_failed(bm_dataset *ds) { take_failed(ds, true); }
+void bm_upload_drop_failed(bm_dataset *ds) { take_failed(ds, false); }
 
 int bm_upload_wait(bm_dataset *ds)
 {
@@ -422,23 +422,14 @@ static int check_still_latest(bm_dataset *ds)
 	return 0;
 }
 
-/* PUTs body at key with If-None-Match: * (a kept generation). */
+/* PUTs body at key with If-None-Match: * (a kept generation); a failure
+ * is only logged. */
 static int put_once(bm_dataset *ds, const char *key, const char *body, size_t len)
 {
-	struct bm_req r = { .method = "PUT", .body = body, .body_len = len,
-			    .if_none_match_any = true, .cap = 64 << 10, .grow = true };
 	char msg[512];
-	char *url = bm_key_url(ds, key);
-	int rc;
-
-	if (url == NULL)
-		return BM_ENOMEM;
-	r.url = url;
-	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, sizeof(msg), &ds->c.retries);
+	int rc = put_new(ds, key, body, len, msg, sizeof(msg));
 	if (rc < 0)
 		bm_log("warning: %s", msg);
-	free(r.gbuf);
-	free(url);
 	return rc;
 }
 
