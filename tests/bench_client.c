@@ -10,6 +10,15 @@
  *               a full cache (each miss reuses a reclaimed slot)
  *   commit64    bm_commit of 64 dirty blocks vs curl --parallel (8) PUTs of
  *               the same bytes, MB/s
+ * The first two, with an empty cache, put every block into fresh memory;
+ * their baselines discard the bytes.  To show what fresh memory costs on
+ * the machine, each also has a second baseline that keeps the bytes in
+ * fresh memory the way a program without blkmap would, in the same run:
+ *   seq_scan_<bs>_vs_curl_to_memory     curl --parallel (8) writing the
+ *               blocks to new files in a tmpfs (/dev/shm), MB/s
+ *   random_read_<bs>_vs_get_to_memory   one libcurl GET into newly mapped
+ *               anonymous memory (transparent huge pages asked for when
+ *               the block can use them), median ms
  * Each figure is the median of ROUNDS runs.  One line per figure:
  *   client <name>_<bs> ours=<x> baseline=<y> ratio=<r>
  * BENCH_ONLY=seq_scan|random_read|commit64 runs one figure; BENCH_VERBOSE=1
@@ -25,6 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,8 +133,10 @@ static double run_curl(const char *config)
 	return now() - t0;
 }
 
-/* A curl config that GETs every block object of the dataset to /dev/null. */
-static void write_get_config(const char *path, struct ts_server *s, const char *ds_path)
+/* A curl config that GETs every block object of the dataset to /dev/null,
+ * or to files in outdir when it is not NULL. */
+static void write_get_config(const char *path, struct ts_server *s, const char *ds_path,
+			     const char *outdir)
 {
 	char mpath[256];
 	FILE *f = fopen(path, "w");
@@ -132,9 +146,14 @@ static void write_get_config(const char *path, struct ts_server *s, const char *
 	size_t i;
 	if (f == NULL || man == NULL)
 		die(path, "cannot write the curl config");
-	json_array_foreach(json_object_get(man, "blocks"), i, b)
-		fprintf(f, "url = \"%s%s/%s\"\noutput = \"/dev/null\"\n", s->url, ds_path,
+	json_array_foreach(json_object_get(man, "blocks"), i, b) {
+		fprintf(f, "url = \"%s%s/%s\"\n", s->url, ds_path,
 			json_string_value(json_object_get(b, "key")));
+		if (outdir)
+			fprintf(f, "output = \"%s/%zu\"\n", outdir, i);
+		else
+			fprintf(f, "output = \"/dev/null\"\n");
+	}
 	json_decref(man);
 	fclose(f);
 }
@@ -164,23 +183,55 @@ static double scan_ours(const char *url, size_t cache)
 	return SIZE / 1e6 / t;
 }
 
+/* A new directory on a tmpfs for curl's files, or NULL if /dev/shm is not
+ * a tmpfs (the to-memory baseline is then left out). */
+static char *tmpfs_dir(char *tmpl)
+{
+	struct statfs fs;
+
+	if (statfs("/dev/shm", &fs) < 0 || fs.f_type != 0x01021994 /* TMPFS_MAGIC */)
+		return NULL;
+	return mkdtemp(tmpl);
+}
+
 static void bench_seq_scan(struct ts_server *s, const char *ds_path, size_t bs)
 {
 	char url[512], cfg[] = "/tmp/blkmap-bench-curl.XXXXXX";
-	double ours[ROUNDS], small[ROUNDS], base[ROUNDS];
+	char mcfg[] = "/tmp/blkmap-bench-curl-mem.XXXXXX", dtmpl[] = "/dev/shm/blkmap-bench.XXXXXX";
+	double ours[ROUNDS], small[ROUNDS], base[ROUNDS], tomem[ROUNDS];
+	char *dir = tmpfs_dir(dtmpl);
 
 	close(mkstemp(cfg));
-	write_get_config(cfg, s, ds_path);
+	write_get_config(cfg, s, ds_path, NULL);
+	close(mkstemp(mcfg));
+	if (dir)
+		write_get_config(mcfg, s, ds_path, dir);
 	tc_url(url, sizeof(url), s, ds_path);
 	for (int r = 0; r < ROUNDS; r++) {
 		base[r] = SIZE / 1e6 / run_curl(cfg);
+		if (dir) {
+			tomem[r] = SIZE / 1e6 / run_curl(mcfg);
+			ts_rmtree(dir); /* the files' memory goes back */
+			if (mkdir(dir, 0700) < 0)
+				die(dir, "cannot create");
+		}
 		ours[r] = scan_ours(url, 0);
 		small[r] = scan_ours(url, 64 * MiB);
 	}
 	unlink(cfg);
+	unlink(mcfg);
 	double o = median(ours, ROUNDS), o2 = median(small, ROUNDS), b = median(base, ROUNDS);
 	printf("client seq_scan_%zuM ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	printf("client seq_scan_%zuM_cache64M ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o2, b, o2 / b);
+	if (dir) {
+		double m = median(tomem, ROUNDS);
+		printf("client seq_scan_%zuM_vs_curl_to_memory ours=%.0f baseline=%.0f ratio=%.2f\n",
+		       bs / MiB, o, m, o / m);
+		rmdir(dir);
+	} else {
+		fprintf(stderr, "bench_client: /dev/shm is not a tmpfs: no seq_scan_%zuM_vs_curl_to_memory\n",
+			bs / MiB);
+	}
 	fflush(stdout);
 }
 
@@ -188,13 +239,49 @@ static void bench_seq_scan(struct ts_server *s, const char *ds_path, size_t bs)
 
 struct sink {
 	size_t got;
+	char *mem; /* NULL: discard */
+	size_t cap;
 };
 
 static size_t discard(char *p, size_t size, size_t n, void *arg)
 {
-	(void)p;
-	((struct sink *)arg)->got += size * n;
+	struct sink *k = arg;
+
+	if (k->mem) {
+		if (size * n > k->cap - k->got)
+			return 0; /* more than a block: fails the GET */
+		memcpy(k->mem + k->got, p, size * n);
+	}
+	k->got += size * n;
 	return size * n;
+}
+
+/* One GET of burl with curl c; returns ms.  With keep, the bytes go to
+ * fresh memory, mapped for the GET and kept (*keep; the caller unmaps
+ * bs + 2 MiB from there): what a program that reads blocks into new memory
+ * and keeps them does.  Huge pages (cheaper to allocate) are asked for
+ * where the block can use them. */
+static double get_block(CURL *c, const char *burl, size_t bs, char **keep)
+{
+	const size_t huge = 2 * MiB;
+	struct sink k = { 0 };
+
+	curl_easy_setopt(c, CURLOPT_URL, burl);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
+	double t0 = now();
+	if (keep) {
+		*keep = mmap(NULL, bs + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (*keep == MAP_FAILED)
+			die("mmap", "failed");
+		k.mem = (char *)(((uintptr_t)*keep + huge - 1) & ~(uintptr_t)(huge - 1));
+		k.cap = bs;
+		if (bs >= huge)
+			(void)madvise(k.mem, bs, MADV_HUGEPAGE);
+	}
+	if (curl_easy_perform(c) != CURLE_OK || k.got != bs)
+		die(burl, "GET failed");
+	return (now() - t0) * 1e3;
 }
 
 /* Picks NRANDOM distinct blocks in an order with no block right after its
@@ -218,8 +305,9 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 {
 	size_t nblk = SIZE / bs, blocks[NRANDOM];
 	double ours[NRANDOM * ROUNDS], full[NRANDOM * ROUNDS], base[NRANDOM * ROUNDS];
+	double tomem[NRANDOM * ROUNDS];
 	char url[512], mpath[256];
-	int no = 0, nf = 0, nb = 0;
+	int no = 0, nf = 0, nb = 0, nm = 0;
 
 	tc_url(url, sizeof(url), s, ds_path);
 	snprintf(mpath, sizeof(mpath), "%s/manifest.json", ds_path);
@@ -264,20 +352,24 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 		(void)sink;
 		bm_unmap(m);
 		bm_close(ds);
-		/* Baseline: libcurl GETs of the same objects, connection kept. */
-		for (int i = 0; i < NRANDOM; i++) {
-			char burl[1024];
-			struct sink k = { 0 };
-			json_t *b = json_array_get(json_object_get(man, "blocks"), blocks[i]);
-			snprintf(burl, sizeof(burl), "%s/%s", url, json_string_value(json_object_get(b, "key")));
-			curl_easy_setopt(c, CURLOPT_URL, burl);
-			curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-			curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
-			double t0 = now();
-			if (curl_easy_perform(c) != CURLE_OK || k.got != bs)
-				die(burl, "GET failed");
-			base[nb++] = (now() - t0) * 1e3;
+		/* Baselines: libcurl GETs of the same objects, connection
+		 * kept, discarding the bytes and then keeping them in fresh
+		 * memory (each loop back to back, as ours ran). */
+		char *kept[NRANDOM];
+		for (int tm = 0; tm < 2; tm++) {
+			for (int i = 0; i < NRANDOM; i++) {
+				char burl[1024];
+				json_t *b = json_array_get(json_object_get(man, "blocks"), blocks[i]);
+				snprintf(burl, sizeof(burl), "%s/%s", url,
+					 json_string_value(json_object_get(b, "key")));
+				if (tm)
+					tomem[nm++] = get_block(c, burl, bs, &kept[i]);
+				else
+					base[nb++] = get_block(c, burl, bs, NULL);
+			}
 		}
+		for (int i = 0; i < NRANDOM; i++)
+			munmap(kept[i], bs + 2 * MiB);
 	}
 	curl_easy_cleanup(c);
 	json_decref(man);
@@ -285,6 +377,9 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 	double o2 = median(full, nf);
 	printf("client random_read_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	printf("client random_read_%zuM_cachefull ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o2, b, o2 / b);
+	double m = median(tomem, nm);
+	printf("client random_read_%zuM_vs_get_to_memory ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, m,
+	       o / m);
 	fflush(stdout);
 }
 
