@@ -22,6 +22,13 @@ CLIENT_TESTS = \
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
+# The manifest parser alone (no server): mutated manifests.
+check_PROGRAMS += tests/test_manifest
+TESTS += tests/test_manifest
+tests_test_manifest_SOURCES = tests/test_manifest.c
+tests_test_manifest_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_manifest_LDADD = $(CLIENT_TEST_LDADD)
+
 tests_test_client_roundtrip_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
 tests_test_client_roundtrip_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_roundtrip_LDADD = $(CLIENT_TEST_LDADD)
