@@ -323,6 +323,21 @@ static int parse_head(struct srv_conn *c, const char **why)
 
 /* ---- request body and running the request ---- */
 
+/* The pad fault: a body (or a longer one) on a PUT or error answer, as
+ * servers and proxies with verbose pages send.  A 204 becomes a 200. */
+static void pad_body(struct srv_response *rs)
+{
+	static const char filler[] = "padding.";
+
+	if (rs->status == 204)
+		rs->status = 200;
+	for (unsigned n = rs->roll.pad_bytes; n > 0;) {
+		unsigned k = n < sizeof(filler) - 1 ? n : (unsigned)sizeof(filler) - 1;
+		evbuffer_add(rs->body, filler, k);
+		n -= k;
+	}
+}
+
 static void conn_run_request(struct srv_conn *c)
 {
 	struct srv_server *srv = c->srv;
@@ -339,6 +354,9 @@ static void conn_run_request(struct srv_conn *c)
 	} else {
 		srv_handle_request(srv, &c->rq, &c->rs);
 	}
+	if (c->rs.roll.pad_bytes && c->rs.content_length < 0 &&
+	    (c->rs.status >= 400 || c->rq.method == SRV_PUT))
+		pad_body(&c->rs);
 	conn_send_response(c);
 }
 

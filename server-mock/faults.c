@@ -1,6 +1,7 @@
 /* server-mock/faults.c — fault injection for the client's reliability
  * tests: 503 answers, connections cut mid-response, corrupted GET bodies,
- * delayed responses. Owns the fault rates and the seeded random sequence.
+ * delayed responses, and the ways of other servers: long bodies on PUT
+ * and error answers, PUT answers without an ETag. Owns the fault rates and the seeded random sequence.
  * Locking: faults.lock guards rates and the generator; a roll takes it
  * once per request. */
 #include "config.h"
@@ -31,6 +32,8 @@ void srv_faults_init(struct srv_faults *f, const struct srv_config *cfg)
 	f->drop_rate = cfg->fault_drop_rate;
 	f->corrupt_rate = cfg->fault_corrupt_rate;
 	f->latency_ms = cfg->fault_latency_ms;
+	f->pad_bytes = cfg->fault_pad_bytes;
+	f->put_no_etag = cfg->fault_put_no_etag;
 	f->seed = f->rng = cfg->fault_seed;
 }
 
@@ -47,6 +50,8 @@ void srv_faults_roll(struct srv_faults *f, struct srv_fault_roll *r)
 	r->corrupt = chance(&f->rng, f->corrupt_rate);
 	r->pick = next_random(&f->rng);
 	r->latency_ms = f->latency_ms;
+	r->pad_bytes = f->pad_bytes;
+	r->put_no_etag = f->put_no_etag;
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -55,11 +60,13 @@ json_t *srv_faults_to_json(struct srv_faults *f)
 	json_t *o;
 
 	pthread_mutex_lock(&f->lock);
-	o = json_pack("{s:f, s:f, s:f, s:I, s:I}",
+	o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:I}",
 		      "fault-error-rate", f->error_rate,
 		      "fault-drop-rate", f->drop_rate,
 		      "fault-corrupt-rate", f->corrupt_rate,
 		      "fault-latency-ms", (json_int_t)f->latency_ms,
+		      "fault-pad-bytes", (json_int_t)f->pad_bytes,
+		      "fault-put-no-etag", (json_int_t)f->put_no_etag,
 		      "fault-seed", (json_int_t)f->seed);
 	pthread_mutex_unlock(&f->lock);
 	return o;
@@ -94,7 +101,7 @@ static int get_uint(json_t *v, const char *name, json_int_t max,
 int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 {
 	double rates[3];
-	json_int_t latency, seed;
+	json_int_t latency, seed, pad, noetag;
 	int has_seed = 0, r = 0;
 	const char *name;
 	json_t *v;
@@ -108,6 +115,8 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 	rates[1] = f->drop_rate;
 	rates[2] = f->corrupt_rate;
 	latency = f->latency_ms;
+	pad = f->pad_bytes;
+	noetag = f->put_no_etag;
 	seed = (json_int_t)f->seed;
 	json_object_foreach(obj, name, v) {
 		if (!strcmp(name, "fault-error-rate"))
@@ -118,6 +127,10 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 			r = get_rate(v, name, &rates[2], err, n);
 		else if (!strcmp(name, "fault-latency-ms"))
 			r = get_uint(v, name, 3600000, &latency, err, n);
+		else if (!strcmp(name, "fault-pad-bytes"))
+			r = get_uint(v, name, 1 << 26, &pad, err, n);
+		else if (!strcmp(name, "fault-put-no-etag"))
+			r = get_uint(v, name, 1, &noetag, err, n);
 		else if (!strcmp(name, "fault-seed")) {
 			r = get_uint(v, name, INT64_MAX, &seed, err, n);
 			has_seed = 1;
@@ -125,6 +138,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 			snprintf(err, n, "unknown fault name '%s' (known: "
 				 "fault-error-rate, fault-drop-rate, "
 				 "fault-corrupt-rate, fault-latency-ms, "
+				 "fault-pad-bytes, fault-put-no-etag, "
 				 "fault-seed)", name);
 			r = -1;
 		}
@@ -136,6 +150,8 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 		f->drop_rate = rates[1];
 		f->corrupt_rate = rates[2];
 		f->latency_ms = (unsigned)latency;
+		f->pad_bytes = (unsigned)pad;
+		f->put_no_etag = (int)noetag;
 		if (has_seed)
 			f->seed = f->rng = (uint64_t)seed;
 	}

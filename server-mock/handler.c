@@ -469,7 +469,8 @@ static void handle_put(struct srv_server *srv, struct srv_request *rq,
 	case 201:
 	case 204:
 		rs->status = status;
-		add_header(rs, "ETag", etag);
+		if (!rs->roll.put_no_etag)
+			add_header(rs, "ETag", etag);
 		break;
 	case 409:
 		srv_reply_error(rs, 409, "key '/%s' conflicts with a directory "

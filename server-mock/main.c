@@ -50,6 +50,9 @@ static const char usage_text[] =
 "  --fault-corrupt-rate P  flip one byte in the body of a fraction P of GET\n"
 "                          responses (headers unchanged)\n"
 "  --fault-latency-ms N    delay every response by N ms\n"
+"  --fault-pad-bytes N     add N bytes of body to every PUT answer and\n"
+"                          error answer (a 204 becomes a 200)\n"
+"  --fault-put-no-etag     answer PUTs without the ETag header\n"
 "  --fault-seed N          seed of the fault sequence (default 0)\n"
 "\n"
 "  --help                  this text\n"
@@ -62,7 +65,8 @@ enum {
 	OPT_LISTEN = 256, OPT_ROOT, OPT_MEMORY, OPT_TOKEN, OPT_ADMIN,
 	OPT_VERBOSE, OPT_THREADS, OPT_MAX_CONN, OPT_MAX_HEADER, OPT_MAX_BODY,
 	OPT_IDLE, OPT_REQUEST, OPT_F_ERROR, OPT_F_DROP, OPT_F_CORRUPT,
-	OPT_F_LATENCY, OPT_F_SEED, OPT_HELP, OPT_VERSION,
+	OPT_F_LATENCY, OPT_F_SEED, OPT_F_PAD, OPT_F_NOETAG, OPT_HELP,
+	OPT_VERSION,
 };
 
 static const struct option options[] = {
@@ -83,6 +87,8 @@ static const struct option options[] = {
 	{ "fault-corrupt-rate", required_argument, NULL, OPT_F_CORRUPT },
 	{ "fault-latency-ms", required_argument, NULL, OPT_F_LATENCY },
 	{ "fault-seed", required_argument, NULL, OPT_F_SEED },
+	{ "fault-pad-bytes", required_argument, NULL, OPT_F_PAD },
+	{ "fault-put-no-etag", no_argument, NULL, OPT_F_NOETAG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -167,6 +173,10 @@ static void parse_option(struct srv_config *cfg, int opt, const char *arg,
 	case OPT_F_SEED:
 		cfg->fault_seed = parse_uint(name, arg, 0, INT64_MAX);
 		break;
+	case OPT_F_PAD:
+		cfg->fault_pad_bytes = (unsigned)parse_uint(name, arg, 0, 1 << 26);
+		break;
+	case OPT_F_NOETAG: cfg->fault_put_no_etag = 1; break;
 	case OPT_HELP:
 		fputs(usage_text, stdout);
 		exit(0);

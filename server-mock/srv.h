@@ -33,6 +33,8 @@ struct srv_config {
 	double fault_error_rate, fault_drop_rate, fault_corrupt_rate;
 	unsigned fault_latency_ms;
 	uint64_t fault_seed;
+	unsigned fault_pad_bytes;    /* filler body on PUT and error answers */
+	int fault_put_no_etag;       /* PUT answers without their ETag */
 };
 
 #define SRV_MAX_KEY_BYTES 1024      /* decoded key length limit */
@@ -122,6 +124,8 @@ struct srv_faults {
 	pthread_mutex_t lock;
 	double error_rate, drop_rate, corrupt_rate;
 	unsigned latency_ms;
+	unsigned pad_bytes;
+	int put_no_etag;
 	uint64_t seed, rng;
 };
 
@@ -130,6 +134,8 @@ struct srv_faults {
 struct srv_fault_roll {
 	int error, drop, corrupt;
 	unsigned latency_ms;
+	unsigned pad_bytes;  /* filler appended to a PUT or error answer */
+	int put_no_etag;     /* a PUT answer leaves its ETag out */
 	uint64_t pick;  /* which byte to corrupt */
 };
 

@@ -1,6 +1,7 @@
 /* tests/test_server_faults.c — blkmap-server's fault injection and admin
  * endpoints: each fault flag does what it says (503s, cut responses,
- * one flipped byte with headers unchanged, delays), the sequence repeats
+ * one flipped byte with headers unchanged, delays, padded PUT and error
+ * answers, PUT answers without an ETag), the sequence repeats
  * with the same seed, faults change at run time through PUT
  * /_admin/faults, GET /_admin/stats counts what happened, and /_admin/ is
  * an ordinary key without --admin. */
@@ -192,6 +193,44 @@ static void latency_holds_responses_until_turned_off(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
+static void pad_lengthens_put_and_error_answers_and_no_etag_drops_put_etags(void **st)
+{
+	struct ts_server s;
+	struct ts_resp r;
+	char etag[128];
+
+	start(&s, "--fault-pad-bytes", "100000", "--fault-put-no-etag", NULL);
+	ts_request(NULL, &s, "PUT", "/p", NULL, "x", 1, &r);
+	assert_int_equal(r.status, 201);
+	assert_int_equal(r.len, 100000);
+	assert_null(ts_header(&r, "ETag", etag, sizeof(etag)));
+	ts_resp_free(&r);
+	ts_request(NULL, &s, "PUT", "/p", NULL, "y", 1, &r);
+	assert_int_equal(r.status, 200); /* a 204 with a body is a 200 */
+	assert_int_equal(r.len, 100000);
+	ts_resp_free(&r);
+	ts_request(NULL, &s, "GET", "/none", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 404);
+	assert_true(r.len > 100000);
+	ts_resp_free(&r);
+	ts_request(NULL, &s, "GET", "/p", NULL, NULL, 0, &r); /* not padded */
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.len, 1);
+	assert_non_null(ts_header(&r, "ETag", etag, sizeof(etag)));
+	ts_resp_free(&r);
+	json_t *doc = ts_get_json(&s, "/_admin/faults");
+	assert_int_equal(json_integer_value(json_object_get(doc, "fault-pad-bytes")), 100000);
+	assert_int_equal(json_integer_value(json_object_get(doc, "fault-put-no-etag")), 1);
+	json_decref(doc);
+	assert_int_equal(ts_set_faults(&s, "{\"fault-pad-bytes\": 0, \"fault-put-no-etag\": 0}"), 200);
+	ts_request(NULL, &s, "PUT", "/p", NULL, "z", 1, &r);
+	assert_int_equal(r.status, 204);
+	assert_non_null(ts_header(&r, "ETag", etag, sizeof(etag)));
+	ts_resp_free(&r);
+	assert_int_equal(ts_set_faults(&s, "{\"fault-put-no-etag\": 2}"), 400);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
 static void admin_faults_rejects_bad_bodies_and_reports_current(void **st)
 {
 	struct ts_server s;
@@ -281,6 +320,7 @@ int main(void)
 		cmocka_unit_test(drop_rate_1_cuts_every_response),
 		cmocka_unit_test(corrupt_rate_1_flips_one_byte_headers_unchanged),
 		cmocka_unit_test(latency_holds_responses_until_turned_off),
+		cmocka_unit_test(pad_lengthens_put_and_error_answers_and_no_etag_drops_put_etags),
 		cmocka_unit_test(admin_faults_rejects_bad_bodies_and_reports_current),
 		cmocka_unit_test(admin_stats_counts_requests_statuses_and_bytes),
 		cmocka_unit_test(admin_paths_are_plain_keys_without_admin_flag),
