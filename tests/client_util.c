@@ -13,9 +13,11 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -393,6 +395,25 @@ void tc_nginx_stop(struct tc_nginx *n)
 
 /* ---- canned responder ------------------------------------------------------------------- */
 
+/* The value of header name in the head at p (NUL-terminated), trimmed,
+ * into out; false if absent. */
+static bool head_value(const char *p, const char *name, char *out, size_t n)
+{
+	size_t nl = strlen(name);
+
+	for (const char *l = strstr(p, "\r\n"); l && strncmp(l, "\r\n\r\n", 4) != 0; l = strstr(l + 2, "\r\n")) {
+		if (strncasecmp(l + 2, name, nl) != 0 || l[2 + nl] != ':')
+			continue;
+		const char *v = l + 3 + nl, *e = strstr(v, "\r\n");
+		while (*v == ' ')
+			v++;
+		size_t vl = e ? (size_t)(e - v) : strlen(v);
+		snprintf(out, n, "%.*s", (int)vl, v);
+		return true;
+	}
+	return false;
+}
+
 static void answer(struct tc_canned *c, int fd)
 {
 	static const char notfound[] =
@@ -420,6 +441,20 @@ static void answer(struct tc_canned *c, int fd)
 			break;
 		}
 	}
+	/* If-Match another ETag than the answer's, or a weak one (which
+	 * If-Match never matches): 412, as a real server answers. */
+	static const char failed[] =
+		"HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+	char *want = malloc(8192), *have = malloc(8192);
+	char *head = strndup(resp, len);
+	if (want && have && head && head_value(req, "If-Match", want, 8192) &&
+	    head_value(head, "ETag", have, 8192) && (strncmp(want, "W/", 2) == 0 || strcmp(want, have) != 0)) {
+		resp = failed;
+		len = strlen(failed);
+	}
+	free(want);
+	free(have);
+	free(head);
 	/* HEAD: the same head, no body. */
 	if (!strcmp(method, "HEAD")) {
 		const char *end = strstr(resp, "\r\n\r\n");

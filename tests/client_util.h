@@ -84,7 +84,8 @@ void tc_nginx_stop(struct tc_nginx *n);
 
 /* Answers each request with the first rule whose method and path match
  * (else 404), then closes the connection.  RESPONSE is a whole HTTP
- * response, head and body. */
+ * response, head and body.  A request with If-Match gets 412 unless it
+ * names the response's ETag, strongly (a weak W/ ETag never matches). */
 struct tc_rule {
 	const char *method;
 	const char *path;
