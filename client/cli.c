@@ -543,7 +543,10 @@ static const char log_help[] =
 	"usage: blkmap log URL\n"
 	"\n"
 	"Lists the kept generations of the dataset at URL, newest first: one line\n"
-	"each with generation, size, non-empty blocks and the time of the commit.\n";
+	"each with generation, size, non-empty blocks and the time of the commit.\n"
+	"After 64 generations in a row that are not kept, it stops looking.\n";
+
+#define LOG_MAX_MISSING 64
 
 static int cmd_log(int argc, char **argv)
 {
@@ -563,13 +566,23 @@ static int cmd_log(int argc, char **argv)
 		return 1;
 	}
 	ex = 0;
+	/* One GET per generation, and the current generation number is the
+	 * server's word: a long run of generations not kept (a writer that
+	 * crashed before keeping one leaves a single gap) ends the walk. */
+	unsigned missing = 0;
 	for (uint64_t g = bm_generation(ds); g >= 1; g--) {
 		struct bm_generation_info gi;
 		int rc = bm_generation_info(ds, g, &gi);
 		if (rc == BM_ENOTFOUND) {
 			printf("generation %" PRIu64 " (not kept)\n", g);
+			if (++missing == LOG_MAX_MISSING && g > 1) {
+				printf("generations 1-%" PRIu64 " not looked up (%u in a row not kept)\n", g - 1,
+				       missing);
+				break;
+			}
 			continue;
 		}
+		missing = 0;
 		if (rc < 0) {
 			ex = fail("log", rc, ds);
 			break;

@@ -80,7 +80,7 @@ static int check_put_block(struct bm_req *r, void *arg, char *msg, size_t n)
 static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, char *msg, size_t n)
 {
 	struct bm_req r = { .method = "PUT", .body = body, .body_len = len,
-			    .if_none_match_any = true, .cap = 64 << 10, .grow = true };
+			    .if_none_match_any = true, .discard = true };
 	char *url = bm_key_url(ds, key);
 	int rc;
 
@@ -88,7 +88,6 @@ static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len
 		return BM_ENOMEM;
 	r.url = url;
 	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, n, &ds->c.retries);
-	free(r.gbuf);
 	free(url);
 	return rc;
 }
@@ -384,6 +383,34 @@ static int check_any(struct bm_req *r, void *arg, char *msg, size_t n)
 	return 0;
 }
 
+static int check_get_200(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	(void)arg;
+	if (r->status == 200)
+		return 0;
+	bm_fmt(msg, n, "HTTP %ld", r->status);
+	return bm_status_error(r->status);
+}
+
+/* True when manifest.json on the server (at url) holds exactly json; sets
+ * etag (if not NULL) to its ETag then.  Used where ETags cannot tell: a
+ * swap whose answer was lost and whose retry got 412 did publish if the
+ * retry found our own manifest; a swap answered without an ETag learns its
+ * ETag only if the manifest is still ours. */
+static bool server_manifest_is(bm_dataset *ds, const char *url, const char *json, size_t len,
+			       char *etag, size_t etagn)
+{
+	struct bm_req r = { .method = "GET", .url = url, .grow = true, .cap = BM_MANIFEST_MAX };
+	char msg[512];
+	bool same = bm_http_do(ds->http, &r, check_get_200, NULL, msg, sizeof(msg), &ds->c.retries) == 0 &&
+		    r.got == len && memcmp(r.gbuf, json, len) == 0;
+
+	if (same && etag)
+		snprintf(etag, etagn, "%s", r.etag);
+	free(r.gbuf);
+	return same;
+}
+
 static int conflict(bm_dataset *ds, const char *fmt, const char *detail)
 {
 	atomic_fetch_add(&ds->c.conflicts, 1);
@@ -419,6 +446,14 @@ static int check_still_latest(bm_dataset *ds)
 	}
 	if (ds->exists && ds->etag[0] && r.etag[0] && strcmp(ds->etag, r.etag) != 0)
 		return conflict(ds, "%s: %s", "another writer published a new generation since this one was opened");
+	if (ds->exists && ds->etag[0] == '\0' && ds->manifest_json) {
+		/* No ETag to compare (the server sends none): compare bytes. */
+		url = bm_key_url(ds, "manifest.json");
+		bool same = url && server_manifest_is(ds, url, ds->manifest_json, ds->manifest_json_len, NULL, 0);
+		free(url);
+		if (!same)
+			return conflict(ds, "%s: %s", "the manifest on the server is not the one this handle opened");
+	}
 	return 0;
 }
 
@@ -489,36 +524,19 @@ static int rewrite_edge_blocks(bm_dataset *ds)
 	return rc;
 }
 
-static int check_get_200(struct bm_req *r, void *arg, char *msg, size_t n)
+static void hook(bm_dataset *ds, const char *stage)
 {
-	(void)arg;
-	if (r->status == 200)
-		return 0;
-	bm_fmt(msg, n, "HTTP %ld", r->status);
-	return bm_status_error(r->status);
+	if (ds->opt.commit_hook)
+		ds->opt.commit_hook(stage, ds->opt.commit_hook_arg);
 }
 
-/* True when manifest.json on the server holds exactly json: a swap whose
- * answer was lost and whose retry got 412 did publish (the retry found our
- * own manifest).  Sets new_etag. */
-static bool swap_landed(bm_dataset *ds, const char *url, const char *json, size_t len,
-			char *new_etag, size_t etagn)
+/* Step 4: the compare-and-swap of manifest.json.  Sets new_etag, and
+ * *superseded when the swap published but another writer's manifest was
+ * there already when we asked for our ETag. */
+static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new_etag, size_t etagn,
+			 bool *superseded)
 {
-	struct bm_req r = { .method = "GET", .url = url, .grow = true, .cap = BM_MANIFEST_MAX };
-	char msg[512];
-	bool same = bm_http_do(ds->http, &r, check_get_200, NULL, msg, sizeof(msg), &ds->c.retries) == 0 &&
-		    r.got == len && memcmp(r.gbuf, json, len) == 0;
-
-	if (same)
-		snprintf(new_etag, etagn, "%s", r.etag);
-	free(r.gbuf);
-	return same;
-}
-
-/* Step 4: the compare-and-swap of manifest.json.  Sets new_etag. */
-static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new_etag, size_t etagn)
-{
-	struct bm_req r = { .method = "PUT", .body = json, .body_len = len, .cap = 64 << 10, .grow = true };
+	struct bm_req r = { .method = "PUT", .body = json, .body_len = len, .discard = true };
 	char msg[512];
 	char *url = bm_key_url(ds, "manifest.json");
 	int rc;
@@ -530,10 +548,10 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 		r.if_match = ds->etag[0] ? ds->etag : NULL;
 	else
 		r.if_none_match_any = true;
+	*superseded = false;
 	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, sizeof(msg), &ds->c.retries);
-	free(r.gbuf);
 	if (rc == 0 && r.status == 412) {
-		if (swap_landed(ds, url, json, len, new_etag, etagn)) {
+		if (server_manifest_is(ds, url, json, len, new_etag, etagn)) {
 			free(url);
 			return 0;
 		}
@@ -542,29 +560,24 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 		bm_set_error(ds, rc, "%s", msg);
 	}
 	if (rc == 0) {
+		hook(ds, "manifest-put");
 		snprintf(new_etag, etagn, "%s", r.etag);
-		if (r.etag[0] == '\0') {
-			/* The server did not say: ask. */
-			struct bm_req h = { .method = "HEAD", .url = url };
-			if (bm_http_do(ds->http, &h, check_any, NULL, msg, sizeof(msg), &ds->c.retries) == 0)
-				snprintf(new_etag, etagn, "%s", h.etag);
-		}
+		/* The server did not say: ask, and take the answer only if
+		 * the manifest there is still ours.  Another writer's ETag
+		 * taken for ours would let our next commit overwrite it. */
+		if (r.etag[0] == '\0' && !server_manifest_is(ds, url, json, len, new_etag, etagn))
+			*superseded = true;
 	}
 	free(url);
 	return rc;
 }
 
-static void hook(bm_dataset *ds, const char *stage)
-{
-	if (ds->opt.commit_hook)
-		ds->opt.commit_hook(stage, ds->opt.commit_hook_arg);
-}
-
 int bm_commit(bm_dataset *ds, uint64_t *genp)
 {
 	struct bm_manifest *next = NULL;
-	char etag[256] = "", key[64];
+	char etag[BM_ETAG_SIZE] = "", key[64];
 	size_t len = 0;
+	bool superseded;
 	int rc;
 
 	if (ds->flat) {
@@ -615,7 +628,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		bm_manifest_free(next);
 		return BM_ENOMEM;
 	}
-	rc = swap_manifest(ds, json, len, etag, sizeof(etag));
+	rc = swap_manifest(ds, json, len, etag, sizeof(etag), &superseded);
 	if (rc < 0) {
 		bm_manifest_free(next);
 		free(json);
@@ -633,6 +646,10 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	ds->manifest_json_len = len;
 	ds->exists = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
+	/* Published, but another writer published after us already: the
+	 * next commit must refresh first. */
+	if (superseded)
+		ds->at_latest = false;
 	struct bm_change *done = ds->changes;
 	size_t ndone = ds->nchanges;
 	ds->changes = NULL;

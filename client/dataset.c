@@ -44,7 +44,9 @@ struct block_check {
 	const char *sum;           /* expected xxh128, NULL for flat */
 	size_t len;                /* expected body length */
 	uint64_t start;            /* flat: range asked */
+	uint64_t total;            /* flat: the object's size when opened */
 	const char *etag;          /* flat: ETag the object had when opened */
+	const char *last_modified; /* flat: its Last-Modified then */
 };
 
 static int check_block(struct bm_req *r, void *arg, char *msg, size_t n)
@@ -53,10 +55,18 @@ static int check_block(struct bm_req *r, void *arg, char *msg, size_t n)
 	char sum[BM_SUM_HEX + 1];
 
 	if (c->sum == NULL) {
-		/* Flat object: a 206 of exactly the range asked, same ETag. */
+		/* Flat object: a 206 of exactly the range asked, of an object
+		 * of the same size, ETag and Last-Modified as when opened
+		 * (each compared when the server sends it). */
 		if (r->status == 412 || (c->etag[0] && r->etag[0] && strcmp(r->etag, c->etag) != 0)) {
 			bm_fmt(msg, n, "the object changed on the server (ETag %s, was %s)",
 			       r->etag[0] ? r->etag : "?", c->etag);
+			return BM_ECHANGED;
+		}
+		if (r->status == 206 && c->last_modified[0] && r->last_modified[0] &&
+		    strcmp(r->last_modified, c->last_modified) != 0) {
+			bm_fmt(msg, n, "the object changed on the server (Last-Modified %s, was %s)",
+			       r->last_modified, c->last_modified);
 			return BM_ECHANGED;
 		}
 		if (r->status == 200) {
@@ -67,13 +77,21 @@ static int check_block(struct bm_req *r, void *arg, char *msg, size_t n)
 			bm_fmt(msg, n, "HTTP %ld", r->status);
 			return bm_status_error(r->status);
 		}
-		char want[96];
+		char want[96], total[32];
 		snprintf(want, sizeof(want), "bytes %" PRIu64 "-%" PRIu64 "/",
 			 c->start, c->start + c->len - 1);
-		if (strncmp(r->content_range, want, strlen(want)) != 0) {
+		snprintf(total, sizeof(total), "%" PRIu64, c->total);
+		size_t wl = strlen(want);
+		if (strncmp(r->content_range, want, wl) != 0) {
 			bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (%s...)",
 			       r->content_range, want);
 			return BM_EFORMAT;
+		}
+		/* The total: the size at open, or "*" (unknown). */
+		if (strcmp(r->content_range + wl, total) != 0 && strcmp(r->content_range + wl, "*") != 0) {
+			bm_fmt(msg, n, "the object changed on the server (Content-Range \"%s\": size was %s)",
+			       r->content_range, total);
+			return BM_ECHANGED;
 		}
 	} else if (r->status != 200) {
 		bm_fmt(msg, n, "HTTP %ld", r->status);
@@ -102,7 +120,9 @@ struct block_source {
 	char sum[BM_SUM_HEX + 1];
 	size_t len;                /* object length */
 	size_t visible;            /* bytes below the size the next commit publishes */
-	char etag[256];            /* flat: the object's ETag when opened */
+	char etag[BM_ETAG_SIZE];   /* flat: the object's ETag when opened */
+	char last_modified[64];    /* flat: its Last-Modified */
+	uint64_t total;            /* flat: its size */
 };
 
 /* Looks block index up in the published manifest or, with pending, in the
@@ -137,6 +157,8 @@ static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct blo
 		src->hole = false;
 	}
 	snprintf(src->etag, sizeof(src->etag), "%s", ds->etag);
+	snprintf(src->last_modified, sizeof(src->last_modified), "%s", ds->last_modified);
+	src->total = ds->manifest->size;
 	pthread_mutex_unlock(&ds->mu);
 }
 
@@ -168,9 +190,13 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 		r.has_range = true;
 		r.range_start = index * bs;
 		r.range_end = r.range_start + len - 1;
-		r.if_match = src->etag[0] ? src->etag : NULL;
+		/* If-Match compares strongly: a weak ETag (W/"...") would
+		 * never match, so it is only compared with the answer's. */
+		r.if_match = src->etag[0] && strncmp(src->etag, "W/", 2) != 0 ? src->etag : NULL;
 		chk.start = r.range_start;
+		chk.total = src->total;
 		chk.etag = src->etag;
+		chk.last_modified = src->last_modified;
 	} else {
 		chk.sum = src->sum;
 		r.xxh = XXH3_createState();
@@ -359,6 +385,7 @@ static int open_flat(bm_dataset *ds)
 	ds->flat = true;
 	ds->at_latest = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", r.etag);
+	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", r.last_modified);
 	return 0;
 }
 
@@ -749,24 +776,39 @@ int bm_discard(bm_dataset *ds)
 	return 0;
 }
 
-/* Drops cached blocks whose content differs between manifests a and b. */
+/* Drops cached blocks whose content differs between manifests a and b.
+ * A block listed in neither is a hole in both: only the listed blocks are
+ * walked (the sizes are the server's word: up to 2^50 / 4 KiB blocks). */
 static void invalidate_changed(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b)
 {
-	uint64_t na = bm_manifest_nblk(a), nb = bm_manifest_nblk(b), n = na > nb ? na : nb;
-	for (uint64_t i = 0; i < n; i++) {
-		const struct bm_block *x = bm_manifest_find(a, i), *y = bm_manifest_find(b, i);
-		bool same = (x == NULL && y == NULL) ||
-			    (x && y && strcmp(x->sum, y->sum) == 0 &&
-			     bm_manifest_objlen(a, i) == bm_manifest_objlen(b, i));
+	size_t i = 0, j = 0;
+
+	while (i < a->nblocks || j < b->nblocks) {
+		const struct bm_block *x = i < a->nblocks ? &a->blocks[i] : NULL;
+		const struct bm_block *y = j < b->nblocks ? &b->blocks[j] : NULL;
+		uint64_t idx;
+		bool same = false;
+		if (x && y && x->index == y->index) {
+			idx = x->index;
+			same = strcmp(x->sum, y->sum) == 0 && bm_manifest_objlen(a, idx) == bm_manifest_objlen(b, idx);
+			i++;
+			j++;
+		} else if (x && (!y || x->index < y->index)) {
+			idx = x->index; /* listed in a only */
+			i++;
+		} else {
+			idx = y->index; /* listed in b only */
+			j++;
+		}
 		if (!same)
-			vm_fileh_invalidate_page(ds->fh, i);
+			vm_fileh_invalidate_page(ds->fh, idx);
 	}
 }
 
 int bm_refresh(bm_dataset *ds)
 {
 	struct bm_manifest *m = NULL;
-	char *json = NULL, etag[256];
+	char *json = NULL, etag[BM_ETAG_SIZE];
 	size_t len = 0;
 	struct vm_fileh_stats st;
 	int rc;
@@ -789,6 +831,16 @@ int bm_refresh(bm_dataset *ds)
 	if (m->blksize != ds->file.blksize) {
 		bm_set_error(ds, BM_EFORMAT, "%s: the block size changed from %zu to %zu", ds->url,
 			     ds->file.blksize, m->blksize);
+		bm_manifest_free(m);
+		free(json);
+		return BM_EFORMAT;
+	}
+	if (ds->exists && m->generation < ds->manifest->generation) {
+		/* A server (or a cache before it) gone back in time: following
+		 * it would make our next commit reuse generation numbers. */
+		bm_set_error(ds, BM_EFORMAT, "%s: the server's manifest is at generation %" PRIu64
+			     ", older than this handle's %" PRIu64 " (reopen to follow it)",
+			     ds->url, m->generation, ds->manifest->generation);
 		bm_manifest_free(m);
 		free(json);
 		return BM_EFORMAT;

@@ -116,33 +116,46 @@ static void give_handle(struct bm_http *h, CURL *c, bool broken)
 
 /* ---- callbacks ------------------------------------------------------------ */
 
+/* Appends n bytes to r->gbuf (NUL-terminated); false when out of memory. */
+static bool on_grow(struct bm_req *r, const char *data, size_t n)
+{
+	if (r->got + n + 1 > r->gcap) {
+		size_t ncap = r->gcap ? r->gcap : 64 << 10;
+		while (ncap < r->got + n + 1)
+			ncap *= 2;
+		char *nb = realloc(r->gbuf, ncap);
+		if (nb == NULL)
+			return false;
+		r->gbuf = nb;
+		r->gcap = ncap;
+	}
+	memcpy(r->gbuf + r->got, data, n);
+	r->got += n;
+	r->gbuf[r->got] = '\0';
+	return true;
+}
+
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct bm_req *r = arg;
 	size_t n = size * nmemb;
 
-	if (!r->grow && r->head_status / 100 != 2)
-		return n; /* an error page: not into the caller's buffer */
+	if (r->head_status / 100 != 2) {
+		/* An error page: never into the caller's buffer, and never an
+		 * error of its own (its status is what counts).  With grow,
+		 * its start is kept for messages. */
+		if (r->grow && r->got < r->cap)
+			return on_grow(r, data, n < r->cap - r->got ? n : r->cap - r->got) ? n : 0;
+		return n;
+	}
+	if (r->discard)
+		return n; /* an answer whose body nobody reads (to a PUT) */
 	if (n > r->cap - r->got) {
 		r->overflow = true;
 		return 0; /* abort: longer than the caller can take */
 	}
-	if (r->grow) {
-		if (r->got + n + 1 > r->gcap) {
-			size_t ncap = r->gcap ? r->gcap : 64 << 10;
-			while (ncap < r->got + n + 1)
-				ncap *= 2;
-			char *nb = realloc(r->gbuf, ncap);
-			if (nb == NULL)
-				return 0;
-			r->gbuf = nb;
-			r->gcap = ncap;
-		}
-		memcpy(r->gbuf + r->got, data, n);
-		r->got += n;
-		r->gbuf[r->got] = '\0';
-		return n;
-	}
+	if (r->grow)
+		return on_grow(r, data, n) ? n : 0;
 	if (r->xxh)
 		bm_xxh3_128_update(r->xxh, data, n); /* while the data is hot */
 	/* dst may be a fresh RAM slot of virtmem's: filled with pwrite. */
@@ -155,8 +168,12 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* Copies a header's value (trimmed) if line is "name: value". */
-static bool header_value(const char *line, size_t len, const char *name, char *out, size_t outn)
+/* Copies a header's value (trimmed) if line is "name: value".  A value
+ * that does not fit is not cut short (a cut ETag or Content-Range would say
+ * something else): it is recorded in r->long_header, which fails the
+ * request. */
+static bool header_value(struct bm_req *r, const char *line, size_t len, const char *name, char *out,
+			 size_t outn)
 {
 	size_t nl = strlen(name);
 	if (len <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
@@ -167,8 +184,10 @@ static bool header_value(const char *line, size_t len, const char *name, char *o
 	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
 		end--;
 	size_t vl = (size_t)(end - v);
-	if (vl >= outn)
-		vl = outn - 1;
+	if (vl >= outn) {
+		r->long_header = name;
+		vl = 0;
+	}
 	memcpy(out, v, vl);
 	out[vl] = '\0';
 	return true;
@@ -182,14 +201,16 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 
 	if (n > 5 && strncmp(line, "HTTP/", 5) == 0) {
 		/* A new response (after a redirect or 100): forget the last. */
-		r->etag[0] = r->content_range[0] = '\0';
+		r->etag[0] = r->content_range[0] = r->last_modified[0] = '\0';
+		r->long_header = NULL;
 		r->content_length = UINT64_MAX;
 		const char *sp = memchr(line, ' ', n);
 		r->head_status = sp ? strtol(sp + 1, NULL, 10) : 0;
 	}
-	header_value(line, n, "ETag", r->etag, sizeof(r->etag));
-	header_value(line, n, "Content-Range", r->content_range, sizeof(r->content_range));
-	if (header_value(line, n, "Content-Length", cl, sizeof(cl))) {
+	header_value(r, line, n, "ETag", r->etag, sizeof(r->etag));
+	header_value(r, line, n, "Content-Range", r->content_range, sizeof(r->content_range));
+	header_value(r, line, n, "Last-Modified", r->last_modified, sizeof(r->last_modified));
+	if (header_value(r, line, n, "Content-Length", cl, sizeof(cl))) {
 		char *e;
 		unsigned long long v = strtoull(cl, &e, 10);
 		r->content_length = (*cl && *e == '\0') ? v : UINT64_MAX;
@@ -223,14 +244,36 @@ static void reset_response(struct bm_req *r)
 	r->overflow = false;
 	r->write_err = 0;
 	r->head_status = 0;
-	r->etag[0] = r->content_range[0] = r->err[0] = '\0';
+	r->etag[0] = r->content_range[0] = r->last_modified[0] = r->err[0] = '\0';
+	r->long_header = NULL;
 	r->content_length = UINT64_MAX;
 	if (r->xxh)
 		XXH3_128bits_reset(r->xxh);
 }
 
+/* Whether a failed transfer is worth retrying: the connection or the
+ * server may do better next time.  A reply curl could not make sense of
+ * (a bad status line or Content-Length, an unknown encoding) is not. */
+static bool curl_transient(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_BAD_CONTENT_ENCODING:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_TOO_MANY_REDIRECTS:
+	case CURLE_FILESIZE_EXCEEDED:
+	case CURLE_BAD_FUNCTION_ARGUMENT:
+	case CURLE_NOT_BUILT_IN:
+		return false;
+	default:
+		return true;
+	}
+}
+
 /* One request.  0 when a response arrived (any status), BM_EHTTP for a
- * transport failure (r->err says which), BM_EFORMAT for an overlong body. */
+ * transport failure worth retrying (r->err says which), BM_EFORMAT for an
+ * overlong body or header or a malformed reply. */
 static int perform_once(struct bm_http *h, struct bm_req *r)
 {
 	struct curl_slist *hdr = NULL;
@@ -273,8 +316,10 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 		hdr = curl_slist_append(hdr, line);
 	}
 	if (r->if_match) {
-		snprintf(line, sizeof(line), "If-Match: %s", r->if_match);
-		hdr = curl_slist_append(hdr, line);
+		/* An ETag may be up to BM_ETAG_SIZE - 1 bytes: not in line. */
+		char im[BM_ETAG_SIZE + 16];
+		snprintf(im, sizeof(im), "If-Match: %s", r->if_match);
+		hdr = curl_slist_append(hdr, im);
 	}
 	if (r->if_none_match_any)
 		hdr = curl_slist_append(hdr, "If-None-Match: *");
@@ -302,8 +347,11 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 			rc = BM_ENOMEM;
 		} else {
 			snprintf(r->err, sizeof(r->err), "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
-			rc = BM_EHTTP;
+			rc = curl_transient(cc) ? BM_EHTTP : BM_EFORMAT;
 		}
+	} else if (r->long_header) {
+		snprintf(r->err, sizeof(r->err), "the %s header is longer than blkmap accepts", r->long_header);
+		rc = BM_EFORMAT;
 	}
 	if (h->o.verbose)
 		bm_log("%s %s -> %ld%s%s", r->method, r->url, r->status, rc ? ": " : "", rc ? r->err : "");

@@ -28,6 +28,7 @@
 #define BM_KEY_MAX 1024
 #define BM_SUM_HEX 32                       /* xxh128 as hex */
 #define BM_FLAT_BLKSIZE ((size_t)1 << 20)
+#define BM_ETAG_SIZE 1024    /* longest ETag kept, with its NUL; longer: an error */
 
 /* ---- logging and errors (util.c) ------------------------------------------ */
 
@@ -36,6 +37,10 @@ void bm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void bm_fmt(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The calling thread's last bm_open/bm_options_init error. */
 void bm_set_thread_error(const char *msg);
+/* Replaces each byte of s that is not printable ASCII with '?': messages
+ * quote what servers sent, which must not reach a terminal as control
+ * sequences. */
+void bm_printable(char *s);
 
 /* xxh128 of buf as 32 lowercase hex digits + NUL. */
 void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1]);
@@ -64,6 +69,7 @@ struct bm_req {
 	void *dst;
 	size_t cap;
 	bool grow;
+	bool discard;              /* a 2xx body is not wanted (PUT answers) */
 	char *gbuf;
 	size_t gcap;
 	void *xxh;                 /* XXH3_state_t: hash the body as it arrives */
@@ -73,9 +79,11 @@ struct bm_req {
 	size_t got;                /* body bytes received */
 	bool overflow;             /* the body was longer than cap */
 	int write_err;             /* -errno: storing the body into dst failed */
-	char etag[256];            /* "" if none */
+	char etag[BM_ETAG_SIZE];   /* "" if none */
 	uint64_t content_length;   /* UINT64_MAX if none */
 	char content_range[128];   /* "" if none */
+	char last_modified[64];    /* "" if none */
+	const char *long_header;   /* a header above kept longer than its buffer */
 	char err[256];             /* transport error text */
 };
 
@@ -205,7 +213,9 @@ struct bm_dataset {
 	struct bm_manifest *manifest;  /* flat: a synthetic one, no blocks */
 	char *manifest_json;       /* bytes of the generation opened (for gen/ repair) */
 	size_t manifest_json_len;
-	char etag[256];            /* manifest.json ETag when opened; "" if none */
+	char etag[BM_ETAG_SIZE];   /* manifest.json ETag (flat: the object's) when
+				      opened or last committed; "" if none */
+	char last_modified[64];    /* flat: the object's Last-Modified; "" if none */
 	bool exists;               /* manifest.json exists on the server */
 	bool at_latest;            /* opened generation was the current one */
 	bool flat;

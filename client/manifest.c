@@ -147,8 +147,11 @@ static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n
 	if ((rc = get_uint(root, "generation", 1, BM_GEN_MAX, &m->generation, msg, n)) < 0)
 		return rc;
 	v = json_object_get(root, "created");
-	if (json_is_string(v))
+	if (json_is_string(v)) {
+		/* Informational (shown by `blkmap log`): kept printable. */
 		snprintf(m->created, sizeof(m->created), "%s", json_string_value(v));
+		bm_printable(m->created);
+	}
 	return 0;
 }
 

@@ -37,6 +37,13 @@ const char *bm_strerror(int err)
 	return strerror(err < 0 ? -err : err);
 }
 
+void bm_printable(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			*s = '?';
+}
+
 void bm_log(const char *fmt, ...)
 {
 	char buf[1024];
@@ -46,6 +53,7 @@ void bm_log(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
 	va_end(ap);
+	bm_printable(buf);
 	n = (int)strlen(buf);
 	buf[n++] = '\n';
 	/* One write(2), so lines of several threads do not interleave; usable
@@ -67,6 +75,7 @@ static __thread char thread_error[512];
 void bm_set_thread_error(const char *msg)
 {
 	snprintf(thread_error, sizeof(thread_error), "%s", msg);
+	bm_printable(thread_error);
 }
 
 void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
@@ -77,6 +86,7 @@ void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	bm_printable(msg);
 	(void)code;
 	pthread_mutex_lock(&ds->mu);
 	snprintf(ds->errmsg, sizeof(ds->errmsg), "%s", msg);

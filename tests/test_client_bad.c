@@ -109,20 +109,32 @@ static void make_dataset(struct ts_server *s, const char *path, char *url, size_
 	free(data);
 }
 
-static int read_block_1(void *arg)
+/* For children (no cmocka asserts): opens url with 3 fast retries and
+ * maps all of it.  0, or 1 (options) or 2 (open or map, message on stderr). */
+static int open_and_map(const char *url, void **addrp)
 {
-	const char *url = arg;
 	struct bm_options o;
 	bm_dataset *ds;
 	bm_mapping *m;
-	void *addr;
 
 	if (bm_options_init(&o) < 0)
 		return 1;
 	o.retry_base_ms = 1;
 	o.retries = 3;
-	if (bm_open(&ds, url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+	if (bm_open(&ds, url, &o) < 0 || bm_map(ds, 0, 0, addrp, &m) < 0) {
+		fprintf(stderr, "%s\n", bm_last_error(NULL));
 		return 2;
+	}
+	return 0;
+}
+
+static int read_block_1(void *arg)
+{
+	void *addr;
+	int rc = open_and_map(arg, &addr);
+
+	if (rc)
+		return rc;
 	volatile char c = ((volatile char *)addr)[4 * KiB + 10];
 	(void)c;
 	return 0; /* not reached: SIGBUS */
@@ -240,6 +252,162 @@ static void a_206_with_another_range_is_refused(void **state)
 	free(part);
 }
 
+/* Reads byte 4106 of the flat object at url (arg): exit 0 if it is 'z'
+ * (what canned bodies hold), 3 if not; a failed load kills with SIGBUS. */
+static int read_z(void *arg)
+{
+	void *addr;
+	int rc = open_and_map(arg, &addr);
+
+	if (rc)
+		return rc;
+	return ((volatile char *)addr)[4 * KiB + 10] == 'z' ? 0 : 3;
+}
+
+/* Serves an 8192-byte flat object: the HEAD with head, GETs with part (a
+ * 206 of bytes 0-8191). */
+static int serve_flat(const char *head, const char *part, char **errp)
+{
+	struct tc_canned c;
+	char url[128];
+	char *h = canned_response(head, 8192), *p = canned_response(part, 8192);
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/obj", h, 0 },
+		{ "GET", "/obj", p, 0 },
+	};
+
+	tc_canned_start(&c, rules, 2);
+	snprintf(url, sizeof(url), "%s/obj", c.url);
+	int status = tc_child(read_z, url, errp);
+	tc_canned_stop(&c);
+	free(h);
+	free(p);
+	return status;
+}
+
+static void a_flat_object_whose_size_changed_is_an_error_even_without_an_etag(void **state)
+{
+	char *err;
+	(void)state;
+
+	/* No ETag, no Last-Modified: the total of Content-Range is what
+	 * tells that the object is not the one opened. */
+	int status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nConnection: close\r\n\r\n",
+				"HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\n"
+				"Content-Range: bytes 0-8191/9000\r\nConnection: close\r\n\r\n", &err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, "changed on the server") ||
+	    !strstr(err, "size was 8192"))
+		fail_msg("status %#x, stderr \"%s\"", status, err);
+	free(err);
+	/* The same with Last-Modified: another date is another object. */
+	status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"
+			    "Connection: close\r\n\r\n",
+			    "HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\nContent-Range: bytes 0-8191/8192\r\n"
+			    "Last-Modified: Thu, 26 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n\r\n", &err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, "Last-Modified"))
+		fail_msg("status %#x, stderr \"%s\"", status, err);
+	free(err);
+	/* An unknown total ("*") with the same date reads. */
+	status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"
+			    "Connection: close\r\n\r\n",
+			    "HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\nContent-Range: bytes 0-8191/*\r\n"
+			    "Last-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n\r\n", &err);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("status %#x, stderr \"%s\"", status, err);
+	free(err);
+}
+
+/* An ETag of n characters (quotes included) into out. */
+static void long_etag(char *out, size_t n)
+{
+	out[0] = '"';
+	for (size_t i = 1; i + 1 < n; i++)
+		out[i] = 'a' + (char)(i % 26);
+	out[n - 1] = '"';
+	out[n] = '\0';
+}
+
+static void flat_objects_with_long_or_weak_etags_read_as_they_are(void **state)
+{
+	char etag[700], head[1024], part[1024], *err;
+	const char *weak[] = { "W/\"w1\"", etag };
+	(void)state;
+
+	long_etag(etag, 600);
+	/* The canned server answers 412 to an If-Match that is cut short
+	 * or weak, as real servers do. */
+	for (int i = 0; i < 2; i++) {
+		snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: %s\r\n"
+			 "Connection: close\r\n\r\n", weak[i]);
+		snprintf(part, sizeof(part), "HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\n"
+			 "Content-Range: bytes 0-8191/8192\r\nETag: %s\r\nConnection: close\r\n\r\n", weak[i]);
+		int status = serve_flat(head, part, &err);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			fail_msg("ETag %.20s...: status %#x, stderr \"%s\"", weak[i], status, err);
+		free(err);
+	}
+}
+
+static void an_etag_longer_than_blkmap_keeps_is_an_error_naming_the_url(void **state)
+{
+	struct tc_canned c;
+	char url[128], etag[2100], *head = malloc(2300);
+	struct bm_options o;
+	bm_dataset *ds;
+	(void)state;
+
+	long_etag(etag, 2000);
+	snprintf(head, 2300, "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: %s\r\nConnection: close\r\n\r\n",
+		 etag);
+	const struct tc_rule rules[] = { { "HEAD", "/obj", head, 0 } };
+	tc_canned_start(&c, rules, 1);
+	snprintf(url, sizeof(url), "%s/obj", c.url);
+	tc_options(&o);
+	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
+	assert_non_null(strstr(bm_last_error(NULL), url));
+	assert_non_null(strstr(bm_last_error(NULL), "ETag header is longer"));
+	tc_canned_stop(&c);
+	free(head);
+}
+
+static void a_reply_curl_cannot_parse_fails_at_once(void **state)
+{
+	struct tc_canned c;
+	char url[128];
+	struct bm_options o;
+	bm_dataset *ds;
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/obj", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\nConnection: close\r\n\r\n", 0 },
+	};
+	(void)state;
+
+	tc_canned_start(&c, rules, 1);
+	snprintf(url, sizeof(url), "%s/obj", c.url);
+	tc_options(&o);
+	/* BM_EFORMAT, not BM_EHTTP after 10 tries. */
+	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
+	assert_non_null(strstr(bm_last_error(NULL), url));
+	assert_null(strstr(bm_last_error(NULL), "tries"));
+	tc_canned_stop(&c);
+}
+
+static void server_text_in_messages_carries_no_control_characters(void **state)
+{
+	char *err;
+	(void)state;
+
+	/* The object "changed": the message quotes both ETags. */
+	int status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: \"v\x1b[31m1\"\r\n"
+				"Connection: close\r\n\r\n",
+				"HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\n"
+				"Content-Range: bytes 0-8191/8192\r\nETag: \"v\x1b[0m2\"\r\nConnection: close\r\n\r\n",
+				&err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, "changed on the server") ||
+	    strchr(err, 0x1b) || !strstr(err, "\"v?[31m1\""))
+		fail_msg("status %#x, stderr \"%s\"", status, err);
+	free(err);
+}
+
 static void a_server_that_is_not_there_is_an_error_naming_the_url(void **state)
 {
 	struct tc_canned c;
@@ -269,6 +437,11 @@ int main(void)
 		cmocka_unit_test(a_block_object_longer_or_shorter_than_its_block_is_an_error),
 		cmocka_unit_test(a_200_to_a_range_request_is_refused),
 		cmocka_unit_test(a_206_with_another_range_is_refused),
+		cmocka_unit_test(a_flat_object_whose_size_changed_is_an_error_even_without_an_etag),
+		cmocka_unit_test(flat_objects_with_long_or_weak_etags_read_as_they_are),
+		cmocka_unit_test(an_etag_longer_than_blkmap_keeps_is_an_error_naming_the_url),
+		cmocka_unit_test(a_reply_curl_cannot_parse_fails_at_once),
+		cmocka_unit_test(server_text_in_messages_carries_no_control_characters),
 		cmocka_unit_test(a_server_that_is_not_there_is_an_error_naming_the_url),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);

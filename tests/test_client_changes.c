@@ -2,7 +2,8 @@
  * generation: partial bm_writes to one block merge, a commit retried after
  * failed uploads publishes only blocks that exist, an unchanged block keeps
  * its object's key, committed pages stay cached, shrinking then growing
- * reads zeros, refresh moves to what another writer published.
+ * reads zeros, refresh moves to what another writer published (in time
+ * however large the new size, and never back to an older generation).
  */
 #include "config.h"
 
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -205,6 +208,63 @@ static void refresh_shows_what_another_writer_published(void **state)
 	free(data);
 }
 
+/* Replaces path's manifest on s with its JSON at generation gen and size. */
+static void rewrite_manifest(struct ts_server *s, const char *path, json_t *man, uint64_t gen, uint64_t size)
+{
+	json_object_set_new(man, "generation", json_integer((json_int_t)gen));
+	json_object_set_new(man, "size", json_integer((json_int_t)size));
+	char *text = json_dumps(man, JSON_COMPACT);
+	char mpath[256];
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
+	assert_int_equal(ts_put(s, mpath, text, strlen(text)), 204);
+	free(text);
+}
+
+struct refresh_case {
+	struct ts_server *s;
+	const char *path, *url;
+	json_t *man;
+};
+
+/* In a child with a watchdog: a refresh that walked every block of a
+ * 2^50-byte dataset would run for hours. */
+static int refresh_huge_then_older(void *arg)
+{
+	struct refresh_case *c = arg;
+	bm_dataset *ds = tc_open(c->url, 0);
+
+	alarm(60);
+	rewrite_manifest(c->s, c->path, c->man, 2, (uint64_t)1 << 50);
+	if (bm_refresh(ds) != 0 || bm_size(ds) != (uint64_t)1 << 50 || bm_generation(ds) != 2)
+		return 3;
+	rewrite_manifest(c->s, c->path, c->man, 1, 4 * BS);
+	if (bm_refresh(ds) != BM_EFORMAT || !strstr(bm_last_error(ds), "older than this handle's 2"))
+		return 4;
+	if (bm_generation(ds) != 2)
+		return 5;
+	bm_close(ds);
+	return 0;
+}
+
+static void refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], mpath[256], *err;
+	unsigned char *data = ts_pattern(4 * BS, 76);
+	struct refresh_case c = { s, "/ch/huge", url, NULL };
+
+	tc_url(url, sizeof(url), s, c.path);
+	tc_put(url, BS, data, 4 * BS);
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", c.path);
+	c.man = ts_get_json(s, mpath);
+	int status = tc_child(refresh_huge_then_older, &c, &err);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("status %#x, stderr \"%s\"", status, err);
+	free(err);
+	json_decref(c.man);
+	free(data);
+}
+
 static void bad_options_are_refused_at_open(void **state)
 {
 	struct ts_server *s = *state;
@@ -227,6 +287,7 @@ int main(void)
 		cmocka_unit_test(committed_pages_stay_cached),
 		cmocka_unit_test(shrinking_then_growing_reads_zeros_past_the_old_end),
 		cmocka_unit_test(refresh_shows_what_another_writer_published),
+		cmocka_unit_test(refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back),
 		cmocka_unit_test(bad_options_are_refused_at_open),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);

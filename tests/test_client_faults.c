@@ -1,7 +1,8 @@
 /* tests/test_client_faults.c — libblkmap against a blkmap-server that
  * injects faults (503s, responses cut in the middle, flipped body bytes,
- * latency): every read and every commit still gives exactly the right
- * bytes, and the retries show in the stats.  Faults are switched at run time
+ * latency, long bodies on PUT and error answers, PUT answers without an
+ * ETag): every read and every commit still gives exactly the right bytes,
+ * the retries show in the stats, and no commit overwrites another's.  Faults are switched at run time
  * through PUT /_admin/faults so that each test sets up its dataset cleanly.
  */
 #include "config.h"
@@ -22,7 +23,8 @@
 static void no_faults(struct ts_server *s)
 {
 	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0, \"fault-drop-rate\": 0, "
-				       "\"fault-corrupt-rate\": 0, \"fault-latency-ms\": 0}"), 200);
+				       "\"fault-corrupt-rate\": 0, \"fault-latency-ms\": 0, "
+				       "\"fault-pad-bytes\": 0, \"fault-put-no-etag\": 0}"), 200);
 }
 
 static long faults_seen(struct ts_server *s)
@@ -196,14 +198,126 @@ static void reads_are_exact_with_latency(void **state)
 	free(data);
 }
 
+static void long_bodies_on_put_and_error_answers_change_nothing(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 4 * KiB, size = 16 * bs;
+	unsigned char *data = ts_pattern(size, 26);
+	char url[512];
+	struct bm_stats st;
+	bm_mapping *m;
+	unsigned char *p;
+	uint64_t gen;
+
+	/* 503s with 200 KB pages are retried like short ones; PUTs answered
+	 * 200 with 200 KB of body are stored like 201s and 204s. */
+	tc_url(url, sizeof(url), s, "/f/pad");
+	assert_int_equal(ts_set_faults(s, "{\"fault-pad-bytes\": 200000, \"fault-error-rate\": 0.3, "
+				       "\"fault-seed\": 5}"), 200);
+	tc_put(url, bs, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
+	memset(p + 3 * bs, 7, 2 * bs);
+	memset(data + 3 * bs, 7, 2 * bs);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	bm_stats(ds, &st);
+	assert_true(st.retries > 0);
+	bm_unmap(m);
+	bm_close(ds);
+	no_faults(s);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
+/* Writer B commits on top of A's manifest while A's commit waits between
+ * its manifest PUT (answered without an ETag) and asking for the ETag. */
+struct writer_b {
+	const char *url;
+	int fired;
+	uint64_t gen;
+};
+
+static void writer_b_publishes(const char *stage, void *arg)
+{
+	struct writer_b *b = arg;
+
+	if (strcmp(stage, "manifest-put") != 0 || b->fired++)
+		return;
+	bm_dataset *ds = tc_open(b->url, 0);
+	assert_int_equal(bm_write(ds, 100, "B", 1), 0);
+	assert_int_equal(bm_commit(ds, &b->gen), 0);
+	bm_close(ds);
+}
+
+static void a_commit_answered_without_an_etag_never_overwrites_a_later_writer(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 4 * KiB, size = 4 * bs;
+	unsigned char *data = ts_pattern(size, 27), *p;
+	char url[512];
+	struct writer_b b = { url, 0, 0 };
+	struct bm_options o;
+	bm_dataset *a;
+	bm_mapping *m;
+	uint64_t gen;
+
+	tc_url(url, sizeof(url), s, "/f/noetag");
+	tc_put(url, bs, data, size);
+	assert_int_equal(ts_set_faults(s, "{\"fault-put-no-etag\": 1}"), 200);
+	tc_options(&o);
+	o.commit_hook = writer_b_publishes;
+	o.commit_hook_arg = &b;
+	assert_int_equal(bm_open(&a, url, &o), 0);
+	assert_int_equal(bm_map(a, 0, 0, (void **)&p, &m), 0);
+	p[0] = 'A';
+	data[0] = 'A';
+	assert_int_equal(bm_commit(a, &gen), 0);
+	assert_int_equal(gen, 2);
+	assert_int_equal(b.gen, 3); /* B published on top of A's generation */
+	data[100] = 'B';
+	/* A's next commit would replace B's generation: a conflict. */
+	p[200] = 'a';
+	assert_int_equal(bm_commit(a, &gen), BM_ECONFLICT);
+	assert_true(tc_dataset_equals(url, 3, data, size));
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	/* Refreshed, A commits on top of B; an answer without an ETag for a
+	 * manifest still A's own gives A its ETag. */
+	assert_int_equal(bm_discard(a), 0);
+	assert_int_equal(bm_refresh(a), 0);
+	assert_int_equal(bm_generation(a), 3);
+	p[200] = 'a';
+	data[200] = 'a';
+	assert_int_equal(bm_commit(a, &gen), 0);
+	assert_int_equal(gen, 4);
+	p[300] = 'c';
+	data[300] = 'c';
+	assert_int_equal(bm_commit(a, &gen), 0);
+	assert_int_equal(gen, 5);
+	no_faults(s);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	bm_unmap(m);
+	bm_close(a);
+	free(data);
+}
+
+/* Each test starts without faults, whatever the one before left on. */
+static int faults_off(void **state)
+{
+	no_faults(*state);
+	return 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(reads_are_exact_under_503s_drops_and_corrupt_bodies),
-		cmocka_unit_test(partial_block_writes_are_exact_under_corrupt_bodies),
-		cmocka_unit_test(commits_are_exact_under_503s_and_drops),
-		cmocka_unit_test(a_manifest_swap_whose_answer_was_cut_is_not_a_conflict),
-		cmocka_unit_test(reads_are_exact_with_latency),
+		cmocka_unit_test_setup(long_bodies_on_put_and_error_answers_change_nothing, faults_off),
+		cmocka_unit_test_setup(a_commit_answered_without_an_etag_never_overwrites_a_later_writer, faults_off),
+		cmocka_unit_test_setup(reads_are_exact_under_503s_drops_and_corrupt_bodies, faults_off),
+		cmocka_unit_test_setup(partial_block_writes_are_exact_under_corrupt_bodies, faults_off),
+		cmocka_unit_test_setup(commits_are_exact_under_503s_and_drops, faults_off),
+		cmocka_unit_test_setup(a_manifest_swap_whose_answer_was_cut_is_not_a_conflict, faults_off),
+		cmocka_unit_test_setup(reads_are_exact_with_latency, faults_off),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

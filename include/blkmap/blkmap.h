@@ -75,8 +75,10 @@ struct bm_options {
 	/* The wcfs mirror to read through (mmap-overlay mode): a mountpoint,
 	 * "off", or NULL for the default mountpoint of the server  BLKMAP_WCFS */
 	const char *wcfs;
-	/* For tests and tools: called at each stage of a commit ("uploaded",
-	 * "swapped"); may be NULL. */
+	/* For tests and tools: called at each stage of a commit: "uploaded"
+	 * (blocks stored, manifest not yet replaced), "manifest-put" (the
+	 * manifest PUT succeeded; its ETag not yet learnt when the answer had
+	 * none), "swapped" (published); may be NULL. */
 	void (*commit_hook)(const char *stage, void *arg);
 	void *commit_hook_arg;
 };
@@ -144,7 +146,8 @@ int bm_commit(bm_dataset *ds, uint64_t *genp);
 int bm_discard(bm_dataset *ds);
 
 /* Moves the handle to the latest generation: blocks that changed are dropped
- * from the cache.  BM_EBUSY when there are dirty pages. */
+ * from the cache.  BM_EBUSY when there are dirty pages; BM_EFORMAT when the
+ * server's generation is older than the handle's (it never goes back). */
 int bm_refresh(bm_dataset *ds);
 
 /* Writes len bytes at offset straight into the next generation without
