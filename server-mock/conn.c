@@ -53,6 +53,8 @@ struct srv_conn {
 	uint64_t body_left;
 	char *head;          /* the raw request head, parsed in place */
 	char *key;           /* storage for rq.key */
+	char *lists[4];      /* joined repeated list headers (malloc'd) */
+	unsigned nlists;
 	struct evbuffer *scratch;
 	struct srv_request rq;
 	struct srv_response rs;
@@ -88,6 +90,9 @@ static void reset_request(struct srv_conn *c)
 	if (c->rq.small_body)
 		evbuffer_free(c->rq.small_body);
 	memset(&c->rq, 0, sizeof(c->rq));
+	for (unsigned i = 0; i < c->nlists; i++)
+		free(c->lists[i]);
+	c->nlists = 0;
 	c->rq.key = c->key;
 	c->key[0] = '\0';
 	evbuffer_drain(c->rs.headers, evbuffer_get_length(c->rs.headers));
@@ -180,7 +185,11 @@ static int parse_length(const char *v, uint64_t *out)
 {
 	uint64_t n = 0;
 
-	if (!*v || strlen(v) > 18)
+	if (!*v)
+		return -1;
+	while (v[0] == '0' && v[1])
+		v++;  /* leading zeros say nothing */
+	if (strlen(v) > 18)
 		return -1;
 	for (; *v; v++) {
 		if (*v < '0' || *v > '9')
@@ -197,6 +206,34 @@ static void keep_first(const char **slot, const char *value)
 		*slot = value;
 }
 
+/* A list header (If-Match, If-None-Match) sent on several lines is one
+ * list (RFC 9110 5.3): the lines are joined with ", " into c->lists. */
+static int add_to_list(struct srv_conn *c, const char **slot,
+		       const char *value, const char **why)
+{
+	if (!*slot) {
+		*slot = value;
+		return 0;
+	}
+	size_t have = strlen(*slot), add = strlen(value);
+	char *joined = malloc(have + add + 3);
+	if (!joined) {
+		*why = "out of memory";
+		return 500;
+	}
+	memcpy(joined, *slot, have);
+	memcpy(joined + have, ", ", 2);
+	memcpy(joined + have + 2, value, add + 1);
+	if (c->nlists == sizeof(c->lists) / sizeof(c->lists[0])) {
+		free(joined);
+		*why = "too many repeated If-Match / If-None-Match lines";
+		return 400;
+	}
+	c->lists[c->nlists++] = joined;
+	*slot = joined;
+	return 0;
+}
+
 /* Record one header; returns 0 or an HTTP status with *why. */
 static int apply_header(struct srv_conn *c, const char *name, char *value,
 			const char **why)
@@ -204,6 +241,14 @@ static int apply_header(struct srv_conn *c, const char *name, char *value,
 	struct srv_request *rq = &c->rq;
 	uint64_t n;
 
+	for (const char *q = value; *q; q++) {
+		if ((unsigned char)*q < 0x20 && *q != '\t') {
+			/* A bare CR or LF inside a line: a proxy before
+			 * us may have split it elsewhere. */
+			*why = "control character in a header value";
+			return 400;
+		}
+	}
 	if (!strcasecmp(name, "Content-Length")) {
 		if (parse_length(value, &n) < 0 ||
 		    (rq->has_content_length && n != rq->content_length)) {
@@ -226,13 +271,22 @@ static int apply_header(struct srv_conn *c, const char *name, char *value,
 		}
 		c->expect_continue = rq->http_minor >= 1;
 	} else if (!strcasecmp(name, "Range")) {
-		keep_first(&rq->range, value);
+		if (rq->range) {
+			*why = "more than one Range header";
+			return 400;
+		}
+		rq->range = value;
 	} else if (!strcasecmp(name, "If-Range")) {
 		keep_first(&rq->if_range, value);
 	} else if (!strcasecmp(name, "If-Match")) {
-		keep_first(&rq->if_match, value);
+		return add_to_list(c, &rq->if_match, value, why);
 	} else if (!strcasecmp(name, "If-None-Match")) {
-		keep_first(&rq->if_none_match, value);
+		return add_to_list(c, &rq->if_none_match, value, why);
+	} else if (!strcasecmp(name, "Host")) {
+		if (rq->has_host++) {
+			*why = "more than one Host header";
+			return 400;
+		}
 	} else if (!strcasecmp(name, "Authorization")) {
 		keep_first(&rq->authorization, value);
 	} else if (!strcasecmp(name, "Content-Type")) {
@@ -267,6 +321,15 @@ static int parse_request_line(struct srv_conn *c, char *line,
 	version = sp2 + 1;
 	if (strchr(version, ' '))
 		return 400;
+	for (const char *q = line; *q; q++)
+		if (!is_tchar((unsigned char)*q))
+			return 400;
+	for (const char *q = sp1 + 1; *q; q++) {
+		if ((unsigned char)*q <= 0x20 || *q == 0x7f) {
+			*why = "control character in the request target";
+			return 400;
+		}
+	}
 	c->rq.method_name = line;
 	c->rq.method = method_of(line);
 	c->rq.target = sp1 + 1;
@@ -288,6 +351,10 @@ static int parse_head(struct srv_conn *c, const char **why)
 	char *p = c->head, *eol = strstr(p, "\r\n");
 	int status, nheaders = 0;
 
+	if (!eol) {  /* cannot happen: the head ends with CRLF CRLF */
+		*why = "malformed request head";
+		return 400;
+	}
 	*eol = '\0';
 	status = parse_request_line(c, p, why);
 	if (status)
@@ -296,6 +363,10 @@ static int parse_head(struct srv_conn *c, const char **why)
 		char *colon, *value, *end;
 
 		eol = strstr(p, "\r\n");
+		if (!eol) {  /* cannot happen: the head ends with CRLF CRLF */
+			*why = "malformed request head";
+			return 400;
+		}
 		*eol = '\0';
 		if (++nheaders > SRV_MAX_HEADERS) {
 			*why = "too many header lines";
@@ -317,6 +388,10 @@ static int parse_head(struct srv_conn *c, const char **why)
 		status = apply_header(c, p, value, why);
 		if (status)
 			return status;
+	}
+	if (c->rq.http_minor == 1 && !c->rq.has_host) {
+		*why = "HTTP/1.1 request without a Host header";
+		return 400;
 	}
 	return 0;
 }
@@ -437,7 +512,7 @@ static void conn_start_request(struct srv_conn *c)
 	if (srv_handle_head(srv, &c->rq, &c->rs, c->over_limit) ==
 	    SRV_REPLY_NOW) {
 		c->in_flight = c->rq.counted;
-		if (c->rq.content_length)
+		if (c->rq.content_length || c->rq.chunked)
 			c->rs.close = 1;  /* the body was not read */
 		set_timer(c, TIMER_OFF, 0);
 		conn_send_response(c);
@@ -469,8 +544,11 @@ static void conn_read_head(struct srv_conn *c)
 
 	skip_empty_lines(in);
 	len = evbuffer_get_length(in);
-	if (len == 0)
+	if (len == 0) {
+		if (c->peer_eof)
+			conn_free(c);  /* all answered, nothing more comes */
 		return;
+	}
 	if (c->timer_mode == TIMER_IDLE)
 		set_timer(c, TIMER_REQUEST, c->srv->cfg.request_timeout_ms);
 	end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
@@ -480,11 +558,20 @@ static void conn_read_head(struct srv_conn *c)
 				 max);
 		return;
 	}
-	if (end.pos < 0)
+	if (end.pos < 0) {
+		if (c->peer_eof)
+			conn_free(c);  /* a head that will never end */
 		return;
+	}
 	evbuffer_remove(in, c->head, n);
 	c->head[n] = '\0';
 	srv_stats_add(&c->srv->stats, &c->srv->stats.bytes_in, n);
+	if (memchr(c->head, '\0', n)) {
+		/* The head is parsed as a C string: a NUL would hide the
+		 * rest of it. */
+		conn_reply_early(c, 400, "NUL byte in the request head");
+		return;
+	}
 	conn_start_request(c);
 }
 
@@ -656,8 +743,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
 		c->peer_eof = 1;
-		if (c->state == CONN_RESPOND) {
-			c->closing = 1;  /* finish sending, then close */
+		if (c->state == CONN_RESPOND || c->state == CONN_WAIT) {
+			/* The client only stopped sending: answer this
+			 * request and those already received, then close
+			 * (conn_read_head). */
+			return;
+		}
+		if (c->state == CONN_HEAD) {
+			conn_read_head(c);  /* complete heads still count */
 			return;
 		}
 	}

@@ -256,6 +256,8 @@ enum srv_head_action srv_handle_head(struct srv_server *srv,
 
 enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
 
+/* A decimal number; one too large for 64 bits reads as UINT64_MAX (past
+ * any end: a last byte is clipped to the object, a first one is beyond). */
 static int parse_number(const char **pp, uint64_t *out)
 {
 	const char *p = *pp;
@@ -263,11 +265,8 @@ static int parse_number(const char **pp, uint64_t *out)
 
 	if (*p < '0' || *p > '9')
 		return -1;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (n > (UINT64_MAX - 9) / 10)
-			return -1;
-		n = n * 10 + (*p - '0');
-	}
+	for (; *p >= '0' && *p <= '9'; p++)
+		n = n > (UINT64_MAX - 9) / 10 ? UINT64_MAX : n * 10 + (*p - '0');
 	*pp = p;
 	*out = n;
 	return 0;

@@ -1,11 +1,14 @@
 /* server-mock/key.c — from a request path to an object key. A key is the
- * percent-decoded URL path without its leading '/'. It is checked after
+ * percent-decoded URL path without its leading '/' (an absolute-form
+ * target, "http://host/path", counts by its path). It is checked after
  * decoding, so that "%2e%2e" is caught like "..": no ".", ".." or empty
- * segments, no NUL, bounded length. A checked key, appended to the storage
- * root, never names anything outside it. No shared state, no locks. */
+ * segments, no NUL or other control character, valid UTF-8 (listings are
+ * JSON), bounded length. A checked key, appended to the storage root,
+ * never names anything outside it. No shared state, no locks. */
 #include "config.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include "srv.h"
 
@@ -43,7 +46,47 @@ static long decode_path(const char *path, char *key, const char **why)
 		p += 2;
 	}
 	key[n] = '\0';
+	for (long i = 0; i < n; i++) {
+		if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) {
+			*why = "control character in path";
+			return -1;
+		}
+	}
 	return n;
+}
+
+/* Whether S (N bytes) is well-formed UTF-8: no overlong forms, no
+ * surrogates, nothing above U+10FFFF. */
+static int utf8_valid(const unsigned char *s, long n)
+{
+	for (long i = 0; i < n;) {
+		unsigned c = s[i], len, min, cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if ((c & 0xE0) == 0xC0) {
+			len = 2, min = 0x80, cp = c & 0x1F;
+		} else if ((c & 0xF0) == 0xE0) {
+			len = 3, min = 0x800, cp = c & 0x0F;
+		} else if ((c & 0xF8) == 0xF0) {
+			len = 4, min = 0x10000, cp = c & 0x07;
+		} else {
+			return 0;
+		}
+		if (i + (long)len > n)
+			return 0;
+		for (unsigned k = 1; k < len; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return 0;
+			cp = cp << 6 | (s[i + k] & 0x3F);
+		}
+		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return 0;
+		i += len;
+	}
+	return 1;
 }
 
 static int check_segments(const char *key, long n, const char **why)
@@ -78,6 +121,15 @@ int srv_key_decode(const char *path, char *key, const char **why)
 {
 	long n;
 
+	if (!strncasecmp(path, "http://", 7) || !strncasecmp(path, "https://", 8)) {
+		/* Absolute form (RFC 9112 3.2.2): the key is in its path. */
+		const char *slash = strchr(strstr(path, "//") + 2, '/');
+		if (!slash) {
+			*why = "absolute request target without a path";
+			return -1;
+		}
+		path = slash;
+	}
 	if (path[0] != '/') {
 		*why = "request target must start with '/'";
 		return -1;
@@ -85,6 +137,10 @@ int srv_key_decode(const char *path, char *key, const char **why)
 	n = decode_path(path, key, why);
 	if (n < 0)
 		return -1;
+	if (!utf8_valid((const unsigned char *)key, n)) {
+		*why = "key is not valid UTF-8";
+		return -1;
+	}
 	if (n > SRV_MAX_KEY_BYTES) {
 		*why = "key longer than 1024 bytes";
 		return -1;

@@ -197,6 +197,7 @@ struct srv_request {
 	const char *authorization, *content_type;
 	uint64_t content_length;
 	int has_content_length, chunked;
+	int has_host;                     /* Host lines seen */
 	struct srv_upload *upload;        /* PUT body sink */
 	struct evbuffer *small_body;      /* other bodies (admin JSON) */
 	int counted;                      /* counted in stats (not admin) */

@@ -283,7 +283,26 @@ static void disk_upload_abort(struct srv_upload *u)
 	free(u);
 }
 
-/* mkdir -p for the directories of KEY. Returns 0, 409 or 500. */
+/* Makes the directory entry of PATH durable (fsync of its directory). */
+static void fsync_parent(const char *path)
+{
+	char dir[PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		return;
+	*slash = '\0';
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+/* mkdir -p for the directories of KEY. Returns 0, 409 or 500. Each new
+ * directory's entry is made durable before the object is renamed in. */
 static int make_parents(struct disk_store *d, const char *key)
 {
 	char path[PATH_MAX];
@@ -301,6 +320,8 @@ static int make_parents(struct disk_store *d, const char *key)
 				return 500;
 			if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
 				return 409;
+		} else {
+			fsync_parent(path);
 		}
 		*p = '/';
 	}
@@ -320,23 +341,7 @@ static void prune_parents(struct disk_store *d, const char *key)
 		*slash = '\0';
 		if (rmdir(path) < 0)
 			break;
-	}
-}
-
-static void fsync_parent(const char *path)
-{
-	char dir[PATH_MAX];
-	char *slash;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash)
-		return;
-	*slash = '\0';
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
+		fsync_parent(path);
 	}
 }
 
@@ -418,8 +423,10 @@ static int disk_remove(struct srv_store *s, const char *key,
 		close(fd);
 		if (!status)
 			status = unlink(path) < 0 ? 500 : 204;
-		if (status == 204)
+		if (status == 204) {
+			fsync_parent(path);
 			prune_parents(d, key);
+		}
 	} else if (status == 409) {
 		status = 404;
 	}
@@ -448,8 +455,10 @@ static void walk_dir(int dfd, char *key, size_t klen, const char *prefix,
 	}
 	while ((de = readdir(dir)) != NULL) {
 		size_t n = strlen(de->d_name);
+		/* key holds SRV_MAX_KEY_BYTES + '/' + NUL: a file's key may
+		 * be SRV_MAX_KEY_BYTES long, a directory's one less. */
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-		    klen + n + 2 > SRV_MAX_KEY_BYTES + 1 ||
+		    klen + n > SRV_MAX_KEY_BYTES ||
 		    fstatat(dirfd(dir), de->d_name, &st,
 			    AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
@@ -459,7 +468,7 @@ static void walk_dir(int dfd, char *key, size_t klen, const char *prefix,
 			json_array_append_new(array, json_pack(
 				"{s:s, s:I}", "key", key, "size",
 				(json_int_t)st.st_size));
-		} else if (S_ISDIR(st.st_mode)) {
+		} else if (S_ISDIR(st.st_mode) && klen + n < SRV_MAX_KEY_BYTES) {
 			strcpy(key + klen + n, "/");
 			if (!dir_may_match(key, prefix))
 				continue;

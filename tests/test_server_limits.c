@@ -1,7 +1,10 @@
 /* tests/test_server_limits.c — blkmap-server treats every connection as
  * untrusted: a connection limit, a request timeout for slow clients that
  * does not stall others, an idle timeout, cut-off uploads that leave the
- * old object, malformed requests, pipelining, HTTP/1.0, bearer tokens.
+ * old object, malformed requests (NUL bytes, control characters, missing
+ * or repeated Host, bodies it does not read), pipelining (also before a
+ * half-close), repeated list headers, absolute-form targets, huge range
+ * ends, 1024-byte keys in disk listings, HTTP/1.0, bearer tokens.
  * Each test starts its own server with the limits it pins. */
 #include "config.h"
 
@@ -12,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -221,6 +225,197 @@ static void malformed_request_answers_400_and_closes(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
+static void send_bytes(int fd, const char *p, size_t n)
+{
+	assert_int_equal(write(fd, p, n), (ssize_t)n);
+}
+
+/* Sends N bytes of request on a new connection; the whole answer. */
+static char *ask(const struct ts_server *s, const char *req, size_t n)
+{
+	size_t got;
+	int fd = ts_connect(s);
+
+	send_bytes(fd, req, n);
+	char *a = ts_read_all(fd, &got);
+	close(fd);
+	return a;
+}
+
+#define ASK(s, lit) ask((s), (lit), sizeof(lit) - 1)
+
+static void hostile_heads_get_400_with_a_one_line_reason(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	static const struct { const char *req; size_t n; const char *why; } bad[] = {
+#define C(lit, why) { lit, sizeof(lit) - 1, why }
+		C("GET /a\0 HTTP/1.1\r\nHost: t\r\n\r\n", "NUL byte"),
+		C("GET /a HTTP/1.1\r\nHost: t\r\nX: a\0b\r\n\r\n", "NUL byte"),
+		C("GET /x%0Ay HTTP/1.1\r\nHost: t\r\n\r\n", "control character in path"),
+		C("GET /x\ny HTTP/1.1\r\nHost: t\r\n\r\n", "request target"),
+		C("G\nT /x HTTP/1.1\r\nHost: t\r\n\r\n", "malformed request line"),
+		C("GET /x HTTP/1.1\r\nHost: t\r\nX: y\nContent-Length: 5\r\n\r\n", "control character"),
+		C("GET /x HTTP/1.1\r\n\r\n", "without a Host"),
+		C("GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host"),
+		C("PUT /u/%FF HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx", "not valid UTF-8"),
+		C("GET /x HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n", "Range"),
+#undef C
+	};
+	struct ts_server s;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *a = ask(&s, bad[i].req, bad[i].n);
+		char *body = a ? strstr(a, "\r\n\r\n") : NULL;
+		if (!a || strncmp(a, "HTTP/1.1 400 ", 13) != 0 || !body || !strstr(body, bad[i].why) ||
+		    strchr(body + 4, '\n') != a + strlen(a) - 1)
+			fail_msg("case %zu: answer \"%s\"", i, a ? a : "(none)");
+		free(a);
+	}
+	/* The server is alive and well. */
+	assert_int_equal(ts_put(&s, "/ok", "x", 1), 201);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+static void a_body_the_server_does_not_read_is_never_taken_for_a_request(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	struct ts_server s;
+	struct ts_resp r;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/victim", "v", 1), 201);
+	char *a = ASK(&s, "PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"
+		      "DELETE /victim HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_non_null(a);
+	assert_true(strncmp(a, "HTTP/1.1 411 ", 13) == 0);
+	assert_non_null(strstr(a, "Connection: close"));
+	assert_null(strstr(a + 13, "HTTP/1.1 "));  /* one answer only */
+	free(a);
+	ts_request(NULL, &s, "GET", "/victim", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+static void pipelined_requests_before_a_half_close_are_all_answered(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	const char *disk[] = { NULL };
+	char *root = ts_mkdtemp();
+	struct ts_server s;
+	size_t n;
+
+	for (int store = 0; store < 2; store++) {
+		if (store == 0) {
+			assert_int_equal(ts_start(&s, args), 0);
+		} else {
+			snprintf(s.root, sizeof(s.root), "%s", root);
+			assert_int_equal(ts_start_disk(&s, disk), 0);
+		}
+		assert_int_equal(ts_put(&s, "/p1", "first", 5), 201);
+		int fd = ts_connect(&s);
+		for (int i = 0; i < 5; i++)
+			send_text(fd, "GET /p1 HTTP/1.1\r\nHost: t\r\n\r\n");
+		shutdown(fd, SHUT_WR);
+		char *all = ts_read_all(fd, &n);
+		int answers = 0;
+		for (char *p = all; (p = strstr(p, "HTTP/1.1 200 ")) != NULL; p++)
+			answers++;
+		assert_int_equal(answers, 5);
+		free(all);
+		close(fd);
+		assert_int_equal(ts_stop(&s), 0);
+	}
+	ts_rmtree(root);
+	free(root);
+}
+
+static void list_headers_on_several_lines_are_one_list(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	struct ts_server s;
+	struct ts_resp r;
+	char etag[128], req[512];
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/c", "old", 3), 201);
+	ts_request(NULL, &s, "GET", "/c", NULL, NULL, 0, &r);
+	assert_non_null(ts_header(&r, "ETag", etag, sizeof(etag)));
+	ts_resp_free(&r);
+	/* "*" on the second line still forbids overwriting. */
+	char *a = ASK(&s, "PUT /c HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"nope\"\r\n"
+		      "If-None-Match: *\r\nContent-Length: 3\r\nConnection: close\r\n\r\nnew");
+	assert_true(a && strncmp(a, "HTTP/1.1 412 ", 13) == 0);
+	free(a);
+	/* The ETag on the second line of If-Match matches. */
+	snprintf(req, sizeof(req), "PUT /c HTTP/1.1\r\nHost: t\r\nIf-Match: \"nope\"\r\nIf-Match: %s\r\n"
+		 "Content-Length: 3\r\nConnection: close\r\n\r\nnew", etag);
+	a = ask(&s, req, strlen(req));
+	assert_true(a && strncmp(a, "HTTP/1.1 204 ", 13) == 0);
+	free(a);
+	ts_request(NULL, &s, "GET", "/c", NULL, NULL, 0, &r);
+	assert_string_equal(r.body, "new");
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+static void absolute_targets_huge_range_ends_and_zero_padded_lengths_are_understood(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	struct ts_server s;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/m", "0123456789", 10), 201);
+	char *a = ASK(&s, "GET http://t/m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	assert_true(a && strncmp(a, "HTTP/1.1 200 ", 13) == 0 && strstr(a, "\r\n\r\n0123456789"));
+	free(a);
+	a = ASK(&s, "GET /m HTTP/1.1\r\nHost: t\r\nRange: bytes=2-99999999999999999999\r\n"
+		"Connection: close\r\n\r\n");
+	assert_true(a && strncmp(a, "HTTP/1.1 206 ", 13) == 0 && strstr(a, "bytes 2-9/10") &&
+		    strstr(a, "\r\n\r\n23456789"));
+	free(a);
+	a = ASK(&s, "PUT /z HTTP/1.1\r\nHost: t\r\nContent-Length: 00000000000000000000001\r\n"
+		"Connection: close\r\n\r\nz");
+	assert_true(a && strncmp(a, "HTTP/1.1 201 ", 13) == 0);
+	free(a);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+static void a_disk_listing_shows_keys_of_1024_bytes(void **state)
+{
+	char *root = ts_mkdtemp(), key[1100];
+	const char *args[] = { NULL };
+	struct ts_server s;
+
+	snprintf(s.root, sizeof(s.root), "%s", root);
+	assert_int_equal(ts_start_disk(&s, args), 0);
+	/* Keys "l3/aaa.../aaa" of 1023 bytes and "l4/..." of 1024, in
+	 * segments under 200 bytes. */
+	for (int len = 1023; len <= 1024; len++) {
+		size_t k = 0;
+		key[k++] = '/';
+		key[k++] = 'l';
+		key[k++] = (char)('0' + len % 10);
+		key[k++] = '/';
+		while (k < (size_t)len + 1) {
+			key[k] = (k % 200 == 0) ? '/' : 'a';
+			k++;
+		}
+		key[k] = '\0';
+		assert_int_equal(ts_put(&s, key, "x", 1), 201);
+		char list[8];
+		snprintf(list, sizeof(list), "/l%c/", key[2]);
+		json_t *doc = ts_get_json(&s, list);
+		assert_non_null(doc);
+		assert_int_equal(json_array_size(json_object_get(doc, "objects")), 1);
+		json_decref(doc);
+	}
+	assert_int_equal(ts_stop(&s), 0);
+	ts_rmtree(root);
+	free(root);
+}
+
 static void pipelined_requests_are_answered_in_order(void **state)
 {
 	const char *args[] = { "--memory", NULL };
@@ -299,6 +494,12 @@ int main(void)
 		cmocka_unit_test(cut_off_upload_leaves_old_object),
 		cmocka_unit_test(malformed_request_answers_400_and_closes),
 		cmocka_unit_test(pipelined_requests_are_answered_in_order),
+		cmocka_unit_test(hostile_heads_get_400_with_a_one_line_reason),
+		cmocka_unit_test(a_body_the_server_does_not_read_is_never_taken_for_a_request),
+		cmocka_unit_test(pipelined_requests_before_a_half_close_are_all_answered),
+		cmocka_unit_test(list_headers_on_several_lines_are_one_list),
+		cmocka_unit_test(absolute_targets_huge_range_ends_and_zero_padded_lengths_are_understood),
+		cmocka_unit_test(a_disk_listing_shows_keys_of_1024_bytes),
 		cmocka_unit_test(http10_request_is_answered_then_closed),
 		cmocka_unit_test(token_is_required_when_given),
 	};
