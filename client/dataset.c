@@ -738,6 +738,31 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 	return done;
 }
 
+int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&ds->mu);
+	const struct bm_manifest *m = ds->manifest;
+	if (!ds->flat) {
+		/* Binary search: the blocks are in ascending index order. */
+		size_t lo = 0, hi = m->nblocks;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (m->blocks[mid].index < from)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < m->nblocks) {
+			*index = m->blocks[lo].index;
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&ds->mu);
+	return found;
+}
+
 int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n)
 {
 	int rc = BM_EINVAL;

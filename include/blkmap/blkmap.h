@@ -132,6 +132,12 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len);
  * last block, for a flat dataset or when n is too small. */
 int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n);
 
+/* The first stored block (not a hole) at or after block from, in the
+ * handle's generation: 1 with *index set, 0 when there is none (or the
+ * dataset is flat).  With bm_block_sum it walks only the stored blocks: a
+ * dataset's size is the server's word, its block count can be 2^38. */
+int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index);
+
 /* ---- changes --------------------------------------------------------------- */
 
 /* Uploads every dirty block and publishes them as generation G+1, where G is
