@@ -265,6 +265,32 @@ static void refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back(void **
 	free(data);
 }
 
+static void next_block_walks_the_stored_blocks_only(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	unsigned char *data = calloc(10, BS);
+	uint64_t idx, seen[10];
+	int n = 0;
+
+	/* Blocks 1, 4 and 9 hold bytes; the rest are holes. */
+	data[1 * BS] = data[4 * BS + 7] = data[9 * BS + BS - 1] = 1;
+	tc_url(url, sizeof(url), s, "/ch/next");
+	tc_put(url, BS, data, 10 * BS);
+	bm_dataset *ds = tc_open(url, 0);
+	for (uint64_t from = 0; bm_next_block(ds, from, &idx) == 1; from = idx + 1)
+		seen[n++] = idx;
+	assert_int_equal(n, 3);
+	assert_int_equal(seen[0], 1);
+	assert_int_equal(seen[1], 4);
+	assert_int_equal(seen[2], 9);
+	assert_int_equal(bm_next_block(ds, 5, &idx), 1);
+	assert_int_equal(idx, 9);
+	assert_int_equal(bm_next_block(ds, 10, &idx), 0);
+	bm_close(ds);
+	free(data);
+}
+
 static void bad_options_are_refused_at_open(void **state)
 {
 	struct ts_server *s = *state;
@@ -288,6 +314,7 @@ int main(void)
 		cmocka_unit_test(shrinking_then_growing_reads_zeros_past_the_old_end),
 		cmocka_unit_test(refresh_shows_what_another_writer_published),
 		cmocka_unit_test(refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back),
+		cmocka_unit_test(next_block_walks_the_stored_blocks_only),
 		cmocka_unit_test(bad_options_are_refused_at_open),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
