@@ -7,10 +7,15 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -498,6 +504,132 @@ static void test_failing_server_reads_give_eio_and_a_log_line(void **state)
 	free(data);
 }
 
+/* ---- long names ------------------------------------------------------------------------ */
+
+/* A server for keys longer than blkmap-server takes (1 KiB): answers GET
+ * MANIFEST_PATH with a 4 KiB dataset's manifest and everything else 404
+ * (so it does not list: every other name is taken for a directory), and
+ * counts the requests for MANIFEST_PATH. */
+struct long_server {
+	int fd;
+	pthread_t thread;
+	char url[64];
+	const char *manifest_path;
+	atomic_int manifest_gets;
+};
+
+static void *long_server_main(void *arg)
+{
+	static const char manifest[] =
+		"{\"format\":\"blkmap-dataset\",\"version\":1,\"blksize\":4096,\"size\":4096,"
+		"\"generation\":1,\"checksum\":\"xxh128\",\"blocks\":[]}";
+	struct long_server *ls = arg;
+	static char req[65536], method[16], path[16384], resp[1024];
+	int c;
+
+	while ((c = accept(ls->fd, NULL, NULL)) >= 0) {
+		size_t got = 0;
+		ssize_t r;
+		while (got < sizeof(req) - 1 && (r = read(c, req + got, sizeof(req) - 1 - got)) > 0) {
+			req[got += (size_t)r] = '\0';
+			if (strstr(req, "\r\n\r\n"))
+				break;
+		}
+		if (got > 0 && sscanf(req, "%15s %16383s", method, path) == 2 &&
+		    !strcmp(method, "GET") && !strcmp(path, ls->manifest_path)) {
+			atomic_fetch_add(&ls->manifest_gets, 1);
+			snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+				 "ETag: \"m1\"\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+				 strlen(manifest), manifest);
+		} else {
+			snprintf(resp, sizeof(resp), "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+				 "Connection: close\r\n\r\n");
+		}
+		if (write(c, resp, strlen(resp)) < 0)
+			(void)0;
+		close(c);
+	}
+	return NULL;
+}
+
+static void long_server_start(struct long_server *ls, const char *manifest_path)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+
+	ls->manifest_path = manifest_path;
+	atomic_init(&ls->manifest_gets, 0);
+	ls->fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(ls->fd >= 0);
+	assert_int_equal(bind(ls->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(ls->fd, 64), 0);
+	assert_int_equal(getsockname(ls->fd, (struct sockaddr *)&a, &alen), 0);
+	snprintf(ls->url, sizeof(ls->url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+	assert_int_equal(pthread_create(&ls->thread, NULL, long_server_main, ls), 0);
+}
+
+static void long_server_stop(struct long_server *ls)
+{
+	shutdown(ls->fd, SHUT_RDWR); /* accept fails: the thread ends */
+	pthread_join(ls->thread, NULL);
+	close(ls->fd);
+}
+
+/* A dataset path whose URL is one byte too long for the mirror (4096 with
+ * its NUL) fails with ENAMETOOLONG; it must not open the dataset its cut
+ * URL names (here "<16 dirs>/xxx...", one byte shorter). */
+static void test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset(void **state)
+{
+	struct fx *f = *state;
+	struct long_server ls;
+	struct wt_mirror m;
+	static char comp[251], dirs[16 * 251 + 1], shortname[200], longname[256], manifest_path[8192];
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	memset(comp, 'a', 250);
+	for (int i = 0; i < 16; i++) {
+		memset(dirs + i * 251, 'a', 250);
+		dirs[i * 251 + 250] = '/';
+	}
+	/* Filled in once the server's URL (hence its length) is known. */
+	long_server_start(&ls, manifest_path);
+	size_t t = 4095 - strlen(ls.url) - 1 - strlen(dirs); /* URL of dirs+shortname: 4095 */
+	assert_true(t > 1 && t < 200);
+	memset(shortname, 'x', t);
+	snprintf(longname, sizeof(longname), "%sy", shortname);
+	snprintf(manifest_path, sizeof(manifest_path), "/%s%s/manifest.json", dirs, shortname);
+	assert_int_equal(wt_mount(&m, ls.url, mirror_env), 0);
+
+	int dfd = open(m.mnt, O_RDONLY | O_DIRECTORY);
+	assert_true(dfd >= 0);
+	for (int i = 0; i <= 16; i++) {
+		int next = openat(dfd, i == 0 ? "head" : comp, O_RDONLY | O_DIRECTORY);
+		if (next < 0)
+			fail_msg("opening directory %d of the long path: %s", i, strerror(errno));
+		close(dfd);
+		dfd = next;
+	}
+	/* The dataset of the longest URL that fits is there... */
+	assert_int_equal(fstatat(dfd, shortname, &st, 0), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_size, 4096);
+	int gets = atomic_load(&ls.manifest_gets);
+	/* ...and one byte more is refused, without a request for the cut URL. */
+	errno = 0;
+	int rc = fstatat(dfd, longname, &st, 0);
+	int err = errno;
+	close(dfd);
+	assert_int_equal(wt_unmount(&m), 0);
+	long_server_stop(&ls);
+	if (rc == 0)
+		fail_msg("head/<16 dirs>/x...xy (%zu bytes): found, a %s of %jd bytes (the cut URL's?),"
+			 " ENAMETOOLONG expected", strlen(dirs) + strlen(longname),
+			 S_ISREG(st.st_mode) ? "file" : "directory", (intmax_t)st.st_size);
+	assert_int_equal(err, ENAMETOOLONG);
+	assert_int_equal(atomic_load(&ls.manifest_gets), gets);
+}
+
 /* ---- the process ------------------------------------------------------------------------- */
 
 static void test_fusermount_unmounts_cleanly_and_the_mirror_exits_0(void **state)
@@ -565,6 +697,7 @@ int main(void)
 		cmocka_unit_test(test_directories_list_the_datasets_below_them),
 		cmocka_unit_test(test_corrupt_blocks_read_as_eio_never_as_wrong_bytes),
 		cmocka_unit_test(test_failing_server_reads_give_eio_and_a_log_line),
+		cmocka_unit_test(test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset),
 		cmocka_unit_test(test_fusermount_unmounts_cleanly_and_the_mirror_exits_0),
 		cmocka_unit_test(test_sigterm_unmounts_and_exits_0),
 		cmocka_unit_test(test_bad_arguments_exit_2),

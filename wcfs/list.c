@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,23 +42,27 @@ static size_t add_body(char *p, size_t size, size_t n, void *arg)
 	return add;
 }
 
-/* GET the listing of dir; the parsed JSON or NULL. */
-static json_t *get_listing(const char *dir)
+/* GET the listing of dir: 0 with *jp the parsed JSON (NULL: not listed),
+ * or -ENAMETOOLONG when its URL (or the token's header) would not fit. */
+static int get_listing(const char *dir, json_t **jp)
 {
-	char url[4096], auth[1100];
+	char url[WC_URL_MAX], auth[WC_URL_MAX];
 	struct body b = { 0 };
 	struct curl_slist *hdr = NULL;
 	long status = 0;
 	json_t *j = NULL;
-	CURL *h = curl_easy_init();
+	CURL *h;
 
-	if (h == NULL)
-		return NULL;
-	snprintf(url, sizeof(url), "%s/%s%s", wc_m.url, dir, dir[0] ? "/" : "");
-	if (wc_m.opt.token && wc_m.opt.token[0]) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", wc_m.opt.token);
+	*jp = NULL;
+	if (wc_format(url, sizeof(url), "%s/%s%s", wc_m.url, dir, dir[0] ? "/" : "") < 0)
+		return -ENAMETOOLONG;
+	if (wc_m.opt.token && wc_m.opt.token[0] &&
+	    wc_format(auth, sizeof(auth), "Authorization: Bearer %s", wc_m.opt.token) < 0)
+		return -ENAMETOOLONG;
+	if ((h = curl_easy_init()) == NULL)
+		return 0;
+	if (wc_m.opt.token && wc_m.opt.token[0])
 		hdr = curl_slist_append(hdr, auth);
-	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -76,7 +81,8 @@ static json_t *get_listing(const char *dir)
 	curl_slist_free_all(hdr);
 	curl_easy_cleanup(h);
 	free(b.p);
-	return j;
+	*jp = j;
+	return 0;
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -91,9 +97,11 @@ int wc_list(uint64_t gen, const char *dir,
 	char file_key[64], below_key[80], child[256] = "";
 	bool have = false, child_file = false, child_below = false;
 	int count = 0;
-	json_t *j = get_listing(dir), *o;
+	json_t *j, *o;
 	size_t i;
 
+	if (get_listing(dir, &j) < 0)
+		return -ENAMETOOLONG;
 	if (j == NULL)
 		return -1;
 	/* A dataset D of view gen has key D/manifest.json (head) or

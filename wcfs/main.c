@@ -1,7 +1,8 @@
 /* main.c — blkmap-wcfs: command line, mounting, the multi-threaded FUSE
  * loop, signals and logging of the read-only mirror of a blkmap server.
  * Owns: wc_m (the mirror's settings, written before the loop starts and
- * only read after) and the log sink (stderr, or syslog once daemonized).
+ * only read after) and the log sink (stderr, or syslog once daemonized);
+ * wc_format, the checked snprintf every URL and path is built with.
  * Locking: none; logging is one write per line.
  */
 #include "config.h"
@@ -51,6 +52,22 @@ void wc_debug(const char *fmt, ...)
 	va_start(ap, fmt);
 	vlog(LOG_DEBUG, fmt, ap);
 	va_end(ap);
+}
+
+int wc_format(char *buf, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	int len;
+
+	va_start(ap, fmt);
+	len = vsnprintf(buf, n, fmt, ap);
+	va_end(ap);
+	if (len < 0 || (size_t)len >= n) {
+		if (n > 0)
+			buf[0] = '\0';
+		return -ENAMETOOLONG;
+	}
+	return 0;
 }
 
 static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list ap)

@@ -103,14 +103,16 @@ void wc_ds_put(struct wc_ds *d)
 }
 
 /* Opens the dataset at path as of gen (0: latest).  0 with *bmp set, or a
- * BM_E* code; a flat object counts as BM_ENOTFOUND (not shown). */
+ * BM_E* code; a flat object counts as BM_ENOTFOUND (not shown);
+ * -ENAMETOOLONG when the URL would not fit (nothing is opened then). */
 static int open_dataset(uint64_t gen, const char *path, bm_dataset **bmp)
 {
-	char url[4096];
+	char url[WC_URL_MAX];
 	struct bm_options o = wc_m.opt;
 	int rc;
 
-	snprintf(url, sizeof(url), "%s/%s", wc_m.url, path);
+	if (wc_format(url, sizeof(url), "%s/%s", wc_m.url, path) < 0)
+		return -ENAMETOOLONG;
 	o.generation = gen;
 	rc = bm_open(bmp, url, &o);
 	if (rc == 0 && bm_is_flat(*bmp)) {
@@ -271,18 +273,21 @@ static void count_child(const char *name, bool is_file, void *arg)
 	(*(int *)arg)++;
 }
 
-/* Is path of view gen a directory of datasets?  With a server that does
- * not list, every path that is not a dataset is taken for one. */
-static bool is_dir(uint64_t gen, const char *path)
+/* Is path of view gen a directory of datasets?  0 if so, else -ENOENT (or
+ * -ENAMETOOLONG).  With a server that does not list, every path that is
+ * not a dataset is taken for one. */
+static int check_dir(uint64_t gen, const char *path)
 {
 	int n = 0, rc = wc_list(gen, path, count_child, &n);
 
-	return rc < 0 || n > 0;
+	if (rc == -ENAMETOOLONG)
+		return rc;
+	return rc < 0 || n > 0 ? 0 : -ENOENT;
 }
 
 static struct wc_node *lookup_child(struct wc_node *parent, const char *name, int *err)
 {
-	char path[4096];
+	char path[WC_URL_MAX];
 	struct wc_node *n;
 	bm_dataset *bm = NULL;
 
@@ -290,10 +295,10 @@ static struct wc_node *lookup_child(struct wc_node *parent, const char *name, in
 		*err = ENOENT;
 		return NULL;
 	}
-	if (parent->path[0])
-		snprintf(path, sizeof(path), "%s/%s", parent->path, name);
-	else
-		snprintf(path, sizeof(path), "%s", name);
+	if (wc_format(path, sizeof(path), "%s%s%s", parent->path, parent->path[0] ? "/" : "", name) < 0) {
+		*err = ENAMETOOLONG;
+		return NULL;
+	}
 
 	pthread_mutex_lock(&table_mu);
 	n = table_find(WC_FILE, parent->gen, path);
@@ -317,11 +322,11 @@ static struct wc_node *lookup_child(struct wc_node *parent, const char *name, in
 		return table_hold(n);
 	}
 	if (rc != BM_ENOTFOUND) {
-		*err = EIO;
+		*err = rc == -ENAMETOOLONG ? ENAMETOOLONG : EIO;
 		return NULL;
 	}
-	if (!is_dir(parent->gen, path)) {
-		*err = ENOENT;
+	if ((rc = check_dir(parent->gen, path)) < 0) {
+		*err = -rc;
 		return NULL;
 	}
 	n = node_new(WC_DIR, parent->gen, path, NULL);

@@ -190,8 +190,12 @@ static void dir_add_child(const char *name, bool is_file, void *arg)
 	dir_add(arg, name, is_file, (fuse_ino_t)(h | 1));
 }
 
-static void dir_build(struct dirbuf *b, struct wc_node *n)
+/* 0, or an errno: ENAMETOOLONG when the directory's listing URL would
+ * not fit (none of its children could be opened either). */
+static int dir_build(struct dirbuf *b, struct wc_node *n)
 {
+	int rc = 0;
+
 	dir_add(b, ".", false, wc_ino_of(n));
 	dir_add(b, "..", false, FUSE_ROOT_ID);
 	switch (n->kind) {
@@ -203,11 +207,15 @@ static void dir_build(struct dirbuf *b, struct wc_node *n)
 		dir_add(b, "url", true, 4);
 		break;
 	default:
-		if (wc_list(n->gen, n->path, dir_add_child, b) < 0)
+		rc = wc_list(n->gen, n->path, dir_add_child, b);
+		if (rc == -ENAMETOOLONG)
+			return ENAMETOOLONG;
+		if (rc < 0)
 			wc_table_children(n->gen, n->path, dir_add_child, b);
 		break;
 	}
 	b->built = true;
+	return 0;
 }
 
 static void wc_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -232,16 +240,19 @@ static void wc_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 			  struct fuse_file_info *fi)
 {
 	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+	int err = 0;
 
 	pthread_mutex_lock(&b->mu);
 	if (!b->built || off == 0) {
 		/* (Re)built at the start of each pass (rewinddir sees news). */
 		b->len = 0;
 		b->req = req;
-		dir_build(b, wc_node_of(ino));
+		err = dir_build(b, wc_node_of(ino));
 	}
 	/* The kernel stops at an entry cut in half and asks again from it. */
-	if ((size_t)off >= b->len)
+	if (err != 0)
+		fuse_reply_err(req, err);
+	else if ((size_t)off >= b->len)
 		fuse_reply_buf(req, NULL, 0);
 	else
 		fuse_reply_buf(req, b->p + off, b->len - (size_t)off < size ? b->len - (size_t)off : size);

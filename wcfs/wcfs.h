@@ -112,7 +112,8 @@ int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len);
 /* Lists, through blkmap-server's listing (docs/server.md), the datasets of
  * view gen under dir ("" = the top): fn gets each child name once, with
  * is_file when dir/name is itself a dataset of that generation.  Returns
- * the number of children, or -1 when the server does not list. */
+ * the number of children, -1 when the server does not list, or
+ * -ENAMETOOLONG when the listing's URL would not fit in WC_URL_MAX. */
 int wc_list(uint64_t gen, const char *dir,
 	    void (*fn)(const char *name, bool is_file, void *arg), void *arg);
 
@@ -122,5 +123,10 @@ extern const struct fuse_lowlevel_ops wc_ops;
 /* ---- main.c ---- */
 void wc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void wc_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* snprintf into buf (n bytes) that never truncates: 0, or -ENAMETOOLONG
+ * when the result does not fit (buf then holds "", never a cut name). */
+int wc_format(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The longest URL (and dataset path) the mirror builds, NUL included. */
+#define WC_URL_MAX 4096
 
 #endif
