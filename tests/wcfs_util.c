@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -118,10 +120,17 @@ static bool url_reads_back(const struct wt_mirror *m, const char *url)
 	return n > 0 && (got[n] = '\0', !strcmp(got, want));
 }
 
-static void start_mirror(struct wt_mirror *m, const char *url, const char *const *env)
+static void start_mirror(struct wt_mirror *m, const char *url, const struct wt_opts *o)
 {
 	pid_t parent = getpid();
+	const char *argv[32] = { "blkmap-wcfs", "-f" };
+	int argc = 2;
 
+	for (const char *const *a = o->args; a && *a && argc < 28; a++)
+		argv[argc++] = *a;
+	argv[argc++] = url;
+	argv[argc++] = m->mnt;
+	argv[argc] = NULL;
 	m->pid = fork();
 	if (m->pid != 0)
 		return;
@@ -131,16 +140,29 @@ static void start_mirror(struct wt_mirror *m, const char *url, const char *const
 	int fd = open(m->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	dup2(fd, 2);
 	dup2(fd, 1);
-	for (; env && *env; env++)
-		putenv((char *)*env);
-	execl(wt_prog("blkmap-wcfs"), "blkmap-wcfs", "-f", url, m->mnt, (char *)NULL);
+	for (const char *const *e = o->env; e && *e; e++)
+		putenv((char *)*e);
+	if (o->nofile > 0) {
+		struct rlimit rl = { (rlim_t)o->nofile, (rlim_t)o->nofile };
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			_exit(126);
+	}
+	execv(wt_prog("blkmap-wcfs"), (char *const *)argv);
 	fprintf(stderr, "cannot run blkmap-wcfs: %s\n", strerror(errno));
 	_exit(127);
 }
 
 int wt_mount(struct wt_mirror *m, const char *url, const char *const *env)
 {
+	const struct wt_opts o = { .env = env };
+
+	return wt_mount_with(m, url, &o);
+}
+
+int wt_mount_with(struct wt_mirror *m, const char *url, const struct wt_opts *o)
+{
 	char tmpl[] = "/tmp/blkmap-wcfs-test.XXXXXX";
+	struct stat st;
 	int status;
 
 	memset(m, 0, sizeof(*m));
@@ -157,12 +179,13 @@ int wt_mount(struct wt_mirror *m, const char *url, const char *const *env)
 	snprintf(m->log, sizeof(m->log), "%s/mirror.log", m->dir);
 	if (mkdir(m->mnt, 0755) < 0)
 		return -1;
-	start_mirror(m, url, env);
+	start_mirror(m, url, o);
 	if (m->pid < 0)
 		return -1;
 	for (int64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(10)) {
-		if (url_reads_back(m, url)) {
+		if (url_reads_back(m, url) && stat(m->mnt, &st) == 0) {
 			m->mounted = true;
+			m->dev = st.st_dev;
 			return 0;
 		}
 		if (waitpid(m->pid, &status, WNOHANG) == m->pid) {
@@ -171,6 +194,19 @@ int wt_mount(struct wt_mirror *m, const char *url, const char *const *env)
 		}
 	}
 	return -1;
+}
+
+int wt_abort(struct wt_mirror *m)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(m->dev));
+	if ((fd = open(path, O_WRONLY)) < 0)
+		return -1;
+	int rc = write(fd, "1", 1) == 1 ? 0 : -1;
+	close(fd);
+	return rc;
 }
 
 static int wait_exit(pid_t pid, long timeout_ms)

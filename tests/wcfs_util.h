@@ -17,6 +17,14 @@ struct wt_mirror {
 	char mnt[300];
 	char log[300];   /* the mirror's stderr */
 	bool mounted;
+	dev_t dev;       /* the mount's device: names its FUSE connection */
+};
+
+/* How to start a mirror (every field may be 0/NULL). */
+struct wt_opts {
+	const char *const *env;   /* "NAME=value"s added to its environment */
+	const char *const *args;  /* options before SERVER_URL, e.g. "-s" */
+	long nofile;              /* > 0: its RLIMIT_NOFILE */
 };
 
 /* Why mounting cannot be tested here ("" when it can): set by wt_mount. */
@@ -26,6 +34,12 @@ extern char wt_skip_reason[256];
  * added to its environment.  0 when .wcfs/url reads back the URL; 1 when
  * FUSE is not usable here (wt_skip_reason says why); -1 on failure. */
 int wt_mount(struct wt_mirror *m, const char *url, const char *const *env);
+/* The same with more settings (struct wt_opts). */
+int wt_mount_with(struct wt_mirror *m, const char *url, const struct wt_opts *o);
+/* Aborts the mirror's FUSE connection (/sys/fs/fuse/connections/N/abort):
+ * every request waiting on it fails, so a hung mirror frees its callers.
+ * 0, or -1 when fusectl is not there.  For watchdogs; unmount after. */
+int wt_abort(struct wt_mirror *m);
 /* fusermount3 -u, then wait for the mirror: its exit status (128 + signal
  * if killed).  If it does not go in time: fusermount3 -u -z, SIGKILL, -1.
  * Removes the temporary directory. */
