@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -30,6 +31,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include <blkmap/blkmap.h>
 
 #include "test_server_util.h"
 #include "wcfs_util.h"
@@ -391,6 +394,117 @@ static void test_head_size_change_shows_in_stat_without_reopening(void **state)
 	free(data);
 }
 
+/* Runs fn(arg) in a child process: its exit status, or -1 when it did not
+ * finish within seconds (a hang: the connection of mirror m is aborted,
+ * which frees the child, and the child is killed).  A watchdog, not a
+ * timing: the bound is far above what the work takes.  fn must not use
+ * cmocka's assertions. */
+static int run_bounded(struct wt_mirror *m, int (*fn)(void *), void *arg, int seconds)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0)
+		_exit(fn(arg));
+	assert_true(pid > 0);
+	for (long i = 0; i < seconds * 100L; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		sleep_ms(10);
+	}
+	print_error("still running after %d s: aborting the mirror's connection\n", seconds);
+	wt_abort(m);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+static int open_and_close(void *path)
+{
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return 1;
+	close(fd);
+	return 0;
+}
+
+static void put_empty_manifest(const struct fx *f, const char *path, uint64_t size, uint64_t gen)
+{
+	char key[256], json[512];
+
+	snprintf(key, sizeof(key), "/%s/manifest.json", path);
+	snprintf(json, sizeof(json),
+		 "{\"format\":\"blkmap-dataset\",\"version\":1,\"blksize\":4096,\"size\":%" PRIu64
+		 ",\"generation\":%" PRIu64 ",\"checksum\":\"xxh128\",\"blocks\":[]}", size, gen);
+	long st = ts_put(&f->srv->srv, key, json, strlen(json));
+	if (st != 200 && st != 201 && st != 204)
+		fail_msg("PUT %s: HTTP %ld", key, st);
+}
+
+/* A manifest may claim 2^50 bytes in 4 KiB blocks (2^38 blocks): the
+ * switch to its next generation costs its stored blocks (none), not its
+ * block count, so an open of head/ answers at once. */
+static void test_head_switch_of_a_2_pow_50_byte_dataset_costs_its_stored_blocks_only(void **state)
+{
+	struct fx *f = *state;
+	const uint64_t size = (uint64_t)1 << 50;
+	struct wt_mirror m;
+	char path[400];
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_mount(&m, f->srv->srv.url, mirror_env), 0);
+	snprintf(path, sizeof(path), "%s/head/huge", m.mnt);
+	put_empty_manifest(f, "huge", size, 1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal((uint64_t)st.st_size, size);
+	put_empty_manifest(f, "huge", size, 2);
+	int rc = run_bounded(&m, open_and_close, path, 20); /* open: generation check, switch */
+	int um = wt_unmount(&m);
+	assert_int_equal(rc, 0);
+	assert_int_equal(um, 0);
+}
+
+/* The switch walks the stored blocks of both generations: a block changed
+ * and one stored where there was a hole both show under head/. */
+static void test_head_shows_changed_and_new_blocks_of_a_sparse_dataset(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 4096;
+	const uint64_t size = 64 * bs;
+	const struct wt_piece v1[] = { { 3 * bs, bs, 0x11 }, { 40 * bs, bs, 0x22 }, { 50 * bs, bs, 0x33 } };
+	const struct wt_piece v2[] = { { 3 * bs, bs, 0x11 }, { 10 * bs, bs, 0x44 }, { 40 * bs, bs, 0x55 } };
+	/* (The mirror's walk over the blocks of both generations, not one.) */
+	unsigned char *want = calloc(1, size);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish_sparse(ds_url(f, "sparse2"), size, bs, v1, 3), 1);
+	memset(want + 3 * bs, 0x11, bs);
+	memset(want + 40 * bs, 0x22, bs);
+	memset(want + 50 * bs, 0x33, bs);
+	assert_file_equals(mpath(f, "head/sparse2"), want, size); /* now in the kernel cache */
+	/* Generation 2: block 40 changed, block 10 stored in a hole. */
+	struct bm_options o;
+	bm_dataset *ds;
+	uint64_t gen = 0;
+	assert_int_equal(bm_options_init(&o), 0);
+	assert_int_equal(bm_open(&ds, ds_url(f, "sparse2"), &o), 0);
+	for (int i = 0; i < 3; i++) {
+		unsigned char blk[4096];
+		memset(blk, v2[i].byte, bs);
+		assert_int_equal(bm_write(ds, v2[i].off, blk, bs), 0);
+	}
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	bm_close(ds);
+	assert_int_equal(gen, 2);
+	memset(want + 10 * bs, 0x44, bs);
+	memset(want + 40 * bs, 0x55, bs);
+	assert_file_equals(mpath(f, "@2/sparse2"), want, size);
+	assert_file_equals(mpath(f, "head/sparse2"), want, size);
+	free(want);
+}
+
 /* ---- directories ---------------------------------------------------------------------- */
 
 static char *list_dir(const char *path)
@@ -694,6 +808,8 @@ int main(void)
 		cmocka_unit_test(test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces),
 		cmocka_unit_test(test_old_generation_keeps_its_content_while_head_shows_the_new),
 		cmocka_unit_test(test_head_size_change_shows_in_stat_without_reopening),
+		cmocka_unit_test(test_head_switch_of_a_2_pow_50_byte_dataset_costs_its_stored_blocks_only),
+		cmocka_unit_test(test_head_shows_changed_and_new_blocks_of_a_sparse_dataset),
 		cmocka_unit_test(test_directories_list_the_datasets_below_them),
 		cmocka_unit_test(test_corrupt_blocks_read_as_eio_never_as_wrong_bytes),
 		cmocka_unit_test(test_failing_server_reads_give_eio_and_a_log_line),

@@ -426,8 +426,33 @@ static void inval(struct wc_node *n, off_t off, off_t len)
 		       (intmax_t)off, (intmax_t)len, strerror(-rc));
 }
 
+/* The next block at or after from that is stored in a or in b (a hole in
+ * both is unchanged): UINT64_MAX when there is none. */
+static uint64_t next_stored(struct wc_ds *a, struct wc_ds *b, uint64_t from)
+{
+	uint64_t ia = UINT64_MAX, ib = UINT64_MAX;
+
+	if (bm_next_block(a->bm, from, &ia) != 1)
+		ia = UINT64_MAX;
+	if (bm_next_block(b->bm, from, &ib) != 1)
+		ib = UINT64_MAX;
+	return ia < ib ? ia : ib;
+}
+
+static bool block_changed(struct wc_ds *a, struct wc_ds *b, uint64_t i)
+{
+	char sa[40], sb[40];
+	int ra = bm_block_sum(a->bm, i, sa, sizeof(sa));
+	int rb = bm_block_sum(b->bm, i, sb, sizeof(sb));
+
+	return ra != rb || ra < 0 || strcmp(sa, sb) != 0;
+}
+
 /* Drops from the kernel's page cache the blocks whose content differs
- * between the handles a (old) and b (new), and n's cached attributes. */
+ * between the handles a (old) and b (new), and n's cached attributes.
+ * Walks only the blocks stored in a or b (a merge of both manifests'
+ * block lists), so its cost is theirs, not the size's: a manifest may
+ * claim 2^50 bytes in 4 KiB blocks. */
 static void inval_changed(struct wc_node *n, struct wc_ds *a, struct wc_ds *b)
 {
 	size_t bs = a->blksize;
@@ -441,23 +466,20 @@ static void inval_changed(struct wc_node *n, struct wc_ds *a, struct wc_ds *b)
 	/* Blocks [0, same_len) have the same length in both; the rest (the
 	 * old or new tail) is dropped as a whole when the size changed. */
 	uint64_t same_len = a->size == b->size ? (a->size + bs - 1) / bs : minsize / bs;
-	uint64_t run = UINT64_MAX;
-	char sa[40], sb[40];
+	uint64_t run = 0, run_end = 0; /* changed blocks [run, run_end) */
 
-	for (uint64_t i = 0; i <= same_len; i++) {
-		bool changed = false;
-		if (i < same_len) {
-			int ra = bm_block_sum(a->bm, i, sa, sizeof(sa));
-			int rb = bm_block_sum(b->bm, i, sb, sizeof(sb));
-			changed = ra != rb || ra < 0 || strcmp(sa, sb) != 0;
-		}
-		if (changed && run == UINT64_MAX)
+	for (uint64_t i = next_stored(a, b, 0); i < same_len; i = next_stored(a, b, i + 1)) {
+		if (!block_changed(a, b, i))
+			continue;
+		if (i != run_end) { /* not adjacent to the run: flush it */
+			if (run_end > run)
+				inval(n, (off_t)(run * bs), (off_t)((run_end - run) * bs));
 			run = i;
-		if (!changed && run != UINT64_MAX) {
-			inval(n, (off_t)(run * bs), (off_t)((i - run) * bs));
-			run = UINT64_MAX;
 		}
+		run_end = i + 1;
 	}
+	if (run_end > run)
+		inval(n, (off_t)(run * bs), (off_t)((run_end - run) * bs));
 	if (a->size != b->size)
 		inval(n, (off_t)(same_len * bs), 0);
 }
