@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -505,6 +506,125 @@ static void test_head_shows_changed_and_new_blocks_of_a_sparse_dataset(void **st
 	free(want);
 }
 
+/* Reads path over and over, dropping its page cache before each pass (so
+ * that its reads keep pages locked in the kernel); reopens it each pass
+ * when reopen (each open checks head/'s generation).  Until killed. */
+static void read_forever(const char *path, bool reopen)
+{
+	static char buf[1 << 17];
+	int fd = -1;
+
+	for (;;) {
+		if (reopen || fd < 0) {
+			if (fd >= 0)
+				close(fd);
+			fd = open(path, O_RDONLY);
+		}
+		if (fd < 0) {
+			sleep_ms(1);
+			continue;
+		}
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		for (off_t off = 0;; off += sizeof(buf))
+			if (pread(fd, buf, sizeof(buf), off) <= 0)
+				break;
+	}
+}
+
+struct switcher {
+	const struct fx *f;
+	const char *name;            /* the dataset */
+	const char *path;            /* its head/ file in the mirror */
+	unsigned char *data[2];      /* the generations alternate between these */
+	size_t len;
+	int generations;
+};
+
+/* Publishes generations 2, 3... while the readers run; after each, an open
+ * of head/ must answer and read the new bytes only (no old byte survives
+ * a switch).  0, or 1 + the number of the generation that read wrong. */
+static int switch_generations(void *arg)
+{
+	struct switcher *sw = arg;
+
+	for (int g = 2; g < 2 + sw->generations; g++) {
+		const unsigned char *want = sw->data[g % 2];
+		if (wt_publish(ds_url(sw->f, sw->name), want, sw->len, 65536) != (uint64_t)g)
+			return 1;
+		size_t len = 0;
+		unsigned char *got = wt_read_file(sw->path, &len);
+		bool same = got && len == sw->len && !memcmp(got, want, len);
+		free(got);
+		if (!same)
+			return 1 + g;
+	}
+	return 0;
+}
+
+/* head/ switches generations while other processes read and reopen it: the
+ * kernel waits for pages locked under reads queued in the mirror, so the
+ * invalidation must never keep a worker (with -s, the only one) from
+ * serving them.  Run under a watchdog: a deadlock fails the test. */
+static void check_switches_under_readers(struct fx *f, const char *name, const char *const *args,
+					 int nreaders, int nreopeners)
+{
+	const size_t len = 4 << 20;
+	const struct wt_opts o = { .env = mirror_env, .args = args };
+	struct wt_mirror m;
+	struct switcher sw = { .f = f, .name = name, .len = len, .generations = 8 };
+	pid_t kids[32];
+	int nkids = 0;
+	char path[400];
+
+	sw.data[0] = ts_pattern(len, 21);
+	sw.data[1] = ts_pattern(len, 22);
+	sw.path = path;
+	assert_int_equal(wt_mount_with(&m, f->srv->srv.url, &o), 0);
+	snprintf(path, sizeof(path), "%s/head/%s", m.mnt, name);
+	/* Generation 1 (then 2, 3... alternate between the two patterns). */
+	assert_int_equal(wt_publish(ds_url(f, name), sw.data[1], len, 65536), 1);
+	for (int i = 0; i < nreaders + nreopeners && nkids < 32; i++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			read_forever(path, i >= nreaders);
+		}
+		kids[nkids++] = pid;
+	}
+	int rc = run_bounded(&m, switch_generations, &sw, 30);
+	for (int i = 0; i < nkids; i++)
+		kill(kids[i], SIGKILL);
+	for (int i = 0; i < nkids; i++)
+		waitpid(kids[i], NULL, 0);
+	int um = wt_unmount(&m);
+	free(sw.data[0]);
+	free(sw.data[1]);
+	if (rc < 0)
+		fail_msg("the generation switches hung (a deadlock in the mirror)");
+	if (rc > 1)
+		fail_msg("head/%s read old bytes after the switch to generation %d", name, rc - 1);
+	assert_int_equal(rc, 0);
+	assert_int_equal(um, 0);
+}
+
+static void test_head_switches_under_readers_never_hang_a_single_threaded_mirror(void **state)
+{
+	static const char *const args[] = { "-s", NULL };
+	struct fx *f = *state;
+
+	SKIP_WITHOUT_FUSE(f);
+	check_switches_under_readers(f, "busy/single", args, 4, 1);
+}
+
+static void test_head_switches_under_more_reopeners_than_threads_never_hang(void **state)
+{
+	static const char *const args[] = { "-o", "max_threads=4", NULL };
+	struct fx *f = *state;
+
+	SKIP_WITHOUT_FUSE(f);
+	check_switches_under_readers(f, "busy/threads", args, 4, 8);
+}
+
 /* ---- directories ---------------------------------------------------------------------- */
 
 static char *list_dir(const char *path)
@@ -810,6 +930,8 @@ int main(void)
 		cmocka_unit_test(test_head_size_change_shows_in_stat_without_reopening),
 		cmocka_unit_test(test_head_switch_of_a_2_pow_50_byte_dataset_costs_its_stored_blocks_only),
 		cmocka_unit_test(test_head_shows_changed_and_new_blocks_of_a_sparse_dataset),
+		cmocka_unit_test(test_head_switches_under_readers_never_hang_a_single_threaded_mirror),
+		cmocka_unit_test(test_head_switches_under_more_reopeners_than_threads_never_hang),
 		cmocka_unit_test(test_directories_list_the_datasets_below_them),
 		cmocka_unit_test(test_corrupt_blocks_read_as_eio_never_as_wrong_bytes),
 		cmocka_unit_test(test_failing_server_reads_give_eio_and_a_log_line),

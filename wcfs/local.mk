@@ -7,7 +7,8 @@ blkmap_wcfs_SOURCES = \
 	wcfs/node.c \
 	wcfs/ops.c \
 	wcfs/list.c \
-	wcfs/blocks.c
+	wcfs/blocks.c \
+	wcfs/inval.c
 blkmap_wcfs_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
 blkmap_wcfs_LDADD = client/libblkmap.la $(FUSE3_LIBS) $(CURL_LIBS) $(JANSSON_LIBS)
 

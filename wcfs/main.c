@@ -1,5 +1,6 @@
 /* main.c — blkmap-wcfs: command line, mounting, the multi-threaded FUSE
- * loop, signals and logging of the read-only mirror of a blkmap server.
+ * loop (and the invalidation thread beside it), signals and logging of
+ * the read-only mirror of a blkmap server.
  * Owns: wc_m (the mirror's settings, written before the loop starts and
  * only read after) and the log sink (stderr, or syslog once daemonized);
  * wc_format, the checked snprintf every URL and path is built with.
@@ -191,6 +192,8 @@ static int run(struct fuse_args *args, struct fuse_cmdline_opts *co, const char 
 		openlog("blkmap-wcfs", LOG_PID, LOG_DAEMON);
 		wc_m.use_syslog = 1;
 	}
+	if (wc_inval_start() < 0)
+		goto out_unmount;
 	if (co->singlethread) {
 		rc = fuse_session_loop(se);
 	} else {
@@ -208,6 +211,8 @@ static int run(struct fuse_args *args, struct fuse_cmdline_opts *co, const char 
 	if (rc < 0)
 		wc_log("%s: the FUSE loop failed: %s", mnt, strerror(-rc));
 	rc = rc < 0 ? 1 : 0;
+	/* Before the session goes: queued replies are still sent. */
+	wc_inval_stop();
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:

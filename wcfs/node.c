@@ -1,13 +1,15 @@
 /* node.c — the mirror's inodes: the static top (/, .wcfs/, .wcfs/url), the
  * views head/ and @<gen>/, and the directories and dataset files under them,
  * found on demand; each dataset file's shared bm_dataset handle; head/'s
- * generation checks and the kernel cache invalidation they cause.
+ * generation checks (which queue the kernel cache invalidation they cause
+ * to inval.c, never run it).
  *
  * Owns: the node table (a hash of (gen, path) -> node) and every wc_node.
  * Locking: table_mu guards the table and every nlookup; a node's check_mu
- * serializes its generation checks; its mu guards n->ds (a reader takes a
- * reference under mu and reads without it).  Order: table_mu, check_mu, mu;
- * no network request runs under table_mu or mu.
+ * serializes its generation checks (a manifest GET runs under it, never a
+ * kernel notification); its mu guards n->ds (a reader takes a reference
+ * under mu and reads without it).  Order: table_mu, check_mu, mu, then
+ * inval.c's q_mu; no network request runs under table_mu or mu.
  */
 #include "config.h"
 
@@ -162,13 +164,21 @@ static struct wc_node *node_new(enum wc_kind kind, uint64_t gen, const char *pat
 	return n;
 }
 
-static void node_free(struct wc_node *n)
+void wc_node_destroy(struct wc_node *n)
 {
 	wc_ds_put(n->ds);
 	pthread_mutex_destroy(&n->check_mu);
 	pthread_mutex_destroy(&n->mu);
 	free(n->path);
 	free(n);
+}
+
+/* A node out of the table: freed now, or by the invalidation thread after
+ * the jobs it still has queued (they use its path and inode number). */
+static void node_free(struct wc_node *n)
+{
+	if (!wc_inval_keep(n))
+		wc_node_destroy(n);
 }
 
 /* Holds the node for (kind, gen, path): the one already in the table, or n
@@ -417,73 +427,6 @@ double wc_attr_timeout(const struct wc_node *n)
 
 /* ---- head/: following new generations ------------------------------------------------ */
 
-static void inval(struct wc_node *n, off_t off, off_t len)
-{
-	int rc = fuse_lowlevel_notify_inval_inode(wc_m.se, wc_ino_of(n), off, len);
-
-	if (rc < 0 && rc != -ENOENT)
-		wc_log("head/%s: cannot invalidate the kernel cache at %jd+%jd: %s", n->path,
-		       (intmax_t)off, (intmax_t)len, strerror(-rc));
-}
-
-/* The next block at or after from that is stored in a or in b (a hole in
- * both is unchanged): UINT64_MAX when there is none. */
-static uint64_t next_stored(struct wc_ds *a, struct wc_ds *b, uint64_t from)
-{
-	uint64_t ia = UINT64_MAX, ib = UINT64_MAX;
-
-	if (bm_next_block(a->bm, from, &ia) != 1)
-		ia = UINT64_MAX;
-	if (bm_next_block(b->bm, from, &ib) != 1)
-		ib = UINT64_MAX;
-	return ia < ib ? ia : ib;
-}
-
-static bool block_changed(struct wc_ds *a, struct wc_ds *b, uint64_t i)
-{
-	char sa[40], sb[40];
-	int ra = bm_block_sum(a->bm, i, sa, sizeof(sa));
-	int rb = bm_block_sum(b->bm, i, sb, sizeof(sb));
-
-	return ra != rb || ra < 0 || strcmp(sa, sb) != 0;
-}
-
-/* Drops from the kernel's page cache the blocks whose content differs
- * between the handles a (old) and b (new), and n's cached attributes.
- * Walks only the blocks stored in a or b (a merge of both manifests'
- * block lists), so its cost is theirs, not the size's: a manifest may
- * claim 2^50 bytes in 4 KiB blocks. */
-static void inval_changed(struct wc_node *n, struct wc_ds *a, struct wc_ds *b)
-{
-	size_t bs = a->blksize;
-
-	inval(n, -1, 0); /* attributes (size) */
-	if (a->blksize != b->blksize) {
-		inval(n, 0, 0);
-		return;
-	}
-	uint64_t minsize = a->size < b->size ? a->size : b->size;
-	/* Blocks [0, same_len) have the same length in both; the rest (the
-	 * old or new tail) is dropped as a whole when the size changed. */
-	uint64_t same_len = a->size == b->size ? (a->size + bs - 1) / bs : minsize / bs;
-	uint64_t run = 0, run_end = 0; /* changed blocks [run, run_end) */
-
-	for (uint64_t i = next_stored(a, b, 0); i < same_len; i = next_stored(a, b, i + 1)) {
-		if (!block_changed(a, b, i))
-			continue;
-		if (i != run_end) { /* not adjacent to the run: flush it */
-			if (run_end > run)
-				inval(n, (off_t)(run * bs), (off_t)((run_end - run) * bs));
-			run = i;
-		}
-		run_end = i + 1;
-	}
-	if (run_end > run)
-		inval(n, (off_t)(run * bs), (off_t)((run_end - run) * bs));
-	if (a->size != b->size)
-		inval(n, (off_t)(same_len * bs), 0);
-}
-
 void wc_check_generation(struct wc_node *n, bool force)
 {
 	bm_dataset *bm;
@@ -503,9 +446,15 @@ void wc_check_generation(struct wc_node *n, bool force)
 		bm_close(bm);
 		goto out;
 	}
-	struct wc_ds *d = ds_new(bm);
-	if (d == NULL)
-		goto out;
+	struct wc_inval *job = wc_inval_new();
+	struct wc_ds *d = job ? ds_new(bm) : NULL;
+	if (d == NULL) {
+		if (job == NULL)
+			bm_close(bm);
+		free(job);
+		goto out; /* out of memory: keep the generation we have */
+	}
+	atomic_fetch_add(&d->refs, 1); /* the job's */
 	pthread_mutex_lock(&n->mu);
 	n->ds = d;
 	pthread_mutex_unlock(&n->mu);
@@ -513,9 +462,10 @@ void wc_check_generation(struct wc_node *n, bool force)
 		 n->path, old->generation, d->generation, old->size, d->size);
 	/* Readers that took old before the swap may still fill pages from it;
 	 * the kernel holds those pages locked while they read, and the
-	 * invalidation waits for them, so no old byte survives it. */
-	inval_changed(n, old, d);
-	wc_ds_put(old);
+	 * invalidation (inval.c, queued before check_mu is released, so every
+	 * later check's reply waits for it) waits for them: no old byte
+	 * survives it.  The node's reference to old goes to the job. */
+	wc_inval_submit(job, n, old, d);
 out:
 	pthread_mutex_unlock(&n->check_mu);
 }

@@ -5,9 +5,10 @@
  * block cache (blocks.c, bm_read underneath).
  * Owns: the per-open directory buffers (fi->fh of directories).
  * Locking: a directory buffer's mutex, held by readdir while it builds and
- * replies (a releasedir waits for it); nothing else of its own, see node.c.  Kernel cache invalidation is only
- * ever sent from lookup, getattr and open (never from read, where the
- * kernel holds the pages being read locked).
+ * replies (a releasedir waits for it); nothing else of its own, see node.c.
+ * No operation waits for a kernel cache invalidation: lookup, getattr and
+ * open of a head/ file whose invalidation is queued (inval.c) hand their
+ * reply to the invalidation thread, to be sent after it, and return.
  */
 #include "config.h"
 
@@ -33,6 +34,63 @@ static void wc_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_read = 0; /* no limit of ours: the kernel's (max_pages) */
 }
 
+/* ---- replies that wait for head/'s invalidations ------------------------------------ */
+
+enum reply_kind { REPLY_ENTRY, REPLY_ATTR, REPLY_OPEN };
+
+struct reply {
+	enum reply_kind kind;
+	fuse_req_t req;
+	struct wc_node *n;
+	struct fuse_file_info fi;    /* REPLY_OPEN */
+};
+
+static void reply_node(fuse_req_t req, struct wc_node *n);
+
+static void send_reply(struct reply *r)
+{
+	struct stat st;
+
+	switch (r->kind) {
+	case REPLY_ENTRY:
+		reply_node(r->req, r->n);
+		break;
+	case REPLY_ATTR:
+		wc_stat(r->n, &st);
+		fuse_reply_attr(r->req, &st, wc_attr_timeout(r->n));
+		break;
+	case REPLY_OPEN:
+		fuse_reply_open(r->req, &r->fi);
+		break;
+	}
+}
+
+static void send_deferred(void *arg)
+{
+	send_reply(arg);
+	free(arg);
+}
+
+/* Replies to req about n once the invalidations queued for n are done
+ * (inval.c): whoever opens or stats head/f after a switch sees none of the
+ * old generation's bytes.  The worker returns at once either way. */
+static void reply_after_inval(enum reply_kind kind, fuse_req_t req, struct wc_node *n,
+			      const struct fuse_file_info *fi)
+{
+	struct reply r = { .kind = kind, .req = req, .n = n }, *later;
+
+	if (fi != NULL)
+		r.fi = *fi;
+	later = malloc(sizeof(*later));
+	if (later != NULL) {
+		*later = r;
+		if (wc_inval_defer(n, send_deferred, later))
+			return;
+		free(later);
+	}
+	send_reply(&r);
+}
+
 static void reply_node(fuse_req_t req, struct wc_node *n)
 {
 	struct fuse_entry_param e;
@@ -54,7 +112,7 @@ static void wc_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (n == NULL)
 		fuse_reply_err(req, err);
 	else
-		reply_node(req, n);
+		reply_after_inval(REPLY_ENTRY, req, n, NULL);
 }
 
 static void wc_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -73,12 +131,10 @@ static void wc_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 static void wc_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct wc_node *n = wc_node_of(ino);
-	struct stat st;
 
 	(void)fi;
 	wc_check_generation(n, false);
-	wc_stat(n, &st);
-	fuse_reply_attr(req, &st, wc_attr_timeout(n));
+	reply_after_inval(REPLY_ATTR, req, n, NULL);
 }
 
 static void wc_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -96,7 +152,7 @@ static void wc_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	wc_check_generation(n, true);
 	/* @<gen> never changes; head/ drops what changed itself. */
 	fi->keep_cache = 1;
-	fuse_reply_open(req, fi);
+	reply_after_inval(REPLY_OPEN, req, n, fi);
 }
 
 static void read_url(fuse_req_t req, size_t size, off_t off)

@@ -1,11 +1,12 @@
 /* wcfs.h — what the files of blkmap-wcfs (the read-only FUSE mirror of a
  * blkmap server) share: the node table (node.c), the server listing
- * (list.c), the per-handle block cache (blocks.c), the FUSE operations
- * (ops.c) and logging (main.c).  Internal
- * symbols use the prefix wc_.  Lock order: the table lock, then a node's
- * check_mu, then its mu, then a handle's bmu.  No lock is held across a
- * FUSE reply; check_mu is held across a manifest GET and the kernel
- * invalidation, and only other checks of the same node wait for it.
+ * (list.c), the per-handle block cache (blocks.c), the kernel cache
+ * invalidation thread (inval.c), the FUSE operations (ops.c) and logging
+ * (main.c).  Internal symbols use the prefix wc_.  Lock order: the table
+ * lock, then a node's check_mu, then its mu, then a handle's bmu; the
+ * invalidation queue's lock is a leaf.  No lock is held across a FUSE reply
+ * or a kernel notification; check_mu is held across a manifest GET, and
+ * only other checks of the same node wait for it.
  */
 #ifndef BLKMAP_WCFS_H
 #define BLKMAP_WCFS_H
@@ -71,6 +72,9 @@ struct wc_node {
 	pthread_mutex_t mu;          /* guards ds */
 	struct wc_ds *ds;            /* WC_FILE: the current handle */
 	_Atomic int64_t last_check_ms; /* head files: last generation check */
+	/* Under inval.c's lock: */
+	int inval_pending;           /* its jobs queued or running there */
+	bool dead;                   /* forgotten: freed after its last job */
 };
 
 /* ---- node.c ---- */
@@ -82,13 +86,16 @@ fuse_ino_t wc_ino_of(const struct wc_node *n);
  * count raised by one) or NULL with *err = an errno. */
 struct wc_node *wc_lookup(struct wc_node *parent, const char *name, int *err);
 void wc_forget(struct wc_node *n, uint64_t nlookup);
+/* Frees n (out of the table, no job queued for it). */
+void wc_node_destroy(struct wc_node *n);
 /* Fills st for n. */
 void wc_stat(struct wc_node *n, struct stat *st);
 /* The seconds the kernel may cache n's attributes and its entry. */
 double wc_attr_timeout(const struct wc_node *n);
 /* head files: move to the latest generation if it changed (force: now;
- * otherwise at most once per WC_CHECK_MS) and invalidate the kernel cache of
- * the blocks that changed. */
+ * otherwise at most once per WC_CHECK_MS) and queue the invalidation of
+ * the kernel cache of the blocks that changed (inval.c): reply through
+ * wc_inval_defer to answer after it. */
 void wc_check_generation(struct wc_node *n, bool force);
 #define WC_CHECK_MS 1000
 /* A reference to n's current dataset handle; give it back with wc_ds_put. */
@@ -107,6 +114,26 @@ void wc_blocks_free(struct wc_ds *d);
  * blocks are fetched once with bm_read and kept for the next reads of the
  * same block.  0 or a BM_E* code (bm_last_error(NULL) says why). */
 int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len);
+
+/* ---- inval.c ---- */
+struct wc_inval;
+/* The invalidation thread: started before the FUSE loop, stopped (joined)
+ * after it returns and before the session goes. */
+int wc_inval_start(void);
+void wc_inval_stop(void);
+/* A job, allocated before the switch it will invalidate (NULL: no memory). */
+struct wc_inval *wc_inval_new(void);
+/* Queues job j: drop from the kernel cache what changed in head file n
+ * from old (NULL: unknown, the whole file) to new, and n's attributes.  Takes
+ * over a reference to each. */
+void wc_inval_submit(struct wc_inval *j, struct wc_node *n, struct wc_ds *old, struct wc_ds *new);
+/* When n has invalidations queued or running: queues fn(arg) to run after
+ * them on the invalidation thread, and returns true.  Otherwise (or out of
+ * memory) false: the caller runs it. */
+bool wc_inval_defer(struct wc_node *n, void (*fn)(void *arg), void *arg);
+/* For freeing a forgotten node: true when it still has jobs (it is then
+ * marked dead and the thread frees it after the last one). */
+bool wc_inval_keep(struct wc_node *n);
 
 /* ---- list.c ---- */
 /* Lists, through blkmap-server's listing (docs/server.md), the datasets of
