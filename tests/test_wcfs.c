@@ -625,6 +625,68 @@ static void test_head_switches_under_more_reopeners_than_threads_never_hang(void
 	check_switches_under_readers(f, "busy/threads", args, 4, 8);
 }
 
+/* ---- resources ------------------------------------------------------------------------- */
+
+static int count_fds(pid_t pid)
+{
+	char dir[64];
+	int n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Each dataset handle holds a few fds (sockets, a memfd): a mirror allowed
+ * 64 fds reads 40 files, under head/ and @1/, twice (closed handles are
+ * reopened), and ends with about as many fds as it had. */
+static void test_more_files_than_the_fd_limit_has_handles_for_all_read(void **state)
+{
+	static const char *const nofile_env[] = { "BLKMAP_RETRIES=1", "BLKMAP_RETRY_BASE_MS=1", NULL };
+	const struct wt_opts o = { .env = nofile_env, .nofile = 64 };
+	struct fx *f = *state;
+	const int nfiles = 40;
+	const size_t len = 3 * 4096 + 100;
+	struct wt_mirror m;
+	char name[64], path[400];
+
+	SKIP_WITHOUT_FUSE(f);
+	for (int i = 0; i < nfiles; i++) {
+		unsigned char *data = ts_pattern(len, 100 + (unsigned)i);
+		snprintf(name, sizeof(name), "many/f%d", i);
+		assert_int_equal(wt_publish(ds_url(f, name), data, len, 4096), 1);
+		free(data);
+	}
+	assert_int_equal(wt_mount_with(&m, f->srv->srv.url, &o), 0);
+	int fds_before = count_fds(m.pid);
+	for (int pass = 0; pass < 4; pass++) {
+		for (int i = 0; i < nfiles; i++) {
+			unsigned char *data = ts_pattern(len, 100 + (unsigned)i);
+			size_t got_len = 0;
+			snprintf(path, sizeof(path), "%s/%s/many/f%d", m.mnt, pass % 2 ? "@1" : "head", i);
+			unsigned char *got = wt_read_file(path, &got_len);
+			int err = errno;
+			bool same = got && got_len == len && !memcmp(got, data, len);
+			free(got);
+			free(data);
+			if (!same) {
+				wt_unmount(&m);
+				fail_msg("pass %d: %s: %s", pass, path, got ? "wrong bytes" : strerror(err));
+			}
+		}
+	}
+	int fds_after = count_fds(m.pid);
+	assert_int_equal(wt_unmount(&m), 0);
+	print_message("mirror fds: %d at the start, %d after reading %d files 4 times\n", fds_before,
+		      fds_after, nfiles);
+	assert_true(fds_after < 64);
+}
+
 /* ---- directories ---------------------------------------------------------------------- */
 
 static char *list_dir(const char *path)
@@ -932,6 +994,7 @@ int main(void)
 		cmocka_unit_test(test_head_shows_changed_and_new_blocks_of_a_sparse_dataset),
 		cmocka_unit_test(test_head_switches_under_readers_never_hang_a_single_threaded_mirror),
 		cmocka_unit_test(test_head_switches_under_more_reopeners_than_threads_never_hang),
+		cmocka_unit_test(test_more_files_than_the_fd_limit_has_handles_for_all_read),
 		cmocka_unit_test(test_directories_list_the_datasets_below_them),
 		cmocka_unit_test(test_corrupt_blocks_read_as_eio_never_as_wrong_bytes),
 		cmocka_unit_test(test_failing_server_reads_give_eio_and_a_log_line),

@@ -1,7 +1,8 @@
 /* blocks.c — a few whole blocks kept per dataset handle, so that the
  * kernel's reads (at most its read-ahead window, 128 KiB, at a time) of one
  * block fetch that block once, not once per read.  Bounded: at most
- * WC_BLOCKS_BYTES (but 2 blocks at least) per handle, freed with the handle.
+ * WC_BLOCKS_BYTES (but 2 blocks at least) per handle, freed with the handle
+ * or when its file is open nowhere (wc_blocks_trim).
  * Owns: d->slots.  Locking: d->bmu guards the slots; a block is fetched
  * without it (state LOADING), and readers of that block wait on d->bcv.
  */
@@ -43,6 +44,20 @@ void wc_blocks_free(struct wc_ds *d)
 	free(d->slots);
 	pthread_cond_destroy(&d->bcv);
 	pthread_mutex_destroy(&d->bmu);
+}
+
+void wc_blocks_trim(struct wc_ds *d)
+{
+	pthread_mutex_lock(&d->bmu);
+	for (int i = 0; i < d->nslots; i++) {
+		struct wc_slot *s = &d->slots[i];
+		if (s->state == SLOT_LOADING)
+			continue; /* a reader still fills it */
+		free(s->buf);
+		s->buf = NULL;
+		s->state = SLOT_EMPTY;
+	}
+	pthread_mutex_unlock(&d->bmu);
 }
 
 /* Under bmu: the slot holding (or loading) block index, or NULL. */

@@ -4,12 +4,16 @@
  * generation checks (which queue the kernel cache invalidation they cause
  * to inval.c, never run it).
  *
- * Owns: the node table (a hash of (gen, path) -> node) and every wc_node.
+ * Owns: the node table (a hash of (gen, path) -> node), every wc_node, and
+ * the list of idle handles (files open nowhere; beyond WC_IDLE_HANDLES
+ * their handles are closed, reopened on demand).
  * Locking: table_mu guards the table and every nlookup; a node's check_mu
- * serializes its generation checks (a manifest GET runs under it, never a
- * kernel notification); its mu guards n->ds (a reader takes a reference
- * under mu and reads without it).  Order: table_mu, check_mu, mu, then
- * inval.c's q_mu; no network request runs under table_mu or mu.
+ * serializes its generation checks and reopens (a manifest GET runs under
+ * it, never a kernel notification); lru_mu guards the idle list and every
+ * opens count; a node's mu guards n->ds and what the node shows (a reader
+ * takes a reference under mu and reads without it; n->ds changes under
+ * lru_mu and mu).  Order: table_mu, check_mu, lru_mu, mu, then inval.c's
+ * q_mu; no network request runs under table_mu, lru_mu or mu.
  */
 #include "config.h"
 
@@ -90,7 +94,8 @@ struct wc_ds *wc_ds_get(struct wc_node *n)
 {
 	pthread_mutex_lock(&n->mu);
 	struct wc_ds *d = n->ds;
-	atomic_fetch_add(&d->refs, 1);
+	if (d != NULL)
+		atomic_fetch_add(&d->refs, 1);
 	pthread_mutex_unlock(&n->mu);
 	return d;
 }
@@ -127,6 +132,160 @@ static int open_dataset(uint64_t gen, const char *path, bm_dataset **bmp)
 	return rc;
 }
 
+/* ---- idle handles ----------------------------------------------------------------- */
+
+/* Files open nowhere keep their handle (a few fds, a manifest) only while
+ * among the WC_IDLE_HANDLES most recently idle; the others are closed and
+ * reopened on demand.  An open file always has one: fds and memory grow
+ * with the files open, never with the files looked up.  lru_mu guards the
+ * list, every n->opens, in_lru and lru links; n->ds changes under lru_mu
+ * and n->mu both (readers take mu only). */
+static pthread_mutex_t lru_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct wc_node *lru_head, *lru_tail; /* most recently idle first */
+static int lru_count;
+
+/* Under lru_mu. */
+static void lru_unlink(struct wc_node *n)
+{
+	if (!n->in_lru)
+		return;
+	*(n->lru_prev ? &n->lru_prev->lru_next : &lru_head) = n->lru_next;
+	*(n->lru_next ? &n->lru_next->lru_prev : &lru_tail) = n->lru_prev;
+	n->lru_prev = n->lru_next = NULL;
+	n->in_lru = false;
+	lru_count--;
+}
+
+/* Under lru_mu. */
+static void lru_push(struct wc_node *n)
+{
+	n->lru_prev = NULL;
+	n->lru_next = lru_head;
+	*(lru_head ? &lru_head->lru_prev : &lru_tail) = n;
+	lru_head = n;
+	n->in_lru = true;
+	lru_count++;
+}
+
+/* Under lru_mu: puts n first in the idle list if it is idle (open nowhere,
+ * with a handle), else takes it out; then closes the handle of the least
+ * recently idle node beyond the bound.  Returns that handle's reference,
+ * to put by the caller once out of the locks (or NULL). */
+static struct wc_ds *lru_settle(struct wc_node *n)
+{
+	pthread_mutex_lock(&n->mu);
+	bool idle = n->opens == 0 && n->ds != NULL;
+	pthread_mutex_unlock(&n->mu);
+	lru_unlink(n);
+	if (idle)
+		lru_push(n);
+	if (lru_count <= WC_IDLE_HANDLES)
+		return NULL;
+	struct wc_node *v = lru_tail;
+	lru_unlink(v);
+	pthread_mutex_lock(&v->mu);
+	struct wc_ds *d = v->ds;
+	v->ds = NULL; /* what it shows stays: stat needs no handle */
+	pthread_mutex_unlock(&v->mu);
+	return d;
+}
+
+static void settle(struct wc_node *n)
+{
+	pthread_mutex_lock(&lru_mu);
+	struct wc_ds *evicted = lru_settle(n);
+	pthread_mutex_unlock(&lru_mu);
+	wc_ds_put(evicted);
+}
+
+static void show_ds(struct wc_node *n, const struct wc_ds *d)
+{
+	n->generation = d->generation;
+	n->size = d->size;
+	n->nstored = d->nstored;
+	n->blksize = d->blksize;
+}
+
+/* Makes d (a reference taken over) n's handle.  Returns the reference to
+ * the previous one (NULL if closed); *evicted the handle closed to keep the
+ * bound (or NULL).  The caller puts both. */
+static struct wc_ds *set_ds(struct wc_node *n, struct wc_ds *d, struct wc_ds **evicted)
+{
+	pthread_mutex_lock(&lru_mu);
+	pthread_mutex_lock(&n->mu);
+	struct wc_ds *old = n->ds;
+	n->ds = d;
+	if (d != NULL)
+		show_ds(n, d);
+	pthread_mutex_unlock(&n->mu);
+	*evicted = lru_settle(n);
+	pthread_mutex_unlock(&lru_mu);
+	return old;
+}
+
+/* @<gen> files: reopens a closed handle.  Under check_mu. */
+static void reopen_kept(struct wc_node *n)
+{
+	bm_dataset *bm;
+	struct wc_ds *d, *evicted;
+
+	if (n->ds != NULL || open_dataset(n->gen, n->path, &bm) < 0)
+		return;
+	if ((d = ds_new(bm)) == NULL)
+		return;
+	wc_ds_put(set_ds(n, d, &evicted));
+	wc_ds_put(evicted);
+}
+
+struct wc_ds *wc_ds_hold(struct wc_node *n)
+{
+	struct wc_ds *d = wc_ds_get(n);
+
+	if (d != NULL || n->kind != WC_FILE)
+		return d;
+	if (n->gen == 0) {
+		wc_check_generation(n, true); /* reattaches the latest */
+	} else {
+		pthread_mutex_lock(&n->check_mu);
+		reopen_kept(n);
+		pthread_mutex_unlock(&n->check_mu);
+	}
+	return wc_ds_get(n);
+}
+
+int wc_node_open(struct wc_node *n)
+{
+	if (n->kind != WC_FILE)
+		return 0;
+	pthread_mutex_lock(&lru_mu);
+	n->opens++;
+	struct wc_ds *evicted = lru_settle(n); /* out of the idle list */
+	pthread_mutex_unlock(&lru_mu);
+	wc_ds_put(evicted);
+	struct wc_ds *d = wc_ds_hold(n);
+	if (d == NULL) {
+		wc_node_release(n);
+		return EIO;
+	}
+	wc_ds_put(d);
+	return 0;
+}
+
+void wc_node_release(struct wc_node *n)
+{
+	if (n->kind != WC_FILE)
+		return;
+	pthread_mutex_lock(&lru_mu);
+	bool idle = --n->opens == 0;
+	struct wc_ds *evicted = lru_settle(n);
+	pthread_mutex_unlock(&lru_mu);
+	wc_ds_put(evicted);
+	struct wc_ds *d = idle ? wc_ds_get(n) : NULL;
+	if (d != NULL)
+		wc_blocks_trim(d); /* the kernel's cache has the bytes now */
+	wc_ds_put(d);
+}
+
 /* ---- the table ------------------------------------------------------------------ */
 
 static unsigned bucket_of(uint64_t gen, const char *path)
@@ -158,6 +317,8 @@ static struct wc_node *node_new(enum wc_kind kind, uint64_t gen, const char *pat
 	n->kind = kind;
 	n->gen = gen;
 	n->ds = ds;
+	if (ds != NULL)
+		show_ds(n, ds);
 	pthread_mutex_init(&n->check_mu, NULL);
 	pthread_mutex_init(&n->mu, NULL);
 	atomic_init(&n->last_check_ms, now_ms());
@@ -177,6 +338,10 @@ void wc_node_destroy(struct wc_node *n)
  * the jobs it still has queued (they use its path and inode number). */
 static void node_free(struct wc_node *n)
 {
+	struct wc_ds *evicted;
+
+	wc_ds_put(set_ds(n, NULL, &evicted)); /* and out of the idle list */
+	wc_ds_put(evicted);
 	if (!wc_inval_keep(n))
 		wc_node_destroy(n);
 }
@@ -329,7 +494,10 @@ static struct wc_node *lookup_child(struct wc_node *parent, const char *name, in
 			*err = ENOMEM;
 			return NULL;
 		}
-		return table_hold(n);
+		struct wc_node *held = table_hold(n);
+		if (held == n)
+			settle(n); /* open nowhere yet: an idle handle */
+		return held;
 	}
 	if (rc != BM_ENOTFOUND) {
 		*err = rc == -ENAMETOOLONG ? ENAMETOOLONG : EIO;
@@ -394,16 +562,15 @@ void wc_stat(struct wc_node *n, struct stat *st)
 		st->st_size = (off_t)strlen(wc_m.url) + 1;
 		st->st_blocks = 1;
 		break;
-	case WC_FILE: {
-		struct wc_ds *d = wc_ds_get(n);
+	case WC_FILE:
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
-		st->st_size = (off_t)d->size;
-		st->st_blksize = (blksize_t)d->blksize;
-		st->st_blocks = (blkcnt_t)(d->nstored * (d->blksize / 512));
-		wc_ds_put(d);
+		pthread_mutex_lock(&n->mu); /* no handle needed: it may be closed */
+		st->st_size = (off_t)n->size;
+		st->st_blksize = (blksize_t)n->blksize;
+		st->st_blocks = (blkcnt_t)(n->nstored * (n->blksize / 512));
+		pthread_mutex_unlock(&n->mu);
 		break;
-	}
 	default:
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
@@ -429,6 +596,7 @@ double wc_attr_timeout(const struct wc_node *n)
 
 void wc_check_generation(struct wc_node *n, bool force)
 {
+	struct wc_ds *evicted = NULL;
 	bm_dataset *bm;
 
 	if (n->kind != WC_FILE || n->gen != 0)
@@ -441,9 +609,18 @@ void wc_check_generation(struct wc_node *n, bool force)
 	atomic_store(&n->last_check_ms, now_ms());
 	if (open_dataset(0, n->path, &bm) < 0)
 		goto out; /* keep serving the generation we have */
-	struct wc_ds *old = n->ds; /* only checks (serialized here) change n->ds */
-	if (bm_generation(bm) == old->generation) {
-		bm_close(bm);
+	/* Only checks and reopens (serialized here) set n->ds to a handle;
+	 * eviction may close it meanwhile (then old is NULL below). */
+	pthread_mutex_lock(&n->mu);
+	uint64_t cur = n->generation, cur_size = n->size;
+	bool have = n->ds != NULL;
+	pthread_mutex_unlock(&n->mu);
+	if (bm_generation(bm) == cur) {
+		struct wc_ds *d = have ? NULL : ds_new(bm);
+		if (d != NULL) /* it was closed: this is it again */
+			wc_ds_put(set_ds(n, d, &evicted));
+		else if (have)
+			bm_close(bm);
 		goto out;
 	}
 	struct wc_inval *job = wc_inval_new();
@@ -455,17 +632,17 @@ void wc_check_generation(struct wc_node *n, bool force)
 		goto out; /* out of memory: keep the generation we have */
 	}
 	atomic_fetch_add(&d->refs, 1); /* the job's */
-	pthread_mutex_lock(&n->mu);
-	n->ds = d;
-	pthread_mutex_unlock(&n->mu);
+	struct wc_ds *old = set_ds(n, d, &evicted);
 	wc_debug("head/%s: generation %" PRIu64 " -> %" PRIu64 ", size %" PRIu64 " -> %" PRIu64,
-		 n->path, old->generation, d->generation, old->size, d->size);
+		 n->path, cur, d->generation, cur_size, d->size);
 	/* Readers that took old before the swap may still fill pages from it;
 	 * the kernel holds those pages locked while they read, and the
 	 * invalidation (inval.c, queued before check_mu is released, so every
 	 * later check's reply waits for it) waits for them: no old byte
-	 * survives it.  The node's reference to old goes to the job. */
+	 * survives it.  The node's reference to old goes to the job; old is
+	 * NULL when the handle was closed: the whole file is dropped. */
 	wc_inval_submit(job, n, old, d);
 out:
 	pthread_mutex_unlock(&n->check_mu);
+	wc_ds_put(evicted);
 }

@@ -150,6 +150,11 @@ static void wc_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	wc_check_generation(n, true);
+	int err = wc_node_open(n); /* a handle while open (reopened if closed) */
+	if (err != 0) {
+		fuse_reply_err(req, err);
+		return;
+	}
 	/* @<gen> never changes; head/ drops what changed itself. */
 	fi->keep_cache = 1;
 	reply_after_inval(REPLY_OPEN, req, n, fi);
@@ -166,6 +171,15 @@ static void read_url(fuse_req_t req, size_t size, off_t off)
 		fuse_reply_buf(req, line + off, len - (size_t)off < size ? len - (size_t)off : size);
 }
 
+/* "head" or "@<gen>": the view n is under. */
+static const char *view_of(const struct wc_node *n, char *buf, size_t len)
+{
+	if (n->gen == 0)
+		return "head";
+	snprintf(buf, len, "@%" PRIu64, n->gen);
+	return buf;
+}
+
 static void wc_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
@@ -176,7 +190,14 @@ static void wc_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		read_url(req, size, off);
 		return;
 	}
-	struct wc_ds *d = wc_ds_get(n);
+	char view[32];
+	struct wc_ds *d = wc_ds_hold(n); /* open: the handle is there */
+	if (d == NULL) {
+		wc_log("%s/%s: read at %jd failed, EIO: the dataset cannot be reopened",
+		       view_of(n, view, sizeof(view)), n->path, (intmax_t)off);
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	uint64_t want = (uint64_t)off >= d->size ? 0 : d->size - (uint64_t)off;
 	if (want > size)
 		want = size;
@@ -185,11 +206,8 @@ static void wc_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int got = want ? (buf ? wc_blocks_read(d, (uint64_t)off, buf, want) : BM_ENOMEM) : 0;
 	if (got < 0) {
 		const char *why = bm_last_error(NULL);
-		char view[32] = "head";
-		if (n->gen)
-			snprintf(view, sizeof(view), "@%" PRIu64, n->gen);
 		wc_log("%s/%s: read of %zu bytes at %jd (generation %" PRIu64 ") failed, EIO: %s",
-		       view, n->path, size, (intmax_t)off, d->generation,
+		       view_of(n, view, sizeof(view)), n->path, size, (intmax_t)off, d->generation,
 		       why[0] ? why : bm_strerror(got));
 		fuse_reply_err(req, got == BM_ENOMEM ? ENOMEM : EIO);
 	} else {
@@ -201,8 +219,8 @@ static void wc_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void wc_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
 	(void)fi;
+	wc_node_release(wc_node_of(ino));
 	fuse_reply_err(req, 0);
 }
 

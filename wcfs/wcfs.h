@@ -3,8 +3,8 @@
  * (list.c), the per-handle block cache (blocks.c), the kernel cache
  * invalidation thread (inval.c), the FUSE operations (ops.c) and logging
  * (main.c).  Internal symbols use the prefix wc_.  Lock order: the table
- * lock, then a node's check_mu, then its mu, then a handle's bmu; the
- * invalidation queue's lock is a leaf.  No lock is held across a FUSE reply
+ * lock, then a node's check_mu, then the idle-handle list's lock, then a
+ * node's mu, then a handle's bmu; the invalidation queue's lock is a leaf.  No lock is held across a FUSE reply
  * or a kernel notification; check_mu is held across a manifest GET, and
  * only other checks of the same node wait for it.
  */
@@ -68,9 +68,17 @@ struct wc_node {
 	uint64_t nlookup;            /* under the table lock */
 	bool is_static;
 	struct wc_node *hnext;       /* hash chain, under the table lock */
-	pthread_mutex_t check_mu;    /* serializes generation checks (head files) */
-	pthread_mutex_t mu;          /* guards ds */
-	struct wc_ds *ds;            /* WC_FILE: the current handle */
+	pthread_mutex_t check_mu;    /* serializes generation checks and reopens */
+	pthread_mutex_t mu;          /* guards ds and what the node shows */
+	/* WC_FILE: the current handle, or NULL while closed (idle, beyond the
+	 * WC_IDLE_HANDLES most recently used: reopened on demand). */
+	struct wc_ds *ds;
+	uint64_t generation, size, nstored; /* the file's, kept while closed */
+	size_t blksize;
+	/* Under node.c's lru_mu: */
+	int opens;                   /* FUSE opens not yet released */
+	bool in_lru;                 /* in the idle list: opens == 0, ds != NULL */
+	struct wc_node *lru_prev, *lru_next;
 	_Atomic int64_t last_check_ms; /* head files: last generation check */
 	/* Under inval.c's lock: */
 	int inval_pending;           /* its jobs queued or running there */
@@ -98,9 +106,20 @@ double wc_attr_timeout(const struct wc_node *n);
  * wc_inval_defer to answer after it. */
 void wc_check_generation(struct wc_node *n, bool force);
 #define WC_CHECK_MS 1000
-/* A reference to n's current dataset handle; give it back with wc_ds_put. */
+/* A reference to n's current dataset handle (NULL while it is closed);
+ * give it back with wc_ds_put. */
 struct wc_ds *wc_ds_get(struct wc_node *n);
+/* The same, reopening a closed handle (at the node's generation; for head/
+ * through a generation check): NULL when that fails. */
+struct wc_ds *wc_ds_hold(struct wc_node *n);
 void wc_ds_put(struct wc_ds *d);
+/* Open and release of dataset file n: an open file keeps its handle; the
+ * handles of files open nowhere are closed beyond the WC_IDLE_HANDLES most
+ * recently used.  wc_node_open: 0 or an errno (the handle cannot be
+ * reopened: EIO). */
+int wc_node_open(struct wc_node *n);
+void wc_node_release(struct wc_node *n);
+#define WC_IDLE_HANDLES 8
 /* Calls fn for every held node of view gen whose path's parent is dir. */
 void wc_table_children(uint64_t gen, const char *dir,
 		       void (*fn)(const char *name, bool is_file, void *arg), void *arg);
@@ -110,6 +129,8 @@ bool wc_name_ok(const char *name);
 /* ---- blocks.c ---- */
 void wc_blocks_init(struct wc_ds *d);
 void wc_blocks_free(struct wc_ds *d);
+/* Frees the kept blocks of d (none is loading): its file is open nowhere. */
+void wc_blocks_trim(struct wc_ds *d);
 /* Reads len bytes at off (within the dataset's size) of d into buf: whole
  * blocks are fetched once with bm_read and kept for the next reads of the
  * same block.  0 or a BM_E* code (bm_last_error(NULL) says why). */
