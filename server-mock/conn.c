@@ -743,10 +743,18 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
 		c->peer_eof = 1;
-		if (c->state == CONN_RESPOND || c->state == CONN_WAIT) {
+		if (c->state == CONN_RESPOND) {
 			/* The client only stopped sending: answer this
 			 * request and those already received, then close
 			 * (conn_read_head). */
+			return;
+		}
+		if (c->state == CONN_WAIT) {
+			/* Held by the latency fault: carry the request out
+			 * now (a PUT is stored) rather than hold a
+			 * connection the client may have left. */
+			evtimer_del(c->delay);
+			conn_run_request(c);
 			return;
 		}
 		if (c->state == CONN_HEAD) {
