@@ -497,6 +497,8 @@ static void conn_read_body(struct srv_conn *c)
 	}
 	if (!c->body_left)
 		conn_complete_request(c);
+	else if (c->peer_eof)
+		conn_free(c);  /* a body that will never end */
 }
 
 static void conn_start_request(struct srv_conn *c)
