@@ -488,6 +488,67 @@ static void keep_generation(bm_dataset *ds)
 	free((char *)r.url);
 }
 
+/* Whether block idx has a change queued since the last shrink. */
+static bool changed_since_shrink(bm_dataset *ds, uint64_t idx)
+{
+	bool changed = false;
+	pthread_mutex_lock(&ds->mu);
+	for (size_t c = 0; c < ds->nchanges && !changed; c++)
+		changed = ds->changes[c].index == idx && ds->changes[c].seq >= ds->trunc_seq;
+	pthread_mutex_unlock(&ds->mu);
+	return changed;
+}
+
+/* A shrink then a grow before this commit: the bytes between the cut and
+ * the new size are zeros in the next generation.  The block holding the
+ * cut is rewritten (its bytes past the cut read as zeros); the published
+ * blocks past it become holes, unless written since. */
+static int apply_truncation(bm_dataset *ds)
+{
+	const struct bm_manifest *m = ds->manifest;
+	size_t bs = m->blksize;
+	uint64_t cut = ds->trunc_size, nblk = (ds->new_size + bs - 1) / bs, idx;
+	int rc = 0;
+
+	if (cut >= ds->new_size)
+		return 0; /* not grown past the cut: the size hides the rest */
+	char *buf = calloc(1, bs);
+	if (buf == NULL)
+		return BM_ENOMEM;
+	if (cut % bs != 0 && !changed_since_shrink(ds, cut / bs)) {
+		idx = cut / bs;
+		uint64_t left = ds->new_size - idx * bs;
+		rc = bm_fetch_pending(ds, idx, buf);
+		if (rc == 0)
+			rc = bm_upload_block(ds, idx, buf, left < bs ? (size_t)left : bs, false);
+		memset(buf, 0, bs);
+	}
+	for (uint64_t from = (cut + bs - 1) / bs; rc == 0 && from < nblk; from = idx + 1) {
+		pthread_mutex_lock(&ds->mu);
+		const struct bm_block *b = NULL;
+		size_t lo = 0, hi = m->nblocks;
+		while (lo < hi) { /* the first listed block at or after from */
+			size_t mid = lo + (hi - lo) / 2;
+			if (m->blocks[mid].index < from)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < m->nblocks)
+			b = &m->blocks[lo];
+		idx = b ? b->index : nblk;
+		pthread_mutex_unlock(&ds->mu);
+		if (idx >= nblk)
+			break;
+		if (!changed_since_shrink(ds, idx)) {
+			uint64_t left = ds->new_size - idx * bs;
+			rc = bm_upload_block(ds, idx, buf, left < bs ? (size_t)left : bs, false); /* a hole */
+		}
+	}
+	free(buf);
+	return rc;
+}
+
 /* Resizing changes the length of the old and the new last block: their
  * objects are rewritten unless the commit rewrites them anyway. */
 static int rewrite_edge_blocks(bm_dataset *ds)
@@ -591,7 +652,8 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	}
 	struct vm_fileh_stats st;
 	vm_fileh_stats(ds->fh, &st);
-	if (ds->exists && st.ndirty == 0 && ds->nchanges == 0 && ds->new_size == ds->manifest->size) {
+	if (ds->exists && st.ndirty == 0 && ds->nchanges == 0 && ds->new_size == ds->manifest->size &&
+	    ds->trunc_size >= ds->manifest->size) {
 		if (genp)
 			*genp = ds->manifest->generation; /* nothing to publish */
 		return 0;
@@ -610,7 +672,9 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		bm_set_error(ds, BM_ENOMEM, "%s: writing out dirty blocks failed: %s", ds->url, vm_strerror(rc));
 		return BM_ENOMEM;
 	}
-	rc = rewrite_edge_blocks(ds);
+	rc = apply_truncation(ds);
+	if (rc == 0)
+		rc = rewrite_edge_blocks(ds);
 	int urc = bm_upload_wait(ds);
 	if (urc < 0)
 		return urc;
@@ -645,6 +709,8 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	ds->manifest_json = json;
 	ds->manifest_json_len = len;
 	ds->exists = true;
+	ds->trunc_size = next->size;
+	ds->trunc_seq = 0;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
 	/* Published, but another writer published after us already: the
 	 * next commit must refresh first. */

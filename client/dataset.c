@@ -125,6 +125,15 @@ struct block_source {
 	uint64_t total;            /* flat: its size */
 };
 
+/* Bytes of a block at off that stay visible after a shrink to
+ * ds->trunc_size (the block's older bytes past it read as zeros). */
+static size_t trunc_visible(const bm_dataset *ds, uint64_t off, size_t visible)
+{
+	if (off >= ds->trunc_size)
+		return 0;
+	return ds->trunc_size - off < visible ? (size_t)(ds->trunc_size - off) : visible;
+}
+
 /* Looks block index up in the published manifest or, with pending, in the
  * changes queued for the next generation first (the last one wins). */
 static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct block_source *src)
@@ -147,6 +156,8 @@ static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct blo
 		src->hole = c->key == NULL;
 		src->len = c->len;
 		src->visible = src->len;
+		if (c->seq < ds->trunc_seq)
+			src->visible = trunc_visible(ds, off, src->visible);
 		if (c->key) {
 			snprintf(src->key, sizeof(src->key), "%s", c->key);
 			memcpy(src->sum, c->sum, sizeof(src->sum));
@@ -155,6 +166,7 @@ static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct blo
 		snprintf(src->key, sizeof(src->key), "%s", b->key);
 		memcpy(src->sum, b->sum, sizeof(src->sum));
 		src->hole = false;
+		src->visible = trunc_visible(ds, off, src->visible);
 	}
 	snprintf(src->etag, sizeof(src->etag), "%s", ds->etag);
 	snprintf(src->last_modified, sizeof(src->last_modified), "%s", ds->last_modified);
@@ -520,7 +532,7 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		rc = BM_EINVAL;
 	}
 	if (rc == 0) {
-		ds->new_size = ds->manifest->size;
+		ds->new_size = ds->trunc_size = ds->manifest->size;
 		bm_overlay_probe(ds);
 		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
 		ds->file.blksize = ds->manifest->blksize;
@@ -622,15 +634,34 @@ int bm_resize(bm_dataset *ds, uint64_t size)
 		bm_set_error(ds, BM_EBUSY, "%s: cannot resize while mapped or with uncommitted pages", ds->url);
 		return BM_EBUSY;
 	}
+	/* Writes queued before the shrink must be ordered before it. */
+	int rc = bm_upload_wait(ds);
+	if (rc < 0)
+		return rc;
+	size_t bs = ds->file.blksize;
 	pthread_mutex_lock(&ds->mu);
 	uint64_t old = ds->new_size;
 	ds->new_size = size;
+	if (size < ds->trunc_size) {
+		/* What lies past the cut is gone, even if the dataset grows
+		 * again before the commit: changes wholly past it are
+		 * dropped, the rest read as zeros past it (find_source). */
+		ds->trunc_size = size;
+		ds->trunc_seq = ds->change_seq;
+		size_t keep = 0;
+		for (size_t i = 0; i < ds->nchanges; i++) {
+			if (ds->changes[i].index * bs >= size)
+				free(ds->changes[i].key);
+			else
+				ds->changes[keep++] = ds->changes[i];
+		}
+		ds->nchanges = keep;
+	}
 	pthread_mutex_unlock(&ds->mu);
 	if (size < old && !ds->overlay) {
 		/* Cached blocks past the new end (and the new last block's tail)
 		 * must read as zeros if the dataset grows again: drop them;
 		 * loads now zero what lies past the size. */
-		size_t bs = ds->file.blksize;
 		for (uint64_t i = size / bs; i < (old + bs - 1) / bs; i++)
 			vm_fileh_invalidate_page(ds->fh, i);
 	}
@@ -655,6 +686,42 @@ static void start_spares(bm_dataset *ds)
 		bm_log("%s: no spare memory kept: %s", ds->url, vm_strerror(r));
 }
 
+/* The mirror's file shows the generation as published, also the bytes a
+ * shrink since has cut (which must read as zeros).  A handle with such a
+ * shrink reads in loadblk mode from then on (it has no mapping and no
+ * dirty page: bm_resize refuses while mapped through the mirror, or with
+ * dirty pages).  0, or BM_EBUSY should dirty pages be lost. */
+static int overlay_check(bm_dataset *ds)
+{
+	struct vm_fileh_stats st;
+	vm_fileh *fh;
+
+	if (!ds->overlay || atomic_load(&ds->nmappings) > 0 || ds->trunc_size >= ds->base_size)
+		return 0;
+	vm_fileh_stats(ds->fh, &st);
+	if (st.ndirty > 0) {
+		bm_set_error(ds, BM_EBUSY, "%s: commit or discard first: a shrink is not visible through the "
+			     "mirror, and pages written through it are dirty", ds->url);
+		return BM_EBUSY;
+	}
+	ds->file.ops = &ds_ops;
+	int rc = vm_fileh_open(&fh, &ds->file, ds->ram, VM_DONT_MMAP_OVERLAY);
+	if (rc == 0)
+		rc = bm_readahead_start(ds);
+	if (rc < 0) {
+		ds->file.ops = &ds_overlay_ops;
+		bm_set_error(ds, BM_ENOMEM, "%s: cannot leave overlay mode: %s", ds->url, vm_strerror(rc));
+		return BM_ENOMEM;
+	}
+	vm_fileh_close(ds->fh);
+	ds->fh = fh;
+	bm_overlay_close(ds);
+	ds->overlay = false;
+	snprintf(ds->mode_why, sizeof(ds->mode_why),
+		 "left overlay mode: the mirror's file still shows bytes a shrink cut");
+	return 0;
+}
+
 int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping **mp)
 {
 	size_t bs = ds->file.blksize;
@@ -664,6 +731,8 @@ int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping
 
 	*mp = NULL;
 	*addrp = NULL;
+	if ((rc = overlay_check(ds)) < 0)
+		return rc;
 	if (len == 0 && offset < size)
 		len = size - offset;
 	if (len == 0 || offset >= size || len > size - offset) {
@@ -787,7 +856,8 @@ static void drop_changes(bm_dataset *ds)
 	for (size_t i = 0; i < ds->nchanges; i++)
 		free(ds->changes[i].key);
 	ds->nchanges = 0;
-	ds->new_size = ds->manifest->size;
+	ds->new_size = ds->trunc_size = ds->manifest->size;
+	ds->trunc_seq = 0;
 	pthread_mutex_unlock(&ds->mu);
 	bm_upload_drop_failed(ds);
 }
@@ -887,7 +957,8 @@ int bm_refresh(bm_dataset *ds)
 	free(ds->manifest_json);
 	ds->manifest_json = json;
 	ds->manifest_json_len = len;
-	ds->new_size = m->size;
+	ds->new_size = ds->trunc_size = m->size;
+	ds->trunc_seq = 0;
 	ds->exists = true;
 	ds->at_latest = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);

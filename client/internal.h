@@ -220,6 +220,10 @@ struct bm_dataset {
 	bool at_latest;            /* opened generation was the current one */
 	bool flat;
 	uint64_t new_size;         /* size the next commit publishes */
+	uint64_t trunc_size;       /* the smallest size set since the last
+				      commit: older bytes at or past it read
+				      as zeros (a shrink then a grow) */
+	uint64_t trunc_seq;        /* changes with seq below it are older */
 	char errmsg[512];
 
 	/* commit in progress: storeblk appends here */

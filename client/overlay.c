@@ -208,4 +208,5 @@ void bm_overlay_close(bm_dataset *ds)
 	ds->base_fd = -1;
 	free(ds->wcfs_mnt);
 	free(ds->wcfs_path);
+	ds->wcfs_mnt = ds->wcfs_path = NULL;
 }

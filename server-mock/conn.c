@@ -497,6 +497,8 @@ static void conn_read_body(struct srv_conn *c)
 	}
 	if (!c->body_left)
 		conn_complete_request(c);
+	else if (c->peer_eof)
+		conn_free(c);  /* a body that will never end */
 }
 
 static void conn_start_request(struct srv_conn *c)
@@ -743,10 +745,18 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
 		c->peer_eof = 1;
-		if (c->state == CONN_RESPOND || c->state == CONN_WAIT) {
+		if (c->state == CONN_RESPOND) {
 			/* The client only stopped sending: answer this
 			 * request and those already received, then close
 			 * (conn_read_head). */
+			return;
+		}
+		if (c->state == CONN_WAIT) {
+			/* Held by the latency fault: carry the request out
+			 * now (a PUT is stored) rather than hold a
+			 * connection the client may have left. */
+			evtimer_del(c->delay);
+			conn_run_request(c);
 			return;
 		}
 		if (c->state == CONN_HEAD) {

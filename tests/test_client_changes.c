@@ -265,6 +265,47 @@ static void refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back(void **
 	free(data);
 }
 
+static void shrinking_then_growing_back_reads_and_commits_zeros_past_the_cut(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	size_t size = 4 * BS, cut = BS + BS / 2;
+	unsigned char *data = ts_pattern(size, 77), *p, *want = malloc(size);
+	bm_mapping *m;
+	uint64_t gen;
+
+	tc_url(url, sizeof(url), s, "/ch/regrow");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_write(ds, 3 * BS + 5, "q", 1), 0); /* cut off below */
+	assert_int_equal(bm_resize(ds, cut), 0);
+	assert_int_equal(bm_resize(ds, size), 0);
+	assert_int_equal(bm_write(ds, 3 * BS, "abc", 3), 0);   /* after the cut: kept */
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
+	assert_memory_equal(p, data, cut);
+	for (size_t i = cut; i < 3 * BS; i++)
+		if (p[i] != 0)
+			fail_msg("byte %zu past the cut is %d", i, p[i]);
+	bm_unmap(m);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	bm_close(ds);
+	memcpy(want, data, cut);
+	memset(want + cut, 0, size - cut);
+	memcpy(want + 3 * BS, "abc", 3);
+	assert_true(tc_dataset_equals(url, gen, want, size));
+	/* Shrunk and grown back to the very size, nothing written: the
+	 * commit still publishes the zeros. */
+	ds = tc_open(url, 0);
+	assert_int_equal(bm_resize(ds, BS / 2), 0);
+	assert_int_equal(bm_resize(ds, size), 0);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	bm_close(ds);
+	memset(want + BS / 2, 0, size - BS / 2);
+	assert_true(tc_dataset_equals(url, gen, want, size));
+	free(want);
+	free(data);
+}
+
 static void next_block_walks_the_stored_blocks_only(void **state)
 {
 	struct ts_server *s = *state;
@@ -314,6 +355,7 @@ int main(void)
 		cmocka_unit_test(shrinking_then_growing_reads_zeros_past_the_old_end),
 		cmocka_unit_test(refresh_shows_what_another_writer_published),
 		cmocka_unit_test(refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back),
+		cmocka_unit_test(shrinking_then_growing_back_reads_and_commits_zeros_past_the_cut),
 		cmocka_unit_test(next_block_walks_the_stored_blocks_only),
 		cmocka_unit_test(bad_options_are_refused_at_open),
 	};

@@ -173,6 +173,42 @@ static void bytes_past_the_end_of_the_last_block_read_as_zeros(void **state)
 	bm_close(ds);
 }
 
+static void a_shrink_then_a_grow_reads_zeros_in_an_overlay_mapping_and_commits_them(void **state)
+{
+	struct fx *f = *state;
+	char url[512];
+	bm_mapping *m;
+	unsigned char *p, *want = malloc(SIZE);
+	size_t small = 3 * BS + 1000; /* not on a page boundary */
+	uint64_t gen;
+	SKIP_WITHOUT_FUSE(f);
+	tc_url(url, sizeof(url), &f->srv, "/ov/pending");
+	tc_put(url, BS, f->data, SIZE);
+	bm_dataset *ds = open_with(url, f->mir.mnt);
+	assert_string_equal(stats(ds).mode, "overlay");
+	/* Shrunk: nothing past the new end; grown again: zeros there. */
+	assert_int_equal(bm_resize(ds, small), 0);
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
+	assert_memory_equal(p + 2 * BS, f->data + 2 * BS, small - 2 * BS);
+	for (size_t i = small; i < 4 * BS; i++)
+		if (p[i] != 0)
+			fail_msg("byte %zu past the new end is %d", i, p[i]);
+	bm_unmap(m);
+	assert_int_equal(bm_resize(ds, SIZE), 0);
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
+	for (size_t i = small; i < SIZE; i++)
+		if (p[i] != 0)
+			fail_msg("byte %zu of the regrown part is %d", i, p[i]);
+	bm_unmap(m);
+	assert_string_equal(stats(ds).mode, "loadblk"); /* the mirror's file shows the old bytes */
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	bm_close(ds);
+	memcpy(want, f->data, small);
+	memset(want + small, 0, SIZE - small);
+	assert_true(tc_dataset_equals(url, gen, want, SIZE));
+	free(want);
+}
+
 static void no_mirror_or_off_means_loadblk_with_the_reason(void **state)
 {
 	struct fx *f = *state;
@@ -292,6 +328,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(overlay_reads_come_from_the_mirror_without_fetch_or_ram),
 		cmocka_unit_test(overlay_write_commits_and_moves_the_base),
+		cmocka_unit_test(a_shrink_then_a_grow_reads_zeros_in_an_overlay_mapping_and_commits_them),
 		cmocka_unit_test(bytes_past_the_end_of_the_last_block_read_as_zeros),
 		cmocka_unit_test(no_mirror_or_off_means_loadblk_with_the_reason),
 		cmocka_unit_test(a_mirror_of_another_server_is_not_used),

@@ -108,7 +108,10 @@ uint64_t bm_nblocks_stored(const bm_dataset *ds);
 const char *bm_url(const bm_dataset *ds);
 
 /* Sets the size the next commit publishes.  Blocks past the new end are
- * dropped; new bytes read as zeros.  BM_EBUSY while mappings exist. */
+ * dropped; new bytes read as zeros, also bytes that a shrink cut and a grow
+ * before the commit brought back inside the size.  BM_EBUSY while mappings
+ * exist.  In overlay mode such a shrink makes the next bm_map switch the
+ * handle to loadblk mode (the mirror's file still has the cut bytes). */
 int bm_resize(bm_dataset *ds, uint64_t size);
 
 /* ---- mappings ------------------------------------------------------------- */
@@ -159,7 +162,10 @@ int bm_refresh(bm_dataset *ds);
 /* Writes len bytes at offset straight into the next generation without
  * mapping (what `blkmap put` uses): every block it covers fully is hashed
  * and uploaded if it changed; partly covered blocks are merged with their
- * current bytes.  Call bm_commit() to publish. */
+ * current bytes.  Call bm_commit() to publish.  Mappings show the published
+ * generation and their own writes: these bytes once committed.  A block
+ * also written through a mapping before the commit gets the mapping's
+ * bytes. */
 int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len);
 
 /* ---- history ---------------------------------------------------------------- */
