@@ -525,18 +525,8 @@ static int apply_truncation(bm_dataset *ds)
 	}
 	for (uint64_t from = (cut + bs - 1) / bs; rc == 0 && from < nblk; from = idx + 1) {
 		pthread_mutex_lock(&ds->mu);
-		const struct bm_block *b = NULL;
-		size_t lo = 0, hi = m->nblocks;
-		while (lo < hi) { /* the first listed block at or after from */
-			size_t mid = lo + (hi - lo) / 2;
-			if (m->blocks[mid].index < from)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo < m->nblocks)
-			b = &m->blocks[lo];
-		idx = b ? b->index : nblk;
+		size_t i = bm_manifest_lower_bound(m, from); /* the next listed block */
+		idx = i < m->nblocks ? m->blocks[i].index : nblk;
 		pthread_mutex_unlock(&ds->mu);
 		if (idx >= nblk)
 			break;

@@ -814,17 +814,9 @@ int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index)
 	pthread_mutex_lock(&ds->mu);
 	const struct bm_manifest *m = ds->manifest;
 	if (!ds->flat) {
-		/* Binary search: the blocks are in ascending index order. */
-		size_t lo = 0, hi = m->nblocks;
-		while (lo < hi) {
-			size_t mid = lo + (hi - lo) / 2;
-			if (m->blocks[mid].index < from)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo < m->nblocks) {
-			*index = m->blocks[lo].index;
+		size_t i = bm_manifest_lower_bound(m, from);
+		if (i < m->nblocks) {
+			*index = m->blocks[i].index;
 			found = 1;
 		}
 	}

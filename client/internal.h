@@ -137,6 +137,9 @@ char *bm_manifest_dump(const struct bm_manifest *m, size_t *lenp);
 void bm_manifest_free(struct bm_manifest *m);
 /* The entry for block index, or NULL for a hole. */
 const struct bm_block *bm_manifest_find(const struct bm_manifest *m, uint64_t index);
+/* The position in m->blocks of the first entry at or after block index
+ * (m->nblocks if none). */
+size_t bm_manifest_lower_bound(const struct bm_manifest *m, uint64_t index);
 uint64_t bm_manifest_nblk(const struct bm_manifest *m);
 /* Bytes of block index's object: min(blksize, size - index*blksize). */
 size_t bm_manifest_objlen(const struct bm_manifest *m, uint64_t index);

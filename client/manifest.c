@@ -39,7 +39,7 @@ size_t bm_manifest_objlen(const struct bm_manifest *m, uint64_t index)
 	return m->size - off < m->blksize ? (size_t)(m->size - off) : m->blksize;
 }
 
-const struct bm_block *bm_manifest_find(const struct bm_manifest *m, uint64_t index)
+size_t bm_manifest_lower_bound(const struct bm_manifest *m, uint64_t index)
 {
 	size_t lo = 0, hi = m->nblocks;
 	while (lo < hi) {
@@ -49,7 +49,13 @@ const struct bm_block *bm_manifest_find(const struct bm_manifest *m, uint64_t in
 		else
 			hi = mid;
 	}
-	return lo < m->nblocks && m->blocks[lo].index == index ? &m->blocks[lo] : NULL;
+	return lo;
+}
+
+const struct bm_block *bm_manifest_find(const struct bm_manifest *m, uint64_t index)
+{
+	size_t i = bm_manifest_lower_bound(m, index);
+	return i < m->nblocks && m->blocks[i].index == index ? &m->blocks[i] : NULL;
 }
 
 bool bm_key_valid(const char *key)
