@@ -75,9 +75,15 @@ static int check_put_block(struct bm_req *r, void *arg, char *msg, size_t n)
 	return bm_status_error(r->status);
 }
 
+static int check_any(struct bm_req *r, void *arg, char *msg, size_t n);
+
 /* PUTs body as the immutable object key, with If-None-Match: * (a block,
- * or a kept generation); an object already there counts as stored. */
-static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, char *msg, size_t n)
+ * or a kept generation); an object already there counts as stored.  With
+ * whole, an object already there must also have the body's length (a
+ * server that does not store atomically may hold a cut one, under a key
+ * that names the whole bytes): if it has not, the body replaces it. */
+static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, bool whole,
+		   char *msg, size_t n)
 {
 	struct bm_req r = { .method = "PUT", .body = body, .body_len = len,
 			    .if_none_match_any = true, .discard = true };
@@ -88,13 +94,23 @@ static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len
 		return BM_ENOMEM;
 	r.url = url;
 	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, n, &ds->c.retries);
+	if (rc == 0 && r.status == 412 && whole) {
+		struct bm_req h = { .method = "HEAD", .url = url };
+		rc = bm_http_do(ds->http, &h, check_any, NULL, msg, n, &ds->c.retries);
+		if (rc == 0 && h.status / 100 == 2 && h.content_length != UINT64_MAX &&
+		    h.content_length != len) {
+			bm_log("%s holds %" PRIu64 " bytes, not %zu: replaced", url, h.content_length, len);
+			r.if_none_match_any = false;
+			rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, n, &ds->c.retries);
+		}
+	}
 	free(url);
 	return rc;
 }
 
 static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
 {
-	int rc = put_new(ds, job->key, job->data, job->len, msg, n);
+	int rc = put_new(ds, job->key, job->data, job->len, true, msg, n);
 	if (rc == 0) {
 		atomic_fetch_add(&ds->c.uploaded_blocks, 1);
 		atomic_fetch_add(&ds->c.uploaded_bytes, job->len);
@@ -462,7 +478,7 @@ static int check_still_latest(bm_dataset *ds)
 static int put_once(bm_dataset *ds, const char *key, const char *body, size_t len)
 {
 	char msg[512];
-	int rc = put_new(ds, key, body, len, msg, sizeof(msg));
+	int rc = put_new(ds, key, body, len, false, msg, sizeof(msg));
 	if (rc < 0)
 		bm_log("warning: %s", msg);
 	return rc;

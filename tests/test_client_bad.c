@@ -196,6 +196,36 @@ static void a_block_object_longer_or_shorter_than_its_block_is_an_error(void **s
 	free(big);
 }
 
+static void a_cut_object_under_a_blocks_key_is_replaced_by_the_commit(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], surl[512], key[512];
+	unsigned char *data = ts_pattern(4 * 4 * KiB, 41), *x = ts_pattern(4 * KiB, 42);
+	uint64_t gen;
+
+	/* The key X's bytes get: from a scratch dataset. */
+	tc_url(surl, sizeof(surl), s, "/cutkey");
+	tc_put(surl, 4 * KiB, x, 4 * KiB);
+	json_t *man = ts_get_json(s, "/cutkey/manifest.json");
+	json_t *b0 = json_array_get(json_object_get(man, "blocks"), 0);
+	/* A server that stores non-atomically holds a cut object there. */
+	snprintf(key, sizeof(key), "/cut/%s", json_string_value(json_object_get(b0, "key")));
+	json_decref(man);
+	tc_url(url, sizeof(url), s, "/cut");
+	tc_put(url, 4 * KiB, data, 4 * 4 * KiB);
+	assert_int_equal(ts_put(s, key, x, 100), 201);
+	/* A commit of X: the PUT's 412 (If-None-Match) is not taken for
+	 * "the same bytes are there" when the length says otherwise. */
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_write(ds, 2 * 4 * KiB, x, 4 * KiB), 0);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	bm_close(ds);
+	memcpy(data + 2 * 4 * KiB, x, 4 * KiB);
+	assert_true(tc_dataset_equals(url, gen, data, 4 * 4 * KiB));
+	free(data);
+	free(x);
+}
+
 /* ---- answers no honest server gives (canned) -------------------------------------------------- */
 
 #define OBJ_HEAD "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n"
@@ -435,6 +465,7 @@ int main(void)
 		cmocka_unit_test(each_bad_manifest_is_refused_with_a_message_naming_url_and_fault),
 		cmocka_unit_test(a_block_whose_bytes_fail_their_checksum_never_reaches_memory),
 		cmocka_unit_test(a_block_object_longer_or_shorter_than_its_block_is_an_error),
+		cmocka_unit_test(a_cut_object_under_a_blocks_key_is_replaced_by_the_commit),
 		cmocka_unit_test(a_200_to_a_range_request_is_refused),
 		cmocka_unit_test(a_206_with_another_range_is_refused),
 		cmocka_unit_test(a_flat_object_whose_size_changed_is_an_error_even_without_an_etag),
