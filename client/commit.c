@@ -504,15 +504,33 @@ static void keep_generation(bm_dataset *ds)
 	free((char *)r.url);
 }
 
-/* Whether block idx has a change queued since the last shrink. */
-static bool changed_since_shrink(bm_dataset *ds, uint64_t idx)
+static int cmp_u64(const void *a, const void *b)
 {
-	bool changed = false;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The indexes of the blocks written since the last shrink, sorted: *np of
+ * them, malloc'd (NULL: out of memory).  One snapshot, searched per block,
+ * instead of a scan of every change per block. */
+static uint64_t *written_since_shrink(bm_dataset *ds, size_t *np)
+{
 	pthread_mutex_lock(&ds->mu);
-	for (size_t c = 0; c < ds->nchanges && !changed; c++)
-		changed = ds->changes[c].index == idx && ds->changes[c].seq >= ds->trunc_seq;
+	uint64_t *v = malloc((ds->nchanges + 1) * sizeof(*v));
+	size_t n = 0;
+	for (size_t c = 0; v && c < ds->nchanges; c++)
+		if (ds->changes[c].seq >= ds->trunc_seq)
+			v[n++] = ds->changes[c].index;
 	pthread_mutex_unlock(&ds->mu);
-	return changed;
+	if (v)
+		qsort(v, n, sizeof(*v), cmp_u64);
+	*np = n;
+	return v;
+}
+
+static bool written(const uint64_t *v, size_t n, uint64_t idx)
+{
+	return bsearch(&idx, v, n, sizeof(*v), cmp_u64) != NULL;
 }
 
 /* A shrink then a grow before this commit: the bytes between the cut and
@@ -528,10 +546,15 @@ static int apply_truncation(bm_dataset *ds)
 
 	if (cut >= ds->new_size)
 		return 0; /* not grown past the cut: the size hides the rest */
+	size_t nw;
+	uint64_t *w = written_since_shrink(ds, &nw); /* the hole changes below add none that matter */
 	char *buf = calloc(1, bs);
-	if (buf == NULL)
+	if (buf == NULL || w == NULL) {
+		free(buf);
+		free(w);
 		return BM_ENOMEM;
-	if (cut % bs != 0 && !changed_since_shrink(ds, cut / bs)) {
+	}
+	if (cut % bs != 0 && !written(w, nw, cut / bs)) {
 		idx = cut / bs;
 		uint64_t left = ds->new_size - idx * bs;
 		rc = bm_fetch_pending(ds, idx, buf);
@@ -546,12 +569,13 @@ static int apply_truncation(bm_dataset *ds)
 		pthread_mutex_unlock(&ds->mu);
 		if (idx >= nblk)
 			break;
-		if (!changed_since_shrink(ds, idx)) {
+		if (!written(w, nw, idx)) {
 			uint64_t left = ds->new_size - idx * bs;
 			rc = bm_upload_block(ds, idx, buf, left < bs ? (size_t)left : bs, false); /* a hole */
 		}
 	}
 	free(buf);
+	free(w);
 	return rc;
 }
 
