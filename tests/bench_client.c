@@ -243,7 +243,8 @@ struct sink {
 	size_t cap;
 };
 
-static size_t discard(char *p, size_t size, size_t n, void *arg)
+/* Counts the body, and copies it into k->mem when there is one. */
+static size_t take_body(char *p, size_t size, size_t n, void *arg)
 {
 	struct sink *k = arg;
 
@@ -267,7 +268,7 @@ static double get_block(CURL *c, const char *burl, size_t bs, char **keep)
 	struct sink k = { 0 };
 
 	curl_easy_setopt(c, CURLOPT_URL, burl);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
 	double t0 = now();
 	if (keep) {
