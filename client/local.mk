@@ -3,6 +3,8 @@ lib_LTLIBRARIES += client/libblkmap.la
 client_libblkmap_la_SOURCES = \
 	client/internal.h \
 	client/bm_xxhash.h \
+	client/aws.c \
+	client/aws.h \
 	client/commit.c \
 	client/dataset.c \
 	client/http.c \

@@ -1,0 +1,20 @@
+# tests/s3.mk — S3 tests against a real Ceph RADOS Gateway (issue 11).
+# tests/rgw.sh starts one RGW per `make check` (the first test that needs it
+# starts it, the others reuse it, it stops once make exits); a test skips
+# when radosgw is not installed.  tests/rgw_util.c holds what they share.
+EXTRA_DIST += tests/rgw.sh
+RGW_TEST_SOURCES = tests/rgw_util.c tests/rgw_util.h
+CLEANFILES += tests/rgw.state/rgw.lock
+
+S3_TESTS = tests/test_s3_rgw tests/test_aws
+check_PROGRAMS += $(S3_TESTS)
+TESTS += $(S3_TESTS)
+
+tests_test_s3_rgw_SOURCES = tests/test_s3_rgw.c $(RGW_TEST_SOURCES)
+tests_test_s3_rgw_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(CMOCKA_CFLAGS)
+tests_test_s3_rgw_LDADD = $(CURL_LIBS) $(CMOCKA_LIBS)
+
+# The AWS configuration and s3:// URLs alone (no server).
+tests_test_aws_SOURCES = tests/test_aws.c
+tests_test_aws_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_test_aws_LDADD = client/libblkmap.la $(CMOCKA_LIBS)
