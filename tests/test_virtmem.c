@@ -144,7 +144,7 @@ static void test_overlapping_mappings_share_pages(void **unused)
 
 	assert_int_equal(vm_fileh_mmap(&a, f->fh, 0, 4), 0);
 	assert_int_equal(vm_fileh_mmap(&b, f->fh, 2, 4), 0);
-	assert_int_equal(vm_vma_pgoffset(b), 2);
+	assert_int_equal(vm_vma_first_blk(b), 2);
 	assert_ptr_equal(vm_vma_fileh(b), f->fh);
 
 	/* A block read through one mapping is not loaded again through the
