@@ -72,8 +72,9 @@ static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, bool whole,
 		   char *msg, size_t n)
 {
+	static const struct bm_put if_none = { .cond = BM_PUT_IF_NONE };
 	struct bm_version v;
-	int rc = bm_store_put(ds->store, key, body, len, BM_PUT_IF_NONE, NULL, NULL, msg, n);
+	int rc = bm_store_put(ds->store, key, body, len, &if_none, NULL, msg, n);
 
 	if (rc != BM_ECONFLICT)
 		return rc;
@@ -82,7 +83,7 @@ static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len
 	rc = bm_store_head(ds->store, key, &v, msg, n);
 	if (rc == 0 && v.size != UINT64_MAX && v.size != len) {
 		bm_log("%s/%s holds %" PRIu64 " bytes, not %zu: replaced", ds->url, key, v.size, len);
-		return bm_store_put(ds->store, key, body, len, BM_PUT_ANY, NULL, NULL, msg, n);
+		return bm_store_put(ds->store, key, body, len, NULL, NULL, msg, n);
 	}
 	return rc == BM_ENOTFOUND ? 0 : rc;
 }
@@ -570,9 +571,15 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 			 bool *superseded)
 {
 	struct bm_version v;
-	enum bm_put_cond cond = !ds->exists ? BM_PUT_IF_NONE : ds->etag[0] ? BM_PUT_IF_MATCH : BM_PUT_ANY;
+	struct bm_put p = {
+		.cond = !ds->exists ? BM_PUT_IF_NONE : ds->etag[0] ? BM_PUT_IF_MATCH : BM_PUT_ANY,
+		.etag = ds->etag,
+		.was = ds->manifest_json,
+		.was_len = ds->manifest_json_len,
+		.swap = true,
+	};
 	char msg[512];
-	int rc = bm_store_put(ds->store, BM_KEY_MANIFEST, json, len, cond, ds->etag, &v, msg, sizeof(msg));
+	int rc = bm_store_put(ds->store, BM_KEY_MANIFEST, json, len, &p, &v, msg, sizeof(msg));
 
 	*superseded = false;
 	if (rc == BM_ECONFLICT) {

@@ -88,10 +88,12 @@ int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, cha
 }
 
 int bm_store_put(struct bm_store *s, const char *key, const void *body, size_t len,
-		 enum bm_put_cond cond, const char *etag, struct bm_version *v, char *msg, size_t n)
+		 const struct bm_put *p, struct bm_version *v, char *msg, size_t n)
 {
+	static const struct bm_put any = { .cond = BM_PUT_ANY };
 	struct bm_version dummy;
-	return s->ops->put(s, key, body, len, cond, etag, v ? v : &dummy, msg, n);
+
+	return s->ops->put(s, key, body, len, p ? p : &any, v ? v : &dummy, msg, n);
 }
 
 int bm_store_delete(struct bm_store *s, const char *key, char *msg, size_t n)

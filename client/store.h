@@ -123,6 +123,21 @@ enum bm_put_cond {
 	BM_PUT_IF_MATCH,           /* replace only version etag (If-Match) */
 };
 
+/* The condition of a put. */
+struct bm_put {
+	enum bm_put_cond cond;
+	const char *etag;          /* BM_PUT_IF_MATCH: the version replaced */
+	/* BM_PUT_IF_MATCH: that version's bytes, or NULL.  Where ETags cannot
+	 * tell two versions apart (a weak one), the store compares these. */
+	const void *was;
+	size_t was_len;
+	/* The condition must still hold when the object is written, not only
+	 * when the request starts: a compare-and-swap (the manifest).  Without
+	 * it a store may check a little earlier (a block: the same bytes
+	 * either way). */
+	bool swap;
+};
+
 struct bm_list_entry {
 	char *key;                 /* relative to the base, like every key */
 	uint64_t size;
@@ -150,7 +165,7 @@ struct bm_store_ops {
 	int (*get)(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n);
 	int (*head)(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n);
 	int (*put)(struct bm_store *s, const char *key, const void *body, size_t len,
-		   enum bm_put_cond cond, const char *etag, struct bm_version *v, char *msg, size_t n);
+		   const struct bm_put *p, struct bm_version *v, char *msg, size_t n);
 	int (*del)(struct bm_store *s, const char *key, char *msg, size_t n);
 	int (*list)(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
 		    char *msg, size_t n);
@@ -183,12 +198,12 @@ int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **buf
 		     struct bm_version *v, char *msg, size_t n);
 /* HEAD key: its version (size = its length).  0 or BM_ENOTFOUND, ... */
 int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n);
-/* PUT body as key under cond (etag: the If-Match version, for
- * BM_PUT_IF_MATCH).  0 when stored (v, if not NULL, gets the answer's
- * ETag, "" if it had none), BM_ECONFLICT when cond failed.  Collections a
- * WebDAV server needs for the key are made here. */
+/* PUT body as key under condition p (NULL: BM_PUT_ANY).  0 when stored (v,
+ * if not NULL, gets the answer's ETag, "" if it had none), BM_ECONFLICT
+ * when the condition failed.  Collections a WebDAV server needs for the
+ * key are made here. */
 int bm_store_put(struct bm_store *s, const char *key, const void *body, size_t len,
-		 enum bm_put_cond cond, const char *etag, struct bm_version *v, char *msg, size_t n);
+		 const struct bm_put *p, struct bm_version *v, char *msg, size_t n);
 /* DELETE key: 0 or BM_ENOTFOUND, ... */
 int bm_store_delete(struct bm_store *s, const char *key, char *msg, size_t n);
 /* One page of the keys starting with prefix, from token (NULL: the first

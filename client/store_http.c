@@ -291,7 +291,7 @@ static int make_parents(struct store_http *h, const char *url, char *msg, size_t
 }
 
 static int http_put(struct bm_store *s, const char *key, const void *body, size_t len,
-		    enum bm_put_cond cond, const char *etag, struct bm_version *v, char *msg, size_t n)
+		    const struct bm_put *p, struct bm_version *v, char *msg, size_t n)
 {
 	struct store_http *h = sh_of(s);
 	struct bm_req r = { .method = "PUT", .body = body, .body_len = len, .discard = true };
@@ -302,8 +302,8 @@ static int http_put(struct bm_store *s, const char *key, const void *body, size_
 	if (url == NULL)
 		return BM_ENOMEM;
 	r.url = url;
-	r.if_none_match_any = cond == BM_PUT_IF_NONE;
-	r.if_match = cond == BM_PUT_IF_MATCH ? etag : NULL;
+	r.if_none_match_any = p->cond == BM_PUT_IF_NONE;
+	r.if_match = p->cond == BM_PUT_IF_MATCH ? p->etag : NULL;
 	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
 	if (rc == BM_EFORMAT && r.status == 409) {
 		/* A WebDAV server without the key's collections. */
