@@ -11,6 +11,7 @@ client_libblkmap_la_SOURCES = \
 	client/store.h \
 	client/store.c \
 	client/store_http.c \
+	client/store_s3.c \
 	client/manifest.c \
 	client/readahead.c \
 	client/overlay.c \

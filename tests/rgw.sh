@@ -155,9 +155,17 @@ kill_daemons() {
 	for p in "$dir"/run/*.pid; do
 		[ -f "$p" ] || continue
 		pid=$(cat "$p" 2>/dev/null) || continue
-		[ -n "$pid" ] && wait_for 10 eval "! kill -0 $pid"
+		[ -n "$pid" ] && wait_for 10 gone "$pid"
 	done
 	return 0
+}
+
+# gone PID: the process has exited (a zombie counts: whoever adopted it
+# may never reap it).
+gone() {
+	local st
+	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 0
+	[ -z "$st" ] || [ "$st" = Z ]
 }
 
 cmd_start() {

@@ -6,7 +6,7 @@ EXTRA_DIST += tests/rgw.sh
 RGW_TEST_SOURCES = tests/rgw_util.c tests/rgw_util.h
 CLEANFILES += tests/rgw.state/rgw.lock
 
-S3_TESTS = tests/test_s3_rgw tests/test_aws
+S3_TESTS = tests/test_s3_rgw tests/test_aws tests/test_s3_client
 check_PROGRAMS += $(S3_TESTS)
 TESTS += $(S3_TESTS)
 
@@ -18,3 +18,9 @@ tests_test_s3_rgw_LDADD = $(CURL_LIBS) $(CMOCKA_LIBS)
 tests_test_aws_SOURCES = tests/test_aws.c
 tests_test_aws_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_test_aws_LDADD = client/libblkmap.la $(CMOCKA_LIBS)
+
+# libblkmap and the CLI on s3:// URLs against RGW.
+tests_test_s3_client_SOURCES = tests/test_s3_client.c $(RGW_TEST_SOURCES) $(CLIENT_TEST_SOURCES)
+tests_test_s3_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_s3_client_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_s3_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
