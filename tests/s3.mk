@@ -6,7 +6,7 @@ EXTRA_DIST += tests/rgw.sh
 RGW_TEST_SOURCES = tests/rgw_util.c tests/rgw_util.h
 CLEANFILES += tests/rgw.state/rgw.lock
 
-S3_TESTS = tests/test_s3_rgw tests/test_aws tests/test_s3_client
+S3_TESTS = tests/test_s3_rgw tests/test_aws tests/test_s3_store tests/test_s3_client
 check_PROGRAMS += $(S3_TESTS)
 TESTS += $(S3_TESTS)
 
@@ -24,3 +24,8 @@ tests_test_s3_client_SOURCES = tests/test_s3_client.c $(RGW_TEST_SOURCES) $(CLIE
 tests_test_s3_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_s3_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_s3_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The S3 store backend through the store interface, against RGW.
+tests_test_s3_store_SOURCES = tests/test_s3_store.c $(RGW_TEST_SOURCES)
+tests_test_s3_store_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_s3_store_LDADD = $(CLIENT_TEST_LDADD)
