@@ -18,8 +18,8 @@
  *
  * Threads: a dataset may be used from any thread; its mappings may be read
  * and written by any number of threads at once.  bm_commit, bm_discard,
- * bm_refresh and bm_close must not run concurrently with each other on one
- * dataset.
+ * bm_refresh, bm_attrs_set and bm_close must not run concurrently with each
+ * other on one dataset.
  */
 #ifndef BLKMAP_BLKMAP_H
 #define BLKMAP_BLKMAP_H
@@ -167,6 +167,28 @@ int bm_refresh(bm_dataset *ds);
  * also written through a mapping before the commit gets the mapping's
  * bytes. */
 int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len);
+
+/* ---- user attributes --------------------------------------------------------- */
+
+/* Each generation carries user attributes: a JSON object of at most
+ * BM_ATTRS_MAX bytes in compact form ("attrs" in the manifest, FORMAT.md),
+ * for what the bytes mean (dtype, shape, units...).  A commit carries them
+ * over to the next generation unless bm_attrs_set changed them. */
+#define BM_ATTRS_MAX 65536
+
+/* Copies the attributes, as compact JSON text of an object ("{}" when there
+ * are none), into buf (n bytes, NUL-terminated, cut when n is too small):
+ * those set since the last commit, else the handle's generation's.
+ * Returns the length of the whole text (without the NUL), like snprintf:
+ * a buffer of BM_ATTRS_MAX + 1 bytes always suffices. */
+int bm_attrs_get(bm_dataset *ds, char *buf, size_t n);
+
+/* Sets the attributes the next bm_commit publishes to json, the text of a
+ * JSON object (NUL-terminated); a commit with only this change publishes a
+ * new generation.  BM_EINVAL when json is not an object or longer than
+ * BM_ATTRS_MAX compact (bm_last_error says why), BM_EREADONLY for a flat
+ * object.  bm_discard drops what was set. */
+int bm_attrs_set(bm_dataset *ds, const char *json);
 
 /* ---- history ---------------------------------------------------------------- */
 
