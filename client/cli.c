@@ -547,7 +547,7 @@ static const char log_help[] =
 	"each with generation, size, non-empty blocks and the time of the commit.\n"
 	"After 64 generations in a row that are not kept, it stops looking.\n";
 
-#define LOG_MAX_MISSING 64
+#define LOG_MAX_MISSING BM_LOG_MAX_MISSING
 
 static int cmd_log(int argc, char **argv)
 {

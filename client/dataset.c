@@ -616,6 +616,31 @@ int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *
 	return 0;
 }
 
+int bm_generation_prev(bm_dataset *ds, uint64_t before, struct bm_generation_info *gi)
+{
+	unsigned missing = 0;
+
+	if (ds->flat)
+		return 0;
+	for (uint64_t g = before - 1; before > 1 && g >= 1 && missing < BM_LOG_MAX_MISSING; g--) {
+		int rc = bm_generation_info(ds, g, gi);
+		if (rc == 0)
+			return 1;
+		if (rc != BM_ENOTFOUND)
+			return rc;
+		missing++;
+	}
+	return 0;
+}
+
+int bm_is_latest(bm_dataset *ds)
+{
+	pthread_mutex_lock(&ds->mu);
+	int latest = ds->at_latest;
+	pthread_mutex_unlock(&ds->mu);
+	return latest;
+}
+
 uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
 size_t bm_blksize(const bm_dataset *ds) { return ds->file.blksize; }
 uint64_t bm_generation(const bm_dataset *ds) { return ds->manifest->generation; }

@@ -4,7 +4,10 @@
  * carries them over, old generations keep theirs; what is not a JSON object
  * or too long is refused and changes nothing; discard drops them, refresh
  * waits for them, a conflict keeps them; a manifest with hostile attrs is
- * refused at open; `blkmap attr` prints, sets and deletes them.
+ * refused at open; `blkmap attr` prints, sets and deletes them.  Also what
+ * the Python package asks of the library besides: bm_generation_prev walks
+ * the kept generations (bounded), bm_is_latest says whether a commit may
+ * publish.
  */
 #include "config.h"
 
@@ -343,6 +346,69 @@ static void the_attr_command_prints_sets_and_deletes(void **state)
 	free(data);
 }
 
+static void generation_prev_walks_kept_generations_and_is_latest_says_who_may_commit(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], path[128], text[64];
+	unsigned char *data = ts_pattern(BS, 9);
+	struct bm_generation_info gi;
+	uint64_t gen;
+
+	tc_url(url, sizeof(url), s, "/at/log");
+	assert_int_equal(tc_put(url, BS, data, BS), 1);
+	bm_dataset *ds = open_url(url, 0);
+	for (int i = 2; i <= 71; i++) {
+		snprintf(text, sizeof(text), "{\"i\":%d}", i);
+		assert_int_equal(bm_attrs_set(ds, text), 0);
+		assert_int_equal(bm_commit(ds, &gen), 0);
+		assert_int_equal(gen, (uint64_t)i);
+	}
+	assert_int_equal(bm_is_latest(ds), 1);
+	/* gen/70 and gen/5 lost: the walk skips them. */
+	assert_int_equal(ts_delete(s, "/at/log/gen/70.json"), 204);
+	assert_int_equal(ts_delete(s, "/at/log/gen/5.json"), 204);
+	uint64_t want[] = { 71, 69, 68 };
+	uint64_t before = bm_generation(ds) + 1;
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(bm_generation_prev(ds, before, &gi), 1);
+		assert_int_equal(gi.generation, want[i]);
+		assert_int_equal(gi.size, BS);
+		before = gi.generation;
+	}
+	assert_int_equal(bm_generation_prev(ds, 6, &gi), 1);
+	assert_int_equal(gi.generation, 4);
+	assert_int_equal(bm_generation_prev(ds, 2, &gi), 1);
+	assert_int_equal(gi.generation, 1);
+	assert_int_equal(bm_generation_prev(ds, 1, &gi), 0);
+	assert_int_equal(bm_generation_prev(ds, 0, &gi), 0);
+	/* BM_LOG_MAX_MISSING missing in a row end the walk. */
+	for (int g = 2; g <= 70; g++) {
+		snprintf(path, sizeof(path), "/at/log/gen/%d.json", g);
+		ts_delete(s, path);
+	}
+	assert_int_equal(bm_generation_prev(ds, 71, &gi), 0);
+	assert_int_equal(bm_generation_prev(ds, 2 + BM_LOG_MAX_MISSING, &gi), 0);
+	assert_int_equal(bm_generation_prev(ds, 1 + BM_LOG_MAX_MISSING, &gi), 1); /* 63 missing */
+	assert_int_equal(gi.generation, 1);
+
+	/* An old generation is not the latest; nor is a handle after
+	 * another writer published on top (refresh makes it latest). */
+	bm_dataset *old = open_url(url, 1);
+	assert_int_equal(bm_is_latest(old), 0);
+	bm_close(old);
+	bm_dataset *other = open_url(url, 0);
+	assert_int_equal(bm_attrs_set(other, "{\"by\":\"other\"}"), 0);
+	assert_int_equal(bm_commit(other, &gen), 0);
+	bm_close(other);
+	assert_int_equal(bm_attrs_set(ds, "{\"by\":\"ds\"}"), 0);
+	assert_int_equal(bm_commit(ds, &gen), BM_ECONFLICT);
+	assert_int_equal(bm_discard(ds), 0);
+	assert_int_equal(bm_refresh(ds), 0);
+	assert_int_equal(bm_is_latest(ds), 1);
+	bm_close(ds);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +419,7 @@ int main(void)
 		cmocka_unit_test(a_flat_object_has_no_attrs_to_set),
 		cmocka_unit_test(a_manifest_with_hostile_attrs_is_refused_at_open),
 		cmocka_unit_test(the_attr_command_prints_sets_and_deletes),
+		cmocka_unit_test(generation_prev_walks_kept_generations_and_is_latest_says_who_may_commit),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

@@ -106,6 +106,11 @@ int bm_is_flat(const bm_dataset *ds);
 /* Number of blocks that hold data (the rest are holes). */
 uint64_t bm_nblocks_stored(const bm_dataset *ds);
 const char *bm_url(const bm_dataset *ds);
+/* 1 when the handle's generation was the latest when it was opened,
+ * refreshed or last committed (a commit may publish from it); 0 for an
+ * old generation (its commit conflicts), or once the handle learnt that
+ * another writer published on top of its commit. */
+int bm_is_latest(bm_dataset *ds);
 
 /* Sets the size the next commit publishes.  Blocks past the new end are
  * dropped; new bytes read as zeros, also bytes that a shrink cut and a grow
@@ -203,6 +208,14 @@ struct bm_generation_info {
 /* Reads what generation gen of the dataset was, from its kept manifest.
  * BM_ENOTFOUND when that generation is not kept. */
 int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi);
+
+/* The newest kept generation below `before` (the walk `blkmap log` does):
+ * 1 with *gi set, 0 when there is none — also once BM_LOG_MAX_MISSING
+ * generations in a row are not kept (the generation numbers are the
+ * server's word: the walk stays bounded) — or a negative error.  Starting
+ * with before = bm_generation(ds) + 1 lists the generations newest first. */
+#define BM_LOG_MAX_MISSING 64
+int bm_generation_prev(bm_dataset *ds, uint64_t before, struct bm_generation_info *gi);
 
 /* ---- the wcfs mirror ----------------------------------------------------------- */
 
