@@ -371,7 +371,8 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 	*outp = NULL;
 	if (out == NULL)
 		return BM_ENOMEM;
-	qsort(ch, nch, sizeof(*ch), cmp_change);
+	if (nch > 0)
+		qsort(ch, nch, sizeof(*ch), cmp_change); /* ch may be NULL then */
 	out->blksize = m->blksize;
 	out->size = new_size;
 	if (m->attrs && (out->attrs = strdup(m->attrs)) == NULL) {
