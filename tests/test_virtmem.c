@@ -144,7 +144,7 @@ static void test_overlapping_mappings_share_pages(void **unused)
 
 	assert_int_equal(vm_fileh_mmap(&a, f->fh, 0, 4), 0);
 	assert_int_equal(vm_fileh_mmap(&b, f->fh, 2, 4), 0);
-	assert_int_equal(vm_vma_pgoffset(b), 2);
+	assert_int_equal(vm_vma_first_blk(b), 2);
 	assert_ptr_equal(vm_vma_fileh(b), f->fh);
 
 	/* A block read through one mapping is not loaded again through the
@@ -440,7 +440,9 @@ static void test_write_during_store_is_not_lost(void **unused)
 	memfile_wait_held(f->m);
 	/* The page is being stored: it must be write-protected now. */
 	pthread_create(&wr, NULL, write_word_thread, &wa);
-	usleep(20000); /* let the writer fault and wait (order only, no timing claim) */
+	/* The writer's fault is counted under vm_lock, which it gives up
+	 * only to wait for the store. */
+	wait_faults(f->fh, 2);
 	assert_int_equal(vm_fileh_dirty_discard(f->fh), -EBUSY);
 	memfile_release_held(f->m);
 	pthread_join(wo, &rc);
@@ -654,7 +656,10 @@ static void test_fault_waits_for_a_prefetch_in_progress(void **unused)
 	memfile_wait_held(f->m);
 	assert_int_equal(state(f, 1), VM_PAGE_LOADING);
 	pthread_create(&tr, NULL, read_block1_thread, f);
-	usleep(20000); /* let the reader fault and wait (order only) */
+	/* The reader's fault is counted under vm_lock, which it gives up only
+	 * to wait for the load. */
+	wait_faults(f->fh, 1);
+	assert_int_equal(f->m->loads[1], 1);
 	memfile_release_held(f->m);
 	pthread_join(tp, &rc);
 	pthread_join(tr, &ok);
@@ -911,17 +916,27 @@ static void test_spares_never_push_out_cached_blocks(void **unused)
 	fx_close(f);
 }
 
+/* Ready spares that a load cannot use (another size) are given back when
+ * the budget is full, before any cached block is reclaimed. */
 static void test_spares_are_given_back_before_reclaim(void **unused)
 {
-	struct fx *f = fx_open(BS64K, 8, 6);
+	struct fx *f = fx_open(BS64K, 8, 8);
 
-	assert_int_equal(vm_ram_keep_spare(f->ram, BS64K, 3), 0);
-	wait_spares(f->ram, 3 * BS64K); /* 3 spares + room for 3 blocks */
-	for (vm_blk_t b = 0; b < 6; b++)
+	/* Two 128 KiB spares take half of the 8-block budget. */
+	assert_int_equal(vm_ram_keep_spare(f->ram, 2 * BS64K, 2), 0);
+	wait_spares(f->ram, 4 * BS64K);
+	for (vm_blk_t b = 0; b < 4; b++)
+		assert_true(*word(f->vma, b, 1) == PATTERN(b, 1));
+	assert_int_equal(vm_ram_spare(f->ram), 4 * BS64K);
+	/* The budget is full: each further block needs a spare given back. */
+	for (vm_blk_t b = 4; b < 8; b++)
 		assert_true(*word(f->vma, b, 1) == PATTERN(b, 1));
 	assert_int_equal(stats(f->fh).reclaimed, 0);
-	assert_int_equal(vm_ram_used(f->ram), 6 * BS64K);
+	assert_int_equal(stats(f->fh).spares_taken, 0);
+	assert_int_equal(vm_ram_used(f->ram), 8 * BS64K);
 	assert_int_equal(vm_ram_spare(f->ram), 0);
+	for (vm_blk_t b = 0; b < 8; b++)
+		assert_int_equal(state(f, b), VM_PAGE_LOADED);
 	fx_close(f);
 }
 

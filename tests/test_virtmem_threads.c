@@ -15,6 +15,7 @@
 #define NTHREAD 8
 #define NBLK 64
 #define BS (64 << 10)
+#define WRITTEN(b) (~PATTERN(b, 1))
 
 struct shared {
 	struct memfile *m;
@@ -52,10 +53,13 @@ static void *worker_main(void *p)
 		s->bad += check_block(s, (vm_blk_t)w->id);
 	} else {
 		/* Every thread walks all blocks from its own starting point,
-		 * half of them writing the first word of odd blocks. */
+		 * the odd-numbered threads writing word 1 (not checked by
+		 * check_block) of odd blocks. */
 		for (int k = 0; k < NBLK; k++) {
 			vm_blk_t b = (vm_blk_t)((k + w->id * 7) % NBLK);
 			s->bad += check_block(s, b);
+			if (w->id % 2 == 1 && b % 2 == 1)
+				((volatile uint64_t *)vm_vma_blk_addr(s->vma, b))[1] = WRITTEN(b);
 		}
 	}
 	return NULL;
@@ -115,12 +119,18 @@ static void test_threads_faulting_different_blocks_load_each_once(void **unused)
 	shared_close(s);
 }
 
-static void test_threads_walking_all_blocks_load_each_once(void **unused)
+static void test_threads_reading_and_writing_all_blocks_load_each_once(void **unused)
 {
 	struct shared *s = shared_open(200);
 	run_workers(s, 2);
-	for (int b = 0; b < NBLK; b++)
+	for (int b = 0; b < NBLK; b++) {
+		const uint64_t *w = vm_vma_blk_addr(s->vma, (vm_blk_t)b);
 		assert_int_equal(s->m->loads[b], 1);
+		/* Odd blocks were written (and not loaded again for it). */
+		assert_true(w[1] == (b % 2 ? WRITTEN(b) : PATTERN(b, 1)));
+		assert_int_equal(vm_fileh_page_state(s->fh, (vm_blk_t)b),
+				 b % 2 ? VM_PAGE_DIRTY : VM_PAGE_LOADED);
+	}
 	shared_close(s);
 }
 
@@ -272,7 +282,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_threads_faulting_one_block_load_it_once),
 		cmocka_unit_test(test_threads_faulting_different_blocks_load_each_once),
-		cmocka_unit_test(test_threads_walking_all_blocks_load_each_once),
+		cmocka_unit_test(test_threads_reading_and_writing_all_blocks_load_each_once),
 		cmocka_unit_test(test_loads_of_different_blocks_run_in_parallel),
 		cmocka_unit_test(test_writes_survive_concurrent_reclaim_and_writeout),
 	};

@@ -47,4 +47,12 @@ static inline struct vm_fileh_stats stats(vm_fileh *fh)
 	return st;
 }
 
+/* Waits (up to 10 s) until fh has counted n faults. */
+static inline void wait_faults(vm_fileh *fh, uint64_t n)
+{
+	for (int i = 0; i < 10000 && stats(fh).faults < n; i++)
+		usleep(1000);
+	assert_int_equal(stats(fh).faults, n);
+}
+
 #endif /* BLKMAP_TESTS_VMFIXTURE_H */

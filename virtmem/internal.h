@@ -1,20 +1,74 @@
 /* internal.h — what the files of libvirtmem share: the structures behind the
- * public handles, the intrusive list, the page table and RAM pool calls.
+ * public handles, the intrusive list, the page table, the RAM pool, the
+ * fault engines' interface and the calls the files make to each other.
  *
- * Locking: one lock, vm_lock (virtmem.c), protects every structure declared
- * here.  Functions named *_locked and every ram_* / pagetab_* function must be
- * called with it held.  It is never held across a backend call (loadblk,
- * storeblk) nor across a copy from an overlay base.
+ * Files by role (each opens with what it owns and its locks):
+ *   lock.c     vm_lock, vm_cond, what this thread does inside virtmem
+ *   ram.c      the RAM pool (slots in one memfd) and its spare thread
+ *   pagetab.c  a handle's page table: block number -> page
+ *   page.c     the page cache: page life, loads, reclaim
+ *   fill.c     filling a RAM slot (vm_loadblk_write / vm_loadblk_zero)
+ *   mapping.c  the index of mappings by address, pages mapped into them
+ *   fault.c    the fault path, from an engine's fault to a mapped page
+ *   writeout.c storing dirty pages, marking them stored, discarding them
+ *   fileh.c    handles and the page state machine
+ *   engine.c   the fault engines' registry; sigsegv.c the SIGSEGV engine
+ *
+ * Locking: one lock, vm_lock (lock.c), protects every structure declared
+ * here.  Functions named *_locked and every ram_* / pagetab_* function must
+ * be called with it held; under BLKMAP_CHECKS they assert it.  It is never
+ * held across a backend call (loadblk, storeblk, on_fault) nor across a copy
+ * from an overlay base.
+ *
+ * Words: a block number is `blk`; a "slot" is a RAM slot of the pool; a
+ * "page" is a cached block (struct vm_page), an OS page is an "os page".
  */
 #ifndef VIRTMEM_INTERNAL_H
 #define VIRTMEM_INTERNAL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
 
 #include <virtmem/virtmem.h>
+
+/* ---- assertions (configure --enable-checks defines BLKMAP_CHECKS) ------- */
+
+void vm_assert_fail(const char *file, int line, const char *cond)
+	__attribute__((noreturn));
+#ifdef BLKMAP_CHECKS
+#define vm_assert(cond) \
+	((cond) ? (void)0 : vm_assert_fail(__FILE__, __LINE__, #cond))
+#else
+#define vm_assert(cond) ((void)0)
+#endif
+
+/* ---- vm_lock (lock.c) ---------------------------------------------------- */
+
+/* True exactly while this thread holds vm_lock. */
+extern __thread int vm_lock_held_here __attribute__((tls_model("initial-exec")));
+/* Nonzero while this thread runs a backend call made by virtmem (a fault
+ * then is refused rather than deadlocking). */
+extern __thread int vm_in_backend __attribute__((tls_model("initial-exec")));
+
+void vm_lock_acquire(void);
+void vm_lock_release(void);
+/* Sleeps on cv with vm_lock given up meanwhile. */
+void vm_lock_wait(pthread_cond_t *cv);
+/* Sleeps until a load or store ends.  Page pointers are not valid after it:
+ * look the page up again. */
+void vm_lock_wait_io(void);
+/* Wakes the threads in vm_lock_wait_io (a load or store ended). */
+void vm_lock_wake_io(void);
+#define vm_lock_assert_held() vm_assert(vm_lock_held_here)
+
+/* An address unique to the calling thread (who loads a page). */
+static inline const void *vm_self(void) { return &vm_lock_held_here; }
+
+/* Backend calls return 0 or -errno; anything else positive is an error too. */
+static inline int vm_norm_rc(int rc) { return rc > 0 ? -EIO : rc; }
 
 /* ---- intrusive doubly linked list -------------------------------------- */
 
@@ -66,17 +120,18 @@ struct vm_page {
 	bool storing;         /* storeblk runs on it (write-protected) */
 	bool stored;          /* stored by a writeout, not written since */
 	enum vm_slot slot;    /* what the RAM slot holds (how to fill it) */
+	const void *loader;   /* vm_self() of the loading thread, while LOADING* */
 	struct vm_list lru;   /* in ram->lru while LOADED */
 	struct vm_list dirty; /* in fh->dirty while DIRTY */
 };
 
-/* ---- page table: block number -> page ----------------------------------- */
+/* ---- page table: block number -> page (pagetab.c) ------------------------ */
 
 struct vm_pagetab {
-	struct vm_pagetab_slot {
+	struct vm_pagetab_entry {
 		vm_blk_t blk;
-		struct vm_page *page; /* NULL: free slot */
-	} *slots;
+		struct vm_page *page; /* NULL: a free entry */
+	} *entries;
 	size_t cap;  /* power of two, or 0 */
 	size_t used;
 };
@@ -90,9 +145,9 @@ void pagetab_del(struct vm_pagetab *t, vm_blk_t blk);
 void pagetab_for_each(const struct vm_pagetab *t,
 		      void (*fn)(struct vm_page *page, void *arg), void *arg);
 
-/* ---- RAM pool ------------------------------------------------------------ */
+/* ---- RAM pool (ram.c) ------------------------------------------------------ */
 
-#define RAM_NCLASS 32 /* size classes: 2^k pages, far more than needed */
+#define RAM_NCLASS 32 /* size classes: 2^k os pages, far more than needed */
 
 struct vm_ram {
 	int memfd;
@@ -110,8 +165,8 @@ struct vm_ram {
 	unsigned nfileh;     /* handles using the pool */
 
 	/* Spare slots (vm_ram_keep_spare): zeroed memory with page table
-	 * entries, filled ahead of need by spare_thread.  Their bytes count
-	 * in spare_bytes, not in used; used + spare_bytes <= budget. */
+	 * entries, filled ahead of need by the spare thread.  Their bytes
+	 * count in spare_bytes, not in used; used + spare_bytes <= budget. */
 	size_t spare_size;      /* 0: none kept */
 	unsigned spare_want;
 	size_t *spare;          /* offsets of ready spares (spare_want of room) */
@@ -127,7 +182,7 @@ struct vm_ram {
 	pthread_cond_t spare_cv;
 };
 
-/* ram_alloc takes a slot of size bytes (a power of two >= page size).
+/* ram_alloc takes a slot of size bytes (a power of two >= os page size).
  * -ENOSPC when the budget would be exceeded: the caller reclaims and
  * retries. */
 int ram_alloc(vm_ram *ram, size_t size, size_t *offp);
@@ -136,16 +191,30 @@ void ram_free(vm_ram *ram, size_t off, size_t size);
 /* The same without the budget's accounting (spare slots count apart). */
 int ram_take(vm_ram *ram, size_t size, size_t *offp);
 void ram_put(vm_ram *ram, size_t off, size_t size);
-/* Stops the spare thread and gives its spares back (virtmem.c; takes
- * vm_lock: call it without). */
-void ram_stop_spares(vm_ram *ram);
 static inline void *ram_addr(const vm_ram *ram, size_t off) { return ram->base + off; }
 
+/* Spare slots.  spare_take_locked hands a ready spare of size bytes over to
+ * a page (counted as used from then on): 1 with *offp set, or 0 when there
+ * is none.  spare_take_filling_locked does the same with the slot the spare
+ * thread is filling (it reads as zeros, partly populated).
+ * spare_release_locked gives ready spares back until size bytes fit the
+ * budget.  spare_wake_locked tells the spare thread memory was given back.
+ * ram_stop_spares stops the thread and gives its spares back (it takes
+ * vm_lock: call it without). */
+int spare_take_locked(vm_ram *ram, size_t size, size_t *offp);
+int spare_take_filling_locked(vm_ram *ram, size_t size, size_t *offp);
+void spare_release_locked(vm_ram *ram, size_t size);
+void spare_wake_locked(vm_ram *ram);
+void ram_stop_spares(vm_ram *ram);
+
 /* ---- handles and mappings ----------------------------------------------- */
+
+struct vm_engine;
 
 struct vm_fileh {
 	vm_bigfile *file;
 	vm_ram *ram;
+	const struct vm_engine *engine;
 	size_t blksize;
 	unsigned blkshift;     /* log2(blksize) */
 	bool overlay;
@@ -160,29 +229,99 @@ struct vm_fileh {
 
 struct vm_vma {
 	uintptr_t addr_start, addr_stop;
-	vm_blk_t pgoffset;
-	size_t pglen;
+	vm_blk_t blk_start;    /* the first block mapped */
+	size_t blklen;         /* blocks mapped */
 	vm_fileh *fh;
-	uint64_t *mapped;      /* bit per page: a RAM page is mapped there */
+	uint64_t *mapped;      /* bit per block: its RAM slot is mapped there */
 	struct vm_list in_fileh;
 };
 
 static inline bool vma_covers(const vm_vma *vma, vm_blk_t blk)
 {
-	return blk >= vma->pgoffset && blk - vma->pgoffset < vma->pglen;
+	return blk >= vma->blk_start && blk - vma->blk_start < vma->blklen;
 }
 
-/* ---- fault entry from the signal handler (sigsegv.c -> virtmem.c) -------- */
+/* The block of vma an address in it falls in. */
+static inline vm_blk_t vma_blk_of(const vm_vma *vma, uintptr_t addr)
+{
+	return vma->blk_start + ((addr - vma->addr_start) >> vma->fh->blkshift);
+}
+
+/* ---- the page cache (page.c) ---------------------------------------------- */
+
+/* page_new_locked makes a LOADING page for blk (NULL: no memory). */
+struct vm_page *page_new_locked(vm_fileh *fh, vm_blk_t blk);
+/* page_forget_locked forgets page (it must be mapped nowhere) and returns
+ * its RAM slot's offset, still counted as used. */
+size_t page_forget_locked(struct vm_page *page);
+/* page_free_locked frees page and its RAM; it must be mapped nowhere. */
+void page_free_locked(struct vm_page *page);
+/* page_drop_locked unmaps page everywhere and frees it: the block is EMPTY. */
+void page_drop_locked(struct vm_page *page);
+/* page_make_dirty_locked: LOADED or LOADED_FOR_WRITE -> DIRTY. */
+void page_make_dirty_locked(struct vm_page *page);
+/* page_load_locked loads block blk for an access through vma (NULL for a
+ * prefetch): EMPTY -> LOADING -> LOADED, or LOADED_FOR_WRITE for a write.
+ * Releases vm_lock around the fill and returns with it held: 0 when the
+ * caller should look at the page again, or -errno. */
+int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write);
+/* page_check_locked asserts page's state invariants (BLKMAP_CHECKS). */
+void page_check_locked(const struct vm_page *page);
+
+/* ---- filling a RAM slot (fill.c) ------------------------------------------ */
+
+/* fill_page fills the slot of a LOADING page at buf: loadblk, or in overlay
+ * mode a copy from vma's base layer.  Runs without vm_lock. */
+int fill_page(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf);
+
+/* ---- mappings (mapping.c) ------------------------------------------------- */
+
+/* The mapping that holds addr, or NULL. */
+vm_vma *vma_lookup_locked(uintptr_t addr);
+bool vma_page_mapped(const vm_vma *vma, vm_blk_t blk);
+void vma_set_mapped(vm_vma *vma, vm_blk_t blk, bool on);
+/* Maps page's RAM at its place in vma with prot (replacing what was there). */
+int vma_map_page_locked(vm_vma *vma, struct vm_page *page, int prot);
+/* Puts back what vma shows for an EMPTY block: nothing, or the base. */
+int vma_unmap_page_locked(vm_vma *vma, vm_blk_t blk);
+/* Unmaps and frees vma. */
+void vma_unmap_locked(vm_vma *vma);
+/* page in every mapping of its handle: map (those covering it), protect
+ * (those where it is mapped), unmap. */
+int page_map_all_locked(struct vm_page *page, int prot);
+int page_protect_all_locked(struct vm_page *page, int prot);
+void page_unmap_all_locked(struct vm_page *page);
+/* Protection a DIRTY page must have in the mappings. */
+int page_dirty_prot(const struct vm_page *page);
+
+/* ---- the fault path (fault.c) --------------------------------------------- */
 
 enum { VM_FAULT_NOT_OURS = 1 };
 
 /* vm_fault_at handles a fault at addr: 0 handled (retry the access),
  * VM_FAULT_NOT_OURS when addr is not in any mapping, or -errno to turn into
- * SIGBUS.  write: 1 write, 0 read, -1 unknown (guessed from the mapping).  On -errno, *blkp names the block that failed. */
+ * SIGBUS.  write: 1 write, 0 read, -1 unknown (guessed from the mapping).
+ * On -errno, *blkp names the block that failed. */
 int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp);
 
-/* Installs the SIGSEGV handler unless it is installed (sigsegv.c). */
-int sigsegv_install(void);
+/* ---- fault engines (engine.c, sigsegv.c) ---------------------------------- */
+
+/* A fault engine turns accesses to a mapping into calls of the fault path.
+ * Each engine registers itself in engine.c's table; the core calls it only
+ * through these operations. */
+struct vm_engine {
+	const char *name;
+	/* 0 when the engine can run in this process, else -errno. */
+	int (*probe)(void);
+	/* Called at every vm_fileh_open and vm_fileh_mmap with the handle: the
+	 * engine makes sure its faults reach the fault path. */
+	int (*attach)(vm_fileh *fh);
+};
+
+extern const struct vm_engine vm_engine_sigsegv;
+
+/* The engine a new handle gets (the best available). */
+const struct vm_engine *engine_pick(void);
 
 /* Logs one line to stderr with write(2); usable in the signal handler. */
 void vm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -2,10 +2,17 @@
 lib_LTLIBRARIES += virtmem/libvirtmem.la
 virtmem_libvirtmem_la_SOURCES = \
 	virtmem/internal.h \
+	virtmem/engine.c \
+	virtmem/fault.c \
+	virtmem/fileh.c \
+	virtmem/fill.c \
+	virtmem/lock.c \
+	virtmem/mapping.c \
+	virtmem/page.c \
 	virtmem/pagetab.c \
 	virtmem/ram.c \
 	virtmem/sigsegv.c \
-	virtmem/virtmem.c
+	virtmem/writeout.c
 virtmem_libvirtmem_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 -no-undefined
 virtmemincludedir = $(includedir)/virtmem
 virtmeminclude_HEADERS = include/virtmem/virtmem.h

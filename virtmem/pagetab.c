@@ -3,6 +3,7 @@
  * Open addressing with linear probing and backward-shift deletion, so that
  * a lookup in the fault path is one hash and a short scan, and a file of any
  * size costs memory only for its cached pages.  Kept at most half full.
+ * Owns: nothing beyond the table it is given.
  * Locking: called with vm_lock held (see internal.h).
  */
 #include "config.h"
@@ -14,18 +15,18 @@
 
 void pagetab_init(struct vm_pagetab *t)
 {
-	t->slots = NULL;
+	t->entries = NULL;
 	t->cap = 0;
 	t->used = 0;
 }
 
 void pagetab_destroy(struct vm_pagetab *t)
 {
-	free(t->slots);
+	free(t->entries);
 	pagetab_init(t);
 }
 
-static size_t slot_of(const struct vm_pagetab *t, vm_blk_t blk)
+static size_t home_of(const struct vm_pagetab *t, vm_blk_t blk)
 {
 	/* Fibonacci hashing: consecutive blocks spread over the table. */
 	return (size_t)((blk * 0x9E3779B97F4A7C15ull) >> 32) & (t->cap - 1);
@@ -35,8 +36,8 @@ struct vm_page *pagetab_get(const struct vm_pagetab *t, vm_blk_t blk)
 {
 	if (t->cap == 0)
 		return NULL;
-	for (size_t i = slot_of(t, blk);; i = (i + 1) & (t->cap - 1)) {
-		const struct vm_pagetab_slot *s = &t->slots[i];
+	for (size_t i = home_of(t, blk);; i = (i + 1) & (t->cap - 1)) {
+		const struct vm_pagetab_entry *s = &t->entries[i];
 		if (s->page == NULL)
 			return NULL;
 		if (s->blk == blk)
@@ -44,30 +45,30 @@ struct vm_page *pagetab_get(const struct vm_pagetab *t, vm_blk_t blk)
 	}
 }
 
-static void insert_slot(struct vm_pagetab *t, struct vm_page *page)
+static void insert_entry(struct vm_pagetab *t, struct vm_page *page)
 {
-	size_t i = slot_of(t, page->blk);
-	while (t->slots[i].page != NULL)
+	size_t i = home_of(t, page->blk);
+	while (t->entries[i].page != NULL)
 		i = (i + 1) & (t->cap - 1);
-	t->slots[i].blk = page->blk;
-	t->slots[i].page = page;
+	t->entries[i].blk = page->blk;
+	t->entries[i].page = page;
 }
 
 static int grow(struct vm_pagetab *t)
 {
 	size_t ncap = t->cap ? t->cap * 2 : 64;
-	struct vm_pagetab_slot *old = t->slots;
+	struct vm_pagetab_entry *old = t->entries;
 	size_t ocap = t->cap;
 
-	t->slots = calloc(ncap, sizeof(*t->slots));
-	if (t->slots == NULL) {
-		t->slots = old;
+	t->entries = calloc(ncap, sizeof(*t->entries));
+	if (t->entries == NULL) {
+		t->entries = old;
 		return -ENOMEM;
 	}
 	t->cap = ncap;
 	for (size_t i = 0; i < ocap; i++)
 		if (old[i].page != NULL)
-			insert_slot(t, old[i].page);
+			insert_entry(t, old[i].page);
 	free(old);
 	return 0;
 }
@@ -79,7 +80,7 @@ int pagetab_put(struct vm_pagetab *t, struct vm_page *page)
 		if (rc < 0)
 			return rc;
 	}
-	insert_slot(t, page);
+	insert_entry(t, page);
 	t->used++;
 	return 0;
 }
@@ -90,22 +91,22 @@ void pagetab_del(struct vm_pagetab *t, vm_blk_t blk)
 
 	if (t->cap == 0)
 		return;
-	for (i = slot_of(t, blk);; i = (i + 1) & mask) {
-		if (t->slots[i].page == NULL)
+	for (i = home_of(t, blk);; i = (i + 1) & mask) {
+		if (t->entries[i].page == NULL)
 			return;
-		if (t->slots[i].blk == blk)
+		if (t->entries[i].blk == blk)
 			break;
 	}
 	/* Backward shift: move later members of the probe run into the hole
-	 * when their home slot is not between the hole and themselves. */
-	for (j = (i + 1) & mask; t->slots[j].page != NULL; j = (j + 1) & mask) {
-		size_t home = slot_of(t, t->slots[j].blk);
+	 * when their home entry is not between the hole and themselves. */
+	for (j = (i + 1) & mask; t->entries[j].page != NULL; j = (j + 1) & mask) {
+		size_t home = home_of(t, t->entries[j].blk);
 		if (((j - home) & mask) >= ((j - i) & mask)) {
-			t->slots[i] = t->slots[j];
+			t->entries[i] = t->entries[j];
 			i = j;
 		}
 	}
-	t->slots[i].page = NULL;
+	t->entries[i].page = NULL;
 	t->used--;
 }
 
@@ -113,6 +114,6 @@ void pagetab_for_each(const struct vm_pagetab *t,
 		      void (*fn)(struct vm_page *page, void *arg), void *arg)
 {
 	for (size_t i = 0; i < t->cap; i++)
-		if (t->slots[i].page != NULL)
-			fn(t->slots[i].page, arg);
+		if (t->entries[i].page != NULL)
+			fn(t->entries[i].page, arg);
 }

@@ -1,5 +1,6 @@
-/* sigsegv.c — the process-wide SIGSEGV handler that turns accesses to
- * virtmem mappings into page faults handled by virtmem.c.
+/* sigsegv.c — the SIGSEGV fault engine: a process-wide SIGSEGV handler
+ * that turns accesses to virtmem mappings into calls of the fault path
+ * (fault.c), with the mappings' pages mapped by mmap/mprotect (mapping.c).
  *
  * Owns: the handler's installation and the SIGSEGV dispositions it replaced.
  * A fault outside virtmem memory goes to the previous handler (or, when
@@ -17,8 +18,8 @@
  * so chaining never recurses.  Replaced dispositions are kept in an array
  * that is only appended to; the handler reads indexes into it atomically.
  *
- * Locking: installation is serialized by install_mu; the handler takes
- * vm_lock through vm_fault_at().
+ * Locking: installation is serialized by install_mu (never held with
+ * vm_lock); the handler takes vm_lock through vm_fault_at().
  */
 #include "config.h"
 
@@ -237,7 +238,7 @@ static void publish_prev(unsigned idx)
  * left to swallow virtmem's faults.  The handler it replaces becomes the
  * previous handler; if that one chains back to ours, chain_previous()
  * breaks the loop. */
-int sigsegv_install(void)
+static int sigsegv_install(void)
 {
 	struct sigaction sa, cur, old;
 	static bool warned;
@@ -283,3 +284,20 @@ out:
 	pthread_mutex_unlock(&install_mu);
 	return rc;
 }
+
+static int sigsegv_probe(void)
+{
+	return 0;
+}
+
+static int sigsegv_attach(vm_fileh *fh)
+{
+	(void)fh;
+	return sigsegv_install();
+}
+
+const struct vm_engine vm_engine_sigsegv = {
+	.name = "sigsegv",
+	.probe = sigsegv_probe,
+	.attach = sigsegv_attach,
+};

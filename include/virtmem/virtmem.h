@@ -229,10 +229,10 @@ int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk);
 
 /* ---- mappings ----------------------------------------------------------- */
 
-/* vm_fileh_mmap maps blocks [pgoffset, pgoffset+pglen) of the handle's file
+/* vm_fileh_mmap maps blocks [blk, blk+blklen) of the handle's file
  * into fresh address space.  Pages are shared by every mapping of the handle
  * that covers them; a new mapping shows the handle's dirty pages at once. */
-int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t pgoffset, size_t pglen);
+int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t blk, size_t blklen);
 
 /* vm_vma_unmap unmaps and frees the mapping.  Pages stay cached in the
  * handle (dirty ones stay dirty). */
@@ -240,7 +240,7 @@ void vm_vma_unmap(vm_vma *vma);
 
 void *vm_vma_addr(const vm_vma *vma);
 size_t vm_vma_len(const vm_vma *vma);          /* bytes */
-vm_blk_t vm_vma_pgoffset(const vm_vma *vma);   /* first block */
+vm_blk_t vm_vma_first_blk(const vm_vma *vma);  /* first block */
 vm_fileh *vm_vma_fileh(const vm_vma *vma);
 /* Address of block blk inside vma (blk must be covered by vma). */
 void *vm_vma_blk_addr(const vm_vma *vma, vm_blk_t blk);
@@ -263,7 +263,7 @@ int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk);
 
 /* ---- introspection ------------------------------------------------------ */
 
-/* Page states.  The state machine is documented in virtmem/virtmem.c. */
+/* Page states.  The state machine is documented in virtmem/fileh.c. */
 enum vm_page_state {
 	VM_PAGE_EMPTY = 0,
 	VM_PAGE_LOADING,

@@ -1,0 +1,157 @@
+/* fault.c — the fault path: from an access to a mapping, reported by a
+ * fault engine or asked for by vm_vma_on_fault / vm_fileh_prefetch, to a
+ * page loaded and mapped with the protection its state calls for.
+ *
+ * Owns: no state of its own; it drives the page state machine (fileh.c)
+ * through page.c and mapping.c.
+ * Locking: takes vm_lock; gives it up around on_fault and, in
+ * page_load_locked, around the fill.  A fault from a thread that holds
+ * vm_lock or runs a backend call made by virtmem would deadlock: it is
+ * refused (vm_fault_at).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+/* One step of fault handling on block blk of vma.  Returns 1 when the caller
+ * must look again (the lock was released), 0 when the access can be retried,
+ * or -errno. */
+static int fault_step_locked(vm_vma *vma, vm_blk_t blk, int write)
+{
+	vm_fileh *fh = vma->fh;
+	struct vm_page *page = pagetab_get(&fh->pages, blk);
+	enum vm_page_state state = page ? page->state : VM_PAGE_EMPTY;
+	int rc;
+
+	vm_lock_assert_held();
+	if (page != NULL)
+		page_check_locked(page);
+	switch (state) {
+	case VM_PAGE_EMPTY:
+		if (fh->overlay && !write) {
+			/* The base serves reads; a read fault means the base is
+			 * missing here (a failed remmap): try to map it again. */
+			vma_set_mapped(vma, blk, true);
+			return vma_unmap_page_locked(vma, blk) < 0 ? -EIO : 0;
+		}
+		rc = page_load_locked(fh, vma, blk, write);
+		return rc < 0 ? rc : 1;
+
+	case VM_PAGE_LOADING:
+	case VM_PAGE_LOADING_INVALIDATED:
+		vm_lock_wait_io();
+		return 1;
+
+	case VM_PAGE_LOADED:
+		if (!write) {
+			vm_list_del(&page->lru); /* most recently faulted last */
+			vm_list_add_tail(&fh->ram->lru, &page->lru);
+			return vma_map_page_locked(vma, page, PROT_READ);
+		}
+		/* A write makes it dirty: */
+		__attribute__((fallthrough));
+	case VM_PAGE_LOADED_FOR_WRITE:
+		page_make_dirty_locked(page);
+		return page_map_all_locked(page, PROT_READ | PROT_WRITE);
+
+	case VM_PAGE_DIRTY:
+		if (write && page->storing) {
+			vm_lock_wait_io();
+			return 1;
+		}
+		if (write && page->stored) {
+			page->stored = false;
+			return page_protect_all_locked(page, PROT_READ | PROT_WRITE);
+		}
+		/* Spurious or racing fault: make sure this mapping is right. */
+		return vma_map_page_locked(vma, page, write ? PROT_READ | PROT_WRITE : page_dirty_prot(page));
+	}
+	return -EINVAL;
+}
+
+static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
+{
+	vm_blk_t blk = vma_blk_of(vma, addr);
+	int rc;
+
+	vm_lock_assert_held();
+	*blkp = blk;
+	vma->fh->st.faults++;
+	if (write < 0)
+		/* The CPU did not say: a fault where something readable is
+		 * mapped must be a write. */
+		write = vma->fh->overlay || vma_page_mapped(vma, blk);
+	if (vma->fh->file->ops->on_fault && !vma->fh->overlay) {
+		/* The vma stays valid: unmapping it during a fault on it is
+		 * the caller's error. */
+		vm_lock_release();
+		vm_in_backend++;
+		vma->fh->file->ops->on_fault(vma->fh->file, blk, write);
+		vm_in_backend--;
+		vm_lock_acquire();
+	}
+	if (write && vma->fh->readonly)
+		return -EROFS;
+	do
+		rc = fault_step_locked(vma, blk, write);
+	while (rc == 1);
+	return rc;
+}
+
+int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp)
+{
+	vm_vma *vma;
+	int rc;
+
+	if (vm_lock_held_here) {
+		/* A bug in virtmem itself: crash as any bad access would. */
+		vm_log("fault at %p with the virtmem lock held", (void *)addr);
+		return VM_FAULT_NOT_OURS;
+	}
+	if (vm_in_backend) {
+		/* A backend called by virtmem touches virtmem memory. */
+		vm_lock_acquire();
+		vma = vma_lookup_locked(addr);
+		vm_lock_release();
+		if (vma == NULL)
+			return VM_FAULT_NOT_OURS;
+		vm_log("fault at %p from inside virtmem or a backend call: refused", (void *)addr);
+		*blkp = vma_blk_of(vma, addr);
+		return -EDEADLK;
+	}
+	vm_lock_acquire();
+	vma = vma_lookup_locked(addr);
+	rc = vma ? fault_locked(vma, addr, write, blkp) : VM_FAULT_NOT_OURS;
+	vm_lock_release();
+	return rc;
+}
+
+int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk)
+{
+	int rc = 0;
+
+	if (fh->overlay)
+		return 0;
+	vm_lock_acquire();
+	if (pagetab_get(&fh->pages, blk) == NULL)
+		rc = page_load_locked(fh, NULL, blk, 0);
+	vm_lock_release();
+	return rc;
+}
+
+int vm_vma_on_fault(vm_vma *vma, void *addr, int write)
+{
+	uintptr_t a = (uintptr_t)addr;
+	vm_blk_t blk;
+	int rc;
+
+	if (a < vma->addr_start || a >= vma->addr_stop)
+		return -EFAULT;
+	vm_lock_acquire();
+	rc = fault_locked(vma, a, write, &blk);
+	vm_lock_release();
+	return rc;
+}

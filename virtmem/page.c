@@ -1,0 +1,235 @@
+/* page.c — the page cache: a page's life from EMPTY through a load to its
+ * end, the RAM a page takes, and reclaim (the pool's LRU of clean pages).
+ *
+ * Owns: every struct vm_page (its state, its place on ram->lru and
+ * fh->dirty) and the reclaim order.  The state machine and which function
+ * performs each transition are at the top of fileh.c.
+ *
+ * Locking: everything here runs with vm_lock held; page_load_locked gives
+ * it up around the fill (a backend call) and takes it back.  A page being
+ * loaded is LOADING and owned by its loader (page->loader) meanwhile: other
+ * threads that need it sleep in vm_lock_wait_io until the load ends.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "internal.h"
+
+void page_check_locked(const struct vm_page *page)
+{
+	vm_lock_assert_held();
+	switch (page->state) {
+	case VM_PAGE_EMPTY:
+		vm_assert(!"an EMPTY page has no struct");
+		break;
+	case VM_PAGE_LOADING:
+	case VM_PAGE_LOADING_INVALIDATED:
+	case VM_PAGE_LOADED_FOR_WRITE:
+		/* Owned by its loader, on no list. */
+		vm_assert(page->loader != NULL);
+		vm_assert(vm_list_empty(&page->lru));
+		vm_assert(vm_list_empty(&page->dirty));
+		break;
+	case VM_PAGE_LOADED:
+		vm_assert(!vm_list_empty(&page->lru));
+		vm_assert(vm_list_empty(&page->dirty));
+		vm_assert(!page->storing && !page->stored);
+		break;
+	case VM_PAGE_DIRTY:
+		vm_assert(!vm_list_empty(&page->dirty));
+		vm_assert(vm_list_empty(&page->lru));
+		break;
+	}
+	/* LOADED_FOR_WRITE is seen by its loader only. */
+	vm_assert(page->state != VM_PAGE_LOADED_FOR_WRITE || page->loader == vm_self());
+}
+
+struct vm_page *page_new_locked(vm_fileh *fh, vm_blk_t blk)
+{
+	vm_lock_assert_held();
+	vm_assert(pagetab_get(&fh->pages, blk) == NULL);
+	struct vm_page *page = calloc(1, sizeof(*page));
+	if (page == NULL)
+		return NULL;
+	page->fh = fh;
+	page->blk = blk;
+	page->state = VM_PAGE_LOADING;
+	page->loader = vm_self();
+	vm_list_init(&page->lru);
+	vm_list_init(&page->dirty);
+	if (pagetab_put(&fh->pages, page) < 0) {
+		free(page);
+		return NULL;
+	}
+	return page;
+}
+
+size_t page_forget_locked(struct vm_page *page)
+{
+	vm_fileh *fh = page->fh;
+	size_t off = page->ram_off;
+
+	vm_lock_assert_held();
+	vm_list_del(&page->lru);
+	if (!vm_list_empty(&page->dirty)) {
+		vm_list_del(&page->dirty);
+		fh->ndirty--;
+	}
+	pagetab_del(&fh->pages, page->blk);
+	fh->st.ncached--;
+	free(page);
+	return off;
+}
+
+void page_free_locked(struct vm_page *page)
+{
+	vm_ram *ram = page->fh->ram;
+	size_t size = page->fh->blksize;
+
+	vm_lock_assert_held();
+	ram_free(ram, page_forget_locked(page), size);
+	spare_wake_locked(ram);
+}
+
+void page_drop_locked(struct vm_page *page)
+{
+	vm_lock_assert_held();
+	page_unmap_all_locked(page);
+	page_free_locked(page);
+}
+
+/* Makes room for size bytes by dropping the least recently faulted clean
+ * pages of any handle on ram.  When the oldest clean page has the size
+ * wanted, its slot is handed over as it is (*offp, still counted as used):
+ * its memory is overwritten by the next load instead of being given back
+ * and zeroed again, which is what keeps a cache at its budget cheap.
+ * Returns 1 with *offp set, 0 when size bytes are free, or -ENOSPC when
+ * only dirty or busy pages are left. */
+static int reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_slot *slotp)
+{
+	vm_lock_assert_held();
+	if (size > ram->budget)
+		return -ENOSPC; /* reclaiming could never make room */
+	while (ram->budget - ram->used - ram->spare_bytes < size) {
+		if (vm_list_empty(&ram->lru))
+			return -ENOSPC;
+		struct vm_page *victim = vm_container_of(ram->lru.next, struct vm_page, lru);
+		page_check_locked(victim);
+		vm_assert(victim->state == VM_PAGE_LOADED);
+		victim->fh->st.reclaimed++;
+		if (victim->fh->blksize == size) {
+			page_unmap_all_locked(victim);
+			*slotp = victim->slot;
+			*offp = page_forget_locked(victim);
+			return 1;
+		}
+		page_drop_locked(victim);
+	}
+	return 0;
+}
+
+/* Gives page a RAM slot of the handle's block size: a ready spare, a free
+ * slot within the budget (after giving spares back), the spare being
+ * filled, or a reclaimed page's slot, in that order. */
+static int page_alloc_ram_locked(vm_fileh *fh, struct vm_page *page)
+{
+	vm_ram *ram = fh->ram;
+	size_t size = fh->blksize;
+	int rc;
+
+	vm_lock_assert_held();
+	if (spare_take_locked(ram, size, &page->ram_off)) {
+		page->slot = VM_SLOT_ZEROED;
+		fh->st.spares_taken++;
+		fh->st.ncached++;
+		return 0;
+	}
+	rc = ram_alloc(ram, size, &page->ram_off);
+	if (rc == -ENOSPC && ram->spare_n > 0) {
+		spare_release_locked(ram, size);
+		rc = ram_alloc(ram, size, &page->ram_off);
+	}
+	if (rc == -ENOSPC && spare_take_filling_locked(ram, size, &page->ram_off)) {
+		/* Rather than reclaim a block. */
+		page->slot = VM_SLOT_FRESH;
+		fh->st.spares_taken++;
+		rc = 0;
+	}
+	if (rc == -ENOSPC) {
+		rc = reclaim_locked(ram, size, &page->ram_off, &page->slot);
+		if (rc == 0)
+			rc = ram_alloc(ram, size, &page->ram_off);
+		else if (rc == 1)
+			rc = 0; /* a recycled slot */
+	}
+	if (rc == 0)
+		fh->st.ncached++;
+	return rc;
+}
+
+void page_make_dirty_locked(struct vm_page *page)
+{
+	vm_fileh *fh = page->fh;
+
+	vm_lock_assert_held();
+	vm_assert(page->state == VM_PAGE_LOADED || page->state == VM_PAGE_LOADED_FOR_WRITE);
+	vm_list_del(&page->lru);
+	page->state = VM_PAGE_DIRTY;
+	page->loader = NULL;
+	page->stored = false;
+	vm_list_add_tail(&fh->dirty, &page->dirty);
+	fh->ndirty++;
+	page_check_locked(page);
+}
+
+int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
+{
+	struct vm_page *page;
+	int rc;
+
+	vm_lock_assert_held();
+	page = page_new_locked(fh, blk);
+	if (page == NULL)
+		return -ENOMEM;
+	rc = page_alloc_ram_locked(fh, page);
+	if (rc < 0) {
+		pagetab_del(&fh->pages, blk);
+		free(page);
+		if (fh->blksize > fh->ram->budget)
+			vm_log("no RAM for block %llu: a %zu-byte block does not fit the %zu-byte budget",
+			       (unsigned long long)blk, fh->blksize, fh->ram->budget);
+		else
+			vm_log("no RAM for block %llu: the %zu-byte budget is full of dirty or busy pages",
+			       (unsigned long long)blk, fh->ram->budget);
+		return -ENOMEM;
+	}
+	page_check_locked(page);
+
+	vm_lock_release();
+	vm_in_backend++;
+	rc = fill_page(fh, vma, page, ram_addr(fh->ram, page->ram_off));
+	vm_in_backend--;
+	vm_lock_acquire();
+
+	fh->st.loads++;
+	vm_assert(page->state == VM_PAGE_LOADING || page->state == VM_PAGE_LOADING_INVALIDATED);
+	if (rc < 0 || page->state == VM_PAGE_LOADING_INVALIDATED) {
+		if (rc < 0)
+			fh->st.load_errors++;
+		page_free_locked(page);
+		vm_lock_wake_io();
+		return rc;
+	}
+	if (write) {
+		/* The caller turns it DIRTY before it gives vm_lock up. */
+		page->state = VM_PAGE_LOADED_FOR_WRITE;
+	} else {
+		page->state = VM_PAGE_LOADED;
+		page->loader = NULL;
+		vm_list_add_tail(&fh->ram->lru, &page->lru);
+	}
+	page_check_locked(page);
+	vm_lock_wake_io();
+	return 0;
+}
