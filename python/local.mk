@@ -41,3 +41,13 @@ clean-local:
 
 TESTS += tests/python.test
 AM_TESTS_ENVIRONMENT += PYTHON='$(PYTHON)'; export PYTHON;
+
+# `make bench`: numpy over a mapped dataset vs np.memmap of a local file and
+# fsspec's HTTP file (tests/bench_python.py), run with configure's python.
+EXTRA_DIST += tests/bench_python.py
+if HAVE_PYTHON
+BENCHMARKS += tests/bench_python
+endif
+tests/bench_python: $(srcdir)/tests/bench_python.py Makefile
+	$(AM_V_GEN)$(MKDIR_P) tests && sed '1s|.*|#!$(PYTHON)|' $(srcdir)/tests/bench_python.py > $@ && chmod +x $@
+CLEANFILES += tests/bench_python
