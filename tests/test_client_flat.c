@@ -166,13 +166,13 @@ static void a_file_in_the_document_root_maps_as_a_flat_object(void **state)
 {
 	struct tc_store *s = tc_store_of(state);
 	size_t size = 1536 * 1024 + 7;
-	unsigned char *data = ts_pattern(size, 53);
 	char path[1024], url[512];
 
 	if (s->docroot[0] == '\0') {
 		fprintf(stderr, "skipped on %s: it has no document root\n", s->kind->name);
 		skip();
 	}
+	unsigned char *data = ts_pattern(size, 53);
 	snprintf(path, sizeof(path), "%s/plain.bin", s->docroot);
 	FILE *f = fopen(path, "wb");
 	assert_non_null(f);
