@@ -131,6 +131,26 @@ static void version_of(const struct bm_req *r, struct bm_version *v)
 	v->size = r->content_length;
 }
 
+/* bm_http_do, with a failure's message naming the object as the user does
+ * (s3://BUCKET/KEY) rather than by the endpoint's URL: "GET <url>: ..."
+ * becomes "GET <name>: ...".  name NULL: left as it is. */
+static int s3_do(struct store_s3 *h, struct bm_req *r, const char *name, bm_check_fn check,
+		 void *arg, char *msg, size_t n)
+{
+	int rc = bm_http_do(h->http, r, check, arg, msg, n, h->s.retries_counter);
+	size_t ml = strlen(r->method), ul = strlen(r->url);
+
+	if (rc != 0 && name && strncmp(msg, r->method, ml) == 0 && msg[ml] == ' ' &&
+	    strncmp(msg + ml + 1, r->url, ul) == 0) {
+		char *rest = strdup(msg + ml + 1 + ul);
+		if (rest) {
+			bm_fmt(msg, n, "%s %s%s", r->method, name, rest);
+			free(rest);
+		}
+	}
+	return rc;
+}
+
 /* ---- get ----------------------------------------------------------------------- */
 
 struct get_check {
@@ -184,7 +204,8 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 	return g->verify ? g->verify(g->sink_arg, msg, n) : 0;
 }
 
-static int s3_get_url(struct store_s3 *h, const char *url, struct bm_get *g, char *msg, size_t n)
+static int s3_get_url(struct store_s3 *h, const char *url, const char *name, struct bm_get *g,
+		      char *msg, size_t n)
 {
 	struct bm_req r = { .method = "GET", .url = url, .sink = g->sink, .sink_arg = g->sink_arg };
 	struct get_check c = { h, g };
@@ -198,7 +219,7 @@ static int s3_get_url(struct store_s3 *h, const char *url, struct bm_get *g, cha
 	}
 	if (g->pin && g->pin->etag[0])
 		r.if_match = g->pin->etag; /* on a GET, RGW and S3 take it quoted */
-	return bm_http_do(h->http, &r, check_get, &c, msg, n, h->s.retries_counter);
+	return s3_do(h, &r, name, check_get, &c, msg, n);
 }
 
 /* NULL url: out of memory, or the bucket itself was asked for. */
@@ -220,7 +241,9 @@ static int s3_get(struct bm_store *s, const char *key, struct bm_get *g, char *m
 
 	if (url == NULL)
 		return no_url(h, key, msg, n);
-	rc = s3_get_url(h, url, g, msg, n);
+	char *name = bm_store_name(s, key);
+	rc = s3_get_url(h, url, name, g, msg, n);
+	free(name);
 	free(url);
 	return rc;
 }
@@ -253,7 +276,9 @@ static int s3_head(struct bm_store *s, const char *key, struct bm_version *v, ch
 		return no_url(h, key, msg, n);
 	r.url = url;
 	sign_headers(h, &r);
-	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
+	char *name = bm_store_name(s, key);
+	rc = s3_do(h, &r, name, check_status, &c, msg, n);
+	free(name);
 	if (rc == 0)
 		version_of(&r, v);
 	free(url);
@@ -275,8 +300,11 @@ static int s3_del(struct bm_store *s, const char *key, char *msg, size_t n)
 	/* S3 answers 204 to the DELETE of a missing key too: ask first. */
 	struct bm_version v;
 	rc = s3_head(s, key, &v, msg, n);
-	if (rc == 0)
-		rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
+	if (rc == 0) {
+		char *name = bm_store_name(s, key);
+		rc = s3_do(h, &r, name, check_status, &c, msg, n);
+		free(name);
+	}
 	free(url);
 	return rc;
 }
@@ -292,8 +320,9 @@ static void unquote(const char *etag, char *out, size_t n)
 		snprintf(out, n, "%s", etag);
 }
 
-static int put_once(struct store_s3 *h, const char *url, const void *body, size_t len,
-		    const struct bm_put *p, const char *if_match, struct bm_req *r, char *msg, size_t n)
+static int put_once(struct store_s3 *h, const char *url, const char *name, const void *body,
+		    size_t len, const struct bm_put *p, const char *if_match, struct bm_req *r,
+		    char *msg, size_t n)
 {
 	struct status_check c = { h, 200, 200 };
 
@@ -302,7 +331,7 @@ static int put_once(struct store_s3 *h, const char *url, const void *body, size_
 	sign_headers(h, r);
 	r->if_none_match_any = p->cond == BM_PUT_IF_NONE;
 	r->if_match = if_match;
-	return bm_http_do(h->http, r, check_status, &c, msg, n, h->s.retries_counter);
+	return s3_do(h, r, name, check_status, &c, msg, n);
 }
 
 static int s3_put(struct bm_store *s, const char *key, const void *body, size_t len,
@@ -321,7 +350,8 @@ static int s3_put(struct bm_store *s, const char *key, const void *body, size_t 
 		unquote(p->etag, bare, sizeof(bare));
 		im = atomic_load(&h->if_match_unquoted) ? bare : p->etag;
 	}
-	rc = put_once(h, url, body, len, p, im, &r, msg, n);
+	char *name = bm_store_name(s, key);
+	rc = put_once(h, url, name, body, len, p, im, &r, msg, n);
 	if (rc == BM_ECONFLICT && p->cond == BM_PUT_IF_MATCH && im == p->etag &&
 	    strcmp(bare, p->etag) != 0) {
 		/* 412 to the quoted ETag: is the object still that version?
@@ -330,11 +360,12 @@ static int s3_put(struct bm_store *s, const char *key, const void *body, size_t 
 		char why[512];
 		if (s3_head(s, key, &now, why, sizeof(why)) == 0 && strcmp(now.etag, p->etag) == 0) {
 			atomic_store(&h->if_match_unquoted, true);
-			rc = put_once(h, url, body, len, p, bare, &r, msg, n);
+			rc = put_once(h, url, name, body, len, p, bare, &r, msg, n);
 		}
 	}
 	if (rc == 0)
 		snprintf(v->etag, sizeof(v->etag), "%s", r.etag);
+	free(name);
 	free(url);
 	return rc;
 }
@@ -516,7 +547,7 @@ static int s3_list(struct bm_store *s, const char *prefix, const char *token, st
 	query = bm_s3_query(kv, 3);
 	if (query == NULL || (url = bm_s3_url(&h->aws, h->bucket, "", query)) == NULL)
 		goto out;
-	rc = s3_get_url(h, url, &g, msg, n);
+	rc = s3_get_url(h, url, NULL, &g, msg, n);
 	if (rc == 0) {
 		rc = parse_page(h, b.p ? b.p : "", full, page, msg, n);
 		if (rc < 0) {

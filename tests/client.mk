@@ -5,7 +5,8 @@
 # once per kind of server (-DTC_KIND, client_util.h's tc_kinds): a kind
 # that is not installed makes its programs SKIP with the reason.
 CLIENT_TEST_SOURCES = tests/client_util.c tests/client_util.h \
-	tests/test_server_util.c tests/test_server_util.h
+	tests/test_server_util.c tests/test_server_util.h \
+	tests/rgw_util.c tests/rgw_util.h
 CLIENT_TEST_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) \
 	$(CMOCKA_CFLAGS)
 CLIENT_TEST_LDADD = client/libblkmap.la $(CURL_LIBS) $(JANSSON_LIBS) \
@@ -23,6 +24,8 @@ CLIENT_TESTS = \
 	tests/test_client_roundtrip_apache \
 	tests/test_client_flat_nginx \
 	tests/test_client_flat_apache \
+	tests/test_client_roundtrip_rgw \
+	tests/test_client_flat_rgw \
 	tests/test_client_cli \
 	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -99,3 +102,13 @@ tests_bench_client_SOURCES = tests/bench_client.c $(CLIENT_TEST_SOURCES)
 tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The same suites on Ceph RGW (S3): tests/s3.mk starts it.
+tests_test_client_roundtrip_rgw_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
+tests_test_client_roundtrip_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_roundtrip_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_roundtrip_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_flat_rgw_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
+tests_test_client_flat_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_flat_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_flat_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)

@@ -3,6 +3,7 @@
 # starts it, the others reuse it, it stops once make exits); a test skips
 # when radosgw is not installed.  tests/rgw_util.c holds what they share.
 EXTRA_DIST += tests/rgw.sh
+# rgw_util.c is also in CLIENT_TEST_SOURCES (client_util's "rgw" kind).
 RGW_TEST_SOURCES = tests/rgw_util.c tests/rgw_util.h
 CLEANFILES += tests/rgw.state/rgw.lock
 
@@ -20,7 +21,7 @@ tests_test_aws_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_test_aws_LDADD = client/libblkmap.la $(CMOCKA_LIBS)
 
 # libblkmap and the CLI on s3:// URLs against RGW.
-tests_test_s3_client_SOURCES = tests/test_s3_client.c $(RGW_TEST_SOURCES) $(CLIENT_TEST_SOURCES)
+tests_test_s3_client_SOURCES = tests/test_s3_client.c $(CLIENT_TEST_SOURCES)
 tests_test_s3_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_s3_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_s3_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
@@ -29,3 +30,10 @@ EXTRA_tests_test_s3_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_s3_store_SOURCES = tests/test_s3_store.c $(RGW_TEST_SOURCES)
 tests_test_s3_store_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_s3_store_LDADD = $(CLIENT_TEST_LDADD)
+
+# Benchmark (`make bench`): libblkmap on s3:// vs curl --aws-sigv4 on RGW.
+check_PROGRAMS += tests/bench_s3
+BENCHMARKS += tests/bench_s3
+tests_bench_s3_SOURCES = tests/bench_s3.c $(CLIENT_TEST_SOURCES)
+tests_bench_s3_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_bench_s3_LDADD = $(CLIENT_TEST_LDADD)
