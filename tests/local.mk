@@ -6,10 +6,22 @@ virtmem_tests = \
 	tests/test_virtmem \
 	tests/test_virtmem_threads \
 	tests/test_virtmem_signals \
-	tests/test_virtmem_overlay \
-	tests/test_pagetab
-check_PROGRAMS += $(virtmem_tests)
-TESTS += $(virtmem_tests)
+	tests/test_virtmem_overlay
+check_PROGRAMS += $(virtmem_tests) tests/test_pagetab
+TESTS += tests/test_pagetab
+
+# Each virtmem test program runs once per fault engine: tests/X.sigsegv and
+# tests/X.uffd are empty stamps that tests/vm-engine.sh turns into a run of
+# tests/X with VIRTMEM_ENGINE set (skipped where the engine cannot run).
+TEST_EXTENSIONS = .sigsegv .uffd
+SIGSEGV_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/vm-engine.sh sigsegv
+UFFD_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/vm-engine.sh uffd
+vm_engine_runs = $(virtmem_tests:=.sigsegv) $(virtmem_tests:=.uffd)
+TESTS += $(vm_engine_runs)
+CLEANFILES += $(vm_engine_runs)
+EXTRA_DIST += tests/vm-engine.sh
+$(vm_engine_runs): tests/vm-engine.sh
+	$(AM_V_GEN)mkdir -p tests && : > $@
 
 tests_test_virtmem_SOURCES = tests/test_virtmem.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_CFLAGS = $(VMTEST_CFLAGS)

@@ -279,6 +279,7 @@ static void test_writes_survive_concurrent_reclaim_and_writeout(void **unused)
 
 int main(void)
 {
+	test_engine_or_skip();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_threads_faulting_one_block_load_it_once),
 		cmocka_unit_test(test_threads_faulting_different_blocks_load_each_once),
