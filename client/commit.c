@@ -177,7 +177,16 @@ int bm_upload_start(bm_dataset *ds)
 			break;
 		up->nthreads++;
 	}
-	return up->nthreads > 0 ? 0 : BM_ENOMEM;
+	if (up->nthreads > 0)
+		return 0;
+	/* Not one worker: leave no trace, so that the next call tries again
+	 * (threads set with no worker would queue jobs nobody takes). */
+	free(up->threads);
+	up->threads = NULL;
+	pthread_mutex_destroy(&up->mu);
+	pthread_cond_destroy(&up->cv);
+	bm_set_error(ds, BM_ENOMEM, "%s: cannot start an upload thread", ds->url);
+	return BM_ENOMEM;
 }
 
 void bm_upload_stop(bm_dataset *ds)

@@ -642,8 +642,11 @@ static void conn_send_response(struct srv_conn *c)
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t before = evbuffer_get_length(out), sent;
 
+	/* A 400 means we could not make sense of the request: what the
+	 * client sends next on this connection is not to be trusted either
+	 * (nginx closes too), and it must not wait out the idle timeout. */
 	if (!c->keep_alive || c->rs.close || c->over_limit ||
-	    srv_worker_stopping(c->worker))
+	    c->rs.status == 400 || srv_worker_stopping(c->worker))
 		c->closing = 1;
 	if (c->rq.method == SRV_HEAD) {  /* same headers as GET, no body */
 		if (c->rs.content_length < 0)

@@ -3,17 +3,22 @@
  * failed uploads publishes only blocks that exist, an unchanged block keeps
  * its object's key, committed pages stay cached, shrinking then growing
  * reads zeros, refresh moves to what another writer published (in time
- * however large the new size, and never back to an older generation).
+ * however large the new size, and never back to an older generation), and
+ * a write that could start no upload thread fails, and fails again, rather
+ * than queue a block nobody uploads.
  */
 #include "config.h"
 
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -345,6 +350,80 @@ static void bad_options_are_refused_at_open(void **state)
 	assert_non_null(strstr(bm_last_error(NULL), "connections"));
 }
 
+/* In a child: with no thread to be had (RLIMIT_NPROC 0, as a user the
+ * limit applies to: root is exempt), two writes both fail; once threads
+ * can be created again, a write and a commit succeed.  Exit status: 0, or
+ * the step that went wrong. */
+static int writes_without_threads(void *arg)
+{
+	const char *url = arg;
+	struct rlimit was, none;
+	char block[BS];
+	bm_dataset *ds;
+	struct bm_options o;
+
+	tc_options(&o);
+	o.flags = BM_OPEN_CREATE;
+	o.blksize = BS;
+	o.wcfs = "off";
+	if (bm_open(&ds, url, &o) != 0 || bm_resize(ds, 2 * BS) != 0)
+		return 10;
+	if (getrlimit(RLIMIT_NPROC, &was) != 0)
+		return 11;
+	none = (struct rlimit){ 0, was.rlim_max };
+	if (getuid() == 0 && setresuid(65534, 65534, 0) != 0)
+		return 12;
+	if (setrlimit(RLIMIT_NPROC, &none) != 0)
+		return 13;
+	memset(block, 'w', sizeof(block));
+	if (bm_write(ds, 0, block, BS) != BM_ENOMEM)
+		return 20;  /* the limit did not bite: nothing tested */
+	if (bm_write(ds, BS, block, BS) != BM_ENOMEM)
+		return 21;  /* the second call took a start with no worker for one */
+	if (!strstr(bm_last_error(ds), "upload thread"))
+		return 22;
+	if (setrlimit(RLIMIT_NPROC, &was) != 0)
+		return 23;
+	if (bm_write(ds, 0, block, BS) != 0 || bm_write(ds, BS, block, BS) != 0)
+		return 24;
+	if (bm_commit(ds, NULL) != 0)
+		return 25;
+	bm_close(ds);
+	return 0;
+}
+
+static void a_write_that_cannot_start_an_upload_thread_fails_every_time_and_never_hangs(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
+	int status = 0;
+	pid_t pid, r = 0;
+
+	tc_url(url, sizeof(url), s, "/ch/nothreads");
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(writes_without_threads(url));
+	/* Bounded: 60 s is a hang (the old bm_upload_wait waited forever). */
+	for (int i = 0; i < 6000 && (r = waitpid(pid, &status, WNOHANG)) == 0; i++)
+		nanosleep(&ms10, NULL);
+	if (r == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		fail_msg("the writes or the commit still hang after 60 s");
+	}
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) != 0)
+		fail_msg("step %d of writes_without_threads went wrong", WEXITSTATUS(status));
+	/* What the commit published reads back. */
+	unsigned char *want = malloc(2 * BS);
+	memset(want, 'w', 2 * BS);
+	assert_true(tc_dataset_equals(url, 0, want, 2 * BS));
+	free(want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -358,6 +437,7 @@ int main(void)
 		cmocka_unit_test(shrinking_then_growing_back_reads_and_commits_zeros_past_the_cut),
 		cmocka_unit_test(next_block_walks_the_stored_blocks_only),
 		cmocka_unit_test(bad_options_are_refused_at_open),
+		cmocka_unit_test(a_write_that_cannot_start_an_upload_thread_fails_every_time_and_never_hangs),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

@@ -108,15 +108,20 @@ static void sigterm_finishes_requests_in_flight_then_exits_0(void **state)
 
 	assert_int_equal(ts_start(&s, args), 0);
 	assert_int_equal(ts_put(&s, "/obj", data, 1 << 20), 201);
-	/* hold the GETs in the server: a long delay, then SIGTERM */
-	assert_int_equal(ts_set_faults(&s, "{\"fault-latency-ms\": 700}"),
+	/* hold the GETs in the server: a long delay (all three must arrive
+	 * within it), then SIGTERM */
+	assert_int_equal(ts_set_faults(&s, "{\"fault-latency-ms\": 1500}"),
 			 200);
 	for (int i = 0; i < 3; i++) {
 		g[i].srv = &s;
 		pthread_create(&t[i], NULL, get_object, &g[i]);
 	}
-	while (in_flight(&s) < 3)
+	/* Bounded: 30 s is a hang, not a slow machine. */
+	for (int i = 0; in_flight(&s) < 3; i++) {
+		if (i == 15000)
+			fail_msg("3 GETs not in flight together after 30 s");
 		usleep(2000);
+	}
 	kill(s.pid, SIGTERM);
 	for (int i = 0; i < 3; i++) {
 		pthread_join(t[i], NULL);
@@ -142,8 +147,10 @@ static void sigterm_closes_idle_connections_and_exits_0(void **state)
 	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
 	free(ts_read_response(fd));
 	kill(s.pid, SIGTERM);
-	free(ts_read_all(fd, &n));  /* returns once the server closed it */
+	char *rest = ts_read_all(fd, &n);  /* returns once the server closed it */
+	assert_non_null(rest);  /* NULL: not closed within 60 s */
 	assert_int_equal(n, 0);
+	free(rest);
 	close(fd);
 	assert_int_equal(ts_wait(&s), 0);
 }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,11 +17,44 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test_server_util.h"
 
 long ts_timeout_ms = 60000;
+
+/* Every wait on the server (a read, its exit) gives up after this long:
+ * far above what any step takes on a loaded machine, so that reaching it
+ * means a hang, reported as one rather than waited out. */
+#define TS_HANG_MS 60000
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until FD is readable (or closed) before DEADLINE: 0, or -1 with a
+ * message naming WHAT when the deadline passed. */
+static int wait_readable(int fd, int64_t deadline, const char *what)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		int r = left > 0 ? poll(&p, 1, (int)left) : 0;
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno == EINTR)
+			continue;
+		fprintf(stderr, "%s: nothing came from the server within %d s "
+			"(a hang)\n", what, TS_HANG_MS / 1000);
+		return -1;
+	}
+}
 
 const char *ts_server_path(void)
 {
@@ -91,11 +125,24 @@ int ts_stop(struct ts_server *s)
 
 int ts_wait(struct ts_server *s)
 {
+	int64_t deadline = now_ms() + TS_HANG_MS;
+	struct timespec ms5 = { 0, 5 * 1000 * 1000 };
 	int status;
+	pid_t r;
 
-	while (waitpid(s->pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
+	while ((r = waitpid(s->pid, &status, WNOHANG)) == 0 &&
+	       now_ms() < deadline)
+		nanosleep(&ms5, NULL);
+	if (r == 0) {
+		fprintf(stderr, "blkmap-server (pid %d) still running %d s "
+			"after it was asked to stop: killed\n", (int)s->pid,
+			TS_HANG_MS / 1000);
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, &status, 0);
+		return -1;
+	}
+	if (r < 0)
+		return -1;
 	return WIFEXITED(status) ? WEXITSTATUS(status)
 				 : 128 + WTERMSIG(status);
 }
@@ -314,12 +361,21 @@ int ts_connect(const struct ts_server *s)
 
 char *ts_read_all(int fd, size_t *n)
 {
+	int64_t deadline = now_ms() + TS_HANG_MS;
 	char *buf = NULL, tmp[65536];
 	ssize_t r;
 
 	*n = 0;
 	append(&buf, n, "", 0);
-	while ((r = read(fd, tmp, sizeof(tmp))) != 0) {
+	for (;;) {
+		if (wait_readable(fd, deadline, "reading until the close") < 0) {
+			free(buf);
+			*n = 0;
+			return NULL;
+		}
+		r = read(fd, tmp, sizeof(tmp));
+		if (r == 0)
+			break;
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -368,6 +424,7 @@ unsigned char *ts_pattern(size_t n, unsigned seed)
 
 char *ts_read_response(int fd)
 {
+	int64_t deadline = now_ms() + TS_HANG_MS;
 	char *buf = NULL, *end, *cl;
 	size_t n = 0, want = 0;
 	char c;
@@ -382,6 +439,10 @@ char *ts_read_response(int fd)
 		}
 		if (want && n >= want)
 			return buf;
+		if (wait_readable(fd, deadline, "reading a response") < 0) {
+			free(buf);
+			return NULL;
+		}
 		ssize_t r = read(fd, &c, 1);
 		if (r < 0 && errno == EINTR)
 			continue;

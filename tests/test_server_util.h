@@ -32,12 +32,14 @@ struct ts_resp {
 int ts_start(struct ts_server *s, const char *const *args);
 /* Like ts_start with "--root S->root" (S->root must be set). */
 int ts_start_disk(struct ts_server *s, const char *const *args);
-/* SIGTERM, then wait: the exit status, or 128 + signal. */
+/* SIGTERM, then wait: the exit status, or 128 + signal; -1 (with a
+ * message, the server killed) if it is still running after 60 s. */
 int ts_stop(struct ts_server *s);
 /* Wait for the server to exit (no signal sent): as ts_stop. */
 int ts_wait(struct ts_server *s);
 /* Read one whole response (head + Content-Length body) from FD; the
- * malloc'd text, or NULL if the peer closed first. */
+ * malloc'd text, or NULL if the peer closed first or sent nothing for
+ * 60 s (a hang, reported on stderr). */
 char *ts_read_response(int fd);
 /* The path of the blkmap-server binary under test. */
 const char *ts_server_path(void);
@@ -80,7 +82,8 @@ extern long ts_timeout_ms;
 /* A TCP socket connected to S. */
 int ts_connect(const struct ts_server *s);
 /* Read from FD until the peer closes; returns the bytes read (malloc'd,
- * NUL-terminated) and their count in *N. */
+ * NUL-terminated) and their count in *N; NULL if the peer neither sent
+ * nor closed for 60 s (a hang, reported on stderr). */
 char *ts_read_all(int fd, size_t *n);
 
 char *ts_mkdtemp(void);
