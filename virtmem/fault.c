@@ -126,8 +126,9 @@ int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp)
 	vma = vma_lookup_locked(addr);
 	if (vma == NULL)
 		rc = VM_FAULT_NOT_OURS;
-	else if (vma->fh->engine->signal_fault_locked && signal)
-		rc = vma->fh->engine->signal_fault_locked(vma, addr, write, blkp);
+	else if (signal && vma->fh->engine->signal_fault_locked &&
+		 (rc = vma->fh->engine->signal_fault_locked(vma, addr, write, blkp)) != VM_FAULT_SIGNAL_PATH)
+		; /* the engine's answer */
 	else if (signal)
 		rc = fault_locked(vma, addr, write, blkp);
 	else {

@@ -310,7 +310,7 @@ int page_dirty_prot(const struct vm_page *page);
 
 /* ---- the fault path (fault.c) --------------------------------------------- */
 
-enum { VM_FAULT_NOT_OURS = 1 };
+enum { VM_FAULT_NOT_OURS = 1, VM_FAULT_SIGNAL_PATH = 2 };
 
 /* vm_fault_at handles a fault at addr: 0 handled (retry the access),
  * VM_FAULT_NOT_OURS when addr is not in any mapping, or -errno to turn into
@@ -356,7 +356,8 @@ struct vm_engine {
 	 * each): every page of fh, or only page when it is not NULL. */
 	void (*sync_written_locked)(vm_fileh *fh, struct vm_page *page);
 	/* A SIGSEGV on a mapping of this engine (the SIGSEGV engine's handler
-	 * asks): 0 to retry the access, or the -errno for its SIGBUS. */
+	 * asks): 0 to retry the access, the -errno for its SIGBUS, or
+	 * VM_FAULT_SIGNAL_PATH to serve it as the SIGSEGV engine would. */
 	int (*signal_fault_locked)(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp);
 	/* The engine keeps pages in memory of its own: the pool only counts
 	 * their bytes, and its spare slots are of no use. */

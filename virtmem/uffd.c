@@ -242,7 +242,9 @@ static void uffd_fail(uintptr_t addr, pid_t tid, int err, vm_blk_t blk)
 
 /* The SIGSEGV engine's handler got a fault on a uffd mapping: a failure
  * noted by uffd_fail (its error for the thread it was for; a retry for any
- * other), or a write to a read-only handle. */
+ * other), or a write to a read-only handle (mapped PROT_READ): that one
+ * takes the SIGSEGV engine's path, whose on_fault call lets the backend say
+ * why it fails (the only backend call left in signal context). */
 static int uffd_signal_fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 {
 	uintptr_t page = addr & ~(ctx.pagesize - 1);
@@ -263,7 +265,7 @@ static int uffd_signal_fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_b
 		return rc;
 	}
 	if (write && vma->fh->readonly)
-		return -EROFS;
+		return VM_FAULT_SIGNAL_PATH; /* -EROFS, after on_fault */
 	return 0;
 }
 

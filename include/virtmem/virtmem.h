@@ -4,8 +4,9 @@
  * stores (vm_bigfile_ops).  vm_fileh_open() opens a handle on it with a RAM
  * pool (vm_ram) that caches blocks; vm_fileh_mmap() maps a range of blocks
  * into the process.  Touching the mapping loads blocks on demand through page
- * faults; writing marks them dirty; vm_fileh_dirty_writeout() stores dirty
- * blocks back through the backend.
+ * faults, served by a fault engine (a SIGSEGV handler, or userfaultfd: see
+ * docs/virtmem.md); writing marks them dirty; vm_fileh_dirty_writeout()
+ * stores dirty blocks back through the backend.
  *
  * Two modes per handle:
  *  - loadblk mode: every block that is read is loaded into a RAM page by
@@ -91,7 +92,8 @@ size_t vm_ram_used(const vm_ram *ram);
 struct vm_bigfile_ops {
 	/* loadblk fills buf (blksize bytes) with block blk: all of it, for buf
 	 * may hold another block's old bytes (a recycled RAM slot), not zeros.  Called with no
-	 * virtmem lock held, possibly from a page-fault (SIGSEGV) handler, and
+	 * virtmem lock held, possibly from a page-fault (SIGSEGV) handler or a
+	 * userfaultfd handler thread (see the fault engines), and
 	 * possibly for several blocks at once from several threads.  It must not
 	 * touch memory mapped from this library.  Returns 0 or -errno; on error
 	 * the faulting access gets SIGBUS and the block stays unloaded. */
