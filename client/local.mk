@@ -6,6 +6,9 @@ client_libblkmap_la_SOURCES = \
 	client/commit.c \
 	client/dataset.c \
 	client/http.c \
+	client/store.h \
+	client/store.c \
+	client/store_http.c \
 	client/manifest.c \
 	client/readahead.c \
 	client/overlay.c \
