@@ -374,14 +374,12 @@ static int uffd_attach(vm_fileh *fh)
 		}
 	}
 	pthread_mutex_unlock(&ctx.mu);
-	if (fh->memfd <= 0) {
+	if (fh->memfd < 0) {
 		char name[32];
 		snprintf(name, sizeof(name), "virtmem-file-%zu", fh->blksize);
 		fh->memfd = memfd_create(name, MFD_CLOEXEC);
-		if (fh->memfd < 0) {
-			fh->memfd = 0;
+		if (fh->memfd < 0)
 			return -errno;
-		}
 	}
 	/* A write to a read-only handle's mapping is refused by the kernel
 	 * (SIGSEGV): the SIGSEGV engine turns it into SIGBUS (-EROFS). */
@@ -390,9 +388,9 @@ static int uffd_attach(vm_fileh *fh)
 
 static void uffd_detach(vm_fileh *fh)
 {
-	if (fh->memfd > 0)
+	if (fh->memfd >= 0)
 		close(fh->memfd);
-	fh->memfd = 0;
+	fh->memfd = -1;
 }
 
 static int uffd_vma_create(vm_vma *vma, int prot)
@@ -456,8 +454,11 @@ static int uffd_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
 		};
 		if (ioctl(ctx.fd, UFFDIO_CONTINUE, &c) == 0)
 			break;
-		if (errno == EAGAIN && c.mapped > 0) {
-			off += (size_t)c.mapped;
+		if (errno == EAGAIN) {
+			/* Mapped part of it (up to an os page mapped already),
+			 * or the address space was changing: go on. */
+			if (c.mapped > 0)
+				off += (size_t)c.mapped;
 			continue;
 		}
 		if (errno != EEXIST && errno != EAGAIN) {
