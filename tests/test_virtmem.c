@@ -436,6 +436,7 @@ static void test_write_during_store_is_not_lost(void **unused)
 	void *rc;
 
 	*word(f->vma, 1, 0) = 111;
+	backend_sync(f->fh);
 	f->m->hold_blk = 1; /* storeblk(1) waits for us */
 	pthread_create(&wo, NULL, writeout_thread, f);
 	memfile_wait_held(f->m);
@@ -501,6 +502,7 @@ static void test_invalidate_drops_clean_page(void **unused)
 	struct fx *f = fx_open(BS4K, 4, 4);
 
 	touch(word(f->vma, 2, 0));
+	backend_sync(f->fh);
 	memfile_blk(f->m, 2)[0] = 4242;
 	assert_int_equal(vm_fileh_invalidate_page(f->fh, 2), 0);
 	assert_int_equal(state(f, 2), VM_PAGE_EMPTY);
@@ -606,6 +608,7 @@ static void test_on_fault_sees_every_fault_cached_or_not(void **unused)
 	touch(word(a, 2, 0));      /* miss */
 	touch(word(b, 2, 0));      /* cached: a fault in b all the same */
 	*(volatile uint64_t *)word(a, 3, 0) = 1; /* write */
+	backend_sync(fh);
 	assert_int_equal(nseen, 3);
 	assert_int_equal(seen_blk[0], 2);
 	assert_int_equal(seen_blk[1], 2);
@@ -819,6 +822,7 @@ static void check_writes_backend(size_t bs, bool all_first)
 {
 	struct fx *f = fx_open(bs, 6, 2);
 
+	backend_sync(f->fh);
 	f->m->file.ops = &writes_ops;
 	write_all_first = all_first;
 	for (vm_blk_t b = 0; b < 6; b++)
@@ -826,6 +830,7 @@ static void check_writes_backend(size_t bs, bool all_first)
 	zero_from[1] = 0;              /* a hole */
 	zero_from[2] = bs / 2 + 100;   /* a short last block */
 	zero_from[4] = 4096 + 8;       /* all but a page and a bit zero */
+	backend_sync(f->fh);
 	for (int round = 0; round < 3; round++)
 		for (vm_blk_t b = 0; b < 6; b++)
 			assert_true(block_reads_right(f->vma, f->m, b));
@@ -852,10 +857,12 @@ static void test_hole_in_recycled_slot_reads_zeros(void **unused)
 {
 	struct fx *f = fx_open(BS64K, 2, 1);
 
+	backend_sync(f->fh);
 	f->m->file.ops = &writes_ops;
 	write_all_first = false;
 	zero_from[0] = BS64K;
 	zero_from[1] = 0;
+	backend_sync(f->fh);
 	assert_true(block_reads_right(f->vma, f->m, 0));
 	/* Block 1 takes block 0's slot, full of block 0's bytes. */
 	assert_true(block_reads_right(f->vma, f->m, 1));
@@ -899,12 +906,14 @@ static void test_loads_take_spare_slots_and_spares_are_refilled(void **unused)
 	wait_spares(f->ram, 2 * BS64K);
 	/* A spare is zeroed memory: a backend writing part of a block and
 	 * zeroing the rest, or nothing (a hole), reads right from it. */
+	backend_sync(f->fh);
 	f->m->file.ops = &writes_ops;
 	write_all_first = true;
 	for (vm_blk_t b = 0; b < 8; b++)
 		zero_from[b] = BS64K;
 	zero_from[4] = 0;
 	zero_from[5] = 1000;
+	backend_sync(f->fh);
 	assert_true(block_reads_right(f->vma, f->m, 4));
 	wait_spares(f->ram, 2 * BS64K);
 	assert_true(block_reads_right(f->vma, f->m, 5));
