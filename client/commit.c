@@ -421,7 +421,10 @@ static int check_still_latest(bm_dataset *ds)
 		return conflict(ds, "%s: %s", "another writer created the dataset first");
 	if (ds->exists && rc == BM_ENOTFOUND)
 		return conflict(ds, "%s: %s", "the dataset was deleted on the server");
-	if (ds->exists && ds->etag[0] && v.etag[0] && strcmp(ds->etag, v.etag) != 0)
+	/* Weakly compared: a server may send W/"x" for a second after a
+	 * change and "x" afterwards for the same version (Apache).  The swap
+	 * (step 4) is the real check. */
+	if (ds->exists && ds->etag[0] && v.etag[0] && !bm_etag_same(ds->etag, v.etag))
 		return conflict(ds, "%s: %s", "another writer published a new generation since this one was opened");
 	if (ds->exists && ds->etag[0] == '\0' && ds->manifest_json) {
 		/* No ETag to compare (the server sends none): compare bytes. */
@@ -630,7 +633,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	struct vm_fileh_stats st;
 	vm_fileh_stats(ds->fh, &st);
 	if (ds->exists && st.ndirty == 0 && ds->nchanges == 0 && ds->new_size == ds->manifest->size &&
-	    ds->trunc_size >= ds->manifest->size) {
+	    ds->trunc_size >= ds->manifest->size && !ds->attrs_changed) {
 		if (genp)
 			*genp = ds->manifest->generation; /* nothing to publish */
 		return 0;
@@ -661,9 +664,18 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 
 	pthread_mutex_lock(&ds->mu);
 	rc = bm_manifest_apply(ds->manifest, ds->changes, ds->nchanges, ds->new_size, &next);
+	char *new_attrs = NULL;
+	if (rc == 0 && ds->attrs_changed && ds->new_attrs && (new_attrs = strdup(ds->new_attrs)) == NULL)
+		rc = BM_ENOMEM;
+	if (rc == 0 && ds->attrs_changed) {
+		free(next->attrs);
+		next->attrs = new_attrs;
+	}
 	pthread_mutex_unlock(&ds->mu);
-	if (rc < 0)
+	if (rc < 0) {
+		bm_manifest_free(next);
 		return rc;
+	}
 	char *json = bm_manifest_dump(next, &len);
 	if (json == NULL) {
 		bm_manifest_free(next);
@@ -697,6 +709,9 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	size_t ndone = ds->nchanges;
 	ds->changes = NULL;
 	ds->nchanges = ds->capchanges = 0;
+	free(ds->new_attrs);
+	ds->new_attrs = NULL;
+	ds->attrs_changed = false;
 	pthread_mutex_unlock(&ds->mu);
 
 	/* Published: the stored pages are clean now (a page written since its
