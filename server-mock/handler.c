@@ -227,6 +227,8 @@ enum srv_head_action srv_handle_head(struct srv_server *srv,
 		pthread_mutex_lock(&srv->stats.lock);
 		srv->stats.requests[rq->method]++;
 		srv->stats.in_flight++;
+		if (srv->stats.in_flight > srv->stats.in_flight_max)
+			srv->stats.in_flight_max = srv->stats.in_flight;
 		srv->stats.rejected += over_limit != 0;
 		pthread_mutex_unlock(&srv->stats.lock);
 	}

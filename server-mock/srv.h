@@ -160,6 +160,7 @@ struct srv_stats {
 	uint64_t bytes_in, bytes_out;
 	uint64_t faults[SRV_NFAULTS];
 	uint64_t accepted, rejected, open, in_flight;
+	uint64_t in_flight_max;  /* since the previous srv_stats_to_json */
 };
 
 void srv_stats_init(struct srv_stats *);
