@@ -50,6 +50,7 @@ struct srv_conn {
 	int closing;         /* close after this response */
 	int cut;             /* drop fault: close as soon as it drained */
 	int in_flight, peer_eof;
+	int out_counted;     /* bytes leaving now count in stats bytes_out */
 	uint64_t body_left;
 	char *head;          /* the raw request head, parsed in place */
 	char *key;           /* storage for rq.key */
@@ -62,6 +63,8 @@ struct srv_conn {
 
 static void conn_read_head(struct srv_conn *c);
 static void conn_send_response(struct srv_conn *c);
+static void count_sent(struct evbuffer *buf,
+		       const struct evbuffer_cb_info *info, void *arg);
 
 /* ---- bookkeeping ---- */
 
@@ -122,6 +125,7 @@ static void conn_free(struct srv_conn *c)
 		c->next->prev = c->prev;
 	event_free(c->timer);
 	event_free(c->delay);
+	evbuffer_remove_cb(bufferevent_get_output(c->bev), count_sent, c);
 	bufferevent_free(c->bev);
 	evbuffer_free(c->rs.headers);
 	evbuffer_free(c->rs.body);
@@ -453,6 +457,9 @@ static void conn_complete_request(struct srv_conn *c)
 		srv_stats_add(&srv->stats,
 			      &srv->stats.faults[SRV_FAULT_LATENCY], 1);
 		c->state = CONN_WAIT;
+		/* From now, not from the loop's cached time (earlier): never
+		 * less than N ms. */
+		event_base_update_cache_time(bufferevent_get_base(c->bev));
 		evtimer_add(c->delay, &tv);
 		return;
 	}
@@ -522,8 +529,10 @@ static void conn_start_request(struct srv_conn *c)
 	}
 	c->in_flight = c->rq.counted;
 	c->body_left = c->rq.content_length;
-	if (c->body_left && c->expect_continue)
+	if (c->body_left && c->expect_continue) {
+		c->out_counted = c->rq.counted;
 		bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	}
 	c->state = CONN_BODY;
 	conn_read_body(c);
 }
@@ -661,10 +670,11 @@ static void conn_send_response(struct srv_conn *c)
 		evbuffer_add_buffer(out, c->rs.body);
 	}
 	sent = evbuffer_get_length(out) - before;
+	/* bytes_out grows as the bytes leave (count_sent), not here. */
+	c->out_counted = c->rq.counted;
 	if (c->rq.counted) {
 		int st = c->rs.status;
 		pthread_mutex_lock(&srv->stats.lock);
-		srv->stats.bytes_out += sent;
 		srv->stats.status[st > 0 && st < 600 ? st : 0]++;
 		pthread_mutex_unlock(&srv->stats.lock);
 	}
@@ -712,6 +722,20 @@ static void conn_finish_response(struct srv_conn *c)
 }
 
 /* ---- libevent callbacks ---- */
+
+/* Bytes drained from the output buffer were written to the socket (by
+ * write or sendfile): those are the bytes sent.  What is still queued when
+ * a client leaves was never sent and is never counted.  The buffer holds
+ * one response at a time, so out_counted says whose bytes these are. */
+static void count_sent(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+		       void *arg)
+{
+	struct srv_conn *c = arg;
+
+	if (info->n_deleted && c->out_counted)
+		srv_stats_add(&c->srv->stats, &c->srv->stats.bytes_out,
+			      info->n_deleted);
+}
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
@@ -856,6 +880,7 @@ void srv_conn_accept(struct srv_worker *w, struct srv_server *srv,
 	tune_socket(c, fd);
 	reset_request(c);
 	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+	evbuffer_add_cb(bufferevent_get_output(c->bev), count_sent, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	conn_wait_request(c);
 }
