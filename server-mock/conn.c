@@ -162,6 +162,22 @@ static void conn_reply_early(struct srv_conn *c, int status, const char *fmt,
 	conn_send_response(c);
 }
 
+/* The disk filled up under the body: 507, and close (the rest of the body
+ * is not read). */
+static void conn_reply_full(struct srv_conn *c)
+{
+	if (c->rq.upload) {
+		c->srv->store->ops->upload_abort(c->rq.upload);
+		c->rq.upload = NULL;
+	}
+	evbuffer_drain(c->rs.headers, evbuffer_get_length(c->rs.headers));
+	memset(&c->rs.roll, 0, sizeof(c->rs.roll));
+	srv_reply_full(&c->rs, c->rq.key);
+	c->rs.close = 1;
+	set_timer(c, TIMER_OFF, 0);
+	conn_send_response(c);
+}
+
 /* ---- request head ---- */
 
 static int is_tchar(unsigned char ch)
@@ -491,7 +507,12 @@ static void conn_read_body(struct srv_conn *c)
 			size_t n = vec[i].iov_len;
 			if (n > want - done)
 				n = want - done;
+			errno = 0;
 			if (sink_body(c, vec[i].iov_base, n) < 0) {
+				if (errno == ENOSPC || errno == EDQUOT) {
+					conn_reply_full(c);
+					return;
+				}
 				conn_reply_early(c, 500, "cannot store the "
 						 "request body");
 				return;
