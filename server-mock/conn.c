@@ -906,16 +906,18 @@ void srv_conn_accept(struct srv_worker *w, struct srv_server *srv,
 	conn_wait_request(c);
 }
 
-/* Shutdown: close connections between requests; the others finish their
- * request and close after the response. */
+/* Shutdown: close connections between requests, and those holding only
+ * part of a request head (a head is parsed as soon as it is whole, so in
+ * CONN_HEAD any bytes are an unfinished head): nothing was asked of us
+ * yet, and waiting for the rest could take the whole request timeout.
+ * The others finish their request and close after the response. */
 void srv_worker_conns_stop(struct srv_worker *w)
 {
 	struct srv_conn *c = *srv_worker_conn_list(w), *next;
 
 	for (; c; c = next) {
 		next = c->next;
-		if (c->state == CONN_HEAD &&
-		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		if (c->state == CONN_HEAD)
 			conn_free(c);
 	}
 }

@@ -155,6 +155,32 @@ static void sigterm_closes_idle_connections_and_exits_0(void **state)
 	assert_int_equal(ts_wait(&s), 0);
 }
 
+/* A client that sent part of a request head has asked nothing yet: SIGTERM
+ * closes it at once instead of waiting up to the request timeout (10
+ * minutes here; ts_wait reports a hang after 60 s). */
+static void sigterm_does_not_wait_for_a_partial_request_head(void **state)
+{
+	const char *args[] = { "--memory", "--request-timeout-ms", "600000", NULL };
+	struct ts_server s;
+	size_t n;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	int fd = ts_connect(&s);
+	const char *part = "GET /x HTTP/1.1\r\nHo";
+	assert_int_equal(write(fd, part, strlen(part)), (ssize_t)strlen(part));
+	/* Whether or not the server read these bytes before the signal, it
+	 * must close at once (before the fix it waited for the rest once it
+	 * had read them, which is nearly always). */
+	kill(s.pid, SIGTERM);
+	int rc = ts_wait(&s);
+	char *rest = ts_read_all(fd, &n);
+	close(fd);
+	assert_int_equal(rc, 0);
+	assert_non_null(rest);
+	assert_int_equal(n, 0);  /* closed without an answer */
+	free(rest);
+}
+
 /* Run blkmap-server with ARGS; its stdout+stderr and exit status. */
 static char *run_server(const char *args, int *status)
 {
@@ -310,6 +336,7 @@ int main(void)
 		cmocka_unit_test(a_full_disk_answers_507_and_stores_nothing),
 		cmocka_unit_test(sigterm_finishes_requests_in_flight_then_exits_0),
 		cmocka_unit_test(sigterm_closes_idle_connections_and_exits_0),
+		cmocka_unit_test(sigterm_does_not_wait_for_a_partial_request_head),
 		cmocka_unit_test(help_names_every_option),
 		cmocka_unit_test(bad_options_get_one_line_error_and_status_2),
 	};
