@@ -68,10 +68,10 @@ static void a_commit_retried_after_failed_uploads_publishes_readable_blocks(void
 {
 	struct tc_store *s = tc_store_of(state);
 	char url[512];
-	unsigned char *data = ts_pattern(3 * BS, 71);
 	uint64_t gen = 0;
 
 	tc_require(s, TC_CAN_FAULTS, "it injects no faults");
+	unsigned char *data = ts_pattern(3 * BS, 71);
 	tc_store_url(url, sizeof(url), s, "/ch/retry");
 	bm_dataset *ds = open_new(url);
 	assert_int_equal(bm_resize(ds, 3 * BS), 0);

@@ -465,13 +465,13 @@ static void racing_writers_lose_no_commit(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
 	size_t size = RACERS * 4096;
-	unsigned char *data = calloc(1, size);
 	struct racer r[RACERS];
 	pthread_t t[RACERS];
 	char url[512];
 	int total = 0;
 
 	tc_require(st, TC_CAN_SWAP, "it ignores If-Match on PUT: the last writer wins (docs/FORMAT.md)");
+	unsigned char *data = calloc(1, size);
 	tc_store_url(url, sizeof(url), st, "/racers");
 	tc_put(url, 4096, data, size);
 	for (int i = 0; i < RACERS; i++) {
