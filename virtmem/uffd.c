@@ -296,9 +296,7 @@ static void serve(const struct uffd_msg *msg)
 	if (rc == 0)
 		return; /* mapped: UFFDIO_CONTINUE woke the waiters */
 	if (rc < 0) {
-		if (rc != -EDEADLK)
-			vm_log("%s of block %llu failed: %s", write ? "write fault" : "load",
-			       (unsigned long long)blk, vm_strerror(rc));
+		/* Not logged: whoever failed (loadblk, RAM, mapping) said so. */
 		uffd_fail(addr, (pid_t)msg->arg.pagefault.feat.ptid, rc, blk);
 	}
 	/* Not ours any more (unmapped meanwhile), or failed: the access is
