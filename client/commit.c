@@ -19,11 +19,12 @@
 #include <string.h>
 
 #include "internal.h"
+#include "store.h"
 
 struct bm_upload_job {
 	struct bm_upload_job *next;
 	uint64_t index;
-	char key[BM_SUM_HEX + 8];
+	char key[BM_KEY_BLOCK_SIZE];
 	void *data;
 	size_t len;
 };
@@ -63,20 +64,6 @@ static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 	free(job);
 }
 
-/* A PUT was stored (2xx), or its precondition failed (412): the caller
- * decides what a 412 means.  For a block it means If-None-Match found the
- * object: the same bytes (the key is their checksum) are there already. */
-static int check_put_block(struct bm_req *r, void *arg, char *msg, size_t n)
-{
-	(void)arg;
-	if (r->status == 200 || r->status == 201 || r->status == 204 || r->status == 412)
-		return 0;
-	bm_fmt(msg, n, "HTTP %ld", r->status);
-	return bm_status_error(r->status);
-}
-
-static int check_any(struct bm_req *r, void *arg, char *msg, size_t n);
-
 /* PUTs body as the immutable object key, with If-None-Match: * (a block,
  * or a kept generation); an object already there counts as stored.  With
  * whole, an object already there must also have the body's length (a
@@ -85,27 +72,20 @@ static int check_any(struct bm_req *r, void *arg, char *msg, size_t n);
 static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, bool whole,
 		   char *msg, size_t n)
 {
-	struct bm_req r = { .method = "PUT", .body = body, .body_len = len,
-			    .if_none_match_any = true, .discard = true };
-	char *url = bm_key_url(ds, key);
-	int rc;
+	static const struct bm_put if_none = { .cond = BM_PUT_IF_NONE };
+	struct bm_version v;
+	int rc = bm_store_put(ds->store, key, body, len, &if_none, NULL, msg, n);
 
-	if (url == NULL)
-		return BM_ENOMEM;
-	r.url = url;
-	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, n, &ds->c.retries);
-	if (rc == 0 && r.status == 412 && whole) {
-		struct bm_req h = { .method = "HEAD", .url = url };
-		rc = bm_http_do(ds->http, &h, check_any, NULL, msg, n, &ds->c.retries);
-		if (rc == 0 && h.status / 100 == 2 && h.content_length != UINT64_MAX &&
-		    h.content_length != len) {
-			bm_log("%s holds %" PRIu64 " bytes, not %zu: replaced", url, h.content_length, len);
-			r.if_none_match_any = false;
-			rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, n, &ds->c.retries);
-		}
+	if (rc != BM_ECONFLICT)
+		return rc;
+	if (!whole)
+		return 0; /* the same bytes are there already */
+	rc = bm_store_head(ds->store, key, &v, msg, n);
+	if (rc == 0 && v.size != UINT64_MAX && v.size != len) {
+		bm_log("%s/%s holds %" PRIu64 " bytes, not %zu: replaced", ds->url, key, v.size, len);
+		return bm_store_put(ds->store, key, body, len, NULL, NULL, msg, n);
 	}
-	free(url);
-	return rc;
+	return rc == BM_ENOTFOUND ? 0 : rc;
 }
 
 static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
@@ -269,7 +249,7 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len,
 	if (bm_is_zero(buf, len))
 		return add_change(ds, index, NULL, "", len, from_page); /* a hole */
 	bm_sum_hex(buf, len, sum);
-	snprintf(key, sizeof(key), "blocks/%s", sum);
+	bm_key_block(key, sum);
 	pthread_mutex_lock(&ds->mu);
 	const struct bm_block *b = bm_manifest_find(ds->manifest, index);
 	unchanged = b && strcmp(b->sum, sum) == 0 && bm_manifest_objlen(ds->manifest, index) == len;
@@ -399,40 +379,23 @@ int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 
 /* ---- the commit ------------------------------------------------------------------ */
 
-static int check_any(struct bm_req *r, void *arg, char *msg, size_t n)
+/* True when manifest.json on the server holds exactly json; sets etag (if
+ * not NULL) to its ETag then.  Used where ETags cannot tell: a swap whose
+ * answer was lost and whose retry got 412 did publish if the retry found
+ * our own manifest; a swap answered without an ETag learns its ETag only
+ * if the manifest is still ours. */
+static bool server_manifest_is(bm_dataset *ds, const char *json, size_t len, char *etag, size_t etagn)
 {
-	(void)arg;
-	(void)msg;
-	(void)n;
-	(void)r;
-	return 0;
-}
-
-static int check_get_200(struct bm_req *r, void *arg, char *msg, size_t n)
-{
-	(void)arg;
-	if (r->status == 200)
-		return 0;
-	bm_fmt(msg, n, "HTTP %ld", r->status);
-	return bm_status_error(r->status);
-}
-
-/* True when manifest.json on the server (at url) holds exactly json; sets
- * etag (if not NULL) to its ETag then.  Used where ETags cannot tell: a
- * swap whose answer was lost and whose retry got 412 did publish if the
- * retry found our own manifest; a swap answered without an ETag learns its
- * ETag only if the manifest is still ours. */
-static bool server_manifest_is(bm_dataset *ds, const char *url, const char *json, size_t len,
-			       char *etag, size_t etagn)
-{
-	struct bm_req r = { .method = "GET", .url = url, .grow = true, .cap = BM_MANIFEST_MAX };
-	char msg[512];
-	bool same = bm_http_do(ds->http, &r, check_get_200, NULL, msg, sizeof(msg), &ds->c.retries) == 0 &&
-		    r.got == len && memcmp(r.gbuf, json, len) == 0;
+	struct bm_version v;
+	char msg[512], *got = NULL;
+	size_t glen = 0;
+	bool same = bm_store_get_all(ds->store, BM_KEY_MANIFEST, BM_MANIFEST_MAX, &got, &glen, &v,
+				     msg, sizeof(msg)) == 0 &&
+		    glen == len && memcmp(got, json, len) == 0;
 
 	if (same && etag)
-		snprintf(etag, etagn, "%s", r.etag);
-	free(r.gbuf);
+		snprintf(etag, etagn, "%s", v.etag);
+	free(got);
 	return same;
 }
 
@@ -446,37 +409,23 @@ static int conflict(bm_dataset *ds, const char *fmt, const char *detail)
 /* Step 1: has someone published since we opened? */
 static int check_still_latest(bm_dataset *ds)
 {
-	struct bm_req r = { .method = "HEAD" };
+	struct bm_version v;
 	char msg[512];
-	char *url = bm_key_url(ds, "manifest.json");
-	int rc;
+	int rc = bm_store_head(ds->store, BM_KEY_MANIFEST, &v, msg, sizeof(msg));
 
-	if (url == NULL)
-		return BM_ENOMEM;
-	r.url = url;
-	rc = bm_http_do(ds->http, &r, check_any, NULL, msg, sizeof(msg), &ds->c.retries);
-	free(url);
-	if (rc < 0) {
+	if (rc < 0 && rc != BM_ENOTFOUND) {
 		bm_set_error(ds, rc, "%s", msg);
 		return rc;
 	}
-	if (!ds->exists && r.status != 404)
-		return r.status == 200 ? conflict(ds, "%s: %s", "another writer created the dataset first")
-				       : (bm_set_error(ds, BM_EHTTP, "HEAD %s/manifest.json: HTTP %ld", ds->url, r.status), BM_EHTTP);
-	if (ds->exists && r.status == 404)
+	if (!ds->exists && rc == 0)
+		return conflict(ds, "%s: %s", "another writer created the dataset first");
+	if (ds->exists && rc == BM_ENOTFOUND)
 		return conflict(ds, "%s: %s", "the dataset was deleted on the server");
-	if (ds->exists && r.status != 200) {
-		bm_set_error(ds, bm_status_error(r.status), "HEAD %s/manifest.json: HTTP %ld", ds->url, r.status);
-		return bm_status_error(r.status);
-	}
-	if (ds->exists && ds->etag[0] && r.etag[0] && strcmp(ds->etag, r.etag) != 0)
+	if (ds->exists && ds->etag[0] && v.etag[0] && strcmp(ds->etag, v.etag) != 0)
 		return conflict(ds, "%s: %s", "another writer published a new generation since this one was opened");
 	if (ds->exists && ds->etag[0] == '\0' && ds->manifest_json) {
 		/* No ETag to compare (the server sends none): compare bytes. */
-		url = bm_key_url(ds, "manifest.json");
-		bool same = url && server_manifest_is(ds, url, ds->manifest_json, ds->manifest_json_len, NULL, 0);
-		free(url);
-		if (!same)
+		if (!server_manifest_is(ds, ds->manifest_json, ds->manifest_json_len, NULL, 0))
 			return conflict(ds, "%s: %s", "the manifest on the server is not the one this handle opened");
 	}
 	return 0;
@@ -497,20 +446,14 @@ static int put_once(bm_dataset *ds, const char *key, const char *body, size_t le
  * crashed between its swap and its gen/ PUT). */
 static void keep_generation(bm_dataset *ds)
 {
-	char key[64];
-	struct bm_req r = { .method = "HEAD" };
-	char msg[512];
+	char key[BM_KEY_GEN_SIZE], msg[512];
+	struct bm_version v;
 
 	if (!ds->exists || ds->manifest_json == NULL)
 		return;
-	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", ds->manifest->generation);
-	r.url = bm_key_url(ds, key);
-	if (r.url == NULL)
-		return;
-	if (bm_http_do(ds->http, &r, check_any, NULL, msg, sizeof(msg), &ds->c.retries) == 0 &&
-	    r.status == 404)
+	bm_key_gen(key, ds->manifest->generation);
+	if (bm_store_head(ds->store, key, &v, msg, sizeof(msg)) == BM_ENOTFOUND)
 		put_once(ds, key, ds->manifest_json, ds->manifest_json_len);
-	free((char *)r.url);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -636,46 +579,41 @@ static void hook(bm_dataset *ds, const char *stage)
 static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new_etag, size_t etagn,
 			 bool *superseded)
 {
-	struct bm_req r = { .method = "PUT", .body = json, .body_len = len, .discard = true };
+	struct bm_version v;
+	struct bm_put p = {
+		.cond = !ds->exists ? BM_PUT_IF_NONE : ds->etag[0] ? BM_PUT_IF_MATCH : BM_PUT_ANY,
+		.etag = ds->etag,
+		.was = ds->manifest_json,
+		.was_len = ds->manifest_json_len,
+		.swap = true,
+	};
 	char msg[512];
-	char *url = bm_key_url(ds, "manifest.json");
-	int rc;
+	int rc = bm_store_put(ds->store, BM_KEY_MANIFEST, json, len, &p, &v, msg, sizeof(msg));
 
-	if (url == NULL)
-		return BM_ENOMEM;
-	r.url = url;
-	if (ds->exists)
-		r.if_match = ds->etag[0] ? ds->etag : NULL;
-	else
-		r.if_none_match_any = true;
 	*superseded = false;
-	rc = bm_http_do(ds->http, &r, check_put_block, NULL, msg, sizeof(msg), &ds->c.retries);
-	if (rc == 0 && r.status == 412) {
-		if (server_manifest_is(ds, url, json, len, new_etag, etagn)) {
-			free(url);
+	if (rc == BM_ECONFLICT) {
+		if (server_manifest_is(ds, json, len, new_etag, etagn))
 			return 0;
-		}
-		rc = conflict(ds, "%s: %s", "another writer published first (the manifest changed)");
-	} else if (rc < 0) {
+		return conflict(ds, "%s: %s", "another writer published first (the manifest changed)");
+	}
+	if (rc < 0) {
 		bm_set_error(ds, rc, "%s", msg);
+		return rc;
 	}
-	if (rc == 0) {
-		hook(ds, "manifest-put");
-		snprintf(new_etag, etagn, "%s", r.etag);
-		/* The server did not say: ask, and take the answer only if
-		 * the manifest there is still ours.  Another writer's ETag
-		 * taken for ours would let our next commit overwrite it. */
-		if (r.etag[0] == '\0' && !server_manifest_is(ds, url, json, len, new_etag, etagn))
-			*superseded = true;
-	}
-	free(url);
-	return rc;
+	hook(ds, "manifest-put");
+	snprintf(new_etag, etagn, "%s", v.etag);
+	/* The server did not say: ask, and take the answer only if the
+	 * manifest there is still ours.  Another writer's ETag taken for ours
+	 * would let our next commit overwrite it. */
+	if (v.etag[0] == '\0' && !server_manifest_is(ds, json, len, new_etag, etagn))
+		*superseded = true;
+	return 0;
 }
 
 int bm_commit(bm_dataset *ds, uint64_t *genp)
 {
 	struct bm_manifest *next = NULL;
-	char etag[BM_ETAG_SIZE] = "", key[64];
+	char etag[BM_ETAG_SIZE] = "", key[BM_KEY_GEN_SIZE];
 	size_t len = 0;
 	bool superseded;
 	int rc;
@@ -692,7 +630,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	struct vm_fileh_stats st;
 	vm_fileh_stats(ds->fh, &st);
 	if (ds->exists && st.ndirty == 0 && ds->nchanges == 0 && ds->new_size == ds->manifest->size &&
-	    ds->trunc_size >= ds->manifest->size) {
+	    ds->trunc_size >= ds->manifest->size && !ds->attrs_changed) {
 		if (genp)
 			*genp = ds->manifest->generation; /* nothing to publish */
 		return 0;
@@ -723,9 +661,18 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 
 	pthread_mutex_lock(&ds->mu);
 	rc = bm_manifest_apply(ds->manifest, ds->changes, ds->nchanges, ds->new_size, &next);
+	char *new_attrs = NULL;
+	if (rc == 0 && ds->attrs_changed && ds->new_attrs && (new_attrs = strdup(ds->new_attrs)) == NULL)
+		rc = BM_ENOMEM;
+	if (rc == 0 && ds->attrs_changed) {
+		free(next->attrs);
+		next->attrs = new_attrs;
+	}
 	pthread_mutex_unlock(&ds->mu);
-	if (rc < 0)
+	if (rc < 0) {
+		bm_manifest_free(next);
 		return rc;
+	}
 	char *json = bm_manifest_dump(next, &len);
 	if (json == NULL) {
 		bm_manifest_free(next);
@@ -738,7 +685,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		return rc;
 	}
 	hook(ds, "swapped");
-	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", next->generation);
+	bm_key_gen(key, next->generation);
 	put_once(ds, key, json, len);
 
 	pthread_mutex_lock(&ds->mu);
@@ -759,6 +706,9 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	size_t ndone = ds->nchanges;
 	ds->changes = NULL;
 	ds->nchanges = ds->capchanges = 0;
+	free(ds->new_attrs);
+	ds->new_attrs = NULL;
+	ds->attrs_changed = false;
 	pthread_mutex_unlock(&ds->mu);
 
 	/* Published: the stored pages are clean now (a page written since its

@@ -18,6 +18,7 @@
 #include "bm_xxhash.h"
 
 #include "internal.h"
+#include "store.h"
 
 struct bm_mapping {
 	bm_dataset *ds;
@@ -29,86 +30,40 @@ static bm_dataset *ds_of(vm_bigfile *f)
 	return (bm_dataset *)f; /* file is the first member */
 }
 
-char *bm_key_url(const bm_dataset *ds, const char *key)
-{
-	size_t n = strlen(ds->url) + strlen(key) + 2;
-	char *u = malloc(n);
-	if (u)
-		snprintf(u, n, "%s/%s", ds->url, key);
-	return u;
-}
-
 /* ---- fetching one block ---------------------------------------------------- */
 
-struct block_check {
-	const char *sum;           /* expected xxh128, NULL for flat */
-	size_t len;                /* expected body length */
-	uint64_t start;            /* flat: range asked */
-	uint64_t total;            /* flat: the object's size when opened */
-	const char *etag;          /* flat: ETag the object had when opened */
-	const char *last_modified; /* flat: its Last-Modified then */
+/* The sink of a block's body: hashed while hot, then stored into the
+ * loadblk buffer (which may be a fresh RAM slot of virtmem's: filled with
+ * vm_loadblk_write, never through the pointer). */
+struct block_sink {
+	void *buf;
+	XXH3_state_t *xxh;         /* NULL: not hashed (flat) */
+	const char *sum;           /* expected xxh128 */
 };
 
-static int check_block(struct bm_req *r, void *arg, char *msg, size_t n)
+static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
 {
-	struct block_check *c = arg;
+	struct block_sink *b = arg;
+
+	if (b->xxh) {
+		if (off == 0)
+			XXH3_128bits_reset(b->xxh); /* a retry starts over */
+		XXH3_128bits_update(b->xxh, data, len);
+	}
+	return vm_loadblk_write(b->buf, (size_t)off, data, len);
+}
+
+static int block_verify(void *arg, char *msg, size_t n)
+{
+	struct block_sink *b = arg;
 	char sum[BM_SUM_HEX + 1];
 
-	if (c->sum == NULL) {
-		/* Flat object: a 206 of exactly the range asked, of an object
-		 * of the same size, ETag and Last-Modified as when opened
-		 * (each compared when the server sends it). */
-		if (r->status == 412 || (c->etag[0] && r->etag[0] && strcmp(r->etag, c->etag) != 0)) {
-			bm_fmt(msg, n, "the object changed on the server (ETag %s, was %s)",
-			       r->etag[0] ? r->etag : "?", c->etag);
-			return BM_ECHANGED;
-		}
-		if (r->status == 206 && c->last_modified[0] && r->last_modified[0] &&
-		    strcmp(r->last_modified, c->last_modified) != 0) {
-			bm_fmt(msg, n, "the object changed on the server (Last-Modified %s, was %s)",
-			       r->last_modified, c->last_modified);
-			return BM_ECHANGED;
-		}
-		if (r->status == 200) {
-			bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
-			return BM_EFORMAT;
-		}
-		if (r->status != 206) {
-			bm_fmt(msg, n, "HTTP %ld", r->status);
-			return bm_status_error(r->status);
-		}
-		char want[96], total[32];
-		snprintf(want, sizeof(want), "bytes %" PRIu64 "-%" PRIu64 "/",
-			 c->start, c->start + c->len - 1);
-		snprintf(total, sizeof(total), "%" PRIu64, c->total);
-		size_t wl = strlen(want);
-		if (strncmp(r->content_range, want, wl) != 0) {
-			bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (%s...)",
-			       r->content_range, want);
-			return BM_EFORMAT;
-		}
-		/* The total: the size at open, or "*" (unknown). */
-		if (strcmp(r->content_range + wl, total) != 0 && strcmp(r->content_range + wl, "*") != 0) {
-			bm_fmt(msg, n, "the object changed on the server (Content-Range \"%s\": size was %s)",
-			       r->content_range, total);
-			return BM_ECHANGED;
-		}
-	} else if (r->status != 200) {
-		bm_fmt(msg, n, "HTTP %ld", r->status);
-		return bm_status_error(r->status);
-	}
-	if (r->got != c->len) {
-		/* A cut-off body: retried. */
-		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, c->len);
-		return BM_EHTTP;
-	}
-	if (c->sum != NULL) {
-		/* Hashed by http.c as the body arrived. */
-		bm_sum_state_hex(r->xxh, sum);
-		if (strcmp(sum, c->sum) != 0) {
-			bm_fmt(msg, n, "checksum mismatch: bytes hash to %s, manifest says %s", sum, c->sum);
-			return BM_ECHECKSUM;
-		}
+	if (b->xxh == NULL)
+		return 0;
+	bm_sum_state_hex(b->xxh, sum);
+	if (strcmp(sum, b->sum) != 0) {
+		bm_fmt(msg, n, "checksum mismatch: bytes hash to %s, manifest says %s", sum, b->sum);
+		return BM_ECHECKSUM;
 	}
 	return 0;
 }
@@ -178,8 +133,9 @@ static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct blo
  * visible).  With log, a failure is also reported on stderr. */
 static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf, bool log)
 {
-	struct block_check chk = { 0 };
-	struct bm_req r = { .method = "GET" };
+	struct block_sink sink = { .buf = buf, .sum = src->sum };
+	struct bm_get g = { .sink = block_sink, .sink_arg = &sink, .verify = block_verify };
+	struct bm_version pin = { .size = src->total };
 	size_t bs = ds->file.blksize, len = src->len;
 	char msg[512];
 	int rc;
@@ -191,35 +147,25 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 		atomic_fetch_add(&ds->c.hole_blocks, 1);
 		return 0;
 	}
-	char *url = src->flat ? strdup(ds->url) : bm_key_url(ds, src->key);
-	if (url == NULL)
-		return BM_ENOMEM;
-	r.url = url;
-	r.dst = buf;
-	r.cap = len;
-	chk.len = len;
 	if (src->flat) {
-		r.has_range = true;
-		r.range_start = index * bs;
-		r.range_end = r.range_start + len - 1;
-		/* If-Match compares strongly: a weak ETag (W/"...") would
-		 * never match, so it is only compared with the answer's. */
-		r.if_match = src->etag[0] && strncmp(src->etag, "W/", 2) != 0 ? src->etag : NULL;
-		chk.start = r.range_start;
-		chk.total = src->total;
-		chk.etag = src->etag;
-		chk.last_modified = src->last_modified;
+		/* A range of the object, which must still be the version
+		 * opened. */
+		g.range = true;
+		g.off = index * bs;
+		g.len = len;
+		snprintf(pin.etag, sizeof(pin.etag), "%s", src->etag);
+		snprintf(pin.last_modified, sizeof(pin.last_modified), "%s", src->last_modified);
+		g.pin = &pin;
+		rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
 	} else {
-		chk.sum = src->sum;
-		r.xxh = XXH3_createState();
-		if (r.xxh == NULL) {
-			free(url);
+		g.max = len;
+		g.exact = true;
+		sink.xxh = XXH3_createState();
+		if (sink.xxh == NULL)
 			return BM_ENOMEM;
-		}
+		rc = bm_store_get(ds->store, src->key, &g, msg, sizeof(msg));
+		XXH3_freeState(sink.xxh);
 	}
-	rc = bm_http_do(ds->http, &r, check_block, &chk, msg, sizeof(msg), &ds->c.retries);
-	XXH3_freeState(r.xxh);
-	free(url);
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
 		if (log)
@@ -319,73 +265,51 @@ static const vm_bigfile_ops ds_overlay_ops = {
 
 /* ---- opening ----------------------------------------------------------------- */
 
-static int check_manifest_get(struct bm_req *r, void *arg, char *msg, size_t n)
-{
-	(void)arg;
-	if (r->status == 200 || r->status == 404)
-		return 0;
-	bm_fmt(msg, n, "HTTP %ld", r->status);
-	return bm_status_error(r->status);
-}
-
-/* GETs a manifest object at key.  BM_ENOTFOUND when absent.  On success
- * *mp, *jsonp (malloc'd) and etag are set. */
+/* GETs a manifest object at key.  BM_ENOTFOUND when absent (no error
+ * set).  On success *mp, *jsonp (malloc'd) and etag are set. */
 static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp,
 			char **jsonp, size_t *lenp, char *etag, size_t etagn)
 {
-	struct bm_req r = { .method = "GET", .grow = true, .cap = BM_MANIFEST_MAX };
-	char msg[512], why[300];
-	char *url = bm_key_url(ds, key);
-	int rc;
+	struct bm_version v;
+	char msg[512], why[300], *json = NULL;
+	size_t len = 0;
+	int rc = bm_store_get_all(ds->store, key, BM_MANIFEST_MAX, &json, &len, &v, msg, sizeof(msg));
 
-	if (url == NULL)
-		return BM_ENOMEM;
-	r.url = url;
-	rc = bm_http_do(ds->http, &r, check_manifest_get, NULL, msg, sizeof(msg), &ds->c.retries);
+	if (rc == BM_ENOTFOUND)
+		return rc;
 	if (rc < 0) {
 		bm_set_error(ds, rc, "%s", msg);
-	} else if (r.status == 404) {
-		rc = BM_ENOTFOUND;
-	} else {
-		rc = bm_manifest_parse(r.gbuf ? r.gbuf : "", r.got, mp, why, sizeof(why));
-		if (rc < 0) {
-			bm_set_error(ds, rc, "%s: %s", url, why);
-		} else {
-			if (etag)
-				snprintf(etag, etagn, "%s", r.etag);
-			*jsonp = r.gbuf;
-			*lenp = r.got;
-			r.gbuf = NULL;
-		}
+		return rc;
 	}
-	free(r.gbuf);
-	free(url);
-	return rc;
-}
-
-static int check_head(struct bm_req *r, void *arg, char *msg, size_t n)
-{
-	(void)arg;
-	if (r->status == 200 || r->status == 404)
-		return 0;
-	bm_fmt(msg, n, "HTTP %ld", r->status);
-	return bm_status_error(r->status);
+	rc = bm_manifest_parse(json, len, mp, why, sizeof(why));
+	if (rc < 0) {
+		char *name = bm_store_name(ds->store, key);
+		bm_set_error(ds, rc, "%s: %s", name ? name : key, why);
+		free(name);
+		free(json);
+		return rc;
+	}
+	if (etag)
+		snprintf(etag, etagn, "%s", v.etag);
+	*jsonp = json;
+	*lenp = len;
+	return 0;
 }
 
 /* The URL is not a dataset: a flat object?  Sets up a synthetic manifest. */
 static int open_flat(bm_dataset *ds)
 {
-	struct bm_req r = { .method = "HEAD", .url = ds->url };
+	struct bm_version v;
 	char msg[512];
-	int rc = bm_http_do(ds->http, &r, check_head, NULL, msg, sizeof(msg), &ds->c.retries);
+	int rc = bm_store_head(ds->store, "", &v, msg, sizeof(msg));
 
+	if (rc == BM_ENOTFOUND)
+		return rc;
 	if (rc < 0) {
 		bm_set_error(ds, rc, "%s", msg);
 		return rc;
 	}
-	if (r.status == 404)
-		return BM_ENOTFOUND;
-	if (r.content_length == UINT64_MAX || r.content_length > BM_SIZE_MAX) {
+	if (v.size == UINT64_MAX || v.size > BM_SIZE_MAX) {
 		bm_set_error(ds, BM_EFORMAT, "HEAD %s: no usable Content-Length", ds->url);
 		return BM_EFORMAT;
 	}
@@ -393,18 +317,18 @@ static int open_flat(bm_dataset *ds)
 	if (ds->manifest == NULL)
 		return BM_ENOMEM;
 	ds->manifest->blksize = BM_FLAT_BLKSIZE;
-	ds->manifest->size = r.content_length;
+	ds->manifest->size = v.size;
 	ds->flat = true;
 	ds->at_latest = true;
-	snprintf(ds->etag, sizeof(ds->etag), "%s", r.etag);
-	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", r.last_modified);
+	snprintf(ds->etag, sizeof(ds->etag), "%s", v.etag);
+	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", v.last_modified);
 	return 0;
 }
 
 static int open_manifest(bm_dataset *ds)
 {
-	char key[64];
-	int rc = get_manifest(ds, "manifest.json", &ds->manifest, &ds->manifest_json,
+	char key[BM_KEY_GEN_SIZE];
+	int rc = get_manifest(ds, BM_KEY_MANIFEST, &ds->manifest, &ds->manifest_json,
 			      &ds->manifest_json_len, ds->etag, sizeof(ds->etag));
 	uint64_t want = ds->opt.generation;
 
@@ -443,7 +367,7 @@ static int open_manifest(bm_dataset *ds)
 	struct bm_manifest *old = NULL;
 	char *json = NULL;
 	size_t len = 0;
-	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", want);
+	bm_key_gen(key, want);
 	rc = get_manifest(ds, key, &old, &json, &len, NULL, 0);
 	if (rc == BM_ENOTFOUND)
 		bm_set_error(ds, rc, "%s: generation %" PRIu64 " is not kept (no %s)", ds->url, want, key);
@@ -465,26 +389,13 @@ static int open_manifest(bm_dataset *ds)
 	return 0;
 }
 
-static int check_url(const char *url)
-{
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-		return BM_EINVAL;
-	const char *host = strstr(url, "://") + 3;
-	return *host == '\0' || *host == '/' ? BM_EINVAL : 0;
-}
-
 int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 {
 	bm_dataset *ds;
+	char msg[512];
 	int rc;
 
 	*dsp = NULL;
-	if (url == NULL || check_url(url) < 0) {
-		char msg[300];
-		snprintf(msg, sizeof(msg), "%s: not an http:// or https:// URL", url ? url : "(null)");
-		bm_set_thread_error(msg);
-		return BM_EINVAL;
-	}
 	ds = calloc(1, sizeof(*ds));
 	if (ds == NULL)
 		return BM_ENOMEM;
@@ -496,24 +407,7 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		free(ds);
 		return rc;
 	}
-	ds->url = strdup(url);
-	if (ds->url == NULL) {
-		free(ds);
-		return BM_ENOMEM;
-	}
-	if (ds->opt.connections < 1 || ds->opt.retries < 0 || ds->opt.cache_bytes < 4096 ||
-	    ds->opt.cache_bytes > ((size_t)512 << 30) || ds->opt.timeout_ms < 1 ||
-	    ds->opt.connect_timeout_ms < 1 || ds->opt.retry_base_ms < 1) {
-		bm_set_thread_error("bad options: connections, timeouts and retry_base_ms must be "
-				    "at least 1, retries at least 0, cache_bytes from 4 KiB to 512 GiB");
-		free(ds->url);
-		free(ds);
-		return BM_EINVAL;
-	}
-	while (strlen(ds->url) > 8 && ds->url[strlen(ds->url) - 1] == '/')
-		ds->url[strlen(ds->url) - 1] = '\0';
-
-	struct bm_http_opts ho = {
+	struct bm_store_opts so = {
 		.token = ds->opt.token,
 		.connect_timeout_ms = ds->opt.connect_timeout_ms,
 		.timeout_ms = ds->opt.timeout_ms,
@@ -521,10 +415,29 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		.retries = ds->opt.retries,
 		.connections = ds->opt.connections,
 		.verbose = ds->opt.verbose,
+		.retries_counter = &ds->c.retries,
 	};
-	rc = bm_http_new(&ds->http, &ho);
-	if (rc == 0)
-		rc = open_manifest(ds);
+	rc = bm_store_open(&ds->store, url, &so, msg, sizeof(msg));
+	if (rc == 0 && (ds->url = strdup(ds->store->url)) == NULL)
+		rc = BM_ENOMEM;
+	if (rc < 0) {
+		if (rc == BM_EINVAL)
+			bm_set_thread_error(msg);
+		bm_store_close(ds->store);
+		free(ds);
+		return rc;
+	}
+	if (ds->opt.connections < 1 || ds->opt.retries < 0 || ds->opt.cache_bytes < 4096 ||
+	    ds->opt.cache_bytes > ((size_t)512 << 30) || ds->opt.timeout_ms < 1 ||
+	    ds->opt.connect_timeout_ms < 1 || ds->opt.retry_base_ms < 1) {
+		bm_set_thread_error("bad options: connections, timeouts and retry_base_ms must be "
+				    "at least 1, retries at least 0, cache_bytes from 4 KiB to 512 GiB");
+		bm_store_close(ds->store);
+		free(ds->url);
+		free(ds);
+		return BM_EINVAL;
+	}
+	rc = open_manifest(ds);
 	if (rc == 0 && ((ds->manifest->blksize & (ds->manifest->blksize - 1)) != 0 ||
 			ds->manifest->blksize < 4096 || ds->manifest->blksize > VM_BLKSIZE_MAX)) {
 		bm_set_error(ds, BM_EINVAL, "block size %zu is not a power of two from 4 KiB to 64 MiB",
@@ -568,11 +481,12 @@ void bm_close(bm_dataset *ds)
 	vm_fileh_close(ds->fh); /* unmaps what is still mapped */
 	vm_ram_close(ds->ram);
 	bm_overlay_close(ds);
-	bm_http_free(ds->http);
+	bm_store_close(ds->store);
 	bm_manifest_free(ds->manifest);
 	for (size_t i = 0; i < ds->nchanges; i++)
 		free(ds->changes[i].key);
 	free(ds->changes);
+	free(ds->new_attrs);
 	free(ds->manifest_json);
 	free(ds->url);
 	pthread_mutex_destroy(&ds->mu);
@@ -582,13 +496,13 @@ void bm_close(bm_dataset *ds)
 int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi)
 {
 	struct bm_manifest *m = NULL;
-	char key[64], *json = NULL;
+	char key[BM_KEY_GEN_SIZE], *json = NULL;
 	size_t len = 0;
 	int rc;
 
 	if (ds->flat || gen == 0)
 		return BM_ENOTFOUND;
-	snprintf(key, sizeof(key), "gen/%" PRIu64 ".json", gen);
+	bm_key_gen(key, gen);
 	rc = get_manifest(ds, key, &m, &json, &len, NULL, 0);
 	if (rc == BM_ENOTFOUND && ds->exists && gen == ds->manifest->generation) {
 		/* The latest may not be kept yet (its writer stopped before). */
@@ -613,6 +527,31 @@ int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *
 	bm_manifest_free(m);
 	free(json);
 	return 0;
+}
+
+int bm_generation_prev(bm_dataset *ds, uint64_t before, struct bm_generation_info *gi)
+{
+	unsigned missing = 0;
+
+	if (ds->flat)
+		return 0;
+	for (uint64_t g = before - 1; before > 1 && g >= 1 && missing < BM_LOG_MAX_MISSING; g--) {
+		int rc = bm_generation_info(ds, g, gi);
+		if (rc == 0)
+			return 1;
+		if (rc != BM_ENOTFOUND)
+			return rc;
+		missing++;
+	}
+	return 0;
+}
+
+int bm_is_latest(bm_dataset *ds)
+{
+	pthread_mutex_lock(&ds->mu);
+	int latest = ds->at_latest;
+	pthread_mutex_unlock(&ds->mu);
+	return latest;
 }
 
 uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
@@ -840,6 +779,46 @@ int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n)
 	return rc;
 }
 
+/* ---- user attributes ------------------------------------------------------------- */
+
+int bm_attrs_get(bm_dataset *ds, char *buf, size_t n)
+{
+	pthread_mutex_lock(&ds->mu);
+	const char *a = ds->attrs_changed ? ds->new_attrs : ds->manifest->attrs;
+	int len = snprintf(buf, n, "%s", a ? a : "{}");
+	pthread_mutex_unlock(&ds->mu);
+	return len;
+}
+
+int bm_attrs_set(bm_dataset *ds, const char *json)
+{
+	char msg[300], *a = NULL;
+	int rc;
+
+	if (ds->flat) {
+		bm_set_error(ds, BM_EREADONLY, "%s is a flat object (not a dataset): it has no attributes to set",
+			     ds->url);
+		return BM_EREADONLY;
+	}
+	if (json == NULL)
+		return BM_EINVAL;
+	rc = bm_attrs_normalize(json, strlen(json), &a, msg, sizeof(msg));
+	if (rc == BM_EFORMAT) {
+		bm_set_error(ds, BM_EINVAL, "%s: %s", ds->url, msg);
+		return BM_EINVAL;
+	}
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&ds->mu);
+	const char *cur = ds->manifest->attrs;
+	free(ds->new_attrs);
+	ds->new_attrs = a;
+	/* Back to what the generation has: nothing to publish. */
+	ds->attrs_changed = !((a == NULL && cur == NULL) || (a && cur && strcmp(a, cur) == 0));
+	pthread_mutex_unlock(&ds->mu);
+	return 0;
+}
+
 /* ---- refresh, discard, stats ------------------------------------------------------- */
 
 static void drop_changes(bm_dataset *ds)
@@ -850,6 +829,9 @@ static void drop_changes(bm_dataset *ds)
 	ds->nchanges = 0;
 	ds->new_size = ds->trunc_size = ds->manifest->size;
 	ds->trunc_seq = 0;
+	free(ds->new_attrs);
+	ds->new_attrs = NULL;
+	ds->attrs_changed = false;
 	pthread_mutex_unlock(&ds->mu);
 	bm_upload_drop_failed(ds);
 }
@@ -908,11 +890,11 @@ int bm_refresh(bm_dataset *ds)
 		return BM_EBUSY;
 	}
 	vm_fileh_stats(ds->fh, &st);
-	if (st.ndirty > 0 || ds->nchanges > 0) {
+	if (st.ndirty > 0 || ds->nchanges > 0 || ds->attrs_changed) {
 		bm_set_error(ds, BM_EBUSY, "%s: commit or discard the changes before refreshing", ds->url);
 		return BM_EBUSY;
 	}
-	rc = get_manifest(ds, "manifest.json", &m, &json, &len, etag, sizeof(etag));
+	rc = get_manifest(ds, BM_KEY_MANIFEST, &m, &json, &len, etag, sizeof(etag));
 	if (rc < 0)
 		return rc;
 	if (m->blksize != ds->file.blksize) {

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include "bm_xxhash.h"
 
 #include "internal.h"
 
@@ -116,50 +115,29 @@ static void give_handle(struct bm_http *h, CURL *c, bool broken)
 
 /* ---- callbacks ------------------------------------------------------------ */
 
-/* Appends n bytes to r->gbuf (NUL-terminated); false when out of memory. */
-static bool on_grow(struct bm_req *r, const char *data, size_t n)
-{
-	if (r->got + n + 1 > r->gcap) {
-		size_t ncap = r->gcap ? r->gcap : 64 << 10;
-		while (ncap < r->got + n + 1)
-			ncap *= 2;
-		char *nb = realloc(r->gbuf, ncap);
-		if (nb == NULL)
-			return false;
-		r->gbuf = nb;
-		r->gcap = ncap;
-	}
-	memcpy(r->gbuf + r->got, data, n);
-	r->got += n;
-	r->gbuf[r->got] = '\0';
-	return true;
-}
-
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct bm_req *r = arg;
 	size_t n = size * nmemb;
 
 	if (r->head_status / 100 != 2) {
-		/* An error page: never into the caller's buffer, and never an
-		 * error of its own (its status is what counts).  With grow,
-		 * its start is kept for messages. */
-		if (r->grow && r->got < r->cap)
-			return on_grow(r, data, n < r->cap - r->got ? n : r->cap - r->got) ? n : 0;
+		/* An error page: never to the caller's sink, and never an
+		 * error of its own (its status is what counts).  Its start is
+		 * kept for messages. */
+		size_t room = sizeof(r->errbody) - 1 - r->errlen;
+		size_t k = n < room ? n : room;
+		memcpy(r->errbody + r->errlen, data, k);
+		r->errlen += k;
+		r->errbody[r->errlen] = '\0';
 		return n;
 	}
-	if (r->discard)
+	if (r->discard || r->sink == NULL)
 		return n; /* an answer whose body nobody reads (to a PUT) */
 	if (n > r->cap - r->got) {
 		r->overflow = true;
 		return 0; /* abort: longer than the caller can take */
 	}
-	if (r->grow)
-		return on_grow(r, data, n) ? n : 0;
-	if (r->xxh)
-		bm_xxh3_128_update(r->xxh, data, n); /* while the data is hot */
-	/* dst may be a fresh RAM slot of virtmem's: filled with pwrite. */
-	int rc = vm_loadblk_write(r->dst, r->got, data, n);
+	int rc = r->sink(r->sink_arg, r->got, data, n);
 	if (rc < 0) {
 		r->write_err = rc;
 		return 0; /* abort */
@@ -201,7 +179,9 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 
 	if (n > 5 && strncmp(line, "HTTP/", 5) == 0) {
 		/* A new response (after a redirect or 100): forget the last. */
-		r->etag[0] = r->content_range[0] = r->last_modified[0] = '\0';
+		r->etag[0] = r->content_range[0] = r->last_modified[0] = r->server[0] = '\0';
+		r->errbody[0] = '\0';
+		r->errlen = 0;
 		r->long_header = NULL;
 		r->content_length = UINT64_MAX;
 		const char *sp = memchr(line, ' ', n);
@@ -210,6 +190,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 	header_value(r, line, n, "ETag", r->etag, sizeof(r->etag));
 	header_value(r, line, n, "Content-Range", r->content_range, sizeof(r->content_range));
 	header_value(r, line, n, "Last-Modified", r->last_modified, sizeof(r->last_modified));
+	header_value(r, line, n, "Server", r->server, sizeof(r->server));
 	if (header_value(r, line, n, "Content-Length", cl, sizeof(cl))) {
 		char *e;
 		unsigned long long v = strtoull(cl, &e, 10);
@@ -244,11 +225,11 @@ static void reset_response(struct bm_req *r)
 	r->overflow = false;
 	r->write_err = 0;
 	r->head_status = 0;
-	r->etag[0] = r->content_range[0] = r->last_modified[0] = r->err[0] = '\0';
+	r->etag[0] = r->content_range[0] = r->last_modified[0] = r->server[0] = r->err[0] = '\0';
+	r->errbody[0] = '\0';
+	r->errlen = 0;
 	r->long_header = NULL;
 	r->content_length = UINT64_MAX;
-	if (r->xxh)
-		XXH3_128bits_reset(r->xxh);
 }
 
 /* Whether a failed transfer is worth retrying: the connection or the
@@ -323,17 +304,19 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	}
 	if (r->if_none_match_any)
 		hdr = curl_slist_append(hdr, "If-None-Match: *");
+	for (int i = 0; i < BM_REQ_HEADERS && r->headers[i]; i++)
+		hdr = curl_slist_append(hdr, r->headers[i]);
 	if (strcmp(r->method, "HEAD") == 0) {
 		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-	} else if (strcmp(r->method, "PUT") == 0) {
+	} else if (strcmp(r->method, "PUT") == 0 || r->body != NULL) {
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(c, CURLOPT_READDATA, &src);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
 		hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
-	} else if (strcmp(r->method, "DELETE") == 0) {
-		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE");
 	}
+	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0 && strcmp(r->method, "PUT") != 0)
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method); /* DELETE, MKCOL, PROPFIND */
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
 
 	cc = curl_easy_perform(c);
@@ -343,7 +326,7 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 			snprintf(r->err, sizeof(r->err), "response body longer than %zu bytes", r->cap);
 			rc = BM_EFORMAT;
 		} else if (r->write_err) {
-			snprintf(r->err, sizeof(r->err), "cannot store the body in memory: %s", strerror(-r->write_err));
+			snprintf(r->err, sizeof(r->err), "cannot store the body: %s", strerror(-r->write_err));
 			rc = BM_ENOMEM;
 		} else {
 			snprintf(r->err, sizeof(r->err), "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
@@ -358,24 +341,6 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	curl_slist_free_all(hdr);
 	give_handle(h, c, cc != CURLE_OK);
 	return rc;
-}
-
-int bm_status_error(long status)
-{
-	switch (status) {
-	case 401:
-	case 403:
-		return BM_EAUTH;
-	case 404:
-	case 410:
-		return BM_ENOTFOUND;
-	case 412:
-		return BM_ECONFLICT;
-	default:
-		/* 5xx, 429 and 408 are retried before this is asked; anything
-		 * else (a redirect, another 4xx) is not worth retrying. */
-		return status >= 500 || status == 429 || status == 408 ? BM_EHTTP : BM_EFORMAT;
-	}
 }
 
 static bool status_transient(long status)
@@ -407,11 +372,6 @@ int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg
 	char why[300];
 
 	for (int attempt = 0;; attempt++) {
-		if (r->grow) {
-			free(r->gbuf);
-			r->gbuf = NULL;
-			r->gcap = 0;
-		}
 		rc = perform_once(h, r);
 		if (rc == 0 && status_transient(r->status)) {
 			rc = BM_EHTTP;

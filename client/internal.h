@@ -1,12 +1,13 @@
 /* internal.h — what the files of libblkmap share: the dataset handle, the
- * HTTP layer, the manifest, read-ahead and uploads.
+ * HTTP layer (under the store, store.h), the manifest, read-ahead and
+ * uploads.
  *
  * Locking (one dataset):
  *   ds->mu     the manifest pointer, size, generation, ETag, last error.
  *              Taken briefly; never across a request.
  *   ds->ra.mu  read-ahead state and queue (readahead.c).
  *   ds->up.mu  the upload queue of a commit (commit.c).
- *   http->mu   the pool of curl handles (http.c).
+ *   store and http locks: inside the store (store_http.c, http.c).
  * No two of them are ever held at once.  virtmem's own lock is never held
  * when virtmem calls into this library (loadblk, storeblk, on_fault).
  */
@@ -53,36 +54,39 @@ double bm_now(void);
 
 struct bm_http;
 
+#define BM_REQ_HEADERS 4
+
 struct bm_req {
 	/* request */
-	const char *method;        /* "GET", "HEAD" or "PUT" */
+	const char *method;        /* "GET", "HEAD", "PUT", "DELETE", "MKCOL", ... */
 	const char *url;
 	uint64_t range_start;      /* with has_range: Range: bytes=start-end */
 	uint64_t range_end;        /* inclusive */
 	bool has_range;
 	const char *if_match;      /* ETag to send as If-Match, or NULL */
 	bool if_none_match_any;    /* If-None-Match: * */
-	const void *body;          /* PUT body */
+	const char *headers[BM_REQ_HEADERS]; /* more "Name: value" lines, NULL-ended */
+	const void *body;          /* request body (PUT, or any method with one) */
 	size_t body_len;
-	/* response body: into dst (cap bytes) or, with grow, into gbuf, a
-	 * malloc'd NUL-terminated buffer of at most cap bytes (caller frees) */
-	void *dst;
+	/* A 2xx response body goes to sink (see store.h's bm_sink_fn), at
+	 * most cap bytes; a longer one aborts the request. */
+	int (*sink)(void *arg, uint64_t off, const void *data, size_t len);
+	void *sink_arg;
 	size_t cap;
-	bool grow;
 	bool discard;              /* a 2xx body is not wanted (PUT answers) */
-	char *gbuf;
-	size_t gcap;
-	void *xxh;                 /* XXH3_state_t: hash the body as it arrives */
 	/* response */
 	long status;
 	long head_status;          /* status line as it arrives (http.c) */
 	size_t got;                /* body bytes received */
 	bool overflow;             /* the body was longer than cap */
-	int write_err;             /* -errno: storing the body into dst failed */
+	int write_err;             /* -errno: the sink failed */
 	char etag[BM_ETAG_SIZE];   /* "" if none */
 	uint64_t content_length;   /* UINT64_MAX if none */
 	char content_range[128];   /* "" if none */
 	char last_modified[64];    /* "" if none */
+	char server[64];           /* the Server header, "" if none */
+	char errbody[512];         /* the start of a non-2xx body, NUL-terminated */
+	size_t errlen;
 	const char *long_header;   /* a header above kept longer than its buffer */
 	char err[256];             /* transport error text */
 };
@@ -109,8 +113,6 @@ void bm_http_free(struct bm_http *h);
 int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg,
 	       char *msg, size_t n, atomic_uint_fast64_t *retriesp);
 
-/* Maps an HTTP status that is not the expected one to a BM_E* code. */
-int bm_status_error(long status);
 
 /* ---- manifest (manifest.c) -------------------------------------------------- */
 
@@ -125,6 +127,8 @@ struct bm_manifest {
 	uint64_t size;
 	uint64_t generation;
 	char created[40];
+	char *attrs;               /* user attributes: compact JSON text of a
+				      non-empty object, or NULL (none) */
 	struct bm_block *blocks;   /* ascending index */
 	size_t nblocks;
 };
@@ -144,6 +148,12 @@ uint64_t bm_manifest_nblk(const struct bm_manifest *m);
 /* Bytes of block index's object: min(blksize, size - index*blksize). */
 size_t bm_manifest_objlen(const struct bm_manifest *m, uint64_t index);
 bool bm_key_valid(const char *key);
+/* Checks untrusted user attributes (the text of a JSON object, len bytes)
+ * and gives them in the form a manifest stores: *out is their compact
+ * JSON text (malloc'd), or NULL for an empty object.  BM_EFORMAT with
+ * msg saying why when they are not an object or longer than BM_ATTRS_MAX
+ * compact.  Both manifest versions keep attrs this one way. */
+int bm_attrs_normalize(const char *json, size_t len, char **out, char *msg, size_t n);
 
 /* A change for the next generation: block index becomes key/sum, or a hole
  * (key NULL). */
@@ -157,7 +167,8 @@ struct bm_change {
 };
 
 /* The next generation: m with changes applied (sorted by index, later
- * changes to the same index win), size new_size, generation+1. */
+ * changes to the same index win), size new_size, generation+1, m's user
+ * attributes carried over. */
 int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t nch,
 		      uint64_t new_size, struct bm_manifest **outp);
 
@@ -206,7 +217,7 @@ struct bm_dataset {
 	vm_bigfile file;           /* first: virtmem hands it back to us */
 	char *url;                 /* dataset URL, no trailing '/' */
 	struct bm_options opt;
-	struct bm_http *http;
+	struct bm_store *store;    /* the object store the dataset lives in */
 	vm_ram *ram;
 	vm_fileh *fh;
 	atomic_uint nmappings;
@@ -229,6 +240,10 @@ struct bm_dataset {
 	uint64_t trunc_seq;        /* changes with seq below it are older */
 	char errmsg[512];
 
+	char *new_attrs;           /* attrs the next commit publishes (NULL:
+				      none), when attrs_changed */
+	bool attrs_changed;
+
 	/* commit in progress: storeblk appends here */
 	struct bm_change *changes;
 	size_t nchanges, capchanges;
@@ -249,8 +264,6 @@ struct bm_dataset {
 
 void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Full URL of key under the dataset (malloc'd). */
-char *bm_key_url(const bm_dataset *ds, const char *key);
 
 /* Fetches one block of the published generation into buf (blksize bytes,
  * zero-filled past the object and past the size the next commit publishes),

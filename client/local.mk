@@ -6,6 +6,9 @@ client_libblkmap_la_SOURCES = \
 	client/commit.c \
 	client/dataset.c \
 	client/http.c \
+	client/store.h \
+	client/store.c \
+	client/store_http.c \
 	client/manifest.c \
 	client/readahead.c \
 	client/overlay.c \
@@ -20,8 +23,8 @@ pkgconfig_DATA += client/blkmap.pc
 
 bin_PROGRAMS += blkmap
 blkmap_SOURCES = client/cli.c
-blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS)
-blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS)
+blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS)
+blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS) $(JANSSON_LIBS)
 
 # The main job `./quickstart demo` runs.
 noinst_PROGRAMS += blkmap-demo

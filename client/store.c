@@ -1,0 +1,212 @@
+/* store.c — the store interface's common part (store.h): key names, the
+ * choice of a backend by URL, the calls that dispatch to it, whole-object
+ * reads into memory, ETag comparison and the meaning of HTTP statuses.
+ *
+ * Owns: nothing beyond a call (a store's state is its backend's).
+ * Locking: none here; the backends say theirs.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+/* ---- key names --------------------------------------------------------------- */
+
+void bm_key_gen(char out[BM_KEY_GEN_SIZE], uint64_t gen)
+{
+	snprintf(out, BM_KEY_GEN_SIZE, "gen/%" PRIu64 ".json", gen);
+}
+
+void bm_key_block(char out[BM_KEY_BLOCK_SIZE], const char *sum)
+{
+	snprintf(out, BM_KEY_BLOCK_SIZE, "blocks/%s", sum);
+}
+
+uint64_t bm_key_gen_parse(const char *key)
+{
+	uint64_t g = 0;
+	const char *p;
+
+	if (strncmp(key, "gen/", 4) != 0 || key[4] < '1' || key[4] > '9')
+		return 0;
+	for (p = key + 4; *p >= '0' && *p <= '9'; p++) {
+		g = g * 10 + (uint64_t)(*p - '0');
+		if (g > BM_GEN_MAX)
+			return 0;
+	}
+	return strcmp(p, ".json") == 0 ? g : 0;
+}
+
+/* ---- opening and dispatch -------------------------------------------------------- */
+
+int bm_store_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o, char *msg, size_t n)
+{
+	*sp = NULL;
+	if (url == NULL) {
+		bm_fmt(msg, n, "(null): not an http:// or https:// URL");
+		return BM_EINVAL;
+	}
+	int rc = bm_store_http_open(sp, url, o, msg, n);
+	if (rc == BM_EINVAL && msg[0] == '\0')
+		bm_fmt(msg, n, "%s: not an http:// or https:// URL", url);
+	return rc;
+}
+
+void bm_store_close(struct bm_store *s)
+{
+	if (s != NULL)
+		s->ops->close(s);
+}
+
+unsigned bm_store_caps(struct bm_store *s)
+{
+	return atomic_load(&s->caps);
+}
+
+char *bm_store_name(const struct bm_store *s, const char *key)
+{
+	size_t n = strlen(s->url) + strlen(key) + 2;
+	char *u = malloc(n);
+	if (u)
+		snprintf(u, n, key[0] ? "%s/%s" : "%s%s", s->url, key);
+	return u;
+}
+
+int bm_store_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n)
+{
+	g->got = 0;
+	return s->ops->get(s, key, g, msg, n);
+}
+
+int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n)
+{
+	return s->ops->head(s, key, v, msg, n);
+}
+
+int bm_store_put(struct bm_store *s, const char *key, const void *body, size_t len,
+		 const struct bm_put *p, struct bm_version *v, char *msg, size_t n)
+{
+	static const struct bm_put any = { .cond = BM_PUT_ANY };
+	struct bm_version dummy;
+
+	return s->ops->put(s, key, body, len, p ? p : &any, v ? v : &dummy, msg, n);
+}
+
+int bm_store_delete(struct bm_store *s, const char *key, char *msg, size_t n)
+{
+	return s->ops->del(s, key, msg, n);
+}
+
+int bm_store_list(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
+		  char *msg, size_t n)
+{
+	memset(page, 0, sizeof(*page));
+	if (!(bm_store_caps(s) & BM_CAP_LIST) || s->ops->list == NULL) {
+		bm_fmt(msg, n, "%s: this server does not list objects", s->url);
+		return BM_EINVAL;
+	}
+	return s->ops->list(s, prefix, token, page, msg, n);
+}
+
+void bm_list_free(struct bm_list *page)
+{
+	for (size_t i = 0; i < page->n; i++)
+		free(page->entries[i].key);
+	free(page->entries);
+	free(page->next);
+	memset(page, 0, sizeof(*page));
+}
+
+/* ---- whole objects into memory ------------------------------------------------------ */
+
+struct grow {
+	char *p;
+	size_t len, cap;
+};
+
+static int grow_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	struct grow *b = arg;
+
+	b->len = (size_t)off; /* a retry starts again at 0 */
+	if (b->len + len + 1 > b->cap) {
+		size_t ncap = b->cap ? b->cap : 64 << 10;
+		while (ncap < b->len + len + 1)
+			ncap *= 2;
+		char *np = realloc(b->p, ncap);
+		if (np == NULL)
+			return -12; /* -ENOMEM */
+		b->p = np;
+		b->cap = ncap;
+	}
+	memcpy(b->p + b->len, data, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
+		     struct bm_version *v, char *msg, size_t n)
+{
+	struct grow b = { 0 };
+	struct bm_get g = { .max = max, .sink = grow_sink, .sink_arg = &b };
+	int rc = bm_store_get(s, key, &g, msg, n);
+
+	*bufp = NULL;
+	*lenp = 0;
+	if (rc < 0) {
+		free(b.p);
+		return rc;
+	}
+	if (b.p == NULL && (b.p = calloc(1, 1)) == NULL)
+		return BM_ENOMEM; /* an empty body */
+	*bufp = b.p;
+	*lenp = g.got;
+	if (v)
+		*v = g.ver;
+	return 0;
+}
+
+/* ---- ETags and statuses --------------------------------------------------------------- */
+
+bool bm_etag_is_weak(const char *etag)
+{
+	return strncmp(etag, "W/", 2) == 0;
+}
+
+bool bm_etag_same(const char *a, const char *b)
+{
+	if (bm_etag_is_weak(a))
+		a += 2;
+	if (bm_etag_is_weak(b))
+		b += 2;
+	return strcmp(a, b) == 0;
+}
+
+int bm_store_status_error(long status)
+{
+	switch (status) {
+	case 401:
+	case 403:
+		return BM_EAUTH;
+	case 404:
+	case 410:
+		return BM_ENOTFOUND;
+	case 412:
+		return BM_ECONFLICT;
+	default:
+		/* 5xx, 429 and 408 are retried before this is asked; anything
+		 * else (a redirect, another 4xx) is not worth retrying. */
+		return status >= 500 || status == 429 || status == 408 ? BM_EHTTP : BM_EFORMAT;
+	}
+}
+
+void bm_store_count_retry(struct bm_store *s)
+{
+	if (s->retries_counter)
+		atomic_fetch_add(s->retries_counter, 1);
+}

@@ -1,0 +1,234 @@
+/* store.h — one interface to an object store: get (whole or a range, the
+ * body into the caller's sink), head, put (plain, if-none-match,
+ * if-match), delete and list, by key.  The dataset, the commit protocol
+ * and the format speak only this; the backends speak HTTP.
+ *
+ * Keys are relative to the store's base (the dataset's URL): "manifest.json",
+ * "gen/3.json", "blocks/<sum>"; "" is the object at the base itself (a
+ * flat object).  The store turns them into requests and owns the meaning
+ * of every status: a call returns 0 or one BM_E* code, with msg naming the
+ * method, the full URL and what was wrong.
+ *
+ *   BM_ENOTFOUND   no such object (404, 410)
+ *   BM_ECONFLICT   a put's precondition failed (412): the object exists
+ *                  (if-none-match) or is another version (if-match)
+ *   BM_ECHANGED    a get pinned to a version found another one
+ *   BM_EAUTH       credentials refused (401, 403)
+ *   BM_EHTTP       unreachable or failing after every retry (5xx, 429,
+ *                  408, transport errors, cut bodies)
+ *   BM_ECHECKSUM   the get's verify callback refused the body every try
+ *   BM_EFORMAT     an answer that makes no sense (wrong status, range,
+ *                  length, an overlong header or body)
+ *   BM_ENOMEM      out of memory, or the sink failed
+ *
+ * Transient failures are retried inside the call (backoff with jitter); a
+ * retried conditional put may meet its own earlier, unanswered write: a
+ * BM_ECONFLICT after a retry can mean "done" — the caller reads back
+ * (docs/FORMAT.md, "Commit").
+ *
+ * Ownership: the store copies nothing it is given beyond the call except
+ * its options; what it returns (bm_list pages) the caller frees.  Bodies go
+ * to sinks, never to memory the store allocates, except bm_store_get_all's.
+ * Threads: every call is safe from any thread and calls run in parallel,
+ * up to the store's connections (more wait for a free one).  Sinks and
+ * verify callbacks run on the calling thread.  bm_store_close only once no
+ * call runs.
+ *
+ * Backends (a vtable, struct bm_store_ops): store_http.c (blkmap-server,
+ * nginx, Apache mod_dav and other WebDAV servers); S3 adds its own.
+ */
+#ifndef BLKMAP_CLIENT_STORE_H
+#define BLKMAP_CLIENT_STORE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+/* ---- key names (the only place that spells them) -------------------------- */
+
+#define BM_KEY_MANIFEST "manifest.json"
+#define BM_KEY_GEN_SIZE 48       /* "gen/<N>.json" with its NUL */
+#define BM_KEY_BLOCK_SIZE (BM_SUM_HEX + 8)
+
+/* "gen/<N>.json": the kept manifest of generation N. */
+void bm_key_gen(char out[BM_KEY_GEN_SIZE], uint64_t gen);
+/* "blocks/<sum>": the block object holding bytes whose checksum is sum. */
+void bm_key_block(char out[BM_KEY_BLOCK_SIZE], const char *sum);
+/* The generation N of a key "gen/<N>.json" (decimal, no leading zero,
+ * 1..BM_GEN_MAX), or 0 if key is not one. */
+uint64_t bm_key_gen_parse(const char *key);
+
+/* ---- what a store guarantees ------------------------------------------------- */
+
+/* Bits of bm_store_caps().  Each names a promise the commit protocol relies
+ * on when present and works around when absent. */
+enum {
+	/* PUT with If-None-Match: * never replaces an object: 412 when one
+	 * is there (else the last writer wins). */
+	BM_CAP_CREATE_EXCL = 1u << 0,
+	/* PUT with If-Match: E replaces only the version whose ETag is E
+	 * (else the condition is ignored and the last writer wins). */
+	BM_CAP_REPLACE_MATCH = 1u << 1,
+	/* Every ETag it sends is strong and changes with the content.  Absent:
+	 * an ETag may be weak (W/"..."), and If-Match never matches a weak
+	 * one; the commit then waits for the strong one (commit.c). */
+	BM_CAP_STRONG_ETAG = 1u << 2,
+	/* bm_store_list works. */
+	BM_CAP_LIST = 1u << 3,
+};
+
+/* ---- requests ---------------------------------------------------------------- */
+
+/* What tells two versions of one object apart, as the store reported it. */
+struct bm_version {
+	char etag[BM_ETAG_SIZE];   /* "" if none was sent */
+	char last_modified[64];    /* "" if none */
+	uint64_t size;             /* the object's size; UINT64_MAX if unknown */
+};
+
+/* Receives len bytes of a body at offset off (bodies arrive in order; a
+ * retry starts again at off 0).  0, or -errno to abort the call (then it
+ * returns BM_ENOMEM, not retried). */
+typedef int (*bm_sink_fn)(void *arg, uint64_t off, const void *data, size_t len);
+
+struct bm_get {
+	/* in */
+	bool range;                /* bytes [off, off + len): a 206 with that
+				      Content-Range and len bytes, nothing else */
+	uint64_t off;
+	size_t len;
+	size_t max;                /* no range: a longer body is BM_EFORMAT */
+	bool exact;                /* no range: the body must be max bytes
+				      (shorter: cut, retried) */
+	/* The object must still be this version (its ETag is sent as If-Match
+	 * when strong; ETag, Last-Modified and the Content-Range total are
+	 * compared when the answer has them): else BM_ECHANGED.  NULL: any. */
+	const struct bm_version *pin;
+	bm_sink_fn sink;           /* NULL: the body is dropped */
+	void *sink_arg;
+	/* Called once a whole body arrived (with sink_arg): 0, or a BM_E*
+	 * code with msg set; BM_ECHECKSUM and BM_EHTTP are retried. */
+	int (*verify)(void *arg, char *msg, size_t n);
+	/* out */
+	struct bm_version ver;     /* of the object that answered */
+	size_t got;                /* body bytes delivered */
+};
+
+enum bm_put_cond {
+	BM_PUT_ANY,                /* create or replace */
+	BM_PUT_IF_NONE,            /* create only (If-None-Match: *) */
+	BM_PUT_IF_MATCH,           /* replace only version etag (If-Match) */
+};
+
+/* The condition of a put. */
+struct bm_put {
+	enum bm_put_cond cond;
+	const char *etag;          /* BM_PUT_IF_MATCH: the version replaced */
+	/* BM_PUT_IF_MATCH: that version's bytes, or NULL.  Where ETags cannot
+	 * tell two versions apart (a weak one), the store compares these. */
+	const void *was;
+	size_t was_len;
+	/* The condition must still hold when the object is written, not only
+	 * when the request starts: a compare-and-swap (the manifest).  Without
+	 * it a store may check a little earlier (a block: the same bytes
+	 * either way). */
+	bool swap;
+};
+
+struct bm_list_entry {
+	char *key;                 /* relative to the base, like every key */
+	uint64_t size;
+};
+
+/* One page of a listing: entries in ascending key order. */
+struct bm_list {
+	struct bm_list_entry *entries;
+	size_t n;
+	char *next;                /* token of the next page; NULL: the last */
+};
+
+/* ---- the interface ----------------------------------------------------------- */
+
+struct bm_store_opts {
+	const char *token;         /* bearer token (http), may be NULL */
+	long connect_timeout_ms, timeout_ms, retry_base_ms;
+	int retries, connections, verbose;
+	atomic_uint_fast64_t *retries_counter; /* counts retries; may be NULL */
+};
+
+struct bm_store;
+
+struct bm_store_ops {
+	int (*get)(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n);
+	int (*head)(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n);
+	int (*put)(struct bm_store *s, const char *key, const void *body, size_t len,
+		   const struct bm_put *p, struct bm_version *v, char *msg, size_t n);
+	int (*del)(struct bm_store *s, const char *key, char *msg, size_t n);
+	int (*list)(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
+		    char *msg, size_t n);
+	void (*close)(struct bm_store *s);
+};
+
+/* The part every backend shares; a backend's struct starts with it. */
+struct bm_store {
+	const struct bm_store_ops *ops;
+	char *url;                 /* the base, no trailing '/': for messages */
+	atomic_uint caps;          /* BM_CAP_*; a backend may learn them from
+				      the server's answers, so read each time */
+	atomic_uint_fast64_t *retries_counter;
+};
+
+/* Opens the store for url (http://, https://; a backend per scheme).
+ * BM_EINVAL with msg for a URL no backend takes.  Sends no request. */
+int bm_store_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o, char *msg, size_t n);
+void bm_store_close(struct bm_store *s);
+unsigned bm_store_caps(struct bm_store *s);
+/* The full name of key for messages ("<base>/<key>", or the base for "");
+ * malloc'd, NULL when out of memory. */
+char *bm_store_name(const struct bm_store *s, const char *key);
+
+/* GET key (or a range of it) into g->sink: 0, BM_ENOTFOUND, ... (above). */
+int bm_store_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n);
+/* GET the whole of key into a malloc'd NUL-terminated buffer of at most max
+ * bytes (*bufp, *lenp; the caller frees); v may be NULL. */
+int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
+		     struct bm_version *v, char *msg, size_t n);
+/* HEAD key: its version (size = its length).  0 or BM_ENOTFOUND, ... */
+int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n);
+/* PUT body as key under condition p (NULL: BM_PUT_ANY).  0 when stored (v,
+ * if not NULL, gets the answer's ETag, "" if it had none), BM_ECONFLICT
+ * when the condition failed.  Collections a WebDAV server needs for the
+ * key are made here. */
+int bm_store_put(struct bm_store *s, const char *key, const void *body, size_t len,
+		 const struct bm_put *p, struct bm_version *v, char *msg, size_t n);
+/* DELETE key: 0 or BM_ENOTFOUND, ... */
+int bm_store_delete(struct bm_store *s, const char *key, char *msg, size_t n);
+/* One page of the keys starting with prefix, from token (NULL: the first
+ * page).  Only with BM_CAP_LIST (else BM_EINVAL).  Free with bm_list_free. */
+int bm_store_list(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
+		  char *msg, size_t n);
+void bm_list_free(struct bm_list *page);
+
+/* Weak ETags (no BM_CAP_STRONG_ETAG): whether two ETags name the same
+ * version by the weak comparison (RFC 9110 8.8.3.2: W/ ignored).  Every
+ * store: strcmp. */
+bool bm_etag_same(const char *a, const char *b);
+bool bm_etag_is_weak(const char *etag);
+
+/* ---- for backends -------------------------------------------------------------- */
+
+/* The BM_E* code of a status that is not the one expected. */
+int bm_store_status_error(long status);
+/* Counts a retry (for bm_stats). */
+void bm_store_count_retry(struct bm_store *s);
+
+/* Backend constructors (store_http.c, ...): take url when they handle its
+ * scheme (return 0 with *sp set, or another BM_E*), else BM_EINVAL without
+ * a message. */
+int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,
+		       char *msg, size_t n);
+
+#endif /* BLKMAP_CLIENT_STORE_H */

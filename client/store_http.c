@@ -1,0 +1,469 @@
+/* store_http.c — the store backend for http:// and https:// URLs: plain
+ * HTTP object servers (blkmap-server) and WebDAV servers (nginx's dav
+ * module, Apache mod_dav_fs).  A key is the URL "<base>/<key>".
+ *
+ * What a server guarantees is learned from the Server header of its
+ * answers (store.h's BM_CAP_*; the table is docs/FORMAT.md's "Servers").
+ * WebDAV servers create no parent collections on PUT (409 Conflict): the
+ * collections are made with MKCOL, top down, once each, and remembered.
+ * Owns: struct store_http (the HTTP pool, the collections made).
+ * Locking: h->mu guards the list of collections made; never held across a
+ * request.  The pool has its own lock (http.c).
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "store.h"
+
+#define LIST_MAX ((size_t)64 << 20) /* a bigger listing is refused */
+
+struct store_http {
+	struct bm_store s;         /* first: the interface */
+	struct bm_http *http;
+	atomic_bool learned;       /* caps set from a Server header */
+	pthread_mutex_t mu;
+	char **colls;              /* collection URLs made or found (ending in '/') */
+	size_t ncolls, capcolls;
+};
+
+static struct store_http *sh_of(struct bm_store *s)
+{
+	return (struct store_http *)s;
+}
+
+/* What the server guarantees, by its name.  An unknown server is taken
+ * at the word of RFC 9110 (conditional PUT honoured), with ETags that may
+ * be weak. */
+static void learn(struct store_http *h, const struct bm_req *r)
+{
+	unsigned caps = BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH;
+
+	if (r->server[0] == '\0' || atomic_load(&h->learned))
+		return;
+	if (strncmp(r->server, "blkmap-server", 13) == 0)
+		caps = BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_STRONG_ETAG | BM_CAP_LIST;
+	else if (strncmp(r->server, "nginx", 5) == 0)
+		caps = 0; /* If-Match and If-None-Match on PUT are ignored */
+	else if (strncmp(r->server, "Apache", 6) == 0)
+		caps = BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH; /* weak ETags for a second */
+	atomic_store(&h->s.caps, caps);
+	atomic_store(&h->learned, true);
+}
+
+static char *key_url(struct store_http *h, const char *key)
+{
+	return bm_store_name(&h->s, key);
+}
+
+/* ---- get ----------------------------------------------------------------------- */
+
+struct get_check {
+	struct store_http *h;
+	struct bm_get *g;
+};
+
+/* An answer that names another version than the pinned one. */
+static int check_pin(const struct bm_req *r, const struct bm_version *pin, char *msg, size_t n)
+{
+	if (r->status == 412 || (pin->etag[0] && r->etag[0] && strcmp(r->etag, pin->etag) != 0)) {
+		bm_fmt(msg, n, "the object changed on the server (ETag %s, was %s)",
+		       r->etag[0] ? r->etag : "?", pin->etag);
+		return BM_ECHANGED;
+	}
+	if (r->status / 100 == 2 && pin->last_modified[0] && r->last_modified[0] &&
+	    strcmp(r->last_modified, pin->last_modified) != 0) {
+		bm_fmt(msg, n, "the object changed on the server (Last-Modified %s, was %s)",
+		       r->last_modified, pin->last_modified);
+		return BM_ECHANGED;
+	}
+	return 0;
+}
+
+/* A 206 of exactly the range asked, of an object of the pinned size (or
+ * of unknown size, "*"). */
+static int check_range(const struct bm_req *r, const struct bm_get *g, char *msg, size_t n)
+{
+	char want[96], total[32];
+
+	if (r->status == 200) {
+		bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
+		return BM_EFORMAT;
+	}
+	if (r->status != 206) {
+		bm_fmt(msg, n, "HTTP %ld", r->status);
+		return bm_store_status_error(r->status);
+	}
+	snprintf(want, sizeof(want), "bytes %" PRIu64 "-%" PRIu64 "/", g->off, g->off + g->len - 1);
+	size_t wl = strlen(want);
+	if (strncmp(r->content_range, want, wl) != 0) {
+		bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (%s...)",
+		       r->content_range, want);
+		return BM_EFORMAT;
+	}
+	if (g->pin && g->pin->size != UINT64_MAX) {
+		snprintf(total, sizeof(total), "%" PRIu64, g->pin->size);
+		if (strcmp(r->content_range + wl, total) != 0 && strcmp(r->content_range + wl, "*") != 0) {
+			bm_fmt(msg, n, "the object changed on the server (Content-Range \"%s\": size was %s)",
+			       r->content_range, total);
+			return BM_ECHANGED;
+		}
+	}
+	return 0;
+}
+
+static void version_of(const struct bm_req *r, struct bm_version *v)
+{
+	snprintf(v->etag, sizeof(v->etag), "%s", r->etag);
+	snprintf(v->last_modified, sizeof(v->last_modified), "%s", r->last_modified);
+	v->size = r->content_length;
+}
+
+static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	struct get_check *c = arg;
+	struct bm_get *g = c->g;
+	int rc;
+
+	learn(c->h, r);
+	if (g->pin && (rc = check_pin(r, g->pin, msg, n)) < 0)
+		return rc;
+	if (g->range) {
+		if ((rc = check_range(r, g, msg, n)) < 0)
+			return rc;
+	} else if (r->status != 200) {
+		bm_fmt(msg, n, "HTTP %ld", r->status);
+		return bm_store_status_error(r->status);
+	}
+	size_t want = g->range ? g->len : g->max;
+	if ((g->range || g->exact) && r->got != want) {
+		/* A cut-off body: retried. */
+		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, want);
+		return BM_EHTTP;
+	}
+	version_of(r, &g->ver);
+	g->got = r->got;
+	return g->verify ? g->verify(g->sink_arg, msg, n) : 0;
+}
+
+static int http_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n)
+{
+	struct store_http *h = sh_of(s);
+	struct bm_req r = { .method = "GET", .sink = g->sink, .sink_arg = g->sink_arg };
+	struct get_check c = { h, g };
+	char *url = key_url(h, key);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	r.cap = g->range ? g->len : g->max;
+	if (g->range) {
+		r.has_range = true;
+		r.range_start = g->off;
+		r.range_end = g->off + g->len - 1;
+	}
+	/* If-Match compares strongly: a weak ETag (W/"...") would never
+	 * match, so it is only compared with the answer's. */
+	if (g->pin && g->pin->etag[0] && !bm_etag_is_weak(g->pin->etag))
+		r.if_match = g->pin->etag;
+	rc = bm_http_do(h->http, &r, check_get, &c, msg, n, s->retries_counter);
+	free(url);
+	return rc;
+}
+
+/* ---- head, delete ------------------------------------------------------------------ */
+
+struct status_check {
+	struct store_http *h;
+	long ok1, ok2, ok3;        /* the statuses that mean success */
+};
+
+static int check_status(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	struct status_check *c = arg;
+
+	learn(c->h, r);
+	if (r->status == c->ok1 || r->status == c->ok2 || r->status == c->ok3)
+		return 0;
+	if (r->status == 412)
+		bm_fmt(msg, n, "precondition failed (HTTP 412)");
+	else
+		bm_fmt(msg, n, "HTTP %ld", r->status);
+	return bm_store_status_error(r->status);
+}
+
+static int http_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n)
+{
+	struct store_http *h = sh_of(s);
+	struct bm_req r = { .method = "HEAD" };
+	struct status_check c = { h, 200, 200, 200 };
+	char *url = key_url(h, key);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
+	if (rc == 0)
+		version_of(&r, v);
+	free(url);
+	return rc;
+}
+
+static int http_del(struct bm_store *s, const char *key, char *msg, size_t n)
+{
+	struct store_http *h = sh_of(s);
+	struct bm_req r = { .method = "DELETE" };
+	struct status_check c = { h, 200, 202, 204 };
+	char *url = key_url(h, key);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
+	free(url);
+	return rc;
+}
+
+/* ---- put, and the collections of WebDAV servers ------------------------------------------ */
+
+static bool coll_known(struct store_http *h, const char *coll)
+{
+	bool known = false;
+
+	pthread_mutex_lock(&h->mu);
+	for (size_t i = 0; i < h->ncolls && !known; i++)
+		known = strcmp(h->colls[i], coll) == 0;
+	pthread_mutex_unlock(&h->mu);
+	return known;
+}
+
+static void coll_remember(struct store_http *h, const char *coll)
+{
+	pthread_mutex_lock(&h->mu);
+	if (h->ncolls == h->capcolls) {
+		size_t ncap = h->capcolls ? h->capcolls * 2 : 16;
+		char **nc = realloc(h->colls, ncap * sizeof(*nc));
+		if (nc != NULL) {
+			h->colls = nc;
+			h->capcolls = ncap;
+		}
+	}
+	if (h->ncolls < h->capcolls && (h->colls[h->ncolls] = strdup(coll)) != NULL)
+		h->ncolls++; /* else it is made again next time: harmless */
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* Makes every collection above url (top down) that is not known to exist:
+ * MKCOL answers 201 (made) or 405 (there already).  0, or a BM_E* code. */
+static int make_parents(struct store_http *h, const char *url, char *msg, size_t n)
+{
+	const char *path = strstr(url, "://");
+	char *coll = strdup(url);
+	int rc = 0;
+
+	if (path == NULL || coll == NULL || (path = strchr(path + 3, '/')) == NULL) {
+		free(coll);
+		return path == NULL ? BM_EINVAL : BM_ENOMEM;
+	}
+	for (const char *p = strchr(path + 1, '/'); p != NULL && rc == 0; p = strchr(p + 1, '/')) {
+		size_t len = (size_t)(p - url) + 1; /* through this '/' */
+		memcpy(coll, url, len);
+		coll[len] = '\0';
+		if (coll_known(h, coll))
+			continue;
+		struct bm_req r = { .method = "MKCOL", .url = coll };
+		struct status_check c = { h, 201, 405, 200 };
+		rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
+		if (rc == 0)
+			coll_remember(h, coll);
+	}
+	free(coll);
+	return rc;
+}
+
+static int http_put(struct bm_store *s, const char *key, const void *body, size_t len,
+		    const struct bm_put *p, struct bm_version *v, char *msg, size_t n)
+{
+	struct store_http *h = sh_of(s);
+	struct bm_req r = { .method = "PUT", .body = body, .body_len = len, .discard = true };
+	struct status_check c = { h, 200, 201, 204 };
+	char *url = key_url(h, key);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
+	r.url = url;
+	r.if_none_match_any = p->cond == BM_PUT_IF_NONE;
+	r.if_match = p->cond == BM_PUT_IF_MATCH ? p->etag : NULL;
+	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
+	if (rc == BM_EFORMAT && r.status == 409) {
+		/* A WebDAV server without the key's collections. */
+		char why[512];
+		int mrc = make_parents(h, url, why, sizeof(why));
+		if (mrc == 0)
+			rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
+		else
+			bm_fmt(msg, n, "PUT %s: HTTP 409, and its collections cannot be made: %s", url, why);
+	}
+	if (rc == 0)
+		snprintf(v->etag, sizeof(v->etag), "%s", r.etag);
+	free(url);
+	return rc;
+}
+
+/* ---- list: blkmap-server's JSON listing ------------------------------------------------------ */
+
+struct grow {
+	char *p;
+	size_t len;
+};
+
+static int list_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	struct grow *b = arg;
+	char *np = realloc(b->p, (size_t)off + len + 1);
+
+	if (np == NULL)
+		return -12; /* -ENOMEM */
+	memcpy(np + off, data, len);
+	b->p = np;
+	b->len = (size_t)off + len;
+	return 0;
+}
+
+/* Keys in the listing are the server's, from its root: each must start
+ * with the base's path, which is cut off. */
+static int parse_listing(struct store_http *h, const char *json, size_t len, const char *prefix,
+			 struct bm_list *page, char *msg, size_t n)
+{
+	const char *path = strchr(strstr(h->s.url, "://") + 3, '/');
+	char *base = NULL;
+	json_error_t je;
+	json_t *doc = json_loadb(json, len, 0, &je), *objs = json_object_get(doc, "objects");
+	int rc = 0;
+
+	if (!json_is_array(objs)) {
+		bm_fmt(msg, n, "GET %s/%s?list: not a listing (%s)", h->s.url, prefix,
+		       doc ? "no \"objects\" array" : je.text);
+		json_decref(doc);
+		return BM_EFORMAT;
+	}
+	if (asprintf(&base, "%s/", path ? path + 1 : "") < 0 ||
+	    (page->entries = calloc(json_array_size(objs) + 1, sizeof(*page->entries))) == NULL) {
+		free(base);
+		json_decref(doc);
+		return BM_ENOMEM;
+	}
+	size_t bl = strcmp(base, "/") == 0 ? 0 : strlen(base);
+	for (size_t i = 0; i < json_array_size(objs) && rc == 0; i++) {
+		json_t *o = json_array_get(objs, i);
+		const char *k = json_string_value(json_object_get(o, "key"));
+		json_t *sz = json_object_get(o, "size");
+		if (k == NULL || !json_is_integer(sz) || json_integer_value(sz) < 0) {
+			bm_fmt(msg, n, "GET %s/%s?list: entry %zu has no key or size", h->s.url, prefix, i);
+			rc = BM_EFORMAT;
+		} else if (strncmp(k, base, bl) == 0 && strncmp(k + bl, prefix, strlen(prefix)) == 0) {
+			struct bm_list_entry *e = &page->entries[page->n];
+			if ((e->key = strdup(k + bl)) == NULL)
+				rc = BM_ENOMEM;
+			e->size = (uint64_t)json_integer_value(sz);
+			page->n += e->key != NULL;
+		}
+	}
+	free(base);
+	json_decref(doc);
+	if (rc < 0)
+		bm_list_free(page);
+	return rc;
+}
+
+static int http_list(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
+		     char *msg, size_t n)
+{
+	struct store_http *h = sh_of(s);
+	struct grow b = { 0 };
+	struct bm_get g = { .max = LIST_MAX, .sink = list_sink, .sink_arg = &b };
+	char *key = NULL;
+	int rc;
+
+	(void)token; /* one page holds everything */
+	if (asprintf(&key, "%s?list", prefix) < 0)
+		return BM_ENOMEM;
+	rc = http_get(s, key, &g, msg, n);
+	free(key);
+	if (rc == 0)
+		rc = parse_listing(h, b.p ? b.p : "", b.len, prefix, page, msg, n);
+	free(b.p);
+	return rc;
+}
+
+/* ---- opening -------------------------------------------------------------------------- */
+
+static void http_close(struct bm_store *s)
+{
+	struct store_http *h = sh_of(s);
+
+	bm_http_free(h->http);
+	for (size_t i = 0; i < h->ncolls; i++)
+		free(h->colls[i]);
+	free(h->colls);
+	pthread_mutex_destroy(&h->mu);
+	free(h->s.url);
+	free(h);
+}
+
+static const struct bm_store_ops http_ops = {
+	.get = http_get,
+	.head = http_head,
+	.put = http_put,
+	.del = http_del,
+	.list = http_list,
+	.close = http_close,
+};
+
+int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,
+		       char *msg, size_t n)
+{
+	size_t skip = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
+
+	msg[0] = '\0';
+	if (skip == 0 || url[skip] == '\0' || url[skip] == '/')
+		return BM_EINVAL;
+	struct store_http *h = calloc(1, sizeof(*h));
+	if (h == NULL || (h->s.url = strdup(url)) == NULL) {
+		free(h);
+		return BM_ENOMEM;
+	}
+	size_t len = strlen(h->s.url);
+	while (len > skip + 1 && h->s.url[len - 1] == '/')
+		h->s.url[--len] = '\0';
+	pthread_mutex_init(&h->mu, NULL);
+	h->s.ops = &http_ops;
+	h->s.retries_counter = o->retries_counter;
+	atomic_init(&h->s.caps, BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH);
+	struct bm_http_opts ho = {
+		.token = o->token,
+		.connect_timeout_ms = o->connect_timeout_ms,
+		.timeout_ms = o->timeout_ms,
+		.retry_base_ms = o->retry_base_ms,
+		.retries = o->retries,
+		.connections = o->connections,
+		.verbose = o->verbose,
+	};
+	int rc = bm_http_new(&h->http, &ho);
+	if (rc < 0) {
+		http_close(&h->s);
+		return rc;
+	}
+	*sp = &h->s;
+	return 0;
+}
