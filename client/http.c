@@ -180,7 +180,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 	if (n > 5 && strncmp(line, "HTTP/", 5) == 0) {
 		/* A new response (after a redirect or 100): forget the last. */
 		r->etag[0] = r->content_range[0] = r->last_modified[0] = r->server[0] = '\0';
-		r->errbody[0] = '\0';
+		r->header_value[0] = r->errbody[0] = '\0';
 		r->errlen = 0;
 		r->long_header = NULL;
 		r->content_length = UINT64_MAX;
@@ -191,6 +191,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 	header_value(r, line, n, "Content-Range", r->content_range, sizeof(r->content_range));
 	header_value(r, line, n, "Last-Modified", r->last_modified, sizeof(r->last_modified));
 	header_value(r, line, n, "Server", r->server, sizeof(r->server));
+	if (r->want_header)
+		header_value(r, line, n, r->want_header, r->header_value, sizeof(r->header_value));
 	if (header_value(r, line, n, "Content-Length", cl, sizeof(cl))) {
 		char *e;
 		unsigned long long v = strtoull(cl, &e, 10);
@@ -226,7 +228,7 @@ static void reset_response(struct bm_req *r)
 	r->write_err = 0;
 	r->head_status = 0;
 	r->etag[0] = r->content_range[0] = r->last_modified[0] = r->server[0] = r->err[0] = '\0';
-	r->errbody[0] = '\0';
+	r->header_value[0] = r->errbody[0] = '\0';
 	r->errlen = 0;
 	r->long_header = NULL;
 	r->content_length = UINT64_MAX;
