@@ -1,7 +1,7 @@
 # tests/client.mk — libblkmap integration tests (issue 4) and the client
 # benchmark.  Each test starts a real server on loopback and drives it
 # through the public API and the `blkmap` CLI; tests/client_util.c holds
-# what they share.  The parameterised suites (roundtrip, flat) are built
+# what they share.  The parameterised suites (roundtrip, flat, changes) are built
 # once per kind of server (-DTC_KIND, client_util.h's tc_kinds): a kind
 # that is not installed makes its programs SKIP with the reason.
 CLIENT_TEST_SOURCES = tests/client_util.c tests/client_util.h \
@@ -24,8 +24,11 @@ CLIENT_TESTS = \
 	tests/test_client_roundtrip_apache \
 	tests/test_client_flat_nginx \
 	tests/test_client_flat_apache \
+	tests/test_client_changes_nginx \
+	tests/test_client_changes_apache \
 	tests/test_client_roundtrip_rgw \
 	tests/test_client_flat_rgw \
+	tests/test_client_changes_rgw \
 	tests/test_client_cli \
 	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -84,6 +87,14 @@ tests_test_client_flat_apache_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_S
 tests_test_client_flat_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_client_flat_apache_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_flat_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_changes_nginx_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
+tests_test_client_changes_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_changes_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_changes_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_changes_apache_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
+tests_test_client_changes_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_changes_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_changes_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
@@ -112,3 +123,7 @@ tests_test_client_flat_rgw_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOUR
 tests_test_client_flat_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_flat_rgw_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_flat_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_changes_rgw_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
+tests_test_client_changes_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_changes_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_changes_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)

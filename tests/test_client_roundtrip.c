@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -412,6 +413,85 @@ static void the_manifest_swap_itself_refuses_the_second_writer(void **state)
 	close_two(&t);
 }
 
+/* Writers in threads, each with its own handle, commit their own bytes
+ * again and again; a conflict makes a writer refresh and try again.  No
+ * commit may be lost: every writer's last bytes are in the end result, and
+ * the generation counts every commit that succeeded. */
+#define RACERS 4
+#define RACE_COMMITS 6
+
+struct racer {
+	const char *url;
+	int id;
+	int commits, conflicts;
+	int err;
+};
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	struct bm_options o;
+	bm_dataset *ds;
+	unsigned char mark[64];
+
+	tc_options(&o);
+	if (bm_open(&ds, r->url, &o) < 0) {
+		r->err = 1;
+		return NULL;
+	}
+	for (int tries = 0; r->commits < RACE_COMMITS && tries < 1000; tries++) {
+		memset(mark, 'a' + r->commits, sizeof(mark));
+		int rc = bm_write(ds, (uint64_t)r->id * 4096, mark, sizeof(mark));
+		if (rc == 0)
+			rc = bm_commit(ds, NULL);
+		if (rc == BM_ECONFLICT) {
+			r->conflicts++;
+			if (bm_discard(ds) < 0 || bm_refresh(ds) < 0)
+				r->err = 2;
+			continue;
+		}
+		if (rc < 0) {
+			fprintf(stderr, "writer %d: %s\n", r->id, bm_last_error(ds));
+			r->err = 3;
+			break;
+		}
+		r->commits++;
+	}
+	bm_close(ds);
+	return NULL;
+}
+
+static void racing_writers_lose_no_commit(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t size = RACERS * 4096;
+	struct racer r[RACERS];
+	pthread_t t[RACERS];
+	char url[512];
+	int total = 0;
+
+	tc_require(st, TC_CAN_SWAP, "it ignores If-Match on PUT: the last writer wins (docs/FORMAT.md)");
+	unsigned char *data = calloc(1, size);
+	tc_store_url(url, sizeof(url), st, "/racers");
+	tc_put(url, 4096, data, size);
+	for (int i = 0; i < RACERS; i++) {
+		r[i] = (struct racer){ .url = url, .id = i };
+		assert_int_equal(pthread_create(&t[i], NULL, race, &r[i]), 0);
+	}
+	for (int i = 0; i < RACERS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(r[i].err, 0);
+		assert_int_equal(r[i].commits, RACE_COMMITS);
+		total += r[i].commits;
+		memset(data + (size_t)i * 4096, 'a' + RACE_COMMITS - 1, 64);
+	}
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_generation(ds), 1 + (uint64_t)total);
+	bm_close(ds);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
 /* ---- a writer killed in the middle of a commit ---------------------------------------------- */
 
 struct crash {
@@ -651,6 +731,7 @@ int main(void)
 		cmocka_unit_test(commits_in_quick_succession_are_not_conflicts),
 		cmocka_unit_test(second_commit_on_the_same_generation_is_a_conflict),
 		cmocka_unit_test(the_manifest_swap_itself_refuses_the_second_writer),
+		cmocka_unit_test(racing_writers_lose_no_commit),
 		cmocka_unit_test(a_writer_killed_after_uploads_leaves_the_old_generation),
 		cmocka_unit_test(a_writer_killed_after_the_swap_is_repaired_by_the_next_commit),
 	};
