@@ -21,13 +21,14 @@ tests_test_aws_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_test_aws_LDADD = client/libblkmap.la $(CMOCKA_LIBS)
 
 # libblkmap and the CLI on s3:// URLs against RGW.
-tests_test_s3_client_SOURCES = tests/test_s3_client.c $(CLIENT_TEST_SOURCES)
+tests_test_s3_client_SOURCES = tests/test_s3_client.c tests/wcfs_util.c tests/wcfs_util.h \
+	$(CLIENT_TEST_SOURCES)
 tests_test_s3_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_s3_client_LDADD = $(CLIENT_TEST_LDADD)
-EXTRA_tests_test_s3_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+EXTRA_tests_test_s3_client_DEPENDENCIES = $(CLIENT_TEST_DEPS) blkmap-wcfs$(EXEEXT)
 
 # The S3 store backend through the store interface, against RGW.
-tests_test_s3_store_SOURCES = tests/test_s3_store.c $(RGW_TEST_SOURCES)
+tests_test_s3_store_SOURCES = tests/test_s3_store.c $(CLIENT_TEST_SOURCES)
 tests_test_s3_store_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_s3_store_LDADD = $(CLIENT_TEST_LDADD)
 

@@ -17,6 +17,7 @@
 
 #include "client_util.h"
 #include "rgw_util.h"
+#include "wcfs_util.h"
 
 static struct tr_rgw rgw;
 
@@ -327,6 +328,53 @@ static void test_a_missing_dataset_and_a_bad_url_say_so(void **state)
 	free(err);
 }
 
+/* blkmap-wcfs s3://BUCKET MOUNTPOINT shows the bucket's datasets, and a
+ * client mapping one of them reads through it (overlay mode). */
+static void test_a_mirror_of_a_bucket_serves_files_and_overlay_mode(void **state)
+{
+	const size_t len = (3u << 19) + 99;
+	unsigned char *data = random_bytes(len, 8), *got;
+	char b[128], server[160], url[256], path[600];
+	struct wt_mirror m;
+	struct bm_stats st;
+	size_t flen;
+	bm_dataset *ds;
+	int rc;
+
+	(void)state;
+	tr_bucket(&rgw, "mirror", b, sizeof(b));
+	snprintf(server, sizeof(server), "s3://%s", b);
+	snprintf(url, sizeof(url), "s3://%s/sub/ds", b);
+	tc_put(url, 1u << 19, data, len);
+	rc = wt_mount(&m, server, NULL);
+	if (rc == 1) {
+		printf("skipped: %s\n", wt_skip_reason);
+		free(data);
+		skip();
+	}
+	assert_int_equal(rc, 0);
+	snprintf(path, sizeof(path), "%s/head/sub/ds", m.mnt);
+	got = wt_read_file(path, &flen);
+	assert_non_null(got);
+	assert_int_equal(flen, len);
+	assert_memory_equal(got, data, len);
+	free(got);
+
+	setenv("BLKMAP_WCFS", m.mnt, 1);
+	ds = tc_open(url, 0);
+	setenv("BLKMAP_WCFS", "off", 1);
+	got = tc_read_mapped(ds);
+	assert_memory_equal(got, data, len);
+	free(got);
+	bm_stats(ds, &st);
+	if (strcmp(st.mode, "overlay") != 0)
+		fail_msg("mode %s: %s", st.mode, st.mode_why);
+	assert_int_equal(st.fetched_bytes, 0);
+	bm_close(ds);
+	assert_int_equal(wt_unmount(&m), 0);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -337,6 +385,7 @@ int main(void)
 		cmocka_unit_test(test_a_public_bucket_reads_without_credentials),
 		cmocka_unit_test(test_a_wrong_secret_is_one_line_naming_the_key_not_the_secret),
 		cmocka_unit_test(test_a_missing_dataset_and_a_bad_url_say_so),
+		cmocka_unit_test(test_a_mirror_of_a_bucket_serves_files_and_overlay_mode),
 	};
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);

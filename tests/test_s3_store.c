@@ -3,7 +3,8 @@
  * conditional puts and their BM_ECONFLICT, If-Match with the ETag as a HEAD
  * returned it (quoted: RGW 16.2 wants it bare, the backend learns that),
  * ranges, delete, the bucket itself is no object, and ListObjectsV2 paging
- * past 1000 keys with keys relative to the store's prefix.
+ * past 1000 keys with keys relative to the store's prefix; and, on a canned
+ * endpoint that answers 503 to every try, a conditional put read back.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <curl/curl.h>
 
 #include "../client/store.h"
+#include "client_util.h"
 #include "rgw_util.h"
 
 static struct tr_rgw rgw;
@@ -208,12 +210,60 @@ static void test_list_pages_past_1000_keys_relative_to_the_prefix(void **state)
 	free(seen);
 }
 
+/* A server that answers 503 to a conditional PUT every time, and GET with
+ * BODY: the put is read back and counts as stored only when BODY is ours. */
+static int put_through_503s(const char *get_body, char *msg, size_t n, struct bm_version *v)
+{
+	static char get[256];
+	const struct tc_rule rules[] = {
+		{ "PUT", "/bkt/ds/manifest.json",
+		  "HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nETag: \"e1\"\r\n\r\n", 0 },
+		{ "GET", "/bkt/ds/manifest.json", get, 0 },
+	};
+	struct tc_canned c;
+	struct bm_put match = { .cond = BM_PUT_IF_MATCH, .etag = "\"e1\"", .swap = true };
+	struct bm_store_opts o = { .connect_timeout_ms = 5000, .timeout_ms = 10000,
+				   .retry_base_ms = 1, .retries = 2, .connections = 2 };
+	struct bm_store *s;
+	int rc;
+
+	snprintf(get, sizeof(get), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nETag: \"e2\"\r\n\r\n%s",
+		 strlen(get_body), get_body);
+	tc_canned_start(&c, rules, 2);
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	setenv("AWS_ENDPOINT_URL_S3", c.url, 1);
+	assert_int_equal(bm_store_open(&s, "s3://bkt/ds", &o, msg, n), 0);
+	tr_rgw_setenv(&rgw);
+	rc = bm_store_put(s, "manifest.json", "ours", 4, &match, v, msg, n);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	return rc;
+}
+
+static void test_a_conditional_put_that_keeps_failing_is_read_back(void **state)
+{
+	struct bm_version v = { .etag = "" };
+	char msg[1024] = "";
+
+	(void)state;
+	/* Our bytes are there: one of the tries was applied. */
+	assert_int_equal(put_through_503s("ours", msg, sizeof(msg), &v), 0);
+	assert_string_equal(v.etag, "\"e2\"");
+	/* Other bytes: not ours, the failure stands and says so. */
+	assert_int_equal(put_through_503s("othr", msg, sizeof(msg), &v), BM_EHTTP);
+	assert_non_null(strstr(msg, "HTTP 503"));
+	assert_non_null(strstr(msg, "read back: other bytes there"));
+	assert_null(strchr(msg, '\n'));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_conditional_puts_conflict_and_if_match_takes_the_etag_as_sent),
 		cmocka_unit_test(test_ranges_delete_and_the_bucket_itself),
 		cmocka_unit_test(test_list_pages_past_1000_keys_relative_to_the_prefix),
+		cmocka_unit_test(test_a_conditional_put_that_keeps_failing_is_read_back),
 	};
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
