@@ -31,7 +31,7 @@ static unsigned expected_caps(const char *kind)
 	if (strcmp(kind, "blkmap-server") == 0)
 		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_STRONG_ETAG | BM_CAP_LIST;
 	if (strcmp(kind, "apache") == 0)
-		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH;
+		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_LIST;
 	return 0; /* nginx */
 }
 
@@ -200,12 +200,22 @@ static void a_listing_names_the_keys_under_a_prefix(void **state)
 	assert_int_equal(bm_store_put(s, "gen/1.json", "1", 1, NULL, NULL, msg, sizeof(msg)), 0);
 	assert_int_equal(bm_store_put(s, "gen/2.json", "22", 2, NULL, NULL, msg, sizeof(msg)), 0);
 	assert_int_equal(bm_store_put(s, "other", "x", 1, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_put(s, "blocks/ab/c", "abc", 3, NULL, NULL, msg, sizeof(msg)), 0);
 	assert_int_equal(bm_store_list(s, "gen/", NULL, &page, msg, sizeof(msg)), 0);
 	assert_int_equal(page.n, 2);
 	assert_string_equal(page.entries[0].key, "gen/1.json");
 	assert_int_equal(page.entries[1].size, 2);
 	assert_int_equal(bm_key_gen_parse(page.entries[1].key), 2);
 	assert_null(page.next);
+	bm_list_free(&page);
+	/* A prefix that is not a whole collection; keys deeper down. */
+	assert_int_equal(bm_store_list(s, "blocks/a", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 1);
+	assert_string_equal(page.entries[0].key, "blocks/ab/c");
+	assert_int_equal(page.entries[0].size, 3);
+	bm_list_free(&page);
+	assert_int_equal(bm_store_list(s, "nothing/", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 0);
 	bm_list_free(&page);
 	bm_store_close(s);
 }
