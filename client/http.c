@@ -345,9 +345,11 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	return rc;
 }
 
+/* 507 Insufficient Storage is not transient: the server is out of space,
+ * and trying again at once only fails again. */
 static bool status_transient(long status)
 {
-	return status >= 500 || status == 429 || status == 408;
+	return (status >= 500 && status != 507) || status == 429 || status == 408;
 }
 
 static void backoff(struct bm_http *h, int attempt)
@@ -375,6 +377,10 @@ int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg
 
 	for (int attempt = 0;; attempt++) {
 		rc = perform_once(h, r);
+		if (rc == 0 && r->status == 507) {
+			bm_fmt(msg, n, "%s %s: HTTP 507: the server is out of space", r->method, r->url);
+			return BM_EHTTP;
+		}
 		if (rc == 0 && status_transient(r->status)) {
 			rc = BM_EHTTP;
 			snprintf(why, sizeof(why), "HTTP %ld", r->status);
