@@ -1,4 +1,4 @@
-/* cli.c — the `blkmap` command: put, get, sum, patch, stat, log.
+/* cli.c — the `blkmap` command: put, get, sum, patch, stat, log, attr.
  *
  * A thin layer over libblkmap's public API (blkmap.h): each command opens
  * the dataset, does its job through a mapping or bm_write, and reports one
@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 
 #include <blkmap/blkmap.h>
@@ -546,7 +547,7 @@ static const char log_help[] =
 	"each with generation, size, non-empty blocks and the time of the commit.\n"
 	"After 64 generations in a row that are not kept, it stops looking.\n";
 
-#define LOG_MAX_MISSING 64
+#define LOG_MAX_MISSING BM_LOG_MAX_MISSING
 
 static int cmd_log(int argc, char **argv)
 {
@@ -594,6 +595,139 @@ static int cmd_log(int argc, char **argv)
 	return ex;
 }
 
+/* ---- attr ------------------------------------------------------------------------------ */
+
+static const char attr_help[] =
+	"usage: blkmap attr URL [KEY[=VALUE]]\n"
+	"       blkmap attr --delete URL KEY\n"
+	"\n"
+	"Shows or sets the user attributes of the dataset at URL: a JSON object kept\n"
+	"in its manifest (at most 64 KiB) and carried from generation to generation.\n"
+	"  attr URL             prints them all, as one JSON object ({} when none)\n"
+	"  attr URL KEY         prints the value of KEY, as JSON\n"
+	"  attr URL KEY=VALUE   sets KEY to VALUE, commits, prints the new generation;\n"
+	"                       VALUE is taken as JSON when it parses as JSON (42,\n"
+	"                       true, [2,3], {\"a\":1}, \"text\"), else as a string\n"
+	"  attr --delete URL KEY  removes KEY, commits, prints the new generation\n"
+	"Exit status: 0 success, 1 error (no such KEY), 3 another writer published\n"
+	"first.\n";
+
+/* Prints v as compact JSON and a newline. */
+static int print_json(const json_t *v)
+{
+	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+	if (s == NULL) {
+		fprintf(stderr, "%s: attr: out of memory\n", prog);
+		return 1;
+	}
+	puts(s);
+	free(s);
+	return 0;
+}
+
+static int cmd_attr(int argc, char **argv)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+	bool del = false;
+	int i = 1, ex = 1, rc;
+	json_t *attrs = NULL, *val = NULL;
+	char *text = NULL;
+
+	if (argc > 1 && is_help(argv[1]))
+		return fputs(attr_help, stdout), 0;
+	if (i < argc && strcmp(argv[i], "--delete") == 0) {
+		del = true;
+		i++;
+	}
+	if (del && argc - i != 2)
+		return usage_error("attr", "expected URL and KEY");
+	if (argc - i < 1 || argc - i > 2)
+		return usage_error("attr", "expected URL and at most one KEY[=VALUE]");
+	const char *url = argv[i];
+	char *key = argc - i == 2 ? strdup(argv[i + 1]) : NULL;
+	char *eq = key && !del ? strchr(key, '=') : NULL;
+	if (argc - i == 2 && key == NULL)
+		return fprintf(stderr, "%s: attr: out of memory\n", prog), 1;
+	if (eq)
+		*eq = '\0';
+	if (key && key[0] == '\0') {
+		free(key);
+		return usage_error("attr", "KEY is empty");
+	}
+	if (load_options(&o) < 0 || open_or_fail(&ds, url, &o, &ex) < 0) {
+		free(key);
+		return ex;
+	}
+	ex = 1;
+	text = malloc(BM_ATTRS_MAX + 1);
+	if (text == NULL) {
+		fprintf(stderr, "%s: attr: out of memory\n", prog);
+		goto out;
+	}
+	bm_attrs_get(ds, text, BM_ATTRS_MAX + 1);
+	json_error_t jerr;
+	attrs = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(attrs)) {
+		fprintf(stderr, "%s: attr: %s: the library gave attributes that are not a JSON object\n", prog, url);
+		goto out;
+	}
+	if (key == NULL) {
+		ex = print_json(attrs);
+		goto out;
+	}
+	if (!del && eq == NULL) {
+		json_t *v = json_object_get(attrs, key);
+		if (v == NULL) {
+			fprintf(stderr, "%s: attr: %s has no attribute \"%s\"\n", prog, url, key);
+			goto out;
+		}
+		ex = print_json(v);
+		goto out;
+	}
+	if (del) {
+		if (json_object_del(attrs, key) < 0) {
+			fprintf(stderr, "%s: attr: %s has no attribute \"%s\"\n", prog, url, key);
+			goto out;
+		}
+	} else {
+		val = json_loads(eq + 1, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+		if (val == NULL)
+			val = json_string(eq + 1); /* not JSON: a string (NULL if not UTF-8) */
+		if (val == NULL) {
+			fprintf(stderr, "%s: attr: VALUE is neither JSON nor UTF-8 text\n", prog);
+			goto out;
+		}
+		if (json_object_set(attrs, key, val) < 0) {
+			fprintf(stderr, "%s: attr: KEY is not UTF-8 text\n", prog);
+			goto out;
+		}
+	}
+	char *s = json_dumps(attrs, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (s == NULL) {
+		fprintf(stderr, "%s: attr: out of memory\n", prog);
+		goto out;
+	}
+	uint64_t gen = 0;
+	rc = bm_attrs_set(ds, s);
+	free(s);
+	if (rc == 0)
+		rc = bm_commit(ds, &gen);
+	if (rc < 0) {
+		ex = fail("attr", rc, ds);
+		goto out;
+	}
+	printf("%" PRIu64 "\n", gen);
+	ex = 0;
+out:
+	json_decref(val);
+	json_decref(attrs);
+	free(text);
+	free(key);
+	bm_close(ds);
+	return ex;
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
 
 static const char main_help[] =
@@ -608,6 +742,7 @@ static const char main_help[] =
 	"  patch [--at GEN] URL OFFSET FILE  write FILE at OFFSET and commit\n"
 	"  stat URL                          size, block size, generation as JSON\n"
 	"  log URL                           the kept generations\n"
+	"  attr URL [KEY[=VALUE]]            show or set the user attributes (JSON)\n"
 	"\n"
 	"'blkmap COMMAND --help' tells more.  Environment: BLKMAP_TOKEN (bearer token),\n"
 	"BLKMAP_CACHE_BYTES, BLKMAP_CONNECTIONS, BLKMAP_RETRIES, BLKMAP_RETRY_BASE_MS,\n"
@@ -636,10 +771,11 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "put", cmd_put }, { "get", cmd_get }, { "sum", cmd_sum },
 		{ "patch", cmd_patch }, { "stat", cmd_stat }, { "log", cmd_log },
+		{ "attr", cmd_attr },
 	};
 
 	if (argc < 2) {
-		fprintf(stderr, "%s: expected a command: put, get, sum, patch, stat or log (see '%s --help')\n",
+		fprintf(stderr, "%s: expected a command: put, get, sum, patch, stat, log or attr (see '%s --help')\n",
 			prog, prog);
 		return EXIT_USAGE;
 	}

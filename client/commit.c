@@ -630,7 +630,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	struct vm_fileh_stats st;
 	vm_fileh_stats(ds->fh, &st);
 	if (ds->exists && st.ndirty == 0 && ds->nchanges == 0 && ds->new_size == ds->manifest->size &&
-	    ds->trunc_size >= ds->manifest->size) {
+	    ds->trunc_size >= ds->manifest->size && !ds->attrs_changed) {
 		if (genp)
 			*genp = ds->manifest->generation; /* nothing to publish */
 		return 0;
@@ -661,9 +661,18 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 
 	pthread_mutex_lock(&ds->mu);
 	rc = bm_manifest_apply(ds->manifest, ds->changes, ds->nchanges, ds->new_size, &next);
+	char *new_attrs = NULL;
+	if (rc == 0 && ds->attrs_changed && ds->new_attrs && (new_attrs = strdup(ds->new_attrs)) == NULL)
+		rc = BM_ENOMEM;
+	if (rc == 0 && ds->attrs_changed) {
+		free(next->attrs);
+		next->attrs = new_attrs;
+	}
 	pthread_mutex_unlock(&ds->mu);
-	if (rc < 0)
+	if (rc < 0) {
+		bm_manifest_free(next);
 		return rc;
+	}
 	char *json = bm_manifest_dump(next, &len);
 	if (json == NULL) {
 		bm_manifest_free(next);
@@ -697,6 +706,9 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	size_t ndone = ds->nchanges;
 	ds->changes = NULL;
 	ds->nchanges = ds->capchanges = 0;
+	free(ds->new_attrs);
+	ds->new_attrs = NULL;
+	ds->attrs_changed = false;
 	pthread_mutex_unlock(&ds->mu);
 
 	/* Published: the stored pages are clean now (a page written since its

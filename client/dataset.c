@@ -486,6 +486,7 @@ void bm_close(bm_dataset *ds)
 	for (size_t i = 0; i < ds->nchanges; i++)
 		free(ds->changes[i].key);
 	free(ds->changes);
+	free(ds->new_attrs);
 	free(ds->manifest_json);
 	free(ds->url);
 	pthread_mutex_destroy(&ds->mu);
@@ -526,6 +527,31 @@ int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *
 	bm_manifest_free(m);
 	free(json);
 	return 0;
+}
+
+int bm_generation_prev(bm_dataset *ds, uint64_t before, struct bm_generation_info *gi)
+{
+	unsigned missing = 0;
+
+	if (ds->flat)
+		return 0;
+	for (uint64_t g = before - 1; before > 1 && g >= 1 && missing < BM_LOG_MAX_MISSING; g--) {
+		int rc = bm_generation_info(ds, g, gi);
+		if (rc == 0)
+			return 1;
+		if (rc != BM_ENOTFOUND)
+			return rc;
+		missing++;
+	}
+	return 0;
+}
+
+int bm_is_latest(bm_dataset *ds)
+{
+	pthread_mutex_lock(&ds->mu);
+	int latest = ds->at_latest;
+	pthread_mutex_unlock(&ds->mu);
+	return latest;
 }
 
 uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
@@ -753,6 +779,46 @@ int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n)
 	return rc;
 }
 
+/* ---- user attributes ------------------------------------------------------------- */
+
+int bm_attrs_get(bm_dataset *ds, char *buf, size_t n)
+{
+	pthread_mutex_lock(&ds->mu);
+	const char *a = ds->attrs_changed ? ds->new_attrs : ds->manifest->attrs;
+	int len = snprintf(buf, n, "%s", a ? a : "{}");
+	pthread_mutex_unlock(&ds->mu);
+	return len;
+}
+
+int bm_attrs_set(bm_dataset *ds, const char *json)
+{
+	char msg[300], *a = NULL;
+	int rc;
+
+	if (ds->flat) {
+		bm_set_error(ds, BM_EREADONLY, "%s is a flat object (not a dataset): it has no attributes to set",
+			     ds->url);
+		return BM_EREADONLY;
+	}
+	if (json == NULL)
+		return BM_EINVAL;
+	rc = bm_attrs_normalize(json, strlen(json), &a, msg, sizeof(msg));
+	if (rc == BM_EFORMAT) {
+		bm_set_error(ds, BM_EINVAL, "%s: %s", ds->url, msg);
+		return BM_EINVAL;
+	}
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&ds->mu);
+	const char *cur = ds->manifest->attrs;
+	free(ds->new_attrs);
+	ds->new_attrs = a;
+	/* Back to what the generation has: nothing to publish. */
+	ds->attrs_changed = !((a == NULL && cur == NULL) || (a && cur && strcmp(a, cur) == 0));
+	pthread_mutex_unlock(&ds->mu);
+	return 0;
+}
+
 /* ---- refresh, discard, stats ------------------------------------------------------- */
 
 static void drop_changes(bm_dataset *ds)
@@ -763,6 +829,9 @@ static void drop_changes(bm_dataset *ds)
 	ds->nchanges = 0;
 	ds->new_size = ds->trunc_size = ds->manifest->size;
 	ds->trunc_seq = 0;
+	free(ds->new_attrs);
+	ds->new_attrs = NULL;
+	ds->attrs_changed = false;
 	pthread_mutex_unlock(&ds->mu);
 	bm_upload_drop_failed(ds);
 }
@@ -821,7 +890,7 @@ int bm_refresh(bm_dataset *ds)
 		return BM_EBUSY;
 	}
 	vm_fileh_stats(ds->fh, &st);
-	if (st.ndirty > 0 || ds->nchanges > 0) {
+	if (st.ndirty > 0 || ds->nchanges > 0 || ds->attrs_changed) {
 		bm_set_error(ds, BM_EBUSY, "%s: commit or discard the changes before refreshing", ds->url);
 		return BM_EBUSY;
 	}

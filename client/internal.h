@@ -127,6 +127,8 @@ struct bm_manifest {
 	uint64_t size;
 	uint64_t generation;
 	char created[40];
+	char *attrs;               /* user attributes: compact JSON text of a
+				      non-empty object, or NULL (none) */
 	struct bm_block *blocks;   /* ascending index */
 	size_t nblocks;
 };
@@ -146,6 +148,12 @@ uint64_t bm_manifest_nblk(const struct bm_manifest *m);
 /* Bytes of block index's object: min(blksize, size - index*blksize). */
 size_t bm_manifest_objlen(const struct bm_manifest *m, uint64_t index);
 bool bm_key_valid(const char *key);
+/* Checks untrusted user attributes (the text of a JSON object, len bytes)
+ * and gives them in the form a manifest stores: *out is their compact
+ * JSON text (malloc'd), or NULL for an empty object.  BM_EFORMAT with
+ * msg saying why when they are not an object or longer than BM_ATTRS_MAX
+ * compact.  Both manifest versions keep attrs this one way. */
+int bm_attrs_normalize(const char *json, size_t len, char **out, char *msg, size_t n);
 
 /* A change for the next generation: block index becomes key/sum, or a hole
  * (key NULL). */
@@ -159,7 +167,8 @@ struct bm_change {
 };
 
 /* The next generation: m with changes applied (sorted by index, later
- * changes to the same index win), size new_size, generation+1. */
+ * changes to the same index win), size new_size, generation+1, m's user
+ * attributes carried over. */
 int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t nch,
 		      uint64_t new_size, struct bm_manifest **outp);
 
@@ -230,6 +239,10 @@ struct bm_dataset {
 				      as zeros (a shrink then a grow) */
 	uint64_t trunc_seq;        /* changes with seq below it are older */
 	char errmsg[512];
+
+	char *new_attrs;           /* attrs the next commit publishes (NULL:
+				      none), when attrs_changed */
+	bool attrs_changed;
 
 	/* commit in progress: storeblk appends here */
 	struct bm_change *changes;

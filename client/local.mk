@@ -26,8 +26,8 @@ pkgconfig_DATA += client/blkmap.pc
 
 bin_PROGRAMS += blkmap
 blkmap_SOURCES = client/cli.c
-blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS)
-blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS)
+blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS)
+blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS) $(JANSSON_LIBS)
 
 # The main job `./quickstart demo` runs.
 noinst_PROGRAMS += blkmap-demo

@@ -1,6 +1,6 @@
 /* manifest.c — the dataset manifest (docs/FORMAT.md): parsing and validating
- * untrusted JSON, serializing, block lookup, and building the next
- * generation from a set of changes.
+ * untrusted JSON, serializing, block lookup, the user attributes ("attrs"),
+ * and building the next generation from a set of changes.
  * Owns: struct bm_manifest.  Locking: none; a manifest is immutable once
  * built and replaced whole under ds->mu.
  */
@@ -23,6 +23,7 @@ void bm_manifest_free(struct bm_manifest *m)
 	for (size_t i = 0; i < m->nblocks; i++)
 		free(m->blocks[i].key);
 	free(m->blocks);
+	free(m->attrs);
 	free(m);
 }
 
@@ -115,6 +116,53 @@ static int get_uint(json_t *o, const char *name, uint64_t min, uint64_t max, uin
 	return 0;
 }
 
+/* The user attributes v (untrusted) as a manifest keeps them: compact
+ * text of a non-empty object into *out, NULL for an empty one. */
+static int attrs_from_json(json_t *v, char **out, char *msg, size_t n)
+{
+	*out = NULL;
+	if (!json_is_object(v)) {
+		bm_fmt(msg, n, "user attributes (\"attrs\") are not a JSON object");
+		return BM_EFORMAT;
+	}
+	if (json_object_size(v) == 0)
+		return 0;
+	char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (s == NULL)
+		return BM_ENOMEM;
+	size_t len = strlen(s);
+	if (len > BM_ATTRS_MAX) {
+		bm_fmt(msg, n, "user attributes (\"attrs\") are %zu bytes of JSON, above the limit of %d",
+		       len, BM_ATTRS_MAX);
+		free(s);
+		return BM_EFORMAT;
+	}
+	*out = s;
+	return 0;
+}
+
+int bm_attrs_normalize(const char *json, size_t len, char **out, char *msg, size_t n)
+{
+	json_error_t jerr;
+
+	*out = NULL;
+	/* A longer text can still be short compact; far longer is refused
+	 * before it is parsed. */
+	if (len > (size_t)BM_ATTRS_MAX * 16) {
+		bm_fmt(msg, n, "user attributes are %zu bytes of text, above %d", len, BM_ATTRS_MAX * 16);
+		return BM_EFORMAT;
+	}
+	json_t *v = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (v == NULL) {
+		bm_fmt(msg, n, "user attributes are not valid JSON: %s at line %d column %d", jerr.text,
+		       jerr.line, jerr.column);
+		return BM_EFORMAT;
+	}
+	int rc = attrs_from_json(v, out, msg, n);
+	json_decref(v);
+	return rc;
+}
+
 static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n)
 {
 	json_t *v;
@@ -158,6 +206,9 @@ static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n
 		snprintf(m->created, sizeof(m->created), "%s", json_string_value(v));
 		bm_printable(m->created);
 	}
+	v = json_object_get(root, "attrs");
+	if (v != NULL && (rc = attrs_from_json(v, &m->attrs, msg, n)) < 0)
+		return rc;
 	return 0;
 }
 
@@ -263,6 +314,12 @@ char *bm_manifest_dump(const struct bm_manifest *m, size_t *lenp)
 	json_object_set_new(root, "checksum", json_string("xxh128"));
 	if (m->created[0])
 		json_object_set_new(root, "created", json_string(m->created));
+	if (m->attrs) {
+		json_t *a = json_loads(m->attrs, 0, NULL); /* our own text (normalized) */
+		if (a == NULL)
+			goto done;
+		json_object_set_new(root, "attrs", a);
+	}
 	for (size_t i = 0; i < m->nblocks; i++) {
 		json_t *b = json_object();
 		if (b == NULL)
@@ -314,9 +371,14 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 	*outp = NULL;
 	if (out == NULL)
 		return BM_ENOMEM;
-	qsort(ch, nch, sizeof(*ch), cmp_change);
+	if (nch > 0)
+		qsort(ch, nch, sizeof(*ch), cmp_change); /* ch may be NULL then */
 	out->blksize = m->blksize;
 	out->size = new_size;
+	if (m->attrs && (out->attrs = strdup(m->attrs)) == NULL) {
+		free(out);
+		return BM_ENOMEM;
+	}
 	out->generation = m->generation + 1;
 	time_t now = time(NULL);
 	struct tm tm;
@@ -324,6 +386,7 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 	strftime(out->created, sizeof(out->created), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	out->blocks = calloc(m->nblocks + nch + 1, sizeof(*out->blocks));
 	if (out->blocks == NULL) {
+		free(out->attrs);
 		free(out);
 		return BM_ENOMEM;
 	}

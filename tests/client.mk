@@ -18,7 +18,8 @@ CLIENT_TESTS = \
 	tests/test_client_bad \
 	tests/test_client_readahead \
 	tests/test_client_nginx \
-	tests/test_client_cli
+	tests/test_client_cli \
+	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
@@ -67,6 +68,11 @@ tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_cli_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
+tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_attrs_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_attrs_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # Benchmark (`make bench`): libblkmap vs curl on the same block objects.
 check_PROGRAMS += tests/bench_client

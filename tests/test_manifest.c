@@ -3,7 +3,9 @@
  * every mutation of one (fields set to hostile values, bytes flipped,
  * spans cut or repeated) either parses to a manifest that keeps every
  * invariant the rest of libblkmap relies on, or is refused with
- * BM_EFORMAT and a one-line message.  Deterministic (fixed seeds); run
+ * BM_EFORMAT and a one-line message.  The user attributes ("attrs") too:
+ * only an object of at most BM_ATTRS_MAX bytes compact is taken, kept
+ * compact and in order.  Deterministic (fixed seeds); run
  * under ASan+UBSan by `./quickstart sanitize` too.
  */
 #include "config.h"
@@ -48,6 +50,7 @@ static char *base_json(size_t *lenp)
 
 	m.size = (uint64_t)NBLK * m.blksize - 12345;
 	snprintf(m.created, sizeof(m.created), "2026-11-26T12:00:00Z");
+	m.attrs = "{\"dtype\":\"<f8\",\"shape\":[3,4],\"units\":{\"t\":\"K\"}}";
 	for (uint64_t i = 0; i < NBLK; i++) {
 		if (i % 3 == 1)
 			continue; /* a hole */
@@ -80,6 +83,16 @@ static const char *broken_invariant(const struct bm_manifest *m)
 		return "blksize not a power of two in [4 KiB, 64 MiB]";
 	if (m->size > BM_SIZE_MAX)
 		return "size above BM_SIZE_MAX";
+	if (m->attrs) {
+		json_t *a = json_loads(m->attrs, JSON_REJECT_DUPLICATES, NULL);
+		bool ok = json_is_object(a) && json_object_size(a) > 0 && strlen(m->attrs) <= BM_ATTRS_MAX;
+		char *compact = ok ? json_dumps(a, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		ok = ok && compact && strcmp(compact, m->attrs) == 0;
+		free(compact);
+		json_decref(a);
+		if (!ok)
+			return "attrs not a compact non-empty object of at most BM_ATTRS_MAX bytes";
+	}
 	if (m->generation < 1 || m->generation > BM_GEN_MAX)
 		return "generation out of range";
 	uint64_t nblk = bm_manifest_nblk(m);
@@ -134,6 +147,10 @@ static int check_one(const char *json, size_t len, const char *what)
 	assert_int_equal(m2->size, m->size);
 	assert_int_equal(m2->generation, m->generation);
 	assert_int_equal(m2->nblocks, m->nblocks);
+	if (m->attrs == NULL)
+		assert_null(m2->attrs);
+	else
+		assert_string_equal(m2->attrs, m->attrs);
 	for (size_t i = 0; i < m->nblocks; i++) {
 		assert_int_equal(m2->blocks[i].index, m->blocks[i].index);
 		assert_string_equal(m2->blocks[i].key, m->blocks[i].key);
@@ -212,7 +229,8 @@ static json_t *hostile_value(size_t k)
 }
 
 static const char *root_fields[] = { "format", "version", "blksize", "size", "generation",
-				     "checksum", "created", "blocks" };
+				     "checksum", "created", "blocks", "attrs" };
+#define NROOT (sizeof(root_fields) / sizeof(root_fields[0]))
 static const char *block_fields[] = { "index", "key", "sum" };
 
 /* One structural change to a parsed manifest: a field set to a hostile
@@ -224,10 +242,10 @@ static void mutate_tree(json_t *root)
 
 	switch (rnd_below(6)) {
 	case 0: /* a root field */
-		json_object_set_new(root, root_fields[rnd_below(8)], hostile_value(rnd_below(NHOSTILE)));
+		json_object_set_new(root, root_fields[rnd_below(NROOT)], hostile_value(rnd_below(NHOSTILE)));
 		break;
 	case 1:
-		json_object_del(root, root_fields[rnd_below(8)]);
+		json_object_del(root, root_fields[rnd_below(NROOT)]);
 		break;
 	case 2: case 3: /* a block's field */
 		if (nb) {
@@ -361,12 +379,147 @@ static void damaged_bytes_parse_to_valid_manifests_or_are_refused(void **unused)
 	free(json);
 }
 
+/* Puts text (JSON, or not) as the "attrs" of the base manifest, by bytes:
+ * what a hostile server could send. */
+static char *with_attrs(const char *text)
+{
+	size_t len;
+	char *json = base_json(&len);
+	char *at = strstr(json, "\"attrs\":");
+	assert_non_null(at);
+	char *end = strstr(at, "},\"blocks\"");
+	assert_non_null(end);
+	size_t head = (size_t)(at - json) + 8, tail = strlen(end + 1);
+	char *out = malloc(head + strlen(text) + tail + 1);
+	memcpy(out, json, head);
+	strcpy(out + head, text);
+	strcat(out, end + 1);
+	free(json);
+	return out;
+}
+
+static void hostile_attrs_are_refused_or_kept_compact_and_whole(void **unused)
+{
+	static const struct {
+		const char *text;
+		const char *says; /* NULL: accepted */
+		const char *kept; /* accepted: the attrs kept (NULL: none) */
+	} cases[] = {
+		{ "[]", "\"attrs\") are not a JSON object", NULL },
+		{ "\"{}\"", "\"attrs\") are not a JSON object", NULL },
+		{ "null", "\"attrs\") are not a JSON object", NULL },
+		{ "7", "\"attrs\") are not a JSON object", NULL },
+		{ "{\"a\":1,\"a\":2}", "duplicate", NULL },
+		{ "{\"a\":\"\\u0000\"}", "not valid JSON", NULL },
+		{ "{\"\\u0000\":1}", "not valid JSON", NULL },
+		{ "{\"a\":\"\xff\"}", "not valid JSON", NULL },
+		{ "{\"a\":1", "not valid JSON", NULL },
+		{ "{}", NULL, NULL },
+		{ " { \"b\" : [ 1 , 2.5 , \"\xc3\xa9\" ] , \"a\" : { } } ", NULL,
+		  "{\"b\":[1,2.5,\"\xc3\xa9\"],\"a\":{}}" },
+		{ "{\"ctl\":\"\\u001b[31m\"}", NULL, "{\"ctl\":\"\\u001B[31m\"}" },
+	};
+	(void)unused;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *json = with_attrs(cases[i].text), msg[512] = "";
+		struct bm_manifest *m = NULL;
+		int rc = bm_manifest_parse(json, strlen(json), &m, msg, sizeof(msg));
+		if (cases[i].says) {
+			if (rc != BM_EFORMAT || !strstr(msg, cases[i].says))
+				fail_msg("attrs %zu: rc %d, message \"%s\", expected \"%s\"", i, rc, msg, cases[i].says);
+		} else {
+			if (rc != 0)
+				fail_msg("attrs %zu: rc %d (%s)", i, rc, msg);
+			if (cases[i].kept)
+				assert_string_equal(m->attrs, cases[i].kept);
+			else
+				assert_null(m->attrs);
+		}
+		check_one(json, strlen(json), "hostile attrs");
+		bm_manifest_free(m);
+		free(json);
+	}
+
+	/* Deeply nested: refused cleanly (jansson's depth limit), however
+	 * deep, never a crash. */
+	size_t depth = 100000;
+	char *deep = malloc(2 * depth + 1);
+	for (size_t i = 0; i < depth; i++) {
+		deep[i] = '[';
+		deep[2 * depth - 1 - i] = ']';
+	}
+	deep[2 * depth] = '\0';
+	deep[0] = '{';
+	deep[2 * depth - 1] = '}';
+	char *json = with_attrs(deep);
+	assert_int_equal(check_one(json, strlen(json), "deep attrs"), BM_EFORMAT);
+	free(json);
+	free(deep);
+
+	/* The size limit is on the compact text: exactly BM_ATTRS_MAX bytes
+	 * is taken (however much whitespace it came with); one more is not. */
+	for (int over = 0; over <= 1; over++) {
+		size_t pad = BM_ATTRS_MAX - strlen("{\"k\":\"\"}") + (size_t)over;
+		char *text = malloc(pad + 4096);
+		char *p = text + sprintf(text, "{   \"k\"  :   \"");
+		memset(p, 'v', pad);
+		strcpy(p + pad, "\"   }");
+		json = with_attrs(text);
+		struct bm_manifest *m = NULL;
+		char msg[512];
+		int rc = bm_manifest_parse(json, strlen(json), &m, msg, sizeof(msg));
+		if (over) {
+			assert_int_equal(rc, BM_EFORMAT);
+			assert_non_null(strstr(msg, "above the limit of 65536"));
+		} else {
+			assert_int_equal(rc, 0);
+			assert_int_equal(strlen(m->attrs), BM_ATTRS_MAX);
+		}
+		check_one(json, strlen(json), "long attrs");
+		bm_manifest_free(m);
+		free(json);
+		free(text);
+	}
+
+	/* bm_attrs_normalize, what bm_attrs_set uses, says the same. */
+	char *out = NULL, msg[256];
+	assert_int_equal(bm_attrs_normalize("[1]", 3, &out, msg, sizeof(msg)), BM_EFORMAT);
+	assert_null(out);
+	assert_int_equal(bm_attrs_normalize("{ }", 3, &out, msg, sizeof(msg)), 0);
+	assert_null(out);
+	const char *spaced = "{\"z\": 1, \"a\": [ ]}";
+	assert_int_equal(bm_attrs_normalize(spaced, strlen(spaced), &out, msg, sizeof(msg)), 0);
+	assert_string_equal(out, "{\"z\":1,\"a\":[]}");
+	free(out);
+}
+
+/* Every commit carries the attrs over; the changes do not touch them. */
+static void the_next_generation_carries_the_attrs_over(void **unused)
+{
+	size_t len;
+	char *json = base_json(&len), msg[256];
+	struct bm_manifest *m, *next;
+	struct bm_change ch = { .index = 0, .key = NULL };
+
+	(void)unused;
+	assert_int_equal(bm_manifest_parse(json, len, &m, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_manifest_apply(m, &ch, 1, m->size, &next), 0);
+	assert_int_equal(next->generation, m->generation + 1);
+	assert_string_equal(next->attrs, m->attrs);
+	assert_true(next->attrs != m->attrs);
+	bm_manifest_free(next);
+	bm_manifest_free(m);
+	free(json);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_valid_manifest_round_trips_through_dump_and_parse),
 		cmocka_unit_test(hostile_field_values_parse_to_valid_manifests_or_are_refused),
 		cmocka_unit_test(damaged_bytes_parse_to_valid_manifests_or_are_refused),
+		cmocka_unit_test(hostile_attrs_are_refused_or_kept_compact_and_whole),
+		cmocka_unit_test(the_next_generation_carries_the_attrs_over),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

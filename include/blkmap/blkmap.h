@@ -18,8 +18,8 @@
  *
  * Threads: a dataset may be used from any thread; its mappings may be read
  * and written by any number of threads at once.  bm_commit, bm_discard,
- * bm_refresh and bm_close must not run concurrently with each other on one
- * dataset.
+ * bm_refresh, bm_attrs_set and bm_close must not run concurrently with each
+ * other on one dataset.
  */
 #ifndef BLKMAP_BLKMAP_H
 #define BLKMAP_BLKMAP_H
@@ -106,6 +106,11 @@ int bm_is_flat(const bm_dataset *ds);
 /* Number of blocks that hold data (the rest are holes). */
 uint64_t bm_nblocks_stored(const bm_dataset *ds);
 const char *bm_url(const bm_dataset *ds);
+/* 1 when the handle's generation was the latest when it was opened,
+ * refreshed or last committed (a commit may publish from it); 0 for an
+ * old generation (its commit conflicts), or once the handle learnt that
+ * another writer published on top of its commit. */
+int bm_is_latest(bm_dataset *ds);
 
 /* Sets the size the next commit publishes.  Blocks past the new end are
  * dropped; new bytes read as zeros, also bytes that a shrink cut and a grow
@@ -168,6 +173,28 @@ int bm_refresh(bm_dataset *ds);
  * bytes. */
 int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len);
 
+/* ---- user attributes --------------------------------------------------------- */
+
+/* Each generation carries user attributes: a JSON object of at most
+ * BM_ATTRS_MAX bytes in compact form ("attrs" in the manifest, FORMAT.md),
+ * for what the bytes mean (dtype, shape, units...).  A commit carries them
+ * over to the next generation unless bm_attrs_set changed them. */
+#define BM_ATTRS_MAX 65536
+
+/* Copies the attributes, as compact JSON text of an object ("{}" when there
+ * are none), into buf (n bytes, NUL-terminated, cut when n is too small):
+ * those set since the last commit, else the handle's generation's.
+ * Returns the length of the whole text (without the NUL), like snprintf:
+ * a buffer of BM_ATTRS_MAX + 1 bytes always suffices. */
+int bm_attrs_get(bm_dataset *ds, char *buf, size_t n);
+
+/* Sets the attributes the next bm_commit publishes to json, the text of a
+ * JSON object (NUL-terminated); a commit with only this change publishes a
+ * new generation.  BM_EINVAL when json is not an object or longer than
+ * BM_ATTRS_MAX compact (bm_last_error says why), BM_EREADONLY for a flat
+ * object.  bm_discard drops what was set. */
+int bm_attrs_set(bm_dataset *ds, const char *json);
+
 /* ---- history ---------------------------------------------------------------- */
 
 struct bm_generation_info {
@@ -181,6 +208,14 @@ struct bm_generation_info {
 /* Reads what generation gen of the dataset was, from its kept manifest.
  * BM_ENOTFOUND when that generation is not kept. */
 int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi);
+
+/* The newest kept generation below `before` (the walk `blkmap log` does):
+ * 1 with *gi set, 0 when there is none — also once BM_LOG_MAX_MISSING
+ * generations in a row are not kept (the generation numbers are the
+ * server's word: the walk stays bounded) — or a negative error.  Starting
+ * with before = bm_generation(ds) + 1 lists the generations newest first. */
+#define BM_LOG_MAX_MISSING 64
+int bm_generation_prev(bm_dataset *ds, uint64_t before, struct bm_generation_info *gi);
 
 /* ---- the wcfs mirror ----------------------------------------------------------- */
 
