@@ -17,10 +17,6 @@
 
 #include "index.h"
 
-#ifndef BM_ATTRS_MAX /* blkmap.h has it once the attrs API is there */
-#define BM_ATTRS_MAX 65536
-#endif
-
 /* The document ends with SUM_FIELD, 32 hex digits, then SUM_END. */
 #define SUM_FIELD ",\"manifest_sum\":\""
 #define SUM_FIELD_LEN (sizeof(SUM_FIELD) - 1)
@@ -96,9 +92,10 @@ static int get_uint(json_t *o, const char *name, uint64_t min, uint64_t max, uin
 	return 0;
 }
 
-/* The user attributes: the same rule and form as v1's (manifest.c): a JSON
- * object, at most BM_ATTRS_MAX bytes compact, kept as that compact text,
- * NULL when empty. */
+/* The user attributes: version 1's rule and form, from the one function
+ * that decides them (manifest.c's bm_attrs_normalize): a JSON object, at
+ * most BM_ATTRS_MAX bytes compact, kept as that compact text, NULL when
+ * empty. */
 static int get_attrs(json_t *v, char **out, char *msg, size_t n)
 {
 	*out = NULL;
@@ -106,19 +103,12 @@ static int get_attrs(json_t *v, char **out, char *msg, size_t n)
 		bm_fmt(msg, n, "user attributes (\"attrs\") are not a JSON object");
 		return BM_EFORMAT;
 	}
-	if (json_object_size(v) == 0)
-		return 0;
 	char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (s == NULL)
 		return BM_ENOMEM;
-	if (strlen(s) > BM_ATTRS_MAX) {
-		bm_fmt(msg, n, "user attributes (\"attrs\") are %zu bytes of JSON, above the limit of %d",
-		       strlen(s), BM_ATTRS_MAX);
-		free(s);
-		return BM_EFORMAT;
-	}
-	*out = s;
-	return 0;
+	int rc = bm_attrs_normalize(s, strlen(s), out, msg, n);
+	free(s);
+	return rc;
 }
 
 static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t n)
