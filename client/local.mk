@@ -13,6 +13,9 @@ client_libblkmap_la_SOURCES = \
 	client/store_http.c \
 	client/store_s3.c \
 	client/manifest.c \
+	client/index.h \
+	client/index.c \
+	client/manifest2.c \
 	client/readahead.c \
 	client/overlay.c \
 	client/util.c \

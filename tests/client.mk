@@ -26,6 +26,9 @@ CLIENT_TESTS = \
 	tests/test_client_flat_apache \
 	tests/test_client_changes_nginx \
 	tests/test_client_changes_apache \
+	tests/test_store_http \
+	tests/test_store_http_nginx \
+	tests/test_store_http_apache \
 	tests/test_client_roundtrip_rgw \
 	tests/test_client_flat_rgw \
 	tests/test_client_changes_rgw \
@@ -96,6 +99,20 @@ tests_test_client_changes_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apac
 tests_test_client_changes_apache_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_changes_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# The store interface of the HTTP backend (client/store.h), on each kind.
+tests_test_store_http_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_store_http_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_store_http_nginx_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_store_http_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_store_http_apache_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_store_http_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
@@ -127,3 +144,11 @@ tests_test_client_changes_rgw_SOURCES = tests/test_client_changes.c $(CLIENT_TES
 tests_test_client_changes_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_changes_rgw_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_changes_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The format layer of dataset format v2 alone (no server): index pages and
+# the v2 manifest over an in-memory page store.
+check_PROGRAMS += tests/test_index
+TESTS += tests/test_index
+tests_test_index_SOURCES = tests/test_index.c
+tests_test_index_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_index_LDADD = $(CLIENT_TEST_LDADD)
