@@ -32,6 +32,7 @@ CLIENT_TESTS = \
 	tests/test_client_roundtrip_rgw \
 	tests/test_client_flat_rgw \
 	tests/test_client_changes_rgw \
+	tests/test_store_rgw \
 	tests/test_client_cli \
 	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -152,3 +153,7 @@ TESTS += tests/test_index
 tests_test_index_SOURCES = tests/test_index.c
 tests_test_index_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_index_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_store_rgw_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_store_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
