@@ -252,6 +252,37 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* A block that cannot be loaded through a mapping (after its retries)
+ * raises SIGBUS.  In loadblk mode libblkmap has already printed the one
+ * line that says which URL and block and why, so the command fails like
+ * any other error, silently.  Through the mirror (overlay mode) the kernel
+ * raised it and nobody has said anything: sigbus_line does. */
+static char sigbus_line[600];
+static volatile sig_atomic_t sigbus_line_len;
+
+/* Called once the dataset is mapped: what to say if a read of it fails. */
+static void note_mapped(bm_dataset *ds, const char *url)
+{
+	struct bm_stats st;
+	bm_stats(ds, &st);
+	int n = 0;
+	if (strcmp(st.mode, "overlay") == 0)
+		n = snprintf(sigbus_line, sizeof(sigbus_line),
+			     "%s: %s: a read through the wcfs mirror failed (SIGBUS); the mirror's log says why\n",
+			     prog, url);
+	sigbus_line_len = n > 0 && (size_t)n < sizeof(sigbus_line) ? n : 0;
+}
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	if (sigbus_line_len > 0) {
+		ssize_t w = write(STDERR_FILENO, sigbus_line, (size_t)sigbus_line_len);
+		(void)w;
+	}
+	_exit(1);
+}
+
 static int cmd_get(int argc, char **argv)
 {
 	struct bm_options o;
@@ -280,6 +311,7 @@ static int cmd_get(int argc, char **argv)
 			ex = fail("get", rc, ds);
 			goto out;
 		}
+		note_mapped(ds, url);
 	}
 	struct progress p;
 	progress_init(&p, "get", size);
@@ -366,6 +398,7 @@ static int cmd_sum(int argc, char **argv)
 			ex = fail("sum", rc, ds);
 			goto out;
 		}
+		note_mapped(ds, url);
 	}
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char md[EVP_MAX_MD_SIZE];
@@ -474,6 +507,7 @@ static int cmd_patch(int argc, char **argv)
 		ex = fail("patch", rc, ds);
 		goto out;
 	}
+	note_mapped(ds, url);
 	if (bm_is_flat(ds)) {
 		fprintf(stderr, "%s: patch: %s is a plain object, not a dataset: it is read-only\n", prog, url);
 		goto out;
@@ -749,19 +783,6 @@ static const char main_help[] =
 	"BLKMAP_TIMEOUT_MS, BLKMAP_CONNECT_TIMEOUT_MS, BLKMAP_READAHEAD_BYTES,\n"
 	"BLKMAP_SPARE_BYTES, BLKMAP_BLKSIZE, BLKMAP_WCFS, BLKMAP_VERBOSE\n"
 	"(see docs/client.md).\n";
-
-/* A block that cannot be loaded through a mapping (after its retries)
- * raises SIGBUS; libblkmap has already printed the line that says which
- * URL and block and why.  The command then fails like any other error
- * instead of dying of the signal. */
-static void on_sigbus(int sig)
-{
-	static const char msg[] = "blkmap: reading the dataset through its mapping failed (see above)\n";
-	(void)sig;
-	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
-	(void)w;
-	_exit(1);
-}
 
 int main(int argc, char **argv)
 {

@@ -421,7 +421,10 @@ static int check_still_latest(bm_dataset *ds)
 		return conflict(ds, "%s: %s", "another writer created the dataset first");
 	if (ds->exists && rc == BM_ENOTFOUND)
 		return conflict(ds, "%s: %s", "the dataset was deleted on the server");
-	if (ds->exists && ds->etag[0] && v.etag[0] && strcmp(ds->etag, v.etag) != 0)
+	/* Weakly compared: a server may send W/"x" for a second after a
+	 * change and "x" afterwards for the same version (Apache).  The swap
+	 * (step 4) is the real check. */
+	if (ds->exists && ds->etag[0] && v.etag[0] && !bm_etag_same(ds->etag, v.etag))
 		return conflict(ds, "%s: %s", "another writer published a new generation since this one was opened");
 	if (ds->exists && ds->etag[0] == '\0' && ds->manifest_json) {
 		/* No ETag to compare (the server sends none): compare bytes. */

@@ -168,8 +168,9 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 	}
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
-		if (log)
-			bm_log("block %" PRIu64 ": %s", index, msg);
+		if (log) /* the one line a failed fault gets (virtmem adds none) */
+			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url, index,
+			       msg);
 		return rc;
 	}
 	/* Bytes past the object, or past a size shrunk since, read as zeros. */

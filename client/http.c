@@ -180,7 +180,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 	if (n > 5 && strncmp(line, "HTTP/", 5) == 0) {
 		/* A new response (after a redirect or 100): forget the last. */
 		r->etag[0] = r->content_range[0] = r->last_modified[0] = r->server[0] = '\0';
-		r->errbody[0] = '\0';
+		r->header_value[0] = r->errbody[0] = '\0';
 		r->errlen = 0;
 		r->long_header = NULL;
 		r->content_length = UINT64_MAX;
@@ -191,6 +191,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 	header_value(r, line, n, "Content-Range", r->content_range, sizeof(r->content_range));
 	header_value(r, line, n, "Last-Modified", r->last_modified, sizeof(r->last_modified));
 	header_value(r, line, n, "Server", r->server, sizeof(r->server));
+	if (r->want_header)
+		header_value(r, line, n, r->want_header, r->header_value, sizeof(r->header_value));
 	if (header_value(r, line, n, "Content-Length", cl, sizeof(cl))) {
 		char *e;
 		unsigned long long v = strtoull(cl, &e, 10);
@@ -226,7 +228,7 @@ static void reset_response(struct bm_req *r)
 	r->write_err = 0;
 	r->head_status = 0;
 	r->etag[0] = r->content_range[0] = r->last_modified[0] = r->server[0] = r->err[0] = '\0';
-	r->errbody[0] = '\0';
+	r->header_value[0] = r->errbody[0] = '\0';
 	r->errlen = 0;
 	r->long_header = NULL;
 	r->content_length = UINT64_MAX;
@@ -343,9 +345,11 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	return rc;
 }
 
+/* 507 Insufficient Storage is not transient: the server is out of space,
+ * and trying again at once only fails again. */
 static bool status_transient(long status)
 {
-	return status >= 500 || status == 429 || status == 408;
+	return (status >= 500 && status != 507) || status == 429 || status == 408;
 }
 
 static void backoff(struct bm_http *h, int attempt)
@@ -373,6 +377,10 @@ int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg
 
 	for (int attempt = 0;; attempt++) {
 		rc = perform_once(h, r);
+		if (rc == 0 && r->status == 507) {
+			bm_fmt(msg, n, "%s %s: HTTP 507: the server is out of space", r->method, r->url);
+			return BM_EHTTP;
+		}
 		if (rc == 0 && status_transient(r->status)) {
 			rc = BM_EHTTP;
 			snprintf(why, sizeof(why), "HTTP %ld", r->status);

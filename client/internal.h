@@ -85,6 +85,8 @@ struct bm_req {
 	char content_range[128];   /* "" if none */
 	char last_modified[64];    /* "" if none */
 	char server[64];           /* the Server header, "" if none */
+	const char *want_header;   /* one more header to keep, or NULL ... */
+	char header_value[256];    /* ... its value ("" if absent) */
 	char errbody[512];         /* the start of a non-2xx body, NUL-terminated */
 	size_t errlen;
 	const char *long_header;   /* a header above kept longer than its buffer */

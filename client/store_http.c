@@ -4,11 +4,19 @@
  *
  * What a server guarantees is learned from the Server header of its
  * answers (store.h's BM_CAP_*; the table is docs/FORMAT.md's "Servers").
- * WebDAV servers create no parent collections on PUT (409 Conflict): the
- * collections are made with MKCOL, top down, once each, and remembered.
+ * WebDAV servers create no parent collections on PUT (Apache answers 409,
+ * nginx 500): the collections are made with MKCOL, top down, once each,
+ * and remembered, before the first PUT into them (on any server that
+ * answers a PUT with 409, after it).
+ * Apache checks If-Match and If-None-Match when a PUT starts, not when
+ * its body is stored, and its ETags are weak for a second after a change:
+ * a compare-and-swap there runs under a WebDAV lock of the key's
+ * collection (put_locked).
  * Owns: struct store_http (the HTTP pool, the collections made).
  * Locking: h->mu guards the list of collections made; never held across a
- * request.  The pool has its own lock (http.c).
+ * request.  h->mkcol_mu is held while collections are made (so that the
+ * parallel uploads of a new dataset make each once), never with h->mu
+ * nor any other lock.  The pool has its own lock (http.c).
  */
 #include "config.h"
 
@@ -28,7 +36,9 @@ struct store_http {
 	struct bm_store s;         /* first: the interface */
 	struct bm_http *http;
 	atomic_bool learned;       /* caps set from a Server header */
-	pthread_mutex_t mu;
+	atomic_bool locks;         /* swaps take a WebDAV lock (Apache) */
+	atomic_bool collections;   /* a WebDAV server: collections made first */
+	pthread_mutex_t mu, mkcol_mu;
 	char **colls;              /* collection URLs made or found (ending in '/') */
 	size_t ncolls, capcolls;
 };
@@ -52,7 +62,9 @@ static void learn(struct store_http *h, const struct bm_req *r)
 	else if (strncmp(r->server, "nginx", 5) == 0)
 		caps = 0; /* If-Match and If-None-Match on PUT are ignored */
 	else if (strncmp(r->server, "Apache", 6) == 0)
-		caps = BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH; /* weak ETags for a second */
+		atomic_store(&h->locks, true); /* swaps under a lock; weak ETags for a second */
+	if (strncmp(r->server, "nginx", 5) == 0 || strncmp(r->server, "Apache", 6) == 0)
+		atomic_store(&h->collections, true);
 	atomic_store(&h->s.caps, caps);
 	atomic_store(&h->learned, true);
 }
@@ -72,7 +84,9 @@ struct get_check {
 /* An answer that names another version than the pinned one. */
 static int check_pin(const struct bm_req *r, const struct bm_version *pin, char *msg, size_t n)
 {
-	if (r->status == 412 || (pin->etag[0] && r->etag[0] && strcmp(r->etag, pin->etag) != 0)) {
+	/* Weakly compared: a server may send W/"x" for a second after a
+	 * change and "x" afterwards for the same version (Apache). */
+	if (r->status == 412 || (pin->etag[0] && r->etag[0] && !bm_etag_same(r->etag, pin->etag))) {
 		bm_fmt(msg, n, "the object changed on the server (ETag %s, was %s)",
 		       r->etag[0] ? r->etag : "?", pin->etag);
 		return BM_ECHANGED;
@@ -192,6 +206,12 @@ static int check_status(struct bm_req *r, void *arg, char *msg, size_t n)
 	learn(c->h, r);
 	if (r->status == c->ok1 || r->status == c->ok2 || r->status == c->ok3)
 		return 0;
+	if (r->status == 423 || r->status == 207) {
+		/* A WebDAV lock held by another writer's commit (Apache answers
+		 * 207 with a 423 inside for a locked parent): it is short. */
+		bm_fmt(msg, n, "locked by another writer (HTTP %ld)", r->status);
+		return BM_EHTTP;
+	}
 	if (r->status == 412)
 		bm_fmt(msg, n, "precondition failed (HTTP 412)");
 	else
@@ -262,8 +282,18 @@ static void coll_remember(struct store_http *h, const char *coll)
 	pthread_mutex_unlock(&h->mu);
 }
 
+static void coll_forget(struct store_http *h)
+{
+	pthread_mutex_lock(&h->mu);
+	while (h->ncolls > 0)
+		free(h->colls[--h->ncolls]);
+	pthread_mutex_unlock(&h->mu);
+}
+
 /* Makes every collection above url (top down) that is not known to exist:
- * MKCOL answers 201 (made) or 405 (there already).  0, or a BM_E* code. */
+ * MKCOL answers 201 (made) or 405 (there already, or MKCOL not allowed:
+ * the PUT says which).  A 403 may be a MKCOL that raced another's: asked
+ * once more.  0, or a BM_E* code. */
 static int make_parents(struct store_http *h, const char *url, char *msg, size_t n)
 {
 	const char *path = strstr(url, "://");
@@ -272,8 +302,9 @@ static int make_parents(struct store_http *h, const char *url, char *msg, size_t
 
 	if (path == NULL || coll == NULL || (path = strchr(path + 3, '/')) == NULL) {
 		free(coll);
-		return path == NULL ? BM_EINVAL : BM_ENOMEM;
+		return coll == NULL ? BM_ENOMEM : BM_EINVAL;
 	}
+	pthread_mutex_lock(&h->mkcol_mu);
 	for (const char *p = strchr(path + 1, '/'); p != NULL && rc == 0; p = strchr(p + 1, '/')) {
 		size_t len = (size_t)(p - url) + 1; /* through this '/' */
 		memcpy(coll, url, len);
@@ -283,10 +314,153 @@ static int make_parents(struct store_http *h, const char *url, char *msg, size_t
 		struct bm_req r = { .method = "MKCOL", .url = coll };
 		struct status_check c = { h, 201, 405, 200 };
 		rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
+		if (rc < 0 && r.status == 403)
+			rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
 		if (rc == 0)
 			coll_remember(h, coll);
 	}
+	pthread_mutex_unlock(&h->mkcol_mu);
 	free(coll);
+	return rc;
+}
+
+/* ---- a compare-and-swap under a WebDAV lock (Apache) ------------------------------------------ */
+
+static const char lockinfo[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope>"
+	"<D:locktype><D:write/></D:locktype><D:owner>blkmap commit</D:owner></D:lockinfo>\n";
+
+/* An exclusive lock of collection coll (depth 0, 60 s at most should its
+ * holder die): *token is its Lock-Token, malloc'd. */
+static int lock_coll(struct store_http *h, const char *coll, char **token, char *msg, size_t n)
+{
+	struct bm_req r = { .method = "LOCK", .url = coll, .body = lockinfo, .body_len = strlen(lockinfo),
+			    .headers = { "Depth: 0", "Timeout: Second-60", "Content-Type: application/xml" },
+			    .want_header = "Lock-Token", .discard = true };
+	struct status_check c = { h, 200, 201, 200 };
+	int rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
+
+	*token = NULL;
+	if (rc < 0)
+		return rc;
+	if (r.header_value[0] != '<') {
+		bm_fmt(msg, n, "LOCK %s: answered without a Lock-Token", coll);
+		return BM_EFORMAT;
+	}
+	return (*token = strdup(r.header_value)) ? 0 : BM_ENOMEM;
+}
+
+static void unlock_coll(struct store_http *h, const char *coll, const char *token)
+{
+	char *hdr = NULL, msg[512];
+
+	if (asprintf(&hdr, "Lock-Token: %s", token) < 0)
+		return; /* the lock times out */
+	struct bm_req r = { .method = "UNLOCK", .url = coll, .headers = { hdr } };
+	struct status_check c = { h, 204, 200, 200 };
+	if (bm_http_do(h->http, &r, check_status, &c, msg, sizeof(msg), h->s.retries_counter) < 0)
+		bm_log("warning: %s (the lock times out within 60 s)", msg);
+	free(hdr);
+}
+
+struct cmp_sink {
+	const char *was;
+	size_t len;
+	bool differ;
+};
+
+static int cmp_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	struct cmp_sink *c = arg;
+
+	if (off == 0)
+		c->differ = false; /* a retry starts over */
+	if (off + len > c->len || memcmp(c->was + off, data, len) != 0)
+		c->differ = true;
+	return 0;
+}
+
+/* Under the lock: does key still hold what p expects?  0 (and cur, the
+ * version there), BM_ECONFLICT, or another error.  Equal strong ETags
+ * tell; a weak one names only "this size, changed within this clock
+ * tick", so the bytes decide. */
+static int still_expected(struct store_http *h, const char *key, const struct bm_put *p,
+			  struct bm_version *cur, char *msg, size_t n)
+{
+	char *url = key_url(h, key);
+	int rc = http_head(&h->s, key, cur, msg, n);
+
+	if (p->cond == BM_PUT_IF_NONE && rc == 0) {
+		bm_fmt(msg, n, "PUT %s: an object is there already", url);
+		rc = BM_ECONFLICT;
+	} else if (p->cond == BM_PUT_IF_NONE && rc == BM_ENOTFOUND) {
+		rc = 0;
+	} else if (rc == BM_ENOTFOUND) {
+		bm_fmt(msg, n, "PUT %s: the object replaced is gone", url);
+		rc = BM_ECONFLICT;
+	} else if (rc == 0 && !bm_etag_same(cur->etag, p->etag)) {
+		bm_fmt(msg, n, "PUT %s: the object is another version (ETag %s, not %s)", url, cur->etag, p->etag);
+		rc = BM_ECONFLICT;
+	} else if (rc == 0 && (bm_etag_is_weak(cur->etag) || bm_etag_is_weak(p->etag)) && p->was) {
+		struct cmp_sink cs = { p->was, p->was_len, false };
+		struct bm_get g = { .max = BM_MANIFEST_MAX, .sink = cmp_sink, .sink_arg = &cs };
+		rc = http_get(&h->s, key, &g, msg, n);
+		if (rc == 0 && (cs.differ || g.got != p->was_len)) {
+			bm_fmt(msg, n, "PUT %s: the object is another version (same weak ETag %s, other bytes)",
+			       url, cur->etag);
+			rc = BM_ECONFLICT;
+		} else if (rc == BM_ENOTFOUND) {
+			bm_fmt(msg, n, "PUT %s: the object replaced is gone", url);
+			rc = BM_ECONFLICT;
+		}
+	}
+	free(url);
+	return rc;
+}
+
+/* The condition of p checked and the body written while holding an
+ * exclusive lock of the key's collection: no other writer (taking the
+ * lock too) writes between the check and the write. */
+static int put_locked(struct store_http *h, const char *key, const void *body, size_t len,
+		      const struct bm_put *p, struct bm_version *v, char *msg, size_t n)
+{
+	char *url = key_url(h, key), *coll = NULL, *token = NULL, *ifh = NULL;
+	struct bm_version cur;
+	int rc;
+
+	if (url == NULL || (coll = strdup(url)) == NULL) {
+		free(url);
+		return BM_ENOMEM;
+	}
+	strrchr(coll, '/')[1] = '\0';
+	rc = make_parents(h, url, msg, n);
+	if (rc == 0)
+		rc = lock_coll(h, coll, &token, msg, n);
+	if (rc == 0) {
+		rc = still_expected(h, key, p, &cur, msg, n);
+		if (rc == 0 && asprintf(&ifh, "If: <%s> (%s)", coll, token) < 0)
+			rc = BM_ENOMEM;
+	}
+	if (rc == 0) {
+		struct bm_req r = { .method = "PUT", .url = url, .body = body, .body_len = len,
+				    .discard = true, .headers = { ifh } };
+		struct status_check c = { h, 200, 201, 204 };
+		r.if_none_match_any = p->cond == BM_PUT_IF_NONE;
+		/* Under the lock this is redundant, unless someone writes
+		 * without it; a weak ETag never matches. */
+		if (p->cond == BM_PUT_IF_MATCH && cur.etag[0] && !bm_etag_is_weak(cur.etag))
+			r.if_match = cur.etag;
+		rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
+		if (rc == 0)
+			snprintf(v->etag, sizeof(v->etag), "%s", r.etag);
+	}
+	if (token)
+		unlock_coll(h, coll, token);
+	free(ifh);
+	free(token);
+	free(coll);
+	free(url);
 	return rc;
 }
 
@@ -301,13 +475,23 @@ static int http_put(struct bm_store *s, const char *key, const void *body, size_
 
 	if (url == NULL)
 		return BM_ENOMEM;
+	if (p->swap && p->cond != BM_PUT_ANY && atomic_load(&h->locks)) {
+		free(url);
+		return put_locked(h, key, body, len, p, v, msg, n);
+	}
+	if (atomic_load(&h->collections) && (rc = make_parents(h, url, msg, n)) < 0) {
+		free(url);
+		return rc;
+	}
 	r.url = url;
 	r.if_none_match_any = p->cond == BM_PUT_IF_NONE;
 	r.if_match = p->cond == BM_PUT_IF_MATCH ? p->etag : NULL;
 	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
 	if (rc == BM_EFORMAT && r.status == 409) {
-		/* A WebDAV server without the key's collections. */
+		/* A WebDAV server without the key's collections (made by
+		 * others, deleted since?): they are made again. */
 		char why[512];
+		coll_forget(h);
 		int mrc = make_parents(h, url, why, sizeof(why));
 		if (mrc == 0)
 			rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
@@ -417,6 +601,7 @@ static void http_close(struct bm_store *s)
 		free(h->colls[i]);
 	free(h->colls);
 	pthread_mutex_destroy(&h->mu);
+	pthread_mutex_destroy(&h->mkcol_mu);
 	free(h->s.url);
 	free(h);
 }
@@ -447,6 +632,7 @@ int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_st
 	while (len > skip + 1 && h->s.url[len - 1] == '/')
 		h->s.url[--len] = '\0';
 	pthread_mutex_init(&h->mu, NULL);
+	pthread_mutex_init(&h->mkcol_mu, NULL);
 	h->s.ops = &http_ops;
 	h->s.retries_counter = o->retries_counter;
 	atomic_init(&h->s.caps, BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH);

@@ -50,6 +50,7 @@ struct srv_conn {
 	int closing;         /* close after this response */
 	int cut;             /* drop fault: close as soon as it drained */
 	int in_flight, peer_eof;
+	int out_counted;     /* bytes leaving now count in stats bytes_out */
 	uint64_t body_left;
 	char *head;          /* the raw request head, parsed in place */
 	char *key;           /* storage for rq.key */
@@ -62,6 +63,8 @@ struct srv_conn {
 
 static void conn_read_head(struct srv_conn *c);
 static void conn_send_response(struct srv_conn *c);
+static void count_sent(struct evbuffer *buf,
+		       const struct evbuffer_cb_info *info, void *arg);
 
 /* ---- bookkeeping ---- */
 
@@ -122,6 +125,7 @@ static void conn_free(struct srv_conn *c)
 		c->next->prev = c->prev;
 	event_free(c->timer);
 	event_free(c->delay);
+	evbuffer_remove_cb(bufferevent_get_output(c->bev), count_sent, c);
 	bufferevent_free(c->bev);
 	evbuffer_free(c->rs.headers);
 	evbuffer_free(c->rs.body);
@@ -153,6 +157,22 @@ static void conn_reply_early(struct srv_conn *c, int status, const char *fmt,
 	evbuffer_drain(c->rs.headers, evbuffer_get_length(c->rs.headers));
 	memset(&c->rs.roll, 0, sizeof(c->rs.roll));
 	srv_reply_error(&c->rs, status, "%s", msg);
+	c->rs.close = 1;
+	set_timer(c, TIMER_OFF, 0);
+	conn_send_response(c);
+}
+
+/* The disk filled up under the body: 507, and close (the rest of the body
+ * is not read). */
+static void conn_reply_full(struct srv_conn *c)
+{
+	if (c->rq.upload) {
+		c->srv->store->ops->upload_abort(c->rq.upload);
+		c->rq.upload = NULL;
+	}
+	evbuffer_drain(c->rs.headers, evbuffer_get_length(c->rs.headers));
+	memset(&c->rs.roll, 0, sizeof(c->rs.roll));
+	srv_reply_full(&c->rs, c->rq.key);
 	c->rs.close = 1;
 	set_timer(c, TIMER_OFF, 0);
 	conn_send_response(c);
@@ -453,6 +473,9 @@ static void conn_complete_request(struct srv_conn *c)
 		srv_stats_add(&srv->stats,
 			      &srv->stats.faults[SRV_FAULT_LATENCY], 1);
 		c->state = CONN_WAIT;
+		/* From now, not from the loop's cached time (earlier): never
+		 * less than N ms. */
+		event_base_update_cache_time(bufferevent_get_base(c->bev));
 		evtimer_add(c->delay, &tv);
 		return;
 	}
@@ -484,7 +507,12 @@ static void conn_read_body(struct srv_conn *c)
 			size_t n = vec[i].iov_len;
 			if (n > want - done)
 				n = want - done;
+			errno = 0;
 			if (sink_body(c, vec[i].iov_base, n) < 0) {
+				if (errno == ENOSPC || errno == EDQUOT) {
+					conn_reply_full(c);
+					return;
+				}
 				conn_reply_early(c, 500, "cannot store the "
 						 "request body");
 				return;
@@ -522,8 +550,10 @@ static void conn_start_request(struct srv_conn *c)
 	}
 	c->in_flight = c->rq.counted;
 	c->body_left = c->rq.content_length;
-	if (c->body_left && c->expect_continue)
+	if (c->body_left && c->expect_continue) {
+		c->out_counted = c->rq.counted;
 		bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	}
 	c->state = CONN_BODY;
 	conn_read_body(c);
 }
@@ -661,10 +691,11 @@ static void conn_send_response(struct srv_conn *c)
 		evbuffer_add_buffer(out, c->rs.body);
 	}
 	sent = evbuffer_get_length(out) - before;
+	/* bytes_out grows as the bytes leave (count_sent), not here. */
+	c->out_counted = c->rq.counted;
 	if (c->rq.counted) {
 		int st = c->rs.status;
 		pthread_mutex_lock(&srv->stats.lock);
-		srv->stats.bytes_out += sent;
 		srv->stats.status[st > 0 && st < 600 ? st : 0]++;
 		pthread_mutex_unlock(&srv->stats.lock);
 	}
@@ -712,6 +743,20 @@ static void conn_finish_response(struct srv_conn *c)
 }
 
 /* ---- libevent callbacks ---- */
+
+/* Bytes drained from the output buffer were written to the socket (by
+ * write or sendfile): those are the bytes sent.  What is still queued when
+ * a client leaves was never sent and is never counted.  The buffer holds
+ * one response at a time, so out_counted says whose bytes these are. */
+static void count_sent(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+		       void *arg)
+{
+	struct srv_conn *c = arg;
+
+	if (info->n_deleted && c->out_counted)
+		srv_stats_add(&c->srv->stats, &c->srv->stats.bytes_out,
+			      info->n_deleted);
+}
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
@@ -856,20 +901,23 @@ void srv_conn_accept(struct srv_worker *w, struct srv_server *srv,
 	tune_socket(c, fd);
 	reset_request(c);
 	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+	evbuffer_add_cb(bufferevent_get_output(c->bev), count_sent, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	conn_wait_request(c);
 }
 
-/* Shutdown: close connections between requests; the others finish their
- * request and close after the response. */
+/* Shutdown: close connections between requests, and those holding only
+ * part of a request head (a head is parsed as soon as it is whole, so in
+ * CONN_HEAD any bytes are an unfinished head): nothing was asked of us
+ * yet, and waiting for the rest could take the whole request timeout.
+ * The others finish their request and close after the response. */
 void srv_worker_conns_stop(struct srv_worker *w)
 {
 	struct srv_conn *c = *srv_worker_conn_list(w), *next;
 
 	for (; c; c = next) {
 		next = c->next;
-		if (c->state == CONN_HEAD &&
-		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		if (c->state == CONN_HEAD)
 			conn_free(c);
 	}
 }

@@ -35,6 +35,7 @@ const char *srv_status_reason(int status)
 	case 417: return "Expectation Failed";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 507: return "Insufficient Storage";
 	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
 	case 505: return "HTTP Version Not Supported";
@@ -57,6 +58,14 @@ void srv_reply_error(struct srv_response *rs, int status, const char *fmt, ...)
 	evbuffer_add_vprintf(rs->body, fmt, ap);
 	va_end(ap);
 	evbuffer_add(rs->body, "\n", 1);
+}
+
+/* 507: the store's disk is full.  Not a transient 5xx: retrying the same
+ * PUT at once only fills the disk's last bytes again. */
+void srv_reply_full(struct srv_response *rs, const char *key)
+{
+	srv_reply_error(rs, 507, "the store's disk is full; '/%s' not stored",
+			key);
 }
 
 static void add_header(struct srv_response *rs, const char *name,
@@ -193,8 +202,14 @@ static enum srv_head_action check_object_head(struct srv_server *srv,
 	}
 	if (rq->method == SRV_PUT) {
 		struct srv_store *st = srv->store;
-		if (st->ops->upload_begin(st, rq->key, rq->content_length,
-					  &rq->upload) != 200) {
+		int status = st->ops->upload_begin(st, rq->key,
+						   rq->content_length,
+						   &rq->upload);
+		if (status == 507) {
+			srv_reply_full(rs, rq->key);
+			return SRV_REPLY_NOW;
+		}
+		if (status != 200) {
 			srv_reply_error(rs, 500, "cannot start storing '/%s'",
 					rq->key);
 			return SRV_REPLY_NOW;
@@ -227,6 +242,8 @@ enum srv_head_action srv_handle_head(struct srv_server *srv,
 		pthread_mutex_lock(&srv->stats.lock);
 		srv->stats.requests[rq->method]++;
 		srv->stats.in_flight++;
+		if (srv->stats.in_flight > srv->stats.in_flight_max)
+			srv->stats.in_flight_max = srv->stats.in_flight;
 		srv->stats.rejected += over_limit != 0;
 		pthread_mutex_unlock(&srv->stats.lock);
 	}
@@ -479,6 +496,9 @@ static void handle_put(struct srv_server *srv, struct srv_request *rq,
 		srv_reply_error(rs, 412, "precondition failed for '/%s' "
 				"(If-Match / If-None-Match); not stored",
 				rq->key);
+		break;
+	case 507:
+		srv_reply_full(rs, rq->key);
 		break;
 	default:
 		srv_reply_error(rs, 500, "cannot store '/%s'", rq->key);

@@ -95,8 +95,16 @@ static void *run_worker(void *arg)
 
 static int start_worker(struct srv_server *srv, struct srv_worker *w)
 {
+	struct event_config *ec = event_config_new();
+
 	w->srv = srv;
-	w->base = event_base_new();
+	/* Precise timers (timerfd): the latency fault's delay is N ms, not
+	 * N ms rounded up to epoll's milliseconds plus the loop's lag. */
+	if (ec)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+	w->base = ec ? event_base_new_with_config(ec) : NULL;
+	if (ec)
+		event_config_free(ec);
 	if (!w->base)
 		return -1;
 	w->accept_ev = event_new(w->base, srv->listen_fd, EV_READ | EV_PERSIST,

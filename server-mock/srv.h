@@ -95,6 +95,7 @@ struct srv_store_ops {
 	void (*release)(struct srv_object *);
 	int (*upload_begin)(struct srv_store *, const char *key, uint64_t size,
 			    struct srv_upload **);
+	/* 0, or -1 with errno (ENOSPC, EDQUOT: the disk is full) */
 	int (*upload_write)(struct srv_upload *, const void *, size_t);
 	int (*upload_commit)(struct srv_upload *, const struct srv_cond *,
 			     char etag[SRV_ETAG_LEN]);
@@ -111,7 +112,8 @@ struct srv_store {
 };
 
 /* Store results are HTTP statuses: 200/201/204 success, 404 no object,
- * 409 key conflicts with a directory, 412 precondition failed, 500 I/O. */
+ * 409 key conflicts with a directory, 412 precondition failed, 507 the disk
+ * is full, 500 other I/O errors. */
 struct srv_store *srv_store_open_disk(const char *root, char *err, size_t n);
 struct srv_store *srv_store_open_memory(void);
 int srv_cond_check(const struct srv_cond *cond, const char *etag);
@@ -160,6 +162,7 @@ struct srv_stats {
 	uint64_t bytes_in, bytes_out;
 	uint64_t faults[SRV_NFAULTS];
 	uint64_t accepted, rejected, open, in_flight;
+	uint64_t in_flight_max;  /* since the previous srv_stats_to_json */
 };
 
 void srv_stats_init(struct srv_stats *);
@@ -223,6 +226,8 @@ void srv_handle_request(struct srv_server *, struct srv_request *,
 void srv_reply_error(struct srv_response *, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 const char *srv_status_reason(int status);
+/* 507 Insufficient Storage for KEY: the disk store is full. */
+void srv_reply_full(struct srv_response *, const char *key);
 
 /* ---- connections (conn.c) ---- */
 

@@ -1,7 +1,8 @@
 /* server-mock/stats.c — the counters behind GET /_admin/stats: requests
  * by method, responses by status, bytes in and out, faults injected,
- * connections. Requests to /_admin/ are not counted, so that a test reads
- * exactly what it caused. Locking: stats.lock guards every counter. */
+ * connections, the most requests in flight at once since the previous read.
+ * Requests to /_admin/ are not counted, so that a test reads exactly what it
+ * caused. Locking: stats.lock guards every counter. */
 #include "config.h"
 
 #include <stdio.h>
@@ -61,6 +62,10 @@ json_t *srv_stats_to_json(struct srv_stats *s)
 	json_object_set_new(o, "bytes_out", json_integer(s->bytes_out));
 	json_object_set_new(o, "requests_in_flight",
 			    json_integer(s->in_flight));
+	/* A peak is read once: the next read covers the time since. */
+	json_object_set_new(o, "requests_in_flight_max",
+			    json_integer(s->in_flight_max));
+	s->in_flight_max = s->in_flight;
 	json_object_set_new(o, "connections", json_pack(
 		"{s:I, s:I, s:I}", "open", (json_int_t)s->open,
 		"accepted", (json_int_t)s->accepted,

@@ -3,7 +3,10 @@
  * can serve the same tree) and DIR/tmp/ (uploads in progress; emptied at
  * start, so a crashed upload leaves nothing). A PUT writes a temporary
  * file, fsyncs it and renames it over the key: readers see the old or the
- * new file, never a partial one. ETags are content hashes, cached by inode.
+ * new file, never a partial one. An object file gets mode 0666 minus the
+ * umask (0644 usually), like any file a program creates, so that a static
+ * server running as another user can serve the tree. ETags are content
+ * hashes, cached by inode. A full disk (ENOSPC, EDQUOT) is 507.
  * Locking: store.lock serialises precondition checks with rename/unlink/
  * mkdir/rmdir; cache_lock guards the ETag cache; reads take no lock. */
 #include "config.h"
@@ -35,6 +38,7 @@ struct disk_store {
 	struct srv_store base;
 	char objects[PATH_MAX];   /* DIR/objects */
 	char tmp[PATH_MAX];       /* DIR/tmp */
+	mode_t file_mode;         /* 0666 & ~umask: mkstemp's files are 0600 */
 	pthread_mutex_t cache_lock;
 	struct etag_slot cache[ETAG_CACHE_SLOTS];
 };
@@ -249,15 +253,16 @@ static int disk_upload_begin(struct srv_store *s, const char *key,
 		return 500;
 	}
 	u->fd = mkostemp(u->tmp_path, O_CLOEXEC);
+	int full = u->fd < 0 && (errno == ENOSPC || errno == EDQUOT);
 	u->key = strdup(key);
-	if (u->fd < 0 || !u->key) {
+	if (u->fd < 0 || !u->key || fchmod(u->fd, d->file_mode) < 0) {
 		if (u->fd >= 0) {
 			close(u->fd);
 			unlink(u->tmp_path);
 		}
 		free(u->key);
 		free(u);
-		return 500;
+		return full ? 507 : 500;
 	}
 	u->store = d;
 	u->size = size;
@@ -301,7 +306,7 @@ static void fsync_parent(const char *path)
 	}
 }
 
-/* mkdir -p for the directories of KEY. Returns 0, 409 or 500. Each new
+/* mkdir -p for the directories of KEY. Returns 0, 409, 507 or 500. Each new
  * directory's entry is made durable before the object is renamed in. */
 static int make_parents(struct disk_store *d, const char *key)
 {
@@ -316,6 +321,8 @@ static int make_parents(struct disk_store *d, const char *key)
 		if (mkdir(path, 0755) < 0) {
 			if (errno == ENOTDIR)
 				return 409;
+			if (errno == ENOSPC || errno == EDQUOT)
+				return 507;
 			if (errno != EEXIST)
 				return 500;
 			if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
@@ -384,10 +391,12 @@ static int disk_upload_commit(struct srv_upload *u,
 	struct stat st;
 	int status;
 
+	errno = 0;  /* a short upload is no full disk */
 	if (u->written != u->size || fsync(u->fd) < 0 ||
 	    fstat(u->fd, &st) < 0 || path_of(u->store, u->key, path) < 0) {
+		int full = errno == ENOSPC || errno == EDQUOT;
 		disk_upload_abort(u);
-		return 500;
+		return full ? 507 : 500;
 	}
 	srv_hash_etag(&u->hash, etag);
 	remember_etag(u->store, &st, etag);
@@ -562,6 +571,9 @@ struct srv_store *srv_store_open_disk(const char *root, char *err, size_t n)
 	}
 	snprintf(d->objects, sizeof(d->objects), "%s/objects", root);
 	snprintf(d->tmp, sizeof(d->tmp), "%s/tmp", root);
+	mode_t mask = umask(0);  /* read it: still one thread here */
+	umask(mask);
+	d->file_mode = 0666 & ~mask;
 	if (make_dir(root, err, n) < 0 || make_dir(d->objects, err, n) < 0 ||
 	    make_dir(d->tmp, err, n) < 0) {
 		free(d);

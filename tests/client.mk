@@ -1,7 +1,9 @@
 # tests/client.mk — libblkmap integration tests (issue 4) and the client
-# benchmark.  Each test starts the real blkmap-server (and nginx when
-# installed) on loopback and drives it through the public API and the
-# `blkmap` CLI; tests/client_util.c holds what they share.
+# benchmark.  Each test starts a real server on loopback and drives it
+# through the public API and the `blkmap` CLI; tests/client_util.c holds
+# what they share.  The parameterised suites (roundtrip, flat, changes) are built
+# once per kind of server (-DTC_KIND, client_util.h's tc_kinds): a kind
+# that is not installed makes its programs SKIP with the reason.
 CLIENT_TEST_SOURCES = tests/client_util.c tests/client_util.h \
 	tests/test_server_util.c tests/test_server_util.h
 CLIENT_TEST_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) \
@@ -17,7 +19,12 @@ CLIENT_TESTS = \
 	tests/test_client_faults \
 	tests/test_client_bad \
 	tests/test_client_readahead \
-	tests/test_client_nginx \
+	tests/test_client_roundtrip_nginx \
+	tests/test_client_roundtrip_apache \
+	tests/test_client_flat_nginx \
+	tests/test_client_flat_apache \
+	tests/test_client_changes_nginx \
+	tests/test_client_changes_apache \
 	tests/test_client_cli \
 	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -59,10 +66,31 @@ tests_test_client_readahead_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_readahead_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_readahead_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
-tests_test_client_nginx_SOURCES = tests/test_client_nginx.c $(CLIENT_TEST_SOURCES)
-tests_test_client_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS)
-tests_test_client_nginx_LDADD = $(CLIENT_TEST_LDADD)
-EXTRA_tests_test_client_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+# The same suites on nginx and Apache with WebDAV.
+tests_test_client_roundtrip_nginx_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
+tests_test_client_roundtrip_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_roundtrip_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_roundtrip_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_roundtrip_apache_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
+tests_test_client_roundtrip_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_roundtrip_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_roundtrip_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_flat_nginx_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
+tests_test_client_flat_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_flat_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_flat_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_flat_apache_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
+tests_test_client_flat_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_flat_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_flat_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_changes_nginx_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
+tests_test_client_changes_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_changes_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_changes_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_changes_apache_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
+tests_test_client_changes_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_changes_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_changes_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)

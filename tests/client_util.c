@@ -1,6 +1,6 @@
 /* tests/client_util.c — helpers of the libblkmap integration tests (see
- * client_util.h): servers, datasets, the CLI, child processes, nginx and a
- * canned HTTP responder.
+ * client_util.h): servers of every kind (blkmap-server, nginx, Apache),
+ * datasets, the CLI, child processes and a canned HTTP responder.
  * Threads: only the canned responder runs a thread of its own; it reads
  * its rules, which do not change while it runs.
  */
@@ -273,7 +273,7 @@ char *tc_tmpfile(const void *data, size_t len)
 	return path;
 }
 
-/* ---- nginx --------------------------------------------------------------------------- */
+/* ---- servers of every kind ------------------------------------------------------------- */
 
 static int free_port(void)
 {
@@ -290,16 +290,121 @@ static int free_port(void)
 	return port;
 }
 
-static void write_nginx_conf(const char *dir, int port)
+/* Polls until something accepts on PORT; at most about 10 s. */
+static int wait_listening(int port, pid_t pid)
 {
-	char path[4096];
-	FILE *f;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
 
-	snprintf(path, sizeof(path), "%s/nginx.conf", dir);
-	f = fopen(path, "w");
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int i = 0; i < 1000; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+		if (ok)
+			return 0;
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			return -1; /* the server exited (port taken?) */
+		nanosleep(&ms10, NULL);
+	}
+	return -1;
+}
+
+typedef void (*write_conf_fn)(const struct tc_store *st, const char *conf, int port);
+
+/* Starts ARGV (ARGV[0] the program, CONF its config, written by WRITE for
+ * each port tried) with stdout and stderr to DIR/stderr.log, on a free port:
+ * 0, or -1. */
+static int start_daemon(struct tc_store *st, const char *const *argv, const char *conf, write_conf_fn write)
+{
+	char log[600];
+
+	snprintf(log, sizeof(log), "%s/stderr.log", st->dir);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		int port = free_port();
+		write(st, conf, port);
+		fflush(NULL);
+		st->pid = fork();
+		if (st->pid == 0) {
+			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+			dup2(fd, 1);
+			dup2(fd, 2);
+			execv(argv[0], (char *const *)argv);
+			_exit(127);
+		}
+		if (st->pid > 0 && wait_listening(port, st->pid) == 0) {
+			snprintf(st->srv.url, sizeof(st->srv.url), "http://127.0.0.1:%d", port);
+			return 0;
+		}
+		if (st->pid > 0) {
+			kill(st->pid, SIGKILL);
+			waitpid(st->pid, NULL, 0);
+		}
+		st->pid = 0;
+	}
+	return -1;
+}
+
+static void stop_daemon(struct tc_store *st)
+{
+	if (st->pid > 0) {
+		kill(st->pid, SIGTERM);
+		wait_status(st->pid);
+	}
+	if (st->dir) {
+		ts_rmtree(st->dir);
+		free(st->dir);
+	}
+	st->dir = NULL;
+	st->pid = 0;
+}
+
+/* A temporary directory for config, logs and the document root (www/),
+ * which a server that drops root privileges (to nobody) can write. */
+static int make_dirs(struct tc_store *st)
+{
+	char path[1024];
+
+	if ((st->dir = ts_mkdtemp()) == NULL)
+		return -1;
+	chmod(st->dir, 0755);
+	snprintf(path, sizeof(path), "%s/www", st->dir);
+	if (strlen(path) >= sizeof(st->docroot))
+		return -1;
+	memcpy(st->docroot, path, strlen(path) + 1);
+	if (mkdir(path, 0777) < 0 || chmod(path, 0777) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/lock", st->dir);
+	return mkdir(path, 0777) < 0 || chmod(path, 0777) < 0 ? -1 : 0;
+}
+
+/* blkmap-server --memory --admin */
+static int start_blkmap_server(struct tc_store *st, char *why, size_t n)
+{
+	const char *argv[] = { "--memory", "--admin", NULL };
+
+	if (ts_start(&st->srv, argv) != 0) {
+		snprintf(why, n, "blkmap-server (%s) did not start", ts_server_path());
+		return -1;
+	}
+	return 0;
+}
+
+static void stop_blkmap_server(struct tc_store *st)
+{
+	assert_int_equal(ts_stop(&st->srv), 0);
+}
+
+/* nginx with its WebDAV module: PUT, DELETE and MKCOL; no parent
+ * directories made on PUT (create_full_put_path off, its default), so the
+ * client makes them, as on any WebDAV server. */
+static void write_nginx_conf(const struct tc_store *st, const char *conf, int port)
+{
+	FILE *f = fopen(conf, "w");
+
 	assert_non_null(f);
 	fprintf(f,
-		"user root;\n"
+		"%s"
 		"daemon off;\n"
 		"worker_processes 1;\n"
 		"pid %s/nginx.pid;\n"
@@ -310,87 +415,228 @@ static void write_nginx_conf(const char *dir, int port)
 		"  client_body_temp_path %s/body;\n"
 		"  server {\n"
 		"    listen 127.0.0.1:%d;\n"
-		"    root %s/www;\n"
-		"    dav_methods PUT DELETE;\n"
-		"    create_full_put_path on;\n"
+		"    root %s;\n"
+		"    dav_methods PUT DELETE MKCOL;\n"
 		"    client_max_body_size 0;\n"
 		"  }\n"
 		"}\n",
-		dir, dir, dir, port, dir);
+		geteuid() == 0 ? "user root;\n" : "", st->dir, st->dir, st->dir, port, st->docroot);
 	fclose(f);
-	snprintf(path, sizeof(path), "%s/www", dir);
-	mkdir(path, 0755);
 }
 
-/* Polls until something accepts on PORT; at most about 5 s. */
-static int wait_listening(int port, pid_t pid)
+static int start_nginx(struct tc_store *st, char *why, size_t n)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
+	char conf[600];
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	for (int i = 0; i < 500; i++) {
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
-		int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		close(fd);
-		if (ok)
-			return 0;
-		if (waitpid(pid, NULL, WNOHANG) == pid)
-			return -1; /* nginx exited (port taken?) */
-		nanosleep(&ms10, NULL);
-	}
-	return -1;
-}
-
-int tc_nginx_start(struct tc_nginx *n)
-{
-	char conf[4096];
-
-	memset(n, 0, sizeof(*n));
-	if (access(TC_NGINX_PATH, X_OK) != 0)
+	if (access(TC_NGINX_PATH, X_OK) != 0) {
+		snprintf(why, n, "%s is not installed", TC_NGINX_PATH);
 		return -1;
-	n->dir = ts_mkdtemp();
-	if (n->dir == NULL)
-		return -1;
-	snprintf(conf, sizeof(conf), "%s/nginx.conf", n->dir);
-	for (int attempt = 0; attempt < 3; attempt++) {
-		int port = free_port();
-		write_nginx_conf(n->dir, port);
-		fflush(NULL);
-		n->pid = fork();
-		if (n->pid == 0) {
-			int nul = open("/dev/null", O_WRONLY);
-			dup2(nul, 1);
-			dup2(nul, 2);
-			execl(TC_NGINX_PATH, "nginx", "-p", n->dir, "-c", conf, (char *)NULL);
-			_exit(127);
-		}
-		if (n->pid > 0 && wait_listening(port, n->pid) == 0) {
-			snprintf(n->url, sizeof(n->url), "http://127.0.0.1:%d", port);
-			return 0;
-		}
-		if (n->pid > 0) {
-			kill(n->pid, SIGKILL);
-			waitpid(n->pid, NULL, 0);
-		}
 	}
-	ts_rmtree(n->dir);
-	free(n->dir);
-	n->dir = NULL;
-	return -1;
+	if (make_dirs(st) < 0) {
+		snprintf(why, n, "cannot make a temporary directory");
+		return -1;
+	}
+	snprintf(conf, sizeof(conf), "%s/nginx.conf", st->dir);
+	const char *argv[] = { TC_NGINX_PATH, "-p", st->dir, "-c", conf, NULL };
+	if (start_daemon(st, argv, conf, write_nginx_conf) < 0) {
+		snprintf(why, n, "%s did not start (see %s/error.log)", TC_NGINX_PATH, st->dir);
+		return -1;
+	}
+	return 0;
 }
 
-void tc_nginx_stop(struct tc_nginx *n)
+/* Apache httpd with mod_dav_fs, as Debian's apache2 package has it: a
+ * config of its own (nothing from /etc/apache2), one process. */
+static void write_apache_conf(const struct tc_store *st, const char *conf, int port)
 {
-	if (n->pid > 0) {
-		kill(n->pid, SIGTERM);
-		wait_status(n->pid);
+	FILE *f = fopen(conf, "w");
+	const char *mods = TC_APACHE_MODULES;
+
+	assert_non_null(f);
+	fprintf(f,
+		"ServerRoot %s\n"
+		"ServerName 127.0.0.1\n"
+		"Listen 127.0.0.1:%d\n"
+		"PidFile %s/httpd.pid\n"
+		"DefaultRuntimeDir %s\n"
+		"ErrorLog %s/error.log\n"
+		"LogLevel warn\n"
+		"LoadModule mpm_event_module %s/mod_mpm_event.so\n"
+		"LoadModule authz_core_module %s/mod_authz_core.so\n"
+		"LoadModule dav_module %s/mod_dav.so\n"
+		"LoadModule dav_fs_module %s/mod_dav_fs.so\n"
+		"StartServers 1\n"
+		"ServerLimit 1\n"
+		"ThreadsPerChild 64\n"
+		"MaxRequestWorkers 64\n"
+		"KeepAlive On\n"
+		"MaxKeepAliveRequests 0\n"
+		"LimitRequestBody 0\n"
+		"%s"
+		"DocumentRoot %s\n"
+		"DavLockDB %s/lock/davlock\n"
+		"<Directory %s>\n"
+		"  Dav On\n"
+		"  Require all granted\n"
+		"</Directory>\n",
+		st->dir, port, st->dir, st->dir, st->dir, mods, mods, mods, mods,
+		geteuid() == 0 ? "User nobody\nGroup nogroup\n" : "", st->docroot, st->dir, st->docroot);
+	fclose(f);
+}
+
+static int start_apache(struct tc_store *st, char *why, size_t n)
+{
+	char conf[600];
+
+	if (access(TC_APACHE_PATH, X_OK) != 0 || access(TC_APACHE_MODULES "/mod_dav_fs.so", R_OK) != 0) {
+		snprintf(why, n, "%s or %s/mod_dav_fs.so is not installed (Debian package apache2)",
+			 TC_APACHE_PATH, TC_APACHE_MODULES);
+		return -1;
 	}
-	if (n->dir) {
-		ts_rmtree(n->dir);
-		free(n->dir);
+	if (make_dirs(st) < 0) {
+		snprintf(why, n, "cannot make a temporary directory");
+		return -1;
 	}
-	memset(n, 0, sizeof(*n));
+	snprintf(conf, sizeof(conf), "%s/httpd.conf", st->dir);
+	const char *argv[] = { TC_APACHE_PATH, "-f", conf, "-DFOREGROUND", NULL };
+	if (start_daemon(st, argv, conf, write_apache_conf) < 0) {
+		snprintf(why, n, "%s did not start (see %s/error.log)", TC_APACHE_PATH, st->dir);
+		return -1;
+	}
+	return 0;
+}
+
+const struct tc_kind tc_kinds[] = {
+	{ "blkmap-server", start_blkmap_server, stop_blkmap_server,
+	  TC_CAN_SWAP | TC_CAN_COUNT | TC_CAN_FAULTS, NULL },
+	{ "nginx", start_nginx, stop_daemon, 0, NULL },
+	{ "apache", start_apache, stop_daemon, TC_CAN_SWAP, NULL },
+	{ NULL, NULL, NULL, 0, NULL },
+};
+
+const struct tc_kind *tc_kind_named(const char *name)
+{
+	for (const struct tc_kind *k = tc_kinds; k->name; k++)
+		if (strcmp(k->name, name) == 0)
+			return k;
+	return NULL;
+}
+
+int tc_store_start(struct tc_store *st, const struct tc_kind *kind)
+{
+	memset(st, 0, sizeof(*st));
+	st->kind = kind;
+	if (kind->start(st, st->skip_why, sizeof(st->skip_why)) < 0) {
+		if (st->dir) {
+			ts_rmtree(st->dir);
+			free(st->dir);
+			st->dir = NULL;
+		}
+		return -1;
+	}
+	for (const char *const *e = kind->env; e && *e; e++)
+		putenv((char *)*e);
+	st->running = true;
+	return 0;
+}
+
+void tc_store_stop(struct tc_store *st)
+{
+	if (st->running)
+		st->kind->stop(st);
+	st->running = false;
+}
+
+/* The kind the suite of this program runs against (tc_run_suite). */
+static const struct tc_kind *suite_kind;
+
+static int suite_setup(void **state)
+{
+	struct tc_store *st = calloc(1, sizeof(*st));
+
+	assert_non_null(st);
+	tc_store_start(st, suite_kind);
+	*state = st;
+	return 0;
+}
+
+static int suite_teardown(void **state)
+{
+	tc_store_stop(*state);
+	free(*state);
+	return 0;
+}
+
+int tc_run_suite(const char *kind, const struct CMUnitTest *tests, size_t n)
+{
+	const char *env = getenv("BLKMAP_TEST_SERVER");
+	char name[128];
+
+	if (env && *env)
+		kind = env;
+	suite_kind = tc_kind_named(kind);
+	if (suite_kind == NULL) {
+		fprintf(stderr, "no server kind \"%s\" (BLKMAP_TEST_SERVER)\n", kind);
+		return 99;
+	}
+	/* A server that cannot start skips the whole program (exit 77). */
+	struct tc_store probe;
+	if (tc_store_start(&probe, suite_kind) < 0) {
+		printf("SKIP: every test on %s: %s\n", kind, probe.skip_why);
+		return 77;
+	}
+	tc_store_stop(&probe);
+	snprintf(name, sizeof(name), "on %s", kind);
+	return _cmocka_run_group_tests(name, tests, n, suite_setup, suite_teardown);
+}
+
+struct tc_store *tc_store_of(void **state)
+{
+	struct tc_store *st = *state;
+
+	if (!st->running) {
+		fprintf(stderr, "skipped on %s: %s\n", st->kind->name, st->skip_why);
+		skip();
+	}
+	return st;
+}
+
+bool tc_store_can(const struct tc_store *st, unsigned can)
+{
+	return (st->kind->can & can) == can;
+}
+
+void tc_require(const struct tc_store *st, unsigned can, const char *why)
+{
+	if (!tc_store_can(st, can)) {
+		fprintf(stderr, "skipped on %s: %s\n", st->kind->name, why);
+		skip();
+	}
+}
+
+const char *tc_store_url(char *out, size_t n, const struct tc_store *st, const char *path)
+{
+	snprintf(out, n, "%s%s", st->srv.url, path);
+	return out;
+}
+
+long tc_store_count(const struct tc_store *st, const char *method)
+{
+	return tc_store_can(st, TC_CAN_COUNT) ? tc_server_stat(&st->srv, "requests", method) : -1;
+}
+
+long tc_store_put(const struct tc_store *st, const char *path, const void *data, size_t len)
+{
+	/* A WebDAV server makes no parent collections: MKCOL each (an
+	 * existing one answers 405, a server without MKCOL 404 or 405). */
+	char coll[1024];
+	for (const char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
+		struct ts_resp r;
+		snprintf(coll, sizeof(coll), "%.*s", (int)(p - path + 1), path);
+		ts_request(NULL, &st->srv, "MKCOL", coll, NULL, NULL, 0, &r);
+		ts_resp_free(&r);
+	}
+	return ts_put(&st->srv, path, data, len);
 }
 
 /* ---- canned responder ------------------------------------------------------------------- */

@@ -2,16 +2,22 @@
  * benchmark share: a blkmap-server per test (through test_server_util's
  * ts_*), test options with fast retries, datasets made and read back with
  * the library, running the `blkmap` CLI, child processes that may die of a
- * signal, nginx with WebDAV, and a tiny canned HTTP responder for answers no
- * real server gives.  Prefix tc_.
+ * signal, servers of every kind (blkmap-server, nginx and Apache with
+ * WebDAV) for the parameterised suites, and a tiny canned HTTP responder
+ * for answers no real server gives.  Prefix tc_.
  */
 #ifndef BLKMAP_TESTS_CLIENT_UTIL_H
 #define BLKMAP_TESTS_CLIENT_UTIL_H
 
 #include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <cmocka.h>
 
 #include <blkmap/blkmap.h>
 
@@ -67,18 +73,73 @@ int tc_lines(const char *s);
 /* Writes LEN bytes to a new temporary file; returns its path (malloc'd). */
 char *tc_tmpfile(const void *data, size_t len);
 
-/* ---- nginx with WebDAV ----------------------------------------------------------- */
+/* ---- servers of every kind: the parameterised suites -------------------------------- */
 
-struct tc_nginx {
+/* A suite (test_client_roundtrip.c, test_client_flat.c) is one source built
+ * into one program per kind of server (client.mk: -DTC_KIND=\"nginx\");
+ * its tests take a struct tc_store from *state and ask it what the server
+ * can do.  A kind is a descriptor: adding a server (RGW) is one more entry
+ * in tc_kinds and one more program per suite. */
+
+enum {
+	TC_CAN_SWAP = 1u << 0,     /* a commit that lost the race is a conflict
+				      (conditional PUT or locks honoured) */
+	TC_CAN_COUNT = 1u << 1,    /* requests are counted (tc_store_count) */
+	TC_CAN_FAULTS = 1u << 2,   /* faults injected by /_admin/faults */
+};
+
+struct tc_store;
+
+struct tc_kind {
+	const char *name;          /* "blkmap-server", "nginx", "apache" */
+	/* Starts one on loopback (st->srv.url, st->docroot and st->dir set):
+	 * 0, or -1 with why, the reason the tests skip, set. */
+	int (*start)(struct tc_store *st, char *why, size_t n);
+	void (*stop)(struct tc_store *st);
+	unsigned can;              /* TC_CAN_* */
+	/* "NAME=value" strings put into the environment once it runs (what
+	 * the client needs, such as credentials); NULL-terminated, or NULL. */
+	const char *const *env;
+};
+
+struct tc_store {
+	const struct tc_kind *kind;
+	struct ts_server srv;      /* srv.url is the base URL: ts_request works
+				      on every kind */
+	char docroot[512];         /* a file DOCROOT/x is served at URL/x; "" if none */
+	char *dir;                 /* config and logs (nginx, apache) */
 	pid_t pid;
-	char *dir;                 /* config, logs and the document root */
-	char url[128];             /* http://127.0.0.1:PORT */
+	bool running;
+	char skip_why[256];        /* why it did not start */
 };
 
 #define TC_NGINX_PATH "/usr/sbin/nginx"
-/* 0 when nginx answers, -1 when it could not be started. */
-int tc_nginx_start(struct tc_nginx *n);
-void tc_nginx_stop(struct tc_nginx *n);
+#define TC_APACHE_PATH "/usr/sbin/apache2"
+#define TC_APACHE_MODULES "/usr/lib/apache2/modules"
+
+/* Every kind; the last entry's name is NULL. */
+extern const struct tc_kind tc_kinds[];
+const struct tc_kind *tc_kind_named(const char *name);
+/* Starts a server of KIND: 0, or -1 with st->skip_why set. */
+int tc_store_start(struct tc_store *st, const struct tc_kind *kind);
+void tc_store_stop(struct tc_store *st);
+/* Runs TESTS as one cmocka group against a server of KIND (the environment
+ * variable BLKMAP_TEST_SERVER, if set, names another): *state is the
+ * struct tc_store.  Exits 77 (SKIP) with the reason when the server cannot
+ * start, e.g. is not installed. */
+int tc_run_suite(const char *kind, const struct CMUnitTest *tests, size_t n);
+/* The running store of a test's state (skips the test when none). */
+struct tc_store *tc_store_of(void **state);
+bool tc_store_can(const struct tc_store *st, unsigned can);
+/* Skips the test, printing WHY, unless the server can do all of CAN. */
+void tc_require(const struct tc_store *st, unsigned can, const char *why);
+/* URL of PATH ("/ds") on ST into OUT. */
+const char *tc_store_url(char *out, size_t n, const struct tc_store *st, const char *path);
+/* Requests of METHOD the server has answered so far; -1 if it does not count. */
+long tc_store_count(const struct tc_store *st, const char *method);
+/* PUTs a plain object at PATH (making the collections a WebDAV server
+ * needs); returns the PUT's status. */
+long tc_store_put(const struct tc_store *st, const char *path, const void *data, size_t len);
 
 /* ---- canned HTTP responder ----------------------------------------------------------- */
 

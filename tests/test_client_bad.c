@@ -151,6 +151,23 @@ static void assert_read_gets_sigbus(const char *url, const char *text1, const ch
 	free(err);
 }
 
+/* The docs promise one line on stderr naming the URL and the block (not
+ * one from libblkmap, one from virtmem and one from the program). */
+static void an_unloadable_block_read_through_a_mapping_gets_sigbus_and_one_line_naming_url_and_block(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], key[512], *err;
+
+	make_dataset(s, "/bad/gone", url, sizeof(url), key, sizeof(key));
+	assert_int_equal(ts_delete(s, key), 204);
+	int status = tc_child(read_block_1, url, &err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || tc_lines(err) != 1 ||
+	    !strstr(err, url) || !strstr(err, "block 1") || !strstr(err, "404"))
+		fail_msg("status %#x, stderr \"%s\"; expected SIGBUS and one line naming %s, block 1, 404",
+			 status, err, url);
+	free(err);
+}
+
 static void a_block_whose_bytes_fail_their_checksum_never_reaches_memory(void **state)
 {
 	struct ts_server *s = *state;
@@ -463,6 +480,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(each_bad_manifest_is_refused_with_a_message_naming_url_and_fault),
+		cmocka_unit_test(an_unloadable_block_read_through_a_mapping_gets_sigbus_and_one_line_naming_url_and_block),
 		cmocka_unit_test(a_block_whose_bytes_fail_their_checksum_never_reaches_memory),
 		cmocka_unit_test(a_block_object_longer_or_shorter_than_its_block_is_an_error),
 		cmocka_unit_test(a_cut_object_under_a_blocks_key_is_replaced_by_the_commit),

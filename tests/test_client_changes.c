@@ -5,7 +5,8 @@
  * reads zeros, refresh moves to what another writer published (in time
  * however large the new size, and never back to an older generation), and
  * a write that could start no upload thread fails, and fails again, rather
- * than queue a block nobody uploads.
+ * than queue a block nobody uploads.  One program per kind of server
+ * (TC_KIND; client.mk).
  */
 #include "config.h"
 
@@ -25,6 +26,10 @@
 
 #include "client_util.h"
 
+#ifndef TC_KIND
+#define TC_KIND "blkmap-server"
+#endif
+
 #define BS ((size_t)4096)
 
 static bm_dataset *open_new(const char *url)
@@ -41,9 +46,9 @@ static bm_dataset *open_new(const char *url)
 
 static void two_partial_writes_to_one_block_both_survive(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
-	tc_url(url, sizeof(url), s, "/ch/partial");
+	tc_store_url(url, sizeof(url), s, "/ch/partial");
 	bm_dataset *ds = open_new(url);
 	assert_int_equal(bm_resize(ds, 2 * BS), 0);
 	assert_int_equal(bm_write(ds, 0, "AAAA", 4), 0);
@@ -61,20 +66,21 @@ static void two_partial_writes_to_one_block_both_survive(void **state)
 
 static void a_commit_retried_after_failed_uploads_publishes_readable_blocks(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
-	unsigned char *data = ts_pattern(3 * BS, 71);
 	uint64_t gen = 0;
 
-	tc_url(url, sizeof(url), s, "/ch/retry");
+	tc_require(s, TC_CAN_FAULTS, "it injects no faults");
+	unsigned char *data = ts_pattern(3 * BS, 71);
+	tc_store_url(url, sizeof(url), s, "/ch/retry");
 	bm_dataset *ds = open_new(url);
 	assert_int_equal(bm_resize(ds, 3 * BS), 0);
 	/* Every request fails while blocks 0 and 1 are uploaded; the partial
 	 * write to block 2 waits for those uploads and reports the failure. */
-	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 1}"), 200);
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-error-rate\": 1}"), 200);
 	assert_int_equal(bm_write(ds, 0, data, 2 * BS), 0);
 	assert_true(bm_write(ds, 2 * BS + 10, "x", 1) < 0);
-	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0}"), 200);
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-error-rate\": 0}"), 200);
 	/* The commit uploads again what failed, then publishes. */
 	assert_int_equal(bm_commit(ds, &gen), 0);
 	assert_int_equal(gen, 1);
@@ -86,11 +92,11 @@ static void a_commit_retried_after_failed_uploads_publishes_readable_blocks(void
 
 static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512], path[600];
 	unsigned char *data = ts_pattern(2 * BS, 72);
 
-	tc_url(url, sizeof(url), s, "/ch/keys");
+	tc_store_url(url, sizeof(url), s, "/ch/keys");
 	/* Another tool wrote block 0 under a key of its own. */
 	char sum[40], manifest[1024];
 	bm_dataset *ds = open_new(url);
@@ -98,7 +104,7 @@ static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 	assert_int_equal(bm_write(ds, 0, data, 2 * BS), 0);
 	assert_int_equal(bm_commit(ds, NULL), 0);
 	bm_close(ds);
-	json_t *m = ts_get_json(s, "/ch/keys/manifest.json");
+	json_t *m = ts_get_json(&s->srv, "/ch/keys/manifest.json");
 	snprintf(sum, sizeof(sum), "%s",
 		 json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 0), "sum")));
 	const char *sum1 = json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 1), "sum"));
@@ -109,8 +115,8 @@ static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 		 "{\"index\":1,\"key\":\"blocks/%s\",\"sum\":\"%s\"}]}",
 		 BS, 2 * BS, sum, sum1, sum1);
 	json_decref(m);
-	assert_true(ts_put(s, "/ch/keys/custom/b0", data, BS) / 100 == 2);
-	assert_true(ts_put(s, "/ch/keys/manifest.json", manifest, strlen(manifest)) / 100 == 2);
+	assert_true(tc_store_put(s, "/ch/keys/custom/b0", data, BS) / 100 == 2);
+	assert_true(tc_store_put(s, "/ch/keys/manifest.json", manifest, strlen(manifest)) / 100 == 2);
 
 	/* Rewrite block 0 with the same bytes, change block 1, commit. */
 	ds = tc_open(url, 0);
@@ -122,7 +128,7 @@ static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 	assert_int_equal(bm_commit(ds, NULL), 0);
 	bm_unmap(mp);
 	bm_close(ds);
-	m = ts_get_json(s, "/ch/keys/manifest.json");
+	m = ts_get_json(&s->srv, "/ch/keys/manifest.json");
 	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 0), "key")),
 			    "custom/b0");
 	json_decref(m);
@@ -134,13 +140,13 @@ static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 
 static void committed_pages_stay_cached(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = ts_pattern(8 * BS, 73), *p;
 	bm_mapping *m;
 	struct bm_stats st;
 
-	tc_url(url, sizeof(url), s, "/ch/cached");
+	tc_store_url(url, sizeof(url), s, "/ch/cached");
 	tc_put(url, BS, data, 8 * BS);
 	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
@@ -161,12 +167,12 @@ static void committed_pages_stay_cached(void **state)
 
 static void shrinking_then_growing_reads_zeros_past_the_old_end(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = ts_pattern(2 * BS, 74), *p;
 	bm_mapping *m;
 
-	tc_url(url, sizeof(url), s, "/ch/shrink");
+	tc_store_url(url, sizeof(url), s, "/ch/shrink");
 	tc_put(url, BS, data, 2 * BS);
 	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
@@ -191,12 +197,12 @@ static void shrinking_then_growing_reads_zeros_past_the_old_end(void **state)
 
 static void refresh_shows_what_another_writer_published(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = ts_pattern(4 * BS, 75), *p;
 	bm_mapping *m;
 
-	tc_url(url, sizeof(url), s, "/ch/refresh");
+	tc_store_url(url, sizeof(url), s, "/ch/refresh");
 	tc_put(url, BS, data, 4 * BS);
 	bm_dataset *a = tc_open(url, 0);
 	assert_int_equal(bm_map(a, 0, 0, (void **)&p, &m), 0);
@@ -214,19 +220,19 @@ static void refresh_shows_what_another_writer_published(void **state)
 }
 
 /* Replaces path's manifest on s with its JSON at generation gen and size. */
-static void rewrite_manifest(struct ts_server *s, const char *path, json_t *man, uint64_t gen, uint64_t size)
+static void rewrite_manifest(struct tc_store *s, const char *path, json_t *man, uint64_t gen, uint64_t size)
 {
 	json_object_set_new(man, "generation", json_integer((json_int_t)gen));
 	json_object_set_new(man, "size", json_integer((json_int_t)size));
 	char *text = json_dumps(man, JSON_COMPACT);
 	char mpath[256];
 	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
-	assert_int_equal(ts_put(s, mpath, text, strlen(text)), 204);
+	assert_int_equal(tc_store_put(s, mpath, text, strlen(text)), 204);
 	free(text);
 }
 
 struct refresh_case {
-	struct ts_server *s;
+	struct tc_store *s;
 	const char *path, *url;
 	json_t *man;
 };
@@ -253,15 +259,15 @@ static int refresh_huge_then_older(void *arg)
 
 static void refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512], mpath[256], *err;
 	unsigned char *data = ts_pattern(4 * BS, 76);
 	struct refresh_case c = { s, "/ch/huge", url, NULL };
 
-	tc_url(url, sizeof(url), s, c.path);
+	tc_store_url(url, sizeof(url), s, c.path);
 	tc_put(url, BS, data, 4 * BS);
 	snprintf(mpath, sizeof(mpath), "%s/manifest.json", c.path);
-	c.man = ts_get_json(s, mpath);
+	c.man = ts_get_json(&s->srv, mpath);
 	int status = tc_child(refresh_huge_then_older, &c, &err);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		fail_msg("status %#x, stderr \"%s\"", status, err);
@@ -272,14 +278,14 @@ static void refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back(void **
 
 static void shrinking_then_growing_back_reads_and_commits_zeros_past_the_cut(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	size_t size = 4 * BS, cut = BS + BS / 2;
 	unsigned char *data = ts_pattern(size, 77), *p, *want = malloc(size);
 	bm_mapping *m;
 	uint64_t gen;
 
-	tc_url(url, sizeof(url), s, "/ch/regrow");
+	tc_store_url(url, sizeof(url), s, "/ch/regrow");
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_write(ds, 3 * BS + 5, "q", 1), 0); /* cut off below */
@@ -313,7 +319,7 @@ static void shrinking_then_growing_back_reads_and_commits_zeros_past_the_cut(voi
 
 static void next_block_walks_the_stored_blocks_only(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = calloc(10, BS);
 	uint64_t idx, seen[10];
@@ -321,7 +327,7 @@ static void next_block_walks_the_stored_blocks_only(void **state)
 
 	/* Blocks 1, 4 and 9 hold bytes; the rest are holes. */
 	data[1 * BS] = data[4 * BS + 7] = data[9 * BS + BS - 1] = 1;
-	tc_url(url, sizeof(url), s, "/ch/next");
+	tc_store_url(url, sizeof(url), s, "/ch/next");
 	tc_put(url, BS, data, 10 * BS);
 	bm_dataset *ds = tc_open(url, 0);
 	for (uint64_t from = 0; bm_next_block(ds, from, &idx) == 1; from = idx + 1)
@@ -339,11 +345,11 @@ static void next_block_walks_the_stored_blocks_only(void **state)
 
 static void bad_options_are_refused_at_open(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	struct bm_options o;
 	bm_dataset *ds;
 	char url[512];
-	tc_url(url, sizeof(url), s, "/ch/opts");
+	tc_store_url(url, sizeof(url), s, "/ch/opts");
 	tc_options(&o);
 	o.connections = 0;
 	assert_int_equal(bm_open(&ds, url, &o), BM_EINVAL);
@@ -394,13 +400,13 @@ static int writes_without_threads(void *arg)
 
 static void a_write_that_cannot_start_an_upload_thread_fails_every_time_and_never_hangs(void **state)
 {
-	struct ts_server *s = *state;
+	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
 	int status = 0;
 	pid_t pid, r = 0;
 
-	tc_url(url, sizeof(url), s, "/ch/nothreads");
+	tc_store_url(url, sizeof(url), s, "/ch/nothreads");
 	fflush(NULL);
 	pid = fork();
 	assert_true(pid >= 0);
@@ -439,5 +445,5 @@ int main(void)
 		cmocka_unit_test(bad_options_are_refused_at_open),
 		cmocka_unit_test(a_write_that_cannot_start_an_upload_thread_fails_every_time_and_never_hangs),
 	};
-	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
+	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -2,7 +2,8 @@
  * injects faults (503s, responses cut in the middle, flipped body bytes,
  * latency, long bodies on PUT and error answers, PUT answers without an
  * ETag): every read and every commit still gives exactly the right bytes,
- * the retries show in the stats, and no commit overwrites another's.  Faults are switched at run time
+ * the retries show in the stats, and no commit overwrites another's; a full
+ * server (507) fails a commit at once, saying so.  Faults are switched at run time
  * through PUT /_admin/faults so that each test sets up its dataset cleanly.
  */
 #include "config.h"
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -193,8 +195,19 @@ static void reads_are_exact_with_latency(void **state)
 	tc_url(url, sizeof(url), s, "/f/slow");
 	tc_put(url, bs, data, size);
 	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 20}"), 200);
+	long gets = tc_server_stat(s, "requests", "GET");  /* also starts a new peak */
+	long delayed = tc_server_stat(s, "faults", "latency");
 	assert_true(tc_dataset_equals(url, 0, data, size));
+	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
+	gets = tc_server_stat(s, "requests", "GET") - gets;
+	delayed = tc_server_stat(s, "faults", "latency") - delayed;
 	no_faults(s);
+	/* What the name says happened: every answer was late, and several
+	 * were late at once (read-ahead over several connections), so they
+	 * could come back in any order. */
+	assert_true(gets >= 12);
+	assert_int_equal(delayed, gets);
+	assert_true(peak >= 2);
 	free(data);
 }
 
@@ -301,6 +314,69 @@ static void a_commit_answered_without_an_etag_never_overwrites_a_later_writer(vo
 	free(data);
 }
 
+/* A server whose disk is full answers 507: the commit fails at once (not
+ * after 7 tries, as for a 5xx) saying the server is out of space, and the
+ * changes stay for a later commit.  The server's root is a 1 MiB tmpfs:
+ * mounting one needs root. */
+static void a_commit_to_a_full_server_fails_at_once_saying_it_is_out_of_space(void **state)
+{
+	char *dir = ts_mkdtemp(), cmd[600], url[512];
+	const char *args[] = { "--admin", NULL };
+	size_t bs = 64 * KiB, size = 32 * bs;  /* 2 MiB */
+	unsigned char *data = ts_pattern(size, 27);
+	struct ts_server s;
+
+	if (getuid() != 0) {
+		rmdir(dir);
+		free(dir);
+		free(data);
+		skip();  /* mounting a small tmpfs needs root */
+	}
+	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=1m blkmap-test %s", dir);
+	if (system(cmd) != 0) {
+		print_message("cannot mount a tmpfs here: skipped\n");
+		rmdir(dir);
+		free(dir);
+		free(data);
+		skip();
+	}
+	snprintf(s.root, sizeof(s.root), "%s", dir);
+	assert_int_equal(ts_start_disk(&s, args), 0);
+	tc_url(url, sizeof(url), &s, "/full");
+	struct bm_options o;
+	bm_dataset *ds;
+	struct bm_stats st;
+	tc_options(&o);
+	o.flags = BM_OPEN_CREATE;
+	o.blksize = bs;
+	o.wcfs = "off";
+	int rc = bm_open(&ds, url, &o);
+	if (rc == 0)
+		rc = bm_resize(ds, size);
+	if (rc == 0)
+		rc = bm_write(ds, 0, data, size);
+	if (rc == 0)
+		rc = bm_commit(ds, NULL);
+	char err[600];
+	snprintf(err, sizeof(err), "%s", rc == 0 ? "" : bm_last_error(ds));
+	bm_stats(ds, &st);
+	bm_close(ds);
+	long full = tc_server_stat(&s, "responses", "507");
+	long puts = tc_server_stat(&s, "requests", "PUT");
+	assert_int_equal(ts_stop(&s), 0);
+	snprintf(cmd, sizeof(cmd), "umount %s", dir);
+	assert_int_equal(system(cmd), 0);
+	rmdir(dir);
+	free(dir);
+	free(data);
+	if (rc != BM_EHTTP || !strstr(err, "the server is out of space") || !strstr(err, "507") ||
+	    strstr(err, "tries"))
+		fail_msg("commit: %d \"%s\"; BM_EHTTP and \"the server is out of space\" expected", rc, err);
+	assert_int_equal(st.retries, 0);
+	assert_true(full >= 1);
+	assert_true(puts <= 32);  /* each block tried once at most */
+}
+
 /* Each test starts without faults, whatever the one before left on. */
 static int faults_off(void **state)
 {
@@ -318,6 +394,7 @@ int main(void)
 		cmocka_unit_test_setup(commits_are_exact_under_503s_and_drops, faults_off),
 		cmocka_unit_test_setup(a_manifest_swap_whose_answer_was_cut_is_not_a_conflict, faults_off),
 		cmocka_unit_test_setup(reads_are_exact_with_latency, faults_off),
+		cmocka_unit_test(a_commit_to_a_full_server_fails_at_once_saying_it_is_out_of_space),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

@@ -7,12 +7,17 @@
  * an ordinary key without --admin. */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -193,6 +198,45 @@ static void latency_holds_responses_until_turned_off(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Each answer comes no sooner than N ms after its request (the delay runs
+ * from the request's end, not from an older cached time), and the server
+ * reports N as configured.  How close to N it comes is not asserted (load
+ * only makes it later); the server uses precise timers for that. */
+static void latency_delays_every_response_by_at_least_n_ms_and_reports_n(void **state)
+{
+	struct ts_server s;
+	struct ts_resp r;
+	CURL *h = curl_easy_init();
+
+	start(&s, "--fault-latency-ms", "40", NULL, NULL);
+	json_t *doc = ts_get_json(&s, "/_admin/faults");
+	assert_int_equal(json_integer_value(json_object_get(doc, "fault-latency-ms")), 40);
+	json_decref(doc);
+	ts_request(h, &s, "GET", "/x", NULL, NULL, 0, &r);  /* connect first */
+	ts_resp_free(&r);
+	for (int i = 0; i < 10; i++) {
+		int64_t t0 = now_us();
+		ts_request(h, &s, "GET", "/x", NULL, NULL, 0, &r);
+		int64_t took = now_us() - t0;
+		assert_int_equal(r.status, 404);
+		ts_resp_free(&r);
+		if (took < 40000)
+			fail_msg("answer %d came after %lld us, under the 40 ms asked", i,
+				 (long long)took);
+	}
+	assert_int_equal(fault_count(&s, "latency"), 11);
+	curl_easy_cleanup(h);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
 static void pad_lengthens_put_and_error_answers_and_no_etag_drops_put_etags(void **st)
 {
 	struct ts_server s;
@@ -297,6 +341,53 @@ static void admin_stats_counts_requests_statuses_and_bytes(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
+/* A client that takes the head of a 32 MiB answer and leaves: bytes_out
+ * counts what was sent (at most what the socket buffers took), not the
+ * whole answer that was queued. */
+static void admin_stats_bytes_out_counts_bytes_sent_not_queued(void **state)
+{
+	const size_t size = 32 << 20;
+	unsigned char *data = ts_pattern(size, 3);
+	struct ts_server s;
+	int small = 4096;
+
+	start(&s, NULL, NULL, NULL, NULL);
+	assert_int_equal(ts_put(&s, "/big", data, size), 201);
+	json_t *doc = ts_get_json(&s, "/_admin/stats");
+	json_int_t before = json_integer_value(json_object_get(doc, "bytes_out"));
+	json_decref(doc);
+
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons(atoi(strrchr(s.url, ':') + 1)) };
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	const char *req = "GET /big HTTP/1.1\r\nHost: t\r\n\r\n";
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	char head[64];
+	assert_true(read(fd, head, sizeof(head)) > 0);
+	close(fd);  /* unread bytes: the close is a reset */
+
+	/* Bounded wait (30 s is a hang) for the server to drop it. */
+	json_int_t open = -1, out = 0;
+	for (int i = 0; i < 3000 && open != 1; i++) {
+		doc = ts_get_json(&s, "/_admin/stats");
+		open = json_integer_value(json_object_get(json_object_get(doc, "connections"), "open"));
+		out = json_integer_value(json_object_get(doc, "bytes_out"));
+		json_decref(doc);
+		if (open != 1)
+			usleep(10000);
+	}
+	assert_int_equal(ts_stop(&s), 0);  /* first: a failure leaves no server */
+	free(data);
+	assert_int_equal(open, 1);  /* only the connection asking */
+	assert_true(out - before > 0);
+	if (out - before >= (json_int_t)size / 2)
+		fail_msg("bytes_out grew by %lld for a client that read 64 bytes of %zu",
+			 (long long)(out - before), size);
+}
+
 static void admin_paths_are_plain_keys_without_admin_flag(void **state)
 {
 	const char *args[] = { "--memory", NULL };
@@ -320,9 +411,11 @@ int main(void)
 		cmocka_unit_test(drop_rate_1_cuts_every_response),
 		cmocka_unit_test(corrupt_rate_1_flips_one_byte_headers_unchanged),
 		cmocka_unit_test(latency_holds_responses_until_turned_off),
+		cmocka_unit_test(latency_delays_every_response_by_at_least_n_ms_and_reports_n),
 		cmocka_unit_test(pad_lengthens_put_and_error_answers_and_no_etag_drops_put_etags),
 		cmocka_unit_test(admin_faults_rejects_bad_bodies_and_reports_current),
 		cmocka_unit_test(admin_stats_counts_requests_statuses_and_bytes),
+		cmocka_unit_test(admin_stats_bytes_out_counts_bytes_sent_not_queued),
 		cmocka_unit_test(admin_paths_are_plain_keys_without_admin_flag),
 	};
 	int failed;

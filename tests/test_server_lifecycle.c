@@ -155,6 +155,32 @@ static void sigterm_closes_idle_connections_and_exits_0(void **state)
 	assert_int_equal(ts_wait(&s), 0);
 }
 
+/* A client that sent part of a request head has asked nothing yet: SIGTERM
+ * closes it at once instead of waiting up to the request timeout (10
+ * minutes here; ts_wait reports a hang after 60 s). */
+static void sigterm_does_not_wait_for_a_partial_request_head(void **state)
+{
+	const char *args[] = { "--memory", "--request-timeout-ms", "600000", NULL };
+	struct ts_server s;
+	size_t n;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	int fd = ts_connect(&s);
+	const char *part = "GET /x HTTP/1.1\r\nHo";
+	assert_int_equal(write(fd, part, strlen(part)), (ssize_t)strlen(part));
+	/* Whether or not the server read these bytes before the signal, it
+	 * must close at once (before the fix it waited for the rest once it
+	 * had read them, which is nearly always). */
+	kill(s.pid, SIGTERM);
+	int rc = ts_wait(&s);
+	char *rest = ts_read_all(fd, &n);
+	close(fd);
+	assert_int_equal(rc, 0);
+	assert_non_null(rest);
+	assert_int_equal(n, 0);  /* closed without an answer */
+	free(rest);
+}
+
 /* Run blkmap-server with ARGS; its stdout+stderr and exit status. */
 static char *run_server(const char *args, int *status)
 {
@@ -216,13 +242,101 @@ static void bad_options_get_one_line_error_and_status_2(void **state)
 	}
 }
 
+/* A store blkmap-server wrote can be served by a static server running as
+ * another user (nginx's www-data): object files are 0666 minus the umask,
+ * as any program's files are (mkstemp's 0600 was kept before). */
+static void objects_on_disk_are_readable_by_other_users(void **state)
+{
+	char *root = ts_mkdtemp(), path[512];
+	struct ts_server s;
+	struct stat st;
+	mode_t was = umask(022);
+
+	snprintf(s.root, sizeof(s.root), "%s", root);
+	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	umask(was);
+	assert_int_equal(ts_put(&s, "/ds/blk/0", "bytes", 5), 201);
+	assert_int_equal(ts_put(&s, "/ds/blk/0", "other", 5), 204);  /* a replaced one too */
+	assert_int_equal(ts_put(&s, "/top", "t", 1), 201);
+	assert_int_equal(ts_stop(&s), 0);
+	snprintf(path, sizeof(path), "%s/objects/ds/blk/0", root);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0644);
+	snprintf(path, sizeof(path), "%s/objects/top", root);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0644);
+	snprintf(path, sizeof(path), "%s/objects/ds/blk", root);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0755);
+	ts_rmtree(root);
+	free(root);
+}
+
+/* A full disk is 507 Insufficient Storage (not a 500 that clients retry),
+ * nothing is stored, and the server goes on serving.  The disk is a 1 MiB
+ * tmpfs: mounting one needs root. */
+static void a_full_disk_answers_507_and_stores_nothing(void **state)
+{
+	char *dir = ts_mkdtemp(), cmd[600];
+	unsigned char *big = ts_pattern(2 << 20, 7);
+	struct ts_server s;
+	struct ts_resp r;
+
+	if (getuid() != 0) {
+		rmdir(dir);
+		free(dir);
+		free(big);
+		skip();  /* mounting a small tmpfs needs root */
+	}
+	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=1m blkmap-test %s 2>&1", dir);
+	if (system(cmd) != 0) {
+		print_message("cannot mount a tmpfs here: skipped\n");
+		rmdir(dir);
+		free(dir);
+		free(big);
+		skip();
+	}
+	snprintf(s.root, sizeof(s.root), "%s", dir);
+	int started = ts_start_disk(&s, NULL);
+	long small = started == 0 ? ts_put(&s, "/small", "s", 1) : 0;
+	if (started == 0)
+		ts_request(NULL, &s, "PUT", "/big", NULL, big, 2 << 20, &r);
+	long after = started == 0 ? ts_put(&s, "/after", "a", 1) : 0;
+	long got_big = 0;
+	if (started == 0) {
+		struct ts_resp g;
+		ts_request(NULL, &s, "GET", "/big", NULL, NULL, 0, &g);
+		got_big = g.status;
+		ts_resp_free(&g);
+	}
+	int stopped = started == 0 ? ts_stop(&s) : -1;
+	snprintf(cmd, sizeof(cmd), "umount %s", dir);
+	int unmounted = system(cmd);
+	rmdir(dir);
+	free(dir);
+	free(big);
+	assert_int_equal(started, 0);
+	assert_int_equal(small, 201);
+	assert_int_equal(r.status, 507);
+	assert_non_null(strstr(r.body, "507 Insufficient Storage: the store's disk is full"));
+	assert_non_null(strstr(r.body, "/big"));
+	ts_resp_free(&r);
+	assert_int_equal(got_big, 404);
+	assert_int_equal(after, 201);  /* the failed upload left no file behind */
+	assert_int_equal(stopped, 0);
+	assert_int_equal(unmounted, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(restart_keeps_objects_and_etags),
 		cmocka_unit_test(leftover_upload_files_are_removed_at_start),
+		cmocka_unit_test(objects_on_disk_are_readable_by_other_users),
+		cmocka_unit_test(a_full_disk_answers_507_and_stores_nothing),
 		cmocka_unit_test(sigterm_finishes_requests_in_flight_then_exits_0),
 		cmocka_unit_test(sigterm_closes_idle_connections_and_exits_0),
+		cmocka_unit_test(sigterm_does_not_wait_for_a_partial_request_head),
 		cmocka_unit_test(help_names_every_option),
 		cmocka_unit_test(bad_options_get_one_line_error_and_status_2),
 	};

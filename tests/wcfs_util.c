@@ -182,7 +182,8 @@ int wt_mount_with(struct wt_mirror *m, const char *url, const struct wt_opts *o)
 	start_mirror(m, url, o);
 	if (m->pid < 0)
 		return -1;
-	for (int64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(10)) {
+	/* 30 s: a hang, not a slow (sanitizer, loaded) start. */
+	for (int64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(10)) {
 		if (url_reads_back(m, url) && stat(m->mnt, &st) == 0) {
 			m->mounted = true;
 			m->dev = st.st_dev;
@@ -228,7 +229,7 @@ int wt_unmount(struct wt_mirror *m)
 	if (m->pid > 0) {
 		const char *const um[] = { "fusermount3", "-u", m->mnt, NULL };
 		wt_run(um);
-		rc = wait_exit(m->pid, 5000);
+		rc = wait_exit(m->pid, 30000);  /* a hang bound: LSan's exit check takes a while */
 		if (rc < 0) {
 			/* Last resort: never leave a mount behind. */
 			const char *const lazy[] = { "fusermount3", "-u", "-z", m->mnt, NULL };

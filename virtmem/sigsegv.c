@@ -188,9 +188,7 @@ static void on_sigsegv(int sig, siginfo_t *si, void *uctx)
 	if (rc == VM_FAULT_NOT_OURS) {
 		chain_previous(sig, si, uctx);
 	} else if (rc < 0) {
-		vm_log("%s of block %llu failed: %s; SIGBUS at %p",
-		       write > 0 ? "write fault" : "load", (unsigned long long)blk,
-		       vm_strerror(rc), (void *)addr);
+		/* Not logged: whoever failed (loadblk, RAM, mapping) said so. */
 		raise_sigbus((void *)addr, uc);
 	}
 	errno = saved_errno;

@@ -3,9 +3,12 @@
  * listings.  Everything is read-only (the mount is "ro" and open refuses
  * writing).  Reads go to the node's current dataset handle through its
  * block cache (blocks.c, bm_read underneath).
- * Owns: the per-open directory buffers (fi->fh of directories).
+ * Owns: the per-open directory buffers (fi->fh of directories) and the list
+ * of those open, freed at unmount (wc_destroy) when the kernel's releasedir
+ * never came: an unmount can overtake it.
  * Locking: a directory buffer's mutex, held by readdir while it builds and
- * replies (a releasedir waits for it); nothing else of its own, see node.c.
+ * replies (a releasedir waits for it); open_dirs_mu guards the list of open
+ * buffers (never held with a buffer's mutex); nothing else, see node.c.
  * No operation waits for a kernel cache invalidation: lookup, getattr and
  * open of a head/ file whose invalidation is queued (inval.c) hand their
  * reply to the invalidation thread, to be sent after it, and return.
@@ -232,11 +235,46 @@ struct dirbuf {
 	 * while the replying thread is still in writev) frees the buffer
 	 * only after. */
 	pthread_mutex_t mu;
+	struct dirbuf *prev, *next;  /* on open_dirs (open_dirs_mu) */
 	fuse_req_t req;
 	char *p;
 	size_t len, cap;
 	bool built;
 };
+
+/* Every directory buffer opendir handed out and no releasedir freed yet. */
+static pthread_mutex_t open_dirs_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct dirbuf *open_dirs;
+
+static void open_dirs_add(struct dirbuf *b)
+{
+	pthread_mutex_lock(&open_dirs_mu);
+	b->prev = NULL;
+	b->next = open_dirs;
+	if (open_dirs)
+		open_dirs->prev = b;
+	open_dirs = b;
+	pthread_mutex_unlock(&open_dirs_mu);
+}
+
+static void open_dirs_remove(struct dirbuf *b)
+{
+	pthread_mutex_lock(&open_dirs_mu);
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		open_dirs = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	pthread_mutex_unlock(&open_dirs_mu);
+}
+
+static void dirbuf_free(struct dirbuf *b)
+{
+	pthread_mutex_destroy(&b->mu);
+	free(b->p);
+	free(b);
+}
 
 static void dir_add(struct dirbuf *b, const char *name, bool is_file, fuse_ino_t ino)
 {
@@ -307,7 +345,12 @@ static void wc_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	}
 	pthread_mutex_init(&b->mu, NULL);
 	fi->fh = (uint64_t)(uintptr_t)b;
-	fuse_reply_open(req, fi);
+	open_dirs_add(b);
+	if (fuse_reply_open(req, fi) != 0) {
+		/* The open was interrupted: no releasedir will come. */
+		open_dirs_remove(b);
+		dirbuf_free(b);
+	}
 }
 
 static void wc_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -341,11 +384,24 @@ static void wc_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_in
 	if (b != NULL) {
 		pthread_mutex_lock(&b->mu); /* a readdir may still be replying */
 		pthread_mutex_unlock(&b->mu);
-		pthread_mutex_destroy(&b->mu);
-		free(b->p);
+		open_dirs_remove(b);
+		dirbuf_free(b);
 	}
-	free(b);
 	fuse_reply_err(req, 0);
+}
+
+/* The session ends (every worker thread has returned): directories still
+ * open had their releasedir overtaken by the unmount; free them. */
+static void wc_destroy(void *userdata)
+{
+	(void)userdata;
+	pthread_mutex_lock(&open_dirs_mu);
+	while (open_dirs) {
+		struct dirbuf *b = open_dirs;
+		open_dirs = b->next;
+		dirbuf_free(b);
+	}
+	pthread_mutex_unlock(&open_dirs_mu);
 }
 
 static void wc_op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -363,6 +419,7 @@ static void wc_op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 const struct fuse_lowlevel_ops wc_ops = {
 	.init = wc_init,
+	.destroy = wc_destroy,
 	.lookup = wc_op_lookup,
 	.forget = wc_op_forget,
 	.forget_multi = wc_op_forget_multi,
