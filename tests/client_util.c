@@ -660,7 +660,13 @@ static bool head_value(const char *p, const char *name, char *out, size_t n)
 	return false;
 }
 
-static void answer(struct tc_canned *c, int fd)
+struct tc_canned_state {
+	int fd;                    /* the listening socket */
+	struct tc_rule *rules;     /* copies: method, path, response */
+	size_t nrules;
+};
+
+static void answer(struct tc_canned_state *c, int fd)
 {
 	static const char notfound[] =
 		"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -718,7 +724,7 @@ static void answer(struct tc_canned *c, int fd)
 
 static void *canned_main(void *arg)
 {
-	struct tc_canned *c = arg;
+	struct tc_canned_state *c = arg;
 
 	for (;;) {
 		int fd = accept(c->fd, NULL, NULL);
@@ -739,21 +745,47 @@ void tc_canned_start(struct tc_canned *c, const struct tc_rule *rules, size_t nr
 	socklen_t sl = sizeof(sa);
 
 	signal(SIGPIPE, SIG_IGN);
-	c->rules = rules;
-	c->nrules = nrules;
-	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct tc_canned_state *st = calloc(1, sizeof(*st));
+	assert_non_null(st);
+	st->rules = calloc(nrules ? nrules : 1, sizeof(*st->rules));
+	assert_non_null(st->rules);
+	st->nrules = nrules;
+	for (size_t i = 0; i < nrules; i++) {
+		size_t len = rules[i].len ? rules[i].len : strlen(rules[i].response);
+		char *resp = malloc(len + 1);
+		assert_non_null(resp);
+		memcpy(resp, rules[i].response, len);
+		resp[len] = '\0';
+		st->rules[i].method = strdup(rules[i].method);
+		st->rules[i].path = strdup(rules[i].path);
+		st->rules[i].response = resp;
+		st->rules[i].len = len;
+		assert_true(st->rules[i].method && st->rules[i].path);
+	}
+	c->state = st;
+	c->fd = st->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(c->fd >= 0);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	assert_int_equal(listen(c->fd, 64), 0);
 	assert_int_equal(getsockname(c->fd, (struct sockaddr *)&sa, &sl), 0);
 	snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d", ntohs(sa.sin_port));
-	assert_int_equal(pthread_create(&c->thread, NULL, canned_main, c), 0);
+	assert_int_equal(pthread_create(&c->thread, NULL, canned_main, st), 0);
 }
 
 void tc_canned_stop(struct tc_canned *c)
 {
+	struct tc_canned_state *st = c->state;
+
 	shutdown(c->fd, SHUT_RDWR);
 	pthread_join(c->thread, NULL);
 	close(c->fd);
+	for (size_t i = 0; i < st->nrules; i++) {
+		free((char *)st->rules[i].method);
+		free((char *)st->rules[i].path);
+		free((char *)st->rules[i].response);
+	}
+	free(st->rules);
+	free(st);
+	c->state = NULL;
 }

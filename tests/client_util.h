@@ -154,12 +154,14 @@ struct tc_rule {
 	size_t len;                /* 0: strlen(response) */
 };
 
+/* The thread reads only a heap copy of the rules (state): a test that
+ * fails before tc_canned_stop (cmocka leaves the test function) leaves it
+ * serving from memory that stays valid, not from a dead stack frame. */
 struct tc_canned {
 	int fd;
 	pthread_t thread;
-	const struct tc_rule *rules;
-	size_t nrules;
 	char url[64];
+	struct tc_canned_state *state;
 };
 
 void tc_canned_start(struct tc_canned *c, const struct tc_rule *rules, size_t nrules);

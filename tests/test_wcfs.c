@@ -848,12 +848,12 @@ static void *long_server_main(void *arg)
 	return NULL;
 }
 
-static void long_server_start(struct long_server *ls, const char *manifest_path)
+/* Listen: ls->url is known from here on. */
+static void long_server_listen(struct long_server *ls)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t alen = sizeof(a);
 
-	ls->manifest_path = manifest_path;
 	atomic_init(&ls->manifest_gets, 0);
 	ls->fd = socket(AF_INET, SOCK_STREAM, 0);
 	assert_true(ls->fd >= 0);
@@ -861,6 +861,12 @@ static void long_server_start(struct long_server *ls, const char *manifest_path)
 	assert_int_equal(listen(ls->fd, 64), 0);
 	assert_int_equal(getsockname(ls->fd, (struct sockaddr *)&a, &alen), 0);
 	snprintf(ls->url, sizeof(ls->url), "http://127.0.0.1:%d", ntohs(a.sin_port));
+}
+
+/* Serve: manifest_path is final (the thread reads it from now on). */
+static void long_server_start(struct long_server *ls, const char *manifest_path)
+{
+	ls->manifest_path = manifest_path;
 	assert_int_equal(pthread_create(&ls->thread, NULL, long_server_main, ls), 0);
 }
 
@@ -888,13 +894,15 @@ static void test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset(v
 		memset(dirs + i * 251, 'a', 250);
 		dirs[i * 251 + 250] = '/';
 	}
-	/* Filled in once the server's URL (hence its length) is known. */
-	long_server_start(&ls, manifest_path);
+	/* Filled in once the server's URL (hence its length) is known, and
+	 * before its thread starts reading it. */
+	long_server_listen(&ls);
 	size_t t = 4095 - strlen(ls.url) - 1 - strlen(dirs); /* URL of dirs+shortname: 4095 */
 	assert_true(t > 1 && t < 200);
 	memset(shortname, 'x', t);
 	snprintf(longname, sizeof(longname), "%sy", shortname);
 	snprintf(manifest_path, sizeof(manifest_path), "/%s%s/manifest.json", dirs, shortname);
+	long_server_start(&ls, manifest_path);
 	assert_int_equal(wt_mount(&m, ls.url, mirror_env), 0);
 
 	int dfd = open(m.mnt, O_RDONLY | O_DIRECTORY);

@@ -6,7 +6,8 @@
 # few seconds, 30 times that under TSan) gets SIGTERM, its whole group
 # (servers and mirrors it started) SIGKILL 10 s later, and the test fails
 # with a line naming it and the limit.  cmocka's last "[ RUN      ]" line
-# just above that line in the test's .log names the hung case.
+# just above that line in the test's .log names the hung case.  Every
+# test's .log ends with how long it ran.
 limit=${BLKMAP_TEST_TIME_LIMIT:-300}
 case $limit in
 '' | *[!0-9]*)
@@ -15,10 +16,13 @@ case $limit in
 esac
 [ $# -ge 1 ] || { echo "usage: time-limit.sh TEST [ARGS...]" >&2; exit 99; }
 
-start=$(date +%s)
+start_ms=$(date +%s%3N)
 timeout --kill-after=10 "$limit" "$@"
 rc=$?
-elapsed=$(( $(date +%s) - start ))
+elapsed_ms=$(( $(date +%s%3N) - start_ms ))
+elapsed=$(( elapsed_ms / 1000 ))
+# The last line of every test's .log: where make check's time goes.
+echo "time-limit.sh: $1 ran $(( elapsed_ms / 1000 )).$(printf '%03d' $(( elapsed_ms % 1000 ))) s (limit ${limit} s)" >&2
 # 124: timeout sent SIGTERM; 137 (128+SIGKILL): SIGTERM was not enough.
 if { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && [ "$elapsed" -ge "$limit" ]; then
 	echo "TIMEOUT: $1 still running after the per-test time limit of ${limit} s" \
