@@ -25,6 +25,9 @@ CLIENT_TESTS = \
 	tests/test_client_flat_apache \
 	tests/test_client_changes_nginx \
 	tests/test_client_changes_apache \
+	tests/test_store_http \
+	tests/test_store_http_nginx \
+	tests/test_store_http_apache \
 	tests/test_client_cli \
 	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -91,6 +94,20 @@ tests_test_client_changes_apache_SOURCES = tests/test_client_changes.c $(CLIENT_
 tests_test_client_changes_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_client_changes_apache_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_changes_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The store interface of the HTTP backend (client/store.h), on each kind.
+tests_test_store_http_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_store_http_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_store_http_nginx_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_store_http_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_store_http_apache_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_store_http_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
