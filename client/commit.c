@@ -48,6 +48,7 @@ static void *buf_get(bm_dataset *ds)
 /* Frees the buffers kept (up->mu held, or no worker running). */
 static void free_bufs_locked(struct bm_upload *up)
 {
+	bm_assert(up->nthreads == 0 || bm_mutex_held(&up->mu));
 	while (up->nbufs > 0)
 		free(up->bufs[--up->nbufs]);
 }
@@ -57,6 +58,7 @@ static void free_bufs_locked(struct bm_upload *up)
  * the commit's uploads are done (bm_upload_wait). */
 static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 {
+	bm_assert(bm_mutex_held(&up->mu));
 	if (job->data != NULL && up->bufs != NULL && up->nbufs < up->max_queued)
 		up->bufs[up->nbufs++] = job->data;
 	else
@@ -131,6 +133,7 @@ static void *upload_main(void *arg)
 		} else {
 			job_free_locked(up, job);
 		}
+		bm_assert(up->queued > 0); /* each job was counted when queued */
 		up->queued--;
 		pthread_cond_broadcast(&up->cv);
 	}
@@ -187,6 +190,12 @@ void bm_upload_stop(bm_dataset *ds)
 	free(up->threads);
 	up->threads = NULL;
 	up->nthreads = 0;
+	while (up->failed) { /* kept for a next commit that will not come */
+		struct bm_upload_job *job = up->failed;
+		up->failed = job->next;
+		free(job->data);
+		free(job);
+	}
 	free_bufs_locked(up);
 	free(up->bufs);
 	up->bufs = NULL;
@@ -230,6 +239,8 @@ out:
 /* Appends job to the upload queue (up->mu held). */
 static void enqueue_locked(struct bm_upload *up, struct bm_upload_job *job)
 {
+	bm_assert(bm_mutex_held(&up->mu));
+	bm_assert((up->head == NULL) == (up->tail == NULL));
 	job->next = NULL;
 	if (up->tail)
 		up->tail->next = job;
@@ -318,10 +329,12 @@ int bm_upload_wait(bm_dataset *ds)
 		pthread_cond_wait(&up->cv, &up->mu);
 	free_bufs_locked(up); /* not kept between commits: outside the budget */
 	rc = up->err;
-	if (rc < 0)
-		bm_set_error(ds, rc, "%s", up->errmsg);
+	char errmsg[sizeof(up->errmsg)];
+	memcpy(errmsg, up->errmsg, sizeof(errmsg));
 	up->err = 0;
 	pthread_mutex_unlock(&up->mu);
+	if (rc < 0) /* after the unlock: bm_set_error takes ds->mu, never with up->mu */
+		bm_set_error(ds, rc, "%s", errmsg);
 	return rc;
 }
 
@@ -434,11 +447,17 @@ static int check_still_latest(bm_dataset *ds)
 	return 0;
 }
 
-/* PUTs body at key with If-None-Match: * (a kept generation); a failure
- * is only logged. */
+/* PUTs body at key with If-None-Match: * (a kept generation), never over
+ * an object there; a failure is only logged. */
 static int put_once(bm_dataset *ds, const char *key, const char *body, size_t len)
 {
+	struct bm_version v;
 	char msg[512];
+
+	/* A store that ignores If-None-Match would replace what is there. */
+	if (!(bm_store_caps(ds->store) & BM_CAP_CREATE_EXCL) &&
+	    bm_store_head(ds->store, key, &v, msg, sizeof(msg)) == 0)
+		return 0;
 	int rc = put_new(ds, key, body, len, false, msg, sizeof(msg));
 	if (rc < 0)
 		bm_log("warning: %s", msg);
@@ -576,6 +595,22 @@ static void hook(bm_dataset *ds, const char *stage)
 		ds->opt.commit_hook(stage, ds->opt.commit_hook_arg);
 }
 
+/* A store that would not refuse a lost race (it ignores If-Match or
+ * If-None-Match: nginx) gets the manifest compared just before the swap:
+ * only a writer publishing within that one round trip goes unseen, not
+ * one publishing during the uploads. */
+static int still_the_one_read(bm_dataset *ds)
+{
+	struct bm_version v;
+	char msg[512];
+
+	if (ds->exists && !server_manifest_is(ds, ds->manifest_json, ds->manifest_json_len, NULL, 0))
+		return conflict(ds, "%s: %s", "another writer published a new generation since this one was opened");
+	if (!ds->exists && bm_store_head(ds->store, BM_KEY_MANIFEST, &v, msg, sizeof(msg)) != BM_ENOTFOUND)
+		return conflict(ds, "%s: %s", "another writer created the dataset first");
+	return 0;
+}
+
 /* Step 4: the compare-and-swap of manifest.json.  Sets new_etag, and
  * *superseded when the swap published but another writer's manifest was
  * there already when we asked for our ETag. */
@@ -591,9 +626,13 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 		.swap = true,
 	};
 	char msg[512];
-	int rc = bm_store_put(ds->store, BM_KEY_MANIFEST, json, len, &p, &v, msg, sizeof(msg));
+	int rc;
 
 	*superseded = false;
+	if (!(bm_store_caps(ds->store) & (ds->exists ? BM_CAP_REPLACE_MATCH : BM_CAP_CREATE_EXCL)) &&
+	    (rc = still_the_one_read(ds)) < 0)
+		return rc;
+	rc = bm_store_put(ds->store, BM_KEY_MANIFEST, json, len, &p, &v, msg, sizeof(msg));
 	if (rc == BM_ECONFLICT) {
 		if (server_manifest_is(ds, json, len, new_etag, etagn))
 			return 0;
