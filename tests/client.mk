@@ -126,3 +126,11 @@ tests_bench_client_SOURCES = tests/bench_client.c $(CLIENT_TEST_SOURCES)
 tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The format layer of dataset format v2 alone (no server): index pages and
+# the v2 manifest over an in-memory page store.
+check_PROGRAMS += tests/test_index
+TESTS += tests/test_index
+tests_test_index_SOURCES = tests/test_index.c
+tests_test_index_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_index_LDADD = $(CLIENT_TEST_LDADD)
