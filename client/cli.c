@@ -364,10 +364,10 @@ static void print_stats(bm_dataset *ds, double secs)
 		"mode=%s fetched_bytes=%" PRIu64 " fetched_blocks=%" PRIu64 " hole_blocks=%" PRIu64
 		" cache_hits=%" PRIu64 " cache_misses=%" PRIu64 " readahead_blocks=%" PRIu64
 		" retries=%" PRIu64 " uploaded_bytes=%" PRIu64 " commits=%" PRIu64
-		" conflicts=%" PRIu64 " seconds=%.3f why=\"%s\"\n",
+		" conflicts=%" PRIu64 " engine=%s seconds=%.3f why=\"%s\"\n",
 		st.mode, st.fetched_bytes, st.fetched_blocks, st.hole_blocks, st.cache_hits,
 		st.cache_misses, st.readahead_blocks, st.retries, st.uploaded_bytes, st.commits,
-		st.conflicts, secs, st.mode_why ? st.mode_why : "");
+		st.conflicts, st.engine, secs, st.mode_why ? st.mode_why : "");
 }
 
 static int cmd_sum(int argc, char **argv)

@@ -964,4 +964,5 @@ void bm_stats(bm_dataset *ds, struct bm_stats *st)
 	st->commits = ds->c.commits;
 	st->conflicts = ds->c.conflicts;
 	st->ram_bytes = vm_ram_used(ds->ram);
+	st->engine = vs.engine;
 }

@@ -6,10 +6,31 @@ virtmem_tests = \
 	tests/test_virtmem \
 	tests/test_virtmem_threads \
 	tests/test_virtmem_signals \
-	tests/test_virtmem_overlay \
-	tests/test_pagetab
-check_PROGRAMS += $(virtmem_tests)
-TESTS += $(virtmem_tests)
+	tests/test_virtmem_overlay
+check_PROGRAMS += $(virtmem_tests) tests/test_pagetab
+TESTS += tests/test_pagetab
+
+# Each virtmem test program runs once per fault engine: tests/sigsegv/X.sigsegv
+# and tests/uffd/X.uffd are empty stamps that tests/vm-engine.sh turns into a
+# run of tests/X with VIRTMEM_ENGINE set (skipped where the engine cannot
+# run); each run has its log (tests/uffd/X.log).
+TEST_EXTENSIONS = .sigsegv .uffd
+SIGSEGV_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/vm-engine.sh sigsegv
+UFFD_LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/vm-engine.sh uffd
+vm_engine_runs = \
+	tests/sigsegv/test_virtmem.sigsegv \
+	tests/sigsegv/test_virtmem_threads.sigsegv \
+	tests/sigsegv/test_virtmem_signals.sigsegv \
+	tests/sigsegv/test_virtmem_overlay.sigsegv \
+	tests/uffd/test_virtmem.uffd \
+	tests/uffd/test_virtmem_threads.uffd \
+	tests/uffd/test_virtmem_signals.uffd \
+	tests/uffd/test_virtmem_overlay.uffd
+TESTS += $(vm_engine_runs)
+CLEANFILES += $(vm_engine_runs)
+EXTRA_DIST += tests/vm-engine.sh
+$(vm_engine_runs): tests/vm-engine.sh
+	$(AM_V_GEN)mkdir -p $(@D) && : > $@
 
 tests_test_virtmem_SOURCES = tests/test_virtmem.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_CFLAGS = $(VMTEST_CFLAGS)

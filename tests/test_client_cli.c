@@ -112,6 +112,14 @@ static void stat_prints_json_and_sum_v_prints_counters(void **state)
 	char want[64];
 	snprintf(want, sizeof(want), "fetched_bytes=%zu ", size);
 	assert_non_null(strstr(err, want));
+	/* The fault engine in use: the one VIRTMEM_ENGINE names, if any. */
+	const char *engine = getenv("VIRTMEM_ENGINE");
+	if (engine != NULL && *engine != '\0') {
+		snprintf(want, sizeof(want), " engine=%s ", engine);
+		assert_non_null(strstr(err, want));
+	} else {
+		assert_true(strstr(err, " engine=sigsegv ") || strstr(err, " engine=uffd"));
+	}
 	free(out);
 	free(err);
 	free(data);

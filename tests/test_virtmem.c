@@ -40,11 +40,11 @@ static void test_explicit_read_fault_loads_block_readonly(void **unused)
 	void *p = vm_vma_blk_addr(f->vma, 1);
 
 	assert_int_equal(state(f, 1), VM_PAGE_EMPTY);
-	assert_false(kernel_can_read(p));
+	assert_false(block_mapped(f->fh, p));
 	assert_int_equal(vm_vma_on_fault(f->vma, p, 0), 0);
 	assert_int_equal(state(f, 1), VM_PAGE_LOADED);
 	assert_int_equal(f->m->loads[1], 1);
-	assert_true(kernel_can_read(p));
+	assert_true(block_mapped(f->fh, p));
 	assert_int_equal(*word(f->vma, 1, 7), PATTERN(1, 7));
 	/* Reading a loaded page takes no further fault. */
 	assert_int_equal(stats(f->fh).faults, 1);
@@ -156,8 +156,8 @@ static void test_overlapping_mappings_share_pages(void **unused)
 	/* A write through one mapping is seen at once through every other
 	 * mapping of the block, without a fault there. */
 	*word(a, 3, 9) = 1234;
-	assert_true(kernel_can_read(vm_vma_blk_addr(b, 3)));
-	assert_true(kernel_can_read(vm_vma_blk_addr(f->vma, 3)));
+	assert_true(block_mapped(f->fh, vm_vma_blk_addr(b, 3)));
+	assert_true(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 3)));
 	unsigned faults = stats(f->fh).faults;
 	assert_int_equal(*word(b, 3, 9), 1234);
 	assert_int_equal(*word(f->vma, 3, 9), 1234);
@@ -176,7 +176,7 @@ static void test_new_mapping_shows_dirty_pages(void **unused)
 
 	*word(f->vma, 1, 0) = 555;
 	assert_int_equal(vm_fileh_mmap(&b, f->fh, 0, 4), 0);
-	assert_true(kernel_can_read(vm_vma_blk_addr(b, 1)));
+	assert_true(block_mapped(f->fh, vm_vma_blk_addr(b, 1)));
 	assert_int_equal(*word(b, 1, 0), 555);
 	assert_int_equal(f->m->loads[1], 1);
 	vm_vma_unmap(b);
@@ -219,7 +219,7 @@ static void test_reclaim_keeps_ram_within_budget(void **unused)
 	assert_int_equal(stats(f->fh).ncached, 3);
 	/* A reclaimed block is unmapped and loads again on access. */
 	assert_int_equal(state(f, 0), VM_PAGE_EMPTY);
-	assert_false(kernel_can_read(vm_vma_blk_addr(f->vma, 0)));
+	assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 0)));
 	assert_true(*word(f->vma, 0, 2) == PATTERN(0, 2));
 	assert_int_equal(f->m->loads[0], 2);
 	fx_close(f);
@@ -431,31 +431,43 @@ static void test_write_during_store_is_not_lost(void **unused)
 {
 	struct fx *f = fx_open(BS4K, 4, 4);
 	struct writer_arg wa = { f, 1, 222 };
+	int uffd = fh_uffd(f->fh);
 	pthread_t wo, wr;
 	void *rc;
 
 	*word(f->vma, 1, 0) = 111;
+	backend_sync(f->fh);
 	f->m->hold_blk = 1; /* storeblk(1) waits for us */
 	pthread_create(&wo, NULL, writeout_thread, f);
 	memfile_wait_held(f->m);
-	/* The page is being stored: it must be write-protected now. */
 	pthread_create(&wr, NULL, write_word_thread, &wa);
-	/* The writer's fault is counted under vm_lock, which it gives up
-	 * only to wait for the store. */
-	wait_faults(f->fh, 2);
+	if (uffd) {
+		/* The page is write-protected without faults: the write goes
+		 * through during the store, and is found after it. */
+		pthread_join(wr, NULL);
+	} else {
+		/* The page is write-protected: the writer's fault is counted
+		 * under vm_lock, which it gives up only to wait for the
+		 * store. */
+		wait_faults(f->fh, 2);
+	}
 	assert_int_equal(vm_fileh_dirty_discard(f->fh), -EBUSY);
 	memfile_release_held(f->m);
 	pthread_join(wo, &rc);
-	pthread_join(wr, NULL);
+	if (!uffd)
+		pthread_join(wr, NULL);
 	assert_int_equal((intptr_t)rc, 0);
-	/* The store took the page as it was before the write ... */
-	assert_int_equal(memfile_blk(f->m, 1)[0], 111);
+	/* The store took the page as it was before the write (SIGSEGV: the
+	 * writer waited for it) ... */
+	if (!uffd)
+		assert_int_equal(memfile_blk(f->m, 1)[0], 111);
 	/* ... and the write is kept, dirty. */
 	assert_int_equal(*word(f->vma, 1, 0), 222);
 	assert_int_equal(state(f, 1), VM_PAGE_DIRTY);
 	f->m->hold_blk = -1;
 	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
 	assert_int_equal(memfile_blk(f->m, 1)[0], 222);
+	assert_int_equal(state(f, 1), VM_PAGE_LOADED);
 	fx_close(f);
 }
 
@@ -478,7 +490,7 @@ static void test_discard_drops_dirty_pages(void **unused)
 	assert_int_equal(vm_fileh_dirty_discard(f->fh), 0);
 	assert_int_equal(state(f, 1), VM_PAGE_EMPTY);
 	assert_int_equal(state(f, 0), VM_PAGE_LOADED); /* clean pages stay */
-	assert_false(kernel_can_read(vm_vma_blk_addr(f->vma, 1)));
+	assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 1)));
 	assert_true(*word(f->vma, 1, 0) == PATTERN(1, 0));
 	assert_int_equal(f->m->loads[1], 2);
 	assert_int_equal(vm_ram_used(f->ram), 2 * BS4K);
@@ -490,6 +502,7 @@ static void test_invalidate_drops_clean_page(void **unused)
 	struct fx *f = fx_open(BS4K, 4, 4);
 
 	touch(word(f->vma, 2, 0));
+	backend_sync(f->fh);
 	memfile_blk(f->m, 2)[0] = 4242;
 	assert_int_equal(vm_fileh_invalidate_page(f->fh, 2), 0);
 	assert_int_equal(state(f, 2), VM_PAGE_EMPTY);
@@ -595,6 +608,7 @@ static void test_on_fault_sees_every_fault_cached_or_not(void **unused)
 	touch(word(a, 2, 0));      /* miss */
 	touch(word(b, 2, 0));      /* cached: a fault in b all the same */
 	*(volatile uint64_t *)word(a, 3, 0) = 1; /* write */
+	backend_sync(fh);
 	assert_int_equal(nseen, 3);
 	assert_int_equal(seen_blk[0], 2);
 	assert_int_equal(seen_blk[1], 2);
@@ -618,7 +632,7 @@ static void test_prefetch_loads_without_mapping(void **unused)
 	assert_int_equal(vm_fileh_prefetch(f->fh, 2), 0);
 	assert_int_equal(state(f, 2), VM_PAGE_LOADED);
 	assert_int_equal(f->m->loads[2], 1);
-	assert_false(kernel_can_read(vm_vma_blk_addr(f->vma, 2)));
+	assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 2)));
 	/* Prefetching again does nothing; the fault only maps. */
 	assert_int_equal(vm_fileh_prefetch(f->fh, 2), 0);
 	assert_true(*word(f->vma, 2, 5) == PATTERN(2, 5));
@@ -808,6 +822,7 @@ static void check_writes_backend(size_t bs, bool all_first)
 {
 	struct fx *f = fx_open(bs, 6, 2);
 
+	backend_sync(f->fh);
 	f->m->file.ops = &writes_ops;
 	write_all_first = all_first;
 	for (vm_blk_t b = 0; b < 6; b++)
@@ -815,6 +830,7 @@ static void check_writes_backend(size_t bs, bool all_first)
 	zero_from[1] = 0;              /* a hole */
 	zero_from[2] = bs / 2 + 100;   /* a short last block */
 	zero_from[4] = 4096 + 8;       /* all but a page and a bit zero */
+	backend_sync(f->fh);
 	for (int round = 0; round < 3; round++)
 		for (vm_blk_t b = 0; b < 6; b++)
 			assert_true(block_reads_right(f->vma, f->m, b));
@@ -841,10 +857,12 @@ static void test_hole_in_recycled_slot_reads_zeros(void **unused)
 {
 	struct fx *f = fx_open(BS64K, 2, 1);
 
+	backend_sync(f->fh);
 	f->m->file.ops = &writes_ops;
 	write_all_first = false;
 	zero_from[0] = BS64K;
 	zero_from[1] = 0;
+	backend_sync(f->fh);
 	assert_true(block_reads_right(f->vma, f->m, 0));
 	/* Block 1 takes block 0's slot, full of block 0's bytes. */
 	assert_true(block_reads_right(f->vma, f->m, 1));
@@ -876,6 +894,8 @@ static void wait_spares(vm_ram *ram, size_t want)
 
 static void test_loads_take_spare_slots_and_spares_are_refilled(void **unused)
 {
+	if (test_engine_uffd())
+		skip(); /* spare slots are the pool's; uffd pages live in the file's memfd */
 	struct fx *f = fx_open(BS64K, 8, 16);
 
 	assert_int_equal(vm_ram_keep_spare(f->ram, BS64K, 2), 0);
@@ -886,12 +906,14 @@ static void test_loads_take_spare_slots_and_spares_are_refilled(void **unused)
 	wait_spares(f->ram, 2 * BS64K);
 	/* A spare is zeroed memory: a backend writing part of a block and
 	 * zeroing the rest, or nothing (a hole), reads right from it. */
+	backend_sync(f->fh);
 	f->m->file.ops = &writes_ops;
 	write_all_first = true;
 	for (vm_blk_t b = 0; b < 8; b++)
 		zero_from[b] = BS64K;
 	zero_from[4] = 0;
 	zero_from[5] = 1000;
+	backend_sync(f->fh);
 	assert_true(block_reads_right(f->vma, f->m, 4));
 	wait_spares(f->ram, 2 * BS64K);
 	assert_true(block_reads_right(f->vma, f->m, 5));
@@ -901,6 +923,8 @@ static void test_loads_take_spare_slots_and_spares_are_refilled(void **unused)
 
 static void test_spares_never_push_out_cached_blocks(void **unused)
 {
+	if (test_engine_uffd())
+		skip(); /* spare slots are the pool's; uffd pages live in the file's memfd */
 	struct fx *f = fx_open(BS64K, 8, 4);
 
 	assert_int_equal(vm_ram_keep_spare(f->ram, BS64K, 1), 0);
@@ -920,6 +944,8 @@ static void test_spares_never_push_out_cached_blocks(void **unused)
  * the budget is full, before any cached block is reclaimed. */
 static void test_spares_are_given_back_before_reclaim(void **unused)
 {
+	if (test_engine_uffd())
+		skip(); /* spare slots are the pool's; uffd pages live in the file's memfd */
 	struct fx *f = fx_open(BS64K, 8, 8);
 
 	/* Two 128 KiB spares take half of the 8-block budget. */
@@ -954,6 +980,8 @@ static void wait_filling(vm_ram *ram, size_t size)
  * 2 MiB slot when the fourth block needs room. */
 static void test_load_takes_over_the_spare_being_filled(void **unused)
 {
+	if (test_engine_uffd())
+		skip(); /* spare slots are the pool's; uffd pages live in the file's memfd */
 	setenv("VIRTMEM_TEST_SPARE_PAUSE_US", "200000", 1);
 	struct fx *f = fx_open(BS2M, 4, 4);
 
@@ -976,6 +1004,8 @@ static void test_load_takes_over_the_spare_being_filled(void **unused)
  * a load of the new size must not take it over. */
 static void test_load_never_takes_over_a_spare_of_another_size(void **unused)
 {
+	if (test_engine_uffd())
+		skip(); /* spare slots are the pool's; uffd pages live in the file's memfd */
 	setenv("VIRTMEM_TEST_SPARE_PAUSE_US", "200000", 1);
 	struct fx *f = fx_open(BS64K, 8, 8);
 
@@ -996,6 +1026,8 @@ static void test_load_never_takes_over_a_spare_of_another_size(void **unused)
 
 static void test_spares_are_refilled_when_memory_is_given_back(void **unused)
 {
+	if (test_engine_uffd())
+		skip(); /* spare slots are the pool's; uffd pages live in the file's memfd */
 	struct fx *f = fx_open(BS64K, 4, 4);
 
 	assert_int_equal(vm_ram_keep_spare(f->ram, BS64K, 1), 0);
@@ -1011,6 +1043,8 @@ static void test_spares_are_refilled_when_memory_is_given_back(void **unused)
 
 static void test_spares_of_another_size_are_not_used(void **unused)
 {
+	if (test_engine_uffd())
+		skip(); /* spare slots are the pool's; uffd pages live in the file's memfd */
 	struct fx *f = fx_open(BS64K, 4, 16);
 
 	assert_int_equal(vm_ram_keep_spare(f->ram, 2 * BS64K, 1), 0);
@@ -1025,6 +1059,122 @@ static void test_spares_of_another_size_are_not_used(void **unused)
 	fx_close(f);
 }
 
+/* ---- system calls and kernel mappings (uffd engine) ---------------------------- */
+
+/* The kernel waits for the block to load when a system call reads or
+ * writes unloaded memory.  (The SIGSEGV engine, and uffd serving faults of
+ * user mode only, give EFAULT instead: the test is for full uffd.) */
+static bool syscalls_served(vm_fileh *fh)
+{
+	struct vm_fileh_stats st = stats(fh);
+	return strcmp(st.engine, "uffd") == 0;
+}
+
+static void test_write_from_unloaded_mapping_succeeds(void **unused)
+{
+	struct fx *f = fx_open(BS64K, 4, 4);
+	int fds[2];
+	uint64_t got[2];
+
+	if (!syscalls_served(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	assert_int_equal(state(f, 2), VM_PAGE_EMPTY);
+	assert_int_equal(pipe(fds), 0);
+	/* write(2) reads blocks 2 and 3 across their boundary. */
+	const char *p = (const char *)vm_vma_blk_addr(f->vma, 3) - 8;
+	assert_int_equal(write(fds[1], p, 16), 16);
+	assert_int_equal(read(fds[0], got, 16), 16);
+	assert_true(got[0] == PATTERN(2, BS64K / 8 - 1));
+	assert_true(got[1] == PATTERN(3, 0));
+	assert_int_equal(state(f, 2), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 3), VM_PAGE_LOADED);
+	close(fds[0]);
+	close(fds[1]);
+	fx_close(f);
+}
+
+static void test_read_into_unloaded_mapping_makes_it_dirty(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 4);
+	int fds[2];
+
+	if (!syscalls_served(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(write(fds[1], "virtmem!", 8), 8);
+	assert_int_equal(read(fds[0], word(f->vma, 1, 3), 8), 8);
+	assert_int_equal(state(f, 1), VM_PAGE_DIRTY);
+	assert_memory_equal(word(f->vma, 1, 3), "virtmem!", 8);
+	assert_true(*word(f->vma, 1, 2) == PATTERN(1, 2));
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED), 0);
+	assert_memory_equal(&memfile_blk(f->m, 1)[3], "virtmem!", 8);
+	close(fds[0]);
+	close(fds[1]);
+	fx_close(f);
+}
+
+/* A file of blocks that reads as PATTERN without a disk behind it. */
+static int pattern_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
+{
+	fill_pattern(buf, blk, f->blksize);
+	return 0;
+}
+
+#define NRANDOM 200000
+
+/* 200,000 random 4 KiB blocks of one mapping, read through a 16 MiB
+ * budget: each reads right, and the mapping stays one kernel mapping
+ * mappings (the SIGSEGV engine maps each cached block apart and would need
+ * thousands, near vm.max_map_count at this scale). */
+static void test_200000_random_blocks_use_one_kernel_mapping(void **unused)
+{
+	static const vm_bigfile_ops ops = { .loadblk = pattern_loadblk };
+	const size_t nblk = 4 * NRANDOM;
+	vm_bigfile file = { .ops = &ops, .blksize = BS4K };
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+	uint64_t x = 88172645463325252ull; /* xorshift64 */
+	int most = 0;
+
+	assert_int_equal(vm_ram_open(&ram, (size_t)16 << 20), 0);
+	assert_int_equal(vm_fileh_open(&fh, &file, ram, 0), 0);
+	if (!fh_uffd(fh)) {
+		vm_fileh_close(fh);
+		vm_ram_close(ram);
+		skip();
+	}
+	assert_int_equal(vm_fileh_mmap(&vma, fh, 0, nblk), 0);
+	for (int i = 0; i < NRANDOM; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		vm_blk_t blk = x % nblk;
+		size_t w = (size_t)(x >> 40) % (BS4K / 8);
+		if (*word(vma, blk, w) != PATTERN(blk, w))
+			fail_msg("block %llu word %zu reads wrong", (unsigned long long)blk, w);
+		if (i % 20000 == 0) {
+			int n = kernel_mappings_in(vm_vma_addr(vma), vm_vma_len(vma));
+			if (n > most)
+				most = n;
+		}
+	}
+	int n = kernel_mappings_in(vm_vma_addr(vma), vm_vma_len(vma));
+	if (n > most)
+		most = n;
+	/* One kernel mapping for the whole mapping, whatever is loaded. */
+	assert_int_equal(most, 1);
+	assert_true(stats(fh).loads >= NRANDOM / 2);
+	assert_true(vm_ram_used(ram) <= (size_t)16 << 20);
+	vm_vma_unmap(vma);
+	vm_fileh_close(fh);
+	assert_int_equal(vm_ram_close(ram), 0);
+}
+
 static void test_page_state_names(void **unused)
 {
 	assert_string_equal(vm_page_state_name(VM_PAGE_LOADING_INVALIDATED), "LOADING_INVALIDATED");
@@ -1034,6 +1184,7 @@ static void test_page_state_names(void **unused)
 
 int main(void)
 {
+	test_engine_or_skip();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_explicit_read_fault_loads_block_readonly),
 		cmocka_unit_test(test_explicit_write_fault_makes_page_dirty),
@@ -1082,6 +1233,9 @@ int main(void)
 		cmocka_unit_test(test_load_never_takes_over_a_spare_of_another_size),
 		cmocka_unit_test(test_spares_are_refilled_when_memory_is_given_back),
 		cmocka_unit_test(test_spares_of_another_size_are_not_used),
+		cmocka_unit_test(test_write_from_unloaded_mapping_succeeds),
+		cmocka_unit_test(test_read_into_unloaded_mapping_makes_it_dirty),
+		cmocka_unit_test(test_200000_random_blocks_use_one_kernel_mapping),
 		cmocka_unit_test(test_page_state_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -158,6 +158,7 @@ static void test_overlay_unreadable_base_fails_the_write_fault(void **unused)
 
 int main(void)
 {
+	test_engine_or_skip();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_overlay_is_chosen_by_flags),
 		cmocka_unit_test(test_overlay_reads_come_from_base_without_ram),

@@ -345,6 +345,7 @@ static void test_backend_touching_virtmem_memory_fails_not_deadlocks(void **unus
 
 int main(void)
 {
+	test_engine_or_skip();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_failed_load_is_sigbus_at_faulting_address),
 		cmocka_unit_test(test_failed_load_kills_with_sigbus_by_default),

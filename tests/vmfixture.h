@@ -47,6 +47,16 @@ static inline struct vm_fileh_stats stats(vm_fileh *fh)
 	return st;
 }
 
+/* Orders what the test did to its backend's state before the loads that
+ * follow, and what loads did to it before what the test reads next: under
+ * the uffd engine loads run in handler threads, which the kernel orders
+ * with the faulting thread in a way ThreadSanitizer cannot see; vm_lock,
+ * taken here and around every fault, it can. */
+static inline void backend_sync(vm_fileh *fh)
+{
+	(void)stats(fh);
+}
+
 /* Waits (up to 10 s) until fh has counted n faults. */
 static inline void wait_faults(vm_fileh *fh, uint64_t n)
 {

@@ -13,6 +13,7 @@
 #define BLKMAP_TESTS_VMTEST_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -240,6 +241,75 @@ static inline int kernel_can_read(const void *p)
 	close(fds[0]);
 	close(fds[1]);
 	return n == 1;
+}
+
+/* ---- fault engines -------------------------------------------------------- */
+
+/* Whether fh takes its faults through userfaultfd ("uffd", "uffd-user"). */
+static inline int fh_uffd(vm_fileh *fh)
+{
+	struct vm_fileh_stats st;
+	vm_fileh_stats(fh, &st);
+	return strncmp(st.engine, "uffd", 4) == 0;
+}
+
+/* Whether new handles in loadblk mode take faults through userfaultfd:
+ * VIRTMEM_ENGINE, else the best available. */
+static inline int test_engine_uffd(void)
+{
+	const char *e = getenv("VIRTMEM_ENGINE");
+	if (e != NULL && *e != '\0')
+		return strcmp(e, "uffd") == 0;
+	return vm_engine_probe("uffd") == 0;
+}
+
+/* A test program's main calls this first: when VIRTMEM_ENGINE names an
+ * engine that cannot run here, the whole program is skipped (exit 77). */
+static inline void test_engine_or_skip(void)
+{
+	const char *e = getenv("VIRTMEM_ENGINE");
+	if (e != NULL && *e != '\0' && vm_engine_probe(e) != 0) {
+		printf("SKIP: the %s fault engine cannot run here\n", e);
+		exit(77);
+	}
+}
+
+/* Whether the os page at p has a page table entry (/proc/self/pagemap). */
+static inline int os_page_present(const void *p)
+{
+	long pagesize = sysconf(_SC_PAGESIZE);
+	uint64_t entry = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd < 0 || pread(fd, &entry, sizeof(entry), (off_t)((uintptr_t)p / (uintptr_t)pagesize * 8)) != 8)
+		abort();
+	close(fd);
+	return (int)(entry >> 63);
+}
+
+/* Whether fh shows memory at p now, without making it do so: the SIGSEGV
+ * engine has mapped something readable there (the kernel can read it); the
+ * uffd engine has page table entries there (a kernel read would wait for
+ * the block to load instead of failing). */
+static inline int block_mapped(vm_fileh *fh, const void *p)
+{
+	return fh_uffd(fh) ? os_page_present(p) : kernel_can_read(p);
+}
+
+/* Kernel mappings (lines of /proc/self/maps) inside [p, p + len). */
+static inline int kernel_mappings_in(const void *p, size_t len)
+{
+	uintptr_t lo = (uintptr_t)p, hi = lo + len;
+	unsigned long start, end;
+	char line[512];
+	int n = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (f == NULL)
+		abort();
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "%lx-%lx", &start, &end) == 2 && start >= lo && end <= hi)
+			n++;
+	fclose(f);
+	return n;
 }
 
 #endif /* BLKMAP_TESTS_VMTEST_H */

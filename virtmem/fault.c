@@ -88,9 +88,9 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 		/* The vma stays valid: unmapping it during a fault on it is
 		 * the caller's error. */
 		vm_lock_release();
-		vm_in_backend++;
+		vm_backend_enter();
 		vma->fh->file->ops->on_fault(vma->fh->file, blk, write);
-		vm_in_backend--;
+		vm_backend_leave();
 		vm_lock_acquire();
 	}
 	if (write && vma->fh->readonly)
@@ -101,7 +101,7 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 	return rc;
 }
 
-int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp)
+int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp)
 {
 	vm_vma *vma;
 	int rc;
@@ -124,7 +124,22 @@ int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp)
 	}
 	vm_lock_acquire();
 	vma = vma_lookup_locked(addr);
-	rc = vma ? fault_locked(vma, addr, write, blkp) : VM_FAULT_NOT_OURS;
+	if (vma == NULL)
+		rc = VM_FAULT_NOT_OURS;
+	else if (signal && vma->fh->engine->signal_fault_locked &&
+		 (rc = vma->fh->engine->signal_fault_locked(vma, addr, write, blkp)) != VM_FAULT_SIGNAL_PATH)
+		; /* the engine's answer */
+	else if (signal)
+		rc = fault_locked(vma, addr, write, blkp);
+	else {
+		/* Served by a handler thread: the faulting thread may have
+		 * gone on (a duplicate fault), so its owner may unmap vma
+		 * meanwhile; vma_unmap_locked waits for this to end. */
+		vma->inflight++;
+		rc = fault_locked(vma, addr, write, blkp);
+		if (--vma->inflight == 0)
+			vm_lock_wake_io();
+	}
 	vm_lock_release();
 	return rc;
 }

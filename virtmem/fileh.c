@@ -95,7 +95,9 @@ int vm_fileh_open(vm_fileh **fhp, vm_bigfile *file, vm_ram *ram, int flags)
 		       bs, pagesize, VM_BLKSIZE_MAX);
 		return -EINVAL;
 	}
-	if ((flags & ~(VM_MMAP_OVERLAY | VM_DONT_MMAP_OVERLAY | VM_READONLY)) != 0 ||
+	if ((flags & ~(VM_MMAP_OVERLAY | VM_DONT_MMAP_OVERLAY | VM_READONLY |
+		       VM_ENGINE_SIGSEGV | VM_ENGINE_UFFD)) != 0 ||
+	    (flags & VM_ENGINE_SIGSEGV && flags & VM_ENGINE_UFFD) ||
 	    (flags & VM_MMAP_OVERLAY && flags & VM_DONT_MMAP_OVERLAY) ||
 	    (flags & VM_MMAP_OVERLAY && !trio) ||
 	    file->ops->loadblk == NULL)
@@ -103,23 +105,28 @@ int vm_fileh_open(vm_fileh **fhp, vm_bigfile *file, vm_ram *ram, int flags)
 	fh = calloc(1, sizeof(*fh));
 	if (fh == NULL)
 		return -ENOMEM;
-	fh->engine = engine_pick();
-	rc = fh->engine->attach(fh);
-	if (rc < 0) {
-		free(fh);
-		return rc;
-	}
 	fh->file = file;
 	fh->ram = ram;
 	fh->blksize = bs;
 	fh->blkshift = (unsigned)__builtin_ctzl(bs);
 	fh->overlay = flags & VM_MMAP_OVERLAY || (trio && !(flags & VM_DONT_MMAP_OVERLAY));
 	fh->readonly = flags & VM_READONLY;
+	fh->memfd = -1;
+	fh->engine = engine_pick(flags, fh->overlay, &rc);
+	if (fh->engine == NULL || (rc = fh->engine->attach(fh)) < 0) {
+		if (fh->engine && fh->engine->detach)
+			fh->engine->detach(fh);
+		free(fh);
+		return rc;
+	}
+	fh->st.engine = vm_engine_name(fh->engine);
 	pagetab_init(&fh->pages);
 	vm_list_init(&fh->vmas);
 	vm_list_init(&fh->dirty);
 	vm_lock_acquire();
 	ram->nfileh++;
+	if (fh->engine->own_memory && ram->nfileh_own++ == 0)
+		spare_release_all_locked(ram); /* of no use to it */
 	file->nopen++;
 	vm_lock_release();
 	*fhp = fh;
@@ -170,8 +177,13 @@ void vm_fileh_close(vm_fileh *fh)
 		vma_unmap_locked(vm_container_of(fh->vmas.next, vm_vma, in_fileh));
 	fileh_drop_all_locked(fh);
 	fh->ram->nfileh--;
+	if (fh->engine->own_memory)
+		fh->ram->nfileh_own--;
 	last = --file->nopen == 0;
+	spare_wake_locked(fh->ram);
 	vm_lock_release();
+	if (fh->engine->detach)
+		fh->engine->detach(fh);
 	pagetab_destroy(&fh->pages);
 	free(fh);
 	if (last && file->ops->release)
@@ -187,8 +199,10 @@ int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk)
 		return -ENOTSUP;
 	vm_lock_acquire();
 	page = pagetab_get(&fh->pages, blk);
-	if (page != NULL)
+	if (page != NULL) {
+		engine_sync_written_locked(fh, page);
 		page_check_locked(page);
+	}
 	switch (page ? page->state : VM_PAGE_EMPTY) {
 	case VM_PAGE_EMPTY:
 	case VM_PAGE_LOADING_INVALIDATED:
@@ -214,8 +228,10 @@ enum vm_page_state vm_fileh_page_state(vm_fileh *fh, vm_blk_t blk)
 {
 	vm_lock_acquire();
 	struct vm_page *page = pagetab_get(&fh->pages, blk);
-	if (page != NULL)
+	if (page != NULL) {
+		engine_sync_written_locked(fh, page);
 		page_check_locked(page);
+	}
 	enum vm_page_state state = page ? page->state : VM_PAGE_EMPTY;
 	vm_lock_release();
 	return state;
@@ -224,6 +240,7 @@ enum vm_page_state vm_fileh_page_state(vm_fileh *fh, vm_blk_t blk)
 void vm_fileh_stats(vm_fileh *fh, struct vm_fileh_stats *st)
 {
 	vm_lock_acquire();
+	engine_sync_written_locked(fh, NULL);
 	*st = fh->st;
 	st->ndirty = fh->ndirty;
 	vm_lock_release();

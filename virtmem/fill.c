@@ -75,14 +75,22 @@ int fill_page(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
 			(void)madvise(buf, fh->blksize, MADV_POPULATE_WRITE);
 		ptes = true;
 	}
-	if (writes)
-		cur_fill = (struct fill){ .buf = buf, .len = fh->blksize, .fd = fh->ram->memfd,
-					  .off = (off_t)page->ram_off,
+	rc = fill_loadblk(fh, page->blk, buf, fh->ram->memfd, (off_t)page->ram_off, fresh, ptes);
+	page->slot = ptes ? VM_SLOT_MAPPED : VM_SLOT_UNMAPPED;
+	return rc;
+}
+
+int fill_loadblk(vm_fileh *fh, vm_blk_t blk, void *buf, int fd, off_t off,
+		 bool fresh, bool ptes)
+{
+	int rc;
+
+	if (fh->file->ops->flags & VM_OPS_LOADBLK_WRITES)
+		cur_fill = (struct fill){ .buf = buf, .len = fh->blksize, .fd = fd, .off = off,
 					  .pagesize = (size_t)1 << fh->ram->pageshift,
 					  .fresh = fresh, .ptes = ptes };
-	rc = vm_norm_rc(fh->file->ops->loadblk(fh->file, page->blk, buf));
+	rc = vm_norm_rc(fh->file->ops->loadblk(fh->file, blk, buf));
 	cur_fill.buf = NULL;
-	page->slot = ptes ? VM_SLOT_MAPPED : VM_SLOT_UNMAPPED;
 	return rc;
 }
 

@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <sys/types.h>
 
 #include <virtmem/virtmem.h>
 
@@ -52,6 +53,12 @@ extern __thread int vm_lock_held_here __attribute__((tls_model("initial-exec")))
 /* Nonzero while this thread runs a backend call made by virtmem (a fault
  * then is refused rather than deadlocking). */
 extern __thread int vm_in_backend __attribute__((tls_model("initial-exec")));
+
+/* Around every backend call virtmem makes: vm_in_backend, and the thread
+ * recorded for vm_thread_in_backend. */
+void vm_backend_enter(void);
+void vm_backend_leave(void);
+bool vm_thread_in_backend(pid_t tid);
 
 void vm_lock_acquire(void);
 void vm_lock_release(void);
@@ -163,6 +170,7 @@ struct vm_ram {
 	} free[RAM_NCLASS];
 	struct vm_list lru;  /* LOADED pages, least recently faulted first */
 	unsigned nfileh;     /* handles using the pool */
+	unsigned nfileh_own; /* of which engines with memory of their own */
 
 	/* Spare slots (vm_ram_keep_spare): zeroed memory with page table
 	 * entries, filled ahead of need by the spare thread.  Their bytes
@@ -198,12 +206,15 @@ static inline void *ram_addr(const vm_ram *ram, size_t off) { return ram->base +
  * is none.  spare_take_filling_locked does the same with the slot the spare
  * thread is filling (it reads as zeros, partly populated).
  * spare_release_locked gives ready spares back until size bytes fit the
- * budget.  spare_wake_locked tells the spare thread memory was given back.
+ * budget, spare_release_all_locked all of them (a handle whose engine keeps
+ * its own memory opened: it cannot use them; the thread then keeps none
+ * while such handles are open).  spare_wake_locked tells the spare thread memory was given back.
  * ram_stop_spares stops the thread and gives its spares back (it takes
  * vm_lock: call it without). */
 int spare_take_locked(vm_ram *ram, size_t size, size_t *offp);
 int spare_take_filling_locked(vm_ram *ram, size_t size, size_t *offp);
 void spare_release_locked(vm_ram *ram, size_t size);
+void spare_release_all_locked(vm_ram *ram);
 void spare_wake_locked(vm_ram *ram);
 void ram_stop_spares(vm_ram *ram);
 
@@ -220,6 +231,8 @@ struct vm_fileh {
 	bool overlay;
 	bool readonly;         /* VM_READONLY: write faults fail */
 	bool writeout_active;
+	int memfd;             /* uffd engine: block blk at blk * blksize */
+	size_t memfd_size;
 	struct vm_pagetab pages;
 	struct vm_list vmas;   /* vm_vma.in_fileh */
 	struct vm_list dirty;  /* vm_page.dirty */
@@ -233,6 +246,7 @@ struct vm_vma {
 	size_t blklen;         /* blocks mapped */
 	vm_fileh *fh;
 	uint64_t *mapped;      /* bit per block: its RAM slot is mapped there */
+	unsigned inflight;     /* faults a handler thread serves on it now */
 	struct vm_list in_fileh;
 };
 
@@ -296,19 +310,24 @@ int page_dirty_prot(const struct vm_page *page);
 
 /* ---- the fault path (fault.c) --------------------------------------------- */
 
-enum { VM_FAULT_NOT_OURS = 1 };
+enum { VM_FAULT_NOT_OURS = 1, VM_FAULT_SIGNAL_PATH = 2 };
 
 /* vm_fault_at handles a fault at addr: 0 handled (retry the access),
  * VM_FAULT_NOT_OURS when addr is not in any mapping, or -errno to turn into
  * SIGBUS.  write: 1 write, 0 read, -1 unknown (guessed from the mapping).
+ * signal: called from the SIGSEGV handler (a mapping of an engine with
+ * signal_fault_locked is then left to it: no load in signal context).
  * On -errno, *blkp names the block that failed. */
-int vm_fault_at(uintptr_t addr, int write, vm_blk_t *blkp);
+int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp);
 
-/* ---- fault engines (engine.c, sigsegv.c) ---------------------------------- */
+/* ---- fault engines (engine.c, sigsegv.c, uffd.c) ------------------------- */
 
-/* A fault engine turns accesses to a mapping into calls of the fault path.
- * Each engine registers itself in engine.c's table; the core calls it only
- * through these operations. */
+/* A fault engine turns accesses to a mapping into calls of the fault path
+ * and keeps the mappings in step with the page states.  Each engine is
+ * listed in engine.c's table; the core calls it only through these
+ * operations.  An operation left NULL means the pool way (mapping.c): a
+ * page's bytes live in its RAM slot of the pool's memfd, mapped block by
+ * block with mmap/mprotect over PROT_NONE address space. */
 struct vm_engine {
 	const char *name;
 	/* 0 when the engine can run in this process, else -errno. */
@@ -316,12 +335,66 @@ struct vm_engine {
 	/* Called at every vm_fileh_open and vm_fileh_mmap with the handle: the
 	 * engine makes sure its faults reach the fault path. */
 	int (*attach)(vm_fileh *fh);
+	/* The rest is optional. */
+	void (*detach)(vm_fileh *fh);                  /* at close, no lock */
+	/* Address space for vma (addr_start/addr_stop set by it). */
+	int (*vma_create)(vm_vma *vma, int prot);
+	/* Before vma is unmapped (vm_lock held). */
+	void (*vma_destroy_locked)(vm_vma *vma);
+	int (*map_page_locked)(vm_vma *vma, struct vm_page *page, int prot);
+	int (*protect_page_locked)(vm_vma *vma, struct vm_page *page, int prot);
+	/* Makes the block EMPTY in every mapping of its handle. */
+	void (*unmap_page_all_locked)(struct vm_page *page);
+	/* The page's memory is given back (page_forget_locked). */
+	void (*release_page_locked)(struct vm_page *page);
+	/* Fills a LOADING page (without vm_lock). */
+	int (*fill_page)(vm_fileh *fh, struct vm_page *page);
+	/* A pointer to the page's bytes for storeblk, and its end. */
+	void *(*page_view)(vm_fileh *fh, struct vm_page *page);
+	void (*page_view_end)(vm_fileh *fh, struct vm_page *page, void *buf);
+	/* Finds pages written without a fault (page_note_written_locked on
+	 * each): every page of fh, or only page when it is not NULL. */
+	void (*sync_written_locked)(vm_fileh *fh, struct vm_page *page);
+	/* A SIGSEGV on a mapping of this engine (the SIGSEGV engine's handler
+	 * asks): 0 to retry the access, the -errno for its SIGBUS, or
+	 * VM_FAULT_SIGNAL_PATH to serve it as the SIGSEGV engine would. */
+	int (*signal_fault_locked)(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp);
+	/* The engine keeps pages in memory of its own: the pool only counts
+	 * their bytes, and its spare slots are of no use. */
+	bool own_memory;
 };
 
 extern const struct vm_engine vm_engine_sigsegv;
+extern const struct vm_engine vm_engine_uffd;
 
-/* The engine a new handle gets (the best available). */
-const struct vm_engine *engine_pick(void);
+/* The engine a new handle gets: the one flags (VM_ENGINE_*) or
+ * VIRTMEM_ENGINE ask for, else the best available; overlay handles get
+ * the SIGSEGV engine.  NULL with *errp set when the one asked for cannot
+ * run. */
+const struct vm_engine *engine_pick(int flags, bool overlay, int *errp);
+
+/* The name vm_fileh_stats shows for engine e ("uffd-user" for a
+ * userfaultfd that serves faults of user mode only). */
+const char *vm_engine_name(const struct vm_engine *e);
+bool uffd_user_mode_only(void);
+
+/* Lets the engine of fh find pages written without faults. */
+static inline void engine_sync_written_locked(vm_fileh *fh, struct vm_page *page)
+{
+	if (fh->engine->sync_written_locked)
+		fh->engine->sync_written_locked(fh, page);
+}
+
+/* page was written without a fault (found by the engine): a LOADED page
+ * turns DIRTY, a stored DIRTY page is stored no longer (page.c). */
+void page_note_written_locked(struct vm_page *page);
+
+/* fill_loadblk runs loadblk for block blk into buf, the view of a slot at
+ * off in fd; fresh: the slot reads as zeros; ptes: buf has page table
+ * entries.  For VM_OPS_LOADBLK_WRITES backends vm_loadblk_write then
+ * writes the slot with pwrite unless ptes (fill.c). */
+int fill_loadblk(vm_fileh *fh, vm_blk_t blk, void *buf, int fd, off_t off,
+		 bool fresh, bool ptes);
 
 /* Logs one line to stderr with write(2); usable in the signal handler. */
 void vm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -12,6 +12,7 @@ virtmem_libvirtmem_la_SOURCES = \
 	virtmem/pagetab.c \
 	virtmem/ram.c \
 	virtmem/sigsegv.c \
+	virtmem/uffd.c \
 	virtmem/writeout.c
 virtmem_libvirtmem_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 -no-undefined
 virtmemincludedir = $(includedir)/virtmem

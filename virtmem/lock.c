@@ -2,7 +2,9 @@
  * vm_cond (the end of a load or store), the thread-local record of what
  * this thread is doing inside virtmem, the log line and error text helpers.
  *
- * Owns: vm_lock, vm_cond, vm_lock_held_here, vm_in_backend.
+ * Owns: vm_lock, vm_cond, vm_lock_held_here, vm_in_backend and the table of
+ * threads in a backend call (for engines whose faults another thread
+ * serves).
  *
  * Locking: vm_lock protects every structure of internal.h.  It is taken by
  * vm_lock_acquire and given up by vm_lock_release, vm_lock_wait_io and
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -89,4 +92,46 @@ void vm_assert_fail(const char *file, int line, const char *cond)
 const char *vm_strerror(int err)
 {
 	return strerror(err < 0 ? -err : err);
+}
+
+/* Threads running a backend call made by virtmem, by thread id: a fault
+ * that a handler thread serves for one of them is refused as the SIGSEGV
+ * engine refuses it in the thread itself (vm_in_backend).  A thread beyond
+ * the table's room is not recorded (its fault is then served). */
+#define NBACKEND 256
+static pid_t in_backend[NBACKEND];
+static __thread pid_t my_tid __attribute__((tls_model("initial-exec")));
+static __thread int my_slot __attribute__((tls_model("initial-exec")));
+
+void vm_backend_enter(void)
+{
+	if (vm_in_backend++ > 0)
+		return;
+	if (my_tid == 0)
+		my_tid = (pid_t)syscall(SYS_gettid);
+	my_slot = -1;
+	for (int i = 0; i < NBACKEND; i++) {
+		pid_t none = 0;
+		if (__atomic_compare_exchange_n(&in_backend[i], &none, my_tid, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+			my_slot = i;
+			break;
+		}
+	}
+}
+
+void vm_backend_leave(void)
+{
+	if (--vm_in_backend > 0)
+		return;
+	if (my_slot >= 0)
+		__atomic_store_n(&in_backend[my_slot], 0, __ATOMIC_RELEASE);
+}
+
+bool vm_thread_in_backend(pid_t tid)
+{
+	for (int i = 0; i < NBACKEND; i++)
+		if (__atomic_load_n(&in_backend[i], __ATOMIC_ACQUIRE) == tid)
+			return true;
+	return false;
 }

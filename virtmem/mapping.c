@@ -1,6 +1,9 @@
 /* mapping.c — mappings (vm_vma): the process-wide index of mappings by
- * address, and a page's RAM slot mapped into, protected in and unmapped from
- * the mappings of its handle with mmap/mprotect.
+ * address, and a page mapped into, protected in and unmapped from the
+ * mappings of its handle: through its engine's operations, or the pool way
+ * (the SIGSEGV engine's): the page's RAM slot mapped with mmap/mprotect over
+ * PROT_NONE address space, one kernel mapping per mapped block unless
+ * neighbours merge.
  *
  * Owns: the index (vma_index), every vm_vma and its bitmap of mapped
  * blocks.
@@ -109,7 +112,8 @@ int vma_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
 	void *addr = vm_vma_blk_addr(vma, page->blk);
 
 	vm_lock_assert_held();
-
+	if (fh->engine->map_page_locked)
+		return fh->engine->map_page_locked(vma, page, prot);
 	/* Page table entries: a writable mapping gets them for the whole
 	 * block at once, since a write fault maps one 4 KiB page at a time.
 	 * A read-only one gets them as the pages are touched: the kernel's
@@ -174,7 +178,13 @@ int page_protect_all_locked(struct vm_page *page, int prot)
 
 	vm_list_for_each_safe(pos, tmp, &page->fh->vmas) {
 		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
-		if (vma_covers(vma, page->blk) && vma_page_mapped(vma, page->blk)) {
+		if (!vma_covers(vma, page->blk))
+			continue;
+		if (page->fh->engine->protect_page_locked) {
+			int r = page->fh->engine->protect_page_locked(vma, page, prot);
+			if (r < 0 && rc == 0)
+				rc = r;
+		} else if (vma_page_mapped(vma, page->blk)) {
 			int r = mprotect(vm_vma_blk_addr(vma, page->blk), page->fh->blksize, prot);
 			if (r < 0 && rc == 0)
 				rc = -errno;
@@ -207,7 +217,10 @@ void page_unmap_all_locked(struct vm_page *page)
 	struct vm_list *pos, *tmp;
 
 	vm_lock_assert_held();
-
+	if (page->fh->engine->unmap_page_all_locked) {
+		page->fh->engine->unmap_page_all_locked(page);
+		return;
+	}
 	vm_list_for_each_safe(pos, tmp, &page->fh->vmas) {
 		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
 		if (vma_covers(vma, page->blk))
@@ -261,17 +274,24 @@ int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t blk, size_t blklen)
 		free(vma);
 		return -ENOMEM;
 	}
-	addr = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (addr == MAP_FAILED) {
-		rc = -errno;
-		goto fail_free;
-	}
-	vma->addr_start = (uintptr_t)addr;
-	vma->addr_stop = vma->addr_start + len;
 	vma->blk_start = blk;
 	vma->blklen = blklen;
 	vma->fh = fh;
 	vm_list_init(&vma->in_fileh);
+	if (fh->engine->vma_create) {
+		rc = fh->engine->vma_create(vma, fh->readonly ? PROT_READ : PROT_READ | PROT_WRITE);
+		if (rc < 0)
+			goto fail_free;
+	} else {
+		addr = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (addr == MAP_FAILED) {
+			rc = -errno;
+			goto fail_free;
+		}
+		vma->addr_start = (uintptr_t)addr;
+		vma->addr_stop = vma->addr_start + len;
+	}
+	addr = (void *)vma->addr_start;
 
 	vm_lock_acquire();
 	if (fh->overlay) {
@@ -307,8 +327,13 @@ void vma_unmap_locked(vm_vma *vma)
 	vm_fileh *fh = vma->fh;
 
 	vm_lock_assert_held();
-
+	/* Out of the index first: no new fault finds it; then wait for the
+	 * faults a handler thread serves on it. */
 	index_remove(vma);
+	while (vma->inflight > 0)
+		vm_lock_wait_io();
+	if (fh->engine->vma_destroy_locked)
+		fh->engine->vma_destroy_locked(vma);
 	vm_list_del(&vma->in_fileh);
 	if (fh->overlay) {
 		int rc = vm_norm_rc(fh->file->ops->munmap(fh->file, vma));

@@ -76,6 +76,8 @@ size_t page_forget_locked(struct vm_page *page)
 		vm_list_del(&page->dirty);
 		fh->ndirty--;
 	}
+	if (fh->engine->release_page_locked)
+		fh->engine->release_page_locked(page);
 	pagetab_del(&fh->pages, page->blk);
 	fh->st.ncached--;
 	free(page);
@@ -117,6 +119,11 @@ static int reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_slot *
 		struct vm_page *victim = vm_container_of(ram->lru.next, struct vm_page, lru);
 		page_check_locked(victim);
 		vm_assert(victim->state == VM_PAGE_LOADED);
+		/* Written without a fault (an engine that finds writes
+		 * later)?  Then it is dirty, off the LRU, and kept. */
+		engine_sync_written_locked(victim->fh, victim);
+		if (victim->state != VM_PAGE_LOADED)
+			continue;
 		victim->fh->st.reclaimed++;
 		if (victim->fh->blksize == size) {
 			page_unmap_all_locked(victim);
@@ -139,7 +146,7 @@ static int page_alloc_ram_locked(vm_fileh *fh, struct vm_page *page)
 	int rc;
 
 	vm_lock_assert_held();
-	if (spare_take_locked(ram, size, &page->ram_off)) {
+	if (!fh->engine->own_memory && spare_take_locked(ram, size, &page->ram_off)) {
 		page->slot = VM_SLOT_ZEROED;
 		fh->st.spares_taken++;
 		fh->st.ncached++;
@@ -150,7 +157,8 @@ static int page_alloc_ram_locked(vm_fileh *fh, struct vm_page *page)
 		spare_release_locked(ram, size);
 		rc = ram_alloc(ram, size, &page->ram_off);
 	}
-	if (rc == -ENOSPC && spare_take_filling_locked(ram, size, &page->ram_off)) {
+	if (rc == -ENOSPC && !fh->engine->own_memory &&
+	    spare_take_filling_locked(ram, size, &page->ram_off)) {
 		/* Rather than reclaim a block. */
 		page->slot = VM_SLOT_FRESH;
 		fh->st.spares_taken++;
@@ -183,6 +191,16 @@ void page_make_dirty_locked(struct vm_page *page)
 	page_check_locked(page);
 }
 
+void page_note_written_locked(struct vm_page *page)
+{
+	vm_lock_assert_held();
+	page_check_locked(page);
+	if (page->state == VM_PAGE_LOADED)
+		page_make_dirty_locked(page);
+	else if (page->state == VM_PAGE_DIRTY)
+		page->stored = false;
+}
+
 int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
 {
 	struct vm_page *page;
@@ -207,9 +225,12 @@ int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
 	page_check_locked(page);
 
 	vm_lock_release();
-	vm_in_backend++;
-	rc = fill_page(fh, vma, page, ram_addr(fh->ram, page->ram_off));
-	vm_in_backend--;
+	vm_backend_enter();
+	if (fh->engine->fill_page)
+		rc = fh->engine->fill_page(fh, page);
+	else
+		rc = fill_page(fh, vma, page, ram_addr(fh->ram, page->ram_off));
+	vm_backend_leave();
 	vm_lock_acquire();
 
 	fh->st.loads++;

@@ -198,6 +198,13 @@ static void spare_drop_locked(vm_ram *ram)
 	ram->spare_bytes -= ram->spare_size;
 }
 
+void spare_release_all_locked(vm_ram *ram)
+{
+	vm_lock_assert_held();
+	while (ram->spare_n > 0)
+		spare_drop_locked(ram);
+}
+
 /* Gives ready spare slots back until size bytes fit the budget (or none
  * is left).  Spares go before any cached block. */
 void spare_release_locked(vm_ram *ram, size_t size)
@@ -226,7 +233,7 @@ static void *spare_main(void *arg)
 	vm_lock_acquire();
 	while (!ram->spare_stop) {
 		size_t size = ram->spare_size, off;
-		if (size == 0 || ram->spare_n >= ram->spare_want ||
+		if (size == 0 || ram->spare_n >= ram->spare_want || ram->nfileh_own > 0 ||
 		    ram->budget - ram->used - ram->spare_bytes < 3 * size ||
 		    ram_take(ram, size, &off) < 0) {
 			vm_lock_wait(&ram->spare_cv);

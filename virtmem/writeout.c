@@ -73,15 +73,25 @@ static int writeout_store_locked(vm_fileh *fh)
 			break;
 		}
 		vm_lock_release();
-		vm_in_backend++;
-		rc = vm_norm_rc(fh->file->ops->storeblk(fh->file, page->blk,
-						     ram_addr(fh->ram, page->ram_off)));
-		vm_in_backend--;
+		vm_backend_enter();
+		void *buf = fh->engine->page_view ? fh->engine->page_view(fh, page)
+						  : ram_addr(fh->ram, page->ram_off);
+		if (buf == NULL) {
+			rc = -errno;
+		} else {
+			rc = vm_norm_rc(fh->file->ops->storeblk(fh->file, page->blk, buf));
+			if (fh->engine->page_view_end)
+				fh->engine->page_view_end(fh, page, buf);
+		}
+		vm_backend_leave();
 		vm_lock_acquire();
 		page->storing = false;
 		if (rc == 0) {
 			page->stored = true;
 			fh->st.stores++;
+			/* Written during the store without a fault (an engine
+			 * that finds writes later): not stored after all. */
+			engine_sync_written_locked(fh, page);
 		} else {
 			vm_log("storeblk of block %llu failed: %s",
 			       (unsigned long long)page->blk, vm_strerror(rc));
@@ -141,10 +151,13 @@ int vm_fileh_dirty_writeout(vm_fileh *fh, int flags)
 		return -EBUSY;
 	}
 	fh->writeout_active = true;
+	engine_sync_written_locked(fh, NULL);
 	if (flags & VM_WRITEOUT_STORE)
 		rc = writeout_store_locked(fh);
-	if (rc == 0 && flags & VM_WRITEOUT_MARKSTORED)
+	if (rc == 0 && flags & VM_WRITEOUT_MARKSTORED) {
+		engine_sync_written_locked(fh, NULL);
 		writeout_markstored_locked(fh);
+	}
 	fh->writeout_active = false;
 	vm_lock_release();
 	return rc;
@@ -159,6 +172,7 @@ int vm_fileh_dirty_discard(vm_fileh *fh)
 		vm_lock_release();
 		return -EBUSY;
 	}
+	engine_sync_written_locked(fh, NULL);
 	vm_list_for_each_safe(pos, tmp, &fh->dirty)
 		page_drop_locked(vm_container_of(pos, struct vm_page, dirty));
 	vm_lock_release();

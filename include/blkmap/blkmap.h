@@ -246,6 +246,8 @@ struct bm_stats {
 	uint64_t commits;
 	uint64_t conflicts;
 	size_t ram_bytes;          /* RAM held by cached pages now */
+	const char *engine;        /* virtmem's fault engine: "sigsegv", "uffd"
+				    * or "uffd-user" (docs/virtmem.md) */
 };
 void bm_stats(bm_dataset *ds, struct bm_stats *st);
 

@@ -4,8 +4,9 @@
  * stores (vm_bigfile_ops).  vm_fileh_open() opens a handle on it with a RAM
  * pool (vm_ram) that caches blocks; vm_fileh_mmap() maps a range of blocks
  * into the process.  Touching the mapping loads blocks on demand through page
- * faults; writing marks them dirty; vm_fileh_dirty_writeout() stores dirty
- * blocks back through the backend.
+ * faults, served by a fault engine (a SIGSEGV handler, or userfaultfd: see
+ * docs/virtmem.md); writing marks them dirty; vm_fileh_dirty_writeout()
+ * stores dirty blocks back through the backend.
  *
  * Two modes per handle:
  *  - loadblk mode: every block that is read is loaded into a RAM page by
@@ -91,7 +92,8 @@ size_t vm_ram_used(const vm_ram *ram);
 struct vm_bigfile_ops {
 	/* loadblk fills buf (blksize bytes) with block blk: all of it, for buf
 	 * may hold another block's old bytes (a recycled RAM slot), not zeros.  Called with no
-	 * virtmem lock held, possibly from a page-fault (SIGSEGV) handler, and
+	 * virtmem lock held, possibly from a page-fault (SIGSEGV) handler or a
+	 * userfaultfd handler thread (see the fault engines), and
 	 * possibly for several blocks at once from several threads.  It must not
 	 * touch memory mapped from this library.  Returns 0 or -errno; on error
 	 * the faulting access gets SIGBUS and the block stays unloaded. */
@@ -177,11 +179,24 @@ enum vm_fileh_flags {
 	VM_MMAP_OVERLAY = 1 << 0,      /* overlay mode; -EINVAL if no trio */
 	VM_DONT_MMAP_OVERLAY = 1 << 1, /* loadblk mode even if trio exists */
 	VM_READONLY = 1 << 2,          /* write faults fail (SIGBUS, -EROFS) */
+	/* The fault engine (see docs/virtmem.md); neither: the one
+	 * VIRTMEM_ENGINE names (sigsegv or uffd), else the best available.
+	 * mmap-overlay handles always use the SIGSEGV engine. */
+	VM_ENGINE_SIGSEGV = 1 << 3,    /* a SIGSEGV handler, mmap/mprotect */
+	VM_ENGINE_UFFD = 1 << 4,       /* userfaultfd; -ENOTSUP if unavailable */
 };
 
-/* vm_fileh_open opens a handle on file whose pages come from ram.  Installs
- * the page-fault handler on first use.  -EINVAL for a bad block size, for
- * both mode flags at once, or for VM_MMAP_OVERLAY without the trio. */
+/* vm_engine_probe tells whether the fault engine name ("sigsegv", "uffd")
+ * can run in this process: 0, -EINVAL for an unknown name, or the -errno
+ * that keeps it from running (no userfaultfd, a kernel without
+ * UFFD_FEATURE_WP_ASYNC or PAGEMAP_SCAN). */
+int vm_engine_probe(const char *name);
+
+/* vm_fileh_open opens a handle on file whose pages come from ram.  Sets up
+ * its fault engine on first use.  -EINVAL for a bad block size, for both
+ * mode flags or both engine flags at once, for VM_MMAP_OVERLAY without the
+ * trio or an unknown VIRTMEM_ENGINE; -ENOTSUP (or the -errno of the failure)
+ * when the engine asked for cannot run. */
 int vm_fileh_open(vm_fileh **fhp, vm_bigfile *file, vm_ram *ram, int flags);
 
 /* vm_fileh_close unmaps every mapping still open on the handle, drops its
@@ -285,6 +300,9 @@ struct vm_fileh_stats {
 	uint64_t spares_taken; /* loads into a spare slot (vm_ram_keep_spare) */
 	size_t ndirty;         /* dirty pages now */
 	size_t ncached;        /* pages holding RAM now */
+	const char *engine;    /* fault engine: "sigsegv", "uffd", or
+				* "uffd-user" (faults of system calls are
+				* not served: they get EFAULT) */
 };
 void vm_fileh_stats(vm_fileh *fh, struct vm_fileh_stats *st);
 

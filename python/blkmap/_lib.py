@@ -88,6 +88,7 @@ class Stats(ctypes.Structure):
         ("commits", c_uint64),
         ("conflicts", c_uint64),
         ("ram_bytes", c_size_t),
+        ("engine", c_char_p),
     ]
 
 

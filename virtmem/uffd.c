@@ -1,0 +1,615 @@
+/* uffd.c — the userfaultfd fault engine: a handle's blocks live in a memfd
+ * of its own (block blk at offset blk * blksize), each mapping is one
+ * shared mapping of that memfd registered MISSING|MINOR|WP with one
+ * process-wide userfaultfd, and handler threads serve its faults.
+ *
+ * A fault on a block the memfd lacks (a hole: MISSING) or holds without a
+ * page table entry in this mapping (MINOR) goes to a handler thread, which
+ * runs the fault path (fault.c) with no signal involved: the load fills the
+ * memfd (pwrite, or the backend writing through a temporary view that is
+ * unmapped after), and UFFDIO_CONTINUE maps the block and wakes the
+ * faulting threads.  The kernel waits for the handler on faults of system
+ * calls too, so read(2)/write(2) on unloaded memory work.  A clean page is
+ * mapped write-protected with UFFD_FEATURE_WP_ASYNC: a write to it costs no
+ * fault to user space, and PAGEMAP_SCAN finds the pages written (and
+ * write-protects them again) when virtmem needs to know (writeout, reclaim,
+ * stats).  Dropping a page punches its range out of the memfd, which
+ * unmaps it from every mapping at once: the mapping stays one kernel
+ * mapping whatever is loaded, and each cached byte is mapped once.
+ *
+ * Owns: the process's userfaultfd (uffd_ctx), its handler threads, the
+ * handles' memfds.
+ * Locking: uffd_ctx is set up once (pthread_once) and its thread count is
+ * changed under ctx.mu (never held with vm_lock).  Everything that touches
+ * pages runs under vm_lock, taken by the fault path.  A handler thread
+ * blocks every signal; it may sleep in the fault path (a load in progress,
+ * a store), so more threads are started when all are busy.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/userfaultfd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Debian 12's kernel headers are 6.1's: what 6.7 added is defined here;
+ * the kernel decides at run time. */
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
+#endif
+#ifndef PAGEMAP_SCAN
+struct page_region {
+	__u64 start, end, categories;
+};
+struct pm_scan_arg {
+	__u64 size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	__u64 category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#endif
+
+#define UFFD_FEATURES                                                     \
+	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |          \
+	 UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_ASYNC |         \
+	 UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_EXACT_ADDRESS)
+#define UFFD_MODES \
+	(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_WP)
+
+#define HANDLERS_MIN 2
+#define HANDLERS_MAX 64
+
+static struct {
+	pthread_once_t once;
+	int err;             /* 0: usable, else why not (-errno) */
+	int fd;              /* the userfaultfd */
+	int pagemap;         /* /proc/self/pagemap, for PAGEMAP_SCAN */
+	bool user_mode_only; /* faults of system calls are not ours: EFAULT */
+	size_t pagesize;
+	pthread_mutex_t mu;
+	unsigned nthreads, busy;
+} ctx = { .once = PTHREAD_ONCE_INIT, .fd = -1, .pagemap = -1,
+	  .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* Opens a userfaultfd: /dev/userfaultfd (its group may be granted it),
+ * else the system call, else the system call for user-mode faults only. */
+static int uffd_open(bool *user_mode_only)
+{
+	int fd, dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+
+	*user_mode_only = false;
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	if (fd >= 0)
+		*user_mode_only = true;
+	return fd < 0 ? -errno : fd;
+}
+
+/* Whether PAGEMAP_SCAN works here (6.7+). */
+static int pagemap_probe(int pagemap)
+{
+	static char probe[1];
+	struct page_region r;
+	struct pm_scan_arg a = {
+		.size = sizeof(a),
+		.start = (uintptr_t)probe & ~(ctx.pagesize - 1),
+		.end = ((uintptr_t)probe & ~(ctx.pagesize - 1)) + ctx.pagesize,
+		.vec = (uintptr_t)&r, .vec_len = 1,
+		.category_mask = PAGE_IS_PRESENT, .return_mask = PAGE_IS_PRESENT,
+	};
+	return ioctl(pagemap, PAGEMAP_SCAN, &a) < 0 ? -errno : 0;
+}
+
+static void uffd_setup(void)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURES };
+	int fd;
+
+	ctx.pagesize = (size_t)sysconf(_SC_PAGESIZE);
+	fd = uffd_open(&ctx.user_mode_only);
+	if (fd < 0) {
+		ctx.err = fd;
+		return;
+	}
+	if (ioctl(fd, UFFDIO_API, &api) < 0 ||
+	    (api.features & UFFD_FEATURES) != UFFD_FEATURES ||
+	    !(api.ioctls & (1ull << _UFFDIO_REGISTER))) {
+		ctx.err = errno ? -errno : -ENOTSUP;
+		close(fd);
+		return;
+	}
+	ctx.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (ctx.pagemap < 0 || (ctx.err = pagemap_probe(ctx.pagemap)) < 0) {
+		if (ctx.pagemap < 0)
+			ctx.err = -errno;
+		close(fd);
+		if (ctx.pagemap >= 0)
+			close(ctx.pagemap);
+		ctx.pagemap = -1;
+		return;
+	}
+	ctx.fd = fd;
+}
+
+/* A forked child has the descriptor but none of the threads, and faults on
+ * its own mappings must not go to its parent's: it sets up its own. */
+static void uffd_atfork_child(void)
+{
+	if (ctx.fd >= 0)
+		close(ctx.fd);
+	if (ctx.pagemap >= 0)
+		close(ctx.pagemap);
+	ctx = (__typeof__(ctx)){ .once = PTHREAD_ONCE_INIT, .fd = -1, .pagemap = -1,
+				 .mu = PTHREAD_MUTEX_INITIALIZER };
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, uffd_atfork_child);
+}
+
+static int uffd_probe(void)
+{
+	pthread_once(&atfork_once, atfork_register);
+	pthread_once(&ctx.once, uffd_setup);
+	return ctx.err;
+}
+
+bool uffd_user_mode_only(void)
+{
+	return uffd_probe() == 0 && ctx.user_mode_only;
+}
+
+/* ---- the handler threads ------------------------------------------------- */
+
+/* Wakes the threads waiting on [addr, addr + len). */
+static void uffd_wake(uintptr_t addr, size_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+	(void)ioctl(ctx.fd, UFFDIO_WAKE, &r);
+}
+
+/* A failed fault cannot be answered from here: only the faulting thread
+ * may give itself a SIGBUS with an address (the kernel refuses si_code
+ * BUS_ADRERR from another thread).  So the os page is made PROT_NONE and the
+ * failure noted; the thread's retry then takes SIGSEGV, and the SIGSEGV
+ * engine's handler, in that thread, finds the note (uffd_signal_fault_locked)
+ * and raises SIGBUS at the address, as for a failed read of an mmapped
+ * file.  A system call that faulted gets EFAULT instead. */
+#define NFAILED 64
+static struct failed {
+	uintptr_t page;      /* os page made PROT_NONE; 0: a free entry */
+	vm_vma *vma;
+	pid_t tid;           /* the thread whose fault failed */
+	int err;
+	vm_blk_t blk;
+} failed[NFAILED];      /* under vm_lock */
+static unsigned failed_next;
+
+static void failed_clear_locked(struct failed *f)
+{
+	int prot = f->vma->fh->readonly ? PROT_READ : PROT_READ | PROT_WRITE;
+	(void)mprotect((void *)f->page, ctx.pagesize, prot);
+	f->page = 0;
+}
+
+static void uffd_fail(uintptr_t addr, pid_t tid, int err, vm_blk_t blk)
+{
+	uintptr_t page = addr & ~(ctx.pagesize - 1);
+	struct failed *f;
+	vm_vma *vma;
+
+	vm_lock_acquire();
+	vma = vma_lookup_locked(addr);
+	if (vma != NULL && vma->fh->engine == &vm_engine_uffd) {
+		f = &failed[failed_next++ % NFAILED];
+		if (f->page != 0)
+			failed_clear_locked(f);
+		if (mprotect((void *)page, ctx.pagesize, PROT_NONE) == 0)
+			*f = (struct failed){ page, vma, tid, err, blk };
+	}
+	vm_lock_release();
+}
+
+/* The SIGSEGV engine's handler got a fault on a uffd mapping: a failure
+ * noted by uffd_fail (its error for the thread it was for; a retry for any
+ * other), or a write to a read-only handle (mapped PROT_READ): that one
+ * takes the SIGSEGV engine's path, whose on_fault call lets the backend say
+ * why it fails (the only backend call left in signal context). */
+static int uffd_signal_fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
+{
+	uintptr_t page = addr & ~(ctx.pagesize - 1);
+	pid_t self = (pid_t)syscall(SYS_gettid);
+	int rc = 0;
+
+	vm_lock_assert_held();
+	*blkp = vma_blk_of(vma, addr);
+	for (unsigned i = 0; i < NFAILED; i++) {
+		struct failed *f = &failed[i];
+		if (f->page != page || f->vma != vma)
+			continue;
+		if (f->tid == self) {
+			rc = f->err;
+			*blkp = f->blk;
+		}
+		failed_clear_locked(f);
+		return rc;
+	}
+	if (write && vma->fh->readonly)
+		return VM_FAULT_SIGNAL_PATH; /* -EROFS, after on_fault */
+	return 0;
+}
+
+static void uffd_vma_forget_failed_locked(vm_vma *vma)
+{
+	for (unsigned i = 0; i < NFAILED; i++)
+		if (failed[i].page != 0 && failed[i].vma == vma)
+			failed[i].page = 0; /* the mapping goes */
+}
+
+static void handler_start_locked(void);
+
+static void serve(const struct uffd_msg *msg)
+{
+	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
+	int write = (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
+	vm_blk_t blk = 0;
+	int rc;
+
+	if (vm_thread_in_backend((pid_t)msg->arg.pagefault.feat.ptid)) {
+		/* A backend called by virtmem touches virtmem memory: it
+		 * would deadlock on what it is loading. */
+		vm_log("fault at %p from inside a backend call: refused", (void *)addr);
+		rc = -EDEADLK;
+	} else {
+		rc = vm_fault_at(addr, write, false, &blk);
+	}
+	if (rc == 0)
+		return; /* mapped: UFFDIO_CONTINUE woke the waiters */
+	if (rc < 0) {
+		/* Not logged: whoever failed (loadblk, RAM, mapping) said so. */
+		uffd_fail(addr, (pid_t)msg->arg.pagefault.feat.ptid, rc, blk);
+	}
+	/* Not ours any more (unmapped meanwhile), or failed: the access is
+	 * retried, and faults again or takes its signal. */
+	uffd_wake(addr & ~(ctx.pagesize - 1), ctx.pagesize);
+}
+
+static void *handler_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct uffd_msg msg;
+		ssize_t n = read(ctx.fd, &msg, sizeof(msg));
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n != (ssize_t)sizeof(msg)) {
+			vm_log("reading the userfaultfd failed: %s; its handler thread stops",
+			       n < 0 ? strerror(errno) : "short read");
+			break;
+		}
+		if (msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		pthread_mutex_lock(&ctx.mu);
+		/* Every thread busy (a slow load, a store): one more, so
+		 * that faults on other blocks go on. */
+		if (++ctx.busy == ctx.nthreads && ctx.nthreads < HANDLERS_MAX)
+			handler_start_locked();
+		pthread_mutex_unlock(&ctx.mu);
+		serve(&msg);
+		pthread_mutex_lock(&ctx.mu);
+		ctx.busy--;
+		pthread_mutex_unlock(&ctx.mu);
+	}
+	pthread_mutex_lock(&ctx.mu);
+	ctx.nthreads--;
+	pthread_mutex_unlock(&ctx.mu);
+	return NULL;
+}
+
+/* Starts a handler thread (ctx.mu held).  It takes no signal meant for the
+ * application. */
+static void handler_start_locked(void)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t t;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, handler_main, NULL) == 0)
+		ctx.nthreads++;
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* ---- handles and mappings -------------------------------------------------- */
+
+static int uffd_attach(vm_fileh *fh)
+{
+	int rc = uffd_probe();
+
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&ctx.mu);
+	while (ctx.nthreads < HANDLERS_MIN) {
+		unsigned n = ctx.nthreads;
+		handler_start_locked();
+		if (ctx.nthreads == n) {
+			pthread_mutex_unlock(&ctx.mu);
+			return -EAGAIN;
+		}
+	}
+	pthread_mutex_unlock(&ctx.mu);
+	if (fh->memfd < 0) {
+		char name[32];
+		snprintf(name, sizeof(name), "virtmem-file-%zu", fh->blksize);
+		fh->memfd = memfd_create(name, MFD_CLOEXEC);
+		if (fh->memfd < 0)
+			return -errno;
+	}
+	/* A write to a read-only handle's mapping is refused by the kernel
+	 * (SIGSEGV): the SIGSEGV engine turns it into SIGBUS (-EROFS). */
+	return vm_engine_sigsegv.attach(fh);
+}
+
+static void uffd_detach(vm_fileh *fh)
+{
+	if (fh->memfd >= 0)
+		close(fh->memfd);
+	fh->memfd = -1;
+}
+
+static int uffd_vma_create(vm_vma *vma, int prot)
+{
+	vm_fileh *fh = vma->fh;
+	size_t len = vma->blklen << fh->blkshift;
+	off_t off = (off_t)(vma->blk_start << fh->blkshift);
+	struct uffdio_register reg;
+	void *addr;
+
+	if (vma->blk_start > ((uint64_t)INT64_MAX >> fh->blkshift) - vma->blklen)
+		return -EFBIG;
+	vm_lock_acquire();
+	if (fh->memfd_size < (size_t)off + len) {
+		if (ftruncate(fh->memfd, off + (off_t)len) < 0) {
+			int rc = -errno;
+			vm_lock_release();
+			return rc;
+		}
+		fh->memfd_size = (size_t)off + len;
+	}
+	vm_lock_release();
+	addr = mmap(NULL, len, prot, MAP_SHARED | MAP_NORESERVE, fh->memfd, off);
+	if (addr == MAP_FAILED)
+		return -errno;
+	reg = (struct uffdio_register){ .range = { (uintptr_t)addr, len }, .mode = UFFD_MODES };
+	if (ioctl(ctx.fd, UFFDIO_REGISTER, &reg) < 0) {
+		int rc = -errno;
+		vm_log("registering a %zu-byte mapping with userfaultfd failed: %s", len, vm_strerror(rc));
+		munmap(addr, len);
+		return rc;
+	}
+	vma->addr_start = (uintptr_t)addr;
+	vma->addr_stop = vma->addr_start + len;
+	return 0;
+}
+
+static void uffd_sync_written_locked(vm_fileh *fh, struct vm_page *page);
+
+static void uffd_vma_destroy_locked(vm_vma *vma)
+{
+	/* Writes through it are found before it goes. */
+	uffd_sync_written_locked(vma->fh, NULL);
+	uffd_vma_forget_failed_locked(vma);
+}
+
+/* Maps the block of page in vma: write-protected unless prot has
+ * PROT_WRITE, so that a write is seen by PAGEMAP_SCAN.  Entries already
+ * present are left alone. */
+static int uffd_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
+{
+	uintptr_t addr = (uintptr_t)vm_vma_blk_addr(vma, page->blk);
+	size_t len = page->fh->blksize, off = 0;
+	bool woke = true;
+
+	vm_lock_assert_held();
+	while (off < len) {
+		struct uffdio_continue c = {
+			.range = { addr + off, len - off },
+			.mode = prot & PROT_WRITE ? 0 : UFFDIO_CONTINUE_MODE_WP,
+		};
+		if (ioctl(ctx.fd, UFFDIO_CONTINUE, &c) == 0)
+			break;
+		if (errno == EAGAIN) {
+			/* Mapped part of it (up to an os page mapped already),
+			 * or the address space was changing: go on. */
+			if (c.mapped > 0)
+				off += (size_t)c.mapped;
+			continue;
+		}
+		if (errno != EEXIST && errno != EAGAIN) {
+			int rc = -errno;
+			vm_log("mapping block %llu failed: %s", (unsigned long long)page->blk,
+			       vm_strerror(rc));
+			return rc;
+		}
+		/* An os page is mapped already: skip it. */
+		woke = false;
+		off += (c.mapped > 0 ? (size_t)c.mapped : 0) + ctx.pagesize;
+	}
+	if (!woke)
+		uffd_wake(addr, len);
+	vma_set_mapped(vma, page->blk, true);
+	return 0;
+}
+
+static int uffd_protect_page_locked(vm_vma *vma, struct vm_page *page, int prot)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { (uintptr_t)vm_vma_blk_addr(vma, page->blk), page->fh->blksize },
+		.mode = prot & PROT_WRITE ? 0 : UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+
+	vm_lock_assert_held();
+	return ioctl(ctx.fd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+}
+
+/* Punching the block out of the memfd unmaps it from every mapping. */
+static void uffd_unmap_page_all_locked(struct vm_page *page)
+{
+	(void)page; /* uffd_release_page_locked does it */
+}
+
+static void uffd_release_page_locked(struct vm_page *page)
+{
+	vm_fileh *fh = page->fh;
+	struct vm_list *pos, *tmp;
+
+	vm_lock_assert_held();
+	if (fallocate(fh->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(page->blk << fh->blkshift), (off_t)fh->blksize) < 0)
+		vm_log("giving block %llu's memory back failed: %s",
+		       (unsigned long long)page->blk, strerror(errno));
+	vm_list_for_each_safe(pos, tmp, &fh->vmas) {
+		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
+		if (vma_covers(vma, page->blk))
+			vma_set_mapped(vma, page->blk, false);
+	}
+}
+
+/* A view of the page's bytes in the memfd, outside any registered mapping:
+ * for loadblk to write and storeblk to read.  Unmapped after use, so that
+ * each cached byte stays mapped once. */
+static void *uffd_page_view(vm_fileh *fh, struct vm_page *page)
+{
+	void *p = mmap(NULL, fh->blksize, PROT_READ | PROT_WRITE, MAP_SHARED, fh->memfd,
+		       (off_t)(page->blk << fh->blkshift));
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void uffd_page_view_end(vm_fileh *fh, struct vm_page *page, void *buf)
+{
+	(void)page;
+	munmap(buf, fh->blksize);
+}
+
+static int uffd_fill_page(vm_fileh *fh, struct vm_page *page)
+{
+	off_t off = (off_t)(page->blk << fh->blkshift);
+	void *view = uffd_page_view(fh, page);
+	int rc;
+
+	if (view == NULL)
+		return -errno;
+	/* The range is a hole (punched when the page was dropped). */
+	rc = fill_loadblk(fh, page->blk, view, fh->memfd, off, true, false);
+	/* UFFDIO_CONTINUE needs every os page of the block in the memfd:
+	 * those the backend left as zeros are allocated here. */
+	if (rc == 0 && fallocate(fh->memfd, 0, off, (off_t)fh->blksize) < 0)
+		rc = -errno;
+	uffd_page_view_end(fh, page, view);
+	return rc;
+}
+
+/* PAGEMAP_SCAN over [start, end) of a mapping: the os pages present and
+ * written since they were write-protected are reported and write-protected
+ * again. */
+static void scan_written_locked(vm_vma *vma, uintptr_t start, uintptr_t end)
+{
+	vm_fileh *fh = vma->fh;
+	struct page_region r[64];
+
+	while (start < end) {
+		struct pm_scan_arg a = {
+			.size = sizeof(a), .flags = PM_SCAN_WP_MATCHING,
+			.start = start, .end = end,
+			.vec = (uintptr_t)r, .vec_len = sizeof(r) / sizeof(r[0]),
+			.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+			.return_mask = PAGE_IS_WRITTEN,
+		};
+		int n = ioctl(ctx.pagemap, PAGEMAP_SCAN, &a);
+		if (n < 0) {
+			vm_log("PAGEMAP_SCAN failed: %s", strerror(errno));
+			return;
+		}
+		for (int i = 0; i < n; i++) {
+			vm_blk_t first = vma_blk_of(vma, r[i].start);
+			vm_blk_t last = vma_blk_of(vma, r[i].end - 1);
+			for (vm_blk_t blk = first; blk <= last; blk++) {
+				struct vm_page *page = pagetab_get(&fh->pages, blk);
+				if (page != NULL)
+					page_note_written_locked(page);
+			}
+		}
+		if (a.walk_end <= start)
+			break;
+		start = a.walk_end;
+	}
+}
+
+static void uffd_sync_written_locked(vm_fileh *fh, struct vm_page *page)
+{
+	struct vm_list *pos, *tmp;
+
+	vm_lock_assert_held();
+	vm_list_for_each_safe(pos, tmp, &fh->vmas) {
+		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
+		if (page == NULL) {
+			scan_written_locked(vma, vma->addr_start, vma->addr_stop);
+		} else if (vma_covers(vma, page->blk)) {
+			uintptr_t a = (uintptr_t)vm_vma_blk_addr(vma, page->blk);
+			scan_written_locked(vma, a, a + fh->blksize);
+		}
+	}
+}
+
+const struct vm_engine vm_engine_uffd = {
+	.name = "uffd",
+	.probe = uffd_probe,
+	.attach = uffd_attach,
+	.detach = uffd_detach,
+	.vma_create = uffd_vma_create,
+	.vma_destroy_locked = uffd_vma_destroy_locked,
+	.map_page_locked = uffd_map_page_locked,
+	.protect_page_locked = uffd_protect_page_locked,
+	.unmap_page_all_locked = uffd_unmap_page_all_locked,
+	.release_page_locked = uffd_release_page_locked,
+	.fill_page = uffd_fill_page,
+	.page_view = uffd_page_view,
+	.page_view_end = uffd_page_view_end,
+	.sync_written_locked = uffd_sync_written_locked,
+	.signal_fault_locked = uffd_signal_fault_locked,
+	.own_memory = true,
+};
