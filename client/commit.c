@@ -48,6 +48,7 @@ static void *buf_get(bm_dataset *ds)
 /* Frees the buffers kept (up->mu held, or no worker running). */
 static void free_bufs_locked(struct bm_upload *up)
 {
+	bm_assert(up->nthreads == 0 || bm_mutex_held(&up->mu));
 	while (up->nbufs > 0)
 		free(up->bufs[--up->nbufs]);
 }
@@ -57,6 +58,7 @@ static void free_bufs_locked(struct bm_upload *up)
  * the commit's uploads are done (bm_upload_wait). */
 static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 {
+	bm_assert(bm_mutex_held(&up->mu));
 	if (job->data != NULL && up->bufs != NULL && up->nbufs < up->max_queued)
 		up->bufs[up->nbufs++] = job->data;
 	else
@@ -131,6 +133,7 @@ static void *upload_main(void *arg)
 		} else {
 			job_free_locked(up, job);
 		}
+		bm_assert(up->queued > 0); /* each job was counted when queued */
 		up->queued--;
 		pthread_cond_broadcast(&up->cv);
 	}
@@ -187,6 +190,12 @@ void bm_upload_stop(bm_dataset *ds)
 	free(up->threads);
 	up->threads = NULL;
 	up->nthreads = 0;
+	while (up->failed) { /* kept for a next commit that will not come */
+		struct bm_upload_job *job = up->failed;
+		up->failed = job->next;
+		free(job->data);
+		free(job);
+	}
 	free_bufs_locked(up);
 	free(up->bufs);
 	up->bufs = NULL;
@@ -230,6 +239,8 @@ out:
 /* Appends job to the upload queue (up->mu held). */
 static void enqueue_locked(struct bm_upload *up, struct bm_upload_job *job)
 {
+	bm_assert(bm_mutex_held(&up->mu));
+	bm_assert((up->head == NULL) == (up->tail == NULL));
 	job->next = NULL;
 	if (up->tail)
 		up->tail->next = job;
@@ -318,10 +329,12 @@ int bm_upload_wait(bm_dataset *ds)
 		pthread_cond_wait(&up->cv, &up->mu);
 	free_bufs_locked(up); /* not kept between commits: outside the budget */
 	rc = up->err;
-	if (rc < 0)
-		bm_set_error(ds, rc, "%s", up->errmsg);
+	char errmsg[sizeof(up->errmsg)];
+	memcpy(errmsg, up->errmsg, sizeof(errmsg));
 	up->err = 0;
 	pthread_mutex_unlock(&up->mu);
+	if (rc < 0) /* after the unlock: bm_set_error takes ds->mu, never with up->mu */
+		bm_set_error(ds, rc, "%s", errmsg);
 	return rc;
 }
 

@@ -31,6 +31,21 @@
 #define BM_FLAT_BLKSIZE ((size_t)1 << 20)
 #define BM_ETAG_SIZE 1024    /* longest ETag kept, with its NUL; longer: an error */
 
+/* ---- assertions (configure --enable-checks defines BLKMAP_CHECKS) -------- */
+
+/* Prints "blkmap: FILE:LINE: assertion failed: COND" and aborts. */
+void bm_assert_fail(const char *file, int line, const char *cond) __attribute__((noreturn));
+#ifdef BLKMAP_CHECKS
+#define bm_assert(cond) ((cond) ? (void)0 : bm_assert_fail(__FILE__, __LINE__, #cond))
+#else
+#define bm_assert(cond) ((void)sizeof(!(cond)))
+#endif
+/* Does the calling thread hold mu?  glibc records a locked mutex's owner
+ * thread; where that is unknown the answer is true (the check is vacuous). */
+bool bm_mutex_held(pthread_mutex_t *mu);
+/* Is mu not held by the calling thread?  (True where that is unknown.) */
+bool bm_mutex_free_here(pthread_mutex_t *mu);
+
 /* ---- logging and errors (util.c) ------------------------------------------ */
 
 void bm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -10,6 +10,9 @@ client_libblkmap_la_SOURCES = \
 	client/store.c \
 	client/store_http.c \
 	client/manifest.c \
+	client/index.h \
+	client/index.c \
+	client/manifest2.c \
 	client/readahead.c \
 	client/overlay.c \
 	client/util.c \

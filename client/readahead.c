@@ -149,6 +149,9 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 		}
 		pthread_cond_broadcast(&ra->cv);
 	}
+	/* Never more than max_window ahead, never more queued than fits. */
+	bm_assert(ra->window <= ra->max_window && ra->qlen <= ra->qcap);
+	bm_assert(ra->next <= blk + 1 + ra->max_window);
 	ra->last = blk + 1;
 	pthread_mutex_unlock(&ra->mu);
 }

@@ -11,7 +11,8 @@
  * Apache checks If-Match and If-None-Match when a PUT starts, not when
  * its body is stored, and its ETags are weak for a second after a change:
  * a compare-and-swap there runs under a WebDAV lock of the key's
- * collection (put_locked).
+ * collection (put_locked).  Listing: blkmap-server's JSON, or PROPFIND
+ * (Apache) one collection at a time.
  * Owns: struct store_http (the HTTP pool, the collections made).
  * Locking: h->mu guards the list of collections made; never held across a
  * request.  h->mkcol_mu is held while collections are made (so that the
@@ -61,8 +62,11 @@ static void learn(struct store_http *h, const struct bm_req *r)
 		caps = BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_STRONG_ETAG | BM_CAP_LIST;
 	else if (strncmp(r->server, "nginx", 5) == 0)
 		caps = 0; /* If-Match and If-None-Match on PUT are ignored */
-	else if (strncmp(r->server, "Apache", 6) == 0)
-		atomic_store(&h->locks, true); /* swaps under a lock; weak ETags for a second */
+	else if (strncmp(r->server, "Apache", 6) == 0) {
+		/* Swaps under a lock; weak ETags for a second; PROPFIND. */
+		caps |= BM_CAP_LIST;
+		atomic_store(&h->locks, true);
+	}
 	if (strncmp(r->server, "nginx", 5) == 0 || strncmp(r->server, "Apache", 6) == 0)
 		atomic_store(&h->collections, true);
 	atomic_store(&h->s.caps, caps);
@@ -504,7 +508,7 @@ static int http_put(struct bm_store *s, const char *key, const void *body, size_
 	return rc;
 }
 
-/* ---- list: blkmap-server's JSON listing ------------------------------------------------------ */
+/* ---- list: blkmap-server's JSON listing (GET <base>/<prefix>?list) ------------------------------------------------------ */
 
 struct grow {
 	char *p;
@@ -519,6 +523,7 @@ static int list_sink(void *arg, uint64_t off, const void *data, size_t len)
 	if (np == NULL)
 		return -12; /* -ENOMEM */
 	memcpy(np + off, data, len);
+	np[off + len] = '\0';
 	b->p = np;
 	b->len = (size_t)off + len;
 	return 0;
@@ -570,6 +575,187 @@ static int parse_listing(struct store_http *h, const char *json, size_t len, con
 	return rc;
 }
 
+/* ---- list: WebDAV PROPFIND, one collection at a time (Depth: 1) ---------------------------- */
+
+static const char propfind[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<D:propfind xmlns:D=\"DAV:\"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>\n";
+
+/* The first element named name (in any namespace) at or after p: true
+ * with *vp, *vl its text up to the next tag ("" when empty). */
+static bool xml_find(const char *p, const char *end, const char *name, const char **vp, size_t *vl,
+		     const char **after)
+{
+	size_t nl = strlen(name);
+
+	for (const char *q = p; q < end && (q = memchr(q, '<', (size_t)(end - q))) != NULL; q++) {
+		const char *t = q + 1, *e = t, *local = t;
+		while (e < end && *e != '>' && *e != ' ' && *e != '/')
+			if (*e++ == ':')
+				local = e;
+		if (e >= end || *t == '/' || (size_t)(e - local) != nl || memcmp(local, name, nl) != 0)
+			continue;
+		const char *gt = memchr(e, '>', (size_t)(end - e));
+		if (gt == NULL)
+			return false;
+		*vp = gt + 1;
+		*vl = 0;
+		if (gt[-1] != '/') { /* not <x/> */
+			const char *lt = memchr(gt + 1, '<', (size_t)(end - gt - 1));
+			*vl = (size_t)((lt ? lt : end) - (gt + 1));
+		}
+		*after = gt + 1;
+		return true;
+	}
+	return false;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The key of href (a path or a URL, %-escaped) relative to the base path
+ * bp ("/ds/"), into out; false when it is not under the base or is not a
+ * key blkmap would have written. */
+static bool href_key(const char *v, size_t vl, const char *bp, char *out, size_t outn)
+{
+	char path[BM_KEY_MAX + 512];
+	size_t n = 0, bl = strlen(bp);
+
+	if (vl > 7 && memcmp(v, "http", 4) == 0) { /* an absolute URL: its path */
+		const char *h = memchr(v, ':', vl);
+		const char *sl = h && h + 3 < v + vl ? memchr(h + 3, '/', (size_t)(v + vl - h - 3)) : NULL;
+		if (sl == NULL)
+			return false;
+		vl -= (size_t)(sl - v);
+		v = sl;
+	}
+	for (size_t i = 0; i < vl; i++) {
+		char c = v[i];
+		int hi, lo;
+		if (c == '%' && i + 2 < vl && (hi = hexval(v[i + 1])) >= 0 && (lo = hexval(v[i + 2])) >= 0) {
+			c = (char)(hi * 16 + lo);
+			i += 2;
+		}
+		if (n + 1 >= sizeof(path))
+			return false;
+		path[n++] = c;
+	}
+	path[n] = '\0';
+	if (n < bl || strncmp(path, bp, bl) != 0)
+		return false;
+	const char *k = path + bl;
+	size_t kl = strlen(k);
+	bool coll = kl > 0 && k[kl - 1] == '/';
+	if (kl >= outn)
+		return false;
+	memcpy(out, k, kl + 1);
+	if (coll)
+		out[kl - 1] = '\0'; /* checked without the '/' */
+	bool ok = out[0] == '\0' || bm_key_valid(out);
+	if (coll && ok && out[0] != '\0')
+		strcat(out, "/");
+	return ok;
+}
+
+static int add_entry(struct bm_list *page, size_t *cap, const char *key, uint64_t size)
+{
+	if (page->n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		struct bm_list_entry *ne = realloc(page->entries, ncap * sizeof(*ne));
+		if (ne == NULL)
+			return BM_ENOMEM;
+		page->entries = ne;
+		*cap = ncap;
+	}
+	if ((page->entries[page->n].key = strdup(key)) == NULL)
+		return BM_ENOMEM;
+	page->entries[page->n++].size = size;
+	return 0;
+}
+
+/* The keys starting with prefix in collection dir ("" or "gen/") and,
+ * recursively (depth levels at most), in its collections. */
+static int list_coll(struct store_http *h, const char *bp, const char *dir, const char *prefix,
+		     struct bm_list *page, size_t *cap, int depth, char *msg, size_t n)
+{
+	struct grow b = { 0 };
+	char *url = NULL, key[BM_KEY_MAX + 2];
+	struct bm_req r = { .method = "PROPFIND", .body = propfind, .body_len = strlen(propfind),
+			    .headers = { "Depth: 1", "Content-Type: application/xml" },
+			    .sink = list_sink, .sink_arg = &b, .cap = LIST_MAX };
+	struct status_check c = { h, 207, 207, 207 };
+	int rc;
+
+	if (asprintf(&url, "%s/%s", h->s.url, dir) < 0)
+		return BM_ENOMEM;
+	r.url = url;
+	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
+	if (rc == BM_ENOTFOUND)
+		rc = 0; /* nothing there */
+	else if (rc == 0) {
+		const char *p = b.p ? b.p : "", *end = p + b.len, *v, *next;
+		size_t vl;
+		while (rc == 0 && xml_find(p, end, "href", &v, &vl, &p)) {
+			/* This response's properties lie before the next href. */
+			const char *nv, *after;
+			size_t nvl;
+			next = xml_find(p, end, "href", &nv, &nvl, &after) ? nv : end;
+			if (!href_key(v, vl, bp, key, sizeof(key)) || strcmp(key, dir) == 0)
+				continue;
+			size_t kl = strlen(key), pl = strlen(prefix);
+			const char *cv, *ca;
+			size_t cl;
+			if (kl > 0 && key[kl - 1] == '/') {
+				/* A collection: into it if keys under the prefix may lie there. */
+				if (depth > 0 && strncmp(key, prefix, kl < pl ? kl : pl) == 0)
+					rc = list_coll(h, bp, key, prefix, page, cap, depth - 1, msg, n);
+			} else if (strncmp(key, prefix, pl) == 0) {
+				uint64_t size = 0;
+				if (xml_find(p, next, "getcontentlength", &cv, &cl, &ca) && cl > 0 && cl < 21)
+					size = strtoull(cv, NULL, 10);
+				rc = add_entry(page, cap, key, size);
+			}
+		}
+	}
+	free(b.p);
+	free(url);
+	return rc;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct bm_list_entry *)a)->key, ((const struct bm_list_entry *)b)->key);
+}
+
+static int webdav_list(struct store_http *h, const char *prefix, struct bm_list *page, char *msg, size_t n)
+{
+	const char *path = strchr(strstr(h->s.url, "://") + 3, '/');
+	char *bp = NULL, *dir = strdup(prefix);
+	size_t cap = 0;
+	int rc;
+
+	if (dir == NULL || asprintf(&bp, "%s/", path ? path : "") < 0) {
+		free(dir);
+		return BM_ENOMEM;
+	}
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		slash[1] = '\0'; /* the collection holding the prefix */
+	else
+		dir[0] = '\0';
+	rc = list_coll(h, bp, dir, prefix, page, &cap, 16, msg, n);
+	if (rc < 0)
+		bm_list_free(page);
+	else if (page->n > 1)
+		qsort(page->entries, page->n, sizeof(*page->entries), cmp_entry);
+	free(bp);
+	free(dir);
+	return rc;
+}
+
 static int http_list(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
 		     char *msg, size_t n)
 {
@@ -580,6 +766,8 @@ static int http_list(struct bm_store *s, const char *prefix, const char *token, 
 	int rc;
 
 	(void)token; /* one page holds everything */
+	if (atomic_load(&h->collections))
+		return webdav_list(h, prefix, page, msg, n);
 	if (asprintf(&key, "%s?list", prefix) < 0)
 		return BM_ENOMEM;
 	rc = http_get(s, key, &g, msg, n);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,32 @@ void bm_printable(char *s)
 	for (; *s; s++)
 		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
 			*s = '?';
+}
+
+void bm_assert_fail(const char *file, int line, const char *cond)
+{
+	bm_log("%s:%d: assertion failed: %s", file, line, cond);
+	abort();
+}
+
+bool bm_mutex_held(pthread_mutex_t *mu)
+{
+#ifdef __GLIBC__
+	return mu->__data.__owner == (int)syscall(SYS_gettid);
+#else
+	(void)mu;
+	return true;
+#endif
+}
+
+bool bm_mutex_free_here(pthread_mutex_t *mu)
+{
+#ifdef __GLIBC__
+	return mu->__data.__owner != (int)syscall(SYS_gettid);
+#else
+	(void)mu;
+	return true;
+#endif
 }
 
 void bm_log(const char *fmt, ...)
@@ -88,6 +115,8 @@ void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
 	va_end(ap);
 	bm_printable(msg);
 	(void)code;
+	/* No two of the dataset's locks at once (internal.h). */
+	bm_assert(bm_mutex_free_here(&ds->up.mu) && bm_mutex_free_here(&ds->ra.mu));
 	pthread_mutex_lock(&ds->mu);
 	snprintf(ds->errmsg, sizeof(ds->errmsg), "%s", msg);
 	pthread_mutex_unlock(&ds->mu);

@@ -457,7 +457,10 @@ static void conn_run_request(struct srv_conn *c)
 
 static void delay_done(evutil_socket_t fd, short what, void *arg)
 {
-	conn_run_request(arg);
+	struct srv_conn *c = arg;
+
+	srv_assert(c->state == CONN_WAIT);
+	conn_run_request(c);
 }
 
 static void conn_complete_request(struct srv_conn *c)
@@ -496,6 +499,7 @@ static void conn_read_body(struct srv_conn *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer_iovec vec[16];
 
+	srv_assert(c->state == CONN_BODY);
 	while (c->body_left && evbuffer_get_length(in)) {
 		size_t want = evbuffer_get_length(in), done = 0;
 		if (want > c->body_left)
@@ -672,6 +676,9 @@ static void conn_send_response(struct srv_conn *c)
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t before = evbuffer_get_length(out), sent;
 
+	/* One response at a time: the next waits for this one to drain
+	 * (count_sent relies on it). */
+	srv_assert(c->state != CONN_RESPOND && c->state != CONN_LINGER);
 	/* A 400 means we could not make sense of the request: what the
 	 * client sends next on this connection is not to be trusted either
 	 * (nginx closes too), and it must not wait out the idle timeout. */
@@ -729,6 +736,8 @@ static void conn_wait_request(struct srv_conn *c)
 
 static void conn_finish_response(struct srv_conn *c)
 {
+	srv_assert(c->state == CONN_RESPOND);
+	srv_assert(evbuffer_get_length(bufferevent_get_output(c->bev)) == 0);
 	end_in_flight(c);
 	if (c->cut) {
 		conn_free(c);

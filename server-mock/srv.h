@@ -10,10 +10,42 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <jansson.h>
+
+/* ---- assertions (configure --enable-checks defines BLKMAP_CHECKS) ---- */
+
+/* Prints "blkmap-server: FILE:LINE: assertion failed: COND" and aborts. */
+static inline __attribute__((noreturn)) void
+srv_assert_fail(const char *file, int line, const char *cond)
+{
+	fprintf(stderr, "blkmap-server: %s:%d: assertion failed: %s\n", file,
+		line, cond);
+	abort();
+}
+#ifdef BLKMAP_CHECKS
+#define srv_assert(cond) \
+	((cond) ? (void)0 : srv_assert_fail(__FILE__, __LINE__, #cond))
+#else
+#define srv_assert(cond) ((void)sizeof(!(cond)))
+#endif
+/* Does the calling thread hold MU?  glibc records a locked mutex's owner
+ * thread; where that is unknown the answer is 1 (the check is vacuous). */
+static inline int srv_mutex_held(pthread_mutex_t *mu)
+{
+#ifdef __GLIBC__
+	return mu->__data.__owner == (int)syscall(SYS_gettid);
+#else
+	(void)mu;
+	return 1;
+#endif
+}
 
 /* ---- configuration (main.c fills it from the command line) ---- */
 

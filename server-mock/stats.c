@@ -31,6 +31,9 @@ void srv_stats_destroy(struct srv_stats *s)
 void srv_stats_add(struct srv_stats *s, uint64_t *counter, int64_t delta)
 {
 	pthread_mutex_lock(&s->lock);
+	/* A count (open connections, requests in flight) never goes below 0:
+	 * each decrement matches an increment. */
+	srv_assert(delta >= 0 || *counter >= (uint64_t)-delta);
 	*counter += delta;
 	pthread_mutex_unlock(&s->lock);
 }
@@ -42,6 +45,7 @@ json_t *srv_stats_to_json(struct srv_stats *s)
 	char code[8];
 
 	pthread_mutex_lock(&s->lock);
+	srv_assert(s->in_flight_max >= s->in_flight);
 	for (int i = 0; i < SRV_NMETHODS; i++)
 		json_object_set_new(req, method_names[i],
 				    json_integer((json_int_t)s->requests[i]));

@@ -360,6 +360,8 @@ static int publish_locked(struct srv_upload *u, const struct srv_cond *cond,
 	struct disk_store *d = u->store;
 	char cur[SRV_ETAG_LEN];
 	struct stat st;
+
+	srv_assert(srv_mutex_held(&d->base.lock));
 	int fd, status = open_object(d, u->key, &fd, &st);
 
 	if (status == 409 || status == 500)

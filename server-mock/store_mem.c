@@ -76,8 +76,10 @@ static void grow_table(struct mem_store *m)
 }
 
 /* Drop one reference; called with store.lock held. */
-static void put_obj_locked(struct mem_obj *o)
+static void put_obj_locked(struct srv_store *s, struct mem_obj *o)
 {
+	srv_assert(srv_mutex_held(&s->lock));
+	srv_assert(o->refs > 0);
 	if (--o->refs == 0) {
 		free(o->data);
 		free(o);
@@ -115,7 +117,7 @@ static void release_body_ref(const void *data, size_t len, void *arg)
 	struct body_ref *r = arg;
 
 	pthread_mutex_lock(&r->store->lock);
-	put_obj_locked(r->obj);
+	put_obj_locked(r->store, r->obj);
 	pthread_mutex_unlock(&r->store->lock);
 	free(r);
 }
@@ -158,7 +160,7 @@ static void mem_release(struct srv_object *o)
 	if (!o->mem)
 		return;
 	pthread_mutex_lock(&o->store->lock);
-	put_obj_locked(o->mem);
+	put_obj_locked(o->store, o->mem);
 	pthread_mutex_unlock(&o->store->lock);
 	o->mem = NULL;
 }
@@ -213,13 +215,15 @@ static void mem_upload_abort(struct srv_upload *u)
 static int publish_locked(struct srv_upload *u, const struct srv_cond *cond)
 {
 	struct mem_store *m = u->store;
+
+	srv_assert(srv_mutex_held(&m->base.lock));
 	struct mem_entry **slot = find_slot(m, u->key), *e = *slot;
 	int status = srv_cond_check(cond, e ? e->obj->etag : NULL);
 
 	if (status)
 		return status;
 	if (e) {
-		put_obj_locked(e->obj);
+		put_obj_locked(&m->base, e->obj);
 		e->obj = u->obj;
 		return 204;
 	}
@@ -272,7 +276,7 @@ static int mem_remove(struct srv_store *s, const char *key,
 		status = srv_cond_check(cond, e->obj->etag);
 		if (!status) {
 			*slot = e->next;
-			put_obj_locked(e->obj);
+			put_obj_locked(&m->base, e->obj);
 			free(e->key);
 			free(e);
 			m->count--;
@@ -303,15 +307,17 @@ static void mem_close(struct srv_store *s)
 {
 	struct mem_store *m = (struct mem_store *)s;
 
+	pthread_mutex_lock(&s->lock);  /* put_obj_locked's rule, even alone */
 	for (size_t i = 0; i < m->nbuckets; i++) {
 		struct mem_entry *e = m->buckets[i], *next;
 		for (; e; e = next) {
 			next = e->next;
-			put_obj_locked(e->obj);
+			put_obj_locked(&m->base, e->obj);
 			free(e->key);
 			free(e);
 		}
 	}
+	pthread_mutex_unlock(&s->lock);
 	free(m->buckets);
 	pthread_mutex_destroy(&s->lock);
 	free(m);

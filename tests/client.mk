@@ -25,6 +25,9 @@ CLIENT_TESTS = \
 	tests/test_client_flat_apache \
 	tests/test_client_changes_nginx \
 	tests/test_client_changes_apache \
+	tests/test_store_http \
+	tests/test_store_http_nginx \
+	tests/test_store_http_apache \
 	tests/test_client_cli \
 	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -92,6 +95,20 @@ tests_test_client_changes_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apac
 tests_test_client_changes_apache_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_changes_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# The store interface of the HTTP backend (client/store.h), on each kind.
+tests_test_store_http_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_store_http_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_store_http_nginx_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_store_http_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_store_http_apache_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_http_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_store_http_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_http_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
@@ -109,3 +126,11 @@ tests_bench_client_SOURCES = tests/bench_client.c $(CLIENT_TEST_SOURCES)
 tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The format layer of dataset format v2 alone (no server): index pages and
+# the v2 manifest over an in-memory page store.
+check_PROGRAMS += tests/test_index
+TESTS += tests/test_index
+tests_test_index_SOURCES = tests/test_index.c
+tests_test_index_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_index_LDADD = $(CLIENT_TEST_LDADD)

@@ -622,12 +622,16 @@ static int count_tasks(void)
 }
 
 /* Threads of this process now: two counts 5 ms apart that agree (a thread
- * just joined may still be listed for a moment). */
+ * just joined may still be listed for a moment).  Bounded: 2000 tries
+ * (10 s) that never agree is a count that keeps changing, reported. */
 static int nthreads(void)
 {
 	int n = count_tasks(), m;
-	while (usleep(5000), (m = count_tasks()) != n)
+	for (int i = 0; usleep(5000), (m = count_tasks()) != n; i++) {
+		if (i == 2000)
+			fail_msg("the thread count kept changing for 10 s (%d, %d)", n, m);
 		n = m;
+	}
 	return n;
 }
 

@@ -283,7 +283,7 @@ static void the_default_mountpoint_is_found_without_being_named(void **state)
 	}
 	snprintf(path, sizeof(path), "%s/.wcfs/url", mnt);
 	int up = 0;
-	for (int i = 0; i < 1000 && !up; i++) {
+	for (int i = 0; i < 3000 && !up; i++) {  /* 30 s: a hang */
 		struct stat st;
 		up = stat(path, &st) == 0 && wt_is_mounted(mnt);
 		if (!up)

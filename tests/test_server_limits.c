@@ -49,7 +49,7 @@ static void connection_limit_answers_503_beyond_max_connections(void **st)
 	ts_resp_free(&r);
 	close(fds[0]);  /* a slot frees up once the server sees the close */
 	long status = 0;
-	for (int i = 0; i < 2000 && status != 404; i++) {
+	for (int i = 0; i < 12000 && status != 404; i++) {  /* 60 s: a hang */
 		ts_request(NULL, &s, "GET", "/x", NULL, NULL, 0, &r);
 		status = r.status;
 		ts_resp_free(&r);

@@ -1,11 +1,13 @@
 /* tests/test_server_race.c — blkmap-server under concurrent requests, on
  * both stores: conditional PUTs racing on one key have exactly one winner
  * (what the client's manifest compare-and-swap relies on), and readers of
- * a key being replaced see the old or the new object, never a mix. */
+ * a key being replaced see the old or the new object, never a mix, with
+ * reads counted that did overlap a replacement. */
 #include "config.h"
 
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -113,11 +115,25 @@ static void if_match_race_has_exactly_one_204(void **state)
 	}
 }
 
+/* Readers of a key that one writer replaces over and over.  A read
+ * overlapped a replacement when a PUT started before the GET's answer was
+ * in and ended after the GET was sent: with one writer, PUTs end in order,
+ * so that is "PUTs started after the GET > PUTs ended before it". */
+struct replace_race {
+	atomic_int started, ended;  /* PUTs of the writer */
+	atomic_int overlaps;        /* reads that overlapped a PUT, all readers */
+	atomic_int readers_done;
+};
+
+#define OVERLAPS_WANTED 20
+#define READS_MAX 400           /* per reader: the bound on the tries */
+
 struct reader {
 	const struct ts_server *srv;
+	struct replace_race *race;
 	const unsigned char *a, *b;
 	size_t n;
-	int mixed, seen_a, seen_b;
+	int mixed, seen_a, seen_b, reads;
 };
 
 static void *read_many(void *arg)
@@ -126,9 +142,14 @@ static void *read_many(void *arg)
 	CURL *h = curl_easy_init();
 	struct ts_resp resp;
 
-	for (int i = 0; i < 30; i++) {
+	while (r->reads < READS_MAX &&
+	       atomic_load(&r->race->overlaps) < OVERLAPS_WANTED) {
+		int ended_before = atomic_load(&r->race->ended);
 		ts_request(h, r->srv, "GET", "/race/replaced", NULL, NULL, 0,
 			   &resp);
+		if (atomic_load(&r->race->started) > ended_before)
+			atomic_fetch_add(&r->race->overlaps, 1);
+		r->reads++;
 		if (resp.rc != CURLE_OK || resp.status != 200 ||
 		    resp.len != r->n)
 			r->mixed++;
@@ -141,30 +162,43 @@ static void *read_many(void *arg)
 		ts_resp_free(&resp);
 	}
 	curl_easy_cleanup(h);
+	atomic_fetch_add(&r->race->readers_done, 1);
 	return NULL;
 }
 
+/* Every read is the old or the new object, and reads did overlap
+ * replacements (OVERLAPS_WANTED of them; the test fails if READS_MAX reads
+ * per reader never got there, rather than pass without a race). */
 static void readers_see_old_or_new_object_never_a_mix(void **state)
 {
 	struct ts_fixture *f = *state;
 	size_t n = 1 << 20;
 	unsigned char *a = ts_pattern(n, 11), *b = ts_pattern(n, 12);
+	struct replace_race race = { 0 };
 	struct reader r[3];
 	pthread_t t[3];
+	int bad_puts = 0, reads = 0;
 
 	assert_int_equal(ts_put(&f->srv, "/race/replaced", a, n) / 100, 2);
 	for (int i = 0; i < 3; i++) {
-		r[i] = (struct reader){ &f->srv, a, b, n, 0, 0, 0 };
+		r[i] = (struct reader){ .srv = &f->srv, .race = &race, .a = a, .b = b, .n = n };
 		pthread_create(&t[i], NULL, read_many, &r[i]);
 	}
-	for (int i = 0; i < 20; i++)
-		assert_int_equal(ts_put(&f->srv, "/race/replaced",
-					i % 2 ? a : b, n), 204);
+	for (int i = 0; atomic_load(&race.readers_done) < 3; i++) {
+		atomic_fetch_add(&race.started, 1);
+		bad_puts += ts_put(&f->srv, "/race/replaced", i % 2 ? a : b, n) != 204;
+		atomic_fetch_add(&race.ended, 1);
+	}
 	for (int i = 0; i < 3; i++) {
 		pthread_join(t[i], NULL);
 		assert_int_equal(r[i].mixed, 0);
-		assert_int_equal(r[i].seen_a + r[i].seen_b, 30);
+		assert_int_equal(r[i].seen_a + r[i].seen_b, r[i].reads);
+		reads += r[i].reads;
 	}
+	assert_int_equal(bad_puts, 0);
+	if (atomic_load(&race.overlaps) < OVERLAPS_WANTED)
+		fail_msg("only %d of %d reads overlapped a replacement", atomic_load(&race.overlaps),
+			 reads);
 	free(a);
 	free(b);
 }

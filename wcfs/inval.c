@@ -203,6 +203,7 @@ void wc_inval_stop(void)
 /* Under q_mu. */
 static void enqueue(struct wc_inval *j)
 {
+	wc_assert(wc_mutex_held(&q_mu));
 	j->next = NULL;
 	if (q_tail != NULL)
 		q_tail->next = j;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -267,6 +268,22 @@ static int prepare(struct fuse_cmdline_opts *co, const char *url, char *mnt, siz
 	if (setup_options() < 0)
 		return 2;
 	return 0;
+}
+
+void wc_assert_fail(const char *file, int line, const char *cond)
+{
+	fprintf(stderr, "blkmap-wcfs: %s:%d: assertion failed: %s\n", file, line, cond);
+	abort();
+}
+
+bool wc_mutex_held(pthread_mutex_t *mu)
+{
+#ifdef __GLIBC__
+	return mu->__data.__owner == (int)syscall(SYS_gettid);
+#else
+	(void)mu;
+	return true;
+#endif
 }
 
 int main(int argc, char **argv)

@@ -147,6 +147,7 @@ static int lru_count;
 /* Under lru_mu. */
 static void lru_unlink(struct wc_node *n)
 {
+	wc_assert(wc_mutex_held(&lru_mu));
 	if (!n->in_lru)
 		return;
 	*(n->lru_prev ? &n->lru_prev->lru_next : &lru_head) = n->lru_next;
@@ -154,11 +155,14 @@ static void lru_unlink(struct wc_node *n)
 	n->lru_prev = n->lru_next = NULL;
 	n->in_lru = false;
 	lru_count--;
+	wc_assert(lru_count >= 0);
 }
 
 /* Under lru_mu. */
 static void lru_push(struct wc_node *n)
 {
+	wc_assert(wc_mutex_held(&lru_mu));
+	wc_assert(!n->in_lru && n->ds != NULL); /* only idle handles are listed */
 	n->lru_prev = NULL;
 	n->lru_next = lru_head;
 	*(lru_head ? &lru_head->lru_prev : &lru_tail) = n;
@@ -173,6 +177,7 @@ static void lru_push(struct wc_node *n)
  * to put by the caller once out of the locks (or NULL). */
 static struct wc_ds *lru_settle(struct wc_node *n)
 {
+	wc_assert(wc_mutex_held(&lru_mu));
 	pthread_mutex_lock(&n->mu);
 	bool idle = n->opens == 0 && n->ds != NULL;
 	pthread_mutex_unlock(&n->mu);
@@ -182,6 +187,7 @@ static struct wc_ds *lru_settle(struct wc_node *n)
 	if (lru_count <= WC_IDLE_HANDLES)
 		return NULL;
 	struct wc_node *v = lru_tail;
+	wc_assert(lru_count == WC_IDLE_HANDLES + 1); /* one over: one out */
 	lru_unlink(v);
 	pthread_mutex_lock(&v->mu);
 	struct wc_ds *d = v->ds;
@@ -229,6 +235,7 @@ static void reopen_kept(struct wc_node *n)
 	bm_dataset *bm;
 	struct wc_ds *d, *evicted;
 
+	wc_assert(wc_mutex_held(&n->check_mu));
 	if (n->ds != NULL || open_dataset(n->gen, n->path, &bm) < 0)
 		return;
 	if ((d = ds_new(bm)) == NULL)
@@ -300,6 +307,7 @@ static unsigned bucket_of(uint64_t gen, const char *path)
 /* Under table_mu. */
 static struct wc_node *table_find(enum wc_kind kind, uint64_t gen, const char *path)
 {
+	wc_assert(wc_mutex_held(&table_mu));
 	for (struct wc_node *n = table[bucket_of(gen, path)]; n; n = n->hnext)
 		if (n->gen == gen && (n->kind == WC_VIEW) == (kind == WC_VIEW) && !strcmp(n->path, path))
 			return n;

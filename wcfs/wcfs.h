@@ -23,6 +23,20 @@
 
 #include <blkmap/blkmap.h>
 
+/* ---- assertions (configure --enable-checks defines BLKMAP_CHECKS) ---- */
+
+/* Prints "blkmap-wcfs: FILE:LINE: assertion failed: COND" and aborts
+ * (main.c). */
+void wc_assert_fail(const char *file, int line, const char *cond) __attribute__((noreturn));
+#ifdef BLKMAP_CHECKS
+#define wc_assert(cond) ((cond) ? (void)0 : wc_assert_fail(__FILE__, __LINE__, #cond))
+#else
+#define wc_assert(cond) ((void)sizeof(!(cond)))
+#endif
+/* Does the calling thread hold mu?  glibc records a locked mutex's owner
+ * thread; where that is unknown the answer is true (the check is vacuous). */
+bool wc_mutex_held(pthread_mutex_t *mu);
+
 /* The whole mirror: one per process. */
 struct wc_mirror {
 	char url[2048];              /* normalized server URL, no trailing / */

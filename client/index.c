@@ -1,0 +1,773 @@
+/* index.c — the index pages of dataset format v2 (docs/FORMAT.md, "Version
+ * 2"): encoding and validating pages, lookup, copy-on-write update, diff,
+ * the keys a tree references, and the upgrade of a v1 block list.  The
+ * format layer: pure functions over bytes, every page read or written
+ * through the caller's struct bm_index_io.  manifest2.c holds the v2
+ * manifest.
+ * Owns nothing between calls.  Locking: none (no shared state; callbacks
+ * run on the calling thread).  Recursion is bounded by BM_ILEVELS_MAX:
+ * each page must have exactly the level its position gives it, so a tree
+ * can neither loop nor go deeper than its dataset's size allows.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bm_xxhash.h"
+#include "index.h"
+
+#ifndef bm_assert /* until client/internal.h has issue 10's bm_assert */
+#define bm_assert(cond) ((void)sizeof(cond))
+#endif
+
+static const uint8_t page_magic[4] = { 'B', 'M', 'I', 'P' };
+#define PAGE_VERSION 1
+
+/* Blocks one slot of a page of level L covers: 256^L. */
+static uint64_t cspan(unsigned level)
+{
+	return (uint64_t)1 << (BM_IPAGE_BITS * level);
+}
+
+unsigned bm_index_depth(uint64_t nblk)
+{
+	unsigned d = 1;
+	while (d < BM_ILEVELS_MAX + 3 && nblk > cspan(d))
+		d++;
+	return d;
+}
+
+/* ---- sums ----------------------------------------------------------------- */
+
+static void sum_bin(const void *data, size_t len, uint8_t out[16])
+{
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, bm_xxh3_128(data, len));
+	memcpy(out, c.digest, 16);
+}
+
+static void bin_hex(const uint8_t b[16], char out[BM_SUM_HEX + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[b[i] >> 4];
+		out[2 * i + 1] = hex[b[i] & 15];
+	}
+	out[BM_SUM_HEX] = '\0';
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* 32 lowercase hex digits (exactly) to 16 bytes: 0, or -1. */
+static int hex_bin(const char *s, uint8_t out[16])
+{
+	for (int i = 0; i < 16; i++) {
+		int hi = hexval(s[2 * i]), lo;
+		if (hi < 0 || (lo = hexval(s[2 * i + 1])) < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return s[BM_SUM_HEX] == '\0' ? 0 : -1;
+}
+
+/* ---- pages ---------------------------------------------------------------- */
+
+size_t bm_ipage_encode(const struct bm_ipage *p, uint8_t *out)
+{
+	uint8_t *q = out + BM_IPAGE_HDR;
+
+	bm_assert(p->count >= 1 && p->count <= BM_IPAGE_FANOUT && p->level < BM_ILEVELS_MAX);
+	memcpy(out, page_magic, 4);
+	out[4] = PAGE_VERSION;
+	out[5] = (uint8_t)p->level;
+	out[6] = (uint8_t)(p->count & 0xff);
+	out[7] = (uint8_t)(p->count >> 8);
+	for (unsigned i = 0; i < p->count; i++) {
+		bm_assert(i == 0 || p->slot[i] > p->slot[i - 1]);
+		*q++ = p->slot[i];
+		memcpy(q, p->sum[i], 16);
+		q += 16;
+	}
+	return (size_t)(q - out);
+}
+
+int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, size_t n)
+{
+	uint8_t want[16], got[16];
+	char hex[BM_SUM_HEX + 1];
+
+	if (hex_bin(sum, want) < 0) {
+		bm_fmt(msg, n, "index page key \"%.40s\" is not 32 lowercase hex digits", sum);
+		return BM_EINVAL;
+	}
+	sum_bin(data, len, got);
+	if (memcmp(want, got, 16) != 0) {
+		bin_hex(got, hex);
+		bm_fmt(msg, n, "index page %s: its %zu bytes hash to %s", sum, len, hex);
+		return BM_ECHECKSUM;
+	}
+	return 0;
+}
+
+int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, uint64_t base,
+		    uint64_t nblk, struct bm_ipage *p, char *msg, size_t n)
+{
+	const uint8_t *b = data;
+	const char *name = sum ? sum : "(unnamed)";
+	int rc;
+
+	if (sum != NULL && (rc = bm_ipage_verify(sum, data, len, msg, n)) < 0)
+		return rc;
+	if (len < BM_IPAGE_HDR) {
+		bm_fmt(msg, n, "index page %s: %zu bytes, shorter than its %d-byte header", name, len,
+		       BM_IPAGE_HDR);
+		return BM_EFORMAT;
+	}
+	if (memcmp(b, page_magic, 4) != 0) {
+		bm_fmt(msg, n, "index page %s: does not start with \"BMIP\"", name);
+		return BM_EFORMAT;
+	}
+	if (b[4] != PAGE_VERSION) {
+		bm_fmt(msg, n, "index page %s: page version %u is not supported (this reader knows %d)",
+		       name, b[4], PAGE_VERSION);
+		return BM_EFORMAT;
+	}
+	p->level = b[5];
+	if (p->level >= BM_ILEVELS_MAX || (level >= 0 && p->level != (unsigned)level)) {
+		if (level >= 0)
+			bm_fmt(msg, n, "index page %s: level %u where its position needs level %d", name,
+			       p->level, level);
+		else
+			bm_fmt(msg, n, "index page %s: level %u is above the deepest, %d", name, p->level,
+			       BM_ILEVELS_MAX - 1);
+		return BM_EFORMAT;
+	}
+	p->count = (unsigned)b[6] | (unsigned)b[7] << 8;
+	if (p->count < 1 || p->count > BM_IPAGE_FANOUT) {
+		bm_fmt(msg, n, "index page %s: %u entries (a page holds 1 to %u)", name, p->count,
+		       BM_IPAGE_FANOUT);
+		return BM_EFORMAT;
+	}
+	if (len != BM_IPAGE_HDR + (size_t)p->count * BM_IPAGE_ENTRY) {
+		bm_fmt(msg, n, "index page %s: %zu bytes where %u entries take %zu", name, len, p->count,
+		       BM_IPAGE_HDR + (size_t)p->count * BM_IPAGE_ENTRY);
+		return BM_EFORMAT;
+	}
+	b += BM_IPAGE_HDR;
+	for (unsigned i = 0; i < p->count; i++, b += BM_IPAGE_ENTRY) {
+		p->slot[i] = b[0];
+		memcpy(p->sum[i], b + 1, 16);
+		if (i > 0 && p->slot[i] <= p->slot[i - 1]) {
+			bm_fmt(msg, n, "index page %s: entry %u (slot %u) is not above the previous slot %u",
+			       name, i, p->slot[i], p->slot[i - 1]);
+			return BM_EFORMAT;
+		}
+		uint64_t first = base + (uint64_t)p->slot[i] * cspan(p->level);
+		if (level >= 0 && first >= nblk) {
+			bm_fmt(msg, n,
+			       "index page %s: entry %u covers block %" PRIu64
+			       ", past the dataset's %" PRIu64 " blocks",
+			       name, i, first, nblk);
+			return BM_EFORMAT;
+		}
+	}
+	return 0;
+}
+
+/* ---- walking a tree --------------------------------------------------------- */
+
+/* A node of a tree as the walks see it.  WRAP stands for the page that a
+ * tree grown deeper puts above its old root: only slot 0 used, pointing to
+ * the old root (or to another WRAP), not stored anywhere yet. */
+enum { N_NONE, N_PAGE, N_WRAP };
+struct node {
+	int kind;
+	uint8_t sum[16];
+};
+
+/* One tree: its root, size and the level of its root. */
+struct tree {
+	const struct bm_index_io *io;
+	struct node root;
+	unsigned root_level;
+	uint64_t nblk;
+	struct bm_index_stats *st;
+	char *msg;
+	size_t n;
+};
+
+static int tree_init(struct tree *t, const struct bm_index_io *io, const char *root, uint64_t nblk,
+		     struct bm_index_stats *st, char *msg, size_t n)
+{
+	t->io = io;
+	t->nblk = nblk;
+	t->st = st;
+	t->msg = msg;
+	t->n = n;
+	if (nblk > BM_INDEX_NBLK_MAX) {
+		bm_fmt(msg, n, "%" PRIu64 " blocks is more than an index holds (2^40)", nblk);
+		return BM_EINVAL;
+	}
+	t->root_level = bm_index_depth(nblk) - 1;
+	if (root == NULL || root[0] == '\0') {
+		t->root.kind = N_NONE;
+		return 0;
+	}
+	if (hex_bin(root, t->root.sum) < 0) {
+		bm_fmt(msg, n, "index root \"%.40s\" is not 32 lowercase hex digits", root);
+		return BM_EINVAL;
+	}
+	if (nblk == 0) {
+		bm_fmt(msg, n, "index root %s given for a dataset of no blocks", root);
+		return BM_EFORMAT;
+	}
+	t->root.kind = N_PAGE;
+	return 0;
+}
+
+/* The page of node nd at (level, base) of tree t into *p (count 0 for
+ * N_NONE). */
+static int load_page(struct tree *t, const struct node *nd, unsigned level, uint64_t base,
+		     struct bm_ipage *p)
+{
+	char hex[BM_SUM_HEX + 1];
+	const void *data = NULL;
+	size_t len = 0;
+	int rc;
+
+	p->level = level;
+	p->count = 0;
+	if (nd->kind == N_NONE)
+		return 0;
+	if (nd->kind == N_WRAP) {
+		p->count = 1;
+		p->slot[0] = 0;
+		memcpy(p->sum[0], t->root.sum, 16); /* child: see child_of */
+		return 0;
+	}
+	bin_hex(nd->sum, hex);
+	if (t->st)
+		t->st->pages_read++;
+	rc = t->io->load(t->io->arg, hex, &data, &len, t->msg, t->n);
+	if (rc < 0)
+		return rc;
+	if (data == NULL && len > 0) {
+		bm_fmt(t->msg, t->n, "index page %s: the loader gave no bytes", hex);
+		rc = BM_EINVAL;
+	} else {
+		rc = bm_ipage_decode(data ? data : "", len, hex, (int)level, base, t->nblk, p, t->msg,
+				     t->n);
+	}
+	if (t->io->release)
+		t->io->release(t->io->arg, hex, data);
+	return rc;
+}
+
+/* The node of entry i of page p, the page of node nd at level (> 0). */
+static struct node child_of(const struct tree *t, const struct node *nd, unsigned level,
+			    const struct bm_ipage *p, unsigned i)
+{
+	struct node c;
+	if (nd->kind == N_WRAP)
+		c.kind = level - 1 == t->root_level ? N_PAGE : N_WRAP;
+	else
+		c.kind = N_PAGE;
+	memcpy(c.sum, p->sum[i], 16);
+	return c;
+}
+
+/* The node of tree t seen at level (0, the leftmost position) when a tree
+ * of another depth is compared or built from it: WRAPs above t's root,
+ * the chain of slot-0 children below it. */
+static int node_at_level(struct tree *t, unsigned level, struct node *out)
+{
+	struct bm_ipage *p;
+	struct node nd = t->root;
+	int rc = 0;
+
+	if (nd.kind == N_NONE || level == t->root_level) {
+		*out = nd;
+		return 0;
+	}
+	if (level > t->root_level) {
+		out->kind = N_WRAP;
+		return 0;
+	}
+	p = malloc(sizeof(*p));
+	if (p == NULL)
+		return BM_ENOMEM;
+	for (unsigned l = t->root_level; l > level && nd.kind == N_PAGE; l--) {
+		if ((rc = load_page(t, &nd, l, 0, p)) < 0)
+			break;
+		if (p->slot[0] == 0)
+			nd = child_of(t, &nd, l, p, 0);
+		else
+			nd.kind = N_NONE;
+	}
+	free(p);
+	*out = nd;
+	return rc;
+}
+
+/* ---- lookup ----------------------------------------------------------------- */
+
+int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t blk,
+		    char sum[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n)
+{
+	struct tree t;
+	struct bm_ipage *p;
+	struct node nd;
+	int rc;
+
+	sum[0] = '\0';
+	if ((rc = tree_init(&t, io, root, nblk, st, msg, n)) < 0)
+		return rc;
+	if (blk >= nblk) {
+		bm_fmt(msg, n, "block %" PRIu64 " is past the dataset's %" PRIu64 " blocks", blk, nblk);
+		return BM_EINVAL;
+	}
+	if ((p = malloc(sizeof(*p))) == NULL)
+		return BM_ENOMEM;
+	nd = t.root;
+	for (int level = (int)t.root_level; level >= 0 && nd.kind == N_PAGE; level--) {
+		uint64_t base = blk & ~(cspan((unsigned)level + 1) - 1);
+		unsigned want = (unsigned)((blk >> (BM_IPAGE_BITS * level)) & (BM_IPAGE_FANOUT - 1));
+		unsigned lo = 0, hi;
+		if ((rc = load_page(&t, &nd, (unsigned)level, base, p)) < 0)
+			break;
+		hi = p->count;
+		while (lo < hi) {
+			unsigned mid = (lo + hi) / 2;
+			if (p->slot[mid] < want)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == p->count || p->slot[lo] != want) {
+			nd.kind = N_NONE; /* a hole */
+			break;
+		}
+		if (level == 0) {
+			bin_hex(p->sum[lo], sum);
+			rc = 1;
+			break;
+		}
+		nd = child_of(&t, &nd, (unsigned)level, p, lo);
+	}
+	free(p);
+	return rc;
+}
+
+/* ---- update ------------------------------------------------------------------- */
+
+struct uctx {
+	struct tree old;
+	uint64_t new_nblk;
+	const struct bm_index_change *ch;
+	uint8_t (*chsum)[16];     /* the changes' sums in binary */
+	struct bm_index_stats *st;
+	uint8_t buf[BM_IPAGE_MAX];
+};
+
+/* The subtree at (level, base) holding old node nd, with changes [lo, hi)
+ * (all inside its range) applied: *present and out get its new page. */
+static int update_node(struct uctx *u, unsigned level, uint64_t base, const struct node *nd,
+		       size_t lo, size_t hi, bool *present, uint8_t out[16])
+{
+	uint64_t span = cspan(level);
+	struct bm_ipage *old, *q;
+	int rc = 0;
+
+	*present = false;
+	if (base >= u->new_nblk)
+		return 0; /* cut off */
+	if (lo == hi && nd->kind != N_WRAP) {
+		/* No change below: shared, unless the size cuts into it. */
+		if (nd->kind == N_NONE)
+			return 0;
+		if (u->new_nblk >= u->old.nblk || base + span * BM_IPAGE_FANOUT <= u->new_nblk) {
+			memcpy(out, nd->sum, 16);
+			*present = true;
+			return 0;
+		}
+	}
+	old = malloc(sizeof(*old));
+	q = malloc(sizeof(*q));
+	if (old == NULL || q == NULL) {
+		rc = BM_ENOMEM;
+		goto done;
+	}
+	if ((rc = load_page(&u->old, nd, level, base, old)) < 0)
+		goto done;
+	q->level = level;
+	q->count = 0;
+	size_t j = lo;
+	unsigned i = 0;
+	while (i < old->count || j < hi) {
+		unsigned s, cslot = BM_IPAGE_FANOUT;
+		if (j < hi)
+			cslot = (unsigned)((u->ch[j].blk - base) / span);
+		s = i < old->count && old->slot[i] < cslot ? old->slot[i] : cslot;
+		uint64_t cb = base + (uint64_t)s * span;
+		if (cb >= u->new_nblk)
+			break; /* this slot and all after it are cut off */
+		size_t j2 = j;
+		while (j2 < hi && (u->ch[j2].blk - base) / span == s)
+			j2++;
+		bool had = i < old->count && old->slot[i] == s;
+		bool got = false;
+		uint8_t sum[16];
+		if (level == 0) {
+			if (j2 > j) {
+				got = u->ch[j2 - 1].sum[0] != '\0'; /* the last change wins */
+				memcpy(sum, u->chsum[j2 - 1], 16);
+			} else {
+				got = true;
+				memcpy(sum, old->sum[i], 16);
+			}
+		} else {
+			struct node c = { .kind = N_NONE };
+			if (had)
+				c = child_of(&u->old, nd, level, old, i);
+			if ((rc = update_node(u, level - 1, cb, &c, j, j2, &got, sum)) < 0)
+				goto done;
+		}
+		if (got) {
+			q->slot[q->count] = (uint8_t)s;
+			memcpy(q->sum[q->count], sum, 16);
+			q->count++;
+		}
+		if (had)
+			i++;
+		j = j2;
+	}
+	if (q->count == 0)
+		goto done; /* nothing stored below: no page */
+	size_t len = bm_ipage_encode(q, u->buf);
+	sum_bin(u->buf, len, out);
+	*present = true;
+	if (nd->kind == N_PAGE && memcmp(out, nd->sum, 16) == 0)
+		goto done; /* the same page as before */
+	char hex[BM_SUM_HEX + 1];
+	bin_hex(out, hex);
+	if (u->old.io->store == NULL) {
+		bm_fmt(u->old.msg, u->old.n, "index update without a store callback");
+		rc = BM_EINVAL;
+		goto done;
+	}
+	if ((rc = u->old.io->store(u->old.io->arg, hex, u->buf, len, u->old.msg, u->old.n)) < 0)
+		goto done;
+	if (u->st) {
+		u->st->pages_written++;
+		u->st->bytes_written += len;
+	}
+done:
+	free(old);
+	free(q);
+	return rc;
+}
+
+int bm_index_update(const struct bm_index_io *io, const char *old_root, uint64_t old_nblk,
+		    const struct bm_index_change *ch, size_t nch, uint64_t new_nblk,
+		    char new_root[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n)
+{
+	struct uctx *u;
+	struct node top;
+	bool present = false;
+	uint8_t out[16];
+	size_t nuse = 0;
+	int rc;
+
+	new_root[0] = '\0';
+	if (new_nblk > BM_INDEX_NBLK_MAX) {
+		bm_fmt(msg, n, "%" PRIu64 " blocks is more than an index holds (2^40)", new_nblk);
+		return BM_EINVAL;
+	}
+	u = calloc(1, sizeof(*u));
+	if (u == NULL)
+		return BM_ENOMEM;
+	if ((rc = tree_init(&u->old, io, old_root, old_nblk, st, msg, n)) < 0)
+		goto done;
+	/* Changes at or past new_nblk are dropped: they are at the end. */
+	for (size_t i = 0; i < nch; i++) {
+		if (i > 0 && ch[i].blk < ch[i - 1].blk) {
+			bm_fmt(msg, n, "index changes out of order: block %" PRIu64 " after %" PRIu64,
+			       ch[i].blk, ch[i - 1].blk);
+			rc = BM_EINVAL;
+			goto done;
+		}
+		if (ch[i].blk < new_nblk)
+			nuse = i + 1;
+	}
+	u->chsum = calloc(nuse + 1, 16);
+	if (u->chsum == NULL) {
+		rc = BM_ENOMEM;
+		goto done;
+	}
+	for (size_t i = 0; i < nuse; i++) {
+		if (ch[i].sum[0] != '\0' && hex_bin(ch[i].sum, u->chsum[i]) < 0) {
+			bm_fmt(msg, n, "index change of block %" PRIu64 ": sum \"%.40s\" is not 32 lowercase hex digits",
+			       ch[i].blk, ch[i].sum);
+			rc = BM_EINVAL;
+			goto done;
+		}
+	}
+	u->ch = ch;
+	u->new_nblk = new_nblk;
+	u->st = st;
+	if (new_nblk == 0)
+		goto done;
+	unsigned level = bm_index_depth(new_nblk) - 1;
+	if ((rc = node_at_level(&u->old, level, &top)) < 0)
+		goto done;
+	if ((rc = update_node(u, level, 0, &top, 0, nuse, &present, out)) < 0)
+		goto done;
+	if (present)
+		bin_hex(out, new_root);
+done:
+	if (u)
+		free(u->chsum);
+	free(u);
+	return rc;
+}
+
+/* ---- diff ------------------------------------------------------------------------ */
+
+struct dctx {
+	struct tree a, b;
+	bm_index_range_fn emit;
+	void *arg;
+	uint64_t first, count;     /* the range being coalesced */
+};
+
+static int diff_emit(struct dctx *d, uint64_t blk)
+{
+	int rc = 0;
+	if (d->count > 0 && d->first + d->count == blk) {
+		d->count++;
+		return 0;
+	}
+	if (d->count > 0)
+		rc = d->emit(d->arg, d->first, d->count);
+	d->first = blk;
+	d->count = 1;
+	return rc;
+}
+
+static int diff_node(struct dctx *d, unsigned level, uint64_t base, const struct node *na,
+		     const struct node *nb)
+{
+	struct bm_ipage *pa = NULL, *pb = NULL;
+	int rc = 0;
+
+	if (na->kind == N_NONE && nb->kind == N_NONE)
+		return 0;
+	if (na->kind == N_PAGE && nb->kind == N_PAGE && memcmp(na->sum, nb->sum, 16) == 0)
+		return 0; /* the same subtree */
+	pa = malloc(sizeof(*pa));
+	pb = malloc(sizeof(*pb));
+	if (pa == NULL || pb == NULL) {
+		rc = BM_ENOMEM;
+		goto done;
+	}
+	if ((rc = load_page(&d->a, na, level, base, pa)) < 0 ||
+	    (rc = load_page(&d->b, nb, level, base, pb)) < 0)
+		goto done;
+	unsigned i = 0, j = 0;
+	while (i < pa->count || j < pb->count) {
+		unsigned sa = i < pa->count ? pa->slot[i] : BM_IPAGE_FANOUT;
+		unsigned sb = j < pb->count ? pb->slot[j] : BM_IPAGE_FANOUT;
+		unsigned s = sa < sb ? sa : sb;
+		uint64_t cb = base + (uint64_t)s * cspan(level);
+		struct node ca = { .kind = N_NONE }, cbn = { .kind = N_NONE };
+		if (sa == s)
+			ca = child_of(&d->a, na, level, pa, i);
+		if (sb == s)
+			cbn = child_of(&d->b, nb, level, pb, j);
+		if (level == 0) {
+			if (ca.kind != cbn.kind || memcmp(ca.sum, cbn.sum, 16) != 0)
+				rc = diff_emit(d, cb);
+		} else {
+			rc = diff_node(d, level - 1, cb, &ca, &cbn);
+		}
+		if (rc != 0)
+			goto done;
+		i += sa == s;
+		j += sb == s;
+	}
+done:
+	free(pa);
+	free(pb);
+	return rc;
+}
+
+int bm_index_diff(const struct bm_index_io *io, const char *root_a, uint64_t nblk_a,
+		  const char *root_b, uint64_t nblk_b, bm_index_range_fn emit, void *arg,
+		  struct bm_index_stats *st, char *msg, size_t n)
+{
+	struct dctx d = { .emit = emit, .arg = arg };
+	struct node na, nb;
+	int rc;
+
+	if ((rc = tree_init(&d.a, io, root_a, nblk_a, st, msg, n)) < 0 ||
+	    (rc = tree_init(&d.b, io, root_b, nblk_b, st, msg, n)) < 0)
+		return rc;
+	unsigned level = d.a.root_level > d.b.root_level ? d.a.root_level : d.b.root_level;
+	if ((rc = node_at_level(&d.a, level, &na)) < 0 || (rc = node_at_level(&d.b, level, &nb)) < 0)
+		return rc;
+	rc = diff_node(&d, level, 0, &na, &nb);
+	if (rc == 0 && d.count > 0)
+		rc = emit(arg, d.first, d.count);
+	return rc;
+}
+
+/* ---- the keys of a tree ---------------------------------------------------------- */
+
+/* A set of 16-byte sums: open addressing, at most half full. */
+struct sumset {
+	uint8_t (*v)[16];
+	uint8_t *used;
+	size_t cap, len;
+};
+
+static uint64_t sumset_hash(const uint8_t s[16])
+{
+	uint64_t h;
+	memcpy(&h, s, 8); /* the sum is already uniform */
+	return h;
+}
+
+/* Adds s: 1 if it was new, 0 if present, BM_ENOMEM. */
+static int sumset_add(struct sumset *set, const uint8_t s[16])
+{
+	if (2 * (set->len + 1) > set->cap) {
+		struct sumset bigger = { .cap = set->cap ? 2 * set->cap : 64 };
+		bigger.v = malloc(bigger.cap * 16);
+		bigger.used = calloc(bigger.cap, 1);
+		if (bigger.v == NULL || bigger.used == NULL) {
+			free(bigger.v);
+			free(bigger.used);
+			return BM_ENOMEM;
+		}
+		for (size_t i = 0; i < set->cap; i++)
+			if (set->used[i])
+				(void)sumset_add(&bigger, set->v[i]);
+		free(set->v);
+		free(set->used);
+		*set = bigger;
+	}
+	size_t i = (size_t)sumset_hash(s) & (set->cap - 1);
+	while (set->used[i]) {
+		if (memcmp(set->v[i], s, 16) == 0)
+			return 0;
+		i = (i + 1) & (set->cap - 1);
+	}
+	set->used[i] = 1;
+	memcpy(set->v[i], s, 16);
+	set->len++;
+	return 1;
+}
+
+struct kctx {
+	struct tree t;
+	struct sumset pages, blocks;
+	bm_index_key_fn emit;
+	void *arg;
+};
+
+static int keys_node(struct kctx *k, unsigned level, uint64_t base, const struct node *nd)
+{
+	char key[8 + BM_SUM_HEX + 1];
+	struct bm_ipage *p;
+	int rc;
+
+	if ((rc = sumset_add(&k->pages, nd->sum)) <= 0)
+		return rc; /* seen (a shared subtree) or no memory */
+	memcpy(key, "index/", 6);
+	bin_hex(nd->sum, key + 6);
+	if ((rc = k->emit(k->arg, key)) != 0)
+		return rc;
+	if ((p = malloc(sizeof(*p))) == NULL)
+		return BM_ENOMEM;
+	if ((rc = load_page(&k->t, nd, level, base, p)) < 0)
+		goto done;
+	for (unsigned i = 0; i < p->count; i++) {
+		if (level == 0) {
+			if ((rc = sumset_add(&k->blocks, p->sum[i])) < 0)
+				goto done;
+			if (rc == 0)
+				continue;
+			memcpy(key, "blocks/", 7);
+			bin_hex(p->sum[i], key + 7);
+			if ((rc = k->emit(k->arg, key)) != 0)
+				goto done;
+		} else {
+			struct node c = child_of(&k->t, nd, level, p, i);
+			rc = keys_node(k, level - 1, base + (uint64_t)p->slot[i] * cspan(level), &c);
+			if (rc != 0)
+				goto done;
+		}
+	}
+	rc = 0;
+done:
+	free(p);
+	return rc;
+}
+
+int bm_index_keys(const struct bm_index_io *io, const char *root, uint64_t nblk,
+		  bm_index_key_fn emit, void *arg, struct bm_index_stats *st, char *msg, size_t n)
+{
+	struct kctx k = { .emit = emit, .arg = arg };
+	int rc;
+
+	if ((rc = tree_init(&k.t, io, root, nblk, st, msg, n)) < 0)
+		return rc;
+	if (k.t.root.kind == N_PAGE)
+		rc = keys_node(&k, k.t.root_level, 0, &k.t.root);
+	free(k.pages.v);
+	free(k.pages.used);
+	free(k.blocks.v);
+	free(k.blocks.used);
+	return rc;
+}
+
+/* ---- upgrade from v1 --------------------------------------------------------------- */
+
+int bm_index_from_v1(const struct bm_index_io *io, const struct bm_manifest *m,
+		     char root[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n)
+{
+	struct bm_index_change *ch;
+	uint64_t nblk = bm_manifest_nblk(m);
+	int rc;
+
+	root[0] = '\0';
+	ch = calloc(m->nblocks + 1, sizeof(*ch));
+	if (ch == NULL)
+		return BM_ENOMEM;
+	for (size_t i = 0; i < m->nblocks; i++) {
+		const struct bm_block *b = &m->blocks[i];
+		if (strncmp(b->key, "blocks/", 7) != 0 || strcmp(b->key + 7, b->sum) != 0) {
+			bm_fmt(msg, n,
+			       "block %" PRIu64 " has key \"%s\", not blocks/<its sum>: a v2 index names "
+			       "blocks by their sum alone",
+			       b->index, b->key);
+			free(ch);
+			return BM_EFORMAT;
+		}
+		ch[i].blk = b->index;
+		memcpy(ch[i].sum, b->sum, BM_SUM_HEX + 1);
+	}
+	rc = bm_index_update(io, "", 0, ch, m->nblocks, nblk, root, st, msg, n);
+	free(ch);
+	return rc;
+}

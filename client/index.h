@@ -1,0 +1,141 @@
+/* index.h — the format layer of dataset format v2 (docs/FORMAT.md,
+ * "Version 2"): index pages (a radix tree of 256-way, immutable,
+ * content-addressed pages over block numbers) and the small v2 manifest.
+ * Pure functions over bytes: every I/O goes through the caller's
+ * callbacks (struct bm_index_io), so that the commands can cache and fetch
+ * pages as they like and the fuzzers can drive it all.
+ *
+ * Sums are xxh128 as 32 lowercase hex digits (as in v1); "" is "none" (a
+ * hole, or the root of a dataset with no stored block).  Page keys are
+ * "index/<sum>", block keys "blocks/<sum>", relative to the dataset URL.
+ * Errors: BM_EFORMAT (a page or manifest that breaks the format),
+ * BM_ECHECKSUM (bytes that do not hash to their key or self-checksum: fetch
+ * again), BM_EINVAL (a caller's bad argument), BM_ENOMEM, or whatever a
+ * callback returned; msg then holds one line (no URL: the caller adds it).
+ */
+#ifndef BLKMAP_CLIENT_INDEX_H
+#define BLKMAP_CLIENT_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define BM_IPAGE_BITS 8                        /* fan-out 2^8 */
+#define BM_IPAGE_FANOUT (1u << BM_IPAGE_BITS)
+#define BM_IPAGE_HDR 8                         /* "BMIP", version, level, count */
+#define BM_IPAGE_ENTRY 17                      /* slot byte + 16-byte sum */
+#define BM_IPAGE_MAX (BM_IPAGE_HDR + BM_IPAGE_FANOUT * BM_IPAGE_ENTRY) /* 4360 */
+#define BM_ILEVELS_MAX 5                       /* 256^5 = 2^40 blocks >= 2^50 / 4096 */
+#define BM_INDEX_NBLK_MAX ((uint64_t)1 << 40)
+#define BM_MANIFEST2_MAX ((size_t)128 << 10)    /* largest v2 manifest accepted */
+
+/* A decoded index page.  level 0 is a leaf: sum[i] is the xxh128 of block
+ * base + slot[i]; above, sum[i] is the key of the child page covering
+ * slots' 256^level blocks.  slot[] strictly ascending, count 1..256. */
+struct bm_ipage {
+	unsigned level;
+	unsigned count;
+	uint8_t slot[BM_IPAGE_FANOUT];
+	uint8_t sum[BM_IPAGE_FANOUT][16];
+};
+
+/* Depth of the tree of a dataset of nblk blocks: the smallest d >= 1 with
+ * 256^d >= nblk (its root has level d - 1). */
+unsigned bm_index_depth(uint64_t nblk);
+
+/* Encodes p into out (BM_IPAGE_MAX bytes); returns the length. */
+size_t bm_ipage_encode(const struct bm_ipage *p, uint8_t *out);
+/* Checks that data hashes to sum (32 hex): 0 or BM_ECHECKSUM. */
+int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, size_t n);
+/* Decodes untrusted page bytes.  With sum non-NULL the bytes must hash to
+ * it.  level: the level the page must have (-1: any, as stored).  nblk:
+ * the dataset's blocks; base: the first block the page covers; every
+ * entry must cover a block below nblk. */
+int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, uint64_t base,
+		    uint64_t nblk, struct bm_ipage *p, char *msg, size_t n);
+
+/* The caller's I/O.  load gives the bytes of page "index/<sum>" (the
+ * layer verifies them again); they stay valid until release (if not NULL)
+ * is called with them.  store is called for each new page, children before
+ * their parents; store may be NULL for functions that only read. */
+struct bm_index_io {
+	int (*load)(void *arg, const char *sum, const void **data, size_t *len, char *msg, size_t n);
+	void (*release)(void *arg, const char *sum, const void *data);
+	int (*store)(void *arg, const char *sum, const void *data, size_t len, char *msg, size_t n);
+	void *arg;
+};
+
+struct bm_index_stats {
+	uint64_t pages_read;     /* load calls */
+	uint64_t pages_written;  /* store calls */
+	uint64_t bytes_written;  /* their bytes */
+};
+
+/* The sum of block blk in the tree (root, nblk) into sum: 1 stored, 0 a
+ * hole (sum ""), < 0 an error.  Loads at most depth pages. */
+int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t blk,
+		    char sum[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n);
+
+/* One change of a commit: block blk becomes sum, or a hole (sum ""). */
+struct bm_index_change {
+	uint64_t blk;
+	char sum[BM_SUM_HEX + 1];
+};
+
+/* Copy-on-write update: the tree (old_root, old_nblk) with changes applied
+ * (blk ascending; of equal blks the last wins; blks at or past new_nblk
+ * are ignored) and cut or grown to new_nblk blocks.  Pages of the paths
+ * that changed are stored through io->store; every other page is shared.
+ * new_root gets the new root ("" when no block is stored).  st (may be
+ * NULL) counts what was read and written. */
+int bm_index_update(const struct bm_index_io *io, const char *old_root, uint64_t old_nblk,
+		    const struct bm_index_change *ch, size_t nch, uint64_t new_nblk,
+		    char new_root[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n);
+
+/* The block ranges [first, first + count) whose sums differ between trees
+ * a and b (a hole and a block past a tree's nblk count as the same),
+ * ascending and coalesced, to emit (a non-zero return stops the walk and
+ * is returned).  Descends only where the page sums differ. */
+typedef int (*bm_index_range_fn)(void *arg, uint64_t first, uint64_t count);
+int bm_index_diff(const struct bm_index_io *io, const char *root_a, uint64_t nblk_a,
+		  const char *root_b, uint64_t nblk_b, bm_index_range_fn emit, void *arg,
+		  struct bm_index_stats *st, char *msg, size_t n);
+
+/* Every key the tree references, each once: "index/<sum>" for its pages
+ * (a page before its children), "blocks/<sum>" for its blocks. */
+typedef int (*bm_index_key_fn)(void *arg, const char *key);
+int bm_index_keys(const struct bm_index_io *io, const char *root, uint64_t nblk,
+		  bm_index_key_fn emit, void *arg, struct bm_index_stats *st, char *msg, size_t n);
+
+/* The tree of a v1 manifest's block list (the upgrade to v2).  Every block
+ * key must be "blocks/<sum>" (what blkmap writes): BM_EFORMAT otherwise. */
+int bm_index_from_v1(const struct bm_index_io *io, const struct bm_manifest *m,
+		     char root[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n);
+
+/* ---- the v2 manifest ---------------------------------------------------- */
+
+struct bm_manifest2 {
+	size_t blksize;
+	uint64_t size;
+	uint64_t generation;
+	uint64_t parent;           /* the generation it was committed on; 0: none */
+	char created[40];
+	char root[BM_SUM_HEX + 1]; /* "" when no block is stored */
+	char *attrs;               /* user attributes: compact JSON text of a
+				      non-empty object, or NULL (none) */
+};
+
+/* Parses and validates an untrusted v2 manifest.  Its self-checksum is
+ * checked first, over the raw bytes: BM_ECHECKSUM when the bytes do not
+ * end with a "manifest_sum" field that matches them (damaged in transit:
+ * fetch again); BM_EFORMAT for anything else wrong. */
+int bm_manifest2_parse(const char *buf, size_t len, struct bm_manifest2 **mp, char *msg, size_t n);
+/* Serializes m, self-checksum last (malloc'd, NUL-terminated); NULL when
+ * out of memory or when m->attrs is not a JSON object. */
+char *bm_manifest2_dump(const struct bm_manifest2 *m, size_t *lenp);
+void bm_manifest2_free(struct bm_manifest2 *m);
+uint64_t bm_manifest2_nblk(const struct bm_manifest2 *m);
+
+#endif /* BLKMAP_CLIENT_INDEX_H */

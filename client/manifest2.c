@@ -1,0 +1,262 @@
+/* manifest2.c — the manifest of dataset format v2 (docs/FORMAT.md,
+ * "Version 2"): a small JSON object naming the root index page, whose last
+ * field is a checksum of every byte before it.  Parsing and validating
+ * untrusted bytes (self-checksum first), serializing.  The format layer:
+ * no I/O.
+ * Owns: struct bm_manifest2.  Locking: none; a manifest is immutable once
+ * built.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "index.h"
+
+/* The document ends with SUM_FIELD, 32 hex digits, then SUM_END. */
+#define SUM_FIELD ",\"manifest_sum\":\""
+#define SUM_FIELD_LEN (sizeof(SUM_FIELD) - 1)
+#define SUM_END "\"}"
+#define SUM_TAIL (SUM_FIELD_LEN + BM_SUM_HEX + 2)
+
+void bm_manifest2_free(struct bm_manifest2 *m)
+{
+	if (m == NULL)
+		return;
+	free(m->attrs);
+	free(m);
+}
+
+uint64_t bm_manifest2_nblk(const struct bm_manifest2 *m)
+{
+	return (m->size + m->blksize - 1) / m->blksize;
+}
+
+static bool is_hex32(const char *s, size_t len)
+{
+	if (len != BM_SUM_HEX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* Checks the self-checksum of buf: 0 or BM_ECHECKSUM. */
+static int check_self_sum(const char *buf, size_t len, char *msg, size_t n)
+{
+	char got[BM_SUM_HEX + 1];
+	const char *hex;
+
+	if (len < SUM_TAIL || memcmp(buf + len - SUM_TAIL, SUM_FIELD, SUM_FIELD_LEN) != 0 ||
+	    memcmp(buf + len - 2, SUM_END, 2) != 0) {
+		bm_fmt(msg, n, "manifest does not end with its \"manifest_sum\" field (damaged, or not version 2)");
+		return BM_ECHECKSUM;
+	}
+	hex = buf + len - BM_SUM_HEX - 2;
+	if (!is_hex32(hex, BM_SUM_HEX)) {
+		bm_fmt(msg, n, "manifest's \"manifest_sum\" is not 32 lowercase hex digits");
+		return BM_ECHECKSUM;
+	}
+	bm_sum_hex(buf, len - BM_SUM_HEX - 2, got);
+	if (memcmp(got, hex, BM_SUM_HEX) != 0) {
+		bm_fmt(msg, n, "manifest bytes hash to %s, not to their \"manifest_sum\" %.32s", got, hex);
+		return BM_ECHECKSUM;
+	}
+	return 0;
+}
+
+static int get_uint(json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,
+		    char *msg, size_t n)
+{
+	json_t *v = json_object_get(o, name);
+	if (v == NULL) {
+		bm_fmt(msg, n, "field \"%s\" is missing", name);
+		return BM_EFORMAT;
+	}
+	if (!json_is_integer(v)) {
+		bm_fmt(msg, n, "field \"%s\" is not an integer", name);
+		return BM_EFORMAT;
+	}
+	json_int_t x = json_integer_value(v);
+	if (x < 0 || (uint64_t)x < min || (uint64_t)x > max) {
+		bm_fmt(msg, n, "field \"%s\" = %lld is out of range [%" PRIu64 ", %" PRIu64 "]", name,
+		       (long long)x, min, max);
+		return BM_EFORMAT;
+	}
+	*out = (uint64_t)x;
+	return 0;
+}
+
+/* The user attributes: version 1's rule and form, from the one function
+ * that decides them (manifest.c's bm_attrs_normalize): a JSON object, at
+ * most BM_ATTRS_MAX bytes compact, kept as that compact text, NULL when
+ * empty. */
+static int get_attrs(json_t *v, char **out, char *msg, size_t n)
+{
+	*out = NULL;
+	if (!json_is_object(v)) {
+		bm_fmt(msg, n, "user attributes (\"attrs\") are not a JSON object");
+		return BM_EFORMAT;
+	}
+	char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (s == NULL)
+		return BM_ENOMEM;
+	int rc = bm_attrs_normalize(s, strlen(s), out, msg, n);
+	free(s);
+	return rc;
+}
+
+static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t n)
+{
+	json_t *v;
+	uint64_t x;
+	int rc;
+
+	if (!json_is_object(root)) {
+		bm_fmt(msg, n, "manifest is not a JSON object");
+		return BM_EFORMAT;
+	}
+	v = json_object_get(root, "format");
+	if (!json_is_string(v) || strcmp(json_string_value(v), "blkmap-dataset") != 0) {
+		bm_fmt(msg, n, "field \"format\" is not \"blkmap-dataset\"");
+		return BM_EFORMAT;
+	}
+	if ((rc = get_uint(root, "version", 0, INT64_MAX, &x, msg, n)) < 0)
+		return rc;
+	if (x != 2) {
+		bm_fmt(msg, n, "format version %" PRIu64 " where a version 2 manifest was expected", x);
+		return BM_EFORMAT;
+	}
+	v = json_object_get(root, "checksum");
+	if (!json_is_string(v) || strcmp(json_string_value(v), "xxh128") != 0) {
+		bm_fmt(msg, n, "field \"checksum\" is not \"xxh128\"");
+		return BM_EFORMAT;
+	}
+	if ((rc = get_uint(root, "blksize", 4096, VM_BLKSIZE_MAX, &x, msg, n)) < 0)
+		return rc;
+	if ((x & (x - 1)) != 0) {
+		bm_fmt(msg, n, "field \"blksize\" = %" PRIu64 " is not a power of two", x);
+		return BM_EFORMAT;
+	}
+	m->blksize = (size_t)x;
+	if ((rc = get_uint(root, "size", 0, BM_SIZE_MAX, &m->size, msg, n)) < 0)
+		return rc;
+	if ((rc = get_uint(root, "generation", 1, BM_GEN_MAX, &m->generation, msg, n)) < 0)
+		return rc;
+	if ((rc = get_uint(root, "parent", 0, m->generation - 1, &m->parent, msg, n)) < 0)
+		return rc;
+	v = json_object_get(root, "created");
+	if (json_is_string(v)) {
+		snprintf(m->created, sizeof(m->created), "%s", json_string_value(v));
+		bm_printable(m->created);
+	}
+	v = json_object_get(root, "root");
+	if (json_is_null(v)) {
+		m->root[0] = '\0';
+	} else if (json_is_string(v) && is_hex32(json_string_value(v), json_string_length(v))) {
+		memcpy(m->root, json_string_value(v), BM_SUM_HEX + 1);
+		if (m->size == 0) {
+			bm_fmt(msg, n, "field \"root\" names an index page for a dataset of size 0");
+			return BM_EFORMAT;
+		}
+	} else {
+		bm_fmt(msg, n, "field \"root\" is missing, or neither null nor 32 lowercase hex digits");
+		return BM_EFORMAT;
+	}
+	v = json_object_get(root, "attrs");
+	if (v != NULL && (rc = get_attrs(v, &m->attrs, msg, n)) < 0)
+		return rc;
+	return 0;
+}
+
+int bm_manifest2_parse(const char *buf, size_t len, struct bm_manifest2 **mp, char *msg, size_t n)
+{
+	struct bm_manifest2 *m;
+	json_error_t jerr;
+	json_t *root;
+	int rc;
+
+	*mp = NULL;
+	if (len > BM_MANIFEST2_MAX) {
+		bm_fmt(msg, n, "manifest is %zu bytes, above the %zu a version 2 manifest may have", len,
+		       BM_MANIFEST2_MAX);
+		return BM_EFORMAT;
+	}
+	if ((rc = check_self_sum(buf, len, msg, n)) < 0)
+		return rc;
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		bm_fmt(msg, n, "manifest is not valid JSON: %s at line %d column %d", jerr.text,
+		       jerr.line, jerr.column);
+		return BM_EFORMAT;
+	}
+	m = calloc(1, sizeof(*m));
+	if (m == NULL) {
+		json_decref(root);
+		return BM_ENOMEM;
+	}
+	rc = parse_fields(root, m, msg, n);
+	json_decref(root);
+	if (rc < 0) {
+		bm_manifest2_free(m);
+		return rc;
+	}
+	*mp = m;
+	return 0;
+}
+
+char *bm_manifest2_dump(const struct bm_manifest2 *m, size_t *lenp)
+{
+	json_t *root = json_object();
+	char *text = NULL, *out = NULL;
+
+	if (root == NULL)
+		return NULL;
+	json_object_set_new(root, "format", json_string("blkmap-dataset"));
+	json_object_set_new(root, "version", json_integer(2));
+	json_object_set_new(root, "checksum", json_string("xxh128"));
+	json_object_set_new(root, "blksize", json_integer((json_int_t)m->blksize));
+	json_object_set_new(root, "size", json_integer((json_int_t)m->size));
+	json_object_set_new(root, "generation", json_integer((json_int_t)m->generation));
+	json_object_set_new(root, "parent", json_integer((json_int_t)m->parent));
+	if (m->created[0])
+		json_object_set_new(root, "created", json_string(m->created));
+	json_object_set_new(root, "root", m->root[0] ? json_string(m->root) : json_null());
+	if (m->attrs) {
+		json_t *a = json_loads(m->attrs, 0, NULL);
+		if (!json_is_object(a)) {
+			json_decref(a);
+			goto done;
+		}
+		json_object_set_new(root, "attrs", a);
+	}
+	text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (text == NULL)
+		goto done;
+	/* text is "{...}": drop its "}", add the checksum field over all of
+	 * it, close. */
+	size_t tlen = strlen(text);
+	if (tlen < 2 || text[tlen - 1] != '}')
+		goto done;
+	out = malloc(tlen - 1 + SUM_TAIL + 1);
+	if (out == NULL)
+		goto done;
+	memcpy(out, text, tlen - 1);
+	memcpy(out + tlen - 1, SUM_FIELD, SUM_FIELD_LEN);
+	size_t plen = tlen - 1 + SUM_FIELD_LEN;
+	char hex[BM_SUM_HEX + 1];
+	bm_sum_hex(out, plen, hex);
+	memcpy(out + plen, hex, BM_SUM_HEX);
+	memcpy(out + plen + BM_SUM_HEX, SUM_END, 3); /* with the NUL */
+	if (lenp)
+		*lenp = plen + BM_SUM_HEX + 2;
+done:
+	free(text);
+	json_decref(root);
+	return out;
+}

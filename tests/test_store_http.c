@@ -1,0 +1,235 @@
+/* tests/test_store_http.c — the store interface (client/store.h) of the
+ * HTTP backend against a real server, one program per kind (TC_KIND;
+ * client.mk): the guarantees it states for the server it talks to, what a
+ * conditional put does there (refused, or ignored where the server ignores
+ * it), a swap that replaces only the version it names, 404 as
+ * BM_ENOTFOUND, ranges, keys in collections that do not exist yet, and
+ * the listing where the server has one.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+#include "../client/store.h"
+
+#ifndef TC_KIND
+#define TC_KIND "blkmap-server"
+#endif
+
+/* What each kind of server is known to guarantee (docs/FORMAT.md,
+ * "Servers"). */
+static unsigned expected_caps(const char *kind)
+{
+	if (strcmp(kind, "blkmap-server") == 0)
+		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_STRONG_ETAG | BM_CAP_LIST;
+	if (strcmp(kind, "apache") == 0)
+		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_LIST;
+	return 0; /* nginx */
+}
+
+/* A store for URL PATH on the test's server; a first HEAD lets it learn
+ * which server it talks to. */
+static struct bm_store *open_store(struct tc_store *st, const char *path)
+{
+	struct bm_store_opts o = { .connect_timeout_ms = 5000, .timeout_ms = 20000, .retry_base_ms = 1,
+				   .retries = 10, .connections = 4 };
+	struct bm_store *s;
+	struct bm_version v;
+	char url[512], msg[512];
+
+	tc_store_url(url, sizeof(url), st, path);
+	if (bm_store_open(&s, url, &o, msg, sizeof(msg)) != 0)
+		fail_msg("bm_store_open %s: %s", url, msg);
+	assert_int_equal(bm_store_head(s, "none", &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	return s;
+}
+
+static char *get(struct bm_store *s, const char *key, size_t *lenp, struct bm_version *v)
+{
+	char msg[512], *buf;
+	int rc = bm_store_get_all(s, key, 1 << 20, &buf, lenp, v, msg, sizeof(msg));
+	if (rc != 0)
+		fail_msg("get %s: %d %s", key, rc, msg);
+	return buf;
+}
+
+static void the_store_states_what_the_server_guarantees(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	struct bm_store *s = open_store(st, "/caps");
+
+	assert_int_equal(bm_store_caps(s), expected_caps(st->kind->name));
+	bm_store_close(s);
+}
+
+static void missing_objects_are_not_found(void **state)
+{
+	struct bm_store *s = open_store(tc_store_of(state), "/missing");
+	struct bm_version v;
+	char msg[512], *buf;
+	size_t len;
+
+	assert_int_equal(bm_store_head(s, "a/b", &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_int_equal(bm_store_get_all(s, "a/b", 100, &buf, &len, &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_non_null(strstr(msg, "/missing/a/b"));
+	bm_store_close(s);
+}
+
+static void keys_in_collections_not_made_yet_are_stored(void **state)
+{
+	struct bm_store *s = open_store(tc_store_of(state), "/deep/er");
+	char msg[512], *buf;
+	size_t len;
+
+	assert_int_equal(bm_store_put(s, "one/two/three", "deep", 4, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_put(s, "one/two/four", "deeper", 6, NULL, NULL, msg, sizeof(msg)), 0);
+	buf = get(s, "one/two/three", &len, NULL);
+	assert_int_equal(len, 4);
+	assert_memory_equal(buf, "deep", 4);
+	free(buf);
+	assert_int_equal(bm_store_delete(s, "one/two/three", msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_delete(s, "one/two/three", msg, sizeof(msg)), BM_ENOTFOUND);
+	bm_store_close(s);
+}
+
+static void a_create_only_put_refuses_an_existing_object_where_the_server_can(void **state)
+{
+	struct bm_store *s = open_store(tc_store_of(state), "/excl");
+	struct bm_put once = { .cond = BM_PUT_IF_NONE }, swap_once = { .cond = BM_PUT_IF_NONE, .swap = true };
+	char msg[512], *buf;
+	size_t len;
+
+	for (int swap = 0; swap < 2; swap++) {
+		const char *key = swap ? "k-swap" : "k";
+		const struct bm_put *p = swap ? &swap_once : &once;
+		assert_int_equal(bm_store_put(s, key, "first", 5, p, NULL, msg, sizeof(msg)), 0);
+		int rc = bm_store_put(s, key, "second", 6, p, NULL, msg, sizeof(msg));
+		buf = get(s, key, &len, NULL);
+		if (bm_store_caps(s) & BM_CAP_CREATE_EXCL) {
+			assert_int_equal(rc, BM_ECONFLICT);
+			assert_int_equal(len, 5); /* untouched */
+		} else {
+			assert_int_equal(rc, 0); /* ignored: the last writer wins */
+			assert_int_equal(len, 6);
+		}
+		free(buf);
+	}
+	bm_store_close(s);
+}
+
+static void a_swap_replaces_only_the_version_it_names(void **state)
+{
+	struct bm_store *s = open_store(tc_store_of(state), "/swap");
+	struct bm_version v1, v2;
+	char msg[512], *buf;
+	size_t len;
+
+	assert_int_equal(bm_store_put(s, "m", "version 1", 9, NULL, NULL, msg, sizeof(msg)), 0);
+	free(get(s, "m", &len, &v1));
+	struct bm_put p = { .cond = BM_PUT_IF_MATCH, .etag = v1.etag, .was = "version 1", .was_len = 9,
+			    .swap = true };
+	/* Right away: the ETag may still be a weak one (Apache). */
+	int rc = bm_store_put(s, "m", "version 2", 9, &p, NULL, msg, sizeof(msg));
+	if (rc != 0)
+		fail_msg("swap from version 1: %s", msg);
+	free(get(s, "m", &len, &v2));
+	/* Version 1 is gone: a swap naming it again must not replace 2. */
+	rc = bm_store_put(s, "m", "version 3", 9, &p, NULL, msg, sizeof(msg));
+	buf = get(s, "m", &len, NULL);
+	if (bm_store_caps(s) & BM_CAP_REPLACE_MATCH) {
+		assert_int_equal(rc, BM_ECONFLICT);
+		assert_memory_equal(buf, "version 2", 9);
+	} else {
+		assert_int_equal(rc, 0);
+		assert_memory_equal(buf, "version 3", 9);
+	}
+	free(buf);
+	bm_store_close(s);
+}
+
+struct collect {
+	char buf[64];
+	size_t len;
+};
+
+static int collect(void *arg, uint64_t off, const void *data, size_t len)
+{
+	struct collect *c = arg;
+	if (off + len > sizeof(c->buf))
+		return -1;
+	memcpy(c->buf + off, data, len);
+	c->len = (size_t)off + len;
+	return 0;
+}
+
+static void a_range_get_gives_exactly_the_bytes_asked(void **state)
+{
+	struct bm_store *s = open_store(tc_store_of(state), "/range");
+	struct collect c = { .len = 0 };
+	struct bm_get g = { .range = true, .off = 10, .len = 6, .sink = collect, .sink_arg = &c };
+	char msg[512];
+
+	assert_int_equal(bm_store_put(s, "r", "0123456789abcdefghij", 20, NULL, NULL, msg, sizeof(msg)), 0);
+	if (bm_store_get(s, "r", &g, msg, sizeof(msg)) != 0)
+		fail_msg("range get: %s", msg);
+	assert_int_equal(c.len, 6);
+	assert_memory_equal(c.buf, "abcdef", 6);
+	assert_int_equal(g.got, 6);
+	bm_store_close(s);
+}
+
+static void a_listing_names_the_keys_under_a_prefix(void **state)
+{
+	struct bm_store *s = open_store(tc_store_of(state), "/list");
+	struct bm_list page;
+	char msg[512];
+
+	if (!(bm_store_caps(s) & BM_CAP_LIST)) {
+		assert_int_equal(bm_store_list(s, "gen/", NULL, &page, msg, sizeof(msg)), BM_EINVAL);
+		bm_store_close(s);
+		return;
+	}
+	assert_int_equal(bm_store_put(s, "gen/1.json", "1", 1, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_put(s, "gen/2.json", "22", 2, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_put(s, "other", "x", 1, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_put(s, "blocks/ab/c", "abc", 3, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_list(s, "gen/", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 2);
+	assert_string_equal(page.entries[0].key, "gen/1.json");
+	assert_int_equal(page.entries[1].size, 2);
+	assert_int_equal(bm_key_gen_parse(page.entries[1].key), 2);
+	assert_null(page.next);
+	bm_list_free(&page);
+	/* A prefix that is not a whole collection; keys deeper down. */
+	assert_int_equal(bm_store_list(s, "blocks/a", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 1);
+	assert_string_equal(page.entries[0].key, "blocks/ab/c");
+	assert_int_equal(page.entries[0].size, 3);
+	bm_list_free(&page);
+	assert_int_equal(bm_store_list(s, "nothing/", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 0);
+	bm_list_free(&page);
+	bm_store_close(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(the_store_states_what_the_server_guarantees),
+		cmocka_unit_test(missing_objects_are_not_found),
+		cmocka_unit_test(keys_in_collections_not_made_yet_are_stored),
+		cmocka_unit_test(a_create_only_put_refuses_an_existing_object_where_the_server_can),
+		cmocka_unit_test(a_swap_replaces_only_the_version_it_names),
+		cmocka_unit_test(a_range_get_gives_exactly_the_bytes_asked),
+		cmocka_unit_test(a_listing_names_the_keys_under_a_prefix),
+	};
+	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
+}
