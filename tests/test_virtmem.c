@@ -1175,6 +1175,44 @@ static void test_200000_random_blocks_use_one_kernel_mapping(void **unused)
 	assert_int_equal(vm_ram_close(ram), 0);
 }
 
+/* RssShmem of the process in KiB (/proc/self/status). */
+static long rss_shmem_kib(void)
+{
+	char line[256];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "RssShmem: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+/* Under uffd each cached byte is mapped once: reading every block of a
+ * mapping through a full budget adds the budget to the resident shared
+ * memory, not twice the budget (the pool's view and the mapping, as the
+ * SIGSEGV engine with a backend that writes through the pointer does). */
+static void test_cached_bytes_are_resident_once(void **unused)
+{
+	const size_t nblk = 64;
+	struct fx *f = fx_open(BS64K, nblk, nblk);
+
+	if (!fh_uffd(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	long before = rss_shmem_kib();
+	for (vm_blk_t b = 0; b < nblk; b++)
+		for (size_t off = 0; off < BS64K; off += 4096)
+			assert_true(*word(f->vma, b, off / 8) == PATTERN(b, off / 8));
+	assert_int_equal(vm_ram_used(f->ram), nblk * BS64K);
+	long grown = rss_shmem_kib() - before;
+	/* The budget (4 MiB), give or take what else the process maps. */
+	assert_in_range(grown, (long)(nblk * BS64K / 1024) - 256, (long)(nblk * BS64K / 1024) + 256);
+	fx_close(f);
+}
+
 static void test_page_state_names(void **unused)
 {
 	assert_string_equal(vm_page_state_name(VM_PAGE_LOADING_INVALIDATED), "LOADING_INVALIDATED");
@@ -1235,6 +1273,7 @@ int main(void)
 		cmocka_unit_test(test_spares_of_another_size_are_not_used),
 		cmocka_unit_test(test_write_from_unloaded_mapping_succeeds),
 		cmocka_unit_test(test_read_into_unloaded_mapping_makes_it_dirty),
+		cmocka_unit_test(test_cached_bytes_are_resident_once),
 		cmocka_unit_test(test_200000_random_blocks_use_one_kernel_mapping),
 		cmocka_unit_test(test_page_state_names),
 	};

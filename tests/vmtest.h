@@ -39,11 +39,13 @@ struct memfile {
 	atomic_int loading_now, loading_max;
 	vm_blk_t store_log[MAXLOG];
 	atomic_uint nstore;
-	long fail_load_blk;           /* -1: none */
-	long fail_store_blk;          /* -1: none */
-	unsigned load_delay_us;
+	/* Atomic: set by the test, read by loads that may run in a uffd
+	 * handler thread. */
+	_Atomic long fail_load_blk;   /* -1: none */
+	_Atomic long fail_store_blk;  /* -1: none */
+	_Atomic unsigned load_delay_us;
 	/* hold: a load of hold_blk waits until released */
-	long hold_blk;
+	_Atomic long hold_blk;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int held, released;

@@ -336,20 +336,34 @@ static void *handler_main(void *arg)
 	return NULL;
 }
 
+#define HANDLER_STACK ((size_t)8 << 20)
+
 /* Starts a handler thread (ctx.mu held).  It takes no signal meant for the
- * application. */
+ * application.  Its stack is its own mapping, not one of the C library's
+ * cache: a forked child, where the thread does not exist, never hands that
+ * stack (and so the thread's id) to a thread of its own, which
+ * ThreadSanitizer would take for a second thread of one id. */
 static void handler_start_locked(void)
 {
 	pthread_attr_t attr;
 	sigset_t all, old;
 	pthread_t t;
+	char *stack;
 
+	stack = mmap(NULL, HANDLER_STACK, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return;
+	(void)mprotect(stack, ctx.pagesize, PROT_NONE); /* the guard page */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstack(&attr, stack, HANDLER_STACK);
 	if (pthread_create(&t, &attr, handler_main, NULL) == 0)
 		ctx.nthreads++;
+	else
+		munmap(stack, HANDLER_STACK);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
@@ -510,19 +524,57 @@ static void uffd_release_page_locked(struct vm_page *page)
 }
 
 /* A view of the page's bytes in the memfd, outside any registered mapping:
- * for loadblk to write and storeblk to read.  Unmapped after use, so that
- * each cached byte stays mapped once. */
+ * for loadblk to write and storeblk to read.  Each thread has one window of
+ * address space for it, mapped over at each use and mapped back to nothing
+ * after (so that each cached byte stays mapped once): no address space is
+ * taken and given back per load. */
+static __thread struct window {
+	char *addr;
+	size_t size;
+} win __attribute__((tls_model("initial-exec")));
+static pthread_key_t win_key;
+static pthread_once_t win_once = PTHREAD_ONCE_INIT;
+
+static void win_free(void *arg)
+{
+	struct window *w = arg;
+	if (w->addr != NULL)
+		munmap(w->addr, w->size);
+	w->addr = NULL;
+	w->size = 0;
+}
+
+static void win_key_create(void)
+{
+	(void)pthread_key_create(&win_key, win_free);
+}
+
 static void *uffd_page_view(vm_fileh *fh, struct vm_page *page)
 {
-	void *p = mmap(NULL, fh->blksize, PROT_READ | PROT_WRITE, MAP_SHARED, fh->memfd,
-		       (off_t)(page->blk << fh->blkshift));
+	void *p;
+
+	if (win.size < fh->blksize) {
+		pthread_once(&win_once, win_key_create);
+		win_free(&win);
+		p = mmap(NULL, fh->blksize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		win.addr = p;
+		win.size = fh->blksize;
+		(void)pthread_setspecific(win_key, &win);
+	}
+	p = mmap(win.addr, fh->blksize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fh->memfd,
+		 (off_t)(page->blk << fh->blkshift));
 	return p == MAP_FAILED ? NULL : p;
 }
 
 static void uffd_page_view_end(vm_fileh *fh, struct vm_page *page, void *buf)
 {
 	(void)page;
-	munmap(buf, fh->blksize);
+	(void)fh;
+	(void)buf;
+	(void)mmap(win.addr, win.size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+		   -1, 0);
 }
 
 static int uffd_fill_page(vm_fileh *fh, struct vm_page *page)
