@@ -447,11 +447,17 @@ static int check_still_latest(bm_dataset *ds)
 	return 0;
 }
 
-/* PUTs body at key with If-None-Match: * (a kept generation); a failure
- * is only logged. */
+/* PUTs body at key with If-None-Match: * (a kept generation), never over
+ * an object there; a failure is only logged. */
 static int put_once(bm_dataset *ds, const char *key, const char *body, size_t len)
 {
+	struct bm_version v;
 	char msg[512];
+
+	/* A store that ignores If-None-Match would replace what is there. */
+	if (!(bm_store_caps(ds->store) & BM_CAP_CREATE_EXCL) &&
+	    bm_store_head(ds->store, key, &v, msg, sizeof(msg)) == 0)
+		return 0;
 	int rc = put_new(ds, key, body, len, false, msg, sizeof(msg));
 	if (rc < 0)
 		bm_log("warning: %s", msg);
@@ -589,6 +595,22 @@ static void hook(bm_dataset *ds, const char *stage)
 		ds->opt.commit_hook(stage, ds->opt.commit_hook_arg);
 }
 
+/* A store that would not refuse a lost race (it ignores If-Match or
+ * If-None-Match: nginx) gets the manifest compared just before the swap:
+ * only a writer publishing within that one round trip goes unseen, not
+ * one publishing during the uploads. */
+static int still_the_one_read(bm_dataset *ds)
+{
+	struct bm_version v;
+	char msg[512];
+
+	if (ds->exists && !server_manifest_is(ds, ds->manifest_json, ds->manifest_json_len, NULL, 0))
+		return conflict(ds, "%s: %s", "another writer published a new generation since this one was opened");
+	if (!ds->exists && bm_store_head(ds->store, BM_KEY_MANIFEST, &v, msg, sizeof(msg)) != BM_ENOTFOUND)
+		return conflict(ds, "%s: %s", "another writer created the dataset first");
+	return 0;
+}
+
 /* Step 4: the compare-and-swap of manifest.json.  Sets new_etag, and
  * *superseded when the swap published but another writer's manifest was
  * there already when we asked for our ETag. */
@@ -604,9 +626,13 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 		.swap = true,
 	};
 	char msg[512];
-	int rc = bm_store_put(ds->store, BM_KEY_MANIFEST, json, len, &p, &v, msg, sizeof(msg));
+	int rc;
 
 	*superseded = false;
+	if (!(bm_store_caps(ds->store) & (ds->exists ? BM_CAP_REPLACE_MATCH : BM_CAP_CREATE_EXCL)) &&
+	    (rc = still_the_one_read(ds)) < 0)
+		return rc;
+	rc = bm_store_put(ds->store, BM_KEY_MANIFEST, json, len, &p, &v, msg, sizeof(msg));
 	if (rc == BM_ECONFLICT) {
 		if (server_manifest_is(ds, json, len, new_etag, etagn))
 			return 0;
