@@ -6,9 +6,9 @@
  * A fault on a block the memfd lacks (a hole: MISSING) or holds without a
  * page table entry in this mapping (MINOR) goes to a handler thread, which
  * runs the fault path (fault.c) with no signal involved: the load fills the
- * memfd (pwrite, or the backend writing through a temporary view that is
- * unmapped after), and UFFDIO_CONTINUE maps the block and wakes the
- * faulting threads.  The kernel waits for the handler on faults of system
+ * memfd (pwrite, or the backend writing through a view of the block in the
+ * thread's window, mapped back to nothing after), and UFFDIO_CONTINUE maps
+ * the block and wakes the faulting threads.  The kernel waits for the handler on faults of system
  * calls too, so read(2)/write(2) on unloaded memory work.  A clean page is
  * mapped write-protected with UFFD_FEATURE_WP_ASYNC: a write to it costs no
  * fault to user space, and PAGEMAP_SCAN finds the pages written (and
@@ -17,10 +17,11 @@
  * unmaps it from every mapping at once: the mapping stays one kernel
  * mapping whatever is loaded, and each cached byte is mapped once.
  *
- * Owns: the process's userfaultfd (uffd_ctx), its handler threads, the
- * handles' memfds.
- * Locking: uffd_ctx is set up once (pthread_once) and its thread count is
- * changed under ctx.mu (never held with vm_lock).  Everything that touches
+ * Owns: the process's userfaultfd (ctx), its handler threads, the handles'
+ * memfds, the threads' view windows, the notes of failed faults.
+ * Locking: ctx is set up once (pthread_once) and its thread count is
+ * changed under ctx.mu (never held with vm_lock); the notes of failed
+ * faults are under vm_lock.  Everything that touches
  * pages runs under vm_lock, taken by the fault path.  A handler thread
  * blocks every signal; it may sleep in the fault path (a load in progress,
  * a store), so more threads are started when all are busy.
