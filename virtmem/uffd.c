@@ -550,21 +550,32 @@ static void win_key_create(void)
 	(void)pthread_key_create(&win_key, win_free);
 }
 
-static void *uffd_page_view(vm_fileh *fh, struct vm_page *page)
+/* The thread's window, of at least size bytes (NULL: no memory). */
+static char *win_get(size_t size)
 {
 	void *p;
 
-	if (win.size < fh->blksize) {
+	if (win.size < size) {
 		pthread_once(&win_once, win_key_create);
 		win_free(&win);
-		p = mmap(NULL, fh->blksize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (p == MAP_FAILED)
 			return NULL;
 		win.addr = p;
-		win.size = fh->blksize;
+		win.size = size;
 		(void)pthread_setspecific(win_key, &win);
 	}
-	p = mmap(win.addr, fh->blksize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fh->memfd,
+	return win.addr;
+}
+
+static void *uffd_page_view(vm_fileh *fh, struct vm_page *page)
+{
+	char *w = win_get(fh->blksize);
+	void *p;
+
+	if (w == NULL)
+		return NULL;
+	p = mmap(w, fh->blksize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fh->memfd,
 		 (off_t)(page->blk << fh->blkshift));
 	return p == MAP_FAILED ? NULL : p;
 }
@@ -581,18 +592,23 @@ static void uffd_page_view_end(vm_fileh *fh, struct vm_page *page, void *buf)
 static int uffd_fill_page(vm_fileh *fh, struct vm_page *page)
 {
 	off_t off = (off_t)(page->blk << fh->blkshift);
-	void *view = uffd_page_view(fh, page);
+	/* A backend that writes only through vm_loadblk_write (pwrite into
+	 * the memfd) needs no view: its buf is the window itself, which
+	 * only names the fill. */
+	bool writes = fh->file->ops->flags & VM_OPS_LOADBLK_WRITES;
+	void *buf = writes ? win_get(fh->blksize) : uffd_page_view(fh, page);
 	int rc;
 
-	if (view == NULL)
+	if (buf == NULL)
 		return -errno;
 	/* The range is a hole (punched when the page was dropped). */
-	rc = fill_loadblk(fh, page->blk, view, fh->memfd, off, true, false);
+	rc = fill_loadblk(fh, page->blk, buf, fh->memfd, off, true, false);
 	/* UFFDIO_CONTINUE needs every os page of the block in the memfd:
 	 * those the backend left as zeros are allocated here. */
 	if (rc == 0 && fallocate(fh->memfd, 0, off, (off_t)fh->blksize) < 0)
 		rc = -errno;
-	uffd_page_view_end(fh, page, view);
+	if (!writes)
+		uffd_page_view_end(fh, page, buf);
 	return rc;
 }
 
