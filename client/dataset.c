@@ -48,7 +48,7 @@ static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
 	if (b->xxh) {
 		if (off == 0)
 			XXH3_128bits_reset(b->xxh); /* a retry starts over */
-		XXH3_128bits_update(b->xxh, data, len);
+		bm_xxh3_128_update(b->xxh, data, len); /* while the data is hot */
 	}
 	return vm_loadblk_write(b->buf, (size_t)off, data, len);
 }

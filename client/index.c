@@ -19,10 +19,6 @@
 #include "bm_xxhash.h"
 #include "index.h"
 
-#ifndef bm_assert /* until client/internal.h has issue 10's bm_assert */
-#define bm_assert(cond) ((void)sizeof(cond))
-#endif
-
 static const uint8_t page_magic[4] = { 'B', 'M', 'I', 'P' };
 #define PAGE_VERSION 1
 
@@ -250,6 +246,7 @@ static int load_page(struct tree *t, const struct node *nd, unsigned level, uint
 	if (nd->kind == N_NONE)
 		return 0;
 	if (nd->kind == N_WRAP) {
+		bm_assert(level > t->root_level);
 		p->count = 1;
 		p->slot[0] = 0;
 		memcpy(p->sum[0], t->root.sum, 16); /* child: see child_of */
@@ -415,8 +412,11 @@ static int update_node(struct uctx *u, unsigned level, uint64_t base, const stru
 	unsigned i = 0;
 	while (i < old->count || j < hi) {
 		unsigned s, cslot = BM_IPAGE_FANOUT;
-		if (j < hi)
+		if (j < hi) {
+			/* The parent gave only changes inside this page's range. */
+			bm_assert(u->ch[j].blk >= base && (u->ch[j].blk - base) / span < BM_IPAGE_FANOUT);
 			cslot = (unsigned)((u->ch[j].blk - base) / span);
+		}
 		s = i < old->count && old->slot[i] < cslot ? old->slot[i] : cslot;
 		uint64_t cb = base + (uint64_t)s * span;
 		if (cb >= u->new_nblk)

@@ -132,6 +132,17 @@ struct bm_manifest2 {
  * end with a "manifest_sum" field that matches them (damaged in transit:
  * fetch again); BM_EFORMAT for anything else wrong. */
 int bm_manifest2_parse(const char *buf, size_t len, struct bm_manifest2 **mp, char *msg, size_t n);
+/* Which version a manifest's untrusted bytes are, before parsing them with
+ * that version's parser (docs/FORMAT.md, "Version 2", self-checksum): 2
+ * when the self-checksum holds; 1 for JSON with "version": 1 and no
+ * self-checksum field; BM_ECHECKSUM for bytes damaged in transit (a
+ * self-checksum field that does not match, "version": 2 without one, or
+ * not JSON at all: fetch again, report if it stays so); BM_EFORMAT for a
+ * version this reader does not know.  It parses the JSON once when the
+ * self-checksum fails: a reader of large v1 manifests can try v2 first
+ * (bm_manifest2_parse, cheap), then bm_manifest_parse, and ask this only
+ * when both refused, to tell damage (fetch again) from a bad manifest. */
+int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n);
 /* Serializes m, self-checksum last (malloc'd, NUL-terminated); NULL when
  * out of memory or when m->attrs is not a JSON object. */
 char *bm_manifest2_dump(const struct bm_manifest2 *m, size_t *lenp);

@@ -70,6 +70,70 @@ static int check_self_sum(const char *buf, size_t len, char *msg, size_t n)
 	return 0;
 }
 
+/* True when buf ends the way a self-checksummed manifest does, whatever
+ * its digits. */
+static bool has_sum_tail(const char *buf, size_t len)
+{
+	return len >= SUM_TAIL && memcmp(buf + len - SUM_TAIL, SUM_FIELD, SUM_FIELD_LEN) == 0 &&
+	       memcmp(buf + len - 2, SUM_END, 2) == 0;
+}
+
+/* The "version" of JSON text: >= 0, or -1 when it is not JSON, -2 when it
+ * has no integer "version". */
+static json_int_t version_of(const char *buf, size_t len)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_int_t v;
+
+	if (root == NULL)
+		return -1;
+	json_t *x = json_object_get(root, "version");
+	v = json_is_integer(x) && json_integer_value(x) >= 0 ? json_integer_value(x) : -2;
+	json_decref(root);
+	return v;
+}
+
+int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n)
+{
+	json_int_t v;
+
+	if (len > BM_MANIFEST_MAX) {
+		bm_fmt(msg, n, "manifest is %zu bytes, above the %zu accepted", len, BM_MANIFEST_MAX);
+		return BM_EFORMAT;
+	}
+	if (len <= BM_MANIFEST2_MAX && check_self_sum(buf, len, msg, n) == 0) {
+		v = version_of(buf, len);
+		if (v == 2)
+			return 2;
+		if (v == -1) {
+			bm_fmt(msg, n, "manifest is not valid JSON (its self-checksum holds)");
+			return BM_EFORMAT;
+		}
+		bm_fmt(msg, n, "a manifest with a self-checksum has format version %lld, not 2",
+		       (long long)v);
+		return BM_EFORMAT;
+	}
+	if (has_sum_tail(buf, len)) {
+		bm_fmt(msg, n, "manifest bytes do not match their \"manifest_sum\" (damaged in transit)");
+		return BM_ECHECKSUM;
+	}
+	v = version_of(buf, len);
+	if (v == 1)
+		return 1;
+	if (v == -1 || v == 2) {
+		bm_fmt(msg, n, "manifest is %s (damaged in transit)",
+		       v == -1 ? "not valid JSON" : "version 2 without a valid \"manifest_sum\"");
+		return BM_ECHECKSUM;
+	}
+	if (v == -2) {
+		bm_fmt(msg, n, "manifest has no integer field \"version\"");
+		return BM_EFORMAT;
+	}
+	bm_fmt(msg, n, "format version %lld is not supported (this reader knows 1 and 2)", (long long)v);
+	return BM_EFORMAT;
+}
+
 static int get_uint(json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,
 		    char *msg, size_t n)
 {

@@ -39,6 +39,7 @@ static void *worker_main(void *arg)
 			pthread_cond_wait(&ra->cv, &ra->mu);
 		if (ra->stop)
 			break;
+		bm_assert(ra->qhead < ra->qcap && ra->qlen <= ra->qcap);
 		uint64_t blk = ra->queue[ra->qhead];
 		ra->qhead = (ra->qhead + 1) % ra->qcap;
 		ra->qlen--;

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -39,6 +40,7 @@ struct store_http {
 	atomic_bool learned;       /* caps set from a Server header */
 	atomic_bool locks;         /* swaps take a WebDAV lock (Apache) */
 	atomic_bool collections;   /* a WebDAV server: collections made first */
+	long timeout_ms;           /* the longest a lock is waited for */
 	pthread_mutex_t mu, mkcol_mu;
 	char **colls;              /* collection URLs made or found (ending in '/') */
 	size_t ncolls, capcolls;
@@ -343,9 +345,18 @@ static int lock_coll(struct store_http *h, const char *coll, char **token, char 
 			    .headers = { "Depth: 0", "Timeout: Second-60", "Content-Type: application/xml" },
 			    .want_header = "Lock-Token", .discard = true };
 	struct status_check c = { h, 200, 201, 200 };
-	int rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
+	double give_up = bm_now() + (double)h->timeout_ms / 1000;
+	int rc;
 
 	*token = NULL;
+	/* Another writer's commit holds it: held for a GET and a PUT of the
+	 * manifest, or until it times out if its holder died.  Waited for,
+	 * as long as one request may take. */
+	while ((rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter)) == BM_EHTTP &&
+	       (r.status == 423 || r.status == 207) && bm_now() < give_up) {
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 	if (rc < 0)
 		return rc;
 	if (r.header_value[0] != '<') {
@@ -823,6 +834,7 @@ int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_st
 	pthread_mutex_init(&h->mkcol_mu, NULL);
 	h->s.ops = &http_ops;
 	h->s.retries_counter = o->retries_counter;
+	h->timeout_ms = o->timeout_ms;
 	atomic_init(&h->s.caps, BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH);
 	struct bm_http_opts ho = {
 		.token = o->token,

@@ -478,8 +478,9 @@ static void racing_writers_lose_no_commit(void **state)
 		r[i] = (struct racer){ .url = url, .id = i };
 		assert_int_equal(pthread_create(&t[i], NULL, race, &r[i]), 0);
 	}
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(t[i], NULL); /* all of them before any assertion */
 	for (int i = 0; i < RACERS; i++) {
-		pthread_join(t[i], NULL);
 		assert_int_equal(r[i].err, 0);
 		assert_int_equal(r[i].commits, RACE_COMMITS);
 		total += r[i].commits;

@@ -1047,6 +1047,43 @@ static void hostile_v2_manifest_fields_are_refused_with_one_line(void **state)
 	free(body);
 }
 
+static void the_version_of_a_manifest_tells_damage_from_a_bad_manifest(void **state)
+{
+	(void)state;
+	struct bm_manifest2 m = sample_manifest();
+	struct bm_manifest one = { .blksize = 4096, .size = 4096, .generation = 1 };
+	char msg[256] = "";
+	size_t l1, l2, len;
+	char *v1 = bm_manifest_dump(&one, &l1), *v2 = bm_manifest2_dump(&m, &l2), *t;
+
+	assert_int_equal(bm_manifest_version(v1, l1, msg, sizeof(msg)), 1);
+	assert_int_equal(bm_manifest_version(v2, l2, msg, sizeof(msg)), 2);
+	/* Damage: a flipped digit of a v2 manifest, a v1 manifest cut short,
+	 * "version": 2 whose self-checksum field is gone. */
+	v2[40] ^= 1;
+	assert_int_equal(bm_manifest_version(v2, l2, msg, sizeof(msg)), BM_ECHECKSUM);
+	one_line(msg);
+	assert_int_equal(bm_manifest_version(v1, l1 - 3, msg, sizeof(msg)), BM_ECHECKSUM);
+	one_line(msg);
+	static const char no_sum[] = "{\"format\":\"blkmap-dataset\",\"version\":2}";
+	assert_int_equal(bm_manifest_version(no_sum, strlen(no_sum), msg, sizeof(msg)), BM_ECHECKSUM);
+	one_line(msg);
+	/* Bad manifests, not damage: a version not known, sealed or not; no
+	 * version. */
+	t = seal("{\"format\":\"blkmap-dataset\",\"version\":3}", &len);
+	assert_int_equal(bm_manifest_version(t, len, msg, sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	free(t);
+	static const char v3[] = "{\"format\":\"blkmap-dataset\",\"version\":3}";
+	assert_int_equal(bm_manifest_version(v3, strlen(v3), msg, sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	static const char none[] = "{\"format\":\"blkmap-dataset\"}";
+	assert_int_equal(bm_manifest_version(none, strlen(none), msg, sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	free(v1);
+	free(v2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1074,6 +1111,7 @@ int main(void)
 		cmocka_unit_test(a_v2_manifest_round_trips_and_v1_readers_refuse_it),
 		cmocka_unit_test(every_byte_flip_of_a_v2_manifest_is_a_checksum_error),
 		cmocka_unit_test(hostile_v2_manifest_fields_are_refused_with_one_line),
+		cmocka_unit_test(the_version_of_a_manifest_tells_damage_from_a_bad_manifest),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

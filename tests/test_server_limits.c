@@ -129,14 +129,14 @@ static int dir_is_empty(const char *path)
 	return empty;
 }
 
-/* Wait (about 10 s at most, only so a broken server cannot hang the
+/* Wait (about 60 s at most, only so a broken server cannot hang the
  * test) until the server has counted PUTS PUT requests, has no request in
  * flight and no connection open but the one asking. The server unlinks a
  * cut-off upload's temporary file before its request stops being in
  * flight and before its connection stops being open. 0, or -1. */
 static int wait_puts_settled(const struct ts_server *s, json_int_t puts)
 {
-	for (int i = 0; i < 2000; i++) {
+	for (int i = 0; i < 12000; i++) {
 		json_t *doc = ts_get_json(s, "/_admin/stats");
 		json_int_t put = -1, in_flight = -1, open = -1;
 

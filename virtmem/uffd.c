@@ -6,9 +6,9 @@
  * A fault on a block the memfd lacks (a hole: MISSING) or holds without a
  * page table entry in this mapping (MINOR) goes to a handler thread, which
  * runs the fault path (fault.c) with no signal involved: the load fills the
- * memfd (pwrite, or the backend writing through a temporary view that is
- * unmapped after), and UFFDIO_CONTINUE maps the block and wakes the
- * faulting threads.  The kernel waits for the handler on faults of system
+ * memfd (pwrite, or the backend writing through a view of the block in the
+ * thread's window, mapped back to nothing after), and UFFDIO_CONTINUE maps
+ * the block and wakes the faulting threads.  The kernel waits for the handler on faults of system
  * calls too, so read(2)/write(2) on unloaded memory work.  A clean page is
  * mapped write-protected with UFFD_FEATURE_WP_ASYNC: a write to it costs no
  * fault to user space, and PAGEMAP_SCAN finds the pages written (and
@@ -17,10 +17,11 @@
  * unmaps it from every mapping at once: the mapping stays one kernel
  * mapping whatever is loaded, and each cached byte is mapped once.
  *
- * Owns: the process's userfaultfd (uffd_ctx), its handler threads, the
- * handles' memfds.
- * Locking: uffd_ctx is set up once (pthread_once) and its thread count is
- * changed under ctx.mu (never held with vm_lock).  Everything that touches
+ * Owns: the process's userfaultfd (ctx), its handler threads, the handles'
+ * memfds, the threads' view windows, the notes of failed faults.
+ * Locking: ctx is set up once (pthread_once) and its thread count is
+ * changed under ctx.mu (never held with vm_lock); the notes of failed
+ * faults are under vm_lock.  Everything that touches
  * pages runs under vm_lock, taken by the fault path.  A handler thread
  * blocks every signal; it may sleep in the fault path (a load in progress,
  * a store), so more threads are started when all are busy.
@@ -549,21 +550,32 @@ static void win_key_create(void)
 	(void)pthread_key_create(&win_key, win_free);
 }
 
-static void *uffd_page_view(vm_fileh *fh, struct vm_page *page)
+/* The thread's window, of at least size bytes (NULL: no memory). */
+static char *win_get(size_t size)
 {
 	void *p;
 
-	if (win.size < fh->blksize) {
+	if (win.size < size) {
 		pthread_once(&win_once, win_key_create);
 		win_free(&win);
-		p = mmap(NULL, fh->blksize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (p == MAP_FAILED)
 			return NULL;
 		win.addr = p;
-		win.size = fh->blksize;
+		win.size = size;
 		(void)pthread_setspecific(win_key, &win);
 	}
-	p = mmap(win.addr, fh->blksize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fh->memfd,
+	return win.addr;
+}
+
+static void *uffd_page_view(vm_fileh *fh, struct vm_page *page)
+{
+	char *w = win_get(fh->blksize);
+	void *p;
+
+	if (w == NULL)
+		return NULL;
+	p = mmap(w, fh->blksize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fh->memfd,
 		 (off_t)(page->blk << fh->blkshift));
 	return p == MAP_FAILED ? NULL : p;
 }
@@ -580,18 +592,23 @@ static void uffd_page_view_end(vm_fileh *fh, struct vm_page *page, void *buf)
 static int uffd_fill_page(vm_fileh *fh, struct vm_page *page)
 {
 	off_t off = (off_t)(page->blk << fh->blkshift);
-	void *view = uffd_page_view(fh, page);
+	/* A backend that writes only through vm_loadblk_write (pwrite into
+	 * the memfd) needs no view: its buf is the window itself, which
+	 * only names the fill. */
+	bool writes = fh->file->ops->flags & VM_OPS_LOADBLK_WRITES;
+	void *buf = writes ? win_get(fh->blksize) : uffd_page_view(fh, page);
 	int rc;
 
-	if (view == NULL)
+	if (buf == NULL)
 		return -errno;
 	/* The range is a hole (punched when the page was dropped). */
-	rc = fill_loadblk(fh, page->blk, view, fh->memfd, off, true, false);
+	rc = fill_loadblk(fh, page->blk, buf, fh->memfd, off, true, false);
 	/* UFFDIO_CONTINUE needs every os page of the block in the memfd:
 	 * those the backend left as zeros are allocated here. */
 	if (rc == 0 && fallocate(fh->memfd, 0, off, (off_t)fh->blksize) < 0)
 		rc = -errno;
-	uffd_page_view_end(fh, page, view);
+	if (!writes)
+		uffd_page_view_end(fh, page, buf);
 	return rc;
 }
 

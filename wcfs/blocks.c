@@ -63,6 +63,7 @@ void wc_blocks_trim(struct wc_ds *d)
 /* Under bmu: the slot holding (or loading) block index, or NULL. */
 static struct wc_slot *find_slot(struct wc_ds *d, uint64_t index)
 {
+	wc_assert(wc_mutex_held(&d->bmu));
 	for (int i = 0; i < d->nslots; i++)
 		if (d->slots[i].state != SLOT_EMPTY && d->slots[i].index == index)
 			return &d->slots[i];
@@ -75,6 +76,7 @@ static struct wc_slot *victim_slot(struct wc_ds *d)
 {
 	struct wc_slot *v = NULL;
 
+	wc_assert(wc_mutex_held(&d->bmu));
 	for (int i = 0; i < d->nslots; i++) {
 		struct wc_slot *s = &d->slots[i];
 		if (s->state == SLOT_EMPTY)
@@ -92,6 +94,8 @@ static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, 
 	uint64_t start = index * d->blksize;
 	size_t blen = d->size - start < d->blksize ? (size_t)(d->size - start) : d->blksize;
 
+	/* Callers stay inside the file, so inside the block. */
+	wc_assert(start < d->size && in + n <= blen);
 	pthread_mutex_lock(&d->bmu);
 	for (;;) {
 		struct wc_slot *s = find_slot(d, index);
@@ -100,6 +104,7 @@ static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, 
 			continue; /* loaded, or failed: look again */
 		}
 		if (s != NULL) {
+			wc_assert(s->state == SLOT_READY && s->buf != NULL);
 			s->used = ++d->tick;
 			memcpy(dst, s->buf + in, n);
 			pthread_mutex_unlock(&d->bmu);

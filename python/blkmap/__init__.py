@@ -342,12 +342,12 @@ class Dataset:
         writable = self.writable
         if length == 0:
             a = _np.zeros(shape, dtype, order=order)
-        else:
-            a = _np.frombuffer(self._map(offset, length), dtype=dtype, count=count)
-            a = a.reshape(shape, order=order)
+            a.flags.writeable = writable
+            return a
+        buf = memoryview(self._map(offset, length)).cast("B")
         if not writable:
-            a.flags.writeable = False
-        return a
+            buf = buf.toreadonly()  # the array cannot be made writeable again
+        return _np.frombuffer(buf, dtype=dtype, count=count).reshape(shape, order=order)
 
     def read(self, offset, length):
         """Bytes [offset, offset+length) of the handle's generation (fewer

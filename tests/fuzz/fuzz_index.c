@@ -10,7 +10,8 @@
  * page: content addressing needs it) and, as the root of a tree whose
  * pages below are missing, every walk (lookup, update, diff, keys) ends
  * with a result or a one-line error; an accepted manifest dumps to bytes
- * that parse again and dump the same.  Locking: none. */
+ * that parse again and dump the same, and bm_manifest_version calls it
+ * version 2.  Locking: none. */
 #include "config.h"
 
 #include <string.h>
@@ -119,7 +120,12 @@ static void manifest(const uint8_t *data, size_t size, bool sealed)
 	char msg[512] = "";
 	size_t len1 = 0, len2 = 0;
 
+	int ver = bm_manifest_version((const char *)data, size, msg, sizeof(msg));
+	if (ver < 0)
+		fuzz_check_message("bm_manifest_version", msg);
 	int rc = bm_manifest2_parse((const char *)data, size, &m, msg, sizeof(msg));
+	if (rc == 0 && ver != 2)
+		fuzz_fail("a manifest that parses as version 2 is said to be %d", ver);
 	if (rc < 0) {
 		if (m != NULL)
 			fuzz_fail("a refused manifest (%d) was returned", rc);

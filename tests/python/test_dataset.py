@@ -177,6 +177,8 @@ def test_flat_object_maps_read_only(server):
         assert bytes(ds.map()) == data
         a = ds.array()
         assert not a.flags.writeable
+        with pytest.raises(ValueError):
+            a.flags.writeable = True  # read-only memory stays read-only
         with pytest.raises(blkmap.ReadOnlyError):
             ds.commit()
         with pytest.raises(blkmap.ReadOnlyError):
