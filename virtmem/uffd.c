@@ -696,6 +696,25 @@ static void scan_written_locked(vm_vma *vma, uintptr_t start, uintptr_t end)
 	}
 }
 
+/* Writes to a clean page take no fault: to drop it without losing one made
+ * after PAGEMAP_SCAN looked, the block is made read-only in the mappings
+ * first (a write then takes SIGSEGV, whose handler waits for vm_lock and
+ * has the access retried: see uffd_signal_fault_locked). */
+static void uffd_fence_locked(vm_fileh *fh, vm_blk_t blk, bool on)
+{
+	struct vm_list *pos, *tmp;
+
+	vm_lock_assert_held();
+	if (fh->readonly)
+		return;
+	vm_list_for_each_safe(pos, tmp, &fh->vmas) {
+		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
+		if (vma_covers(vma, blk))
+			(void)mprotect(vm_vma_blk_addr(vma, blk), fh->blksize,
+				       on ? PROT_READ : PROT_READ | PROT_WRITE);
+	}
+}
+
 static void uffd_sync_written_locked(vm_fileh *fh, struct vm_page *page)
 {
 	struct vm_list *pos, *tmp;
@@ -727,6 +746,7 @@ const struct vm_engine vm_engine_uffd = {
 	.page_view = uffd_page_view,
 	.page_view_end = uffd_page_view_end,
 	.sync_written_locked = uffd_sync_written_locked,
+	.fence_locked = uffd_fence_locked,
 	.signal_fault_locked = uffd_signal_fault_locked,
 	.own_memory = true,
 };
