@@ -10,7 +10,8 @@ PY_TESTS = \
 	tests/python/test_put.py \
 	tests/python/test_docs.py \
 	tests/python/test_examples.py \
-	tests/python/test_load.py
+	tests/python/test_load.py \
+	tests/python/test_abi.py
 EXTRA_DIST += $(PY_SOURCES) $(PY_TESTS) tests/python.test examples/mean_over_dataset.py
 
 if HAVE_PYTHON
@@ -40,6 +41,9 @@ clean-local:
 	rm -rf python/blkmap/__pycache__
 
 TESTS += tests/python.test
+# The layout of blkmap.h's structs as C sees it, for the ctypes twins' test.
+check_PROGRAMS += tests/abi_layout
+tests_abi_layout_SOURCES = tests/abi_layout.c
 AM_TESTS_ENVIRONMENT += PYTHON='$(PYTHON)'; export PYTHON;
 
 # `make bench`: numpy over a mapped dataset vs np.memmap of a local file and
