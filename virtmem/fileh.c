@@ -199,6 +199,7 @@ int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk)
 		return -ENOTSUP;
 	vm_lock_acquire();
 	page = pagetab_get(&fh->pages, blk);
+	engine_fence_locked(fh, blk, true);
 	if (page != NULL) {
 		engine_sync_written_locked(fh, page);
 		page_check_locked(page);
@@ -220,6 +221,7 @@ int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk)
 		rc = -EBUSY;
 		break;
 	}
+	engine_fence_locked(fh, blk, false);
 	vm_lock_release();
 	return rc;
 }

@@ -352,6 +352,11 @@ struct vm_engine {
 	/* A pointer to the page's bytes for storeblk, and its end. */
 	void *(*page_view)(vm_fileh *fh, struct vm_page *page);
 	void (*page_view_end)(vm_fileh *fh, struct vm_page *page, void *buf);
+	/* Fences writes to block blk in every mapping of fh (on) or lifts the
+	 * fence (off): while fenced, a write waits for vm_lock, so that a
+	 * clean page found unwritten can be dropped without losing a write
+	 * made after it was looked at. */
+	void (*fence_locked)(vm_fileh *fh, vm_blk_t blk, bool on);
 	/* Finds pages written without a fault (page_note_written_locked on
 	 * each): every page of fh, or only page when it is not NULL. */
 	void (*sync_written_locked)(vm_fileh *fh, struct vm_page *page);
@@ -383,6 +388,12 @@ static inline void engine_sync_written_locked(vm_fileh *fh, struct vm_page *page
 {
 	if (fh->engine->sync_written_locked)
 		fh->engine->sync_written_locked(fh, page);
+}
+
+static inline void engine_fence_locked(vm_fileh *fh, vm_blk_t blk, bool on)
+{
+	if (fh->engine->fence_locked)
+		fh->engine->fence_locked(fh, blk, on);
 }
 
 /* page was written without a fault (found by the engine): a LOADED page

@@ -120,18 +120,26 @@ static int reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_slot *
 		page_check_locked(victim);
 		vm_assert(victim->state == VM_PAGE_LOADED);
 		/* Written without a fault (an engine that finds writes
-		 * later)?  Then it is dirty, off the LRU, and kept. */
-		engine_sync_written_locked(victim->fh, victim);
-		if (victim->state != VM_PAGE_LOADED)
+		 * later)?  Then it is dirty, off the LRU, and kept.  Writes
+		 * are fenced off meanwhile, so none lands after the look. */
+		vm_fileh *vfh = victim->fh;
+		vm_blk_t vblk = victim->blk;
+		engine_fence_locked(vfh, vblk, true);
+		engine_sync_written_locked(vfh, victim);
+		if (victim->state != VM_PAGE_LOADED) {
+			engine_fence_locked(vfh, vblk, false);
 			continue;
-		victim->fh->st.reclaimed++;
-		if (victim->fh->blksize == size) {
+		}
+		vfh->st.reclaimed++;
+		if (vfh->blksize == size) {
 			page_unmap_all_locked(victim);
 			*slotp = victim->slot;
 			*offp = page_forget_locked(victim);
+			engine_fence_locked(vfh, vblk, false);
 			return 1;
 		}
 		page_drop_locked(victim);
+		engine_fence_locked(vfh, vblk, false);
 	}
 	return 0;
 }
