@@ -767,7 +767,8 @@ out:
 static const char main_help[] =
 	"usage: blkmap COMMAND [ARGS]\n"
 	"\n"
-	"Maps datasets that live on an HTTP object server into memory.\n"
+	"Maps datasets that live on an HTTP object server or in S3 (s3://BUCKET/PREFIX)\n"
+	"into memory.\n"
 	"\n"
 	"commands:\n"
 	"  put [--blksize BYTES] FILE URL   FILE's bytes as the dataset's next generation\n"
@@ -782,7 +783,8 @@ static const char main_help[] =
 	"BLKMAP_CACHE_BYTES, BLKMAP_CONNECTIONS, BLKMAP_RETRIES, BLKMAP_RETRY_BASE_MS,\n"
 	"BLKMAP_TIMEOUT_MS, BLKMAP_CONNECT_TIMEOUT_MS, BLKMAP_READAHEAD_BYTES,\n"
 	"BLKMAP_SPARE_BYTES, BLKMAP_BLKSIZE, BLKMAP_WCFS, BLKMAP_VERBOSE\n"
-	"(see docs/client.md).\n";
+	"(see docs/client.md); for s3:// URLs the AWS_* variables and ~/.aws files\n"
+	"(see docs/s3.md).\n";
 
 int main(int argc, char **argv)
 {

@@ -293,6 +293,12 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 64L << 10);
 	if (h->auth)
 		hdr = curl_slist_append(hdr, h->auth);
+	if (h->o.aws_sigv4) {
+		curl_easy_setopt(c, CURLOPT_AWS_SIGV4, h->o.aws_sigv4);
+		curl_easy_setopt(c, CURLOPT_USERPWD, h->o.userpwd);
+	}
+	if (h->o.ca_bundle)
+		curl_easy_setopt(c, CURLOPT_CAINFO, h->o.ca_bundle);
 	if (r->has_range) {
 		snprintf(line, sizeof(line), "Range: bytes=%" PRIu64 "-%" PRIu64,
 			 r->range_start, r->range_end);
@@ -315,7 +321,11 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(c, CURLOPT_READDATA, &src);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
-		hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
+		/* No 100-continue round trip.  Not when signing: libcurl signs
+		 * the headers of the list, a removed one too, and the server
+		 * never sees it: the signature would not match. */
+		if (!h->o.aws_sigv4)
+			hdr = curl_slist_append(hdr, "Expect:");
 	}
 	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0 && strcmp(r->method, "PUT") != 0)
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method); /* DELETE, MKCOL, PROPFIND */

@@ -116,6 +116,13 @@ struct bm_http_opts {
 	const char *token;
 	long connect_timeout_ms, timeout_ms, retry_base_ms;
 	int retries, connections, verbose;
+	/* S3 (store_s3.c): libcurl signs every request with SigV4
+	 * (CURLOPT_AWS_SIGV4 "aws:amz:REGION:s3", CURLOPT_USERPWD
+	 * "KEY:SECRET"); NULL: unsigned.  Kept as pointers: they must live
+	 * as long as the pool. */
+	const char *aws_sigv4;
+	const char *userpwd;
+	const char *ca_bundle;     /* CURLOPT_CAINFO, or NULL for curl's default */
 };
 
 int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o);

@@ -3,12 +3,15 @@ lib_LTLIBRARIES += client/libblkmap.la
 client_libblkmap_la_SOURCES = \
 	client/internal.h \
 	client/bm_xxhash.h \
+	client/aws.c \
+	client/aws.h \
 	client/commit.c \
 	client/dataset.c \
 	client/http.c \
 	client/store.h \
 	client/store.c \
 	client/store_http.c \
+	client/store_s3.c \
 	client/manifest.c \
 	client/index.h \
 	client/index.c \

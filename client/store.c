@@ -47,12 +47,14 @@ int bm_store_open(struct bm_store **sp, const char *url, const struct bm_store_o
 {
 	*sp = NULL;
 	if (url == NULL) {
-		bm_fmt(msg, n, "(null): not an http:// or https:// URL");
+		bm_fmt(msg, n, "(null): not an http://, https:// or s3:// URL");
 		return BM_EINVAL;
 	}
 	int rc = bm_store_http_open(sp, url, o, msg, n);
 	if (rc == BM_EINVAL && msg[0] == '\0')
-		bm_fmt(msg, n, "%s: not an http:// or https:// URL", url);
+		rc = bm_store_s3_open(sp, url, o, msg, n);
+	if (rc == BM_EINVAL && msg[0] == '\0')
+		bm_fmt(msg, n, "%s: not an http://, https:// or s3:// URL", url);
 	return rc;
 }
 

@@ -35,7 +35,8 @@
  * call runs.
  *
  * Backends (a vtable, struct bm_store_ops): store_http.c (blkmap-server,
- * nginx, Apache mod_dav and other WebDAV servers); S3 adds its own.
+ * nginx, Apache mod_dav and other WebDAV servers); store_s3.c (s3://:
+ * AWS S3, Ceph RGW, MinIO).
  */
 #ifndef BLKMAP_CLIENT_STORE_H
 #define BLKMAP_CLIENT_STORE_H
@@ -181,7 +182,7 @@ struct bm_store {
 	atomic_uint_fast64_t *retries_counter;
 };
 
-/* Opens the store for url (http://, https://; a backend per scheme).
+/* Opens the store for url (http://, https://, s3://; a backend per scheme).
  * BM_EINVAL with msg for a URL no backend takes.  Sends no request. */
 int bm_store_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o, char *msg, size_t n);
 void bm_store_close(struct bm_store *s);
@@ -230,5 +231,9 @@ void bm_store_count_retry(struct bm_store *s);
  * a message. */
 int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,
 		       char *msg, size_t n);
+/* s3://BUCKET[/PREFIX] (store_s3.c), configured from the AWS_* environment
+ * and files (aws.h). */
+int bm_store_s3_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,
+		     char *msg, size_t n);
 
 #endif /* BLKMAP_CLIENT_STORE_H */

@@ -5,7 +5,8 @@
 # once per kind of server (-DTC_KIND, client_util.h's tc_kinds): a kind
 # that is not installed makes its programs SKIP with the reason.
 CLIENT_TEST_SOURCES = tests/client_util.c tests/client_util.h \
-	tests/test_server_util.c tests/test_server_util.h
+	tests/test_server_util.c tests/test_server_util.h \
+	tests/rgw_util.c tests/rgw_util.h
 CLIENT_TEST_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) \
 	$(CMOCKA_CFLAGS)
 CLIENT_TEST_LDADD = client/libblkmap.la $(CURL_LIBS) $(JANSSON_LIBS) \
@@ -28,6 +29,10 @@ CLIENT_TESTS = \
 	tests/test_store_http \
 	tests/test_store_http_nginx \
 	tests/test_store_http_apache \
+	tests/test_client_roundtrip_rgw \
+	tests/test_client_flat_rgw \
+	tests/test_client_changes_rgw \
+	tests/test_store_rgw \
 	tests/test_client_cli \
 	tests/test_client_attrs
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -127,6 +132,20 @@ tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# The same suites on Ceph RGW (S3): tests/s3.mk starts it.
+tests_test_client_roundtrip_rgw_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
+tests_test_client_roundtrip_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_roundtrip_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_roundtrip_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_flat_rgw_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
+tests_test_client_flat_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_flat_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_flat_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_changes_rgw_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
+tests_test_client_changes_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_changes_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_changes_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
 # The format layer of dataset format v2 alone (no server): index pages and
 # the v2 manifest over an in-memory page store.
 check_PROGRAMS += tests/test_index
@@ -134,3 +153,7 @@ TESTS += tests/test_index
 tests_test_index_SOURCES = tests/test_index.c
 tests_test_index_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_index_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_store_rgw_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
+tests_test_store_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_store_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_store_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)

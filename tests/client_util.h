@@ -89,6 +89,7 @@ enum {
 };
 
 struct tc_store;
+struct tr_rgw;
 
 struct tc_kind {
 	const char *name;          /* "blkmap-server", "nginx", "apache" */
@@ -111,6 +112,7 @@ struct tc_store {
 	pid_t pid;
 	bool running;
 	char skip_why[256];        /* why it did not start */
+	struct tr_rgw *rgw;        /* the RADOS Gateway (kind "rgw"), else NULL */
 };
 
 #define TC_NGINX_PATH "/usr/sbin/nginx"
@@ -137,8 +139,14 @@ void tc_require(const struct tc_store *st, unsigned can, const char *why);
 const char *tc_store_url(char *out, size_t n, const struct tc_store *st, const char *path);
 /* Requests of METHOD the server has answered so far; -1 if it does not count. */
 long tc_store_count(const struct tc_store *st, const char *method);
+/* METHOD on PATH of the store, bypassing the library (signed for S3): what
+ * ts_request does on an HTTP server. */
+CURLcode tc_store_request(const struct tc_store *st, const char *method, const char *path,
+			  const void *body, size_t len, struct ts_resp *r);
+/* GET PATH and parse the body as JSON; NULL unless 200 and JSON. */
+json_t *tc_store_get_json(const struct tc_store *st, const char *path);
 /* PUTs a plain object at PATH (making the collections a WebDAV server
- * needs); returns the PUT's status. */
+ * needs); returns the PUT's status (S3 answers 200 for a new object too). */
 long tc_store_put(const struct tc_store *st, const char *path, const void *data, size_t len);
 
 /* ---- canned HTTP responder ----------------------------------------------------------- */

@@ -104,7 +104,7 @@ static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 	assert_int_equal(bm_write(ds, 0, data, 2 * BS), 0);
 	assert_int_equal(bm_commit(ds, NULL), 0);
 	bm_close(ds);
-	json_t *m = ts_get_json(&s->srv, "/ch/keys/manifest.json");
+	json_t *m = tc_store_get_json(s, "/ch/keys/manifest.json");
 	snprintf(sum, sizeof(sum), "%s",
 		 json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 0), "sum")));
 	const char *sum1 = json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 1), "sum"));
@@ -128,7 +128,7 @@ static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 	assert_int_equal(bm_commit(ds, NULL), 0);
 	bm_unmap(mp);
 	bm_close(ds);
-	m = ts_get_json(&s->srv, "/ch/keys/manifest.json");
+	m = tc_store_get_json(s, "/ch/keys/manifest.json");
 	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(m, "blocks"), 0), "key")),
 			    "custom/b0");
 	json_decref(m);
@@ -227,7 +227,7 @@ static void rewrite_manifest(struct tc_store *s, const char *path, json_t *man, 
 	char *text = json_dumps(man, JSON_COMPACT);
 	char mpath[256];
 	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
-	assert_int_equal(tc_store_put(s, mpath, text, strlen(text)), 204);
+	assert_true(tc_store_put(s, mpath, text, strlen(text)) / 100 == 2); /* 204; 200 on S3 */
 	free(text);
 }
 
@@ -267,7 +267,7 @@ static void refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back(void **
 	tc_store_url(url, sizeof(url), s, c.path);
 	tc_put(url, BS, data, 4 * BS);
 	snprintf(mpath, sizeof(mpath), "%s/manifest.json", c.path);
-	c.man = ts_get_json(&s->srv, mpath);
+	c.man = tc_store_get_json(s, mpath);
 	int status = tc_child(refresh_huge_then_older, &c, &err);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		fail_msg("status %#x, stderr \"%s\"", status, err);

@@ -36,7 +36,8 @@ static struct tc_store *with_object(void **state)
 
 	if (!made) {
 		unsigned char *data = ts_pattern(SIZE, 11);
-		assert_int_equal(tc_store_put(st, "/plain/object.bin", data, SIZE), 201);
+		/* 201 Created; 200 on S3, which does not tell. */
+		assert_int_equal(tc_store_put(st, "/plain/object.bin", data, SIZE) / 100, 2);
 		free(data);
 		made = true;
 	}
@@ -128,7 +129,7 @@ static int read_across_a_change(void *arg)
 		return 1;
 	volatile unsigned char x = ((unsigned char *)addr)[0];
 	(void)x;
-	if (tc_store_put(c->s, c->path, v2, SIZE) != 204)
+	if (tc_store_put(c->s, c->path, v2, SIZE) / 100 != 2)
 		return 2;
 	x = ((volatile unsigned char *)addr)[2 * MiB]; /* not loaded yet */
 	return 3; /* not reached: SIGBUS */
@@ -140,7 +141,7 @@ static void a_flat_object_changed_while_mapped_fails_instead_of_mixing(void **st
 	unsigned char *v1 = ts_pattern(SIZE, 11), *v2 = ts_pattern(SIZE, 12);
 	char *err;
 
-	assert_int_equal(tc_store_put(c.s, c.path, v1, SIZE), 201);
+	assert_int_equal(tc_store_put(c.s, c.path, v1, SIZE) / 100, 2);
 	/* nginx's ETag and Last-Modified count whole seconds: a change of the
 	 * same size within the second of the last one would not show there
 	 * (docs/FORMAT.md, "Servers").  The new version comes in the next

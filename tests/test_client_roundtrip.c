@@ -152,7 +152,7 @@ static void a_block_written_all_zero_becomes_a_hole(void **state)
 	bm_unmap(m);
 	bm_close(ds);
 
-	json_t *man = ts_get_json(&st->srv, "/zeroed/manifest.json");
+	json_t *man = tc_store_get_json(st, "/zeroed/manifest.json");
 	json_t *blocks = json_object_get(man, "blocks"), *b;
 	size_t i;
 	assert_int_equal(json_array_size(blocks), 7);
@@ -583,7 +583,7 @@ static void a_writer_killed_after_the_swap_is_repaired_by_the_next_commit(void *
 	int status = tc_child(write_and_commit, &c, NULL);
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	/* Generation 2 is published but not kept yet. */
-	ts_request(NULL, &st->srv, "HEAD", "/crash2/gen/2.json", NULL, NULL, 0, &r);
+	tc_store_request(st, "HEAD", "/crash2/gen/2.json", NULL, 0, &r);
 	assert_int_equal(r.status, 404);
 	ts_resp_free(&r);
 	for (int b = 0; b < 4; b++)
@@ -602,7 +602,7 @@ static void a_writer_killed_after_the_swap_is_repaired_by_the_next_commit(void *
 	assert_int_equal(gen, 3);
 	bm_unmap(m);
 	bm_close(ds);
-	ts_request(NULL, &st->srv, "HEAD", "/crash2/gen/2.json", NULL, NULL, 0, &r);
+	tc_store_request(st, "HEAD", "/crash2/gen/2.json", NULL, 0, &r);
 	assert_int_equal(r.status, 200);
 	ts_resp_free(&r);
 	assert_true(tc_dataset_equals(url, 2, data, size));

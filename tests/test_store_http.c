@@ -4,7 +4,8 @@
  * conditional put does there (refused, or ignored where the server ignores
  * it), a swap that replaces only the version it names, 404 as
  * BM_ENOTFOUND, ranges, keys in collections that do not exist yet, and
- * the listing where the server has one.
+ * the listing where the server has one.  The kind "rgw" runs the same
+ * tests through the S3 backend (store_s3.c).
  */
 #include "config.h"
 
@@ -32,6 +33,8 @@ static unsigned expected_caps(const char *kind)
 		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_STRONG_ETAG | BM_CAP_LIST;
 	if (strcmp(kind, "apache") == 0)
 		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_LIST;
+	if (strcmp(kind, "rgw") == 0) /* the S3 backend, store_s3.c */
+		return BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_STRONG_ETAG | BM_CAP_LIST;
 	return 0; /* nginx */
 }
 

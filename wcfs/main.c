@@ -92,6 +92,8 @@ static void usage(FILE *f)
 		"\n"
 		"Mounts a read-only mirror of the blkmap datasets under SERVER_URL, served\n"
 		"through the kernel page cache (shared by every process on the host).\n"
+		"SERVER_URL may be s3://BUCKET[/PREFIX] (AWS_* configuration, docs/s3.md);\n"
+		"an S3 mirror's directories list nothing, their datasets open by name.\n"
 		"\n"
 		"  MOUNTPOINT/.wcfs/url       the normalized SERVER_URL and a newline\n"
 		"  MOUNTPOINT/head/PATH       dataset SERVER_URL/PATH, latest generation\n"
@@ -246,10 +248,11 @@ static int prepare(struct fuse_cmdline_opts *co, const char *url, char *mnt, siz
 		return 2;
 	}
 	const char *host = strstr(url, "://");
-	if ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+	if ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0 &&
+	     strncmp(url, "s3://", 5) != 0) ||
 	    host[3] == '\0' || host[3] == '/' ||
 	    bm_wcfs_normalize_url(url, wc_m.url, sizeof(wc_m.url)) < 0) {
-		fprintf(stderr, "blkmap-wcfs: %s: not an http:// or https:// server URL\n", url);
+		fprintf(stderr, "blkmap-wcfs: %s: not an http://, https:// or s3:// server URL\n", url);
 		return 2;
 	}
 	wc_m.verbose = co->debug;

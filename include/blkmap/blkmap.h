@@ -90,7 +90,8 @@ int bm_options_init(struct bm_options *o);
 
 /* ---- datasets ------------------------------------------------------------- */
 
-/* Opens the dataset at url (http://host:port/path).  With BM_OPEN_CREATE and
+/* Opens the dataset at url (http://host:port/path, or s3://BUCKET/PREFIX:
+ * docs/s3.md).  With BM_OPEN_CREATE and
  * no dataset at url, the handle is a new empty dataset (generation 0, size 0,
  * blksize o->blksize) that the first commit creates.  opt may be NULL for
  * bm_options_init()'s defaults. */

@@ -1,0 +1,689 @@
+/* store_s3.c — the store backend for s3://BUCKET[/PREFIX] URLs: AWS S3 and
+ * S3-compatible servers (Ceph RGW, MinIO).  A key is the object
+ * "PREFIX/<key>" in BUCKET ("" is the object PREFIX itself: a flat object).
+ * Requests are signed by libcurl (SigV4, aws.h's credentials; unsigned when
+ * there are none); listing is ListObjectsV2, page by page.
+ *
+ * Guarantees: S3's conditional writes (If-None-Match: *, If-Match) and its
+ * ETags (an MD5 of the bytes for a single PUT: strong).  If-Match on a PUT
+ * is sent as the ETag was received, quoted; RGW 16.2 compares it without
+ * its quotes and answers 412 to the quoted form: a 412 whose object still
+ * has the ETag asked for is that, and the put is sent again unquoted (and
+ * unquoted from then on).  A 5xx to a conditional PUT is retried like any
+ * other; a 412 after a retry may be our own write (store.h); a PUT that
+ * still fails after every retry may have been applied by one of its tries:
+ * the object is read back, and our bytes there mean stored.
+ * Owns: struct store_s3 (the HTTP pool, the configuration, the learned
+ * If-Match spelling).  Locking: none beyond the pool's; the spelling is an
+ * atomic flag.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aws.h"
+#include "store.h"
+
+#define LIST_PAGE_MAX ((size_t)16 << 20) /* a bigger page of 1000 keys is refused */
+
+struct store_s3 {
+	struct bm_store s;         /* first: the interface */
+	struct bm_http *http;
+	struct bm_aws aws;
+	char *bucket;
+	char *prefix;              /* "" or "a/b" (no leading or trailing '/') */
+	char *token_header;        /* "x-amz-security-token: ..." or NULL */
+	char *sigv4;               /* "aws:amz:REGION:s3", NULL: unsigned */
+	char *userpwd;             /* "KEY:SECRET" for libcurl, or NULL */
+	char who[768];             /* bm_aws_describe: named in 401/403 messages */
+	atomic_bool if_match_unquoted; /* learned: the server wants If-Match without quotes */
+};
+
+static struct store_s3 *s3_of(struct bm_store *s)
+{
+	return (struct store_s3 *)s;
+}
+
+/* The object name of key: "PREFIX/key", "key" with no prefix, PREFIX for
+ * "" (malloc'd; NULL when out of memory). */
+static char *object_key(const struct store_s3 *h, const char *key)
+{
+	size_t n = strlen(h->prefix) + strlen(key) + 2;
+	char *k = malloc(n);
+
+	if (k == NULL)
+		return NULL;
+	if (h->prefix[0] && key[0])
+		snprintf(k, n, "%s/%s", h->prefix, key);
+	else
+		snprintf(k, n, "%s", h->prefix[0] ? h->prefix : key);
+	return k;
+}
+
+/* The URL of key's object; NULL when out of memory, or for "" without a
+ * prefix (the bucket itself is no object: *bucket set). */
+static char *key_url(const struct store_s3 *h, const char *key, const char *query)
+{
+	char *k, *u;
+
+	if (!h->prefix[0] && !key[0])
+		return NULL;
+	k = object_key(h, key);
+	if (k == NULL)
+		return NULL;
+	u = bm_s3_url(&h->aws, h->bucket, k, query);
+	free(k);
+	return u;
+}
+
+/* The headers every request carries: the payload hash (RGW refuses a
+ * signed request without it; the body is not hashed: UNSIGNED-PAYLOAD) and
+ * the session token. */
+static void sign_headers(const struct store_s3 *h, struct bm_req *r)
+{
+	int i = 0;
+
+	if (h->aws.access_key == NULL)
+		return;
+	r->headers[i++] = "x-amz-content-sha256: UNSIGNED-PAYLOAD";
+	if (h->token_header)
+		r->headers[i++] = h->token_header;
+}
+
+/* The text of <Code>...</Code> in an S3 error body into out ("" if none). */
+static void error_code(const struct bm_req *r, char *out, size_t n)
+{
+	const char *c = strstr(r->errbody, "<Code>");
+	size_t len;
+
+	out[0] = '\0';
+	if (c == NULL)
+		return;
+	c += 6;
+	len = strcspn(c, "<");
+	if (len >= n)
+		len = n - 1;
+	memcpy(out, c, len);
+	out[len] = '\0';
+	bm_printable(out);
+}
+
+/* The message for a status that is not the one expected. */
+static int status_error(const struct store_s3 *h, const struct bm_req *r, char *msg, size_t n)
+{
+	char code[64];
+
+	error_code(r, code, sizeof(code));
+	if (r->status == 401 || r->status == 403)
+		bm_fmt(msg, n, "HTTP %ld%s%s (%s)", r->status, code[0] ? " " : "", code, h->who);
+	else if (r->status == 412)
+		bm_fmt(msg, n, "precondition failed (HTTP 412)");
+	else
+		bm_fmt(msg, n, "HTTP %ld%s%s", r->status, code[0] ? " " : "", code);
+	return bm_store_status_error(r->status);
+}
+
+static void version_of(const struct bm_req *r, struct bm_version *v)
+{
+	snprintf(v->etag, sizeof(v->etag), "%s", r->etag);
+	snprintf(v->last_modified, sizeof(v->last_modified), "%s", r->last_modified);
+	v->size = r->content_length;
+}
+
+/* bm_http_do, with a failure's message naming the object as the user does
+ * (s3://BUCKET/KEY) rather than by the endpoint's URL: "GET <url>: ..."
+ * becomes "GET <name>: ...".  name NULL: left as it is. */
+static int s3_do(struct store_s3 *h, struct bm_req *r, const char *name, bm_check_fn check,
+		 void *arg, char *msg, size_t n)
+{
+	int rc = bm_http_do(h->http, r, check, arg, msg, n, h->s.retries_counter);
+	size_t ml = strlen(r->method), ul = strlen(r->url);
+
+	if (rc != 0 && name && strncmp(msg, r->method, ml) == 0 && msg[ml] == ' ' &&
+	    strncmp(msg + ml + 1, r->url, ul) == 0) {
+		char *rest = strdup(msg + ml + 1 + ul);
+		if (rest) {
+			bm_fmt(msg, n, "%s %s%s", r->method, name, rest);
+			free(rest);
+		}
+	}
+	return rc;
+}
+
+/* ---- get ----------------------------------------------------------------------- */
+
+struct get_check {
+	struct store_s3 *h;
+	struct bm_get *g;
+};
+
+static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	struct get_check *c = arg;
+	struct bm_get *g = c->g;
+	const struct bm_version *pin = g->pin;
+	size_t want = g->range ? g->len : g->max;
+
+	if (pin && (r->status == 412 || (pin->etag[0] && r->etag[0] && strcmp(r->etag, pin->etag)))) {
+		bm_fmt(msg, n, "the object changed on the server (ETag %s, was %s)",
+		       r->etag[0] ? r->etag : "?", pin->etag);
+		return BM_ECHANGED;
+	}
+	if (r->status != (g->range ? 206 : 200)) {
+		if (g->range && r->status == 200) {
+			bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
+			return BM_EFORMAT;
+		}
+		return status_error(c->h, r, msg, n);
+	}
+	if (g->range) {
+		char head[96];
+		size_t hl;
+		snprintf(head, sizeof(head), "bytes %" PRIu64 "-%" PRIu64 "/", g->off,
+			 g->off + g->len - 1);
+		hl = strlen(head);
+		if (strncmp(r->content_range, head, hl) != 0) {
+			bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (%s...)",
+			       r->content_range, head);
+			return BM_EFORMAT;
+		}
+		if (pin && pin->size != UINT64_MAX &&
+		    strtoull(r->content_range + hl, NULL, 10) != pin->size) {
+			bm_fmt(msg, n, "the object changed on the server (Content-Range \"%s\": size was %" PRIu64 ")",
+			       r->content_range, pin->size);
+			return BM_ECHANGED;
+		}
+	}
+	if ((g->range || g->exact) && r->got != want) {
+		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, want);
+		return BM_EHTTP; /* cut off: retried */
+	}
+	version_of(r, &g->ver);
+	g->got = r->got;
+	return g->verify ? g->verify(g->sink_arg, msg, n) : 0;
+}
+
+static int s3_get_url(struct store_s3 *h, const char *url, const char *name, struct bm_get *g,
+		      char *msg, size_t n)
+{
+	struct bm_req r = { .method = "GET", .url = url, .sink = g->sink, .sink_arg = g->sink_arg };
+	struct get_check c = { h, g };
+
+	sign_headers(h, &r);
+	r.cap = g->range ? g->len : g->max;
+	if (g->range) {
+		r.has_range = true;
+		r.range_start = g->off;
+		r.range_end = g->off + g->len - 1;
+	}
+	if (g->pin && g->pin->etag[0])
+		r.if_match = g->pin->etag; /* on a GET, RGW and S3 take it quoted */
+	return s3_do(h, &r, name, check_get, &c, msg, n);
+}
+
+/* NULL url: out of memory, or the bucket itself was asked for. */
+static int no_url(const struct store_s3 *h, const char *key, char *msg, size_t n)
+{
+	if (!h->prefix[0] && !key[0]) {
+		bm_fmt(msg, n, "%s: a bucket, not an object (no manifest.json in it)", h->s.url);
+		return BM_ENOTFOUND;
+	}
+	bm_fmt(msg, n, "out of memory");
+	return BM_ENOMEM;
+}
+
+static int s3_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n)
+{
+	struct store_s3 *h = s3_of(s);
+	char *url = key_url(h, key, NULL);
+	int rc;
+
+	if (url == NULL)
+		return no_url(h, key, msg, n);
+	char *name = bm_store_name(s, key);
+	rc = s3_get_url(h, url, name, g, msg, n);
+	free(name);
+	free(url);
+	return rc;
+}
+
+/* ---- head, delete, put ----------------------------------------------------------------- */
+
+struct status_check {
+	struct store_s3 *h;
+	long ok1, ok2;             /* the statuses that mean success */
+};
+
+static int check_status(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	struct status_check *c = arg;
+
+	if (r->status == c->ok1 || r->status == c->ok2)
+		return 0;
+	return status_error(c->h, r, msg, n);
+}
+
+static int s3_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n)
+{
+	struct store_s3 *h = s3_of(s);
+	struct bm_req r = { .method = "HEAD" };
+	struct status_check c = { h, 200, 200 };
+	char *url = key_url(h, key, NULL);
+	int rc;
+
+	if (url == NULL)
+		return no_url(h, key, msg, n);
+	r.url = url;
+	sign_headers(h, &r);
+	char *name = bm_store_name(s, key);
+	rc = s3_do(h, &r, name, check_status, &c, msg, n);
+	free(name);
+	if (rc == 0)
+		version_of(&r, v);
+	free(url);
+	return rc;
+}
+
+static int s3_del(struct bm_store *s, const char *key, char *msg, size_t n)
+{
+	struct store_s3 *h = s3_of(s);
+	struct bm_req r = { .method = "DELETE" };
+	struct status_check c = { h, 204, 200 };
+	char *url = key_url(h, key, NULL);
+	int rc;
+
+	if (url == NULL)
+		return no_url(h, key, msg, n);
+	r.url = url;
+	sign_headers(h, &r);
+	/* S3 answers 204 to the DELETE of a missing key too: ask first. */
+	struct bm_version v;
+	rc = s3_head(s, key, &v, msg, n);
+	if (rc == 0) {
+		char *name = bm_store_name(s, key);
+		rc = s3_do(h, &r, name, check_status, &c, msg, n);
+		free(name);
+	}
+	free(url);
+	return rc;
+}
+
+/* "abc" for "\"abc\"" into out; the ETag itself if it is not quoted. */
+static void unquote(const char *etag, char *out, size_t n)
+{
+	size_t len = strlen(etag);
+
+	if (len >= 2 && etag[0] == '"' && etag[len - 1] == '"')
+		snprintf(out, n, "%.*s", (int)(len - 2), etag + 1);
+	else
+		snprintf(out, n, "%s", etag);
+}
+
+static int put_once(struct store_s3 *h, const char *url, const char *name, const void *body,
+		    size_t len, const struct bm_put *p, const char *if_match, struct bm_req *r,
+		    char *msg, size_t n)
+{
+	struct status_check c = { h, 200, 200 };
+
+	*r = (struct bm_req){ .method = "PUT", .url = url, .body = body, .body_len = len,
+			      .discard = true };
+	sign_headers(h, r);
+	r->if_none_match_any = p->cond == BM_PUT_IF_NONE;
+	r->if_match = if_match;
+	return s3_do(h, r, name, check_status, &c, msg, n);
+}
+
+/* A conditional PUT that kept failing (5xx after every retry) may have been
+ * applied by one of its tries: read the object back.  Our bytes there:
+ * stored (0, v set).  Else rc stands, msg saying what the read showed. */
+static int read_back(struct bm_store *s, const char *key, const void *body, size_t len,
+		     struct bm_version *v, int rc, char *msg, size_t n)
+{
+	char *got = NULL, why[512];
+	size_t glen = 0;
+	struct bm_version now;
+	int grc = bm_store_get_all(s, key, len + 1, &got, &glen, &now, why, sizeof(why));
+	size_t ml = strlen(msg);
+
+	if (grc == 0 && glen == len && memcmp(got, body, len) == 0) {
+		snprintf(v->etag, sizeof(v->etag), "%s", now.etag);
+		rc = 0;
+	} else if (grc == 0 || grc == BM_ENOTFOUND || grc == BM_EFORMAT) {
+		bm_fmt(msg + ml, n - ml, "; read back: %s", grc == BM_ENOTFOUND ? "no object there"
+			: "other bytes there (not applied, or replaced since)");
+	} else {
+		bm_fmt(msg + ml, n - ml, "; reading it back failed too");
+	}
+	free(got);
+	return rc;
+}
+
+static int s3_put(struct bm_store *s, const char *key, const void *body, size_t len,
+		  const struct bm_put *p, struct bm_version *v, char *msg, size_t n)
+{
+	struct store_s3 *h = s3_of(s);
+	char *url = key_url(h, key, NULL);
+	char bare[BM_ETAG_SIZE];
+	const char *im = NULL;
+	struct bm_req r;
+	int rc;
+
+	if (url == NULL)
+		return no_url(h, key, msg, n);
+	if (p->cond == BM_PUT_IF_MATCH) {
+		unquote(p->etag, bare, sizeof(bare));
+		im = atomic_load(&h->if_match_unquoted) ? bare : p->etag;
+	}
+	char *name = bm_store_name(s, key);
+	rc = put_once(h, url, name, body, len, p, im, &r, msg, n);
+	if (rc == BM_ECONFLICT && p->cond == BM_PUT_IF_MATCH && im == p->etag &&
+	    strcmp(bare, p->etag) != 0) {
+		/* 412 to the quoted ETag: is the object still that version?
+		 * Then the server compares without quotes (RGW 16.2). */
+		struct bm_version now;
+		char why[512];
+		if (s3_head(s, key, &now, why, sizeof(why)) == 0 && strcmp(now.etag, p->etag) == 0) {
+			atomic_store(&h->if_match_unquoted, true);
+			rc = put_once(h, url, name, body, len, p, bare, &r, msg, n);
+		}
+	}
+	if (rc == 0)
+		snprintf(v->etag, sizeof(v->etag), "%s", r.etag);
+	else if (rc == BM_EHTTP && p->cond != BM_PUT_ANY)
+		rc = read_back(s, key, body, len, v, rc, msg, n);
+	free(name);
+	free(url);
+	return rc;
+}
+
+/* ---- list: ListObjectsV2 ------------------------------------------------------------------- */
+
+struct grow {
+	char *p;
+	size_t len;
+};
+
+static int grow_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	struct grow *b = arg;
+	char *np = realloc(b->p, (size_t)off + len + 1);
+
+	if (np == NULL)
+		return -12; /* -ENOMEM */
+	memcpy(np + off, data, len);
+	np[off + len] = '\0';
+	b->p = np;
+	b->len = (size_t)off + len;
+	return 0;
+}
+
+/* The text of the element <tag> at or after *pos, up to end, XML entities
+ * decoded, malloc'd; *pos moves past it.  NULL if there is none (*pos
+ * unchanged) or out of memory (*oom). */
+static char *xml_text(const char **pos, const char *end, const char *tag, bool *oom)
+{
+	char open[64], close[64];
+	const char *a, *b;
+	char *out, *o;
+
+	snprintf(open, sizeof(open), "<%s>", tag);
+	snprintf(close, sizeof(close), "</%s>", tag);
+	a = strstr(*pos, open);
+	if (a == NULL || a >= end)
+		return NULL;
+	a += strlen(open);
+	b = strstr(a, close);
+	if (b == NULL || b > end)
+		return NULL;
+	out = o = malloc((size_t)(b - a) + 1);
+	if (out == NULL) {
+		*oom = true;
+		return NULL;
+	}
+	for (const char *p = a; p < b;) {
+		static const struct {
+			const char *ent;
+			char c;
+		} ents[] = { { "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' },
+			     { "&quot;", '"' }, { "&apos;", '\'' } };
+		bool done = false;
+		if (*p == '&') {
+			for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]) && !done; i++) {
+				size_t el = strlen(ents[i].ent);
+				if ((size_t)(b - p) >= el && strncmp(p, ents[i].ent, el) == 0) {
+					*o++ = ents[i].c;
+					p += el;
+					done = true;
+				}
+			}
+			if (!done && p[1] == '#') {
+				char *e;
+				unsigned long cp = p[2] == 'x' ? strtoul(p + 3, &e, 16) : strtoul(p + 2, &e, 10);
+				if (*e == ';' && cp > 0 && cp < 0x80) {
+					*o++ = (char)cp;
+					p = e + 1;
+					done = true;
+				}
+			}
+		}
+		if (!done)
+			*o++ = *p++;
+	}
+	*o = '\0';
+	*pos = b + strlen(close);
+	return out;
+}
+
+/* Parses one ListObjectsV2 page: each <Contents> must name a key under the
+ * prefix asked (full, the store's prefix included), which is cut to be
+ * relative to the base. */
+static int parse_page(struct store_s3 *h, const char *xml, const char *full, struct bm_list *page,
+		      char *msg, size_t n)
+{
+	const char *p = xml, *end = xml + strlen(xml);
+	size_t base = h->prefix[0] ? strlen(h->prefix) + 1 : 0, cap = 0;
+	bool oom = false, truncated;
+	char *t;
+	int rc = 0;
+
+	t = xml_text(&p, end, "IsTruncated", &oom);
+	if (strstr(xml, "<ListBucketResult") == NULL || t == NULL) {
+		free(t);
+		bm_fmt(msg, n, "not a ListObjectsV2 answer (no ListBucketResult with IsTruncated)");
+		return oom ? BM_ENOMEM : BM_EFORMAT;
+	}
+	truncated = strcmp(t, "true") == 0;
+	free(t);
+	p = xml;
+	for (;;) {
+		const char *c = strstr(p, "<Contents>"), *ce;
+		char *key, *size;
+		if (c == NULL)
+			break;
+		ce = strstr(c, "</Contents>");
+		if (ce == NULL) {
+			bm_fmt(msg, n, "a <Contents> without its end");
+			rc = BM_EFORMAT;
+			break;
+		}
+		p = c;
+		key = xml_text(&p, ce, "Key", &oom);
+		p = c;
+		size = xml_text(&p, ce, "Size", &oom);
+		p = ce + strlen("</Contents>");
+		if (key == NULL || size == NULL || strspn(size, "0123456789") != strlen(size) ||
+		    !size[0] || strncmp(key, full, strlen(full)) != 0 || strlen(key) <= base) {
+			if (!oom) {
+				bm_fmt(msg, n, "an entry without a key under \"%.200s\" or its size", full);
+				bm_printable(msg);
+			}
+			free(key);
+			free(size);
+			rc = oom ? BM_ENOMEM : BM_EFORMAT;
+			break;
+		}
+		if (page->n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct bm_list_entry *ne = realloc(page->entries, ncap * sizeof(*ne));
+			if (ne == NULL) {
+				free(key);
+				free(size);
+				rc = BM_ENOMEM;
+				break;
+			}
+			page->entries = ne;
+			cap = ncap;
+		}
+		memmove(key, key + base, strlen(key + base) + 1);
+		page->entries[page->n].key = key;
+		page->entries[page->n].size = strtoull(size, NULL, 10);
+		page->n++;
+		free(size);
+	}
+	if (rc == 0 && truncated) {
+		p = xml;
+		page->next = xml_text(&p, end, "NextContinuationToken", &oom);
+		if (page->next == NULL || page->next[0] == '\0') {
+			bm_fmt(msg, n, "a truncated listing without NextContinuationToken");
+			rc = oom ? BM_ENOMEM : BM_EFORMAT;
+		}
+	}
+	if (rc < 0) {
+		if (rc == BM_ENOMEM)
+			bm_fmt(msg, n, "out of memory");
+		bm_list_free(page);
+	}
+	return rc;
+}
+
+static int s3_list(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
+		   char *msg, size_t n)
+{
+	struct store_s3 *h = s3_of(s);
+	struct grow b = { 0 };
+	struct bm_get g = { .max = LIST_PAGE_MAX, .sink = grow_sink, .sink_arg = &b };
+	char *full = NULL, *query = NULL, *url = NULL;
+	int rc = BM_ENOMEM;
+
+	if (asprintf(&full, "%s%s%s", h->prefix, h->prefix[0] ? "/" : "", prefix) < 0) {
+		full = NULL;
+		goto out;
+	}
+	const char *kv[] = { "list-type", "2", "prefix", full, "continuation-token", token };
+	query = bm_s3_query(kv, 3);
+	if (query == NULL || (url = bm_s3_url(&h->aws, h->bucket, "", query)) == NULL)
+		goto out;
+	rc = s3_get_url(h, url, NULL, &g, msg, n);
+	if (rc == 0) {
+		rc = parse_page(h, b.p ? b.p : "", full, page, msg, n);
+		if (rc < 0) {
+			char why[512];
+			bm_fmt(why, sizeof(why), "%s", msg);
+			bm_fmt(msg, n, "GET %s: %s", url, why);
+		}
+	}
+out:
+	if (rc == BM_ENOMEM && url == NULL)
+		bm_fmt(msg, n, "out of memory");
+	free(b.p);
+	free(full);
+	free(query);
+	free(url);
+	return rc;
+}
+
+/* ---- opening -------------------------------------------------------------------------- */
+
+static void s3_close(struct bm_store *s)
+{
+	struct store_s3 *h = s3_of(s);
+
+	bm_http_free(h->http);
+	bm_aws_free(&h->aws);
+	free(h->bucket);
+	free(h->prefix);
+	free(h->token_header);
+	free(h->sigv4);
+	if (h->userpwd)
+		explicit_bzero(h->userpwd, strlen(h->userpwd));
+	free(h->userpwd);
+	free(h->s.url);
+	free(h);
+}
+
+static const struct bm_store_ops s3_ops = {
+	.get = s3_get,
+	.head = s3_head,
+	.put = s3_put,
+	.del = s3_del,
+	.list = s3_list,
+	.close = s3_close,
+};
+
+int bm_store_s3_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,
+		     char *msg, size_t n)
+{
+	struct store_s3 *h;
+	int rc;
+
+	msg[0] = '\0';
+	if (!bm_s3_is_url(url))
+		return BM_EINVAL;
+	h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return BM_ENOMEM;
+	rc = bm_s3_url_parse(url, &h->bucket, &h->prefix, msg, n);
+	if (rc == 0)
+		rc = bm_aws_load(&h->aws, msg, n);
+	if (rc != 0) {
+		free(h->bucket);
+		free(h->prefix);
+		free(h);
+		return rc;
+	}
+	bm_aws_describe(&h->aws, h->who, sizeof(h->who));
+	if (asprintf(&h->s.url, "s3://%s%s%s", h->bucket, h->prefix[0] ? "/" : "", h->prefix) < 0) {
+		h->s.url = NULL;
+		s3_close(&h->s);
+		return BM_ENOMEM;
+	}
+	if (h->aws.session_token &&
+	    asprintf(&h->token_header, "x-amz-security-token: %s", h->aws.session_token) < 0) {
+		h->token_header = NULL;
+		s3_close(&h->s);
+		return BM_ENOMEM;
+	}
+	h->s.ops = &s3_ops;
+	h->s.retries_counter = o->retries_counter;
+	atomic_init(&h->s.caps, BM_CAP_CREATE_EXCL | BM_CAP_REPLACE_MATCH | BM_CAP_STRONG_ETAG |
+					BM_CAP_LIST);
+	if (h->aws.access_key &&
+	    (asprintf(&h->sigv4, "aws:amz:%s:s3", h->aws.region) < 0 ||
+	     asprintf(&h->userpwd, "%s:%s", h->aws.access_key, h->aws.secret_key) < 0)) {
+		h->sigv4 = h->userpwd = NULL;
+		s3_close(&h->s);
+		return BM_ENOMEM;
+	}
+	/* The pool keeps these pointers: they live as long as h. */
+	struct bm_http_opts ho = {
+		.connect_timeout_ms = o->connect_timeout_ms,
+		.timeout_ms = o->timeout_ms,
+		.retry_base_ms = o->retry_base_ms,
+		.retries = o->retries,
+		.connections = o->connections,
+		.verbose = o->verbose,
+		.aws_sigv4 = h->sigv4,
+		.userpwd = h->userpwd,
+		.ca_bundle = h->aws.ca_bundle ? h->aws.ca_bundle : getenv("CURL_CA_BUNDLE"),
+	};
+	rc = bm_http_new(&h->http, &ho);
+	if (rc < 0) {
+		s3_close(&h->s);
+		return rc;
+	}
+	*sp = &h->s;
+	return 0;
+}

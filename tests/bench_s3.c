@@ -1,0 +1,289 @@
+/* tests/bench_s3.c — libblkmap on s3:// against curl --aws-sigv4 on the
+ * same block objects of a 64 MiB dataset in the RADOS Gateway that
+ * tests/rgw.sh starts (loopback, memstore), for 1 MiB and 4 MiB blocks, in
+ * the same run (`make bench`):
+ *   seq_scan    a scan through a mapping (fresh handle, the whole dataset
+ *               fits the cache) vs curl --parallel (8) --aws-sigv4 GETs of
+ *               every block to /dev/null, MB/s
+ *   random_read one fault on a not-yet-loaded block vs one libcurl GET
+ *               signed by libcurl (SigV4) of one block on a kept-alive
+ *               connection, median ms (30 blocks a round, or half of them)
+ * Each figure is the median of ROUNDS runs.  One line per figure:
+ *   s3 <name>_<bs> ours=<x> baseline=<y> ratio=<r>
+ * Without radosgw it says so and exits 0 (nothing to compare).
+ * Not a test: nothing here asserts a time.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "client_util.h"
+#include "rgw_util.h"
+
+#define MiB ((size_t)1 << 20)
+#define SIZE (64 * MiB)
+#define ROUNDS 3
+#define NRANDOM 30
+
+static struct tr_rgw rgw;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *detail)
+{
+	fprintf(stderr, "bench_s3: %s: %s\n", what, detail);
+	exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static bm_dataset *open_ds(const char *url)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+
+	if (bm_options_init(&o) < 0)
+		die("options", "BLKMAP_* variables do not parse");
+	o.cache_bytes = 1024 * MiB;
+	o.wcfs = "off";
+	if (bm_open(&ds, url, &o) < 0)
+		die(url, bm_last_error(NULL));
+	return ds;
+}
+
+static void make_dataset(const char *url, size_t bs, const unsigned char *data)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+
+	bm_options_init(&o);
+	o.flags = BM_OPEN_CREATE;
+	o.blksize = bs;
+	o.wcfs = "off";
+	if (bm_open(&ds, url, &o) < 0)
+		die(url, bm_last_error(NULL));
+	if (bm_resize(ds, SIZE) < 0 || bm_write(ds, 0, data, SIZE) < 0 || bm_commit(ds, NULL) < 0)
+		die(url, bm_last_error(ds));
+	bm_close(ds);
+}
+
+/* The block keys of the dataset at /bucket/ds, in block order. */
+static json_t *block_keys(const char *bucket)
+{
+	char path[256];
+	struct tr_resp r;
+	json_t *man, *keys = json_array(), *b;
+	size_t i;
+
+	snprintf(path, sizeof(path), "/%s/ds/manifest.json", bucket);
+	tr_s3(&rgw, "GET", path, NULL, NULL, 0, &r);
+	man = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+	tr_resp_free(&r);
+	if (man == NULL)
+		die(path, "no manifest");
+	json_array_foreach(json_object_get(man, "blocks"), i, b)
+		json_array_append(keys, json_object_get(b, "key"));
+	json_decref(man);
+	return keys;
+}
+
+/* curl --parallel (8) --aws-sigv4 of every block to /dev/null: seconds. */
+static double curl_scan(const char *bucket, json_t *keys)
+{
+	char cfg[] = "/tmp/blkmap-bench-s3.XXXXXX";
+	FILE *f;
+	json_t *k;
+	size_t i;
+	int fd = mkstemp(cfg), status;
+
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL)
+		die(cfg, "cannot write the curl config");
+	fprintf(f, "aws-sigv4 = \"aws:amz:us-east-1:s3\"\nuser = \"%s:%s\"\n"
+		"header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\n",
+		rgw.access_key, rgw.secret_key);
+	json_array_foreach(keys, i, k)
+		fprintf(f, "url = \"%s/%s/ds/%s\"\noutput = \"/dev/null\"\n", rgw.endpoint, bucket,
+			json_string_value(k));
+	fclose(f);
+	double t0 = now();
+	pid_t pid = fork();
+	if (pid == 0) {
+		execlp("curl", "curl", "--silent", "--show-error", "--no-progress-meter", "--fail", "--parallel", "--parallel-max",
+		       "8", "--config", cfg, (char *)NULL);
+		_exit(127);
+	}
+	waitpid(pid, &status, 0);
+	double t = now() - t0;
+	unlink(cfg);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("curl", "failed");
+	return t;
+}
+
+static double scan_ours(const char *url)
+{
+	bm_dataset *ds = open_ds(url);
+	bm_mapping *m;
+	void *addr;
+	volatile unsigned char sink = 0;
+
+	if (bm_map(ds, 0, 0, &addr, &m) < 0)
+		die(url, bm_last_error(ds));
+	double t0 = now();
+	for (size_t off = 0; off < SIZE; off += 4096)
+		sink ^= ((unsigned char *)addr)[off];
+	double t = now() - t0;
+	bm_unmap(m);
+	bm_close(ds);
+	(void)sink;
+	return t;
+}
+
+static size_t count_body(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	*(size_t *)arg += size * n;
+	return size * n;
+}
+
+/* n distinct blocks (at most half of them), none right after its
+ * predecessor. */
+static void pick_blocks(size_t nblk, size_t *out, int n, unsigned seed)
+{
+	unsigned char *used = calloc(nblk, 1);
+
+	for (int i = 0; i < n; i++) {
+		size_t b;
+		do {
+			seed = seed * 1103515245u + 12345u;
+			b = (seed >> 8) % nblk;
+		} while (used[b] || (i > 0 && (b == out[i - 1] + 1 || b + 1 == out[i - 1])));
+		used[b] = 1;
+		out[i] = b;
+	}
+	free(used);
+}
+
+static void bench(size_t bs, const unsigned char *data)
+{
+	char bucket[128], url[256], userpwd[256];
+	double ours[ROUNDS], base[ROUNDS], rours[NRANDOM * ROUNDS], rbase[NRANDOM * ROUNDS];
+	size_t nblk = SIZE / bs, blocks[NRANDOM];
+	int no = 0, nb = 0, npick = (int)(nblk / 2 < NRANDOM ? nblk / 2 : NRANDOM);
+	json_t *keys;
+	CURL *c = curl_easy_init();
+	struct curl_slist *hdr = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+
+	snprintf(bucket, sizeof(bucket), "bench-%zum-%ld", bs / MiB, (long)getpid());
+	snprintf(url, sizeof(url), "/%s", bucket);
+	struct tr_resp r;
+	tr_s3(&rgw, "PUT", url, NULL, "", 0, &r);
+	if (r.status != 200)
+		die(url, r.body);
+	tr_resp_free(&r);
+	snprintf(url, sizeof(url), "s3://%s/ds", bucket);
+	make_dataset(url, bs, data);
+	keys = block_keys(bucket);
+	if (json_array_size(keys) != nblk)
+		die(url, "unexpected number of blocks");
+
+	for (int round = 0; round < ROUNDS; round++) {
+		base[round] = SIZE / 1e6 / curl_scan(bucket, keys);
+		ours[round] = SIZE / 1e6 / scan_ours(url);
+	}
+	double o = median(ours, ROUNDS), b = median(base, ROUNDS);
+	printf("s3 seq_scan_%zuM ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o, b, o / b);
+	fflush(stdout);
+
+	snprintf(userpwd, sizeof(userpwd), "%s:%s", rgw.access_key, rgw.secret_key);
+	curl_easy_setopt(c, CURLOPT_AWS_SIGV4, "aws:amz:us-east-1:s3");
+	curl_easy_setopt(c, CURLOPT_USERPWD, userpwd);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, count_body);
+	for (int round = 0; round < ROUNDS; round++) {
+		bm_dataset *ds = open_ds(url);
+		bm_mapping *m;
+		void *addr;
+		volatile unsigned char sink = 0;
+
+		pick_blocks(nblk, blocks, npick, (unsigned)(round + 1));
+		if (bm_map(ds, 0, 0, &addr, &m) < 0)
+			die(url, bm_last_error(ds));
+		for (int i = 0; i < npick; i++) {
+			double t0 = now();
+			sink ^= ((unsigned char *)addr)[blocks[i] * bs + 4096];
+			rours[no++] = (now() - t0) * 1e3;
+		}
+		(void)sink;
+		bm_unmap(m);
+		bm_close(ds);
+		for (int i = 0; i < npick; i++) {
+			char burl[512];
+			size_t got = 0;
+			snprintf(burl, sizeof(burl), "%s/%s/ds/%s", rgw.endpoint, bucket,
+				 json_string_value(json_array_get(keys, blocks[i])));
+			curl_easy_setopt(c, CURLOPT_URL, burl);
+			curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
+			double t0 = now();
+			if (curl_easy_perform(c) != CURLE_OK || got != bs)
+				die(burl, "GET failed");
+			rbase[nb++] = (now() - t0) * 1e3;
+		}
+	}
+	o = median(rours, no);
+	b = median(rbase, nb);
+	printf("s3 random_read_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
+	fflush(stdout);
+	curl_slist_free_all(hdr);
+	curl_easy_cleanup(c);
+	json_decref(keys);
+}
+
+int main(void)
+{
+	char why[1024];
+	int rc = tr_rgw_get(&rgw, why, sizeof(why));
+	unsigned char *data = malloc(SIZE);
+
+	if (rc != 0) {
+		fprintf(stderr, "bench_s3: no RADOS Gateway: %s\n", why);
+		return rc == 77 ? 0 : 1;
+	}
+	if (data == NULL)
+		die("malloc", "out of memory");
+	for (size_t i = 0; i < SIZE; i += 8) {
+		uint64_t x = i * 0x9e3779b97f4a7c15ull;
+		memcpy(data + i, &x, 8);
+	}
+	tr_rgw_setenv(&rgw);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	bench(1 * MiB, data);
+	bench(4 * MiB, data);
+	free(data);
+	return 0;
+}
