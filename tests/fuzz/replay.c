@@ -92,7 +92,8 @@ static int run_dir(const char *dir)
 		sprintf(names[n++], "%s/%s", dir, e->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), compare_names);
+	if (n > 0)  /* names is NULL for an empty directory */
+		qsort(names, n, sizeof(*names), compare_names);
 	for (size_t i = 0; i < n; i++) {
 		if (count >= 0 && run_file(names[i]) == 0)
 			count++;
