@@ -470,7 +470,7 @@ static void racing_writers_lose_no_commit(void **state)
 	char url[512];
 	int total = 0;
 
-	tc_require(st, TC_CAN_SWAP, "it ignores If-Match on PUT: the last writer wins (docs/FORMAT.md)");
+	tc_require(st, TC_CAN_SWAP, "it does not swap the manifest atomically: a racing writer may lose (docs/FORMAT.md, Servers)");
 	unsigned char *data = calloc(1, size);
 	tc_store_url(url, sizeof(url), st, "/racers");
 	tc_put(url, 4096, data, size);
