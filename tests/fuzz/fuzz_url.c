@@ -1,13 +1,16 @@
 /* tests/fuzz/fuzz_url.c — libFuzzer target for URL handling: the
  * normalized server URL and default mountpoint the client and the wcfs
  * mirror agree on (client/wcfs_path.c), bm_open's refusal of what is not an
- * http(s) URL, and bm_open of a dataset whose path is the input, on a
+ * http(s) or s3 URL (s3:// inputs are opened against an endpoint on a
+ * loopback port where nothing listens), and bm_open of a dataset whose
+ * path is the input, on a
  * loopback port where nothing listens.  Properties: normalizing is
  * idempotent, never lengthens, leaves no trailing '/'; equivalent URLs get
  * one mountpoint; bm_open fails cleanly with a message, one line unless
  * the input itself has a line break.  Locking: none. */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <blkmap/blkmap.h>
@@ -43,8 +46,8 @@ static void check_normalize(const char *url)
 	if (len > strlen(url))
 		fuzz_fail("normalizing '%s' lengthened it to '%s'", url, norm);
 	const char *host = strstr(norm, "://");
-	if (host == NULL || strncmp(norm, "http", 4) != 0)
-		fuzz_fail("'%s' normalized to '%s', not an http URL", url, norm);
+	if (host == NULL || (strncmp(norm, "http", 4) != 0 && strncmp(norm, "s3://", 5) != 0))
+		fuzz_fail("'%s' normalized to '%s', not an http or s3 URL", url, norm);
 	if (len > (size_t)(host - norm) + 3 && norm[len - 1] == '/')
 		fuzz_fail("'%s' normalized to '%s', with a trailing '/'", url, norm);
 	if (bm_wcfs_normalize_url(norm, again, sizeof(again)) != 0 || strcmp(norm, again) != 0)
@@ -87,13 +90,28 @@ static void check_open(const char *url, int must_refuse)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char url[MAX_URL + 1], on_loopback[MAX_URL + 64];
+	static int env_set;
 
 	if (size > MAX_URL)
 		return 0;
 	memcpy(url, data, size);
 	url[size] = '\0';  /* a C string: the input up to its first NUL */
+	if (!env_set) {
+		/* s3:// inputs go to a loopback port where nothing listens,
+		 * unsigned, whatever this machine's AWS setup says. */
+		setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1", 1);
+		setenv("AWS_CONFIG_FILE", "/dev/null", 1);
+		setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null", 1);
+		unsetenv("AWS_ACCESS_KEY_ID");
+		unsetenv("AWS_SECRET_ACCESS_KEY");
+		unsetenv("AWS_SESSION_TOKEN");
+		unsetenv("AWS_PROFILE");
+		env_set = 1;
+	}
 	check_normalize(url);
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+	if (strncmp(url, "s3://", 5) == 0) {
+		check_open(url, 0);
+	} else if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
 		check_open(url, 1);
 	} else if (strncmp(url, "http://127.0.0.1:1/", 19) == 0) {
 		check_open(url, 0);
