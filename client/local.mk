@@ -17,6 +17,8 @@ client_libblkmap_la_SOURCES = \
 	client/index.h \
 	client/index.c \
 	client/manifest2.c \
+	client/index_load.h \
+	client/index_load.c \
 	client/readahead.c \
 	client/overlay.c \
 	client/util.c \

@@ -151,6 +151,46 @@ static int grow_sink(void *arg, uint64_t off, const void *data, size_t len)
 	return 0;
 }
 
+/* The check of bm_store_get_checked, as a bm_get verify callback. */
+struct checked {
+	struct grow b;             /* first: the sink's argument is this struct */
+	bm_bytes_check_fn check;
+	void *arg;
+};
+
+static int checked_verify(void *arg, char *msg, size_t n)
+{
+	struct checked *c = arg;
+	return c->check(c->arg, c->b.p ? c->b.p : "", c->b.p ? c->b.len : 0, msg, n);
+}
+
+int bm_store_get_checked(struct bm_store *s, const char *key, size_t max, bm_bytes_check_fn check,
+			 void *arg, char **bufp, size_t *lenp, struct bm_version *v, char *msg, size_t n)
+{
+	struct checked c = { .check = check, .arg = arg };
+	struct bm_get g = { .max = max, .sink = grow_sink, .sink_arg = &c.b };
+	int rc;
+
+	if (check) {
+		g.verify = checked_verify;
+		g.sink_arg = &c; /* c.b is its first member: grow_sink sees a struct grow */
+	}
+	rc = bm_store_get(s, key, &g, msg, n);
+	*bufp = NULL;
+	*lenp = 0;
+	if (rc < 0) {
+		free(c.b.p);
+		return rc;
+	}
+	if (c.b.p == NULL && (c.b.p = calloc(1, 1)) == NULL)
+		return BM_ENOMEM; /* an empty body */
+	*bufp = c.b.p;
+	*lenp = g.got;
+	if (v)
+		*v = g.ver;
+	return 0;
+}
+
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
 		     struct bm_version *v, char *msg, size_t n)
 {

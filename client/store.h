@@ -197,6 +197,12 @@ int bm_store_get(struct bm_store *s, const char *key, struct bm_get *g, char *ms
  * bytes (*bufp, *lenp; the caller frees); v may be NULL. */
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
 		     struct bm_version *v, char *msg, size_t n);
+/* The same, calling check(arg, buf, len, msg, n) on each whole answer
+ * (buf NUL-terminated): BM_ECHECKSUM from it fetches again (bounded
+ * retries, like a block's checksum), any other error ends the call. */
+typedef int (*bm_bytes_check_fn)(void *arg, const char *buf, size_t len, char *msg, size_t n);
+int bm_store_get_checked(struct bm_store *s, const char *key, size_t max, bm_bytes_check_fn check,
+			 void *arg, char **bufp, size_t *lenp, struct bm_version *v, char *msg, size_t n);
 /* HEAD key: its version (size = its length).  0 or BM_ENOTFOUND, ... */
 int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n);
 /* PUT body as key under condition p (NULL: BM_PUT_ANY).  0 when stored (v,
