@@ -54,8 +54,13 @@ extern __thread int vm_lock_held_here __attribute__((tls_model("initial-exec")))
  * then is refused rather than deadlocking). */
 extern __thread int vm_in_backend __attribute__((tls_model("initial-exec")));
 
-/* Around every backend call virtmem makes: vm_in_backend, and the thread
- * recorded for vm_thread_in_backend. */
+/* Set by an engine's own threads (uffd.c's handler threads): called with
+ * true before the thread may block for long (a backend call, a wait for a
+ * load or store of another thread) and with false after. */
+extern __thread void (*vm_thread_blocks)(bool on) __attribute__((tls_model("initial-exec")));
+
+/* Around every backend call virtmem makes: vm_in_backend, the thread
+ * recorded for vm_thread_in_backend, and vm_thread_blocks. */
 void vm_backend_enter(void);
 void vm_backend_leave(void);
 bool vm_thread_in_backend(pid_t tid);
