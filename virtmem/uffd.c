@@ -278,9 +278,8 @@ static void uffd_fail(uintptr_t addr, pid_t tid, int err, vm_blk_t blk)
 
 /* The SIGSEGV engine's handler got a fault on a uffd mapping: a failure
  * noted by uffd_fail (its error for the thread it was for; a retry for any
- * other), or a write to a read-only handle (mapped PROT_READ): that one
- * takes the SIGSEGV engine's path, whose on_fault call lets the backend say
- * why it fails (the only backend call left in signal context). */
+ * other), a write to a fenced block (a retry), or a write to a read-only
+ * handle (mapped PROT_READ): -EROFS, with no backend call. */
 static int uffd_signal_fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 {
 	uintptr_t page = addr & ~(ctx.pagesize - 1);
@@ -301,7 +300,7 @@ static int uffd_signal_fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_b
 		return rc;
 	}
 	if (write && vma->fh->readonly)
-		return VM_FAULT_SIGNAL_PATH; /* -EROFS, after on_fault */
+		return fault_readonly_locked(vma, *blkp);
 	return 0;
 }
 
@@ -380,16 +379,14 @@ static void *handler_main(void *arg)
 	for (;;) {
 		struct uffd_msg msg;
 		struct epoll_event ev;
-		ssize_t n = read(ctx.fd, &msg, sizeof(msg));
-		if (n < 0 && errno == EAGAIN) {
-			if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) {
-				vm_log("waiting for the userfaultfd failed: %s; its handler thread stops",
-				       strerror(errno));
-				break;
-			}
-			continue;
+		ssize_t n;
+		if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) {
+			vm_log("waiting for the userfaultfd failed: %s; its handler thread stops",
+			       strerror(errno));
+			break;
 		}
-		if (n < 0 && errno == EINTR)
+		n = read(ctx.fd, &msg, sizeof(msg));
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n != (ssize_t)sizeof(msg)) {
 			vm_log("reading the userfaultfd failed: %s; its handler thread stops",
