@@ -41,8 +41,12 @@ static const struct {
 	  "not a power of two" },
 	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": -5, \"generation\": 1, \"blocks\": []}",
 	  "\"size\" = -5 is out of range" },
-	{ "{" HEAD_OK "\"version\": 2, \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"blocks\": []}",
-	  "version 2 is not supported" },
+	{ "{" HEAD_OK "\"version\": 3, \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"blocks\": []}",
+	  "version 3 is not supported" },
+	/* Version 2 carries its checksum: without one it is damaged (fetched
+	 * again, then refused). */
+	{ "{" HEAD_OK "\"version\": 2, \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"root\": null}",
+	  "version 2 without a valid \"manifest_sum\"" },
 	{ "{\"format\": \"other\", \"version\": 1, \"checksum\": \"xxh128\", \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"blocks\": []}",
 	  "\"format\" is not" },
 	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": 8192, \"generation\": 1, \"blocks\": "
