@@ -1,5 +1,7 @@
-/* commit.c — publishing changes: parallel block uploads, the manifest
- * compare-and-swap, kept generations, and bm_write.
+/* commit.c — publishing changes: parallel block uploads, the next
+ * generation's manifest (format v2: its index pages; a v1 dataset
+ * upgraded), the manifest compare-and-swap, kept generations, and
+ * bm_write.
  *
  * The protocol is docs/FORMAT.md's "Commit".  Dirty pages reach us through
  * virtmem's writeout (storeblk, one block at a time, in block order); each is

@@ -1,11 +1,14 @@
 /* dataset.c — the dataset handle: opening a dataset (or a flat object) over
- * HTTP, the BigFile backend that virtmem calls (loadblk, storeblk, on_fault),
- * mappings, refresh, discard and stats.
+ * HTTP, the block table of a generation in either format version (v1's
+ * list, v2's index tree through ds->pages), the BigFile backend that
+ * virtmem calls (loadblk, storeblk, on_fault), mappings, refresh, discard
+ * and stats.
  *
  * Owns: struct bm_dataset and struct bm_mapping.
  * Locking: ds->mu guards the manifest pointer and the fields next to it; a
- * loader copies what it needs (key, sum, length) under ds->mu and fetches
- * without it.  See internal.h for the order of the other locks.
+ * loader copies what it needs (key, sum, length; a v2 root) under ds->mu
+ * and looks up and fetches without it.  See internal.h for the order of
+ * the other locks.
  */
 #include "config.h"
 
@@ -92,6 +95,20 @@ static size_t trunc_visible(const bm_dataset *ds, uint64_t off, size_t visible)
 
 /* ---- the block table of a generation ------------------------------------------ */
 
+/* An index.c message names a page "index page <sum>": the URL instead
+ * (index.h: the caller adds it), so that a hostile page is named where
+ * it is.  The loader's own messages name it already. */
+static void name_page(bm_dataset *ds, int rc, char *msg, size_t n)
+{
+	static const char pfx[] = "index page ";
+	char inner[512];
+
+	if (rc >= 0 || strncmp(msg, pfx, sizeof(pfx) - 1) != 0)
+		return;
+	snprintf(inner, sizeof(inner), "%s", msg + sizeof(pfx) - 1);
+	bm_fmt(msg, n, "%s/index/%s", ds->url, inner);
+}
+
 int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
 		  char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], char *msg, size_t n)
 {
@@ -107,6 +124,7 @@ int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
 			return 0;
 		bm_pages_io(ds->pages, &io);
 		rc = bm_index_lookup(&io, m->root, nblk, blk, sum, NULL, msg, n);
+		name_page(ds, rc, msg, n);
 		if (rc == 1 && key)
 			bm_key_block(key, sum);
 		return rc;
@@ -130,7 +148,9 @@ int bm_table_next(bm_dataset *ds, const struct bm_manifest *m, uint64_t from, ui
 
 	if (m->version == 2) {
 		bm_pages_io(ds->pages, &io);
-		return bm_index_next(&io, m->root, bm_manifest_nblk(m), from, blk, NULL, msg, n);
+		int rc = bm_index_next(&io, m->root, bm_manifest_nblk(m), from, blk, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		return rc;
 	}
 	pthread_mutex_lock(&ds->mu);
 	size_t i = bm_manifest_lower_bound(m, from);
@@ -152,8 +172,10 @@ int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_m
 
 	if (a->version == 2 && b->version == 2) {
 		bm_pages_io(ds->pages, &io);
-		return bm_index_diff(&io, a->root, bm_manifest_nblk(a), b->root, bm_manifest_nblk(b), fn,
-				     arg, NULL, msg, n);
+		rc = bm_index_diff(&io, a->root, bm_manifest_nblk(a), b->root, bm_manifest_nblk(b), fn,
+				   arg, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		return rc;
 	}
 	/* A v1 list on either side: a merge of the stored blocks of both. */
 	for (;;) {

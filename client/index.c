@@ -109,7 +109,7 @@ int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, si
 	sum_bin(data, len, got);
 	if (memcmp(want, got, 16) != 0) {
 		bin_hex(got, hex);
-		bm_fmt(msg, n, "index page %s: its %zu bytes hash to %s", sum, len, hex);
+		bm_fmt(msg, n, "index page %s: checksum mismatch: its %zu bytes hash to %s", sum, len, hex);
 		return BM_ECHECKSUM;
 	}
 	return 0;

@@ -8,6 +8,7 @@
  *   ds->ra.mu  read-ahead state and queue (readahead.c).
  *   ds->up.mu  the upload queue of a commit (commit.c).
  *   store and http locks: inside the store (store_http.c, http.c).
+ *   ds->pages' mu: the index page cache (index_load.c), a leaf.
  * No two of them are ever held at once.  virtmem's own lock is never held
  * when virtmem calls into this library (loadblk, storeblk, on_fault).
  */

@@ -138,12 +138,14 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len);
  * names it (32 hex digits and a NUL into sum, n >= 33), so that a reader of
  * two generations can tell which blocks changed (the wcfs mirror does).
  * Returns 1 for a stored block, 0 for a hole (sum ""), BM_EINVAL past the
- * last block, for a flat dataset or when n is too small. */
+ * last block, for a flat dataset or when n is too small, or the error of an
+ * index page (format 2) that cannot be read (bm_last_error names it). */
 int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n);
 
 /* The first stored block (not a hole) at or after block from, in the
  * handle's generation: 1 with *index set, 0 when there is none (or the
- * dataset is flat).  With bm_block_sum it walks only the stored blocks: a
+ * dataset is flat), or the error of an index page (format 2) that cannot
+ * be read.  With bm_block_sum it walks only the stored blocks: a
  * dataset's size is the server's word, its block count can be 2^38. */
 int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index);
 
