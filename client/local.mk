@@ -7,6 +7,7 @@ client_libblkmap_la_SOURCES = \
 	client/aws.h \
 	client/commit.c \
 	client/dataset.c \
+	client/generations.c \
 	client/http.c \
 	client/store.h \
 	client/store.c \

@@ -213,6 +213,41 @@ int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **buf
 	return 0;
 }
 
+/* ---- a conditional put that failed after every retry ------------------------------------ */
+
+int bm_store_read_back(struct bm_store *s, const char *key, const void *body, size_t len,
+		       const struct bm_put *p, struct bm_version *v, int rc, char *msg, size_t n)
+{
+	size_t max = (p->was && p->was_len > len ? p->was_len : len) + 1;
+	char *got = NULL, why[512];
+	size_t glen = 0, ml = strnlen(msg, n);
+	struct bm_version now;
+	int grc = bm_store_get_all(s, key, max, &got, &glen, &now, why, sizeof(why));
+	bool ours = grc == 0 && glen == len && memcmp(got, body, len) == 0;
+	/* Still the version the put was to replace (or no object, for a
+	 * create): not applied. */
+	bool before = p->cond == BM_PUT_IF_NONE ? grc == BM_ENOTFOUND :
+		      p->was ? grc == 0 && glen == p->was_len && memcmp(got, p->was, glen) == 0 :
+		      grc == 0 && p->etag && bm_etag_same(now.etag, p->etag);
+
+	if (ours) {
+		snprintf(v->etag, sizeof(v->etag), "%s", now.etag);
+		rc = 0;
+	} else if (before) {
+		bm_fmt(msg + ml, n - ml, "; read back: not applied");
+	} else if (grc == 0 || grc == BM_ENOTFOUND || grc == BM_EFORMAT) {
+		/* Another writer's version: a swap lost. */
+		bm_fmt(msg + ml, n - ml, "; read back: %s",
+		       grc == BM_ENOTFOUND ? "no object there" : "another version there (another writer's)");
+		if (p->swap)
+			rc = BM_ECONFLICT;
+	} else {
+		bm_fmt(msg + ml, n - ml, "; reading it back failed too");
+	}
+	free(got);
+	return rc;
+}
+
 /* ---- ETags and statuses --------------------------------------------------------------- */
 
 bool bm_etag_is_weak(const char *etag)

@@ -227,6 +227,14 @@ bool bm_etag_is_weak(const char *etag);
 
 /* ---- for backends -------------------------------------------------------------- */
 
+/* A conditional put p of body as key that failed with rc after every
+ * retry (BM_EHTTP: one of its tries may have been applied, its answer
+ * lost) reads key back.  Our bytes there: stored, 0 (v->etag set).  Still
+ * the version p replaces (p->was's bytes, else p->etag; no object for a
+ * create): not applied, rc.  Another version, for a swap: another writer
+ * won, BM_ECONFLICT.  msg (rc's message) gets what the read showed. */
+int bm_store_read_back(struct bm_store *s, const char *key, const void *body, size_t len,
+		       const struct bm_put *p, struct bm_version *v, int rc, char *msg, size_t n);
 /* The BM_E* code of a status that is not the one expected. */
 int bm_store_status_error(long status);
 /* Counts a retry (for bm_stats). */
