@@ -1026,6 +1026,25 @@ int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n)
 	return rc;
 }
 
+int bm_diff_blocks(bm_dataset *a, bm_dataset *b, int (*fn)(void *arg, uint64_t first, uint64_t count),
+		   void *arg)
+{
+	char msg[512];
+
+	if (a->flat || b->flat || a->file.blksize != b->file.blksize) {
+		bm_set_error(a, BM_EINVAL, "%s: blocks of a flat object, or of two block sizes, cannot be "
+			     "compared", a->url);
+		return BM_EINVAL;
+	}
+	/* b's pages are read through a's cache: pages are named by their
+	 * bytes, whoever reads them. */
+	int rc = bm_table_diff(a, a->manifest, b->manifest, fn, arg, msg, sizeof(msg));
+	if (rc < 0)
+		bm_set_error(a, rc, "%s: comparing generations %" PRIu64 " and %" PRIu64 ": %s", a->url,
+			     a->manifest->generation, b->manifest->generation, msg);
+	return rc;
+}
+
 /* ---- user attributes ------------------------------------------------------------- */
 
 int bm_attrs_get(bm_dataset *ds, char *buf, size_t n)

@@ -166,6 +166,14 @@ tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# Benchmark (`make bench`): what metadata costs as a dataset grows (format 2).
+check_PROGRAMS += tests/bench_scale
+BENCHMARKS += tests/bench_scale
+tests_bench_scale_SOURCES = tests/bench_scale.c $(CLIENT_TEST_SOURCES)
+tests_bench_scale_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_bench_scale_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_bench_scale_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
 # The same suites on Ceph RGW (S3): tests/s3.mk starts it.
 tests_test_client_roundtrip_rgw_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
 tests_test_client_roundtrip_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"

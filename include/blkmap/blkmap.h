@@ -149,6 +149,19 @@ int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n);
  * dataset's size is the server's word, its block count can be 2^38. */
 int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index);
 
+/* The block ranges [first, first + count) whose content differs between
+ * the generations of handles a and b of one dataset (same block size), to
+ * fn in ascending order; a non-zero return of fn stops the walk and is
+ * returned.  A hole and a block past a generation's end count as the same
+ * (zeros): a caller that cares about the sizes compares them.  Walks only
+ * stored blocks, and of two format 2 generations only the index pages
+ * whose sums differ: a 1-block change costs a few pages, whatever the
+ * size.  BM_EINVAL for a flat dataset or two block sizes; an index page
+ * that cannot be read is its error (bm_last_error(a) names it).  Neither
+ * handle may be refreshed or committed meanwhile. */
+int bm_diff_blocks(bm_dataset *a, bm_dataset *b, int (*fn)(void *arg, uint64_t first, uint64_t count),
+		   void *arg);
+
 /* ---- changes --------------------------------------------------------------- */
 
 /* Uploads every dirty block and publishes them as generation G+1, where G is
