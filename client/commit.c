@@ -883,13 +883,14 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		return urc;
 	if (rc < 0)
 		return rc;
-	hook(ds, "uploaded");
-
+	/* The next manifest; in format 2 its index pages are stored here. */
 	rc = next_manifest(ds, &next);
 	if (rc < 0) {
 		bm_manifest_free(next);
 		return rc;
 	}
+	hook(ds, "uploaded");
+
 	char *json = bm_manifest_dump_any(next, &len);
 	if (json == NULL) {
 		bm_manifest_free(next);

@@ -168,6 +168,23 @@ const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n)
 	return out;
 }
 
+json_t *tc_block_keys(const char *url)
+{
+	json_t *keys = json_array();
+	bm_dataset *ds = tc_open(url, 0);
+	char sum[64], key[80];
+	uint64_t b = 0, next;
+
+	while (bm_next_block(ds, b, &next) == 1) {
+		assert_int_equal(bm_block_sum(ds, next, sum, sizeof(sum)), 1);
+		snprintf(key, sizeof(key), "blocks/%s", sum);
+		json_array_append_new(keys, json_string(key));
+		b = next + 1;
+	}
+	bm_close(ds);
+	return keys;
+}
+
 /* xxh128 as hex: the library's (client/util.c), an exported helper. */
 void bm_sum_hex(const void *buf, size_t len, char out[33]);
 

@@ -76,7 +76,7 @@ struct bm_options {
 	 * "off", or NULL for the default mountpoint of the server  BLKMAP_WCFS */
 	const char *wcfs;
 	/* For tests and tools: called at each stage of a commit: "uploaded"
-	 * (blocks stored, manifest not yet replaced), "manifest-put" (the
+	 * (blocks and index pages stored, manifest not yet replaced), "manifest-put" (the
 	 * manifest PUT succeeded; its ETag not yet learnt when the answer had
 	 * none), "swapped" (published); may be NULL. */
 	void (*commit_hook)(const char *stage, void *arg);
