@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "gcmark.h"
 #include "store.h"
 
 struct bm_upload_job {
@@ -68,26 +69,22 @@ static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 
 /* PUTs body as the immutable object key, with If-None-Match: * (a block,
  * or a kept generation); an object already there counts as stored.  With
- * whole, an object already there must also have the body's length (a
- * server that does not store atomically may hold a cut one, under a key
- * that names the whole bytes): if it has not, the body replaces it. */
+ * whole (a block), an object already there is written again. */
 static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, bool whole,
 		   char *msg, size_t n)
 {
 	static const struct bm_put if_none = { .cond = BM_PUT_IF_NONE };
-	struct bm_version v;
 	int rc = bm_store_put(ds->store, key, body, len, &if_none, NULL, msg, n);
 
 	if (rc != BM_ECONFLICT)
 		return rc;
 	if (!whole)
 		return 0; /* the same bytes are there already */
-	rc = bm_store_head(ds->store, key, &v, msg, n);
-	if (rc == 0 && v.size != UINT64_MAX && v.size != len) {
-		bm_log("%s/%s holds %" PRIu64 " bytes, not %zu: replaced", ds->url, key, v.size, len);
-		return bm_store_put(ds->store, key, body, len, NULL, NULL, msg, n);
-	}
-	return rc == BM_ENOTFOUND ? 0 : rc;
+	/* The same bytes are there: PUT them again, plainly.  That renews the
+	 * object's time, which gc reads (an old object no generation names
+	 * may be collected: FORMAT.md "Garbage collection"), and replaces a
+	 * cut one that a server that does not store atomically left. */
+	return bm_store_put(ds->store, key, body, len, NULL, NULL, msg, n);
 }
 
 static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
@@ -340,6 +337,48 @@ int bm_upload_wait(bm_dataset *ds)
 
 /* ---- bm_write ----------------------------------------------------------------- */
 
+/* ---- gc's guard (gcmark.c) ------------------------------------------------------ */
+
+/* Before this commit's first upload: which gc ran last.  Not known (the
+ * marker could not be read) is as good as "one ran": the check then
+ * verifies. */
+static void gc_guard_begin(bm_dataset *ds)
+{
+	char msg[512];
+
+	if (ds->gc_guard.begun)
+		return;
+	if (bm_gc_guard_begin(ds->store, &ds->gc_guard, msg, sizeof(msg)) < 0) {
+		ds->gc_guard.begun = true;
+		ds->gc_guard.epoch = UINT64_MAX;
+	}
+}
+
+/* The objects this commit names that it uploaded or reused. */
+static int commit_keys(void *arg, bm_gc_visit_fn visit, void *varg)
+{
+	bm_dataset *ds = arg;
+	char **keys;
+	size_t n = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&ds->mu);
+	keys = calloc(ds->nchanges + 1, sizeof(*keys));
+	for (size_t i = 0; keys && i < ds->nchanges; i++)
+		if (ds->changes[i].key && (keys[n] = strdup(ds->changes[i].key)) != NULL)
+			n++;
+	pthread_mutex_unlock(&ds->mu);
+	if (keys == NULL)
+		return BM_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (rc == 0)
+			rc = visit(varg, keys[i]);
+		free(keys[i]);
+	}
+	free(keys);
+	return rc;
+}
+
 int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 {
 	size_t bs = ds->file.blksize;
@@ -360,6 +399,7 @@ int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 			     ds->url, len, offset, ds->new_size);
 		return BM_EINVAL;
 	}
+	gc_guard_begin(ds);
 	while (len > 0 && rc == 0) {
 		uint64_t index = offset / bs;
 		size_t in = (size_t)(offset % bs);
@@ -657,7 +697,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	struct bm_manifest *next = NULL;
 	char etag[BM_ETAG_SIZE] = "", key[BM_KEY_GEN_SIZE];
 	size_t len = 0;
-	bool superseded;
+	bool superseded = false;
 	int rc;
 
 	if (ds->flat) {
@@ -680,6 +720,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	if ((rc = check_still_latest(ds)) < 0)
 		return rc;
 	keep_generation(ds);
+	gc_guard_begin(ds);
 
 	/* Step 3: upload.  What failed to upload last time goes first; then
 	 * storeblk queues each dirty block. */
@@ -720,7 +761,14 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		bm_manifest_free(next);
 		return BM_ENOMEM;
 	}
-	rc = swap_manifest(ds, json, len, etag, sizeof(etag), &superseded);
+	/* A gc that ran during the uploads may have taken an object we
+	 * name: the guard waits for it and checks (FORMAT.md). */
+	char gmsg[512];
+	rc = bm_gc_guard_check(ds->store, &ds->gc_guard, commit_keys, ds, gmsg, sizeof(gmsg));
+	if (rc < 0)
+		bm_set_error(ds, rc, "%s", gmsg);
+	if (rc == 0)
+		rc = swap_manifest(ds, json, len, etag, sizeof(etag), &superseded);
 	if (rc < 0) {
 		bm_manifest_free(next);
 		free(json);
@@ -751,6 +799,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	free(ds->new_attrs);
 	ds->new_attrs = NULL;
 	ds->attrs_changed = false;
+	ds->gc_guard.begun = false;
 	pthread_mutex_unlock(&ds->mu);
 
 	/* Published: the stored pages are clean now (a page written since its
