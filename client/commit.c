@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index_load.h"
 #include "internal.h"
 #include "gcmark.h"
 #include "store.h"
@@ -67,29 +68,9 @@ static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 	free(job);
 }
 
-/* PUTs body as the immutable object key, with If-None-Match: * (a block,
- * or a kept generation); an object already there counts as stored.  With
- * whole (a block), an object already there is written again. */
-static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, bool whole,
-		   char *msg, size_t n)
-{
-	static const struct bm_put if_none = { .cond = BM_PUT_IF_NONE };
-	int rc = bm_store_put(ds->store, key, body, len, &if_none, NULL, msg, n);
-
-	if (rc != BM_ECONFLICT)
-		return rc;
-	if (!whole)
-		return 0; /* the same bytes are there already */
-	/* The same bytes are there: PUT them again, plainly.  That renews the
-	 * object's time, which gc reads (an old object no generation names
-	 * may be collected: FORMAT.md "Garbage collection"), and replaces a
-	 * cut one that a server that does not store atomically left. */
-	return bm_store_put(ds->store, key, body, len, NULL, NULL, msg, n);
-}
-
 static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
 {
-	int rc = put_new(ds, job->key, job->data, job->len, true, msg, n);
+	int rc = bm_put_immutable(ds->store, job->key, job->data, job->len, true, msg, n);
 	if (rc == 0) {
 		atomic_fetch_add(&ds->c.uploaded_blocks, 1);
 		atomic_fetch_add(&ds->c.uploaded_bytes, job->len);
@@ -498,7 +479,7 @@ static int put_once(bm_dataset *ds, const char *key, const char *body, size_t le
 	if (!(bm_store_caps(ds->store) & BM_CAP_CREATE_EXCL) &&
 	    bm_store_head(ds->store, key, &v, msg, sizeof(msg)) == 0)
 		return 0;
-	int rc = put_new(ds, key, body, len, false, msg, sizeof(msg));
+	int rc = bm_put_immutable(ds->store, key, body, len, false, msg, sizeof(msg));
 	if (rc < 0)
 		bm_log("warning: %s", msg);
 	return rc;

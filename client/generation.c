@@ -1,8 +1,8 @@
 /* generation.c — reading one kept generation of a dataset (either format
  * version) straight from its store, the object keys it references, and
  * the block ranges two generations differ in: what gc.c, tags.c and
- * `blkmap diff` stand on.  Index pages are fetched from the store on each
- * load and verified by the format layer (index.c); nothing is cached here.
+ * `blkmap diff` stand on.  Index pages come through index_load.c's cache,
+ * one per call, dropped when it returns.
  * Owns: struct bm_gen.  Locking: none; each call uses only its arguments.
  */
 #include "config.h"
@@ -13,8 +13,10 @@
 #include <string.h>
 
 #include "generation.h"
+#include "index_load.h"
 
 #define GEN_TRIES 3 /* a damaged v2 manifest is fetched again this often */
+#define GEN_PAGE_CACHE ((size_t)16 << 20) /* index pages kept during one walk */
 
 int bm_gen_store_open(struct bm_store **sp, const char *url, const struct bm_options *opt, char *msg,
 		      size_t n)
@@ -111,45 +113,6 @@ int bm_gen_read(struct bm_store *s, uint64_t gen, struct bm_gen *g, char *msg, s
 	return 0;
 }
 
-/* ---- index pages over the store ------------------------------------------------ */
-
-static int page_load(void *arg, const char *sum, const void **data, size_t *len, char *msg, size_t n)
-{
-	struct bm_store *s = arg;
-	char key[BM_SUM_HEX + 8], *buf = NULL;
-	int rc = BM_ECHECKSUM;
-
-	snprintf(key, sizeof(key), "index/%s", sum);
-	for (int t = 0; t < GEN_TRIES && rc == BM_ECHECKSUM; t++) {
-		free(buf);
-		buf = NULL;
-		rc = bm_store_get_all(s, key, BM_IPAGE_MAX, &buf, len, NULL, msg, n);
-		if (rc == 0)
-			rc = bm_ipage_verify(sum, buf, *len, msg, n);
-	}
-	if (rc < 0) {
-		free(buf);
-		return rc;
-	}
-	*data = buf;
-	return 0;
-}
-
-static void page_release(void *arg, const char *sum, const void *data)
-{
-	(void)arg;
-	(void)sum;
-	free((void *)data);
-}
-
-void bm_gen_index_io(struct bm_store *s, struct bm_index_io *io)
-{
-	memset(io, 0, sizeof(*io));
-	io->load = page_load;
-	io->release = page_release;
-	io->arg = s;
-}
-
 /* ---- keys ------------------------------------------------------------------------ */
 
 int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit, void *arg,
@@ -164,17 +127,14 @@ int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit
 				return rc;
 		return 0;
 	}
+	struct bm_pages *pc;
 	if (g->m2->root[0] == '\0')
 		return 0;
-	bm_gen_index_io(s, &io);
+	if ((rc = bm_pages_new(&pc, s, GEN_PAGE_CACHE)) < 0)
+		return rc;
+	bm_pages_io(pc, &io);
 	rc = bm_index_keys(&io, g->m2->root, bm_manifest2_nblk(g->m2), emit, arg, NULL, msg, n);
-	if (rc < 0 && rc != BM_ENOMEM && msg[0] != '\0' && strstr(msg, "://") == NULL) {
-		char tmp[512];
-		char *name = bm_store_name(s, "index/");
-		snprintf(tmp, sizeof(tmp), "%s", msg);
-		bm_fmt(msg, n, "%s: generation %" PRIu64 ": %s", name ? name : "index/", g->generation, tmp);
-		free(name);
-	}
+	bm_pages_free(pc);
 	return rc;
 }
 
@@ -218,7 +178,7 @@ static int diff_tables(const struct bm_manifest *a, const struct bm_manifest *b,
 /* Pages a v1 table becomes (bm_index_from_v1) kept in memory for the walk;
  * pages not found here come from the store. */
 struct mem_pages {
-	struct bm_store *s;
+	struct bm_index_io store;  /* the store's pages (index_load.c) */
 	struct mem_page {
 		char sum[BM_SUM_HEX + 1];
 		void *data;
@@ -257,7 +217,7 @@ static int mem_load(void *arg, const char *sum, const void **data, size_t *len, 
 			*len = mp->v[i].len;
 			return 0;
 		}
-	return page_load(mp->s, sum, data, len, msg, n);
+	return mp->store.load(mp->store.arg, sum, data, len, msg, n);
 }
 
 static void mem_release(void *arg, const char *sum, const void *data)
@@ -266,7 +226,7 @@ static void mem_release(void *arg, const char *sum, const void *data)
 	for (size_t i = 0; i < mp->n; i++)
 		if (mp->v[i].data == data)
 			return;
-	page_release(mp->s, sum, data);
+	mp->store.release(mp->store.arg, sum, data);
 }
 
 /* The root of a generation's tree: its own (v2) or one built in memory. */
@@ -283,7 +243,8 @@ static int root_of(const struct bm_index_io *io, const struct bm_gen *g, char ro
 int bm_gen_diff(struct bm_store *s, const struct bm_gen *a, const struct bm_gen *b,
 		bm_index_range_fn emit, void *arg, char *msg, size_t n)
 {
-	struct mem_pages mp = { .s = s };
+	struct mem_pages mp = { 0 };
+	struct bm_pages *pc = NULL;
 	struct bm_index_io io = { .load = mem_load, .release = mem_release, .store = mem_store, .arg = &mp };
 	char ra[BM_SUM_HEX + 1], rb[BM_SUM_HEX + 1];
 	int rc;
@@ -295,6 +256,9 @@ int bm_gen_diff(struct bm_store *s, const struct bm_gen *a, const struct bm_gen 
 	}
 	if (a->version == 1 && b->version == 1)
 		return diff_tables(a->m1, b->m1, emit, arg);
+	if ((rc = bm_pages_new(&pc, s, GEN_PAGE_CACHE)) < 0)
+		return rc;
+	bm_pages_io(pc, &mp.store);
 	rc = root_of(&io, a, ra, msg, n);
 	if (rc == 0)
 		rc = root_of(&io, b, rb, msg, n);
@@ -304,5 +268,6 @@ int bm_gen_diff(struct bm_store *s, const struct bm_gen *a, const struct bm_gen 
 	for (size_t i = 0; i < mp.n; i++)
 		free(mp.v[i].data);
 	free(mp.v);
+	bm_pages_free(pc);
 	return rc;
 }

@@ -48,8 +48,4 @@ int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit
 int bm_gen_diff(struct bm_store *s, const struct bm_gen *a, const struct bm_gen *b,
 		bm_index_range_fn emit, void *arg, char *msg, size_t n);
 
-/* An index page loader over a store (pages are fetched on each load and
- * freed on release; verified by the format layer). */
-void bm_gen_index_io(struct bm_store *s, struct bm_index_io *io);
-
 #endif /* BLKMAP_CLIENT_GENERATION_H */
