@@ -4,7 +4,8 @@
  * grace, deletes nothing in a dry run, says when the server cannot list;
  * gc racing committing writer processes and gc killed at any point leave
  * every kept generation whole; tags name generations that every reading
- * command and the library open; diff lists exactly the changed ranges.
+ * command and the library open; diff lists exactly the changed ranges,
+ * and diff and gc walk version 2 trees (written here by hand).
  * One program per kind of server (TC_KIND; client.mk).
  */
 #include "config.h"
@@ -26,6 +27,9 @@
 #include <cmocka.h>
 
 #include "client_util.h"
+#include "../client/index.h"
+#include "../client/index_load.h"
+#include "../client/store.h"
 
 #ifndef TC_KIND
 #define TC_KIND "blkmap-server"
@@ -578,6 +582,139 @@ static void diff_lists_exactly_the_changed_block_ranges(void **state)
 	free(err);
 }
 
+/* ---- version 2 (written here by hand: the commands write version 1) ---------------- */
+
+/* Publishes generation gen of the dataset at url as a version 2 manifest
+ * over old_root (nblk blocks): blocks in changes (blk, data) uploaded,
+ * the tree updated.  new_root gets the root. */
+static void put_v2(const char *url, uint64_t gen, const char *old_root, const uint64_t *blks,
+		   unsigned char *const *data, size_t nch, char new_root[BM_SUM_HEX + 1])
+{
+	struct bm_store *st;
+	struct bm_pages *pc;
+	struct bm_index_io io;
+	struct bm_store_opts so = { .connect_timeout_ms = 5000, .timeout_ms = 30000, .retry_base_ms = 1,
+				    .retries = 5, .connections = 2 };
+	char msg[512], key[BM_KEY_GEN_SIZE];
+	struct bm_index_change ch[8];
+
+	assert_int_equal(bm_store_open(&st, url, &so, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_pages_new(&pc, st, 1 << 20), 0);
+	bm_pages_io(pc, &io);
+	for (size_t i = 0; i < nch; i++) {
+		char bkey[BM_KEY_BLOCK_SIZE];
+		ch[i].blk = blks[i];
+		bm_sum_hex(data[i], BS, ch[i].sum);
+		bm_key_block(bkey, ch[i].sum);
+		assert_int_equal(bm_put_immutable(st, bkey, data[i], BS, true, msg, sizeof(msg)), 0);
+	}
+	assert_int_equal(bm_index_update(&io, old_root, NBLK, ch, nch, NBLK, new_root, NULL, msg, sizeof(msg)), 0);
+	struct bm_manifest2 m = { .blksize = BS, .size = NBLK * BS, .generation = gen, .parent = gen - 1 };
+	snprintf(m.created, sizeof(m.created), "2026-11-29T10:00:0%dZ", (int)gen);
+	snprintf(m.root, sizeof(m.root), "%s", new_root);
+	size_t len;
+	char *json = bm_manifest2_dump(&m, &len);
+	assert_non_null(json);
+	bm_key_gen(key, gen);
+	assert_int_equal(bm_store_put(st, BM_KEY_MANIFEST, json, len, NULL, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_put(st, key, json, len, NULL, NULL, msg, sizeof(msg)), 0);
+	free(json);
+	bm_pages_free(pc);
+	bm_store_close(st);
+}
+
+struct keys_there {
+	const struct tc_store *s;
+	int n;
+};
+
+static int key_is_there(void *arg, const char *key)
+{
+	struct keys_there *kt = arg;
+	char path[256];
+	snprintf(path, sizeof(path), "/gc/v2/%s", key);
+	assert_int_equal(head_status(kt->s, path), 200);
+	kt->n++;
+	return 0;
+}
+
+static void diff_and_gc_read_version_2_trees_and_collect_their_index_pages(void **state)
+{
+	struct tc_store *s = tc_store_of(state);
+	char url[512], *out = NULL, *err = NULL, root1[BM_SUM_HEX + 1], root2[BM_SUM_HEX + 1],
+		root3[BM_SUM_HEX + 1], path[256];
+	tc_store_url(url, sizeof(url), s, "/gc/v2");
+	/* Generation 1: version 1; 2 and 3: version 2 (an upgrade), each
+	 * changing one block. */
+	unsigned char *d = content(500);
+	tc_put(url, BS, d, NBLK * BS);
+	bm_dataset *ds = open_at(url, 1, NULL, false);
+	assert_non_null(ds);
+	char *v1_block3 = strdup(block_path("/gc/v2", ds, 3));
+	char *v1_block9 = strdup(block_path("/gc/v2", ds, 9));
+	bm_close(ds);
+	uint64_t all[NBLK];
+	unsigned char *blocks[NBLK];
+	for (uint64_t b = 0; b < NBLK; b++)
+		all[b] = b, blocks[b] = d + b * BS;
+	d[3 * BS] ^= 1;
+	put_v2(url, 2, "", all, blocks, 8, root1); /* blocks 0-7: a first tree */
+	put_v2(url, 2, root1, all + 8, blocks + 8, 8, root2); /* 8-15: generation 2 */
+	d[9 * BS + 5] ^= 1;
+	uint64_t nine = 9;
+	unsigned char *b9 = d + 9 * BS;
+	put_v2(url, 3, root2, &nine, &b9, 1, root3);
+
+	const char *d12[] = { "diff", url, "1", "2", NULL };
+	int st = tc_cli(&out, &err, d12);
+	if (st != 0)
+		fail_msg("diff 1 2: %s", err);
+	assert_string_equal(out, "blocks 3-3 bytes 12288-16383\n");
+	free(out), free(err);
+	const char *d23[] = { "diff", url, "2", NULL };
+	assert_int_equal(tc_cli(&out, NULL, d23), 0);
+	assert_string_equal(out, "blocks 9-9 bytes 36864-40959\n");
+	free(out);
+
+	/* gc keeps 3: gone are generation 1's block 3, the block 9 of 1 and
+	 * 2, and generation 2's root page (root1 was never published: an
+	 * orphan page, found where the server lists). */
+	const char *gc[] = { "gc", "--keep", "1", "--grace", "0", url, NULL };
+	st = tc_cli(&out, &err, gc);
+	if (st != 0)
+		fail_msg("gc: %s", err);
+	bool lists = strstr(out, "cannot list") == NULL;
+	assert_non_null(strstr(out, "1 kept, 2 dropped"));
+	assert_non_null(strstr(out, lists ? "4 deleted" : "3 deleted"));
+	free(out), free(err);
+	assert_int_equal(head_status(s, v1_block3), 404);
+	assert_int_equal(head_status(s, v1_block9), 404);
+	snprintf(path, sizeof(path), "/gc/v2/index/%s", root2);
+	assert_int_equal(head_status(s, path), 404);
+	snprintf(path, sizeof(path), "/gc/v2/index/%s", root1);
+	assert_int_equal(head_status(s, path), lists ? 404 : 200);
+	snprintf(path, sizeof(path), "/gc/v2/index/%s", root3);
+	assert_int_equal(head_status(s, path), 200);
+	/* Everything generation 3 names is still there. */
+	struct bm_store *stp;
+	struct bm_pages *pc;
+	struct bm_index_io io;
+	struct bm_store_opts so = { .connect_timeout_ms = 5000, .timeout_ms = 30000, .retry_base_ms = 1,
+				    .retries = 5, .connections = 2 };
+	char msg[512];
+	assert_int_equal(bm_store_open(&stp, url, &so, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_pages_new(&pc, stp, 1 << 20), 0);
+	bm_pages_io(pc, &io);
+	struct keys_there kt = { .s = s };
+	assert_int_equal(bm_index_keys(&io, root3, NBLK, key_is_there, &kt, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(kt.n, NBLK + 1);
+	bm_pages_free(pc);
+	bm_store_close(stp);
+	free(v1_block3);
+	free(v1_block9);
+	free(d);
+}
+
 int main(void)
 {
 	/* gc's settle time, for gc and for the writers' guard alike. */
@@ -594,6 +731,7 @@ int main(void)
 		cmocka_unit_test(a_tag_names_a_generation_that_every_reading_command_opens),
 		cmocka_unit_test(bad_tag_names_and_missing_generations_are_refused),
 		cmocka_unit_test(diff_lists_exactly_the_changed_block_ranges),
+		cmocka_unit_test(diff_and_gc_read_version_2_trees_and_collect_their_index_pages),
 	};
 	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }
