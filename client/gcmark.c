@@ -102,11 +102,19 @@ int bm_gcmark_write(struct bm_store *s, struct bm_gcmark *m, const struct bm_gcm
 {
 	struct bm_version v;
 	struct bm_put p = {
-		.cond = !was->exists ? BM_PUT_IF_NONE : was->etag[0] ? BM_PUT_IF_MATCH : BM_PUT_ANY,
+		/* A weak ETag (Apache, within a second of a change) never
+		 * matches If-Match: then no condition (FORMAT.md). */
+		.cond = !was->exists ? BM_PUT_IF_NONE
+			: was->etag[0] && !bm_etag_is_weak(was->etag) ? BM_PUT_IF_MATCH
+			: BM_PUT_ANY,
 		.etag = was->etag,
 		.was = was->bytes,
 		.was_len = was->len,
-		.swap = true,
+		/* Not a swap: on Apache that would take a WebDAV lock of the
+		 * dataset, which a gc killed while holding it would leave to
+		 * hold up every commit for a minute.  The condition checked
+		 * when the request starts is enough between gcs (FORMAT.md). */
+		.swap = false,
 	};
 	m->renewed = (int64_t)time(NULL);
 	json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:I, s:s, s:I, s:s}", "format", "blkmap-gc", "epoch",
