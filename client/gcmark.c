@@ -110,8 +110,8 @@ int bm_gcmark_write(struct bm_store *s, struct bm_gcmark *m, const struct bm_gcm
 		.etag = was->etag,
 		.was = was->bytes,
 		.was_len = was->len,
-		/* Not a swap: on Apache that would take a WebDAV lock of the
-		 * dataset, which a gc killed while holding it would leave to
+		/* Not a swap: on Apache that would take the dataset's swap
+		 * claim, which a gc killed while holding it would leave to
 		 * hold up every commit for a minute.  The condition checked
 		 * when the request starts is enough between gcs (FORMAT.md). */
 		.swap = false,
