@@ -85,6 +85,9 @@ int parse_at(const char *cmd, const char *arg, struct bm_options *o)
 		o->tag = NULL;
 		return 0;
 	}
+	if (arg[0] == '.' || arg[0] == '-' || arg[0] == '\0' ||
+	    strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(arg))
+		return usage_error(cmd, "--at needs a generation number (1 or more) or a tag name");
 	o->generation = 0;
 	o->tag = arg;
 	return 0;
