@@ -307,6 +307,7 @@ struct gc_loop {
 	const char *url;
 	const char *stop;          /* a file: once it exists, one last run */
 	uint64_t keep;
+	long pause_ms;             /* between runs */
 };
 
 static int gc_loop_main(void *arg)
@@ -325,7 +326,7 @@ static int gc_loop_main(void *arg)
 			return runs > 0 ? 0 : 21;
 		/* A pause between runs, as between cron jobs: writers wait
 		 * for a running gc, so gcs back to back would starve them. */
-		usleep(300000);
+		usleep((useconds_t)g->pause_ms * 1000);
 	}
 }
 
@@ -364,14 +365,20 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 	put_generations(url, 1);
 	/* Racing writers need a compare-and-swap; elsewhere one writer
 	 * (FORMAT.md: one writer per dataset there). */
-	int nw = tc_store_can(s, TC_CAN_SWAP) ? 3 : 1;
+	int nw = tc_store_can(s, TC_CAN_SWAP) ? 3 : 1, commits = 6;
+	long pause_ms = 300;
+	/* RGW answers in tens of milliseconds, and a commit that overlaps a
+	 * gc with no grace loses its uploads (and goes again): fewer commits
+	 * and longer pauses keep the test within its time limit. */
+	if (strcmp(s->kind->name, "rgw") == 0)
+		nw = 2, commits = 3, pause_ms = 1500;
 	snprintf(stop, sizeof(stop), "/tmp/blkmap-gc-race-%ld", (long)getpid());
 	unlink(stop);
-	struct gc_loop gl = { .url = url, .stop = stop, .keep = 1 };
+	struct gc_loop gl = { .url = url, .stop = stop, .keep = 1, .pause_ms = pause_ms };
 	struct writer w[3];
 	pid_t gcpid = spawn(gc_loop_main, &gl), wp[3];
 	for (int i = 0; i < nw; i++) {
-		w[i] = (struct writer){ .url = url, .id = (unsigned)i + 1, .commits = 6 };
+		w[i] = (struct writer){ .url = url, .id = (unsigned)i + 1, .commits = commits };
 		wp[i] = spawn(writer_main, &w[i]);
 	}
 	for (int i = 0; i < nw; i++) {
@@ -389,7 +396,7 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 	assert_every_kept_generation_reads(url);
 	bm_dataset *ds = open_at(url, 0, NULL, false);
 	assert_non_null(ds);
-	assert_int_equal(bm_generation(ds), 1 + 6 * (uint64_t)nw);
+	assert_int_equal(bm_generation(ds), 1 + (uint64_t)commits * (uint64_t)nw);
 	bm_close(ds);
 }
 
