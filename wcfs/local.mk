@@ -7,6 +7,7 @@ blkmap_wcfs_SOURCES = \
 	wcfs/node.c \
 	wcfs/ops.c \
 	wcfs/list.c \
+	wcfs/listing.c \
 	wcfs/blocks.c \
 	wcfs/inval.c
 blkmap_wcfs_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
