@@ -4,8 +4,10 @@
  * nothing behind), a base that cannot be mapped again after a discard (the
  * block is mapped again on the next read), the choice of fault engine by
  * flags and VIRTMEM_ENGINE, the RAM pool's limits, and a foreign fault
- * handed to a previous handler installed without SA_SIGINFO.  Runs under
- * each fault engine (tests/vm-engine.sh).
+ * handed to a previous handler installed without SA_SIGINFO, a forked
+ * child using virtmem on its own, one writeout at a time, a prefetch in
+ * overlay mode, a log line that stays one line.  Runs under each fault
+ * engine (tests/vm-engine.sh).
  */
 #include "config.h"
 
@@ -217,8 +219,9 @@ static void plain_previous_handler_child(void *unused)
 		_exit(90);
 	if (*(volatile uint64_t *)vm_vma_blk_addr(vma, 1) != PATTERN(1, 0))
 		_exit(1);
+	volatile uintptr_t wild = 16; /* not virtmem's */
 	if (sigsetjmp(jb, 1) == 0) {
-		(void)*(volatile int *)(uintptr_t)16; /* not virtmem's */
+		(void)*(volatile int *)wild;
 		_exit(2);
 	}
 	if (plain_calls != 1)
@@ -236,6 +239,136 @@ static void test_foreign_faults_go_to_a_previous_handler_without_siginfo(void **
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* ---- fork --------------------------------------------------------------------------- */
+
+/* A child forked from a process that uses virtmem (whose engine runs: a
+ * SIGSEGV handler, or a userfaultfd with its handler threads, which the
+ * child does not have) maps and faults on its own. */
+static void forked_child(void *arg)
+{
+	struct fx *parent = arg;
+	struct memfile *m = memfile_new(BS, 3, 0);
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+
+	(void)parent;
+	if (vm_ram_open(&ram, 3 * BS) < 0 || vm_fileh_open(&fh, &m->file, ram, 0) < 0 ||
+	    vm_fileh_mmap(&vma, fh, 0, 3) < 0)
+		_exit(90);
+	if (*(volatile uint64_t *)vm_vma_blk_addr(vma, 2) != PATTERN(2, 0))
+		_exit(1);
+	*(volatile uint64_t *)vm_vma_blk_addr(vma, 1) = 5;
+	if (vm_fileh_dirty_writeout(fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED) != 0 ||
+	    memfile_blk(m, 1)[0] != 5)
+		_exit(2);
+	_exit(0);
+}
+
+static void test_a_forked_child_maps_and_faults_on_its_own(void **unused)
+{
+	struct fx *f = fx_open_file(BS, 2, 2, 0);
+
+	assert_int_equal(*word(f->vma, 1, 0), PATTERN(1, 0)); /* the engine runs */
+	int st = run_in_child(forked_child, f);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* The parent's faults still work. */
+	assert_int_equal(*word(f->vma, 0, 3), PATTERN(0, 3));
+	fx_close(f);
+}
+
+/* ---- one writeout at a time ------------------------------------------------------------ */
+
+struct writeout_arg {
+	vm_fileh *fh;
+	int rc;
+};
+
+static void *writeout_thread(void *p)
+{
+	struct writeout_arg *a = p;
+	a->rc = vm_fileh_dirty_writeout(a->fh, VM_WRITEOUT_STORE | VM_WRITEOUT_MARKSTORED);
+	return NULL;
+}
+
+/* While a writeout runs (its storeblk held here), a second writeout and a
+ * discard are refused with -EBUSY and change nothing; the first one then
+ * ends normally. */
+static void test_a_writeout_or_discard_during_a_writeout_is_ebusy(void **unused)
+{
+	struct fx *f = fx_open_file(BS, 3, 3, 0);
+	struct writeout_arg a = { f->fh, -1 };
+	pthread_t t;
+
+	*word(f->vma, 0, 0) = 10;
+	*word(f->vma, 2, 0) = 12;
+	f->m->hold_blk = 2;
+	assert_int_equal(pthread_create(&t, NULL, writeout_thread, &a), 0);
+	memfile_wait_held(f->m);
+	assert_int_equal(vm_fileh_dirty_writeout(f->fh, VM_WRITEOUT_STORE), -EBUSY);
+	assert_int_equal(vm_fileh_dirty_discard(f->fh), -EBUSY);
+	memfile_release_held(f->m);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(a.rc, 0);
+	assert_int_equal(stats(f->fh).ndirty, 0);
+	assert_int_equal(memfile_blk(f->m, 0)[0], 10);
+	assert_int_equal(memfile_blk(f->m, 2)[0], 12);
+	assert_int_equal(*word(f->vma, 2, 0), 12);
+	fx_close(f);
+}
+
+/* A prefetch on an overlay handle does nothing: the base serves reads. */
+static void test_a_prefetch_in_overlay_mode_loads_nothing(void **unused)
+{
+	struct fx *f = fx_open_file(BS, 2, 2, 1);
+
+	assert_int_equal(vm_fileh_prefetch(f->fh, 1), 0);
+	assert_int_equal(stats(f->fh).loads, 0);
+	assert_int_equal(stats(f->fh).ncached, 0);
+	assert_int_equal(*word(f->vma, 1, 2), PATTERN(1, 2));
+	fx_close(f);
+}
+
+/* What virtmem logs is one line, however long what it names: an unknown
+ * engine name of 2000 bytes is cut, not spread over lines. */
+static void test_a_log_line_stays_one_line_however_long_its_subject(void **unused)
+{
+	struct memfile *m = memfile_new(BS, 1, 0);
+	char *env = getenv("VIRTMEM_ENGINE") ? strdup(getenv("VIRTMEM_ENGINE")) : NULL;
+	char name[2001], path[] = "/tmp/vmtest-log-XXXXXX", buf[8192];
+	vm_fileh *fh;
+	vm_ram *ram;
+	int fd = mkstemp(path), saved = dup(2);
+
+	assert_true(fd >= 0 && saved >= 0);
+	unlink(path);
+	memset(name, 'x', 2000);
+	name[2000] = '\0';
+	assert_int_equal(vm_ram_open(&ram, BS), 0);
+	setenv("VIRTMEM_ENGINE", name, 1);
+	fflush(stderr);
+	dup2(fd, 2);
+	int rc = vm_fileh_open(&fh, &m->file, ram, 0);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	if (env)
+		setenv("VIRTMEM_ENGINE", env, 1);
+	else
+		unsetenv("VIRTMEM_ENGINE");
+	free(env);
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	assert_int_equal(rc, -EINVAL);
+	assert_true(n > 100);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "VIRTMEM_ENGINE=xxx"));
+	assert_ptr_equal(strchr(buf, '\n'), buf + n - 1); /* one line */
+	assert_int_equal(vm_ram_close(ram), 0);
+	memfile_free(m);
+}
+
 int main(void)
 {
 	test_engine_or_skip();
@@ -248,6 +381,10 @@ int main(void)
 		cmocka_unit_test(test_the_pool_refuses_budgets_it_cannot_hold),
 		cmocka_unit_test(test_a_pool_in_use_is_not_closed),
 		cmocka_unit_test(test_foreign_faults_go_to_a_previous_handler_without_siginfo),
+		cmocka_unit_test(test_a_forked_child_maps_and_faults_on_its_own),
+		cmocka_unit_test(test_a_writeout_or_discard_during_a_writeout_is_ebusy),
+		cmocka_unit_test(test_a_prefetch_in_overlay_mode_loads_nothing),
+		cmocka_unit_test(test_a_log_line_stays_one_line_however_long_its_subject),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

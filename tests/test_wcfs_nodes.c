@@ -549,6 +549,44 @@ static void test_a_missing_mountpoint_exits_2_naming_it(void **state)
 	free(out);
 }
 
+/* ---- a server that wants a token --------------------------------------------------------- */
+
+/* BLKMAP_TOKEN goes with every request of the mirror, its listings too: a
+ * server that requires the token lists and serves through the mirror. */
+static void test_with_a_token_the_mirror_lists_and_reads_a_server_that_requires_it(void **state)
+{
+	struct fx *f = *state;
+	static const char *const args[] = { "--memory", "--token", "s3cret-token", NULL };
+	static const char *const env[] = { "BLKMAP_TOKEN=s3cret-token", "BLKMAP_RETRIES=1",
+					   "BLKMAP_RETRY_BASE_MS=1", NULL };
+	unsigned char *data = ts_pattern(6000, 37);
+	struct ts_server srv;
+	struct wt_mirror m;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(ts_start(&srv, args), 0);
+	setenv("BLKMAP_TOKEN", "s3cret-token", 1);
+	uint64_t gen = wt_publish(url_of(srv.url, "locked/ds"), data, 6000, 4096);
+	unsetenv("BLKMAP_TOKEN");
+	assert_int_equal(gen, 1);
+	assert_int_equal(wt_mount(&m, srv.url, env), 0);
+	const char *top = strdup(list_dir(mpath(&m, "head")));
+	const char *dir = strdup(list_dir(mpath(&m, "head/locked")));
+	size_t len = 0;
+	unsigned char *got = wt_read_file(mpath(&m, "head/locked/ds"), &len);
+	assert_int_equal(wt_unmount(&m), 0);
+	assert_int_equal(ts_stop(&srv), 0);
+	assert_string_equal(top, "locked");
+	assert_string_equal(dir, "ds");
+	assert_non_null(got);
+	assert_int_equal(len, 6000);
+	assert_memory_equal(got, data, 6000);
+	free((void *)top);
+	free((void *)dir);
+	free(got);
+	free(data);
+}
+
 /* ---- a server that cannot list (nginx) ------------------------------------------------- */
 
 /* Without the server's listing, a directory shows the datasets and
@@ -611,6 +649,7 @@ int main(void)
 		cmocka_unit_test(test_in_the_background_it_mounts_at_the_default_mountpoint),
 		cmocka_unit_test(test_version_names_blkmap_and_libfuse_and_exits_0),
 		cmocka_unit_test(test_a_missing_mountpoint_exits_2_naming_it),
+		cmocka_unit_test(test_with_a_token_the_mirror_lists_and_reads_a_server_that_requires_it),
 	};
 	const struct CMUnitTest nginx_tests[] = {
 		cmocka_unit_test(test_without_listing_directories_show_what_was_looked_up),
