@@ -263,8 +263,11 @@ static void test_a_plain_object_is_not_shown_as_a_dataset(void **state)
 	struct fx *f = *state;
 
 	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(ts_put(&f->srv->srv, "/plain-object", "not a dataset", 13), 201);
 	assert_int_equal(ts_put(&f->srv->srv, "/plain/object", "not a dataset", 13), 201);
-	assert_int_equal(stat_errno(mpath(&f->mir, "head/plain/object")), ENOENT);
+	assert_int_equal(stat_errno(mpath(&f->mir, "head/plain-object")), ENOENT);
+	assert_int_equal(stat_errno(mpath(&f->mir, "@1/plain-object")), ENOENT);
+	/* Nor is a directory holding only plain objects. */
 	assert_int_equal(stat_errno(mpath(&f->mir, "head/plain")), ENOENT);
 }
 
@@ -368,6 +371,66 @@ static void test_a_lookup_on_a_failing_server_is_eio_with_a_log_line(void **stat
 	assert_true(file_has(f->mir.log, "/never (generation 0)", "503"));
 	/* Nothing failed is kept: with the server back, it is not there. */
 	assert_int_equal(stat_errno(mpath(&f->mir, "head/never/looked-up")), ENOENT);
+}
+
+/* A head/ file whose server fails keeps the generation it has: its size
+ * and bytes stay (the kernel cache), nothing vanishes. */
+static void test_a_head_file_keeps_its_generation_while_the_server_fails(void **state)
+{
+	struct fx *f = *state;
+	const struct wt_mirror *m = &f->mir;
+	unsigned char *data = ts_pattern(9000, 38);
+	struct stat st;
+	int rc = -1;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(url_of(f->srv->srv.url, "steady/ds"), data, 9000, 4096), 1);
+	assert_file_equals(mpath(m, "head/steady/ds"), data, 9000);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 1}"), 200);
+	/* Past the attribute timeout and the check interval (1 s each):
+	 * the stat makes the mirror look for a new generation. */
+	sleep_ms(1500);
+	rc = stat(mpath(m, "head/steady/ds"), &st);
+	int fd = open(mpath(m, "head/steady/ds"), O_RDONLY);
+	unsigned char buf[9000];
+	ssize_t got = fd >= 0 ? pread(fd, buf, sizeof(buf), 0) : -1;
+	if (fd >= 0)
+		close(fd);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
+	assert_int_equal(rc, 0);
+	assert_int_equal(st.st_size, 9000);
+	assert_int_equal(got, 9000);
+	assert_memory_equal(buf, data, 9000);
+	free(data);
+}
+
+/* Directories open at once are listed and closed independently, in any
+ * order. */
+static void test_several_open_directories_list_and_close_independently(void **state)
+{
+	struct fx *f = *state;
+	DIR *a, *b, *c;
+	int na = 0, nb = 0, nc = 0;
+
+	SKIP_WITHOUT_FUSE(f);
+	a = opendir(mpath(&f->mir, ".wcfs"));
+	b = opendir(f->mir.mnt);
+	c = opendir(mpath(&f->mir, ".wcfs"));
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(c);
+	while (readdir(a) != NULL)
+		na++;
+	while (readdir(b) != NULL)
+		nb++;
+	assert_int_equal(closedir(b), 0); /* the middle one first */
+	while (readdir(c) != NULL)
+		nc++;
+	assert_int_equal(closedir(a), 0);
+	assert_int_equal(closedir(c), 0);
+	assert_int_equal(na, 3); /* . .. url */
+	assert_int_equal(nb, 4); /* . .. .wcfs head */
+	assert_int_equal(nc, 3);
 }
 
 /* ---- how the program runs ----------------------------------------------------------------- */
@@ -521,6 +584,23 @@ static char *run_output(const char *const *argv, int *status)
 	return out;
 }
 
+static void test_an_unknown_mount_option_exits_2(void **state)
+{
+	struct fx *f = *state;
+	char dir[] = "/tmp/blkmap-wcfs-opt-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	const char *const argv[] = { "blkmap-wcfs", "-f", "-o", "no_such_option", f->srv->srv.url, dir, NULL };
+	int status;
+	char *out = run_output(argv, &status);
+
+	rmdir(dir);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 2);
+	assert_non_null(strstr(out, "no_such_option"));
+	assert_false(wt_is_mounted(dir));
+	free(out);
+}
+
 static void test_version_names_blkmap_and_libfuse_and_exits_0(void **state)
 {
 	const char *const argv[] = { "blkmap-wcfs", "--version", NULL };
@@ -645,8 +725,11 @@ int main(void)
 		cmocka_unit_test(test_a_dataset_deleted_on_the_server_vanishes_once_the_kernel_forgets_it),
 		cmocka_unit_test(test_a_dataset_recreated_with_another_block_size_reads_its_new_bytes),
 		cmocka_unit_test(test_a_lookup_on_a_failing_server_is_eio_with_a_log_line),
+		cmocka_unit_test(test_a_head_file_keeps_its_generation_while_the_server_fails),
+		cmocka_unit_test(test_several_open_directories_list_and_close_independently),
 		cmocka_unit_test(test_debug_mode_logs_requests_and_head_switches),
 		cmocka_unit_test(test_in_the_background_it_mounts_at_the_default_mountpoint),
+		cmocka_unit_test(test_an_unknown_mount_option_exits_2),
 		cmocka_unit_test(test_version_names_blkmap_and_libfuse_and_exits_0),
 		cmocka_unit_test(test_a_missing_mountpoint_exits_2_naming_it),
 		cmocka_unit_test(test_with_a_token_the_mirror_lists_and_reads_a_server_that_requires_it),
