@@ -6,7 +6,9 @@
  * flags and VIRTMEM_ENGINE, the RAM pool's limits, and a foreign fault
  * handed to a previous handler installed without SA_SIGINFO, a forked
  * child using virtmem on its own, one writeout at a time, a prefetch in
- * overlay mode, a log line that stays one line.  Runs under each fault
+ * overlay mode, a log line that stays one line, a backend touching virtmem
+ * memory (SIGBUS at that address), page state names, explicit faults
+ * outside their mapping.  Runs under each fault
  * engine (tests/vm-engine.sh).
  */
 #include "config.h"
@@ -369,6 +371,101 @@ static void test_a_log_line_stays_one_line_however_long_its_subject(void **unuse
 	memfile_free(m);
 }
 
+/* ---- a backend that touches virtmem memory ----------------------------------------- */
+
+static vm_vma *stray_vma;
+static void *stray_bus_addr;
+
+static int stray_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
+{
+	memcpy(buf, vm_vma_addr(stray_vma), 8); /* would wait for itself */
+	(void)f;
+	(void)blk;
+	return 0;
+}
+
+static void on_stray_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	stray_bus_addr = si->si_addr;
+	siglongjmp(jb, 1);
+}
+
+static void stray_backend_child(void *unused)
+{
+	static const vm_bigfile_ops ops = { .loadblk = stray_loadblk };
+	vm_bigfile file = { .ops = &ops, .blksize = BS };
+	struct memfile *m = memfile_new(BS, 2, 0);
+	struct sigaction sa;
+	vm_ram *ram;
+	vm_fileh *fh, *other;
+	vm_vma *vma;
+
+	/* The SIGSEGV engine: the stray access is a nested fault in the
+	 * same thread (test_virtmem_signals.c covers both engines' kill). */
+	if (vm_ram_open(&ram, 4 * BS) < 0 ||
+	    vm_fileh_open(&other, &m->file, ram, VM_ENGINE_SIGSEGV) < 0 ||
+	    vm_fileh_mmap(&stray_vma, other, 0, 2) < 0 ||
+	    vm_fileh_open(&fh, &file, ram, VM_ENGINE_SIGSEGV) < 0 ||
+	    vm_fileh_mmap(&vma, fh, 0, 1) < 0)
+		_exit(90);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_stray_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGBUS, &sa, NULL);
+	if (sigsetjmp(jb, 1) == 0) {
+		vm_vma_on_fault(vma, vm_vma_addr(vma), 0);
+		_exit(1); /* the stray access must not complete */
+	}
+	/* The signal names the access the backend made. */
+	_exit(stray_bus_addr == vm_vma_addr(stray_vma) ? 0 : 2);
+}
+
+/* A backend whose loadblk reads virtmem memory would wait for itself: the
+ * stray access gets SIGBUS at its own address instead (SIGSEGV engine). */
+static void test_a_backend_touching_virtmem_memory_gets_sigbus_at_that_address(void **unused)
+{
+	int st = run_in_child(stray_backend_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* ---- names and explicit faults ------------------------------------------------------ */
+
+static void test_every_page_state_has_its_own_name(void **unused)
+{
+	static const struct {
+		enum vm_page_state state;
+		const char *name;
+	} names[] = {
+		{ VM_PAGE_EMPTY, "EMPTY" },
+		{ VM_PAGE_LOADING, "LOADING" },
+		{ VM_PAGE_LOADING_INVALIDATED, "LOADING_INVALIDATED" },
+		{ VM_PAGE_LOADED, "LOADED" },
+		{ VM_PAGE_LOADED_FOR_WRITE, "LOADED_FOR_WRITE" },
+		{ VM_PAGE_DIRTY, "DIRTY" },
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		assert_string_equal(vm_page_state_name(names[i].state), names[i].name);
+	assert_string_equal(vm_page_state_name((enum vm_page_state)99), "?");
+}
+
+static void test_an_explicit_fault_outside_its_mapping_is_efault(void **unused)
+{
+	struct fx *f = fx_open_file(BS, 2, 2, 0);
+	char *base = vm_vma_addr(f->vma);
+
+	assert_int_equal(vm_vma_on_fault(f->vma, base - 1, 0), -EFAULT);
+	assert_int_equal(vm_vma_on_fault(f->vma, base + 2 * BS, 1), -EFAULT);
+	assert_int_equal(stats(f->fh).faults, 0);
+	assert_int_equal(vm_vma_on_fault(f->vma, base + BS, 0), 0);
+	assert_int_equal(vm_fileh_page_state(f->fh, 1), VM_PAGE_LOADED);
+	fx_close(f);
+}
+
 int main(void)
 {
 	test_engine_or_skip();
@@ -385,6 +482,9 @@ int main(void)
 		cmocka_unit_test(test_a_writeout_or_discard_during_a_writeout_is_ebusy),
 		cmocka_unit_test(test_a_prefetch_in_overlay_mode_loads_nothing),
 		cmocka_unit_test(test_a_log_line_stays_one_line_however_long_its_subject),
+		cmocka_unit_test(test_a_backend_touching_virtmem_memory_gets_sigbus_at_that_address),
+		cmocka_unit_test(test_every_page_state_has_its_own_name),
+		cmocka_unit_test(test_an_explicit_fault_outside_its_mapping_is_efault),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,9 @@
 /* listing.c — what a server's listing says lies in a directory of the
- * mirror: from the keys under the directory, the children that are
- * datasets of a generation or lie above one, and the name rule every path
- * component of the mirror obeys (wc_name_ok).  Pure functions over
- * untrusted bytes, no I/O and no global state: list.c fetches, this file
- * parses, and tests/fuzz/fuzz_list drives it.
+ * mirror: from the keys under the directory (untrusted, in any order), the
+ * children that are datasets of a generation or lie above one, and the
+ * name rule every path component of the mirror obeys (wc_name_ok).  Pure
+ * functions, no I/O and no global state: list.c fetches the keys, this
+ * file makes them children, and tests/fuzz/fuzz_list drives it.
  * Owns: nothing across calls.  Locking: none.
  */
 #include "config.h"
@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jansson.h>
 
 #include "wcfs.h"
 
@@ -77,34 +75,5 @@ int wc_children(const char **keys, size_t n, uint64_t gen,
 		else if (ends_with(slash + 1, below_key))
 			child_below = true;
 	}
-	return count;
-}
-
-int wc_listing_parse(const char *body, size_t len, uint64_t gen,
-		     void (*fn)(const char *name, bool is_file, void *arg), void *arg)
-{
-	json_t *j = json_loadb(body, len, 0, NULL), *objs = json_object_get(j, "objects"), *o;
-	const char **keys = NULL;
-	size_t i, n = 0;
-	int count = -1;
-
-	if (!json_is_array(objs))
-		goto out;
-	/* Keys are the server's, from its root: the directory's own prefix
-	 * (the answer's "prefix") is cut off. */
-	const char *prefix = json_string_value(json_object_get(j, "prefix"));
-	size_t plen = prefix ? strlen(prefix) : 0;
-	keys = malloc((json_array_size(objs) + 1) * sizeof(*keys));
-	if (keys == NULL)
-		goto out;
-	json_array_foreach(objs, i, o) {
-		const char *key = json_string_value(json_object_get(o, "key"));
-		if (key != NULL && strncmp(key, prefix ? prefix : "", plen) == 0)
-			keys[n++] = key + plen;
-	}
-	count = wc_children(keys, n, gen, fn, arg);
-out:
-	free(keys);
-	json_decref(j);
 	return count;
 }

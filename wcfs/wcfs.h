@@ -1,8 +1,9 @@
 /* wcfs.h — what the files of blkmap-wcfs (the read-only FUSE mirror of a
  * blkmap server) share: the node table (node.c), the server listing
- * (list.c fetches it, listing.c parses it), the per-handle block cache
+ * (list.c fetches its keys, listing.c makes them children), the per-handle block cache
  * (blocks.c), the kernel cache invalidation thread (inval.c), the FUSE
- * operations (ops.c) and logging (main.c).  Internal symbols use the prefix wc_.  Lock order: the table
+ * operations (ops.c) and logging (main.c).  Internal symbols use the
+ * prefix wc_.  Lock order: the table
  * lock, then a node's check_mu, then the idle-handle list's lock, then a
  * node's mu, then a handle's bmu; the invalidation queue's lock is a leaf.  No lock is held across a FUSE reply
  * or a kernel notification; check_mu is held across a manifest GET, and
@@ -169,7 +170,7 @@ bool wc_inval_defer(struct wc_node *n, void (*fn)(void *arg), void *arg);
 bool wc_inval_keep(struct wc_node *n);
 
 /* ---- list.c ---- */
-/* Lists, through blkmap-server's listing (docs/server.md), the datasets of
+/* Lists, through the server's listing (bm_list_keys), the datasets of
  * view gen under dir ("" = the top): fn gets each child name once, with
  * is_file when dir/name is itself a dataset of that generation.  Returns
  * the number of children, -1 when the server does not list, or
@@ -181,18 +182,13 @@ int wc_list(uint64_t gen, const char *dir,
 /* A name that may be a dataset path component (FORMAT.md's key charset). */
 bool wc_name_ok(const char *name);
 /* The children of a directory from the keys below it (relative to it:
- * "<child>/..."), in any order; keys is sorted in place.  fn gets each
- * child once, when its name passes wc_name_ok and
+ * "<child>/..."), in any order (a listing is untrusted); keys is sorted in
+ * place.  fn gets each child once, when its name passes wc_name_ok and
  * <child>/<file> is a key (is_file), or some <child>/.../<file> is, where
  * <file> is manifest.json for gen 0 (head) and gen/<gen>.json otherwise.
  * Returns the number of calls of fn. */
 int wc_children(const char **keys, size_t n, uint64_t gen,
 		void (*fn)(const char *name, bool is_file, void *arg), void *arg);
-/* The same from the body of blkmap-server's JSON listing of the directory
- * (docs/server.md: "objects" keys from the server's root, "prefix" the
- * directory's).  -1 when the body is not such a listing. */
-int wc_listing_parse(const char *body, size_t len, uint64_t gen,
-		     void (*fn)(const char *name, bool is_file, void *arg), void *arg);
 
 /* ---- ops.c ---- */
 extern const struct fuse_lowlevel_ops wc_ops;

@@ -1,13 +1,16 @@
 /* tests/fuzz/fuzz_list.c — libFuzzer target for the mirror's directory
- * listing (wcfs/listing.c): the body of blkmap-server's JSON listing, as
- * blkmap-wcfs reads it for readdir, turned into the children of a mirror
- * directory.  An input starting "@<gen>\n" is the listing of view @<gen>
- * (a kept generation); anything else, of the head view.
- * Properties: a body that is not a listing answers -1 ("does not list");
- * otherwise each child is told once, with a name the
- * mirror accepts, and the children told are exactly those the keys say
- * (checked against a plain re-reading of the keys: a dataset <child>/<file>
- * is a file, a dataset further below makes a directory).
+ * listing (wcfs/listing.c): the keys a server lists below a directory, as
+ * blkmap-wcfs turns them into the children it shows for readdir.  The
+ * input is blkmap-server's JSON listing ("objects" keys, "prefix" the
+ * directory's), the keys in the order given; an input starting
+ * "@<gen>\n" is the listing of view @<gen> (a kept generation), anything
+ * else of the head view.  (The store's own listing parsers, client/, are
+ * not driven here.)
+ * Properties: each child is told once, with a name the mirror accepts,
+ * and the children told are exactly those the keys say (checked against a
+ * plain re-reading of the keys: a dataset <child>/<file> is a file, a
+ * dataset further below makes a directory), in whatever order the keys
+ * come.
  * Locking: none. */
 #include "config.h"
 
@@ -101,22 +104,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	t.n = 0;
 	t.overflow = false;
-	int count = wc_listing_parse(body, len, gen, tell, &t);
-
 	json_t *j = json_loadb(body, len, 0, NULL), *objs = json_object_get(j, "objects"), *o;
-	if (!json_is_array(objs)) {
-		if (count != -1 || t.n != 0)
-			fuzz_fail("not a listing, yet %d children (%zu told)", count, t.n);
-		goto out;
+	const char **keys = NULL;
+	size_t nkeys = 0;
+	int count;
+	if (!json_is_array(objs))
+		goto out; /* not a listing: the mirror does not list then */
+	const char *prefix = json_string_value(json_object_get(j, "prefix"));
+	if (prefix == NULL)
+		prefix = "";
+	/* What bm_list_keys hands the mirror: the keys below the directory;
+	 * list.c cuts the directory's prefix. */
+	keys = malloc((json_array_size(objs) + 1) * sizeof(*keys));
+	if (keys == NULL)
+		fuzz_fail("out of memory");
+	size_t i;
+	json_array_foreach(objs, i, o) {
+		const char *key = json_string_value(json_object_get(o, "key"));
+		if (key != NULL && strncmp(key, prefix, strlen(prefix)) == 0)
+			keys[nkeys++] = key + strlen(prefix);
 	}
+	count = wc_children(keys, nkeys, gen, tell, &t);
 	if (t.overflow)
 		goto out; /* too many children to check one by one */
 	if (count < 0 || (size_t)count != t.n)
 		fuzz_fail("a listing gave %d, yet %zu children were told", count, t.n);
-	const char *prefix = json_string_value(json_object_get(j, "prefix"));
-	if (prefix == NULL)
-		prefix = "";
-	for (size_t i = 0; i < t.n; i++) {
+	for (i = 0; i < t.n; i++) {
 		if (!wc_name_ok(t.name[i]))
 			fuzz_fail("child '%s' is not a name the mirror accepts", t.name[i]);
 		for (size_t k = 0; k < i; k++)
@@ -129,7 +142,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				  what == 2 ? "a dataset" : what ? "a directory" : "nothing");
 	}
 	/* Nothing the keys name is left out. */
-	size_t i;
 	json_array_foreach(objs, i, o) {
 		const char *key = json_string_value(json_object_get(o, "key"));
 		size_t pl = strlen(prefix);
@@ -150,6 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_fail("child '%s' of key '%s' was not told", c, key);
 	}
 out:
+	free(keys);
 	for (size_t k = 0; k < t.n; k++)
 		free(t.name[k]);
 	json_decref(j);
