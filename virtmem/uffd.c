@@ -7,13 +7,15 @@
  * page table entry in this mapping (MINOR) goes to a handler thread, which
  * runs the fault path (fault.c) with no signal involved: the load fills the
  * memfd (pwrite, or the backend writing through a view of the block in the
- * thread's window, mapped back to nothing after), and UFFDIO_CONTINUE maps
- * the block and wakes the faulting threads.  The kernel waits for the handler on faults of system
- * calls too, so read(2)/write(2) on unloaded memory work.  A clean page is
+ * thread's window, mapped back to nothing after), UFFDIO_CONTINUE maps
+ * the block, and the faulting threads are woken once vm_lock is given up.
+ * The kernel waits for the handler on faults of system calls too, so
+ * read(2)/write(2) on unloaded memory work.  A clean page is
  * mapped write-protected with UFFD_FEATURE_WP_ASYNC: a write to it costs no
  * fault to user space, and PAGEMAP_SCAN finds the pages written (and
  * write-protects them again) when virtmem needs to know (writeout, reclaim,
- * stats).  Dropping a page punches its range out of the memfd, which
+ * stats; before a clean page is dropped, see uffd_fence_locked).
+ * Dropping a page punches its range out of the memfd, which
  * unmaps it from every mapping at once: the mapping stays one kernel
  * mapping whatever is loaded, and each cached byte is mapped once.
  *
