@@ -1,8 +1,9 @@
 /* wcfs.h — what the files of blkmap-wcfs (the read-only FUSE mirror of a
- * blkmap server) share: the node table (node.c), the server's listing
- * (list.c), the per-handle block cache (blocks.c), the kernel cache
- * invalidation thread (inval.c), the FUSE operations (ops.c) and logging
- * (main.c).  Internal symbols use the prefix wc_.  Lock order: the table
+ * blkmap server) share: the node table (node.c), the server listing
+ * (list.c fetches its keys, listing.c makes them children), the per-handle block cache
+ * (blocks.c), the kernel cache invalidation thread (inval.c), the FUSE
+ * operations (ops.c) and logging (main.c).  Internal symbols use the
+ * prefix wc_.  Lock order: the table
  * lock, then a node's check_mu, then the idle-handle list's lock, then a
  * node's mu, then a handle's bmu; the invalidation queue's lock is a leaf.  No lock is held across a FUSE reply
  * or a kernel notification; check_mu is held across a manifest GET, and
@@ -51,7 +52,7 @@ enum wc_kind {
 	WC_ROOT,      /* <mnt>/ */
 	WC_META,      /* <mnt>/.wcfs/ */
 	WC_URLFILE,   /* <mnt>/.wcfs/url */
-	WC_VIEW,      /* <mnt>/head/ or <mnt>/@<gen>/ (path "") */
+	WC_VIEW,      /* <mnt>/head/, <mnt>/@<gen>/ or <mnt>/@<tag>/ (path "") */
 	WC_DIR,       /* an intermediate component of dataset paths */
 	WC_FILE,      /* a dataset at one generation (or head) */
 };
@@ -77,7 +78,9 @@ struct wc_ds {
  * lives while the kernel holds a lookup count on it (static nodes always). */
 struct wc_node {
 	enum wc_kind kind;
-	uint64_t gen;                /* 0: head/ */
+	uint64_t gen;                /* 0: head/; WC_TAG_VIEW(tag) for a tag's
+					views and directories */
+	char *tag;                   /* the tag of a tag's view or directory, else NULL */
 	char *path;                  /* dataset path under the server URL ("" for views) */
 	uint64_t nlookup;            /* under the table lock */
 	bool is_static;
@@ -98,6 +101,19 @@ struct wc_node {
 	int inval_pending;           /* its jobs queued or running there */
 	bool dead;                   /* forgotten: freed after its last job */
 };
+
+/* The view gen of <mnt>/@<tag>/ and its directories: a number no
+ * generation reaches (generations stay below 2^53), from a hash of the
+ * tag.  Files under it are the files of the generation the tag names for
+ * each dataset (the same nodes as under @<gen>/). */
+#define WC_TAG_BIT ((uint64_t)1 << 63)
+static inline uint64_t WC_TAG_VIEW(const char *tag)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *tag; tag++)
+		h = (h ^ (unsigned char)*tag) * 1099511628211ULL;
+	return WC_TAG_BIT | (h >> 2);
+}
 
 /* ---- node.c ---- */
 void wc_table_init(void);
@@ -137,8 +153,6 @@ void wc_node_release(struct wc_node *n);
 /* Calls fn for every held node of view gen whose path's parent is dir. */
 void wc_table_children(uint64_t gen, const char *dir,
 		       void (*fn)(const char *name, bool is_file, void *arg), void *arg);
-/* A name that may be a dataset path component (FORMAT.md's key charset). */
-bool wc_name_ok(const char *name);
 
 /* ---- blocks.c ---- */
 void wc_blocks_init(struct wc_ds *d);
@@ -178,6 +192,18 @@ bool wc_inval_keep(struct wc_node *n);
  * -ENAMETOOLONG when the listing's URL would not fit in WC_URL_MAX. */
 int wc_list(uint64_t gen, const char *dir,
 	    void (*fn)(const char *name, bool is_file, void *arg), void *arg);
+
+/* ---- listing.c (pure: no I/O, no globals) ---- */
+/* A name that may be a dataset path component (FORMAT.md's key charset). */
+bool wc_name_ok(const char *name);
+/* The children of a directory from the keys below it (relative to it:
+ * "<child>/..."), in any order (a listing is untrusted); keys is sorted in
+ * place.  fn gets each child once, when its name passes wc_name_ok and
+ * <child>/<file> is a key (is_file), or some <child>/.../<file> is, where
+ * <file> is manifest.json for gen 0 (head) and gen/<gen>.json otherwise.
+ * Returns the number of calls of fn. */
+int wc_children(const char **keys, size_t n, uint64_t gen,
+		void (*fn)(const char *name, bool is_file, void *arg), void *arg);
 
 /* ---- ops.c ---- */
 extern const struct fuse_lowlevel_ops wc_ops;
