@@ -36,7 +36,9 @@ CLIENT_TESTS = \
 	tests/test_client_changes_rgw \
 	tests/test_store_rgw \
 	tests/test_client_cli \
-	tests/test_client_attrs
+	tests/test_client_attrs \
+	tests/test_cli_errors \
+	tests/test_client_errors
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
@@ -130,6 +132,16 @@ tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_cli_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_cli_errors_SOURCES = tests/test_cli_errors.c $(CLIENT_TEST_SOURCES)
+tests_test_cli_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_cli_errors_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_cli_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_errors_SOURCES = tests/test_client_errors.c $(CLIENT_TEST_SOURCES)
+tests_test_client_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_errors_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
 tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)

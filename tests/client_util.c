@@ -180,13 +180,57 @@ static int tmp_fd(void)
 	return fd;
 }
 
-static int wait_status(pid_t pid)
+long tc_child_limit_ms = 120000;
+
+static int64_t now_ms(void)
 {
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits at most LIMIT_MS for PID to exit: its status, or -1 if it did not
+ * (or is not our child). */
+static int wait_until(pid_t pid, long limit_ms)
+{
+	int64_t deadline = now_ms() + limit_ms;
+	long nap_us = 500;
 	int status;
 
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			return status;
+		if (r < 0 && errno != EINTR)
 			return -1;
+		if (now_ms() >= deadline)
+			return -1;
+		/* From 0.5 ms up to 20 ms: a quick child costs little. */
+		struct timespec ts = { 0, nap_us * 1000 };
+		nanosleep(&ts, NULL);
+		if (nap_us < 20000)
+			nap_us *= 2;
+	}
+}
+
+/* The wait status of child PID (WHAT names it), waited for at most
+ * tc_child_limit_ms: past that it is a hang, said on stderr, and the child
+ * is killed (SIGKILL: the status says so, which fails the test that
+ * expected an exit).  -1 if even the killed child does not go (a process
+ * stuck in the kernel) within 10 s. */
+static int wait_status(pid_t pid, const char *what)
+{
+	int status = wait_until(pid, tc_child_limit_ms);
+
+	if (status != -1)
+		return status;
+	fprintf(stderr, "%s (pid %d) still running after %ld ms: a hang; killed\n", what, (int)pid,
+		tc_child_limit_ms);
+	kill(pid, SIGKILL);
+	status = wait_until(pid, 10000);
+	if (status == -1)
+		fprintf(stderr, "%s (pid %d) does not go even when killed\n", what, (int)pid);
 	return status;
 }
 
@@ -206,7 +250,7 @@ int tc_child(int (*fn)(void *), void *arg, char **errp)
 		dup2(efd, 2);
 		_exit(fn(arg));
 	}
-	int status = wait_status(pid);
+	int status = wait_status(pid, "a child process (tc_child)");
 	if (errp)
 		*errp = slurp_fd(efd);
 	else
@@ -241,7 +285,7 @@ int tc_cli(char **outp, char **errp, const char *const *argv)
 		execv(path, (char *const *)args);
 		_exit(127);
 	}
-	int status = wait_status(pid);
+	int status = wait_status(pid, "the blkmap command (tc_cli)");
 	if (outp)
 		*outp = slurp_fd(ofd);
 	else
@@ -250,6 +294,8 @@ int tc_cli(char **outp, char **errp, const char *const *argv)
 		*errp = slurp_fd(efd);
 	else
 		close(efd);
+	if (status == -1)
+		return -1;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -339,7 +385,7 @@ static int start_daemon(struct tc_store *st, const char *const *argv, const char
 		}
 		if (st->pid > 0) {
 			kill(st->pid, SIGKILL);
-			waitpid(st->pid, NULL, 0);
+			wait_status(st->pid, st->kind ? st->kind->name : "a server");
 		}
 		st->pid = 0;
 	}
@@ -350,7 +396,7 @@ static void stop_daemon(struct tc_store *st)
 {
 	if (st->pid > 0) {
 		kill(st->pid, SIGTERM);
-		wait_status(st->pid);
+		wait_status(st->pid, st->kind ? st->kind->name : "a server");
 	}
 	if (st->dir) {
 		ts_rmtree(st->dir);

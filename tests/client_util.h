@@ -58,15 +58,23 @@ int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t le
 
 /* ---- processes ----------------------------------------------------------------- */
 
+/* Every wait for a child process of tc_child, tc_cli and the servers of
+ * every kind gives up after this many ms (default 120000, far above what
+ * any child takes on a loaded machine): the child is killed with SIGKILL
+ * and a line on stderr names the hang. */
+extern long tc_child_limit_ms;
+
 /* Runs FN(ARG) in a child process (exit status: what FN returns) with its
  * stderr captured into *ERRP (malloc'd, may be NULL), and SIGBUS and
- * SIGSEGV back to their default action.  Returns the wait status.  FN must
+ * SIGSEGV back to their default action.  Returns the wait status (a child
+ * that hung: killed by SIGKILL; -1 if even that did not end it).  FN must
  * not use cmocka's assertions (a failure would go on running the tests in
  * the child). */
 int tc_child(int (*fn)(void *), void *arg, char **errp);
 /* Runs `blkmap ARGV...` (ARGV NULL-terminated, without the program name);
  * its stdout and stderr into *OUTP and *ERRP (malloc'd; either may be
- * NULL).  Returns the exit status, or 128 + signal. */
+ * NULL).  Returns the exit status, or 128 + signal (128 + SIGKILL for a
+ * command that hung past tc_child_limit_ms), or -1. */
 int tc_cli(char **outp, char **errp, const char *const *argv);
 /* Number of lines in S (a final line without '\n' counts). */
 int tc_lines(const char *s);
