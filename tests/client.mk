@@ -31,6 +31,10 @@ CLIENT_TESTS = \
 	tests/test_store_http_apache \
 	tests/test_index_load \
 	tests/test_index_load_nginx \
+	tests/test_client_v2 \
+	tests/test_client_v2_nginx \
+	tests/test_client_v2_apache \
+	tests/test_client_v2_rgw \
 	tests/test_client_roundtrip_rgw \
 	tests/test_client_flat_rgw \
 	tests/test_client_changes_rgw \
@@ -128,6 +132,24 @@ tests_test_index_load_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_index_load_nginx_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_index_load_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# Dataset format version 2 through the library, on each kind.
+tests_test_client_v2_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_v2_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v2_nginx_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_v2_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v2_apache_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_v2_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v2_rgw_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_v2_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
@@ -155,6 +177,14 @@ tests_bench_client_SOURCES = tests/bench_client.c $(CLIENT_TEST_SOURCES)
 tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# Benchmark (`make bench`): what metadata costs as a dataset grows (format 2).
+check_PROGRAMS += tests/bench_scale
+BENCHMARKS += tests/bench_scale
+tests_bench_scale_SOURCES = tests/bench_scale.c $(CLIENT_TEST_SOURCES)
+tests_bench_scale_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_bench_scale_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_bench_scale_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # The same suites on Ceph RGW (S3): tests/s3.mk starts it.
 tests_test_client_roundtrip_rgw_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)

@@ -157,6 +157,66 @@ int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t le
 	return same;
 }
 
+const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n)
+{
+	char sum[64];
+	bm_dataset *ds = tc_open(url, 0);
+
+	assert_int_equal(bm_block_sum(ds, blk, sum, sizeof(sum)), 1);
+	bm_close(ds);
+	snprintf(out, n, "blocks/%s", sum);
+	return out;
+}
+
+json_t *tc_block_keys(const char *url)
+{
+	json_t *keys = json_array();
+	bm_dataset *ds = tc_open(url, 0);
+	char sum[64], key[80];
+	uint64_t b = 0, next;
+
+	while (bm_next_block(ds, b, &next) == 1) {
+		assert_int_equal(bm_block_sum(ds, next, sum, sizeof(sum)), 1);
+		snprintf(key, sizeof(key), "blocks/%s", sum);
+		json_array_append_new(keys, json_string(key));
+		b = next + 1;
+	}
+	bm_close(ds);
+	return keys;
+}
+
+/* xxh128 as hex: the library's (client/util.c), an exported helper. */
+void bm_sum_hex(const void *buf, size_t len, char out[33]);
+
+/* The self-checksum of a version 2 manifest, made here from the format's
+ * words (docs/FORMAT.md), not with the library's manifest code. */
+char *tc_manifest_text(json_t *man, size_t *lenp)
+{
+	json_t *v = json_object_get(man, "version");
+	bool v2 = json_is_integer(v) && json_integer_value(v) == 2;
+
+	json_object_del(man, "manifest_sum");
+	char *text = json_dumps(man, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	assert_non_null(text);
+	size_t len = strlen(text);
+	if (v2) {
+		static const char field[] = ",\"manifest_sum\":\"";
+		char *out = malloc(len + sizeof(field) + 32 + 3);
+		assert_non_null(out);
+		memcpy(out, text, len - 1); /* without its '}' */
+		memcpy(out + len - 1, field, sizeof(field) - 1);
+		size_t plen = len - 1 + sizeof(field) - 1;
+		bm_sum_hex(out, plen, out + plen);
+		memcpy(out + plen + 32, "\"}", 3);
+		free(text);
+		text = out;
+		len = plen + 34;
+	}
+	if (lenp)
+		*lenp = len;
+	return text;
+}
+
 /* ---- processes ----------------------------------------------------------------- */
 
 static char *slurp_fd(int fd)

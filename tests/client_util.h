@@ -56,6 +56,18 @@ unsigned char *tc_read_mapped(bm_dataset *ds);
  * bytes equal to DATA through a fresh handle. */
 int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t len);
 
+/* "blocks/<sum>" of block BLK of the dataset at URL (latest), into OUT:
+ * the object holding it, in either format version (asserts it is stored). */
+const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n);
+/* The object keys ("blocks/<sum>") of the stored blocks of the dataset at
+ * URL (latest), in block order, as a JSON array: what benchmarks GET
+ * with curl, in either format version. */
+json_t *tc_block_keys(const char *url);
+/* The text of manifest MAN (a JSON object) as a writer would store it:
+ * compact, and for a version 2 one with its "manifest_sum" made again
+ * over the new bytes (docs/FORMAT.md).  malloc'd; *LENP its length. */
+char *tc_manifest_text(json_t *man, size_t *lenp);
+
 /* ---- processes ----------------------------------------------------------------- */
 
 /* Every wait for a child process of tc_child, tc_cli and the servers of

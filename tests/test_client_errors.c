@@ -207,9 +207,23 @@ static void read_blocks_refused(const struct ts_server *s, const char *status_li
 	ts_request(NULL, s, "GET", "/ce/blocks/manifest.json", NULL, NULL, 0, &r);
 	assert_int_equal(r.status, 200);
 	json_t *man = json_loadb(r.body, r.len, 0, NULL);
-	snprintf(path0, sizeof(path0), "/ds/%s",
-		 json_string_value(json_object_get(json_array_get(json_object_get(man, "blocks"), 0), "key")));
+	char bkey[128], ipath[256], spath[300];
+	snprintf(path0, sizeof(path0), "/ds/%s", tc_block_key(url, 0, bkey, sizeof(bkey)));
+	/* Format 2: the index page (one, of 2 blocks) is served too. */
+	snprintf(ipath, sizeof(ipath), "/ds/index/%s", json_string_value(json_object_get(man, "root")));
+	snprintf(spath, sizeof(spath), "/ce/blocks%s", ipath + 3);
 	json_decref(man);
+	struct ts_resp pr;
+	ts_request(NULL, s, "GET", spath, NULL, NULL, 0, &pr);
+	assert_int_equal(pr.status, 200);
+	char phead[256];
+	snprintf(phead, sizeof(phead), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+		 pr.len);
+	size_t page_len = strlen(phead) + pr.len;
+	char *page_resp = malloc(page_len);
+	memcpy(page_resp, phead, strlen(phead));
+	memcpy(page_resp + strlen(phead), pr.body, pr.len);
+	ts_resp_free(&pr);
 	snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nETag: \"m1\"\r\n"
 		 "Connection: close\r\n\r\n", r.len);
 	char *manifest_resp = malloc(strlen(head) + r.len + 1);
@@ -222,8 +236,9 @@ static void read_blocks_refused(const struct ts_server *s, const char *status_li
 	const struct tc_rule rules[] = {
 		{ "GET", "/ds/manifest.json", manifest_resp, 0 },
 		{ "GET", path0, refused, 0 },
+		{ "GET", ipath, page_resp, page_len },
 	};
-	tc_canned_start(&c, rules, 2);
+	tc_canned_start(&c, rules, 3);
 	snprintf(dsurl, sizeof(dsurl), "%s/ds", c.url);
 
 	bm_dataset *ds = tc_open(dsurl, 0);
@@ -240,6 +255,7 @@ static void read_blocks_refused(const struct ts_server *s, const char *status_li
 	tc_canned_stop(&c);
 	ts_resp_free(&r);
 	free(manifest_resp);
+	free(page_resp);
 	free(data);
 }
 
