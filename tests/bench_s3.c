@@ -8,6 +8,12 @@
  *   random_read one fault on a not-yet-loaded block vs one libcurl GET
  *               signed by libcurl (SigV4) of one block on a kept-alive
  *               connection, median ms (30 blocks a round, or half of them)
+ *   random_read_cpu  the CPU time (getrusage, every thread of this
+ *               process: RGW's own is not counted) per block of the same
+ *               two loops, ms: what the client costs, whatever the load
+ *   random_get  the S3 store layer alone (client/store.h: bm_store_get of
+ *               the same blocks into one reused buffer, checksum verified:
+ *               no fault, no fresh memory) vs the same libcurl GETs, ms
  * Each figure is the median of ROUNDS runs.  One line per figure:
  *   s3 <name>_<bs> ours=<x> baseline=<y> ratio=<r>
  * Without radosgw it says so and exits 0 (nothing to compare).
@@ -19,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +36,7 @@
 
 #include "client_util.h"
 #include "rgw_util.h"
+#include "../client/store.h"
 
 #define MiB ((size_t)1 << 20)
 #define SIZE (64 * MiB)
@@ -48,6 +56,22 @@ static void die(const char *what, const char *detail)
 {
 	fprintf(stderr, "bench_s3: %s: %s\n", what, detail);
 	exit(1);
+}
+
+/* CPU seconds used by every thread of this process so far. */
+static double cpu_now(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* bm_store_get's sink: the body into one reused buffer. */
+static int buf_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	memcpy((char *)arg + off, data, len);
+	return 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -172,6 +196,8 @@ static void bench(size_t bs, const unsigned char *data)
 {
 	char bucket[128], url[256], userpwd[256];
 	double ours[ROUNDS], base[ROUNDS], rours[NRANDOM * ROUNDS], rbase[NRANDOM * ROUNDS];
+	double rstore[NRANDOM * ROUNDS], cpu_ours = 0, cpu_base = 0;
+	int ns = 0;
 	size_t nblk = SIZE / bs, blocks[NRANDOM];
 	int no = 0, nb = 0, npick = (int)(nblk / 2 < NRANDOM ? nblk / 2 : NRANDOM);
 	json_t *keys;
@@ -213,14 +239,17 @@ static void bench(size_t bs, const unsigned char *data)
 		pick_blocks(nblk, blocks, npick, (unsigned)(round + 1));
 		if (bm_map(ds, 0, 0, &addr, &m) < 0)
 			die(url, bm_last_error(ds));
+		double c0 = cpu_now();
 		for (int i = 0; i < npick; i++) {
 			double t0 = now();
 			sink ^= ((unsigned char *)addr)[blocks[i] * bs + 4096];
 			rours[no++] = (now() - t0) * 1e3;
 		}
+		cpu_ours += cpu_now() - c0;
 		(void)sink;
 		bm_unmap(m);
 		bm_close(ds);
+		c0 = cpu_now();
 		for (int i = 0; i < npick; i++) {
 			char burl[512];
 			size_t got = 0;
@@ -233,10 +262,36 @@ static void bench(size_t bs, const unsigned char *data)
 				die(burl, "GET failed");
 			rbase[nb++] = (now() - t0) * 1e3;
 		}
+		cpu_base += cpu_now() - c0;
+		/* The store layer alone, on other blocks of the same kind. */
+		struct bm_store_opts so = { .connect_timeout_ms = 10000, .timeout_ms = 60000,
+					    .retry_base_ms = 10, .retries = 3, .connections = 1 };
+		struct bm_store *st;
+		char msg[512], *buf = malloc(bs);
+		if (buf == NULL || bm_store_open(&st, url, &so, msg, sizeof(msg)) < 0)
+			die(url, buf ? msg : "out of memory");
+		pick_blocks(nblk, blocks, npick, (unsigned)(round + 101));
+		for (int i = -1; i < npick; i++) { /* -1: opens the connection */
+			const char *key = json_string_value(json_array_get(keys, blocks[i < 0 ? 0 : i]));
+			struct bm_get g = { .max = bs, .exact = true, .sink = buf_sink, .sink_arg = buf };
+			double t0 = now();
+			if (bm_store_get(st, key, &g, msg, sizeof(msg)) < 0)
+				die(key, msg);
+			char sum[BM_SUM_HEX + 1];
+			bm_sum_hex(buf, bs, sum);
+			if (i >= 0)
+				rstore[ns++] = (now() - t0) * 1e3;
+		}
+		bm_store_close(st);
+		free(buf);
 	}
 	o = median(rours, no);
 	b = median(rbase, nb);
 	printf("s3 random_read_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
+	printf("s3 random_read_cpu_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, cpu_ours * 1e3 / no,
+	       cpu_base * 1e3 / nb, (cpu_ours / no) / (cpu_base / nb));
+	o = median(rstore, ns);
+	printf("s3 random_get_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	fflush(stdout);
 	curl_slist_free_all(hdr);
 	curl_easy_cleanup(c);
