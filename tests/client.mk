@@ -132,6 +132,15 @@ tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# `make bench`: blkmap's reads against the peers installed (GDAL /vsicurl/,
+# fsspec, curl | openssl; tests/bench_peers.py), run with Debian's python
+# (/usr/bin/python3: GDAL's binding is there).
+EXTRA_DIST += tests/bench_peers.py
+BENCHMARKS += tests/bench_peers
+tests/bench_peers: $(srcdir)/tests/bench_peers.py Makefile
+	$(AM_V_GEN)$(MKDIR_P) tests && cp $(srcdir)/tests/bench_peers.py $@ && chmod +x $@
+CLEANFILES += tests/bench_peers
+
 # The same suites on Ceph RGW (S3): tests/s3.mk starts it.
 tests_test_client_roundtrip_rgw_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
 tests_test_client_roundtrip_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
