@@ -95,6 +95,10 @@ void bm_fmt(char *buf, size_t n, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, n, fmt, ap);
 	va_end(ap);
+	/* Messages quote what servers sent (JSON parser text, keys, headers);
+	 * they stay one printable line whoever formats them. */
+	if (n > 0)
+		bm_printable(buf);
 }
 
 static __thread char thread_error[512];
