@@ -209,8 +209,13 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	find_source(ds, blk, false, &src);
 	/* A fault's failure is reported here, with the URL: the access gets
 	 * SIGBUS.  A read-ahead failure is not: the fault that needs the block
-	 * tries again. */
-	rc = fetch_source(ds, blk, &src, buf, !bm_in_readahead());
+	 * tries again.  A read-ahead worker may hold the block already (a
+	 * flat object's run). */
+	rc = bm_in_readahead() ? bm_readahead_fill(ds, blk, buf) : 0;
+	if (rc == 0)
+		rc = fetch_source(ds, blk, &src, buf, !bm_in_readahead());
+	else if (rc > 0)
+		rc = 0;
 	if (rc < 0)
 		return rc == BM_ENOMEM ? -ENOMEM : -EIO;
 	if (bm_in_readahead())
@@ -317,7 +322,9 @@ static int open_flat(bm_dataset *ds)
 	ds->manifest = calloc(1, sizeof(*ds->manifest));
 	if (ds->manifest == NULL)
 		return BM_ENOMEM;
-	ds->manifest->blksize = BM_FLAT_BLKSIZE;
+	/* Small blocks: a random miss fetches little; read-ahead fetches
+	 * many in one Range GET (readahead.c). */
+	ds->manifest->blksize = ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
 	ds->manifest->size = v.size;
 	ds->flat = true;
 	ds->at_latest = true;
@@ -349,7 +356,7 @@ static int open_manifest(bm_dataset *ds)
 		ds->manifest = calloc(1, sizeof(*ds->manifest));
 		if (ds->manifest == NULL)
 			return BM_ENOMEM;
-		ds->manifest->blksize = ds->opt.blksize;
+		ds->manifest->blksize = ds->opt.blksize ? ds->opt.blksize : BM_DEFAULT_BLKSIZE;
 		ds->at_latest = true;
 		return 0;
 	}

@@ -28,7 +28,13 @@
 #define BM_GEN_MAX ((uint64_t)1 << 53)
 #define BM_KEY_MAX 1024
 #define BM_SUM_HEX 32                       /* xxh128 as hex */
-#define BM_FLAT_BLKSIZE ((size_t)1 << 20)
+/* Block sizes when bm_options.blksize is 0: a dataset created by the handle;
+ * the blocks a flat object is read in (a random miss fetches one; read-ahead
+ * fetches many with one Range GET, readahead.c). */
+#define BM_DEFAULT_BLKSIZE ((size_t)1 << 20)
+#define BM_FLAT_BLKSIZE ((size_t)64 << 10)
+/* The most one read-ahead Range GET of a flat object asks for. */
+#define BM_RUN_BYTES_MAX ((size_t)2 << 20)
 #define BM_ETAG_SIZE 1024    /* longest ETag kept, with its NUL; longer: an error */
 
 /* ---- assertions (configure --enable-checks defines BLKMAP_CHECKS) -------- */
@@ -211,6 +217,7 @@ struct bm_readahead {
 	uint64_t next;             /* first block not yet queued */
 	size_t window;             /* blocks ahead, 0 when random */
 	size_t max_window;
+	size_t run_max;            /* flat: blocks one worker's Range GET covers */
 };
 
 struct bm_upload {
@@ -303,6 +310,10 @@ void bm_readahead_stop(bm_dataset *ds);
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
+/* In loadblk: when the calling read-ahead worker holds block blk of ds
+ * (fetched by a run's Range GET), copies it into buf and returns 1 (or
+ * BM_ENOMEM); 0 when it does not. */
+int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf);
 
 /* Looks for a live wcfs mirror showing the handle's generation; on success
  * sets ds->overlay and ds->base_fd.  Otherwise says why in ds->mode_why. */
