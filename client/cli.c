@@ -594,15 +594,27 @@ static const char log_help[] =
 	"usage: blkmap log URL\n"
 	"\n"
 	"Lists the kept generations of the dataset at URL, newest first: one line\n"
-	"each with generation, size, non-empty blocks and the time of the commit.\n"
-	"After 64 generations in a row that are not kept, it stops looking.\n";
+	"each with generation, size, non-empty blocks and the time of the commit,\n"
+	"and one line for each run of generations that are not kept. A server that\n"
+	"lists (S3, blkmap-server, Apache WebDAV) is listed; on another each\n"
+	"generation is looked up, and after 64 in a row that are not kept the\n"
+	"lookup stops.\n";
 
-#define LOG_MAX_MISSING BM_LOG_MAX_MISSING
+/* One line for generations lo..hi (lo <= hi) that are not kept. */
+static void print_not_kept(uint64_t lo, uint64_t hi)
+{
+	if (lo == hi)
+		printf("generation %" PRIu64 " (not kept)\n", lo);
+	else
+		printf("generations %" PRIu64 "-%" PRIu64 " (not kept)\n", lo, hi);
+}
 
 static int cmd_log(int argc, char **argv)
 {
 	struct bm_options o;
 	bm_dataset *ds;
+	uint64_t *gens = NULL, unlooked = 0;
+	size_t ngens = 0;
 	int ex = 1;
 
 	if (argc > 1 && is_help(argv[1]))
@@ -616,31 +628,39 @@ static int cmd_log(int argc, char **argv)
 		bm_close(ds);
 		return 1;
 	}
+	int rc = bm_generations(ds, &gens, &ngens, &unlooked);
+	if (rc < 0) {
+		ex = fail("log", rc, ds);
+		goto out;
+	}
 	ex = 0;
-	/* One GET per generation, and the current generation number is the
-	 * server's word: a long run of generations not kept (a writer that
-	 * crashed before keeping one leaves a single gap) ends the walk. */
-	unsigned missing = 0;
-	for (uint64_t g = bm_generation(ds); g >= 1; g--) {
+	/* next: the highest generation not printed yet. */
+	uint64_t next = ngens ? gens[0] : 0;
+	for (size_t i = 0; i < ngens; i++) {
 		struct bm_generation_info gi;
-		int rc = bm_generation_info(ds, g, &gi);
+		if (gens[i] < next)
+			print_not_kept(gens[i] + 1, next);
+		next = gens[i] - 1;
+		rc = bm_generation_info(ds, gens[i], &gi);
 		if (rc == BM_ENOTFOUND) {
-			printf("generation %" PRIu64 " (not kept)\n", g);
-			if (++missing == LOG_MAX_MISSING && g > 1) {
-				printf("generations 1-%" PRIu64 " not looked up (%u in a row not kept)\n", g - 1,
-				       missing);
-				break;
-			}
+			/* Gone since it was listed (a gc?). */
+			print_not_kept(gens[i], gens[i]);
 			continue;
 		}
-		missing = 0;
 		if (rc < 0) {
 			ex = fail("log", rc, ds);
-			break;
+			goto out;
 		}
 		printf("generation %" PRIu64 " size %" PRIu64 " blocks %" PRIu64 " created %s\n",
 		       gi.generation, gi.size, gi.nblocks, gi.created[0] ? gi.created : "-");
 	}
+	if (next > unlooked)
+		print_not_kept(unlooked + 1, next);
+	if (unlooked > 0)
+		printf("generations 1-%" PRIu64 " not looked up (%u in a row not kept)\n", unlooked,
+		       BM_LOG_MAX_MISSING);
+out:
+	free(gens);
 	bm_close(ds);
 	return ex;
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index_load.h"
 #include "internal.h"
 #include "store.h"
 
@@ -66,33 +67,9 @@ static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
 	free(job);
 }
 
-/* PUTs body as the immutable object key, with If-None-Match: * (a block,
- * or a kept generation); an object already there counts as stored.  With
- * whole, an object already there must also have the body's length (a
- * server that does not store atomically may hold a cut one, under a key
- * that names the whole bytes): if it has not, the body replaces it. */
-static int put_new(bm_dataset *ds, const char *key, const void *body, size_t len, bool whole,
-		   char *msg, size_t n)
-{
-	static const struct bm_put if_none = { .cond = BM_PUT_IF_NONE };
-	struct bm_version v;
-	int rc = bm_store_put(ds->store, key, body, len, &if_none, NULL, msg, n);
-
-	if (rc != BM_ECONFLICT)
-		return rc;
-	if (!whole)
-		return 0; /* the same bytes are there already */
-	rc = bm_store_head(ds->store, key, &v, msg, n);
-	if (rc == 0 && v.size != UINT64_MAX && v.size != len) {
-		bm_log("%s/%s holds %" PRIu64 " bytes, not %zu: replaced", ds->url, key, v.size, len);
-		return bm_store_put(ds->store, key, body, len, NULL, NULL, msg, n);
-	}
-	return rc == BM_ENOTFOUND ? 0 : rc;
-}
-
 static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
 {
-	int rc = put_new(ds, job->key, job->data, job->len, true, msg, n);
+	int rc = bm_put_immutable(ds->store, job->key, job->data, job->len, true, msg, n);
 	if (rc == 0) {
 		atomic_fetch_add(&ds->c.uploaded_blocks, 1);
 		atomic_fetch_add(&ds->c.uploaded_bytes, job->len);
@@ -458,7 +435,7 @@ static int put_once(bm_dataset *ds, const char *key, const char *body, size_t le
 	if (!(bm_store_caps(ds->store) & BM_CAP_CREATE_EXCL) &&
 	    bm_store_head(ds->store, key, &v, msg, sizeof(msg)) == 0)
 		return 0;
-	int rc = put_new(ds, key, body, len, false, msg, sizeof(msg));
+	int rc = bm_put_immutable(ds->store, key, body, len, false, msg, sizeof(msg));
 	if (rc < 0)
 		bm_log("warning: %s", msg);
 	return rc;

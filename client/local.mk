@@ -7,6 +7,7 @@ client_libblkmap_la_SOURCES = \
 	client/aws.h \
 	client/commit.c \
 	client/dataset.c \
+	client/generations.c \
 	client/http.c \
 	client/store.h \
 	client/store.c \
@@ -16,6 +17,8 @@ client_libblkmap_la_SOURCES = \
 	client/index.h \
 	client/index.c \
 	client/manifest2.c \
+	client/index_load.h \
+	client/index_load.c \
 	client/readahead.c \
 	client/overlay.c \
 	client/util.c \

@@ -151,6 +151,46 @@ static int grow_sink(void *arg, uint64_t off, const void *data, size_t len)
 	return 0;
 }
 
+/* The check of bm_store_get_checked, as a bm_get verify callback. */
+struct checked {
+	struct grow b;             /* first: the sink's argument is this struct */
+	bm_bytes_check_fn check;
+	void *arg;
+};
+
+static int checked_verify(void *arg, char *msg, size_t n)
+{
+	struct checked *c = arg;
+	return c->check(c->arg, c->b.p ? c->b.p : "", c->b.p ? c->b.len : 0, msg, n);
+}
+
+int bm_store_get_checked(struct bm_store *s, const char *key, size_t max, bm_bytes_check_fn check,
+			 void *arg, char **bufp, size_t *lenp, struct bm_version *v, char *msg, size_t n)
+{
+	struct checked c = { .check = check, .arg = arg };
+	struct bm_get g = { .max = max, .sink = grow_sink, .sink_arg = &c.b };
+	int rc;
+
+	if (check) {
+		g.verify = checked_verify;
+		g.sink_arg = &c; /* c.b is its first member: grow_sink sees a struct grow */
+	}
+	rc = bm_store_get(s, key, &g, msg, n);
+	*bufp = NULL;
+	*lenp = 0;
+	if (rc < 0) {
+		free(c.b.p);
+		return rc;
+	}
+	if (c.b.p == NULL && (c.b.p = calloc(1, 1)) == NULL)
+		return BM_ENOMEM; /* an empty body */
+	*bufp = c.b.p;
+	*lenp = g.got;
+	if (v)
+		*v = g.ver;
+	return 0;
+}
+
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
 		     struct bm_version *v, char *msg, size_t n)
 {
@@ -171,6 +211,41 @@ int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **buf
 	if (v)
 		*v = g.ver;
 	return 0;
+}
+
+/* ---- a conditional put that failed after every retry ------------------------------------ */
+
+int bm_store_read_back(struct bm_store *s, const char *key, const void *body, size_t len,
+		       const struct bm_put *p, struct bm_version *v, int rc, char *msg, size_t n)
+{
+	size_t max = (p->was && p->was_len > len ? p->was_len : len) + 1;
+	char *got = NULL, why[512];
+	size_t glen = 0, ml = strnlen(msg, n);
+	struct bm_version now;
+	int grc = bm_store_get_all(s, key, max, &got, &glen, &now, why, sizeof(why));
+	bool ours = grc == 0 && glen == len && memcmp(got, body, len) == 0;
+	/* Still the version the put was to replace (or no object, for a
+	 * create): not applied. */
+	bool before = p->cond == BM_PUT_IF_NONE ? grc == BM_ENOTFOUND :
+		      p->was ? grc == 0 && glen == p->was_len && memcmp(got, p->was, glen) == 0 :
+		      grc == 0 && p->etag && bm_etag_same(now.etag, p->etag);
+
+	if (ours) {
+		snprintf(v->etag, sizeof(v->etag), "%s", now.etag);
+		rc = 0;
+	} else if (before) {
+		bm_fmt(msg + ml, n - ml, "; read back: not applied");
+	} else if (grc == 0 || grc == BM_ENOTFOUND || grc == BM_EFORMAT) {
+		/* Another writer's version: a swap lost. */
+		bm_fmt(msg + ml, n - ml, "; read back: %s",
+		       grc == BM_ENOTFOUND ? "no object there" : "another version there (another writer's)");
+		if (p->swap)
+			rc = BM_ECONFLICT;
+	} else {
+		bm_fmt(msg + ml, n - ml, "; reading it back failed too");
+	}
+	free(got);
+	return rc;
 }
 
 /* ---- ETags and statuses --------------------------------------------------------------- */

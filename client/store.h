@@ -197,6 +197,12 @@ int bm_store_get(struct bm_store *s, const char *key, struct bm_get *g, char *ms
  * bytes (*bufp, *lenp; the caller frees); v may be NULL. */
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
 		     struct bm_version *v, char *msg, size_t n);
+/* The same, calling check(arg, buf, len, msg, n) on each whole answer
+ * (buf NUL-terminated): BM_ECHECKSUM from it fetches again (bounded
+ * retries, like a block's checksum), any other error ends the call. */
+typedef int (*bm_bytes_check_fn)(void *arg, const char *buf, size_t len, char *msg, size_t n);
+int bm_store_get_checked(struct bm_store *s, const char *key, size_t max, bm_bytes_check_fn check,
+			 void *arg, char **bufp, size_t *lenp, struct bm_version *v, char *msg, size_t n);
 /* HEAD key: its version (size = its length).  0 or BM_ENOTFOUND, ... */
 int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n);
 /* PUT body as key under condition p (NULL: BM_PUT_ANY).  0 when stored (v,
@@ -221,6 +227,14 @@ bool bm_etag_is_weak(const char *etag);
 
 /* ---- for backends -------------------------------------------------------------- */
 
+/* A conditional put p of body as key that failed with rc after every
+ * retry (BM_EHTTP: one of its tries may have been applied, its answer
+ * lost) reads key back.  Our bytes there: stored, 0 (v->etag set).  Still
+ * the version p replaces (p->was's bytes, else p->etag; no object for a
+ * create): not applied, rc.  Another version, for a swap: another writer
+ * won, BM_ECONFLICT.  msg (rc's message) gets what the read showed. */
+int bm_store_read_back(struct bm_store *s, const char *key, const void *body, size_t len,
+		       const struct bm_put *p, struct bm_version *v, int rc, char *msg, size_t n);
 /* The BM_E* code of a status that is not the one expected. */
 int bm_store_status_error(long status);
 /* Counts a retry (for bm_stats). */

@@ -11,7 +11,9 @@
  * Apache checks If-Match and If-None-Match when a PUT starts, not when
  * its body is stored, and its ETags are weak for a second after a change:
  * a compare-and-swap there runs under a WebDAV lock of the key's
- * collection (put_locked).  Listing: blkmap-server's JSON, or PROPFIND
+ * collection (put_locked).  A conditional PUT failing after every retry
+ * is read back (bm_store_read_back): it may have been applied.
+ * Listing: blkmap-server's JSON, or PROPFIND
  * (Apache) one collection at a time.
  * Owns: struct store_http (the HTTP pool, the collections made).
  * Locking: h->mu guards the list of collections made; never held across a
@@ -472,6 +474,8 @@ static int put_locked(struct store_http *h, const char *key, const void *body, s
 	}
 	if (token)
 		unlock_coll(h, coll, token);
+	if (rc == BM_EHTTP && token)
+		rc = bm_store_read_back(&h->s, key, body, len, p, v, rc, msg, n);
 	free(ifh);
 	free(token);
 	free(coll);
@@ -515,6 +519,8 @@ static int http_put(struct bm_store *s, const char *key, const void *body, size_
 	}
 	if (rc == 0)
 		snprintf(v->etag, sizeof(v->etag), "%s", r.etag);
+	else if (rc == BM_EHTTP && p->cond != BM_PUT_ANY)
+		rc = bm_store_read_back(s, key, body, len, p, v, rc, msg, n);
 	free(url);
 	return rc;
 }

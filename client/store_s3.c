@@ -12,7 +12,7 @@
  * unquoted from then on).  A 5xx to a conditional PUT is retried like any
  * other; a 412 after a retry may be our own write (store.h); a PUT that
  * still fails after every retry may have been applied by one of its tries:
- * the object is read back, and our bytes there mean stored.
+ * the object is read back (bm_store_read_back).
  * Owns: struct store_s3 (the HTTP pool, the configuration, the learned
  * If-Match spelling).  Locking: none beyond the pool's; the spelling is an
  * atomic flag.
@@ -336,31 +336,6 @@ static int put_once(struct store_s3 *h, const char *url, const char *name, const
 	return s3_do(h, r, name, check_status, &c, msg, n);
 }
 
-/* A conditional PUT that kept failing (5xx after every retry) may have been
- * applied by one of its tries: read the object back.  Our bytes there:
- * stored (0, v set).  Else rc stands, msg saying what the read showed. */
-static int read_back(struct bm_store *s, const char *key, const void *body, size_t len,
-		     struct bm_version *v, int rc, char *msg, size_t n)
-{
-	char *got = NULL, why[512];
-	size_t glen = 0;
-	struct bm_version now;
-	int grc = bm_store_get_all(s, key, len + 1, &got, &glen, &now, why, sizeof(why));
-	size_t ml = strlen(msg);
-
-	if (grc == 0 && glen == len && memcmp(got, body, len) == 0) {
-		snprintf(v->etag, sizeof(v->etag), "%s", now.etag);
-		rc = 0;
-	} else if (grc == 0 || grc == BM_ENOTFOUND || grc == BM_EFORMAT) {
-		bm_fmt(msg + ml, n - ml, "; read back: %s", grc == BM_ENOTFOUND ? "no object there"
-			: "other bytes there (not applied, or replaced since)");
-	} else {
-		bm_fmt(msg + ml, n - ml, "; reading it back failed too");
-	}
-	free(got);
-	return rc;
-}
-
 static int s3_put(struct bm_store *s, const char *key, const void *body, size_t len,
 		  const struct bm_put *p, struct bm_version *v, char *msg, size_t n)
 {
@@ -393,7 +368,7 @@ static int s3_put(struct bm_store *s, const char *key, const void *body, size_t 
 	if (rc == 0)
 		snprintf(v->etag, sizeof(v->etag), "%s", r.etag);
 	else if (rc == BM_EHTTP && p->cond != BM_PUT_ANY)
-		rc = read_back(s, key, body, len, v, rc, msg, n);
+		rc = bm_store_read_back(s, key, body, len, p, v, rc, msg, n);
 	free(name);
 	free(url);
 	return rc;

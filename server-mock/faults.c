@@ -1,7 +1,9 @@
 /* server-mock/faults.c — fault injection for the client's reliability
  * tests: 503 answers, connections cut mid-response, corrupted GET bodies,
  * delayed responses, and the ways of other servers: long bodies on PUT
- * and error answers, PUT answers without an ETag. Owns the fault rates and the seeded random sequence.
+ * and error answers, PUT answers without an ETag; optionally only for
+ * requests of one method.  Owns the fault rates and the seeded random
+ * sequence.
  * Locking: faults.lock guards rates and the generator; a roll takes it
  * once per request. */
 #include "config.h"
@@ -34,6 +36,7 @@ void srv_faults_init(struct srv_faults *f, const struct srv_config *cfg)
 	f->latency_ms = cfg->fault_latency_ms;
 	f->pad_bytes = cfg->fault_pad_bytes;
 	f->put_no_etag = cfg->fault_put_no_etag;
+	f->method = cfg->fault_method;
 	f->seed = f->rng = cfg->fault_seed;
 }
 
@@ -42,12 +45,27 @@ void srv_faults_destroy(struct srv_faults *f)
 	pthread_mutex_destroy(&f->lock);
 }
 
-void srv_faults_roll(struct srv_faults *f, struct srv_fault_roll *r)
+static const char *const method_names[] = { "GET", "HEAD", "PUT", "DELETE" };
+
+int srv_faults_method(const char *name)
+{
+	if (name[0] == '\0')
+		return 0;
+	for (int i = 0; i < (int)(sizeof(method_names) / sizeof(method_names[0])); i++)
+		if (!strcmp(name, method_names[i]))
+			return i + 1;
+	return -1;
+}
+
+void srv_faults_roll(struct srv_faults *f, int m, struct srv_fault_roll *r)
 {
 	pthread_mutex_lock(&f->lock);
-	r->error = chance(&f->rng, f->error_rate);
-	r->drop = chance(&f->rng, f->drop_rate);
-	r->corrupt = chance(&f->rng, f->corrupt_rate);
+	/* Drawn for every request, then masked: the sequence stays the
+	 * same whatever the method filter. */
+	int any = f->method == 0 || f->method == m + 1;
+	r->error = chance(&f->rng, f->error_rate) && any;
+	r->drop = chance(&f->rng, f->drop_rate) && any;
+	r->corrupt = chance(&f->rng, f->corrupt_rate) && any;
 	r->pick = next_random(&f->rng);
 	r->latency_ms = f->latency_ms;
 	r->pad_bytes = f->pad_bytes;
@@ -60,13 +78,14 @@ json_t *srv_faults_to_json(struct srv_faults *f)
 	json_t *o;
 
 	pthread_mutex_lock(&f->lock);
-	o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:I}",
+	o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:s, s:I}",
 		      "fault-error-rate", f->error_rate,
 		      "fault-drop-rate", f->drop_rate,
 		      "fault-corrupt-rate", f->corrupt_rate,
 		      "fault-latency-ms", (json_int_t)f->latency_ms,
 		      "fault-pad-bytes", (json_int_t)f->pad_bytes,
 		      "fault-put-no-etag", (json_int_t)f->put_no_etag,
+		      "fault-method", f->method == 0 ? "" : method_names[f->method - 1],
 		      "fault-seed", (json_int_t)f->seed);
 	pthread_mutex_unlock(&f->lock);
 	return o;
@@ -102,6 +121,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 {
 	double rates[3];
 	json_int_t latency, seed, pad, noetag;
+	int method;
 	int has_seed = 0, r = 0;
 	const char *name;
 	json_t *v;
@@ -117,6 +137,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 	latency = f->latency_ms;
 	pad = f->pad_bytes;
 	noetag = f->put_no_etag;
+	method = f->method;
 	seed = (json_int_t)f->seed;
 	json_object_foreach(obj, name, v) {
 		if (!strcmp(name, "fault-error-rate"))
@@ -131,7 +152,14 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 			r = get_uint(v, name, 1 << 26, &pad, err, n);
 		else if (!strcmp(name, "fault-put-no-etag"))
 			r = get_uint(v, name, 1, &noetag, err, n);
-		else if (!strcmp(name, "fault-seed")) {
+		else if (!strcmp(name, "fault-method")) {
+			if (!json_is_string(v) ||
+			    (method = srv_faults_method(json_string_value(v))) < 0) {
+				snprintf(err, n, "fault-method must be \"\" (every method), "
+					 "\"GET\", \"HEAD\", \"PUT\" or \"DELETE\"");
+				r = -1;
+			}
+		} else if (!strcmp(name, "fault-seed")) {
 			r = get_uint(v, name, INT64_MAX, &seed, err, n);
 			has_seed = 1;
 		} else {
@@ -139,7 +167,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 				 "fault-error-rate, fault-drop-rate, "
 				 "fault-corrupt-rate, fault-latency-ms, "
 				 "fault-pad-bytes, fault-put-no-etag, "
-				 "fault-seed)", name);
+				 "fault-method, fault-seed)", name);
 			r = -1;
 		}
 		if (r < 0)
@@ -152,6 +180,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 		f->latency_ms = (unsigned)latency;
 		f->pad_bytes = (unsigned)pad;
 		f->put_no_etag = (int)noetag;
+		f->method = method;
 		if (has_seed)
 			f->seed = f->rng = (uint64_t)seed;
 	}

@@ -67,6 +67,8 @@ struct srv_config {
 	uint64_t fault_seed;
 	unsigned fault_pad_bytes;    /* filler body on PUT and error answers */
 	int fault_put_no_etag;       /* PUT answers without their ETag */
+	int fault_method;            /* 0, or faults only for requests of
+					method (enum srv_method) fault_method - 1 */
 };
 
 #define SRV_MAX_KEY_BYTES 1024      /* decoded key length limit */
@@ -160,6 +162,8 @@ struct srv_faults {
 	unsigned latency_ms;
 	unsigned pad_bytes;
 	int put_no_etag;
+	int method;          /* faults only for requests of method
+				(enum srv_method) method - 1; 0: every method */
 	uint64_t seed, rng;
 };
 
@@ -175,10 +179,14 @@ struct srv_fault_roll {
 
 void srv_faults_init(struct srv_faults *, const struct srv_config *);
 void srv_faults_destroy(struct srv_faults *);
-void srv_faults_roll(struct srv_faults *, struct srv_fault_roll *);
+/* Draws the faults of one request of method m (enum srv_method). */
+void srv_faults_roll(struct srv_faults *, int m, struct srv_fault_roll *);
 json_t *srv_faults_to_json(struct srv_faults *);
 /* Apply a JSON object of fault names; 0, or -1 with a reason in ERR. */
 int srv_faults_update(struct srv_faults *, json_t *obj, char *err, size_t n);
+/* The fault_method of a method name ("GET", "HEAD", "PUT", "DELETE"; ""
+ * for every method: 0), or -1 when it names none of these. */
+int srv_faults_method(const char *name);
 
 /* ---- counters (stats.c) ---- */
 

@@ -29,6 +29,8 @@ CLIENT_TESTS = \
 	tests/test_store_http \
 	tests/test_store_http_nginx \
 	tests/test_store_http_apache \
+	tests/test_index_load \
+	tests/test_index_load_nginx \
 	tests/test_client_roundtrip_rgw \
 	tests/test_client_flat_rgw \
 	tests/test_client_changes_rgw \
@@ -113,6 +115,16 @@ tests_test_store_http_apache_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOU
 tests_test_store_http_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_store_http_apache_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_store_http_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The store-backed index page loader (client/index_load.c), on each kind.
+tests_test_index_load_SOURCES = tests/test_index_load.c $(CLIENT_TEST_SOURCES)
+tests_test_index_load_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_index_load_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_index_load_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_index_load_nginx_SOURCES = tests/test_index_load.c $(CLIENT_TEST_SOURCES)
+tests_test_index_load_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_index_load_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_index_load_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)

@@ -86,6 +86,7 @@ enum {
 				      (conditional PUT or locks honoured) */
 	TC_CAN_COUNT = 1u << 1,    /* requests are counted (tc_store_count) */
 	TC_CAN_FAULTS = 1u << 2,   /* faults injected by /_admin/faults */
+	TC_CAN_LIST = 1u << 3,     /* the store lists keys (bm_store_list) */
 };
 
 struct tc_store;

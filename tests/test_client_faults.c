@@ -1,7 +1,8 @@
 /* tests/test_client_faults.c — libblkmap against a blkmap-server that
  * injects faults (503s, responses cut in the middle, flipped body bytes,
  * latency, long bodies on PUT and error answers, PUT answers without an
- * ETag): every read and every commit still gives exactly the right bytes,
+ * ETag; a swap whose every try fails, read back): every read and every
+ * commit still gives exactly the right bytes,
  * the retries show in the stats, and no commit overwrites another's; a full
  * server (507) fails a commit at once, saying so.  Faults are switched at run time
  * through PUT /_admin/faults so that each test sets up its dataset cleanly.
@@ -26,7 +27,8 @@ static void no_faults(struct ts_server *s)
 {
 	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0, \"fault-drop-rate\": 0, "
 				       "\"fault-corrupt-rate\": 0, \"fault-latency-ms\": 0, "
-				       "\"fault-pad-bytes\": 0, \"fault-put-no-etag\": 0}"), 200);
+				       "\"fault-pad-bytes\": 0, \"fault-put-no-etag\": 0, "
+				       "\"fault-method\": \"\"}"), 200);
 }
 
 static long faults_seen(struct ts_server *s)
@@ -182,6 +184,112 @@ static void a_manifest_swap_whose_answer_was_cut_is_not_a_conflict(void **state)
 		assert_true(tc_dataset_equals(url, 0, data, size));
 	}
 	assert_true(cut_swaps > 0);
+	free(data);
+}
+
+/* Every try of the manifest swap fails (its PUTs only: reads work); the
+ * hook sets that up once the blocks are uploaded, after letting another
+ * writer publish first if asked. */
+struct swap_fails {
+	const struct ts_server *s;
+	const char *url;
+	const char *faults;
+	bool other_writer_first;
+	int fired;
+};
+
+static void swap_fails_from_now(const char *stage, void *arg)
+{
+	struct swap_fails *f = arg;
+
+	if (strcmp(stage, "uploaded") != 0 || f->fired++)
+		return;
+	if (f->other_writer_first) {
+		bm_dataset *b = tc_open(f->url, 0);
+		assert_int_equal(bm_write(b, 1, "B", 1), 0);
+		assert_int_equal(bm_commit(b, NULL), 0);
+		bm_close(b);
+	}
+	assert_int_equal(ts_set_faults(f->s, f->faults), 200);
+}
+
+static int commit_with_swap_failing(struct ts_server *s, const char *url, struct swap_fails *f,
+				    char *err, size_t n)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+	uint64_t gen = 0;
+
+	tc_options(&o);
+	o.retries = 3;
+	f->fired = 0;
+	o.commit_hook = swap_fails_from_now;
+	o.commit_hook_arg = f;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_write(ds, 0, "A", 1), 0);
+	int rc = bm_commit(ds, &gen);
+	snprintf(err, n, "%s", rc < 0 ? bm_last_error(ds) : "");
+	no_faults(s);
+	if (rc == 0)
+		assert_int_equal(gen, bm_generation(ds));
+	/* Not published: the change is still there for the next commit. */
+	if (rc == BM_EHTTP) {
+		int rc2 = bm_commit(ds, &gen);
+		if (rc2 != 0)
+			fail_msg("the commit after a swap not applied: %s", bm_last_error(ds));
+		assert_int_equal(gen, 2);
+	}
+	bm_close(ds);
+	return rc;
+}
+
+/* A manifest swap that failed after every retry (5xx, answers cut) may
+ * have been applied by one of its tries: the manifest is read back before
+ * the commit reports.  Won: success (never an error, whose retry would
+ * then be a conflict).  Not applied: the error stands, the change stays.
+ * Another writer's manifest there: a conflict, not a transport error. */
+static void a_swap_failing_after_every_retry_is_read_back_won_lost_or_not_applied(void **state)
+{
+	struct ts_server *s = *state;
+	size_t bs = 4 * KiB, size = 4 * bs;
+	unsigned char *data = ts_pattern(size, 28);
+	char url[512], err[1024];
+	struct swap_fails f = { s, url, NULL, false, 0 };
+
+	/* Won: the first try is stored and its answer cut; every retry's
+	 * answer (a 412: the manifest is ours now) is cut too. */
+	tc_url(url, sizeof(url), s, "/f/readback-won");
+	tc_put(url, bs, data, size);
+	f.faults = "{\"fault-drop-rate\": 1, \"fault-method\": \"PUT\"}";
+	long drops = tc_server_stat(s, "faults", "drop");
+	int rc = commit_with_swap_failing(s, url, &f, err, sizeof(err));
+	if (rc != 0)
+		fail_msg("won swap: %s", err);
+	assert_true(tc_server_stat(s, "faults", "drop") >= drops + 3);
+	data[0] = 'A';
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	assert_true(tc_dataset_equals(url, 2, data, size));
+
+	/* Not applied: every try answered 503 and stored nothing. */
+	tc_url(url, sizeof(url), s, "/f/readback-not");
+	data[0] = 28;
+	tc_put(url, bs, data, size);
+	f.faults = "{\"fault-error-rate\": 1, \"fault-method\": \"PUT\"}";
+	assert_int_equal(commit_with_swap_failing(s, url, &f, err, sizeof(err)), BM_EHTTP);
+	assert_non_null(strstr(err, "read back: not applied"));
+	data[0] = 'A';
+	assert_true(tc_dataset_equals(url, 0, data, size)); /* by the second commit */
+
+	/* Lost: another writer published generation 2 before our swap. */
+	tc_url(url, sizeof(url), s, "/f/readback-lost");
+	data[0] = 28;
+	tc_put(url, bs, data, size);
+	f.other_writer_first = true;
+	assert_int_equal(commit_with_swap_failing(s, url, &f, err, sizeof(err)), BM_ECONFLICT);
+	assert_int_equal(tc_lines(err), 1);
+	data[1] = 'B';
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	assert_true(tc_dataset_equals(url, 2, data, size));
 	free(data);
 }
 
@@ -393,6 +501,8 @@ int main(void)
 		cmocka_unit_test_setup(partial_block_writes_are_exact_under_corrupt_bodies, faults_off),
 		cmocka_unit_test_setup(commits_are_exact_under_503s_and_drops, faults_off),
 		cmocka_unit_test_setup(a_manifest_swap_whose_answer_was_cut_is_not_a_conflict, faults_off),
+		cmocka_unit_test_setup(a_swap_failing_after_every_retry_is_read_back_won_lost_or_not_applied,
+				       faults_off),
 		cmocka_unit_test_setup(reads_are_exact_with_latency, faults_off),
 		cmocka_unit_test(a_commit_to_a_full_server_fails_at_once_saying_it_is_out_of_space),
 	};

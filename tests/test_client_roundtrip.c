@@ -262,6 +262,58 @@ static void an_old_generation_is_read_only_and_patch_at_it_exits_3(void **state)
 	free(data);
 }
 
+/* `blkmap log` on every server: one line per kept generation, one per run
+ * not kept.  A store that lists is listed, so generation 1 is found past
+ * a run of 96 not kept; on one that does not (nginx) each generation is
+ * looked up and the walk stops after 64 in a row. */
+static void log_shows_kept_generations_and_runs_not_kept(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t bs = 4 * KiB, size = 2 * bs;
+	unsigned char *data = ts_pattern(size, 45);
+	char url[512], *out;
+	struct ts_resp r;
+
+	tc_store_url(url, sizeof(url), st, "/logged");
+	tc_put(url, bs, data, size);
+	for (int i = 0; i < 2; i++) {
+		bm_dataset *ds = tc_open(url, 0);
+		assert_int_equal(bm_write(ds, (uint64_t)i, "L", 1), 0);
+		assert_int_equal(bm_commit(ds, NULL), 0);
+		bm_close(ds);
+	}
+	tc_store_request(st, "DELETE", "/logged/gen/2.json", NULL, 0, &r);
+	assert_true(r.status / 100 == 2);
+	ts_resp_free(&r);
+	json_t *man = tc_store_get_json(st, "/logged/manifest.json");
+	assert_non_null(man);
+	json_object_set_new(man, "generation", json_integer(100));
+	char *text = json_dumps(man, JSON_COMPACT);
+	assert_true(tc_store_put(st, "/logged/manifest.json", text, strlen(text)) / 100 == 2);
+	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "log", url, NULL }), 0);
+	assert_true(strncmp(out, "generation 100 size 8192 blocks 2 ", 34) == 0);
+	if (tc_store_can(st, TC_CAN_LIST)) {
+		assert_int_equal(tc_lines(out), 5);
+		const char *want[] = { "\ngenerations 4-99 (not kept)\n", "\ngeneration 3 size 8192 blocks 2 ",
+				       "\ngeneration 2 (not kept)\n", "\ngeneration 1 size 8192 blocks 2 " };
+		const char *at = out;
+		for (size_t i = 0; i < 4; i++) {
+			const char *p = strstr(at, want[i]);
+			if (p == NULL)
+				fail_msg("log output lacks \"%s\" in order:\n%s", want[i] + 1, out);
+			at = p + 1;
+		}
+	} else {
+		assert_int_equal(tc_lines(out), 3);
+		assert_non_null(strstr(out, "\ngenerations 36-99 (not kept)\n"
+					    "generations 1-35 not looked up (64 in a row not kept)\n"));
+	}
+	free(out);
+	free(text);
+	json_decref(man);
+	free(data);
+}
+
 /* Apache's ETag of a file changed within the last second is weak, and
  * If-Match never matches a weak ETag: commits in quick succession, of one
  * handle and of fresh processes, must still each publish (no conflict that
@@ -733,6 +785,7 @@ int main(void)
 		cmocka_unit_test(a_block_written_all_zero_becomes_a_hole),
 		cmocka_unit_test(commit_uploads_only_the_dirty_blocks),
 		cmocka_unit_test(an_old_generation_is_read_only_and_patch_at_it_exits_3),
+		cmocka_unit_test(log_shows_kept_generations_and_runs_not_kept),
 		cmocka_unit_test(commits_in_quick_succession_are_not_conflicts),
 		cmocka_unit_test(second_commit_on_the_same_generation_is_a_conflict),
 		cmocka_unit_test(the_manifest_swap_itself_refuses_the_second_writer),

@@ -1,7 +1,7 @@
 /* tests/test_s3_client.c — libblkmap and the `blkmap` CLI on s3:// URLs
  * against the real Ceph RADOS Gateway (tests/rgw.sh): put, get, sum, patch
- * and log through the CLI, mapping from C, a plain object as a flat
- * dataset, a stale commit refused by If-Match, unsigned requests to a
+ * and log through the CLI (log over several listing pages), mapping from
+ * C, a plain object as a flat dataset, a stale commit refused by If-Match, unsigned requests to a
  * public bucket, and what a wrong key says.  Each test has its own bucket;
  * the library is configured through the AWS_* environment, as a user's.
  */
@@ -157,6 +157,69 @@ static void test_put_get_sum_patch_and_log_through_the_cli(void **state)
 	free(file);
 	free(pfile);
 	free(data);
+}
+
+/* `blkmap log` lists the kept generations with ListObjectsV2, page by page
+ * (RGW pages hold 1000 keys): 1005 generations, one not kept, all found
+ * and in order. */
+#define LOG_GENS 1005
+
+static void test_log_lists_generations_over_several_pages(void **state)
+{
+	char url[256], b[128], path[512], *out, json_text[4096];
+	unsigned char data[4096];
+	struct tr_resp r;
+
+	(void)state;
+	memset(data, 7, sizeof(data));
+	tr_bucket(&rgw, "logpages", b, sizeof(b));
+	snprintf(url, sizeof(url), "s3://%s/ds", b);
+	tc_put(url, 4096, data, sizeof(data));
+	snprintf(path, sizeof(path), "/%s/ds/gen/1.json", b);
+	tr_s3(&rgw, "GET", path, NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	json_t *man = json_loadb(r.body, r.len, 0, NULL);
+	tr_resp_free(&r);
+	assert_non_null(man);
+	/* Generations 2..LOG_GENS kept as copies of 1 with their number,
+	 * but 600; the last one current. */
+	for (int g = 2; g <= LOG_GENS; g++) {
+		json_object_set_new(man, "generation", json_integer(g));
+		size_t len = json_dumpb(man, json_text, sizeof(json_text), JSON_COMPACT);
+		assert_true(len > 0 && len < sizeof(json_text));
+		if (g != 600) {
+			snprintf(path, sizeof(path), "/%s/ds/gen/%d.json", b, g);
+			tr_s3(&rgw, "PUT", path, NULL, json_text, len, &r);
+			assert_int_equal(r.status, 200);
+			tr_resp_free(&r);
+		}
+		if (g == LOG_GENS) {
+			snprintf(path, sizeof(path), "/%s/ds/manifest.json", b);
+			tr_s3(&rgw, "PUT", path, NULL, json_text, len, &r);
+			assert_int_equal(r.status, 200);
+			tr_resp_free(&r);
+		}
+	}
+	json_decref(man);
+	/* Keys past the last page's start that are not generations. */
+	snprintf(path, sizeof(path), "/%s/ds/gen/zz", b);
+	tr_s3(&rgw, "PUT", path, NULL, "x", 1, &r);
+	tr_resp_free(&r);
+
+	out = cli_ok((const char *const[]){ "log", url, NULL });
+	assert_int_equal(tc_lines(out), LOG_GENS);
+	const char *line = out;
+	for (int g = LOG_GENS; g >= 1; g--) {
+		char want[128];
+		if (g == 600)
+			snprintf(want, sizeof(want), "generation 600 (not kept)\n");
+		else
+			snprintf(want, sizeof(want), "generation %d size 4096 blocks 1 ", g);
+		if (strncmp(line, want, strlen(want)) != 0)
+			fail_msg("line for generation %d: \"%.60s\", want \"%s\"", g, line, want);
+		line = strchr(line, '\n') + 1;
+	}
+	free(out);
 }
 
 static void test_a_mapping_from_c_reads_what_was_written(void **state)
@@ -379,6 +442,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_put_get_sum_patch_and_log_through_the_cli),
+		cmocka_unit_test(test_log_lists_generations_over_several_pages),
 		cmocka_unit_test(test_a_mapping_from_c_reads_what_was_written),
 		cmocka_unit_test(test_a_plain_object_maps_as_a_flat_dataset),
 		cmocka_unit_test(test_a_stale_commit_is_a_conflict_and_publishes_nothing),

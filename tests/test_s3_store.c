@@ -210,9 +210,10 @@ static void test_list_pages_past_1000_keys_relative_to_the_prefix(void **state)
 	free(seen);
 }
 
-/* A server that answers 503 to a conditional PUT every time, and GET with
- * BODY: the put is read back and counts as stored only when BODY is ours. */
-static int put_through_503s(const char *get_body, char *msg, size_t n, struct bm_version *v)
+/* A server that answers 503 to a conditional PUT (replacing ETag "e1")
+ * every time, and GET with BODY and ETAG: the put is read back. */
+static int put_through_503s(const char *get_body, const char *get_etag, char *msg, size_t n,
+			    struct bm_version *v)
 {
 	static char get[256];
 	const struct tc_rule rules[] = {
@@ -227,8 +228,8 @@ static int put_through_503s(const char *get_body, char *msg, size_t n, struct bm
 	struct bm_store *s;
 	int rc;
 
-	snprintf(get, sizeof(get), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nETag: \"e2\"\r\n\r\n%s",
-		 strlen(get_body), get_body);
+	snprintf(get, sizeof(get), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nETag: %s\r\n\r\n%s",
+		 strlen(get_body), get_etag, get_body);
 	tc_canned_start(&c, rules, 2);
 	unsetenv("AWS_ACCESS_KEY_ID");
 	unsetenv("AWS_SECRET_ACCESS_KEY");
@@ -241,19 +242,26 @@ static int put_through_503s(const char *get_body, char *msg, size_t n, struct bm
 	return rc;
 }
 
-static void test_a_conditional_put_that_keeps_failing_is_read_back(void **state)
+static void test_a_swap_that_keeps_failing_is_read_back_won_lost_or_not_applied(void **state)
 {
 	struct bm_version v = { .etag = "" };
 	char msg[1024] = "";
 
 	(void)state;
 	/* Our bytes are there: one of the tries was applied. */
-	assert_int_equal(put_through_503s("ours", msg, sizeof(msg), &v), 0);
+	assert_int_equal(put_through_503s("ours", "\"e2\"", msg, sizeof(msg), &v), 0);
 	assert_string_equal(v.etag, "\"e2\"");
-	/* Other bytes: not ours, the failure stands and says so. */
-	assert_int_equal(put_through_503s("othr", msg, sizeof(msg), &v), BM_EHTTP);
+	/* Still the version replaced: not applied, the failure stands. */
+	msg[0] = '\0';
+	assert_int_equal(put_through_503s("prev", "\"e1\"", msg, sizeof(msg), &v), BM_EHTTP);
 	assert_non_null(strstr(msg, "HTTP 503"));
-	assert_non_null(strstr(msg, "read back: other bytes there"));
+	assert_non_null(strstr(msg, "read back: not applied"));
+	assert_null(strchr(msg, '\n'));
+	/* Another version: another writer won the swap, a conflict. */
+	msg[0] = '\0';
+	assert_int_equal(put_through_503s("othr", "\"e3\"", msg, sizeof(msg), &v), BM_ECONFLICT);
+	assert_non_null(strstr(msg, "HTTP 503"));
+	assert_non_null(strstr(msg, "read back: another version there"));
 	assert_null(strchr(msg, '\n'));
 }
 
@@ -263,7 +271,7 @@ int main(void)
 		cmocka_unit_test(test_conditional_puts_conflict_and_if_match_takes_the_etag_as_sent),
 		cmocka_unit_test(test_ranges_delete_and_the_bucket_itself),
 		cmocka_unit_test(test_list_pages_past_1000_keys_relative_to_the_prefix),
-		cmocka_unit_test(test_a_conditional_put_that_keeps_failing_is_read_back),
+		cmocka_unit_test(test_a_swap_that_keeps_failing_is_read_back_won_lost_or_not_applied),
 	};
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);

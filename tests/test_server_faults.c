@@ -1,7 +1,8 @@
 /* tests/test_server_faults.c — blkmap-server's fault injection and admin
  * endpoints: each fault flag does what it says (503s, cut responses,
  * one flipped byte with headers unchanged, delays, padded PUT and error
- * answers, PUT answers without an ETag), the sequence repeats
+ * answers, PUT answers without an ETag), faults limited to one method,
+ * the sequence repeats
  * with the same seed, faults change at run time through PUT
  * /_admin/faults, GET /_admin/stats counts what happened, and /_admin/ is
  * an ordinary key without --admin. */
@@ -56,6 +57,37 @@ static void error_rate_1_answers_503_and_stores_nothing(void **state)
 	ts_request(NULL, &s, "GET", "/e", NULL, NULL, 0, &r);
 	assert_int_equal(r.status, 404);  /* the 503'd PUT stored nothing */
 	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+static void fault_method_limits_faults_to_requests_of_that_method(void **state)
+{
+	struct ts_server s;
+	struct ts_resp r;
+
+	start(&s, "--fault-error-rate", "1", "--fault-method", "PUT");
+	assert_int_equal(ts_put(&s, "/m", "x", 1), 503);
+	ts_request(NULL, &s, "GET", "/m", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 404); /* answered, not faulted */
+	ts_resp_free(&r);
+	assert_int_equal(fault_count(&s, "error"), 1);
+	json_t *doc = ts_get_json(&s, "/_admin/faults");
+	assert_string_equal(json_string_value(json_object_get(doc, "fault-method")), "PUT");
+	json_decref(doc);
+	/* At run time: GET only, then every method again. */
+	assert_int_equal(ts_set_faults(&s, "{\"fault-method\": \"GET\"}"), 200);
+	assert_int_equal(ts_put(&s, "/m", "x", 1), 201);
+	ts_request(NULL, &s, "GET", "/m", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 503);
+	ts_resp_free(&r);
+	assert_int_equal(ts_set_faults(&s, "{\"fault-method\": \"\"}"), 200);
+	assert_int_equal(ts_put(&s, "/m", "y", 1), 503);
+	/* Not a method it knows: 400, nothing changes. */
+	ts_request(NULL, &s, "PUT", "/_admin/faults", NULL, "{\"fault-method\": \"POST\"}", 24, &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr(r.body, "fault-method must be"));
+	ts_resp_free(&r);
+	assert_int_equal(ts_set_faults(&s, "{\"fault-method\": 1}"), 400);
 	assert_int_equal(ts_stop(&s), 0);
 }
 
@@ -408,6 +440,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(error_rate_1_answers_503_and_stores_nothing),
 		cmocka_unit_test(error_faults_repeat_with_the_same_seed),
+		cmocka_unit_test(fault_method_limits_faults_to_requests_of_that_method),
 		cmocka_unit_test(drop_rate_1_cuts_every_response),
 		cmocka_unit_test(corrupt_rate_1_flips_one_byte_headers_unchanged),
 		cmocka_unit_test(latency_holds_responses_until_turned_off),

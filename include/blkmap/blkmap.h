@@ -220,6 +220,16 @@ int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *
 #define BM_LOG_MAX_MISSING 64
 int bm_generation_prev(bm_dataset *ds, uint64_t before, struct bm_generation_info *gi);
 
+/* The kept generations of the dataset at or below its own, newest first:
+ * *gensp (malloc'd, the caller frees) holds *np numbers, the handle's own
+ * generation always first (kept or not yet).  A store that lists (S3,
+ * blkmap-server, WebDAV with PROPFIND) is listed, a page at a time; on
+ * another each generation is looked up from the newest down, giving up
+ * after BM_LOG_MAX_MISSING in a row that are not kept: *unlookedp (may be
+ * NULL) is then the highest generation not looked up, else 0.  0, or
+ * BM_EINVAL for a flat object, or the store's error. */
+int bm_generations(bm_dataset *ds, uint64_t **gensp, size_t *np, uint64_t *unlookedp);
+
 /* ---- the wcfs mirror ----------------------------------------------------------- */
 
 /* The normalized form of a server URL (scheme and host lower-cased, trailing
