@@ -242,11 +242,8 @@ static void ds_on_fault(vm_bigfile *f, vm_blk_t blk, int write)
 {
 	bm_dataset *ds = ds_of(f);
 
-	if (write && ds->flat) {
-		bm_log("%s is a flat object (not a dataset): it is read-only; write at block %" PRIu64 " refused",
-		       ds->url, (uint64_t)blk);
-		return;
-	}
+	/* A write to a flat object (mapped VM_READONLY) never gets here:
+	 * virtmem refuses it with a line naming ds->file.name. */
 	if (!write)
 		bm_readahead_on_fault(ds, blk);
 }
@@ -504,6 +501,7 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		bm_overlay_probe(ds);
 		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
 		ds->file.blksize = ds->manifest->blksize;
+		ds->file.name = ds->url;
 		rc = vm_ram_open(&ds->ram, ds->opt.cache_bytes);
 		if (rc == 0)
 			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,

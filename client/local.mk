@@ -8,6 +8,7 @@ client_libblkmap_la_SOURCES = \
 	client/commit.c \
 	client/dataset.c \
 	client/generations.c \
+	client/listing.c \
 	client/http.c \
 	client/store.h \
 	client/store.c \

@@ -1,13 +1,18 @@
 /* tests/test_s3_client.c — libblkmap and the `blkmap` CLI on s3:// URLs
  * against the real Ceph RADOS Gateway (tests/rgw.sh): put, get, sum, patch
  * and log through the CLI (log over several listing pages), mapping from
- * C, a plain object as a flat dataset, a stale commit refused by If-Match, unsigned requests to a
- * public bucket, and what a wrong key says.  Each test has its own bucket;
- * the library is configured through the AWS_* environment, as a user's.
+ * C, a plain object as a flat dataset, a stale commit refused by If-Match,
+ * unsigned requests to a public bucket, what a wrong key says, and a
+ * mirror of a bucket (files, listed directories, overlay mode).  Each test
+ * has its own bucket; the library is configured through the AWS_*
+ * environment, as a user's.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -393,6 +398,23 @@ static void test_a_missing_dataset_and_a_bad_url_say_so(void **state)
 
 /* blkmap-wcfs s3://BUCKET MOUNTPOINT shows the bucket's datasets, and a
  * client mapping one of them reads through it (overlay mode). */
+/* The names in directory path, sorted, each followed by '\n' (no . and ..). */
+static void list_dir(const char *path, char *out, size_t n)
+{
+	struct dirent **ents;
+	int k = scandir(path, &ents, NULL, alphasort);
+
+	out[0] = '\0';
+	if (k < 0)
+		fail_msg("scandir %s: %s", path, strerror(errno));
+	for (int i = 0; i < k; i++) {
+		if (strcmp(ents[i]->d_name, ".") != 0 && strcmp(ents[i]->d_name, "..") != 0)
+			snprintf(out + strlen(out), n - strlen(out), "%s\n", ents[i]->d_name);
+		free(ents[i]);
+	}
+	free(ents);
+}
+
 static void test_a_mirror_of_a_bucket_serves_files_and_overlay_mode(void **state)
 {
 	const size_t len = (3u << 19) + 99;
@@ -409,6 +431,8 @@ static void test_a_mirror_of_a_bucket_serves_files_and_overlay_mode(void **state
 	snprintf(server, sizeof(server), "s3://%s", b);
 	snprintf(url, sizeof(url), "s3://%s/sub/ds", b);
 	tc_put(url, 1u << 19, data, len);
+	snprintf(path, sizeof(path), "s3://%s/top", b);
+	tc_put(path, 4096, data, 4096);
 	rc = wt_mount(&m, server, NULL);
 	if (rc == 1) {
 		printf("skipped: %s\n", wt_skip_reason);
@@ -416,6 +440,21 @@ static void test_a_mirror_of_a_bucket_serves_files_and_overlay_mode(void **state
 		skip();
 	}
 	assert_int_equal(rc, 0);
+	/* The directories list what the bucket holds (ListObjectsV2). */
+	char names[512];
+	snprintf(path, sizeof(path), "%s/head", m.mnt);
+	list_dir(path, names, sizeof(names));
+	assert_string_equal(names, "sub\ntop\n");
+	snprintf(path, sizeof(path), "%s/head/sub", m.mnt);
+	list_dir(path, names, sizeof(names));
+	assert_string_equal(names, "ds\n");
+	snprintf(path, sizeof(path), "%s/@1/sub", m.mnt);
+	list_dir(path, names, sizeof(names));
+	assert_string_equal(names, "ds\n");
+	struct stat sb;
+	snprintf(path, sizeof(path), "%s/head/nothing", m.mnt);
+	assert_int_equal(stat(path, &sb), -1);
+	assert_int_equal(errno, ENOENT);
 	snprintf(path, sizeof(path), "%s/head/sub/ds", m.mnt);
 	got = wt_read_file(path, &flen);
 	assert_non_null(got);

@@ -2,19 +2,24 @@
  * HTTP backend against a real server, one program per kind (TC_KIND;
  * client.mk): the guarantees it states for the server it talks to, what a
  * conditional put does there (refused, or ignored where the server ignores
- * it), a swap that replaces only the version it names, 404 as
+ * it), a swap that replaces only the version it names, racing swaps of
+ * one version with one winner, Apache's claims, 404 as
  * BM_ENOTFOUND, ranges, keys in collections that do not exist yet, and
  * the listing where the server has one.  The kind "rgw" runs the same
  * tests through the S3 backend (store_s3.c).
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -158,6 +163,123 @@ static void a_swap_replaces_only_the_version_it_names(void **state)
 	bm_store_close(s);
 }
 
+/* Racers swapping one version at once (Apache: under claims). */
+#define RACERS 8
+#define RACE_ROUNDS 25
+
+struct racer {
+	struct bm_store *s;
+	const struct bm_put *p;
+	char body[32];
+	pthread_barrier_t *go;
+	int rc;
+	char msg[512];
+};
+
+static void *race_swap(void *arg)
+{
+	struct racer *r = arg;
+
+	pthread_barrier_wait(r->go);
+	r->rc = bm_store_put(r->s, "m", r->body, strlen(r->body), r->p, NULL, r->msg, sizeof(r->msg));
+	return NULL;
+}
+
+static void racing_swaps_of_one_version_have_exactly_one_winner(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	struct bm_store *s = open_store(st, "/race");
+	char msg[512], *cur;
+	size_t len;
+
+	if (!(bm_store_caps(s) & BM_CAP_REPLACE_MATCH)) {
+		bm_store_close(s);
+		fprintf(stderr, "skipped on %s: it ignores If-Match\n", st->kind->name);
+		skip();
+	}
+	assert_int_equal(bm_store_put(s, "m", "round 0", 7, NULL, NULL, msg, sizeof(msg)), 0);
+	for (int round = 1; round <= RACE_ROUNDS; round++) {
+		struct racer r[RACERS];
+		pthread_t t[RACERS];
+		pthread_barrier_t go;
+		struct bm_version v;
+		int won = -1;
+
+		cur = get(s, "m", &len, &v);
+		struct bm_put p = { .cond = BM_PUT_IF_MATCH, .etag = v.etag, .was = cur, .was_len = len,
+				    .swap = true };
+		pthread_barrier_init(&go, NULL, RACERS);
+		for (int i = 0; i < RACERS; i++) {
+			r[i] = (struct racer){ .s = s, .p = &p, .go = &go };
+			snprintf(r[i].body, sizeof(r[i].body), "round %d by %d", round, i);
+			pthread_create(&t[i], NULL, race_swap, &r[i]);
+		}
+		for (int i = 0; i < RACERS; i++)
+			pthread_join(t[i], NULL);
+		pthread_barrier_destroy(&go);
+		for (int i = 0; i < RACERS; i++) {
+			if (r[i].rc == 0 && won >= 0)
+				fail_msg("round %d: writers %d and %d both replaced the same version", round, won, i);
+			if (r[i].rc == 0)
+				won = i;
+			else if (r[i].rc != BM_ECONFLICT)
+				fail_msg("round %d, writer %d: %d %s", round, i, r[i].rc, r[i].msg);
+		}
+		if (won < 0)
+			fail_msg("round %d: no writer won", round);
+		free(cur);
+		cur = get(s, "m", &len, NULL);
+		assert_int_equal(len, strlen(r[won].body));
+		assert_memory_equal(cur, r[won].body, len);
+		free(cur);
+	}
+	bm_store_close(s);
+}
+
+/* Apache: the claim of a writer that died before its swap holds the
+ * version up for 60 s by the server's clock, then is passed over. */
+static void a_claim_left_by_a_dead_writer_holds_swaps_up_until_it_is_stale(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	char msg[512], sum[BM_SUM_HEX + 1], dir[1024], *buf;
+	struct bm_version v;
+	size_t len;
+
+	if (strcmp(st->kind->name, "apache") != 0) {
+		fprintf(stderr, "skipped on %s: it swaps without claims\n", st->kind->name);
+		skip();
+	}
+	struct bm_store *s = open_store(st, "/claim");
+	assert_int_equal(bm_store_put(s, "m", "version 1", 9, NULL, NULL, msg, sizeof(msg)), 0);
+	free(get(s, "m", &len, &v));
+	bm_sum_hex("version 1", 9, sum);
+	snprintf(dir, sizeof(dir), "%s/claim/.blkmap-claim-%s-0", st->docroot, sum);
+	assert_int_equal(mkdir(dir, 0777), 0);
+	struct bm_put p = { .cond = BM_PUT_IF_MATCH, .etag = v.etag, .was = "version 1", .was_len = 9,
+			    .swap = true };
+	assert_int_equal(bm_store_put(s, "m", "version 2", 9, &p, NULL, msg, sizeof(msg)), BM_ECONFLICT);
+	assert_non_null(strstr(msg, "another writer is replacing this version"));
+	buf = get(s, "m", &len, NULL);
+	assert_memory_equal(buf, "version 1", 9);
+	free(buf);
+	/* Made two minutes ago: its writer is taken for dead. */
+	struct timeval old[2];
+	gettimeofday(&old[0], NULL);
+	old[0].tv_sec -= 120;
+	old[1] = old[0];
+	assert_int_equal(utimes(dir, old), 0);
+	int rc = bm_store_put(s, "m", "version 2", 9, &p, NULL, msg, sizeof(msg));
+	if (rc != 0)
+		fail_msg("swap past a stale claim: %s", msg);
+	buf = get(s, "m", &len, NULL);
+	assert_memory_equal(buf, "version 2", 9);
+	free(buf);
+	/* The claim taken instead (k = 1) was dropped after the swap. */
+	snprintf(dir, sizeof(dir), "%s/claim/.blkmap-claim-%s-1", st->docroot, sum);
+	assert_int_equal(access(dir, F_OK), -1);
+	bm_store_close(s);
+}
+
 struct collect {
 	char buf[64];
 	size_t len;
@@ -231,6 +353,8 @@ int main(void)
 		cmocka_unit_test(keys_in_collections_not_made_yet_are_stored),
 		cmocka_unit_test(a_create_only_put_refuses_an_existing_object_where_the_server_can),
 		cmocka_unit_test(a_swap_replaces_only_the_version_it_names),
+		cmocka_unit_test(racing_swaps_of_one_version_have_exactly_one_winner),
+		cmocka_unit_test(a_claim_left_by_a_dead_writer_holds_swaps_up_until_it_is_stale),
 		cmocka_unit_test(a_range_get_gives_exactly_the_bytes_asked),
 		cmocka_unit_test(a_listing_names_the_keys_under_a_prefix),
 	};

@@ -3,7 +3,8 @@
  * a full budget is SIGBUS, errno survives a fault, a wild access still kills
  * the process with SIGSEGV, and an earlier SIGSEGV handler still gets the
  * faults that are not virtmem's, also when a handler installed over
- * virtmem's chains back to it.  Each case runs in a child process.
+ * virtmem's chains back to it, and a write to a read-only mapping is
+ * SIGBUS without a backend call.  Each case runs in a child process.
  */
 #include "config.h"
 
@@ -343,6 +344,78 @@ static void test_backend_touching_virtmem_memory_fails_not_deadlocks(void **unus
 	assert_int_equal(WTERMSIG(st), SIGBUS);
 }
 
+/* A write to a VM_READONLY handle's mapping is SIGBUS at the address, with
+ * one line on stderr naming the block and the file, and no backend call:
+ * on_fault, told of the read before, is not called for the refused
+ * writes (under the SIGSEGV engine it would run in the signal handler, and
+ * the uffd engine makes no backend call there at all). */
+static atomic_int readonly_on_faults;
+
+static void count_on_fault(vm_bigfile *f, vm_blk_t blk, int write)
+{
+	(void)f;
+	(void)blk;
+	(void)write;
+	atomic_fetch_add(&readonly_on_faults, 1);
+}
+
+static void readonly_write_child(void *unused)
+{
+	static const vm_bigfile_ops ops = { .loadblk = memfile_loadblk, .on_fault = count_on_fault };
+	struct memfile *m = memfile_new(BS, 2, 0);
+	volatile uint64_t *p0, *p1;
+	char err[512] = "";
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+	int errfd = memfd_create("stderr", 0);
+
+	m->file.ops = &ops;
+	m->file.name = "readonly-test-file";
+	if (errfd < 0 || vm_ram_open(&ram, 2 * BS) < 0 ||
+	    vm_fileh_open(&fh, &m->file, ram, VM_READONLY) < 0 ||
+	    vm_fileh_mmap(&vma, fh, 0, 2) < 0)
+		_exit(90);
+	p0 = (uint64_t *)vm_vma_blk_addr(vma, 0) + 3;
+	p1 = (uint64_t *)vm_vma_blk_addr(vma, 1) + 5;
+	if (*p0 != PATTERN(0, 3) || atomic_load(&readonly_on_faults) != 1)
+		_exit(1);
+	dup2(errfd, STDERR_FILENO);
+	catch_sigbus();
+	/* A loaded block, then one never loaded. */
+	if (sigsetjmp(jb, 1) == 0) {
+		*p0 = 1;
+		_exit(2);
+	}
+	if (bus_addr != (void *)p0 || bus_code != BUS_ADRERR)
+		_exit(3);
+	if (sigsetjmp(jb, 1) == 0) {
+		*p1 = 1;
+		_exit(4);
+	}
+	if (bus_addr != (void *)p1 || bus_count != 2)
+		_exit(5);
+	if (atomic_load(&readonly_on_faults) != 1)
+		_exit(6);
+	if (pread(errfd, err, sizeof(err) - 1, 0) <= 0 ||
+	    strstr(err, "block 0 of readonly-test-file") == NULL ||
+	    strstr(err, "block 1 of readonly-test-file") == NULL ||
+	    strstr(err, "read-only") == NULL)
+		_exit(7);
+	if (*p0 != PATTERN(0, 3) || vm_fileh_page_state(fh, 1) != VM_PAGE_EMPTY)
+		_exit(8);
+	_exit(0);
+}
+
+static void test_write_to_readonly_mapping_is_sigbus_without_backend_call(void **unused)
+{
+	int st = run_in_child(readonly_write_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(void)
 {
 	test_engine_or_skip();
@@ -356,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_foreign_faults_go_to_previous_handler),
 		cmocka_unit_test(test_handler_chaining_back_to_virtmem_does_not_recurse),
 		cmocka_unit_test(test_backend_touching_virtmem_memory_fails_not_deadlocks),
+		cmocka_unit_test(test_write_to_readonly_mapping_is_sigbus_without_backend_call),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -72,6 +72,16 @@ static int fault_step_locked(vm_vma *vma, vm_blk_t blk, int write)
 	return -EINVAL;
 }
 
+int fault_readonly_locked(vm_vma *vma, vm_blk_t blk)
+{
+	const char *name = vma->fh->file->name;
+
+	vm_lock_assert_held();
+	vm_log("write to block %llu of %s refused: it is mapped read-only",
+	       (unsigned long long)blk, name != NULL ? name : "a file opened VM_READONLY");
+	return -EROFS;
+}
+
 static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 {
 	vm_blk_t blk = vma_blk_of(vma, addr);
@@ -84,6 +94,8 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 		/* The CPU did not say: a fault where something readable is
 		 * mapped must be a write. */
 		write = vma->fh->overlay || vma_page_mapped(vma, blk);
+	if (write && vma->fh->readonly)
+		return fault_readonly_locked(vma, blk);
 	if (vma->fh->file->ops->on_fault && !vma->fh->overlay) {
 		/* The vma stays valid: unmapping it during a fault on it is
 		 * the caller's error. */
@@ -93,8 +105,6 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 		vm_backend_leave();
 		vm_lock_acquire();
 	}
-	if (write && vma->fh->readonly)
-		return -EROFS;
 	do
 		rc = fault_step_locked(vma, blk, write);
 	while (rc == 1);
@@ -126,9 +136,8 @@ int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp)
 	vma = vma_lookup_locked(addr);
 	if (vma == NULL)
 		rc = VM_FAULT_NOT_OURS;
-	else if (signal && vma->fh->engine->signal_fault_locked &&
-		 (rc = vma->fh->engine->signal_fault_locked(vma, addr, write, blkp)) != VM_FAULT_SIGNAL_PATH)
-		; /* the engine's answer */
+	else if (signal && vma->fh->engine->signal_fault_locked)
+		rc = vma->fh->engine->signal_fault_locked(vma, addr, write, blkp);
 	else if (signal)
 		rc = fault_locked(vma, addr, write, blkp);
 	else {

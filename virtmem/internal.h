@@ -54,8 +54,13 @@ extern __thread int vm_lock_held_here __attribute__((tls_model("initial-exec")))
  * then is refused rather than deadlocking). */
 extern __thread int vm_in_backend __attribute__((tls_model("initial-exec")));
 
-/* Around every backend call virtmem makes: vm_in_backend, and the thread
- * recorded for vm_thread_in_backend. */
+/* Set by an engine's own threads (uffd.c's handler threads): called with
+ * true before the thread may block for long (a backend call, a wait for a
+ * load or store of another thread) and with false after. */
+extern __thread void (*vm_thread_blocks)(bool on) __attribute__((tls_model("initial-exec")));
+
+/* Around every backend call virtmem makes: vm_in_backend, the thread
+ * recorded for vm_thread_in_backend, and vm_thread_blocks. */
 void vm_backend_enter(void);
 void vm_backend_leave(void);
 bool vm_thread_in_backend(pid_t tid);
@@ -310,7 +315,7 @@ int page_dirty_prot(const struct vm_page *page);
 
 /* ---- the fault path (fault.c) --------------------------------------------- */
 
-enum { VM_FAULT_NOT_OURS = 1, VM_FAULT_SIGNAL_PATH = 2 };
+enum { VM_FAULT_NOT_OURS = 1 };
 
 /* vm_fault_at handles a fault at addr: 0 handled (retry the access),
  * VM_FAULT_NOT_OURS when addr is not in any mapping, or -errno to turn into
@@ -319,6 +324,10 @@ enum { VM_FAULT_NOT_OURS = 1, VM_FAULT_SIGNAL_PATH = 2 };
  * signal_fault_locked is then left to it: no load in signal context).
  * On -errno, *blkp names the block that failed. */
 int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp);
+/* A write to a VM_READONLY handle's mapping (block blk of vma): refused
+ * with one line on stderr naming the block and the file, and no backend
+ * call (it may run in a signal handler).  Returns -EROFS. */
+int fault_readonly_locked(vm_vma *vma, vm_blk_t blk);
 
 /* ---- fault engines (engine.c, sigsegv.c, uffd.c) ------------------------- */
 
@@ -361,8 +370,8 @@ struct vm_engine {
 	 * each): every page of fh, or only page when it is not NULL. */
 	void (*sync_written_locked)(vm_fileh *fh, struct vm_page *page);
 	/* A SIGSEGV on a mapping of this engine (the SIGSEGV engine's handler
-	 * asks): 0 to retry the access, the -errno for its SIGBUS, or
-	 * VM_FAULT_SIGNAL_PATH to serve it as the SIGSEGV engine would. */
+	 * asks): 0 to retry the access, or the -errno for its SIGBUS.  It
+	 * calls no backend: a handler thread serves the engine's faults. */
 	int (*signal_fault_locked)(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp);
 	/* The engine keeps pages in memory of its own: the pool only counts
 	 * their bytes, and its spare slots are of no use. */

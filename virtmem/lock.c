@@ -2,9 +2,9 @@
  * vm_cond (the end of a load or store), the thread-local record of what
  * this thread is doing inside virtmem, the log line and error text helpers.
  *
- * Owns: vm_lock, vm_cond, vm_lock_held_here, vm_in_backend and the table of
+ * Owns: vm_lock, vm_cond, vm_lock_held_here, vm_in_backend, the table of
  * threads in a backend call (for engines whose faults another thread
- * serves).
+ * serves) and the calls of vm_thread_blocks around what may block.
  *
  * Locking: vm_lock protects every structure of internal.h.  It is taken by
  * vm_lock_acquire and given up by vm_lock_release, vm_lock_wait_io and
@@ -30,6 +30,7 @@ static pthread_cond_t vm_cond = PTHREAD_COND_INITIALIZER;
 
 __thread int vm_lock_held_here __attribute__((tls_model("initial-exec")));
 __thread int vm_in_backend __attribute__((tls_model("initial-exec")));
+__thread void (*vm_thread_blocks)(bool on) __attribute__((tls_model("initial-exec")));
 
 void vm_lock_acquire(void)
 {
@@ -54,7 +55,11 @@ void vm_lock_wait(pthread_cond_t *cv)
 
 void vm_lock_wait_io(void)
 {
+	if (vm_thread_blocks)
+		vm_thread_blocks(true);
 	vm_lock_wait(&vm_cond);
+	if (vm_thread_blocks)
+		vm_thread_blocks(false);
 }
 
 void vm_lock_wake_io(void)
@@ -107,6 +112,8 @@ void vm_backend_enter(void)
 {
 	if (vm_in_backend++ > 0)
 		return;
+	if (vm_thread_blocks)
+		vm_thread_blocks(true);
 	if (my_tid == 0)
 		my_tid = (pid_t)syscall(SYS_gettid);
 	my_slot = -1;
@@ -126,6 +133,8 @@ void vm_backend_leave(void)
 		return;
 	if (my_slot >= 0)
 		__atomic_store_n(&in_backend[my_slot], 0, __ATOMIC_RELEASE);
+	if (vm_thread_blocks)
+		vm_thread_blocks(false);
 }
 
 bool vm_thread_in_backend(pid_t tid)

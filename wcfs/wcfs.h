@@ -1,5 +1,5 @@
 /* wcfs.h — what the files of blkmap-wcfs (the read-only FUSE mirror of a
- * blkmap server) share: the node table (node.c), the server listing
+ * blkmap server) share: the node table (node.c), the server's listing
  * (list.c), the per-handle block cache (blocks.c), the kernel cache
  * invalidation thread (inval.c), the FUSE operations (ops.c) and logging
  * (main.c).  Internal symbols use the prefix wc_.  Lock order: the table
@@ -171,7 +171,7 @@ bool wc_inval_defer(struct wc_node *n, void (*fn)(void *arg), void *arg);
 bool wc_inval_keep(struct wc_node *n);
 
 /* ---- list.c ---- */
-/* Lists, through blkmap-server's listing (docs/server.md), the datasets of
+/* Lists, through the server's listing (bm_list_keys), the datasets of
  * view gen under dir ("" = the top): fn gets each child name once, with
  * is_file when dir/name is itself a dataset of that generation.  Returns
  * the number of children, -1 when the server does not list, or

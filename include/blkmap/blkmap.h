@@ -230,6 +230,18 @@ int bm_generation_prev(bm_dataset *ds, uint64_t before, struct bm_generation_inf
  * BM_EINVAL for a flat object, or the store's error. */
 int bm_generations(bm_dataset *ds, uint64_t **gensp, size_t *np, uint64_t *unlookedp);
 
+/* ---- listing ------------------------------------------------------------------- */
+
+/* Calls fn(key, size, arg) for each object under url (http(s):// or
+ * s3://, a store's base) whose key, relative to url, starts with prefix,
+ * in key order, a page of the server's listing at a time (blkmap-server's
+ * JSON, WebDAV PROPFIND, S3 ListObjectsV2); fn returning non-zero stops the
+ * walk.  opt may be NULL (defaults).  0, BM_EINVAL when the server does not
+ * list (nginx) or url is not one, or the store's error; bm_last_error(NULL)
+ * says why. */
+int bm_list_keys(const char *url, const struct bm_options *opt, const char *prefix,
+		 int (*fn)(const char *key, uint64_t size, void *arg), void *arg);
+
 /* ---- the wcfs mirror ----------------------------------------------------------- */
 
 /* The normalized form of a server URL (scheme and host lower-cased, trailing

@@ -112,7 +112,8 @@ struct vm_bigfile_ops {
 	 * on the file (block blk; write nonzero for a write), before virtmem
 	 * serves it, whether the block is cached or not: for read-ahead.
 	 * Optional.  Called with no lock held, from the fault handler; it must
-	 * be quick and must not touch virtmem memory. */
+	 * be quick and must not touch virtmem memory.  A write to a
+	 * VM_READONLY handle's mapping is refused without it. */
 	void (*on_fault)(vm_bigfile *file, vm_blk_t blk, int write);
 
 	/* The overlay trio: optional, all three or none.
@@ -168,6 +169,9 @@ int vm_loadblk_zero(void *buf, size_t off, size_t len);
 struct vm_bigfile {
 	const vm_bigfile_ops *ops;
 	size_t blksize; /* power of two, OS page size .. VM_BLKSIZE_MAX */
+	/* What virtmem's own messages call the file (a URL, a path), or NULL;
+	 * it must stay valid while a handle on the file is open. */
+	const char *name;
 	/* owned by virtmem: */
 	unsigned nopen;
 };
