@@ -119,13 +119,11 @@ static void progress_add(struct progress *p, uint64_t n)
 
 /* ---- options ----------------------------------------------------------------- */
 
+/* A variable that does not parse: bm_options_init has printed the one
+ * line naming it. */
 static int load_options(struct bm_options *o)
 {
-	if (bm_options_init(o) < 0) {
-		fprintf(stderr, "%s: %s\n", prog, bm_last_error(NULL));
-		return -1;
-	}
-	return 0;
+	return bm_options_init(o) < 0 ? -1 : 0;
 }
 
 /* sum and get read the whole content in order: a flat object is then read

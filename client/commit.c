@@ -1,5 +1,7 @@
-/* commit.c — publishing changes: parallel block uploads, the manifest
- * compare-and-swap, kept generations, and bm_write.
+/* commit.c — publishing changes: parallel block uploads, the next
+ * generation's manifest (format v2: its index pages; a v1 dataset
+ * upgraded), the manifest compare-and-swap, kept generations, and
+ * bm_write.
  *
  * The protocol is docs/FORMAT.md's "Commit".  Dirty pages reach us through
  * virtmem's writeout (storeblk, one block at a time, in block order); each is
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "index_load.h"
 #include "internal.h"
@@ -238,12 +241,13 @@ int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len,
 		return add_change(ds, index, NULL, "", len, from_page); /* a hole */
 	bm_sum_hex(buf, len, sum);
 	bm_key_block(key, sum);
-	pthread_mutex_lock(&ds->mu);
-	const struct bm_block *b = bm_manifest_find(ds->manifest, index);
-	unchanged = b && strcmp(b->sum, sum) == 0 && bm_manifest_objlen(ds->manifest, index) == len;
+	/* Unchanged when the generation has these bytes there (an error
+	 * finding out uploads them: nothing lost). */
+	char have[BM_SUM_HEX + 1], have_key[BM_KEY_MAX + 1], msg[300];
+	unchanged = bm_table_find(ds, ds->manifest, index, have, have_key, msg, sizeof(msg)) == 1 &&
+		    strcmp(have, sum) == 0 && bm_manifest_objlen(ds->manifest, index) == len;
 	if (unchanged)
-		snprintf(key, sizeof(key), "%s", b->key); /* keep its object, whatever its name */
-	pthread_mutex_unlock(&ds->mu);
+		snprintf(key, sizeof(key), "%s", have_key); /* keep its object, whatever its name */
 	/* Recorded even when unchanged: it overrides an earlier change to
 	 * this block that the bytes have since gone back on. */
 	rc = add_change(ds, index, key, sum, len, from_page);
@@ -514,12 +518,17 @@ static int apply_truncation(bm_dataset *ds)
 		memset(buf, 0, bs);
 	}
 	for (uint64_t from = (cut + bs - 1) / bs; rc == 0 && from < nblk; from = idx + 1) {
-		pthread_mutex_lock(&ds->mu);
-		size_t i = bm_manifest_lower_bound(m, from); /* the next listed block */
-		idx = i < m->nblocks ? m->blocks[i].index : nblk;
-		pthread_mutex_unlock(&ds->mu);
-		if (idx >= nblk)
+		char msg[512];
+		rc = bm_table_next(ds, m, from, &idx, msg, sizeof(msg)); /* the next stored block */
+		if (rc < 0) {
+			bm_set_error(ds, rc, "%s: %s", ds->url, msg);
 			break;
+		}
+		if (rc == 0 || idx >= nblk) {
+			rc = 0;
+			break;
+		}
+		rc = 0;
 		if (!written(w, nw, idx)) {
 			uint64_t left = ds->new_size - idx * bs;
 			rc = bm_upload_block(ds, idx, buf, left < bs ? (size_t)left : bs, false); /* a hole */
@@ -551,13 +560,20 @@ static int rewrite_edge_blocks(bm_dataset *ds)
 		uint64_t left = ds->new_size > idx * bs ? ds->new_size - idx * bs : 0;
 		size_t newlen = left < bs ? (size_t)left : bs;
 		bool changed = false;
+		char sum[BM_SUM_HEX + 1], msg[512];
 		pthread_mutex_lock(&ds->mu);
 		for (size_t c = 0; c < ds->nchanges; c++)
 			changed |= ds->changes[c].index == idx;
 		pthread_mutex_unlock(&ds->mu);
-		if (changed || newlen == 0 || bm_manifest_find(m, idx) == NULL ||
-		    bm_manifest_objlen(m, idx) == newlen)
+		if (changed || newlen == 0 || bm_manifest_objlen(m, idx) == newlen)
 			continue;
+		rc = bm_table_find(ds, m, idx, sum, NULL, msg, sizeof(msg));
+		if (rc < 0) {
+			bm_set_error(ds, rc, "%s: %s", ds->url, msg);
+			break;
+		}
+		if (rc == 0)
+			continue; /* a hole stays one */
 		rc = bm_fetch_block(ds, idx, buf);
 		if (rc == 0)
 			rc = bm_upload_block(ds, idx, buf, newlen, false);
@@ -629,6 +645,197 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 	return 0;
 }
 
+/* ---- the next generation's manifest ------------------------------------------------ */
+
+/* The format version the next generation is written in (docs/FORMAT.md,
+ * "Version 2"): 2 for a new dataset and for a v2 one; a v1 dataset is
+ * upgraded to 2 (said once on stderr), unless one of its blocks has a key
+ * other than blocks/<sum> (written by another tool): v2 cannot name it,
+ * so it stays 1. */
+static unsigned next_version(bm_dataset *ds)
+{
+	const struct bm_manifest *m = ds->manifest;
+
+	if (!ds->exists || m->version == 2)
+		return 2;
+	for (size_t i = 0; i < m->nblocks; i++) {
+		const struct bm_block *b = &m->blocks[i];
+		if (strncmp(b->key, "blocks/", 7) != 0 || strcmp(b->key + 7, b->sum) != 0)
+			return 1;
+	}
+	return 2;
+}
+
+/* A change in submission order, to sort by block and keep that order. */
+struct ordered {
+	uint64_t blk;
+	size_t pos;
+};
+
+static int cmp_ordered(const void *a, const void *b)
+{
+	const struct ordered *x = a, *y = b;
+	if (x->blk != y->blk)
+		return x->blk < y->blk ? -1 : 1;
+	return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* The changes below nblk as the index takes them: ascending block, the
+ * changes of one block in submission order (bm_index_update keeps the
+ * last).  malloc'd; NULL when out of memory. */
+static struct bm_index_change *index_changes(bm_dataset *ds, uint64_t nblk, size_t *np)
+{
+	struct bm_index_change *ch = NULL;
+	struct ordered *o;
+	size_t n = 0;
+
+	pthread_mutex_lock(&ds->mu);
+	o = malloc((ds->nchanges + 1) * sizeof(*o));
+	for (size_t i = 0; o && i < ds->nchanges; i++) {
+		if (ds->changes[i].index < nblk) {
+			o[n].blk = ds->changes[i].index;
+			o[n].pos = i;
+			n++;
+		}
+	}
+	if (o != NULL) {
+		qsort(o, n, sizeof(*o), cmp_ordered);
+		ch = malloc((n + 1) * sizeof(*ch));
+	}
+	for (size_t i = 0; ch && i < n; i++) {
+		const struct bm_change *c = &ds->changes[o[i].pos];
+		ch[i].blk = c->index;
+		snprintf(ch[i].sum, sizeof(ch[i].sum), "%s", c->key ? c->sum : "");
+	}
+	pthread_mutex_unlock(&ds->mu);
+	free(o);
+	*np = n;
+	return ch;
+}
+
+static void stamp_created(char out[40])
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(out, 40, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The next generation in version 2: the tree of the published one (built
+ * from the v1 block list first when upgrading) with the changes applied;
+ * the pages of the changed paths are stored (ds->pages) before the
+ * manifest names them.  *outp gets the manifest, no block list. */
+static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
+{
+	const struct bm_manifest *m = ds->manifest;
+	uint64_t nblk = (ds->new_size + m->blksize - 1) / m->blksize;
+	struct bm_manifest old = { .version = 2, .blksize = m->blksize, .size = m->size };
+	struct bm_manifest *out = NULL;
+	struct bm_index_change *ch = NULL;
+	struct bm_index_io io;
+	char msg[512];
+	size_t nch = 0;
+	int rc;
+
+	bm_pages_io(ds->pages, &io);
+	old.stored = m->stored;
+	if (m->version == 2) {
+		memcpy(old.root, m->root, sizeof(old.root));
+	} else if (ds->exists) {
+		rc = bm_index_from_v1(&io, m, old.root, NULL, msg, sizeof(msg));
+		if (rc < 0)
+			goto fail;
+		bm_log("%s: upgrading the dataset from format version 1 to 2 (blkmap before format 2 "
+		       "cannot read it; docs/FORMAT.md)", ds->url);
+	} else {
+		old.size = 0;
+		old.stored = 0;
+	}
+	if (old.stored == UINT64_MAX)
+		old.stored = bm_nblocks_stored(ds);
+	if ((ch = index_changes(ds, nblk, &nch)) == NULL)
+		return BM_ENOMEM;
+	/* The stored count follows each change, and the cut past nblk. */
+	uint64_t stored = old.stored, oldnblk = bm_manifest_nblk(&old), blk;
+	for (size_t i = 0; i < nch; i++) {
+		char sum[BM_SUM_HEX + 1];
+		if (i + 1 < nch && ch[i + 1].blk == ch[i].blk)
+			continue; /* the last change of a block decides */
+		if ((rc = bm_table_find(ds, &old, ch[i].blk, sum, NULL, msg, sizeof(msg))) < 0)
+			goto fail;
+		stored += (ch[i].sum[0] != '\0') - (rc == 1);
+	}
+	for (uint64_t from = nblk; from < oldnblk; from = blk + 1) {
+		if ((rc = bm_table_next(ds, &old, from, &blk, msg, sizeof(msg))) < 0)
+			goto fail;
+		if (rc == 0)
+			break;
+		stored--;
+	}
+	if ((out = calloc(1, sizeof(*out))) == NULL) {
+		free(ch);
+		return BM_ENOMEM;
+	}
+	out->version = 2;
+	out->blksize = m->blksize;
+	out->size = ds->new_size;
+	out->generation = m->generation + 1;
+	out->parent = ds->exists ? m->generation : 0;
+	out->stored = stored;
+	stamp_created(out->created);
+	rc = bm_index_update(&io, old.root, oldnblk, ch, nch, nblk, out->root, NULL, msg, sizeof(msg));
+	if (rc < 0)
+		goto fail;
+	pthread_mutex_lock(&ds->mu);
+	const char *a = ds->attrs_changed ? ds->new_attrs : m->attrs;
+	if (a && (out->attrs = strdup(a)) == NULL)
+		rc = BM_ENOMEM;
+	pthread_mutex_unlock(&ds->mu);
+	free(ch);
+	if (rc < 0) {
+		bm_manifest_free(out);
+		return rc;
+	}
+	*outp = out;
+	return 0;
+fail:
+	if (rc != BM_ENOMEM)
+		bm_set_error(ds, rc, "%s: the index of generation %" PRIu64 ": %s", ds->url,
+			     m->generation + 1, msg);
+	free(ch);
+	bm_manifest_free(out);
+	return rc;
+}
+
+/* The next generation's manifest, in the version next_version says. */
+static int next_manifest(bm_dataset *ds, struct bm_manifest **outp)
+{
+	struct bm_manifest *next = NULL;
+	int rc;
+
+	*outp = NULL;
+	if (next_version(ds) == 2)
+		return next_manifest_v2(ds, outp);
+	pthread_mutex_lock(&ds->mu);
+	rc = bm_manifest_apply(ds->manifest, ds->changes, ds->nchanges, ds->new_size, &next);
+	char *new_attrs = NULL;
+	if (rc == 0 && ds->attrs_changed && ds->new_attrs && (new_attrs = strdup(ds->new_attrs)) == NULL)
+		rc = BM_ENOMEM;
+	if (rc == 0 && ds->attrs_changed) {
+		free(next->attrs);
+		next->attrs = new_attrs;
+	}
+	pthread_mutex_unlock(&ds->mu);
+	if (rc < 0) {
+		bm_manifest_free(next);
+		return rc;
+	}
+	*outp = next;
+	return 0;
+}
+
+/* ---- the commit ------------------------------------------------------------------ */
+
 int bm_commit(bm_dataset *ds, uint64_t *genp)
 {
 	struct bm_manifest *next = NULL;
@@ -676,23 +883,15 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		return urc;
 	if (rc < 0)
 		return rc;
-	hook(ds, "uploaded");
-
-	pthread_mutex_lock(&ds->mu);
-	rc = bm_manifest_apply(ds->manifest, ds->changes, ds->nchanges, ds->new_size, &next);
-	char *new_attrs = NULL;
-	if (rc == 0 && ds->attrs_changed && ds->new_attrs && (new_attrs = strdup(ds->new_attrs)) == NULL)
-		rc = BM_ENOMEM;
-	if (rc == 0 && ds->attrs_changed) {
-		free(next->attrs);
-		next->attrs = new_attrs;
-	}
-	pthread_mutex_unlock(&ds->mu);
+	/* The next manifest; in format 2 its index pages are stored here. */
+	rc = next_manifest(ds, &next);
 	if (rc < 0) {
 		bm_manifest_free(next);
 		return rc;
 	}
-	char *json = bm_manifest_dump(next, &len);
+	hook(ds, "uploaded");
+
+	char *json = bm_manifest_dump_any(next, &len);
 	if (json == NULL) {
 		bm_manifest_free(next);
 		return BM_ENOMEM;

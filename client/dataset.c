@@ -1,11 +1,14 @@
 /* dataset.c — the dataset handle: opening a dataset (or a flat object) over
- * HTTP, the BigFile backend that virtmem calls (loadblk, storeblk, on_fault),
- * mappings, refresh, discard and stats.
+ * HTTP, the block table of a generation in either format version (v1's
+ * list, v2's index tree through ds->pages), the BigFile backend that
+ * virtmem calls (loadblk, storeblk, on_fault), mappings, refresh, discard
+ * and stats.
  *
  * Owns: struct bm_dataset and struct bm_mapping.
  * Locking: ds->mu guards the manifest pointer and the fields next to it; a
- * loader copies what it needs (key, sum, length) under ds->mu and fetches
- * without it.  See internal.h for the order of the other locks.
+ * loader copies what it needs (key, sum, length; a v2 root) under ds->mu
+ * and looks up and fetches without it.  See internal.h for the order of
+ * the other locks.
  */
 #include "config.h"
 
@@ -17,6 +20,7 @@
 
 #include "bm_xxhash.h"
 
+#include "index_load.h"
 #include "internal.h"
 #include "store.h"
 
@@ -89,9 +93,121 @@ static size_t trunc_visible(const bm_dataset *ds, uint64_t off, size_t visible)
 	return ds->trunc_size - off < visible ? (size_t)(ds->trunc_size - off) : visible;
 }
 
+/* ---- the block table of a generation ------------------------------------------ */
+
+/* An index.c message names a page "index page <sum>": the URL instead
+ * (index.h: the caller adds it), so that a hostile page is named where
+ * it is.  The loader's own messages name it already. */
+static void name_page(bm_dataset *ds, int rc, char *msg, size_t n)
+{
+	static const char pfx[] = "index page ";
+	char inner[512];
+
+	if (rc >= 0 || strncmp(msg, pfx, sizeof(pfx) - 1) != 0)
+		return;
+	snprintf(inner, sizeof(inner), "%s", msg + sizeof(pfx) - 1);
+	bm_fmt(msg, n, "%s/index/%s", ds->url, inner);
+}
+
+int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
+		  char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], char *msg, size_t n)
+{
+	struct bm_index_io io;
+	int rc;
+
+	sum[0] = '\0';
+	if (key)
+		key[0] = '\0';
+	if (m->version == 2) {
+		uint64_t nblk = bm_manifest_nblk(m);
+		if (blk >= nblk || m->root[0] == '\0')
+			return 0;
+		bm_pages_io(ds->pages, &io);
+		rc = bm_index_lookup(&io, m->root, nblk, blk, sum, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		if (rc == 1 && key)
+			bm_key_block(key, sum);
+		return rc;
+	}
+	pthread_mutex_lock(&ds->mu);
+	const struct bm_block *b = m->blocks ? bm_manifest_find(m, blk) : NULL;
+	if (b) {
+		memcpy(sum, b->sum, BM_SUM_HEX + 1);
+		if (key)
+			snprintf(key, BM_KEY_MAX + 1, "%s", b->key);
+	}
+	pthread_mutex_unlock(&ds->mu);
+	return b != NULL;
+}
+
+int bm_table_next(bm_dataset *ds, const struct bm_manifest *m, uint64_t from, uint64_t *blk,
+		  char *msg, size_t n)
+{
+	struct bm_index_io io;
+	int found = 0;
+
+	if (m->version == 2) {
+		bm_pages_io(ds->pages, &io);
+		int rc = bm_index_next(&io, m->root, bm_manifest_nblk(m), from, blk, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		return rc;
+	}
+	pthread_mutex_lock(&ds->mu);
+	size_t i = bm_manifest_lower_bound(m, from);
+	if (i < m->nblocks) {
+		*blk = m->blocks[i].index;
+		found = 1;
+	}
+	pthread_mutex_unlock(&ds->mu);
+	return found;
+}
+
+int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b,
+		  bm_range_fn fn, void *arg, char *msg, size_t n)
+{
+	struct bm_index_io io;
+	char sa[BM_SUM_HEX + 1], sb[BM_SUM_HEX + 1];
+	uint64_t from = 0;
+	int rc;
+
+	if (a->version == 2 && b->version == 2) {
+		bm_pages_io(ds->pages, &io);
+		rc = bm_index_diff(&io, a->root, bm_manifest_nblk(a), b->root, bm_manifest_nblk(b), fn,
+				   arg, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		return rc;
+	}
+	/* A v1 list on either side: a merge of the stored blocks of both. */
+	for (;;) {
+		uint64_t ia, ib;
+		if ((rc = bm_table_next(ds, a, from, &ia, msg, n)) < 0)
+			return rc;
+		if (rc == 0)
+			ia = UINT64_MAX;
+		if ((rc = bm_table_next(ds, b, from, &ib, msg, n)) < 0)
+			return rc;
+		if (rc == 0)
+			ib = UINT64_MAX;
+		uint64_t i = ia < ib ? ia : ib;
+		if (i == UINT64_MAX)
+			return 0;
+		if ((rc = bm_table_find(ds, a, i, sa, NULL, msg, n)) < 0 ||
+		    (rc = bm_table_find(ds, b, i, sb, NULL, msg, n)) < 0)
+			return rc;
+		if (strcmp(sa, sb) != 0 && (rc = fn(arg, i, 1)) != 0)
+			return rc;
+		from = i + 1;
+	}
+}
+
+/* ---- where a block comes from --------------------------------------------------- */
+
 /* Looks block index up in the published manifest or, with pending, in the
- * changes queued for the next generation first (the last one wins). */
-static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct block_source *src)
+ * changes queued for the next generation first (the last one wins).  A v2
+ * generation's tree is walked without ds->mu (pages may be fetched): on
+ * its copy of the root, which stays valid (pages are immutable). */
+static int find_source(bm_dataset *ds, uint64_t index, bool pending, struct block_source *src,
+		       char *msg, size_t n)
 {
 	size_t bs = ds->file.blksize;
 	uint64_t off = index * bs;
@@ -126,7 +242,26 @@ static void find_source(bm_dataset *ds, uint64_t index, bool pending, struct blo
 	snprintf(src->etag, sizeof(src->etag), "%s", ds->etag);
 	snprintf(src->last_modified, sizeof(src->last_modified), "%s", ds->last_modified);
 	src->total = ds->manifest->size;
+	/* v2: the root and size of the tree, copied (a refresh may swap the
+	 * manifest once the lock is dropped). */
+	struct bm_manifest tree = { .version = 0 };
+	if (!src->flat && c == NULL && ds->manifest->version == 2) {
+		tree.version = 2;
+		tree.blksize = ds->manifest->blksize;
+		tree.size = ds->manifest->size;
+		memcpy(tree.root, ds->manifest->root, sizeof(tree.root));
+	}
 	pthread_mutex_unlock(&ds->mu);
+	if (tree.version == 2) {
+		int rc = bm_table_find(ds, &tree, index, src->sum, src->key, msg, n);
+		if (rc < 0)
+			return rc;
+		if (rc == 1) {
+			src->hole = false;
+			src->visible = trunc_visible(ds, off, src->visible);
+		}
+	}
+	return 0;
 }
 
 /* Fetches and verifies src into buf (blksize bytes; zeros past what is
@@ -181,18 +316,32 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 	return 0;
 }
 
-int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
+/* find_source then fetch_source; a failure to find the block (its index
+ * page) is reported like one to fetch it. */
+static int find_fetch(bm_dataset *ds, uint64_t index, bool pending, void *buf, bool log)
 {
 	struct block_source src;
-	find_source(ds, index, false, &src);
-	return fetch_source(ds, index, &src, buf, false);
+	char msg[512];
+	int rc = find_source(ds, index, pending, &src, msg, sizeof(msg));
+
+	if (rc < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
+		if (log)
+			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url,
+			       index, msg);
+		return rc;
+	}
+	return fetch_source(ds, index, &src, buf, log);
+}
+
+int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
+{
+	return find_fetch(ds, index, false, buf, false);
 }
 
 int bm_fetch_pending(bm_dataset *ds, uint64_t index, void *buf)
 {
-	struct block_source src;
-	find_source(ds, index, true, &src);
-	return fetch_source(ds, index, &src, buf, false);
+	return find_fetch(ds, index, true, buf, false);
 }
 
 /* ---- the BigFile backend ------------------------------------------------------- */
@@ -202,18 +351,15 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	bm_dataset *ds = ds_of(f);
 	int rc;
 
-	struct block_source src;
-
 	if (!bm_in_readahead())
 		atomic_fetch_add(&ds->c.misses, 1);
-	find_source(ds, blk, false, &src);
 	/* A fault's failure is reported here, with the URL: the access gets
 	 * SIGBUS.  A read-ahead failure is not: the fault that needs the block
 	 * tries again.  A read-ahead worker may hold the block already (a
 	 * flat object's run). */
 	rc = bm_in_readahead() ? bm_readahead_fill(ds, blk, buf) : 0;
 	if (rc == 0)
-		rc = fetch_source(ds, blk, &src, buf, !bm_in_readahead());
+		rc = find_fetch(ds, blk, false, buf, !bm_in_readahead());
 	else if (rc > 0)
 		rc = 0;
 	if (rc < 0)
@@ -268,23 +414,57 @@ static const vm_bigfile_ops ds_overlay_ops = {
 
 /* ---- opening ----------------------------------------------------------------- */
 
-/* GETs a manifest object at key.  BM_ENOTFOUND when absent (no error
- * set).  On success *mp, *jsonp (malloc'd) and etag are set. */
+/* The check of a manifest GET: parsed here, either version.  Damage in
+ * transit (BM_ECHECKSUM: a v2 manifest's self-checksum) fetches it again;
+ * any other refusal is kept for get_manifest to report as before. */
+struct manifest_parse {
+	struct bm_manifest *m;
+	int rc;
+	char why[300];
+};
+
+static int manifest_check(void *arg, const char *buf, size_t len, char *msg, size_t n)
+{
+	struct manifest_parse *p = arg;
+
+	bm_manifest_free(p->m);
+	p->m = NULL;
+	p->rc = bm_manifest_parse_any(buf, len, &p->m, p->why, sizeof(p->why));
+	if (p->rc == BM_ECHECKSUM) {
+		bm_fmt(msg, n, "%s", p->why);
+		return BM_ECHECKSUM;
+	}
+	return 0;
+}
+
+/* GETs a manifest object at key (either version; a damaged v2 one is
+ * fetched again).  BM_ENOTFOUND when absent (no error set).  On success
+ * *mp, *jsonp (malloc'd) and etag are set. */
 static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp,
 			char **jsonp, size_t *lenp, char *etag, size_t etagn)
 {
 	struct bm_version v;
-	char msg[512], why[300], *json = NULL;
+	struct manifest_parse p = { .m = NULL };
+	char msg[512], *why = p.why, *json = NULL;
 	size_t len = 0;
-	int rc = bm_store_get_all(ds->store, key, BM_MANIFEST_MAX, &json, &len, &v, msg, sizeof(msg));
+	int rc = bm_store_get_checked(ds->store, key, BM_MANIFEST_MAX, manifest_check, &p, &json, &len,
+				      &v, msg, sizeof(msg));
 
+	if (rc < 0)
+		bm_manifest_free(p.m);
 	if (rc == BM_ENOTFOUND)
 		return rc;
-	if (rc < 0) {
+	if (rc == BM_ECHECKSUM && p.rc == BM_ECHECKSUM) {
+		/* Damaged every time it came: a bad manifest, reported as the
+		 * others below. */
+		rc = BM_EFORMAT;
+	} else if (rc < 0) {
 		bm_set_error(ds, rc, "%s", msg);
 		return rc;
+	} else {
+		*mp = p.m;
+		rc = p.rc;
 	}
-	rc = bm_manifest_parse(json, len, mp, why, sizeof(why));
 	if (rc < 0) {
 		char *name = bm_store_name(ds->store, key);
 		bm_set_error(ds, rc, "%s: %s", name ? name : key, why);
@@ -489,7 +669,12 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		free(ds);
 		return BM_EINVAL;
 	}
-	rc = open_manifest(ds);
+	/* Index pages (format v2) take a sixteenth of the RAM budget, never
+	 * so much that no block fits in the rest. */
+	size_t pages_cap = ds->opt.cache_bytes / 16;
+	rc = bm_pages_new(&ds->pages, ds->store, pages_cap);
+	if (rc == 0)
+		rc = open_manifest(ds);
 	if (rc == 0 && ((ds->manifest->blksize & (ds->manifest->blksize - 1)) != 0 ||
 			ds->manifest->blksize < 4096 || ds->manifest->blksize > VM_BLKSIZE_MAX)) {
 		bm_set_error(ds, BM_EINVAL, "block size %zu is not a power of two from 4 KiB to 64 MiB",
@@ -502,7 +687,10 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
 		ds->file.blksize = ds->manifest->blksize;
 		ds->file.name = ds->url;
-		rc = vm_ram_open(&ds->ram, ds->opt.cache_bytes);
+		size_t budget = ds->opt.cache_bytes;
+		if (!ds->flat && budget - pages_cap >= ds->manifest->blksize)
+			budget -= pages_cap; /* the pages' share */
+		rc = vm_ram_open(&ds->ram, budget);
 		if (rc == 0)
 			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,
 					   (ds->overlay ? VM_MMAP_OVERLAY : VM_DONT_MMAP_OVERLAY) |
@@ -534,6 +722,7 @@ void bm_close(bm_dataset *ds)
 	vm_fileh_close(ds->fh); /* unmaps what is still mapped */
 	vm_ram_close(ds->ram);
 	bm_overlay_close(ds);
+	bm_pages_free(ds->pages);
 	bm_store_close(ds->store);
 	bm_manifest_free(ds->manifest);
 	for (size_t i = 0; i < ds->nchanges; i++)
@@ -544,6 +733,20 @@ void bm_close(bm_dataset *ds)
 	free(ds->url);
 	pthread_mutex_destroy(&ds->mu);
 	free(ds);
+}
+
+/* The stored blocks of m, counted (a v2 manifest without its "stored"
+ * field: hand-made, not by blkmap); stops at an error. */
+static uint64_t count_stored(bm_dataset *ds, const struct bm_manifest *m)
+{
+	uint64_t count = 0, blk, from = 0;
+	char msg[300];
+
+	while (bm_table_next(ds, m, from, &blk, msg, sizeof(msg)) == 1) {
+		count++;
+		from = blk + 1;
+	}
+	return count;
 }
 
 int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi)
@@ -575,7 +778,9 @@ int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *
 	gi->generation = src->generation;
 	gi->size = src->size;
 	gi->blksize = src->blksize;
-	gi->nblocks = src->nblocks;
+	gi->nblocks = src->stored;
+	if (src->stored == UINT64_MAX) /* a v2 manifest that does not say */
+		gi->nblocks = count_stored(ds, src);
 	snprintf(gi->created, sizeof(gi->created), "%s", src->created);
 	bm_manifest_free(m);
 	free(json);
@@ -611,7 +816,13 @@ uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
 size_t bm_blksize(const bm_dataset *ds) { return ds->file.blksize; }
 uint64_t bm_generation(const bm_dataset *ds) { return ds->manifest->generation; }
 int bm_is_flat(const bm_dataset *ds) { return ds->flat; }
-uint64_t bm_nblocks_stored(const bm_dataset *ds) { return ds->manifest->nblocks; }
+uint64_t bm_nblocks_stored(const bm_dataset *ds)
+{
+	const struct bm_manifest *m = ds->manifest;
+	if (m->version != 2)
+		return m->nblocks;
+	return m->stored != UINT64_MAX ? m->stored : count_stored((bm_dataset *)ds, m);
+}
 const char *bm_url(const bm_dataset *ds) { return ds->url; }
 
 int bm_resize(bm_dataset *ds, uint64_t size)
@@ -799,11 +1010,35 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 	return done;
 }
 
+/* The handle's generation as a v2 tree (root and size copied under ds->mu:
+ * a refresh may swap the manifest), into *t: true for v2; false for v1 or
+ * flat, with ds->mu then HELD for the caller to read ds->manifest. */
+static bool tree_snapshot(bm_dataset *ds, struct bm_manifest *t)
+{
+	pthread_mutex_lock(&ds->mu);
+	if (ds->flat || ds->manifest->version != 2)
+		return false;
+	memset(t, 0, sizeof(*t));
+	t->version = 2;
+	t->blksize = ds->manifest->blksize;
+	t->size = ds->manifest->size;
+	memcpy(t->root, ds->manifest->root, sizeof(t->root));
+	pthread_mutex_unlock(&ds->mu);
+	return true;
+}
+
 int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index)
 {
+	struct bm_manifest t;
+	char msg[512];
 	int found = 0;
 
-	pthread_mutex_lock(&ds->mu);
+	if (tree_snapshot(ds, &t)) {
+		found = bm_table_next(ds, &t, from, index, msg, sizeof(msg));
+		if (found < 0)
+			bm_set_error(ds, found, "%s: %s", ds->url, msg);
+		return found;
+	}
 	const struct bm_manifest *m = ds->manifest;
 	if (!ds->flat) {
 		size_t i = bm_manifest_lower_bound(m, from);
@@ -818,17 +1053,47 @@ int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index)
 
 int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n)
 {
+	struct bm_manifest t;
+	char msg[512], s[BM_SUM_HEX + 1];
 	int rc = BM_EINVAL;
 
 	if (n < BM_SUM_HEX + 1)
 		return BM_EINVAL;
-	pthread_mutex_lock(&ds->mu);
+	if (tree_snapshot(ds, &t)) {
+		if (index >= bm_manifest_nblk(&t))
+			return BM_EINVAL;
+		rc = bm_table_find(ds, &t, index, s, NULL, msg, sizeof(msg));
+		if (rc < 0)
+			bm_set_error(ds, rc, "%s: %s", ds->url, msg);
+		else
+			snprintf(sum, n, "%s", s);
+		return rc;
+	}
 	if (!ds->flat && index < bm_manifest_nblk(ds->manifest)) {
 		const struct bm_block *b = bm_manifest_find(ds->manifest, index);
 		snprintf(sum, n, "%s", b ? b->sum : "");
 		rc = b ? 1 : 0;
 	}
 	pthread_mutex_unlock(&ds->mu);
+	return rc;
+}
+
+int bm_diff_blocks(bm_dataset *a, bm_dataset *b, int (*fn)(void *arg, uint64_t first, uint64_t count),
+		   void *arg)
+{
+	char msg[512];
+
+	if (a->flat || b->flat || a->file.blksize != b->file.blksize) {
+		bm_set_error(a, BM_EINVAL, "%s: blocks of a flat object, or of two block sizes, cannot be "
+			     "compared", a->url);
+		return BM_EINVAL;
+	}
+	/* b's pages are read through a's cache: pages are named by their
+	 * bytes, whoever reads them. */
+	int rc = bm_table_diff(a, a->manifest, b->manifest, fn, arg, msg, sizeof(msg));
+	if (rc < 0)
+		bm_set_error(a, rc, "%s: comparing generations %" PRIu64 " and %" PRIu64 ": %s", a->url,
+			     a->manifest->generation, b->manifest->generation, msg);
 	return rc;
 }
 
@@ -898,33 +1163,53 @@ int bm_discard(bm_dataset *ds)
 	return 0;
 }
 
-/* Drops cached blocks whose content differs between manifests a and b.
- * A block listed in neither is a hole in both: only the listed blocks are
- * walked (the sizes are the server's word: up to 2^50 / 4 KiB blocks). */
-static void invalidate_changed(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b)
-{
-	size_t i = 0, j = 0;
+/* The blocks whose content differs between two generations: ranges
+ * collected before a refresh swaps manifests (finding them may fail: a v2
+ * page that cannot be read), dropped from the cache after. */
+struct changed {
+	uint64_t (*r)[2];          /* [first, count] */
+	size_t n, cap;
+};
 
-	while (i < a->nblocks || j < b->nblocks) {
-		const struct bm_block *x = i < a->nblocks ? &a->blocks[i] : NULL;
-		const struct bm_block *y = j < b->nblocks ? &b->blocks[j] : NULL;
-		uint64_t idx;
-		bool same = false;
-		if (x && y && x->index == y->index) {
-			idx = x->index;
-			same = strcmp(x->sum, y->sum) == 0 && bm_manifest_objlen(a, idx) == bm_manifest_objlen(b, idx);
-			i++;
-			j++;
-		} else if (x && (!y || x->index < y->index)) {
-			idx = x->index; /* listed in a only */
-			i++;
-		} else {
-			idx = y->index; /* listed in b only */
-			j++;
-		}
-		if (!same)
-			vm_fileh_invalidate_page(ds->fh, idx);
+static int changed_add(void *arg, uint64_t first, uint64_t count)
+{
+	struct changed *c = arg;
+
+	if (c->n == c->cap) {
+		size_t ncap = c->cap ? 2 * c->cap : 16;
+		void *p = realloc(c->r, ncap * sizeof(*c->r));
+		if (p == NULL)
+			return BM_ENOMEM;
+		c->r = p;
+		c->cap = ncap;
 	}
+	c->r[c->n][0] = first;
+	c->r[c->n][1] = count;
+	c->n++;
+	return 0;
+}
+
+/* The changed blocks of a -> b into c: those whose sums differ, and the
+ * last block of each when the size changed (its length did).  Only stored
+ * blocks are walked (the sizes are the server's word: up to 2^50 / 4 KiB
+ * blocks), and of two v2 trees only the pages whose sums differ. */
+static int find_changed(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b,
+			struct changed *c)
+{
+	char msg[512];
+	int rc = bm_table_diff(ds, a, b, changed_add, c, msg, sizeof(msg));
+
+	if (rc < 0 && rc != BM_ENOMEM)
+		bm_set_error(ds, rc, "%s: cannot compare generations %" PRIu64 " and %" PRIu64 ": %s",
+			     ds->url, a->generation, b->generation, msg);
+	if (rc == 0 && a->size != b->size) {
+		uint64_t na = bm_manifest_nblk(a), nb = bm_manifest_nblk(b);
+		if (na > 0)
+			rc = changed_add(c, na - 1, 1);
+		if (rc == 0 && nb > 0)
+			rc = changed_add(c, nb - 1, 1);
+	}
+	return rc;
 }
 
 int bm_refresh(bm_dataset *ds)
@@ -967,6 +1252,13 @@ int bm_refresh(bm_dataset *ds)
 		free(json);
 		return BM_EFORMAT;
 	}
+	struct changed ch = { .r = NULL };
+	if (!ds->overlay && (rc = find_changed(ds, ds->manifest, m, &ch)) < 0) {
+		free(ch.r);
+		bm_manifest_free(m);
+		free(json);
+		return rc;
+	}
 	if (ds->overlay && m->generation != ds->manifest->generation &&
 	    bm_overlay_move_base(ds, m->generation, m->size) < 0) {
 		/* The mirror does not show it (yet): stay where we are. */
@@ -990,8 +1282,10 @@ int bm_refresh(bm_dataset *ds)
 	ds->at_latest = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
 	pthread_mutex_unlock(&ds->mu);
-	if (!ds->overlay)
-		invalidate_changed(ds, old, m);
+	for (size_t i = 0; i < ch.n; i++)
+		for (uint64_t k = 0; k < ch.r[i][1]; k++)
+			vm_fileh_invalidate_page(ds->fh, ch.r[i][0] + k);
+	free(ch.r);
 	bm_manifest_free(old);
 	return 0;
 }

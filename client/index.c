@@ -109,7 +109,7 @@ int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, si
 	sum_bin(data, len, got);
 	if (memcmp(want, got, 16) != 0) {
 		bin_hex(got, hex);
-		bm_fmt(msg, n, "index page %s: its %zu bytes hash to %s", sum, len, hex);
+		bm_fmt(msg, n, "index page %s: checksum mismatch: its %zu bytes hash to %s", sum, len, hex);
 		return BM_ECHECKSUM;
 	}
 	return 0;
@@ -363,6 +363,54 @@ int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nbl
 	}
 	free(p);
 	return rc;
+}
+
+/* ---- next stored block -------------------------------------------------------- */
+
+/* The first stored block at or after from below node nd at (level, base):
+ * 1 with *blk set, 0 when there is none, < 0 an error. */
+static int next_node(struct tree *t, unsigned level, uint64_t base, const struct node *nd,
+		     uint64_t from, uint64_t *blk)
+{
+	uint64_t span = cspan(level);
+	struct bm_ipage *p;
+	int rc;
+
+	if (nd->kind == N_NONE)
+		return 0;
+	if ((p = malloc(sizeof(*p))) == NULL)
+		return BM_ENOMEM;
+	if ((rc = load_page(t, nd, level, base, p)) < 0)
+		goto done;
+	rc = 0;
+	for (unsigned i = 0; i < p->count && rc == 0; i++) {
+		uint64_t first = base + (uint64_t)p->slot[i] * span;
+		if (first + span <= from)
+			continue; /* wholly before from */
+		if (level == 0) {
+			*blk = first;
+			rc = 1;
+		} else {
+			struct node c = child_of(t, nd, level, p, i);
+			rc = next_node(t, level - 1, first, &c, from, blk);
+		}
+	}
+done:
+	free(p);
+	return rc;
+}
+
+int bm_index_next(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t from,
+		  uint64_t *blk, struct bm_index_stats *st, char *msg, size_t n)
+{
+	struct tree t;
+	int rc;
+
+	if ((rc = tree_init(&t, io, root, nblk, st, msg, n)) < 0)
+		return rc;
+	if (from >= nblk)
+		return 0;
+	return next_node(&t, t.root_level, 0, &t.root, from, blk);
 }
 
 /* ---- update ------------------------------------------------------------------- */

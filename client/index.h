@@ -78,6 +78,13 @@ struct bm_index_stats {
 int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t blk,
 		    char sum[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n);
 
+/* The first stored block (not a hole) at or after block from: 1 with *blk
+ * set, 0 when there is none, < 0 an error.  Loads at most two pages per
+ * level (every entry's subtree holds a block, but the one holding from
+ * may hold none at or after it). */
+int bm_index_next(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t from,
+		  uint64_t *blk, struct bm_index_stats *st, char *msg, size_t n);
+
 /* One change of a commit: block blk becomes sum, or a hole (sum ""). */
 struct bm_index_change {
 	uint64_t blk;
@@ -123,6 +130,8 @@ struct bm_manifest2 {
 	uint64_t parent;           /* the generation it was committed on; 0: none */
 	char created[40];
 	char root[BM_SUM_HEX + 1]; /* "" when no block is stored */
+	uint64_t stored;           /* blocks stored (not holes); UINT64_MAX:
+				      not said (the field is optional) */
 	char *attrs;               /* user attributes: compact JSON text of a
 				      non-empty object, or NULL (none) */
 };
@@ -147,6 +156,15 @@ int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n);
  * out of memory or when m->attrs is not a JSON object. */
 char *bm_manifest2_dump(const struct bm_manifest2 *m, size_t *lenp);
 void bm_manifest2_free(struct bm_manifest2 *m);
+
+/* Either version, into the struct bm_manifest the commands use (its
+ * version field says which; a v2 one has no block list, its root
+ * instead).  The version is decided as bm_manifest_version says, each
+ * version's parser run at most once: BM_ECHECKSUM for bytes damaged in
+ * transit (fetch again), BM_EFORMAT with the version's own message. */
+int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, char *msg, size_t n);
+/* Serializes m in its version (1 or 2). */
+char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp);
 uint64_t bm_manifest2_nblk(const struct bm_manifest2 *m);
 
 #endif /* BLKMAP_CLIENT_INDEX_H */

@@ -8,6 +8,7 @@
  *   ds->ra.mu  read-ahead state and queue (readahead.c).
  *   ds->up.mu  the upload queue of a commit (commit.c).
  *   store and http locks: inside the store (store_http.c, http.c).
+ *   ds->pages' mu: the index page cache (index_load.c), a leaf.
  * No two of them are ever held at once.  virtmem's own lock is never held
  * when virtmem calls into this library (loadblk, storeblk, on_fault).
  */
@@ -22,6 +23,8 @@
 
 #include <blkmap/blkmap.h>
 #include <virtmem/virtmem.h>
+
+struct bm_pages;
 
 #define BM_MANIFEST_MAX ((size_t)256 << 20) /* largest manifest we accept */
 #define BM_SIZE_MAX ((uint64_t)1 << 50)
@@ -157,14 +160,21 @@ struct bm_block {
 };
 
 struct bm_manifest {
+	unsigned version;          /* 1: the block list below; 2: the index
+				      tree at root (index.h); 0: none yet (a
+				      dataset not created, a flat object) */
 	size_t blksize;
 	uint64_t size;
 	uint64_t generation;
 	char created[40];
 	char *attrs;               /* user attributes: compact JSON text of a
 				      non-empty object, or NULL (none) */
-	struct bm_block *blocks;   /* ascending index */
+	struct bm_block *blocks;   /* v1: ascending index */
 	size_t nblocks;
+	uint64_t parent;           /* v2: the generation committed on (0: none) */
+	char root[BM_SUM_HEX + 1]; /* v2: the root index page, "" if none */
+	uint64_t stored;           /* blocks stored: v1 nblocks; v2 its
+				      "stored" field, UINT64_MAX if absent */
 };
 
 /* Parses and validates untrusted manifest JSON.  On error returns BM_EFORMAT
@@ -292,6 +302,10 @@ struct bm_dataset {
 	uint64_t base_size;        /* its size */
 	char mode_why[256];
 
+	/* format v2: the index pages of every generation this handle reads,
+	 * cached inside the RAM budget (index_load.c: bm_pages_io) */
+	struct bm_pages *pages;
+
 	struct bm_readahead ra;
 	struct bm_upload up;
 	struct bm_counters c;
@@ -299,6 +313,25 @@ struct bm_dataset {
 
 void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* The block table of a generation m of ds: version 1's list or version
+ * 2's index tree (pages loaded through ds->pages).  m must stay alive for
+ * the call; ds->mu must not be held (v1 lists are read under it).  Each
+ * returns < 0 with msg set on an error (a v2 page that cannot be read). */
+/* Block blk: 1 stored (its sum, and its object's key if key is not
+ * NULL), 0 a hole (sum ""). */
+int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
+		  char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], char *msg, size_t n);
+/* The first stored block at or after from: 1 with *blk, 0 if none. */
+int bm_table_next(bm_dataset *ds, const struct bm_manifest *m, uint64_t from, uint64_t *blk,
+		  char *msg, size_t n);
+/* The block ranges whose sums differ between a and b (a hole and a block
+ * past a generation's end count as the same), to fn; a non-zero return
+ * of fn stops the walk and is returned.  Two v2 trees: descends only
+ * where the page sums differ. */
+typedef int (*bm_range_fn)(void *arg, uint64_t first, uint64_t count);
+int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b,
+		  bm_range_fn fn, void *arg, char *msg, size_t n);
 
 /* Fetches one block of the published generation into buf (blksize bytes,
  * zero-filled past the object and past the size the next commit publishes),

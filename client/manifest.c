@@ -290,6 +290,8 @@ int bm_manifest_parse(const char *json, size_t len, struct bm_manifest **mp, cha
 	rc = parse_header(root, m, msg, n);
 	if (rc == 0)
 		rc = parse_blocks(root, m, msg, n);
+	m->version = 1;
+	m->stored = m->nblocks;
 	json_decref(root);
 	if (rc < 0) {
 		bm_manifest_free(m);
@@ -379,6 +381,7 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 		free(out);
 		return BM_ENOMEM;
 	}
+	out->version = 1;
 	out->generation = m->generation + 1;
 	time_t now = time(NULL);
 	struct tm tm;
@@ -411,6 +414,7 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 		bm_manifest_free(out);
 		return rc;
 	}
+	out->stored = out->nblocks;
 	*outp = out;
 	return 0;
 }

@@ -232,6 +232,13 @@ static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t 
 		bm_fmt(msg, n, "field \"root\" is missing, or neither null nor 32 lowercase hex digits");
 		return BM_EFORMAT;
 	}
+	m->stored = UINT64_MAX;
+	if (json_object_get(root, "stored") != NULL) {
+		uint64_t nblk = bm_manifest2_nblk(m);
+		if ((rc = get_uint(root, "stored", 0, m->root[0] ? nblk : 0, &m->stored,
+				   msg, n)) < 0)
+			return rc;
+	}
 	v = json_object_get(root, "attrs");
 	if (v != NULL && (rc = get_attrs(v, &m->attrs, msg, n)) < 0)
 		return rc;
@@ -291,6 +298,8 @@ char *bm_manifest2_dump(const struct bm_manifest2 *m, size_t *lenp)
 	if (m->created[0])
 		json_object_set_new(root, "created", json_string(m->created));
 	json_object_set_new(root, "root", m->root[0] ? json_string(m->root) : json_null());
+	if (m->stored != UINT64_MAX)
+		json_object_set_new(root, "stored", json_integer((json_int_t)m->stored));
 	if (m->attrs) {
 		json_t *a = json_loads(m->attrs, 0, NULL);
 		if (!json_is_object(a)) {
@@ -323,4 +332,71 @@ done:
 	free(text);
 	json_decref(root);
 	return out;
+}
+
+/* ---- either version -------------------------------------------------------- */
+
+int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, char *msg, size_t n)
+{
+	struct bm_manifest2 *m2 = NULL;
+	char msg2[300], msg1[300];
+	int rc2, rc1, v;
+
+	*mp = NULL;
+	rc2 = bm_manifest2_parse(buf, len, &m2, msg2, sizeof(msg2));
+	if (rc2 == 0) {
+		struct bm_manifest *m = calloc(1, sizeof(*m));
+		if (m == NULL) {
+			bm_manifest2_free(m2);
+			return BM_ENOMEM;
+		}
+		m->version = 2;
+		m->blksize = m2->blksize;
+		m->size = m2->size;
+		m->generation = m2->generation;
+		m->parent = m2->parent;
+		memcpy(m->created, m2->created, sizeof(m->created));
+		memcpy(m->root, m2->root, sizeof(m->root));
+		m->stored = m2->stored;
+		m->attrs = m2->attrs; /* moved */
+		m2->attrs = NULL;
+		bm_manifest2_free(m2);
+		*mp = m;
+		return 0;
+	}
+	if (rc2 == BM_ENOMEM)
+		return rc2;
+	rc1 = bm_manifest_parse(buf, len, mp, msg1, sizeof(msg1));
+	if (rc1 == 0 || rc1 == BM_ENOMEM)
+		return rc1;
+	v = bm_manifest_version(buf, len, msg, n);
+	if (v == 2)
+		bm_fmt(msg, n, "%s", msg2);
+	else if (v == 1)
+		bm_fmt(msg, n, "%s", msg1);
+	if (v == 1 || v == 2)
+		return v == 2 ? rc2 : rc1;
+	/* Neither version: the v1 parser says better what is wrong (not an
+	 * object, no "format"...), except about the version itself, where
+	 * bm_manifest_version names both it knows. */
+	if (v == BM_EFORMAT && strncmp(msg1, "format version", 14) != 0)
+		bm_fmt(msg, n, "%s", msg1);
+	return v;
+}
+
+char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp)
+{
+	if (m->version != 2)
+		return bm_manifest_dump(m, lenp);
+	struct bm_manifest2 m2 = {
+		.blksize = m->blksize,
+		.size = m->size,
+		.generation = m->generation,
+		.parent = m->parent,
+		.stored = m->stored,
+		.attrs = m->attrs,
+	};
+	memcpy(m2.created, m->created, sizeof(m2.created));
+	memcpy(m2.root, m->root, sizeof(m2.root));
+	return bm_manifest2_dump(&m2, lenp);
 }

@@ -27,7 +27,7 @@ SERVER_TEST_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) \
 SERVER_TEST_LDADD = $(CURL_LIBS) $(JANSSON_LIBS) $(CMOCKA_LIBS)
 SERVER_TESTS = tests/test_server_protocol tests/test_server_race \
 	tests/test_server_limits tests/test_server_lifecycle \
-	tests/test_server_faults
+	tests/test_server_faults tests/test_server_edges
 check_PROGRAMS += $(SERVER_TESTS)
 TESTS += $(SERVER_TESTS)
 
@@ -60,6 +60,12 @@ tests_test_server_faults_SOURCES = tests/test_server_faults.c \
 tests_test_server_faults_CFLAGS = $(SERVER_TEST_CFLAGS)
 tests_test_server_faults_LDADD = $(SERVER_TEST_LDADD)
 EXTRA_tests_test_server_faults_DEPENDENCIES = blkmap-server$(EXEEXT)
+
+tests_test_server_edges_SOURCES = tests/test_server_edges.c \
+	$(SERVER_TEST_SOURCES)
+tests_test_server_edges_CFLAGS = $(SERVER_TEST_CFLAGS)
+tests_test_server_edges_LDADD = $(SERVER_TEST_LDADD)
+EXTRA_tests_test_server_edges_DEPENDENCIES = blkmap-server$(EXEEXT)
 
 # Benchmark (`make bench`): blkmap-server vs nginx on the same files.
 check_PROGRAMS += tests/bench_server

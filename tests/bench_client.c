@@ -138,23 +138,22 @@ static double run_curl(const char *config)
 static void write_get_config(const char *path, struct ts_server *s, const char *ds_path,
 			     const char *outdir)
 {
-	char mpath[256];
+	char url[512];
 	FILE *f = fopen(path, "w");
 
-	snprintf(mpath, sizeof(mpath), "%s/manifest.json", ds_path);
-	json_t *man = ts_get_json(s, mpath), *b;
+	tc_url(url, sizeof(url), s, ds_path);
+	json_t *keys = tc_block_keys(url), *b;
 	size_t i;
-	if (f == NULL || man == NULL)
+	if (f == NULL)
 		die(path, "cannot write the curl config");
-	json_array_foreach(json_object_get(man, "blocks"), i, b) {
-		fprintf(f, "url = \"%s%s/%s\"\n", s->url, ds_path,
-			json_string_value(json_object_get(b, "key")));
+	json_array_foreach(keys, i, b) {
+		fprintf(f, "url = \"%s%s/%s\"\n", s->url, ds_path, json_string_value(b));
 		if (outdir)
 			fprintf(f, "output = \"%s/%zu\"\n", outdir, i);
 		else
 			fprintf(f, "output = \"/dev/null\"\n");
 	}
-	json_decref(man);
+	json_decref(keys);
 	fclose(f);
 }
 
@@ -307,12 +306,11 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 	size_t nblk = SIZE / bs, blocks[NRANDOM];
 	double ours[NRANDOM * ROUNDS], full[NRANDOM * ROUNDS], base[NRANDOM * ROUNDS];
 	double tomem[NRANDOM * ROUNDS];
-	char url[512], mpath[256];
+	char url[512];
 	int no = 0, nf = 0, nb = 0, nm = 0;
 
 	tc_url(url, sizeof(url), s, ds_path);
-	snprintf(mpath, sizeof(mpath), "%s/manifest.json", ds_path);
-	json_t *man = ts_get_json(s, mpath);
+	json_t *keys = tc_block_keys(url); /* every block is stored */
 	CURL *c = curl_easy_init();
 	for (int r = 0; r < ROUNDS; r++) {
 		pick_blocks(nblk, blocks, (unsigned)(r + 1));
@@ -360,9 +358,8 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 		for (int tm = 0; tm < 2; tm++) {
 			for (int i = 0; i < NRANDOM; i++) {
 				char burl[1024];
-				json_t *b = json_array_get(json_object_get(man, "blocks"), blocks[i]);
 				snprintf(burl, sizeof(burl), "%s/%s", url,
-					 json_string_value(json_object_get(b, "key")));
+					 json_string_value(json_array_get(keys, blocks[i])));
 				if (tm)
 					tomem[nm++] = get_block(c, burl, bs, &kept[i]);
 				else
@@ -373,7 +370,7 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 			munmap(kept[i], bs + 2 * MiB);
 	}
 	curl_easy_cleanup(c);
-	json_decref(man);
+	json_decref(keys);
 	double o = median(ours, no), b = median(base, nb);
 	double o2 = median(full, nf);
 	printf("client random_read_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);

@@ -92,27 +92,6 @@ static void make_dataset(const char *url, size_t bs, const unsigned char *data)
 	bm_close(ds);
 }
 
-/* The block keys of the dataset at /bucket/ds, in block order. */
-static json_t *block_keys(const char *bucket)
-{
-	char path[256];
-	struct tr_resp r;
-	json_t *man, *keys = json_array(), *b;
-	size_t i;
-
-	snprintf(path, sizeof(path), "/%s/ds/manifest.json", bucket);
-	tr_s3(&rgw, "GET", path, NULL, NULL, 0, &r);
-	man = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
-	tr_resp_free(&r);
-	if (man == NULL)
-		die(path, "no manifest");
-	json_array_foreach(json_object_get(man, "blocks"), i, b)
-		json_array_append(keys, json_object_get(b, "key"));
-	json_decref(man);
-	return keys;
-}
-
-/* curl --parallel (8) --aws-sigv4 of every block to /dev/null: seconds. */
 static double curl_scan(const char *bucket, json_t *keys)
 {
 	char cfg[] = "/tmp/blkmap-bench-s3.XXXXXX";
@@ -208,7 +187,7 @@ static void bench(size_t bs, const unsigned char *data)
 	tr_resp_free(&r);
 	snprintf(url, sizeof(url), "s3://%s/ds", bucket);
 	make_dataset(url, bs, data);
-	keys = block_keys(bucket);
+	keys = tc_block_keys(url);
 	if (json_array_size(keys) != nblk)
 		die(url, "unexpected number of blocks");
 

@@ -31,12 +31,18 @@ CLIENT_TESTS = \
 	tests/test_store_http_apache \
 	tests/test_index_load \
 	tests/test_index_load_nginx \
+	tests/test_client_v2 \
+	tests/test_client_v2_nginx \
+	tests/test_client_v2_apache \
+	tests/test_client_v2_rgw \
 	tests/test_client_roundtrip_rgw \
 	tests/test_client_flat_rgw \
 	tests/test_client_changes_rgw \
 	tests/test_store_rgw \
 	tests/test_client_cli \
-	tests/test_client_attrs
+	tests/test_client_attrs \
+	tests/test_cli_errors \
+	tests/test_client_errors
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
@@ -126,10 +132,38 @@ tests_test_index_load_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_index_load_nginx_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_index_load_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# Dataset format version 2 through the library, on each kind.
+tests_test_client_v2_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_v2_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v2_nginx_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_v2_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v2_apache_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_v2_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v2_rgw_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v2_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_v2_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_v2_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_cli_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_cli_errors_SOURCES = tests/test_cli_errors.c $(CLIENT_TEST_SOURCES)
+tests_test_cli_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_cli_errors_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_cli_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+tests_test_client_errors_SOURCES = tests/test_client_errors.c $(CLIENT_TEST_SOURCES)
+tests_test_client_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_errors_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
 tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)
@@ -152,6 +186,14 @@ BENCHMARKS += tests/bench_peers
 tests/bench_peers: $(srcdir)/tests/bench_peers.py Makefile
 	$(AM_V_GEN)$(MKDIR_P) tests && cp $(srcdir)/tests/bench_peers.py $@ && chmod +x $@
 CLEANFILES += tests/bench_peers
+
+# Benchmark (`make bench`): what metadata costs as a dataset grows (format 2).
+check_PROGRAMS += tests/bench_scale
+BENCHMARKS += tests/bench_scale
+tests_bench_scale_SOURCES = tests/bench_scale.c $(CLIENT_TEST_SOURCES)
+tests_bench_scale_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_bench_scale_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_bench_scale_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # The same suites on Ceph RGW (S3): tests/s3.mk starts it.
 tests_test_client_roundtrip_rgw_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)

@@ -157,6 +157,66 @@ int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t le
 	return same;
 }
 
+const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n)
+{
+	char sum[64];
+	bm_dataset *ds = tc_open(url, 0);
+
+	assert_int_equal(bm_block_sum(ds, blk, sum, sizeof(sum)), 1);
+	bm_close(ds);
+	snprintf(out, n, "blocks/%s", sum);
+	return out;
+}
+
+json_t *tc_block_keys(const char *url)
+{
+	json_t *keys = json_array();
+	bm_dataset *ds = tc_open(url, 0);
+	char sum[64], key[80];
+	uint64_t b = 0, next;
+
+	while (bm_next_block(ds, b, &next) == 1) {
+		assert_int_equal(bm_block_sum(ds, next, sum, sizeof(sum)), 1);
+		snprintf(key, sizeof(key), "blocks/%s", sum);
+		json_array_append_new(keys, json_string(key));
+		b = next + 1;
+	}
+	bm_close(ds);
+	return keys;
+}
+
+/* xxh128 as hex: the library's (client/util.c), an exported helper. */
+void bm_sum_hex(const void *buf, size_t len, char out[33]);
+
+/* The self-checksum of a version 2 manifest, made here from the format's
+ * words (docs/FORMAT.md), not with the library's manifest code. */
+char *tc_manifest_text(json_t *man, size_t *lenp)
+{
+	json_t *v = json_object_get(man, "version");
+	bool v2 = json_is_integer(v) && json_integer_value(v) == 2;
+
+	json_object_del(man, "manifest_sum");
+	char *text = json_dumps(man, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	assert_non_null(text);
+	size_t len = strlen(text);
+	if (v2) {
+		static const char field[] = ",\"manifest_sum\":\"";
+		char *out = malloc(len + sizeof(field) + 32 + 3);
+		assert_non_null(out);
+		memcpy(out, text, len - 1); /* without its '}' */
+		memcpy(out + len - 1, field, sizeof(field) - 1);
+		size_t plen = len - 1 + sizeof(field) - 1;
+		bm_sum_hex(out, plen, out + plen);
+		memcpy(out + plen + 32, "\"}", 3);
+		free(text);
+		text = out;
+		len = plen + 34;
+	}
+	if (lenp)
+		*lenp = len;
+	return text;
+}
+
 /* ---- processes ----------------------------------------------------------------- */
 
 static char *slurp_fd(int fd)
@@ -180,13 +240,57 @@ static int tmp_fd(void)
 	return fd;
 }
 
-static int wait_status(pid_t pid)
+long tc_child_limit_ms = 120000;
+
+static int64_t now_ms(void)
 {
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits at most LIMIT_MS for PID to exit: its status, or -1 if it did not
+ * (or is not our child). */
+static int wait_until(pid_t pid, long limit_ms)
+{
+	int64_t deadline = now_ms() + limit_ms;
+	long nap_us = 500;
 	int status;
 
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			return status;
+		if (r < 0 && errno != EINTR)
 			return -1;
+		if (now_ms() >= deadline)
+			return -1;
+		/* From 0.5 ms up to 20 ms: a quick child costs little. */
+		struct timespec ts = { 0, nap_us * 1000 };
+		nanosleep(&ts, NULL);
+		if (nap_us < 20000)
+			nap_us *= 2;
+	}
+}
+
+/* The wait status of child PID (WHAT names it), waited for at most
+ * tc_child_limit_ms: past that it is a hang, said on stderr, and the child
+ * is killed (SIGKILL: the status says so, which fails the test that
+ * expected an exit).  -1 if even the killed child does not go (a process
+ * stuck in the kernel) within 10 s. */
+static int wait_status(pid_t pid, const char *what)
+{
+	int status = wait_until(pid, tc_child_limit_ms);
+
+	if (status != -1)
+		return status;
+	fprintf(stderr, "%s (pid %d) still running after %ld ms: a hang; killed\n", what, (int)pid,
+		tc_child_limit_ms);
+	kill(pid, SIGKILL);
+	status = wait_until(pid, 10000);
+	if (status == -1)
+		fprintf(stderr, "%s (pid %d) does not go even when killed\n", what, (int)pid);
 	return status;
 }
 
@@ -206,7 +310,7 @@ int tc_child(int (*fn)(void *), void *arg, char **errp)
 		dup2(efd, 2);
 		_exit(fn(arg));
 	}
-	int status = wait_status(pid);
+	int status = wait_status(pid, "a child process (tc_child)");
 	if (errp)
 		*errp = slurp_fd(efd);
 	else
@@ -241,7 +345,7 @@ int tc_cli(char **outp, char **errp, const char *const *argv)
 		execv(path, (char *const *)args);
 		_exit(127);
 	}
-	int status = wait_status(pid);
+	int status = wait_status(pid, "the blkmap command (tc_cli)");
 	if (outp)
 		*outp = slurp_fd(ofd);
 	else
@@ -250,6 +354,8 @@ int tc_cli(char **outp, char **errp, const char *const *argv)
 		*errp = slurp_fd(efd);
 	else
 		close(efd);
+	if (status == -1)
+		return -1;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -339,7 +445,7 @@ static int start_daemon(struct tc_store *st, const char *const *argv, const char
 		}
 		if (st->pid > 0) {
 			kill(st->pid, SIGKILL);
-			waitpid(st->pid, NULL, 0);
+			wait_status(st->pid, st->kind ? st->kind->name : "a server");
 		}
 		st->pid = 0;
 	}
@@ -350,7 +456,7 @@ static void stop_daemon(struct tc_store *st)
 {
 	if (st->pid > 0) {
 		kill(st->pid, SIGTERM);
-		wait_status(st->pid);
+		wait_status(st->pid, st->kind ? st->kind->name : "a server");
 	}
 	if (st->dir) {
 		ts_rmtree(st->dir);

@@ -56,17 +56,37 @@ unsigned char *tc_read_mapped(bm_dataset *ds);
  * bytes equal to DATA through a fresh handle. */
 int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t len);
 
+/* "blocks/<sum>" of block BLK of the dataset at URL (latest), into OUT:
+ * the object holding it, in either format version (asserts it is stored). */
+const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n);
+/* The object keys ("blocks/<sum>") of the stored blocks of the dataset at
+ * URL (latest), in block order, as a JSON array: what benchmarks GET
+ * with curl, in either format version. */
+json_t *tc_block_keys(const char *url);
+/* The text of manifest MAN (a JSON object) as a writer would store it:
+ * compact, and for a version 2 one with its "manifest_sum" made again
+ * over the new bytes (docs/FORMAT.md).  malloc'd; *LENP its length. */
+char *tc_manifest_text(json_t *man, size_t *lenp);
+
 /* ---- processes ----------------------------------------------------------------- */
+
+/* Every wait for a child process of tc_child, tc_cli and the servers of
+ * every kind gives up after this many ms (default 120000, far above what
+ * any child takes on a loaded machine): the child is killed with SIGKILL
+ * and a line on stderr names the hang. */
+extern long tc_child_limit_ms;
 
 /* Runs FN(ARG) in a child process (exit status: what FN returns) with its
  * stderr captured into *ERRP (malloc'd, may be NULL), and SIGBUS and
- * SIGSEGV back to their default action.  Returns the wait status.  FN must
+ * SIGSEGV back to their default action.  Returns the wait status (a child
+ * that hung: killed by SIGKILL; -1 if even that did not end it).  FN must
  * not use cmocka's assertions (a failure would go on running the tests in
  * the child). */
 int tc_child(int (*fn)(void *), void *arg, char **errp);
 /* Runs `blkmap ARGV...` (ARGV NULL-terminated, without the program name);
  * its stdout and stderr into *OUTP and *ERRP (malloc'd; either may be
- * NULL).  Returns the exit status, or 128 + signal. */
+ * NULL).  Returns the exit status, or 128 + signal (128 + SIGKILL for a
+ * command that hung past tc_child_limit_ms), or -1. */
 int tc_cli(char **outp, char **errp, const char *const *argv);
 /* Number of lines in S (a final line without '\n' counts). */
 int tc_lines(const char *s);

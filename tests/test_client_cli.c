@@ -139,7 +139,7 @@ static void log_lists_generations_past_a_long_run_not_kept(void **state)
 	tc_put(url, 4096, data, 8192);
 	json_t *man = ts_get_json(s, "/cli/log/manifest.json");
 	json_object_set_new(man, "generation", json_integer(200));
-	char *text = json_dumps(man, JSON_COMPACT);
+	char *text = tc_manifest_text(man, NULL);
 	assert_int_equal(ts_put(s, "/cli/log/manifest.json", text, strlen(text)), 204);
 	long gets = tc_server_stat(s, "requests", "GET"), heads = tc_server_stat(s, "requests", "HEAD");
 	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "log", url, NULL }), 0);
@@ -167,12 +167,8 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
 	tc_put(url, 65536, data, size);
 	close(mkstemp(path));
 	/* Replace block 1's object with other bytes of the same length. */
-	json_t *man = ts_get_json(s, "/cli/corrupt/manifest.json");
-	assert_non_null(man);
-	char key[256];
-	snprintf(key, sizeof(key), "/cli/corrupt/%s",
-		 json_string_value(json_object_get(json_array_get(json_object_get(man, "blocks"), 1), "key")));
-	json_decref(man);
+	char key[256], bkey[128];
+	snprintf(key, sizeof(key), "/cli/corrupt/%s", tc_block_key(url, 1, bkey, sizeof(bkey)));
 	unsigned char *other = ts_pattern(65536, 63);
 	assert_true(ts_put(s, key, other, 65536) / 100 == 2);
 	free(other);

@@ -64,33 +64,43 @@ static void inval(struct wc_node *n, off_t off, off_t len)
 		       (intmax_t)off, (intmax_t)len, strerror(-rc));
 }
 
-/* The next block at or after from that is stored in a or in b (a hole in
- * both is unchanged): UINT64_MAX when there is none. */
-static uint64_t next_stored(struct wc_ds *a, struct wc_ds *b, uint64_t from)
-{
-	uint64_t ia = UINT64_MAX, ib = UINT64_MAX;
+/* The changed blocks of inval_changed, coalesced into runs. */
+struct inval_run {
+	struct wc_node *n;
+	size_t bs;
+	uint64_t same_len;         /* blocks below it have one length in both */
+	uint64_t run, run_end;     /* changed blocks [run, run_end) not yet sent */
+};
 
-	if (bm_next_block(a->bm, from, &ia) != 1)
-		ia = UINT64_MAX;
-	if (bm_next_block(b->bm, from, &ib) != 1)
-		ib = UINT64_MAX;
-	return ia < ib ? ia : ib;
+static void inval_flush(struct inval_run *r)
+{
+	if (r->run_end > r->run)
+		inval(r->n, (off_t)(r->run * r->bs), (off_t)((r->run_end - r->run) * r->bs));
+	r->run = r->run_end = 0;
 }
 
-static bool block_changed(struct wc_ds *a, struct wc_ds *b, uint64_t i)
+static int inval_range(void *arg, uint64_t first, uint64_t count)
 {
-	char sa[40], sb[40];
-	int ra = bm_block_sum(a->bm, i, sa, sizeof(sa));
-	int rb = bm_block_sum(b->bm, i, sb, sizeof(sb));
+	struct inval_run *r = arg;
 
-	return ra != rb || ra < 0 || strcmp(sa, sb) != 0;
+	if (first >= r->same_len)
+		return 1; /* the tail is dropped whole by the caller */
+	if (count > r->same_len - first)
+		count = r->same_len - first;
+	if (first != r->run_end) /* not adjacent to the run: send it */
+		inval_flush(r);
+	if (r->run_end == 0 && r->run == 0)
+		r->run = first;
+	r->run_end = first + count;
+	return 0;
 }
 
 /* Drops from the kernel's page cache the blocks whose content differs
  * between the handles a (old) and b (new), and n's cached attributes.
- * Walks only the blocks stored in a or b (a merge of both manifests'
- * block lists), so its cost is theirs, not the size's: a manifest may
- * claim 2^50 bytes in 4 KiB blocks. */
+ * bm_diff_blocks walks only stored blocks, and of two format 2
+ * generations only the index pages whose sums differ: its cost is the
+ * change's, not the size's (a manifest may claim 2^50 bytes in 4 KiB
+ * blocks).  When the change cannot be read, the whole file is dropped. */
 static void inval_changed(struct wc_node *n, struct wc_ds *a, struct wc_ds *b)
 {
 	size_t bs = a->blksize;
@@ -103,23 +113,18 @@ static void inval_changed(struct wc_node *n, struct wc_ds *a, struct wc_ds *b)
 	uint64_t minsize = a->size < b->size ? a->size : b->size;
 	/* Blocks [0, same_len) have the same length in both; the rest (the
 	 * old or new tail) is dropped as a whole when the size changed. */
-	uint64_t same_len = a->size == b->size ? (a->size + bs - 1) / bs : minsize / bs;
-	uint64_t run = 0, run_end = 0; /* changed blocks [run, run_end) */
-
-	for (uint64_t i = next_stored(a, b, 0); i < same_len; i = next_stored(a, b, i + 1)) {
-		if (!block_changed(a, b, i))
-			continue;
-		if (i != run_end) { /* not adjacent to the run: flush it */
-			if (run_end > run)
-				inval(n, (off_t)(run * bs), (off_t)((run_end - run) * bs));
-			run = i;
-		}
-		run_end = i + 1;
+	struct inval_run r = { .n = n, .bs = bs };
+	r.same_len = a->size == b->size ? (a->size + bs - 1) / bs : minsize / bs;
+	int rc = bm_diff_blocks(a->bm, b->bm, inval_range, &r);
+	if (rc < 0) {
+		wc_log("head/%s: cannot tell which blocks changed (%s): the whole file is dropped", n->path,
+		       bm_last_error(a->bm));
+		inval(n, 0, 0);
+		return;
 	}
-	if (run_end > run)
-		inval(n, (off_t)(run * bs), (off_t)((run_end - run) * bs));
+	inval_flush(&r);
 	if (a->size != b->size)
-		inval(n, (off_t)(same_len * bs), 0);
+		inval(n, (off_t)(r.same_len * bs), 0);
 }
 
 /* ---- the thread ----------------------------------------------------------------------- */

@@ -78,7 +78,7 @@ struct bm_options {
 	 * "off", or NULL for the default mountpoint of the server  BLKMAP_WCFS */
 	const char *wcfs;
 	/* For tests and tools: called at each stage of a commit: "uploaded"
-	 * (blocks stored, manifest not yet replaced), "manifest-put" (the
+	 * (blocks and index pages stored, manifest not yet replaced), "manifest-put" (the
 	 * manifest PUT succeeded; its ETag not yet learnt when the answer had
 	 * none), "swapped" (published); may be NULL. */
 	void (*commit_hook)(const char *stage, void *arg);
@@ -140,14 +140,29 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len);
  * names it (32 hex digits and a NUL into sum, n >= 33), so that a reader of
  * two generations can tell which blocks changed (the wcfs mirror does).
  * Returns 1 for a stored block, 0 for a hole (sum ""), BM_EINVAL past the
- * last block, for a flat dataset or when n is too small. */
+ * last block, for a flat dataset or when n is too small, or the error of an
+ * index page (format 2) that cannot be read (bm_last_error names it). */
 int bm_block_sum(bm_dataset *ds, uint64_t index, char *sum, size_t n);
 
 /* The first stored block (not a hole) at or after block from, in the
  * handle's generation: 1 with *index set, 0 when there is none (or the
- * dataset is flat).  With bm_block_sum it walks only the stored blocks: a
+ * dataset is flat), or the error of an index page (format 2) that cannot
+ * be read.  With bm_block_sum it walks only the stored blocks: a
  * dataset's size is the server's word, its block count can be 2^38. */
 int bm_next_block(bm_dataset *ds, uint64_t from, uint64_t *index);
+
+/* The block ranges [first, first + count) whose content differs between
+ * the generations of handles a and b of one dataset (same block size), to
+ * fn in ascending order; a non-zero return of fn stops the walk and is
+ * returned.  A hole and a block past a generation's end count as the same
+ * (zeros): a caller that cares about the sizes compares them.  Walks only
+ * stored blocks, and of two format 2 generations only the index pages
+ * whose sums differ: a 1-block change costs a few pages, whatever the
+ * size.  BM_EINVAL for a flat dataset or two block sizes; an index page
+ * that cannot be read is its error (bm_last_error(a) names it).  Neither
+ * handle may be refreshed or committed meanwhile. */
+int bm_diff_blocks(bm_dataset *a, bm_dataset *b, int (*fn)(void *arg, uint64_t first, uint64_t count),
+		   void *arg);
 
 /* ---- changes --------------------------------------------------------------- */
 

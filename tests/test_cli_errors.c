@@ -1,0 +1,261 @@
+/* tests/test_cli_errors.c — the `blkmap` command's error paths, each as a
+ * user meets it: a usage error exits 2 with one line naming what was wrong
+ * and pointing at --help; an environment variable that does not parse, a
+ * file that cannot be read or written, a block size or kind of object that
+ * does not fit the command, a patch that does not fit, a missing attribute
+ * exit 1 with one line naming the thing; a commit that lost exits 3.
+ * One blkmap-server (memory store) for the whole group.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+
+/* Runs `blkmap ARGV`: exit status WANT, nothing on stdout, exactly one
+ * line on stderr holding SAYS (and SAYS2 if not NULL). */
+static void assert_cli_fails(int want, const char *says, const char *says2, const char *const *argv)
+{
+	char *out, *err;
+	int ex = tc_cli(&out, &err, argv);
+
+	if (ex != want || out[0] != '\0' || tc_lines(err) != 1 || !strstr(err, says) ||
+	    (says2 && !strstr(err, says2)))
+		fail_msg("blkmap %s %s: exit %d (want %d), stdout \"%s\", stderr \"%s\" (want one line "
+			 "with \"%s\"%s%s)", argv[0] ? argv[0] : "", argv[0] && argv[1] ? argv[1] : "", ex,
+			 want, out, err, says, says2 ? " and " : "", says2 ? says2 : "");
+	free(out);
+	free(err);
+}
+
+static char *new_dataset(const struct ts_server *s, const char *path, char *url, size_t n, size_t blksize,
+			 size_t size)
+{
+	unsigned char *data = ts_pattern(size, 77);
+
+	tc_url(url, n, s, path);
+	tc_put(url, blksize, data, size);
+	free(data);
+	return url;
+}
+
+static void usage_errors_name_what_is_wrong_and_point_at_help(void **state)
+{
+	static const struct {
+		const char *argv[6];
+		const char *says;
+	} cases[] = {
+		{ { "frobnicate" }, "unknown command 'frobnicate'" },
+		{ { "put", "--blksize" }, "--blksize needs a number" },
+		{ { "put", "--blksize", "4k", "onlyfile" }, "expected FILE and URL" },
+		{ { "get", "u", "f", "extra" }, "expected URL and FILE" },
+		{ { "sum", "-v" }, "expected URL" },
+		{ { "patch", "--at" }, "--at needs a generation number" },
+		{ { "patch", "--at", "-1", "u", "0", "f" }, "--at needs a generation number" },
+		{ { "patch", "u", "0" }, "expected URL, OFFSET and FILE" },
+		{ { "patch", "u", "1Q", "f" }, "OFFSET is not a number" },
+		{ { "patch", "u", "99999999999999999999", "f" }, "OFFSET is not a number" },
+		{ { "patch", "u", "20000000000G", "f" }, "OFFSET is not a number" },
+		{ { "stat", "a", "b" }, "expected URL" },
+		{ { "attr" }, "expected URL and at most one KEY" },
+		{ { "attr", "u", "k", "v" }, "expected URL and at most one KEY" },
+		{ { "attr", "--delete", "u" }, "expected URL and KEY" },
+		{ { "attr", "u", "=value" }, "KEY is empty" },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_cli_fails(2, cases[i].says, "--help", cases[i].argv);
+	assert_cli_fails(2, "expected a command", "--help", (const char *[]){ NULL });
+}
+
+static void version_and_every_help_exit_0_on_stdout(void **state)
+{
+	static const char *const cmds[] = { "put", "get", "sum", "patch", "stat", "log", "attr" };
+	char *out, *err;
+	(void)state;
+
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "--version", NULL }), 0);
+	assert_true(strncmp(out, "blkmap " PACKAGE_VERSION "\n", strlen("blkmap " PACKAGE_VERSION) + 1) == 0);
+	assert_string_equal(err, "");
+	free(out);
+	free(err);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		assert_int_equal(tc_cli(&out, &err, (const char *[]){ cmds[i], "-h", NULL }), 0);
+		assert_non_null(strstr(out, "usage: blkmap "));
+		assert_non_null(strstr(out, cmds[i]));
+		assert_string_equal(err, "");
+		free(out);
+		free(err);
+	}
+}
+
+static void an_environment_variable_that_does_not_parse_fails_every_command_naming_it(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+
+	new_dataset(s, "/clie/env", url, sizeof(url), 4096, 5000);
+	setenv("BLKMAP_CONNECTIONS", "lots", 1);
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", "expected a number", (const char *[]){ "stat", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "sum", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "get", url, "-", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "log", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "attr", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "put", "/dev/null", url, NULL });
+	setenv("BLKMAP_CONNECTIONS", "0", 1);  /* parses, but below 1 */
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=0", "from 1 to 256", (const char *[]){ "stat", url, NULL });
+	unsetenv("BLKMAP_CONNECTIONS");
+}
+
+static void put_refuses_a_file_it_cannot_read_another_block_size_and_a_plain_object(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], flat[512];
+	unsigned char *bytes = ts_pattern(3000, 5);
+
+	new_dataset(s, "/clie/put", url, sizeof(url), 4096, 10000);
+	/* A directory opens, but reading it fails: named with the offset. */
+	char *dir = ts_mkdtemp(), says[600];
+	snprintf(says, sizeof(says), "reading %s at 0", dir);
+	assert_cli_fails(1, says, NULL,
+			 (const char *[]){ "put", dir, tc_url(flat, sizeof(flat), s, "/clie/put-dir"), NULL });
+	ts_rmtree(dir);
+	free(dir);
+	char *path = tc_tmpfile(bytes, 3000);
+	assert_cli_fails(1, "has blocks of 4096 bytes, not 8192", url,
+			 (const char *[]){ "put", "--blksize", "8k", path, url, NULL });
+	assert_int_equal(ts_put(s, "/clie/put-flat", bytes, 3000) / 100, 2);
+	tc_url(flat, sizeof(flat), s, "/clie/put-flat");
+	assert_cli_fails(1, "is a plain object, not a dataset", flat, (const char *[]){ "put", path, flat, NULL });
+	/* Nothing was published by any of them. */
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_generation(ds), 1);
+	assert_int_equal(bm_size(ds), 10000);
+	bm_close(ds);
+	unlink(path);
+	free(path);
+	free(bytes);
+}
+
+static void get_names_the_file_it_cannot_write(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+
+	new_dataset(s, "/clie/get", url, sizeof(url), 4096, 10000);
+	assert_cli_fails(1, "cannot write /nonexistent/dir/out", NULL,
+			 (const char *[]){ "get", url, "/nonexistent/dir/out", NULL });
+	assert_cli_fails(1, "writing /dev/full", NULL, (const char *[]){ "get", url, "/dev/full", NULL });
+}
+
+static void get_and_sum_of_an_empty_dataset_give_no_bytes(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], *out, *err;
+
+	new_dataset(s, "/clie/empty", url, sizeof(url), 4096, 0);
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "get", url, "-", NULL }), 0);
+	assert_string_equal(out, "");
+	assert_string_equal(err, "");
+	free(out);
+	free(err);
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "sum", url, NULL }), 0);
+	/* SHA-256 of no bytes. */
+	assert_true(strncmp(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  ", 66) == 0);
+	free(out);
+	free(err);
+}
+
+static void patch_refuses_what_does_not_fit_and_exits_3_on_an_old_generation(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], flat[512], *out, *err;
+	unsigned char *bytes = ts_pattern(100, 9);
+	char *path = tc_tmpfile(bytes, 100), *empty = tc_tmpfile("", 0);
+
+	new_dataset(s, "/clie/patch", url, sizeof(url), 4096, 10000);
+	assert_cli_fails(1, "cannot read /nonexistent/patch", NULL,
+			 (const char *[]){ "patch", url, "0", "/nonexistent/patch", NULL });
+	assert_cli_fails(1, "is empty: nothing to write", NULL, (const char *[]){ "patch", url, "0", empty, NULL });
+	assert_cli_fails(1, "100 bytes at offset 9950 do not fit in the dataset's 10000 bytes", NULL,
+			 (const char *[]){ "patch", url, "9950", path, NULL });
+	assert_cli_fails(1, "100 bytes at offset 20000 do not fit", NULL,
+			 (const char *[]){ "patch", url, "20000", path, NULL });
+	assert_int_equal(ts_put(s, "/clie/patch-flat", bytes, 100) / 100, 2);
+	tc_url(flat, sizeof(flat), s, "/clie/patch-flat");
+	assert_cli_fails(1, "is a plain object, not a dataset: it is read-only", NULL,
+			 (const char *[]){ "patch", flat, "0", path, NULL });
+
+	/* Generation 2 published; a patch of generation 1 lost: exit 3. */
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "patch", url, "0", path, NULL }), 0);
+	assert_string_equal(out, "2\n");
+	free(out);
+	free(err);
+	assert_cli_fails(3, "commit", url, (const char *[]){ "patch", "--at", "1", url, "100", path, NULL });
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_generation(ds), 2);
+	bm_close(ds);
+	unlink(path);
+	unlink(empty);
+	free(path);
+	free(empty);
+	free(bytes);
+}
+
+static void attr_names_a_missing_key_and_refuses_text_that_is_not_utf8(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], *out, *err;
+
+	new_dataset(s, "/clie/attr", url, sizeof(url), 4096, 100);
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "attr", url, NULL }), 0);
+	assert_string_equal(out, "{}\n");
+	free(out);
+	free(err);
+	assert_cli_fails(1, "has no attribute \"colour\"", url, (const char *[]){ "attr", url, "colour", NULL });
+	assert_cli_fails(1, "has no attribute \"colour\"", url,
+			 (const char *[]){ "attr", "--delete", url, "colour", NULL });
+	assert_cli_fails(1, "VALUE is neither JSON nor UTF-8 text", NULL,
+			 (const char *[]){ "attr", url, "colour=\xff\xfe", NULL });
+	assert_cli_fails(1, "KEY is not UTF-8 text", NULL, (const char *[]){ "attr", url, "\xff=1", NULL });
+	/* None of them committed anything. */
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_generation(ds), 1);
+	bm_close(ds);
+}
+
+/* Each test starts with none of the variables a test sets. */
+static int clean_environment(void **state)
+{
+	(void)state;
+	unsetenv("BLKMAP_CONNECTIONS");
+	return 0;
+}
+
+#define T(name) cmocka_unit_test_setup(name, clean_environment)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(usage_errors_name_what_is_wrong_and_point_at_help),
+		T(version_and_every_help_exit_0_on_stdout),
+		T(an_environment_variable_that_does_not_parse_fails_every_command_naming_it),
+		T(put_refuses_a_file_it_cannot_read_another_block_size_and_a_plain_object),
+		T(get_names_the_file_it_cannot_write),
+		T(get_and_sum_of_an_empty_dataset_give_no_bytes),
+		T(patch_refuses_what_does_not_fit_and_exits_3_on_an_old_generation),
+		T(attr_names_a_missing_key_and_refuses_text_that_is_not_utf8),
+	};
+	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
+}
