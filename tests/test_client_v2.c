@@ -4,7 +4,8 @@
  * manifest), one small GET to open, the upgrade of a version 1 dataset
  * (one line on stderr, the old generations still readable), a v1-only
  * reader's refusal, refresh and bm_next_block over two trees, hostile
- * index pages and manifests served by the server (one-line errors), a
+ * index pages and manifests served by the server (one-line errors; a
+ * fault under a bad page gets SIGBUS, never wrong bytes), a
  * byte flipped in transit (fetched again), and a 2^50-byte dataset whose
  * metadata costs the pages touched.
  */
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -352,6 +354,57 @@ static void hostile_index_pages_on_the_server_are_one_line_errors(void **state)
 	free(data);
 }
 
+struct fault_case {
+	const char *url;
+	size_t off;
+};
+
+/* For a child (no cmocka asserts): maps the dataset and reads one byte
+ * at off: killed by SIGBUS when its block cannot be loaded. */
+static int touch_child(void *arg)
+{
+	struct fault_case *c = arg;
+	struct bm_options o;
+	bm_dataset *ds;
+	bm_mapping *m;
+	void *addr;
+
+	if (bm_options_init(&o) < 0)
+		return 1;
+	o.retry_base_ms = 1;
+	o.retries = 2;
+	if (bm_open(&ds, c->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+		return 2;
+	volatile char x = ((volatile char *)addr)[c->off];
+	(void)x;
+	return 0; /* not reached when the page is hostile */
+}
+
+static void a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 600, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 210);
+	char url[512], leaf[BM_SUM_HEX + 1], ppath[300], *err = NULL;
+
+	tc_store_url(url, sizeof(url), st, "/v2/sigbus");
+	tc_put(url, BS, data, size);
+	page_key(st, "/v2/sigbus", true, leaf);
+	snprintf(ppath, sizeof(ppath), "/v2/sigbus/index/%s", leaf);
+	unsigned char *junk = ts_pattern(BM_IPAGE_MAX, 211);
+	assert_true(tc_store_put(st, ppath, junk, BM_IPAGE_MAX) / 100 == 2);
+	free(junk);
+	struct fault_case c = { url, 5 * BS };
+	int status = tc_child(touch_child, &c, &err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS)
+		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
+	assert_int_equal(tc_lines(err), 1);
+	assert_non_null(strstr(err, "block 5"));
+	assert_non_null(strstr(err, ppath));
+	free(err);
+	free(data);
+}
+
 static void a_flipped_byte_in_transit_is_fetched_again(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -475,6 +528,7 @@ int main(void)
 		cmocka_unit_test(a_v1_only_reader_refuses_v2_with_its_version_error),
 		cmocka_unit_test(refresh_follows_another_writers_v2_generation),
 		cmocka_unit_test(hostile_index_pages_on_the_server_are_one_line_errors),
+		cmocka_unit_test(a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line),
 		cmocka_unit_test(a_flipped_byte_in_transit_is_fetched_again),
 		cmocka_unit_test(a_2_to_50_byte_dataset_costs_the_pages_touched_not_its_size),
 	};
