@@ -229,10 +229,34 @@ static int check_status(struct bm_req *r, void *arg, char *msg, size_t n)
 	return bm_store_status_error(r->status);
 }
 
+/* nginx and Apache answer a HEAD of a directory on their disk (a
+ * collection: datasets below it, no object) with a permanent redirect to
+ * the same path and '/': not found, as an object. */
+static bool redirect_to_collection(const struct bm_req *r)
+{
+	const char *loc = r->header_value, *path = strstr(r->url, "://");
+	size_t ll = strlen(loc), pl;
+
+	path = path ? strchr(path + 3, '/') : NULL;
+	if ((r->status != 301 && r->status != 308) || path == NULL || ll < 2 || loc[ll - 1] != '/')
+		return false;
+	pl = strlen(path);
+	return ll - 1 >= pl && memcmp(loc + ll - 1 - pl, path, pl) == 0;
+}
+
+static int check_head(struct bm_req *r, void *arg, char *msg, size_t n)
+{
+	if (redirect_to_collection(r)) {
+		bm_fmt(msg, n, "a directory, not an object (HTTP %ld to %s)", r->status, r->header_value);
+		return BM_ENOTFOUND;
+	}
+	return check_status(r, arg, msg, n);
+}
+
 static int http_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n)
 {
 	struct store_http *h = sh_of(s);
-	struct bm_req r = { .method = "HEAD" };
+	struct bm_req r = { .method = "HEAD", .want_header = "Location" };
 	struct status_check c = { h, 200, 200, 200 };
 	char *url = key_url(h, key);
 	int rc;
@@ -240,7 +264,7 @@ static int http_head(struct bm_store *s, const char *key, struct bm_version *v, 
 	if (url == NULL)
 		return BM_ENOMEM;
 	r.url = url;
-	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, s->retries_counter);
+	rc = bm_http_do(h->http, &r, check_head, &c, msg, n, s->retries_counter);
 	if (rc == 0)
 		version_of(&r, v);
 	free(url);

@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bm_xxhash.h"
@@ -35,13 +36,21 @@ int bm_wcfs_normalize_url(const char *server_url, char *out, size_t n)
 
 int bm_wcfs_default_mountpoint(const char *server_url, char *out, size_t n)
 {
-	char norm[2048];
-	int rc = bm_wcfs_normalize_url(server_url, norm, sizeof(norm));
+	/* Normalizing never lengthens: any URL that normalizes has a
+	 * mountpoint, however long (a fixed buffer refused long ones that
+	 * the mirror accepts). */
+	size_t cap = server_url ? strlen(server_url) + 1 : 1;
+	char *norm = malloc(cap);
+	int rc;
 
-	if (rc < 0)
-		return rc;
-	unsigned long long h = bm_xxh3_64(norm, strlen(norm));
-	if ((size_t)snprintf(out, n, "/dev/shm/blkmap-wcfs/%016llx", h) >= n)
-		return BM_EINVAL;
-	return 0;
+	if (norm == NULL)
+		return BM_ENOMEM;
+	rc = bm_wcfs_normalize_url(server_url, norm, cap);
+	if (rc == 0) {
+		unsigned long long h = bm_xxh3_64(norm, strlen(norm));
+		if ((size_t)snprintf(out, n, "/dev/shm/blkmap-wcfs/%016llx", h) >= n)
+			rc = BM_EINVAL;
+	}
+	free(norm);
+	return rc;
 }

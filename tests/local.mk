@@ -6,7 +6,8 @@ virtmem_tests = \
 	tests/test_virtmem \
 	tests/test_virtmem_threads \
 	tests/test_virtmem_signals \
-	tests/test_virtmem_overlay
+	tests/test_virtmem_overlay \
+	tests/test_virtmem_unwind
 check_PROGRAMS += $(virtmem_tests) tests/test_pagetab
 TESTS += tests/test_pagetab
 
@@ -25,7 +26,9 @@ vm_engine_runs = \
 	tests/uffd/test_virtmem.uffd \
 	tests/uffd/test_virtmem_threads.uffd \
 	tests/uffd/test_virtmem_signals.uffd \
-	tests/uffd/test_virtmem_overlay.uffd
+	tests/uffd/test_virtmem_overlay.uffd \
+	tests/sigsegv/test_virtmem_unwind.sigsegv \
+	tests/uffd/test_virtmem_unwind.uffd
 TESTS += $(vm_engine_runs)
 CLEANFILES += $(vm_engine_runs)
 EXTRA_DIST += tests/vm-engine.sh
@@ -44,6 +47,9 @@ tests_test_virtmem_signals_LDADD = $(VMTEST_LDADD)
 tests_test_virtmem_overlay_SOURCES = tests/test_virtmem_overlay.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_overlay_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_overlay_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_unwind_SOURCES = tests/test_virtmem_unwind.c tests/vmtest.h tests/vmfixture.h
+tests_test_virtmem_unwind_CFLAGS = $(VMTEST_CFLAGS)
+tests_test_virtmem_unwind_LDADD = $(VMTEST_LDADD)
 # The page table is internal: test it from its source.
 tests_test_pagetab_SOURCES = tests/test_pagetab.c virtmem/pagetab.c
 tests_test_pagetab_CFLAGS = $(VMTEST_CFLAGS)

@@ -918,6 +918,12 @@ static void test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset(v
 	assert_int_equal(fstatat(dfd, shortname, &st, 0), 0);
 	assert_true(S_ISREG(st.st_mode));
 	assert_int_equal(st.st_size, 4096);
+	/* A name beside it that is no dataset might be a directory, but its
+	 * listing's URL (one '/' longer) does not fit: ENAMETOOLONG, not
+	 * ENOENT, and not a directory nobody can list. */
+	static char other[200];
+	memset(other, 'z', t);
+	int other_rc = fstatat(dfd, other, &st, 0), other_err = errno;
 	int gets = atomic_load(&ls.manifest_gets);
 	/* ...and one byte more is refused, without a request for the cut URL. */
 	errno = 0;
@@ -932,6 +938,8 @@ static void test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset(v
 			 S_ISREG(st.st_mode) ? "file" : "directory", (intmax_t)st.st_size);
 	assert_int_equal(err, ENAMETOOLONG);
 	assert_int_equal(atomic_load(&ls.manifest_gets), gets);
+	assert_int_equal(other_rc, -1);
+	assert_int_equal(other_err, ENAMETOOLONG);
 }
 
 /* ---- the process ------------------------------------------------------------------------- */

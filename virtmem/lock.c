@@ -81,8 +81,9 @@ void vm_log(const char *fmt, ...)
 	if (n < 0)
 		return;
 	n += 9;
-	if (n > (int)sizeof(buf) - 1)
-		n = sizeof(buf) - 1;
+	/* Cut: the text ends before vsnprintf's NUL, at buf[sizeof(buf) - 3]. */
+	if (n > (int)sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
 	buf[n++] = '\n';
 	ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
 	(void)w;

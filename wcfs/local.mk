@@ -7,6 +7,7 @@ blkmap_wcfs_SOURCES = \
 	wcfs/node.c \
 	wcfs/ops.c \
 	wcfs/list.c \
+	wcfs/listing.c \
 	wcfs/blocks.c \
 	wcfs/inval.c
 blkmap_wcfs_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
@@ -20,3 +21,13 @@ tests_test_wcfs_SOURCES = tests/test_wcfs.c tests/wcfs_util.c tests/wcfs_util.h 
 tests_test_wcfs_CFLAGS = $(SERVER_TEST_CFLAGS)
 tests_test_wcfs_LDADD = client/libblkmap.la $(SERVER_TEST_LDADD)
 EXTRA_tests_test_wcfs_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT)
+
+# The same over blkmap-server and nginx (a server that cannot list):
+# lookups, FORGET, statfs, views, the program's modes.
+check_PROGRAMS += tests/test_wcfs_nodes
+TESTS += tests/test_wcfs_nodes
+tests_test_wcfs_nodes_SOURCES = tests/test_wcfs_nodes.c tests/wcfs_util.c tests/wcfs_util.h \
+	$(CLIENT_TEST_SOURCES)
+tests_test_wcfs_nodes_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_wcfs_nodes_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_wcfs_nodes_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT)

@@ -61,15 +61,6 @@ fuse_ino_t wc_ino_of(const struct wc_node *n)
 	return n == &root_node ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
 }
 
-bool wc_name_ok(const char *name)
-{
-	size_t len = strlen(name);
-
-	if (len == 0 || len > 255 || !strcmp(name, ".") || !strcmp(name, ".."))
-		return false;
-	return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
-}
-
 /* ---- dataset handles ---------------------------------------------------------- */
 
 static struct wc_ds *ds_new(bm_dataset *bm)

@@ -1,8 +1,9 @@
 /* wcfs.h — what the files of blkmap-wcfs (the read-only FUSE mirror of a
- * blkmap server) share: the node table (node.c), the server's listing
- * (list.c), the per-handle block cache (blocks.c), the kernel cache
- * invalidation thread (inval.c), the FUSE operations (ops.c) and logging
- * (main.c).  Internal symbols use the prefix wc_.  Lock order: the table
+ * blkmap server) share: the node table (node.c), the server listing
+ * (list.c fetches its keys, listing.c makes them children), the per-handle block cache
+ * (blocks.c), the kernel cache invalidation thread (inval.c), the FUSE
+ * operations (ops.c) and logging (main.c).  Internal symbols use the
+ * prefix wc_.  Lock order: the table
  * lock, then a node's check_mu, then the idle-handle list's lock, then a
  * node's mu, then a handle's bmu; the invalidation queue's lock is a leaf.  No lock is held across a FUSE reply
  * or a kernel notification; check_mu is held across a manifest GET, and
@@ -137,8 +138,6 @@ void wc_node_release(struct wc_node *n);
 /* Calls fn for every held node of view gen whose path's parent is dir. */
 void wc_table_children(uint64_t gen, const char *dir,
 		       void (*fn)(const char *name, bool is_file, void *arg), void *arg);
-/* A name that may be a dataset path component (FORMAT.md's key charset). */
-bool wc_name_ok(const char *name);
 
 /* ---- blocks.c ---- */
 void wc_blocks_init(struct wc_ds *d);
@@ -178,6 +177,18 @@ bool wc_inval_keep(struct wc_node *n);
  * -ENAMETOOLONG when the listing's URL would not fit in WC_URL_MAX. */
 int wc_list(uint64_t gen, const char *dir,
 	    void (*fn)(const char *name, bool is_file, void *arg), void *arg);
+
+/* ---- listing.c (pure: no I/O, no globals) ---- */
+/* A name that may be a dataset path component (FORMAT.md's key charset). */
+bool wc_name_ok(const char *name);
+/* The children of a directory from the keys below it (relative to it:
+ * "<child>/..."), in any order (a listing is untrusted); keys is sorted in
+ * place.  fn gets each child once, when its name passes wc_name_ok and
+ * <child>/<file> is a key (is_file), or some <child>/.../<file> is, where
+ * <file> is manifest.json for gen 0 (head) and gen/<gen>.json otherwise.
+ * Returns the number of calls of fn. */
+int wc_children(const char **keys, size_t n, uint64_t gen,
+		void (*fn)(const char *name, bool is_file, void *arg), void *arg);
 
 /* ---- ops.c ---- */
 extern const struct fuse_lowlevel_ops wc_ops;

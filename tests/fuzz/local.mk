@@ -18,6 +18,12 @@ FUZZ_INDEX_LDADD = client/libblkmap.la $(JANSSON_LIBS)
 FUZZ_URL_SOURCES = tests/fuzz/fuzz_url.c tests/fuzz/fuzz.h
 FUZZ_URL_LDADD = client/libblkmap.la
 
+# The mirror's directory listing (wcfs/listing.c: pure, no FUSE calls;
+# wcfs.h needs FUSE's headers).
+FUZZ_LIST_SOURCES = tests/fuzz/fuzz_list.c tests/fuzz/fuzz.h wcfs/listing.c wcfs/wcfs.h
+FUZZ_LIST_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
+FUZZ_LIST_LDADD = $(JANSSON_LIBS)
+
 # The server's connection code without its process (server.c, main.c):
 # fuzz_server.c plays the worker.
 FUZZ_SERVER_SOURCES = tests/fuzz/fuzz_server.c tests/fuzz/fuzz.h \
@@ -28,13 +34,17 @@ FUZZ_SERVER_SOURCES = tests/fuzz/fuzz_server.c tests/fuzz/fuzz.h \
 FUZZ_SERVER_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS) $(JANSSON_CFLAGS)
 FUZZ_SERVER_LDADD = $(LIBEVENT_LIBS) $(JANSSON_LIBS)
 
-FUZZ_REPLAYS = tests/fuzz/replay_index tests/fuzz/replay_manifest tests/fuzz/replay_server tests/fuzz/replay_url
+FUZZ_REPLAYS = tests/fuzz/replay_index tests/fuzz/replay_list tests/fuzz/replay_manifest tests/fuzz/replay_server tests/fuzz/replay_url
 check_PROGRAMS += $(FUZZ_REPLAYS)
 TESTS += $(FUZZ_REPLAYS)
 tests_fuzz_replay_index_SOURCES = tests/fuzz/replay.c $(FUZZ_INDEX_SOURCES)
 tests_fuzz_replay_index_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"index"'
 tests_fuzz_replay_index_CFLAGS = $(FUZZ_INDEX_CFLAGS)
 tests_fuzz_replay_index_LDADD = $(FUZZ_INDEX_LDADD)
+tests_fuzz_replay_list_SOURCES = tests/fuzz/replay.c $(FUZZ_LIST_SOURCES)
+tests_fuzz_replay_list_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"list"'
+tests_fuzz_replay_list_CFLAGS = $(FUZZ_LIST_CFLAGS)
+tests_fuzz_replay_list_LDADD = $(FUZZ_LIST_LDADD)
 tests_fuzz_replay_manifest_SOURCES = tests/fuzz/replay.c $(FUZZ_MANIFEST_SOURCES)
 tests_fuzz_replay_manifest_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"manifest"'
 tests_fuzz_replay_manifest_CFLAGS = $(FUZZ_MANIFEST_CFLAGS)
@@ -50,12 +60,16 @@ tests_fuzz_replay_url_LDADD = $(FUZZ_URL_LDADD)
 EXTRA_DIST += tests/fuzz/corpus tests/fuzz/regressions
 
 if FUZZING
-FUZZ_TARGETS = tests/fuzz/fuzz_index tests/fuzz/fuzz_manifest tests/fuzz/fuzz_server tests/fuzz/fuzz_url
+FUZZ_TARGETS = tests/fuzz/fuzz_index tests/fuzz/fuzz_list tests/fuzz/fuzz_manifest tests/fuzz/fuzz_server tests/fuzz/fuzz_url
 noinst_PROGRAMS += $(FUZZ_TARGETS)
 tests_fuzz_fuzz_index_SOURCES = $(FUZZ_INDEX_SOURCES)
 tests_fuzz_fuzz_index_CFLAGS = $(FUZZ_INDEX_CFLAGS)
 tests_fuzz_fuzz_index_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_index_LDADD = $(FUZZ_INDEX_LDADD)
+tests_fuzz_fuzz_list_SOURCES = $(FUZZ_LIST_SOURCES)
+tests_fuzz_fuzz_list_CFLAGS = $(FUZZ_LIST_CFLAGS)
+tests_fuzz_fuzz_list_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_list_LDADD = $(FUZZ_LIST_LDADD)
 tests_fuzz_fuzz_manifest_SOURCES = $(FUZZ_MANIFEST_SOURCES)
 tests_fuzz_fuzz_manifest_CFLAGS = $(FUZZ_MANIFEST_CFLAGS)
 tests_fuzz_fuzz_manifest_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
