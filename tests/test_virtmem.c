@@ -511,6 +511,29 @@ static void test_invalidate_drops_clean_page(void **unused)
 	fx_close(f);
 }
 
+/* A clean page written after it was read (under the uffd engine such a
+ * write takes no fault: only a look at the page table tells) stays: an
+ * invalidate refuses it and reclaim passes over it to the next clean page.
+ * Nothing asks for the page states before, so the look is theirs. */
+static void test_clean_page_written_is_kept_by_invalidate_and_reclaim(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 4, 2);
+
+	assert_true(*word(f->vma, 0, 3) == PATTERN(0, 3));
+	assert_true(*word(f->vma, 1, 3) == PATTERN(1, 3));
+	*word(f->vma, 0, 3) = 77;
+	assert_int_equal(vm_fileh_invalidate_page(f->fh, 0), -EBUSY);
+	*word(f->vma, 1, 3) = 78;
+	/* Block 2 needs a slot: both pages are dirty now. */
+	assert_int_equal(vm_vma_on_fault(f->vma, vm_vma_blk_addr(f->vma, 2), 0), -ENOMEM);
+	assert_int_equal(*word(f->vma, 0, 3), 77);
+	assert_int_equal(*word(f->vma, 1, 3), 78);
+	assert_int_equal(state(f, 0), VM_PAGE_DIRTY);
+	assert_int_equal(state(f, 1), VM_PAGE_DIRTY);
+	assert_int_equal(state(f, 2), VM_PAGE_EMPTY);
+	fx_close(f);
+}
+
 static void test_invalidate_refuses_dirty_page(void **unused)
 {
 	struct fx *f = fx_open(BS4K, 4, 4);
@@ -1249,6 +1272,7 @@ int main(void)
 		cmocka_unit_test(test_discard_drops_dirty_pages),
 		cmocka_unit_test(test_invalidate_drops_clean_page),
 		cmocka_unit_test(test_invalidate_refuses_dirty_page),
+		cmocka_unit_test(test_clean_page_written_is_kept_by_invalidate_and_reclaim),
 		cmocka_unit_test(test_invalidate_while_loading_reloads),
 		cmocka_unit_test(test_readonly_handle_refuses_writes),
 		cmocka_unit_test(test_on_fault_sees_every_fault_cached_or_not),

@@ -68,16 +68,24 @@ static void *worker_main(void *p)
 	return NULL;
 }
 
-static struct shared *shared_open(unsigned delay_us)
+/* ops: the backend's, or NULL for the memfile's. */
+static struct shared *shared_open_ops(unsigned delay_us, const vm_bigfile_ops *ops)
 {
 	struct shared *s = calloc(1, sizeof(*s));
 	s->m = memfile_new(BS, NBLK, 0);
 	s->m->load_delay_us = delay_us;
+	if (ops != NULL)
+		s->m->file.ops = ops;
 	assert_int_equal(vm_ram_open(&s->ram, NBLK * BS), 0);
 	assert_int_equal(vm_fileh_open(&s->fh, &s->m->file, s->ram, 0), 0);
 	assert_int_equal(vm_fileh_mmap(&s->vma, s->fh, 0, NBLK), 0);
 	pthread_barrier_init(&s->start, NULL, NTHREAD);
 	return s;
+}
+
+static struct shared *shared_open(unsigned delay_us)
+{
+	return shared_open_ops(delay_us, NULL);
 }
 
 static void shared_close(struct shared *s)
@@ -137,12 +145,22 @@ static void test_threads_reading_and_writing_all_blocks_load_each_once(void **un
 	shared_close(s);
 }
 
-/* Rendezvous inside loadblk: the load of block 1 waits (up to 30 s) for the
- * load of block 2 to be running at the same time.  If loads were serialized,
- * the rendezvous could never happen. */
+/* Rendezvous inside loadblk: each load waits (up to 30 s) until rv_need
+ * loads run at the same time.  If loads were serialized (or, under the uffd
+ * engine, served by fewer handler threads than rv_need), the rendezvous
+ * could never happen. */
 static pthread_mutex_t rv_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t rv_cv = PTHREAD_COND_INITIALIZER;
-static int rv_arrived, rv_met;
+static int rv_arrived, rv_met, rv_need;
+
+/* Under rv_mu: the loads run in handler threads under the uffd engine. */
+static void rv_set_need(int need)
+{
+	pthread_mutex_lock(&rv_mu);
+	rv_arrived = rv_met = 0;
+	rv_need = need;
+	pthread_mutex_unlock(&rv_mu);
+}
 
 static int rendezvous_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 {
@@ -152,10 +170,10 @@ static int rendezvous_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	pthread_mutex_lock(&rv_mu);
 	rv_arrived++;
 	pthread_cond_broadcast(&rv_cv);
-	while (rv_arrived < 2 &&
+	while (rv_arrived < rv_need &&
 	       pthread_cond_timedwait(&rv_cv, &rv_mu, &deadline) == 0)
 		;
-	if (rv_arrived >= 2)
+	if (rv_arrived >= rv_need)
 		rv_met++;
 	pthread_mutex_unlock(&rv_mu);
 	fill_pattern(buf, blk, f->blksize);
@@ -171,6 +189,7 @@ static void test_loads_of_different_blocks_run_in_parallel(void **unused)
 	vm_vma *vma;
 	pthread_t t1, t2;
 
+	rv_set_need(2);
 	assert_int_equal(vm_ram_open(&ram, 4 * BS), 0);
 	assert_int_equal(vm_fileh_open(&fh, &file, ram, 0), 0);
 	assert_int_equal(vm_fileh_mmap(&vma, fh, 0, 4), 0);
@@ -192,6 +211,23 @@ static void test_loads_of_different_blocks_run_in_parallel(void **unused)
 	vm_vma_unmap(vma);
 	vm_fileh_close(fh);
 	vm_ram_close(ram);
+}
+
+/* NTHREAD slow loads at once, one per block: none waits for another to
+ * end (under the uffd engine, handler threads are added while every one
+ * is busy in a load). */
+static void test_slow_loads_of_many_blocks_do_not_wait_for_each_other(void **unused)
+{
+	static const vm_bigfile_ops ops = { .loadblk = rendezvous_loadblk };
+	struct shared *s = shared_open_ops(0, &ops);
+
+	rv_set_need(NTHREAD);
+	run_workers(s, 1);
+	pthread_mutex_lock(&rv_mu);
+	int met = rv_met;
+	pthread_mutex_unlock(&rv_mu);
+	assert_int_equal(met, NTHREAD);
+	shared_close(s);
 }
 
 /* Writers, readers, reclaim and writeouts at once: every write reaches the
@@ -293,6 +329,7 @@ int main(void)
 		cmocka_unit_test(test_threads_faulting_different_blocks_load_each_once),
 		cmocka_unit_test(test_threads_reading_and_writing_all_blocks_load_each_once),
 		cmocka_unit_test(test_loads_of_different_blocks_run_in_parallel),
+		cmocka_unit_test(test_slow_loads_of_many_blocks_do_not_wait_for_each_other),
 		cmocka_unit_test(test_writes_survive_concurrent_reclaim_and_writeout),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -106,6 +106,7 @@ const char *vm_strerror(int err)
  * the table's room is not recorded (its fault is then served). */
 #define NBACKEND 256
 static pid_t in_backend[NBACKEND];
+static unsigned nin_backend; /* entries in use (atomic): none, no scan */
 static __thread pid_t my_tid __attribute__((tls_model("initial-exec")));
 static __thread int my_slot __attribute__((tls_model("initial-exec")));
 
@@ -122,6 +123,7 @@ void vm_backend_enter(void)
 		pid_t none = 0;
 		if (__atomic_compare_exchange_n(&in_backend[i], &none, my_tid, false,
 						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+			__atomic_fetch_add(&nin_backend, 1, __ATOMIC_ACQ_REL);
 			my_slot = i;
 			break;
 		}
@@ -132,14 +134,18 @@ void vm_backend_leave(void)
 {
 	if (--vm_in_backend > 0)
 		return;
-	if (my_slot >= 0)
+	if (my_slot >= 0) {
+		__atomic_fetch_sub(&nin_backend, 1, __ATOMIC_ACQ_REL);
 		__atomic_store_n(&in_backend[my_slot], 0, __ATOMIC_RELEASE);
+	}
 	if (vm_thread_blocks)
 		vm_thread_blocks(false);
 }
 
 bool vm_thread_in_backend(pid_t tid)
 {
+	if (__atomic_load_n(&nin_backend, __ATOMIC_ACQUIRE) == 0)
+		return false;
 	for (int i = 0; i < NBACKEND; i++)
 		if (__atomic_load_n(&in_backend[i], __ATOMIC_ACQUIRE) == tid)
 			return true;
