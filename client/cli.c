@@ -1,4 +1,5 @@
-/* cli.c — the `blkmap` command: put, get, sum, patch, stat, log, attr.
+/* cli.c — the `blkmap` command: put, get, sum, patch, stat, log, attr (gc,
+ * tag, tags and diff: cli_history.c).
  *
  * A thin layer over libblkmap's public API (blkmap.h): each command opens
  * the dataset, does its job through a mapping or bm_write, and reports one
@@ -24,12 +25,11 @@
 
 #include <blkmap/blkmap.h>
 
-#define EXIT_USAGE 2
-#define EXIT_CONFLICT 3
+#include "cli.h"
 
-static const char *prog = "blkmap";
+const char *prog = "blkmap";
 
-static int fail(const char *what, int rc, bm_dataset *ds)
+int fail(const char *what, int rc, bm_dataset *ds)
 {
 	const char *detail = bm_last_error(ds);
 	if (detail[0])
@@ -39,14 +39,14 @@ static int fail(const char *what, int rc, bm_dataset *ds)
 	return rc == BM_ECONFLICT ? EXIT_CONFLICT : 1;
 }
 
-static int usage_error(const char *cmd, const char *msg)
+int usage_error(const char *cmd, const char *msg)
 {
 	fprintf(stderr, "%s %s: %s (see '%s %s --help')\n", prog, cmd, msg, prog, cmd);
 	return EXIT_USAGE;
 }
 
 /* Parses a non-negative integer with an optional k/M/G suffix. */
-static int parse_u64(const char *s, uint64_t *out)
+int parse_u64(const char *s, uint64_t *out)
 {
 	char *e;
 	errno = 0;
@@ -66,9 +66,31 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
-static bool is_help(const char *a)
+bool is_help(const char *a)
 {
 	return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
+}
+
+/* "--at GEN|TAG": a generation number, else a tag name. */
+int parse_at(const char *cmd, const char *arg, struct bm_options *o)
+{
+	uint64_t gen;
+
+	if (arg == NULL)
+		return usage_error(cmd, "--at needs a generation number or a tag name");
+	if (arg[0] >= '0' && arg[0] <= '9' && strspn(arg, "0123456789") == strlen(arg)) {
+		if (parse_u64(arg, &gen) < 0 || gen == 0)
+			return usage_error(cmd, "--at needs a generation number (1 or more) or a tag name");
+		o->generation = gen;
+		o->tag = NULL;
+		return 0;
+	}
+	if (arg[0] == '.' || arg[0] == '-' || arg[0] == '\0' ||
+	    strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(arg))
+		return usage_error(cmd, "--at needs a generation number (1 or more) or a tag name");
+	o->generation = 0;
+	o->tag = arg;
+	return 0;
 }
 
 /* ---- progress ------------------------------------------------------------- */
@@ -121,7 +143,7 @@ static void progress_add(struct progress *p, uint64_t n)
 
 /* A variable that does not parse: bm_options_init has printed the one
  * line naming it. */
-static int load_options(struct bm_options *o)
+int load_options(struct bm_options *o)
 {
 	return bm_options_init(o) < 0 ? -1 : 0;
 }
@@ -244,10 +266,11 @@ out:
 /* ---- get ------------------------------------------------------------------------- */
 
 static const char get_help[] =
-	"usage: blkmap get URL FILE\n"
+	"usage: blkmap get [--at GEN|TAG] URL FILE\n"
 	"\n"
 	"Writes the bytes of the dataset (or plain object) at URL to FILE ('-' for\n"
-	"standard output), reading them through a memory mapping. A progress bar is\n"
+	"standard output), reading them through a memory mapping: the latest\n"
+	"generation, or generation GEN, or the one tag TAG names. A progress bar is\n"
 	"shown on a terminal. A plain object is read in 1 MiB blocks (BLKMAP_BLKSIZE\n"
 	"sets another size).\n";
 
@@ -306,10 +329,18 @@ static int cmd_get(int argc, char **argv)
 
 	if (argc > 1 && is_help(argv[1]))
 		return fputs(get_help, stdout), 0;
-	if (argc != 3)
+	if (load_options_sequential(&o) < 0)
+		return 1;
+	int i = 1;
+	if (i < argc && strcmp(argv[i], "--at") == 0) {
+		if ((ex = parse_at("get", i + 1 < argc ? argv[i + 1] : NULL, &o)) != 0)
+			return ex;
+		i += 2;
+	}
+	if (argc - i != 2)
 		return usage_error("get", "expected URL and FILE");
-	const char *url = argv[1], *path = argv[2];
-	if (load_options_sequential(&o) < 0 || open_or_fail(&ds, url, &o, &ex) < 0)
+	const char *url = argv[i], *path = argv[i + 1];
+	if (open_or_fail(&ds, url, &o, &ex) < 0)
 		return ex;
 	bool out_stdout = strcmp(path, "-") == 0;
 	int fd = out_stdout ? STDOUT_FILENO : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -362,9 +393,10 @@ out:
 /* ---- sum -------------------------------------------------------------------------- */
 
 static const char sum_help[] =
-	"usage: blkmap sum [-v] URL\n"
+	"usage: blkmap sum [-v] [--at GEN|TAG] URL\n"
 	"\n"
-	"Prints the SHA-256 of the dataset's content, read through a memory mapping\n"
+	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
+	"or the one tag TAG names), read through a memory mapping\n"
 	"(page faults do the loading; a plain object in 1 MiB blocks unless\n"
 	"BLKMAP_BLKSIZE sets another size), as '<hex>  <URL>'. With -v, prints to stderr\n"
 	"one line of what it took: mode=<loadblk|overlay> fetched_bytes=<n> and the\n"
@@ -395,15 +427,24 @@ static int cmd_sum(int argc, char **argv)
 
 	if (argc > 1 && is_help(argv[1]))
 		return fputs(sum_help, stdout), 0;
-	if (i < argc && strcmp(argv[i], "-v") == 0) {
-		verbose = true;
-		i++;
+	if (load_options_sequential(&o) < 0)
+		return 1;
+	for (; i < argc; i++) {
+		if (strcmp(argv[i], "-v") == 0) {
+			verbose = true;
+		} else if (strcmp(argv[i], "--at") == 0) {
+			if ((ex = parse_at("sum", i + 1 < argc ? argv[i + 1] : NULL, &o)) != 0)
+				return ex;
+			i++;
+		} else {
+			break;
+		}
 	}
 	if (argc - i != 1)
 		return usage_error("sum", "expected URL");
 	const char *url = argv[i];
 	double t0 = now();
-	if (load_options_sequential(&o) < 0 || open_or_fail(&ds, url, &o, &ex) < 0)
+	if (open_or_fail(&ds, url, &o, &ex) < 0)
 		return ex;
 	uint64_t size = bm_size(ds);
 	if (size > 0) {
@@ -438,13 +479,14 @@ out:
 /* ---- patch -------------------------------------------------------------------------- */
 
 static const char patch_help[] =
-	"usage: blkmap patch [--at GEN] URL OFFSET FILE\n"
+	"usage: blkmap patch [--at GEN|TAG] URL OFFSET FILE\n"
 	"\n"
-	"Maps the dataset at URL (as of generation GEN if given, else the latest),\n"
+	"Maps the dataset at URL (as of generation GEN, or the one tag TAG names, if\n"
+	"given, else the latest),\n"
 	"copies FILE's bytes into the mapping at byte OFFSET, commits, and prints the\n"
 	"new generation. The bytes must lie inside the dataset.\n"
-	"Exit status: 0 success, 1 error, 3 commit conflict (another writer published\n"
-	"since GEN, or GEN is not the latest).\n";
+	"Exit status: 0 success, 1 error, 2 usage error, 3 commit conflict (another\n"
+	"writer published since GEN, or GEN is not the latest).\n";
 
 static int read_file(const char *path, char **bufp, size_t *lenp)
 {
@@ -474,7 +516,7 @@ static int read_file(const char *path, char **bufp, size_t *lenp)
 static int cmd_patch(int argc, char **argv)
 {
 	struct bm_options o;
-	uint64_t at = 0, offset, gen = 0;
+	uint64_t offset, gen = 0;
 	bm_dataset *ds;
 	bm_mapping *m = NULL;
 	void *addr;
@@ -484,9 +526,11 @@ static int cmd_patch(int argc, char **argv)
 
 	if (argc > 1 && is_help(argv[1]))
 		return fputs(patch_help, stdout), 0;
+	if (load_options(&o) < 0)
+		return 1;
 	if (i < argc && strcmp(argv[i], "--at") == 0) {
-		if (i + 1 >= argc || parse_u64(argv[i + 1], &at) < 0 || at == 0)
-			return usage_error("patch", "--at needs a generation number (1 or more)");
+		if ((ex = parse_at("patch", i + 1 < argc ? argv[i + 1] : NULL, &o)) != 0)
+			return ex;
 		i += 2;
 	}
 	if (argc - i != 3)
@@ -498,11 +542,6 @@ static int cmd_patch(int argc, char **argv)
 		fprintf(stderr, "%s: patch: cannot read %s: %s\n", prog, path, strerror(errno));
 		return 1;
 	}
-	if (load_options(&o) < 0) {
-		free(data);
-		return 1;
-	}
-	o.generation = at;
 	if (open_or_fail(&ds, url, &o, &ex) < 0) {
 		free(data);
 		return ex;
@@ -544,13 +583,14 @@ out:
 /* ---- stat and log --------------------------------------------------------------------- */
 
 static const char stat_help[] =
-	"usage: blkmap stat URL\n"
+	"usage: blkmap stat [--at GEN|TAG] URL\n"
 	"\n"
-	"Prints what the dataset at URL is, as JSON: url, kind (dataset or flat),\n"
+	"Prints what the dataset at URL (or its generation GEN, or the one tag TAG\n"
+	"names) is, as JSON: url, kind (dataset or flat),\n"
 	"size, blksize, generation, blocks (the non-empty ones).\n";
 
 /* Prints s as a JSON string (quotes, backslashes and controls escaped). */
-static void print_json_string(const char *s)
+void print_json_string(const char *s)
 {
 	putchar('"');
 	for (; *s; s++) {
@@ -573,9 +613,16 @@ static int cmd_stat(int argc, char **argv)
 
 	if (argc > 1 && is_help(argv[1]))
 		return fputs(stat_help, stdout), 0;
+	if (load_options(&o) < 0)
+		return 1;
+	if (argc > 1 && strcmp(argv[1], "--at") == 0) {
+		if ((ex = parse_at("stat", argc > 2 ? argv[2] : NULL, &o)) != 0)
+			return ex;
+		argc -= 2, argv += 2;
+	}
 	if (argc != 2)
 		return usage_error("stat", "expected URL");
-	if (load_options(&o) < 0 || open_or_fail(&ds, argv[1], &o, &ex) < 0)
+	if (open_or_fail(&ds, argv[1], &o, &ex) < 0)
 		return ex;
 	uint64_t nblk = (bm_size(ds) + bm_blksize(ds) - 1) / bm_blksize(ds);
 	printf("{\"url\": ");
@@ -589,9 +636,10 @@ static int cmd_stat(int argc, char **argv)
 }
 
 static const char log_help[] =
-	"usage: blkmap log URL\n"
+	"usage: blkmap log [--at GEN|TAG] URL\n"
 	"\n"
-	"Lists the kept generations of the dataset at URL, newest first: one line\n"
+	"Lists the kept generations of the dataset at URL, newest first (from GEN,\n"
+	"or the one tag TAG names, with --at): one line\n"
 	"each with generation, size, non-empty blocks and the time of the commit,\n"
 	"and one line for each run of generations that are not kept. A server that\n"
 	"lists (S3, blkmap-server, Apache WebDAV) is listed; on another each\n"
@@ -617,9 +665,16 @@ static int cmd_log(int argc, char **argv)
 
 	if (argc > 1 && is_help(argv[1]))
 		return fputs(log_help, stdout), 0;
+	if (load_options(&o) < 0)
+		return 1;
+	if (argc > 1 && strcmp(argv[1], "--at") == 0) {
+		if ((ex = parse_at("log", argc > 2 ? argv[2] : NULL, &o)) != 0)
+			return ex;
+		argc -= 2, argv += 2;
+	}
 	if (argc != 2)
 		return usage_error("log", "expected URL");
-	if (load_options(&o) < 0 || open_or_fail(&ds, argv[1], &o, &ex) < 0)
+	if (open_or_fail(&ds, argv[1], &o, &ex) < 0)
 		return ex;
 	if (bm_is_flat(ds)) {
 		fprintf(stderr, "%s: log: %s is a plain object: it has no generations\n", prog, argv[1]);
@@ -808,10 +863,18 @@ static const char main_help[] =
 	"  put [--blksize BYTES] FILE URL   FILE's bytes as the dataset's next generation\n"
 	"  get URL FILE                      the dataset's bytes to FILE\n"
 	"  sum [-v] URL                      SHA-256 of the content, read through a mapping\n"
-	"  patch [--at GEN] URL OFFSET FILE  write FILE at OFFSET and commit\n"
+	"  patch URL OFFSET FILE             write FILE at OFFSET and commit\n"
 	"  stat URL                          size, block size, generation as JSON\n"
 	"  log URL                           the kept generations\n"
+	"  diff URL GEN1|TAG1 [GEN2|TAG2]    the block ranges that differ\n"
 	"  attr URL [KEY[=VALUE]]            show or set the user attributes (JSON)\n"
+	"  tag URL NAME [GEN], tag -d URL NAME   name a generation, or remove the name\n"
+	"  tags URL                          the tags\n"
+	"  gc [--keep N] [--keep-since TIME] [--grace DURATION] [--dry-run] URL\n"
+	"                                    drop old generations, delete unreferenced objects\n"
+	"\n"
+	"get, sum, patch, stat, log and diff take --at GEN|TAG: a generation, or the one\n"
+	"a tag names, instead of the latest.\n"
 	"\n"
 	"'blkmap COMMAND --help' tells more.  Environment: BLKMAP_TOKEN (bearer token),\n"
 	"BLKMAP_CACHE_BYTES, BLKMAP_CONNECTIONS, BLKMAP_RETRIES, BLKMAP_RETRY_BASE_MS,\n"
@@ -828,11 +891,12 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "put", cmd_put }, { "get", cmd_get }, { "sum", cmd_sum },
 		{ "patch", cmd_patch }, { "stat", cmd_stat }, { "log", cmd_log },
-		{ "attr", cmd_attr },
+		{ "attr", cmd_attr }, { "diff", cmd_diff }, { "tag", cmd_tag },
+		{ "tags", cmd_tags }, { "gc", cmd_gc },
 	};
 
 	if (argc < 2) {
-		fprintf(stderr, "%s: expected a command: put, get, sum, patch, stat, log or attr (see '%s --help')\n",
+		fprintf(stderr, "%s: expected a command: put, get, sum, patch, stat, log, diff, attr, tag, tags or gc (see '%s --help')\n",
 			prog, prog);
 		return EXIT_USAGE;
 	}

@@ -23,6 +23,7 @@
 
 #include "index_load.h"
 #include "internal.h"
+#include "gcmark.h"
 #include "store.h"
 
 struct bm_upload_job {
@@ -321,6 +322,78 @@ int bm_upload_wait(bm_dataset *ds)
 
 /* ---- bm_write ----------------------------------------------------------------- */
 
+/* ---- gc's guard (gcmark.c) ------------------------------------------------------ */
+
+/* Before this commit's first upload: which gc ran last.  Not known (the
+ * marker could not be read) is as good as "one ran": the check then
+ * verifies. */
+static void gc_guard_begin(bm_dataset *ds)
+{
+	char msg[512];
+
+	if (ds->gc_guard.begun)
+		return;
+	if (bm_gc_guard_begin(ds->store, &ds->gc_guard, msg, sizeof(msg)) < 0) {
+		ds->gc_guard.begun = true;
+		ds->gc_guard.epoch = UINT64_MAX;
+	}
+}
+
+struct commit_objects {
+	bm_dataset *ds;
+	const struct bm_manifest *next;
+	bm_gc_visit_fn visit;
+	void *varg;
+};
+
+/* Format 2: the pages of the next generation's tree (those it shares
+ * with the last one are named by that one, but a gc may have dropped it
+ * meanwhile if it was not the latest: check them all). */
+static int page_key(void *arg, const char *key)
+{
+	struct commit_objects *c = arg;
+	return strncmp(key, "index/", 6) == 0 ? c->visit(c->varg, key) : 0;
+}
+
+/* The objects this commit names that it uploaded or reused: its blocks,
+ * and in format 2 its index pages.  Only called after a gc overlapped
+ * the commit (bm_gc_guard_check). */
+static int commit_keys(void *arg, bm_gc_visit_fn visit, void *varg)
+{
+	struct commit_objects *c = arg;
+	bm_dataset *ds = c->ds;
+	char **keys;
+	size_t n = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&ds->mu);
+	keys = calloc(ds->nchanges + 1, sizeof(*keys));
+	for (size_t i = 0; keys && i < ds->nchanges; i++)
+		if (ds->changes[i].key && (keys[n] = strdup(ds->changes[i].key)) != NULL)
+			n++;
+	pthread_mutex_unlock(&ds->mu);
+	if (keys == NULL)
+		return BM_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (rc == 0)
+			rc = visit(varg, keys[i]);
+		free(keys[i]);
+	}
+	free(keys);
+	if (rc == 0 && c->next->version == 2 && c->next->root[0] != '\0') {
+		struct bm_index_io io;
+		char msg[512];
+		c->visit = visit;
+		c->varg = varg;
+		bm_pages_io(ds->pages, &io);
+		rc = bm_index_keys(&io, c->next->root, bm_manifest_nblk(c->next), page_key, c, NULL, msg,
+				   sizeof(msg));
+		if (rc < 0 && rc != BM_ECONFLICT)
+			bm_set_error(ds, rc, "%s: %s", ds->url, msg);
+	}
+	return rc;
+}
+
 int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 {
 	size_t bs = ds->file.blksize;
@@ -341,6 +414,7 @@ int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 			     ds->url, len, offset, ds->new_size);
 		return BM_EINVAL;
 	}
+	gc_guard_begin(ds);
 	while (len > 0 && rc == 0) {
 		uint64_t index = offset / bs;
 		size_t in = (size_t)(offset % bs);
@@ -841,7 +915,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	struct bm_manifest *next = NULL;
 	char etag[BM_ETAG_SIZE] = "", key[BM_KEY_GEN_SIZE];
 	size_t len = 0;
-	bool superseded;
+	bool superseded = false;
 	int rc;
 
 	if (ds->flat) {
@@ -864,6 +938,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	if ((rc = check_still_latest(ds)) < 0)
 		return rc;
 	keep_generation(ds);
+	gc_guard_begin(ds);
 
 	/* Step 3: upload.  What failed to upload last time goes first; then
 	 * storeblk queues each dirty block. */
@@ -896,7 +971,15 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		bm_manifest_free(next);
 		return BM_ENOMEM;
 	}
-	rc = swap_manifest(ds, json, len, etag, sizeof(etag), &superseded);
+	/* A gc that ran during the uploads may have taken an object we
+	 * name: the guard waits for it and checks (FORMAT.md). */
+	char gmsg[512];
+	struct commit_objects objs = { .ds = ds, .next = next };
+	rc = bm_gc_guard_check(ds->store, &ds->gc_guard, commit_keys, &objs, gmsg, sizeof(gmsg));
+	if (rc < 0)
+		bm_set_error(ds, rc, "%s", gmsg);
+	if (rc == 0)
+		rc = swap_manifest(ds, json, len, etag, sizeof(etag), &superseded);
 	if (rc < 0) {
 		bm_manifest_free(next);
 		free(json);
@@ -927,6 +1010,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	free(ds->new_attrs);
 	ds->new_attrs = NULL;
 	ds->attrs_changed = false;
+	ds->gc_guard.begun = false;
 	pthread_mutex_unlock(&ds->mu);
 
 	/* Published: the stored pages are clean now (a page written since its

@@ -23,6 +23,7 @@
 #include "index_load.h"
 #include "internal.h"
 #include "store.h"
+#include "tags.h"
 
 struct bm_mapping {
 	bm_dataset *ds;
@@ -621,6 +622,24 @@ static int open_manifest(bm_dataset *ds)
 	return 0;
 }
 
+/* opt.tag: the generation it names becomes opt.generation (tags.c). */
+static int open_at_tag(bm_dataset *ds)
+{
+	char msg[512];
+	int rc;
+
+	if (ds->opt.tag == NULL)
+		return 0;
+	if (ds->opt.generation != 0) {
+		bm_set_error(ds, BM_EINVAL, "%s: open at a generation or at a tag, not both", ds->url);
+		return BM_EINVAL;
+	}
+	if ((rc = bm_tags_resolve(ds->store, ds->opt.tag, &ds->opt.generation, msg, sizeof(msg))) < 0)
+		bm_set_error(ds, rc, "%s", msg);
+	ds->opt.tag = NULL; /* not kept: the caller's string */
+	return rc;
+}
+
 int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 {
 	bm_dataset *ds;
@@ -673,6 +692,8 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 	 * so much that no block fits in the rest. */
 	size_t pages_cap = ds->opt.cache_bytes / 16;
 	rc = bm_pages_new(&ds->pages, ds->store, pages_cap);
+	if (rc == 0)
+		rc = open_at_tag(ds);
 	if (rc == 0)
 		rc = open_manifest(ds);
 	if (rc == 0 && ((ds->manifest->blksize & (ds->manifest->blksize - 1)) != 0 ||
@@ -1150,6 +1171,7 @@ static void drop_changes(bm_dataset *ds)
 	free(ds->new_attrs);
 	ds->new_attrs = NULL;
 	ds->attrs_changed = false;
+	ds->gc_guard.begun = false;
 	pthread_mutex_unlock(&ds->mu);
 	bm_upload_drop_failed(ds);
 }

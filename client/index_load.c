@@ -316,21 +316,18 @@ int bm_put_immutable(struct bm_store *s, const char *key, const void *body, size
 		     char *msg, size_t n)
 {
 	static const struct bm_put if_none = { .cond = BM_PUT_IF_NONE };
-	struct bm_version v;
 	int rc = bm_store_put(s, key, body, len, &if_none, NULL, msg, n);
 
 	if (rc != BM_ECONFLICT)
 		return rc;
 	if (!whole)
 		return 0; /* the same bytes are there already */
-	rc = bm_store_head(s, key, &v, msg, n);
-	if (rc == 0 && v.size != UINT64_MAX && v.size != len) {
-		char *name = bm_store_name(s, key);
-		bm_log("%s holds %" PRIu64 " bytes, not %zu: replaced", name ? name : key, v.size, len);
-		free(name);
-		return bm_store_put(s, key, body, len, NULL, NULL, msg, n);
-	}
-	return rc == BM_ENOTFOUND ? 0 : rc;
+	/* An object is there under this name: PUT the bytes again, plainly.
+	 * That renews its modification time, which gc reads (an old object
+	 * no kept generation names may be collected while this commit is
+	 * about to name it: FORMAT.md "Garbage collection"), and replaces a
+	 * cut one that a server that does not store atomically left. */
+	return bm_store_put(s, key, body, len, NULL, NULL, msg, n);
 }
 
 static int pages_store(void *arg, const char *sum, const void *data, size_t len, char *msg, size_t n)

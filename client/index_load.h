@@ -39,10 +39,10 @@ void bm_pages_io(struct bm_pages *pc, struct bm_index_io *io);
 void bm_pages_stats(struct bm_pages *pc, struct bm_pages_stats *st);
 
 /* PUTs body as the immutable object key with If-None-Match: *; an object
- * already there counts as stored.  With whole, one already there must
- * also have the body's length (a server that does not store atomically
- * may hold a cut one under a key that names the whole bytes): if it has
- * not, the body replaces it (said on stderr). */
+ * already there counts as stored.  With whole (blocks, pages), one
+ * already there is PUT again plainly: that renews its age for gc
+ * (FORMAT.md "Garbage collection") and replaces a cut one a server that
+ * does not store atomically may hold. */
 int bm_put_immutable(struct bm_store *s, const char *key, const void *body, size_t len, bool whole,
 		     char *msg, size_t n);
 

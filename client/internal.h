@@ -216,6 +216,17 @@ struct bm_change {
 int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t nch,
 		      uint64_t new_size, struct bm_manifest **outp);
 
+/* ---- gc (gcmark.h) --------------------------------------------------------------- */
+
+/* A writer's view of gc, taken before its first upload (bm_gc_guard_begin)
+ * and checked just before it publishes (bm_gc_guard_check). */
+struct bm_gc_guard {
+	bool begun;
+	uint64_t epoch;            /* of the last gc then (0: none) */
+	bool running;              /* a gc was running then */
+	double checked;            /* when the check last passed (bm_now) */
+};
+
 /* ---- the dataset handle ----------------------------------------------------- */
 
 struct bm_readahead {
@@ -288,6 +299,9 @@ struct bm_dataset {
 	char *new_attrs;           /* attrs the next commit publishes (NULL:
 				      none), when attrs_changed */
 	bool attrs_changed;
+
+	/* gc's epoch when this commit's first upload started (commit.c) */
+	struct bm_gc_guard gc_guard;
 
 	/* commit in progress: storeblk appends here */
 	struct bm_change *changes;

@@ -18,6 +18,14 @@ client_libblkmap_la_SOURCES = \
 	client/index.h \
 	client/index.c \
 	client/manifest2.c \
+	client/generation.h \
+	client/generation.c \
+	client/gcmark.h \
+	client/gcmark.c \
+	client/gc.c \
+	client/diff.c \
+	client/tags.h \
+	client/tags.c \
 	client/index_load.h \
 	client/index_load.c \
 	client/readahead.c \
@@ -32,7 +40,7 @@ blkmapinclude_HEADERS = include/blkmap/blkmap.h
 pkgconfig_DATA += client/blkmap.pc
 
 bin_PROGRAMS += blkmap
-blkmap_SOURCES = client/cli.c
+blkmap_SOURCES = client/cli.c client/cli.h client/cli_history.c
 blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS)
 blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS) $(JANSSON_LIBS)
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "srv.h"
 
@@ -72,6 +73,20 @@ static void add_header(struct srv_response *rs, const char *name,
 		       const char *value)
 {
 	evbuffer_add_printf(rs->headers, "%s: %s\r\n", name, value);
+}
+
+/* Last-Modified: the HTTP date of when the object was stored (gc reads
+ * it to leave young objects alone). */
+static void add_last_modified(struct srv_response *rs, int64_t mtime)
+{
+	char buf[64];
+	time_t t = (time_t)mtime;
+	struct tm tm;
+
+	if (mtime <= 0 || gmtime_r(&t, &tm) == NULL)
+		return;
+	strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	add_header(rs, "Last-Modified", buf);
 }
 
 static void reply_json(struct srv_request *rq, struct srv_response *rs,
@@ -426,6 +441,7 @@ static void handle_get(struct srv_server *srv, struct srv_request *rq,
 	rs->status = status;
 	rs->content_length = (int64_t)len;
 	add_header(rs, "ETag", o.etag);
+	add_last_modified(rs, o.mtime);
 	add_header(rs, "Accept-Ranges", "bytes");
 	add_header(rs, "Content-Type", "application/octet-stream");
 	ops->release(&o);

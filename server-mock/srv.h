@@ -110,6 +110,7 @@ struct srv_upload;
 struct srv_object {
 	uint64_t size;
 	char etag[SRV_ETAG_LEN];
+	int64_t mtime;     /* Unix time it was stored (Last-Modified) */
 	struct srv_store *store;
 	int fd;            /* disk store */
 	void *mem;         /* memory store: struct mem_obj */

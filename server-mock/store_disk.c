@@ -201,6 +201,7 @@ static int disk_get(struct srv_store *s, const char *key,
 	out->fd = fd;
 	out->mem = NULL;
 	out->size = st.st_size;
+	out->mtime = (int64_t)st.st_mtim.tv_sec;
 	return 200;
 }
 

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "srv.h"
 
@@ -16,6 +17,7 @@ struct mem_obj {
 	unsigned refs;             /* under store.lock */
 	uint64_t size;
 	char etag[SRV_ETAG_LEN];
+	int64_t mtime;             /* Unix time it was stored */
 	unsigned char *data;
 };
 
@@ -100,6 +102,7 @@ static int mem_get(struct srv_store *s, const char *key,
 		out->store = s;
 		out->fd = -1;
 		out->size = e->obj->size;
+		out->mtime = e->obj->mtime;
 		memcpy(out->etag, e->obj->etag, SRV_ETAG_LEN);
 		status = 200;
 	}
@@ -251,6 +254,7 @@ static int mem_upload_commit(struct srv_upload *u, const struct srv_cond *cond,
 		return 500;
 	}
 	srv_hash_etag(&u->hash, u->obj->etag);
+	u->obj->mtime = (int64_t)time(NULL);
 	memcpy(etag, u->obj->etag, SRV_ETAG_LEN);
 	pthread_mutex_lock(&s->lock);
 	status = publish_locked(u, cond);

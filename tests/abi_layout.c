@@ -32,6 +32,7 @@ int main(void)
 	FIELD(bm_options, wcfs);
 	FIELD(bm_options, commit_hook);
 	FIELD(bm_options, commit_hook_arg);
+	FIELD(bm_options, tag);
 
 	SIZE(bm_stats);
 	FIELD(bm_stats, mode);

@@ -41,6 +41,10 @@ CLIENT_TESTS = \
 	tests/test_store_rgw \
 	tests/test_client_cli \
 	tests/test_client_attrs \
+	tests/test_client_gc \
+	tests/test_client_gc_nginx \
+	tests/test_client_gc_apache \
+	tests/test_client_gc_rgw \
 	tests/test_cli_errors \
 	tests/test_client_errors
 check_PROGRAMS += $(CLIENT_TESTS)
@@ -220,3 +224,21 @@ tests_test_store_rgw_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
 tests_test_store_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_store_rgw_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_store_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# gc, tags, --at and diff (test_client_gc.c), on every kind of server.
+tests_test_client_gc_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
+tests_test_client_gc_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_gc_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_gc_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_gc_nginx_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
+tests_test_client_gc_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_gc_nginx_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_gc_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_gc_apache_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
+tests_test_client_gc_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_gc_apache_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_gc_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_gc_rgw_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
+tests_test_client_gc_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_gc_rgw_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_gc_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)

@@ -19,7 +19,8 @@
 
 static void every_command_has_help_that_exits_0(void **state)
 {
-	static const char *const cmds[] = { "put", "get", "sum", "patch", "stat", "log" };
+	static const char *const cmds[] = { "put", "get", "sum", "patch", "stat", "log",
+					    "diff", "tag", "tags", "gc" };
 	char *out, *err;
 	(void)state;
 
@@ -32,7 +33,8 @@ static void every_command_has_help_that_exits_0(void **state)
 		free(err);
 	}
 	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "--help", NULL }), 0);
-	assert_non_null(strstr(out, "patch [--at GEN] URL OFFSET FILE"));
+	assert_non_null(strstr(out, "patch URL OFFSET FILE"));
+	assert_non_null(strstr(out, "take --at GEN|TAG"));
 	free(out);
 }
 

@@ -1019,6 +1019,49 @@ static void test_bad_arguments_exit_2(void **state)
 	assert_int_equal(wt_run(help), 0);
 }
 
+/* <mnt>/@<tag>/ beside @<gen>/: each dataset that has the tag shows the
+ * generation it names (the same file as under @<gen>/), others are not
+ * there, and a tag moved shows within a few seconds. */
+static void test_a_tag_is_a_directory_beside_the_generations(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 4096;
+	unsigned char *v1 = ts_pattern(3 * bs, 31), *v2 = ts_pattern(3 * bs + 7, 32);
+	struct stat st, st1;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "tagged/ds"), v1, 3 * bs, bs), 1);
+	assert_int_equal(wt_publish(ds_url(f, "tagged/ds"), v2, 3 * bs + 7, bs), 2);
+	assert_int_equal(wt_publish(ds_url(f, "tagged/other"), v1, 3 * bs, bs), 1);
+	assert_int_equal(bm_tag_set(ds_url(f, "tagged/ds"), NULL, "stable", 1, NULL), 0);
+
+	assert_file_equals(mpath(f, "@stable/tagged/ds"), v1, 3 * bs);
+	assert_int_equal(stat(mpath(f, "@stable/tagged/ds"), &st), 0);
+	assert_int_equal(stat(mpath(f, "@1/tagged/ds"), &st1), 0);
+	assert_int_equal(st.st_ino, st1.st_ino);
+	errno = 0;
+	assert_int_equal(stat(mpath(f, "@stable/tagged/other"), &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(stat(mpath(f, "@nosuchtag/tagged/ds"), &st), -1);
+	assert_string_equal(list_dir(mpath(f, "@stable/tagged")), "ds");
+
+	/* The tag moves to generation 2: the mirror follows (its entries
+	 * under a tag are cached a second). */
+	assert_int_equal(bm_tag_set(ds_url(f, "tagged/ds"), NULL, "stable", 2, NULL), 0);
+	bool moved = false;
+	for (int i = 0; i < 100 && !moved; i++) {
+		size_t len = 0;
+		unsigned char *got = wt_read_file(mpath(f, "@stable/tagged/ds"), &len);
+		moved = got && len == 3 * bs + 7 && memcmp(got, v2, len) == 0;
+		free(got);
+		if (!moved)
+			sleep_ms(100);
+	}
+	assert_true(moved);
+	free(v1);
+	free(v2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1039,6 +1082,7 @@ int main(void)
 		cmocka_unit_test(test_head_switches_under_more_reopeners_than_threads_never_hang),
 		cmocka_unit_test(test_more_files_than_the_fd_limit_has_handles_for_all_read),
 		cmocka_unit_test(test_directories_list_the_datasets_below_them),
+		cmocka_unit_test(test_a_tag_is_a_directory_beside_the_generations),
 		cmocka_unit_test(test_corrupt_blocks_read_as_eio_never_as_wrong_bytes),
 		cmocka_unit_test(test_failing_server_reads_give_eio_and_a_log_line),
 		cmocka_unit_test(test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset),

@@ -103,7 +103,7 @@ void wc_ds_put(struct wc_ds *d)
 /* Opens the dataset at path as of gen (0: latest).  0 with *bmp set, or a
  * BM_E* code; a flat object counts as BM_ENOTFOUND (not shown);
  * -ENAMETOOLONG when the URL would not fit (nothing is opened then). */
-static int open_dataset(uint64_t gen, const char *path, bm_dataset **bmp)
+static int open_dataset_at(uint64_t gen, const char *tag, const char *path, bm_dataset **bmp)
 {
 	char url[WC_URL_MAX];
 	struct bm_options o = wc_m.opt;
@@ -111,7 +111,8 @@ static int open_dataset(uint64_t gen, const char *path, bm_dataset **bmp)
 
 	if (wc_format(url, sizeof(url), "%s/%s", wc_m.url, path) < 0)
 		return -ENAMETOOLONG;
-	o.generation = gen;
+	o.generation = tag ? 0 : gen;
+	o.tag = tag;
 	rc = bm_open(bmp, url, &o);
 	if (rc == 0 && bm_is_flat(*bmp)) {
 		bm_close(*bmp);
@@ -121,6 +122,11 @@ static int open_dataset(uint64_t gen, const char *path, bm_dataset **bmp)
 	if (rc < 0 && rc != BM_ENOTFOUND)
 		wc_log("%s (generation %" PRIu64 "): %s", url, gen, bm_last_error(NULL));
 	return rc;
+}
+
+static int open_dataset(uint64_t gen, const char *path, bm_dataset **bmp)
+{
+	return open_dataset_at(gen, NULL, path, bmp);
 }
 
 /* ---- idle handles ----------------------------------------------------------------- */
@@ -329,6 +335,7 @@ void wc_node_destroy(struct wc_node *n)
 	wc_ds_put(n->ds);
 	pthread_mutex_destroy(&n->check_mu);
 	pthread_mutex_destroy(&n->mu);
+	free(n->tag);
 	free(n->path);
 	free(n);
 }
@@ -440,6 +447,19 @@ static bool parse_view(const char *name, uint64_t *gen)
 	return true;
 }
 
+/* "@<tag>": a tag name (FORMAT.md "Tags": not all digits, not starting
+ * with '.' or '-'). */
+static bool parse_tag_view(const char *name)
+{
+	const char *t = name + 1;
+	size_t len = strlen(t);
+
+	if (name[0] != '@' || len == 0 || len > 100 || t[0] == '.' || t[0] == '-' ||
+	    strspn(t, "0123456789") == len)
+		return false;
+	return strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == len;
+}
+
 static void count_child(const char *name, bool is_file, void *arg)
 {
 	(void)name;
@@ -452,7 +472,8 @@ static void count_child(const char *name, bool is_file, void *arg)
  * not a dataset is taken for one. */
 static int check_dir(uint64_t gen, const char *path)
 {
-	int n = 0, rc = wc_list(gen, path, count_child, &n);
+	/* A tag's directories: those of the datasets there are (head). */
+	int n = 0, rc = wc_list(gen & WC_TAG_BIT ? 0 : gen, path, count_child, &n);
 
 	if (rc == -ENAMETOOLONG)
 		return rc;
@@ -484,10 +505,12 @@ static struct wc_node *lookup_child(struct wc_node *parent, const char *name, in
 		return n;
 	}
 
-	int rc = open_dataset(parent->gen, path, &bm);
+	/* Under a tag's view: the file of the generation the tag names. */
+	int rc = open_dataset_at(parent->gen, parent->tag, path, &bm);
 	if (rc == 0) {
 		struct wc_ds *d = ds_new(bm);
-		n = d ? node_new(WC_FILE, parent->gen, path, d) : NULL;
+		uint64_t fgen = parent->tag ? bm_generation(bm) : parent->gen;
+		n = d ? node_new(WC_FILE, fgen, path, d) : NULL;
 		if (n == NULL) {
 			wc_ds_put(d);
 			*err = ENOMEM;
@@ -507,6 +530,10 @@ static struct wc_node *lookup_child(struct wc_node *parent, const char *name, in
 		return NULL;
 	}
 	n = node_new(WC_DIR, parent->gen, path, NULL);
+	if (n != NULL && parent->tag && (n->tag = strdup(parent->tag)) == NULL) {
+		wc_node_destroy(n);
+		n = NULL;
+	}
 	if (n == NULL) {
 		*err = ENOMEM;
 		return NULL;
@@ -523,11 +550,18 @@ struct wc_node *wc_lookup(struct wc_node *parent, const char *name, int *err)
 	case WC_ROOT:
 		if (!strcmp(name, ".wcfs"))
 			return hold_static(&meta_node);
+		const char *tag = NULL;
 		if (!strcmp(name, "head"))
 			gen = 0;
+		else if (parse_tag_view(name))
+			tag = name + 1, gen = WC_TAG_VIEW(tag);
 		else if (!parse_view(name, &gen))
 			return NULL;
 		struct wc_node *v = node_new(WC_VIEW, gen, "", NULL);
+		if (v != NULL && tag && (v->tag = strdup(tag)) == NULL) {
+			wc_node_destroy(v);
+			v = NULL;
+		}
 		if (v == NULL) {
 			*err = ENOMEM;
 			return NULL;

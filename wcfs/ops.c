@@ -46,9 +46,10 @@ struct reply {
 	fuse_req_t req;
 	struct wc_node *n;
 	struct fuse_file_info fi;    /* REPLY_OPEN */
+	bool under_tag;              /* REPLY_ENTRY: looked up under a tag's view */
 };
 
-static void reply_node(fuse_req_t req, struct wc_node *n);
+static void reply_node(fuse_req_t req, struct wc_node *n, bool under_tag);
 
 static void send_reply(struct reply *r)
 {
@@ -56,7 +57,7 @@ static void send_reply(struct reply *r)
 
 	switch (r->kind) {
 	case REPLY_ENTRY:
-		reply_node(r->req, r->n);
+		reply_node(r->req, r->n, r->under_tag);
 		break;
 	case REPLY_ATTR:
 		wc_stat(r->n, &st);
@@ -78,9 +79,9 @@ static void send_deferred(void *arg)
  * (inval.c): whoever opens or stats head/f after a switch sees none of the
  * old generation's bytes.  The worker returns at once either way. */
 static void reply_after_inval(enum reply_kind kind, fuse_req_t req, struct wc_node *n,
-			      const struct fuse_file_info *fi)
+			      const struct fuse_file_info *fi, bool under_tag)
 {
-	struct reply r = { .kind = kind, .req = req, .n = n }, *later;
+	struct reply r = { .kind = kind, .req = req, .n = n, .under_tag = under_tag }, *later;
 
 	if (fi != NULL)
 		r.fi = *fi;
@@ -94,14 +95,15 @@ static void reply_after_inval(enum reply_kind kind, fuse_req_t req, struct wc_no
 	send_reply(&r);
 }
 
-static void reply_node(fuse_req_t req, struct wc_node *n)
+/* An entry under a tag's view is cached 1 s: the tag may move. */
+static void reply_node(fuse_req_t req, struct wc_node *n, bool under_tag)
 {
 	struct fuse_entry_param e;
 
 	memset(&e, 0, sizeof(e));
 	e.ino = wc_ino_of(n);
 	e.attr_timeout = wc_attr_timeout(n);
-	e.entry_timeout = wc_attr_timeout(n);
+	e.entry_timeout = under_tag ? 1.0 : wc_attr_timeout(n);
 	wc_stat(n, &e.attr);
 	if (fuse_reply_entry(req, &e) != 0)
 		wc_forget(n, 1); /* the kernel did not get it */
@@ -115,7 +117,7 @@ static void wc_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (n == NULL)
 		fuse_reply_err(req, err);
 	else
-		reply_after_inval(REPLY_ENTRY, req, n, NULL);
+		reply_after_inval(REPLY_ENTRY, req, n, NULL, wc_node_of(parent)->tag != NULL);
 }
 
 static void wc_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -137,7 +139,7 @@ static void wc_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 	(void)fi;
 	wc_check_generation(n, false);
-	reply_after_inval(REPLY_ATTR, req, n, NULL);
+	reply_after_inval(REPLY_ATTR, req, n, NULL, false);
 }
 
 static void wc_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -160,7 +162,7 @@ static void wc_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	/* @<gen> never changes; head/ drops what changed itself. */
 	fi->keep_cache = 1;
-	reply_after_inval(REPLY_OPEN, req, n, fi);
+	reply_after_inval(REPLY_OPEN, req, n, fi, false);
 }
 
 static void read_url(fuse_req_t req, size_t size, off_t off)
@@ -174,11 +176,15 @@ static void read_url(fuse_req_t req, size_t size, off_t off)
 		fuse_reply_buf(req, line + off, len - (size_t)off < size ? len - (size_t)off : size);
 }
 
-/* "head" or "@<gen>": the view n is under. */
+/* "head", "@<gen>" or "@<tag>": the view n is under. */
 static const char *view_of(const struct wc_node *n, char *buf, size_t len)
 {
 	if (n->gen == 0)
 		return "head";
+	if (n->tag) {
+		snprintf(buf, len, "@%s", n->tag);
+		return buf;
+	}
 	snprintf(buf, len, "@%" PRIu64, n->gen);
 	return buf;
 }
@@ -302,6 +308,45 @@ static void dir_add_child(const char *name, bool is_file, void *arg)
 	dir_add(arg, name, is_file, (fuse_ino_t)(h | 1));
 }
 
+/* A directory of a tag's view lists the directories there are and the
+ * datasets that have the tag (one GET of each one's tags.json). */
+struct tagged {
+	const struct wc_node *dir;
+	struct dirbuf *b;
+	const char *want;
+	bool found;
+};
+
+static int tag_seen(void *arg, const char *name, uint64_t gen)
+{
+	struct tagged *t = arg;
+	(void)gen;
+	if (strcmp(name, t->want) == 0)
+		t->found = true;
+	return 0;
+}
+
+static void add_if_tagged(const char *name, bool is_file, void *arg)
+{
+	struct tagged *t = arg;
+	char url[WC_URL_MAX];
+
+	if (is_file) {
+		t->found = false;
+		if (wc_format(url, sizeof(url), "%s/%s%s%s", wc_m.url, t->dir->path, t->dir->path[0] ? "/" : "",
+			      name) < 0 || bm_tags_list(url, &wc_m.opt, tag_seen, t) < 0 || !t->found)
+			return;
+	}
+	dir_add_child(name, is_file, t->b);
+}
+
+static int list_tagged(const struct wc_node *n, struct dirbuf *b)
+{
+	struct tagged t = { .dir = n, .b = b, .want = n->tag };
+	int rc = wc_list(0, n->path, add_if_tagged, &t);
+	return rc == -ENAMETOOLONG ? rc : 0;
+}
+
 /* 0, or an errno: ENAMETOOLONG when the directory's listing URL would
  * not fit (none of its children could be opened either). */
 static int dir_build(struct dirbuf *b, struct wc_node *n)
@@ -319,6 +364,12 @@ static int dir_build(struct dirbuf *b, struct wc_node *n)
 		dir_add(b, "url", true, 4);
 		break;
 	default:
+		if (n->tag) {
+			rc = list_tagged(n, b);
+			if (rc == -ENAMETOOLONG)
+				return ENAMETOOLONG;
+			break;
+		}
 		rc = wc_list(n->gen, n->path, dir_add_child, b);
 		if (rc == -ENAMETOOLONG)
 			return ENAMETOOLONG;

@@ -52,7 +52,7 @@ enum wc_kind {
 	WC_ROOT,      /* <mnt>/ */
 	WC_META,      /* <mnt>/.wcfs/ */
 	WC_URLFILE,   /* <mnt>/.wcfs/url */
-	WC_VIEW,      /* <mnt>/head/ or <mnt>/@<gen>/ (path "") */
+	WC_VIEW,      /* <mnt>/head/, <mnt>/@<gen>/ or <mnt>/@<tag>/ (path "") */
 	WC_DIR,       /* an intermediate component of dataset paths */
 	WC_FILE,      /* a dataset at one generation (or head) */
 };
@@ -78,7 +78,9 @@ struct wc_ds {
  * lives while the kernel holds a lookup count on it (static nodes always). */
 struct wc_node {
 	enum wc_kind kind;
-	uint64_t gen;                /* 0: head/ */
+	uint64_t gen;                /* 0: head/; WC_TAG_VIEW(tag) for a tag's
+					views and directories */
+	char *tag;                   /* the tag of a tag's view or directory, else NULL */
 	char *path;                  /* dataset path under the server URL ("" for views) */
 	uint64_t nlookup;            /* under the table lock */
 	bool is_static;
@@ -99,6 +101,19 @@ struct wc_node {
 	int inval_pending;           /* its jobs queued or running there */
 	bool dead;                   /* forgotten: freed after its last job */
 };
+
+/* The view gen of <mnt>/@<tag>/ and its directories: a number no
+ * generation reaches (generations stay below 2^53), from a hash of the
+ * tag.  Files under it are the files of the generation the tag names for
+ * each dataset (the same nodes as under @<gen>/). */
+#define WC_TAG_BIT ((uint64_t)1 << 63)
+static inline uint64_t WC_TAG_VIEW(const char *tag)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *tag; tag++)
+		h = (h ^ (unsigned char)*tag) * 1099511628211ULL;
+	return WC_TAG_BIT | (h >> 2);
+}
 
 /* ---- node.c ---- */
 void wc_table_init(void);

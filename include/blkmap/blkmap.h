@@ -83,6 +83,9 @@ struct bm_options {
 	 * none), "swapped" (published); may be NULL. */
 	void (*commit_hook)(const char *stage, void *arg);
 	void *commit_hook_arg;
+	/* Open as of the generation this tag names (bm_tag_set), when not
+	 * NULL; generation must then be 0. */
+	const char *tag;
 };
 
 /* Fills *o with the defaults, then overrides them from the environment
@@ -256,6 +259,78 @@ int bm_generations(bm_dataset *ds, uint64_t **gensp, size_t *np, uint64_t *unloo
  * says why. */
 int bm_list_keys(const char *url, const struct bm_options *opt, const char *prefix,
 		 int (*fn)(const char *key, uint64_t size, void *arg), void *arg);
+
+/* ---- tags ------------------------------------------------------------------------ */
+
+/* A tag names a kept generation; bm_gc keeps it (docs/FORMAT.md, "Tags").
+ * Names: 1..100 of A-Z a-z 0-9 . _ -, not starting with '.' or '-', not
+ * all digits.  These calls take a URL and open no dataset handle; opt may
+ * be NULL for bm_options_init()'s defaults.  Errors: bm_last_error(NULL). */
+
+/* Points tag name at generation gen (0: the latest), replacing where it
+ * pointed; *tagged (may be NULL) gets the generation.  BM_ENOTFOUND when
+ * that generation is not kept, BM_EINVAL for a bad name. */
+int bm_tag_set(const char *url, const struct bm_options *opt, const char *name, uint64_t gen,
+	       uint64_t *tagged);
+/* Removes tag name: BM_ENOTFOUND when there is no such tag. */
+int bm_tag_delete(const char *url, const struct bm_options *opt, const char *name);
+/* Calls fn for each tag in name order; fn's non-zero return stops the walk
+ * and is returned. */
+int bm_tags_list(const char *url, const struct bm_options *opt,
+		 int (*fn)(void *arg, const char *name, uint64_t gen), void *arg);
+
+/* ---- comparing generations ------------------------------------------------------- */
+
+struct bm_diff_info {
+	uint64_t generation_a, generation_b;
+	uint64_t size_a, size_b;
+	size_t blksize;
+};
+
+/* Calls fn for each range of blocks [first, first + count) whose content
+ * differs between two kept generations of the dataset at url, ascending
+ * and coalesced (a block past a generation's end counts as a hole).  a and
+ * b are each a generation number ("12"), a tag name, or NULL for the
+ * latest.  Version 2 datasets read only the index pages whose sums differ.
+ * The two must have the same block size (BM_EINVAL).  fn's non-zero return
+ * stops the walk and is returned.  Errors: bm_last_error(NULL). */
+int bm_diff(const char *url, const struct bm_options *opt, const char *a, const char *b,
+	    struct bm_diff_info *info, int (*fn)(void *arg, uint64_t first, uint64_t count), void *arg);
+
+/* ---- garbage collection ------------------------------------------------------------ */
+
+/* Which kept generations bm_gc keeps: the latest and every tagged one
+ * always; with neither keep nor keep_since set, all of them; else those
+ * either rule keeps. */
+struct bm_gc_policy {
+	uint64_t keep;             /* the keep newest (0: no such rule) */
+	int64_t keep_since;        /* those created at or after this Unix time (0: no rule) */
+	int64_t grace_s;           /* an unreferenced object younger than this stays (3600) */
+	int dry_run;               /* decide and report, delete nothing */
+	/* Called as the run goes: phase "settle", "list", "mark", "delete"; may be NULL. */
+	void (*progress)(const char *phase, uint64_t done, uint64_t total, void *arg);
+	void *progress_arg;
+};
+
+struct bm_gc_report {
+	uint64_t latest;               /* the latest generation */
+	uint64_t generations_kept;
+	uint64_t generations_dropped;
+	uint64_t objects_deleted;      /* blocks and index pages (dry run: would be) */
+	uint64_t bytes_freed;          /* their bytes */
+	uint64_t objects_young;        /* unreferenced, but younger than the grace */
+	uint64_t objects_unknown_age;  /* unreferenced, no Last-Modified: kept */
+	int listed;                    /* 1: the store listed its objects, so
+					  orphans of unpublished commits were
+					  searched; 0: it cannot list */
+};
+
+/* Collects the dataset at url: drops the generations outside policy p and
+ * deletes the blocks and index pages no kept generation references once
+ * they are older than the grace.  Safe beside committing writers and when
+ * killed (docs/FORMAT.md, "Garbage collection").  Errors: bm_last_error(NULL). */
+int bm_gc(const char *url, const struct bm_options *opt, const struct bm_gc_policy *p,
+	  struct bm_gc_report *r);
 
 /* ---- the wcfs mirror ----------------------------------------------------------- */
 

@@ -114,7 +114,7 @@ def open(url, generation=None, **options):
     given (else the latest).  options are struct bm_options' fields by name
     (cache_bytes, connections, retries, timeout_ms, connect_timeout_ms,
     retry_base_ms, readahead_bytes, spare_bytes, blksize, token, wcfs,
-    verbose) over the BLKMAP_* environment; create=True makes a missing
+    verbose, tag: the generation a tag names) over the BLKMAP_* environment; create=True makes a missing
     dataset an empty one that the first commit creates."""
     o, keep = _options(generation, options)
     burl = os.fsencode(url) if isinstance(url, str) else bytes(url)

@@ -68,6 +68,7 @@ class Options(ctypes.Structure):
         ("wcfs", c_char_p),
         ("commit_hook", c_void_p),
         ("commit_hook_arg", c_void_p),
+        ("tag", c_char_p),
     ]
 
 
