@@ -502,7 +502,7 @@ static void claim_drop(struct store_http *h, const char *claim)
 	struct status_check c = { h, 200, 204, 404 };
 
 	if (bm_http_do(h->http, &r, check_status, &c, msg, sizeof(msg), h->s.retries_counter) < 0)
-		bm_log("warning: DELETE %s: %s (the claim goes stale in %d s)", claim, msg, CLAIM_STALE_S);
+		bm_log("warning: %s (the claim goes stale in %d s)", msg, CLAIM_STALE_S); /* msg names DELETE and the claim */
 }
 
 struct cmp_sink {

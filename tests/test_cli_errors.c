@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -235,6 +236,94 @@ static void attr_names_a_missing_key_and_refuses_text_that_is_not_utf8(void **st
 	bm_close(ds);
 }
 
+/* ---- on a terminal ---------------------------------------------------------------------- */
+
+struct on_tty {
+	int tty;                   /* the terminal's slave side: stderr */
+	const char *const *argv;   /* blkmap's arguments, program name first */
+};
+
+static int run_on_tty(void *arg)
+{
+	struct on_tty *t = arg;
+
+	int nul = open("/dev/null", O_WRONLY);
+
+	dup2(nul, 1);  /* the generation put prints */
+	dup2(t->tty, 2);
+	setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
+	execv(t->argv[0], (char *const *)t->argv);
+	return 127;
+}
+
+/* Runs blkmap ARGS with stderr on a new terminal: the exit status, and
+ * what it wrote there in *OUT. */
+static int cli_on_tty(const char *const *args, char **out)
+{
+	char path[4096], buf[65536];
+	const char *dir = getenv("top_builddir"), *argv[16] = { path };
+	int master = posix_openpt(O_RDWR | O_NOCTTY), n = 1;
+	size_t len = 0;
+
+	assert_true(master >= 0);
+	assert_int_equal(grantpt(master), 0);
+	assert_int_equal(unlockpt(master), 0);
+	int tty = open(ptsname(master), O_RDWR | O_NOCTTY);
+	assert_true(tty >= 0);
+	snprintf(path, sizeof(path), "%s/blkmap", dir ? dir : ".");
+	for (; *args && n < 15; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	struct on_tty t = { tty, argv };
+	int status = tc_child(run_on_tty, &t, NULL);
+	close(tty);
+	/* The child is gone: what it wrote waits in the terminal. */
+	fcntl(master, F_SETFL, O_NONBLOCK);
+	for (ssize_t r; len < sizeof(buf) - 1 && (r = read(master, buf + len, sizeof(buf) - 1 - len)) > 0;)
+		len += (size_t)r;
+	buf[len] = '\0';
+	close(master);
+	*out = strdup(buf);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void put_and_get_show_a_progress_bar_on_a_terminal_only(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *bytes = ts_pattern(300000, 4);
+	char url[512], *path = tc_tmpfile(bytes, 300000), *out, *err, got[] = "/tmp/blkmap-cli-tty.XXXXXX";
+
+	close(mkstemp(got));
+	tc_url(url, sizeof(url), s, "/clie/tty");
+	assert_int_equal(cli_on_tty((const char *[]){ "put", "--blksize", "64k", path, url, NULL }, &out), 0);
+	if (!strstr(out, "\rput [") || !strstr(out, "] 100% ") || !strstr(out, "MiB/s"))
+		fail_msg("put on a terminal showed \"%s\"", out);
+	free(out);
+	assert_int_equal(cli_on_tty((const char *[]){ "get", url, got, NULL }, &out), 0);
+	if (!strstr(out, "\rget [#########################] 100% "))
+		fail_msg("get on a terminal showed \"%s\"", out);
+	free(out);
+	/* Not a terminal: no bar, nothing on stderr. */
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "get", url, got, NULL }), 0);
+	assert_string_equal(err, "");
+	free(out);
+	free(err);
+	unlink(got);
+	unlink(path);
+	free(path);
+	free(bytes);
+}
+
+static void log_of_a_plain_object_says_it_has_no_generations(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512];
+
+	assert_int_equal(ts_put(s, "/clie/log-flat", "plain", 5) / 100, 2);
+	tc_url(url, sizeof(url), s, "/clie/log-flat");
+	assert_cli_fails(1, "is a plain object: it has no generations", url, (const char *[]){ "log", url, NULL });
+}
+
 /* Each test starts with none of the variables a test sets. */
 static int clean_environment(void **state)
 {
@@ -256,6 +345,8 @@ int main(void)
 		T(get_and_sum_of_an_empty_dataset_give_no_bytes),
 		T(patch_refuses_what_does_not_fit_and_exits_3_on_an_old_generation),
 		T(attr_names_a_missing_key_and_refuses_text_that_is_not_utf8),
+		T(put_and_get_show_a_progress_bar_on_a_terminal_only),
+		T(log_of_a_plain_object_says_it_has_no_generations),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

@@ -28,6 +28,7 @@
 #include "client_util.h"
 
 #define KiB ((size_t)1 << 10)
+#define SUM_HEX 32  /* a block checksum: 32 hex digits (bm_block_sum) */
 
 /* ---- codes and options ------------------------------------------------------------ */
 
@@ -423,6 +424,171 @@ static void creating_a_dataset_another_writer_created_first_conflicts(void **sta
 	free(data);
 }
 
+/* ---- misuse of the API, generations, flat objects -------------------------------------- */
+
+static void misuse_of_a_dataset_handle_is_refused_with_its_code(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *data = ts_pattern(4 * 4 * KiB, 21);
+	char url[512], sum[SUM_HEX + 1];
+	bm_mapping *m;
+	void *addr;
+
+	tc_url(url, sizeof(url), s, "/ce/misuse");
+	tc_put(url, 4 * KiB, data, 4 * 4 * KiB);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_write(ds, 4 * 4 * KiB - 2, "abc", 3), BM_EINVAL);
+	assert_non_null(strstr(bm_last_error(ds), "is past the size 16384"));
+	assert_int_equal(bm_map(ds, 4 * 4 * KiB, 1, &addr, &m), BM_EINVAL);
+	assert_non_null(strstr(bm_last_error(ds), "is not inside the dataset's 16384 bytes"));
+	assert_int_equal(bm_map(ds, 4 * KiB, 4 * 4 * KiB, &addr, &m), BM_EINVAL);
+	assert_int_equal(bm_block_sum(ds, 4, sum, sizeof(sum)), BM_EINVAL);  /* past the last block */
+	assert_int_equal(bm_block_sum(ds, 0, sum, SUM_HEX), BM_EINVAL);   /* no room for the NUL */
+	assert_int_equal(bm_block_sum(ds, 0, sum, sizeof(sum)), 1);
+	assert_int_equal(strlen(sum), SUM_HEX);
+	assert_int_equal(bm_attrs_set(ds, "[1, 2]"), BM_EINVAL);
+	assert_non_null(strstr(bm_last_error(ds), url));
+	assert_int_equal(bm_attrs_set(ds, NULL), BM_EINVAL);
+	assert_int_equal(bm_resize(ds, (uint64_t)1 << 60), BM_EINVAL);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	assert_int_equal(bm_resize(ds, 4 * KiB), BM_EBUSY);
+	assert_non_null(strstr(bm_last_error(ds), "cannot resize while mapped"));
+	bm_unmap(m);
+	/* None of it changed anything: nothing to commit. */
+	uint64_t gen = 0;
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 1);
+	bm_close(ds);
+	free(data);
+}
+
+static void a_flat_object_refuses_every_change(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *data = ts_pattern(5000, 22);
+	char url[512], sum[SUM_HEX + 1];
+	uint64_t *gens = NULL, gen = 0;
+	size_t n = 0;
+
+	assert_int_equal(ts_put(s, "/ce/flat", data, 5000) / 100, 2);
+	tc_url(url, sizeof(url), s, "/ce/flat");
+	bm_dataset *ds = tc_open(url, 0);
+	assert_true(bm_is_flat(ds));
+	assert_int_equal(bm_resize(ds, 100), BM_EREADONLY);
+	assert_int_equal(bm_write(ds, 0, "x", 1), BM_EREADONLY);
+	assert_int_equal(bm_attrs_set(ds, "{}"), BM_EREADONLY);
+	assert_non_null(strstr(bm_last_error(ds), "flat object"));
+	assert_int_equal(bm_commit(ds, &gen), BM_EREADONLY);
+	assert_non_null(strstr(bm_last_error(ds), "cannot be committed"));
+	assert_int_equal(bm_block_sum(ds, 0, sum, sizeof(sum)), BM_EINVAL);
+	assert_int_equal(bm_generations(ds, &gens, &n, NULL), BM_EINVAL);
+	assert_int_equal(bm_refresh(ds), 0);  /* nothing to refresh */
+	char buf[5000];
+	assert_int_equal(bm_read(ds, 0, buf, sizeof(buf)), 5000);
+	assert_memory_equal(buf, data, 5000);
+	bm_close(ds);
+	free(data);
+}
+
+static void a_plain_object_without_a_length_cannot_be_opened(void **state)
+{
+	struct tc_canned c;
+	struct bm_options o;
+	bm_dataset *ds = NULL;
+	char url[128];
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/obj", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 0 },
+	};
+	(void)state;
+
+	tc_canned_start(&c, rules, 1);
+	snprintf(url, sizeof(url), "%s/obj", c.url);
+	tc_options(&o);
+	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
+	assert_null(ds);
+	assert_non_null(strstr(bm_last_error(NULL), "no usable Content-Length"));
+	assert_non_null(strstr(bm_last_error(NULL), url));
+	tc_canned_stop(&c);
+}
+
+static void generations_not_kept_or_not_what_they_say_are_refused(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *data = ts_pattern(2 * 4 * KiB, 23);
+	struct bm_generation_info gi;
+	struct bm_options o;
+	bm_dataset *ds = NULL;
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/ce/gens");
+	for (int i = 0; i < 3; i++) {
+		data[i] ^= 1;
+		tc_put(url, 4 * KiB, data, 2 * 4 * KiB);
+	}
+	tc_options(&o);
+	o.generation = 9;
+	assert_int_equal(bm_open(&ds, url, &o), BM_ENOTFOUND);
+	assert_non_null(strstr(bm_last_error(NULL), "generation 9 does not exist (latest is 3)"));
+	assert_int_equal(ts_delete(s, "/ce/gens/gen/1.json"), 204);
+	o.generation = 1;
+	assert_int_equal(bm_open(&ds, url, &o), BM_ENOTFOUND);
+	assert_non_null(strstr(bm_last_error(NULL), "generation 1 is not kept (no gen/1.json)"));
+	/* gen/2.json holding generation 3's manifest: not generation 2. */
+	copy_object(s, "/ce/gens/gen/3.json", "/ce/gens/gen/2.json");
+	o.generation = 2;
+	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
+	assert_non_null(strstr(bm_last_error(NULL), "says generation 3"));
+
+	ds = tc_open(url, 0);
+	assert_int_equal(bm_generation_info(ds, 1, &gi), BM_ENOTFOUND);
+	assert_int_equal(bm_generation_info(ds, 2, &gi), BM_EFORMAT);
+	assert_non_null(strstr(bm_last_error(ds), "says it is generation 3"));
+	assert_int_equal(bm_generation_info(ds, 3, &gi), 0);
+	assert_int_equal(gi.generation, 3);
+	assert_int_equal(gi.size, 2 * 4 * KiB);
+	bm_close(ds);
+	free(data);
+}
+
+/* For a child: bm_open of the URL in arg with verbose on and one retry;
+ * exits 0 when it failed as a 503 would. */
+static int open_verbosely(void *arg)
+{
+	struct bm_options o;
+	bm_dataset *ds = NULL;
+
+	if (bm_options_init(&o) < 0)
+		return 1;
+	o.verbose = 1;
+	o.retries = 1;
+	o.retry_base_ms = 1;
+	return bm_open(&ds, arg, &o) == BM_EHTTP ? 0 : 2;
+}
+
+static void verbose_mode_logs_each_request_and_retry_on_one_line(void **state)
+{
+	struct tc_canned c;
+	char url[128], want[1024], *err;
+	const struct tc_rule rules[] = {
+		{ "GET", "/busy/manifest.json", "HTTP/1.1 503 Busy\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n", 0 },
+	};
+	(void)state;
+
+	tc_canned_start(&c, rules, 1);
+	snprintf(url, sizeof(url), "%s/busy", c.url);
+	int status = tc_child(open_verbosely, url, &err);
+	tc_canned_stop(&c);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* The try, its retry, the retry's answer; then the error. */
+	snprintf(want, sizeof(want), "blkmap: GET %s/manifest.json -> 503\n"
+		 "blkmap: GET %s/manifest.json: HTTP 503; retrying\n"
+		 "blkmap: GET %s/manifest.json -> 503\n", url, url, url);
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("stderr \"%s\", expected it to start with \"%s\"", err, want);
+	free(err);
+}
+
 /* ---- the harness ------------------------------------------------------------------------------ */
 
 static int hang(void *arg)
@@ -471,6 +637,11 @@ int main(void)
 		T(a_commit_behind_another_writer_conflicts_before_uploading),
 		T(a_commit_to_a_dataset_deleted_on_the_server_conflicts),
 		T(creating_a_dataset_another_writer_created_first_conflicts),
+		T(misuse_of_a_dataset_handle_is_refused_with_its_code),
+		T(a_flat_object_refuses_every_change),
+		T(a_plain_object_without_a_length_cannot_be_opened),
+		T(generations_not_kept_or_not_what_they_say_are_refused),
+		T(verbose_mode_logs_each_request_and_retry_on_one_line),
 		T(a_child_that_hangs_is_killed_at_the_time_limit),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);

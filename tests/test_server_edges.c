@@ -201,6 +201,91 @@ static void header_values_are_read_without_trailing_blanks(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
+static long get_with(const struct ts_server *s, const char *path, const char *header, struct ts_resp *r)
+{
+	const char *const headers[] = { header, NULL };
+
+	ts_request(NULL, s, "GET", path, headers, NULL, 0, r);
+	return r->status;
+}
+
+static void etags_compare_strongly_for_if_match_and_malformed_ones_never_match(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	struct ts_server s;
+	struct ts_resp r;
+	char etag[64], hdr[128];
+	(void)state;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/c", "x", 1), 201);
+	assert_int_equal(get_with(&s, "/c", "X-None: 1", &r), 200);
+	assert_non_null(ts_header(&r, "ETag", etag, sizeof(etag)));
+	ts_resp_free(&r);
+	snprintf(hdr, sizeof(hdr), "If-Match: W/%s", etag);  /* weak: never a strong match */
+	assert_int_equal(get_with(&s, "/c", hdr, &r), 412);
+	ts_resp_free(&r);
+	snprintf(hdr, sizeof(hdr), "If-None-Match: W/%s", etag);  /* weak comparison: a match */
+	assert_int_equal(get_with(&s, "/c", hdr, &r), 304);
+	ts_resp_free(&r);
+	snprintf(hdr, sizeof(hdr), "If-Match: \"other\", %s", etag);  /* the second of a list */
+	assert_int_equal(get_with(&s, "/c", hdr, &r), 200);
+	ts_resp_free(&r);
+	assert_int_equal(get_with(&s, "/c", "If-Match: \"unterminated", &r), 412);
+	ts_resp_free(&r);
+	assert_int_equal(get_with(&s, "/c", "If-Match: unquoted", &r), 412);
+	ts_resp_free(&r);
+	assert_int_equal(get_with(&s, "/c", "If-None-Match: unquoted", &r), 200);
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+static void ranges_the_server_cannot_use_are_ignored_and_empty_suffixes_unsatisfiable(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	static const struct { const char *range; long status; const char *body; } cases[] = {
+		{ "Range: bytes=-0", 416, NULL },
+		{ "Range: bytes=-x", 200, "0123456789" },
+		{ "Range: bytes=x-3", 200, "0123456789" },
+		{ "Range: bytes=5-2", 200, "0123456789" },
+		{ "Range: bytes=3-4x", 200, "0123456789" },
+		{ "Range: bytes=-3", 206, "789" },
+		{ "Range: bytes=7-", 206, "789" },
+		{ "Range: bytes=8-100", 206, "89" },
+	};
+	struct ts_server s;
+	struct ts_resp r;
+	(void)state;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/r", "0123456789", 10), 201);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		long st = get_with(&s, "/r", cases[i].range, &r);
+		if (st != cases[i].status ||
+		    (cases[i].body && (r.len != strlen(cases[i].body) || memcmp(r.body, cases[i].body, r.len))))
+			fail_msg("%s: %ld \"%.*s\", expected %ld \"%s\"", cases[i].range, st, (int)r.len, r.body,
+				 cases[i].status, cases[i].body ? cases[i].body : "");
+		ts_resp_free(&r);
+	}
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+static void bodies_without_a_length_are_refused(void **state)
+{
+	const char *args[] = { "--memory", NULL };
+	struct ts_server s;
+	(void)state;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	char *a = ASK(&s, "PUT /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	assert_answer(a, 411, "PUT needs Content-Length", "PUT without a length");
+	free(a);
+	a = ASK(&s, "GET /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+	assert_answer(a, 501, "Transfer-Encoding is not supported", "GET chunked");
+	free(a);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
 /* ---- /_admin/ ------------------------------------------------------------------------- */
 
 static void admin_endpoints_refuse_unknown_names_methods_and_big_bodies(void **state)
@@ -441,6 +526,9 @@ int main(void)
 		cmocka_unit_test(refused_request_heads_get_their_status_and_a_one_line_reason),
 		cmocka_unit_test(keys_in_any_utf8_are_stored_and_read_back),
 		cmocka_unit_test(header_values_are_read_without_trailing_blanks),
+		cmocka_unit_test(etags_compare_strongly_for_if_match_and_malformed_ones_never_match),
+		cmocka_unit_test(ranges_the_server_cannot_use_are_ignored_and_empty_suffixes_unsatisfiable),
+		cmocka_unit_test(bodies_without_a_length_are_refused),
 		cmocka_unit_test(admin_endpoints_refuse_unknown_names_methods_and_big_bodies),
 		cmocka_unit_test(keys_that_collide_with_directories_are_refused_with_409),
 		cmocka_unit_test(command_line_refusals_exit_with_one_line_naming_the_problem),

@@ -18,6 +18,12 @@ FUZZ_INDEX_LDADD = client/libblkmap.la $(JANSSON_LIBS)
 FUZZ_URL_SOURCES = tests/fuzz/fuzz_url.c tests/fuzz/fuzz.h
 FUZZ_URL_LDADD = client/libblkmap.la
 
+# The client's handling of responses: a loopback server thread sends the
+# input to the HTTP store (and to bm_open + bm_read).
+FUZZ_RESPONSE_SOURCES = tests/fuzz/fuzz_response.c tests/fuzz/fuzz.h
+FUZZ_RESPONSE_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
+FUZZ_RESPONSE_LDADD = client/libblkmap.la
+
 # The mirror's directory listing (wcfs/listing.c: pure, no FUSE calls;
 # wcfs.h needs FUSE's headers).
 FUZZ_LIST_SOURCES = tests/fuzz/fuzz_list.c tests/fuzz/fuzz.h wcfs/listing.c wcfs/wcfs.h
@@ -34,7 +40,8 @@ FUZZ_SERVER_SOURCES = tests/fuzz/fuzz_server.c tests/fuzz/fuzz.h \
 FUZZ_SERVER_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS) $(JANSSON_CFLAGS)
 FUZZ_SERVER_LDADD = $(LIBEVENT_LIBS) $(JANSSON_LIBS)
 
-FUZZ_REPLAYS = tests/fuzz/replay_index tests/fuzz/replay_list tests/fuzz/replay_manifest tests/fuzz/replay_server tests/fuzz/replay_url
+FUZZ_REPLAYS = tests/fuzz/replay_index tests/fuzz/replay_list tests/fuzz/replay_manifest \
+	tests/fuzz/replay_response tests/fuzz/replay_server tests/fuzz/replay_url
 check_PROGRAMS += $(FUZZ_REPLAYS)
 TESTS += $(FUZZ_REPLAYS)
 tests_fuzz_replay_index_SOURCES = tests/fuzz/replay.c $(FUZZ_INDEX_SOURCES)
@@ -49,6 +56,10 @@ tests_fuzz_replay_manifest_SOURCES = tests/fuzz/replay.c $(FUZZ_MANIFEST_SOURCES
 tests_fuzz_replay_manifest_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"manifest"'
 tests_fuzz_replay_manifest_CFLAGS = $(FUZZ_MANIFEST_CFLAGS)
 tests_fuzz_replay_manifest_LDADD = $(FUZZ_MANIFEST_LDADD)
+tests_fuzz_replay_response_SOURCES = tests/fuzz/replay.c $(FUZZ_RESPONSE_SOURCES)
+tests_fuzz_replay_response_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"response"'
+tests_fuzz_replay_response_CFLAGS = $(FUZZ_RESPONSE_CFLAGS)
+tests_fuzz_replay_response_LDADD = $(FUZZ_RESPONSE_LDADD)
 tests_fuzz_replay_server_SOURCES = tests/fuzz/replay.c $(FUZZ_SERVER_SOURCES)
 tests_fuzz_replay_server_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"server"'
 tests_fuzz_replay_server_CFLAGS = $(FUZZ_SERVER_CFLAGS)
@@ -60,7 +71,8 @@ tests_fuzz_replay_url_LDADD = $(FUZZ_URL_LDADD)
 EXTRA_DIST += tests/fuzz/corpus tests/fuzz/regressions
 
 if FUZZING
-FUZZ_TARGETS = tests/fuzz/fuzz_index tests/fuzz/fuzz_list tests/fuzz/fuzz_manifest tests/fuzz/fuzz_server tests/fuzz/fuzz_url
+FUZZ_TARGETS = tests/fuzz/fuzz_index tests/fuzz/fuzz_list tests/fuzz/fuzz_manifest \
+	tests/fuzz/fuzz_response tests/fuzz/fuzz_server tests/fuzz/fuzz_url
 noinst_PROGRAMS += $(FUZZ_TARGETS)
 tests_fuzz_fuzz_index_SOURCES = $(FUZZ_INDEX_SOURCES)
 tests_fuzz_fuzz_index_CFLAGS = $(FUZZ_INDEX_CFLAGS)
@@ -74,6 +86,10 @@ tests_fuzz_fuzz_manifest_SOURCES = $(FUZZ_MANIFEST_SOURCES)
 tests_fuzz_fuzz_manifest_CFLAGS = $(FUZZ_MANIFEST_CFLAGS)
 tests_fuzz_fuzz_manifest_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_manifest_LDADD = $(FUZZ_MANIFEST_LDADD)
+tests_fuzz_fuzz_response_SOURCES = $(FUZZ_RESPONSE_SOURCES)
+tests_fuzz_fuzz_response_CFLAGS = $(FUZZ_RESPONSE_CFLAGS)
+tests_fuzz_fuzz_response_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_response_LDADD = $(FUZZ_RESPONSE_LDADD)
 tests_fuzz_fuzz_server_SOURCES = $(FUZZ_SERVER_SOURCES)
 tests_fuzz_fuzz_server_CFLAGS = $(FUZZ_SERVER_CFLAGS)
 tests_fuzz_fuzz_server_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
