@@ -356,8 +356,13 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 		atomic_fetch_add(&ds->c.misses, 1);
 	/* A fault's failure is reported here, with the URL: the access gets
 	 * SIGBUS.  A read-ahead failure is not: the fault that needs the block
-	 * tries again. */
-	rc = find_fetch(ds, blk, false, buf, !bm_in_readahead());
+	 * tries again.  A read-ahead worker may hold the block already (a
+	 * flat object's run). */
+	rc = bm_in_readahead() ? bm_readahead_fill(ds, blk, buf) : 0;
+	if (rc == 0)
+		rc = find_fetch(ds, blk, false, buf, !bm_in_readahead());
+	else if (rc > 0)
+		rc = 0;
 	if (rc < 0)
 		return rc == BM_ENOMEM ? -ENOMEM : -EIO;
 	if (bm_in_readahead())
@@ -475,13 +480,57 @@ static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp
 	return 0;
 }
 
-/* The URL is not a dataset: a flat object?  Sets up a synthetic manifest. */
-static int open_flat(bm_dataset *ds)
+/* The HEAD of the URL itself, sent alongside the GET of its manifest so
+ * that opening a flat object costs one round trip, not two.  (A dataset's
+ * URL names a prefix: its HEAD answers 404, or 301 on WebDAV servers,
+ * never an error-log line on nginx.) */
+struct flat_probe {
+	bool started;
+	pthread_t thread;
+	bm_dataset *ds;
+	int rc;
+	struct bm_version v;
+	char msg[512];
+};
+
+static void *flat_probe_main(void *arg)
+{
+	struct flat_probe *p = arg;
+	/* Its connection is not kept: a handle holds no more fds than with
+	 * one request after the other (the mirror counts on it). */
+	bm_http_thread_closes_connections();
+	p->rc = bm_store_head(p->ds->store, "", &p->v, p->msg, sizeof(p->msg));
+	return NULL;
+}
+
+/* Without a thread the HEAD is sent later, when needed (open_flat). */
+static void flat_probe_start(bm_dataset *ds, struct flat_probe *p)
+{
+	p->ds = ds;
+	p->started = ds->opt.generation == 0 && pthread_create(&p->thread, NULL, flat_probe_main, p) == 0;
+}
+
+static void flat_probe_join(struct flat_probe *p)
+{
+	if (p->started)
+		pthread_join(p->thread, NULL);
+}
+
+/* The URL is not a dataset: a flat object?  Sets up a synthetic manifest.
+ * p: the HEAD's answer if it was sent already. */
+static int open_flat(bm_dataset *ds, struct flat_probe *p)
 {
 	struct bm_version v;
 	char msg[512];
-	int rc = bm_store_head(ds->store, "", &v, msg, sizeof(msg));
+	int rc;
 
+	if (p->started) {
+		rc = p->rc;
+		v = p->v;
+		snprintf(msg, sizeof(msg), "%s", p->msg);
+	} else {
+		rc = bm_store_head(ds->store, "", &v, msg, sizeof(msg));
+	}
 	if (rc == BM_ENOTFOUND)
 		return rc;
 	if (rc < 0) {
@@ -495,7 +544,9 @@ static int open_flat(bm_dataset *ds)
 	ds->manifest = calloc(1, sizeof(*ds->manifest));
 	if (ds->manifest == NULL)
 		return BM_ENOMEM;
-	ds->manifest->blksize = BM_FLAT_BLKSIZE;
+	/* Small blocks: a random miss fetches little; read-ahead fetches
+	 * many in one Range GET (readahead.c). */
+	ds->manifest->blksize = ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
 	ds->manifest->size = v.size;
 	ds->flat = true;
 	ds->at_latest = true;
@@ -507,8 +558,11 @@ static int open_flat(bm_dataset *ds)
 static int open_manifest(bm_dataset *ds)
 {
 	char key[BM_KEY_GEN_SIZE];
+	struct flat_probe probe;
+	flat_probe_start(ds, &probe);
 	int rc = get_manifest(ds, BM_KEY_MANIFEST, &ds->manifest, &ds->manifest_json,
 			      &ds->manifest_json_len, ds->etag, sizeof(ds->etag));
+	flat_probe_join(&probe);
 	uint64_t want = ds->opt.generation;
 
 	if (rc == BM_ENOTFOUND) {
@@ -516,7 +570,7 @@ static int open_manifest(bm_dataset *ds)
 			bm_set_error(ds, rc, "%s: no dataset, so no generation %" PRIu64, ds->url, want);
 			return rc;
 		}
-		rc = open_flat(ds);
+		rc = open_flat(ds, &probe);
 		if (rc != BM_ENOTFOUND)
 			return rc;
 		if (!(ds->opt.flags & BM_OPEN_CREATE)) {
@@ -527,7 +581,7 @@ static int open_manifest(bm_dataset *ds)
 		ds->manifest = calloc(1, sizeof(*ds->manifest));
 		if (ds->manifest == NULL)
 			return BM_ENOMEM;
-		ds->manifest->blksize = ds->opt.blksize;
+		ds->manifest->blksize = ds->opt.blksize ? ds->opt.blksize : BM_DEFAULT_BLKSIZE;
 		ds->at_latest = true;
 		return 0;
 	}

@@ -31,7 +31,13 @@ struct bm_pages;
 #define BM_GEN_MAX ((uint64_t)1 << 53)
 #define BM_KEY_MAX 1024
 #define BM_SUM_HEX 32                       /* xxh128 as hex */
-#define BM_FLAT_BLKSIZE ((size_t)1 << 20)
+/* Block sizes when bm_options.blksize is 0: a dataset created by the handle;
+ * the blocks a flat object is read in (a random miss fetches one; read-ahead
+ * fetches many with one Range GET, readahead.c). */
+#define BM_DEFAULT_BLKSIZE ((size_t)1 << 20)
+#define BM_FLAT_BLKSIZE ((size_t)64 << 10)
+/* The most one read-ahead Range GET of a flat object asks for. */
+#define BM_RUN_BYTES_MAX ((size_t)2 << 20)
 #define BM_ETAG_SIZE 1024    /* longest ETag kept, with its NUL; longer: an error */
 
 /* ---- assertions (configure --enable-checks defines BLKMAP_CHECKS) -------- */
@@ -130,6 +136,10 @@ struct bm_http_opts {
 
 int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o);
 void bm_http_free(struct bm_http *h);
+/* From now on the calling thread's requests close their connection when
+ * done (a thread that sends one request, beside the pool's steady users:
+ * it leaves no idle connection, no fd, behind). */
+void bm_http_thread_closes_connections(void);
 
 /* Performs r with retries of transient failures (connection errors,
  * timeouts, 5xx, 429, dropped or short responses, and check() returning
@@ -232,6 +242,7 @@ struct bm_readahead {
 	uint64_t next;             /* first block not yet queued */
 	size_t window;             /* blocks ahead, 0 when random */
 	size_t max_window;
+	size_t run_max;            /* flat: blocks one worker's Range GET covers */
 };
 
 struct bm_upload {
@@ -350,6 +361,10 @@ void bm_readahead_stop(bm_dataset *ds);
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
+/* In loadblk: when the calling read-ahead worker holds block blk of ds
+ * (fetched by a run's Range GET), copies it into buf and returns 1 (or
+ * BM_ENOMEM); 0 when it does not. */
+int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf);
 
 /* Looks for a live wcfs mirror showing the handle's generation; on success
  * sets ds->overlay and ds->base_fd.  Otherwise says why in ds->mode_why. */

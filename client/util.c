@@ -229,7 +229,7 @@ int bm_options_init(struct bm_options *o)
 	o->connections = 8;
 	o->readahead_bytes = (size_t)64 << 20;
 	o->spare_bytes = (size_t)16 << 20;
-	o->blksize = (size_t)1 << 20;
+	o->blksize = 0; /* BM_DEFAULT_BLKSIZE, or BM_FLAT_BLKSIZE for a flat object */
 	o->token = getenv("BLKMAP_TOKEN");
 	o->wcfs = getenv("BLKMAP_WCFS");
 

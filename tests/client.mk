@@ -182,6 +182,15 @@ tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+# `make bench`: blkmap's reads against the peers installed (GDAL /vsicurl/,
+# fsspec, curl | openssl; tests/bench_peers.py), run with Debian's python
+# (/usr/bin/python3: GDAL's binding is there).
+EXTRA_DIST += tests/bench_peers.py
+BENCHMARKS += tests/bench_peers
+tests/bench_peers: $(srcdir)/tests/bench_peers.py Makefile
+	$(AM_V_GEN)$(MKDIR_P) tests && cp $(srcdir)/tests/bench_peers.py $@ && chmod +x $@
+CLEANFILES += tests/bench_peers
+
 # Benchmark (`make bench`): what metadata costs as a dataset grows (format 2).
 check_PROGRAMS += tests/bench_scale
 BENCHMARKS += tests/bench_scale

@@ -1,8 +1,9 @@
 /* tests/test_client_flat.c — a plain HTTP object (no manifest) maps as a
  * read-only "flat" dataset through Range GETs: its bytes read back, writes
  * and commits are refused, and an object that changes on the server while
- * mapped makes the next load fail rather than mix two versions.  One
- * program per kind of server (TC_KIND; client.mk).
+ * mapped makes the next load fail rather than mix two versions; a random
+ * miss fetches one small block, read-ahead fetches a run of blocks with one
+ * Range GET.  One program per kind of server (TC_KIND; client.mk).
  */
 #include "config.h"
 
@@ -26,6 +27,7 @@
 #endif
 
 #define MiB ((size_t)1 << 20)
+#define KiB64 ((size_t)64 << 10)
 #define SIZE (2 * MiB + MiB / 2 + 3)
 
 /* The object every test reads: made by the first test that needs it. */
@@ -57,7 +59,7 @@ static void a_plain_object_maps_read_only_through_range_gets(void **state)
 	unsigned char *got = tc_read_mapped(ds);
 	assert_memory_equal(got, data, SIZE);
 	bm_stats(ds, &st);
-	assert_int_equal(st.fetched_blocks, 3); /* 1 MiB blocks */
+	assert_int_equal(st.fetched_blocks, (SIZE + KiB64 - 1) / KiB64); /* 64 KiB blocks */
 	assert_int_equal(st.fetched_bytes, SIZE);
 	bm_close(ds);
 	free(got);
@@ -107,6 +109,82 @@ static void a_write_to_a_flat_mapping_gets_sigbus(void **state)
 	assert_memory_equal(got, data, SIZE);
 	bm_close(ds);
 	free(got);
+	free(data);
+}
+
+/* Opens url with blksize (0: the default) and connections, maps it. */
+static bm_dataset *open_mapped(const char *url, size_t blksize, int connections, unsigned char **addr,
+			       bm_mapping **m)
+{
+	struct bm_options o;
+	bm_dataset *ds;
+
+	tc_options(&o);
+	o.blksize = blksize;
+	o.connections = connections;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_map(ds, 0, 0, (void **)addr, m), 0);
+	return ds;
+}
+
+static void a_random_miss_on_a_flat_object_fetches_one_small_block(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data = ts_pattern(SIZE, 11), *addr;
+	char url[512];
+	struct bm_stats st;
+	bm_mapping *m;
+
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	/* 64 KiB by default, the caller's block size if it sets one. */
+	static const size_t sizes[] = { 0, 16384 };
+	for (size_t i = 0; i < 2; i++) {
+		size_t bs = sizes[i] ? sizes[i] : KiB64;
+		bm_dataset *ds = open_mapped(url, sizes[i], 8, &addr, &m);
+		assert_int_equal(bm_blksize(ds), bs);
+		assert_int_equal(addr[MiB + 5], data[MiB + 5]);
+		bm_stats(ds, &st);
+		assert_int_equal(st.fetched_blocks, 1);
+		assert_int_equal(st.fetched_bytes, bs);
+		bm_unmap(m);
+		bm_close(ds);
+	}
+	free(data);
+}
+
+/* Two faults in a row start read-ahead: the next two blocks are queued at
+ * once, and the one worker (one connection) takes both as a run that one
+ * Range GET fetches. */
+static void read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data = ts_pattern(SIZE, 11), *addr;
+	char url[512];
+	struct bm_stats st;
+	bm_mapping *m;
+
+	tc_require(s, TC_CAN_COUNT, "counts the GETs");
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	bm_dataset *ds = open_mapped(url, 0, 1, &addr, &m);
+	long gets = tc_store_count(s, "GET");
+	assert_int_equal(addr[5], data[5]);
+	assert_int_equal(addr[KiB64 + 5], data[KiB64 + 5]);
+	/* Bounded wait for the run (a hang bound, not a timing). */
+	for (int i = 0; i < 2000; i++) {
+		bm_stats(ds, &st);
+		if (st.readahead_blocks >= 2)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.readahead_blocks, 2);
+	assert_int_equal(st.fetched_bytes, 4 * KiB64);
+	assert_int_equal(tc_store_count(s, "GET") - gets, 3); /* 2 faults, 1 run */
+	/* The run's blocks read back right. */
+	assert_memory_equal(addr + 2 * KiB64, data + 2 * KiB64, 2 * KiB64);
+	bm_stats(ds, &st);
+	assert_int_equal(st.cache_misses, 2);
+	bm_unmap(m);
+	bm_close(ds);
 	free(data);
 }
 
@@ -191,6 +269,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_plain_object_maps_read_only_through_range_gets),
+		cmocka_unit_test(a_random_miss_on_a_flat_object_fetches_one_small_block),
+		cmocka_unit_test(read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get),
 		cmocka_unit_test(committing_or_writing_a_flat_object_is_read_only),
 		cmocka_unit_test(a_write_to_a_flat_mapping_gets_sigbus),
 		cmocka_unit_test(a_flat_object_changed_while_mapped_fails_instead_of_mixing),

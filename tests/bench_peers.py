@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""bench_peers.py — `make bench`: blkmap's reads against the peers installed
+on the machine, in the same run, on the same bytes of one blkmap-server
+store (a tmpfs directory served twice: as is, and with --fault-latency-ms
+2, every answer 2 ms late):
+  random   cold random 4 KiB reads, one per MiB in shuffled order, each
+           timed alone (median ms): blkmap through a mapping of the flat
+           object, of a dataset with 1 MiB blocks and of one with 64 KiB
+           blocks; GDAL /vsicurl/ (python3-gdal) and fsspec's HTTP file
+           with exact ranges (python3-fsspec) on the flat object.  A fresh
+           handle (empty cache) each run.
+  seqsum   sequential read + SHA-256 of the whole object (median s):
+           `blkmap sum URL` and `curl -s URL | openssl dgst -sha256` as
+           whole processes; GDAL and fsspec reading 1 MiB at a time into
+           hashlib inside this process (their start-up not counted).
+One line per figure:
+  peers <figure> blkmap=<x> <peer>=<y>... ratio=<blkmap / best peer>
+Several runs, interleaved (peer after peer within a run); medians.
+BENCH_PEERS_MIB (default 256) sets the size, BENCH_PEERS_RUNS (default 5)
+the runs.  Not a test: nothing is asserted.  Runs with Debian's python
+(/usr/bin/python3: GDAL's binding is there); a missing peer is named and
+skipped.
+"""
+import hashlib
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+builddir = os.path.dirname(here)
+sys.path.insert(0, os.path.join(builddir, "python"))
+
+import blkmap  # noqa: E402
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+def start_server(root, extra):
+    server = subprocess.Popen([os.path.join(builddir, "blkmap-server"), "--root", root,
+                               "--listen", "127.0.0.1:0", "--max-body-bytes", str(1 << 40)] + extra,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = server.stdout.readline()
+    if not first.startswith("blkmap-server: serving "):
+        server.kill()
+        sys.exit("bench_peers: blkmap-server did not start: %r" % first)
+    return server, first.split()[-1]
+
+
+def offsets(size, seed):
+    """One 4 KiB-aligned offset in each MiB, shuffled."""
+    rng = random.Random(seed)
+    offs = [m * MiB + rng.randrange(0, MiB // (4 * KiB)) * 4 * KiB for m in range(size // MiB)]
+    rng.shuffle(offs)
+    return offs
+
+
+# ---- cold random 4 KiB reads: one list of per-read seconds per call ----------
+
+def rand_blkmap(url, offs):
+    ds = blkmap.open(url)
+    mv = ds.map()
+    out = []
+    for off in offs:
+        t = time.perf_counter()
+        bytes(mv[off:off + 4096])
+        out.append(time.perf_counter() - t)
+    del mv
+    ds.close()
+    return out
+
+
+def rand_gdal(url, offs):
+    from osgeo import gdal
+    gdal.VSICurlClearCache()
+    f = gdal.VSIFOpenL("/vsicurl/" + url, "rb")
+    if f is None:
+        sys.exit("bench_peers: GDAL cannot open /vsicurl/%s" % url)
+    out = []
+    for off in offs:
+        t = time.perf_counter()
+        gdal.VSIFSeekL(f, off, 0)
+        gdal.VSIFReadL(1, 4096, f)
+        out.append(time.perf_counter() - t)
+    gdal.VSIFCloseL(f)
+    return out
+
+
+def rand_fsspec(url, offs):
+    import fsspec
+    fs = fsspec.filesystem("http", skip_instance_cache=True)
+    out = []
+    with fs.open(url, "rb", cache_type="none") as f:
+        for off in offs:
+            t = time.perf_counter()
+            f.seek(off)
+            f.read(4096)
+            out.append(time.perf_counter() - t)
+    return out
+
+
+# ---- sequential read + SHA-256: seconds per call ---------------------------------
+
+def seq_blkmap(url, want):
+    t = time.perf_counter()
+    out = subprocess.run([os.path.join(builddir, "blkmap"), "sum", url], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    dt = time.perf_counter() - t
+    if out.split()[0] != want:
+        sys.exit("bench_peers: blkmap sum %s: %s, expected %s" % (url, out.split()[0], want))
+    return dt
+
+
+def seq_curl(url, want):
+    t = time.perf_counter()
+    out = subprocess.run(["sh", "-c", "curl -sf \"$0\" | openssl dgst -sha256", url], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    dt = time.perf_counter() - t
+    if out.split()[-1] != want:
+        sys.exit("bench_peers: curl | openssl %s: %s, expected %s" % (url, out, want))
+    return dt
+
+
+def seq_gdal(url, want):
+    from osgeo import gdal
+    gdal.VSICurlClearCache()
+    t = time.perf_counter()
+    f = gdal.VSIFOpenL("/vsicurl/" + url, "rb")
+    h = hashlib.sha256()
+    while True:
+        b = gdal.VSIFReadL(1, MiB, f)
+        if not b:
+            break
+        h.update(b)
+    gdal.VSIFCloseL(f)
+    dt = time.perf_counter() - t
+    if h.hexdigest() != want:
+        sys.exit("bench_peers: GDAL read of %s hashes to %s" % (url, h.hexdigest()))
+    return dt
+
+
+def seq_fsspec(url, want):
+    import fsspec
+    fs = fsspec.filesystem("http", skip_instance_cache=True)
+    t = time.perf_counter()
+    h = hashlib.sha256()
+    with fs.open(url, "rb", block_size=8 * MiB) as f:
+        while True:
+            b = f.read(MiB)
+            if not b:
+                break
+            h.update(b)
+    dt = time.perf_counter() - t
+    if h.hexdigest() != want:
+        sys.exit("bench_peers: fsspec read of %s hashes to %s" % (url, h.hexdigest()))
+    return dt
+
+
+def have(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError as e:
+        print("bench_peers: no %s line (%s)" % (module, e))
+        return False
+
+
+def line(figure, unit, results):
+    """results: [(name, value)], blkmap's first; ratio = blkmap / best peer."""
+    ours = results[0][1]
+    peers = [(n, v) for n, v in results[1:] if v is not None]
+    best = min(peers, key=lambda p: p[1]) if peers else None
+    cols = " ".join("%s=%.3f" % (n, v) for n, v in results if v is not None)
+    tail = " ratio=%.2f (vs %s)" % (ours / best[1], best[0]) if best else ""
+    print("peers %s %s %s%s" % (figure, unit, cols, tail))
+    sys.stdout.flush()
+
+
+def main():
+    mib = int(os.environ.get("BENCH_PEERS_MIB", "256"))
+    runs = int(os.environ.get("BENCH_PEERS_RUNS", "5"))
+    size = mib * MiB
+    os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    gdal_ok = have("osgeo.gdal")
+    fsspec_ok = have("fsspec") and have("aiohttp")
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    root = tempfile.mkdtemp(prefix="bench_peers.", dir=shm)
+    servers = []
+    try:
+        plain, base = start_server(root, [])
+        servers.append(plain)
+        data = os.urandom(size)
+        want = hashlib.sha256(data).hexdigest()
+        path = os.path.join(root, "input")
+        with open(path, "wb") as f:
+            f.write(data)
+        del data
+        subprocess.run(["curl", "-sf", "-T", path, base + "/peers/flat.bin"], check=True)
+        env = dict(os.environ)
+        for bs, name in ((MiB, "ds1m"), (64 * KiB, "ds64k")):
+            subprocess.run([os.path.join(builddir, "blkmap"), "put", "--blksize", str(bs), path,
+                            base + "/peers/" + name], check=True, env=env, stdout=subprocess.DEVNULL)
+        os.unlink(path)
+        slow, slow_base = start_server(root, ["--fault-latency-ms", "2"])
+        servers.append(slow)
+        print("bench_peers: %d MiB, %d runs, medians; random: ms per 4 KiB read; "
+              "seqsum: s per read + SHA-256" % (mib, runs))
+        for label, b in (("", base), ("_latency2ms", slow_base)):
+            flat = b + "/peers/flat.bin"
+            rruns = runs if not label else max(1, runs // 2)
+            r = {k: [] for k in ("flat", "ds1m", "ds64k", "gdal", "fsspec")}
+            for i in range(rruns):
+                offs = offsets(size, i)
+                r["flat"] += rand_blkmap(flat, offs)
+                r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
+                r["ds64k"] += rand_blkmap(b + "/peers/ds64k", offs)
+                if gdal_ok:
+                    r["gdal"] += rand_gdal(flat, offs)
+                if fsspec_ok:
+                    r["fsspec"] += rand_fsspec(flat, offs)
+            med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
+            for what in ("flat", "ds1m", "ds64k"):
+                line("random_4k_%s%s" % (what, label), "ms",
+                     [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])])
+            s = {k: [] for k in ("flat", "ds1m", "ds64k", "curl", "gdal", "fsspec")}
+            for i in range(runs):
+                s["flat"].append(seq_blkmap(flat, want))
+                s["ds1m"].append(seq_blkmap(b + "/peers/ds1m", want))
+                s["ds64k"].append(seq_blkmap(b + "/peers/ds64k", want))
+                s["curl"].append(seq_curl(flat, want))
+                if gdal_ok:
+                    s["gdal"].append(seq_gdal(flat, want))
+                if fsspec_ok:
+                    s["fsspec"].append(seq_fsspec(flat, want))
+            med = {k: statistics.median(v) if v else None for k, v in s.items()}
+            for what in ("flat", "ds1m", "ds64k"):
+                line("seqsum_%s%s" % (what, label), "s",
+                     [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
+                      ("fsspec", med["fsspec"])])
+    finally:
+        for srv in servers:
+            srv.terminate()
+            srv.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
