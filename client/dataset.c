@@ -496,9 +496,6 @@ struct flat_probe {
 static void *flat_probe_main(void *arg)
 {
 	struct flat_probe *p = arg;
-	/* Its connection is not kept: a handle holds no more fds than with
-	 * one request after the other (the mirror counts on it). */
-	bm_http_thread_closes_connections();
 	p->rc = bm_store_head(p->ds->store, "", &p->v, p->msg, sizeof(p->msg));
 	return NULL;
 }

@@ -33,13 +33,6 @@ struct bm_http {
 	unsigned seed;
 };
 
-static __thread bool thread_closes;
-
-void bm_http_thread_closes_connections(void)
-{
-	thread_closes = true;
-}
-
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void init_curl(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
@@ -358,7 +351,7 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	if (h->o.verbose)
 		bm_log("%s %s -> %ld%s%s", r->method, r->url, r->status, rc ? ": " : "", rc ? r->err : "");
 	curl_slist_free_all(hdr);
-	give_handle(h, c, cc != CURLE_OK || thread_closes);
+	give_handle(h, c, cc != CURLE_OK);
 	return rc;
 }
 

@@ -136,10 +136,6 @@ struct bm_http_opts {
 
 int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o);
 void bm_http_free(struct bm_http *h);
-/* From now on the calling thread's requests close their connection when
- * done (a thread that sends one request, beside the pool's steady users:
- * it leaves no idle connection, no fd, behind). */
-void bm_http_thread_closes_connections(void);
 
 /* Performs r with retries of transient failures (connection errors,
  * timeouts, 5xx, 429, dropped or short responses, and check() returning
