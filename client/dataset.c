@@ -480,54 +480,13 @@ static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp
 	return 0;
 }
 
-/* The HEAD of the URL itself, sent alongside the GET of its manifest so
- * that opening a flat object costs one round trip, not two.  (A dataset's
- * URL names a prefix: its HEAD answers 404, or 301 on WebDAV servers,
- * never an error-log line on nginx.) */
-struct flat_probe {
-	bool started;
-	pthread_t thread;
-	bm_dataset *ds;
-	int rc;
-	struct bm_version v;
-	char msg[512];
-};
-
-static void *flat_probe_main(void *arg)
-{
-	struct flat_probe *p = arg;
-	p->rc = bm_store_head(p->ds->store, "", &p->v, p->msg, sizeof(p->msg));
-	return NULL;
-}
-
-/* Without a thread the HEAD is sent later, when needed (open_flat). */
-static void flat_probe_start(bm_dataset *ds, struct flat_probe *p)
-{
-	p->ds = ds;
-	p->started = ds->opt.generation == 0 && pthread_create(&p->thread, NULL, flat_probe_main, p) == 0;
-}
-
-static void flat_probe_join(struct flat_probe *p)
-{
-	if (p->started)
-		pthread_join(p->thread, NULL);
-}
-
-/* The URL is not a dataset: a flat object?  Sets up a synthetic manifest.
- * p: the HEAD's answer if it was sent already. */
-static int open_flat(bm_dataset *ds, struct flat_probe *p)
+/* The URL is not a dataset: a flat object?  Sets up a synthetic manifest. */
+static int open_flat(bm_dataset *ds)
 {
 	struct bm_version v;
 	char msg[512];
-	int rc;
+	int rc = bm_store_head(ds->store, "", &v, msg, sizeof(msg));
 
-	if (p->started) {
-		rc = p->rc;
-		v = p->v;
-		snprintf(msg, sizeof(msg), "%s", p->msg);
-	} else {
-		rc = bm_store_head(ds->store, "", &v, msg, sizeof(msg));
-	}
 	if (rc == BM_ENOTFOUND)
 		return rc;
 	if (rc < 0) {
@@ -555,11 +514,8 @@ static int open_flat(bm_dataset *ds, struct flat_probe *p)
 static int open_manifest(bm_dataset *ds)
 {
 	char key[BM_KEY_GEN_SIZE];
-	struct flat_probe probe;
-	flat_probe_start(ds, &probe);
 	int rc = get_manifest(ds, BM_KEY_MANIFEST, &ds->manifest, &ds->manifest_json,
 			      &ds->manifest_json_len, ds->etag, sizeof(ds->etag));
-	flat_probe_join(&probe);
 	uint64_t want = ds->opt.generation;
 
 	if (rc == BM_ENOTFOUND) {
@@ -567,7 +523,7 @@ static int open_manifest(bm_dataset *ds)
 			bm_set_error(ds, rc, "%s: no dataset, so no generation %" PRIu64, ds->url, want);
 			return rc;
 		}
-		rc = open_flat(ds, &probe);
+		rc = open_flat(ds);
 		if (rc != BM_ENOTFOUND)
 			return rc;
 		if (!(ds->opt.flags & BM_OPEN_CREATE)) {

@@ -2,8 +2,7 @@
  * fetched ahead of the faults (blocks never touched get fetched), never
  * more than the window ahead of the reader, each block once, several
  * requests in flight at once; random access fetches exactly the blocks
- * touched and nothing ahead; opening a URL sends its two requests at
- * once.  Every assertion is an invariant, not a
+ * touched and nothing ahead.  Every assertion is an invariant, not a
  * timing: parallelism is the server's own peak of requests in flight
  * (GET /_admin/stats requests_in_flight_max) while every response is
  * delayed, so a serial client could never show two.
@@ -122,41 +121,11 @@ static void random_access_fetches_only_the_blocks_touched(void **state)
 	free(data);
 }
 
-/* Opening a URL asks for its manifest and for the object itself at once:
- * a flat object is known after one round trip, not two.  Each answer is
- * 300 ms late; both requests are in the server together. */
-static void opening_asks_for_the_manifest_and_the_object_at_once(void **state)
-{
-	struct ts_server *s = *state;
-	unsigned char *data = ts_pattern(3 * BS, 43);
-	char flat[512], ds_url[512];
-	struct bm_options o;
-	bm_dataset *ds;
-
-	assert_int_equal(ts_put(s, "/open/flat.bin", data, 3 * BS) / 100, 2);
-	tc_url(flat, sizeof(flat), s, "/open/flat.bin");
-	tc_put(tc_url(ds_url, sizeof(ds_url), s, "/open/ds"), BS, data, 3 * BS);
-	tc_options(&o);
-	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 300}"), 200);
-	const char *urls[] = { flat, ds_url };
-	for (int i = 0; i < 2; i++) {
-		(void)tc_server_stat(s, "requests", "GET"); /* starts a new peak */
-		assert_int_equal(bm_open(&ds, urls[i], &o), 0);
-		assert_int_equal(bm_is_flat(ds), i == 0);
-		assert_int_equal(bm_size(ds), 3 * BS);
-		bm_close(ds);
-		assert_int_equal(tc_server_stat(s, "requests_in_flight_max", NULL), 2);
-	}
-	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
-	free(data);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_sequential_scan_fetches_ahead_in_parallel),
 		cmocka_unit_test(random_access_fetches_only_the_blocks_touched),
-		cmocka_unit_test(opening_asks_for_the_manifest_and_the_object_at_once),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }
