@@ -158,12 +158,13 @@ static void a_random_miss_on_a_flat_object_fetches_one_small_block(void **state)
 static void read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get(void **state)
 {
 	struct tc_store *s = with_object(state);
-	unsigned char *data = ts_pattern(SIZE, 11), *addr;
+	unsigned char *data, *addr;
 	char url[512];
 	struct bm_stats st;
 	bm_mapping *m;
 
 	tc_require(s, TC_CAN_COUNT, "counts the GETs");
+	data = ts_pattern(SIZE, 11);
 	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
 	bm_dataset *ds = open_mapped(url, 0, 1, &addr, &m);
 	long gets = tc_store_count(s, "GET");
