@@ -13,9 +13,14 @@ VIRTMEM_ENGINE=$engine
 export VIRTMEM_ENGINE
 # Under ThreadSanitizer (./quickstart tsan): the uffd engine calls nothing
 # signal-unsafe from its SIGSEGV handler (no load, no malloc), so that
-# report class, off for the SIGSEGV engine, is on again.  Overlay handles
-# run on the SIGSEGV engine whatever is asked: not for that program.
-if [ "$engine" = uffd ] && [ "$(basename "$prog")" != test_virtmem_overlay ]; then
+# report class, off for the SIGSEGV engine, is on again.  Not for the
+# programs that run SIGSEGV-engine handles whatever is asked: overlay
+# handles, and test_virtmem_unwind's engine choice by flags.
+case "$(basename "$prog")" in
+test_virtmem_overlay|test_virtmem_unwind) safe_only=no ;;
+*) safe_only=yes ;;
+esac
+if [ "$engine" = uffd ] && [ "$safe_only" = yes ]; then
 	TSAN_OPTIONS="${TSAN_OPTIONS-} report_signal_unsafe=1"
 	export TSAN_OPTIONS
 fi
