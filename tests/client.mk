@@ -46,7 +46,8 @@ CLIENT_TESTS = \
 	tests/test_client_gc_apache \
 	tests/test_client_gc_rgw \
 	tests/test_cli_errors \
-	tests/test_client_errors
+	tests/test_client_errors \
+	tests/test_store_answers
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
@@ -168,6 +169,11 @@ tests_test_client_errors_SOURCES = tests/test_client_errors.c $(CLIENT_TEST_SOUR
 tests_test_client_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_errors_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The store backends against canned answers (no real server).
+tests_test_store_answers_SOURCES = tests/test_store_answers.c $(CLIENT_TEST_SOURCES)
+tests_test_store_answers_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_store_answers_LDADD = $(CLIENT_TEST_LDADD)
 
 tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
 tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)

@@ -1,0 +1,386 @@
+/* tests/test_store_answers.c — the store backends (client/store_http.c,
+ * client/store_s3.c, client/store_list.c) against answers no well-behaved
+ * server gives, sent by a canned loopback responder (tc_canned): listings
+ * that name objects blkmap never writes ("..", foreign names), an S3
+ * listing paged by continuation tokens and one that hands back its own
+ * token, S3 XML errors and what a user reads of them, the If-Match
+ * spelling an S3 server wants, and the bucket that is no object.  No real
+ * server: these run in a fraction of a second.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "client_util.h"
+#include "../client/store.h"
+
+static const struct bm_store_opts opts = { .connect_timeout_ms = 5000, .timeout_ms = 10000,
+					    .retry_base_ms = 1, .retries = 2, .connections = 2 };
+
+/* Opens URL (an s3:// one against the canned endpoint c, unsigned). */
+static struct bm_store *open_on(const struct tc_canned *c, const char *url)
+{
+	struct bm_store *s = NULL;
+	char msg[1024] = "";
+
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_PROFILE");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+	setenv("AWS_CONFIG_FILE", "/nonexistent", 1);
+	setenv("AWS_ENDPOINT_URL_S3", c->url, 1);
+	if (bm_store_open(&s, url, &opts, msg, sizeof(msg)) != 0)
+		fail_msg("bm_store_open %s: %s", url, msg);
+	return s;
+}
+
+static bool one_printable_line(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
+/* "HTTP/1.1 200 OK" with BODY and extra header lines HEAD (may be ""). */
+static char *answer(const char *status, const char *head, const char *body)
+{
+	char *r = NULL;
+
+	assert_true(asprintf(&r, "HTTP/1.1 %s\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+			     status, head, strlen(body), body) > 0);
+	return r;
+}
+
+/* ---- listings name only keys blkmap could have written ------------------------------- */
+
+static void a_json_listing_passes_over_keys_blkmap_never_writes(void **state)
+{
+	(void)state;
+	char *list = answer("200 OK", "Server: blkmap-server\r\nContent-Type: application/json\r\n",
+			    "{\"prefix\":\"ds/blocks/\",\"objects\":["
+			    "{\"key\":\"ds/blocks/b2\",\"size\":2},"
+			    "{\"key\":\"ds/blocks/../../other/manifest.json\",\"size\":9},"
+			    "{\"key\":\"ds/blocks/a b\",\"size\":3},"
+			    "{\"key\":\"ds/blocks/b1\",\"size\":1},"
+			    "{\"key\":\"ds/blocks/b1\",\"size\":1}]}");
+	const struct tc_rule rules[] = {
+		{ "GET", "/ds/blocks/?list", list, 0 },
+		{ "HEAD", "/ds", "HTTP/1.1 404 Not Found\r\nServer: blkmap-server\r\nContent-Length: 0\r\n\r\n", 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_list page;
+	struct bm_version v;
+	char url[128], msg[1024] = "";
+
+	tc_canned_start(&c, rules, 2);
+	snprintf(url, sizeof(url), "%s/ds", c.url);
+	s = open_on(&c, url);
+	/* The Server header tells the store it lists. */
+	assert_int_equal(bm_store_head(s, "", &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), 0);
+	/* Sorted, each once; no "..", no space: gc would DELETE what it gets. */
+	assert_int_equal(page.n, 2);
+	assert_string_equal(page.entries[0].key, "blocks/b1");
+	assert_string_equal(page.entries[1].key, "blocks/b2");
+	assert_int_equal(page.entries[1].size, 2);
+	bm_list_free(&page);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(list);
+}
+
+static const char s3_head[] = "Content-Type: application/xml\r\n";
+
+static void an_s3_listing_passes_over_keys_blkmap_never_writes(void **state)
+{
+	(void)state;
+	char *list = answer("200 OK", s3_head,
+			    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+			    "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+			    "<Name>bkt</Name><Prefix>ds/blocks/</Prefix><IsTruncated>false</IsTruncated>"
+			    "<Contents><Key>ds/blocks/b1</Key><Size>1</Size></Contents>"
+			    "<Contents><Key>ds/blocks/../../other/manifest.json</Key><Size>9</Size></Contents>"
+			    "<Contents><Key>ds/blocks/a&amp;b</Key><Size>3</Size></Contents>"
+			    "<Contents><Key>ds/blocks/b&#50;</Key><Size>2</Size></Contents>"
+			    "</ListBucketResult>");
+	const struct tc_rule rules[] = {
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", list, 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_list page;
+	char msg[1024] = "";
+
+	tc_canned_start(&c, rules, 1);
+	s = open_on(&c, "s3://bkt/ds");
+	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 2);
+	assert_string_equal(page.entries[0].key, "blocks/b1");
+	assert_string_equal(page.entries[1].key, "blocks/b2"); /* &#50; is '2' */
+	assert_null(page.next);
+	bm_list_free(&page);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(list);
+}
+
+/* ---- S3 paging ----------------------------------------------------------------------------- */
+
+static void an_s3_listing_follows_its_continuation_tokens_to_the_last_page(void **state)
+{
+	(void)state;
+	char *p1 = answer("200 OK", s3_head,
+			  "<ListBucketResult><IsTruncated>true</IsTruncated>"
+			  "<NextContinuationToken>t/2+=</NextContinuationToken>"
+			  "<Contents><Key>ds/gen/1.json</Key><Size>10</Size></Contents>"
+			  "<Contents><Key>ds/gen/2.json</Key><Size>20</Size></Contents>"
+			  "</ListBucketResult>");
+	char *p2 = answer("200 OK", s3_head,
+			  "<ListBucketResult><IsTruncated>false</IsTruncated>"
+			  "<Contents><Key>ds/gen/3.json</Key><Size>30</Size></Contents>"
+			  "</ListBucketResult>");
+	const struct tc_rule rules[] = {
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", p1, 0 },
+		{ "GET", "/bkt/?continuation-token=t%2F2%2B%3D&list-type=2&prefix=ds%2Fgen%2F", p2, 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_list page;
+	char msg[1024] = "", *token = NULL;
+	uint64_t sizes = 0;
+	size_t pages = 0, keys = 0;
+
+	tc_canned_start(&c, rules, 2);
+	s = open_on(&c, "s3://bkt/ds");
+	do {
+		assert_int_equal(bm_store_list(s, "gen/", token, &page, msg, sizeof(msg)), 0);
+		free(token);
+		token = page.next ? strdup(page.next) : NULL;
+		for (size_t i = 0; i < page.n; i++) {
+			assert_int_equal(bm_key_gen_parse(page.entries[i].key), keys + 1);
+			sizes += page.entries[i].size;
+			keys++;
+		}
+		bm_list_free(&page);
+		assert_true(++pages <= 2);
+	} while (token);
+	assert_int_equal(keys, 3);
+	assert_int_equal(sizes, 60);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(p1);
+	free(p2);
+}
+
+static void an_s3_listing_that_hands_back_its_own_token_is_refused_not_listed_for_ever(void **state)
+{
+	(void)state;
+	char *p = answer("200 OK", s3_head,
+			 "<ListBucketResult><IsTruncated>true</IsTruncated>"
+			 "<NextContinuationToken>again</NextContinuationToken>"
+			 "<Contents><Key>ds/gen/1.json</Key><Size>10</Size></Contents>"
+			 "</ListBucketResult>");
+	char *first = answer("200 OK", s3_head,
+			     "<ListBucketResult><IsTruncated>true</IsTruncated>"
+			     "<NextContinuationToken>again</NextContinuationToken>"
+			     "</ListBucketResult>");
+	char *broken = answer("200 OK", s3_head,
+			      "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>");
+	const struct tc_rule rules[] = {
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", first, 0 },
+		{ "GET", "/bkt/?continuation-token=again&list-type=2&prefix=ds%2Fgen%2F", p, 0 },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", broken, 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_list page;
+	char msg[1024] = "";
+
+	tc_canned_start(&c, rules, 3);
+	s = open_on(&c, "s3://bkt/ds");
+	assert_int_equal(bm_store_list(s, "gen/", NULL, &page, msg, sizeof(msg)), 0);
+	assert_string_equal(page.next, "again");
+	bm_list_free(&page);
+	assert_int_equal(bm_store_list(s, "gen/", "again", &page, msg, sizeof(msg)), BM_EFORMAT);
+	assert_int_equal(page.n, 0);
+	assert_null(page.next);
+	assert_non_null(strstr(msg, "GET http://127.0.0.1:"));
+	assert_non_null(strstr(msg, "NextContinuationToken is the one asked for"));
+	assert_true(one_printable_line(msg));
+	/* Truncated, and no token to go on with. */
+	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "a truncated listing without NextContinuationToken"));
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(p);
+	free(first);
+	free(broken);
+}
+
+static void an_s3_answer_that_is_no_listing_is_refused_with_the_url(void **state)
+{
+	(void)state;
+	char *html = answer("200 OK", "Content-Type: text/html\r\n", "<html>captive portal</html>");
+	char *cut = answer("200 OK", s3_head,
+			   "<ListBucketResult><IsTruncated>false</IsTruncated>"
+			   "<Contents><Key>ds/gen/1.json</Key><Size>10</Size>");
+	char *nosize = answer("200 OK", s3_head,
+			      "<ListBucketResult><IsTruncated>false</IsTruncated>"
+			      "<Contents><Key>ds/index/x</Key><Size>-1</Size></Contents>"
+			      "</ListBucketResult>");
+	const struct tc_rule rules[] = {
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", html, 0 },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", cut, 0 },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Findex%2F", nosize, 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_list page;
+	char msg[1024] = "";
+
+	tc_canned_start(&c, rules, 3);
+	s = open_on(&c, "s3://bkt/ds");
+	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "/bkt/?list-type=2&prefix=ds%2Fblocks%2F: not a ListObjectsV2 answer"));
+	assert_int_equal(bm_store_list(s, "gen/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "a <Contents> without its end"));
+	assert_int_equal(bm_store_list(s, "index/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "an entry without a key under \"ds/index/\" or its size"));
+	assert_int_equal(page.n, 0);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(html);
+	free(cut);
+	free(nosize);
+}
+
+/* ---- S3 errors ------------------------------------------------------------------------------ */
+
+static void an_s3_error_names_its_code_and_maps_to_the_error_a_caller_handles(void **state)
+{
+	(void)state;
+	char *denied = answer("403 Forbidden", s3_head,
+			      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>"
+			      "<Message>Access Denied</Message><RequestId>tx1</RequestId></Error>");
+	char *nokey = answer("404 Not Found", s3_head,
+			     "<Error><Code>NoSuchKey</Code><Message>The key does not exist</Message></Error>");
+	char *odd = answer("400 Bad Request", s3_head,
+			   "<Error><Code>Bad&#10;Code and\x01 more</Code></Error>");
+	char *slow = answer("503 Slow Down", s3_head, "<Error><Code>SlowDown</Code></Error>");
+	const struct tc_rule rules[] = {
+		{ "GET", "/bkt/ds/manifest.json", denied, 0 },
+		{ "GET", "/bkt/ds/gen/1.json", nokey, 0 },
+		{ "GET", "/bkt/ds/gen/2.json", odd, 0 },
+		{ "GET", "/bkt/ds/gen/3.json", slow, 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	char msg[1024] = "", *buf = NULL;
+	size_t len;
+
+	tc_canned_start(&c, rules, 4);
+	s = open_on(&c, "s3://bkt/ds");
+	/* 403: the code and who asked (unsigned here: no credentials). */
+	assert_int_equal(bm_store_get_all(s, "manifest.json", 1024, &buf, &len, NULL, msg, sizeof(msg)),
+			 BM_EAUTH);
+	assert_non_null(strstr(msg, "GET s3://bkt/ds/manifest.json: HTTP 403 AccessDenied ("));
+	assert_non_null(strstr(msg, "no AWS credentials"));
+	assert_true(one_printable_line(msg));
+	assert_int_equal(bm_store_get_all(s, "gen/1.json", 1024, &buf, &len, NULL, msg, sizeof(msg)),
+			 BM_ENOTFOUND);
+	assert_non_null(strstr(msg, "GET s3://bkt/ds/gen/1.json: HTTP 404 NoSuchKey"));
+	/* A code that is no word still gives one printable line. */
+	assert_int_equal(bm_store_get_all(s, "gen/2.json", 1024, &buf, &len, NULL, msg, sizeof(msg)),
+			 BM_EFORMAT);
+	assert_non_null(strstr(msg, "HTTP 400 Bad?Code_and?_more"));
+	assert_true(one_printable_line(msg));
+	/* 503 is retried, then reported with the tries made. */
+	assert_int_equal(bm_store_get_all(s, "gen/3.json", 1024, &buf, &len, NULL, msg, sizeof(msg)),
+			 BM_EHTTP);
+	assert_non_null(strstr(msg, "GET s3://bkt/ds/gen/3.json: HTTP 503 (after 3 tries)"));
+	assert_true(one_printable_line(msg));
+	assert_null(buf);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(denied);
+	free(nokey);
+	free(odd);
+	free(slow);
+}
+
+static void the_bucket_itself_is_no_object(void **state)
+{
+	(void)state;
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_version v;
+	char msg[1024] = "";
+
+	tc_canned_start(&c, NULL, 0);
+	s = open_on(&c, "s3://bkt");
+	assert_int_equal(bm_store_head(s, "", &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_non_null(strstr(msg, "s3://bkt: a bucket, not an object"));
+	assert_int_equal(bm_store_put(s, "", "x", 1, NULL, NULL, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_int_equal(bm_store_delete(s, "", msg, sizeof(msg)), BM_ENOTFOUND);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
+/* RGW 16.2 compares If-Match without the quotes S3 puts around an ETag:
+ * a 412 to the quoted form while the object still has that ETag is sent
+ * again bare, and bare from then on. */
+static void an_if_match_put_refused_for_its_quotes_is_sent_again_without_them(void **state)
+{
+	(void)state;
+	const struct tc_rule rules[] = {
+		/* The canned server compares If-Match with the answer's ETag:
+		 * only the bare e1 matches. */
+		{ "PUT", "/bkt/ds/manifest.json",
+		  "HTTP/1.1 200 OK\r\nETag: e1\r\nContent-Length: 0\r\n\r\n", 0 },
+		{ "HEAD", "/bkt/ds/manifest.json",
+		  "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 3\r\n\r\n", 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_put match = { .cond = BM_PUT_IF_MATCH, .etag = "\"e1\"", .swap = true };
+	struct bm_put other = { .cond = BM_PUT_IF_MATCH, .etag = "\"e9\"", .swap = true };
+	struct bm_version v = { .etag = "" };
+	char msg[1024] = "";
+
+	tc_canned_start(&c, rules, 2);
+	s = open_on(&c, "s3://bkt/ds");
+	assert_int_equal(bm_store_put(s, "manifest.json", "new", 3, &match, &v, msg, sizeof(msg)), 0);
+	assert_string_equal(v.etag, "e1");
+	/* Another version than the one there: a conflict, not a retry. */
+	assert_int_equal(bm_store_put(s, "manifest.json", "new", 3, &other, &v, msg, sizeof(msg)),
+			 BM_ECONFLICT);
+	assert_non_null(strstr(msg, "precondition failed (HTTP 412)"));
+	assert_int_equal(bm_store_put(s, "manifest.json", "new", 3, &match, &v, msg, sizeof(msg)), 0);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(a_json_listing_passes_over_keys_blkmap_never_writes),
+		cmocka_unit_test(an_s3_listing_passes_over_keys_blkmap_never_writes),
+		cmocka_unit_test(an_s3_listing_follows_its_continuation_tokens_to_the_last_page),
+		cmocka_unit_test(an_s3_listing_that_hands_back_its_own_token_is_refused_not_listed_for_ever),
+		cmocka_unit_test(an_s3_answer_that_is_no_listing_is_refused_with_the_url),
+		cmocka_unit_test(an_s3_error_names_its_code_and_maps_to_the_error_a_caller_handles),
+		cmocka_unit_test(the_bucket_itself_is_no_object),
+		cmocka_unit_test(an_if_match_put_refused_for_its_quotes_is_sent_again_without_them),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
