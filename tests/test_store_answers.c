@@ -370,6 +370,88 @@ static void an_if_match_put_refused_for_its_quotes_is_sent_again_without_them(vo
 	tc_canned_stop(&c);
 }
 
+/* ---- S3 reads that must be exactly what was asked ------------------------------------------- */
+
+static int collect(void *arg, uint64_t off, const void *data, size_t len)
+{
+	memcpy((char *)arg + off, data, len);
+	return 0;
+}
+
+static void an_s3_read_gets_exactly_the_range_and_version_asked_or_fails_saying_why(void **state)
+{
+	(void)state;
+	const struct tc_rule rules[] = {
+		/* A Range asked, a whole (2-byte) object answered. */
+		{ "GET", "/bkt/ds/whole", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 2\r\n\r\nab", 0 },
+		/* Another range than the one asked. */
+		{ "GET", "/bkt/ds/other",
+		  "HTTP/1.1 206 Partial Content\r\nETag: \"a\"\r\nContent-Range: bytes 0-1/4\r\n"
+		  "Content-Length: 2\r\n\r\nab", 0 },
+		/* The range asked, of an object of another size than pinned. */
+		{ "GET", "/bkt/ds/grown",
+		  "HTTP/1.1 206 Partial Content\r\nETag: \"a\"\r\nContent-Range: bytes 1-2/9\r\n"
+		  "Content-Length: 2\r\n\r\nbc", 0 },
+		/* The range asked, as pinned. */
+		{ "GET", "/bkt/ds/good",
+		  "HTTP/1.1 206 Partial Content\r\nETag: \"a\"\r\nContent-Range: bytes 1-2/4\r\n"
+		  "Content-Length: 2\r\n\r\nbc", 0 },
+		/* Another version than pinned: If-Match fails (412). */
+		{ "GET", "/bkt/ds/changed", "HTTP/1.1 200 OK\r\nETag: \"b\"\r\nContent-Length: 4\r\n\r\nwxyz", 0 },
+		/* Shorter than the exact length asked, every time. */
+		{ "GET", "/bkt/ds/short", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 2\r\n\r\nab", 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_version pin = { .etag = "\"a\"", .size = 4 };
+	char msg[1024] = "", got[8] = "";
+	struct bm_get range = { .range = true, .off = 1, .len = 2, .pin = &pin, .sink = collect,
+				.sink_arg = got };
+
+	tc_canned_start(&c, rules, 6);
+	s = open_on(&c, "s3://bkt/ds");
+	assert_int_equal(bm_store_get(s, "whole", &range, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "server answered 200 to a Range request"));
+	assert_int_equal(bm_store_get(s, "other", &range, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "Content-Range \"bytes 0-1/4\" does not match the range asked (bytes 1-2/...)"));
+	assert_int_equal(bm_store_get(s, "grown", &range, msg, sizeof(msg)), BM_ECHANGED);
+	assert_non_null(strstr(msg, "the object changed on the server (Content-Range \"bytes 1-2/9\": size was 4)"));
+	assert_int_equal(bm_store_get(s, "good", &range, msg, sizeof(msg)), 0);
+	assert_memory_equal(got, "bc", 2);
+	assert_int_equal(range.got, 2);
+	assert_string_equal(range.ver.etag, "\"a\"");
+	struct bm_get whole = { .max = 4, .exact = true, .pin = &pin, .sink = collect, .sink_arg = got };
+	assert_int_equal(bm_store_get(s, "changed", &whole, msg, sizeof(msg)), BM_ECHANGED);
+	assert_non_null(strstr(msg, "the object changed on the server"));
+	whole.pin = NULL;
+	assert_int_equal(bm_store_get(s, "short", &whole, msg, sizeof(msg)), BM_EHTTP);
+	assert_non_null(strstr(msg, "short body: 2 of 4 bytes"));
+	assert_true(one_printable_line(msg));
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
+static void an_s3_delete_of_a_missing_key_is_not_found_though_s3_answers_204(void **state)
+{
+	(void)state;
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/bkt/ds/there", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 1\r\n\r\n", 0 },
+		{ "DELETE", "/bkt/ds/there", "HTTP/1.1 204 No Content\r\n\r\n", 0 },
+		{ "DELETE", "/bkt/ds/gone", "HTTP/1.1 204 No Content\r\n\r\n", 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	char msg[1024] = "";
+
+	tc_canned_start(&c, rules, 3);
+	s = open_on(&c, "s3://bkt/ds");
+	assert_int_equal(bm_store_delete(s, "there", msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_delete(s, "gone", msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_non_null(strstr(msg, "HEAD s3://bkt/ds/gone: HTTP 404"));
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -381,6 +463,8 @@ int main(void)
 		cmocka_unit_test(an_s3_error_names_its_code_and_maps_to_the_error_a_caller_handles),
 		cmocka_unit_test(the_bucket_itself_is_no_object),
 		cmocka_unit_test(an_if_match_put_refused_for_its_quotes_is_sent_again_without_them),
+		cmocka_unit_test(an_s3_read_gets_exactly_the_range_and_version_asked_or_fails_saying_why),
+		cmocka_unit_test(an_s3_delete_of_a_missing_key_is_not_found_though_s3_answers_204),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
