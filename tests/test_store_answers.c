@@ -452,6 +452,146 @@ static void an_s3_delete_of_a_missing_key_is_not_found_though_s3_answers_204(voi
 	tc_canned_stop(&c);
 }
 
+/* ---- WebDAV (Apache): swaps under claims ---------------------------------------------------- */
+
+/* The canned path of claim k of the version whose bytes are was, in /ds/. */
+static void claim_path(char *out, size_t n, const char *was, int k)
+{
+	char sum[BM_SUM_HEX + 1];
+
+	bm_sum_hex(was, strlen(was), sum);
+	snprintf(out, n, "/ds/.blkmap-claim-%s-%d/", sum, k);
+}
+
+static const char apache_405[] = "HTTP/1.1 405 Method Not Allowed\r\nServer: Apache/2.4.62\r\n"
+				 "Content-Length: 0\r\n\r\n";
+static const char apache_201[] = "HTTP/1.1 201 Created\r\nServer: Apache/2.4.62\r\nContent-Length: 0\r\n\r\n";
+static const char apache_204[] = "HTTP/1.1 204 No Content\r\nServer: Apache/2.4.62\r\n\r\n";
+
+/* A swap replaces the version it names: where the server's ETag is weak
+ * (Apache, for a second after a change) the bytes decide, under the claim;
+ * an object gone since is a conflict too. */
+static void an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_other_ones(void **state)
+{
+	(void)state;
+	char claim[128], url[128], msg[1024] = "";
+	claim_path(claim, sizeof(claim), "old!", 0);
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/ds/manifest.json", "HTTP/1.1 200 OK\r\nServer: Apache/2.4.62\r\n"
+		  "ETag: W/\"x\"\r\nContent-Length: 4\r\n\r\n", 0 },
+		{ "GET", "/ds/manifest.json", "HTTP/1.1 200 OK\r\nServer: Apache/2.4.62\r\n"
+		  "ETag: W/\"x\"\r\nContent-Length: 4\r\n\r\nnew!", 0 },
+		{ "HEAD", "/ds/gone.json", "HTTP/1.1 404 Not Found\r\nServer: Apache/2.4.62\r\n"
+		  "Content-Length: 0\r\n\r\n", 0 },
+		{ "MKCOL", "/ds/", apache_405, 0 },
+		{ "MKCOL", claim, apache_201, 0 },
+		{ "DELETE", claim, apache_204, 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_version v;
+	struct bm_put swap = { .cond = BM_PUT_IF_MATCH, .etag = "W/\"x\"", .was = "old!", .was_len = 4,
+			       .swap = true };
+
+	tc_canned_start(&c, rules, 6);
+	snprintf(url, sizeof(url), "%s/ds", c.url);
+	s = open_on(&c, url);
+	/* The first answer names the server: Apache lists, swaps under claims. */
+	assert_int_equal(bm_store_head(s, "manifest.json", &v, msg, sizeof(msg)), 0);
+	assert_true(bm_store_caps(s) & BM_CAP_LIST);
+	assert_false(bm_store_caps(s) & BM_CAP_STRONG_ETAG);
+	assert_int_equal(bm_store_put(s, "manifest.json", "mine", 4, &swap, &v, msg, sizeof(msg)),
+			 BM_ECONFLICT);
+	assert_non_null(strstr(msg, "/ds/manifest.json: the object is another version (same weak ETag W/\"x\", other bytes)"));
+	assert_int_equal(bm_store_put(s, "gone.json", "mine", 4, &swap, &v, msg, sizeof(msg)), BM_ECONFLICT);
+	assert_non_null(strstr(msg, "/ds/gone.json: the object replaced is gone"));
+	assert_true(one_printable_line(msg));
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
+/* Claims left by writers that died hold a version up until they are stale
+ * (by the server's clock); eight stale ones in a row end the put. */
+static void an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so(void **state)
+{
+	(void)state;
+	struct tc_rule rules[2 + 2 * 8 + 2];
+	char paths[9][128], url[128], msg[1024] = "";
+	char *old_claim = answer("207 Multi-Status",
+				 "Server: Apache/2.4.62\r\nDate: Sun, 29 Nov 2026 15:00:00 GMT\r\n"
+				 "Content-Type: application/xml\r\n",
+				 "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\"><D:response>"
+				 "<D:propstat><D:prop><D:getlastmodified>Sun, 29 Nov 2026 14:00:00 GMT"
+				 "</D:getlastmodified></D:prop></D:propstat></D:response></D:multistatus>");
+	static const char no_date[] = "HTTP/1.1 207 Multi-Status\r\nServer: Apache/2.4.62\r\n"
+				      "Content-Length: 0\r\n\r\n";
+	size_t n = 0;
+
+	rules[n++] = (struct tc_rule){ "HEAD", "/ds/manifest.json",
+				       "HTTP/1.1 200 OK\r\nServer: Apache/2.4.62\r\nETag: \"v1\"\r\n"
+				       "Content-Length: 4\r\n\r\n", 0 };
+	rules[n++] = (struct tc_rule){ "MKCOL", "/ds/", apache_405, 0 };
+	for (int k = 0; k < 8; k++) {
+		claim_path(paths[k], sizeof(paths[k]), "dead", k);
+		rules[n++] = (struct tc_rule){ "MKCOL", paths[k], apache_405, 0 };
+		rules[n++] = (struct tc_rule){ "PROPFIND", paths[k], old_claim, 0 };
+	}
+	claim_path(paths[8], sizeof(paths[8]), "undated", 0);
+	rules[n++] = (struct tc_rule){ "MKCOL", paths[8], apache_405, 0 };
+	rules[n++] = (struct tc_rule){ "PROPFIND", paths[8], no_date, 0 };
+
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_version v;
+	struct bm_put dead = { .cond = BM_PUT_IF_MATCH, .etag = "\"v1\"", .was = "dead", .was_len = 4,
+			       .swap = true };
+	struct bm_put undated = { .cond = BM_PUT_IF_MATCH, .etag = "\"v1\"", .was = "undated",
+				  .was_len = 7, .swap = true };
+
+	tc_canned_start(&c, rules, n);
+	snprintf(url, sizeof(url), "%s/ds", c.url);
+	s = open_on(&c, url);
+	assert_int_equal(bm_store_head(s, "manifest.json", &v, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_store_put(s, "manifest.json", "mine", 4, &dead, &v, msg, sizeof(msg)), BM_EHTTP);
+	assert_non_null(strstr(msg, "/ds/: 8 claims in a row are held by writers that died"));
+	/* A claim whose age the server does not tell is no claim to pass over. */
+	assert_int_equal(bm_store_put(s, "manifest.json", "mine", 4, &undated, &v, msg, sizeof(msg)),
+			 BM_EFORMAT);
+	assert_non_null(strstr(msg, "no getlastmodified or Date to tell its age"));
+	assert_true(one_printable_line(msg));
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(old_claim);
+}
+
+/* A read pinned to a version that has no ETag is checked by its
+ * Last-Modified. */
+static void a_read_pinned_by_last_modified_refuses_another_one(void **state)
+{
+	(void)state;
+	const struct tc_rule rules[] = {
+		{ "GET", "/ds/x", "HTTP/1.1 200 OK\r\nLast-Modified: Sun, 29 Nov 2026 15:00:01 GMT\r\n"
+		  "Content-Length: 2\r\n\r\nab", 0 },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_version pin = { .etag = "", .last_modified = "Sun, 29 Nov 2026 15:00:00 GMT",
+				  .size = UINT64_MAX };
+	char got[4], url[128], msg[1024] = "";
+	struct bm_get g = { .max = 2, .pin = &pin, .sink = collect, .sink_arg = got };
+
+	tc_canned_start(&c, rules, 1);
+	snprintf(url, sizeof(url), "%s/ds", c.url);
+	s = open_on(&c, url);
+	assert_int_equal(bm_store_get(s, "x", &g, msg, sizeof(msg)), BM_ECHANGED);
+	assert_non_null(strstr(msg, "the object changed on the server (Last-Modified Sun, 29 Nov 2026 15:00:01 GMT"));
+	snprintf(pin.last_modified, sizeof(pin.last_modified), "Sun, 29 Nov 2026 15:00:01 GMT");
+	assert_int_equal(bm_store_get(s, "x", &g, msg, sizeof(msg)), 0);
+	assert_memory_equal(got, "ab", 2);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -465,6 +605,9 @@ int main(void)
 		cmocka_unit_test(an_if_match_put_refused_for_its_quotes_is_sent_again_without_them),
 		cmocka_unit_test(an_s3_read_gets_exactly_the_range_and_version_asked_or_fails_saying_why),
 		cmocka_unit_test(an_s3_delete_of_a_missing_key_is_not_found_though_s3_answers_204),
+		cmocka_unit_test(an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_other_ones),
+		cmocka_unit_test(an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so),
+		cmocka_unit_test(a_read_pinned_by_last_modified_refuses_another_one),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
