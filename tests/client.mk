@@ -47,7 +47,8 @@ CLIENT_TESTS = \
 	tests/test_client_gc_rgw \
 	tests/test_cli_errors \
 	tests/test_client_errors \
-	tests/test_store_answers
+	tests/test_store_answers \
+	tests/test_client_edges
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
@@ -174,6 +175,12 @@ EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_store_answers_SOURCES = tests/test_store_answers.c $(CLIENT_TEST_SOURCES)
 tests_test_store_answers_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_store_answers_LDADD = $(CLIENT_TEST_LDADD)
+
+# libblkmap on datasets a writer of this version does not leave.
+tests_test_client_edges_SOURCES = tests/test_client_edges.c $(CLIENT_TEST_SOURCES)
+tests_test_client_edges_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_edges_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_edges_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
 tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)
