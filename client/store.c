@@ -321,8 +321,10 @@ int bm_store_check_range(struct bm_get *g, long status, const char *content_rang
 		bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
 		return BM_EFORMAT;
 	}
-	if (status == 416 && g->to_end && g->off == 0 && parsed && first == UINT64_MAX && total == 0) {
-		g->total = 0; /* an empty object */
+	if (status == 416 && g->to_end && g->off == 0 && (!parsed || (first == UINT64_MAX && total == 0))) {
+		/* A range from byte 0 is unsatisfiable only in an empty
+		 * object (RGW's 416 names no total). */
+		g->total = 0;
 		return 0;
 	}
 	if (status != 206) {

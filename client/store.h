@@ -242,8 +242,8 @@ int bm_store_read_back(struct bm_store *s, const char *key, const void *body, si
 		       const struct bm_put *p, struct bm_version *v, int rc, char *msg, size_t n);
 /* The checks of an answer to g's Range request (every backend): a 206
  * whose Content-Range names the range asked (with g->to_end, from g->off
- * to the object's end if that comes first; with off 0, a 416 whose
- * Content-Range gives a total of 0 is an empty object, and a 200 the
+ * to the object's end if that comes first; with off 0, a 416 (without a
+ * Content-Range total, or of 0) is an empty object, and a 200 the
  * whole object) with the whole of it in the body (got bytes),
  * of the pinned size if g->pin has one.  Sets g->total.  0, BM_EFORMAT (a
  * 200, another range), BM_ECHANGED (another size), BM_EHTTP (a body cut
