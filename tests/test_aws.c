@@ -259,7 +259,7 @@ static void test_bad_files_and_values_name_the_file_and_line(void **state)
 	setenv("AWS_CONFIG_FILE", dir, 1);
 	load_fails("AWS config file");
 	/* Nor a link that leads nowhere but to itself. */
-	char loop[300];
+	char loop[200];
 	snprintf(loop, sizeof(loop), "%s/loop", dir);
 	unlink(loop);
 	assert_int_equal(symlink(loop, loop), 0);

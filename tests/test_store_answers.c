@@ -73,8 +73,8 @@ static void a_json_listing_passes_over_keys_blkmap_never_writes(void **state)
 			    "{\"key\":\"ds/blocks/b1\",\"size\":1},"
 			    "{\"key\":\"ds/blocks/b1\",\"size\":1}]}");
 	const struct tc_rule rules[] = {
-		{ "GET", "/ds/blocks/?list", list, 0 },
-		{ "HEAD", "/ds", "HTTP/1.1 404 Not Found\r\nServer: blkmap-server\r\nContent-Length: 0\r\n\r\n", 0 },
+		{ "GET", "/ds/blocks/?list", list, 0, NULL },
+		{ "HEAD", "/ds", "HTTP/1.1 404 Not Found\r\nServer: blkmap-server\r\nContent-Length: 0\r\n\r\n", 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -114,7 +114,7 @@ static void an_s3_listing_passes_over_keys_blkmap_never_writes(void **state)
 			    "<Contents><Key>ds/blocks/b&#50;</Key><Size>2</Size></Contents>"
 			    "</ListBucketResult>");
 	const struct tc_rule rules[] = {
-		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", list, 0 },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", list, 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -150,8 +150,8 @@ static void an_s3_listing_follows_its_continuation_tokens_to_the_last_page(void 
 			  "<Contents><Key>ds/gen/3.json</Key><Size>30</Size></Contents>"
 			  "</ListBucketResult>");
 	const struct tc_rule rules[] = {
-		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", p1, 0 },
-		{ "GET", "/bkt/?continuation-token=t%2F2%2B%3D&list-type=2&prefix=ds%2Fgen%2F", p2, 0 },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", p1, 0, NULL },
+		{ "GET", "/bkt/?continuation-token=t%2F2%2B%3D&list-type=2&prefix=ds%2Fgen%2F", p2, 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -197,9 +197,9 @@ static void an_s3_listing_that_hands_back_its_own_token_is_refused_not_listed_fo
 	char *broken = answer("200 OK", s3_head,
 			      "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>");
 	const struct tc_rule rules[] = {
-		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", first, 0 },
-		{ "GET", "/bkt/?continuation-token=again&list-type=2&prefix=ds%2Fgen%2F", p, 0 },
-		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", broken, 0 },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", first, 0, NULL },
+		{ "GET", "/bkt/?continuation-token=again&list-type=2&prefix=ds%2Fgen%2F", p, 0, NULL },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", broken, 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -239,9 +239,9 @@ static void an_s3_answer_that_is_no_listing_is_refused_with_the_url(void **state
 			      "<Contents><Key>ds/index/x</Key><Size>-1</Size></Contents>"
 			      "</ListBucketResult>");
 	const struct tc_rule rules[] = {
-		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", html, 0 },
-		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", cut, 0 },
-		{ "GET", "/bkt/?list-type=2&prefix=ds%2Findex%2F", nosize, 0 },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", html, 0, NULL },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", cut, 0, NULL },
+		{ "GET", "/bkt/?list-type=2&prefix=ds%2Findex%2F", nosize, 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -278,10 +278,10 @@ static void an_s3_error_names_its_code_and_maps_to_the_error_a_caller_handles(vo
 			   "<Error><Code>Bad&#10;Code and\x01 more</Code></Error>");
 	char *slow = answer("503 Slow Down", s3_head, "<Error><Code>SlowDown</Code></Error>");
 	const struct tc_rule rules[] = {
-		{ "GET", "/bkt/ds/manifest.json", denied, 0 },
-		{ "GET", "/bkt/ds/gen/1.json", nokey, 0 },
-		{ "GET", "/bkt/ds/gen/2.json", odd, 0 },
-		{ "GET", "/bkt/ds/gen/3.json", slow, 0 },
+		{ "GET", "/bkt/ds/manifest.json", denied, 0, NULL },
+		{ "GET", "/bkt/ds/gen/1.json", nokey, 0, NULL },
+		{ "GET", "/bkt/ds/gen/2.json", odd, 0, NULL },
+		{ "GET", "/bkt/ds/gen/3.json", slow, 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -346,9 +346,9 @@ static void an_if_match_put_refused_for_its_quotes_is_sent_again_without_them(vo
 		/* The canned server compares If-Match with the answer's ETag:
 		 * only the bare e1 matches. */
 		{ "PUT", "/bkt/ds/manifest.json",
-		  "HTTP/1.1 200 OK\r\nETag: e1\r\nContent-Length: 0\r\n\r\n", 0 },
+		  "HTTP/1.1 200 OK\r\nETag: e1\r\nContent-Length: 0\r\n\r\n", 0, NULL },
 		{ "HEAD", "/bkt/ds/manifest.json",
-		  "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 3\r\n\r\n", 0 },
+		  "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 3\r\n\r\n", 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -383,23 +383,23 @@ static void an_s3_read_gets_exactly_the_range_and_version_asked_or_fails_saying_
 	(void)state;
 	const struct tc_rule rules[] = {
 		/* A Range asked, a whole (2-byte) object answered. */
-		{ "GET", "/bkt/ds/whole", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 2\r\n\r\nab", 0 },
+		{ "GET", "/bkt/ds/whole", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 2\r\n\r\nab", 0, NULL },
 		/* Another range than the one asked. */
 		{ "GET", "/bkt/ds/other",
 		  "HTTP/1.1 206 Partial Content\r\nETag: \"a\"\r\nContent-Range: bytes 0-1/4\r\n"
-		  "Content-Length: 2\r\n\r\nab", 0 },
+		  "Content-Length: 2\r\n\r\nab", 0, NULL },
 		/* The range asked, of an object of another size than pinned. */
 		{ "GET", "/bkt/ds/grown",
 		  "HTTP/1.1 206 Partial Content\r\nETag: \"a\"\r\nContent-Range: bytes 1-2/9\r\n"
-		  "Content-Length: 2\r\n\r\nbc", 0 },
+		  "Content-Length: 2\r\n\r\nbc", 0, NULL },
 		/* The range asked, as pinned. */
 		{ "GET", "/bkt/ds/good",
 		  "HTTP/1.1 206 Partial Content\r\nETag: \"a\"\r\nContent-Range: bytes 1-2/4\r\n"
-		  "Content-Length: 2\r\n\r\nbc", 0 },
+		  "Content-Length: 2\r\n\r\nbc", 0, NULL },
 		/* Another version than pinned: If-Match fails (412). */
-		{ "GET", "/bkt/ds/changed", "HTTP/1.1 200 OK\r\nETag: \"b\"\r\nContent-Length: 4\r\n\r\nwxyz", 0 },
+		{ "GET", "/bkt/ds/changed", "HTTP/1.1 200 OK\r\nETag: \"b\"\r\nContent-Length: 4\r\n\r\nwxyz", 0, NULL },
 		/* Shorter than the exact length asked, every time. */
-		{ "GET", "/bkt/ds/short", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 2\r\n\r\nab", 0 },
+		{ "GET", "/bkt/ds/short", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 2\r\n\r\nab", 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -435,9 +435,9 @@ static void an_s3_delete_of_a_missing_key_is_not_found_though_s3_answers_204(voi
 {
 	(void)state;
 	const struct tc_rule rules[] = {
-		{ "HEAD", "/bkt/ds/there", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 1\r\n\r\n", 0 },
-		{ "DELETE", "/bkt/ds/there", "HTTP/1.1 204 No Content\r\n\r\n", 0 },
-		{ "DELETE", "/bkt/ds/gone", "HTTP/1.1 204 No Content\r\n\r\n", 0 },
+		{ "HEAD", "/bkt/ds/there", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 1\r\n\r\n", 0, NULL },
+		{ "DELETE", "/bkt/ds/there", "HTTP/1.1 204 No Content\r\n\r\n", 0, NULL },
+		{ "DELETE", "/bkt/ds/gone", "HTTP/1.1 204 No Content\r\n\r\n", 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -478,14 +478,14 @@ static void an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_oth
 	claim_path(claim, sizeof(claim), "old!", 0);
 	const struct tc_rule rules[] = {
 		{ "HEAD", "/ds/manifest.json", "HTTP/1.1 200 OK\r\nServer: Apache/2.4.62\r\n"
-		  "ETag: W/\"x\"\r\nContent-Length: 4\r\n\r\n", 0 },
+		  "ETag: W/\"x\"\r\nContent-Length: 4\r\n\r\n", 0, NULL },
 		{ "GET", "/ds/manifest.json", "HTTP/1.1 200 OK\r\nServer: Apache/2.4.62\r\n"
-		  "ETag: W/\"x\"\r\nContent-Length: 4\r\n\r\nnew!", 0 },
+		  "ETag: W/\"x\"\r\nContent-Length: 4\r\n\r\nnew!", 0, NULL },
 		{ "HEAD", "/ds/gone.json", "HTTP/1.1 404 Not Found\r\nServer: Apache/2.4.62\r\n"
-		  "Content-Length: 0\r\n\r\n", 0 },
-		{ "MKCOL", "/ds/", apache_405, 0 },
-		{ "MKCOL", claim, apache_201, 0 },
-		{ "DELETE", claim, apache_204, 0 },
+		  "Content-Length: 0\r\n\r\n", 0, NULL },
+		{ "MKCOL", "/ds/", apache_405, 0, NULL },
+		{ "MKCOL", claim, apache_201, 0, NULL },
+		{ "DELETE", claim, apache_204, 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
@@ -529,16 +529,16 @@ static void an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so(v
 
 	rules[n++] = (struct tc_rule){ "HEAD", "/ds/manifest.json",
 				       "HTTP/1.1 200 OK\r\nServer: Apache/2.4.62\r\nETag: \"v1\"\r\n"
-				       "Content-Length: 4\r\n\r\n", 0 };
-	rules[n++] = (struct tc_rule){ "MKCOL", "/ds/", apache_405, 0 };
+				       "Content-Length: 4\r\n\r\n", 0, NULL };
+	rules[n++] = (struct tc_rule){ "MKCOL", "/ds/", apache_405, 0, NULL };
 	for (int k = 0; k < 8; k++) {
 		claim_path(paths[k], sizeof(paths[k]), "dead", k);
-		rules[n++] = (struct tc_rule){ "MKCOL", paths[k], apache_405, 0 };
-		rules[n++] = (struct tc_rule){ "PROPFIND", paths[k], old_claim, 0 };
+		rules[n++] = (struct tc_rule){ "MKCOL", paths[k], apache_405, 0, NULL };
+		rules[n++] = (struct tc_rule){ "PROPFIND", paths[k], old_claim, 0, NULL };
 	}
 	claim_path(paths[8], sizeof(paths[8]), "undated", 0);
-	rules[n++] = (struct tc_rule){ "MKCOL", paths[8], apache_405, 0 };
-	rules[n++] = (struct tc_rule){ "PROPFIND", paths[8], no_date, 0 };
+	rules[n++] = (struct tc_rule){ "MKCOL", paths[8], apache_405, 0, NULL };
+	rules[n++] = (struct tc_rule){ "PROPFIND", paths[8], no_date, 0, NULL };
 
 	struct tc_canned c;
 	struct bm_store *s;
@@ -571,7 +571,7 @@ static void a_read_pinned_by_last_modified_refuses_another_one(void **state)
 	(void)state;
 	const struct tc_rule rules[] = {
 		{ "GET", "/ds/x", "HTTP/1.1 200 OK\r\nLast-Modified: Sun, 29 Nov 2026 15:00:01 GMT\r\n"
-		  "Content-Length: 2\r\n\r\nab", 0 },
+		  "Content-Length: 2\r\n\r\nab", 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_store *s;
