@@ -592,6 +592,35 @@ static void a_read_pinned_by_last_modified_refuses_another_one(void **state)
 	tc_canned_stop(&c);
 }
 
+/* ---- opening ---------------------------------------------------------------------------------- */
+
+static void an_s3_url_or_configuration_that_cannot_be_used_is_refused_at_open_with_one_line(void **state)
+{
+	(void)state;
+	struct bm_store *s = NULL;
+	char msg[1024] = "";
+
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+	setenv("AWS_CONFIG_FILE", "/nonexistent", 1);
+	assert_int_equal(bm_store_open(&s, "s3://", &opts, msg, sizeof(msg)), BM_EINVAL);
+	assert_null(s);
+	assert_non_null(strstr(msg, "s3://"));
+	assert_true(one_printable_line(msg));
+	/* A key without its secret: refused before any request. */
+	setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE", 1);
+	msg[0] = '\0';
+	assert_int_equal(bm_store_open(&s, "s3://bkt/ds", &opts, msg, sizeof(msg)), BM_EINVAL);
+	assert_null(s);
+	assert_non_null(strstr(msg, "AWS_SECRET_ACCESS_KEY"));
+	assert_true(one_printable_line(msg));
+	unsetenv("AWS_ACCESS_KEY_ID");
+	/* Neither http(s) nor s3: no backend takes it. */
+	assert_int_equal(bm_store_open(&s, "ftp://h/ds", &opts, msg, sizeof(msg)), BM_EINVAL);
+	assert_non_null(strstr(msg, "ftp://h/ds: not an http://, https:// or s3:// URL"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -608,6 +637,7 @@ int main(void)
 		cmocka_unit_test(an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_other_ones),
 		cmocka_unit_test(an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so),
 		cmocka_unit_test(a_read_pinned_by_last_modified_refuses_another_one),
+		cmocka_unit_test(an_s3_url_or_configuration_that_cannot_be_used_is_refused_at_open_with_one_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
