@@ -1,7 +1,7 @@
 /* tests/test_client_v2.c — dataset format version 2 through the library,
  * one program per kind of server (TC_KIND; client.mk): what a commit
  * writes (the block, the index pages on its path, a small self-checked
- * manifest), one small GET to open, the upgrade of a version 1 dataset
+ * manifest; its index pages PUT in parallel), one small GET to open, the upgrade of a version 1 dataset
  * (one line on stderr, the old generations still readable), a v1-only
  * reader's refusal, refresh and bm_next_block over two trees, hostile
  * index pages and manifests served by the server (one-line errors; a
@@ -130,6 +130,43 @@ static void a_one_block_commit_writes_the_block_its_path_and_a_small_manifest(vo
 	assert_true(mlen < 400); /* whatever the dataset's size */
 	free(text);
 	json_decref(man);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
+/* A commit that changes one block under each of four leaves, to holes (so
+ * that no block is uploaded): its five new pages (four leaves, the root)
+ * are PUT in parallel, every answer late, several late at once. */
+static void the_index_pages_of_a_commit_are_put_in_parallel(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 1024, size = nblk * BS; /* four leaves of 256 blocks */
+	char url[512];
+	uint64_t gen;
+
+	tc_require(st, TC_CAN_FAULTS | TC_CAN_COUNT, "it injects no latency");
+	unsigned char *data = ts_pattern(size, 203);
+	tc_store_url(url, sizeof(url), st, "/v2/parallel");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	char *zeros = calloc(1, BS);
+	for (size_t leaf = 0; leaf < 4; leaf++) {
+		assert_int_equal(bm_write(ds, (leaf * 256 + 7) * BS, zeros, BS), 0);
+		memset(data + (leaf * 256 + 7) * BS, 0, BS);
+	}
+	long puts = tc_store_count(st, "PUT");
+	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 100}"), 200);
+	(void)tc_server_stat(&st->srv, "requests_in_flight_max", NULL); /* a new period */
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	long peak = tc_server_stat(&st->srv, "requests_in_flight_max", NULL);
+	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 0}"), 200);
+	assert_int_equal(gen, 2);
+	/* The five pages, the manifest and its kept copy; no block. */
+	assert_int_equal(tc_store_count(st, "PUT") - puts, 5 + 1 + 1);
+	/* Everything else a commit asks is one request at a time. */
+	assert_true(peak >= 2);
+	bm_close(ds);
+	free(zeros);
 	assert_true(tc_dataset_equals(url, 0, data, size));
 	free(data);
 }
@@ -525,6 +562,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_new_dataset_is_version_2_and_opens_with_one_small_get),
 		cmocka_unit_test(a_one_block_commit_writes_the_block_its_path_and_a_small_manifest),
+		cmocka_unit_test(the_index_pages_of_a_commit_are_put_in_parallel),
 		cmocka_unit_test(a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once),
 		cmocka_unit_test(a_v1_only_reader_refuses_v2_with_its_version_error),
 		cmocka_unit_test(refresh_follows_another_writers_v2_generation),

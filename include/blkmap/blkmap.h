@@ -188,7 +188,8 @@ int bm_refresh(bm_dataset *ds);
 /* Writes len bytes at offset straight into the next generation without
  * mapping (what `blkmap put` uses): every block it covers fully is hashed
  * and uploaded if it changed; partly covered blocks are merged with their
- * current bytes.  Call bm_commit() to publish.  Mappings show the published
+ * bytes in the next generation (those of the block written last are kept:
+ * not fetched again).  Call bm_commit() to publish.  Mappings show the published
  * generation and their own writes: these bytes once committed.  A block
  * also written through a mapping before the commit gets the mapping's
  * bytes. */
