@@ -42,7 +42,8 @@ struct commit_objects {
 static int page_key(void *arg, const char *key)
 {
 	struct commit_objects *c = arg;
-	return strncmp(key, "index/", 6) == 0 ? c->visit(c->varg, key) : 0;
+	int rc = strncmp(key, "index/", 6) == 0 ? c->visit(c->varg, key) : 0;
+	return rc > 0 ? 0 : rc; /* never BM_INDEX_KNOWN: every page is checked */
 }
 
 /* The objects this commit names that it uploaded or reused: its blocks,

@@ -324,6 +324,9 @@ struct bm_gc_report {
 	int listed;                    /* 1: the store listed its objects, so
 					  orphans of unpublished commits were
 					  searched; 0: it cannot list */
+	uint64_t pages_walked;         /* index pages read to mark what
+					  generations reference: each once,
+					  however many generations share it */
 };
 
 /* Collects the dataset at url: drops the generations outside policy p and
