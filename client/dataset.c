@@ -469,6 +469,10 @@ uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
 size_t bm_blksize(const bm_dataset *ds) { return ds->file.blksize; }
 uint64_t bm_generation(const bm_dataset *ds) { return ds->manifest->generation; }
 int bm_is_flat(const bm_dataset *ds) { return ds->flat; }
+int bm_format_version(const bm_dataset *ds)
+{
+	return ds->flat || !ds->exists ? 0 : (int)ds->manifest->version;
+}
 const char *bm_url(const bm_dataset *ds) { return ds->url; }
 
 /* ---- mappings ------------------------------------------------------------------- */

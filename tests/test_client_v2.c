@@ -3,7 +3,7 @@
  * writes (the block, the index pages on its path, a small self-checked
  * manifest; its index pages PUT in parallel), one small GET to open, the upgrade of a version 1 dataset
  * (one line on stderr, the old generations still readable), a v1-only
- * reader's refusal, refresh and bm_next_block over two trees, hostile
+ * reader's refusal, `blkmap stat`'s format version, refresh and bm_next_block over two trees, hostile
  * index pages and manifests served by the server (one-line errors; a
  * fault under a bad page gets SIGBUS, never wrong bytes), a
  * byte flipped in transit (fetched again), and a 2^50-byte dataset whose
@@ -250,6 +250,56 @@ static void a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once(void **st
 	assert_true(tc_dataset_equals(url, 1, v1, nblk * BS));
 	free(data);
 	free(v1);
+}
+
+/* `blkmap stat`'s "format_version" of the output of URL (with --at at). */
+static json_int_t stat_format_version(const char *url, const char *at, bool *is_null)
+{
+	char *out = NULL, *err = NULL;
+	const char *with_at[] = { "stat", "--at", at, url, NULL }, *latest[] = { "stat", url, NULL };
+	int st = tc_cli(&out, &err, at ? with_at : latest);
+	if (st != 0)
+		fail_msg("stat %s: %s", url, err ? err : "");
+	json_t *doc = json_loads(out, 0, NULL);
+	assert_non_null(doc);
+	json_t *v = json_object_get(doc, "format_version");
+	assert_non_null(v); /* the field is there */
+	*is_null = json_is_null(v);
+	json_int_t ver = json_integer_value(v);
+	json_decref(doc);
+	free(out);
+	free(err);
+	return ver;
+}
+
+static void stat_shows_the_format_version_of_the_generation(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 8;
+	unsigned char *data = ts_pattern(nblk * BS, 210);
+	char url[512];
+	bool is_null = true;
+
+	tc_store_url(url, sizeof(url), st, "/v2/statver");
+	put_v1_dataset(st, "/v2/statver", data, nblk);
+	assert_int_equal(stat_format_version(url, NULL, &is_null), 1);
+	assert_false(is_null);
+	/* The next commit upgrades it; generation 1 stays version 1. */
+	struct upgrade_case c = { url, data };
+	char *err = NULL;
+	data[3 * BS] ^= 1;
+	int status = tc_child(upgrade_child, &c, &err);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
+	free(err);
+	assert_int_equal(stat_format_version(url, NULL, &is_null), 2);
+	assert_int_equal(stat_format_version(url, "1", &is_null), 1);
+	/* A flat object has no format version. */
+	assert_true(tc_store_put(st, "/v2/statver-flat.bin", data, BS) / 100 == 2);
+	tc_store_url(url, sizeof(url), st, "/v2/statver-flat.bin");
+	(void)stat_format_version(url, NULL, &is_null);
+	assert_true(is_null);
+	free(data);
 }
 
 static void a_v1_only_reader_refuses_v2_with_its_version_error(void **state)
@@ -565,6 +615,7 @@ int main(void)
 		cmocka_unit_test(the_index_pages_of_a_commit_are_put_in_parallel),
 		cmocka_unit_test(a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once),
 		cmocka_unit_test(a_v1_only_reader_refuses_v2_with_its_version_error),
+		cmocka_unit_test(stat_shows_the_format_version_of_the_generation),
 		cmocka_unit_test(refresh_follows_another_writers_v2_generation),
 		cmocka_unit_test(hostile_index_pages_on_the_server_are_one_line_errors),
 		cmocka_unit_test(a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line),
