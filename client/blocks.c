@@ -237,6 +237,18 @@ static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src,
 	return 0;
 }
 
+/* A flat object's block 0 from the open (ds->first), taken by the first
+ * load of block 0; NULL when gone. */
+static char *take_first(bm_dataset *ds, size_t *lenp)
+{
+	pthread_mutex_lock(&ds->mu);
+	char *first = ds->first;
+	*lenp = ds->first_len;
+	ds->first = NULL;
+	pthread_mutex_unlock(&ds->mu);
+	return first;
+}
+
 /* Fetches and verifies src into buf (blksize bytes; zeros past what is
  * visible).  With log, a failure is also reported on stderr. */
 static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf, bool log)
@@ -244,8 +256,8 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 	struct block_sink sink = { .buf = buf, .sum = src->sum };
 	struct bm_get g = { .sink = block_sink, .sink_arg = &sink, .verify = block_verify };
 	struct bm_version pin = { .size = src->total };
-	size_t bs = ds->file.blksize, len = src->len;
-	char msg[512];
+	size_t bs = ds->file.blksize, len = src->len, first_len = 0;
+	char msg[512], *first;
 	int rc;
 
 	if (len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
@@ -255,7 +267,14 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 		atomic_fetch_add(&ds->c.hole_blocks, 1);
 		return 0;
 	}
-	if (src->flat) {
+	if (src->flat && index == 0 && (first = take_first(ds, &first_len)) != NULL) {
+		/* Block 0's bytes came with the open. */
+		rc = vm_loadblk_write(buf, 0, first, first_len) < 0 ? BM_ENOMEM : 0;
+		free(first);
+		if (rc < 0)
+			return rc;
+		len = first_len;
+	} else if (src->flat) {
 		/* A range of the object, which must still be the version
 		 * opened. */
 		g.range = true;
