@@ -46,7 +46,8 @@ CLIENT_TESTS = \
 	tests/test_client_gc_apache \
 	tests/test_client_gc_rgw \
 	tests/test_cli_errors \
-	tests/test_client_errors
+	tests/test_client_errors \
+	tests/test_demos
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
@@ -168,6 +169,12 @@ tests_test_client_errors_SOURCES = tests/test_client_errors.c $(CLIENT_TEST_SOUR
 tests_test_client_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_errors_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# blkmap-demo and virtmem-demo run as a user runs them (small sizes).
+tests_test_demos_SOURCES = tests/test_demos.c $(CLIENT_TEST_SOURCES)
+tests_test_demos_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_demos_LDADD = $(CLIENT_TEST_LDADD) -lm
+EXTRA_tests_test_demos_DEPENDENCIES = $(CLIENT_TEST_DEPS) blkmap-demo$(EXEEXT) virtmem/virtmem-demo$(EXEEXT)
 
 tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
 tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)
