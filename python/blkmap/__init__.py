@@ -421,20 +421,29 @@ class Dataset:
 
     def log(self):
         """The kept generations, newest first: dicts of generation, size,
-        blksize, blocks (non-empty ones) and created ("" if not recorded)."""
+        blksize, blocks (non-empty ones) and created ("" if not recorded).
+        Listed through the store where it lists (blkmap-server, S3, WebDAV),
+        as `blkmap log` does; on nginx looked up from the newest down."""
         ptr = self._ptr()
         if _lib_.bm_is_flat(ptr):
             return []
+        gens = ctypes.POINTER(ctypes.c_uint64)()
+        n = ctypes.c_size_t()
+        self._call("log", _lib_.bm_generations, byref(gens), byref(n), None)
+        try:
+            numbers = [gens[i] for i in range(n.value)]
+        finally:
+            _lib.free(gens)
         out = []
         gi = _lib.GenerationInfo()
-        before = _lib_.bm_generation(ptr) + 1
-        while True:
-            rc = self._call("log", _lib_.bm_generation_prev, before, byref(gi))
-            if rc == 0:
-                return out
+        for gen in numbers:
+            try:
+                self._call("log", _lib_.bm_generation_info, gen, byref(gi))
+            except _lib.NotFoundError:
+                continue  # dropped (gc) since it was listed
             out.append({"generation": gi.generation, "size": gi.size, "blksize": gi.blksize,
                         "blocks": gi.nblocks, "created": gi.created.decode("ascii", "replace")})
-            before = gi.generation
+        return out
 
     def close(self):
         """Closes the dataset: dirty pages not committed are dropped.  While

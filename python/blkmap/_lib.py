@@ -130,6 +130,8 @@ _SIGS = {
     "bm_attrs_get": (c_int, [_P, c_char_p, c_size_t]),
     "bm_attrs_set": (c_int, [_P, c_char_p]),
     "bm_generation_prev": (c_int, [_P, c_uint64, POINTER(GenerationInfo)]),
+    "bm_generation_info": (c_int, [_P, c_uint64, POINTER(GenerationInfo)]),
+    "bm_generations": (c_int, [_P, POINTER(POINTER(c_uint64)), POINTER(c_size_t), POINTER(c_uint64)]),
     "bm_stats": (None, [_P, POINTER(Stats)]),
     "bm_last_error": (c_char_p, [_P]),
 }
@@ -143,6 +145,12 @@ for _name, (_res, _args) in _SIGS.items():
     _f.argtypes = _args
 
 ATTRS_MAX = 65536  # BM_ATTRS_MAX
+
+# What the library returns malloc'd (bm_generations) is given back to the
+# process's malloc, the one libblkmap calls.
+free = ctypes.CDLL(None).free
+free.restype = None
+free.argtypes = [c_void_p]
 
 
 # ---- errors -----------------------------------------------------------------

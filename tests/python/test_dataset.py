@@ -244,3 +244,21 @@ def test_auth_error_from_a_server_that_wants_a_token(tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=30)
+
+
+def test_log_lists_generations_past_a_long_run_of_dropped_ones(url):
+    # Generations 2..70 dropped (as gc drops them) and 1 kept: a walk from
+    # the newest down gives up after BM_LOG_MAX_MISSING (64) missing ones;
+    # the log lists the store instead and finds generation 1.
+    put_bytes(url, b"a" * BS)
+    with blkmap.open(url) as ds:
+        for i in range(70):
+            ds.write(0, bytes([i]))
+            ds.commit()
+        assert ds.generation == 71
+    for gen in range(2, 71):
+        req = urllib.request.Request("%s/gen/%d.json" % (url, gen), method="DELETE")
+        with urllib.request.urlopen(req) as r:
+            assert r.status in (200, 204)
+    with blkmap.open(url) as ds:
+        assert [g["generation"] for g in ds.log()] == [71, 1]
