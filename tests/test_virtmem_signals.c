@@ -1,7 +1,8 @@
 /* test_virtmem_signals.c — what a process sees from the fault handler: a
  * failed load is SIGBUS at the faulting address (and later accesses retry),
  * a full budget is SIGBUS, errno survives a fault, a wild access still kills
- * the process with SIGSEGV, and an earlier SIGSEGV handler still gets the
+ * the process with SIGSEGV, a system call whose load failed gets EFAULT
+ * and the next access loads, and an earlier SIGSEGV handler still gets the
  * faults that are not virtmem's, also when a handler installed over
  * virtmem's chains back to it, and a write to a read-only mapping is
  * SIGBUS without a backend call.  Each case runs in a child process.
@@ -89,6 +90,62 @@ static void test_failed_load_is_sigbus_at_faulting_address(void **unused)
 	int st = run_in_child(failed_load_child, NULL);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* A system call whose load failed gets EFAULT (uffd: the load ran and
+ * failed; sigsegv: the kernel does not fault for us) and leaves nothing
+ * behind: the same thread's next access to the block loads it, with no
+ * SIGBUS for the failure the system call already reported; so does a
+ * system call, and the mapping then unmaps cleanly. */
+static void failed_syscall_load_child(void *unused)
+{
+	struct child c;
+	uint64_t w = 0;
+	int fds[2];
+
+	child_open(&c, 4, 4);
+	volatile uint64_t *p = (uint64_t *)vm_vma_blk_addr(c.vma, 1);
+	volatile uint64_t *q = (uint64_t *)vm_vma_blk_addr(c.vma, 3);
+	if (pipe(fds) < 0)
+		_exit(90);
+	catch_sigbus();
+	c.m->fail_load_blk = 1;
+	if (write(fds[1], &w, 8) != 8 || read(fds[0], (void *)p, 8) != -1 || errno != EFAULT)
+		_exit(1);
+	c.m->fail_load_blk = 3;
+	if (write(fds[1], (void *)q, 8) != -1 || errno != EFAULT)
+		_exit(2);
+	c.m->fail_load_blk = -1;
+	if (sigsetjmp(jb, 1) == 0) {
+		if (*p != PATTERN(1, 0))
+			_exit(3);
+	} else {
+		_exit(4); /* SIGBUS for the failure read(2) got */
+	}
+	if (fh_uffd(c.fh) && (read(fds[0], (void *)p, 8) != 8 || *p != 0))
+		_exit(5);
+	vm_vma_unmap(c.vma);
+	if (vm_fileh_mmap(&c.vma, c.fh, 0, 4) < 0)
+		_exit(90);
+	q = (uint64_t *)vm_vma_blk_addr(c.vma, 3);
+	if (sigsetjmp(jb, 1) == 0) {
+		if (*q != PATTERN(3, 0))
+			_exit(6);
+	} else {
+		_exit(7);
+	}
+	if (bus_count != 0)
+		_exit(8);
+	_exit(0);
+}
+
+static void test_a_system_call_whose_load_failed_gets_efault_and_the_next_access_loads(void **unused)
+{
+	int st = run_in_child(failed_syscall_load_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	if (WEXITSTATUS(st) != 0)
+		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
 }
 
 static void failed_load_default_child(void *unused)
@@ -421,6 +478,7 @@ int main(void)
 	test_engine_or_skip();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_failed_load_is_sigbus_at_faulting_address),
+		cmocka_unit_test(test_a_system_call_whose_load_failed_gets_efault_and_the_next_access_loads),
 		cmocka_unit_test(test_failed_load_kills_with_sigbus_by_default),
 		cmocka_unit_test(test_blocked_or_ignored_sigbus_still_kills),
 		cmocka_unit_test(test_full_budget_of_dirty_pages_is_sigbus),

@@ -3,7 +3,10 @@
  * backend whose base layer cannot be mapped (the mapping fails and leaves
  * nothing behind), a base that cannot be mapped again after a discard (the
  * block is mapped again on the next read), the choice of fault engine by
- * flags and VIRTMEM_ENGINE, the RAM pool's limits, and a foreign fault
+ * flags and VIRTMEM_ENGINE (overlay handles refuse uffd), the engine
+ * where userfaultfd is refused (sigsegv) or allowed for user mode only
+ * (uffd-user: system calls on unloaded blocks get EFAULT; seccomp stands
+ * for the missing privileges), the RAM pool's limits, and a foreign fault
  * handed to a previous handler installed without SA_SIGINFO, a forked
  * child using virtmem on its own, one writeout at a time, a prefetch in
  * overlay mode, a log line that stays one line, a backend touching virtmem
@@ -13,9 +16,16 @@
  */
 #include "config.h"
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/userfaultfd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <cmocka.h>
 
 #include "vmfixture.h"
@@ -147,6 +157,15 @@ static void test_engine_flags_and_virtmem_engine_choose_the_engine(void **unused
 	assert_int_equal(vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_SIGSEGV), 0);
 	assert_string_equal(stats(fh).engine, "sigsegv");
 	vm_fileh_close(fh);
+	/* Overlay handles run on the SIGSEGV engine: asking for uffd is
+	 * refused, not ignored. */
+	struct memfile *based = memfile_new(BS, 2, 1);
+	assert_int_equal(vm_fileh_open(&fh, &based->file, ram, VM_ENGINE_UFFD), -ENOTSUP);
+	assert_int_equal(vm_fileh_open(&fh, &based->file, ram, 0), 0);
+	assert_true(vm_fileh_is_overlay(fh));
+	assert_string_equal(stats(fh).engine, "sigsegv");
+	vm_fileh_close(fh);
+	memfile_free(based);
 	/* An engine name that does not exist is refused, not replaced. */
 	setenv("VIRTMEM_ENGINE", "mmu", 1);
 	assert_int_equal(vm_fileh_open(&fh, &m->file, ram, 0), -EINVAL);
@@ -165,6 +184,139 @@ static void test_engine_flags_and_virtmem_engine_choose_the_engine(void **unused
 	free(env);
 	assert_int_equal(vm_ram_close(ram), 0);
 	memfile_free(m);
+}
+
+/* A seccomp filter on this thread and the threads it starts: userfaultfd(2)
+ * is refused (EPERM) unless user_mode_ok and the call asks for faults of
+ * user mode only, and so is /dev/userfaultfd's USERFAULTFD_IOC_NEW: what a
+ * process without the privileges for a full userfaultfd gets.  -1 where
+ * it cannot be installed. */
+static int refuse_userfaultfd(int user_mode_ok)
+{
+#if defined(__x86_64__)
+	const __u32 arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+	const __u32 arch = AUDIT_ARCH_AARCH64;
+#else
+	const __u32 arch = 0;
+#endif
+	struct sock_filter insns[] = {
+		/* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		/* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
+		/* 2 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		/* 3 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		/* 4 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_userfaultfd, 2, 0),
+		/* 5 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 5, 0),
+		/* 6 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		/* 7: userfaultfd(flags) */
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+		/* 8 */ BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, user_mode_ok ? UFFD_USER_MODE_ONLY : 0, 1, 0),
+		/* 9 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		/* 10 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		/* 11: ioctl(fd, cmd) */
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+		/* 12 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (__u32)USERFAULTFD_IOC_NEW, 0, 1),
+		/* 13 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		/* 14 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(insns) / sizeof(insns[0]), .filter = insns };
+
+	if (arch == 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+/* Exit statuses of the children below. */
+enum { CHILD_OK, CHILD_NO_SECCOMP = 77, CHILD_SETUP = 90 };
+
+/* Where userfaultfd is refused, a handle asked for no engine runs on the
+ * SIGSEGV engine and works; asking for uffd (by flag or VIRTMEM_ENGINE)
+ * fails the open with the refusal's error. */
+static void refused_userfaultfd_child(void *unused)
+{
+	struct memfile *m = memfile_new(BS, 2, 0);
+	vm_fileh *fh;
+	vm_ram *ram;
+	vm_vma *vma;
+
+	if (refuse_userfaultfd(0) < 0)
+		_exit(CHILD_NO_SECCOMP);
+	unsetenv("VIRTMEM_ENGINE");
+	if (vm_ram_open(&ram, 2 * BS) < 0)
+		_exit(CHILD_SETUP);
+	if (vm_engine_probe("uffd") != -EPERM)
+		_exit(1);
+	if (vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_UFFD) != -EPERM)
+		_exit(2);
+	setenv("VIRTMEM_ENGINE", "uffd", 1);
+	if (vm_fileh_open(&fh, &m->file, ram, 0) != -EPERM)
+		_exit(3);
+	unsetenv("VIRTMEM_ENGINE");
+	if (vm_fileh_open(&fh, &m->file, ram, 0) != 0 || strcmp(stats(fh).engine, "sigsegv") != 0)
+		_exit(4);
+	if (vm_fileh_mmap(&vma, fh, 0, 2) != 0 || *(volatile uint64_t *)vm_vma_blk_addr(vma, 1) != PATTERN(1, 0))
+		_exit(5);
+	_exit(CHILD_OK);
+}
+
+static void test_where_userfaultfd_is_refused_the_sigsegv_engine_serves_and_uffd_is_refused(void **unused)
+{
+	int st = run_in_child(refused_userfaultfd_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	if (WEXITSTATUS(st) == CHILD_NO_SECCOMP)
+		skip(); /* no seccomp filter here */
+	if (WEXITSTATUS(st) != CHILD_OK)
+		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
+}
+
+/* Where only a userfaultfd for faults of user mode is allowed, the uffd
+ * engine runs as "uffd-user": faults are served, a system call on an
+ * unloaded block gets EFAULT (as under the SIGSEGV engine), and on a
+ * loaded one works. */
+static void user_mode_userfaultfd_child(void *unused)
+{
+	struct memfile *m = memfile_new(BS, 3, 0);
+	uint64_t w = 0;
+	vm_fileh *fh;
+	vm_ram *ram;
+	vm_vma *vma;
+	int fds[2];
+
+	if (refuse_userfaultfd(1) < 0)
+		_exit(CHILD_NO_SECCOMP);
+	unsetenv("VIRTMEM_ENGINE");
+	if (vm_ram_open(&ram, 3 * BS) < 0 || pipe(fds) < 0)
+		_exit(CHILD_SETUP);
+	if (vm_engine_probe("uffd") != 0)
+		_exit(1);
+	if (vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_UFFD) != 0 || strcmp(stats(fh).engine, "uffd-user") != 0)
+		_exit(2);
+	if (vm_fileh_mmap(&vma, fh, 0, 3) != 0 || *(volatile uint64_t *)vm_vma_blk_addr(vma, 2) != PATTERN(2, 0))
+		_exit(3);
+	/* write(2) from unloaded block 1, read(2) into it: EFAULT, no load. */
+	if (write(fds[1], vm_vma_blk_addr(vma, 1), 8) != -1 || errno != EFAULT)
+		_exit(4);
+	if (write(fds[1], &w, 8) != 8 || read(fds[0], vm_vma_blk_addr(vma, 1), 8) != -1 || errno != EFAULT)
+		_exit(5);
+	if (m->loads[1] != 0)
+		_exit(6);
+	/* Block 2 is loaded: both work. */
+	if (read(fds[0], vm_vma_blk_addr(vma, 2), 8) != 8 || write(fds[1], vm_vma_blk_addr(vma, 2), 8) != 8 ||
+	    read(fds[0], &w, 8) != 8 || w != 0)
+		_exit(7);
+	_exit(CHILD_OK);
+}
+
+static void test_a_user_mode_only_userfaultfd_serves_faults_and_system_calls_get_efault(void **unused)
+{
+	int st = run_in_child(user_mode_userfaultfd_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	if (WEXITSTATUS(st) == CHILD_NO_SECCOMP)
+		skip(); /* no seccomp filter here */
+	if (WEXITSTATUS(st) != CHILD_OK)
+		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
 }
 
 /* ---- the RAM pool ------------------------------------------------------------------ */
@@ -475,6 +627,8 @@ int main(void)
 		cmocka_unit_test(test_an_overlay_mapping_whose_base_cannot_be_mapped_fails_with_its_error),
 		cmocka_unit_test(test_an_overlay_block_whose_remap_failed_is_mapped_again_on_the_next_read),
 		cmocka_unit_test(test_engine_flags_and_virtmem_engine_choose_the_engine),
+		cmocka_unit_test(test_where_userfaultfd_is_refused_the_sigsegv_engine_serves_and_uffd_is_refused),
+		cmocka_unit_test(test_a_user_mode_only_userfaultfd_serves_faults_and_system_calls_get_efault),
 		cmocka_unit_test(test_the_pool_refuses_budgets_it_cannot_hold),
 		cmocka_unit_test(test_a_pool_in_use_is_not_closed),
 		cmocka_unit_test(test_foreign_faults_go_to_a_previous_handler_without_siginfo),

@@ -242,7 +242,9 @@ static void wake_later(uintptr_t addr, size_t len)
  * failure noted; the thread's retry then takes SIGSEGV, and the SIGSEGV
  * engine's handler, in that thread, finds the note (uffd_signal_fault_locked)
  * and raises SIGBUS at the address, as for a failed read of an mmapped
- * file.  A system call that faulted gets EFAULT instead. */
+ * file.  A system call that faulted gets EFAULT instead; its note is for
+ * no thread, so that the next access retries (with no SIGBUS for the
+ * failure the system call reported). */
 #define NFAILED 64
 static struct failed {
 	uintptr_t page;      /* os page made PROT_NONE; 0: a free entry */
@@ -260,12 +262,32 @@ static void failed_clear_locked(struct failed *f)
 	f->page = 0;
 }
 
+/* Whether thread tid, blocked in a fault, took it in a system call (the
+ * kernel reading or writing user memory for it): /proc's syscall file
+ * names the call, or -1 for a fault of user mode. */
+static bool thread_in_syscall(pid_t tid)
+{
+	char path[64], buf[32];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 && buf[0] != '-' && strncmp(buf, "running", 7) != 0;
+}
+
 static void uffd_fail(uintptr_t addr, pid_t tid, int err, vm_blk_t blk)
 {
 	uintptr_t page = addr & ~(ctx.pagesize - 1);
 	struct failed *f;
 	vm_vma *vma;
 
+	if (thread_in_syscall(tid))
+		tid = 0; /* it gets EFAULT: no SIGBUS for it later */
 	vm_lock_acquire();
 	vma = vma_lookup_locked(addr);
 	if (vma != NULL && vma->fh->engine == &vm_engine_uffd) {
