@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -470,6 +472,103 @@ static void gc_reads_every_duration_and_time_form_and_refuses_others(void **stat
 	free(d);
 }
 
+static void a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_it(void **state)
+{
+	static const char *const bad[] = {
+		"garbage",
+		"{\"format\": \"blkmap-gc\", \"epoch\": 0, \"state\": \"done\"}",
+		"{\"format\": \"blkmap-gc\", \"epoch\": 2, \"state\": \"paused\"}",
+		"{\"format\": \"blkmap-tags\", \"epoch\": 2, \"state\": \"done\"}",
+	};
+	struct ts_server *s = *state;
+	unsigned char *d = ts_pattern(NBLK * BS, 39);
+	char url[512], *file = tc_tmpfile(d, NBLK * BS);
+
+	tc_url(url, sizeof(url), s, "/hist/badmark");
+	tc_put(url, BS, d, NBLK * BS);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		long st = ts_put(s, "/hist/badmark/gc.json", bad[i], strlen(bad[i]));
+		assert_true(st == 201 || st == 204);
+		assert_cli_fails(1, "/hist/badmark/gc.json: not a gc marker", (const char *[]){ "gc", url, NULL });
+		assert_cli_fails(1, "/hist/badmark/gc.json: not a gc marker", (const char *[]){ "tag", url, "v1", NULL });
+		assert_cli_fails(1, "/hist/badmark/gc.json: not a gc marker",
+				 (const char *[]){ "put", "--blksize", "4k", file, url, NULL });
+	}
+	/* Deleted, as the message says: all is well again. */
+	assert_int_equal(ts_delete(s, "/hist/badmark/gc.json"), 204);
+	char *out = cli_ok((const char *[]){ "tag", url, "v1", NULL });
+	assert_string_equal(out, "1\n");
+	free(out);
+	unlink(file);
+	free(file);
+	free(d);
+}
+
+/* A gc marker of another gc, as gcmark.c writes it. */
+static void put_marker(const struct ts_server *s, const char *path, int epoch, int beat)
+{
+	char key[256], text[512];
+
+	snprintf(key, sizeof(key), "%s/gc.json", path);
+	snprintf(text, sizeof(text),
+		 "{\"format\":\"blkmap-gc\",\"epoch\":%d,\"state\":\"running\",\"beat\":%d,\"renewed\":%lld,"
+		 "\"host\":\"elsewhere\",\"pid\":4242,\"started\":\"2026-11-29T10:00:00Z\"}",
+		 epoch, beat, (long long)time(NULL));
+	long st = ts_put(s, key, text, strlen(text));
+	assert_true(st == 201 || st == 204);
+}
+
+/* Another gc that renews its marker every 20 ms; from beat 10 on it is a
+ * gc of the next epoch (one that started after the first ended).  Runs
+ * until killed (at most 30 s). */
+static int other_gc(void *arg)
+{
+	const struct ts_server *s = arg;
+
+	for (int beat = 2; beat < 1500; beat++) {
+		char key[256], text[512];
+		snprintf(key, sizeof(key), "/hist/othergc/gc.json");
+		snprintf(text, sizeof(text),
+			 "{\"format\":\"blkmap-gc\",\"epoch\":%d,\"state\":\"running\",\"beat\":%d,"
+			 "\"renewed\":%lld,\"host\":\"elsewhere\",\"pid\":4242,\"started\":\"2026-11-29T10:00:00Z\"}",
+			 beat < 10 ? 5 : 6, beat, (long long)time(NULL));
+		if (ts_put(s, key, text, strlen(text)) / 100 != 2)
+			return 1;
+		usleep(20000);
+	}
+	return 0;
+}
+
+static void gc_refuses_to_run_beside_another_gc_that_renews_its_marker(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *d = ts_pattern(NBLK * BS, 40);
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/hist/othergc");
+	tc_put(url, BS, d, NBLK * BS);
+	put_marker(s, "/hist/othergc", 5, 1);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(other_gc(s));
+	/* Its settle time D is 250 ms: a marker unchanged for 4 D would be
+	 * a dead gc's, and this one changes every 20 ms. */
+	setenv("BLKMAP_GC_SETTLE_MS", "250", 1);
+	assert_cli_fails(3, "another gc is running (elsewhere pid 4242, since 2026-11-29T10:00:00Z)",
+			 (const char *[]){ "gc", url, NULL });
+	setenv("BLKMAP_GC_SETTLE_MS", "100", 1);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	/* The marker is still the other gc's: this one wrote nothing. */
+	json_t *m = ts_get_json(s, "/hist/othergc/gc.json");
+	assert_non_null(m);
+	assert_string_equal(json_string_value(json_object_get(m, "host")), "elsewhere");
+	json_decref(m);
+	free(d);
+}
+
 static void the_library_refuses_a_negative_grace(void **state)
 {
 	struct ts_server *s = *state;
@@ -496,6 +595,8 @@ int main(void)
 		cmocka_unit_test(tags_written_at_the_same_time_by_several_processes_all_land),
 		cmocka_unit_test(gc_keep_since_keeps_the_generations_created_at_or_after_the_time),
 		cmocka_unit_test(gc_reads_every_duration_and_time_form_and_refuses_others),
+		cmocka_unit_test(a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_it),
+		cmocka_unit_test(gc_refuses_to_run_beside_another_gc_that_renews_its_marker),
 		cmocka_unit_test(the_library_refuses_a_negative_grace),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
