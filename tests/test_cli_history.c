@@ -7,7 +7,8 @@
  * written at the same time by several processes all land; gc --keep-since
  * by the creation time each generation records (ISO time, date or a
  * duration ago; a generation without one is kept), gc's duration and time
- * syntax.  The server does not matter here: one blkmap-server (memory
+ * syntax, gc of a dataset of a thousand blocks keeping every one still
+ * named, a gc.json that is not a marker, gc beside another running gc.  The server does not matter here: one blkmap-server (memory
  * store) for the group; datasets are edited by hand through its HTTP API.
  */
 #include "config.h"
@@ -569,6 +570,32 @@ static void gc_refuses_to_run_beside_another_gc_that_renews_its_marker(void **st
 	free(d);
 }
 
+#define BIG_NBLK 1100 /* more keys than gc's key set starts with room for */
+
+static void gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *d = ts_pattern(BIG_NBLK * BS, 41);
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/hist/big");
+	tc_put(url, BS, d, BIG_NBLK * BS);
+	d[0] ^= 1;
+	d[700 * BS] ^= 1;
+	tc_put(url, BS, d, BIG_NBLK * BS);
+	char *out = cli_ok((const char *[]){ "gc", "--keep", "1", "--grace", "0", url, NULL });
+	unsigned long deleted = 0;
+	const char *p = strstr(out, "1 kept, 1 dropped; objects: ");
+	if (p == NULL || sscanf(p, "1 kept, 1 dropped; objects: %lu deleted", &deleted) != 1)
+		fail_msg("gc said \"%s\"", out);
+	/* Generation 1's blocks 0 and 700, and its index pages on their
+	 * paths: nothing else. */
+	assert_true(deleted >= 2 && deleted < 10);
+	free(out);
+	assert_true(tc_dataset_equals(url, 0, d, BIG_NBLK * BS));
+	free(d);
+}
+
 static void the_library_refuses_a_negative_grace(void **state)
 {
 	struct ts_server *s = *state;
@@ -597,6 +624,7 @@ int main(void)
 		cmocka_unit_test(gc_reads_every_duration_and_time_form_and_refuses_others),
 		cmocka_unit_test(a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_it),
 		cmocka_unit_test(gc_refuses_to_run_beside_another_gc_that_renews_its_marker),
+		cmocka_unit_test(gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names),
 		cmocka_unit_test(the_library_refuses_a_negative_grace),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
