@@ -115,6 +115,12 @@ static void an_environment_variable_that_does_not_parse_fails_every_command_nami
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "log", url, NULL });
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "attr", url, NULL });
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "put", "/dev/null", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "patch", url, "0", "/dev/null", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "tag", url, "v1", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "tag", "-d", url, "v1", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "tags", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "diff", url, "1", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "gc", url, NULL });
 	setenv("BLKMAP_CONNECTIONS", "0", 1);  /* parses, but below 1 */
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=0", "from 1 to 256", (const char *[]){ "stat", url, NULL });
 	unsetenv("BLKMAP_CONNECTIONS");
@@ -325,7 +331,7 @@ static void log_of_a_plain_object_says_it_has_no_generations(void **state)
 	assert_cli_fails(1, "is a plain object: it has no generations", url, (const char *[]){ "log", url, NULL });
 }
 
-static void every_command_fails_with_one_line_naming_a_server_that_does_not_answer(void **state)
+static void every_command_fails_with_one_line_naming_a_server_that_does_not_answer_or_a_bad_url(void **state)
 {
 	const char *url = "http://127.0.0.1:1/clie/nobody";
 	char *file = tc_tmpfile("abc", 3);
@@ -346,6 +352,18 @@ static void every_command_fails_with_one_line_naming_a_server_that_does_not_answ
 	};
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		assert_cli_fails(1, "127.0.0.1:1", NULL, cmds[i]);
+	/* Nor does what is not a server's URL. */
+	const char *ftp = "ftp://example/x";
+	const char *const *not_urls[] = {
+		(const char *[]){ "get", ftp, "-", NULL },
+		(const char *[]){ "log", ftp, NULL },
+		(const char *[]){ "tag", "-d", ftp, "v1", NULL },
+		(const char *[]){ "tags", ftp, NULL },
+		(const char *[]){ "diff", ftp, "1", NULL },
+		(const char *[]){ "gc", ftp, NULL },
+	};
+	for (size_t i = 0; i < sizeof(not_urls) / sizeof(not_urls[0]); i++)
+		assert_cli_fails(1, "ftp://example/x: not an http://, https:// or s3:// URL", NULL, not_urls[i]);
 	unlink(file);
 	free(file);
 }
@@ -416,7 +434,7 @@ int main(void)
 		T(attr_names_a_missing_key_and_refuses_text_that_is_not_utf8),
 		T(put_and_get_show_a_progress_bar_on_a_terminal_only),
 		T(log_of_a_plain_object_says_it_has_no_generations),
-		T(every_command_fails_with_one_line_naming_a_server_that_does_not_answer),
+		T(every_command_fails_with_one_line_naming_a_server_that_does_not_answer_or_a_bad_url),
 		T(at_without_a_generation_is_a_usage_error_of_every_reading_command),
 		T(gc_shows_its_progress_on_a_terminal_only),
 	};
