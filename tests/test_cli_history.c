@@ -596,6 +596,72 @@ static void gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_gener
 	free(d);
 }
 
+struct stops {
+	int calls, stop_with;
+	uint64_t first;
+};
+
+static int stop_tag(void *arg, const char *name, uint64_t gen)
+{
+	struct stops *st = arg;
+	(void)name;
+	st->first = st->calls++ ? st->first : gen;
+	return st->stop_with;
+}
+
+static int stop_range(void *arg, uint64_t first, uint64_t count)
+{
+	struct stops *st = arg;
+	(void)count;
+	st->first = st->calls++ ? st->first : first;
+	return st->stop_with;
+}
+
+static void the_library_calls_take_null_options_and_stop_when_the_callback_says_so(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *d = ts_pattern(NBLK * BS, 42);
+	struct bm_diff_info info;
+	uint64_t tagged = 0;
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/hist/lib");
+	tc_put(url, BS, d, NBLK * BS);
+	d[1 * BS] ^= 1;
+	d[5 * BS] ^= 1;
+	tc_put(url, BS, d, NBLK * BS);
+	assert_int_equal(bm_tag_set(url, NULL, "first", 1, NULL), 0);
+	assert_int_equal(bm_tag_set(url, NULL, "latest", 0, &tagged), 0);
+	assert_int_equal(tagged, 2);
+
+	/* Both tags, in name order; the walk stops at the first non-zero. */
+	struct stops all = { 0 }, one = { .stop_with = 7 };
+	assert_int_equal(bm_tags_list(url, NULL, stop_tag, &all), 0);
+	assert_int_equal(all.calls, 2);
+	assert_int_equal(all.first, 1);
+	assert_int_equal(bm_tags_list(url, NULL, stop_tag, &one), 7);
+	assert_int_equal(one.calls, 1);
+
+	/* Two ranges (blocks 1 and 5); stopped after the first. */
+	struct stops ranges = { 0 }, first = { .stop_with = 5 };
+	assert_int_equal(bm_diff(url, NULL, "first", NULL, &info, stop_range, &ranges), 0);
+	assert_int_equal(ranges.calls, 2);
+	assert_int_equal(info.generation_a, 1);
+	assert_int_equal(info.generation_b, 2);
+	assert_int_equal(info.blksize, BS);
+	assert_int_equal(bm_diff(url, NULL, "1", "latest", &info, stop_range, &first), 5);
+	assert_int_equal(first.calls, 1);
+	assert_int_equal(first.first, 1);
+
+	struct bm_gc_policy p = { .dry_run = 1, .keep = 1 };
+	struct bm_gc_report r;
+	assert_int_equal(bm_gc(url, NULL, &p, &r), 0);
+	assert_int_equal(r.latest, 2);
+	assert_int_equal(r.generations_kept, 2); /* the latest, and 1 is tagged */
+	assert_int_equal(r.generations_dropped, 0);
+	free(d);
+}
+
 static void the_library_refuses_a_negative_grace(void **state)
 {
 	struct ts_server *s = *state;
@@ -625,6 +691,7 @@ int main(void)
 		cmocka_unit_test(a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_it),
 		cmocka_unit_test(gc_refuses_to_run_beside_another_gc_that_renews_its_marker),
 		cmocka_unit_test(gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names),
+		cmocka_unit_test(the_library_calls_take_null_options_and_stop_when_the_callback_says_so),
 		cmocka_unit_test(the_library_refuses_a_negative_grace),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
