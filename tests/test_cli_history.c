@@ -519,21 +519,40 @@ static void put_marker(const struct ts_server *s, const char *path, int epoch, i
 	assert_true(st == 201 || st == 204);
 }
 
-/* Another gc that renews its marker every 20 ms; from beat 10 on it is a
- * gc of the next epoch (one that started after the first ended).  Runs
- * until killed (at most 30 s). */
+/* GETs the server has answered (/_admin/ requests are not counted); -1 on
+ * failure.  No cmocka assertion: other_gc's child calls it. */
+static long gets_answered(const struct ts_server *s)
+{
+	json_t *st = ts_get_json(s, "/_admin/stats");
+	long n = st ? (long)json_integer_value(json_object_get(json_object_get(st, "requests"), "GET")) : -1;
+
+	json_decref(st);
+	return n;
+}
+
+struct other_gc {
+	const struct ts_server *s;
+	long gets;                 /* GETs answered before the gc under test ran */
+};
+
+/* Another gc that renews its marker (epoch 5) every 20 ms.  Once the gc
+ * under test has made 4 GETs (manifest.json, gc.json, then gc.json again:
+ * it is watching this marker), the marker turns into one of epoch 6: a gc
+ * that started after the first ended.  Runs until killed (at most 30 s). */
 static int other_gc(void *arg)
 {
-	const struct ts_server *s = arg;
+	const struct other_gc *o = arg;
+	int epoch = 5;
 
 	for (int beat = 2; beat < 1500; beat++) {
-		char key[256], text[512];
-		snprintf(key, sizeof(key), "/hist/othergc/gc.json");
+		char text[512];
+		if (epoch == 5 && gets_answered(o->s) >= o->gets + 4)
+			epoch = 6;
 		snprintf(text, sizeof(text),
 			 "{\"format\":\"blkmap-gc\",\"epoch\":%d,\"state\":\"running\",\"beat\":%d,"
 			 "\"renewed\":%lld,\"host\":\"elsewhere\",\"pid\":4242,\"started\":\"2026-11-29T10:00:00Z\"}",
-			 beat < 10 ? 5 : 6, beat, (long long)time(NULL));
-		if (ts_put(s, key, text, strlen(text)) / 100 != 2)
+			 epoch, beat, (long long)time(NULL));
+		if (ts_put(o->s, "/hist/othergc/gc.json", text, strlen(text)) / 100 != 2)
 			return 1;
 		usleep(20000);
 	}
@@ -549,11 +568,13 @@ static void gc_refuses_to_run_beside_another_gc_that_renews_its_marker(void **st
 	tc_url(url, sizeof(url), s, "/hist/othergc");
 	tc_put(url, BS, d, NBLK * BS);
 	put_marker(s, "/hist/othergc", 5, 1);
+	struct other_gc o = { .s = s, .gets = gets_answered(s) };
+	assert_true(o.gets >= 0);
 	fflush(NULL);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		_exit(other_gc(s));
+		_exit(other_gc(&o));
 	/* Its settle time D is 250 ms: a marker unchanged for 4 D would be
 	 * a dead gc's, and this one changes every 20 ms. */
 	setenv("BLKMAP_GC_SETTLE_MS", "250", 1);
