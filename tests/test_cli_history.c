@@ -273,8 +273,10 @@ static void a_tag_list_that_is_not_one_is_refused_with_one_line_naming_it(void *
 		snprintf(says, sizeof(says), "/hist/badtags/tags.json: %s", cases[i].says);
 		assert_cli_fails(1, says, (const char *[]){ "tags", url, NULL });
 	}
-	/* Setting a tag and resolving one read it too. */
+	/* Setting a tag, resolving one and gc (it keeps tagged generations)
+	 * read it too. */
 	assert_cli_fails(1, "/hist/badtags/tags.json: a tag's generation", (const char *[]){ "tag", url, "v2", NULL });
+	assert_cli_fails(1, "/hist/badtags/tags.json: a tag's generation", (const char *[]){ "gc", url, NULL });
 	assert_cli_fails(1, "/hist/badtags/tags.json: a tag's generation", (const char *[]){ "diff", url, "v1", NULL });
 	/* A good one again: all is well. */
 	const char *good = "{\"format\": \"blkmap-tags\", \"tags\": {\"v1\": 1}}";
@@ -591,6 +593,35 @@ static void gc_refuses_to_run_beside_another_gc_that_renews_its_marker(void **st
 	free(d);
 }
 
+static void gc_that_cannot_delete_fails_with_one_line_and_lowers_its_marker(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *d = ts_pattern(NBLK * BS, 43);
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/hist/nodelete");
+	tc_put(url, BS, d, NBLK * BS);
+	d[0] ^= 1;
+	tc_put(url, BS, d, NBLK * BS);
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 1, \"fault-method\": \"DELETE\"}"), 200);
+	setenv("BLKMAP_RETRIES", "1", 1);
+	assert_cli_fails(1, "503", (const char *[]){ "gc", "--keep", "1", "--grace", "0", url, NULL });
+	unsetenv("BLKMAP_RETRIES");
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0, \"fault-method\": \"\"}"), 200);
+	/* Its marker says it is done: the next gc need not wait, and finishes
+	 * the job. */
+	json_t *m = ts_get_json(s, "/hist/nodelete/gc.json");
+	assert_non_null(m);
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "done");
+	json_decref(m);
+	char *out = cli_ok((const char *[]){ "gc", "--keep", "1", "--grace", "0", url, NULL });
+	assert_non_null(strstr(out, "1 kept, 1 dropped; objects: "));
+	assert_null(strstr(out, "objects: 0 deleted"));
+	free(out);
+	assert_true(tc_dataset_equals(url, 0, d, NBLK * BS));
+	free(d);
+}
+
 #define BIG_NBLK 1100 /* more keys than gc's key set starts with room for */
 
 static void gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names(void **state)
@@ -711,6 +742,7 @@ int main(void)
 		cmocka_unit_test(gc_reads_every_duration_and_time_form_and_refuses_others),
 		cmocka_unit_test(a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_it),
 		cmocka_unit_test(gc_refuses_to_run_beside_another_gc_that_renews_its_marker),
+		cmocka_unit_test(gc_that_cannot_delete_fails_with_one_line_and_lowers_its_marker),
 		cmocka_unit_test(gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names),
 		cmocka_unit_test(the_library_calls_take_null_options_and_stop_when_the_callback_says_so),
 		cmocka_unit_test(the_library_refuses_a_negative_grace),
