@@ -592,6 +592,115 @@ static void a_read_pinned_by_last_modified_refuses_another_one(void **state)
 	tc_canned_stop(&c);
 }
 
+/* ---- WebDAV: collections, redirects, PROPFIND listings ------------------------------------- */
+
+static void a_head_redirected_to_the_same_path_with_a_slash_is_a_directory_not_an_object(void **state)
+{
+	(void)state;
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/ds/sub", "HTTP/1.1 301 Moved Permanently\r\nServer: nginx/1.22.1\r\n"
+		  "Location: http://127.0.0.1/ds/sub/\r\nContent-Length: 0\r\n\r\n", 0, NULL },
+		{ "HEAD", "/ds/elsewhere", "HTTP/1.1 301 Moved Permanently\r\nServer: nginx/1.22.1\r\n"
+		  "Location: http://127.0.0.1/other/\r\nContent-Length: 0\r\n\r\n", 0, NULL },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_version v;
+	char url[128], msg[1024] = "";
+
+	tc_canned_start(&c, rules, 2);
+	snprintf(url, sizeof(url), "%s/ds", c.url);
+	s = open_on(&c, url);
+	assert_int_equal(bm_store_head(s, "sub", &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_non_null(strstr(msg, "a directory, not an object (HTTP 301 to http://127.0.0.1/ds/sub/)"));
+	/* A redirect elsewhere is no answer about this key. */
+	assert_int_equal(bm_store_head(s, "elsewhere", &v, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "HTTP 301"));
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
+static void a_put_answered_409_whose_collections_cannot_be_made_says_both(void **state)
+{
+	(void)state;
+	const struct tc_rule rules[] = {
+		{ "PUT", "/ds/gen/1.json", "HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n", 0, NULL },
+		{ "MKCOL", "/ds/", "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n", 0, NULL },
+		{ "MKCOL", "/ds/gen/", "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", 0, NULL },
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	char url[128], msg[1024] = "";
+
+	tc_canned_start(&c, rules, 3);
+	snprintf(url, sizeof(url), "%s/ds", c.url);
+	s = open_on(&c, url);
+	assert_int_equal(bm_store_put(s, "gen/1.json", "{}", 2, NULL, NULL, msg, sizeof(msg)), BM_EFORMAT);
+	assert_non_null(strstr(msg, "/ds/gen/1.json: HTTP 409, and its collections cannot be made: "));
+	assert_non_null(strstr(msg, "MKCOL "));
+	assert_non_null(strstr(msg, "/ds/gen/: HTTP 403"));
+	assert_true(one_printable_line(msg));
+	bm_store_close(s);
+	tc_canned_stop(&c);
+}
+
+static void an_apache_listing_walks_the_collections_that_may_hold_the_prefix(void **state)
+{
+	(void)state;
+	char *top = answer("207 Multi-Status", "Server: Apache/2.4.62\r\nContent-Type: application/xml\r\n",
+			   "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">"
+			   "<D:response><D:href>/ds/</D:href></D:response>"
+			   "<D:response><D:href>/ds/manifest.json</D:href><D:propstat><D:prop>"
+			   "<D:getcontentlength>120</D:getcontentlength></D:prop></D:propstat></D:response>"
+			   "<D:response><D:href>/ds/gen/</D:href></D:response>"
+			   "<D:response><D:href>/ds/blocks/</D:href></D:response>"
+			   "<D:response><D:href>/ds/tags/</D:href></D:response>"
+			   "<D:response><D:href>/other/x.json</D:href></D:response>"
+			   "<D:response><D:href>/ds/%2e%2e/x.json</D:href></D:response>"
+			   "</D:multistatus>");
+	char *gen = answer("207 Multi-Status", "Server: Apache/2.4.62\r\nContent-Type: application/xml\r\n",
+			   "<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">"
+			   "<D:response><D:href>/ds/gen/</D:href></D:response>"
+			   "<D:response><D:href>http://127.0.0.1/ds/gen/2.json</D:href><D:propstat><D:prop>"
+			   "<D:getcontentlength>99</D:getcontentlength></D:prop></D:propstat></D:response>"
+			   "<D:response><D:href>/ds/gen/1.json</D:href></D:response>"
+			   "</D:multistatus>");
+	const struct tc_rule rules[] = {
+		{ "HEAD", "/ds", "HTTP/1.1 404 Not Found\r\nServer: Apache/2.4.62\r\nContent-Length: 0\r\n\r\n", 0, NULL },
+		{ "PROPFIND", "/ds/", top, 0, NULL },
+		{ "PROPFIND", "/ds/gen/", gen, 0, NULL },
+		/* blocks/: gone meanwhile (404: nothing there); tags/ not
+		 * asked, it cannot hold the prefix "g". */
+	};
+	struct tc_canned c;
+	struct bm_store *s;
+	struct bm_version v;
+	struct bm_list page;
+	char url[128], msg[1024] = "";
+
+	tc_canned_start(&c, rules, 3);
+	snprintf(url, sizeof(url), "%s/ds", c.url);
+	s = open_on(&c, url);
+	assert_int_equal(bm_store_head(s, "", &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_true(bm_store_caps(s) & BM_CAP_LIST);
+	assert_int_equal(bm_store_list(s, "", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 3);
+	assert_string_equal(page.entries[0].key, "gen/1.json");
+	assert_string_equal(page.entries[1].key, "gen/2.json");
+	assert_int_equal(page.entries[1].size, 99);
+	assert_string_equal(page.entries[2].key, "manifest.json");
+	assert_int_equal(page.entries[2].size, 120);
+	bm_list_free(&page);
+	assert_int_equal(bm_store_list(s, "g", NULL, &page, msg, sizeof(msg)), 0);
+	assert_int_equal(page.n, 2);
+	assert_string_equal(page.entries[0].key, "gen/1.json");
+	bm_list_free(&page);
+	bm_store_close(s);
+	tc_canned_stop(&c);
+	free(top);
+	free(gen);
+}
+
 /* ---- opening ---------------------------------------------------------------------------------- */
 
 static void an_s3_url_or_configuration_that_cannot_be_used_is_refused_at_open_with_one_line(void **state)
@@ -637,6 +746,9 @@ int main(void)
 		cmocka_unit_test(an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_other_ones),
 		cmocka_unit_test(an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so),
 		cmocka_unit_test(a_read_pinned_by_last_modified_refuses_another_one),
+		cmocka_unit_test(a_head_redirected_to_the_same_path_with_a_slash_is_a_directory_not_an_object),
+		cmocka_unit_test(a_put_answered_409_whose_collections_cannot_be_made_says_both),
+		cmocka_unit_test(an_apache_listing_walks_the_collections_that_may_hold_the_prefix),
 		cmocka_unit_test(an_s3_url_or_configuration_that_cannot_be_used_is_refused_at_open_with_one_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
