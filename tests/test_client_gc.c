@@ -37,6 +37,8 @@
 
 #define BS ((size_t)4096)
 #define NBLK 16
+/* BLKMAP_GC_SETTLE_MS but in the racing test (main) */
+#define SETTLE_MS "40"
 
 static bm_dataset *open_at(const char *url, uint64_t gen, const char *tag, bool create)
 {
@@ -225,12 +227,13 @@ struct writer {
 
 /* Between its uploads and its manifest swap a writer dawdles, so that gc
  * runs meet commits in that window (where an uploaded block is named by
- * no generation yet). */
+ * no generation yet): 100 ms, against gc runs of at least the settle time
+ * (200 ms) every 150 ms, so that most commits overlap a gc. */
 static void dawdle(const char *stage, void *arg)
 {
 	(void)arg;
 	if (strcmp(stage, "uploaded") == 0)
-		usleep(250000);
+		usleep(100000);
 }
 
 /* Child: commits w->commits times (each: 4 blocks of fresh content), going
@@ -364,14 +367,21 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 	tc_store_url(url, sizeof(url), s, "/gc/race");
 	put_generations(url, 1);
 	/* Racing writers need a compare-and-swap; elsewhere one writer
-	 * (FORMAT.md: one writer per dataset there). */
-	int nw = tc_store_can(s, TC_CAN_SWAP) ? 3 : 1, commits = 6;
-	long pause_ms = 300;
-	/* RGW answers in tens of milliseconds, and a commit that overlaps a
-	 * gc with no grace loses its uploads (and goes again): fewer commits
-	 * and longer pauses keep the test within its time limit. */
+	 * (FORMAT.md: one writer per dataset there).  4 commits each: a
+	 * commit that overlaps a gc with no grace loses its uploads and goes
+	 * again, and writers conflict with each other, so these are some 20
+	 * attempts, most of them meeting a gc run (6 each took twice as
+	 * long and met no other case). */
+	int nw = tc_store_can(s, TC_CAN_SWAP) ? 3 : 1, commits = 4;
+	long pause_ms = 150;
+	/* RGW's gc runs are longer (more requests per listed object): two
+	 * writers meet them as often. */
 	if (strcmp(s->kind->name, "rgw") == 0)
-		nw = 2, commits = 3, pause_ms = 1500;
+		nw = 2;
+	/* Here the settle time matters: a writer that saw no gc publishes
+	 * within one request, which must take less than D (FORMAT.md, "Why
+	 * this is safe"); the other tests run one thing at a time. */
+	setenv("BLKMAP_GC_SETTLE_MS", "200", 1);
 	snprintf(stop, sizeof(stop), "/tmp/blkmap-gc-race-%ld", (long)getpid());
 	unlink(stop);
 	struct gc_loop gl = { .url = url, .stop = stop, .keep = 1, .pause_ms = pause_ms };
@@ -398,6 +408,7 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 	assert_non_null(ds);
 	assert_int_equal(bm_generation(ds), 1 + (uint64_t)commits * (uint64_t)nw);
 	bm_close(ds);
+	setenv("BLKMAP_GC_SETTLE_MS", SETTLE_MS, 1);
 }
 
 static int gc_cli_main(void *arg)
@@ -416,8 +427,9 @@ static void gc_killed_at_any_point_leaves_every_kept_generation_whole(void **sta
 	char url[512], *out = NULL, *err = NULL;
 	tc_store_url(url, sizeof(url), s, "/gc/kill");
 	put_generations(url, 1);
-	/* Kill points spread from before the marker to the end of the sweep;
-	 * whichever it hits, what is kept reads whole. */
+	/* Kill points spread from before the marker to the end of the sweep
+	 * (a gc here takes some 150 ms: start, marker, the settle time, the
+	 * sweep); whichever it hits, what is kept reads whole. */
 	for (int round = 0; round < 6; round++) {
 		unsigned char *d = content(200 + (unsigned)round);
 		tc_put(url, BS, d, NBLK * BS);
@@ -427,7 +439,7 @@ static void gc_killed_at_any_point_leaves_every_kept_generation_whole(void **sta
 		if (round == 2)
 			assert_int_equal(tc_cli(NULL, NULL, tag), 0);
 		pid_t pid = spawn(gc_cli_main, url);
-		usleep((useconds_t)(round * 70000));
+		usleep((useconds_t)(round * 30000));
 		kill(pid, SIGKILL);
 		wait_bounded(pid, 60);
 		assert_every_kept_generation_reads(url);
@@ -725,8 +737,11 @@ static void diff_and_gc_read_version_2_trees_and_collect_their_index_pages(void 
 
 int main(void)
 {
-	/* gc's settle time, for gc and for the writers' guard alike. */
-	setenv("BLKMAP_GC_SETTLE_MS", "200", 1);
+	/* gc's settle time, for gc and for the writers' guard alike: short,
+	 * as no writer runs while a gc does but in the racing test, which
+	 * sets its own.  A killed gc's marker goes stale after 4 of it, what
+	 * each commit after a kill waits. */
+	setenv("BLKMAP_GC_SETTLE_MS", SETTLE_MS, 1);
 	setenv("BLKMAP_WCFS", "off", 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(gc_keeps_the_newest_the_latest_and_tagged_generations_and_drops_the_rest),
