@@ -369,9 +369,8 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 	/* Racing writers need a compare-and-swap; elsewhere one writer
 	 * (FORMAT.md: one writer per dataset there).  4 commits each: a
 	 * commit that overlaps a gc with no grace loses its uploads and goes
-	 * again, and writers conflict with each other, so these are some 20
-	 * attempts, most of them meeting a gc run (6 each took twice as
-	 * long and met no other case). */
+	 * again, and writers conflict with each other, so these 12 commits
+	 * are many more attempts, most of them meeting a gc run. */
 	int nw = tc_store_can(s, TC_CAN_SWAP) ? 3 : 1, commits = 4;
 	long pause_ms = 150;
 	/* RGW's gc runs are longer (more requests per listed object): two
