@@ -265,6 +265,18 @@ static int find_source(bm_dataset *ds, uint64_t index, bool pending, struct bloc
 	return 0;
 }
 
+/* A flat object's block 0 from the open (ds->first), taken by the first
+ * load of block 0; NULL when gone. */
+static char *take_first(bm_dataset *ds, size_t *lenp)
+{
+	pthread_mutex_lock(&ds->mu);
+	char *first = ds->first;
+	*lenp = ds->first_len;
+	ds->first = NULL;
+	pthread_mutex_unlock(&ds->mu);
+	return first;
+}
+
 /* Fetches and verifies src into buf (blksize bytes; zeros past what is
  * visible).  With log, a failure is also reported on stderr. */
 static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf, bool log)
@@ -272,8 +284,8 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 	struct block_sink sink = { .buf = buf, .sum = src->sum };
 	struct bm_get g = { .sink = block_sink, .sink_arg = &sink, .verify = block_verify };
 	struct bm_version pin = { .size = src->total };
-	size_t bs = ds->file.blksize, len = src->len;
-	char msg[512];
+	size_t bs = ds->file.blksize, len = src->len, first_len = 0;
+	char msg[512], *first;
 	int rc;
 
 	if (len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
@@ -283,7 +295,14 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 		atomic_fetch_add(&ds->c.hole_blocks, 1);
 		return 0;
 	}
-	if (src->flat) {
+	if (src->flat && index == 0 && (first = take_first(ds, &first_len)) != NULL) {
+		/* Block 0's bytes came with the open. */
+		rc = vm_loadblk_write(buf, 0, first, first_len) < 0 ? BM_ENOMEM : 0;
+		free(first);
+		if (rc < 0)
+			return rc;
+		len = first_len;
+	} else if (src->flat) {
 		/* A range of the object, which must still be the version
 		 * opened. */
 		g.range = true;
@@ -480,34 +499,60 @@ static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp
 	return 0;
 }
 
-/* The URL is not a dataset: a flat object?  Sets up a synthetic manifest. */
+static int first_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	memcpy((char *)arg + off, data, len); /* the store keeps it within the range */
+	return 0;
+}
+
+/* The URL is not a dataset: a flat object?  One Range GET of its first
+ * block (or of its first BM_FLAT_FIRST_MAX bytes) gives its size, its
+ * version and block 0's bytes, kept for block 0's first load: the open
+ * costs the manifest's 404 and this, and the first read of the start of
+ * the object (where file formats keep their headers) nothing more.  Sets
+ * up a synthetic manifest. */
 static int open_flat(bm_dataset *ds)
 {
-	struct bm_version v;
-	char msg[512];
-	int rc = bm_store_head(ds->store, "", &v, msg, sizeof(msg));
+	size_t bs = ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
+	size_t len = bs < BM_FLAT_FIRST_MAX ? bs : BM_FLAT_FIRST_MAX;
+	char msg[512], *buf = malloc(len);
+	struct bm_get g = { .range = true, .to_end = true, .off = 0, .len = len, .sink = first_sink,
+			    .sink_arg = buf };
+	int rc;
 
-	if (rc == BM_ENOTFOUND)
-		return rc;
-	if (rc < 0) {
-		bm_set_error(ds, rc, "%s", msg);
-		return rc;
+	if (buf == NULL)
+		return BM_ENOMEM;
+	rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
+	if (rc == 0 && (g.total == UINT64_MAX || g.total > BM_SIZE_MAX)) {
+		bm_fmt(msg, sizeof(msg), "GET %s: no usable size in its Content-Range", ds->url);
+		rc = BM_EFORMAT;
 	}
-	if (v.size == UINT64_MAX || v.size > BM_SIZE_MAX) {
-		bm_set_error(ds, BM_EFORMAT, "HEAD %s: no usable Content-Length", ds->url);
-		return BM_EFORMAT;
+	if (rc < 0) {
+		free(buf);
+		if (rc != BM_ENOTFOUND)
+			bm_set_error(ds, rc, "%s", msg);
+		return rc;
 	}
 	ds->manifest = calloc(1, sizeof(*ds->manifest));
-	if (ds->manifest == NULL)
+	if (ds->manifest == NULL) {
+		free(buf);
 		return BM_ENOMEM;
+	}
 	/* Small blocks: a random miss fetches little; read-ahead fetches
 	 * many in one Range GET (readahead.c). */
-	ds->manifest->blksize = ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
-	ds->manifest->size = v.size;
+	ds->manifest->blksize = bs;
+	ds->manifest->size = g.total;
 	ds->flat = true;
 	ds->at_latest = true;
-	snprintf(ds->etag, sizeof(ds->etag), "%s", v.etag);
-	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", v.last_modified);
+	snprintf(ds->etag, sizeof(ds->etag), "%s", g.ver.etag);
+	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", g.ver.last_modified);
+	/* Kept only when it is the whole of block 0. */
+	if (g.got > 0 && (g.got == bs || g.got == g.total)) {
+		ds->first = buf;
+		ds->first_len = g.got;
+	} else {
+		free(buf);
+	}
 	return 0;
 }
 
@@ -704,6 +749,7 @@ void bm_close(bm_dataset *ds)
 	free(ds->changes);
 	free(ds->new_attrs);
 	free(ds->manifest_json);
+	free(ds->first);
 	free(ds->url);
 	pthread_mutex_destroy(&ds->mu);
 	free(ds);

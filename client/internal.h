@@ -36,6 +36,9 @@ struct bm_pages;
  * fetches many with one Range GET, readahead.c). */
 #define BM_DEFAULT_BLKSIZE ((size_t)1 << 20)
 #define BM_FLAT_BLKSIZE ((size_t)64 << 10)
+/* A flat object's open asks for its first block with the Range GET that
+ * learns its size, when the block is no larger than this. */
+#define BM_FLAT_FIRST_MAX ((size_t)1 << 20)
 /* The most one read-ahead Range GET of a flat object asks for. */
 #define BM_RUN_BYTES_MAX ((size_t)2 << 20)
 #define BM_ETAG_SIZE 1024    /* longest ETag kept, with its NUL; longer: an error */
@@ -282,6 +285,9 @@ struct bm_dataset {
 	char etag[BM_ETAG_SIZE];   /* manifest.json ETag (flat: the object's) when
 				      opened or last committed; "" if none */
 	char last_modified[64];    /* flat: the object's Last-Modified; "" if none */
+	char *first;               /* flat: block 0's bytes from the open, until
+				      its first load takes them (or NULL) */
+	size_t first_len;
 	bool exists;               /* manifest.json exists on the server */
 	bool at_latest;            /* opened generation was the current one */
 	bool flat;
