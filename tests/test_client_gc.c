@@ -224,6 +224,7 @@ struct writer {
 	const char *url;
 	unsigned id;
 	int commits;
+	char why[300];             /* a file: the error that stopped it */
 };
 
 /* Between its uploads and its manifest swap a writer dawdles, so that gc
@@ -237,9 +238,21 @@ static void dawdle(const char *stage, void *arg)
 		usleep(100000);
 }
 
+/* For a child whose stderr is /dev/null: the error it stops on, into the
+ * file PATH for the test to show; returns RC. */
+static int stopped(const char *path, int rc, const char *msg)
+{
+	FILE *f = fopen(path, "w");
+	if (f != NULL) {
+		fprintf(f, "%s", msg);
+		fclose(f);
+	}
+	return rc;
+}
+
 /* Child: commits w->commits times (each: 4 blocks of fresh content), going
  * again after a conflict or a commit a gc spoiled.  Exit 0, or the step
- * that failed. */
+ * that failed (its error in w->why). */
 static int writer_main(void *arg)
 {
 	struct writer *w = arg;
@@ -254,18 +267,21 @@ static int writer_main(void *arg)
 		o.wcfs = "off";
 		o.commit_hook = dawdle;
 		if (bm_open(&ds, w->url, &o) < 0)
-			return 11;
+			return stopped(w->why, 11, bm_last_error(NULL));
 		unsigned char buf[BS];
 		for (int k = 0; k < 4; k++) {
 			memset(buf, (int)(w->id * 64 + (unsigned)done * 4 + (unsigned)k), BS);
 			snprintf((char *)buf, 64, "writer %u commit %d try %d block %d", w->id, done, tries, k);
 			uint64_t blk = (w->id * 5 + (unsigned)done * 3 + (unsigned)k * 7) % NBLK;
 			if (bm_write(ds, blk * BS, buf, BS) < 0) {
+				stopped(w->why, 12, bm_last_error(ds));
 				bm_close(ds);
 				return 12;
 			}
 		}
 		int rc = bm_commit(ds, NULL);
+		if (rc < 0 && rc != BM_ECONFLICT)
+			stopped(w->why, 13, bm_last_error(ds));
 		bm_close(ds);
 		if (rc == 0)
 			done++;
@@ -389,12 +405,22 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 	pid_t gcpid = spawn(gc_loop_main, &gl), wp[3];
 	for (int i = 0; i < nw; i++) {
 		w[i] = (struct writer){ .url = url, .id = (unsigned)i + 1, .commits = commits };
+		snprintf(w[i].why, sizeof(w[i].why), "%s-w%d", stop, i + 1);
+		unlink(w[i].why);
 		wp[i] = spawn(writer_main, &w[i]);
 	}
 	for (int i = 0; i < nw; i++) {
 		int st = wait_bounded(wp[i], 240);
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			fail_msg("writer %d failed (status %d)", i + 1, st);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			char why[1024] = "";
+			FILE *f = fopen(w[i].why, "r");
+			if (f != NULL) {
+				why[fread(why, 1, sizeof(why) - 1, f)] = '\0';
+				fclose(f);
+			}
+			fail_msg("writer %d failed (status %d): %s", i + 1, st, why);
+		}
+		unlink(w[i].why);
 	}
 	int fd = open(stop, O_CREAT | O_WRONLY, 0600);
 	assert_true(fd >= 0);
