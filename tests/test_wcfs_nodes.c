@@ -398,12 +398,17 @@ static void test_a_head_file_keeps_its_generation_while_the_server_fails(void **
 	 * the stat makes the mirror look for a new generation. */
 	sleep_ms(1500);
 	rc = stat(mpath(m, "head/steady/ds"), &st);
+	int stat_errno = errno;
 	int fd = open(mpath(m, "head/steady/ds"), O_RDONLY);
+	int open_errno = errno;
 	unsigned char buf[9000];
 	ssize_t got = fd >= 0 ? pread(fd, buf, sizeof(buf), 0) : -1;
 	if (fd >= 0)
 		close(fd);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
+	if (rc != 0 || fd < 0) /* which step failed, for the log */
+		print_message("stat: %s; open: %s\n", rc ? strerror(stat_errno) : "ok",
+			      fd < 0 ? strerror(open_errno) : "ok");
 	assert_int_equal(rc, 0);
 	assert_int_equal(st.st_size, 9000);
 	assert_int_equal(got, 9000);
