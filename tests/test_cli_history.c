@@ -153,6 +153,25 @@ static void diff_lists_changes_between_version_1_generations_and_across_the_upgr
 	assert_string_equal(out, "blocks 1-1 bytes 4096-8191\nblocks 3-3 bytes 12288-16383\n"
 				 "blocks 5-7 bytes 20480-32767\n");
 	free(out);
+
+	/* gc keeping 2 (version 1) and 3 reads 2's table for what it names:
+	 * only generation 1's own blocks go, and 2 still reads whole. */
+	out = cli_ok((const char *[]){ "sum", "--at", "2", url, NULL });
+	char *sum2 = out;
+	out = cli_ok((const char *[]){ "gc", "--keep", "2", "--grace", "0", url, NULL });
+	/* Generation 1's blocks 3, 5, 6 and 7, and any index page the upgrade
+	 * left unpublished. */
+	const char *objs = strstr(out, "2 kept, 1 dropped; objects: ");
+	unsigned long deleted = 0;
+	if (objs == NULL || sscanf(objs, "2 kept, 1 dropped; objects: %lu deleted", &deleted) != 1 || deleted < 4)
+		fail_msg("gc said \"%s\"", out);
+	free(out);
+	out = cli_ok((const char *[]){ "sum", url, NULL });
+	free(out);
+	out = cli_ok((const char *[]){ "sum", "--at", "2", url, NULL });
+	assert_string_equal(out, sum2);
+	free(out);
+	free(sum2);
 	free(d);
 }
 
