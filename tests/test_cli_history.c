@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -641,6 +642,63 @@ static void gc_that_cannot_delete_fails_with_one_line_and_lowers_its_marker(void
 	free(d);
 }
 
+/* Waits (at most 30 s) for a gc of this host to raise its marker on
+ * /hist/takeover, then takes it over as another gc would: 0 once done. */
+static int take_over(void *arg)
+{
+	const struct ts_server *s = arg;
+
+	for (int i = 0; i < 6000; i++) {
+		json_t *m = ts_get_json(s, "/hist/takeover/gc.json");
+		const char *st = json_string_value(json_object_get(m, "state"));
+		json_int_t epoch = json_integer_value(json_object_get(m, "epoch"));
+		bool ours = m && st && strcmp(st, "running") == 0;
+		json_decref(m);
+		if (ours) {
+			char text[512];
+			snprintf(text, sizeof(text),
+				 "{\"format\":\"blkmap-gc\",\"epoch\":%lld,\"state\":\"running\",\"beat\":1,"
+				 "\"renewed\":%lld,\"host\":\"elsewhere\",\"pid\":4243,\"started\":\"2026-11-29T11:00:00Z\"}",
+				 (long long)epoch + 1, (long long)time(NULL));
+			return ts_put(s, "/hist/takeover/gc.json", text, strlen(text)) / 100 == 2 ? 0 : 1;
+		}
+		usleep(5000);
+	}
+	return 2;
+}
+
+static void a_gc_whose_marker_another_gc_took_over_stops_before_deleting_anything(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *d = ts_pattern(NBLK * BS, 44);
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/hist/takeover");
+	tc_put(url, BS, d, NBLK * BS);
+	d[0] ^= 1;
+	tc_put(url, BS, d, NBLK * BS);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(take_over(s));
+	/* Taken over while it settles (1 s): its next beat finds out. */
+	setenv("BLKMAP_GC_SETTLE_MS", "1000", 1);
+	assert_cli_fails(3, "gc.json: another gc took over this one's marker",
+			 (const char *[]){ "gc", "--keep", "1", "--grace", "0", url, NULL });
+	setenv("BLKMAP_GC_SETTLE_MS", "100", 1);
+	int st = -1;
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* Nothing was dropped, and the marker is the other gc's. */
+	json_t *g1 = ts_get_json(s, "/hist/takeover/gen/1.json"), *m = ts_get_json(s, "/hist/takeover/gc.json");
+	assert_non_null(g1);
+	assert_string_equal(json_string_value(json_object_get(m, "host")), "elsewhere");
+	json_decref(g1);
+	json_decref(m);
+	free(d);
+}
+
 #define BIG_NBLK 1100 /* more keys than gc's key set starts with room for */
 
 static void gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names(void **state)
@@ -762,6 +820,7 @@ int main(void)
 		cmocka_unit_test(a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_it),
 		cmocka_unit_test(gc_refuses_to_run_beside_another_gc_that_renews_its_marker),
 		cmocka_unit_test(gc_that_cannot_delete_fails_with_one_line_and_lowers_its_marker),
+		cmocka_unit_test(a_gc_whose_marker_another_gc_took_over_stops_before_deleting_anything),
 		cmocka_unit_test(gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names),
 		cmocka_unit_test(the_library_calls_take_null_options_and_stop_when_the_callback_says_so),
 		cmocka_unit_test(the_library_refuses_a_negative_grace),

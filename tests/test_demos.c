@@ -319,7 +319,7 @@ static void assert_demo_fails(int want, const char *server, const char *says, co
 	free(err);
 }
 
-static void blkmap_demo_fails_with_one_line_when_its_server_cannot_start_or_be_reached(void **state)
+static void blkmap_demo_fails_with_one_line_when_its_server_cannot_start_be_reached_or_store(void **state)
 {
 	(void)state;
 
@@ -333,6 +333,13 @@ static void blkmap_demo_fails_with_one_line_when_its_server_cannot_start_or_be_r
 			  (const char *[]){ NULL });
 	/* A port nothing listens on (1 is privileged: nobody's test server). */
 	assert_demo_fails(1, NULL, "blkmap-demo: ", (const char *[]){ "--mib", "2", "http://127.0.0.1:1", NULL });
+	/* A server that refuses its blocks (bodies over 1000 bytes). */
+	struct ts_server s;
+	char base[512];
+	tc_server_start(&s, (const char *const[]){ "--max-body-bytes", "1000", NULL });
+	tc_url(base, sizeof(base), &s, "");
+	assert_demo_fails(1, NULL, "blkmap-demo: create: ", (const char *[]){ "--mib", "2", base, NULL });
+	tc_server_stop(&s);
 }
 
 static void blkmap_demo_usage_errors_exit_2_and_help_exits_0(void **state)
@@ -361,7 +368,7 @@ int main(void)
 		cmocka_unit_test(virtmem_demo_usage_errors_exit_2_and_help_exits_0),
 		cmocka_unit_test(blkmap_demo_runs_on_a_server_of_its_own),
 		cmocka_unit_test(blkmap_demo_on_a_given_server_leaves_the_two_generations_it_describes),
-		cmocka_unit_test(blkmap_demo_fails_with_one_line_when_its_server_cannot_start_or_be_reached),
+		cmocka_unit_test(blkmap_demo_fails_with_one_line_when_its_server_cannot_start_be_reached_or_store),
 		cmocka_unit_test(blkmap_demo_usage_errors_exit_2_and_help_exits_0),
 	};
 
