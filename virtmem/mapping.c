@@ -271,11 +271,6 @@ int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t blk, size_t blklen)
 	vma = calloc(1, sizeof(*vma));
 	if (vma == NULL)
 		return -ENOMEM;
-	vma->mapped = calloc((blklen + 63) / 64, sizeof(uint64_t));
-	if (vma->mapped == NULL) {
-		free(vma);
-		return -ENOMEM;
-	}
 	vma->blk_start = blk;
 	vma->blklen = blklen;
 	vma->fh = fh;
@@ -294,6 +289,16 @@ int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t blk, size_t blklen)
 		vma->addr_stop = vma->addr_start + len;
 	}
 	addr = (void *)vma->addr_start;
+	/* The bitmap comes after the address space: a mapping the address
+	 * space cannot hold fails without allocating it first (2^36 blocks
+	 * want 8 GiB of bitmap, which an allocator that touches what it
+	 * hands out, as ThreadSanitizer's does, would fill). */
+	vma->mapped = calloc((blklen + 63) / 64, sizeof(uint64_t));
+	if (vma->mapped == NULL) {
+		munmap(addr, len);
+		rc = -ENOMEM;
+		goto fail_free;
+	}
 
 	vm_lock_acquire();
 	if (fh->overlay) {
