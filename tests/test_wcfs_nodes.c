@@ -393,6 +393,11 @@ static void test_a_head_file_keeps_its_generation_while_the_server_fails(void **
 	SKIP_WITHOUT_FUSE(f);
 	assert_int_equal(wt_publish(url_of(f->srv->srv.url, "steady/ds"), data, 9000, 4096), 1);
 	assert_file_equals(mpath(m, "head/steady/ds"), data, 9000);
+	/* Pinned, so that the kernel cannot forget head/steady/ds meanwhile
+	 * (memory pressure, or another test's drop_caches): a node it forgot
+	 * must be looked up again, which a failing server answers EIO. */
+	int pin = open(mpath(m, "head/steady/ds"), O_PATH);
+	assert_true(pin >= 0);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 1}"), 200);
 	/* Past the attribute timeout and the check interval (1 s each):
 	 * the stat makes the mirror look for a new generation. */
@@ -406,6 +411,7 @@ static void test_a_head_file_keeps_its_generation_while_the_server_fails(void **
 	if (fd >= 0)
 		close(fd);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
+	close(pin);
 	if (rc != 0 || fd < 0) /* which step failed, for the log */
 		print_message("stat: %s; open: %s\n", rc ? strerror(stat_errno) : "ok",
 			      fd < 0 ? strerror(open_errno) : "ok");
