@@ -587,7 +587,9 @@ static const char stat_help[] =
 	"\n"
 	"Prints what the dataset at URL (or its generation GEN, or the one tag TAG\n"
 	"names) is, as JSON: url, kind (dataset or flat),\n"
-	"size, blksize, generation, blocks (the non-empty ones).\n";
+	"size, blksize, generation, blocks (the non-empty ones), format_version\n"
+	"(the dataset format version of that generation, 1 or 2; null for a flat\n"
+	"object).\n";
 
 /* Prints s as a JSON string (quotes, backslashes and controls escaped). */
 void print_json_string(const char *s)
@@ -628,9 +630,13 @@ static int cmd_stat(int argc, char **argv)
 	printf("{\"url\": ");
 	print_json_string(bm_url(ds));
 	printf(", \"kind\": \"%s\", \"size\": %" PRIu64 ", \"blksize\": %zu, "
-	       "\"generation\": %" PRIu64 ", \"blocks\": %" PRIu64 "}\n",
+	       "\"generation\": %" PRIu64 ", \"blocks\": %" PRIu64 ", \"format_version\": ",
 	       bm_is_flat(ds) ? "flat" : "dataset", bm_size(ds), bm_blksize(ds),
 	       bm_generation(ds), bm_is_flat(ds) ? nblk : bm_nblocks_stored(ds));
+	if (bm_format_version(ds) > 0)
+		printf("%d}\n", bm_format_version(ds));
+	else
+		printf("null}\n"); /* a flat object: no format */
 	bm_close(ds);
 	return 0;
 }

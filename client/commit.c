@@ -1,16 +1,17 @@
-/* commit.c — publishing changes: parallel block uploads, the next
- * generation's manifest (format v2: its index pages; a v1 dataset
- * upgraded), the manifest compare-and-swap, kept generations, and
- * bm_write.
+/* commit.c — the commit protocol (docs/FORMAT.md, "Commit"): dirty pages
+ * written out into changes, the edges of a resize, the next generation's
+ * manifest (format v2: its index pages, PUT in parallel through the upload
+ * queue; a v1 dataset upgraded), gc's check, the manifest compare-and-swap
+ * and the kept generation.
  *
- * The protocol is docs/FORMAT.md's "Commit".  Dirty pages reach us through
- * virtmem's writeout (storeblk, one block at a time, in block order); each is
- * hashed, copied and queued for upload, so storeblk returns quickly and the
- * uploads run in parallel on the upload workers (one per connection).  The
- * copy matters: once storeblk returns the page may be written again.
- * Owns: the upload queue (ds->up) and the change list (ds->changes).
- * Locking: ds->up.mu guards the queue; ds->mu guards the change list and the
- * manifest.  Never both at once.
+ * Dirty pages reach the change list through virtmem's writeout (storeblk,
+ * dataset.c -> changes.c), whose blocks upload.c PUTs in parallel while
+ * the writeout goes on.  Calls changes.c, upload.c and blocks.c; nothing
+ * below calls it.
+ * Owns: no state of its own: it moves the handle (ds->manifest, ds->etag,
+ * ds->manifest_json; refresh in dataset.c does too) to what it published.
+ * Locking: ds->mu, taken briefly to read the change list and to publish;
+ * never across a request.
  */
 #include "config.h"
 
@@ -26,318 +27,7 @@
 #include "gcmark.h"
 #include "store.h"
 
-struct bm_upload_job {
-	struct bm_upload_job *next;
-	uint64_t index;
-	char key[BM_KEY_BLOCK_SIZE];
-	void *data;
-	size_t len;
-};
-
-/* ---- upload workers ------------------------------------------------------ */
-
-/* A buffer of blksize bytes for a job: one kept from an earlier job, or a
- * new one. */
-static void *buf_get(bm_dataset *ds)
-{
-	struct bm_upload *up = &ds->up;
-	void *p = NULL;
-
-	pthread_mutex_lock(&up->mu);
-	if (up->nbufs > 0)
-		p = up->bufs[--up->nbufs];
-	pthread_mutex_unlock(&up->mu);
-	return p ? p : malloc(ds->file.blksize);
-}
-
-/* Frees the buffers kept (up->mu held, or no worker running). */
-static void free_bufs_locked(struct bm_upload *up)
-{
-	bm_assert(up->nthreads == 0 || bm_mutex_held(&up->mu));
-	while (up->nbufs > 0)
-		free(up->bufs[--up->nbufs]);
-}
-
-/* Frees job, keeping its buffer for the next job (up->mu held).  At most
- * max_queued buffers are kept, as many as the queue holds, and only until
- * the commit's uploads are done (bm_upload_wait). */
-static void job_free_locked(struct bm_upload *up, struct bm_upload_job *job)
-{
-	bm_assert(bm_mutex_held(&up->mu));
-	if (job->data != NULL && up->bufs != NULL && up->nbufs < up->max_queued)
-		up->bufs[up->nbufs++] = job->data;
-	else
-		free(job->data);
-	free(job);
-}
-
-static int put_block(bm_dataset *ds, struct bm_upload_job *job, char *msg, size_t n)
-{
-	int rc = bm_put_immutable(ds->store, job->key, job->data, job->len, true, msg, n);
-	if (rc == 0) {
-		atomic_fetch_add(&ds->c.uploaded_blocks, 1);
-		atomic_fetch_add(&ds->c.uploaded_bytes, job->len);
-	}
-	return rc;
-}
-
-static void *upload_main(void *arg)
-{
-	bm_dataset *ds = arg;
-	struct bm_upload *up = &ds->up;
-	char msg[400];
-
-	pthread_mutex_lock(&up->mu);
-	for (;;) {
-		while (!up->stop && up->head == NULL)
-			pthread_cond_wait(&up->cv, &up->mu);
-		if (up->head == NULL)
-			break; /* stop, and nothing left */
-		struct bm_upload_job *job = up->head;
-		up->head = job->next;
-		if (up->head == NULL)
-			up->tail = NULL;
-		bool skip = up->err != 0; /* the commit fails anyway */
-		pthread_mutex_unlock(&up->mu);
-		int rc = skip ? BM_EHTTP : put_block(ds, job, msg, sizeof(msg));
-		pthread_mutex_lock(&up->mu);
-		if (rc < 0 && up->err == 0) {
-			up->err = rc;
-			snprintf(up->errmsg, sizeof(up->errmsg), "upload of block %" PRIu64 ": %s",
-				 job->index, msg);
-		}
-		if (rc < 0) {
-			/* Its change stays queued for the next generation: keep
-			 * the bytes, so that the next commit uploads them. */
-			job->next = up->failed;
-			up->failed = job;
-		} else {
-			job_free_locked(up, job);
-		}
-		bm_assert(up->queued > 0); /* each job was counted when queued */
-		up->queued--;
-		pthread_cond_broadcast(&up->cv);
-	}
-	pthread_mutex_unlock(&up->mu);
-	return NULL;
-}
-
-int bm_upload_start(bm_dataset *ds)
-{
-	struct bm_upload *up = &ds->up;
-
-	if (up->threads != NULL)
-		return 0;
-	pthread_mutex_init(&up->mu, NULL);
-	pthread_cond_init(&up->cv, NULL);
-	up->max_queued = (size_t)ds->opt.connections * 2;
-	if (up->bufs == NULL)
-		up->bufs = calloc(up->max_queued, sizeof(*up->bufs)); /* NULL: none kept */
-	up->threads = calloc((size_t)ds->opt.connections, sizeof(*up->threads));
-	if (up->threads == NULL)
-		return BM_ENOMEM;
-	for (int i = 0; i < ds->opt.connections; i++) {
-		if (pthread_create(&up->threads[i], NULL, upload_main, ds) != 0)
-			break;
-		up->nthreads++;
-	}
-	if (up->nthreads > 0)
-		return 0;
-	/* Not one worker: leave no trace, so that the next call tries again
-	 * (threads set with no worker would queue jobs nobody takes). */
-	free(up->threads);
-	up->threads = NULL;
-	pthread_mutex_destroy(&up->mu);
-	pthread_cond_destroy(&up->cv);
-	bm_set_error(ds, BM_ENOMEM, "%s: cannot start an upload thread", ds->url);
-	return BM_ENOMEM;
-}
-
-void bm_upload_stop(bm_dataset *ds)
-{
-	struct bm_upload *up = &ds->up;
-
-	if (up->threads == NULL) {
-		free(up->bufs); /* a start that failed (no buffer in it) */
-		up->bufs = NULL;
-		return;
-	}
-	pthread_mutex_lock(&up->mu);
-	up->stop = true;
-	pthread_cond_broadcast(&up->cv);
-	pthread_mutex_unlock(&up->mu);
-	for (int i = 0; i < up->nthreads; i++)
-		pthread_join(up->threads[i], NULL);
-	free(up->threads);
-	up->threads = NULL;
-	up->nthreads = 0;
-	while (up->failed) { /* kept for a next commit that will not come */
-		struct bm_upload_job *job = up->failed;
-		up->failed = job->next;
-		free(job->data);
-		free(job);
-	}
-	free_bufs_locked(up);
-	free(up->bufs);
-	up->bufs = NULL;
-	pthread_mutex_destroy(&up->mu);
-	pthread_cond_destroy(&up->cv);
-}
-
-static int add_change(bm_dataset *ds, uint64_t index, const char *key, const char *sum,
-		      size_t len, bool from_page)
-{
-	int rc = 0;
-
-	pthread_mutex_lock(&ds->mu);
-	if (ds->nchanges == ds->capchanges) {
-		size_t ncap = ds->capchanges ? ds->capchanges * 2 : 64;
-		struct bm_change *n = realloc(ds->changes, ncap * sizeof(*n));
-		if (n == NULL) {
-			rc = BM_ENOMEM;
-			goto out;
-		}
-		ds->changes = n;
-		ds->capchanges = ncap;
-	}
-	struct bm_change *c = &ds->changes[ds->nchanges];
-	c->index = index;
-	c->key = key ? strdup(key) : NULL;
-	if (key && c->key == NULL) {
-		rc = BM_ENOMEM;
-		goto out;
-	}
-	snprintf(c->sum, sizeof(c->sum), "%s", sum); /* "" for a hole */
-	c->len = len;
-	c->seq = ds->change_seq++;
-	c->from_page = from_page;
-	ds->nchanges++;
-out:
-	pthread_mutex_unlock(&ds->mu);
-	return rc;
-}
-
-/* Appends job to the upload queue (up->mu held). */
-static void enqueue_locked(struct bm_upload *up, struct bm_upload_job *job)
-{
-	bm_assert(bm_mutex_held(&up->mu));
-	bm_assert((up->head == NULL) == (up->tail == NULL));
-	job->next = NULL;
-	if (up->tail)
-		up->tail->next = job;
-	else
-		up->head = job;
-	up->tail = job;
-	up->queued++;
-}
-
-int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page)
-{
-	struct bm_upload *up = &ds->up;
-	char sum[BM_SUM_HEX + 1], key[BM_KEY_MAX + 1];
-	bool unchanged;
-	int rc;
-
-	if (bm_is_zero(buf, len))
-		return add_change(ds, index, NULL, "", len, from_page); /* a hole */
-	bm_sum_hex(buf, len, sum);
-	bm_key_block(key, sum);
-	/* Unchanged when the generation has these bytes there (an error
-	 * finding out uploads them: nothing lost). */
-	char have[BM_SUM_HEX + 1], have_key[BM_KEY_MAX + 1], msg[300];
-	unchanged = bm_table_find(ds, ds->manifest, index, have, have_key, msg, sizeof(msg)) == 1 &&
-		    strcmp(have, sum) == 0 && bm_manifest_objlen(ds->manifest, index) == len;
-	if (unchanged)
-		snprintf(key, sizeof(key), "%s", have_key); /* keep its object, whatever its name */
-	/* Recorded even when unchanged: it overrides an earlier change to
-	 * this block that the bytes have since gone back on. */
-	rc = add_change(ds, index, key, sum, len, from_page);
-	if (rc < 0 || unchanged)
-		return rc;
-
-	if ((rc = bm_upload_start(ds)) < 0)
-		return rc;
-	struct bm_upload_job *job = calloc(1, sizeof(*job));
-	if (job == NULL || (job->data = buf_get(ds)) == NULL) {
-		free(job);
-		return BM_ENOMEM;
-	}
-	memcpy(job->data, buf, len);
-	job->len = len;
-	job->index = index;
-	bm_fmt(job->key, sizeof(job->key), "%s", key); /* "blocks/<sum>" */
-	pthread_mutex_lock(&up->mu);
-	/* Bounded: at most max_queued copies of blocks in memory. */
-	while (up->queued >= up->max_queued)
-		pthread_cond_wait(&up->cv, &up->mu);
-	enqueue_locked(up, job);
-	pthread_cond_signal(&up->cv);
-	pthread_mutex_unlock(&up->mu);
-	return 0;
-}
-
-/* Empties the list of failed uploads: requeued, or dropped. */
-static void take_failed(bm_dataset *ds, bool requeue)
-{
-	struct bm_upload *up = &ds->up;
-
-	if (up->threads == NULL)
-		return;
-	pthread_mutex_lock(&up->mu);
-	while (up->failed) {
-		struct bm_upload_job *job = up->failed;
-		up->failed = job->next;
-		if (requeue)
-			enqueue_locked(up, job);
-		else
-			job_free_locked(up, job);
-	}
-	pthread_cond_broadcast(&up->cv);
-	pthread_mutex_unlock(&up->mu);
-}
-
-void bm_upload_requeue_failed(bm_dataset *ds) { take_failed(ds, true); }
-void bm_upload_drop_failed(bm_dataset *ds) { take_failed(ds, false); }
-
-int bm_upload_wait(bm_dataset *ds)
-{
-	struct bm_upload *up = &ds->up;
-	int rc;
-
-	if (up->threads == NULL)
-		return 0;
-	pthread_mutex_lock(&up->mu);
-	while (up->queued > 0)
-		pthread_cond_wait(&up->cv, &up->mu);
-	free_bufs_locked(up); /* not kept between commits: outside the budget */
-	rc = up->err;
-	char errmsg[sizeof(up->errmsg)];
-	memcpy(errmsg, up->errmsg, sizeof(errmsg));
-	up->err = 0;
-	pthread_mutex_unlock(&up->mu);
-	if (rc < 0) /* after the unlock: bm_set_error takes ds->mu, never with up->mu */
-		bm_set_error(ds, rc, "%s", errmsg);
-	return rc;
-}
-
-/* ---- bm_write ----------------------------------------------------------------- */
-
-/* ---- gc's guard (gcmark.c) ------------------------------------------------------ */
-
-/* Before this commit's first upload: which gc ran last.  Not known (the
- * marker could not be read) is as good as "one ran": the check then
- * verifies. */
-static void gc_guard_begin(bm_dataset *ds)
-{
-	char msg[512];
-
-	if (ds->gc_guard.begun)
-		return;
-	if (bm_gc_guard_begin(ds->store, &ds->gc_guard, msg, sizeof(msg)) < 0) {
-		ds->gc_guard.begun = true;
-		ds->gc_guard.epoch = UINT64_MAX;
-	}
-}
+/* ---- gc's check (gcmark.c) ------------------------------------------------------ */
 
 struct commit_objects {
 	bm_dataset *ds;
@@ -352,7 +42,8 @@ struct commit_objects {
 static int page_key(void *arg, const char *key)
 {
 	struct commit_objects *c = arg;
-	return strncmp(key, "index/", 6) == 0 ? c->visit(c->varg, key) : 0;
+	int rc = strncmp(key, "index/", 6) == 0 ? c->visit(c->varg, key) : 0;
+	return rc > 0 ? 0 : rc; /* never BM_INDEX_KNOWN: every page is checked */
 }
 
 /* The objects this commit names that it uploaded or reused: its blocks,
@@ -362,24 +53,8 @@ static int commit_keys(void *arg, bm_gc_visit_fn visit, void *varg)
 {
 	struct commit_objects *c = arg;
 	bm_dataset *ds = c->ds;
-	char **keys;
-	size_t n = 0;
-	int rc = 0;
+	int rc = bm_changes_keys(ds, visit, varg);
 
-	pthread_mutex_lock(&ds->mu);
-	keys = calloc(ds->nchanges + 1, sizeof(*keys));
-	for (size_t i = 0; keys && i < ds->nchanges; i++)
-		if (ds->changes[i].key && (keys[n] = strdup(ds->changes[i].key)) != NULL)
-			n++;
-	pthread_mutex_unlock(&ds->mu);
-	if (keys == NULL)
-		return BM_ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		if (rc == 0)
-			rc = visit(varg, keys[i]);
-		free(keys[i]);
-	}
-	free(keys);
 	if (rc == 0 && c->next->version == 2 && c->next->root[0] != '\0') {
 		struct bm_index_io io;
 		char msg[512];
@@ -391,57 +66,6 @@ static int commit_keys(void *arg, bm_gc_visit_fn visit, void *varg)
 		if (rc < 0 && rc != BM_ECONFLICT)
 			bm_set_error(ds, rc, "%s: %s", ds->url, msg);
 	}
-	return rc;
-}
-
-int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
-{
-	size_t bs = ds->file.blksize;
-	const char *src = buf;
-	char *tmp = NULL;
-	int rc = 0;
-
-	if (ds->flat)
-		return BM_EREADONLY;
-	if (ds->overlay && atomic_load(&ds->nmappings) > 0) {
-		/* The mirror's file under existing mappings would not show it. */
-		bm_set_error(ds, BM_EBUSY, "%s: bm_write while mapped through the mirror: write through the mapping",
-			     ds->url);
-		return BM_EBUSY;
-	}
-	if (offset > ds->new_size || len > ds->new_size - offset) {
-		bm_set_error(ds, BM_EINVAL, "%s: write of %zu bytes at %" PRIu64 " is past the size %" PRIu64,
-			     ds->url, len, offset, ds->new_size);
-		return BM_EINVAL;
-	}
-	gc_guard_begin(ds);
-	while (len > 0 && rc == 0) {
-		uint64_t index = offset / bs;
-		size_t in = (size_t)(offset % bs);
-		uint64_t left = ds->new_size - index * bs;
-		size_t objlen = left < bs ? (size_t)left : bs;
-		size_t n = objlen - in < len ? objlen - in : len;
-
-		if (in == 0 && n == objlen) {
-			rc = bm_upload_block(ds, index, src, objlen, false);
-		} else {
-			/* Partly covered: merge with the block as the next
-			 * generation has it so far (earlier writes included). */
-			if (tmp == NULL && (tmp = malloc(bs)) == NULL)
-				return BM_ENOMEM;
-			rc = bm_upload_wait(ds);
-			if (rc == 0)
-				rc = bm_fetch_pending(ds, index, tmp);
-			if (rc == 0) {
-				memcpy(tmp + in, src, n);
-				rc = bm_upload_block(ds, index, tmp, objlen, false);
-			}
-		}
-		src += n;
-		offset += n;
-		len -= n;
-	}
-	free(tmp);
 	return rc;
 }
 
@@ -588,7 +212,7 @@ static int apply_truncation(bm_dataset *ds)
 		uint64_t left = ds->new_size - idx * bs;
 		rc = bm_fetch_pending(ds, idx, buf);
 		if (rc == 0)
-			rc = bm_upload_block(ds, idx, buf, left < bs ? (size_t)left : bs, false);
+			rc = bm_change_block(ds, idx, buf, left < bs ? (size_t)left : bs, false);
 		memset(buf, 0, bs);
 	}
 	for (uint64_t from = (cut + bs - 1) / bs; rc == 0 && from < nblk; from = idx + 1) {
@@ -605,7 +229,7 @@ static int apply_truncation(bm_dataset *ds)
 		rc = 0;
 		if (!written(w, nw, idx)) {
 			uint64_t left = ds->new_size - idx * bs;
-			rc = bm_upload_block(ds, idx, buf, left < bs ? (size_t)left : bs, false); /* a hole */
+			rc = bm_change_block(ds, idx, buf, left < bs ? (size_t)left : bs, false); /* a hole */
 		}
 	}
 	free(buf);
@@ -648,9 +272,9 @@ static int rewrite_edge_blocks(bm_dataset *ds)
 		}
 		if (rc == 0)
 			continue; /* a hole stays one */
-		rc = bm_fetch_block(ds, idx, buf);
+		rc = bm_fetch_block(ds, idx, buf, false);
 		if (rc == 0)
-			rc = bm_upload_block(ds, idx, buf, newlen, false);
+			rc = bm_change_block(ds, idx, buf, newlen, false);
 	}
 	free(buf);
 	return rc;
@@ -795,10 +419,44 @@ static void stamp_created(char out[40])
 	strftime(out, 40, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* A page of the next generation's tree: cached (the next walks read it)
+ * and queued for upload, so that the pages of a commit are PUT in
+ * parallel (next_manifest_v2 waits for them). */
+struct commit_io {
+	struct bm_index_io pages;  /* loads and releases go there */
+	bm_dataset *ds;
+};
+
+static int cio_load(void *arg, const char *sum, const void **data, size_t *len, char *msg, size_t n)
+{
+	struct commit_io *c = arg;
+	return c->pages.load(c->pages.arg, sum, data, len, msg, n);
+}
+
+static void cio_release(void *arg, const char *sum, const void *data)
+{
+	struct commit_io *c = arg;
+	c->pages.release(c->pages.arg, sum, data);
+}
+
+static int page_queue(void *arg, const char *sum, const void *data, size_t len, char *msg, size_t n)
+{
+	bm_dataset *ds = ((struct commit_io *)arg)->ds;
+	int rc = bm_upload_page(ds, sum, data, len);
+
+	if (rc < 0) {
+		bm_fmt(msg, n, "index page %s: %s", sum, bm_strerror(rc));
+		return rc;
+	}
+	bm_pages_keep(ds->pages, sum, data, len);
+	return 0;
+}
+
 /* The next generation in version 2: the tree of the published one (built
  * from the v1 block list first when upgrading) with the changes applied;
- * the pages of the changed paths are stored (ds->pages) before the
- * manifest names them.  *outp gets the manifest, no block list. */
+ * the pages of the changed paths are uploaded in parallel (page_queue) and
+ * all stored before the manifest names them.  *outp gets the manifest, no
+ * block list. */
 static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
 {
 	const struct bm_manifest *m = ds->manifest;
@@ -811,7 +469,9 @@ static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
 	size_t nch = 0;
 	int rc;
 
-	bm_pages_io(ds->pages, &io);
+	struct commit_io cio = { .ds = ds };
+	bm_pages_io(ds->pages, &cio.pages);
+	io = (struct bm_index_io){ .load = cio_load, .release = cio_release, .store = page_queue, .arg = &cio };
 	old.stored = m->stored;
 	if (m->version == 2) {
 		memcpy(old.root, m->root, sizeof(old.root));
@@ -860,6 +520,12 @@ static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
 	rc = bm_index_update(&io, old.root, oldnblk, ch, nch, nblk, out->root, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		goto fail;
+	/* Every page stored before the manifest names them. */
+	if ((rc = bm_upload_wait(ds)) < 0) {
+		free(ch);
+		bm_manifest_free(out);
+		return rc;
+	}
 	pthread_mutex_lock(&ds->mu);
 	const char *a = ds->attrs_changed ? ds->new_attrs : m->attrs;
 	if (a && (out->attrs = strdup(a)) == NULL)
@@ -873,6 +539,7 @@ static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
 	*outp = out;
 	return 0;
 fail:
+	(void)bm_upload_wait(ds); /* the pages queued; this error is the one said */
 	if (rc != BM_ENOMEM)
 		bm_set_error(ds, rc, "%s: the index of generation %" PRIu64 ": %s", ds->url,
 			     m->generation + 1, msg);
@@ -929,7 +596,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	}
 	struct vm_fileh_stats st;
 	vm_fileh_stats(ds->fh, &st);
-	if (ds->exists && st.ndirty == 0 && ds->nchanges == 0 && ds->new_size == ds->manifest->size &&
+	if (ds->exists && st.ndirty == 0 && !bm_changes_pending(ds) && ds->new_size == ds->manifest->size &&
 	    ds->trunc_size >= ds->manifest->size && !ds->attrs_changed) {
 		if (genp)
 			*genp = ds->manifest->generation; /* nothing to publish */
@@ -938,7 +605,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	if ((rc = check_still_latest(ds)) < 0)
 		return rc;
 	keep_generation(ds);
-	gc_guard_begin(ds);
+	bm_changes_begin(ds);
 
 	/* Step 3: upload.  What failed to upload last time goes first; then
 	 * storeblk queues each dirty block. */
@@ -1003,15 +670,13 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	 * next commit must refresh first. */
 	if (superseded)
 		ds->at_latest = false;
-	struct bm_change *done = ds->changes;
-	size_t ndone = ds->nchanges;
-	ds->changes = NULL;
-	ds->nchanges = ds->capchanges = 0;
 	free(ds->new_attrs);
 	ds->new_attrs = NULL;
 	ds->attrs_changed = false;
 	ds->gc_guard.begun = false;
 	pthread_mutex_unlock(&ds->mu);
+	size_t ndone;
+	struct bm_change *done = bm_changes_take(ds, &ndone);
 
 	/* Published: the stored pages are clean now (a page written since its
 	 * store stays dirty for the next commit).  In overlay mode their RAM

@@ -1,14 +1,13 @@
 /* dataset.c — the dataset handle: opening a dataset (or a flat object) over
- * HTTP, the block table of a generation in either format version (v1's
- * list, v2's index tree through ds->pages), the BigFile backend that
- * virtmem calls (loadblk, storeblk, on_fault), mappings, refresh, discard
- * and stats.
+ * HTTP and closing it, the BigFile backend that virtmem calls (loadblk ->
+ * blocks.c, storeblk -> changes.c, on_fault -> readahead.c), mappings,
+ * reads, generations, attributes, refresh and stats.  The top of the
+ * handle's files: it calls blocks.c, changes.c, upload.c, readahead.c and
+ * pool.c, and none of them calls it.
  *
  * Owns: struct bm_dataset and struct bm_mapping.
- * Locking: ds->mu guards the manifest pointer and the fields next to it; a
- * loader copies what it needs (key, sum, length; a v2 root) under ds->mu
- * and looks up and fetches without it.  See internal.h for the order of
- * the other locks.
+ * Locking: ds->mu guards the manifest pointer and the fields next to it.
+ * See internal.h for the order of the other locks.
  */
 #include "config.h"
 
@@ -17,8 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "bm_xxhash.h"
 
 #include "index_load.h"
 #include "internal.h"
@@ -33,316 +30,6 @@ struct bm_mapping {
 static bm_dataset *ds_of(vm_bigfile *f)
 {
 	return (bm_dataset *)f; /* file is the first member */
-}
-
-/* ---- fetching one block ---------------------------------------------------- */
-
-/* The sink of a block's body: hashed while hot, then stored into the
- * loadblk buffer (which may be a fresh RAM slot of virtmem's: filled with
- * vm_loadblk_write, never through the pointer). */
-struct block_sink {
-	void *buf;
-	XXH3_state_t *xxh;         /* NULL: not hashed (flat) */
-	const char *sum;           /* expected xxh128 */
-};
-
-static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
-{
-	struct block_sink *b = arg;
-
-	if (b->xxh) {
-		if (off == 0)
-			XXH3_128bits_reset(b->xxh); /* a retry starts over */
-		bm_xxh3_128_update(b->xxh, data, len); /* while the data is hot */
-	}
-	return vm_loadblk_write(b->buf, (size_t)off, data, len);
-}
-
-static int block_verify(void *arg, char *msg, size_t n)
-{
-	struct block_sink *b = arg;
-	char sum[BM_SUM_HEX + 1];
-
-	if (b->xxh == NULL)
-		return 0;
-	bm_sum_state_hex(b->xxh, sum);
-	if (strcmp(sum, b->sum) != 0) {
-		bm_fmt(msg, n, "checksum mismatch: bytes hash to %s, manifest says %s", sum, b->sum);
-		return BM_ECHECKSUM;
-	}
-	return 0;
-}
-
-/* Where a block's bytes come from. */
-struct block_source {
-	bool flat, hole;
-	char key[BM_KEY_MAX + 1];
-	char sum[BM_SUM_HEX + 1];
-	size_t len;                /* object length */
-	size_t visible;            /* bytes below the size the next commit publishes */
-	char etag[BM_ETAG_SIZE];   /* flat: the object's ETag when opened */
-	char last_modified[64];    /* flat: its Last-Modified */
-	uint64_t total;            /* flat: its size */
-};
-
-/* Bytes of a block at off that stay visible after a shrink to
- * ds->trunc_size (the block's older bytes past it read as zeros). */
-static size_t trunc_visible(const bm_dataset *ds, uint64_t off, size_t visible)
-{
-	if (off >= ds->trunc_size)
-		return 0;
-	return ds->trunc_size - off < visible ? (size_t)(ds->trunc_size - off) : visible;
-}
-
-/* ---- the block table of a generation ------------------------------------------ */
-
-/* An index.c message names a page "index page <sum>": the URL instead
- * (index.h: the caller adds it), so that a hostile page is named where
- * it is.  The loader's own messages name it already. */
-static void name_page(bm_dataset *ds, int rc, char *msg, size_t n)
-{
-	static const char pfx[] = "index page ";
-	char inner[512];
-
-	if (rc >= 0 || strncmp(msg, pfx, sizeof(pfx) - 1) != 0)
-		return;
-	snprintf(inner, sizeof(inner), "%s", msg + sizeof(pfx) - 1);
-	bm_fmt(msg, n, "%s/index/%s", ds->url, inner);
-}
-
-int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
-		  char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], char *msg, size_t n)
-{
-	struct bm_index_io io;
-	int rc;
-
-	sum[0] = '\0';
-	if (key)
-		key[0] = '\0';
-	if (m->version == 2) {
-		uint64_t nblk = bm_manifest_nblk(m);
-		if (blk >= nblk || m->root[0] == '\0')
-			return 0;
-		bm_pages_io(ds->pages, &io);
-		rc = bm_index_lookup(&io, m->root, nblk, blk, sum, NULL, msg, n);
-		name_page(ds, rc, msg, n);
-		if (rc == 1 && key)
-			bm_key_block(key, sum);
-		return rc;
-	}
-	pthread_mutex_lock(&ds->mu);
-	const struct bm_block *b = m->blocks ? bm_manifest_find(m, blk) : NULL;
-	if (b) {
-		memcpy(sum, b->sum, BM_SUM_HEX + 1);
-		if (key)
-			snprintf(key, BM_KEY_MAX + 1, "%s", b->key);
-	}
-	pthread_mutex_unlock(&ds->mu);
-	return b != NULL;
-}
-
-int bm_table_next(bm_dataset *ds, const struct bm_manifest *m, uint64_t from, uint64_t *blk,
-		  char *msg, size_t n)
-{
-	struct bm_index_io io;
-	int found = 0;
-
-	if (m->version == 2) {
-		bm_pages_io(ds->pages, &io);
-		int rc = bm_index_next(&io, m->root, bm_manifest_nblk(m), from, blk, NULL, msg, n);
-		name_page(ds, rc, msg, n);
-		return rc;
-	}
-	pthread_mutex_lock(&ds->mu);
-	size_t i = bm_manifest_lower_bound(m, from);
-	if (i < m->nblocks) {
-		*blk = m->blocks[i].index;
-		found = 1;
-	}
-	pthread_mutex_unlock(&ds->mu);
-	return found;
-}
-
-int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b,
-		  bm_range_fn fn, void *arg, char *msg, size_t n)
-{
-	struct bm_index_io io;
-	char sa[BM_SUM_HEX + 1], sb[BM_SUM_HEX + 1];
-	uint64_t from = 0;
-	int rc;
-
-	if (a->version == 2 && b->version == 2) {
-		bm_pages_io(ds->pages, &io);
-		rc = bm_index_diff(&io, a->root, bm_manifest_nblk(a), b->root, bm_manifest_nblk(b), fn,
-				   arg, NULL, msg, n);
-		name_page(ds, rc, msg, n);
-		return rc;
-	}
-	/* A v1 list on either side: a merge of the stored blocks of both. */
-	for (;;) {
-		uint64_t ia, ib;
-		if ((rc = bm_table_next(ds, a, from, &ia, msg, n)) < 0)
-			return rc;
-		if (rc == 0)
-			ia = UINT64_MAX;
-		if ((rc = bm_table_next(ds, b, from, &ib, msg, n)) < 0)
-			return rc;
-		if (rc == 0)
-			ib = UINT64_MAX;
-		uint64_t i = ia < ib ? ia : ib;
-		if (i == UINT64_MAX)
-			return 0;
-		if ((rc = bm_table_find(ds, a, i, sa, NULL, msg, n)) < 0 ||
-		    (rc = bm_table_find(ds, b, i, sb, NULL, msg, n)) < 0)
-			return rc;
-		if (strcmp(sa, sb) != 0 && (rc = fn(arg, i, 1)) != 0)
-			return rc;
-		from = i + 1;
-	}
-}
-
-/* ---- where a block comes from --------------------------------------------------- */
-
-/* Looks block index up in the published manifest or, with pending, in the
- * changes queued for the next generation first (the last one wins).  A v2
- * generation's tree is walked without ds->mu (pages may be fetched): on
- * its copy of the root, which stays valid (pages are immutable). */
-static int find_source(bm_dataset *ds, uint64_t index, bool pending, struct block_source *src,
-		       char *msg, size_t n)
-{
-	size_t bs = ds->file.blksize;
-	uint64_t off = index * bs;
-
-	memset(src, 0, sizeof(*src));
-	src->hole = true;
-	pthread_mutex_lock(&ds->mu);
-	src->flat = ds->flat;
-	src->len = bm_manifest_objlen(ds->manifest, index);
-	src->visible = off >= ds->new_size ? 0 : (ds->new_size - off < src->len ? (size_t)(ds->new_size - off) : src->len);
-	const struct bm_change *c = NULL;
-	for (size_t i = ds->nchanges; pending && i-- > 0 && c == NULL;)
-		if (ds->changes[i].index == index)
-			c = &ds->changes[i];
-	const struct bm_block *b = src->flat || c ? NULL : bm_manifest_find(ds->manifest, index);
-	if (c != NULL) {
-		src->hole = c->key == NULL;
-		src->len = c->len;
-		src->visible = src->len;
-		if (c->seq < ds->trunc_seq)
-			src->visible = trunc_visible(ds, off, src->visible);
-		if (c->key) {
-			snprintf(src->key, sizeof(src->key), "%s", c->key);
-			memcpy(src->sum, c->sum, sizeof(src->sum));
-		}
-	} else if (b != NULL) {
-		snprintf(src->key, sizeof(src->key), "%s", b->key);
-		memcpy(src->sum, b->sum, sizeof(src->sum));
-		src->hole = false;
-		src->visible = trunc_visible(ds, off, src->visible);
-	}
-	snprintf(src->etag, sizeof(src->etag), "%s", ds->etag);
-	snprintf(src->last_modified, sizeof(src->last_modified), "%s", ds->last_modified);
-	src->total = ds->manifest->size;
-	/* v2: the root and size of the tree, copied (a refresh may swap the
-	 * manifest once the lock is dropped). */
-	struct bm_manifest tree = { .version = 0 };
-	if (!src->flat && c == NULL && ds->manifest->version == 2) {
-		tree.version = 2;
-		tree.blksize = ds->manifest->blksize;
-		tree.size = ds->manifest->size;
-		memcpy(tree.root, ds->manifest->root, sizeof(tree.root));
-	}
-	pthread_mutex_unlock(&ds->mu);
-	if (tree.version == 2) {
-		int rc = bm_table_find(ds, &tree, index, src->sum, src->key, msg, n);
-		if (rc < 0)
-			return rc;
-		if (rc == 1) {
-			src->hole = false;
-			src->visible = trunc_visible(ds, off, src->visible);
-		}
-	}
-	return 0;
-}
-
-/* Fetches and verifies src into buf (blksize bytes; zeros past what is
- * visible).  With log, a failure is also reported on stderr. */
-static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf, bool log)
-{
-	struct block_sink sink = { .buf = buf, .sum = src->sum };
-	struct bm_get g = { .sink = block_sink, .sink_arg = &sink, .verify = block_verify };
-	struct bm_version pin = { .size = src->total };
-	size_t bs = ds->file.blksize, len = src->len;
-	char msg[512];
-	int rc;
-
-	if (len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
-		/* A hole, or past the end: zeros without a request. */
-		if (vm_loadblk_zero(buf, 0, bs) < 0)
-			return BM_ENOMEM;
-		atomic_fetch_add(&ds->c.hole_blocks, 1);
-		return 0;
-	}
-	if (src->flat) {
-		/* A range of the object, which must still be the version
-		 * opened. */
-		g.range = true;
-		g.off = index * bs;
-		g.len = len;
-		snprintf(pin.etag, sizeof(pin.etag), "%s", src->etag);
-		snprintf(pin.last_modified, sizeof(pin.last_modified), "%s", src->last_modified);
-		g.pin = &pin;
-		rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
-	} else {
-		g.max = len;
-		g.exact = true;
-		sink.xxh = XXH3_createState();
-		if (sink.xxh == NULL)
-			return BM_ENOMEM;
-		rc = bm_store_get(ds->store, src->key, &g, msg, sizeof(msg));
-		XXH3_freeState(sink.xxh);
-	}
-	if (rc < 0) {
-		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
-		if (log) /* the one line a failed fault gets (virtmem adds none) */
-			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url, index,
-			       msg);
-		return rc;
-	}
-	/* Bytes past the object, or past a size shrunk since, read as zeros. */
-	if (src->visible < bs && vm_loadblk_zero(buf, src->visible, bs - src->visible) < 0)
-		return BM_ENOMEM;
-	atomic_fetch_add(&ds->c.fetched_blocks, 1);
-	atomic_fetch_add(&ds->c.fetched_bytes, len);
-	return 0;
-}
-
-/* find_source then fetch_source; a failure to find the block (its index
- * page) is reported like one to fetch it. */
-static int find_fetch(bm_dataset *ds, uint64_t index, bool pending, void *buf, bool log)
-{
-	struct block_source src;
-	char msg[512];
-	int rc = find_source(ds, index, pending, &src, msg, sizeof(msg));
-
-	if (rc < 0) {
-		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
-		if (log)
-			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url,
-			       index, msg);
-		return rc;
-	}
-	return fetch_source(ds, index, &src, buf, log);
-}
-
-int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf)
-{
-	return find_fetch(ds, index, false, buf, false);
-}
-
-int bm_fetch_pending(bm_dataset *ds, uint64_t index, void *buf)
-{
-	return find_fetch(ds, index, true, buf, false);
 }
 
 /* ---- the BigFile backend ------------------------------------------------------- */
@@ -360,7 +47,7 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	 * flat object's run). */
 	rc = bm_in_readahead() ? bm_readahead_fill(ds, blk, buf) : 0;
 	if (rc == 0)
-		rc = find_fetch(ds, blk, false, buf, !bm_in_readahead());
+		rc = bm_fetch_block(ds, blk, buf, !bm_in_readahead());
 	else if (rc > 0)
 		rc = 0;
 	if (rc < 0)
@@ -381,7 +68,7 @@ static int ds_storeblk(vm_bigfile *f, vm_blk_t blk, const void *buf)
 	pthread_mutex_unlock(&ds->mu);
 	if (len == 0)
 		return 0; /* past the end of what is published */
-	int rc = bm_upload_block(ds, blk, buf, len, true);
+	int rc = bm_change_block(ds, blk, buf, len, true);
 	return rc == 0 ? 0 : (rc == BM_ENOMEM ? -ENOMEM : -EIO);
 }
 
@@ -480,34 +167,60 @@ static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp
 	return 0;
 }
 
-/* The URL is not a dataset: a flat object?  Sets up a synthetic manifest. */
+static int first_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	memcpy((char *)arg + off, data, len); /* the store keeps it within the range */
+	return 0;
+}
+
+/* The URL is not a dataset: a flat object?  One Range GET of its first
+ * block (or of its first BM_FLAT_FIRST_MAX bytes) gives its size, its
+ * version and block 0's bytes, kept for block 0's first load: the open
+ * costs the manifest's 404 and this, and the first read of the start of
+ * the object (where file formats keep their headers) nothing more.  Sets
+ * up a synthetic manifest. */
 static int open_flat(bm_dataset *ds)
 {
-	struct bm_version v;
-	char msg[512];
-	int rc = bm_store_head(ds->store, "", &v, msg, sizeof(msg));
+	size_t bs = ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
+	size_t len = bs < BM_FLAT_FIRST_MAX ? bs : BM_FLAT_FIRST_MAX;
+	char msg[512], *buf = malloc(len);
+	struct bm_get g = { .range = true, .to_end = true, .off = 0, .len = len, .sink = first_sink,
+			    .sink_arg = buf };
+	int rc;
 
-	if (rc == BM_ENOTFOUND)
-		return rc;
-	if (rc < 0) {
-		bm_set_error(ds, rc, "%s", msg);
-		return rc;
+	if (buf == NULL)
+		return BM_ENOMEM;
+	rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
+	if (rc == 0 && (g.total == UINT64_MAX || g.total > BM_SIZE_MAX)) {
+		bm_fmt(msg, sizeof(msg), "GET %s: no usable size in its Content-Range", ds->url);
+		rc = BM_EFORMAT;
 	}
-	if (v.size == UINT64_MAX || v.size > BM_SIZE_MAX) {
-		bm_set_error(ds, BM_EFORMAT, "HEAD %s: no usable Content-Length", ds->url);
-		return BM_EFORMAT;
+	if (rc < 0) {
+		free(buf);
+		if (rc != BM_ENOTFOUND)
+			bm_set_error(ds, rc, "%s", msg);
+		return rc;
 	}
 	ds->manifest = calloc(1, sizeof(*ds->manifest));
-	if (ds->manifest == NULL)
+	if (ds->manifest == NULL) {
+		free(buf);
 		return BM_ENOMEM;
+	}
 	/* Small blocks: a random miss fetches little; read-ahead fetches
 	 * many in one Range GET (readahead.c). */
-	ds->manifest->blksize = ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
-	ds->manifest->size = v.size;
+	ds->manifest->blksize = bs;
+	ds->manifest->size = g.total;
 	ds->flat = true;
 	ds->at_latest = true;
-	snprintf(ds->etag, sizeof(ds->etag), "%s", v.etag);
-	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", v.last_modified);
+	snprintf(ds->etag, sizeof(ds->etag), "%s", g.ver.etag);
+	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", g.ver.last_modified);
+	/* Kept only when it is the whole of block 0. */
+	if (g.got > 0 && (g.got == bs || g.got == g.total)) {
+		ds->first = buf;
+		ds->first_len = g.got;
+	} else {
+		free(buf);
+	}
 	return 0;
 }
 
@@ -641,6 +354,11 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		free(ds);
 		return BM_EINVAL;
 	}
+	/* The workers uploads and read-ahead share; they start on first
+	 * need.  From here on bm_close undoes everything. */
+	bm_pool_init(&ds->pool, ds->opt.connections);
+	bm_upload_init(ds);
+	bm_readahead_init(ds);
 	/* Index pages (format v2) take a sixteenth of the RAM budget, never
 	 * so much that no block fits in the rest. */
 	size_t pages_cap = ds->opt.cache_bytes / 16;
@@ -691,37 +409,25 @@ void bm_close(bm_dataset *ds)
 {
 	if (ds == NULL)
 		return;
-	bm_readahead_stop(ds);
-	bm_upload_stop(ds);
+	bm_readahead_stop(ds);  /* hands out no more work */
+	bm_pool_stop(&ds->pool); /* the uploads queued finish first */
+	bm_readahead_free(ds);
+	bm_upload_free(ds);
 	vm_fileh_close(ds->fh); /* unmaps what is still mapped */
 	vm_ram_close(ds->ram);
 	bm_overlay_close(ds);
 	bm_pages_free(ds->pages);
 	bm_store_close(ds->store);
 	bm_manifest_free(ds->manifest);
-	for (size_t i = 0; i < ds->nchanges; i++)
-		free(ds->changes[i].key);
-	free(ds->changes);
+	bm_changes_clear(ds);
 	free(ds->new_attrs);
 	free(ds->manifest_json);
+	free(ds->first);
 	free(ds->url);
 	pthread_mutex_destroy(&ds->mu);
 	free(ds);
 }
 
-/* The stored blocks of m, counted (a v2 manifest without its "stored"
- * field: hand-made, not by blkmap); stops at an error. */
-static uint64_t count_stored(bm_dataset *ds, const struct bm_manifest *m)
-{
-	uint64_t count = 0, blk, from = 0;
-	char msg[300];
-
-	while (bm_table_next(ds, m, from, &blk, msg, sizeof(msg)) == 1) {
-		count++;
-		from = blk + 1;
-	}
-	return count;
-}
 
 int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *gi)
 {
@@ -754,7 +460,7 @@ int bm_generation_info(bm_dataset *ds, uint64_t gen, struct bm_generation_info *
 	gi->blksize = src->blksize;
 	gi->nblocks = src->stored;
 	if (src->stored == UINT64_MAX) /* a v2 manifest that does not say */
-		gi->nblocks = count_stored(ds, src);
+		gi->nblocks = bm_table_count(ds, src);
 	snprintf(gi->created, sizeof(gi->created), "%s", src->created);
 	bm_manifest_free(m);
 	free(json);
@@ -790,60 +496,11 @@ uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
 size_t bm_blksize(const bm_dataset *ds) { return ds->file.blksize; }
 uint64_t bm_generation(const bm_dataset *ds) { return ds->manifest->generation; }
 int bm_is_flat(const bm_dataset *ds) { return ds->flat; }
-uint64_t bm_nblocks_stored(const bm_dataset *ds)
+int bm_format_version(const bm_dataset *ds)
 {
-	const struct bm_manifest *m = ds->manifest;
-	if (m->version != 2)
-		return m->nblocks;
-	return m->stored != UINT64_MAX ? m->stored : count_stored((bm_dataset *)ds, m);
+	return ds->flat || !ds->exists ? 0 : (int)ds->manifest->version;
 }
 const char *bm_url(const bm_dataset *ds) { return ds->url; }
-
-int bm_resize(bm_dataset *ds, uint64_t size)
-{
-	if (ds->flat)
-		return BM_EREADONLY;
-	if (size > BM_SIZE_MAX)
-		return BM_EINVAL;
-	struct vm_fileh_stats st;
-	vm_fileh_stats(ds->fh, &st);
-	if (atomic_load(&ds->nmappings) > 0 || st.ndirty > 0) {
-		bm_set_error(ds, BM_EBUSY, "%s: cannot resize while mapped or with uncommitted pages", ds->url);
-		return BM_EBUSY;
-	}
-	/* Writes queued before the shrink must be ordered before it. */
-	int rc = bm_upload_wait(ds);
-	if (rc < 0)
-		return rc;
-	size_t bs = ds->file.blksize;
-	pthread_mutex_lock(&ds->mu);
-	uint64_t old = ds->new_size;
-	ds->new_size = size;
-	if (size < ds->trunc_size) {
-		/* What lies past the cut is gone, even if the dataset grows
-		 * again before the commit: changes wholly past it are
-		 * dropped, the rest read as zeros past it (find_source). */
-		ds->trunc_size = size;
-		ds->trunc_seq = ds->change_seq;
-		size_t keep = 0;
-		for (size_t i = 0; i < ds->nchanges; i++) {
-			if (ds->changes[i].index * bs >= size)
-				free(ds->changes[i].key);
-			else
-				ds->changes[keep++] = ds->changes[i];
-		}
-		ds->nchanges = keep;
-	}
-	pthread_mutex_unlock(&ds->mu);
-	if (size < old && !ds->overlay) {
-		/* Cached blocks past the new end (and the new last block's tail)
-		 * must read as zeros if the dataset grows again: drop them;
-		 * loads now zero what lies past the size. */
-		for (uint64_t i = size / bs; i < (old + bs - 1) / bs; i++)
-			vm_fileh_invalidate_page(ds->fh, i);
-	}
-	return 0;
-}
 
 /* ---- mappings ------------------------------------------------------------------- */
 
@@ -963,11 +620,11 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 		size_t in = (size_t)(offset % bs), n = bs - in < len ? bs - in : len;
 		int rc;
 		if (in == 0 && n == bs) {
-			rc = bm_fetch_block(ds, index, dst); /* straight into buf */
+			rc = bm_fetch_block(ds, index, dst, false); /* straight into buf */
 		} else {
 			if (tmp == NULL && (tmp = malloc(bs)) == NULL)
 				return done ? done : BM_ENOMEM;
-			rc = bm_fetch_block(ds, index, tmp);
+			rc = bm_fetch_block(ds, index, tmp, false);
 			if (rc == 0)
 				memcpy(dst, tmp + in, n);
 		}
@@ -1113,31 +770,6 @@ int bm_attrs_set(bm_dataset *ds, const char *json)
 
 /* ---- refresh, discard, stats ------------------------------------------------------- */
 
-static void drop_changes(bm_dataset *ds)
-{
-	pthread_mutex_lock(&ds->mu);
-	for (size_t i = 0; i < ds->nchanges; i++)
-		free(ds->changes[i].key);
-	ds->nchanges = 0;
-	ds->new_size = ds->trunc_size = ds->manifest->size;
-	ds->trunc_seq = 0;
-	free(ds->new_attrs);
-	ds->new_attrs = NULL;
-	ds->attrs_changed = false;
-	ds->gc_guard.begun = false;
-	pthread_mutex_unlock(&ds->mu);
-	bm_upload_drop_failed(ds);
-}
-
-int bm_discard(bm_dataset *ds)
-{
-	int rc = vm_fileh_dirty_discard(ds->fh);
-	if (rc < 0)
-		return BM_EBUSY;
-	drop_changes(ds);
-	return 0;
-}
-
 /* The blocks whose content differs between two generations: ranges
  * collected before a refresh swaps manifests (finding them may fail: a v2
  * page that cannot be read), dropped from the cache after. */
@@ -1203,7 +835,7 @@ int bm_refresh(bm_dataset *ds)
 		return BM_EBUSY;
 	}
 	vm_fileh_stats(ds->fh, &st);
-	if (st.ndirty > 0 || ds->nchanges > 0 || ds->attrs_changed) {
+	if (st.ndirty > 0 || bm_changes_pending(ds) || ds->attrs_changed) {
 		bm_set_error(ds, BM_EBUSY, "%s: commit or discard the changes before refreshing", ds->url);
 		return BM_EBUSY;
 	}

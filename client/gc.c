@@ -310,10 +310,19 @@ struct mark_ctx {
 	struct keyset *set;
 };
 
+/* A page the set has already was walked with a generation marked before
+ * (pages are immutable: its subtree is the same): BM_INDEX_KNOWN, so that
+ * kept generations sharing most of their pages cost their own pages only. */
 static int mark_key(void *arg, const char *key)
 {
 	struct mark_ctx *m = arg;
+	bool page = strncmp(key, "index/", 6) == 0;
+
+	if (page && keyset_has(m->set, key))
+		return BM_INDEX_KNOWN;
 	int rc = keyset_add(m->set, key);
+	if (rc >= 0 && page)
+		m->g->r->pages_walked++;
 	return rc < 0 ? rc : 0;
 }
 

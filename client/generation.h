@@ -37,7 +37,8 @@ void bm_gen_free(struct bm_gen *g);
 
 /* Every object key the generation references, each once per call:
  * "blocks/..." (v1: the keys its table names) and, for v2, "index/<sum>"
- * for its pages (loaded from the store). */
+ * for its pages (loaded from the store; an emit answering BM_INDEX_KNOWN
+ * for a page skips its subtree, index.h). */
 int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit, void *arg,
 		char *msg, size_t n);
 

@@ -4,7 +4,10 @@
  * Owns: struct bm_http, one curl easy handle per connection.  A request takes
  * a handle from the pool (waiting when all are busy, so there are never more
  * than `connections` connections to the server) and gives it back; curl keeps
- * each handle's connection alive between requests.
+ * each handle's connection alive between requests.  A handle whose last
+ * request was a GET without a body keeps its options for the next such GET
+ * (only the URL, headers and callback data are set again): reads, nearly
+ * every request, skip curl_easy_reset and a dozen setopts.
  * Locking: h->mu protects the pool only; requests run without it.
  */
 #include "config.h"
@@ -22,10 +25,17 @@
 
 #include "internal.h"
 
+/* A connection: its curl handle, and whether the handle is set up for a
+ * GET without a body (set_common, then nothing else of another method). */
+struct bm_conn {
+	CURL *c;
+	bool get_ready;
+};
+
 struct bm_http {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	CURL **idle;
+	struct bm_conn **idle;
 	int nidle, ncreated;
 	struct bm_http_opts o;
 	char *auth;                /* "Authorization: Bearer ..." or NULL */
@@ -70,8 +80,10 @@ void bm_http_free(struct bm_http *h)
 {
 	if (h == NULL)
 		return;
-	for (int i = 0; i < h->nidle; i++)
-		curl_easy_cleanup(h->idle[i]);
+	for (int i = 0; i < h->nidle; i++) {
+		curl_easy_cleanup(h->idle[i]->c);
+		free(h->idle[i]);
+	}
 	free(h->idle);
 	free(h->auth);
 	if (h->inited) {
@@ -81,30 +93,32 @@ void bm_http_free(struct bm_http *h)
 	free(h);
 }
 
-static CURL *take_handle(struct bm_http *h)
+static struct bm_conn *take_handle(struct bm_http *h)
 {
-	CURL *c = NULL;
+	struct bm_conn *c = NULL;
 
 	pthread_mutex_lock(&h->mu);
 	while (h->nidle == 0 && h->ncreated >= h->o.connections)
 		pthread_cond_wait(&h->cv, &h->mu);
 	if (h->nidle > 0) {
 		c = h->idle[--h->nidle];
-	} else {
-		c = curl_easy_init();
-		if (c != NULL)
-			h->ncreated++;
+	} else if ((c = calloc(1, sizeof(*c))) != NULL && (c->c = curl_easy_init()) == NULL) {
+		free(c);
+		c = NULL;
+	} else if (c != NULL) {
+		h->ncreated++;
 	}
 	pthread_mutex_unlock(&h->mu);
 	return c;
 }
 
-static void give_handle(struct bm_http *h, CURL *c, bool broken)
+static void give_handle(struct bm_http *h, struct bm_conn *c, bool broken)
 {
 	pthread_mutex_lock(&h->mu);
 	if (broken) {
 		/* A connection in an unknown state: start afresh. */
-		curl_easy_cleanup(c);
+		curl_easy_cleanup(c->c);
+		free(c);
 		h->ncreated--;
 	} else {
 		h->idle[h->nidle++] = c;
@@ -254,35 +268,17 @@ static bool curl_transient(CURLcode cc)
 	}
 }
 
-/* One request.  0 when a response arrived (any status), BM_EHTTP for a
- * transport failure worth retrying (r->err says which), BM_EFORMAT for an
- * overlong body or header or a malformed reply. */
-static int perform_once(struct bm_http *h, struct bm_req *r)
+/* The options every request of h has: after curl_easy_reset, or on a
+ * fresh handle. */
+static void set_common(struct bm_http *h, CURL *c)
 {
-	struct curl_slist *hdr = NULL;
-	struct put_src src = { r->body, r->body_len };
-	char line[512], errbuf[CURL_ERROR_SIZE] = "";
-	CURL *c = take_handle(h);
-	CURLcode cc;
-	int rc = 0;
-
-	reset_response(r);
-	if (c == NULL) {
-		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
-		return BM_ENOMEM;
-	}
-	curl_easy_reset(c);
-	curl_easy_setopt(c, CURLOPT_URL, r->url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->o.timeout_ms);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	/* A 64 KiB receive buffer (curl's default is 16 KiB): a quarter of
 	 * the recv calls, and still hot in cache when the body is hashed and
@@ -291,14 +287,47 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	 * 4M 64 MiB cache 0.84 -> 0.89; 128 KiB was no better, 256 KiB and
 	 * more worse. */
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 64L << 10);
-	if (h->auth)
-		hdr = curl_slist_append(hdr, h->auth);
 	if (h->o.aws_sigv4) {
 		curl_easy_setopt(c, CURLOPT_AWS_SIGV4, h->o.aws_sigv4);
 		curl_easy_setopt(c, CURLOPT_USERPWD, h->o.userpwd);
 	}
 	if (h->o.ca_bundle)
 		curl_easy_setopt(c, CURLOPT_CAINFO, h->o.ca_bundle);
+}
+
+/* One request.  0 when a response arrived (any status), BM_EHTTP for a
+ * transport failure worth retrying (r->err says which), BM_EFORMAT for an
+ * overlong body or header or a malformed reply. */
+static int perform_once(struct bm_http *h, struct bm_req *r)
+{
+	struct curl_slist *hdr = NULL;
+	struct put_src src = { r->body, r->body_len };
+	char line[512], errbuf[CURL_ERROR_SIZE] = "";
+	struct bm_conn *conn = take_handle(h);
+	bool get = strcmp(r->method, "GET") == 0 && r->body == NULL;
+	CURLcode cc;
+	CURL *c;
+	int rc = 0;
+
+	reset_response(r);
+	if (conn == NULL) {
+		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
+		return BM_ENOMEM;
+	}
+	c = conn->c;
+	/* A GET after a GET keeps every option but those set below; any
+	 * other request starts from curl's defaults. */
+	if (!(get && conn->get_ready)) {
+		curl_easy_reset(c);
+		set_common(h, c);
+	}
+	conn->get_ready = get;
+	curl_easy_setopt(c, CURLOPT_URL, r->url);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+	if (h->auth)
+		hdr = curl_slist_append(hdr, h->auth);
 	if (r->has_range) {
 		snprintf(line, sizeof(line), "Range: bytes=%" PRIu64 "-%" PRIu64,
 			 r->range_start, r->range_end);
@@ -350,8 +379,11 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	}
 	if (h->o.verbose)
 		bm_log("%s %s -> %ld%s%s", r->method, r->url, r->status, rc ? ": " : "", rc ? r->err : "");
+	/* Nothing of this call's stack stays in a handle kept for the next. */
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
 	curl_slist_free_all(hdr);
-	give_handle(h, c, cc != CURLE_OK);
+	give_handle(h, conn, cc != CURLE_OK);
 	return rc;
 }
 

@@ -743,7 +743,9 @@ static int keys_node(struct kctx *k, unsigned level, uint64_t base, const struct
 		return rc; /* seen (a shared subtree) or no memory */
 	memcpy(key, "index/", 6);
 	bin_hex(nd->sum, key + 6);
-	if ((rc = k->emit(k->arg, key)) != 0)
+	if ((rc = k->emit(k->arg, key)) == BM_INDEX_KNOWN)
+		return 0; /* the caller has this subtree's keys */
+	if (rc != 0)
 		return rc;
 	if ((p = malloc(sizeof(*p))) == NULL)
 		return BM_ENOMEM;
@@ -757,7 +759,7 @@ static int keys_node(struct kctx *k, unsigned level, uint64_t base, const struct
 				continue;
 			memcpy(key, "blocks/", 7);
 			bin_hex(p->sum[i], key + 7);
-			if ((rc = k->emit(k->arg, key)) != 0)
+			if ((rc = k->emit(k->arg, key)) != 0 && rc != BM_INDEX_KNOWN)
 				goto done;
 		} else {
 			struct node c = child_of(&k->t, nd, level, p, i);

@@ -111,7 +111,11 @@ int bm_index_diff(const struct bm_index_io *io, const char *root_a, uint64_t nbl
 		  struct bm_index_stats *st, char *msg, size_t n);
 
 /* Every key the tree references, each once: "index/<sum>" for its pages
- * (a page before its children), "blocks/<sum>" for its blocks. */
+ * (a page before its children), "blocks/<sum>" for its blocks.  An emit
+ * that answers BM_INDEX_KNOWN for a page skips its subtree (the caller has
+ * its keys already: gc over generations that share pages); for a block it
+ * is the same as 0. */
+#define BM_INDEX_KNOWN 1
 typedef int (*bm_index_key_fn)(void *arg, const char *key);
 int bm_index_keys(const struct bm_index_io *io, const char *root, uint64_t nblk,
 		  bm_index_key_fn emit, void *arg, struct bm_index_stats *st, char *msg, size_t n);

@@ -348,6 +348,17 @@ static int pages_store(void *arg, const char *sum, const void *data, size_t len,
 	return 0;
 }
 
+void bm_pages_count_stored(struct bm_pages *pc, size_t len)
+{
+	atomic_fetch_add(&pc->stored_pages, 1);
+	atomic_fetch_add(&pc->stored_bytes, len);
+}
+
+void bm_pages_keep(struct bm_pages *pc, const char *sum, const void *data, size_t len)
+{
+	(void)insert(pc, sum, data, len, false); /* out of memory: fetched again */
+}
+
 void bm_pages_io(struct bm_pages *pc, struct bm_index_io *io)
 {
 	io->load = pages_load;

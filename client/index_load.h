@@ -37,6 +37,11 @@ void bm_pages_free(struct bm_pages *pc);
  * store = bm_put_immutable of "index/<sum>", and the page is cached. */
 void bm_pages_io(struct bm_pages *pc, struct bm_index_io *io);
 void bm_pages_stats(struct bm_pages *pc, struct bm_pages_stats *st);
+/* For a writer that PUTs pages itself (a commit, through its upload
+ * queue): keep caches page sum (not pinned), count_stored counts one
+ * stored page of len bytes. */
+void bm_pages_keep(struct bm_pages *pc, const char *sum, const void *data, size_t len);
+void bm_pages_count_stored(struct bm_pages *pc, size_t len);
 
 /* PUTs body as the immutable object key with If-None-Match: *; an object
  * already there counts as stored.  With whole (blocks, pages), one

@@ -6,7 +6,8 @@
  *   ds->mu     the manifest pointer, size, generation, ETag, last error.
  *              Taken briefly; never across a request.
  *   ds->ra.mu  read-ahead state and queue (readahead.c).
- *   ds->up.mu  the upload queue of a commit (commit.c).
+ *   ds->up.mu  the upload queue of a commit (upload.c).
+ *   ds->pool.mu  the worker pool's threads and kicks (pool.c).
  *   store and http locks: inside the store (store_http.c, http.c).
  *   ds->pages' mu: the index page cache (index_load.c), a leaf.
  * No two of them are ever held at once.  virtmem's own lock is never held
@@ -36,6 +37,9 @@ struct bm_pages;
  * fetches many with one Range GET, readahead.c). */
 #define BM_DEFAULT_BLKSIZE ((size_t)1 << 20)
 #define BM_FLAT_BLKSIZE ((size_t)64 << 10)
+/* A flat object's open asks for its first block with the Range GET that
+ * learns its size, when the block is no larger than this. */
+#define BM_FLAT_FIRST_MAX ((size_t)1 << 20)
 /* The most one read-ahead Range GET of a flat object asks for. */
 #define BM_RUN_BYTES_MAX ((size_t)2 << 20)
 #define BM_ETAG_SIZE 1024    /* longest ETag kept, with its NUL; longer: an error */
@@ -225,28 +229,38 @@ struct bm_gc_guard {
 
 /* ---- the dataset handle ----------------------------------------------------- */
 
-struct bm_readahead {
-	bool inited;               /* mu and cv exist */
+/* The worker threads uploads and read-ahead share (pool.c). */
+#define BM_POOL_USERS 2
+struct bm_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	pthread_t *threads;
-	int nthreads;
+	pthread_t *threads;        /* NULL until the first bm_pool_start */
+	int nthreads, want;
 	bool stop;
-	uint64_t *queue;           /* ring of blocks to fetch */
+	uint64_t kicks;            /* bm_pool_kick calls: work was queued */
+	struct {
+		bool (*run_one)(void *arg);
+		void (*thread_exit)(void *arg);
+		void *arg;
+	} users[BM_POOL_USERS];
+	int nusers;
+};
+
+struct bm_readahead {
+	pthread_mutex_t mu;
+	bool stop;
+	uint64_t *queue;           /* ring of blocks to fetch; NULL: not started */
 	size_t qcap, qhead, qlen;
 	uint64_t last;             /* last faulted block + 1 (0: none) */
 	uint64_t next;             /* first block not yet queued */
 	size_t window;             /* blocks ahead, 0 when random */
-	size_t max_window;
+	size_t max_window;         /* 0: read-ahead off */
 	size_t run_max;            /* flat: blocks one worker's Range GET covers */
 };
 
 struct bm_upload {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	pthread_t *threads;
-	int nthreads;
-	bool stop;
+	pthread_cond_t cv;         /* a job done (queue space, bm_upload_wait) */
 	struct bm_upload_job *head, *tail;
 	struct bm_upload_job *failed; /* not uploaded: queued again by the next commit */
 	size_t queued;             /* jobs queued or running */
@@ -282,6 +296,9 @@ struct bm_dataset {
 	char etag[BM_ETAG_SIZE];   /* manifest.json ETag (flat: the object's) when
 				      opened or last committed; "" if none */
 	char last_modified[64];    /* flat: the object's Last-Modified; "" if none */
+	char *first;               /* flat: block 0's bytes from the open, until
+				      its first load takes them (or NULL) */
+	size_t first_len;
 	bool exists;               /* manifest.json exists on the server */
 	bool at_latest;            /* opened generation was the current one */
 	bool flat;
@@ -299,10 +316,18 @@ struct bm_dataset {
 	/* gc's epoch when this commit's first upload started (commit.c) */
 	struct bm_gc_guard gc_guard;
 
-	/* commit in progress: storeblk appends here */
+	/* the next commit's changes (changes.c): storeblk and bm_write
+	 * append here */
 	struct bm_change *changes;
 	size_t nchanges, capchanges;
 	uint64_t change_seq;
+	/* the block bm_write changed last, as the next generation has it
+	 * (blksize bytes), while that change is the block's last one */
+	struct {
+		bool valid;
+		uint64_t index;
+		char *buf;
+	} wrote;
 
 	/* mmap-overlay mode (overlay.c): the mirror's file of this generation */
 	bool overlay;
@@ -316,6 +341,7 @@ struct bm_dataset {
 	 * cached inside the RAM budget (index_load.c: bm_pages_io) */
 	struct bm_pages *pages;
 
+	struct bm_pool pool;
 	struct bm_readahead ra;
 	struct bm_upload up;
 	struct bm_counters c;
@@ -343,16 +369,71 @@ typedef int (*bm_range_fn)(void *arg, uint64_t first, uint64_t count);
 int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b,
 		  bm_range_fn fn, void *arg, char *msg, size_t n);
 
+/* ---- blocks.c: the table above, and fetching a block ---------------------- */
+
+/* Stored blocks of m, counted by walking it (stops at an error). */
+uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m);
 /* Fetches one block of the published generation into buf (blksize bytes,
  * zero-filled past the object and past the size the next commit publishes),
- * verifying it. */
-int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf);
-/* The same for the block as the next generation will have it: its last
- * queued change if any (uploads must have finished: bm_upload_wait). */
-int bm_fetch_pending(bm_dataset *ds, uint64_t index, void *buf);
+ * verifying it.  With log, a failure is also said on stderr (a fault's). */
+int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log);
+/* The same for object key (NULL: a hole) of len bytes whose sum is sum,
+ * as block index: a pending change's.  before_shrink: the change is older
+ * than the last shrink (its bytes past the cut read as zeros). */
+int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char *sum, size_t len,
+		    bool before_shrink, void *buf);
 
+/* ---- changes.c: the changes the next commit publishes --------------------- */
+
+/* Records that block index holds buf's len bytes in the next generation
+ * and, unless the published generation has them there, queues them for
+ * upload (from_page: they come from a cached page).  Blocks while the
+ * upload queue is full. */
+int bm_change_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page);
+/* Fetches block index as the next generation will have it: its last
+ * change if any, else the published block. */
+int bm_fetch_pending(bm_dataset *ds, uint64_t index, void *buf);
+/* Is any change recorded? */
+bool bm_changes_pending(bm_dataset *ds);
+/* Before the next commit's first upload: notes which gc ran last (the
+ * check of gcmark.c, done by the commit). */
+void bm_changes_begin(bm_dataset *ds);
+/* The change list, handed over (malloc'd, *np entries) and emptied. */
+struct bm_change *bm_changes_take(bm_dataset *ds, size_t *np);
+/* The change list and bm_write's kept blocks, emptied (after a commit
+ * published them, or a discard). */
+void bm_changes_clear(bm_dataset *ds);
+/* The keys of the objects the changes name, to visit (a gc's check). */
+int bm_changes_keys(bm_dataset *ds, int (*visit)(void *arg, const char *key), void *arg);
+
+/* ---- pool.c --------------------------------------------------------------- */
+
+/* An empty pool of nthreads workers (not started). */
+void bm_pool_init(struct bm_pool *pool, int nthreads);
+/* Registers a user before the start (see pool.c). */
+void bm_pool_add(struct bm_pool *pool, bool (*run_one)(void *arg), void (*thread_exit)(void *arg),
+		 void *arg);
+/* Starts the workers if not yet: 0, or BM_ENOMEM when not one could be
+ * created (the pool stays unstarted; a later call tries again). */
+int bm_pool_start(struct bm_pool *pool);
+/* Workers running (0: not started). */
+int bm_pool_size(struct bm_pool *pool);
+/* Work was queued: wake one worker, or all. */
+void bm_pool_kick(struct bm_pool *pool);
+void bm_pool_kick_all(struct bm_pool *pool);
+/* Lets the workers finish what the users still hand out, joins them and
+ * frees the pool. */
+void bm_pool_stop(struct bm_pool *pool);
+
+/* ---- readahead.c ---------------------------------------------------------- */
+
+/* At open: the state, registered with the pool.  start: the queue and the
+ * pool's workers (at open, or when leaving overlay mode; once).  stop:
+ * nothing more is handed out.  free: after the pool stopped. */
+void bm_readahead_init(bm_dataset *ds);
 int bm_readahead_start(bm_dataset *ds);
 void bm_readahead_stop(bm_dataset *ds);
+void bm_readahead_free(bm_dataset *ds);
 /* Called on every page fault: detects sequential access and queues blocks. */
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
 /* True in read-ahead worker threads. */
@@ -374,12 +455,18 @@ int bm_overlay_munmap(vm_bigfile *f, vm_vma *vma);
 int bm_overlay_move_base(bm_dataset *ds, uint64_t gen, uint64_t size);
 void bm_overlay_close(bm_dataset *ds);
 
-int bm_upload_start(bm_dataset *ds);
-void bm_upload_stop(bm_dataset *ds);
-/* Queues block bytes for upload (copied); records the change (from_page:
- * they come from a cached page).  Blocks while the queue is full. */
-int bm_upload_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page);
-/* Queues again the uploads that failed in an earlier commit. */
+/* ---- upload.c ------------------------------------------------------------- */
+
+/* At open: the queue, registered with the pool.  free: after the pool
+ * stopped (it drains the queue first). */
+void bm_upload_init(bm_dataset *ds);
+void bm_upload_free(bm_dataset *ds);
+/* Queues a copy of a block's len bytes for upload as object key (the
+ * pool's workers are started first: BM_ENOMEM when none can be). */
+int bm_upload_queue(bm_dataset *ds, uint64_t index, const char *key, const void *buf, size_t len);
+/* Queues a copy of an index page for upload as "index/<sum>". */
+int bm_upload_page(bm_dataset *ds, const char *sum, const void *data, size_t len);
+/* Queues again the block uploads that failed in an earlier commit. */
 void bm_upload_requeue_failed(bm_dataset *ds);
 /* Frees the failed uploads (their changes are being dropped). */
 void bm_upload_drop_failed(bm_dataset *ds);

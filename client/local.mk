@@ -5,6 +5,8 @@ client_libblkmap_la_SOURCES = \
 	client/bm_xxhash.h \
 	client/aws.c \
 	client/aws.h \
+	client/blocks.c \
+	client/changes.c \
 	client/commit.c \
 	client/dataset.c \
 	client/generations.c \
@@ -28,7 +30,9 @@ client_libblkmap_la_SOURCES = \
 	client/tags.c \
 	client/index_load.h \
 	client/index_load.c \
+	client/pool.c \
 	client/readahead.c \
+	client/upload.c \
 	client/overlay.c \
 	client/util.c \
 	client/wcfs_path.c

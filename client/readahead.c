@@ -7,16 +7,17 @@
  * are queued: the window grows with what the reader actually reads, so a
  * short sequential run over-fetches little.  Any other fault is random: the
  * window resets and the queue is emptied, so a random reader fetches only
- * what it touches.  Worker threads (one per connection) take blocks from the
- * queue and load them into the page cache with vm_fileh_prefetch, in
- * parallel.  A flat object's blocks are small (a random miss fetches
+ * what it touches.  The dataset's worker pool (pool.c, shared with the
+ * uploads) takes blocks from the queue and loads them into the page cache
+ * with vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
  * little): there a worker takes a run of consecutive queued blocks and
  * fetches it with one Range GET, then hands its blocks to the page cache
  * one by one (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
  * within half of the RAM budget, and the runs in transit (one buffer per
  * worker) within half of that again.
+ * Owns: struct bm_readahead.
  * Locking: ds->ra.mu guards the queue and the detector; it is never held
- * while a block is fetched.
+ * while a block is fetched, nor with ds->mu or the pool's lock.
  */
 #include "config.h"
 
@@ -100,48 +101,63 @@ static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
 	held.ds = NULL;
 }
 
-static void *worker_main(void *arg)
+/* A run's bytes (flat objects), one buffer per pool worker. */
+static __thread char *run_buf;
+
+/* The pool's unit of read-ahead work: a run of queued blocks, fetched. */
+static bool readahead_run_one(void *arg)
 {
 	bm_dataset *ds = arg;
 	struct bm_readahead *ra = &ds->ra;
+	int nthreads = bm_pool_size(&ds->pool); /* before ra->mu: no two locks */
 
-	char *buf = NULL;          /* a run's bytes (flat objects) */
+	pthread_mutex_lock(&ra->mu);
+	if (ra->stop || ra->qlen == 0) {
+		pthread_mutex_unlock(&ra->mu);
+		return false;
+	}
+	bm_assert(ra->qhead < ra->qcap && ra->qlen <= ra->qcap);
+	/* A run: consecutive blocks from the head, a fair share of the
+	 * queue so that every worker gets some. */
+	size_t want = ra->run_max > 1 ? ra->qlen / (size_t)(nthreads > 0 ? nthreads : 1) : 1;
+	want = want < 1 ? 1 : want > ra->run_max ? ra->run_max : want;
+	uint64_t first = ra->queue[ra->qhead];
+	size_t n = 0;
+	while (n < want && ra->qlen > 0 && ra->queue[ra->qhead] == first + n) {
+		ra->qhead = (ra->qhead + 1) % ra->qcap;
+		ra->qlen--;
+		n++;
+	}
+	size_t run_max = ra->run_max;
+	pthread_mutex_unlock(&ra->mu);
 
 	in_readahead = true;
-	pthread_mutex_lock(&ra->mu);
-	for (;;) {
-		while (!ra->stop && ra->qlen == 0)
-			pthread_cond_wait(&ra->cv, &ra->mu);
-		if (ra->stop)
-			break;
-		bm_assert(ra->qhead < ra->qcap && ra->qlen <= ra->qcap);
-		/* A run: consecutive blocks from the head, a fair share of
-		 * the queue so that every worker gets some. */
-		size_t want = ra->run_max > 1 ? ra->qlen / (size_t)ra->nthreads : 1;
-		want = want < 1 ? 1 : want > ra->run_max ? ra->run_max : want;
-		uint64_t first = ra->queue[ra->qhead];
-		size_t n = 0;
-		while (n < want && ra->qlen > 0 && ra->queue[ra->qhead] == first + n) {
-			ra->qhead = (ra->qhead + 1) % ra->qcap;
-			ra->qlen--;
-			n++;
-		}
-		pthread_mutex_unlock(&ra->mu);
-		if (ra->run_max > 1 && buf == NULL)
-			buf = malloc(ra->run_max * ds->file.blksize);
-		if (ra->run_max > 1 && buf != NULL) {
-			fetch_run(ds, first, n, buf);
-		} else {
-			/* Errors are not reported here: the fault that needs
-			 * the block fetches it again and reports. */
-			for (size_t k = 0; k < n; k++)
-				(void)vm_fileh_prefetch(ds->fh, first + k);
-		}
-		pthread_mutex_lock(&ra->mu);
+	if (run_max > 1 && run_buf == NULL)
+		run_buf = malloc(run_max * ds->file.blksize);
+	if (run_max > 1 && run_buf != NULL) {
+		fetch_run(ds, first, n, run_buf);
+	} else {
+		/* Errors are not reported here: the fault that needs the
+		 * block fetches it again and reports. */
+		for (size_t k = 0; k < n; k++)
+			(void)vm_fileh_prefetch(ds->fh, first + k);
 	}
-	pthread_mutex_unlock(&ra->mu);
-	free(buf);
-	return NULL;
+	in_readahead = false;
+	return true;
+}
+
+/* A pool worker ends: its run buffer goes. */
+static void readahead_thread_exit(void *arg)
+{
+	(void)arg;
+	free(run_buf);
+	run_buf = NULL;
+}
+
+void bm_readahead_init(bm_dataset *ds)
+{
+	pthread_mutex_init(&ds->ra.mu, NULL);
+	bm_pool_add(&ds->pool, readahead_run_one, readahead_thread_exit, ds);
 }
 
 int bm_readahead_start(bm_dataset *ds)
@@ -150,33 +166,34 @@ int bm_readahead_start(bm_dataset *ds)
 	size_t bs = ds->file.blksize;
 	size_t budget = ds->opt.readahead_bytes < ds->opt.cache_bytes / 2
 				? ds->opt.readahead_bytes : ds->opt.cache_bytes / 2;
+	int nthreads = ds->opt.connections;
 
-	pthread_mutex_init(&ra->mu, NULL);
-	pthread_cond_init(&ra->cv, NULL);
-	ra->inited = true;
+	pthread_mutex_lock(&ra->mu);
+	bool started = ra->queue != NULL;
+	pthread_mutex_unlock(&ra->mu);
+	if (started || budget / bs == 0)
+		return 0; /* started already, or read-ahead off */
+	uint64_t *queue = calloc(budget / bs, sizeof(*queue));
+	if (queue == NULL)
+		return BM_ENOMEM;
+	if (bm_pool_start(&ds->pool) < 0) {
+		free(queue);
+		bm_set_error(ds, BM_ENOMEM, "%s: cannot start a read-ahead thread", ds->url);
+		return BM_ENOMEM;
+	}
+	pthread_mutex_lock(&ra->mu);
 	ra->max_window = budget / bs;
-	if (ra->max_window == 0)
-		return 0; /* read-ahead off */
 	ra->qcap = ra->max_window;
-	ra->queue = calloc(ra->qcap, sizeof(*ra->queue));
-	ra->nthreads = ds->opt.connections;
+	ra->queue = queue;
 	/* Flat: runs of up to BM_RUN_BYTES_MAX, all workers' buffers within
 	 * half of the read-ahead budget. */
 	ra->run_max = 1;
 	if (ds->flat) {
-		size_t run = budget / 2 / (size_t)ra->nthreads;
+		size_t run = budget / 2 / (size_t)nthreads;
 		run = run < BM_RUN_BYTES_MAX ? run : BM_RUN_BYTES_MAX;
 		ra->run_max = run / bs ? run / bs : 1;
 	}
-	ra->threads = calloc((size_t)ra->nthreads, sizeof(*ra->threads));
-	if (ra->queue == NULL || ra->threads == NULL)
-		return BM_ENOMEM;
-	for (int i = 0; i < ra->nthreads; i++) {
-		if (pthread_create(&ra->threads[i], NULL, worker_main, ds) != 0) {
-			ra->nthreads = i;
-			return BM_ENOMEM;
-		}
-	}
+	pthread_mutex_unlock(&ra->mu);
 	return 0;
 }
 
@@ -184,36 +201,31 @@ void bm_readahead_stop(bm_dataset *ds)
 {
 	struct bm_readahead *ra = &ds->ra;
 
-	if (!ra->inited)
-		return;
-	if (ra->threads == NULL && ra->queue == NULL) {
-		pthread_mutex_destroy(&ra->mu);
-		pthread_cond_destroy(&ra->cv);
-		ra->inited = false;
-		return;
-	}
 	pthread_mutex_lock(&ra->mu);
 	ra->stop = true;
-	pthread_cond_broadcast(&ra->cv);
+	ra->qlen = 0; /* nothing more is handed out */
 	pthread_mutex_unlock(&ra->mu);
-	for (int i = 0; i < ra->nthreads; i++)
-		pthread_join(ra->threads[i], NULL);
-	free(ra->threads);
-	free(ra->queue);
-	ra->threads = NULL;
-	ra->queue = NULL;
-	ra->nthreads = 0;
-	pthread_mutex_destroy(&ra->mu);
-	pthread_cond_destroy(&ra->cv);
-	ra->inited = false;
+}
+
+void bm_readahead_free(bm_dataset *ds)
+{
+	free(ds->ra.queue);
+	ds->ra.queue = NULL;
+	pthread_mutex_destroy(&ds->ra.mu);
 }
 
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 {
 	struct bm_readahead *ra = &ds->ra;
 	uint64_t nblk;
+	bool kick = false;
 
-	if (ra->nthreads == 0 || bm_in_readahead())
+	if (bm_in_readahead())
+		return;
+	pthread_mutex_lock(&ra->mu);
+	bool off = ra->max_window == 0 || ra->stop;
+	pthread_mutex_unlock(&ra->mu);
+	if (off)
 		return;
 	pthread_mutex_lock(&ds->mu);
 	nblk = bm_manifest_nblk(ds->manifest);
@@ -247,11 +259,13 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 			ra->qlen++;
 			ra->next = b + 1;
 		}
-		pthread_cond_broadcast(&ra->cv);
+		kick = true;
 	}
 	/* Never more than max_window ahead, never more queued than fits. */
 	bm_assert(ra->window <= ra->max_window && ra->qlen <= ra->qcap);
 	bm_assert(ra->next <= blk + 1 + ra->max_window);
 	ra->last = blk + 1;
 	pthread_mutex_unlock(&ra->mu);
+	if (kick)
+		bm_pool_kick_all(&ds->pool); /* after ra->mu: no two locks */
 }

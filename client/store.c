@@ -264,6 +264,95 @@ bool bm_etag_same(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
+/* A decimal number at *pp (digits only, no overflow): true, *pp past it. */
+static bool parse_u64(const char **pp, uint64_t *v)
+{
+	const char *p = *pp;
+
+	*v = 0;
+	if (*p < '0' || *p > '9')
+		return false;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (*v > (UINT64_MAX - 9) / 10)
+			return false;
+		*v = *v * 10 + (uint64_t)(*p - '0');
+	}
+	*pp = p;
+	return true;
+}
+
+/* "bytes FIRST-LAST/TOTAL", or a 416's star form with no range (first =
+ * UINT64_MAX); TOTAL a number or "*" (UINT64_MAX). */
+static bool parse_content_range(const char *cr, uint64_t *first, uint64_t *last, uint64_t *total)
+{
+	const char *p = cr;
+
+	*first = *last = *total = UINT64_MAX;
+	if (strncmp(p, "bytes ", 6) != 0)
+		return false;
+	p += 6;
+	if (*p == '*') {
+		p++;
+	} else if (!parse_u64(&p, first) || *p++ != '-' || !parse_u64(&p, last) || *last < *first) {
+		return false;
+	}
+	if (*p++ != '/')
+		return false;
+	if (strcmp(p, "*") == 0)
+		return *first != UINT64_MAX;
+	return parse_u64(&p, total) && *p == '\0' && (*first == UINT64_MAX || *last < *total);
+}
+
+int bm_store_check_range(struct bm_get *g, long status, const char *content_range, size_t got,
+			 char *msg, size_t n)
+{
+	uint64_t first, last, total, end = g->off + g->len - 1;
+	bool parsed = parse_content_range(content_range, &first, &last, &total);
+
+	g->total = UINT64_MAX;
+	if (status == 200 && g->to_end && g->off == 0) {
+		/* The whole object (a server may ignore Range: nginx does for
+		 * an empty file); a longer one than asked was refused while it
+		 * came. */
+		g->total = got;
+		return 0;
+	}
+	if (status == 200) {
+		bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
+		return BM_EFORMAT;
+	}
+	if (status == 416 && g->to_end && g->off == 0 && (!parsed || (first == UINT64_MAX && total == 0))) {
+		/* A range from byte 0 is unsatisfiable only in an empty
+		 * object (RGW's 416 names no total). */
+		g->total = 0;
+		return 0;
+	}
+	if (status != 206) {
+		bm_fmt(msg, n, "HTTP %ld", status);
+		return bm_store_status_error(status);
+	}
+	/* Cut at the end only when the total says that is the end. */
+	bool whole = parsed && first == g->off &&
+		     (last == end || (g->to_end && last < end && total != UINT64_MAX && last == total - 1));
+	if (!whole) {
+		bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (bytes %" PRIu64 "-%" PRIu64 "/...)",
+		       content_range, g->off, end);
+		return BM_EFORMAT;
+	}
+	if (g->pin && g->pin->size != UINT64_MAX && total != UINT64_MAX && total != g->pin->size) {
+		bm_fmt(msg, n, "the object changed on the server (Content-Range \"%s\": size was %" PRIu64 ")",
+		       content_range, g->pin->size);
+		return BM_ECHANGED;
+	}
+	if (got != last - first + 1) {
+		/* A cut-off body: retried. */
+		bm_fmt(msg, n, "short body: %zu of %" PRIu64 " bytes", got, last - first + 1);
+		return BM_EHTTP;
+	}
+	g->total = total;
+	return 0;
+}
+
 int bm_store_status_error(long status)
 {
 	switch (status) {

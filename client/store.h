@@ -101,6 +101,9 @@ struct bm_get {
 				      Content-Range and len bytes, nothing else */
 	uint64_t off;
 	size_t len;
+	bool to_end;               /* range: the answer may stop early at the
+				      object's end (bytes off..size-1; none
+				      for an empty object); sets total */
 	size_t max;                /* no range: a longer body is BM_EFORMAT */
 	bool exact;                /* no range: the body must be max bytes
 				      (shorter: cut, retried) */
@@ -116,6 +119,8 @@ struct bm_get {
 	/* out */
 	struct bm_version ver;     /* of the object that answered */
 	size_t got;                /* body bytes delivered */
+	uint64_t total;            /* range: the object's size by the answer's
+				      Content-Range (UINT64_MAX: "*") */
 };
 
 enum bm_put_cond {
@@ -235,6 +240,16 @@ bool bm_etag_is_weak(const char *etag);
  * won, BM_ECONFLICT.  msg (rc's message) gets what the read showed. */
 int bm_store_read_back(struct bm_store *s, const char *key, const void *body, size_t len,
 		       const struct bm_put *p, struct bm_version *v, int rc, char *msg, size_t n);
+/* The checks of an answer to g's Range request (every backend): a 206
+ * whose Content-Range names the range asked (with g->to_end, from g->off
+ * to the object's end if that comes first; with off 0, a 416 (without a
+ * Content-Range total, or of 0) is an empty object, and a 200 the
+ * whole object) with the whole of it in the body (got bytes),
+ * of the pinned size if g->pin has one.  Sets g->total.  0, BM_EFORMAT (a
+ * 200, another range), BM_ECHANGED (another size), BM_EHTTP (a body cut
+ * short: retried), or the status's code; msg says which. */
+int bm_store_check_range(struct bm_get *g, long status, const char *content_range, size_t got,
+			 char *msg, size_t n);
 /* The BM_E* code of a status that is not the one expected. */
 int bm_store_status_error(long status);
 /* Counts a retry (for bm_stats). */

@@ -109,36 +109,19 @@ static int check_pin(const struct bm_req *r, const struct bm_version *pin, char 
 	return 0;
 }
 
-/* A 206 of exactly the range asked, of an object of the pinned size (or
- * of unknown size, "*"). */
-static int check_range(const struct bm_req *r, const struct bm_get *g, char *msg, size_t n)
+/* nginx and Apache answer a HEAD or GET of a directory on their disk (a
+ * collection: datasets below it, no object) with a permanent redirect to
+ * the same path and '/': not found, as an object. */
+static bool redirect_to_collection(const struct bm_req *r)
 {
-	char want[96], total[32];
+	const char *loc = r->header_value, *path = strstr(r->url, "://");
+	size_t ll = strlen(loc), pl;
 
-	if (r->status == 200) {
-		bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
-		return BM_EFORMAT;
-	}
-	if (r->status != 206) {
-		bm_fmt(msg, n, "HTTP %ld", r->status);
-		return bm_store_status_error(r->status);
-	}
-	snprintf(want, sizeof(want), "bytes %" PRIu64 "-%" PRIu64 "/", g->off, g->off + g->len - 1);
-	size_t wl = strlen(want);
-	if (strncmp(r->content_range, want, wl) != 0) {
-		bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (%s...)",
-		       r->content_range, want);
-		return BM_EFORMAT;
-	}
-	if (g->pin && g->pin->size != UINT64_MAX) {
-		snprintf(total, sizeof(total), "%" PRIu64, g->pin->size);
-		if (strcmp(r->content_range + wl, total) != 0 && strcmp(r->content_range + wl, "*") != 0) {
-			bm_fmt(msg, n, "the object changed on the server (Content-Range \"%s\": size was %s)",
-			       r->content_range, total);
-			return BM_ECHANGED;
-		}
-	}
-	return 0;
+	path = path ? strchr(path + 3, '/') : NULL;
+	if ((r->status != 301 && r->status != 308) || path == NULL || ll < 2 || loc[ll - 1] != '/')
+		return false;
+	pl = strlen(path);
+	return ll - 1 >= pl && memcmp(loc + ll - 1 - pl, path, pl) == 0;
 }
 
 static void version_of(const struct bm_req *r, struct bm_version *v)
@@ -157,17 +140,20 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 	learn(c->h, r);
 	if (g->pin && (rc = check_pin(r, g->pin, msg, n)) < 0)
 		return rc;
+	if (redirect_to_collection(r)) {
+		/* A directory: no object there (as for a HEAD). */
+		bm_fmt(msg, n, "a directory, not an object (HTTP %ld to %s)", r->status, r->header_value);
+		return BM_ENOTFOUND;
+	}
 	if (g->range) {
-		if ((rc = check_range(r, g, msg, n)) < 0)
+		if ((rc = bm_store_check_range(g, r->status, r->content_range, r->got, msg, n)) < 0)
 			return rc;
 	} else if (r->status != 200) {
 		bm_fmt(msg, n, "HTTP %ld", r->status);
 		return bm_store_status_error(r->status);
-	}
-	size_t want = g->range ? g->len : g->max;
-	if ((g->range || g->exact) && r->got != want) {
+	} else if (g->exact && r->got != g->max) {
 		/* A cut-off body: retried. */
-		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, want);
+		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, g->max);
 		return BM_EHTTP;
 	}
 	version_of(r, &g->ver);
@@ -178,7 +164,8 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 static int http_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n)
 {
 	struct store_http *h = sh_of(s);
-	struct bm_req r = { .method = "GET", .sink = g->sink, .sink_arg = g->sink_arg };
+	struct bm_req r = { .method = "GET", .sink = g->sink, .sink_arg = g->sink_arg,
+			    .want_header = "Location" };
 	struct get_check c = { h, g };
 	char *url = key_url(h, key);
 	int rc;
@@ -227,21 +214,6 @@ static int check_status(struct bm_req *r, void *arg, char *msg, size_t n)
 	else
 		bm_fmt(msg, n, "HTTP %ld", r->status);
 	return bm_store_status_error(r->status);
-}
-
-/* nginx and Apache answer a HEAD of a directory on their disk (a
- * collection: datasets below it, no object) with a permanent redirect to
- * the same path and '/': not found, as an object. */
-static bool redirect_to_collection(const struct bm_req *r)
-{
-	const char *loc = r->header_value, *path = strstr(r->url, "://");
-	size_t ll = strlen(loc), pl;
-
-	path = path ? strchr(path + 3, '/') : NULL;
-	if ((r->status != 301 && r->status != 308) || path == NULL || ll < 2 || loc[ll - 1] != '/')
-		return false;
-	pl = strlen(path);
-	return ll - 1 >= pl && memcmp(loc + ll - 1 - pl, path, pl) == 0;
 }
 
 static int check_head(struct bm_req *r, void *arg, char *msg, size_t n)

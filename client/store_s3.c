@@ -165,40 +165,22 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 	struct get_check *c = arg;
 	struct bm_get *g = c->g;
 	const struct bm_version *pin = g->pin;
-	size_t want = g->range ? g->len : g->max;
 
 	if (pin && (r->status == 412 || (pin->etag[0] && r->etag[0] && strcmp(r->etag, pin->etag)))) {
 		bm_fmt(msg, n, "the object changed on the server (ETag %s, was %s)",
 		       r->etag[0] ? r->etag : "?", pin->etag);
 		return BM_ECHANGED;
 	}
-	if (r->status != (g->range ? 206 : 200)) {
-		if (g->range && r->status == 200) {
-			bm_fmt(msg, n, "server answered 200 to a Range request (206 expected)");
-			return BM_EFORMAT;
-		}
+	if (g->range && r->status != 200 && r->status != 206 && r->status != 416)
 		return status_error(c->h, r, msg, n);
-	}
 	if (g->range) {
-		char head[96];
-		size_t hl;
-		snprintf(head, sizeof(head), "bytes %" PRIu64 "-%" PRIu64 "/", g->off,
-			 g->off + g->len - 1);
-		hl = strlen(head);
-		if (strncmp(r->content_range, head, hl) != 0) {
-			bm_fmt(msg, n, "Content-Range \"%s\" does not match the range asked (%s...)",
-			       r->content_range, head);
-			return BM_EFORMAT;
-		}
-		if (pin && pin->size != UINT64_MAX &&
-		    strtoull(r->content_range + hl, NULL, 10) != pin->size) {
-			bm_fmt(msg, n, "the object changed on the server (Content-Range \"%s\": size was %" PRIu64 ")",
-			       r->content_range, pin->size);
-			return BM_ECHANGED;
-		}
-	}
-	if ((g->range || g->exact) && r->got != want) {
-		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, want);
+		int rc = bm_store_check_range(g, r->status, r->content_range, r->got, msg, n);
+		if (rc < 0)
+			return rc;
+	} else if (r->status != 200) {
+		return status_error(c->h, r, msg, n);
+	} else if (g->exact && r->got != g->max) {
+		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, g->max);
 		return BM_EHTTP; /* cut off: retried */
 	}
 	version_of(r, &g->ver);

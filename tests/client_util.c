@@ -861,7 +861,7 @@ static bool head_value(const char *p, const char *name, char *out, size_t n)
 
 struct tc_canned_state {
 	int fd;                    /* the listening socket */
-	struct tc_rule *rules;     /* copies: method, path, response */
+	struct tc_rule *rules;     /* copies: method, path, response, range */
 	size_t nrules;
 };
 
@@ -885,8 +885,12 @@ static void answer(struct tc_canned_state *c, int fd)
 	}
 	if (sscanf(req, "%15s %1023s", method, path) != 2)
 		return;
+	char range[128];
+	if (!head_value(req, "Range", range, sizeof(range)))
+		range[0] = '\0';
 	for (size_t i = 0; i < c->nrules; i++) {
-		if (!strcmp(c->rules[i].method, method) && !strcmp(c->rules[i].path, path)) {
+		if (!strcmp(c->rules[i].method, method) && !strcmp(c->rules[i].path, path) &&
+		    (c->rules[i].range == NULL || !strcmp(c->rules[i].range, range))) {
 			resp = c->rules[i].response;
 			len = c->rules[i].len ? c->rules[i].len : strlen(resp);
 			break;
@@ -959,6 +963,7 @@ void tc_canned_start(struct tc_canned *c, const struct tc_rule *rules, size_t nr
 		st->rules[i].path = strdup(rules[i].path);
 		st->rules[i].response = resp;
 		st->rules[i].len = len;
+		st->rules[i].range = rules[i].range ? strdup(rules[i].range) : NULL;
 		assert_true(st->rules[i].method && st->rules[i].path);
 	}
 	c->state = st;
@@ -983,6 +988,7 @@ void tc_canned_stop(struct tc_canned *c)
 		free((char *)st->rules[i].method);
 		free((char *)st->rules[i].path);
 		free((char *)st->rules[i].response);
+		free((char *)st->rules[i].range);
 	}
 	free(st->rules);
 	free(st);

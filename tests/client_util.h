@@ -173,14 +173,17 @@ long tc_store_put(const struct tc_store *st, const char *path, const void *data,
 /* ---- canned HTTP responder ----------------------------------------------------------- */
 
 /* Answers each request with the first rule whose method and path match
- * (else 404), then closes the connection.  RESPONSE is a whole HTTP
- * response, head and body.  A request with If-Match gets 412 unless it
- * names the response's ETag, strongly (a weak W/ ETag never matches). */
+ * (and its Range header, for a rule with range; else 404), then closes the
+ * connection.  RESPONSE is a whole HTTP response, head and body.  A
+ * request with If-Match gets 412 unless it names the response's ETag,
+ * strongly (a weak W/ ETag never matches). */
 struct tc_rule {
 	const char *method;
 	const char *path;
 	const char *response;
 	size_t len;                /* 0: strlen(response) */
+	const char *range;         /* NULL: any; else the Range header's value
+				      ("bytes=0-4095"), which must be there */
 };
 
 /* The thread reads only a heap copy of the rules (state): a test that

@@ -88,7 +88,11 @@ mon allow pool size one = true
 mon warn on pool no redundancy = false
 
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:$rport
+# tcp_nodelay: beast writes a response's head and body separately; with
+# Nagle's algorithm on, the body waits for the ACK of the head, which the
+# client delays (40 ms): every request on a kept-alive connection took
+# 42 ms instead of 1 ms.
+rgw frontends = beast endpoint=127.0.0.1:$rport tcp_nodelay=1
 rgw thread pool size = 32
 EOF
 }

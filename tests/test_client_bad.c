@@ -120,6 +120,8 @@ static int open_and_map(const char *url, void **addrp)
 		return 1;
 	o.retry_base_ms = 1;
 	o.retries = 3;
+	o.blksize = 4 * KiB; /* a flat object's: byte 4106 is in block 1, not in
+				the first block the open fetched */
 	if (bm_open(&ds, url, &o) < 0 || bm_map(ds, 0, 0, addrp, &m) < 0) {
 		fprintf(stderr, "%s\n", bm_last_error(NULL));
 		return 2;
@@ -242,7 +244,11 @@ static void a_cut_object_under_a_blocks_key_is_replaced_by_the_commit(void **sta
 
 /* ---- answers no honest server gives (canned) -------------------------------------------------- */
 
-#define OBJ_HEAD "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n"
+/* The answer to the open's Range GET of an 8192-byte object's first 4 KiB
+ * block (open_and_map's block size): size 8192, ETag "v1". */
+#define OPEN_RANGE "bytes=0-4095"
+#define OBJ_OPEN "HTTP/1.1 206 Partial Content\r\nContent-Length: 4096\r\nContent-Range: bytes 0-4095/8192\r\n" \
+	"ETag: \"v1\"\r\nConnection: close\r\n\r\n"
 
 static char *canned_response(const char *head, size_t body_len)
 {
@@ -258,10 +264,12 @@ static char *canned_response(const char *head, size_t body_len)
 static void a_200_to_a_range_request_is_refused(void **state)
 {
 	struct tc_canned c;
-	char url[128], *resp = canned_response(OBJ_HEAD, 8192);
+	char url[128], *open = canned_response(OBJ_OPEN, 4096);
+	char *resp = canned_response("HTTP/1.1 200 OK\r\nContent-Length: 4096\r\nETag: \"v1\"\r\n"
+				     "Connection: close\r\n\r\n", 4096);
 	const struct tc_rule rules[] = {
-		{ "HEAD", "/obj", resp, 0 },
-		{ "GET", "/obj", resp, 0 }, /* the whole object, not the range */
+		{ "GET", "/obj", open, 0, OPEN_RANGE },
+		{ "GET", "/obj", resp, 0, NULL }, /* not the range: a 200 */
 	};
 	(void)state;
 
@@ -269,6 +277,7 @@ static void a_200_to_a_range_request_is_refused(void **state)
 	snprintf(url, sizeof(url), "%s/obj", c.url);
 	assert_read_gets_sigbus(url, url, "206 expected");
 	tc_canned_stop(&c);
+	free(open);
 	free(resp);
 }
 
@@ -276,18 +285,18 @@ static void a_206_with_another_range_is_refused(void **state)
 {
 	struct tc_canned c;
 	char url[128];
-	char *head = canned_response(OBJ_HEAD, 8192);
+	char *head = canned_response(OBJ_OPEN, 4096);
 	char *part = canned_response("HTTP/1.1 206 Partial Content\r\nContent-Length: 4096\r\n"
 				     "Content-Range: bytes 0-4095/8192\r\nETag: \"v1\"\r\n"
 				     "Connection: close\r\n\r\n", 4096);
 	const struct tc_rule rules[] = {
-		{ "HEAD", "/obj", head, 0 },
-		{ "GET", "/obj", part, 0 },
+		{ "GET", "/obj", head, 0, OPEN_RANGE },
+		{ "GET", "/obj", part, 0, NULL },
 	};
 	(void)state;
 
-	/* 8192 bytes: flat blocks are 1 MiB, so read_block_1's byte 4106 is
-	 * in block 0 = bytes 0-8191, and the answer says 0-4095. */
+	/* read_block_1's byte 4106 is in block 1 = bytes 4096-8191, and the
+	 * answer says 0-4095. */
 	tc_canned_start(&c, rules, 2);
 	snprintf(url, sizeof(url), "%s/obj", c.url);
 	assert_read_gets_sigbus(url, url, "Content-Range");
@@ -308,16 +317,24 @@ static int read_z(void *arg)
 	return ((volatile char *)addr)[4 * KiB + 10] == 'z' ? 0 : 3;
 }
 
-/* Serves an 8192-byte flat object: the HEAD with head, GETs with part (a
- * 206 of bytes 0-8191). */
+/* The open's answer (bytes 0-4095 of 8192) and a block GET's (bytes
+ * 4096-8191 of TOTAL), each with more header lines. */
+#define OPEN_HEAD(more) "HTTP/1.1 206 Partial Content\r\nContent-Length: 4096\r\nContent-Range: bytes 0-4095/8192\r\n" \
+	more "Connection: close\r\n\r\n"
+#define PART_HEAD(total, more) "HTTP/1.1 206 Partial Content\r\nContent-Length: 4096\r\n" \
+	"Content-Range: bytes 4096-8191/" total "\r\n" more "Connection: close\r\n\r\n"
+
+/* Serves an 8192-byte flat object in 4 KiB blocks: the open's Range GET
+ * with head (a 206 of bytes 0-4095), the other GETs with part (a 206 of
+ * bytes 4096-8191). */
 static int serve_flat(const char *head, const char *part, char **errp)
 {
 	struct tc_canned c;
 	char url[128];
-	char *h = canned_response(head, 8192), *p = canned_response(part, 8192);
+	char *h = canned_response(head, 4096), *p = canned_response(part, 4096);
 	const struct tc_rule rules[] = {
-		{ "HEAD", "/obj", h, 0 },
-		{ "GET", "/obj", p, 0 },
+		{ "GET", "/obj", h, 0, OPEN_RANGE },
+		{ "GET", "/obj", p, 0, NULL },
 	};
 
 	tc_canned_start(&c, rules, 2);
@@ -336,26 +353,20 @@ static void a_flat_object_whose_size_changed_is_an_error_even_without_an_etag(vo
 
 	/* No ETag, no Last-Modified: the total of Content-Range is what
 	 * tells that the object is not the one opened. */
-	int status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nConnection: close\r\n\r\n",
-				"HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\n"
-				"Content-Range: bytes 0-8191/9000\r\nConnection: close\r\n\r\n", &err);
+	int status = serve_flat(OPEN_HEAD(""), PART_HEAD("9000", ""), &err);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, "changed on the server") ||
 	    !strstr(err, "size was 8192"))
 		fail_msg("status %#x, stderr \"%s\"", status, err);
 	free(err);
 	/* The same with Last-Modified: another date is another object. */
-	status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"
-			    "Connection: close\r\n\r\n",
-			    "HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\nContent-Range: bytes 0-8191/8192\r\n"
-			    "Last-Modified: Thu, 26 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n\r\n", &err);
+	status = serve_flat(OPEN_HEAD("Last-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"),
+			    PART_HEAD("8192", "Last-Modified: Thu, 26 Nov 2026 10:00:00 GMT\r\n"), &err);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, "Last-Modified"))
 		fail_msg("status %#x, stderr \"%s\"", status, err);
 	free(err);
 	/* An unknown total ("*") with the same date reads. */
-	status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"
-			    "Connection: close\r\n\r\n",
-			    "HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\nContent-Range: bytes 0-8191/*\r\n"
-			    "Last-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n\r\n", &err);
+	status = serve_flat(OPEN_HEAD("Last-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"),
+			    PART_HEAD("*", "Last-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n"), &err);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		fail_msg("status %#x, stderr \"%s\"", status, err);
 	free(err);
@@ -381,10 +392,8 @@ static void flat_objects_with_long_or_weak_etags_read_as_they_are(void **state)
 	/* The canned server answers 412 to an If-Match that is cut short
 	 * or weak, as real servers do. */
 	for (int i = 0; i < 2; i++) {
-		snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: %s\r\n"
-			 "Connection: close\r\n\r\n", weak[i]);
-		snprintf(part, sizeof(part), "HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\n"
-			 "Content-Range: bytes 0-8191/8192\r\nETag: %s\r\nConnection: close\r\n\r\n", weak[i]);
+		snprintf(head, sizeof(head), OPEN_HEAD("ETag: %s\r\n"), weak[i]);
+		snprintf(part, sizeof(part), PART_HEAD("8192", "ETag: %s\r\n"), weak[i]);
 		int status = serve_flat(head, part, &err);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 			fail_msg("ETag %.20s...: status %#x, stderr \"%s\"", weak[i], status, err);
@@ -401,9 +410,9 @@ static void an_etag_longer_than_blkmap_keeps_is_an_error_naming_the_url(void **s
 	(void)state;
 
 	long_etag(etag, 2000);
-	snprintf(head, 2300, "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: %s\r\nConnection: close\r\n\r\n",
-		 etag);
-	const struct tc_rule rules[] = { { "HEAD", "/obj", head, 0 } };
+	snprintf(head, 2300, "HTTP/1.1 206 Partial Content\r\nContent-Length: 0\r\nETag: %s\r\n"
+		 "Connection: close\r\n\r\n", etag);
+	const struct tc_rule rules[] = { { "GET", "/obj", head, 0, NULL } };
 	tc_canned_start(&c, rules, 1);
 	snprintf(url, sizeof(url), "%s/obj", c.url);
 	tc_options(&o);
@@ -421,7 +430,7 @@ static void a_reply_curl_cannot_parse_fails_at_once(void **state)
 	struct bm_options o;
 	bm_dataset *ds;
 	const struct tc_rule rules[] = {
-		{ "HEAD", "/obj", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\nConnection: close\r\n\r\n", 0 },
+		{ "GET", "/obj", "HTTP/1.1 206 Partial Content\r\nContent-Length: -1\r\nConnection: close\r\n\r\n", 0, NULL },
 	};
 	(void)state;
 
@@ -441,10 +450,7 @@ static void server_text_in_messages_carries_no_control_characters(void **state)
 	(void)state;
 
 	/* The object "changed": the message quotes both ETags. */
-	int status = serve_flat("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\nETag: \"v\x1b[31m1\"\r\n"
-				"Connection: close\r\n\r\n",
-				"HTTP/1.1 206 Partial Content\r\nContent-Length: 8192\r\n"
-				"Content-Range: bytes 0-8191/8192\r\nETag: \"v\x1b[0m2\"\r\nConnection: close\r\n\r\n",
+	int status = serve_flat(OPEN_HEAD("ETag: \"v\x1b[31m1\"\r\n"), PART_HEAD("8192", "ETag: \"v\x1b[0m2\"\r\n"),
 				&err);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, "changed on the server") ||
 	    strchr(err, 0x1b) || !strstr(err, "\"v?[31m1\""))

@@ -5,7 +5,9 @@
  * reads zeros, refresh moves to what another writer published (in time
  * however large the new size, and never back to an older generation), and
  * a write that could start no upload thread fails, and fails again, rather
- * than queue a block nobody uploads.  One program per kind of server
+ * than queue a block nobody uploads, and an open that could start no
+ * read-ahead thread fails and undoes what it set up.  A partial write keeps
+ * the bytes of the block it wrote.  One program per kind of server
  * (TC_KIND; client.mk).
  */
 #include "config.h"
@@ -64,6 +66,36 @@ static void two_partial_writes_to_one_block_both_survive(void **state)
 	free(want);
 }
 
+/* Writing a block piece by piece: the first piece GETs the block, the next
+ * ones merge into the bytes kept from the one before (before, each waited
+ * for the upload of the last and GOT it back). */
+static void a_partial_write_keeps_the_bytes_it_wrote_instead_of_fetching_them_again(void **state)
+{
+	struct tc_store *s = tc_store_of(state);
+	char url[512];
+	struct bm_stats st;
+	unsigned char *data = ts_pattern(2 * BS, 73);
+
+	tc_store_url(url, sizeof(url), s, "/ch/keep");
+	bm_dataset *ds = open_new(url);
+	assert_int_equal(bm_resize(ds, 2 * BS), 0);
+	assert_int_equal(bm_write(ds, 0, data, 2 * BS), 0);
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	bm_close(ds);
+
+	ds = open_new(url);
+	for (size_t off = 8; off < 64; off += 8) {
+		assert_int_equal(bm_write(ds, off, "abcd", 4), 0);
+		memcpy(data + off, "abcd", 4);
+	}
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_blocks, 1); /* block 0, once */
+	assert_int_equal(bm_commit(ds, NULL), 0);
+	bm_close(ds);
+	assert_true(tc_dataset_equals(url, 0, data, 2 * BS));
+	free(data);
+}
+
 static void a_commit_retried_after_failed_uploads_publishes_readable_blocks(void **state)
 {
 	struct tc_store *s = tc_store_of(state);
@@ -75,17 +107,17 @@ static void a_commit_retried_after_failed_uploads_publishes_readable_blocks(void
 	tc_store_url(url, sizeof(url), s, "/ch/retry");
 	bm_dataset *ds = open_new(url);
 	assert_int_equal(bm_resize(ds, 3 * BS), 0);
-	/* Every request fails while blocks 0 and 1 are uploaded; the partial
-	 * write to block 2 waits for those uploads and reports the failure. */
+	/* Every request fails while blocks 0 and 1 are uploaded: the commit
+	 * reports it and publishes nothing. */
 	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-error-rate\": 1}"), 200);
 	assert_int_equal(bm_write(ds, 0, data, 2 * BS), 0);
-	assert_true(bm_write(ds, 2 * BS + 10, "x", 1) < 0);
+	assert_true(bm_commit(ds, &gen) < 0);
 	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-error-rate\": 0}"), 200);
-	/* The commit uploads again what failed, then publishes. */
+	/* The next commit uploads again what failed, then publishes. */
 	assert_int_equal(bm_commit(ds, &gen), 0);
 	assert_int_equal(gen, 1);
 	bm_close(ds);
-	memset(data + 2 * BS, 0, BS); /* the failed write is not in it */
+	memset(data + 2 * BS, 0, BS); /* never written */
 	assert_true(tc_dataset_equals(url, 0, data, 3 * BS));
 	free(data);
 }
@@ -380,6 +412,9 @@ static int writes_without_threads(void *arg)
 	o.flags = BM_OPEN_CREATE;
 	o.blksize = BS;
 	o.wcfs = "off";
+	/* Read-ahead off: the workers (shared with read-ahead, which starts
+	 * them at open) are then started by the first upload. */
+	o.readahead_bytes = 0;
 	if (bm_open(&ds, url, &o) != 0 || bm_resize(ds, 2 * BS) != 0)
 		return 10;
 	if (getrlimit(RLIMIT_NPROC, &was) != 0)
@@ -406,31 +441,71 @@ static int writes_without_threads(void *arg)
 	return 0;
 }
 
-static void a_write_that_cannot_start_an_upload_thread_fails_every_time_and_never_hangs(void **state)
+/* In a child: with no thread to be had, an open with read-ahead on fails
+ * with a line that says so, and closes what it set up; once threads can be
+ * created again, the same open succeeds. */
+static int open_without_threads(void *arg)
 {
-	struct tc_store *s = tc_store_of(state);
-	char url[512];
+	const char *url = arg;
+	struct rlimit was, none;
+	bm_dataset *ds;
+	struct bm_options o;
+
+	tc_options(&o);
+	o.wcfs = "off";
+	o.readahead_bytes = 1 << 20;
+	if (getrlimit(RLIMIT_NPROC, &was) != 0)
+		return 11;
+	none = (struct rlimit){ 0, was.rlim_max };
+	if (getuid() == 0 && setresuid(65534, 65534, 0) != 0)
+		return 12;
+	if (setrlimit(RLIMIT_NPROC, &none) != 0)
+		return 13;
+	if (bm_open(&ds, url, &o) != BM_ENOMEM)
+		return 20; /* the limit did not bite: nothing tested */
+	if (!strstr(bm_last_error(NULL), "read-ahead thread"))
+		return 22;
+	if (setrlimit(RLIMIT_NPROC, &was) != 0)
+		return 23;
+	if (bm_open(&ds, url, &o) != 0)
+		return 24;
+	bm_close(ds);
+	return 0;
+}
+
+/* Runs fn(url) in a child; 60 s is a hang.  Returns its exit status. */
+static int run_bounded(int (*fn)(void *arg), const char *url)
+{
 	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
 	int status = 0;
 	pid_t pid, r = 0;
 
-	tc_store_url(url, sizeof(url), s, "/ch/nothreads");
 	fflush(NULL);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		_exit(writes_without_threads(url));
-	/* Bounded: 60 s is a hang (the old bm_upload_wait waited forever). */
+		_exit(fn((void *)url));
 	for (int i = 0; i < 6000 && (r = waitpid(pid, &status, WNOHANG)) == 0; i++)
 		nanosleep(&ms10, NULL);
 	if (r == 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);
-		fail_msg("the writes or the commit still hang after 60 s");
+		fail_msg("the child still hangs after 60 s");
 	}
 	assert_true(WIFEXITED(status));
-	if (WEXITSTATUS(status) != 0)
-		fail_msg("step %d of writes_without_threads went wrong", WEXITSTATUS(status));
+	return WEXITSTATUS(status);
+}
+
+static void a_write_that_cannot_start_an_upload_thread_fails_every_time_and_never_hangs(void **state)
+{
+	struct tc_store *s = tc_store_of(state);
+	char url[512];
+
+	tc_store_url(url, sizeof(url), s, "/ch/nothreads");
+	/* (the old bm_upload_wait waited forever) */
+	int step = run_bounded(writes_without_threads, url);
+	if (step != 0)
+		fail_msg("step %d of writes_without_threads went wrong", step);
 	/* What the commit published reads back. */
 	unsigned char *want = malloc(2 * BS);
 	memset(want, 'w', 2 * BS);
@@ -438,10 +513,22 @@ static void a_write_that_cannot_start_an_upload_thread_fails_every_time_and_neve
 	free(want);
 }
 
+static void an_open_that_cannot_start_a_read_ahead_thread_fails_and_never_hangs(void **state)
+{
+	struct tc_store *s = tc_store_of(state);
+	char url[512];
+
+	tc_store_url(url, sizeof(url), s, "/ch/nothreads");
+	int step = run_bounded(open_without_threads, url);
+	if (step != 0)
+		fail_msg("step %d of open_without_threads went wrong", step);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(two_partial_writes_to_one_block_both_survive),
+		cmocka_unit_test(a_partial_write_keeps_the_bytes_it_wrote_instead_of_fetching_them_again),
 		cmocka_unit_test(a_commit_retried_after_failed_uploads_publishes_readable_blocks),
 		cmocka_unit_test(an_unchanged_block_keeps_the_key_of_its_object),
 		cmocka_unit_test(committed_pages_stay_cached),
@@ -452,6 +539,7 @@ int main(void)
 		cmocka_unit_test(next_block_walks_the_stored_blocks_only),
 		cmocka_unit_test(bad_options_are_refused_at_open),
 		cmocka_unit_test(a_write_that_cannot_start_an_upload_thread_fails_every_time_and_never_hangs),
+		cmocka_unit_test(an_open_that_cannot_start_a_read_ahead_thread_fails_and_never_hangs),
 	};
 	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -235,9 +235,9 @@ static void read_blocks_refused(const struct ts_server *s, const char *status_li
 	snprintf(refused, sizeof(refused), "%s\r\nContent-Length: 7\r\nConnection: close\r\n\r\nrefused",
 		 status_line);
 	const struct tc_rule rules[] = {
-		{ "GET", "/ds/manifest.json", manifest_resp, 0 },
-		{ "GET", path0, refused, 0 },
-		{ "GET", ipath, page_resp, page_len },
+		{ "GET", "/ds/manifest.json", manifest_resp, 0, NULL },
+		{ "GET", path0, refused, 0, NULL },
+		{ "GET", ipath, page_resp, page_len, NULL },
 	};
 	tc_canned_start(&c, rules, 3);
 	snprintf(dsurl, sizeof(dsurl), "%s/ds", c.url);
@@ -490,25 +490,34 @@ static void a_flat_object_refuses_every_change(void **state)
 	free(data);
 }
 
-static void a_plain_object_without_a_length_cannot_be_opened(void **state)
+/* The open's Range GET of the first block answered without the object's
+ * size (a total of "*"): nothing to map. */
+static void a_plain_object_whose_first_answer_has_no_size_cannot_be_opened(void **state)
 {
+	static const char head[] = "HTTP/1.1 206 Partial Content\r\nContent-Length: 4096\r\n"
+				   "Content-Range: bytes 0-4095/*\r\nConnection: close\r\n\r\n";
 	struct tc_canned c;
 	struct bm_options o;
 	bm_dataset *ds = NULL;
-	char url[128];
-	const struct tc_rule rules[] = {
-		{ "HEAD", "/obj", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 0 },
-	};
+	char url[128], *resp = malloc(sizeof(head) + 4096);
 	(void)state;
 
+	assert_non_null(resp);
+	memcpy(resp, head, sizeof(head) - 1);
+	memset(resp + sizeof(head) - 1, 'x', 4096);
+	const struct tc_rule rules[] = {
+		{ "GET", "/obj", resp, sizeof(head) - 1 + 4096, NULL },
+	};
 	tc_canned_start(&c, rules, 1);
 	snprintf(url, sizeof(url), "%s/obj", c.url);
 	tc_options(&o);
+	o.blksize = 4096;
 	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
 	assert_null(ds);
-	assert_non_null(strstr(bm_last_error(NULL), "no usable Content-Length"));
+	assert_non_null(strstr(bm_last_error(NULL), "no usable size"));
 	assert_non_null(strstr(bm_last_error(NULL), url));
 	tc_canned_stop(&c);
+	free(resp);
 }
 
 static void generations_not_kept_or_not_what_they_say_are_refused(void **state)
@@ -570,7 +579,7 @@ static void verbose_mode_logs_each_request_and_retry_on_one_line(void **state)
 	struct tc_canned c;
 	char url[128], want[1024], *err;
 	const struct tc_rule rules[] = {
-		{ "GET", "/busy/manifest.json", "HTTP/1.1 503 Busy\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n", 0 },
+		{ "GET", "/busy/manifest.json", "HTTP/1.1 503 Busy\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n", 0, NULL },
 	};
 	(void)state;
 
@@ -639,7 +648,7 @@ int main(void)
 		T(creating_a_dataset_another_writer_created_first_conflicts),
 		T(misuse_of_a_dataset_handle_is_refused_with_its_code),
 		T(a_flat_object_refuses_every_change),
-		T(a_plain_object_without_a_length_cannot_be_opened),
+		T(a_plain_object_whose_first_answer_has_no_size_cannot_be_opened),
 		T(generations_not_kept_or_not_what_they_say_are_refused),
 		T(verbose_mode_logs_each_request_and_retry_on_one_line),
 		T(a_child_that_hangs_is_killed_at_the_time_limit),

@@ -3,7 +3,8 @@
  * and commits are refused, and an object that changes on the server while
  * mapped makes the next load fail rather than mix two versions; a random
  * miss fetches one small block, read-ahead fetches a run of blocks with one
- * Range GET.  One program per kind of server (TC_KIND; client.mk).
+ * Range GET; the open's one Range GET brings block 0 and the size (short
+ * and empty objects too).  One program per kind of server (TC_KIND; client.mk).
  */
 #include "config.h"
 
@@ -179,12 +180,66 @@ static void read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get(vo
 	}
 	assert_int_equal(st.readahead_blocks, 2);
 	assert_int_equal(st.fetched_bytes, 4 * KiB64);
-	assert_int_equal(tc_store_count(s, "GET") - gets, 3); /* 2 faults, 1 run */
+	/* Block 0 came with the open: 1 fault, 1 run. */
+	assert_int_equal(tc_store_count(s, "GET") - gets, 2);
 	/* The run's blocks read back right. */
 	assert_memory_equal(addr + 2 * KiB64, data + 2 * KiB64, 2 * KiB64);
 	bm_stats(ds, &st);
 	assert_int_equal(st.cache_misses, 2);
 	bm_unmap(m);
+	bm_close(ds);
+	free(data);
+}
+
+/* Opening a flat object is the GET of manifest.json (404) and one Range
+ * GET of the object's first block, which gives its size and version (no
+ * HEAD); reading that block then costs no request. */
+static void a_flat_object_opens_with_one_range_get_that_brings_its_first_block(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data, *addr;
+	char url[512];
+	struct bm_stats st;
+	bm_mapping *m;
+
+	tc_require(s, TC_CAN_COUNT, "counts the requests");
+	data = ts_pattern(SIZE, 11);
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	long gets = tc_store_count(s, "GET"), heads = tc_store_count(s, "HEAD");
+	bm_dataset *ds = open_mapped(url, 0, 1, &addr, &m);
+	assert_int_equal(bm_size(ds), SIZE);
+	assert_memory_equal(addr, data, 4096);
+	assert_memory_equal(addr + KiB64 - 4096, data + KiB64 - 4096, 4096);
+	assert_int_equal(tc_store_count(s, "GET") - gets, 2);
+	assert_int_equal(tc_store_count(s, "HEAD") - heads, 0);
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_blocks, 1);
+	assert_int_equal(st.fetched_bytes, KiB64);
+	bm_unmap(m);
+	bm_close(ds);
+	free(data);
+}
+
+/* An object shorter than a block answers the open's Range GET with the
+ * bytes it has; an empty one with 416: both open, at their size. */
+static void flat_objects_shorter_than_a_block_or_empty_open_at_their_size(void **state)
+{
+	struct tc_store *s = tc_store_of(state);
+	unsigned char *data = ts_pattern(100, 31), *got;
+	char url[512];
+
+	assert_int_equal(tc_store_put(s, "/plain/short.bin", data, 100) / 100, 2);
+	assert_int_equal(tc_store_put(s, "/plain/empty.bin", "", 0) / 100, 2);
+	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/short.bin"), 0);
+	assert_true(bm_is_flat(ds));
+	assert_int_equal(bm_size(ds), 100);
+	got = tc_read_mapped(ds);
+	assert_memory_equal(got, data, 100);
+	free(got);
+	bm_close(ds);
+	ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/empty.bin"), 0);
+	assert_true(bm_is_flat(ds));
+	assert_int_equal(bm_size(ds), 0);
 	bm_close(ds);
 	free(data);
 }
@@ -272,6 +327,8 @@ int main(void)
 		cmocka_unit_test(a_plain_object_maps_read_only_through_range_gets),
 		cmocka_unit_test(a_random_miss_on_a_flat_object_fetches_one_small_block),
 		cmocka_unit_test(read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get),
+		cmocka_unit_test(a_flat_object_opens_with_one_range_get_that_brings_its_first_block),
+		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),
 		cmocka_unit_test(committing_or_writing_a_flat_object_is_read_only),
 		cmocka_unit_test(a_write_to_a_flat_mapping_gets_sigbus),
 		cmocka_unit_test(a_flat_object_changed_while_mapped_fails_instead_of_mixing),

@@ -5,7 +5,8 @@
  * gc racing committing writer processes and gc killed at any point leave
  * every kept generation whole; tags name generations that every reading
  * command and the library open; diff lists exactly the changed ranges,
- * and diff and gc walk version 2 trees (written here by hand).
+ * and diff and gc walk version 2 trees (written here by hand), each page
+ * once however many kept generations share it.
  * One program per kind of server (TC_KIND; client.mk).
  */
 #include "config.h"
@@ -723,6 +724,45 @@ static void diff_and_gc_read_version_2_trees_and_collect_their_index_pages(void 
 	free(d);
 }
 
+/* Five kept generations of a 1024-block dataset (four leaves and a root),
+ * each changing one block under another leaf: 5 roots, the 4 first
+ * leaves and 4 new ones are 13 distinct pages.  gc walks each once (before,
+ * each generation's tree whole: 25 pages), and what it keeps reads. */
+static void gc_walks_each_index_page_once_however_many_kept_generations_share_it(void **state)
+{
+	struct tc_store *s = tc_store_of(state);
+	size_t nblk = 1024;
+	char url[512];
+	tc_store_url(url, sizeof(url), s, "/gc/shared");
+	unsigned char *d = ts_pattern(nblk * BS, 77);
+	assert_int_equal(tc_put(url, BS, d, nblk * BS), 1);
+	unsigned char *d1 = malloc(nblk * BS);
+	memcpy(d1, d, nblk * BS);
+	for (uint64_t leaf = 0; leaf < 4; leaf++) {
+		bm_dataset *ds = open_at(url, 0, NULL, false);
+		assert_non_null(ds);
+		uint64_t off = (leaf * 256 + 3) * BS, gen = 0;
+		d[off] ^= 0x5a;
+		assert_int_equal(bm_write(ds, off, d + off, BS), 0);
+		assert_int_equal(bm_commit(ds, &gen), 0);
+		assert_int_equal(gen, leaf + 2);
+		bm_close(ds);
+	}
+	struct bm_options o;
+	tc_options(&o);
+	struct bm_gc_policy p = { .grace_s = 0 }; /* no policy: all kept */
+	struct bm_gc_report r;
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(bm_gc(url, &o, &p, &r), 0);
+	assert_int_equal(r.generations_kept, 5);
+	assert_int_equal(r.pages_walked, 13);
+	/* The first and the last generation read whole. */
+	assert_true(tc_dataset_equals(url, 1, d1, nblk * BS));
+	assert_true(tc_dataset_equals(url, 0, d, nblk * BS));
+	free(d1);
+	free(d);
+}
+
 int main(void)
 {
 	/* gc's settle time, for gc and for the writers' guard alike. */
@@ -740,6 +780,7 @@ int main(void)
 		cmocka_unit_test(bad_tag_names_and_missing_generations_are_refused),
 		cmocka_unit_test(diff_lists_exactly_the_changed_block_ranges),
 		cmocka_unit_test(diff_and_gc_read_version_2_trees_and_collect_their_index_pages),
+		cmocka_unit_test(gc_walks_each_index_page_once_however_many_kept_generations_share_it),
 	};
 	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -1,9 +1,9 @@
 /* tests/test_client_v2.c — dataset format version 2 through the library,
  * one program per kind of server (TC_KIND; client.mk): what a commit
  * writes (the block, the index pages on its path, a small self-checked
- * manifest), one small GET to open, the upgrade of a version 1 dataset
+ * manifest; its index pages PUT in parallel), one small GET to open, the upgrade of a version 1 dataset
  * (one line on stderr, the old generations still readable), a v1-only
- * reader's refusal, refresh and bm_next_block over two trees, hostile
+ * reader's refusal, `blkmap stat`'s format version, refresh and bm_next_block over two trees, hostile
  * index pages and manifests served by the server (one-line errors; a
  * fault under a bad page gets SIGBUS, never wrong bytes), a
  * byte flipped in transit (fetched again), and a 2^50-byte dataset whose
@@ -134,6 +134,43 @@ static void a_one_block_commit_writes_the_block_its_path_and_a_small_manifest(vo
 	free(data);
 }
 
+/* A commit that changes one block under each of four leaves, to holes (so
+ * that no block is uploaded): its five new pages (four leaves, the root)
+ * are PUT in parallel, every answer late, several late at once. */
+static void the_index_pages_of_a_commit_are_put_in_parallel(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 1024, size = nblk * BS; /* four leaves of 256 blocks */
+	char url[512];
+	uint64_t gen;
+
+	tc_require(st, TC_CAN_FAULTS | TC_CAN_COUNT, "it injects no latency");
+	unsigned char *data = ts_pattern(size, 203);
+	tc_store_url(url, sizeof(url), st, "/v2/parallel");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	char *zeros = calloc(1, BS);
+	for (size_t leaf = 0; leaf < 4; leaf++) {
+		assert_int_equal(bm_write(ds, (leaf * 256 + 7) * BS, zeros, BS), 0);
+		memset(data + (leaf * 256 + 7) * BS, 0, BS);
+	}
+	long puts = tc_store_count(st, "PUT");
+	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 100}"), 200);
+	(void)tc_server_stat(&st->srv, "requests_in_flight_max", NULL); /* a new period */
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	long peak = tc_server_stat(&st->srv, "requests_in_flight_max", NULL);
+	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 0}"), 200);
+	assert_int_equal(gen, 2);
+	/* The five pages, the manifest and its kept copy; no block. */
+	assert_int_equal(tc_store_count(st, "PUT") - puts, 5 + 1 + 1);
+	/* Everything else a commit asks is one request at a time. */
+	assert_true(peak >= 2);
+	bm_close(ds);
+	free(zeros);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
 /* A version 1 dataset as blkmap wrote it before format 2: blocks under
  * blocks/<sum> and a v1 manifest (made here by hand). */
 static void put_v1_dataset(struct tc_store *st, const char *path, const unsigned char *data,
@@ -213,6 +250,56 @@ static void a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once(void **st
 	assert_true(tc_dataset_equals(url, 1, v1, nblk * BS));
 	free(data);
 	free(v1);
+}
+
+/* `blkmap stat`'s "format_version" of the output of URL (with --at at). */
+static json_int_t stat_format_version(const char *url, const char *at, bool *is_null)
+{
+	char *out = NULL, *err = NULL;
+	const char *with_at[] = { "stat", "--at", at, url, NULL }, *latest[] = { "stat", url, NULL };
+	int st = tc_cli(&out, &err, at ? with_at : latest);
+	if (st != 0)
+		fail_msg("stat %s: %s", url, err ? err : "");
+	json_t *doc = json_loads(out, 0, NULL);
+	assert_non_null(doc);
+	json_t *v = json_object_get(doc, "format_version");
+	assert_non_null(v); /* the field is there */
+	*is_null = json_is_null(v);
+	json_int_t ver = json_integer_value(v);
+	json_decref(doc);
+	free(out);
+	free(err);
+	return ver;
+}
+
+static void stat_shows_the_format_version_of_the_generation(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 8;
+	unsigned char *data = ts_pattern(nblk * BS, 210);
+	char url[512];
+	bool is_null = true;
+
+	tc_store_url(url, sizeof(url), st, "/v2/statver");
+	put_v1_dataset(st, "/v2/statver", data, nblk);
+	assert_int_equal(stat_format_version(url, NULL, &is_null), 1);
+	assert_false(is_null);
+	/* The next commit upgrades it; generation 1 stays version 1. */
+	struct upgrade_case c = { url, data };
+	char *err = NULL;
+	data[3 * BS] ^= 1;
+	int status = tc_child(upgrade_child, &c, &err);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
+	free(err);
+	assert_int_equal(stat_format_version(url, NULL, &is_null), 2);
+	assert_int_equal(stat_format_version(url, "1", &is_null), 1);
+	/* A flat object has no format version. */
+	assert_true(tc_store_put(st, "/v2/statver-flat.bin", data, BS) / 100 == 2);
+	tc_store_url(url, sizeof(url), st, "/v2/statver-flat.bin");
+	(void)stat_format_version(url, NULL, &is_null);
+	assert_true(is_null);
+	free(data);
 }
 
 static void a_v1_only_reader_refuses_v2_with_its_version_error(void **state)
@@ -525,8 +612,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_new_dataset_is_version_2_and_opens_with_one_small_get),
 		cmocka_unit_test(a_one_block_commit_writes_the_block_its_path_and_a_small_manifest),
+		cmocka_unit_test(the_index_pages_of_a_commit_are_put_in_parallel),
 		cmocka_unit_test(a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once),
 		cmocka_unit_test(a_v1_only_reader_refuses_v2_with_its_version_error),
+		cmocka_unit_test(stat_shows_the_format_version_of_the_generation),
 		cmocka_unit_test(refresh_follows_another_writers_v2_generation),
 		cmocka_unit_test(hostile_index_pages_on_the_server_are_one_line_errors),
 		cmocka_unit_test(a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line),

@@ -218,8 +218,8 @@ static int put_through_503s(const char *get_body, const char *get_etag, char *ms
 	static char get[256];
 	const struct tc_rule rules[] = {
 		{ "PUT", "/bkt/ds/manifest.json",
-		  "HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nETag: \"e1\"\r\n\r\n", 0 },
-		{ "GET", "/bkt/ds/manifest.json", get, 0 },
+		  "HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nETag: \"e1\"\r\n\r\n", 0, NULL },
+		{ "GET", "/bkt/ds/manifest.json", get, 0, NULL },
 	};
 	struct tc_canned c;
 	struct bm_put match = { .cond = BM_PUT_IF_MATCH, .etag = "\"e1\"", .swap = true };

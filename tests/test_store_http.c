@@ -311,6 +311,55 @@ static void a_range_get_gives_exactly_the_bytes_asked(void **state)
 	bm_store_close(s);
 }
 
+/* http.c keeps a connection's options from one GET to the next and
+ * starts afresh for any other method: on one connection, a GET after a
+ * HEAD still has its body, a GET after a PUT sends none, a range GET after
+ * a whole one asks only its range, and a 404 changes nothing for the next. */
+static void one_connection_serves_each_method_as_its_own_after_any_other(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	struct bm_store_opts o = { .connect_timeout_ms = 5000, .timeout_ms = 20000, .retry_base_ms = 1,
+				   .retries = 10, .connections = 1 };
+	struct bm_store *s;
+	struct bm_version v;
+	struct collect c = { .len = 0 };
+	char url[512], msg[512], *buf;
+	size_t len;
+
+	tc_store_url(url, sizeof(url), st, "/reuse");
+	if (bm_store_open(&s, url, &o, msg, sizeof(msg)) != 0)
+		fail_msg("bm_store_open %s: %s", url, msg);
+	/* Learns the server (open_store's first HEAD). */
+	assert_int_equal(bm_store_head(s, "none", &v, msg, sizeof(msg)), BM_ENOTFOUND);
+	assert_int_equal(bm_store_put(s, "a", "0123456789", 10, NULL, NULL, msg, sizeof(msg)), 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(bm_store_head(s, "a", &v, msg, sizeof(msg)), 0);
+		assert_int_equal(v.size, 10);
+		buf = get(s, "a", &len, NULL); /* after a HEAD */
+		assert_int_equal(len, 10);
+		assert_memory_equal(buf, "0123456789", 10);
+		free(buf);
+		struct bm_get g = { .range = true, .off = 2, .len = 3, .sink = collect, .sink_arg = &c };
+		if (bm_store_get(s, "a", &g, msg, sizeof(msg)) != 0) /* after a whole GET */
+			fail_msg("range get: %s", msg);
+		assert_int_equal(c.len, 3);
+		assert_memory_equal(c.buf, "234", 3);
+		buf = get(s, "a", &len, NULL); /* after a range GET */
+		assert_int_equal(len, 10);
+		free(buf);
+		assert_int_equal(bm_store_get_all(s, "none", 64, &buf, &len, NULL, msg, sizeof(msg)),
+				 BM_ENOTFOUND);
+		assert_int_equal(bm_store_put(s, "b", "xyz", 3, NULL, NULL, msg, sizeof(msg)), 0);
+		buf = get(s, "b", &len, NULL); /* after a PUT */
+		assert_int_equal(len, 3);
+		assert_memory_equal(buf, "xyz", 3);
+		free(buf);
+		assert_int_equal(bm_store_delete(s, "b", msg, sizeof(msg)), 0);
+		assert_int_equal(bm_store_get_all(s, "b", 64, &buf, &len, NULL, msg, sizeof(msg)), BM_ENOTFOUND);
+	}
+	bm_store_close(s);
+}
+
 static void a_listing_names_the_keys_under_a_prefix(void **state)
 {
 	struct bm_store *s = open_store(tc_store_of(state), "/list");
@@ -357,6 +406,7 @@ int main(void)
 		cmocka_unit_test(a_claim_left_by_a_dead_writer_holds_swaps_up_until_it_is_stale),
 		cmocka_unit_test(a_range_get_gives_exactly_the_bytes_asked),
 		cmocka_unit_test(a_listing_names_the_keys_under_a_prefix),
+		cmocka_unit_test(one_connection_serves_each_method_as_its_own_after_any_other),
 	};
 	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }

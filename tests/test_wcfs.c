@@ -971,6 +971,49 @@ static void test_a_tag_is_a_directory_beside_the_generations(void **state)
 	free(v2);
 }
 
+/* The rule for a file open under @<tag>/ (docs/wcfs.md): it is the file of
+ * the generation the tag named when it was opened, and keeps showing that
+ * generation after the tag moves; a new open follows the tag. */
+static void test_a_file_open_under_a_tag_keeps_its_generation_when_the_tag_moves(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 4096;
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	unsigned char *v1 = ts_pattern(3 * bs, 33), *v2 = ts_pattern(2 * bs + 9, 34);
+	assert_int_equal(wt_publish(ds_url(f, "tagopen/ds"), v1, 3 * bs, bs), 1);
+	assert_int_equal(wt_publish(ds_url(f, "tagopen/ds"), v2, 2 * bs + 9, bs), 2);
+	assert_int_equal(bm_tag_set(ds_url(f, "tagopen/ds"), NULL, "pinned", 1, NULL), 0);
+	int fd = open(mpath(f, "@pinned/tagopen/ds"), O_RDONLY);
+	assert_true(fd >= 0);
+	unsigned char *buf = malloc(3 * bs);
+	assert_int_equal(pread(fd, buf, 3 * bs, 0), (ssize_t)(3 * bs));
+	assert_memory_equal(buf, v1, 3 * bs);
+
+	assert_int_equal(bm_tag_set(ds_url(f, "tagopen/ds"), NULL, "pinned", 2, NULL), 0);
+	bool moved = false;
+	for (int i = 0; i < 100 && !moved; i++) {
+		size_t len = 0;
+		unsigned char *got = wt_read_file(mpath(f, "@pinned/tagopen/ds"), &len);
+		moved = got && len == 2 * bs + 9 && memcmp(got, v2, len) == 0;
+		free(got);
+		if (!moved)
+			sleep_ms(100);
+	}
+	assert_true(moved); /* a new open follows the tag */
+	/* The file opened before is still generation 1, whole. */
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 3 * bs);
+	memset(buf, 0, 3 * bs);
+	assert_int_equal(pread(fd, buf, 3 * bs, 0), (ssize_t)(3 * bs));
+	assert_memory_equal(buf, v1, 3 * bs);
+	close(fd);
+	free(buf);
+	free(v1);
+	free(v2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -992,6 +1035,7 @@ int main(void)
 		cmocka_unit_test(test_more_files_than_the_fd_limit_has_handles_for_all_read),
 		cmocka_unit_test(test_directories_list_the_datasets_below_them),
 		cmocka_unit_test(test_a_tag_is_a_directory_beside_the_generations),
+		cmocka_unit_test(test_a_file_open_under_a_tag_keeps_its_generation_when_the_tag_moves),
 		cmocka_unit_test(test_corrupt_blocks_read_as_eio_never_as_wrong_bytes),
 		cmocka_unit_test(test_failing_server_reads_give_eio_and_a_log_line),
 		cmocka_unit_test(test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset),

@@ -34,6 +34,8 @@ struct fill {
 	bool fresh;        /* the slot read as zeros when the fill began */
 	bool ptes;         /* the pool's view of the slot has page table entries */
 	size_t hi;         /* bytes [0, hi) may have been written by this fill */
+	size_t done;       /* bytes [0, done) were written by it (pwrite) */
+	bool holes;        /* it left or punched a hole in the slot */
 };
 static __thread struct fill cur_fill __attribute__((tls_model("initial-exec")));
 
@@ -75,21 +77,24 @@ int fill_page(vm_fileh *fh, vm_vma *vma, struct vm_page *page, void *buf)
 			(void)madvise(buf, fh->blksize, MADV_POPULATE_WRITE);
 		ptes = true;
 	}
-	rc = fill_loadblk(fh, page->blk, buf, fh->ram->memfd, (off_t)page->ram_off, fresh, ptes);
+	rc = fill_loadblk(fh, page->blk, buf, fh->ram->memfd, (off_t)page->ram_off, fresh, ptes, NULL);
 	page->slot = ptes ? VM_SLOT_MAPPED : VM_SLOT_UNMAPPED;
 	return rc;
 }
 
 int fill_loadblk(vm_fileh *fh, vm_blk_t blk, void *buf, int fd, off_t off,
-		 bool fresh, bool ptes)
+		 bool fresh, bool ptes, bool *wholep)
 {
+	bool writes = fh->file->ops->flags & VM_OPS_LOADBLK_WRITES;
 	int rc;
 
-	if (fh->file->ops->flags & VM_OPS_LOADBLK_WRITES)
+	if (writes)
 		cur_fill = (struct fill){ .buf = buf, .len = fh->blksize, .fd = fd, .off = off,
 					  .pagesize = (size_t)1 << fh->ram->pageshift,
 					  .fresh = fresh, .ptes = ptes };
 	rc = vm_norm_rc(fh->file->ops->loadblk(fh->file, blk, buf));
+	if (wholep != NULL)
+		*wholep = writes && !ptes && !cur_fill.holes && cur_fill.done == cur_fill.len;
 	cur_fill.buf = NULL;
 	return rc;
 }
@@ -107,6 +112,11 @@ static ssize_t fill_rel(void *buf, size_t off, size_t len)
 
 static int fill_pwrite(const void *src, size_t len, off_t pos)
 {
+	size_t rel = (size_t)(pos - cur_fill.off);
+
+	/* What was written from the slot's start on without a gap. */
+	if (rel <= cur_fill.done && rel + len > cur_fill.done)
+		cur_fill.done = rel + len;
 	while (len > 0) {
 		ssize_t n = pwrite(cur_fill.fd, src, len, pos);
 		if (n < 0 && errno == EINTR)
@@ -196,10 +206,14 @@ int vm_loadblk_zero(void *buf, size_t off, size_t len)
 	if (f->fresh) {
 		/* Fresh memory (never written, hole-punched when freed, or a
 		 * zeroed spare) reads as zeros above what this fill wrote. */
-		if ((size_t)rel >= f->hi)
+		if ((size_t)rel >= f->hi) {
+			f->holes = f->holes || len > 0;
 			return 0;
-		if ((size_t)rel + len > f->hi)
+		}
+		if ((size_t)rel + len > f->hi) {
 			len = f->hi - (size_t)rel;
+			f->holes = true;
+		}
 	}
 	if (f->ptes) {
 		memset((char *)buf + off, 0, len);
@@ -211,9 +225,12 @@ int vm_loadblk_zero(void *buf, size_t off, size_t len)
 	size_t a = (start + pg - 1) & ~(pg - 1), b = end & ~(pg - 1);
 	if (a >= b)
 		a = b = end;
-	if (b > a && fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			       f->off + (off_t)a, (off_t)(b - a)) < 0)
-		return -errno;
+	if (b > a) {
+		f->holes = true;
+		if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      f->off + (off_t)a, (off_t)(b - a)) < 0)
+			return -errno;
+	}
 	int rc = fill_pwrite_zeros(start, a);
 	return rc < 0 ? rc : fill_pwrite_zeros(b, end);
 }

@@ -412,9 +412,10 @@ void page_note_written_locked(struct vm_page *page);
 /* fill_loadblk runs loadblk for block blk into buf, the view of a slot at
  * off in fd; fresh: the slot reads as zeros; ptes: buf has page table
  * entries.  For VM_OPS_LOADBLK_WRITES backends vm_loadblk_write then
- * writes the slot with pwrite unless ptes (fill.c). */
+ * writes the slot with pwrite unless ptes (fill.c).  *wholep (if not
+ * NULL): every byte of the slot was so written, none left as a hole. */
 int fill_loadblk(vm_fileh *fh, vm_blk_t blk, void *buf, int fd, off_t off,
-		 bool fresh, bool ptes);
+		 bool fresh, bool ptes, bool *wholep);
 
 /* Logs one line to stderr with write(2); usable in the signal handler. */
 void vm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -109,6 +109,9 @@ uint64_t bm_size(const bm_dataset *ds);
 size_t bm_blksize(const bm_dataset *ds);
 uint64_t bm_generation(const bm_dataset *ds);
 int bm_is_flat(const bm_dataset *ds);
+/* The format version (docs/FORMAT.md) of the generation the handle shows:
+ * 1 or 2; 0 for a flat object and for a dataset not yet committed. */
+int bm_format_version(const bm_dataset *ds);
 /* Number of blocks that hold data (the rest are holes). */
 uint64_t bm_nblocks_stored(const bm_dataset *ds);
 const char *bm_url(const bm_dataset *ds);
@@ -188,7 +191,8 @@ int bm_refresh(bm_dataset *ds);
 /* Writes len bytes at offset straight into the next generation without
  * mapping (what `blkmap put` uses): every block it covers fully is hashed
  * and uploaded if it changed; partly covered blocks are merged with their
- * current bytes.  Call bm_commit() to publish.  Mappings show the published
+ * bytes in the next generation (those of the block written last are kept:
+ * not fetched again).  Call bm_commit() to publish.  Mappings show the published
  * generation and their own writes: these bytes once committed.  A block
  * also written through a mapping before the commit gets the mapping's
  * bytes. */
@@ -323,6 +327,9 @@ struct bm_gc_report {
 	int listed;                    /* 1: the store listed its objects, so
 					  orphans of unpublished commits were
 					  searched; 0: it cannot list */
+	uint64_t pages_walked;         /* index pages read to mark what
+					  generations reference: each once,
+					  however many generations share it */
 };
 
 /* Collects the dataset at url: drops the generations outside policy p and

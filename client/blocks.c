@@ -1,0 +1,369 @@
+/* blocks.c — where a block's bytes come from: the block table of a
+ * generation in either format version (v1's list, v2's index tree through
+ * ds->pages) and the verified fetch of one block of the published
+ * generation, or of an object a pending change names (changes.c).
+ *
+ * Owns: nothing of its own; it reads the handle's manifest.
+ * Locking: ds->mu is taken only to copy what a lookup needs (key, sum,
+ * length; a v2 root); pages are looked up and blocks fetched without it.
+ * It calls no other file of the handle (dataset.c, changes.c, commit.c
+ * call it).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bm_xxhash.h"
+
+#include "index_load.h"
+#include "internal.h"
+#include "store.h"
+
+/* ---- fetching one block ---------------------------------------------------- */
+
+/* The sink of a block's body: hashed while hot, then stored into the
+ * loadblk buffer (which may be a fresh RAM slot of virtmem's: filled with
+ * vm_loadblk_write, never through the pointer). */
+struct block_sink {
+	void *buf;
+	XXH3_state_t *xxh;         /* NULL: not hashed (flat) */
+	const char *sum;           /* expected xxh128 */
+};
+
+static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	struct block_sink *b = arg;
+
+	if (b->xxh) {
+		if (off == 0)
+			XXH3_128bits_reset(b->xxh); /* a retry starts over */
+		bm_xxh3_128_update(b->xxh, data, len); /* while the data is hot */
+	}
+	return vm_loadblk_write(b->buf, (size_t)off, data, len);
+}
+
+static int block_verify(void *arg, char *msg, size_t n)
+{
+	struct block_sink *b = arg;
+	char sum[BM_SUM_HEX + 1];
+
+	if (b->xxh == NULL)
+		return 0;
+	bm_sum_state_hex(b->xxh, sum);
+	if (strcmp(sum, b->sum) != 0) {
+		bm_fmt(msg, n, "checksum mismatch: bytes hash to %s, manifest says %s", sum, b->sum);
+		return BM_ECHECKSUM;
+	}
+	return 0;
+}
+
+/* Where a block's bytes come from. */
+struct block_source {
+	bool flat, hole;
+	char key[BM_KEY_MAX + 1];
+	char sum[BM_SUM_HEX + 1];
+	size_t len;                /* object length */
+	size_t visible;            /* bytes below the size the next commit publishes */
+	char etag[BM_ETAG_SIZE];   /* flat: the object's ETag when opened */
+	char last_modified[64];    /* flat: its Last-Modified */
+	uint64_t total;            /* flat: its size */
+};
+
+/* Bytes of a block at off that stay visible after a shrink to
+ * ds->trunc_size (the block's older bytes past it read as zeros). */
+static size_t trunc_visible(const bm_dataset *ds, uint64_t off, size_t visible)
+{
+	if (off >= ds->trunc_size)
+		return 0;
+	return ds->trunc_size - off < visible ? (size_t)(ds->trunc_size - off) : visible;
+}
+
+/* ---- the block table of a generation ------------------------------------------ */
+
+/* An index.c message names a page "index page <sum>": the URL instead
+ * (index.h: the caller adds it), so that a hostile page is named where
+ * it is.  The loader's own messages name it already. */
+static void name_page(bm_dataset *ds, int rc, char *msg, size_t n)
+{
+	static const char pfx[] = "index page ";
+	char inner[512];
+
+	if (rc >= 0 || strncmp(msg, pfx, sizeof(pfx) - 1) != 0)
+		return;
+	snprintf(inner, sizeof(inner), "%s", msg + sizeof(pfx) - 1);
+	bm_fmt(msg, n, "%s/index/%s", ds->url, inner);
+}
+
+int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
+		  char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], char *msg, size_t n)
+{
+	struct bm_index_io io;
+	int rc;
+
+	sum[0] = '\0';
+	if (key)
+		key[0] = '\0';
+	if (m->version == 2) {
+		uint64_t nblk = bm_manifest_nblk(m);
+		if (blk >= nblk || m->root[0] == '\0')
+			return 0;
+		bm_pages_io(ds->pages, &io);
+		rc = bm_index_lookup(&io, m->root, nblk, blk, sum, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		if (rc == 1 && key)
+			bm_key_block(key, sum);
+		return rc;
+	}
+	pthread_mutex_lock(&ds->mu);
+	const struct bm_block *b = m->blocks ? bm_manifest_find(m, blk) : NULL;
+	if (b) {
+		memcpy(sum, b->sum, BM_SUM_HEX + 1);
+		if (key)
+			snprintf(key, BM_KEY_MAX + 1, "%s", b->key);
+	}
+	pthread_mutex_unlock(&ds->mu);
+	return b != NULL;
+}
+
+int bm_table_next(bm_dataset *ds, const struct bm_manifest *m, uint64_t from, uint64_t *blk,
+		  char *msg, size_t n)
+{
+	struct bm_index_io io;
+	int found = 0;
+
+	if (m->version == 2) {
+		bm_pages_io(ds->pages, &io);
+		int rc = bm_index_next(&io, m->root, bm_manifest_nblk(m), from, blk, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		return rc;
+	}
+	pthread_mutex_lock(&ds->mu);
+	size_t i = bm_manifest_lower_bound(m, from);
+	if (i < m->nblocks) {
+		*blk = m->blocks[i].index;
+		found = 1;
+	}
+	pthread_mutex_unlock(&ds->mu);
+	return found;
+}
+
+int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_manifest *b,
+		  bm_range_fn fn, void *arg, char *msg, size_t n)
+{
+	struct bm_index_io io;
+	char sa[BM_SUM_HEX + 1], sb[BM_SUM_HEX + 1];
+	uint64_t from = 0;
+	int rc;
+
+	if (a->version == 2 && b->version == 2) {
+		bm_pages_io(ds->pages, &io);
+		rc = bm_index_diff(&io, a->root, bm_manifest_nblk(a), b->root, bm_manifest_nblk(b), fn,
+				   arg, NULL, msg, n);
+		name_page(ds, rc, msg, n);
+		return rc;
+	}
+	/* A v1 list on either side: a merge of the stored blocks of both. */
+	for (;;) {
+		uint64_t ia, ib;
+		if ((rc = bm_table_next(ds, a, from, &ia, msg, n)) < 0)
+			return rc;
+		if (rc == 0)
+			ia = UINT64_MAX;
+		if ((rc = bm_table_next(ds, b, from, &ib, msg, n)) < 0)
+			return rc;
+		if (rc == 0)
+			ib = UINT64_MAX;
+		uint64_t i = ia < ib ? ia : ib;
+		if (i == UINT64_MAX)
+			return 0;
+		if ((rc = bm_table_find(ds, a, i, sa, NULL, msg, n)) < 0 ||
+		    (rc = bm_table_find(ds, b, i, sb, NULL, msg, n)) < 0)
+			return rc;
+		if (strcmp(sa, sb) != 0 && (rc = fn(arg, i, 1)) != 0)
+			return rc;
+		from = i + 1;
+	}
+}
+
+/* ---- where a block comes from --------------------------------------------------- */
+
+/* Looks block index up in the published manifest.  A v2 generation's
+ * tree is walked without ds->mu (pages may be fetched): on its copy of the
+ * root, which stays valid (pages are immutable). */
+static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src, char *msg, size_t n)
+{
+	size_t bs = ds->file.blksize;
+	uint64_t off = index * bs;
+
+	memset(src, 0, sizeof(*src));
+	src->hole = true;
+	pthread_mutex_lock(&ds->mu);
+	src->flat = ds->flat;
+	src->len = bm_manifest_objlen(ds->manifest, index);
+	src->visible = off >= ds->new_size ? 0 : (ds->new_size - off < src->len ? (size_t)(ds->new_size - off) : src->len);
+	const struct bm_block *b = src->flat ? NULL : bm_manifest_find(ds->manifest, index);
+	if (b != NULL) {
+		snprintf(src->key, sizeof(src->key), "%s", b->key);
+		memcpy(src->sum, b->sum, sizeof(src->sum));
+		src->hole = false;
+		src->visible = trunc_visible(ds, off, src->visible);
+	}
+	snprintf(src->etag, sizeof(src->etag), "%s", ds->etag);
+	snprintf(src->last_modified, sizeof(src->last_modified), "%s", ds->last_modified);
+	src->total = ds->manifest->size;
+	/* v2: the root and size of the tree, copied (a refresh may swap the
+	 * manifest once the lock is dropped). */
+	struct bm_manifest tree = { .version = 0 };
+	if (!src->flat && ds->manifest->version == 2) {
+		tree.version = 2;
+		tree.blksize = ds->manifest->blksize;
+		tree.size = ds->manifest->size;
+		memcpy(tree.root, ds->manifest->root, sizeof(tree.root));
+	}
+	pthread_mutex_unlock(&ds->mu);
+	if (tree.version == 2) {
+		int rc = bm_table_find(ds, &tree, index, src->sum, src->key, msg, n);
+		if (rc < 0)
+			return rc;
+		if (rc == 1) {
+			src->hole = false;
+			src->visible = trunc_visible(ds, off, src->visible);
+		}
+	}
+	return 0;
+}
+
+/* A flat object's block 0 from the open (ds->first), taken by the first
+ * load of block 0; NULL when gone. */
+static char *take_first(bm_dataset *ds, size_t *lenp)
+{
+	pthread_mutex_lock(&ds->mu);
+	char *first = ds->first;
+	*lenp = ds->first_len;
+	ds->first = NULL;
+	pthread_mutex_unlock(&ds->mu);
+	return first;
+}
+
+/* Fetches and verifies src into buf (blksize bytes; zeros past what is
+ * visible).  With log, a failure is also reported on stderr. */
+static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf, bool log)
+{
+	struct block_sink sink = { .buf = buf, .sum = src->sum };
+	struct bm_get g = { .sink = block_sink, .sink_arg = &sink, .verify = block_verify };
+	struct bm_version pin = { .size = src->total };
+	size_t bs = ds->file.blksize, len = src->len, first_len = 0;
+	char msg[512], *first;
+	int rc;
+
+	if (len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
+		/* A hole, or past the end: zeros without a request. */
+		if (vm_loadblk_zero(buf, 0, bs) < 0)
+			return BM_ENOMEM;
+		atomic_fetch_add(&ds->c.hole_blocks, 1);
+		return 0;
+	}
+	if (src->flat && index == 0 && (first = take_first(ds, &first_len)) != NULL) {
+		/* Block 0's bytes came with the open. */
+		rc = vm_loadblk_write(buf, 0, first, first_len) < 0 ? BM_ENOMEM : 0;
+		free(first);
+		if (rc < 0)
+			return rc;
+		len = first_len;
+	} else if (src->flat) {
+		/* A range of the object, which must still be the version
+		 * opened. */
+		g.range = true;
+		g.off = index * bs;
+		g.len = len;
+		snprintf(pin.etag, sizeof(pin.etag), "%s", src->etag);
+		snprintf(pin.last_modified, sizeof(pin.last_modified), "%s", src->last_modified);
+		g.pin = &pin;
+		rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
+	} else {
+		g.max = len;
+		g.exact = true;
+		sink.xxh = XXH3_createState();
+		if (sink.xxh == NULL)
+			return BM_ENOMEM;
+		rc = bm_store_get(ds->store, src->key, &g, msg, sizeof(msg));
+		XXH3_freeState(sink.xxh);
+	}
+	if (rc < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
+		if (log) /* the one line a failed fault gets (virtmem adds none) */
+			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url, index,
+			       msg);
+		return rc;
+	}
+	/* Bytes past the object, or past a size shrunk since, read as zeros. */
+	if (src->visible < bs && vm_loadblk_zero(buf, src->visible, bs - src->visible) < 0)
+		return BM_ENOMEM;
+	atomic_fetch_add(&ds->c.fetched_blocks, 1);
+	atomic_fetch_add(&ds->c.fetched_bytes, len);
+	return 0;
+}
+
+/* find_source then fetch_source; a failure to find the block (its index
+ * page) is reported like one to fetch it. */
+static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
+{
+	struct block_source src;
+	char msg[512];
+	int rc = find_source(ds, index, &src, msg, sizeof(msg));
+
+	if (rc < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
+		if (log)
+			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url,
+			       index, msg);
+		return rc;
+	}
+	return fetch_source(ds, index, &src, buf, log);
+}
+
+int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log)
+{
+	return find_fetch(ds, index, buf, log);
+}
+
+int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char *sum, size_t len,
+		    bool before_shrink, void *buf)
+{
+	struct block_source src = { .hole = key == NULL, .len = len, .visible = len };
+
+	if (before_shrink) {
+		pthread_mutex_lock(&ds->mu);
+		src.visible = trunc_visible(ds, index * ds->file.blksize, len);
+		pthread_mutex_unlock(&ds->mu);
+	}
+	if (key != NULL) {
+		snprintf(src.key, sizeof(src.key), "%s", key);
+		snprintf(src.sum, sizeof(src.sum), "%s", sum);
+	}
+	return fetch_source(ds, index, &src, buf, false);
+}
+
+uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m)
+{
+	uint64_t count = 0, blk, from = 0;
+	char msg[300];
+
+	while (bm_table_next(ds, m, from, &blk, msg, sizeof(msg)) == 1) {
+		count++;
+		from = blk + 1;
+	}
+	return count;
+}
+
+uint64_t bm_nblocks_stored(const bm_dataset *ds)
+{
+	const struct bm_manifest *m = ds->manifest;
+	if (m->version != 2)
+		return m->nblocks;
+	return m->stored != UINT64_MAX ? m->stored : bm_table_count((bm_dataset *)ds, m);
+}
