@@ -985,7 +985,7 @@ static void test_a_file_open_under_a_tag_keeps_its_generation_when_the_tag_moves
 	assert_int_equal(wt_publish(ds_url(f, "tagopen/ds"), v1, 3 * bs, bs), 1);
 	assert_int_equal(wt_publish(ds_url(f, "tagopen/ds"), v2, 2 * bs + 9, bs), 2);
 	assert_int_equal(bm_tag_set(ds_url(f, "tagopen/ds"), NULL, "pinned", 1, NULL), 0);
-	int fd = open(mpath(f, "@pinned/tagopen/ds"), O_RDONLY);
+	int fd = open(mpath(&f->mir, "@pinned/tagopen/ds"), O_RDONLY);
 	assert_true(fd >= 0);
 	unsigned char *buf = malloc(3 * bs);
 	assert_int_equal(pread(fd, buf, 3 * bs, 0), (ssize_t)(3 * bs));
@@ -995,11 +995,11 @@ static void test_a_file_open_under_a_tag_keeps_its_generation_when_the_tag_moves
 	bool moved = false;
 	for (int i = 0; i < 100 && !moved; i++) {
 		size_t len = 0;
-		unsigned char *got = wt_read_file(mpath(f, "@pinned/tagopen/ds"), &len);
+		unsigned char *got = wt_read_file(mpath(&f->mir, "@pinned/tagopen/ds"), &len);
 		moved = got && len == 2 * bs + 9 && memcmp(got, v2, len) == 0;
 		free(got);
 		if (!moved)
-			sleep_ms(100);
+			wt_sleep_ms(100);
 	}
 	assert_true(moved); /* a new open follows the tag */
 	/* The file opened before is still generation 1, whole. */
