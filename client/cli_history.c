@@ -89,7 +89,8 @@ static const char gc_help[] =
 	"A server that cannot list (nginx) gets only what the dropped generations\n"
 	"named searched; orphans of unpublished commits are not found there.\n"
 	"Prints a summary; progress on a terminal.\n"
-	"Exit status: 0 success, 1 error, 2 usage error.\n";
+	"Exit status: 0 success, 1 error, 2 usage error, 3 another gc is running (or\n"
+	"took this one over).\n";
 
 static void gc_progress(const char *phase, uint64_t done, uint64_t total, void *arg)
 {
@@ -175,7 +176,8 @@ static const char tag_help[] =
 	"and every reading command opens it with --at NAME.  Names: 1 to 100 of\n"
 	"A-Z a-z 0-9 . _ -, not starting with . or -, not all digits.\n"
 	"Prints the tagged generation.\n"
-	"Exit status: 0 success, 1 error (no such generation or tag), 2 usage error.\n";
+	"Exit status: 0 success, 1 error (no such generation or tag), 2 usage error,\n"
+	"3 a concurrent gc dropped the generation or the tag list kept changing.\n";
 
 int cmd_tag(int argc, char **argv)
 {

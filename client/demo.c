@@ -1,8 +1,8 @@
 /* demo.c — blkmap-demo, the main job `./quickstart demo` runs.
  *
  * Starts blkmap-server on a free loopback port with a temporary store (or
- * uses the server URL given as argument), creates a 256 MiB dataset of
- * doubles with known values, then through libblkmap: maps it, computes
+ * uses the server URL given as argument), creates a dataset of doubles with
+ * known values (256 MiB, or --mib N), then through libblkmap: maps it, computes
  * statistics over a slice that touches a fraction of its blocks, changes a
  * region, commits, reopens the new and the old generation to verify, and
  * shows what it cost: bytes in the dataset vs bytes fetched, cache hits,
@@ -24,8 +24,11 @@
 
 #include <blkmap/blkmap.h>
 
-#define NVAL ((uint64_t)32 << 20)       /* 32 Mi doubles = 256 MiB */
 #define BLKSIZE ((size_t)1 << 20)
+#define MIB_MIN 2      /* the 100000 changed values fit in the second half */
+#define MIB_MAX 65536
+
+static uint64_t nval = (uint64_t)32 << 20;  /* doubles: 32 Mi = 256 MiB */
 
 static double value_at(uint64_t i)
 {
@@ -109,7 +112,13 @@ static void start_server(char *url, size_t n)
 	FILE *f = fdopen(fds[0], "r");
 	char line[512];
 	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
-		fprintf(stderr, "blkmap-demo: blkmap-server did not start (%s)\n", path);
+		/* A server that could not be run said so (exit 127): one line. */
+		int status = 0;
+		waitpid(server_pid, &status, 0);
+		server_pid = 0;
+		rmdir(server_root);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 127)
+			fprintf(stderr, "blkmap-demo: blkmap-server did not start (%s)\n", path);
 		exit(1);
 	}
 	char *u = strstr(line, "http://");
@@ -153,9 +162,9 @@ static void create_dataset(const char *url)
 	bm_dataset *ds = open_at(url, 0, BM_OPEN_CREATE);
 	double *buf = malloc(BLKSIZE), t = now();
 	uint64_t per = BLKSIZE / sizeof(double), gen;
-	int rc = bm_resize(ds, NVAL * sizeof(double));
+	int rc = bm_resize(ds, nval * sizeof(double));
 
-	for (uint64_t b = 0; rc == 0 && b < NVAL / per; b++) {
+	for (uint64_t b = 0; rc == 0 && b < nval / per; b++) {
 		for (uint64_t k = 0; k < per; k++)
 			buf[k] = value_at(b * per + k);
 		rc = bm_write(ds, b * BLKSIZE, buf, BLKSIZE);
@@ -165,7 +174,7 @@ static void create_dataset(const char *url)
 	if (rc < 0)
 		die("create", rc, ds);
 	printf("created %s: %" PRIu64 " doubles (%" PRIu64 " MiB, %" PRIu64 " blocks of %zu KiB), generation %" PRIu64 "\n",
-	       url, NVAL, NVAL * 8 >> 20, bm_nblocks_stored(ds), BLKSIZE >> 10, gen);
+	       url, nval, nval * 8 >> 20, bm_nblocks_stored(ds), BLKSIZE >> 10, gen);
 	show("upload", now() - t, ds);
 	free(buf);
 	bm_close(ds);
@@ -178,15 +187,34 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-		printf("usage: blkmap-demo [SERVER_URL]\n\n"
+		printf("usage: blkmap-demo [--mib N] [SERVER_URL]\n\n"
 		       "Without SERVER_URL, starts blkmap-server on a free loopback port with a\n"
-		       "temporary store. Creates SERVER_URL/demo/doubles-<pid> (256 MiB), computes\n"
-		       "statistics over a slice through a memory mapping, changes a region,\n"
-		       "commits, and verifies both generations.\n");
+		       "temporary store. Creates SERVER_URL/demo/doubles-<pid> (256 MiB, or N MiB,\n"
+		       "%d to %d), computes statistics over a slice through a memory mapping,\n"
+		       "changes a region, commits, and verifies both generations.\n"
+		       "Exit status: 0 verified, 1 error or a value that did not verify, 2 usage error.\n",
+		       MIB_MIN, MIB_MAX);
 		return 0;
 	}
-	if (argc > 1)
-		snprintf(base, sizeof(base), "%s", argv[1]);
+	int a = 1;
+	if (argc > a && strcmp(argv[a], "--mib") == 0) {
+		char *e;
+		unsigned long mib = a + 1 < argc ? strtoul(argv[a + 1], &e, 10) : 0;
+		if (a + 1 >= argc || argv[a + 1][0] < '0' || argv[a + 1][0] > '9' || *e != '\0' ||
+		    mib < MIB_MIN || mib > MIB_MAX) {
+			fprintf(stderr, "blkmap-demo: --mib needs a size in MiB from %d to %d (see --help)\n",
+				MIB_MIN, MIB_MAX);
+			return 2;
+		}
+		nval = (uint64_t)mib << 17;
+		a += 2;
+	}
+	if (argc > a + 1) {
+		fprintf(stderr, "blkmap-demo: expected at most one SERVER_URL (see --help)\n");
+		return 2;
+	}
+	if (argc > a)
+		snprintf(base, sizeof(base), "%s", argv[a]);
 	else
 		start_server(base, sizeof(base));
 	snprintf(url, sizeof(url), "%s/demo/doubles-%d", base, (int)getpid());
@@ -199,7 +227,7 @@ int main(int argc, char **argv)
 	double *v;
 	if ((rc = bm_map(ds, 0, 0, (void **)&v, &m)) < 0)
 		die("map", rc, ds);
-	uint64_t lo = NVAL * 40 / 100, hi = NVAL * 45 / 100;
+	uint64_t lo = nval * 40 / 100, hi = nval * 45 / 100;
 	double sum = 0, sq = 0, mn = INFINITY, mx = -INFINITY;
 	t = now();
 	for (uint64_t i = lo; i < hi; i++) {
@@ -216,7 +244,7 @@ int main(int argc, char **argv)
 	show("scan 5% of the dataset", now() - t, ds);
 
 	/* 2. Change a region: double v[50% .. 50% + 100000). */
-	uint64_t c0 = NVAL / 2, c1 = c0 + 100000, gen;
+	uint64_t c0 = nval / 2, c1 = c0 + 100000, gen;
 	t = now();
 	for (uint64_t i = c0; i < c1; i++)
 		v[i] *= 2;
@@ -234,7 +262,7 @@ int main(int argc, char **argv)
 
 	/* 3. Reopen the new generation and the old one; verify both. */
 	int bad = 0;
-	uint64_t probe[] = { c0, c1 - 1, c0 - 1, c1, lo, NVAL - 1 };
+	uint64_t probe[] = { c0, c1 - 1, c0 - 1, c1, lo, nval - 1 };
 	for (uint64_t g = gen; g >= gen - 1; g--) {
 		ds = open_at(url, g, 0);
 		if ((rc = bm_map(ds, 0, 0, (void **)&v, &m)) < 0)
@@ -258,8 +286,8 @@ int main(int argc, char **argv)
 
 	printf("\ndataset %" PRIu64 " MiB; the scan and the change fetched %.1f MiB (%.1f%%); "
 	       "generations 1 (created) and %" PRIu64 " (the change) are both readable\n",
-	       NVAL * 8 >> 20, (double)fetched / (1 << 20),
-	       100.0 * (double)fetched / (double)(NVAL * 8), gen);
+	       nval * 8 >> 20, (double)fetched / (1 << 20),
+	       100.0 * (double)fetched / (double)(nval * 8), gen);
 	printf(bad ? "FAILED\n" : "ok\n");
 	return bad;
 }

@@ -50,11 +50,12 @@ static int read_at(struct bm_store *s, uint64_t gen, struct bm_gen *g, char *msg
 		if (rc == 0 && g->generation != gen) {
 			bm_gen_free(g);
 			bm_fmt(msg, n, "%s: generation %" PRIu64 " is not kept", s->url, gen);
-			rc = BM_ENOTFOUND;
+			return BM_ENOTFOUND;
 		}
-	} else if (rc == BM_ENOTFOUND) {
-		bm_fmt(msg, n, "%s: no dataset here (no %s)", s->url, BM_KEY_MANIFEST);
 	}
+	/* No manifest.json, whichever generation was asked for. */
+	if (rc == BM_ENOTFOUND)
+		bm_fmt(msg, n, "%s: no dataset here (no %s)", s->url, BM_KEY_MANIFEST);
 	return rc;
 }
 

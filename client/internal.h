@@ -36,7 +36,10 @@ struct bm_pages;
  * the blocks a flat object is read in (a random miss fetches one; read-ahead
  * fetches many with one Range GET, readahead.c). */
 #define BM_DEFAULT_BLKSIZE ((size_t)1 << 20)
-#define BM_FLAT_BLKSIZE ((size_t)64 << 10)
+/* 16 KiB: a random miss costs about a third less than with 64 KiB, and a
+ * sequential reader of a mapping pays for 4 times the faults (docs/client.md,
+ * "Fetch sizes": bench_peers figures of both). */
+#define BM_FLAT_BLKSIZE ((size_t)16 << 10)
 /* A flat object's open asks for its first block with the Range GET that
  * learns its size, when the block is no larger than this. */
 #define BM_FLAT_FIRST_MAX ((size_t)1 << 20)

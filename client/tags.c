@@ -8,10 +8,13 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -20,7 +23,12 @@
 #include "tags.h"
 
 #define TAGS_MAX ((size_t)1 << 20)
-#define TAGS_TRIES 8 /* a tag write that loses the race reads and tries again */
+/* A tag write that loses the race waits a random while (up to twice as
+ * long each time: writers that lost together spread out) and reads and
+ * tries again. */
+#define TAGS_TRIES 16
+#define TAGS_BACKOFF_MS 2
+#define TAGS_BACKOFF_MAX_MS 250
 
 bool bm_tag_name_valid(const char *name)
 {
@@ -181,9 +189,24 @@ static int tag_keys(void *arg, bm_gc_visit_fn visit, void *varg)
 	return visit(varg, (const char *)arg);
 }
 
+/* Sleeps a random time in [0, TAGS_BACKOFF_MS << tries], capped. */
+static void backoff(int tries, unsigned *seed)
+{
+	long ms = TAGS_BACKOFF_MS;
+	for (int i = 0; i < tries && ms < TAGS_BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	if (ms > TAGS_BACKOFF_MAX_MS)
+		ms = TAGS_BACKOFF_MAX_MS;
+	ms = (long)((unsigned)rand_r(seed) % (unsigned)(ms + 1));
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 static int tag_change(const char *url, const struct bm_options *opt, const char *name, uint64_t gen,
 		      bool del, uint64_t *tagged)
 {
+	unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
 	struct bm_store *s = NULL;
 	struct bm_gc_guard guard = { 0 };
 	char msg[1024] = "", key[BM_KEY_GEN_SIZE];
@@ -242,6 +265,7 @@ static int tag_change(const char *url, const struct bm_options *opt, const char 
 		if (rc != BM_ECONFLICT || tries + 1 == TAGS_TRIES)
 			break;
 		tags_free(&t);
+		backoff(tries, &seed);
 	}
 	if (rc == BM_ECONFLICT)
 		bm_fmt(msg, sizeof(msg), "%s: the tag list kept changing under other writers", s->url);

@@ -10,9 +10,13 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            with exact ranges (python3-fsspec) on the flat object.  A fresh
            handle (empty cache) each run.
   seqsum   sequential read + SHA-256 of the whole object (median s):
-           `blkmap sum URL` and `curl -s URL | openssl dgst -sha256` as
-           whole processes; GDAL and fsspec reading 1 MiB at a time into
-           hashlib inside this process (their start-up not counted).
+           `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
+           dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
+           mapping (map: 64 KiB blocks, map16k: 16 KiB) read 1 MiB at a
+           time into hashlib inside this process (their start-up not
+           counted).
+  The random flat16k line maps the flat object in 16 KiB blocks (the
+  size GDAL fetches), flat in the default 64 KiB.
 One line per figure:
   peers <figure> blkmap=<x> <peer>=<y>... ratio=<blkmap / best peer>
 Several runs, interleaved (peer after peer within a run); medians.
@@ -62,8 +66,8 @@ def offsets(size, seed):
 
 # ---- cold random 4 KiB reads: one list of per-read seconds per call ----------
 
-def rand_blkmap(url, offs):
-    ds = blkmap.open(url)
+def rand_blkmap(url, offs, blksize=0):
+    ds = blkmap.open(url, blksize=blksize) if blksize else blkmap.open(url)
     mv = ds.map()
     out = []
     for off in offs:
@@ -113,6 +117,24 @@ def seq_blkmap(url, want):
     dt = time.perf_counter() - t
     if out.split()[0] != want:
         sys.exit("bench_peers: blkmap sum %s: %s, expected %s" % (url, out.split()[0], want))
+    return dt
+
+
+def seq_map(url, want, blksize=0):
+    """Sequential read + SHA-256 through a mapping, in this process (as
+    GDAL's and fsspec's lines): what a program that maps the object pays
+    for the block size, one fault per block."""
+    t = time.perf_counter()
+    ds = blkmap.open(url, blksize=blksize) if blksize else blkmap.open(url)
+    mv = ds.map()
+    h = hashlib.sha256()
+    for off in range(0, len(mv), MiB):
+        h.update(mv[off:off + MiB])
+    del mv
+    ds.close()
+    dt = time.perf_counter() - t
+    if h.hexdigest() != want:
+        sys.exit("bench_peers: mapped read of %s hashes to %s" % (url, h.hexdigest()))
     return dt
 
 
@@ -213,10 +235,11 @@ def main():
         for label, b in (("", base), ("_latency2ms", slow_base)):
             flat = b + "/peers/flat.bin"
             rruns = runs if not label else max(1, runs // 2)
-            r = {k: [] for k in ("flat", "ds1m", "ds64k", "gdal", "fsspec")}
+            r = {k: [] for k in ("flat", "flat16k", "ds1m", "ds64k", "gdal", "fsspec")}
             for i in range(rruns):
                 offs = offsets(size, i)
                 r["flat"] += rand_blkmap(flat, offs)
+                r["flat16k"] += rand_blkmap(flat, offs, 16 * KiB)
                 r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
                 r["ds64k"] += rand_blkmap(b + "/peers/ds64k", offs)
                 if gdal_ok:
@@ -224,12 +247,14 @@ def main():
                 if fsspec_ok:
                     r["fsspec"] += rand_fsspec(flat, offs)
             med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
-            for what in ("flat", "ds1m", "ds64k"):
+            for what in ("flat", "flat16k", "ds1m", "ds64k"):
                 line("random_4k_%s%s" % (what, label), "ms",
                      [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])])
-            s = {k: [] for k in ("flat", "ds1m", "ds64k", "curl", "gdal", "fsspec")}
+            s = {k: [] for k in ("flat", "ds1m", "ds64k", "map", "map16k", "curl", "gdal", "fsspec")}
             for i in range(runs):
                 s["flat"].append(seq_blkmap(flat, want))
+                s["map"].append(seq_map(flat, want))
+                s["map16k"].append(seq_map(flat, want, 16 * KiB))
                 s["ds1m"].append(seq_blkmap(b + "/peers/ds1m", want))
                 s["ds64k"].append(seq_blkmap(b + "/peers/ds64k", want))
                 s["curl"].append(seq_curl(flat, want))
@@ -238,7 +263,7 @@ def main():
                 if fsspec_ok:
                     s["fsspec"].append(seq_fsspec(flat, want))
             med = {k: statistics.median(v) if v else None for k, v in s.items()}
-            for what in ("flat", "ds1m", "ds64k"):
+            for what in ("flat", "ds1m", "ds64k", "map", "map16k"):
                 line("seqsum_%s%s" % (what, label), "s",
                      [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
                       ("fsspec", med["fsspec"])])

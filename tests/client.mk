@@ -46,13 +46,23 @@ CLIENT_TESTS = \
 	tests/test_client_gc_apache \
 	tests/test_client_gc_rgw \
 	tests/test_cli_errors \
-	tests/test_client_errors
+	tests/test_client_errors \
+	tests/test_demos \
+	tests/test_cli_history \
+	tests/test_client_lists
 check_PROGRAMS += $(CLIENT_TESTS)
 TESTS += $(CLIENT_TESTS)
 
 # The manifest parser alone (no server): mutated manifests.
 check_PROGRAMS += tests/test_manifest
 TESTS += tests/test_manifest
+
+# The wcfs mirror's URL and mountpoint naming (no server).
+check_PROGRAMS += tests/test_wcfs_path
+TESTS += tests/test_wcfs_path
+tests_test_wcfs_path_SOURCES = tests/test_wcfs_path.c
+tests_test_wcfs_path_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_wcfs_path_LDADD = $(CLIENT_TEST_LDADD)
 tests_test_manifest_SOURCES = tests/test_manifest.c
 tests_test_manifest_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_manifest_LDADD = $(CLIENT_TEST_LDADD)
@@ -168,6 +178,24 @@ tests_test_client_errors_SOURCES = tests/test_client_errors.c $(CLIENT_TEST_SOUR
 tests_test_client_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_errors_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# diff, tag, tags and gc beyond the round trips of test_client_gc.
+tests_test_cli_history_SOURCES = tests/test_cli_history.c $(CLIENT_TEST_SOURCES)
+tests_test_cli_history_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_cli_history_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_cli_history_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# bm_list_keys and bm_generations.
+tests_test_client_lists_SOURCES = tests/test_client_lists.c $(CLIENT_TEST_SOURCES)
+tests_test_client_lists_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_lists_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_lists_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# blkmap-demo and virtmem-demo run as a user runs them (small sizes).
+tests_test_demos_SOURCES = tests/test_demos.c $(CLIENT_TEST_SOURCES)
+tests_test_demos_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_demos_LDADD = $(CLIENT_TEST_LDADD) -lm
+EXTRA_tests_test_demos_DEPENDENCIES = $(CLIENT_TEST_DEPS) blkmap-demo$(EXEEXT) virtmem/virtmem-demo$(EXEEXT)
 
 tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
 tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)

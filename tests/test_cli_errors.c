@@ -2,8 +2,9 @@
  * user meets it: a usage error exits 2 with one line naming what was wrong
  * and pointing at --help; an environment variable that does not parse, a
  * file that cannot be read or written, a block size or kind of object that
- * does not fit the command, a patch that does not fit, a missing attribute
- * exit 1 with one line naming the thing; a commit that lost exits 3.
+ * does not fit the command, a patch that does not fit, a missing attribute,
+ * a server that does not answer exit 1 with one line naming the thing; a
+ * commit that lost exits 3.  Progress (put, get, gc) shows on a terminal only.
  * One blkmap-server (memory store) for the whole group.
  */
 #include "config.h"
@@ -114,6 +115,12 @@ static void an_environment_variable_that_does_not_parse_fails_every_command_nami
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "log", url, NULL });
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "attr", url, NULL });
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "put", "/dev/null", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "patch", url, "0", "/dev/null", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "tag", url, "v1", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "tag", "-d", url, "v1", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "tags", url, NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "diff", url, "1", NULL });
+	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "gc", url, NULL });
 	setenv("BLKMAP_CONNECTIONS", "0", 1);  /* parses, but below 1 */
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=0", "from 1 to 256", (const char *[]){ "stat", url, NULL });
 	unsetenv("BLKMAP_CONNECTIONS");
@@ -324,11 +331,91 @@ static void log_of_a_plain_object_says_it_has_no_generations(void **state)
 	assert_cli_fails(1, "is a plain object: it has no generations", url, (const char *[]){ "log", url, NULL });
 }
 
+static void every_command_fails_with_one_line_naming_a_server_that_does_not_answer_or_a_bad_url(void **state)
+{
+	const char *url = "http://127.0.0.1:1/clie/nobody";
+	char *file = tc_tmpfile("abc", 3);
+	(void)state;
+
+	setenv("BLKMAP_RETRIES", "1", 1);  /* a refused connection: one retry says it all */
+	const char *const *cmds[] = {
+		(const char *[]){ "put", file, url, NULL },
+		(const char *[]){ "get", url, "-", NULL },
+		(const char *[]){ "patch", url, "0", file, NULL },
+		(const char *[]){ "stat", url, NULL },
+		(const char *[]){ "log", url, NULL },
+		(const char *[]){ "attr", url, NULL },
+		(const char *[]){ "tag", url, "v1", NULL },
+		(const char *[]){ "tags", url, NULL },
+		(const char *[]){ "diff", url, "1", NULL },
+		(const char *[]){ "gc", url, NULL },
+	};
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		assert_cli_fails(1, "127.0.0.1:1", NULL, cmds[i]);
+	/* Nor does what is not a server's URL. */
+	const char *ftp = "ftp://example/x";
+	const char *const *not_urls[] = {
+		(const char *[]){ "get", ftp, "-", NULL },
+		(const char *[]){ "log", ftp, NULL },
+		(const char *[]){ "tag", "-d", ftp, "v1", NULL },
+		(const char *[]){ "tags", ftp, NULL },
+		(const char *[]){ "diff", ftp, "1", NULL },
+		(const char *[]){ "gc", ftp, NULL },
+	};
+	for (size_t i = 0; i < sizeof(not_urls) / sizeof(not_urls[0]); i++)
+		assert_cli_fails(1, "ftp://example/x: not an http://, https:// or s3:// URL", NULL, not_urls[i]);
+	unlink(file);
+	free(file);
+}
+
+static void at_without_a_generation_is_a_usage_error_of_every_reading_command(void **state)
+{
+	static const char *const cmds[] = { "get", "sum", "stat", "log" };
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		assert_cli_fails(2, "--at needs", "--help", (const char *[]){ cmds[i], "--at", NULL });
+		assert_cli_fails(2, "--at needs", "--help", (const char *[]){ cmds[i], "--at", "0", "http://h/x", NULL });
+	}
+}
+
+static void gc_shows_its_progress_on_a_terminal_only(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], *out, *err;
+
+	new_dataset(s, "/clie/gc-tty", url, sizeof(url), 4096, 20000);
+	new_dataset(s, "/clie/gc-tty", url, sizeof(url), 4096, 30000);
+	setenv("BLKMAP_GC_SETTLE_MS", "50", 1);
+	assert_int_equal(cli_on_tty((const char *[]){ "gc", "--keep", "1", "--grace", "0", url, NULL }, &out), 0);
+	/* Its phases (at most 10 updates a second: some may not show), ending
+	 * with every candidate deleted and a newline. */
+	if (!strstr(out, "\rgc: settle ") || !strstr(out, "\rgc: delete "))
+		fail_msg("gc on a terminal showed \"%s\"", out);
+	const char *last = strstr(out, "\rgc: delete ");
+	for (const char *p; (p = strstr(last + 1, "\rgc: delete ")) != NULL;)
+		last = p;
+	unsigned long done, total;
+	if (sscanf(last, "\rgc: delete %lu/%lu", &done, &total) != 2 || done != total || total == 0 ||
+	    out[strlen(out) - 1] != '\n')
+		fail_msg("gc on a terminal ended with \"%s\"", last);
+	free(out);
+	/* Not a terminal: the summary only. */
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "gc", url, NULL }), 0);
+	assert_string_equal(err, "");
+	assert_int_equal(tc_lines(out), 1);
+	free(out);
+	free(err);
+	unsetenv("BLKMAP_GC_SETTLE_MS");
+}
+
 /* Each test starts with none of the variables a test sets. */
 static int clean_environment(void **state)
 {
 	(void)state;
 	unsetenv("BLKMAP_CONNECTIONS");
+	unsetenv("BLKMAP_GC_SETTLE_MS");
+	unsetenv("BLKMAP_RETRIES");
 	return 0;
 }
 
@@ -347,6 +434,9 @@ int main(void)
 		T(attr_names_a_missing_key_and_refuses_text_that_is_not_utf8),
 		T(put_and_get_show_a_progress_bar_on_a_terminal_only),
 		T(log_of_a_plain_object_says_it_has_no_generations),
+		T(every_command_fails_with_one_line_naming_a_server_that_does_not_answer_or_a_bad_url),
+		T(at_without_a_generation_is_a_usage_error_of_every_reading_command),
+		T(gc_shows_its_progress_on_a_terminal_only),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

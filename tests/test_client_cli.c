@@ -1,7 +1,8 @@
 /* tests/test_client_cli.c — the `blkmap` command line: every command's
  * --help exits 0 with its usage on stdout; a usage error exits 2 with one
  * line on stderr; any other error exits 1 with one line on stderr naming
- * what failed; stat prints JSON; sum -v prints its counters.
+ * what failed; stat prints JSON (that parses whatever the URL holds); sum -v
+ * prints its counters.
  */
 #include "config.h"
 
@@ -105,6 +106,17 @@ static void stat_prints_json_and_sum_v_prints_counters(void **state)
 	assert_int_equal(json_integer_value(json_object_get(doc, "blksize")), 65536);
 	assert_int_equal(json_integer_value(json_object_get(doc, "generation")), 1);
 	assert_int_equal(json_integer_value(json_object_get(doc, "blocks")), 6);
+	json_decref(doc);
+	free(out);
+	/* A URL with a quote and a backslash still makes JSON that parses. */
+	char odd[512];
+	tc_url(odd, sizeof(odd), s, "/cli/a\"b\\c");
+	tc_put(odd, 65536, data, 10);
+	assert_int_equal(tc_cli(&out, NULL, (const char *[]){ "stat", odd, NULL }), 0);
+	doc = json_loads(out, 0, NULL);
+	if (doc == NULL)
+		fail_msg("stat of %s printed %s, not JSON", odd, out);
+	assert_string_equal(json_string_value(json_object_get(doc, "url")), odd);
 	json_decref(doc);
 	free(out);
 

@@ -28,7 +28,7 @@
 #endif
 
 #define MiB ((size_t)1 << 20)
-#define KiB64 ((size_t)64 << 10)
+#define FLAT_BS ((size_t)16 << 10) /* a flat object's default block size */
 #define SIZE (2 * MiB + MiB / 2 + 3)
 
 /* The object every test reads: made by the first test that needs it. */
@@ -60,7 +60,7 @@ static void a_plain_object_maps_read_only_through_range_gets(void **state)
 	unsigned char *got = tc_read_mapped(ds);
 	assert_memory_equal(got, data, SIZE);
 	bm_stats(ds, &st);
-	assert_int_equal(st.fetched_blocks, (SIZE + KiB64 - 1) / KiB64); /* 64 KiB blocks */
+	assert_int_equal(st.fetched_blocks, (SIZE + FLAT_BS - 1) / FLAT_BS); /* 16 KiB blocks */
 	assert_int_equal(st.fetched_bytes, SIZE);
 	bm_close(ds);
 	free(got);
@@ -137,10 +137,10 @@ static void a_random_miss_on_a_flat_object_fetches_one_small_block(void **state)
 	bm_mapping *m;
 
 	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
-	/* 64 KiB by default, the caller's block size if it sets one. */
-	static const size_t sizes[] = { 0, 16384 };
+	/* 16 KiB by default, the caller's block size if it sets one. */
+	static const size_t sizes[] = { 0, 65536 };
 	for (size_t i = 0; i < 2; i++) {
-		size_t bs = sizes[i] ? sizes[i] : KiB64;
+		size_t bs = sizes[i] ? sizes[i] : FLAT_BS;
 		bm_dataset *ds = open_mapped(url, sizes[i], 8, &addr, &m);
 		assert_int_equal(bm_blksize(ds), bs);
 		assert_int_equal(addr[MiB + 5], data[MiB + 5]);
@@ -170,7 +170,7 @@ static void read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get(vo
 	bm_dataset *ds = open_mapped(url, 0, 1, &addr, &m);
 	long gets = tc_store_count(s, "GET");
 	assert_int_equal(addr[5], data[5]);
-	assert_int_equal(addr[KiB64 + 5], data[KiB64 + 5]);
+	assert_int_equal(addr[FLAT_BS + 5], data[FLAT_BS + 5]);
 	/* Bounded wait for the run (a hang bound, not a timing). */
 	for (int i = 0; i < 2000; i++) {
 		bm_stats(ds, &st);
@@ -179,11 +179,11 @@ static void read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get(vo
 		usleep(10000);
 	}
 	assert_int_equal(st.readahead_blocks, 2);
-	assert_int_equal(st.fetched_bytes, 4 * KiB64);
+	assert_int_equal(st.fetched_bytes, 4 * FLAT_BS);
 	/* Block 0 came with the open: 1 fault, 1 run. */
 	assert_int_equal(tc_store_count(s, "GET") - gets, 2);
 	/* The run's blocks read back right. */
-	assert_memory_equal(addr + 2 * KiB64, data + 2 * KiB64, 2 * KiB64);
+	assert_memory_equal(addr + 2 * FLAT_BS, data + 2 * FLAT_BS, 2 * FLAT_BS);
 	bm_stats(ds, &st);
 	assert_int_equal(st.cache_misses, 2);
 	bm_unmap(m);
@@ -209,12 +209,12 @@ static void a_flat_object_opens_with_one_range_get_that_brings_its_first_block(v
 	bm_dataset *ds = open_mapped(url, 0, 1, &addr, &m);
 	assert_int_equal(bm_size(ds), SIZE);
 	assert_memory_equal(addr, data, 4096);
-	assert_memory_equal(addr + KiB64 - 4096, data + KiB64 - 4096, 4096);
+	assert_memory_equal(addr + FLAT_BS - 4096, data + FLAT_BS - 4096, 4096);
 	assert_int_equal(tc_store_count(s, "GET") - gets, 2);
 	assert_int_equal(tc_store_count(s, "HEAD") - heads, 0);
 	bm_stats(ds, &st);
 	assert_int_equal(st.fetched_blocks, 1);
-	assert_int_equal(st.fetched_bytes, KiB64);
+	assert_int_equal(st.fetched_bytes, FLAT_BS);
 	bm_unmap(m);
 	bm_close(ds);
 	free(data);

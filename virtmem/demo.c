@@ -1,6 +1,7 @@
-/* demo.c — virtmem-demo: maps a synthetic 1 GiB file through libvirtmem with
- * a RAM budget smaller than what it reads, reads and writes it, writes the
- * dirty blocks out, and shows what happened.  The backend computes each block
+/* demo.c — virtmem-demo: maps a synthetic file (1 GiB, or the MiB given as
+ * argument) through libvirtmem with a RAM budget (1/16 of it, at least
+ * 32 MiB) smaller than what it reads, reads and writes it, writes the dirty
+ * blocks out, and shows what happened.  The backend computes each block
  * (value i at index i as little-endian uint64) until a block is stored; stored
  * blocks live in a sparse temporary file.
  */
@@ -76,9 +77,13 @@ static void show(const char *step, vm_fileh *fh, vm_ram *ram, double secs)
 	       vm_ram_used(ram) >> 20);
 }
 
-int main(void)
+#define MIB_MIN 256  /* a quarter of it is twice the smallest budget */
+#define MIB_MAX 65536
+
+int main(int argc, char **argv)
 {
-	const size_t blksize = 2 << 20, size = (size_t)1 << 30;
+	const size_t blksize = 2 << 20;
+	size_t size = (size_t)1 << 30;
 	char path[] = "/tmp/virtmem-demo-XXXXXX";
 	struct synth s = { .file = { .ops = &synth_ops, .blksize = blksize } };
 	vm_ram *ram;
@@ -87,6 +92,26 @@ int main(void)
 	double t;
 	int rc;
 
+	if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		printf("usage: virtmem-demo [MIB]\n\n"
+		       "Maps a synthetic file of MIB MiB (default 1024; %d to %d, even) with a\n"
+		       "RAM budget of 1/16 of it (at least 32 MiB), reads a quarter, writes one\n"
+		       "value in 8 blocks, writes them out, and verifies them through a fresh handle.\n"
+		       "Exit status: 0 verified, 1 error or a value that did not verify, 2 usage error.\n",
+		       MIB_MIN, MIB_MAX);
+		return 0;
+	}
+	if (argc > 1) {
+		char *e;
+		unsigned long mib = strtoul(argv[1], &e, 10);
+		if (argc > 2 || argv[1][0] < '0' || argv[1][0] > '9' || *e != '\0' || mib < MIB_MIN ||
+		    mib > MIB_MAX || mib % 2) {
+			fprintf(stderr, "virtmem-demo: expected one MIB, an even number from %d to %d (see --help)\n",
+				MIB_MIN, MIB_MAX);
+			return 2;
+		}
+		size = (size_t)mib << 20;
+	}
 	s.nblk = size / blksize;
 	s.stored = calloc(s.nblk, 1);
 	s.fd = mkstemp(path);
@@ -94,7 +119,8 @@ int main(void)
 		die("temporary store", -errno);
 	unlink(path);
 
-	if ((rc = vm_ram_open(&ram, 64 << 20)) < 0)
+	/* At least 16 blocks: the 8 dirty ones never fill it. */
+	if ((rc = vm_ram_open(&ram, size / 16 > 16 * blksize ? size / 16 : 16 * blksize)) < 0)
 		die("vm_ram_open", rc);
 	if ((rc = vm_fileh_open(&fh, &s.file, ram, 0)) < 0)
 		die("vm_fileh_open", rc);
@@ -111,15 +137,18 @@ int main(void)
 	for (uint64_t i = 0; i < n / 4; i++)
 		sum += v[i];
 	uint64_t want = (n / 4) * (n / 4 - 1) / 2;
-	show("read 256 MiB (sum check)", fh, ram, now() - t);
+	char label[64];
+	snprintf(label, sizeof(label), "read %zu MiB (sum check)", size >> 22);
+	show(label, fh, ram, now() - t);
 	if (sum != want) {
 		fprintf(stderr, "virtmem-demo: sum %" PRIu64 " != %" PRIu64 "\n", sum, want);
 		return 1;
 	}
 
-	/* Write one value in every 64th block. */
+	/* Write one value in 8 blocks, spread over the file. */
+	const uint64_t every = s.nblk / 8;
 	t = now();
-	for (uint64_t b = 0; b < s.nblk; b += 64)
+	for (uint64_t b = 0; b < 8 * every; b += every)
 		v[b * (blksize / sizeof(*v))] = UINT64_MAX - b;
 	show("write 1 value in 8 blocks", fh, ram, now() - t);
 
@@ -136,7 +165,7 @@ int main(void)
 		die("reopen", rc);
 	v = vm_vma_addr(vma);
 	t = now();
-	for (uint64_t b = 0; b < s.nblk; b += 64)
+	for (uint64_t b = 0; b < 8 * every; b += every)
 		if (v[b * (blksize / sizeof(*v))] != UINT64_MAX - b) {
 			fprintf(stderr, "virtmem-demo: block %" PRIu64 " lost its write\n", b);
 			return 1;

@@ -69,7 +69,7 @@ struct bm_options {
 	size_t readahead_bytes;   /* largest read-ahead window       BLKMAP_READAHEAD_BYTES (64 MiB) */
 	size_t spare_bytes;       /* zeroed RAM kept ready for loads BLKMAP_SPARE_BYTES (16 MiB) */
 	/* Block size of a created dataset (0: 1 MiB), and of the blocks a
-	 * flat object is read in (0: 64 KiB)       BLKMAP_BLKSIZE (0) */
+	 * flat object is read in (0: 16 KiB)       BLKMAP_BLKSIZE (0) */
 	size_t blksize;
 	uint64_t generation;      /* open as of this generation; 0 = latest */
 	int flags;                /* BM_OPEN_* */
