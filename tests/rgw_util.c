@@ -1,8 +1,10 @@
 /* tests/rgw_util.c — the shared RADOS Gateway for the tests (see
  * rgw_util.h): runs tests/rgw.sh's "shared" mode and reads the instance's
  * endpoint and keys, makes SigV4-signed S3 requests with libcurl, buckets
- * and the AWS_* environment.  No locking: one thread per test program calls
- * these; tests/rgw.sh serializes the programs.
+ * and the AWS_* environment.  No locking: tr_rgw_get, tr_bucket and
+ * tr_rgw_setenv are for the test's thread; tr_s3 keeps nothing between
+ * calls, so threads may make requests at once once one request has set
+ * libcurl up.  tests/rgw.sh serializes the programs' starts.
  */
 #include <stdarg.h>
 #include <stdbool.h>

@@ -18,7 +18,8 @@ struct tr_rgw {
 
 /* The shared instance: 0, or 77 when radosgw is not installed (WHY says
  * so: the test skips), or -1 when it did not start (WHY says why: the test
- * fails).  Takes about 15 s the first time in a `make check`. */
+ * fails).  Takes about 3 s (more under load) the first time in a `make
+ * check`. */
 int tr_rgw_get(struct tr_rgw *r, char *why, size_t n);
 
 /* An S3 response: status, headers (the last response's block) and body,

@@ -62,7 +62,7 @@ static void one_line_naming(const char *msg, const char *what)
 static void a_new_dataset_is_version_2_and_opens_with_one_small_get(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t nblk = 600, size = nblk * BS;
+	size_t nblk = 300, size = nblk * BS; /* depth 2: two leaves and the root */
 	unsigned char *data = ts_pattern(size, 201);
 	char url[512];
 
@@ -105,7 +105,7 @@ static void a_new_dataset_is_version_2_and_opens_with_one_small_get(void **state
 static void a_one_block_commit_writes_the_block_its_path_and_a_small_manifest(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t nblk = 1000, size = nblk * BS; /* depth 2: a leaf and the root */
+	size_t nblk = 300, size = nblk * BS; /* depth 2: two leaves and the root */
 	unsigned char *data = ts_pattern(size, 202);
 	char url[512];
 	uint64_t gen;
@@ -113,9 +113,9 @@ static void a_one_block_commit_writes_the_block_its_path_and_a_small_manifest(vo
 	tc_store_url(url, sizeof(url), st, "/v2/one");
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
-	data[500 * BS + 9] ^= 0x33;
+	data[270 * BS + 9] ^= 0x33;
 	long puts = tc_store_count(st, "PUT");
-	assert_int_equal(bm_write(ds, 500 * BS, data + 500 * BS, BS), 0);
+	assert_int_equal(bm_write(ds, 270 * BS, data + 270 * BS, BS), 0);
 	assert_int_equal(bm_commit(ds, &gen), 0);
 	assert_int_equal(gen, 2);
 	/* The block, the leaf and the root page, the manifest, its kept copy. */
@@ -326,7 +326,7 @@ static void a_v1_only_reader_refuses_v2_with_its_version_error(void **state)
 static void refresh_follows_another_writers_v2_generation(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t nblk = 700, size = nblk * BS;
+	size_t nblk = 300, size = nblk * BS; /* depth 2: two leaves and the root */
 	unsigned char *data = ts_pattern(size, 205);
 	char url[512];
 	uint64_t gen;
@@ -336,9 +336,9 @@ static void refresh_follows_another_writers_v2_generation(void **state)
 	bm_dataset *reader = tc_open(url, 0), *writer = tc_open(url, 0);
 	unsigned char *got = tc_read_mapped(reader); /* everything cached */
 	free(got);
-	data[650 * BS] ^= 0x77;
+	data[280 * BS] ^= 0x77;
 	memset(data + 10 * BS, 0, BS); /* becomes a hole */
-	assert_int_equal(bm_write(writer, 650 * BS, data + 650 * BS, BS), 0);
+	assert_int_equal(bm_write(writer, 280 * BS, data + 280 * BS, BS), 0);
 	assert_int_equal(bm_write(writer, 10 * BS, data + 10 * BS, BS), 0);
 	assert_int_equal(bm_commit(writer, &gen), 0);
 	bm_close(writer);
@@ -392,7 +392,7 @@ static void expect_read_error(const char *url, uint64_t off, int code, const cha
 static void hostile_index_pages_on_the_server_are_one_line_errors(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t nblk = 600, size = nblk * BS;
+	size_t nblk = 300, size = nblk * BS; /* depth 2: two leaves and the root */
 	unsigned char *data = ts_pattern(size, 206);
 	char url[512], leaf[BM_SUM_HEX + 1], ppath[300], root[BM_SUM_HEX + 1];
 
@@ -410,7 +410,7 @@ static void hostile_index_pages_on_the_server_are_one_line_errors(void **state)
 	assert_true(tc_store_put(st, ppath, r.body, r.len) / 100 == 2);
 	expect_read_error(url, 5 * BS, BM_ECHECKSUM, ppath);
 
-	/* The root page as the dataset's only page, where the tree of 600
+	/* The root page as the dataset's only page, where the tree of 300
 	 * blocks needs a root of level 1 over leaves: a level-1 page where a
 	 * leaf is needed loops nowhere, it is refused. */
 	json_t *man = manifest_of(st, "/v2/hostile");
@@ -470,7 +470,7 @@ static int touch_child(void *arg)
 static void a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t nblk = 600, size = nblk * BS;
+	size_t nblk = 300, size = nblk * BS; /* depth 2: two leaves and the root */
 	unsigned char *data = ts_pattern(size, 210);
 	char url[512], leaf[BM_SUM_HEX + 1], ppath[300], *err = NULL;
 
@@ -495,7 +495,7 @@ static void a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line(voi
 static void a_flipped_byte_in_transit_is_fetched_again(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t nblk = 600, size = nblk * BS;
+	size_t nblk = 300, size = nblk * BS; /* depth 2: two leaves and the root */
 	char url[512];
 	struct bm_stats s;
 

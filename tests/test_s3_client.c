@@ -9,6 +9,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,12 +170,51 @@ static void test_put_get_sum_patch_and_log_through_the_cli(void **state)
  * (RGW pages hold 1000 keys): 1005 generations, one not kept, all found
  * and in order. */
 #define LOG_GENS 1005
+#define LOG_PUTTERS 8
+
+/* The kept copies gen/<g>.json of a log, PUT by LOG_PUTTERS threads at
+ * once (a thousand one by one took 8 s): each takes the next generation
+ * and notes the first failure; the test asserts in its own thread. */
+struct log_puts {
+	const char *bucket;
+	char **text;               /* [g], NULL: not kept */
+	size_t *len;
+	int next;                  /* atomic */
+	int failed_gen;            /* atomic; 0: none */
+	long failed_status;
+};
+
+static void *log_putter(void *arg)
+{
+	struct log_puts *lp = arg;
+	char path[512];
+	struct tr_resp r;
+	int g;
+
+	while ((g = __atomic_fetch_add(&lp->next, 1, __ATOMIC_RELAXED)) <= LOG_GENS) {
+		if (lp->text[g] == NULL)
+			continue;
+		snprintf(path, sizeof(path), "/%s/ds/gen/%d.json", lp->bucket, g);
+		tr_s3(&rgw, "PUT", path, NULL, lp->text[g], lp->len[g], &r);
+		if (r.status != 200) {
+			int none = 0;
+			if (__atomic_compare_exchange_n(&lp->failed_gen, &none, g, false, __ATOMIC_RELAXED,
+							__ATOMIC_RELAXED))
+				lp->failed_status = r.status;
+		}
+		tr_resp_free(&r);
+	}
+	return NULL;
+}
 
 static void test_log_lists_generations_over_several_pages(void **state)
 {
-	char url[256], b[128], path[512], *out, json_text[4096];
+	char url[256], b[128], path[512], *out;
 	unsigned char data[4096];
 	struct tr_resp r;
+	char *text[LOG_GENS + 1] = { NULL };
+	size_t len[LOG_GENS + 1];
+	pthread_t t[LOG_PUTTERS];
 
 	(void)state;
 	memset(data, 7, sizeof(data));
@@ -190,25 +231,27 @@ static void test_log_lists_generations_over_several_pages(void **state)
 	 * but 600; the last one current. */
 	for (int g = 2; g <= LOG_GENS; g++) {
 		json_object_set_new(man, "generation", json_integer(g));
-		size_t len;
-		char *text = tc_manifest_text(man, &len); /* format 2: sealed again */
-		assert_true(len > 0 && len < sizeof(json_text));
-		memcpy(json_text, text, len);
-		free(text);
-		if (g != 600) {
-			snprintf(path, sizeof(path), "/%s/ds/gen/%d.json", b, g);
-			tr_s3(&rgw, "PUT", path, NULL, json_text, len, &r);
-			assert_int_equal(r.status, 200);
-			tr_resp_free(&r);
-		}
-		if (g == LOG_GENS) {
-			snprintf(path, sizeof(path), "/%s/ds/manifest.json", b);
-			tr_s3(&rgw, "PUT", path, NULL, json_text, len, &r);
-			assert_int_equal(r.status, 200);
-			tr_resp_free(&r);
-		}
+		text[g] = tc_manifest_text(man, &len[g]); /* format 2: sealed again */
+		assert_true(len[g] > 0);
 	}
 	json_decref(man);
+	char *current = text[LOG_GENS];
+	size_t current_len = len[LOG_GENS];
+	free(text[600]);
+	text[600] = NULL;
+	struct log_puts lp = { .bucket = b, .text = text, .len = len, .next = 2 };
+	for (int i = 0; i < LOG_PUTTERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, log_putter, &lp), 0);
+	for (int i = 0; i < LOG_PUTTERS; i++)
+		pthread_join(t[i], NULL);
+	if (lp.failed_gen != 0)
+		fail_msg("PUT gen/%d.json: status %ld", lp.failed_gen, lp.failed_status);
+	snprintf(path, sizeof(path), "/%s/ds/manifest.json", b);
+	tr_s3(&rgw, "PUT", path, NULL, current, current_len, &r);
+	assert_int_equal(r.status, 200);
+	tr_resp_free(&r);
+	for (int g = 2; g <= LOG_GENS; g++)
+		free(text[g]);
 	/* Keys past the last page's start that are not generations. */
 	snprintf(path, sizeof(path), "/%s/ds/gen/zz", b);
 	tr_s3(&rgw, "PUT", path, NULL, "x", 1, &r);

@@ -111,7 +111,7 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 	return rc;
 }
 
-int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp)
+int vm_fault_at(uintptr_t addr, int write, bool signal, uint64_t seen, vm_blk_t *blkp)
 {
 	vm_vma *vma;
 	int rc;
@@ -140,6 +140,8 @@ int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp)
 		rc = vma->fh->engine->signal_fault_locked(vma, addr, write, blkp);
 	else if (signal)
 		rc = fault_locked(vma, addr, write, blkp);
+	else if (vma->seq > seen)
+		rc = VM_FAULT_NOT_OURS; /* maybe another mapping's stale message */
 	else {
 		/* Served by a handler thread: the faulting thread may have
 		 * gone on (a duplicate fault), so its owner may unmap vma

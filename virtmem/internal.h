@@ -252,8 +252,14 @@ struct vm_vma {
 	vm_fileh *fh;
 	uint64_t *mapped;      /* bit per block: its RAM slot is mapped there */
 	unsigned inflight;     /* faults a handler thread serves on it now */
+	uint64_t seq;          /* vm_vma_seq when it was indexed */
 	struct vm_list in_fileh;
 };
+
+/* Counts the mappings indexed so far (mapping.c; written under vm_lock,
+ * read atomically): vm_fault_at tells a mapping made after a handler
+ * thread read its fault's message from the one the message was for. */
+extern uint64_t vm_vma_seq;
 
 static inline bool vma_covers(const vm_vma *vma, vm_blk_t blk)
 {
@@ -322,8 +328,14 @@ enum { VM_FAULT_NOT_OURS = 1 };
  * SIGBUS.  write: 1 write, 0 read, -1 unknown (guessed from the mapping).
  * signal: called from the SIGSEGV handler (a mapping of an engine with
  * signal_fault_locked is then left to it: no load in signal context).
+ * seen (handler threads, signal false): vm_vma_seq read before the fault's
+ * message was.  The faulting thread may have gone on meanwhile (woken by
+ * the serving of a duplicate fault) and its mapping been unmapped and the
+ * address given to a new one: a mapping indexed after seen is not served
+ * (VM_FAULT_NOT_OURS: the caller wakes the address; a thread that still
+ * waits faults again).
  * On -errno, *blkp names the block that failed. */
-int vm_fault_at(uintptr_t addr, int write, bool signal, vm_blk_t *blkp);
+int vm_fault_at(uintptr_t addr, int write, bool signal, uint64_t seen, vm_blk_t *blkp);
 /* A write to a VM_READONLY handle's mapping (block blk of vma): refused
  * with one line on stderr naming the block and the file, and no backend
  * call (it may run in a signal handler).  Returns -EROFS. */

@@ -7,7 +7,8 @@
  *
  * Owns: the index (vma_index), every vm_vma and its bitmap of mapped
  * blocks.
- * Locking: all under vm_lock.  The overlay trio (mmap_setup_read,
+ * Locking: all under vm_lock (vm_vma_seq is also read without it, by
+ * handler threads, atomically).  The overlay trio (mmap_setup_read,
  * remmap_blk_read, munmap) is called with vm_lock held: it must not call
  * back into virtmem.  The kernel's mmap lock nests inside vm_lock here.
  */
@@ -26,6 +27,7 @@
  * O(log n) address -> mapping lookup the fault handler needs. */
 static vm_vma **vma_index;
 static size_t vma_index_n, vma_index_cap;
+uint64_t vm_vma_seq; /* written under vm_lock, read atomically */
 
 /* Position of the first mapping with addr_start > addr. */
 static size_t index_upper(uintptr_t addr)
@@ -304,6 +306,7 @@ int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t blk, size_t blklen)
 			goto fail_free;
 		}
 	}
+	vma->seq = __atomic_add_fetch(&vm_vma_seq, 1, __ATOMIC_SEQ_CST);
 	rc = index_insert(vma);
 	if (rc == 0) {
 		vm_list_add_tail(&fh->vmas, &vma->in_fileh);

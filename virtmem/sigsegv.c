@@ -184,7 +184,7 @@ static void on_sigsegv(int sig, siginfo_t *si, void *uctx)
 	vm_blk_t blk = 0;
 	int rc;
 
-	rc = vm_fault_at(addr, write, true, &blk);
+	rc = vm_fault_at(addr, write, true, 0, &blk);
 	if (rc == VM_FAULT_NOT_OURS) {
 		chain_previous(sig, si, uctx);
 	} else if (rc < 0) {

@@ -359,7 +359,8 @@ static void handler_blocks(bool on)
 	pthread_mutex_unlock(&ctx.mu);
 }
 
-static void serve(const struct uffd_msg *msg)
+/* seen: vm_vma_seq before msg was read (vm_fault_at). */
+static void serve(const struct uffd_msg *msg, uint64_t seen)
 {
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
 	int write = (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
@@ -373,7 +374,7 @@ static void serve(const struct uffd_msg *msg)
 		rc = -EDEADLK;
 	} else {
 		wakes.defer = true;
-		rc = vm_fault_at(addr, write, false, &blk);
+		rc = vm_fault_at(addr, write, false, seen, &blk);
 		wakes.defer = false;
 		wake_flush();
 	}
@@ -383,8 +384,9 @@ static void serve(const struct uffd_msg *msg)
 		/* Not logged: whoever failed (loadblk, RAM, mapping) said so. */
 		uffd_fail(addr, (pid_t)msg->arg.pagefault.feat.ptid, rc, blk);
 	}
-	/* Not ours any more (unmapped meanwhile), or failed: the access is
-	 * retried, and faults again or takes its signal. */
+	/* Not ours any more (unmapped meanwhile, or mapped again after msg
+	 * was read), or failed: the access is retried, and faults again or
+	 * takes its signal. */
 	uffd_wake(addr & ~(ctx.pagesize - 1), ctx.pagesize);
 }
 
@@ -403,12 +405,16 @@ static void *handler_main(void *arg)
 	for (;;) {
 		struct uffd_msg msg;
 		struct epoll_event ev;
+		uint64_t seen;
 		ssize_t n;
 		if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) {
 			vm_log("waiting for the userfaultfd failed: %s; its handler thread stops",
 			       strerror(errno));
 			break;
 		}
+		/* Before the read: a message read is for a mapping indexed by
+		 * now, or its fault is not served (serve). */
+		seen = __atomic_load_n(&vm_vma_seq, __ATOMIC_SEQ_CST);
 		n = read(ctx.fd, &msg, sizeof(msg));
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
@@ -418,7 +424,7 @@ static void *handler_main(void *arg)
 			break;
 		}
 		if (msg.event == UFFD_EVENT_PAGEFAULT)
-			serve(&msg);
+			serve(&msg, seen);
 	}
 	vm_thread_blocks = NULL;
 	pthread_mutex_lock(&ctx.mu);
