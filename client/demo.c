@@ -65,7 +65,15 @@ static void stop_server(void)
 	}
 }
 
-/* The blkmap-server next to this program, or $BLKMAP_SERVER. */
+/* OUT = DIR/NAME if that is an executable. */
+static int executable_in(char *out, size_t n, const char *dir, const char *name)
+{
+	return (size_t)snprintf(out, n, "%s/%s", dir, name) < n && access(out, X_OK) == 0;
+}
+
+/* $BLKMAP_SERVER, or the blkmap-server next to this program (one level up
+ * when libtool runs this program from .libs/ in a build tree), or
+ * blkmap-server from $PATH. */
 static void server_path(char *out, size_t n)
 {
 	const char *env = getenv("BLKMAP_SERVER");
@@ -75,15 +83,14 @@ static void server_path(char *out, size_t n)
 	}
 	char self[PATH_MAX];
 	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (len > 0) {
-		self[len] = '\0';
-		char *slash = strrchr(self, '/');
-		if (slash && (size_t)(slash - self) + 16 < n) {
-			memcpy(slash + 1, "blkmap-server", 14);
-			snprintf(out, n, "%s", self);
-			if (access(out, X_OK) == 0)
-				return;
-		}
+	char *slash = len > 0 ? (self[len] = '\0', strrchr(self, '/')) : NULL;
+	if (slash) {
+		*slash = '\0';
+		if (executable_in(out, n, self, "blkmap-server"))
+			return;
+		size_t dl = strlen(self);
+		if (dl >= 6 && strcmp(self + dl - 6, "/.libs") == 0 && executable_in(out, n, self, "../blkmap-server"))
+			return;
 	}
 	snprintf(out, n, "blkmap-server");
 }

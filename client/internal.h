@@ -202,6 +202,27 @@ bool bm_key_valid(const char *key);
  * compact.  Both manifest versions keep attrs this one way. */
 int bm_attrs_normalize(const char *json, size_t len, char **out, char *msg, size_t n);
 
+/* What both manifest versions open with (docs/FORMAT.md): "format",
+ * "version", "checksum", "blksize", "size", "generation", "created",
+ * "attrs". */
+struct bm_manifest_head {
+	size_t blksize;
+	uint64_t size;
+	uint64_t generation;
+	char created[40];          /* kept printable; "" if none */
+	char *attrs;               /* as bm_attrs_normalize gives them (malloc'd) */
+};
+struct json_t;
+/* Reads and checks those fields of untrusted manifest root (a JSON value)
+ * for format version `version`: 0, or BM_EFORMAT (msg says which field is
+ * wrong) or BM_ENOMEM; h->attrs is the caller's to free either way. */
+int bm_manifest_head_parse(struct json_t *root, unsigned version, struct bm_manifest_head *h,
+			   char *msg, size_t n);
+/* Integer field name of untrusted JSON object o into *out, within [min,
+ * max]: 0, or BM_EFORMAT with msg naming the field. */
+int bm_json_uint(struct json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,
+		 char *msg, size_t n);
+
 /* A change for the next generation: block index becomes key/sum, or a hole
  * (key NULL). */
 struct bm_change {

@@ -16,6 +16,7 @@ client_libblkmap_la_SOURCES = \
 	client/store.c \
 	client/store_http.c \
 	client/store_s3.c \
+	client/store_list.c \
 	client/manifest.c \
 	client/index.h \
 	client/index.c \

@@ -93,8 +93,7 @@ static bool sum_valid(const char *s)
 	return true;
 }
 
-/* Reads integer field name of o into *out within [min, max]. */
-static int get_uint(json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,
+int bm_json_uint(json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,
 		    char *msg, size_t n)
 {
 	json_t *v = json_object_get(o, name);
@@ -163,7 +162,8 @@ int bm_attrs_normalize(const char *json, size_t len, char **out, char *msg, size
 	return rc;
 }
 
-static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n)
+int bm_manifest_head_parse(json_t *root, unsigned version, struct bm_manifest_head *h, char *msg,
+			   size_t n)
 {
 	json_t *v;
 	uint64_t x;
@@ -178,10 +178,14 @@ static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n
 		bm_fmt(msg, n, "field \"format\" is not \"blkmap-dataset\"");
 		return BM_EFORMAT;
 	}
-	if ((rc = get_uint(root, "version", 0, INT64_MAX, &x, msg, n)) < 0)
+	if ((rc = bm_json_uint(root, "version", 0, INT64_MAX, &x, msg, n)) < 0)
 		return rc;
-	if (x != 1) {
-		bm_fmt(msg, n, "format version %" PRIu64 " is not supported (this reader knows 1)", x);
+	if (x != version) {
+		if (version == 1)
+			bm_fmt(msg, n, "format version %" PRIu64 " is not supported (this reader knows 1)", x);
+		else
+			bm_fmt(msg, n, "format version %" PRIu64 " where a version %u manifest was expected",
+			       x, version);
 		return BM_EFORMAT;
 	}
 	v = json_object_get(root, "checksum");
@@ -189,27 +193,40 @@ static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n
 		bm_fmt(msg, n, "field \"checksum\" is not \"xxh128\"");
 		return BM_EFORMAT;
 	}
-	if ((rc = get_uint(root, "blksize", 4096, VM_BLKSIZE_MAX, &x, msg, n)) < 0)
+	if ((rc = bm_json_uint(root, "blksize", 4096, VM_BLKSIZE_MAX, &x, msg, n)) < 0)
 		return rc;
 	if ((x & (x - 1)) != 0) {
 		bm_fmt(msg, n, "field \"blksize\" = %" PRIu64 " is not a power of two", x);
 		return BM_EFORMAT;
 	}
-	m->blksize = (size_t)x;
-	if ((rc = get_uint(root, "size", 0, BM_SIZE_MAX, &m->size, msg, n)) < 0)
+	h->blksize = (size_t)x;
+	if ((rc = bm_json_uint(root, "size", 0, BM_SIZE_MAX, &h->size, msg, n)) < 0)
 		return rc;
-	if ((rc = get_uint(root, "generation", 1, BM_GEN_MAX, &m->generation, msg, n)) < 0)
+	if ((rc = bm_json_uint(root, "generation", 1, BM_GEN_MAX, &h->generation, msg, n)) < 0)
 		return rc;
 	v = json_object_get(root, "created");
 	if (json_is_string(v)) {
 		/* Informational (shown by `blkmap log`): kept printable. */
-		snprintf(m->created, sizeof(m->created), "%s", json_string_value(v));
-		bm_printable(m->created);
+		snprintf(h->created, sizeof(h->created), "%s", json_string_value(v));
+		bm_printable(h->created);
 	}
 	v = json_object_get(root, "attrs");
-	if (v != NULL && (rc = attrs_from_json(v, &m->attrs, msg, n)) < 0)
+	if (v != NULL && (rc = attrs_from_json(v, &h->attrs, msg, n)) < 0)
 		return rc;
 	return 0;
+}
+
+static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n)
+{
+	struct bm_manifest_head h = { 0 };
+	int rc = bm_manifest_head_parse(root, 1, &h, msg, n);
+
+	m->blksize = h.blksize;
+	m->size = h.size;
+	m->generation = h.generation;
+	memcpy(m->created, h.created, sizeof(m->created));
+	m->attrs = h.attrs;
+	return rc;
 }
 
 static int parse_blocks(json_t *root, struct bm_manifest *m, char *msg, size_t n)
@@ -239,7 +256,7 @@ static int parse_blocks(json_t *root, struct bm_manifest *m, char *msg, size_t n
 			return BM_EFORMAT;
 		}
 		/* nblk >= 1 here: the array is not longer than nblk. */
-		if ((rc = get_uint(e, "index", 0, nblk - 1, &b->index, msg, n)) < 0) {
+		if ((rc = bm_json_uint(e, "index", 0, nblk - 1, &b->index, msg, n)) < 0) {
 			char inner[200];
 			snprintf(inner, sizeof(inner), "%s", msg);
 			bm_fmt(msg, n, "blocks[%zu]: %s", i, inner);

@@ -134,91 +134,21 @@ int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n)
 	return BM_EFORMAT;
 }
 
-static int get_uint(json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,
-		    char *msg, size_t n)
-{
-	json_t *v = json_object_get(o, name);
-	if (v == NULL) {
-		bm_fmt(msg, n, "field \"%s\" is missing", name);
-		return BM_EFORMAT;
-	}
-	if (!json_is_integer(v)) {
-		bm_fmt(msg, n, "field \"%s\" is not an integer", name);
-		return BM_EFORMAT;
-	}
-	json_int_t x = json_integer_value(v);
-	if (x < 0 || (uint64_t)x < min || (uint64_t)x > max) {
-		bm_fmt(msg, n, "field \"%s\" = %lld is out of range [%" PRIu64 ", %" PRIu64 "]", name,
-		       (long long)x, min, max);
-		return BM_EFORMAT;
-	}
-	*out = (uint64_t)x;
-	return 0;
-}
-
-/* The user attributes: version 1's rule and form, from the one function
- * that decides them (manifest.c's bm_attrs_normalize): a JSON object, at
- * most BM_ATTRS_MAX bytes compact, kept as that compact text, NULL when
- * empty. */
-static int get_attrs(json_t *v, char **out, char *msg, size_t n)
-{
-	*out = NULL;
-	if (!json_is_object(v)) {
-		bm_fmt(msg, n, "user attributes (\"attrs\") are not a JSON object");
-		return BM_EFORMAT;
-	}
-	char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	if (s == NULL)
-		return BM_ENOMEM;
-	int rc = bm_attrs_normalize(s, strlen(s), out, msg, n);
-	free(s);
-	return rc;
-}
-
 static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t n)
 {
+	struct bm_manifest_head h = { 0 };
 	json_t *v;
-	uint64_t x;
-	int rc;
+	int rc = bm_manifest_head_parse(root, 2, &h, msg, n);
 
-	if (!json_is_object(root)) {
-		bm_fmt(msg, n, "manifest is not a JSON object");
-		return BM_EFORMAT;
-	}
-	v = json_object_get(root, "format");
-	if (!json_is_string(v) || strcmp(json_string_value(v), "blkmap-dataset") != 0) {
-		bm_fmt(msg, n, "field \"format\" is not \"blkmap-dataset\"");
-		return BM_EFORMAT;
-	}
-	if ((rc = get_uint(root, "version", 0, INT64_MAX, &x, msg, n)) < 0)
+	m->blksize = h.blksize;
+	m->size = h.size;
+	m->generation = h.generation;
+	memcpy(m->created, h.created, sizeof(m->created));
+	m->attrs = h.attrs;
+	if (rc < 0)
 		return rc;
-	if (x != 2) {
-		bm_fmt(msg, n, "format version %" PRIu64 " where a version 2 manifest was expected", x);
-		return BM_EFORMAT;
-	}
-	v = json_object_get(root, "checksum");
-	if (!json_is_string(v) || strcmp(json_string_value(v), "xxh128") != 0) {
-		bm_fmt(msg, n, "field \"checksum\" is not \"xxh128\"");
-		return BM_EFORMAT;
-	}
-	if ((rc = get_uint(root, "blksize", 4096, VM_BLKSIZE_MAX, &x, msg, n)) < 0)
+	if ((rc = bm_json_uint(root, "parent", 0, m->generation - 1, &m->parent, msg, n)) < 0)
 		return rc;
-	if ((x & (x - 1)) != 0) {
-		bm_fmt(msg, n, "field \"blksize\" = %" PRIu64 " is not a power of two", x);
-		return BM_EFORMAT;
-	}
-	m->blksize = (size_t)x;
-	if ((rc = get_uint(root, "size", 0, BM_SIZE_MAX, &m->size, msg, n)) < 0)
-		return rc;
-	if ((rc = get_uint(root, "generation", 1, BM_GEN_MAX, &m->generation, msg, n)) < 0)
-		return rc;
-	if ((rc = get_uint(root, "parent", 0, m->generation - 1, &m->parent, msg, n)) < 0)
-		return rc;
-	v = json_object_get(root, "created");
-	if (json_is_string(v)) {
-		snprintf(m->created, sizeof(m->created), "%s", json_string_value(v));
-		bm_printable(m->created);
-	}
 	v = json_object_get(root, "root");
 	if (json_is_null(v)) {
 		m->root[0] = '\0';
@@ -235,13 +165,10 @@ static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t 
 	m->stored = UINT64_MAX;
 	if (json_object_get(root, "stored") != NULL) {
 		uint64_t nblk = bm_manifest2_nblk(m);
-		if ((rc = get_uint(root, "stored", 0, m->root[0] ? nblk : 0, &m->stored,
-				   msg, n)) < 0)
+		if ((rc = bm_json_uint(root, "stored", 0, m->root[0] ? nblk : 0, &m->stored,
+					msg, n)) < 0)
 			return rc;
 	}
-	v = json_object_get(root, "attrs");
-	if (v != NULL && (rc = get_attrs(v, &m->attrs, msg, n)) < 0)
-		return rc;
 	return 0;
 }
 

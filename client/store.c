@@ -125,14 +125,9 @@ void bm_list_free(struct bm_list *page)
 
 /* ---- whole objects into memory ------------------------------------------------------ */
 
-struct grow {
-	char *p;
-	size_t len, cap;
-};
-
-static int grow_sink(void *arg, uint64_t off, const void *data, size_t len)
+int bm_body_sink(void *arg, uint64_t off, const void *data, size_t len)
 {
-	struct grow *b = arg;
+	struct bm_body *b = arg;
 
 	b->len = (size_t)off; /* a retry starts again at 0 */
 	if (b->len + len + 1 > b->cap) {
@@ -151,9 +146,16 @@ static int grow_sink(void *arg, uint64_t off, const void *data, size_t len)
 	return 0;
 }
 
+void bm_version_of(const struct bm_req *r, struct bm_version *v)
+{
+	snprintf(v->etag, sizeof(v->etag), "%s", r->etag);
+	snprintf(v->last_modified, sizeof(v->last_modified), "%s", r->last_modified);
+	v->size = r->content_length;
+}
+
 /* The check of bm_store_get_checked, as a bm_get verify callback. */
 struct checked {
-	struct grow b;             /* first: the sink's argument is this struct */
+	struct bm_body b;          /* first: the sink's argument is this struct */
 	bm_bytes_check_fn check;
 	void *arg;
 };
@@ -168,12 +170,12 @@ int bm_store_get_checked(struct bm_store *s, const char *key, size_t max, bm_byt
 			 void *arg, char **bufp, size_t *lenp, struct bm_version *v, char *msg, size_t n)
 {
 	struct checked c = { .check = check, .arg = arg };
-	struct bm_get g = { .max = max, .sink = grow_sink, .sink_arg = &c.b };
+	struct bm_get g = { .max = max, .sink = bm_body_sink, .sink_arg = &c.b };
 	int rc;
 
 	if (check) {
 		g.verify = checked_verify;
-		g.sink_arg = &c; /* c.b is its first member: grow_sink sees a struct grow */
+		g.sink_arg = &c; /* c.b is its first member: bm_body_sink sees a struct bm_body */
 	}
 	rc = bm_store_get(s, key, &g, msg, n);
 	*bufp = NULL;
@@ -194,8 +196,8 @@ int bm_store_get_checked(struct bm_store *s, const char *key, size_t max, bm_byt
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
 		     struct bm_version *v, char *msg, size_t n)
 {
-	struct grow b = { 0 };
-	struct bm_get g = { .max = max, .sink = grow_sink, .sink_arg = &b };
+	struct bm_body b = { 0 };
+	struct bm_get g = { .max = max, .sink = bm_body_sink, .sink_arg = &b };
 	int rc = bm_store_get(s, key, &g, msg, n);
 
 	*bufp = NULL;

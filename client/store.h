@@ -240,6 +240,54 @@ bool bm_etag_is_weak(const char *etag);
  * won, BM_ECONFLICT.  msg (rc's message) gets what the read showed. */
 int bm_store_read_back(struct bm_store *s, const char *key, const void *body, size_t len,
 		       const struct bm_put *p, struct bm_version *v, int rc, char *msg, size_t n);
+/* The version an answer names (its ETag, Last-Modified, Content-Length). */
+void bm_version_of(const struct bm_req *r, struct bm_version *v);
+/* A body read whole into memory: a bm_sink_fn with a struct bm_body as
+ * its argument (p NUL-terminated, len bytes; a retry starts over).  Zero
+ * it first; the caller frees p. */
+struct bm_body {
+	char *p;
+	size_t len, cap;
+};
+int bm_body_sink(void *arg, uint64_t off, const void *data, size_t len);
+
+/* ---- listings and error answers (store_list.c: pure, no I/O) -------------------- */
+
+/* Every key a parser puts in a page is relative to the base, starts with
+ * the prefix asked and is bm_key_valid; objects that are not (what blkmap
+ * never writes) are passed over.  Pages come sorted, each key once.  On an
+ * error (BM_EFORMAT, BM_ENOMEM) the page is empty and msg says what was
+ * wrong, naming no URL (the backend adds it). */
+
+/* Appends key (klen bytes) to page, whose entries array holds *cap. */
+int bm_list_add(struct bm_list *page, size_t *cap, const char *key, size_t klen, uint64_t size);
+/* Sorts page by key and drops a key named again. */
+void bm_list_sort(struct bm_list *page);
+/* blkmap-server's listing ({"objects": [{"key", "size"}, ...]}, keys from
+ * the server's root): base is the store's path from the root with its
+ * '/' ("a/ds/"), or "". */
+int bm_list_parse_json(const char *json, size_t len, const char *base, const char *prefix,
+		       struct bm_list *page, char *msg, size_t n);
+/* A WebDAV multistatus (PROPFIND Depth: 1) of collection dir ("" or
+ * "gen/"): its members, by their href under base path bp ("/ds/"), a
+ * collection's key ending with '/' (checked without it), a file's size
+ * from getcontentlength (0 if none). */
+int bm_list_parse_propfind(const char *xml, size_t len, const char *bp, const char *dir,
+			   struct bm_list *page, char *msg, size_t n);
+/* One ListObjectsV2 page: keys are the objects' names, base is the store's
+ * prefix with its '/' ("a/ds/"), or "", cut from them.  A truncated page
+ * sets page->next (never "", nor token, the one this page was asked with:
+ * that would list the same page for ever). */
+int bm_list_parse_s3(const char *xml, size_t len, const char *base, const char *prefix,
+		     const char *token, struct bm_list *page, char *msg, size_t n);
+/* The <Code> of an S3 XML error body into out: one printable word, "" if
+ * none. */
+void bm_s3_error_code(const char *body, size_t len, char *out, size_t n);
+/* The first element named name (any namespace) in [p, end): true with *vp,
+ * *vl its text up to the next tag ("" for <x/>), *after past its start tag. */
+bool bm_xml_find(const char *p, const char *end, const char *name, const char **vp, size_t *vl,
+		 const char **after);
+
 /* The checks of an answer to g's Range request (every backend): a 206
  * whose Content-Range names the range asked (with g->to_end, from g->off
  * to the object's end if that comes first; with off 0, a 416 (without a

@@ -15,7 +15,8 @@
  * PUT failing after every retry
  * is read back (bm_store_read_back): it may have been applied.
  * Listing: blkmap-server's JSON, or PROPFIND
- * (Apache) one collection at a time.
+ * (Apache) one collection at a time; the answers are parsed by
+ * store_list.c.
  * Owns: struct store_http (the HTTP pool, the collections made).
  * Locking: h->mu guards the list of collections made; never held across a
  * request.  h->mkcol_mu is held while collections are made (so that the
@@ -124,13 +125,6 @@ static bool redirect_to_collection(const struct bm_req *r)
 	return ll - 1 >= pl && memcmp(loc + ll - 1 - pl, path, pl) == 0;
 }
 
-static void version_of(const struct bm_req *r, struct bm_version *v)
-{
-	snprintf(v->etag, sizeof(v->etag), "%s", r->etag);
-	snprintf(v->last_modified, sizeof(v->last_modified), "%s", r->last_modified);
-	v->size = r->content_length;
-}
-
 static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 {
 	struct get_check *c = arg;
@@ -156,7 +150,7 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, g->max);
 		return BM_EHTTP;
 	}
-	version_of(r, &g->ver);
+	bm_version_of(r, &g->ver);
 	g->got = r->got;
 	return g->verify ? g->verify(g->sink_arg, msg, n) : 0;
 }
@@ -238,7 +232,7 @@ static int http_head(struct bm_store *s, const char *key, struct bm_version *v, 
 	r.url = url;
 	rc = bm_http_do(h->http, &r, check_head, &c, msg, n, s->retries_counter);
 	if (rc == 0)
-		version_of(&r, v);
+		bm_version_of(&r, v);
 	free(url);
 	return rc;
 }
@@ -362,16 +356,6 @@ static const char propfind_mtime[] =
 	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
 	"<D:propfind xmlns:D=\"DAV:\"><D:prop><D:getlastmodified/></D:prop></D:propfind>\n";
 
-static bool xml_find(const char *p, const char *end, const char *name, const char **vp, size_t *vl,
-		     const char **after);
-
-struct grow {
-	char *p;
-	size_t len;
-};
-
-static int list_sink(void *arg, uint64_t off, const void *data, size_t len);
-
 /* 201: the claim is ours (0); 403 or 405: someone else's (BM_ECONFLICT). */
 static int check_claim(struct bm_req *r, void *arg, char *msg, size_t n)
 {
@@ -393,11 +377,11 @@ static int check_claim(struct bm_req *r, void *arg, char *msg, size_t n)
  * it is gone, or another BM_E* code. */
 static int claim_age(struct store_http *h, const char *url, double *age, char *msg, size_t n)
 {
-	struct grow b = { 0 };
+	struct bm_body b = { 0 };
 	struct bm_req r = { .method = "PROPFIND", .url = url, .body = propfind_mtime,
 			    .body_len = strlen(propfind_mtime),
 			    .headers = { "Depth: 0", "Content-Type: application/xml" },
-			    .want_header = "Date", .sink = list_sink, .sink_arg = &b, .cap = 65536 };
+			    .want_header = "Date", .sink = bm_body_sink, .sink_arg = &b, .cap = 65536 };
 	struct status_check c = { h, 207, 207, 207 };
 	const char *v, *after;
 	size_t vl;
@@ -405,7 +389,7 @@ static int claim_age(struct store_http *h, const char *url, double *age, char *m
 
 	if (rc == 0) {
 		char when[128] = "";
-		if (b.p && xml_find(b.p, b.p + b.len, "getlastmodified", &v, &vl, &after) && vl < sizeof(when))
+		if (b.p && bm_xml_find(b.p, b.p + b.len, "getlastmodified", &v, &vl, &after) && vl < sizeof(when))
 			memcpy(when, v, vl), when[vl] = '\0';
 		time_t made = when[0] ? curl_getdate(when, NULL) : -1, now = curl_getdate(r.header_value, NULL);
 		if (made < 0 || now < 0) {
@@ -625,180 +609,25 @@ static int http_put(struct bm_store *s, const char *key, const void *body, size_
 	return rc;
 }
 
-/* ---- list: blkmap-server's JSON listing (GET <base>/<prefix>?list) ------------------------------------------------------ */
-
-static int list_sink(void *arg, uint64_t off, const void *data, size_t len)
-{
-	struct grow *b = arg;
-	char *np = realloc(b->p, (size_t)off + len + 1);
-
-	if (np == NULL)
-		return -12; /* -ENOMEM */
-	memcpy(np + off, data, len);
-	np[off + len] = '\0';
-	b->p = np;
-	b->len = (size_t)off + len;
-	return 0;
-}
-
-/* Keys in the listing are the server's, from its root: each must start
- * with the base's path, which is cut off. */
-static int parse_listing(struct store_http *h, const char *json, size_t len, const char *prefix,
-			 struct bm_list *page, char *msg, size_t n)
-{
-	const char *path = strchr(strstr(h->s.url, "://") + 3, '/');
-	char *base = NULL;
-	json_error_t je;
-	json_t *doc = json_loadb(json, len, 0, &je), *objs = json_object_get(doc, "objects");
-	int rc = 0;
-
-	if (!json_is_array(objs)) {
-		bm_fmt(msg, n, "GET %s/%s?list: not a listing (%s)", h->s.url, prefix,
-		       doc ? "no \"objects\" array" : je.text);
-		json_decref(doc);
-		return BM_EFORMAT;
-	}
-	if (asprintf(&base, "%s/", path ? path + 1 : "") < 0 ||
-	    (page->entries = calloc(json_array_size(objs) + 1, sizeof(*page->entries))) == NULL) {
-		free(base);
-		json_decref(doc);
-		return BM_ENOMEM;
-	}
-	size_t bl = strcmp(base, "/") == 0 ? 0 : strlen(base);
-	for (size_t i = 0; i < json_array_size(objs) && rc == 0; i++) {
-		json_t *o = json_array_get(objs, i);
-		const char *k = json_string_value(json_object_get(o, "key"));
-		json_t *sz = json_object_get(o, "size");
-		if (k == NULL || !json_is_integer(sz) || json_integer_value(sz) < 0) {
-			bm_fmt(msg, n, "GET %s/%s?list: entry %zu has no key or size", h->s.url, prefix, i);
-			rc = BM_EFORMAT;
-		} else if (strncmp(k, base, bl) == 0 && strncmp(k + bl, prefix, strlen(prefix)) == 0) {
-			struct bm_list_entry *e = &page->entries[page->n];
-			if ((e->key = strdup(k + bl)) == NULL)
-				rc = BM_ENOMEM;
-			e->size = (uint64_t)json_integer_value(sz);
-			page->n += e->key != NULL;
-		}
-	}
-	free(base);
-	json_decref(doc);
-	if (rc < 0)
-		bm_list_free(page);
-	return rc;
-}
-
 /* ---- list: WebDAV PROPFIND, one collection at a time (Depth: 1) ---------------------------- */
 
 static const char propfind[] =
 	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
 	"<D:propfind xmlns:D=\"DAV:\"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>\n";
 
-/* The first element named name (in any namespace) at or after p: true
- * with *vp, *vl its text up to the next tag ("" when empty). */
-static bool xml_find(const char *p, const char *end, const char *name, const char **vp, size_t *vl,
-		     const char **after)
-{
-	size_t nl = strlen(name);
-
-	for (const char *q = p; q < end && (q = memchr(q, '<', (size_t)(end - q))) != NULL; q++) {
-		const char *t = q + 1, *e = t, *local = t;
-		while (e < end && *e != '>' && *e != ' ' && *e != '/')
-			if (*e++ == ':')
-				local = e;
-		if (e >= end || *t == '/' || (size_t)(e - local) != nl || memcmp(local, name, nl) != 0)
-			continue;
-		const char *gt = memchr(e, '>', (size_t)(end - e));
-		if (gt == NULL)
-			return false;
-		*vp = gt + 1;
-		*vl = 0;
-		if (gt[-1] != '/') { /* not <x/> */
-			const char *lt = memchr(gt + 1, '<', (size_t)(end - gt - 1));
-			*vl = (size_t)((lt ? lt : end) - (gt + 1));
-		}
-		*after = gt + 1;
-		return true;
-	}
-	return false;
-}
-
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* The key of href (a path or a URL, %-escaped) relative to the base path
- * bp ("/ds/"), into out; false when it is not under the base or is not a
- * key blkmap would have written. */
-static bool href_key(const char *v, size_t vl, const char *bp, char *out, size_t outn)
-{
-	char path[BM_KEY_MAX + 512];
-	size_t n = 0, bl = strlen(bp);
-
-	if (vl > 7 && memcmp(v, "http", 4) == 0) { /* an absolute URL: its path */
-		const char *h = memchr(v, ':', vl);
-		const char *sl = h && h + 3 < v + vl ? memchr(h + 3, '/', (size_t)(v + vl - h - 3)) : NULL;
-		if (sl == NULL)
-			return false;
-		vl -= (size_t)(sl - v);
-		v = sl;
-	}
-	for (size_t i = 0; i < vl; i++) {
-		char c = v[i];
-		int hi, lo;
-		if (c == '%' && i + 2 < vl && (hi = hexval(v[i + 1])) >= 0 && (lo = hexval(v[i + 2])) >= 0) {
-			c = (char)(hi * 16 + lo);
-			i += 2;
-		}
-		if (n + 1 >= sizeof(path))
-			return false;
-		path[n++] = c;
-	}
-	path[n] = '\0';
-	if (n < bl || strncmp(path, bp, bl) != 0)
-		return false;
-	const char *k = path + bl;
-	size_t kl = strlen(k);
-	bool coll = kl > 0 && k[kl - 1] == '/';
-	if (kl >= outn)
-		return false;
-	memcpy(out, k, kl + 1);
-	if (coll)
-		out[kl - 1] = '\0'; /* checked without the '/' */
-	bool ok = out[0] == '\0' || bm_key_valid(out);
-	if (coll && ok && out[0] != '\0')
-		strcat(out, "/");
-	return ok;
-}
-
-static int add_entry(struct bm_list *page, size_t *cap, const char *key, uint64_t size)
-{
-	if (page->n == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 64;
-		struct bm_list_entry *ne = realloc(page->entries, ncap * sizeof(*ne));
-		if (ne == NULL)
-			return BM_ENOMEM;
-		page->entries = ne;
-		*cap = ncap;
-	}
-	if ((page->entries[page->n].key = strdup(key)) == NULL)
-		return BM_ENOMEM;
-	page->entries[page->n++].size = size;
-	return 0;
-}
-
 /* The keys starting with prefix in collection dir ("" or "gen/") and,
- * recursively (depth levels at most), in its collections. */
+ * recursively (depth levels at most), in its collections, into page. */
 static int list_coll(struct store_http *h, const char *bp, const char *dir, const char *prefix,
 		     struct bm_list *page, size_t *cap, int depth, char *msg, size_t n)
 {
-	struct grow b = { 0 };
-	char *url = NULL, key[BM_KEY_MAX + 2];
+	struct bm_body b = { 0 };
+	struct bm_list members = { 0 };
+	char *url = NULL;
 	struct bm_req r = { .method = "PROPFIND", .body = propfind, .body_len = strlen(propfind),
 			    .headers = { "Depth: 1", "Content-Type: application/xml" },
-			    .sink = list_sink, .sink_arg = &b, .cap = LIST_MAX };
+			    .sink = bm_body_sink, .sink_arg = &b, .cap = LIST_MAX };
 	struct status_check c = { h, 207, 207, 207 };
+	size_t pl = strlen(prefix);
 	int rc;
 
 	if (asprintf(&url, "%s/%s", h->s.url, dir) < 0)
@@ -807,39 +636,23 @@ static int list_coll(struct store_http *h, const char *bp, const char *dir, cons
 	rc = bm_http_do(h->http, &r, check_status, &c, msg, n, h->s.retries_counter);
 	if (rc == BM_ENOTFOUND)
 		rc = 0; /* nothing there */
-	else if (rc == 0) {
-		const char *p = b.p ? b.p : "", *end = p + b.len, *v, *next;
-		size_t vl;
-		while (rc == 0 && xml_find(p, end, "href", &v, &vl, &p)) {
-			/* This response's properties lie before the next href. */
-			const char *nv, *after;
-			size_t nvl;
-			next = xml_find(p, end, "href", &nv, &nvl, &after) ? nv : end;
-			if (!href_key(v, vl, bp, key, sizeof(key)) || strcmp(key, dir) == 0)
-				continue;
-			size_t kl = strlen(key), pl = strlen(prefix);
-			const char *cv, *ca;
-			size_t cl;
-			if (kl > 0 && key[kl - 1] == '/') {
-				/* A collection: into it if keys under the prefix may lie there. */
-				if (depth > 0 && strncmp(key, prefix, kl < pl ? kl : pl) == 0)
-					rc = list_coll(h, bp, key, prefix, page, cap, depth - 1, msg, n);
-			} else if (strncmp(key, prefix, pl) == 0) {
-				uint64_t size = 0;
-				if (xml_find(p, next, "getcontentlength", &cv, &cl, &ca) && cl > 0 && cl < 21)
-					size = strtoull(cv, NULL, 10);
-				rc = add_entry(page, cap, key, size);
-			}
+	else if (rc == 0)
+		rc = bm_list_parse_propfind(b.p ? b.p : "", b.len, bp, dir, &members, msg, n);
+	for (size_t i = 0; i < members.n && rc == 0; i++) {
+		const char *key = members.entries[i].key;
+		size_t kl = strlen(key);
+		if (key[kl - 1] == '/') {
+			/* A collection: into it if keys under the prefix may lie there. */
+			if (depth > 0 && strncmp(key, prefix, kl < pl ? kl : pl) == 0)
+				rc = list_coll(h, bp, key, prefix, page, cap, depth - 1, msg, n);
+		} else if (strncmp(key, prefix, pl) == 0) {
+			rc = bm_list_add(page, cap, key, kl, members.entries[i].size);
 		}
 	}
+	bm_list_free(&members);
 	free(b.p);
 	free(url);
 	return rc;
-}
-
-static int cmp_entry(const void *a, const void *b)
-{
-	return strcmp(((const struct bm_list_entry *)a)->key, ((const struct bm_list_entry *)b)->key);
 }
 
 static int webdav_list(struct store_http *h, const char *prefix, struct bm_list *page, char *msg, size_t n)
@@ -861,31 +674,43 @@ static int webdav_list(struct store_http *h, const char *prefix, struct bm_list 
 	rc = list_coll(h, bp, dir, prefix, page, &cap, 16, msg, n);
 	if (rc < 0)
 		bm_list_free(page);
-	else if (page->n > 1)
-		qsort(page->entries, page->n, sizeof(*page->entries), cmp_entry);
+	else
+		bm_list_sort(page);
 	free(bp);
 	free(dir);
 	return rc;
 }
 
+/* ---- list: blkmap-server's JSON listing (GET <base>/<prefix>?list) ------------------------------------------------------ */
+
 static int http_list(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
 		     char *msg, size_t n)
 {
 	struct store_http *h = sh_of(s);
-	struct grow b = { 0 };
-	struct bm_get g = { .max = LIST_MAX, .sink = list_sink, .sink_arg = &b };
-	char *key = NULL;
+	struct bm_body b = { 0 };
+	struct bm_get g = { .max = LIST_MAX, .sink = bm_body_sink, .sink_arg = &b };
+	const char *path = strchr(strstr(h->s.url, "://") + 3, '/');
+	char *key = NULL, *base = NULL;
 	int rc;
 
 	(void)token; /* one page holds everything */
 	if (atomic_load(&h->collections))
 		return webdav_list(h, prefix, page, msg, n);
+	/* The listing's keys are from the server's root: "a/ds/..." */
 	if (asprintf(&key, "%s?list", prefix) < 0)
 		return BM_ENOMEM;
+	if (asprintf(&base, "%s%s", path && path[1] ? path + 1 : "", path && path[1] ? "/" : "") < 0) {
+		free(key);
+		return BM_ENOMEM;
+	}
 	rc = http_get(s, key, &g, msg, n);
+	if (rc == 0 && (rc = bm_list_parse_json(b.p ? b.p : "", b.len, base, prefix, page, msg, n)) < 0) {
+		char why[512];
+		bm_fmt(why, sizeof(why), "%s", msg);
+		bm_fmt(msg, n, "GET %s/%s?list: %s", h->s.url, prefix, why);
+	}
 	free(key);
-	if (rc == 0)
-		rc = parse_listing(h, b.p ? b.p : "", b.len, prefix, page, msg, n);
+	free(base);
 	free(b.p);
 	return rc;
 }

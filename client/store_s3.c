@@ -2,7 +2,8 @@
  * S3-compatible servers (Ceph RGW, MinIO).  A key is the object
  * "PREFIX/<key>" in BUCKET ("" is the object PREFIX itself: a flat object).
  * Requests are signed by libcurl (SigV4, aws.h's credentials; unsigned when
- * there are none); listing is ListObjectsV2, page by page.
+ * there are none); listing is ListObjectsV2, page by page (parsed, like
+ * the <Code> of an error answer, by store_list.c).
  *
  * Guarantees: S3's conditional writes (If-None-Match: *, If-Match) and its
  * ETags (an MD5 of the bytes for a single PUT: strong).  If-Match on a PUT
@@ -93,30 +94,12 @@ static void sign_headers(const struct store_s3 *h, struct bm_req *r)
 		r->headers[i++] = h->token_header;
 }
 
-/* The text of <Code>...</Code> in an S3 error body into out ("" if none). */
-static void error_code(const struct bm_req *r, char *out, size_t n)
-{
-	const char *c = strstr(r->errbody, "<Code>");
-	size_t len;
-
-	out[0] = '\0';
-	if (c == NULL)
-		return;
-	c += 6;
-	len = strcspn(c, "<");
-	if (len >= n)
-		len = n - 1;
-	memcpy(out, c, len);
-	out[len] = '\0';
-	bm_printable(out);
-}
-
 /* The message for a status that is not the one expected. */
 static int status_error(const struct store_s3 *h, const struct bm_req *r, char *msg, size_t n)
 {
 	char code[64];
 
-	error_code(r, code, sizeof(code));
+	bm_s3_error_code(r->errbody, strnlen(r->errbody, sizeof(r->errbody)), code, sizeof(code));
 	if (r->status == 401 || r->status == 403)
 		bm_fmt(msg, n, "HTTP %ld%s%s (%s)", r->status, code[0] ? " " : "", code, h->who);
 	else if (r->status == 412)
@@ -124,13 +107,6 @@ static int status_error(const struct store_s3 *h, const struct bm_req *r, char *
 	else
 		bm_fmt(msg, n, "HTTP %ld%s%s", r->status, code[0] ? " " : "", code);
 	return bm_store_status_error(r->status);
-}
-
-static void version_of(const struct bm_req *r, struct bm_version *v)
-{
-	snprintf(v->etag, sizeof(v->etag), "%s", r->etag);
-	snprintf(v->last_modified, sizeof(v->last_modified), "%s", r->last_modified);
-	v->size = r->content_length;
 }
 
 /* bm_http_do, with a failure's message naming the object as the user does
@@ -183,7 +159,7 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 		bm_fmt(msg, n, "short body: %zu of %zu bytes", r->got, g->max);
 		return BM_EHTTP; /* cut off: retried */
 	}
-	version_of(r, &g->ver);
+	bm_version_of(r, &g->ver);
 	g->got = r->got;
 	return g->verify ? g->verify(g->sink_arg, msg, n) : 0;
 }
@@ -264,7 +240,7 @@ static int s3_head(struct bm_store *s, const char *key, struct bm_version *v, ch
 	rc = s3_do(h, &r, name, check_status, &c, msg, n);
 	free(name);
 	if (rc == 0)
-		version_of(&r, v);
+		bm_version_of(&r, v);
 	free(url);
 	return rc;
 }
@@ -358,174 +334,20 @@ static int s3_put(struct bm_store *s, const char *key, const void *body, size_t 
 
 /* ---- list: ListObjectsV2 ------------------------------------------------------------------- */
 
-struct grow {
-	char *p;
-	size_t len;
-};
-
-static int grow_sink(void *arg, uint64_t off, const void *data, size_t len)
-{
-	struct grow *b = arg;
-	char *np = realloc(b->p, (size_t)off + len + 1);
-
-	if (np == NULL)
-		return -12; /* -ENOMEM */
-	memcpy(np + off, data, len);
-	np[off + len] = '\0';
-	b->p = np;
-	b->len = (size_t)off + len;
-	return 0;
-}
-
-/* The text of the element <tag> at or after *pos, up to end, XML entities
- * decoded, malloc'd; *pos moves past it.  NULL if there is none (*pos
- * unchanged) or out of memory (*oom). */
-static char *xml_text(const char **pos, const char *end, const char *tag, bool *oom)
-{
-	char open[64], close[64];
-	const char *a, *b;
-	char *out, *o;
-
-	snprintf(open, sizeof(open), "<%s>", tag);
-	snprintf(close, sizeof(close), "</%s>", tag);
-	a = strstr(*pos, open);
-	if (a == NULL || a >= end)
-		return NULL;
-	a += strlen(open);
-	b = strstr(a, close);
-	if (b == NULL || b > end)
-		return NULL;
-	out = o = malloc((size_t)(b - a) + 1);
-	if (out == NULL) {
-		*oom = true;
-		return NULL;
-	}
-	for (const char *p = a; p < b;) {
-		static const struct {
-			const char *ent;
-			char c;
-		} ents[] = { { "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' },
-			     { "&quot;", '"' }, { "&apos;", '\'' } };
-		bool done = false;
-		if (*p == '&') {
-			for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]) && !done; i++) {
-				size_t el = strlen(ents[i].ent);
-				if ((size_t)(b - p) >= el && strncmp(p, ents[i].ent, el) == 0) {
-					*o++ = ents[i].c;
-					p += el;
-					done = true;
-				}
-			}
-			if (!done && p[1] == '#') {
-				char *e;
-				unsigned long cp = p[2] == 'x' ? strtoul(p + 3, &e, 16) : strtoul(p + 2, &e, 10);
-				if (*e == ';' && cp > 0 && cp < 0x80) {
-					*o++ = (char)cp;
-					p = e + 1;
-					done = true;
-				}
-			}
-		}
-		if (!done)
-			*o++ = *p++;
-	}
-	*o = '\0';
-	*pos = b + strlen(close);
-	return out;
-}
-
-/* Parses one ListObjectsV2 page: each <Contents> must name a key under the
- * prefix asked (full, the store's prefix included), which is cut to be
- * relative to the base. */
-static int parse_page(struct store_s3 *h, const char *xml, const char *full, struct bm_list *page,
-		      char *msg, size_t n)
-{
-	const char *p = xml, *end = xml + strlen(xml);
-	size_t base = h->prefix[0] ? strlen(h->prefix) + 1 : 0, cap = 0;
-	bool oom = false, truncated;
-	char *t;
-	int rc = 0;
-
-	t = xml_text(&p, end, "IsTruncated", &oom);
-	if (strstr(xml, "<ListBucketResult") == NULL || t == NULL) {
-		free(t);
-		bm_fmt(msg, n, "not a ListObjectsV2 answer (no ListBucketResult with IsTruncated)");
-		return oom ? BM_ENOMEM : BM_EFORMAT;
-	}
-	truncated = strcmp(t, "true") == 0;
-	free(t);
-	p = xml;
-	for (;;) {
-		const char *c = strstr(p, "<Contents>"), *ce;
-		char *key, *size;
-		if (c == NULL)
-			break;
-		ce = strstr(c, "</Contents>");
-		if (ce == NULL) {
-			bm_fmt(msg, n, "a <Contents> without its end");
-			rc = BM_EFORMAT;
-			break;
-		}
-		p = c;
-		key = xml_text(&p, ce, "Key", &oom);
-		p = c;
-		size = xml_text(&p, ce, "Size", &oom);
-		p = ce + strlen("</Contents>");
-		if (key == NULL || size == NULL || strspn(size, "0123456789") != strlen(size) ||
-		    !size[0] || strncmp(key, full, strlen(full)) != 0 || strlen(key) <= base) {
-			if (!oom) {
-				bm_fmt(msg, n, "an entry without a key under \"%.200s\" or its size", full);
-				bm_printable(msg);
-			}
-			free(key);
-			free(size);
-			rc = oom ? BM_ENOMEM : BM_EFORMAT;
-			break;
-		}
-		if (page->n == cap) {
-			size_t ncap = cap ? cap * 2 : 64;
-			struct bm_list_entry *ne = realloc(page->entries, ncap * sizeof(*ne));
-			if (ne == NULL) {
-				free(key);
-				free(size);
-				rc = BM_ENOMEM;
-				break;
-			}
-			page->entries = ne;
-			cap = ncap;
-		}
-		memmove(key, key + base, strlen(key + base) + 1);
-		page->entries[page->n].key = key;
-		page->entries[page->n].size = strtoull(size, NULL, 10);
-		page->n++;
-		free(size);
-	}
-	if (rc == 0 && truncated) {
-		p = xml;
-		page->next = xml_text(&p, end, "NextContinuationToken", &oom);
-		if (page->next == NULL || page->next[0] == '\0') {
-			bm_fmt(msg, n, "a truncated listing without NextContinuationToken");
-			rc = oom ? BM_ENOMEM : BM_EFORMAT;
-		}
-	}
-	if (rc < 0) {
-		if (rc == BM_ENOMEM)
-			bm_fmt(msg, n, "out of memory");
-		bm_list_free(page);
-	}
-	return rc;
-}
-
 static int s3_list(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
 		   char *msg, size_t n)
 {
 	struct store_s3 *h = s3_of(s);
-	struct grow b = { 0 };
-	struct bm_get g = { .max = LIST_PAGE_MAX, .sink = grow_sink, .sink_arg = &b };
-	char *full = NULL, *query = NULL, *url = NULL;
+	struct bm_body b = { 0 };
+	struct bm_get g = { .max = LIST_PAGE_MAX, .sink = bm_body_sink, .sink_arg = &b };
+	char *base = NULL, *full = NULL, *query = NULL, *url = NULL;
 	int rc = BM_ENOMEM;
 
-	if (asprintf(&full, "%s%s%s", h->prefix, h->prefix[0] ? "/" : "", prefix) < 0) {
+	if (asprintf(&base, "%s%s", h->prefix, h->prefix[0] ? "/" : "") < 0) {
+		base = NULL;
+		goto out;
+	}
+	if (asprintf(&full, "%s%s", base, prefix) < 0) {
 		full = NULL;
 		goto out;
 	}
@@ -535,7 +357,7 @@ static int s3_list(struct bm_store *s, const char *prefix, const char *token, st
 		goto out;
 	rc = s3_get_url(h, url, NULL, &g, msg, n);
 	if (rc == 0) {
-		rc = parse_page(h, b.p ? b.p : "", full, page, msg, n);
+		rc = bm_list_parse_s3(b.p ? b.p : "", b.len, base, prefix, token, page, msg, n);
 		if (rc < 0) {
 			char why[512];
 			bm_fmt(why, sizeof(why), "%s", msg);
@@ -546,6 +368,7 @@ out:
 	if (rc == BM_ENOMEM && url == NULL)
 		bm_fmt(msg, n, "out of memory");
 	free(b.p);
+	free(base);
 	free(full);
 	free(query);
 	free(url);

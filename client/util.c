@@ -253,5 +253,21 @@ int bm_options_init(struct bm_options *o)
 	ENV("BLKMAP_BLKSIZE", 4096, VM_BLKSIZE_MAX, blksize);
 	ENV("BLKMAP_VERBOSE", 0, 9, verbose);
 #undef ENV
+	/* Not an option: gcmark.c reads it where gc and the writers' guard
+	 * use it.  Checked here so that one that does not parse is an error
+	 * of every call, not a silent 30 s. */
+	const char *settle = getenv("BLKMAP_GC_SETTLE_MS");
+	if (settle && *settle) {
+		char *end;
+		long ms = strtol(settle, &end, 10);
+		if (*end != '\0' || settle[0] < '0' || settle[0] > '9' || ms < 1 || ms > 3600000) {
+			char msg[256];
+			snprintf(msg, sizeof(msg), "BLKMAP_GC_SETTLE_MS=%s: expected a number of ms from 1 to 3600000",
+				 settle);
+			bm_set_thread_error(msg);
+			bm_log("%s", msg);
+			rc = BM_EINVAL;
+		}
+	}
 	return rc;
 }

@@ -47,6 +47,8 @@ CLIENT_TESTS = \
 	tests/test_client_gc_rgw \
 	tests/test_cli_errors \
 	tests/test_client_errors \
+	tests/test_store_answers \
+	tests/test_client_edges \
 	tests/test_demos \
 	tests/test_cli_history \
 	tests/test_client_lists
@@ -178,6 +180,17 @@ tests_test_client_errors_SOURCES = tests/test_client_errors.c $(CLIENT_TEST_SOUR
 tests_test_client_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_errors_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+
+# The store backends against canned answers (no real server).
+tests_test_store_answers_SOURCES = tests/test_store_answers.c $(CLIENT_TEST_SOURCES)
+tests_test_store_answers_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_store_answers_LDADD = $(CLIENT_TEST_LDADD)
+
+# libblkmap on datasets a writer of this version does not leave.
+tests_test_client_edges_SOURCES = tests/test_client_edges.c $(CLIENT_TEST_SOURCES)
+tests_test_client_edges_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_edges_LDADD = $(CLIENT_TEST_LDADD)
+EXTRA_tests_test_client_edges_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # diff, tag, tags and gc beyond the round trips of test_client_gc.
 tests_test_cli_history_SOURCES = tests/test_cli_history.c $(CLIENT_TEST_SOURCES)

@@ -4,6 +4,7 @@
  * (one line, never the secret), s3:// URLs, and the canonical encoding of
  * keys and query strings that SigV4 signs.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,6 +258,32 @@ static void test_bad_files_and_values_name_the_file_and_line(void **state)
 	/* A directory where the file should be cannot be read. */
 	setenv("AWS_CONFIG_FILE", dir, 1);
 	load_fails("AWS config file");
+	/* Nor a link that leads nowhere but to itself. */
+	char loop[200];
+	snprintf(loop, sizeof(loop), "%s/loop", dir);
+	unlink(loop);
+	assert_int_equal(symlink(loop, loop), 0);
+	setenv("AWS_CONFIG_FILE", loop, 1);
+	snprintf(want, sizeof(want), "AWS config file %s: %s", loop, strerror(ELOOP));
+	load_fails(want);
+	unlink(loop);
+	setenv("AWS_CONFIG_FILE", conf_path, 1);
+	/* A line longer than any setting is refused, not cut into two. */
+	char *longline = malloc(20000);
+	assert_non_null(longline);
+	memset(longline, 'x', 19998);
+	memcpy(longline, "region = ", 9);
+	longline[19998] = '\n';
+	longline[19999] = '\0';
+	write_file(conf_path, "[default]\n");
+	FILE *f = fopen(conf_path, "a");
+	assert_non_null(f);
+	fputs(longline, f);
+	fclose(f);
+	free(longline);
+	snprintf(want, sizeof(want), "%s:2: line longer than", conf_path);
+	load_fails(want);
+	unlink(conf_path);
 }
 
 static void test_s3_urls_split_into_bucket_and_prefix(void **state)

@@ -121,6 +121,16 @@ static void an_environment_variable_that_does_not_parse_fails_every_command_nami
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "tags", url, NULL });
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "diff", url, "1", NULL });
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=lots", NULL, (const char *[]){ "gc", url, NULL });
+	unsetenv("BLKMAP_CONNECTIONS");
+	/* gc's settle time is read by gc, tag and every commit: a value that
+	 * does not parse was taken as 30 s without a word. */
+	setenv("BLKMAP_GC_SETTLE_MS", "soon", 1);
+	assert_cli_fails(1, "BLKMAP_GC_SETTLE_MS=soon", "from 1 to 3600000", (const char *[]){ "gc", url, NULL });
+	assert_cli_fails(1, "BLKMAP_GC_SETTLE_MS=soon", NULL, (const char *[]){ "tag", url, "v1", NULL });
+	assert_cli_fails(1, "BLKMAP_GC_SETTLE_MS=soon", NULL, (const char *[]){ "put", "/dev/null", url, NULL });
+	setenv("BLKMAP_GC_SETTLE_MS", "0", 1);
+	assert_cli_fails(1, "BLKMAP_GC_SETTLE_MS=0", NULL, (const char *[]){ "stat", url, NULL });
+	unsetenv("BLKMAP_GC_SETTLE_MS");
 	setenv("BLKMAP_CONNECTIONS", "0", 1);  /* parses, but below 1 */
 	assert_cli_fails(1, "BLKMAP_CONNECTIONS=0", "from 1 to 256", (const char *[]){ "stat", url, NULL });
 	unsetenv("BLKMAP_CONNECTIONS");

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +154,25 @@ static void diff_lists_changes_between_version_1_generations_and_across_the_upgr
 	assert_string_equal(out, "blocks 1-1 bytes 4096-8191\nblocks 3-3 bytes 12288-16383\n"
 				 "blocks 5-7 bytes 20480-32767\n");
 	free(out);
+
+	/* gc keeping 2 (version 1) and 3 reads 2's table for what it names:
+	 * only generation 1's own blocks go, and 2 still reads whole. */
+	out = cli_ok((const char *[]){ "sum", "--at", "2", url, NULL });
+	char *sum2 = out;
+	out = cli_ok((const char *[]){ "gc", "--keep", "2", "--grace", "0", url, NULL });
+	/* Generation 1's blocks 3, 5, 6 and 7, and any index page the upgrade
+	 * left unpublished. */
+	const char *objs = strstr(out, "2 kept, 1 dropped; objects: ");
+	unsigned long deleted = 0;
+	if (objs == NULL || sscanf(objs, "2 kept, 1 dropped; objects: %lu deleted", &deleted) != 1 || deleted < 4)
+		fail_msg("gc said \"%s\"", out);
+	free(out);
+	out = cli_ok((const char *[]){ "sum", url, NULL });
+	free(out);
+	out = cli_ok((const char *[]){ "sum", "--at", "2", url, NULL });
+	assert_string_equal(out, sum2);
+	free(out);
+	free(sum2);
 	free(d);
 }
 
@@ -622,6 +642,63 @@ static void gc_that_cannot_delete_fails_with_one_line_and_lowers_its_marker(void
 	free(d);
 }
 
+/* Waits (at most 30 s) for a gc of this host to raise its marker on
+ * /hist/takeover, then takes it over as another gc would: 0 once done. */
+static int take_over(void *arg)
+{
+	const struct ts_server *s = arg;
+
+	for (int i = 0; i < 6000; i++) {
+		json_t *m = ts_get_json(s, "/hist/takeover/gc.json");
+		const char *st = json_string_value(json_object_get(m, "state"));
+		json_int_t epoch = json_integer_value(json_object_get(m, "epoch"));
+		bool ours = m && st && strcmp(st, "running") == 0;
+		json_decref(m);
+		if (ours) {
+			char text[512];
+			snprintf(text, sizeof(text),
+				 "{\"format\":\"blkmap-gc\",\"epoch\":%lld,\"state\":\"running\",\"beat\":1,"
+				 "\"renewed\":%lld,\"host\":\"elsewhere\",\"pid\":4243,\"started\":\"2026-11-29T11:00:00Z\"}",
+				 (long long)epoch + 1, (long long)time(NULL));
+			return ts_put(s, "/hist/takeover/gc.json", text, strlen(text)) / 100 == 2 ? 0 : 1;
+		}
+		usleep(5000);
+	}
+	return 2;
+}
+
+static void a_gc_whose_marker_another_gc_took_over_stops_before_deleting_anything(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *d = ts_pattern(NBLK * BS, 44);
+	char url[512];
+
+	tc_url(url, sizeof(url), s, "/hist/takeover");
+	tc_put(url, BS, d, NBLK * BS);
+	d[0] ^= 1;
+	tc_put(url, BS, d, NBLK * BS);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(take_over(s));
+	/* Taken over while it settles (1 s): its next beat finds out. */
+	setenv("BLKMAP_GC_SETTLE_MS", "1000", 1);
+	assert_cli_fails(3, "gc.json: another gc took over this one's marker",
+			 (const char *[]){ "gc", "--keep", "1", "--grace", "0", url, NULL });
+	setenv("BLKMAP_GC_SETTLE_MS", "100", 1);
+	int st = -1;
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* Nothing was dropped, and the marker is the other gc's. */
+	json_t *g1 = ts_get_json(s, "/hist/takeover/gen/1.json"), *m = ts_get_json(s, "/hist/takeover/gc.json");
+	assert_non_null(g1);
+	assert_string_equal(json_string_value(json_object_get(m, "host")), "elsewhere");
+	json_decref(g1);
+	json_decref(m);
+	free(d);
+}
+
 #define BIG_NBLK 1100 /* more keys than gc's key set starts with room for */
 
 static void gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names(void **state)
@@ -743,6 +820,7 @@ int main(void)
 		cmocka_unit_test(a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_it),
 		cmocka_unit_test(gc_refuses_to_run_beside_another_gc_that_renews_its_marker),
 		cmocka_unit_test(gc_that_cannot_delete_fails_with_one_line_and_lowers_its_marker),
+		cmocka_unit_test(a_gc_whose_marker_another_gc_took_over_stops_before_deleting_anything),
 		cmocka_unit_test(gc_of_a_dataset_of_a_thousand_blocks_deletes_only_what_no_kept_generation_names),
 		cmocka_unit_test(the_library_calls_take_null_options_and_stop_when_the_callback_says_so),
 		cmocka_unit_test(the_library_refuses_a_negative_grace),

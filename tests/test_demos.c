@@ -49,6 +49,8 @@ static int exec_child(void *arg)
 	dup2(fileno(f), STDOUT_FILENO);
 	if (r->server)
 		setenv("BLKMAP_SERVER", r->server, 1);
+	else
+		unsetenv("BLKMAP_SERVER");
 	setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
 	execv(r->argv[0], (char *const *)r->argv);
 	return 127;
@@ -73,7 +75,7 @@ static char *read_file(const char *path)
 	return buf;
 }
 
-/* Runs ARGV (argv[0] a path) with SERVER as $BLKMAP_SERVER (if not NULL):
+/* Runs ARGV (argv[0] a path) with SERVER as $BLKMAP_SERVER (NULL: unset):
  * its exit status (128 + signal if killed); stdout and stderr into *OUTP
  * and *ERRP (malloc'd). */
 static int run(const char *const *argv, const char *server, char **outp, char **errp)
@@ -239,12 +241,12 @@ static void assert_demo_output(const char *out, char *url, size_t n)
 
 static void blkmap_demo_runs_on_a_server_of_its_own(void **state)
 {
-	char prog[4096], server[4096], url[512], *out, *err;
+	char prog[4096], url[512], *out, *err;
 	(void)state;
 
+	/* Without $BLKMAP_SERVER: the blkmap-server of the build tree. */
 	builddir_path(prog, sizeof(prog), "blkmap-demo");
-	builddir_path(server, sizeof(server), "blkmap-server");
-	assert_int_equal(run((const char *[]){ prog, "--mib", "8", NULL }, server, &out, &err), 0);
+	assert_int_equal(run((const char *[]){ prog, "--mib", "8", NULL }, NULL, &out, &err), 0);
 	assert_string_equal(err, "");
 	assert_demo_output(out, url, sizeof(url));
 	assert_true(strncmp(url, "http://127.0.0.1:", 17) == 0);
@@ -317,7 +319,7 @@ static void assert_demo_fails(int want, const char *server, const char *says, co
 	free(err);
 }
 
-static void blkmap_demo_fails_with_one_line_when_its_server_cannot_start_or_be_reached(void **state)
+static void blkmap_demo_fails_with_one_line_when_its_server_cannot_start_be_reached_or_store(void **state)
 {
 	(void)state;
 
@@ -331,6 +333,13 @@ static void blkmap_demo_fails_with_one_line_when_its_server_cannot_start_or_be_r
 			  (const char *[]){ NULL });
 	/* A port nothing listens on (1 is privileged: nobody's test server). */
 	assert_demo_fails(1, NULL, "blkmap-demo: ", (const char *[]){ "--mib", "2", "http://127.0.0.1:1", NULL });
+	/* A server that refuses its blocks (bodies over 1000 bytes). */
+	struct ts_server s;
+	char base[512];
+	tc_server_start(&s, (const char *const[]){ "--max-body-bytes", "1000", NULL });
+	tc_url(base, sizeof(base), &s, "");
+	assert_demo_fails(1, NULL, "blkmap-demo: create: ", (const char *[]){ "--mib", "2", base, NULL });
+	tc_server_stop(&s);
 }
 
 static void blkmap_demo_usage_errors_exit_2_and_help_exits_0(void **state)
@@ -359,7 +368,7 @@ int main(void)
 		cmocka_unit_test(virtmem_demo_usage_errors_exit_2_and_help_exits_0),
 		cmocka_unit_test(blkmap_demo_runs_on_a_server_of_its_own),
 		cmocka_unit_test(blkmap_demo_on_a_given_server_leaves_the_two_generations_it_describes),
-		cmocka_unit_test(blkmap_demo_fails_with_one_line_when_its_server_cannot_start_or_be_reached),
+		cmocka_unit_test(blkmap_demo_fails_with_one_line_when_its_server_cannot_start_be_reached_or_store),
 		cmocka_unit_test(blkmap_demo_usage_errors_exit_2_and_help_exits_0),
 	};
 

@@ -512,6 +512,65 @@ static void the_next_generation_carries_the_attrs_over(void **unused)
 	free(json);
 }
 
+/* Changes are applied in block order; of two changes to one block the one
+ * submitted later wins, whatever order they are given in; a change past
+ * the new size is dropped with the blocks the size cuts. */
+static void of_two_changes_to_a_block_the_later_one_wins(void **unused)
+{
+	size_t len;
+	char *json = base_json(&len), msg[256];
+	struct bm_manifest *m, *next;
+	char s1[BM_SUM_HEX + 1], s2[BM_SUM_HEX + 1];
+
+	(void)unused;
+	memset(s1, '1', BM_SUM_HEX);
+	memset(s2, '2', BM_SUM_HEX);
+	s1[BM_SUM_HEX] = s2[BM_SUM_HEX] = '\0';
+	assert_int_equal(bm_manifest_parse(json, len, &m, msg, sizeof(msg)), 0);
+	assert_true(bm_manifest_nblk(m) >= 2);
+	struct bm_change ch[3] = {
+		{ .index = 1, .key = "blocks/later", .seq = 9 },
+		{ .index = 1, .key = "blocks/earlier", .seq = 2 },
+		{ .index = bm_manifest_nblk(m) + 5, .key = "blocks/past", .seq = 3 },
+	};
+	memcpy(ch[0].sum, s2, sizeof(s2));
+	memcpy(ch[1].sum, s1, sizeof(s1));
+	memcpy(ch[2].sum, s1, sizeof(s1));
+	assert_int_equal(bm_manifest_apply(m, ch, 3, m->size, &next), 0);
+	const struct bm_block *b = bm_manifest_find(next, 1);
+	assert_non_null(b);
+	assert_string_equal(b->key, "blocks/later");
+	assert_string_equal(b->sum, s2);
+	assert_null(bm_manifest_find(next, bm_manifest_nblk(m) + 5));
+	for (size_t i = 1; i < next->nblocks; i++)
+		assert_true(next->blocks[i - 1].index < next->blocks[i].index);
+	bm_manifest_free(next);
+	bm_manifest_free(m);
+	free(json);
+}
+
+/* Attribute text far longer than any compact form within the limit is
+ * refused before it is parsed. */
+static void attrs_text_far_above_the_limit_is_refused_unparsed(void **unused)
+{
+	size_t len = (size_t)BM_ATTRS_MAX * 16 + 2;
+	char *text = malloc(len + 1), *out = NULL, msg[256];
+
+	(void)unused;
+	assert_non_null(text);
+	memset(text, ' ', len);
+	text[0] = '{';
+	text[len - 1] = '}';
+	text[len] = '\0';
+	assert_int_equal(bm_attrs_normalize(text, len, &out, msg, sizeof(msg)), BM_EFORMAT);
+	assert_null(out);
+	assert_non_null(strstr(msg, "bytes of text, above"));
+	/* The same object with less white space is fine. */
+	assert_int_equal(bm_attrs_normalize("{ }", 3, &out, msg, sizeof(msg)), 0);
+	assert_null(out);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -520,6 +579,8 @@ int main(void)
 		cmocka_unit_test(damaged_bytes_parse_to_valid_manifests_or_are_refused),
 		cmocka_unit_test(hostile_attrs_are_refused_or_kept_compact_and_whole),
 		cmocka_unit_test(the_next_generation_carries_the_attrs_over),
+		cmocka_unit_test(of_two_changes_to_a_block_the_later_one_wins),
+		cmocka_unit_test(attrs_text_far_above_the_limit_is_refused_unparsed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

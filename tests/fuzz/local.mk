@@ -30,6 +30,11 @@ FUZZ_LIST_SOURCES = tests/fuzz/fuzz_list.c tests/fuzz/fuzz.h wcfs/listing.c wcfs
 FUZZ_LIST_CFLAGS = $(AM_CFLAGS) $(FUSE3_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
 FUZZ_LIST_LDADD = $(JANSSON_LIBS)
 
+# The store's parsers of listings and S3 errors (client/store_list.c).
+FUZZ_STORE_SOURCES = tests/fuzz/fuzz_store.c tests/fuzz/fuzz.h
+FUZZ_STORE_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
+FUZZ_STORE_LDADD = client/libblkmap.la $(JANSSON_LIBS)
+
 # The server's connection code without its process (server.c, main.c):
 # fuzz_server.c plays the worker.
 FUZZ_SERVER_SOURCES = tests/fuzz/fuzz_server.c tests/fuzz/fuzz.h \
@@ -41,7 +46,8 @@ FUZZ_SERVER_CFLAGS = $(AM_CFLAGS) $(LIBEVENT_CFLAGS) $(JANSSON_CFLAGS)
 FUZZ_SERVER_LDADD = $(LIBEVENT_LIBS) $(JANSSON_LIBS)
 
 FUZZ_REPLAYS = tests/fuzz/replay_index tests/fuzz/replay_list tests/fuzz/replay_manifest \
-	tests/fuzz/replay_response tests/fuzz/replay_server tests/fuzz/replay_url
+	tests/fuzz/replay_response tests/fuzz/replay_server tests/fuzz/replay_store \
+	tests/fuzz/replay_url
 check_PROGRAMS += $(FUZZ_REPLAYS)
 TESTS += $(FUZZ_REPLAYS)
 tests_fuzz_replay_index_SOURCES = tests/fuzz/replay.c $(FUZZ_INDEX_SOURCES)
@@ -64,6 +70,10 @@ tests_fuzz_replay_server_SOURCES = tests/fuzz/replay.c $(FUZZ_SERVER_SOURCES)
 tests_fuzz_replay_server_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"server"'
 tests_fuzz_replay_server_CFLAGS = $(FUZZ_SERVER_CFLAGS)
 tests_fuzz_replay_server_LDADD = $(FUZZ_SERVER_LDADD)
+tests_fuzz_replay_store_SOURCES = tests/fuzz/replay.c $(FUZZ_STORE_SOURCES)
+tests_fuzz_replay_store_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"store"'
+tests_fuzz_replay_store_CFLAGS = $(FUZZ_STORE_CFLAGS)
+tests_fuzz_replay_store_LDADD = $(FUZZ_STORE_LDADD)
 tests_fuzz_replay_url_SOURCES = tests/fuzz/replay.c $(FUZZ_URL_SOURCES)
 tests_fuzz_replay_url_CPPFLAGS = $(AM_CPPFLAGS) -DFUZZ_NAME='"url"'
 tests_fuzz_replay_url_LDADD = $(FUZZ_URL_LDADD)
@@ -72,7 +82,7 @@ EXTRA_DIST += tests/fuzz/corpus tests/fuzz/regressions
 
 if FUZZING
 FUZZ_TARGETS = tests/fuzz/fuzz_index tests/fuzz/fuzz_list tests/fuzz/fuzz_manifest \
-	tests/fuzz/fuzz_response tests/fuzz/fuzz_server tests/fuzz/fuzz_url
+	tests/fuzz/fuzz_response tests/fuzz/fuzz_server tests/fuzz/fuzz_store tests/fuzz/fuzz_url
 noinst_PROGRAMS += $(FUZZ_TARGETS)
 tests_fuzz_fuzz_index_SOURCES = $(FUZZ_INDEX_SOURCES)
 tests_fuzz_fuzz_index_CFLAGS = $(FUZZ_INDEX_CFLAGS)
@@ -94,6 +104,10 @@ tests_fuzz_fuzz_server_SOURCES = $(FUZZ_SERVER_SOURCES)
 tests_fuzz_fuzz_server_CFLAGS = $(FUZZ_SERVER_CFLAGS)
 tests_fuzz_fuzz_server_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_server_LDADD = $(FUZZ_SERVER_LDADD)
+tests_fuzz_fuzz_store_SOURCES = $(FUZZ_STORE_SOURCES)
+tests_fuzz_fuzz_store_CFLAGS = $(FUZZ_STORE_CFLAGS)
+tests_fuzz_fuzz_store_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+tests_fuzz_fuzz_store_LDADD = $(FUZZ_STORE_LDADD)
 tests_fuzz_fuzz_url_SOURCES = $(FUZZ_URL_SOURCES)
 tests_fuzz_fuzz_url_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 tests_fuzz_fuzz_url_LDADD = $(FUZZ_URL_LDADD)
