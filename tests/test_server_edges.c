@@ -413,9 +413,13 @@ static int run_server(const char *const *args, char **out)
 
 static void command_line_refusals_exit_with_one_line_naming_the_problem(void **state)
 {
-	char *dir = ts_mkdtemp(), file[600], *out;
+	char *dir = ts_mkdtemp(), file[600], *out, longroot[2200];
 	struct ts_server s;
 	(void)state;
+
+	memset(longroot, 'r', sizeof(longroot) - 1);
+	longroot[0] = '/';
+	longroot[sizeof(longroot) - 1] = '\0';
 
 	assert_int_equal(run_server((const char *[]){ "--version", NULL }, &out), 0);
 	assert_true(strncmp(out, "blkmap-server " PACKAGE_VERSION "\n", strlen(PACKAGE_VERSION) + 15) == 0);
@@ -435,6 +439,11 @@ static void command_line_refusals_exit_with_one_line_naming_the_problem(void **s
 		{ 2, "--fault-corrupt-rate" },
 		{ 1, "cannot listen on" },
 		{ 1, "is not a directory" },
+		{ 1, "--listen '127.0.0.1': expected HOST:PORT" },
+		{ 1, "--listen ':0': expected HOST:PORT" },
+		{ 1, "--listen '[]:0': expected HOST:PORT" },
+		{ 1, "--listen '127.0.0.1:http':" },
+		{ 1, "--root path is too long" },
 	};
 	const char *const *argvs[] = {
 		(const char *[]){ "--memory", "extra", NULL },
@@ -443,6 +452,11 @@ static void command_line_refusals_exit_with_one_line_naming_the_problem(void **s
 		(const char *[]){ "--memory", "--fault-corrupt-rate", "-0.1", NULL },
 		(const char *[]){ "--memory", "--listen", listen, NULL },
 		(const char *[]){ "--root", file, "--listen", "127.0.0.1:0", NULL },
+		(const char *[]){ "--memory", "--listen", "127.0.0.1", NULL },
+		(const char *[]){ "--memory", "--listen", ":0", NULL },
+		(const char *[]){ "--memory", "--listen", "[]:0", NULL },
+		(const char *[]){ "--memory", "--listen", "127.0.0.1:http", NULL }, /* a number, not a name */
+		(const char *[]){ "--root", longroot, "--listen", "127.0.0.1:0", NULL },
 	};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		int st = run_server(argvs[i], &out);

@@ -4,7 +4,9 @@
  * old object, malformed requests (NUL bytes, control characters, missing
  * or repeated Host, bodies it does not read), pipelining (also before a
  * half-close), repeated list headers, absolute-form targets, huge range
- * ends, 1024-byte keys in disk listings, HTTP/1.0, bearer tokens.
+ * ends, 1024-byte keys in disk listings, HTTP/1.0, bearer tokens; a
+ * server out of descriptors (it pauses accepting, then serves what
+ * waited), and one listening on IPv6.
  * Each test starts its own server with the limits it pins. */
 #include "config.h"
 
@@ -15,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -497,10 +502,115 @@ static void token_is_required_when_given(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
+/* The number of descriptors process pid has open. */
+static int count_fds(pid_t pid)
+{
+	char path[64];
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	assert_non_null(d);
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n - 2; /* . and .. */
+}
+
+/* A GET of /k on fd: the status of its answer (the connection stays). */
+static int get_k(int fd)
+{
+	char buf[4096];
+	size_t got = 0;
+
+	send_text(fd, "GET /k HTTP/1.1\r\nHost: t\r\n\r\n");
+	while (got < sizeof(buf) - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 20000) != 1)
+			return -1; /* no answer within 20 s */
+		ssize_t r = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (r <= 0)
+			return -1;
+		buf[got += (size_t)r] = '\0';
+		char *end = strstr(buf, "\r\n\r\n");
+		if (end != NULL && strlen(end + 4) >= 1) /* the body: "v" */
+			return atoi(buf + 9);
+	}
+	return -1;
+}
+
+/* A server out of descriptors stops accepting for a moment (it does not
+ * spin, nor drop what waits): the connections that came meanwhile are
+ * served once descriptors are free again.  Its descriptor limit is set
+ * from outside (prlimit) to what it has open plus two. */
+static void connections_beyond_the_descriptor_limit_are_served_once_descriptors_are_free(void **st)
+{
+	const char *args[] = { "--memory", "--threads", "1", NULL };
+	struct ts_server s;
+	int fds[6];
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/k", "v", 1), 201);
+	struct rlimit lim, low;
+	assert_int_equal(prlimit(s.pid, RLIMIT_NOFILE, NULL, &lim), 0);
+	low.rlim_cur = (rlim_t)count_fds(s.pid) + 2;
+	low.rlim_max = lim.rlim_max;
+	assert_int_equal(prlimit(s.pid, RLIMIT_NOFILE, &low, NULL), 0);
+	for (int i = 0; i < 6; i++) {
+		fds[i] = ts_connect(&s); /* queued by the kernel: the backlog */
+		assert_true(fds[i] >= 0);
+	}
+	/* Two are accepted and served. */
+	assert_int_equal(get_k(fds[0]), 200);
+	assert_int_equal(get_k(fds[1]), 200);
+	/* The others are served as the first ones close. */
+	for (int i = 2; i < 6; i++) {
+		close(fds[i - 2]);
+		assert_int_equal(get_k(fds[i]), 200);
+	}
+	close(fds[4]);
+	close(fds[5]);
+	assert_int_equal(prlimit(s.pid, RLIMIT_NOFILE, &lim, NULL), 0);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
+/* --listen [::1]:0 serves IPv6, and the URL it prints is bracketed. */
+static void a_server_on_an_ipv6_address_prints_a_bracketed_url_and_answers_there(void **st)
+{
+	const char *args[] = { "--memory", "--listen", "[::1]:0", NULL };
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct ts_server s;
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (fd >= 0)
+			close(fd);
+		skip(); /* no IPv6 loopback here */
+	}
+	close(fd);
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(strncmp(s.url, "http://[::1]:", 13), 0);
+	sa.sin6_port = htons((uint16_t)atoi(s.url + 13));
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	send_text(fd, "PUT /k HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nv");
+	char buf[512] = "";
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 20000), 1);
+	assert_true(read(fd, buf, sizeof(buf) - 1) > 12);
+	assert_int_equal(strncmp(buf, "HTTP/1.1 201", 12), 0);
+	assert_int_equal(get_k(fd), 200);
+	close(fd);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(connection_limit_answers_503_beyond_max_connections),
+		cmocka_unit_test(connections_beyond_the_descriptor_limit_are_served_once_descriptors_are_free),
+		cmocka_unit_test(a_server_on_an_ipv6_address_prints_a_bracketed_url_and_answers_there),
 		cmocka_unit_test(slow_client_gets_408_and_does_not_stall_others),
 		cmocka_unit_test(idle_keep_alive_connection_is_closed),
 		cmocka_unit_test(cut_off_upload_leaves_old_object),

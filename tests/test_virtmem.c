@@ -164,6 +164,22 @@ static void test_overlapping_mappings_share_pages(void **unused)
 	assert_int_equal(stats(f->fh).faults, faults);
 	assert_int_equal(f->m->loads[3], 1);
 
+	/* So too with more mappings than one fault maps at a time. */
+	vm_vma *many[12];
+	for (int i = 0; i < 12; i++)
+		assert_int_equal(vm_fileh_mmap(&many[i], f->fh, 5, 2), 0);
+	*word(many[0], 6, 1) = 4321;
+	faults = stats(f->fh).faults;
+	for (int i = 0; i < 12; i++) {
+		assert_true(block_mapped(f->fh, vm_vma_blk_addr(many[i], 6)));
+		assert_int_equal(*word(many[i], 6, 1), 4321);
+	}
+	assert_int_equal(*word(f->vma, 6, 1), 4321);
+	assert_int_equal(stats(f->fh).faults, faults);
+	assert_int_equal(f->m->loads[6], 1);
+	for (int i = 0; i < 12; i++)
+		vm_vma_unmap(many[i]);
+
 	vm_vma_unmap(a);
 	vm_vma_unmap(b);
 	fx_close(f);

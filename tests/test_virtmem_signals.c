@@ -4,8 +4,10 @@
  * the process with SIGSEGV, a system call whose load failed gets EFAULT
  * and the next access loads, and an earlier SIGSEGV handler still gets the
  * faults that are not virtmem's, also when a handler installed over
- * virtmem's chains back to it, and a write to a read-only mapping is
- * SIGBUS without a backend call.  Each case runs in a child process.
+ * virtmem's chains back to it, virtmem back in front of up to 32 handlers
+ * installed over it (then it leaves the new one in front and says so
+ * once), and a write to a read-only mapping is SIGBUS without a backend
+ * call.  Each case runs in a child process.
  */
 #include "config.h"
 
@@ -293,6 +295,90 @@ static void test_foreign_faults_go_to_previous_handler(void **unused)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* 33 distinct handlers: h<i> notes i and jumps back. */
+static volatile sig_atomic_t which_handler = -1;
+#define H(i)                                                      \
+	static void h##i(int sig, siginfo_t *si, void *uc)        \
+	{                                                         \
+		(void)sig;                                        \
+		(void)si;                                         \
+		(void)uc;                                         \
+		which_handler = i;                                \
+		siglongjmp(jb, 1);                                \
+	}
+H(0) H(1) H(2) H(3) H(4) H(5) H(6) H(7) H(8) H(9) H(10) H(11) H(12) H(13) H(14) H(15) H(16)
+H(17) H(18) H(19) H(20) H(21) H(22) H(23) H(24) H(25) H(26) H(27) H(28) H(29) H(30) H(31) H(32)
+#undef H
+static void (*const many_handlers[33])(int, siginfo_t *, void *) = {
+	h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11, h12, h13, h14, h15, h16,
+	h17, h18, h19, h20, h21, h22, h23, h24, h25, h26, h27, h28, h29, h30, h31, h32,
+};
+
+/* Handlers installed over virtmem's one after the other, each followed by
+ * a vm_fileh_mmap: virtmem puts its own back in front and hands a foreign
+ * fault to the latest, as long as it can remember them (32 dispositions,
+ * those seen before included); then it leaves the new one in front, and
+ * says so in one line, once. */
+static void many_handlers_child(void *unused)
+{
+	char path[] = "/tmp/vmtest-handlers-XXXXXX", log[4096];
+	int logfd = mkstemp(path);
+	struct sigaction sa, cur;
+	struct child c;
+	vm_vma *vma;
+
+	child_open(&c, 2, 2);
+	if (logfd < 0)
+		_exit(90);
+	unlink(path);
+	dup2(logfd, 2);
+	int k = -1; /* the first handler left in front */
+	for (int i = 0; i < 34; i++) {
+		int h = i < 33 ? i : 32;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = many_handlers[h];
+		sa.sa_flags = SA_SIGINFO;
+		sigaction(SIGSEGV, &sa, NULL);
+		if (vm_fileh_mmap(&vma, c.fh, 0, 2) != 0)
+			_exit(1);
+		sigaction(SIGSEGV, NULL, &cur);
+		int front = cur.sa_sigaction == many_handlers[h];
+		if (front && k < 0)
+			k = i;
+		if (front != (k >= 0))
+			_exit(2); /* once it gave up, virtmem stays behind */
+		which_handler = -1;
+		if (sigsetjmp(jb, 1) == 0) {
+			(void)*(volatile int *)wild_addr(32);
+			_exit(3);
+		}
+		if (which_handler != h)
+			_exit(4); /* the foreign fault went to the latest handler */
+		if (k < 0 && *(volatile uint64_t *)vm_vma_blk_addr(vma, 1) != PATTERN(1, 0))
+			_exit(5);
+		vm_vma_unmap(vma);
+	}
+	/* The 32 slots were shared with what was installed before. */
+	if (k < 1 || k > 32)
+		_exit(7);
+	ssize_t n = pread(logfd, log, sizeof(log) - 1, 0);
+	log[n > 0 ? n : 0] = '\0';
+	char *first = strstr(log, "too many SIGSEGV handlers installed over virtmem's");
+	if (first == NULL || strstr(first + 1, "too many SIGSEGV handlers") != NULL)
+		_exit(6);
+	_exit(0);
+}
+
+static void test_virtmem_comes_back_in_front_of_up_to_32_handlers_and_says_once_when_it_gives_up(void **unused)
+{
+	int st = run_in_child(many_handlers_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	if (WEXITSTATUS(st) != 0)
+		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
+}
+
+
 /* A handler H installed over virtmem's that chains to the disposition it
  * replaced (virtmem's), as test frameworks and runtimes do.  virtmem then
  * puts its handler in front again (its previous handler is now H): a foreign
@@ -486,6 +572,7 @@ int main(void)
 		cmocka_unit_test(test_wild_access_still_crashes_with_sigsegv),
 		cmocka_unit_test(test_foreign_faults_go_to_previous_handler),
 		cmocka_unit_test(test_handler_chaining_back_to_virtmem_does_not_recurse),
+		cmocka_unit_test(test_virtmem_comes_back_in_front_of_up_to_32_handlers_and_says_once_when_it_gives_up),
 		cmocka_unit_test(test_backend_touching_virtmem_memory_fails_not_deadlocks),
 		cmocka_unit_test(test_write_to_readonly_mapping_is_sigbus_without_backend_call),
 	};

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <cmocka.h>
 
@@ -315,6 +316,73 @@ static void test_a_user_mode_only_userfaultfd_serves_faults_and_system_calls_get
 		fail_msg("child killed by signal %d", WTERMSIG(st));
 	if (WEXITSTATUS(st) == CHILD_NO_SECCOMP)
 		skip(); /* no seccomp filter here */
+	if (WEXITSTATUS(st) != CHILD_OK)
+		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
+}
+
+/* A mapping whose blocks lie past the largest file offset: under uffd,
+ * whose blocks live at their offset in a memfd, it is -EFBIG (and the
+ * handle still maps); the SIGSEGV engine maps it (it needs only address
+ * space). */
+static void test_blocks_past_the_largest_file_offset_are_efbig_under_uffd(void **unused)
+{
+	struct fx *f = fx_open_file(BS, 2, 2, 0);
+	vm_vma *vma = (vm_vma *)1;
+	int rc = vm_fileh_mmap(&vma, f->fh, (vm_blk_t)1 << 52, 2);
+
+	if (fh_uffd(f->fh)) {
+		assert_int_equal(rc, -EFBIG);
+		assert_null(vma);
+	} else {
+		assert_int_equal(rc, 0);
+		vm_vma_unmap(vma);
+	}
+	assert_int_equal(*word(f->vma, 1, 1), PATTERN(1, 1));
+	fx_close(f);
+}
+
+/* Out of file descriptors, opening a handle (uffd: its memfd, the handler
+ * threads' epoll instances) fails with an error, never half-way: once
+ * descriptors are free again, it opens, maps and faults. */
+static void out_of_descriptors_child(void *unused)
+{
+	struct memfile *m = memfile_new(BS, 2, 0);
+	struct rlimit lim = { 256, 256 };
+	static int held[256];
+	int nheld = 0, rc, tries = 0;
+	vm_fileh *fh;
+	vm_ram *ram;
+	vm_vma *vma;
+
+	if (vm_ram_open(&ram, 2 * BS) < 0 || setrlimit(RLIMIT_NOFILE, &lim) < 0)
+		_exit(CHILD_SETUP);
+	(void)vm_engine_probe("uffd"); /* set up while descriptors last */
+	while (nheld < 256 && (held[nheld] = dup(2)) >= 0)
+		nheld++;
+	if (errno != EMFILE)
+		_exit(CHILD_SETUP);
+	/* Give descriptors back one by one until the open works. */
+	while ((rc = vm_fileh_open(&fh, &m->file, ram, 0)) < 0) {
+		if (rc != -EMFILE && rc != -EAGAIN)
+			_exit(1);
+		if (nheld == 0 || ++tries > 16)
+			_exit(2);
+		close(held[--nheld]);
+	}
+	if (vm_fileh_mmap(&vma, fh, 0, 2) != 0 || *(volatile uint64_t *)vm_vma_blk_addr(vma, 1) != PATTERN(1, 0))
+		_exit(3);
+	vm_vma_unmap(vma);
+	vm_fileh_close(fh);
+	if (vm_ram_close(ram) != 0)
+		_exit(4);
+	_exit(CHILD_OK);
+}
+
+static void test_out_of_descriptors_a_handle_fails_to_open_then_opens_once_they_are_free(void **unused)
+{
+	int st = run_in_child(out_of_descriptors_child, NULL);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
 	if (WEXITSTATUS(st) != CHILD_OK)
 		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
 }
@@ -629,6 +697,8 @@ int main(void)
 		cmocka_unit_test(test_engine_flags_and_virtmem_engine_choose_the_engine),
 		cmocka_unit_test(test_where_userfaultfd_is_refused_the_sigsegv_engine_serves_and_uffd_is_refused),
 		cmocka_unit_test(test_a_user_mode_only_userfaultfd_serves_faults_and_system_calls_get_efault),
+		cmocka_unit_test(test_blocks_past_the_largest_file_offset_are_efbig_under_uffd),
+		cmocka_unit_test(test_out_of_descriptors_a_handle_fails_to_open_then_opens_once_they_are_free),
 		cmocka_unit_test(test_the_pool_refuses_budgets_it_cannot_hold),
 		cmocka_unit_test(test_a_pool_in_use_is_not_closed),
 		cmocka_unit_test(test_foreign_faults_go_to_a_previous_handler_without_siginfo),

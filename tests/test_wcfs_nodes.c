@@ -36,138 +36,9 @@
 #include "client_util.h"
 #include "test_server_util.h"
 #include "wcfs_util.h"
-
-struct fx {
-	struct ts_fixture *srv;    /* blkmap-server --memory --admin */
-	struct wt_mirror mir;
-	int skip;                  /* 1: FUSE not usable here */
-};
-
-static const char *const mirror_env[] = {
-	"BLKMAP_RETRIES=1", "BLKMAP_RETRY_BASE_MS=1", "BLKMAP_TIMEOUT_MS=5000", NULL
-};
-
-static int group_setup(void **state)
-{
-	static const char *const args[] = { "--admin", NULL };
-	struct fx *f = calloc(1, sizeof(*f));
-	void *srv;
-
-	*state = f;
-	if (ts_fixture_memory(&srv, args) < 0)
-		return -1;
-	f->srv = srv;
-	int rc = wt_mount(&f->mir, f->srv->srv.url, mirror_env);
-	if (rc == 1)
-		f->skip = 1;
-	return rc < 0 ? -1 : 0;
-}
-
-static int group_teardown(void **state)
-{
-	struct fx *f = *state;
-	int rc = wt_unmount(&f->mir);
-	void *srv = f->srv;
-
-	if (rc != 0)
-		print_error("the mirror did not unmount cleanly (status %d)\n", rc);
-	if (srv != NULL && ts_fixture_stop(&srv) < 0) {
-		print_error("blkmap-server did not exit 0\n");
-		rc = -1;
-	}
-	free(f);
-	return rc == 0 ? 0 : -1;
-}
-
-#define SKIP_WITHOUT_FUSE(f)                                              \
-	do {                                                              \
-		if ((f)->skip) {                                          \
-			print_message("[  SKIP    ] %s\n", wt_skip_reason); \
-			skip();                                           \
-		}                                                         \
-	} while (0)
-
-static const char *mpath(const struct wt_mirror *m, const char *fmt, ...)
-{
-	static char buf[4][1200];
-	static int next;
-	char rel[800], *p = buf[next++ % 4];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(rel, sizeof(rel), fmt, ap);
-	va_end(ap);
-	snprintf(p, sizeof(buf[0]), "%s/%s", m->mnt, rel);
-	return p;
-}
-
-static const char *url_of(const char *base, const char *path)
-{
-	static char buf[2][1024];
-	static int next;
-	char *p = buf[next++ % 2];
-
-	snprintf(p, sizeof(buf[0]), "%s/%s", base, path);
-	return p;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-	nanosleep(&ts, NULL);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "wcfs_fixture.h"
 
 /* The names in directory path but . and .., sorted, space-separated. */
-static const char *list_dir(const char *path)
-{
-	static char out[2048];
-	char *names[64];
-	int n = 0;
-	DIR *d = opendir(path);
-	struct dirent *e;
-
-	if (d == NULL)
-		fail_msg("opendir %s: %s", path, strerror(errno));
-	while ((e = readdir(d)) != NULL && n < 64)
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-			names[n++] = strdup(e->d_name);
-	closedir(d);
-	for (int i = 0; i < n; i++)
-		for (int j = i + 1; j < n; j++)
-			if (strcmp(names[i], names[j]) > 0) {
-				char *t = names[i];
-				names[i] = names[j];
-				names[j] = t;
-			}
-	out[0] = '\0';
-	for (int i = 0; i < n; i++) {
-		strcat(out, i ? " " : "");
-		strncat(out, names[i], 200);
-		free(names[i]);
-	}
-	return out;
-}
-
-static void assert_file_equals(const char *path, const unsigned char *want, size_t len)
-{
-	size_t got_len = 0;
-	unsigned char *got = wt_read_file(path, &got_len);
-
-	if (got == NULL)
-		fail_msg("reading %s: %s", path, strerror(errno));
-	assert_int_equal(got_len, len);
-	assert_memory_equal(got, want, len);
-	free(got);
-}
-
 /* Prints the mirror's log (for a failure's report). */
 static void show_log(const char *path)
 {
@@ -305,14 +176,14 @@ static void test_a_dataset_deleted_on_the_server_vanishes_once_the_kernel_forget
 	json_decref(list);
 	/* Until FORGET is handled, each lookup the kernel makes finds the
 	 * node again; 30 s bound: a mirror that never lets go fails here. */
-	for (int64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(100)) {
+	for (int64_t end = wt_now_ms() + 30000; wt_now_ms() < end; wt_sleep_ms(100)) {
 		kernel_forgets();
 		if ((err = stat_errno(mpath(m, "head/gone/ds"))) != 0)
 			break;
 	}
 	assert_int_equal(err, ENOENT);
 	/* The directory above goes the same way, once the kernel forgets it. */
-	for (int64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(100)) {
+	for (int64_t end = wt_now_ms() + 30000; wt_now_ms() < end; wt_sleep_ms(100)) {
 		kernel_forgets();
 		if ((err = stat_errno(mpath(m, "head/gone"))) != 0)
 			break;
@@ -355,7 +226,7 @@ static void test_a_dataset_recreated_with_another_block_size_reads_its_new_bytes
 	assert_int_equal(wt_publish(url, new, len, 4096), 1);
 	assert_int_equal(wt_publish(url, new, len, 4096), 2);
 	/* The mirror checks head/ files at most once a second. */
-	for (int64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(100))
+	for (int64_t end = wt_now_ms() + 30000; wt_now_ms() < end; wt_sleep_ms(100))
 		if (stat(mpath(m, "head/resized/ds"), &st) == 0 && st.st_blksize == 4096)
 			break;
 	assert_int_equal(st.st_blksize, 4096);
@@ -401,7 +272,7 @@ static void test_a_head_file_keeps_its_generation_while_the_server_fails(void **
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 1}"), 200);
 	/* Past the attribute timeout and the check interval (1 s each):
 	 * the stat makes the mirror look for a new generation. */
-	sleep_ms(1500);
+	wt_sleep_ms(1500);
 	rc = stat(mpath(m, "head/steady/ds"), &st);
 	int stat_errno = errno;
 	int fd = open(mpath(m, "head/steady/ds"), O_RDONLY);
@@ -468,7 +339,7 @@ static void test_debug_mode_logs_requests_and_head_switches(void **state)
 	assert_int_equal(wt_mount_with(&m, f->srv->srv.url, &o), 0);
 	assert_file_equals(mpath(&m, "head/debug/ds"), data, 8192);
 	assert_int_equal(wt_publish(url, data, 4096, 4096), 2);
-	for (int64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(100))
+	for (int64_t end = wt_now_ms() + 30000; wt_now_ms() < end; wt_sleep_ms(100))
 		if (stat(mpath(&m, "head/debug/ds"), &st) == 0 && st.st_size == 4096)
 			break;
 	char log[300];
@@ -541,7 +412,7 @@ static void test_in_the_background_it_mounts_at_the_default_mountpoint(void **st
 	close(logfd);
 	/* The first process returns once the mount is there (30 s: a hang). */
 	for (int i = 0; i < 3000 && waitpid(pid, &status, WNOHANG) != pid; i++)
-		sleep_ms(10);
+		wt_sleep_ms(10);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		print_error("status %d\n", status);
 		show_log(log);
@@ -558,7 +429,7 @@ static void test_in_the_background_it_mounts_at_the_default_mountpoint(void **st
 	int urc = wt_run(umount);
 	status = -1;
 	for (int i = 0; daemon > 0 && i < 3000 && waitpid(daemon, &status, WNOHANG) != daemon; i++)
-		sleep_ms(10);
+		wt_sleep_ms(10);
 	prctl(PR_SET_CHILD_SUBREAPER, 0);
 	if (!WIFEXITED(status))
 		print_error("the mirror in the background: pid %d, wait status %d\n", (int)daemon, status);
@@ -598,7 +469,7 @@ static char *run_output(const char *const *argv, int *status)
 	close(p[0]);
 	*status = -1;
 	for (int i = 0; i < 3000 && waitpid(pid, status, WNOHANG) != pid; i++)
-		sleep_ms(10);
+		wt_sleep_ms(10);
 	return out;
 }
 

@@ -37,13 +37,13 @@ const char *wt_prog(const char *name)
 	return p;
 }
 
-static void sleep_ms(long ms)
+void wt_sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
 	nanosleep(&ts, NULL);
 }
 
-static int64_t now_ms(void)
+int64_t wt_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -183,7 +183,7 @@ int wt_mount_with(struct wt_mirror *m, const char *url, const struct wt_opts *o)
 	if (m->pid < 0)
 		return -1;
 	/* 30 s: a hang, not a slow (sanitizer, loaded) start. */
-	for (int64_t end = now_ms() + 30000; now_ms() < end; sleep_ms(10)) {
+	for (int64_t end = wt_now_ms() + 30000; wt_now_ms() < end; wt_sleep_ms(10)) {
 		if (url_reads_back(m, url) && stat(m->mnt, &st) == 0) {
 			m->mounted = true;
 			m->dev = st.st_dev;
@@ -214,7 +214,7 @@ static int wait_exit(pid_t pid, long timeout_ms)
 {
 	int status;
 
-	for (int64_t end = now_ms() + timeout_ms; now_ms() < end; sleep_ms(10))
+	for (int64_t end = wt_now_ms() + timeout_ms; wt_now_ms() < end; wt_sleep_ms(10))
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	return -1;

@@ -48,6 +48,9 @@ int wt_unmount(struct wt_mirror *m);
 bool wt_is_mounted(const char *path);
 /* Run ARGV (NULL-terminated) and wait: exit status, or -1. */
 int wt_run(const char *const *argv);
+/* Sleep MS milliseconds; the monotonic clock in milliseconds. */
+void wt_sleep_ms(long ms);
+int64_t wt_now_ms(void);
 /* The path of a program in the build directory. */
 const char *wt_prog(const char *name);
 
