@@ -48,7 +48,7 @@ void bm_gcmark_clear(struct bm_gcmark *m)
 	memset(m, 0, sizeof(*m));
 }
 
-int bm_gcmark_read(struct bm_store *s, struct bm_gcmark *m, char *msg, size_t n)
+static int gcmark_read_once(struct bm_store *s, struct bm_gcmark *m, char *msg, size_t n)
 {
 	struct bm_version v;
 	json_error_t jerr;
@@ -95,6 +95,20 @@ int bm_gcmark_read(struct bm_store *s, struct bm_gcmark *m, char *msg, size_t n)
 	m->len = len;
 	json_decref(o);
 	return 0;
+}
+
+/* A marker that does not parse is read again a few times (25, 50, 100 ms
+ * apart) before it is called one: a server whose PUT is not atomic can
+ * show a read the marker half written while a gc renews it. */
+int bm_gcmark_read(struct bm_store *s, struct bm_gcmark *m, char *msg, size_t n)
+{
+	int rc = gcmark_read_once(s, m, msg, n);
+
+	for (long wait = 25; rc == BM_EFORMAT && wait <= 100; wait *= 2) {
+		sleep_ms(wait);
+		rc = gcmark_read_once(s, m, msg, n);
+	}
+	return rc;
 }
 
 int bm_gcmark_write(struct bm_store *s, struct bm_gcmark *m, const struct bm_gcmark *was, char *msg,

@@ -665,9 +665,10 @@ void wc_check_generation(struct wc_node *n, bool force)
 		goto out; /* out of memory: keep the generation we have */
 	}
 	atomic_fetch_add(&d->refs, 1); /* the job's */
-	struct wc_ds *old = set_ds(n, d, &evicted);
+	/* Logged before the switch: whoever sees the new size finds the line. */
 	wc_debug("head/%s: generation %" PRIu64 " -> %" PRIu64 ", size %" PRIu64 " -> %" PRIu64,
 		 n->path, cur, d->generation, cur_size, d->size);
+	struct wc_ds *old = set_ds(n, d, &evicted);
 	/* Readers that took old before the swap may still fill pages from it;
 	 * the kernel holds those pages locked while they read, and the
 	 * invalidation (inval.c, queued before check_mu is released, so every
