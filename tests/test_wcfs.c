@@ -665,17 +665,21 @@ static void test_corrupt_blocks_read_as_eio_never_as_wrong_bytes(void **state)
 	struct fx *f = *state;
 	const size_t len = 3 * 65536;
 	unsigned char *data = ts_pattern(len, 11);
-	struct stat st;
 
 	SKIP_WITHOUT_FUSE(f);
 	assert_int_equal(wt_publish(ds_url(f, "bad/corrupt"), data, len, 65536), 1);
-	assert_int_equal(stat(mpath(&f->mir, "@1/bad/corrupt"), &st), 0);
+	/* Looked up, and pinned so that the kernel cannot forget it meanwhile
+	 * (memory pressure, or test_wcfs_nodes' drop_caches running beside
+	 * us): a forgotten file is looked up again, on the faulty server. */
+	int pin = open(mpath(&f->mir, "@1/bad/corrupt"), O_PATH);
+	assert_true(pin >= 0);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 1}"), 200);
 	expect_eio(mpath(&f->mir, "@1/bad/corrupt"), len);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 0}"), 200);
 	assert_true(log_has(f, "bad/corrupt", "checksum"));
 	/* Nothing bad was cached: the next read fetches again and is right. */
 	assert_file_equals(mpath(&f->mir, "@1/bad/corrupt"), data, len);
+	close(pin);
 	free(data);
 }
 
@@ -684,11 +688,14 @@ static void test_failing_server_reads_give_eio_and_a_log_line(void **state)
 	struct fx *f = *state;
 	const size_t len = 2 * 65536;
 	unsigned char *data = ts_pattern(len, 12);
-	struct stat st;
 
 	SKIP_WITHOUT_FUSE(f);
 	assert_int_equal(wt_publish(ds_url(f, "bad/down"), data, len, 65536), 1);
-	assert_int_equal(stat(mpath(&f->mir, "@1/bad/down"), &st), 0);
+	/* Looked up, and pinned so that the kernel cannot forget it meanwhile
+	 * (memory pressure, or test_wcfs_nodes' drop_caches running beside
+	 * us): a forgotten file is looked up again, on the faulty server. */
+	int pin = open(mpath(&f->mir, "@1/bad/down"), O_PATH);
+	assert_true(pin >= 0);
 	int head = open(mpath(&f->mir, "head/bad/down"), O_RDONLY);
 	assert_true(head >= 0);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 1}"), 200);
@@ -702,6 +709,7 @@ static void test_failing_server_reads_give_eio_and_a_log_line(void **state)
 	assert_true(log_has(f, "@1/bad/down", "EIO"));
 	assert_true(log_has(f, "head/bad/down", "EIO"));
 	assert_file_equals(mpath(&f->mir, "@1/bad/down"), data, len);
+	close(pin);
 	free(data);
 }
 
