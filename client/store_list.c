@@ -59,6 +59,19 @@ void bm_list_sort(struct bm_list *page)
 	page->n = k;
 }
 
+/* How a parser ends: a refused page emptied (msg says why), a good one
+ * sorted. */
+static int page_done(struct bm_list *page, int rc, char *msg, size_t n)
+{
+	if (rc == BM_ENOMEM)
+		bm_fmt(msg, n, "out of memory");
+	if (rc < 0)
+		bm_list_free(page);
+	else
+		bm_list_sort(page);
+	return rc;
+}
+
 /* Whether rel (relative to the base, rl bytes) is a key under prefix that
  * blkmap could have written. */
 static bool key_listed(const char *rel, size_t rl, const char *prefix)
@@ -104,13 +117,7 @@ int bm_list_parse_json(const char *json, size_t len, const char *base, const cha
 			rc = bm_list_add(page, &cap, key + bl, kl - bl, (uint64_t)json_integer_value(sz));
 	}
 	json_decref(doc);
-	if (rc == BM_ENOMEM)
-		bm_fmt(msg, n, "out of memory");
-	if (rc < 0)
-		bm_list_free(page);
-	else
-		bm_list_sort(page);
-	return rc;
+	return page_done(page, rc, msg, n);
 }
 
 /* ---- XML, as far as the answers of WebDAV and S3 need it ---------------------------------------- */
@@ -281,13 +288,7 @@ int bm_list_parse_propfind(const char *xml, size_t len, const char *bp, const ch
 			size = strtoull(cv, NULL, 10);
 		rc = bm_list_add(page, &cap, key, strlen(key), size);
 	}
-	if (rc < 0) {
-		bm_fmt(msg, n, "out of memory");
-		bm_list_free(page);
-	} else {
-		bm_list_sort(page);
-	}
-	return rc;
+	return page_done(page, rc, msg, n);
 }
 
 /* ---- S3: a ListObjectsV2 page, an error ------------------------------------------------------ */
@@ -349,13 +350,7 @@ int bm_list_parse_s3(const char *xml, size_t len, const char *base, const char *
 		}
 	}
 	free(key);
-	if (rc == BM_ENOMEM)
-		bm_fmt(msg, n, "out of memory");
-	if (rc < 0)
-		bm_list_free(page);
-	else
-		bm_list_sort(page);
-	return rc;
+	return page_done(page, rc, msg, n);
 }
 
 void bm_s3_error_code(const char *body, size_t len, char *out, size_t n)
