@@ -837,6 +837,10 @@ static void test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset(v
 	static char other[200];
 	memset(other, 'z', t);
 	int other_rc = fstatat(dfd, other, &st, 0), other_err = errno;
+	/* A name whose dataset path itself (not only its URL) would pass
+	 * WC_URL_MAX: refused the same. */
+	errno = 0;
+	int path_rc = fstatat(dfd, comp, &st, 0), path_err = errno;
 	int gets = atomic_load(&ls.manifest_gets);
 	/* ...and one byte more is refused, without a request for the cut URL. */
 	errno = 0;
@@ -853,6 +857,8 @@ static void test_a_name_too_long_for_a_url_is_enametoolong_not_another_dataset(v
 	assert_int_equal(atomic_load(&ls.manifest_gets), gets);
 	assert_int_equal(other_rc, -1);
 	assert_int_equal(other_err, ENAMETOOLONG);
+	assert_int_equal(path_rc, -1);
+	assert_int_equal(path_err, ENAMETOOLONG);
 }
 
 /* ---- the process ------------------------------------------------------------------------- */

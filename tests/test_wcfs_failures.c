@@ -1,0 +1,307 @@
+/* tests/test_wcfs_failures.c — what blkmap-wcfs does when something around
+ * it fails or is pushed to its limits: a server that fails while a file's
+ * idle handle is closed (open is EIO with a log line, and works again once
+ * the server is back), a listing that fails (the directory shows what was
+ * looked up), more blocks read at once than a handle keeps, an environment
+ * setting that does not parse, libfuse's thread options.  A real mirror over
+ * a real blkmap-server, as in test_wcfs.c; skipped, with the reason, where
+ * FUSE cannot be mounted.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <blkmap/blkmap.h>
+
+#include "client_util.h"
+#include "test_server_util.h"
+#include "wcfs_util.h"
+#include "wcfs_fixture.h"
+
+/* Does a line of the file at path hold a (and b, unless NULL)? */
+static bool file_has(const char *path, const char *a, const char *b)
+{
+	char line[4096];
+	bool found = false;
+	FILE *l = fopen(path, "r");
+
+	while (l && !found && fgets(line, sizeof(line), l))
+		found = strstr(line, a) && (b == NULL || strstr(line, b));
+	if (l)
+		fclose(l);
+	return found;
+}
+
+/* Runs blkmap-wcfs with argv (argv[0] is ignored) and env added to its
+ * environment: its output (stdout and stderr together, malloc'd) and its
+ * exit status in *status (-1 if it did not end within 30 s: killed). */
+static char *run_wcfs(const char *const *argv, const char *const *env, int *status)
+{
+	int p[2];
+	char *out = calloc(1, 65536);
+	size_t len = 0;
+	ssize_t r;
+
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		for (const char *const *e = env; e && *e; e++)
+			putenv((char *)*e);
+		execv(wt_prog("blkmap-wcfs"), (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	/* The pipe ends when the mirror (and anything it forked) is gone. */
+	while (len < 65535 && (r = read(p[0], out + len, 65535 - len)) > 0)
+		len += (size_t)r;
+	close(p[0]);
+	*status = -1;
+	int i;
+	for (i = 0; i < 3000 && waitpid(pid, status, WNOHANG) != pid; i++)
+		wt_sleep_ms(10);
+	if (i == 3000) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		*status = -1;
+	}
+	return out;
+}
+
+static int exit_status(int status)
+{
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* ---- the server fails ----------------------------------------------------------------- */
+
+/* A file open nowhere keeps its dataset handle only among the
+ * WC_IDLE_HANDLES (8) most recently idle; beyond, the handle is closed and
+ * reopened on the next open.  When the server fails then, that open is
+ * EIO with the dataset named in the log — for @<gen>/ and head/ alike —
+ * and once the server is back the same file opens and reads its bytes. */
+static void test_a_closed_handle_that_cannot_be_reopened_opens_eio_then_recovers(void **state)
+{
+	struct fx *f = *state;
+	const struct wt_mirror *m = &f->mir;
+	unsigned char *data = ts_pattern(9000, 51);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "idle/a"), data, 9000, 4096), 1);
+	/* Looked up (a handle each), and pinned: the kernel keeps the nodes,
+	 * so the opens below reach the mirror's open, not a lookup. */
+	int pin_gen = open(mpath(m, "@1/idle/a"), O_PATH);
+	int pin_head = open(mpath(m, "head/idle/a"), O_PATH);
+	assert_true(pin_gen >= 0);
+	assert_true(pin_head >= 0);
+	/* Nine more files looked up: idle handles more recent than a's. */
+	for (int i = 0; i < 9; i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "idle/b%d", i);
+		assert_int_equal(wt_publish(ds_url(f, path), data, 100, 4096), 1);
+		struct stat st;
+		assert_int_equal(stat(mpath(m, "@1/%s", path), &st), 0);
+	}
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 1}"), 200);
+	errno = 0;
+	int fd_gen = open(mpath(m, "@1/idle/a"), O_RDONLY);
+	int err_gen = errno;
+	errno = 0;
+	int fd_head = open(mpath(m, "head/idle/a"), O_RDONLY);
+	int err_head = errno;
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
+	if (fd_gen >= 0)
+		close(fd_gen);
+	if (fd_head >= 0)
+		close(fd_head);
+	assert_int_equal(fd_gen, -1);
+	assert_int_equal(err_gen, EIO);
+	assert_int_equal(fd_head, -1);
+	assert_int_equal(err_head, EIO);
+	assert_true(file_has(m->log, "/idle/a (generation 1)", "503"));
+	assert_true(file_has(m->log, "/idle/a (generation 0)", "503"));
+	/* The server is back: the same files open and read. */
+	assert_file_equals(mpath(m, "@1/idle/a"), data, 9000);
+	assert_file_equals(mpath(m, "head/idle/a"), data, 9000);
+	close(pin_gen);
+	close(pin_head);
+	free(data);
+}
+
+/* A directory whose listing fails (the server answers 503) is not an
+ * error: it shows the datasets looked up under it, as on a server that
+ * does not list. */
+static void test_a_listing_that_fails_shows_what_was_looked_up(void **state)
+{
+	struct fx *f = *state;
+	const struct wt_mirror *m = &f->mir;
+	unsigned char *data = ts_pattern(5000, 52);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "lsfail/seen"), data, 5000, 4096), 1);
+	assert_int_equal(wt_publish(ds_url(f, "lsfail/unseen"), data, 5000, 4096), 1);
+	assert_int_equal(stat(mpath(m, "head/lsfail/seen"), &st), 0);
+	/* Opened before the server fails (a lookup of it then would fail). */
+	int dfd = open(mpath(m, "head/lsfail"), O_RDONLY | O_DIRECTORY);
+	assert_true(dfd >= 0);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 1}"), 200);
+	DIR *d = fdopendir(dfd);
+	assert_non_null(d);
+	char names[256] = "";
+	struct dirent *e;
+	errno = 0;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			strncat(names, names[0] ? " " : "", sizeof(names) - strlen(names) - 1);
+			strncat(names, e->d_name, sizeof(names) - strlen(names) - 1);
+		}
+	int err = errno;
+	closedir(d);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
+	assert_int_equal(err, 0);
+	assert_string_equal(names, "seen");
+	/* With the server back, the listing has both. */
+	assert_string_equal(list_dir(mpath(m, "head/lsfail")), "seen unseen");
+	free(data);
+}
+
+/* ---- limits ------------------------------------------------------------------------------ */
+
+struct block_reader {
+	const char *path;
+	off_t off;
+	unsigned char got[4096];
+	ssize_t n;
+	int err;
+};
+
+static void *read_block(void *arg)
+{
+	struct block_reader *r = arg;
+	int fd = open(r->path, O_RDONLY);
+
+	r->n = -1;
+	if (fd < 0) {
+		r->err = errno;
+		return NULL;
+	}
+	r->n = pread(fd, r->got, sizeof(r->got), r->off);
+	r->err = r->n < 0 ? errno : 0;
+	close(fd);
+	return NULL;
+}
+
+/* A handle keeps whole blocks in a few slots (2 for 4 MiB blocks); the
+ * kernel reads a block in pieces.  Six readers of six blocks at once, each
+ * block slow to come (300 ms of server latency): the readers that find
+ * every slot loading read their piece directly, and every reader gets the
+ * bytes of its own block. */
+static void test_more_blocks_read_at_once_than_a_handle_keeps_all_read_right(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = (size_t)4 << 20, nblk = 6;
+	unsigned char *data = ts_pattern(nblk * bs, 53);
+	struct block_reader r[6];
+	pthread_t t[6];
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "slots/ds"), data, nblk * bs, bs), 1);
+	const char *path = mpath(&f->mir, "@1/slots/ds");
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0); /* the handle is open */
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-latency-ms\": 300}"), 200);
+	for (size_t i = 0; i < nblk; i++) {
+		r[i] = (struct block_reader){ .path = path, .off = (off_t)(i * bs + 8192) };
+		assert_int_equal(pthread_create(&t[i], NULL, read_block, &r[i]), 0);
+	}
+	for (size_t i = 0; i < nblk; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-latency-ms\": 0}"), 200);
+	for (size_t i = 0; i < nblk; i++) {
+		if (r[i].n != 4096)
+			fail_msg("block %zu: read %zd bytes (%s)", i, r[i].n, strerror(r[i].err));
+		assert_memory_equal(r[i].got, data + r[i].off, 4096);
+	}
+	free(data);
+}
+
+/* ---- how the program starts ---------------------------------------------------------------- */
+
+/* An environment setting of libblkmap that does not parse stops the
+ * mirror before it mounts: exit status 2 and one line naming the setting. */
+static void test_an_environment_setting_that_does_not_parse_exits_2_naming_it(void **state)
+{
+	struct fx *f = *state;
+	char dir[] = "/tmp/blkmap-wcfs-env-XXXXXX";
+	static const char *const env[] = { "BLKMAP_TIMEOUT_MS=soon", NULL };
+	int status;
+
+	assert_non_null(mkdtemp(dir));
+	const char *const argv[] = { "blkmap-wcfs", "-f", f->srv->srv.url, dir, NULL };
+	char *out = run_wcfs(argv, env, &status);
+	bool mounted = wt_is_mounted(dir);
+	rmdir(dir);
+	if (exit_status(status) != 2 || tc_lines(out) != 1)
+		print_error("blkmap-wcfs (status %d) said: %s", status, out);
+	assert_int_equal(exit_status(status), 2);
+	assert_non_null(strstr(out, "BLKMAP_TIMEOUT_MS=soon"));
+	assert_int_equal(tc_lines(out), 1);
+	assert_false(mounted);
+	free(out);
+}
+
+/* libfuse's loop options (--help lists them): a descriptor per thread,
+ * at most 4 threads of which 1 idle; the mirror serves the same. */
+static void test_the_thread_options_of_libfuse_mount_a_mirror_that_serves(void **state)
+{
+	struct fx *f = *state;
+	static const char *const args[] = { "-o", "clone_fd,max_threads=4,max_idle_threads=1", NULL };
+	const struct wt_opts o = { .env = mirror_env, .args = args };
+	unsigned char *data = ts_pattern(20000, 54);
+	struct wt_mirror m;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "threads/ds"), data, 20000, 4096), 1);
+	assert_int_equal(wt_mount_with(&m, f->srv->srv.url, &o), 0);
+	size_t len = 0;
+	unsigned char *got = wt_read_file(mpath(&m, "head/threads/ds"), &len);
+	assert_int_equal(wt_unmount(&m), 0);
+	assert_non_null(got);
+	assert_int_equal(len, 20000);
+	assert_memory_equal(got, data, 20000);
+	free(got);
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_a_closed_handle_that_cannot_be_reopened_opens_eio_then_recovers),
+		cmocka_unit_test(test_a_listing_that_fails_shows_what_was_looked_up),
+		cmocka_unit_test(test_more_blocks_read_at_once_than_a_handle_keeps_all_read_right),
+		cmocka_unit_test(test_an_environment_setting_that_does_not_parse_exits_2_naming_it),
+		cmocka_unit_test(test_the_thread_options_of_libfuse_mount_a_mirror_that_serves),
+	};
+
+	return cmocka_run_group_tests_name("wcfs failures", tests, group_setup, group_teardown);
+}
