@@ -2,10 +2,11 @@
  * it fails or is pushed to its limits: a server that fails while a file's
  * idle handle is closed (open is EIO with a log line, and works again once
  * the server is back), a listing that fails (the directory shows what was
- * looked up), more blocks read at once than a handle keeps, an environment
- * setting that does not parse, libfuse's thread options.  A real mirror over
- * a real blkmap-server, as in test_wcfs.c; skipped, with the reason, where
- * FUSE cannot be mounted.
+ * looked up), a head/ switch that cannot compare the generations (the whole
+ * file is dropped from the kernel cache), more blocks read at once than a
+ * handle keeps, an environment setting that does not parse, libfuse's
+ * thread options.  A real mirror over a real blkmap-server, as in
+ * test_wcfs.c; skipped, with the reason, where FUSE cannot be mounted.
  */
 #include "config.h"
 
@@ -185,6 +186,77 @@ static void test_a_listing_that_fails_shows_what_was_looked_up(void **state)
 	free(data);
 }
 
+/* The index pages (format 2: U/index/<sum>) the server holds for dataset
+ * path, as "key key ..." (malloc'd). */
+static char *index_keys(const struct fx *f, const char *path)
+{
+	char q[256];
+	size_t cap = 1 << 16, len = 0;
+	char *out = calloc(1, cap);
+
+	snprintf(q, sizeof(q), "/%s/index/", path);
+	json_t *j = ts_get_json(&f->srv->srv, q);
+	assert_non_null(j);
+	json_t *objs = json_object_get(j, "objects"), *o;
+	size_t i;
+	json_array_foreach(objs, i, o) {
+		const char *k = json_string_value(json_object_get(o, "key"));
+		assert_non_null(k);
+		assert_true(len + strlen(k) + 2 < cap);
+		len += (size_t)snprintf(out + len, cap - len, "%s ", k);
+	}
+	json_decref(j);
+	return out;
+}
+
+/* When a head/ switch cannot tell which blocks changed (here: the old
+ * generation's index pages are gone from the server before the mirror
+ * compared them), the whole file is dropped from the kernel cache, with a
+ * log line: a page read before the switch is read again, with the new
+ * generation's bytes. */
+static void test_a_head_switch_that_cannot_compare_drops_the_whole_file(void **state)
+{
+	struct fx *f = *state;
+	const struct wt_mirror *m = &f->mir;
+	const size_t bs = 4096, len = 300 * 4096; /* two index levels */
+	unsigned char *old = ts_pattern(len, 55), *new = ts_pattern(len, 56);
+	unsigned char got[4096];
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "nodiff/ds"), old, len, bs), 1);
+	char *old_pages = index_keys(f, "nodiff/ds");
+	int fd = open(mpath(m, "head/nodiff/ds"), O_RDONLY);
+	assert_true(fd >= 0);
+	/* Block 0 in the kernel cache, and only its index path in the
+	 * handle's: the rest of the old tree is read when compared. */
+	assert_int_equal(pread(fd, got, sizeof(got), 0), (ssize_t)sizeof(got));
+	assert_memory_equal(got, old, sizeof(got));
+	/* Every block changes: the new tree shares no page with the old. */
+	assert_int_equal(wt_publish(ds_url(f, "nodiff/ds"), new, len, bs), 2);
+	for (char *k = strtok(old_pages, " "); k; k = strtok(NULL, " ")) {
+		char p[512];
+		snprintf(p, sizeof(p), "/%s", k);
+		assert_int_equal(ts_delete(&f->srv->srv, p), 204);
+	}
+	/* Past the attribute timeout and the check interval (1 s each), a
+	 * stat makes the mirror switch; its reply waits for the drop. */
+	bool logged = false;
+	for (int64_t end = wt_now_ms() + 30000; !logged && wt_now_ms() < end;) {
+		struct stat st;
+		wt_sleep_ms(200);
+		assert_int_equal(fstat(fd, &st), 0);
+		logged = file_has(m->log, "head/nodiff/ds: cannot tell which blocks changed",
+				  "the whole file is dropped");
+	}
+	assert_true(logged);
+	assert_int_equal(pread(fd, got, sizeof(got), 0), (ssize_t)sizeof(got));
+	close(fd);
+	assert_memory_equal(got, new, sizeof(got));
+	free(old_pages);
+	free(old);
+	free(new);
+}
+
 /* ---- limits ------------------------------------------------------------------------------ */
 
 struct block_reader {
@@ -298,6 +370,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_closed_handle_that_cannot_be_reopened_opens_eio_then_recovers),
 		cmocka_unit_test(test_a_listing_that_fails_shows_what_was_looked_up),
+		cmocka_unit_test(test_a_head_switch_that_cannot_compare_drops_the_whole_file),
 		cmocka_unit_test(test_more_blocks_read_at_once_than_a_handle_keeps_all_read_right),
 		cmocka_unit_test(test_an_environment_setting_that_does_not_parse_exits_2_naming_it),
 		cmocka_unit_test(test_the_thread_options_of_libfuse_mount_a_mirror_that_serves),

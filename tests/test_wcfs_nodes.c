@@ -128,6 +128,31 @@ static void test_views_are_plain_decimal_generations(void **state)
 	free(data);
 }
 
+/* "@<tag>" is a view only for a name a tag may have (FORMAT.md "Tags": 1 to
+ * 100 of A-Z a-z 0-9 . _ -, not starting with '.' or '-', not all digits);
+ * any other "@..." is no view at all. */
+static void test_tag_views_are_named_as_tags_may_be(void **state)
+{
+	struct fx *f = *state;
+	const struct wt_mirror *m = &f->mir;
+	char longest[102], too_long[103];
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	longest[0] = too_long[0] = '@';
+	memset(longest + 1, 'a', 100);
+	longest[101] = '\0';
+	memset(too_long + 1, 'a', 101);
+	too_long[102] = '\0';
+	assert_int_equal(stat(mpath(m, "%s", longest), &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(stat(mpath(m, "@v1.0_rc-2"), &st), 0);
+	assert_int_equal(stat_errno(mpath(m, "%s", too_long)), ENOENT);
+	assert_int_equal(stat_errno(mpath(m, "@.hidden")), ENOENT);
+	assert_int_equal(stat_errno(mpath(m, "@a+b")), ENOENT);
+	assert_int_equal(stat_errno(mpath(m, "@a b")), ENOENT);
+}
+
 /* An object that is not a dataset (no manifest): bm_open would map it
  * flat, the mirror does not show it. */
 static void test_a_plain_object_is_not_shown_as_a_dataset(void **state)
@@ -610,6 +635,7 @@ int main(void)
 		cmocka_unit_test(test_the_top_lists_head_and_wcfs),
 		cmocka_unit_test(test_statfs_answers_so_df_works_on_the_mount),
 		cmocka_unit_test(test_views_are_plain_decimal_generations),
+		cmocka_unit_test(test_tag_views_are_named_as_tags_may_be),
 		cmocka_unit_test(test_a_plain_object_is_not_shown_as_a_dataset),
 		cmocka_unit_test(test_a_dataset_deleted_on_the_server_vanishes_once_the_kernel_forgets_it),
 		cmocka_unit_test(test_a_dataset_recreated_with_another_block_size_reads_its_new_bytes),

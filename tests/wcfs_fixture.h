@@ -1,8 +1,8 @@
 /* tests/wcfs_fixture.h — the cmocka group fixture that test_wcfs.c,
  * test_wcfs_nodes.c and test_wcfs_failures.c share: one blkmap-server
- * --memory --admin and one mirror of it mounted for the whole group (skipped, with the reason,
- * where FUSE cannot be mounted); paths under a mirror, dataset URLs, and
- * the checks both make on directories and files.  Include after cmocka.h,
+ * --memory --admin and one mirror of it mounted for the whole group
+ * (skipped, with the reason, where FUSE cannot be mounted); paths under a
+ * mirror, dataset URLs, and the checks they make on directories and files.  Include after cmocka.h,
  * test_server_util.h and wcfs_util.h.  Static inline: a program uses what
  * it needs.  Single-threaded, as the tests.
  */
