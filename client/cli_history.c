@@ -88,8 +88,8 @@ static const char gc_help[] =
 	"marker and waits BLKMAP_GC_SETTLE_MS (30 s) before it reads anything.\n"
 	"A server that cannot list (nginx) gets only what the dropped generations\n"
 	"named searched; orphans of unpublished commits are not found there.\n"
-	"Prints a summary (generations kept and dropped, index pages walked, objects\n"
-	"deleted, bytes freed); progress on a terminal.\n"
+	"Prints a summary (generations kept and dropped, objects deleted, bytes freed,\n"
+	"index pages walked); progress on a terminal.\n"
 	"Exit status: 0 success, 1 error, 2 usage error, 3 another gc is running (or\n"
 	"took this one over).\n";
 
