@@ -40,6 +40,7 @@ static struct plan {
 	atomic_uint seen;
 } plans[NPLANS];
 static atomic_uint failed[FI_NCALLS];
+static _Atomic(void *) last_addr; /* of the last mmap, mprotect, madvise failed */
 
 static const char *const names[FI_NCALLS] = {
 	[FI_MMAP] = "mmap",
@@ -89,6 +90,11 @@ void fi_fail(enum fi_call call, unsigned nth, unsigned count, int err)
 	fi_fail_match(call, (unsigned long)-1, nth, count, err);
 }
 
+void *fi_last_failed_addr(void)
+{
+	return atomic_load(&last_addr);
+}
+
 unsigned fi_failed(enum fi_call call)
 {
 	return atomic_load(&failed[call]);
@@ -100,6 +106,7 @@ void fi_reset(void)
 		atomic_store(&plans[i].active, 0);
 	for (int i = 0; i < FI_NCALLS; i++)
 		atomic_store(&failed[i], 0);
+	atomic_store(&last_addr, NULL);
 }
 
 /* The errno this call fails with, or 0 to pass it on. */
@@ -205,21 +212,32 @@ __attribute__((constructor)) static void fi_init(void)
 		}                                \
 	} while (0)
 
+/* The same, noting the address the call was for. */
+#define FAIL_AT_IF(call, value, failure, addr)   \
+	do {                                     \
+		int err_ = planned(call, value); \
+		if (err_ != 0) {                 \
+			atomic_store(&last_addr, addr); \
+			errno = err_;            \
+			return failure;          \
+		}                                \
+	} while (0)
+
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	FAIL_IF(FI_MMAP, (unsigned long)flags, MAP_FAILED);
+	FAIL_AT_IF(FI_MMAP, (unsigned long)flags, MAP_FAILED, addr);
 	return NEXT(mmap)(addr, len, prot, flags, fd, off);
 }
 
 int mprotect(void *addr, size_t len, int prot)
 {
-	FAIL_IF(FI_MPROTECT, (unsigned long)prot, -1);
+	FAIL_AT_IF(FI_MPROTECT, (unsigned long)prot, -1, addr);
 	return NEXT(mprotect)(addr, len, prot);
 }
 
 int madvise(void *addr, size_t len, int advice)
 {
-	FAIL_IF(FI_MADVISE, (unsigned long)advice, -1);
+	FAIL_AT_IF(FI_MADVISE, (unsigned long)advice, -1, addr);
 	return NEXT(madvise)(addr, len, advice);
 }
 

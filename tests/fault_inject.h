@@ -54,6 +54,10 @@ void fi_fail_match(enum fi_call call, unsigned long match, unsigned nth, unsigne
  * asserts its failure happened: the path it names was taken). */
 unsigned fi_failed(enum fi_call call);
 
+/* The address the last mmap, mprotect or madvise failed by a plan was
+ * called for (NULL: none since fi_reset). */
+void *fi_last_failed_addr(void);
+
 /* No failure planned any more (the counts of fi_failed start again). */
 void fi_reset(void);
 
