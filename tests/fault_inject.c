@@ -30,13 +30,15 @@
 
 #define NPLANS 8
 
+/* Every field atomic: a call in another thread may read a plan while the
+ * test makes a new one in its place. */
 static struct plan {
 	atomic_int active;
-	enum fi_call call;
-	int has_match;
-	unsigned long match;
-	unsigned nth, count;
-	int err;
+	atomic_int call;
+	atomic_int has_match;
+	atomic_ulong match;
+	atomic_uint nth, count;
+	atomic_int err;
 	atomic_uint seen;
 } plans[NPLANS];
 static atomic_uint failed[FI_NCALLS];
@@ -114,13 +116,13 @@ static int planned(enum fi_call call, unsigned long value)
 {
 	for (int i = 0; i < NPLANS; i++) {
 		struct plan *p = &plans[i];
-		if (!atomic_load_explicit(&p->active, memory_order_acquire) || p->call != call)
+		if (!atomic_load_explicit(&p->active, memory_order_acquire) || p->call != (int)call)
 			continue;
-		if (p->has_match &&
-		    (call == FI_MMAP ? (value & p->match) != p->match : value != p->match))
+		unsigned long match = p->match;
+		if (p->has_match && (call == FI_MMAP ? (value & match) != match : value != match))
 			continue;
-		unsigned n = atomic_fetch_add(&p->seen, 1) + 1;
-		if (n >= p->nth && (p->count == 0 || n - p->nth < p->count)) {
+		unsigned n = atomic_fetch_add(&p->seen, 1) + 1, nth = p->nth, count = p->count;
+		if (n >= nth && (count == 0 || n - nth < count)) {
 			atomic_fetch_add(&failed[call], 1);
 			return p->err;
 		}
