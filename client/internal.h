@@ -73,6 +73,9 @@ void bm_set_thread_error(const char *msg);
  * quote what servers sent, which must not reach a terminal as control
  * sequences. */
 void bm_printable(char *s);
+/* strlen(scheme) + 3 when url starts with scheme and "://" in any case
+ * (URL schemes are case-insensitive: HTTP://, S3://), else 0. */
+size_t bm_url_scheme_len(const char *url, const char *scheme);
 
 /* xxh128 of buf as 32 lowercase hex digits + NUL. */
 void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1]);
@@ -460,6 +463,10 @@ void bm_readahead_stop(bm_dataset *ds);
 void bm_readahead_free(bm_dataset *ds);
 /* Called on every page fault: detects sequential access and queues blocks. */
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
+/* Called when the read fault on blk - 1 also mapped the cached blocks
+ * [blk, blk + n) (virtmem's fault-around): a fault on blk + n is then
+ * sequential. */
+void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
 /* In loadblk: when the calling read-ahead worker holds block blk of ds
