@@ -5,7 +5,8 @@
  * looked up), a head/ switch that cannot compare the generations (the whole
  * file is dropped from the kernel cache), more blocks read at once than a
  * handle keeps, an environment setting that does not parse, libfuse's
- * thread options.  A real mirror over a real blkmap-server, as in
+ * thread options, and system calls that fail in the mirror (sigaction,
+ * pthread_create: tests/fault_preload.c preloaded into it).  A real mirror over a real blkmap-server, as in
  * test_wcfs.c; skipped, with the reason, where FUSE cannot be mounted.
  */
 #include "config.h"
@@ -13,6 +14,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -72,16 +75,23 @@ static char *run_wcfs(const char *const *argv, const char *const *env, int *stat
 		_exit(127);
 	}
 	close(p[1]);
-	/* The pipe ends when the mirror (and anything it forked) is gone. */
-	while (len < 65535 && (r = read(p[0], out + len, 65535 - len)) > 0)
+	/* The pipe ends when the mirror (and anything it forked) is gone; a
+	 * mirror that mounted after all is stopped after 30 s. */
+	int64_t end = wt_now_ms() + 30000;
+	struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+	while (len < 65535 && wt_now_ms() < end) {
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		if ((r = read(p[0], out + len, 65535 - len)) <= 0)
+			break;
 		len += (size_t)r;
+	}
 	close(p[0]);
 	*status = -1;
-	int i;
-	for (i = 0; i < 3000 && waitpid(pid, status, WNOHANG) != pid; i++)
+	while (waitpid(pid, status, WNOHANG) != pid && wt_now_ms() < end)
 		wt_sleep_ms(10);
-	if (i == 3000) {
-		kill(pid, SIGKILL);
+	if (wt_now_ms() >= end) {
+		kill(pid, SIGTERM); /* it unmounts */
 		waitpid(pid, NULL, 0);
 		*status = -1;
 	}
@@ -365,6 +375,50 @@ static void test_the_thread_options_of_libfuse_mount_a_mirror_that_serves(void *
 	free(data);
 }
 
+/* ---- system calls that fail in the mirror ---------------------------------------------- */
+
+/* A mirror that cannot set itself up after mounting — its signal handlers
+ * (sigaction fails) or its invalidation thread (pthread_create fails,
+ * tests/fault_preload.c preloaded into it) — exits 1 with one line saying
+ * what failed, and leaves no mount behind. */
+static void test_a_mirror_that_cannot_set_itself_up_exits_1_and_leaves_no_mount(void **state)
+{
+	struct fx *f = *state;
+	static const struct {
+		const char *plan, *says;
+	} cases[] = {
+		{ "BLKMAP_TEST_FAULTS=sigaction,1,1,22", "signal handler" },
+		{ "BLKMAP_TEST_FAULTS=pthread_create,1,1,11",
+		  "cannot start the invalidation thread: Resource temporarily unavailable" },
+	};
+	char lib[PATH_MAX], preload[PATH_MAX + 16], asan[1024];
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_non_null(realpath(wt_prog("tests/.libs/libfaultpreload.so"), lib));
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", lib);
+	/* ASan wants its runtime first; the preloaded library comes before. */
+	snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s:verify_asan_link_order=0",
+		 getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char dir[] = "/tmp/blkmap-wcfs-fail-XXXXXX";
+		const char *const env[] = { preload, asan, cases[i].plan, NULL };
+		int status;
+
+		assert_non_null(mkdtemp(dir));
+		const char *const argv[] = { "blkmap-wcfs", "-f", f->srv->srv.url, dir, NULL };
+		char *out = run_wcfs(argv, env, &status);
+		bool mounted = wt_is_mounted(dir);
+		rmdir(dir);
+		if (exit_status(status) != 1 || tc_lines(out) != 1 || !strstr(out, cases[i].says))
+			print_error("%s: blkmap-wcfs (status %d) said: %s", cases[i].plan, status, out);
+		assert_int_equal(exit_status(status), 1);
+		assert_non_null(strstr(out, cases[i].says));
+		assert_int_equal(tc_lines(out), 1);
+		assert_false(mounted);
+		free(out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,6 +428,7 @@ int main(void)
 		cmocka_unit_test(test_more_blocks_read_at_once_than_a_handle_keeps_all_read_right),
 		cmocka_unit_test(test_an_environment_setting_that_does_not_parse_exits_2_naming_it),
 		cmocka_unit_test(test_the_thread_options_of_libfuse_mount_a_mirror_that_serves),
+		cmocka_unit_test(test_a_mirror_that_cannot_set_itself_up_exits_1_and_leaves_no_mount),
 	};
 
 	return cmocka_run_group_tests_name("wcfs failures", tests, group_setup, group_teardown);

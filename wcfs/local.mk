@@ -41,4 +41,13 @@ tests_test_wcfs_failures_SOURCES = tests/test_wcfs_failures.c tests/wcfs_util.c 
 	tests/wcfs_fixture.h $(CLIENT_TEST_SOURCES)
 tests_test_wcfs_failures_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_wcfs_failures_LDADD = $(CLIENT_TEST_LDADD)
-EXTRA_tests_test_wcfs_failures_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT)
+EXTRA_tests_test_wcfs_failures_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT) \
+	tests/libfaultpreload.la
+# The fault injector (tests/fault_inject.c) as a library the tests preload
+# into blkmap-wcfs, its plans read from BLKMAP_TEST_FAULTS.  Built without
+# the sanitizers: the mirror's own runtime does the checking.
+check_LTLIBRARIES = tests/libfaultpreload.la
+tests_libfaultpreload_la_SOURCES = tests/fault_preload.c tests/fault_inject.c tests/fault_inject.h
+tests_libfaultpreload_la_CFLAGS = -pthread $(WARN_CFLAGS)
+tests_libfaultpreload_la_LDFLAGS = -module -avoid-version -shared -rpath $(abs_builddir)/tests
+tests_libfaultpreload_la_LIBADD = -ldl
