@@ -54,7 +54,7 @@ static bool file_has(const char *path, const char *a, const char *b)
 
 /* Runs blkmap-wcfs with argv (argv[0] is ignored) and env added to its
  * environment: its output (stdout and stderr together, malloc'd) and its
- * exit status in *status (-1 if it did not end within 30 s: killed). */
+ * exit status in *status (-1 if it did not end within 30 s: stopped). */
 static char *run_wcfs(const char *const *argv, const char *const *env, int *status)
 {
 	int p[2];
@@ -87,12 +87,17 @@ static char *run_wcfs(const char *const *argv, const char *const *env, int *stat
 		len += (size_t)r;
 	}
 	close(p[0]);
-	*status = -1;
-	while (waitpid(pid, status, WNOHANG) != pid && wt_now_ms() < end)
+	bool reaped;
+	while (!(reaped = waitpid(pid, status, WNOHANG) == pid) && wt_now_ms() < end)
 		wt_sleep_ms(10);
-	if (wt_now_ms() >= end) {
+	if (!reaped) {
 		kill(pid, SIGTERM); /* it unmounts */
-		waitpid(pid, NULL, 0);
+		for (int i = 0; i < 1000 && !(reaped = waitpid(pid, NULL, WNOHANG) == pid); i++)
+			wt_sleep_ms(10);
+		if (!reaped) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
 		*status = -1;
 	}
 	return out;
