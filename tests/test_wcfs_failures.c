@@ -4,10 +4,11 @@
  * the server is back), a listing that fails (the directory shows what was
  * looked up), a head/ switch that cannot compare the generations (the whole
  * file is dropped from the kernel cache), more blocks read at once than a
- * handle keeps, an environment setting that does not parse, libfuse's
- * thread options, and system calls that fail in the mirror (sigaction,
- * pthread_create: tests/fault_preload.c preloaded into it).  A real mirror over a real blkmap-server, as in
- * test_wcfs.c; skipped, with the reason, where FUSE cannot be mounted.
+ * handle keeps, files open when the mirror ends, an environment setting
+ * that does not parse, libfuse's thread options, and system calls that fail
+ * in the mirror (sigaction, pthread_create: tests/fault_preload.c preloaded
+ * into it).  A real mirror over a real blkmap-server, as in test_wcfs.c;
+ * skipped, with the reason, where FUSE cannot be mounted.
  */
 #include "config.h"
 
@@ -334,6 +335,41 @@ static void test_more_blocks_read_at_once_than_a_handle_keeps_all_read_right(voi
 
 /* ---- how the program starts ---------------------------------------------------------------- */
 
+/* Files open when the mirror ends (SIGTERM; an unmount likewise overtakes
+ * their release): the mirror frees their handles, kept blocks and nodes
+ * itself and exits 0.  In the sanitizer build a leak makes the exit
+ * status non-zero (LeakSanitizer). */
+static void test_files_open_at_unmount_are_freed_and_the_mirror_exits_0(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 65536, len = 3 * 65536;
+	unsigned char *data = ts_pattern(len, 57), got[4096];
+	struct wt_mirror m;
+	int status = -1;
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "atexit/ds"), data, len, bs), 1);
+	assert_int_equal(wt_mount(&m, f->srv->srv.url, mirror_env), 0);
+	int head = open(mpath(&m, "head/atexit/ds"), O_RDONLY);
+	int kept = open(mpath(&m, "@1/atexit/ds"), O_RDONLY);
+	assert_true(head >= 0);
+	assert_true(kept >= 0);
+	/* A piece of a block: the handle keeps the whole block. */
+	assert_int_equal(pread(head, got, sizeof(got), 4096), (ssize_t)sizeof(got));
+	assert_int_equal(pread(kept, got, sizeof(got), bs + 4096), (ssize_t)sizeof(got));
+	assert_memory_equal(got, data + bs + 4096, sizeof(got));
+	kill(m.pid, SIGTERM); /* the mirror ends, both files open */
+	for (int i = 0; i < 6000 && waitpid(m.pid, &status, WNOHANG) != m.pid; i++)
+		wt_sleep_ms(10); /* 60 s: a hang */
+	close(head);
+	close(kept);
+	m.pid = 0;
+	wt_unmount(&m);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	free(data);
+}
+
 /* An environment setting of libblkmap that does not parse stops the
  * mirror before it mounts: exit status 2 and one line naming the setting. */
 static void test_an_environment_setting_that_does_not_parse_exits_2_naming_it(void **state)
@@ -431,6 +467,7 @@ int main(void)
 		cmocka_unit_test(test_a_listing_that_fails_shows_what_was_looked_up),
 		cmocka_unit_test(test_a_head_switch_that_cannot_compare_drops_the_whole_file),
 		cmocka_unit_test(test_more_blocks_read_at_once_than_a_handle_keeps_all_read_right),
+		cmocka_unit_test(test_files_open_at_unmount_are_freed_and_the_mirror_exits_0),
 		cmocka_unit_test(test_an_environment_setting_that_does_not_parse_exits_2_naming_it),
 		cmocka_unit_test(test_the_thread_options_of_libfuse_mount_a_mirror_that_serves),
 		cmocka_unit_test(test_a_mirror_that_cannot_set_itself_up_exits_1_and_leaves_no_mount),
