@@ -607,8 +607,14 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	keep_generation(ds);
 	bm_changes_begin(ds);
 
-	/* Step 3: upload.  What failed to upload last time goes first; then
-	 * storeblk queues each dirty block. */
+	/* Step 3: upload.  An upload bm_write started since the last commit
+	 * that failed (after the store's own retries) fails this commit at
+	 * once: sending its block again now would repeat those retries, and
+	 * PUT each block twice on a full server.  Its block stays queued for
+	 * the next commit, which tries it again first; then storeblk queues
+	 * each dirty block. */
+	if ((rc = bm_upload_wait(ds)) < 0)
+		return rc;
 	bm_upload_requeue_failed(ds);
 	rc = vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_STORE);
 	if (rc < 0) {
