@@ -36,7 +36,7 @@ EXTRA_tests_test_wcfs_nodes_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(E
 # listing, an environment setting, a mirror that died; blocks read at once
 # beyond what a handle keeps; libfuse's thread options.
 check_PROGRAMS += tests/test_wcfs_failures
-TESTS += tests/test_wcfs_failures
+LONG_TESTS += tests/test_wcfs_failures
 tests_test_wcfs_failures_SOURCES = tests/test_wcfs_failures.c tests/wcfs_util.c tests/wcfs_util.h \
 	tests/wcfs_fixture.h $(CLIENT_TEST_SOURCES)
 tests_test_wcfs_failures_CFLAGS = $(CLIENT_TEST_CFLAGS)
