@@ -94,11 +94,16 @@ void page_free_locked(struct vm_page *page)
 	spare_wake_locked(ram);
 }
 
-void page_drop_locked(struct vm_page *page)
+int page_drop_locked(struct vm_page *page)
 {
+	int rc;
+
 	vm_lock_assert_held();
-	page_unmap_all_locked(page);
+	rc = page_unmap_all_locked(page);
+	if (rc < 0)
+		return rc; /* still mapped: its slot is not to be reused */
 	page_free_locked(page);
+	return 0;
 }
 
 /* Makes room for size bytes by dropping the least recently faulted clean
@@ -106,8 +111,9 @@ void page_drop_locked(struct vm_page *page)
  * wanted, its slot is handed over as it is (*offp, still counted as used):
  * its memory is overwritten by the next load instead of being given back
  * and zeroed again, which is what keeps a cache at its budget cheap.
- * Returns 1 with *offp set, 0 when size bytes are free, or -ENOSPC when
- * only dirty or busy pages are left. */
+ * Returns 1 with *offp set, 0 when size bytes are free, -ENOSPC when
+ * only dirty or busy pages are left, or the -errno of a victim that could
+ * not be unmapped (it is kept). */
 static int reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_slot *slotp)
 {
 	vm_lock_assert_held();
@@ -130,16 +136,23 @@ static int reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_slot *
 			engine_fence_locked(vfh, vblk, false);
 			continue;
 		}
-		vfh->st.reclaimed++;
+		/* A victim that cannot be unmapped is kept: the load
+		 * fails (its error was logged). */
 		if (vfh->blksize == size) {
-			page_unmap_all_locked(victim);
-			*slotp = victim->slot;
-			*offp = page_forget_locked(victim);
+			int rc = page_unmap_all_locked(victim);
+			if (rc == 0) {
+				vfh->st.reclaimed++;
+				*slotp = victim->slot;
+				*offp = page_forget_locked(victim);
+			}
 			engine_fence_locked(vfh, vblk, false);
-			return 1;
+			return rc < 0 ? rc : 1;
 		}
-		page_drop_locked(victim);
+		int rc = page_drop_locked(victim);
 		engine_fence_locked(vfh, vblk, false);
+		if (rc < 0)
+			return rc;
+		vfh->st.reclaimed++;
 	}
 	return 0;
 }
@@ -222,6 +235,8 @@ int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
 	if (rc < 0) {
 		pagetab_del(&fh->pages, blk);
 		free(page);
+		if (rc != -ENOSPC)
+			return rc; /* a reclaim that failed: said why */
 		if (fh->blksize > fh->ram->budget)
 			vm_log("no RAM for block %llu: a %zu-byte block does not fit the %zu-byte budget",
 			       (unsigned long long)blk, fh->blksize, fh->ram->budget);
