@@ -451,7 +451,7 @@ static void test_a_writeout_whose_page_cannot_be_write_protected_fails_and_keeps
 /* loadblk writes the block through vm_loadblk_write, then, if zero_mid,
  * zeros bytes [BS, 3 * BS) of it with vm_loadblk_zero (whole os pages:
  * punched out of the slot). */
-static bool zero_mid;
+static atomic_bool zero_mid; /* read by loads in uffd handler threads */
 
 static int writes_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 {
