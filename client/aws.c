@@ -360,7 +360,7 @@ void bm_aws_describe(const struct bm_aws *a, char *out, size_t n)
 
 bool bm_s3_is_url(const char *url)
 {
-	return url && strncmp(url, "s3://", 5) == 0;
+	return bm_url_scheme_len(url, "s3") != 0;
 }
 
 /* AWS's rules: 3-63 of a-z 0-9 . -, starting and ending with a letter or

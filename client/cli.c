@@ -182,7 +182,8 @@ static const char put_help[] =
 	"suffixes allowed). Only blocks that changed are uploaded; all-zero blocks\n"
 	"are stored as holes. Prints the new generation. A progress bar is shown on\n"
 	"a terminal.\n"
-	"Exit status: 0 success, 1 error, 3 another writer published first.\n";
+	"Exit status: 0 success, 1 error, 2 usage error, 3 another writer published\n"
+	"first.\n";
 
 static int cmd_put(int argc, char **argv)
 {
@@ -738,8 +739,8 @@ static const char attr_help[] =
 	"                       VALUE is taken as JSON when it parses as JSON (42,\n"
 	"                       true, [2,3], {\"a\":1}, \"text\"), else as a string\n"
 	"  attr --delete URL KEY  removes KEY, commits, prints the new generation\n"
-	"Exit status: 0 success, 1 error (no such KEY), 3 another writer published\n"
-	"first.\n";
+	"Exit status: 0 success, 1 error (no such KEY), 2 usage error, 3 another\n"
+	"writer published first.\n";
 
 /* Prints v as compact JSON and a newline. */
 static int print_json(const json_t *v)

@@ -88,7 +88,8 @@ static const char gc_help[] =
 	"marker and waits BLKMAP_GC_SETTLE_MS (30 s) before it reads anything.\n"
 	"A server that cannot list (nginx) gets only what the dropped generations\n"
 	"named searched; orphans of unpublished commits are not found there.\n"
-	"Prints a summary; progress on a terminal.\n"
+	"Prints a summary (generations kept and dropped, objects deleted, bytes freed,\n"
+	"index pages walked); progress on a terminal.\n"
 	"Exit status: 0 success, 1 error, 2 usage error, 3 another gc is running (or\n"
 	"took this one over).\n";
 
@@ -158,7 +159,7 @@ int cmd_gc(int argc, char **argv)
 		printf(", %" PRIu64 " unreferenced but younger than the grace", r.objects_young);
 	if (r.objects_unknown_age)
 		printf(", %" PRIu64 " unreferenced with no modification time (kept)", r.objects_unknown_age);
-	printf("\n");
+	printf("; index pages: %" PRIu64 " walked\n", r.pages_walked);
 	if (!r.listed)
 		printf("%s: the server cannot list its objects: orphans of commits that never published "
 		       "were not searched\n", argv[i]);
@@ -179,6 +180,12 @@ static const char tag_help[] =
 	"Exit status: 0 success, 1 error (no such generation or tag), 2 usage error,\n"
 	"3 a concurrent gc dropped the generation or the tag list kept changing.\n";
 
+/* A bad NAME is a usage error (2), said before the URL is touched; what
+ * the library refuses after that, a URL that is not a server's included,
+ * is an error (1) as for every command. */
+static const char tag_name_rules[] =
+	"NAME is not a tag name: 1 to 100 of A-Z a-z 0-9 . _ -, not starting with . or -, not all digits";
+
 int cmd_tag(int argc, char **argv)
 {
 	struct bm_options o;
@@ -190,6 +197,8 @@ int cmd_tag(int argc, char **argv)
 	if (argc > 1 && strcmp(argv[1], "-d") == 0) {
 		if (argc != 4)
 			return usage_error("tag", "expected -d URL NAME");
+		if (!bm_tag_name_valid(argv[3]))
+			return usage_error("tag", tag_name_rules);
 		if (load_options(&o) < 0)
 			return 1;
 		rc = bm_tag_delete(argv[2], &o, argv[3]);
@@ -199,11 +208,13 @@ int cmd_tag(int argc, char **argv)
 		return usage_error("tag", "expected URL NAME [GEN]");
 	if (argc == 4 && (parse_u64(argv[3], &gen) < 0 || gen == 0))
 		return usage_error("tag", "GEN is not a generation number (1 or more)");
+	if (!bm_tag_name_valid(argv[2]))
+		return usage_error("tag", tag_name_rules);
 	if (load_options(&o) < 0)
 		return 1;
 	rc = bm_tag_set(argv[1], &o, argv[2], gen, &tagged);
 	if (rc < 0)
-		return rc == BM_EINVAL ? (fail_url("tag", rc), EXIT_USAGE) : fail_url("tag", rc);
+		return fail_url("tag", rc);
 	printf("%" PRIu64 "\n", tagged);
 	return 0;
 }

@@ -73,6 +73,9 @@ void bm_set_thread_error(const char *msg);
  * quote what servers sent, which must not reach a terminal as control
  * sequences. */
 void bm_printable(char *s);
+/* strlen(scheme) + 3 when url starts with scheme and "://" in any case
+ * (URL schemes are case-insensitive: HTTP://, S3://), else 0. */
+size_t bm_url_scheme_len(const char *url, const char *scheme);
 
 /* xxh128 of buf as 32 lowercase hex digits + NUL. */
 void bm_sum_hex(const void *buf, size_t len, char out[BM_SUM_HEX + 1]);

@@ -743,7 +743,7 @@ static const struct bm_store_ops http_ops = {
 int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,
 		       char *msg, size_t n)
 {
-	size_t skip = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
+	size_t skip = bm_url_scheme_len(url, "http") + bm_url_scheme_len(url, "https");
 
 	msg[0] = '\0';
 	if (skip == 0 || url[skip] == '\0' || url[skip] == '/')

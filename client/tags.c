@@ -30,18 +30,19 @@
 #define TAGS_BACKOFF_MS 2
 #define TAGS_BACKOFF_MAX_MS 250
 
-bool bm_tag_name_valid(const char *name)
+/* Not all digits, so that "--at 12" is always a generation. */
+int bm_tag_name_valid(const char *name)
 {
 	size_t len = strlen(name);
 	bool digits = true;
 
 	if (len == 0 || len > BM_TAG_NAME_MAX || name[0] == '.' || name[0] == '-')
-		return false;
+		return 0;
 	for (size_t i = 0; i < len; i++) {
 		char c = name[i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
 		      c == '_' || c == '-'))
-			return false;
+			return 0;
 		if (c < '0' || c > '9')
 			digits = false;
 	}

@@ -12,10 +12,6 @@
 #define BM_KEY_TAGS "tags.json"
 #define BM_TAG_NAME_MAX 100
 
-/* A tag name: 1..100 of A-Z a-z 0-9 . _ -, not starting with '.' or '-',
- * not all digits (so that "--at 12" is always a generation). */
-bool bm_tag_name_valid(const char *name);
-
 /* Calls fn for each tag, in name order (fn's non-zero return stops and is
  * returned).  No tags.json: no call. */
 int bm_tags_each(struct bm_store *s, int (*fn)(void *arg, const char *name, uint64_t gen), void *arg,

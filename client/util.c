@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +44,15 @@ void bm_printable(char *s)
 	for (; *s; s++)
 		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
 			*s = '?';
+}
+
+size_t bm_url_scheme_len(const char *url, const char *scheme)
+{
+	size_t n = strlen(scheme);
+
+	if (url == NULL || strncasecmp(url, scheme, n) != 0 || strncmp(url + n, "://", 3) != 0)
+		return 0;
+	return n + 3;
 }
 
 void bm_assert_fail(const char *file, int line, const char *cond)

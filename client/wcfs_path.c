@@ -18,7 +18,8 @@ int bm_wcfs_normalize_url(const char *server_url, char *out, size_t n)
 	const char *p = strstr(server_url ? server_url : "", "://");
 	size_t len, i;
 
-	if (p == NULL || (strncmp(server_url, "http", 4) != 0 && strncmp(server_url, "s3://", 5) != 0))
+	if (p == NULL || bm_url_scheme_len(server_url, "http") + bm_url_scheme_len(server_url, "https") +
+				 bm_url_scheme_len(server_url, "s3") == 0)
 		return BM_EINVAL;
 	len = strlen(server_url);
 	while (len > (size_t)(p - server_url) + 3 && server_url[len - 1] == '/')

@@ -365,7 +365,13 @@ static void every_command_fails_with_one_line_naming_a_server_that_does_not_answ
 	/* Nor does what is not a server's URL. */
 	const char *ftp = "ftp://example/x";
 	const char *const *not_urls[] = {
+		(const char *[]){ "put", file, ftp, NULL },
 		(const char *[]){ "get", ftp, "-", NULL },
+		(const char *[]){ "sum", ftp, NULL },
+		(const char *[]){ "patch", ftp, "0", file, NULL },
+		(const char *[]){ "stat", ftp, NULL },
+		(const char *[]){ "attr", ftp, NULL },
+		(const char *[]){ "tag", ftp, "v1", NULL },
 		(const char *[]){ "log", ftp, NULL },
 		(const char *[]){ "tag", "-d", ftp, "v1", NULL },
 		(const char *[]){ "tags", ftp, NULL },

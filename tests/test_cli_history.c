@@ -319,6 +319,9 @@ static void tag_usage_errors_and_a_url_without_a_dataset(void **state)
 	assert_cli_fails(2, "expected URL NAME [GEN]", (const char *[]){ "tag", none, NULL });
 	assert_cli_fails(2, "GEN is not a generation number", (const char *[]){ "tag", none, "v1", "0", NULL });
 	assert_cli_fails(2, "GEN is not a generation number", (const char *[]){ "tag", none, "v1", "x", NULL });
+	assert_cli_fails(2, "NAME is not a tag name", (const char *[]){ "tag", none, "12", NULL });
+	assert_cli_fails(2, "NAME is not a tag name", (const char *[]){ "tag", "-d", none, ".hidden", NULL });
+	assert_cli_fails(2, "NAME is not a tag name", (const char *[]){ "tag", "ftp://example/x", "a/b", NULL });
 	assert_cli_fails(2, "expected URL", (const char *[]){ "tags", NULL });
 	assert_cli_fails(2, "expected URL", (const char *[]){ "tags", none, "more", NULL });
 	char *out = cli_ok((const char *[]){ "tags", "--help", NULL });

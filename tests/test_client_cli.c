@@ -90,6 +90,23 @@ static void errors_exit_1_with_one_line_naming_the_url(void **state)
 	free(err);
 }
 
+/* URL schemes are case-insensitive (RFC 3986): HTTP:// is http://. */
+static void a_scheme_in_capitals_names_the_same_dataset(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *data = ts_pattern(3 * 4096, 62);
+	char url[512], *out, *err;
+
+	tc_url(url, sizeof(url), s, "/cli/capitals");
+	tc_put(url, 4096, data, 3 * 4096);
+	memcpy(url, "HTTP", 4);
+	if (tc_cli(&out, &err, (const char *[]){ "stat", url, NULL }) != 0 || !strstr(out, "\"generation\": 1"))
+		fail_msg("stat %s: stdout \"%s\", stderr \"%s\"", url, out, err);
+	free(out);
+	free(err);
+	free(data);
+}
+
 static void stat_prints_json_and_sum_v_prints_counters(void **state)
 {
 	struct ts_server *s = *state;
@@ -213,6 +230,7 @@ int main(void)
 		cmocka_unit_test(every_command_has_help_that_exits_0),
 		cmocka_unit_test(usage_errors_exit_2_with_one_line),
 		cmocka_unit_test(errors_exit_1_with_one_line_naming_the_url),
+		cmocka_unit_test(a_scheme_in_capitals_names_the_same_dataset),
 		cmocka_unit_test(stat_prints_json_and_sum_v_prints_counters),
 		cmocka_unit_test(log_lists_generations_past_a_long_run_not_kept),
 		cmocka_unit_test(unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_signal),

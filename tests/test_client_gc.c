@@ -795,6 +795,13 @@ static void gc_walks_each_index_page_once_however_many_kept_generations_share_it
 	assert_int_equal(bm_gc(url, &o, &p, &r), 0);
 	assert_int_equal(r.generations_kept, 5);
 	assert_int_equal(r.pages_walked, 13);
+	/* blkmap gc says so in its summary. */
+	char *out = NULL, *err = NULL;
+	const char *gc[] = { "gc", "--grace", "0", url, NULL };
+	if (tc_cli(&out, &err, gc) != 0 || !strstr(out, "; index pages: 13 walked\n"))
+		fail_msg("blkmap gc: stdout \"%s\", stderr \"%s\"", out, err);
+	free(out);
+	free(err);
 	/* The first and the last generation read whole. */
 	assert_true(tc_dataset_equals(url, 1, d1, nblk * BS));
 	assert_true(tc_dataset_equals(url, 0, d, nblk * BS));

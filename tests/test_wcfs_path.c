@@ -1,6 +1,6 @@
 /* tests/test_wcfs_path.c — how a client and blkmap-wcfs agree on where the
  * mirror of a server is, without a server: bm_wcfs_normalize_url lower-cases
- * the host (not the path) and drops trailing slashes, so every
+ * the scheme and host (not the path) and drops trailing slashes, so every
  * spelling of one server gets one default mountpoint and another server or
  * path another; what is not an http(s) or s3 URL, or does not fit the
  * caller's buffer, is BM_EINVAL.
@@ -27,6 +27,10 @@ static void spellings_of_one_server_normalize_to_one_url(void **state)
 		{ "https://Host/", "https://host" },
 		{ "s3://Bucket/Prefix/", "s3://bucket/Prefix" },
 		{ "http://host///", "http://host" },
+		/* Schemes are case-insensitive, as everywhere in the client. */
+		{ "HTTP://Host/Data/", "http://host/Data" },
+		{ "Https://host", "https://host" },
+		{ "S3://bucket/Prefix", "s3://bucket/Prefix" },
 	};
 	char out[256];
 	(void)state;
@@ -39,7 +43,8 @@ static void spellings_of_one_server_normalize_to_one_url(void **state)
 
 static void what_is_not_a_server_url_or_does_not_fit_is_refused(void **state)
 {
-	static const char *const bad[] = { "", "example.com/x", "ftp://host/x", "file:///tmp" };
+	static const char *const bad[] = { "", "example.com/x", "ftp://host/x", "file:///tmp", "httpx://host/x",
+					   "http:/host/x", "s3:/bucket" };
 	char out[256], small[16];
 	(void)state;
 

@@ -247,11 +247,9 @@ static int prepare(struct fuse_cmdline_opts *co, const char *url, char *mnt, siz
 		fprintf(stderr, "blkmap-wcfs: no SERVER_URL (usage: blkmap-wcfs [-f] [-o OPTIONS] SERVER_URL [MOUNTPOINT])\n");
 		return 2;
 	}
+	/* The scheme is checked by bm_wcfs_normalize_url (any case). */
 	const char *host = strstr(url, "://");
-	if ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0 &&
-	     strncmp(url, "s3://", 5) != 0) ||
-	    host[3] == '\0' || host[3] == '/' ||
-	    bm_wcfs_normalize_url(url, wc_m.url, sizeof(wc_m.url)) < 0) {
+	if (bm_wcfs_normalize_url(url, wc_m.url, sizeof(wc_m.url)) < 0 || host[3] == '\0' || host[3] == '/') {
 		fprintf(stderr, "blkmap-wcfs: %s: not an http://, https:// or s3:// server URL\n", url);
 		return 2;
 	}

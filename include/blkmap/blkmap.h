@@ -271,6 +271,9 @@ int bm_list_keys(const char *url, const struct bm_options *opt, const char *pref
  * all digits.  These calls take a URL and open no dataset handle; opt may
  * be NULL for bm_options_init()'s defaults.  Errors: bm_last_error(NULL). */
 
+/* 1 when name is a tag name by the rules above, else 0 (what bm_tag_set
+ * and bm_tag_delete refuse with BM_EINVAL before they touch the URL). */
+int bm_tag_name_valid(const char *name);
 /* Points tag name at generation gen (0: the latest), replacing where it
  * pointed; *tagged (may be NULL) gets the generation.  BM_ENOTFOUND when
  * that generation is not kept, BM_EINVAL for a bad name. */

@@ -225,6 +225,12 @@ class Dataset:
         return _lib_.bm_generation(self._ptr())
 
     @property
+    def format_version(self):
+        """The format version (docs/FORMAT.md) of the generation shown: 1
+        or 2; None for a flat object or a dataset not committed yet."""
+        return _lib_.bm_format_version(self._ptr()) or None
+
+    @property
     def is_flat(self):
         """A plain object mapped read-only, not a dataset."""
         return bool(_lib_.bm_is_flat(self._ptr()))

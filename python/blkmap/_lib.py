@@ -116,6 +116,7 @@ _SIGS = {
     "bm_blksize": (c_size_t, [_P]),
     "bm_generation": (c_uint64, [_P]),
     "bm_is_flat": (c_int, [_P]),
+    "bm_format_version": (c_int, [_P]),
     "bm_is_latest": (c_int, [_P]),
     "bm_nblocks_stored": (c_uint64, [_P]),
     "bm_url": (c_char_p, [_P]),

@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <blkmap/blkmap.h>
 
@@ -109,11 +110,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		env_set = 1;
 	}
 	check_normalize(url);
-	if (strncmp(url, "s3://", 5) == 0) {
+	/* Schemes are case-insensitive (S3://, HTTP://). */
+	if (strncasecmp(url, "s3://", 5) == 0) {
 		check_open(url, 0);
-	} else if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+	} else if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0) {
 		check_open(url, 1);
-	} else if (strncmp(url, "http://127.0.0.1:1/", 19) == 0) {
+	} else if (strncasecmp(url, "http://127.0.0.1:1/", 19) == 0) {
 		check_open(url, 0);
 	}
 	/* The input as a dataset path on a port where nothing listens. */

@@ -1,5 +1,5 @@
 # tests/python/test_dataset.py — the Dataset API against blkmap-server:
-# what a dataset is (url, size, blksize, generation, is_flat), arrays and
+# what a dataset is (url, size, blksize, generation, format_version, is_flat), arrays and
 # memoryviews over mappings that load and write the real bytes, commit,
 # discard, refresh, resize, attrs, stats, log, read, and each library
 # error as its own exception class with the library's one-line message.
@@ -33,6 +33,18 @@ def test_open_gives_what_the_dataset_is(url):
         assert bytes(ds.map(100, 5000)) == data[100:5100]
         assert ds.read(10000, 1000) == data[10000:]
         assert ds.read(len(data), 10) == b""
+
+
+def test_format_version_is_the_generations_and_none_without_one(server, url):
+    assert put_bytes(url, b"x" * 5000) == 1
+    with blkmap.open(url) as ds:
+        assert ds.format_version == 2  # what blkmap writes (docs/FORMAT.md)
+    with blkmap.open(url + "-new", create=True) as ds:
+        assert ds.format_version is None  # nothing committed yet
+    req = urllib.request.Request(server + "/py/flat-version.bin", data=b"flat", method="PUT")
+    urllib.request.urlopen(req).close()
+    with blkmap.open(server + "/py/flat-version.bin") as ds:
+        assert ds.format_version is None
 
 
 def test_array_writes_commit_as_the_next_generation(url):
