@@ -103,6 +103,7 @@ static struct {
 	uint64_t spin_ns;    /* the next polls' length (atomic) */
 	uint64_t served_ns;  /* when the last serve ended (atomic) */
 	unsigned polling;    /* threads polling now (atomic) */
+	uint64_t busy_until_ns; /* no poll before (atomic; read_msg) */
 } ctx = { .once = PTHREAD_ONCE_INIT, .fd = -1, .pagemap = -1,
 	  .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -435,11 +436,17 @@ static void serve(const struct uffd_msg *msg, uint64_t seen)
  * fault's message (spin_note_message), and none when that gap was longer
  * than spin_max_ns: a process whose faults are rare, or that stopped
  * faulting, burns nothing.  A polling thread yields the CPU between two
- * reads to whatever else may run there.  No poll when the process may run
- * on one CPU only (the faulting thread could not run meanwhile).
+ * reads to whatever else may run there; when a yield ran something else
+ * for more than SPIN_BUSY_NS and no fault came meanwhile, the CPUs have
+ * other work (a loaded machine, where a wake-up lands on a busy CPU and
+ * costs little): no thread polls for SPIN_BACKOFF_NS.  No poll when the
+ * process may run on one CPU only (the faulting thread could not run
+ * meanwhile).
  * VIRTMEM_UFFD_SPIN_US sets spin_max_ns (default SPIN_MAX_US; 0: never
  * poll). */
 #define SPINNERS 2
+#define SPIN_BUSY_NS 10000
+#define SPIN_BACKOFF_NS 10000000
 
 static uint64_t now_ns(void)
 {
@@ -467,7 +474,7 @@ static void spin_note_message(uint64_t now)
  * the message. */
 static ssize_t read_msg(struct uffd_msg *msg, uint64_t *seen)
 {
-	uint64_t spin = __atomic_load_n(&ctx.spin_ns, __ATOMIC_RELAXED), until = 0;
+	uint64_t spin = __atomic_load_n(&ctx.spin_ns, __ATOMIC_RELAXED), until = 0, yield = 0;
 	bool polling = false;
 	ssize_t n;
 
@@ -478,16 +485,26 @@ static ssize_t read_msg(struct uffd_msg *msg, uint64_t *seen)
 		n = read(ctx.fd, msg, sizeof(*msg));
 		if (n >= 0 || errno != EAGAIN || spin == 0)
 			break;
+		uint64_t now = now_ns();
 		if (!polling) {
+			if (now < __atomic_load_n(&ctx.busy_until_ns, __ATOMIC_RELAXED))
+				break;
 			if (__atomic_add_fetch(&ctx.polling, 1, __ATOMIC_RELAXED) > SPINNERS) {
 				__atomic_fetch_sub(&ctx.polling, 1, __ATOMIC_RELAXED);
 				break;
 			}
 			polling = true;
-			until = now_ns() + spin;
-		} else if (now_ns() >= until) {
+			until = now + spin;
+		} else if (now - yield > SPIN_BUSY_NS) {
+			/* The yield ran something else, and no fault came
+			 * meanwhile: the CPUs have other work, so a wake-up
+			 * is cheap and polling only takes from that work. */
+			__atomic_store_n(&ctx.busy_until_ns, now + SPIN_BACKOFF_NS, __ATOMIC_RELAXED);
+			break;
+		} else if (now >= until) {
 			break;
 		}
+		yield = now;
 		sched_yield();
 	}
 	if (polling)
