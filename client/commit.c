@@ -602,12 +602,19 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 			*genp = ds->manifest->generation; /* nothing to publish */
 		return 0;
 	}
+	/* An upload bm_write started since the last commit that failed (after
+	 * the store's own retries) fails this commit at once: sending its
+	 * block again now would repeat those retries, and PUT each block twice
+	 * on a full server.  The error is reported once; its block stays
+	 * queued, and the next commit tries it again first. */
+	if ((rc = bm_upload_wait(ds)) < 0)
+		return rc;
 	if ((rc = check_still_latest(ds)) < 0)
 		return rc;
 	keep_generation(ds);
 	bm_changes_begin(ds);
 
-	/* Step 3: upload.  What failed to upload last time goes first; then
+	/* Step 3: upload.  What failed to upload before goes first; then
 	 * storeblk queues each dirty block. */
 	bm_upload_requeue_failed(ds);
 	rc = vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_STORE);

@@ -82,10 +82,16 @@ static void ds_on_fault(vm_bigfile *f, vm_blk_t blk, int write)
 		bm_readahead_on_fault(ds, blk);
 }
 
+static void ds_on_fault_around(vm_bigfile *f, vm_blk_t blk, size_t n)
+{
+	bm_readahead_on_fault_around(ds_of(f), blk, n);
+}
+
 static const vm_bigfile_ops ds_ops = {
 	.loadblk = ds_loadblk,
 	.storeblk = ds_storeblk,
 	.on_fault = ds_on_fault,
+	.on_fault_around = ds_on_fault_around,
 	.flags = VM_OPS_LOADBLK_WRITES,
 };
 
@@ -94,6 +100,7 @@ static const vm_bigfile_ops ds_overlay_ops = {
 	.loadblk = ds_loadblk,
 	.storeblk = ds_storeblk,
 	.on_fault = ds_on_fault,
+	.on_fault_around = ds_on_fault_around,
 	.mmap_setup_read = bm_overlay_setup_read,
 	.remmap_blk_read = bm_overlay_remmap,
 	.munmap = bm_overlay_munmap,

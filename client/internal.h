@@ -463,6 +463,10 @@ void bm_readahead_stop(bm_dataset *ds);
 void bm_readahead_free(bm_dataset *ds);
 /* Called on every page fault: detects sequential access and queues blocks. */
 void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
+/* Called when the read fault on blk - 1 also mapped the cached blocks
+ * [blk, blk + n) (virtmem's fault-around): a fault on blk + n is then
+ * sequential. */
+void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
 /* In loadblk: when the calling read-ahead worker holds block blk of ds

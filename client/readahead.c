@@ -1,7 +1,9 @@
 /* readahead.c — sequential access detection and background block fetches.
  *
  * Every page fault on a dataset (virtmem's on_fault hook) reports its block.
- * A fault on the block right after the previous one is sequential.  When a
+ * A fault on the block right after the previous one is sequential; so is a
+ * fault right after the cached blocks the previous fault also mapped
+ * (virtmem's fault-around, told by on_fault_around).  When a
  * sequential reader has consumed half of what is fetched ahead, the window
  * doubles (2, 4, 8, ... up to max_window) and the blocks up to fault + window
  * are queued: the window grows with what the reader actually reads, so a
@@ -233,9 +235,10 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 
 	pthread_mutex_lock(&ra->mu);
 	/* Every block faults once per mapping even when it was read ahead
-	 * (it is cached, not yet mapped), so a sequential reader's faults are
-	 * exactly consecutive.  A jump, even into the range read ahead, is
-	 * random access. */
+	 * (it is cached, not yet mapped), unless the fault before it mapped
+	 * it (bm_readahead_on_fault_around moved ra->last past those), so a
+	 * sequential reader's faults are exactly consecutive.  A jump, even
+	 * into the range read ahead, is random access. */
 	bool sequential = ra->last != 0 && blk == ra->last;
 	bool again = ra->last != 0 && blk + 1 == ra->last; /* same block, another mapping */
 	if (again) {
@@ -268,4 +271,17 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 	pthread_mutex_unlock(&ra->mu);
 	if (kick)
 		bm_pool_kick_all(&ds->pool); /* after ra->mu: no two locks */
+}
+
+void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n)
+{
+	struct bm_readahead *ra = &ds->ra;
+
+	/* The fault on blk - 1 mapped these: the next sequential fault is
+	 * on blk + n.  Nothing is queued for them: read-ahead stays within
+	 * its window of the reader's last fault, not of what it mapped. */
+	pthread_mutex_lock(&ra->mu);
+	if (ra->last == blk)
+		ra->last = blk + n;
+	pthread_mutex_unlock(&ra->mu);
 }

@@ -236,7 +236,7 @@ int bm_options_init(struct bm_options *o)
 	o->timeout_ms = 60000;
 	o->retries = 6;
 	o->retry_base_ms = 50;
-	o->connections = 8;
+	o->connections = 16;
 	o->readahead_bytes = (size_t)64 << 20;
 	o->spare_bytes = (size_t)16 << 20;
 	o->blksize = 0; /* BM_DEFAULT_BLKSIZE, or BM_FLAT_BLKSIZE for a flat object */

@@ -7,7 +7,8 @@ virtmem_tests = \
 	tests/test_virtmem_threads \
 	tests/test_virtmem_signals \
 	tests/test_virtmem_overlay \
-	tests/test_virtmem_unwind
+	tests/test_virtmem_unwind \
+	tests/test_virtmem_faults
 check_PROGRAMS += $(virtmem_tests) tests/test_pagetab
 TESTS += tests/test_pagetab
 
@@ -28,7 +29,9 @@ vm_engine_runs = \
 	tests/uffd/test_virtmem_signals.uffd \
 	tests/uffd/test_virtmem_overlay.uffd \
 	tests/sigsegv/test_virtmem_unwind.sigsegv \
-	tests/uffd/test_virtmem_unwind.uffd
+	tests/uffd/test_virtmem_unwind.uffd \
+	tests/sigsegv/test_virtmem_faults.sigsegv \
+	tests/uffd/test_virtmem_faults.uffd
 TESTS += $(vm_engine_runs)
 CLEANFILES += $(vm_engine_runs)
 EXTRA_DIST += tests/vm-engine.sh
@@ -50,6 +53,13 @@ tests_test_virtmem_overlay_LDADD = $(VMTEST_LDADD)
 tests_test_virtmem_unwind_SOURCES = tests/test_virtmem_unwind.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_unwind_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_unwind_LDADD = $(VMTEST_LDADD)
+# What a user sees when the system refuses a call virtmem makes: the test
+# program has its own mmap, memfd_create, ioctl, ... (tests/fault_inject.c,
+# shared with the wcfs tests), which fail where a test plans it.
+tests_test_virtmem_faults_SOURCES = tests/test_virtmem_faults.c tests/vmtest.h tests/vmfixture.h \
+	tests/fault_inject.c tests/fault_inject.h
+tests_test_virtmem_faults_CFLAGS = $(VMTEST_CFLAGS)
+tests_test_virtmem_faults_LDADD = $(VMTEST_LDADD) -ldl
 # The page table is internal: test it from its source.
 tests_test_pagetab_SOURCES = tests/test_pagetab.c virtmem/pagetab.c
 tests_test_pagetab_CFLAGS = $(VMTEST_CFLAGS)

@@ -78,7 +78,7 @@ static void environment_sizes_take_binary_suffixes(void **state)
 	assert_int_equal(o.cache_bytes, 64 * KiB);
 	assert_int_equal(o.readahead_bytes, (size_t)3 << 20);
 	assert_int_equal(o.spare_bytes, (size_t)2 << 20);
-	assert_int_equal(o.connections, 8);
+	assert_int_equal(o.connections, 16);
 	assert_int_equal(o.verbose, 2);
 	unset_option_vars();
 	setenv("BLKMAP_BLKSIZE", "64M", 1);

@@ -458,6 +458,7 @@ static void a_commit_to_a_full_server_fails_at_once_saying_it_is_out_of_space(vo
 	o.flags = BM_OPEN_CREATE;
 	o.blksize = bs;
 	o.wcfs = "off";
+	o.connections = 16; /* half the blocks in flight when the disk fills */
 	int rc = bm_open(&ds, url, &o);
 	if (rc == 0)
 		rc = bm_resize(ds, size);

@@ -691,6 +691,13 @@ static void *prefetch_thread(void *p)
 	return (void *)rc;
 }
 
+static void *prefetch_thread_5(void *p)
+{
+	struct fx *f = p;
+	intptr_t rc = vm_fileh_prefetch(f->fh, 5);
+	return (void *)rc;
+}
+
 static void *read_block1_thread(void *p)
 {
 	struct fx *f = p;
@@ -719,6 +726,204 @@ static void test_fault_waits_for_a_prefetch_in_progress(void **unused)
 	assert_int_equal((intptr_t)rc, 0);
 	assert_int_equal((intptr_t)ok, 1);
 	assert_int_equal(f->m->loads[1], 1);
+	fx_close(f);
+}
+
+/* ---- fault-around ---------------------------------------------------------- */
+
+/* Loads blocks [blk, blk + n) into the cache without mapping them, as
+ * read-ahead does. */
+static void prefetch_blocks(struct fx *f, vm_blk_t blk, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		assert_int_equal(vm_fileh_prefetch(f->fh, blk + k), 0);
+}
+
+static void test_sequential_read_of_cached_blocks_takes_few_faults(void **unused)
+{
+	const size_t nblk = 64;
+	struct fx *f = fx_open(BS4K, nblk, nblk);
+
+	prefetch_blocks(f, 0, nblk);
+	for (vm_blk_t b = 0; b < nblk; b++)
+		assert_true(*word(f->vma, b, 3) == PATTERN(b, 3));
+	struct vm_fileh_stats st = stats(f->fh);
+	/* A fault maps the cached blocks after its own, up to a window that
+	 * doubles with each fault of the run (1, 2, 4 ...). */
+	if (st.faults >= nblk / 4)
+		fail_msg("%llu faults for %zu cached blocks read in order",
+			 (unsigned long long)st.faults, nblk);
+	assert_int_equal(st.faults + st.mapped_around, nblk);
+	for (vm_blk_t b = 0; b < nblk; b++) {
+		assert_int_equal(f->m->loads[b], 1);
+		assert_int_equal(state(f, b), VM_PAGE_LOADED);
+	}
+	fx_close(f);
+}
+
+static void test_blocks_mapped_around_read_their_own_bytes(void **unused)
+{
+	const size_t nblk = 16;
+	struct fx *f = fx_open(BS64K, nblk, nblk);
+
+	prefetch_blocks(f, 0, nblk);
+	touch(word(f->vma, 0, 0));
+	touch(word(f->vma, 1, 0)); /* sequential: maps block 2 as well */
+	assert_int_equal(stats(f->fh).mapped_around, 1);
+	assert_true(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 2)));
+	uint64_t faults = stats(f->fh).faults;
+	/* Every word of it, with no fault of its own. */
+	for (size_t i = 0; i < BS64K / 8; i++)
+		assert_true(*word(f->vma, 2, i) == PATTERN(2, i));
+	assert_int_equal(stats(f->fh).faults, faults);
+	fx_close(f);
+}
+
+static void test_random_miss_maps_only_its_block(void **unused)
+{
+	const size_t nblk = 64;
+	struct fx *f = fx_open(BS4K, nblk, nblk);
+	static const vm_blk_t order[] = { 40, 7, 23, 50, 12 };
+
+	prefetch_blocks(f, 0, nblk);
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		vm_blk_t b = order[i];
+		assert_true(*word(f->vma, b, 1) == PATTERN(b, 1));
+		assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, b + 1)));
+		assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, b - 1)));
+	}
+	/* A run, then a jump: the jump maps its block only. */
+	touch(word(f->vma, 30, 0));
+	touch(word(f->vma, 31, 0));
+	touch(word(f->vma, 33, 0));
+	assert_int_equal(stats(f->fh).mapped_around, 1 + 2); /* 32; 34, 35 */
+	touch(word(f->vma, 2, 0));
+	assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 3)));
+	assert_int_equal(stats(f->fh).mapped_around, 3);
+	assert_int_equal(stats(f->fh).faults, 5 + 3 + 1);
+	fx_close(f);
+}
+
+static void test_fault_around_maps_nothing_a_miss_did_not_find_cached(void **unused)
+{
+	const size_t nblk = 16;
+	struct fx *f = fx_open(BS4K, nblk, nblk);
+
+	/* Nothing cached: every block is its own miss, loaded once. */
+	for (vm_blk_t b = 0; b < nblk; b++)
+		assert_true(*word(f->vma, b, 0) == PATTERN(b, 0));
+	assert_int_equal(stats(f->fh).faults, nblk);
+	assert_int_equal(stats(f->fh).mapped_around, 0);
+	assert_int_equal(stats(f->fh).loads, nblk);
+	assert_int_equal(vm_ram_used(f->ram), nblk * BS4K);
+	fx_close(f);
+}
+
+static void test_fault_around_keeps_ram_within_budget(void **unused)
+{
+	const size_t nblk = 64, budget = 12;
+	struct fx *f = fx_open(BS4K, nblk, budget);
+
+	/* Read ahead 8 blocks at a time, as read-ahead does, and read in
+	 * order: the fault-around never takes RAM of its own. */
+	for (vm_blk_t b = 0; b < nblk; b++) {
+		if (b % 8 == 0)
+			prefetch_blocks(f, b, 8);
+		assert_true(*word(f->vma, b, 9) == PATTERN(b, 9));
+		assert_true(vm_ram_used(f->ram) <= budget * BS4K);
+	}
+	struct vm_fileh_stats st = stats(f->fh);
+	assert_true(st.mapped_around > nblk / 2);
+	assert_int_equal(st.loads, nblk); /* nothing evicted was needed again */
+	assert_true(st.ncached <= budget);
+	fx_close(f);
+}
+
+static void test_fault_around_leaves_a_dirty_block_alone(void **unused)
+{
+	const size_t nblk = 16;
+	struct fx *f = fx_open(BS4K, nblk, nblk);
+
+	prefetch_blocks(f, 0, nblk);
+	*word(f->vma, 4, 0) = 4444; /* block 4 DIRTY, mapped read-write */
+	assert_int_equal(state(f, 4), VM_PAGE_DIRTY);
+	for (vm_blk_t b = 0; b < nblk; b++)
+		assert_true(*word(f->vma, b, 1) == PATTERN(b, 1));
+	assert_int_equal(*word(f->vma, 4, 0), 4444);
+	assert_int_equal(state(f, 4), VM_PAGE_DIRTY);
+	/* Still read-write: another write takes no fault. */
+	uint64_t faults = stats(f->fh).faults;
+	*word(f->vma, 4, 1) = 4445;
+	assert_int_equal(stats(f->fh).faults, faults);
+	assert_int_equal(stats(f->fh).ndirty, 1);
+	/* The run stopped at it and went on after it. */
+	assert_true(stats(f->fh).mapped_around > 0);
+	assert_int_equal(stats(f->fh).faults + stats(f->fh).mapped_around, nblk);
+	fx_close(f);
+}
+
+static void test_fault_around_stops_at_a_block_being_loaded(void **unused)
+{
+	const size_t nblk = 16;
+	struct fx *f = fx_open(BS4K, nblk, nblk);
+	pthread_t tp;
+	void *rc;
+
+	prefetch_blocks(f, 0, 5);
+	prefetch_blocks(f, 6, nblk - 6);
+	f->m->hold_blk = 5;
+	pthread_create(&tp, NULL, prefetch_thread_5, f);
+	memfile_wait_held(f->m);
+	assert_int_equal(state(f, 5), VM_PAGE_LOADING);
+	touch(word(f->vma, 0, 0));
+	touch(word(f->vma, 1, 0)); /* maps 2 */
+	touch(word(f->vma, 3, 0)); /* a window of 2: maps 4, not 5 */
+	assert_int_equal(stats(f->fh).mapped_around, 2);
+	assert_true(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 4)));
+	assert_int_equal(state(f, 5), VM_PAGE_LOADING);
+	assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 5)));
+	assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, 6)));
+	memfile_release_held(f->m);
+	pthread_join(tp, &rc);
+	assert_int_equal((intptr_t)rc, 0);
+	for (vm_blk_t b = 0; b < nblk; b++)
+		assert_true(*word(f->vma, b, 2) == PATTERN(b, 2));
+	assert_int_equal(f->m->loads[5], 1);
+	fx_close(f);
+}
+
+static void around_record(vm_bigfile *f, vm_blk_t blk, size_t n)
+{
+	(void)f;
+	if (nseen < 16) {
+		seen_blk[nseen] = blk;
+		seen_write[nseen++] = -(int)n;
+	}
+}
+
+static void test_backend_is_told_of_blocks_mapped_around(void **unused)
+{
+	static const vm_bigfile_ops ops = {
+		.loadblk = memfile_loadblk, .storeblk = memfile_storeblk,
+		.release = memfile_release, .on_fault = record_fault,
+		.on_fault_around = around_record };
+	struct fx *f = fx_open(BS4K, 8, 8);
+
+	f->m->file.ops = &ops;
+	nseen = 0;
+	prefetch_blocks(f, 0, 8);
+	for (vm_blk_t b = 0; b < 8; b++)
+		touch(word(f->vma, b, 0));
+	backend_sync(f->fh);
+	/* Faults on 0, 1, 3; around them 2 (one block) and 4-5 (two); then
+	 * 6 faults and maps 7. */
+	static const vm_blk_t want_blk[] = { 0, 1, 2, 3, 4, 6, 7 };
+	static const int want_kind[] = { 0, 0, -1, 0, -2, 0, -1 };
+	assert_int_equal(nseen, 7);
+	for (int i = 0; i < 7; i++) {
+		assert_int_equal(seen_blk[i], want_blk[i]);
+		assert_int_equal(seen_write[i], want_kind[i]);
+	}
 	fx_close(f);
 }
 
@@ -1294,6 +1499,14 @@ int main(void)
 		cmocka_unit_test(test_on_fault_sees_every_fault_cached_or_not),
 		cmocka_unit_test(test_prefetch_loads_without_mapping),
 		cmocka_unit_test(test_fault_waits_for_a_prefetch_in_progress),
+		cmocka_unit_test(test_sequential_read_of_cached_blocks_takes_few_faults),
+		cmocka_unit_test(test_blocks_mapped_around_read_their_own_bytes),
+		cmocka_unit_test(test_random_miss_maps_only_its_block),
+		cmocka_unit_test(test_fault_around_maps_nothing_a_miss_did_not_find_cached),
+		cmocka_unit_test(test_fault_around_keeps_ram_within_budget),
+		cmocka_unit_test(test_fault_around_leaves_a_dirty_block_alone),
+		cmocka_unit_test(test_fault_around_stops_at_a_block_being_loaded),
+		cmocka_unit_test(test_backend_is_told_of_blocks_mapped_around),
 		cmocka_unit_test(test_blksize_4k),
 		cmocka_unit_test(test_blksize_64k),
 		cmocka_unit_test(test_blksize_2m),

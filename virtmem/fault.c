@@ -2,12 +2,14 @@
  * fault engine or asked for by vm_vma_on_fault / vm_fileh_prefetch, to a
  * page loaded and mapped with the protection its state calls for.
  *
- * Owns: no state of its own; it drives the page state machine (fileh.c)
- * through page.c and mapping.c.
- * Locking: takes vm_lock; gives it up around on_fault and, in
- * page_load_locked, around the fill.  A fault from a thread that holds
- * vm_lock or runs a backend call made by virtmem would deadlock: it is
- * refused (vm_fault_at).
+ * Owns: a mapping's fault-around window (vm_vma.around_next, .around);
+ * otherwise it drives the page state machine (fileh.c) through page.c and
+ * mapping.c.  A read fault that continues a run also maps the cached
+ * blocks after its own (fault-around, below).
+ * Locking: takes vm_lock; gives it up around on_fault and on_fault_around
+ * and, in page_load_locked, around the fill.  A fault from a thread that
+ * holds vm_lock or runs a backend call made by virtmem would deadlock: it
+ * is refused (vm_fault_at).
  */
 #include "config.h"
 
@@ -82,6 +84,66 @@ int fault_readonly_locked(vm_vma *vma, vm_blk_t blk)
 	return -EROFS;
 }
 
+/* Fault-around.  A sequential reader of a mapping whose blocks were read
+ * ahead (cached, not yet mapped there) would take one fault per block just
+ * to map it: with 16 KiB blocks the fault's round trip, not the fetch, set
+ * the speed.  So a read fault that continues a run (on the block after
+ * the last one the previous fault of this mapping mapped) also maps the
+ * blocks after its own that are LOADED and not yet mapped here, up to a
+ * window that doubles with each such fault (1, 2, 4 ... AROUND_BYTES
+ * worth); any other fault resets it, so a random miss maps its block
+ * only.  Nothing is loaded or allocated for it: the RAM budget is not
+ * touched, and a block DIRTY, LOADING or absent ends the run. */
+#define AROUND_BYTES ((size_t)2 << 20)
+
+/* Maps the cached blocks after blk (a read fault's, served) into vma, as
+ * the window allows.  Returns how many were mapped. */
+static size_t fault_around_locked(vm_vma *vma, vm_blk_t blk)
+{
+	vm_fileh *fh = vma->fh;
+	size_t max = AROUND_BYTES >> fh->blkshift, n = 0, mapped = 0;
+
+	vm_lock_assert_held();
+	if (max < 2)
+		max = 2;
+	if (blk != vma->around_next)
+		vma->around = 0;
+	else if (vma->around < max)
+		vma->around = vma->around ? vma->around * 2 : 1;
+	while (n < vma->around && vma_covers(vma, blk + 1 + n)) {
+		struct vm_page *page = pagetab_get(&fh->pages, blk + 1 + n);
+		if (page == NULL || page->state != VM_PAGE_LOADED || vma_page_mapped(vma, blk + 1 + n))
+			break;
+		n++;
+	}
+	if (n > 0)
+		(void)vma_map_run_locked(vma, blk + 1, n);
+	/* What was mapped (all, unless the engine failed part way). */
+	while (mapped < n && vma_page_mapped(vma, blk + 1 + mapped)) {
+		struct vm_page *page = pagetab_get(&fh->pages, blk + 1 + mapped);
+		vm_list_del(&page->lru); /* most recently faulted last */
+		vm_list_add_tail(&fh->ram->lru, &page->lru);
+		mapped++;
+	}
+	fh->st.mapped_around += mapped;
+	vma->around_next = blk + 1 + mapped;
+	return mapped;
+}
+
+/* Tells the backend what fault_around_locked mapped after blk. */
+static void fault_around_tell_locked(vm_vma *vma, vm_blk_t blk, size_t n)
+{
+	vm_bigfile *file = vma->fh->file;
+
+	if (n == 0 || file->ops->on_fault_around == NULL)
+		return;
+	vm_lock_release();
+	vm_backend_enter();
+	file->ops->on_fault_around(file, blk + 1, n);
+	vm_backend_leave();
+	vm_lock_acquire();
+}
+
 static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 {
 	vm_blk_t blk = vma_blk_of(vma, addr);
@@ -108,6 +170,8 @@ static int fault_locked(vm_vma *vma, uintptr_t addr, int write, vm_blk_t *blkp)
 	do
 		rc = fault_step_locked(vma, blk, write);
 	while (rc == 1);
+	if (rc == 0 && !write && !vma->fh->overlay)
+		fault_around_tell_locked(vma, blk, fault_around_locked(vma, blk));
 	return rc;
 }
 

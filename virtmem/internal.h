@@ -252,6 +252,11 @@ struct vm_vma {
 	vm_fileh *fh;
 	uint64_t *mapped;      /* bit per block: its RAM slot is mapped there */
 	unsigned inflight;     /* faults a handler thread serves on it now */
+	/* Fault-around (fault.c): a read fault on around_next continues a
+	 * sequential run, and maps up to around blocks already cached after
+	 * its own (0: a random fault maps only its block). */
+	vm_blk_t around_next;
+	size_t around;
 	uint64_t seq;          /* vm_vma_seq when it was indexed */
 	struct vm_list in_fileh;
 };
@@ -309,6 +314,10 @@ void vma_set_mapped(vm_vma *vma, vm_blk_t blk, bool on);
 int vma_map_page_locked(vm_vma *vma, struct vm_page *page, int prot);
 /* Puts back what vma shows for an EMPTY block: nothing, or the base. */
 int vma_unmap_page_locked(vm_vma *vma, vm_blk_t blk);
+/* Maps the LOADED pages of blocks [blk, blk + n), mapped nowhere in vma
+ * yet, read-only in vma: with the engine's map_run_locked, else page by
+ * page.  On an error, blocks may be left unmapped (they fault later). */
+int vma_map_run_locked(vm_vma *vma, vm_blk_t blk, size_t n);
 /* Unmaps and frees vma. */
 void vma_unmap_locked(vm_vma *vma);
 /* page in every mapping of its handle: map (those covering it), protect
@@ -363,6 +372,10 @@ struct vm_engine {
 	/* Before vma is unmapped (vm_lock held). */
 	void (*vma_destroy_locked)(vm_vma *vma);
 	int (*map_page_locked)(vm_vma *vma, struct vm_page *page, int prot);
+	/* Maps blocks [blk, blk + n) of vma read-only at once: each is a
+	 * LOADED page mapped nowhere in vma (fault-around).  NULL: page by
+	 * page with map_page_locked or the pool way. */
+	int (*map_run_locked)(vm_vma *vma, vm_blk_t blk, size_t n);
 	int (*protect_page_locked)(vm_vma *vma, struct vm_page *page, int prot);
 	/* Makes the block EMPTY in every mapping of its handle. */
 	void (*unmap_page_all_locked)(struct vm_page *page);

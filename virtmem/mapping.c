@@ -143,6 +143,26 @@ int vma_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
 	return 0;
 }
 
+int vma_map_run_locked(vm_vma *vma, vm_blk_t blk, size_t n)
+{
+	vm_fileh *fh = vma->fh;
+	int rc = 0;
+
+	vm_lock_assert_held();
+#ifdef BLKMAP_CHECKS
+	for (size_t k = 0; k < n; k++) {
+		struct vm_page *page = pagetab_get(&fh->pages, blk + k);
+		vm_assert(page != NULL && page->state == VM_PAGE_LOADED);
+		vm_assert(vma_covers(vma, blk + k) && !vma_page_mapped(vma, blk + k));
+	}
+#endif
+	if (fh->engine->map_run_locked)
+		return fh->engine->map_run_locked(vma, blk, n);
+	for (size_t k = 0; k < n && rc == 0; k++)
+		rc = vma_map_page_locked(vma, pagetab_get(&fh->pages, blk + k), PROT_READ);
+	return rc;
+}
+
 /* Puts back what vma shows for an EMPTY page: nothing (loadblk mode) or the
  * base layer (overlay mode). */
 int vma_unmap_page_locked(vm_vma *vma, vm_blk_t blk)
@@ -274,6 +294,7 @@ int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t blk, size_t blklen)
 	vma->blk_start = blk;
 	vma->blklen = blklen;
 	vma->fh = fh;
+	vma->around_next = UINT64_MAX; /* no fault yet: the first is random */
 	vm_list_init(&vma->in_fileh);
 	if (fh->engine->vma_create) {
 		rc = fh->engine->vma_create(vma, fh->readonly ? PROT_READ : PROT_READ | PROT_WRITE);

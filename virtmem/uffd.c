@@ -692,13 +692,14 @@ static void uffd_vma_destroy_locked(vm_vma *vma)
 	uffd_vma_forget_failed_locked(vma);
 }
 
-/* Maps the block of page in vma: write-protected unless prot has
- * PROT_WRITE, so that a write is seen by PAGEMAP_SCAN.  Entries already
- * present are left alone. */
-static int uffd_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
+/* Maps blocks [blk, blk + n) in vma, one UFFDIO_CONTINUE for all (they
+ * lie in order in the memfd): write-protected unless prot has PROT_WRITE,
+ * so that a write is seen by PAGEMAP_SCAN.  Entries already present are
+ * left alone. */
+static int uffd_map_blocks_locked(vm_vma *vma, vm_blk_t blk, size_t n, int prot)
 {
-	uintptr_t addr = (uintptr_t)vm_vma_blk_addr(vma, page->blk);
-	size_t len = page->fh->blksize, off = 0;
+	uintptr_t addr = (uintptr_t)vm_vma_blk_addr(vma, blk);
+	size_t len = n << vma->fh->blkshift, off = 0;
 	bool woke = !wakes.defer;
 
 	vm_lock_assert_held();
@@ -719,8 +720,8 @@ static int uffd_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
 		}
 		if (errno != EEXIST) {
 			int rc = -errno;
-			vm_log("mapping block %llu failed: %s", (unsigned long long)page->blk,
-			       vm_strerror(rc));
+			vm_log("mapping block %llu failed: %s",
+			       (unsigned long long)vma_blk_of(vma, addr + off), vm_strerror(rc));
 			return rc;
 		}
 		/* An os page is mapped already: skip it. */
@@ -731,8 +732,20 @@ static int uffd_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
 		wake_later(addr, len);
 	else if (!woke)
 		uffd_wake(addr, len);
-	vma_set_mapped(vma, page->blk, true);
+	for (size_t k = 0; k < n; k++)
+		vma_set_mapped(vma, blk + k, true);
 	return 0;
+}
+
+static int uffd_map_page_locked(vm_vma *vma, struct vm_page *page, int prot)
+{
+	return uffd_map_blocks_locked(vma, page->blk, 1, prot);
+}
+
+/* Fault-around: the blocks are clean, so mapped write-protected. */
+static int uffd_map_run_locked(vm_vma *vma, vm_blk_t blk, size_t n)
+{
+	return uffd_map_blocks_locked(vma, blk, n, PROT_READ);
 }
 
 static int uffd_protect_page_locked(vm_vma *vma, struct vm_page *page, int prot)
@@ -1027,6 +1040,7 @@ const struct vm_engine vm_engine_uffd = {
 	.vma_create = uffd_vma_create,
 	.vma_destroy_locked = uffd_vma_destroy_locked,
 	.map_page_locked = uffd_map_page_locked,
+	.map_run_locked = uffd_map_run_locked,
 	.protect_page_locked = uffd_protect_page_locked,
 	.unmap_page_all_locked = uffd_unmap_page_all_locked,
 	.release_page_locked = uffd_release_page_locked,

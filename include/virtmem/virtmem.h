@@ -116,6 +116,14 @@ struct vm_bigfile_ops {
 	 * VM_READONLY handle's mapping is refused without it. */
 	void (*on_fault)(vm_bigfile *file, vm_blk_t blk, int write);
 
+	/* on_fault_around is told that a read fault on block blk - 1 also
+	 * mapped blocks [blk, blk + n), which were cached (fault-around, see
+	 * docs/virtmem.md): they take no fault of their own, and a read-ahead
+	 * that follows the faults would otherwise see the next fault as a
+	 * jump.  Called after on_fault for blk - 1, once they are mapped, as
+	 * on_fault is (no lock held, quick, no virtmem memory).  Optional. */
+	void (*on_fault_around)(vm_bigfile *file, vm_blk_t blk, size_t n);
+
 	/* The overlay trio: optional, all three or none.
 	 *
 	 * mmap_setup_read maps the read-only base layer of blocks
@@ -302,6 +310,9 @@ struct vm_fileh_stats {
 	uint64_t faults;       /* faults handled (signal or vm_vma_on_fault) */
 	uint64_t reclaimed;    /* clean pages dropped to make room */
 	uint64_t spares_taken; /* loads into a spare slot (vm_ram_keep_spare) */
+	uint64_t mapped_around; /* blocks mapped by fault-around: cached
+				 * blocks after a sequential read fault's
+				 * own, mapped by that fault, none of their own */
 	size_t ndirty;         /* dirty pages now */
 	size_t ncached;        /* pages holding RAM now */
 	const char *engine;    /* fault engine: "sigsegv", "uffd", or
