@@ -40,7 +40,7 @@ clean-local:
 	@if test "$(srcdir)" != "."; then rm -f $(PY_SOURCES); fi
 	rm -rf python/blkmap/__pycache__
 
-TESTS += tests/python.test
+LONG_TESTS += tests/python.test
 # The layout of blkmap.h's structs as C sees it, for the ctypes twins' test.
 check_PROGRAMS += tests/abi_layout
 tests_abi_layout_SOURCES = tests/abi_layout.c

@@ -13,6 +13,16 @@ CLIENT_TEST_LDADD = client/libblkmap.la $(CURL_LIBS) $(JANSSON_LIBS) \
 	$(CMOCKA_LIBS)
 CLIENT_TEST_DEPS = blkmap-server$(EXEEXT) blkmap$(EXEEXT)
 
+# The longest, longest first (LONG_TESTS in Makefile.am).
+CLIENT_LONG_TESTS = \
+	tests/test_client_gc_rgw \
+	tests/test_client_gc_apache \
+	tests/test_cli_history \
+	tests/test_client_gc \
+	tests/test_client_v2_rgw \
+	tests/test_client_roundtrip_rgw \
+	tests/test_client_gc_nginx \
+	tests/test_cli_errors
 CLIENT_TESTS = \
 	tests/test_client_roundtrip \
 	tests/test_client_flat \
@@ -34,25 +44,18 @@ CLIENT_TESTS = \
 	tests/test_client_v2 \
 	tests/test_client_v2_nginx \
 	tests/test_client_v2_apache \
-	tests/test_client_v2_rgw \
-	tests/test_client_roundtrip_rgw \
 	tests/test_client_flat_rgw \
 	tests/test_client_changes_rgw \
 	tests/test_store_rgw \
 	tests/test_client_cli \
 	tests/test_client_attrs \
-	tests/test_client_gc \
-	tests/test_client_gc_nginx \
-	tests/test_client_gc_apache \
-	tests/test_client_gc_rgw \
-	tests/test_cli_errors \
 	tests/test_client_errors \
 	tests/test_store_answers \
 	tests/test_client_edges \
 	tests/test_demos \
-	tests/test_cli_history \
 	tests/test_client_lists
-check_PROGRAMS += $(CLIENT_TESTS)
+check_PROGRAMS += $(CLIENT_LONG_TESTS) $(CLIENT_TESTS)
+LONG_TESTS += $(CLIENT_LONG_TESTS)
 TESTS += $(CLIENT_TESTS)
 
 # The manifest parser alone (no server): mutated manifests.

@@ -7,9 +7,10 @@ EXTRA_DIST += tests/rgw.sh
 RGW_TEST_SOURCES = tests/rgw_util.c tests/rgw_util.h
 CLEANFILES += tests/rgw.state/rgw.lock
 
-S3_TESTS = tests/test_s3_rgw tests/test_aws tests/test_s3_store tests/test_s3_client
-check_PROGRAMS += $(S3_TESTS)
+S3_TESTS = tests/test_s3_rgw tests/test_aws tests/test_s3_store
+check_PROGRAMS += $(S3_TESTS) tests/test_s3_client
 TESTS += $(S3_TESTS)
+LONG_TESTS += tests/test_s3_client
 
 tests_test_s3_rgw_SOURCES = tests/test_s3_rgw.c $(RGW_TEST_SOURCES)
 tests_test_s3_rgw_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(CMOCKA_CFLAGS)

@@ -8,12 +8,14 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -108,20 +110,40 @@ static void sigterm_finishes_requests_in_flight_then_exits_0(void **state)
 
 	assert_int_equal(ts_start(&s, args), 0);
 	assert_int_equal(ts_put(&s, "/obj", data, 1 << 20), 201);
-	/* hold the GETs in the server: a long delay (all three must arrive
-	 * within it, also on a loaded machine: 1.5 s was once too short),
-	 * then SIGTERM */
-	assert_int_equal(ts_set_faults(&s, "{\"fault-latency-ms\": 4000}"),
-			 200);
-	for (int i = 0; i < 3; i++) {
-		g[i].srv = &s;
-		pthread_create(&t[i], NULL, get_object, &g[i]);
-	}
-	/* Bounded: 30 s is a hang, not a slow machine. */
-	for (int i = 0; in_flight(&s) < 3; i++) {
-		if (i == 15000)
-			fail_msg("3 GETs not in flight together after 30 s");
-		usleep(2000);
+	/* Hold the GETs in the server with a delay of L ms, then SIGTERM
+	 * while all three are in flight.  They started at t0 and are held
+	 * until t0 + L at least: seen all in flight before t0 + L/2, each
+	 * still is at the kill.  Else (a loaded machine) wait for them and
+	 * go again with a longer L: 1.5 s was once too short, and a fixed
+	 * 4 s cost make check 4 s every run. */
+	static const long delays_ms[] = { 400, 1500, 4000 };
+	for (int d = 0;; d++) {
+		long l = delays_ms[d];
+		bool last = d == (int)(sizeof(delays_ms) / sizeof(delays_ms[0])) - 1, early = false;
+		char faults[64];
+		snprintf(faults, sizeof(faults), "{\"fault-latency-ms\": %ld}", l);
+		assert_int_equal(ts_set_faults(&s, faults), 200);
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (int i = 0; i < 3; i++) {
+			memset(&g[i].resp, 0, sizeof(g[i].resp));
+			g[i].srv = &s;
+			pthread_create(&t[i], NULL, get_object, &g[i]);
+		}
+		/* Bounded: 30 s is a hang, not a slow machine. */
+		for (int i = 0; in_flight(&s) < 3; i++) {
+			if (i == 15000)
+				fail_msg("3 GETs not in flight together after 30 s");
+			usleep(2000);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		early = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < l / 2;
+		if (early || last)
+			break;
+		for (int i = 0; i < 3; i++) {
+			pthread_join(t[i], NULL);
+			ts_resp_free(&g[i].resp);
+		}
 	}
 	kill(s.pid, SIGTERM);
 	for (int i = 0; i < 3; i++) {

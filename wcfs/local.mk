@@ -15,7 +15,7 @@ blkmap_wcfs_LDADD = client/libblkmap.la $(FUSE3_LIBS) $(CURL_LIBS) $(JANSSON_LIB
 
 # Tests: a real mirror mounted on a temporary mountpoint, over blkmap-server.
 check_PROGRAMS += tests/test_wcfs
-TESTS += tests/test_wcfs
+LONG_TESTS += tests/test_wcfs
 tests_test_wcfs_SOURCES = tests/test_wcfs.c tests/wcfs_util.c tests/wcfs_util.h tests/wcfs_fixture.h \
 	$(SERVER_TEST_SOURCES)
 tests_test_wcfs_CFLAGS = $(SERVER_TEST_CFLAGS)
@@ -25,7 +25,7 @@ EXTRA_tests_test_wcfs_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT)
 # The same over blkmap-server and nginx (a server that cannot list):
 # lookups, FORGET, statfs, views, the program's modes.
 check_PROGRAMS += tests/test_wcfs_nodes
-TESTS += tests/test_wcfs_nodes
+LONG_TESTS += tests/test_wcfs_nodes
 tests_test_wcfs_nodes_SOURCES = tests/test_wcfs_nodes.c tests/wcfs_util.c tests/wcfs_util.h tests/wcfs_fixture.h \
 	$(CLIENT_TEST_SOURCES)
 tests_test_wcfs_nodes_CFLAGS = $(CLIENT_TEST_CFLAGS)
