@@ -108,6 +108,8 @@ struct bm_req {
 	void *sink_arg;
 	size_t cap;
 	bool discard;              /* a 2xx body is not wanted (PUT answers) */
+	const atomic_bool *cancel; /* set: no retry (bm_http_do); may be NULL */
+	bool close;                /* the connection is closed once answered */
 	/* response */
 	long status;
 	long head_status;          /* status line as it arrives (http.c) */
