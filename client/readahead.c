@@ -12,9 +12,11 @@
  * what it touches.  The dataset's worker pool (pool.c, shared with the
  * uploads) takes blocks from the queue and loads them into the page cache
  * with vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
- * little): there a worker takes a run of consecutive queued blocks and
- * fetches it with one Range GET, then hands its blocks to the page cache
- * one by one (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
+ * little): there a worker takes a run of consecutive queued blocks, has
+ * virtmem make them all LOADING at once (vm_fileh_prefetch_run: a fault
+ * on one waits instead of fetching it again), fetches the run with one
+ * Range GET when the first is loaded and fills each from that
+ * (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
  * within half of the RAM budget, and the runs in transit (one buffer per
  * worker) within half of that again.
  * Owns: struct bm_readahead.
@@ -34,31 +36,22 @@
 /* Read from the fault handler: initial-exec, so no lazy TLS allocation. */
 static __thread bool in_readahead __attribute__((tls_model("initial-exec")));
 
-/* The block of a run this worker is handing to the page cache. */
+/* The run this worker loads into the page cache (flat objects): blocks
+ * [first, first + n), fetched with one Range GET into buf when loadblk
+ * asks for the first of them (bm_readahead_fill). */
 static __thread struct {
 	bm_dataset *ds;
-	uint64_t blk;
-	const char *data;
-	size_t len;
+	uint64_t first;
+	size_t n;
+	char *buf;
+	bool fetched;
+	int rc;      /* the GET's: 0 or BM_E* */
+	size_t len;  /* bytes it brought */
 } held;
 
 bool bm_in_readahead(void)
 {
 	return in_readahead;
-}
-
-int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
-{
-	size_t bs = ds->file.blksize;
-
-	if (held.ds != ds || held.blk != blk)
-		return 0;
-	if (vm_loadblk_write(buf, 0, held.data, held.len) < 0 ||
-	    (held.len < bs && vm_loadblk_zero(buf, held.len, bs - held.len) < 0))
-		return BM_ENOMEM;
-	atomic_fetch_add(&ds->c.fetched_blocks, 1);
-	atomic_fetch_add(&ds->c.fetched_bytes, held.len);
-	return 1;
 }
 
 static int run_sink(void *arg, uint64_t off, const void *data, size_t len)
@@ -68,9 +61,9 @@ static int run_sink(void *arg, uint64_t off, const void *data, size_t len)
 }
 
 /* Fetches blocks [first, first + n) of a flat object with one Range GET
- * into buf, then loads each into the page cache.  Errors are not reported:
- * the fault that needs a block fetches it again and reports. */
-static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
+ * into buf; *lenp: the bytes (less at the object's end).  Errors are not
+ * reported: the fault that needs a block fetches it again and reports. */
+static int run_get(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *lenp)
 {
 	size_t bs = ds->file.blksize;
 	struct bm_version pin;
@@ -83,7 +76,7 @@ static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
 	pin.size = size;
 	pthread_mutex_unlock(&ds->mu);
 	if (off >= size)
-		return;
+		return BM_EIO; /* not queued: blocks end with the object */
 	size_t len = size - off < n * bs ? (size_t)(size - off) : n * bs;
 	struct bm_get g = { .range = true, .off = off, .len = len, .pin = &pin,
 			    .sink = run_sink, .sink_arg = buf };
@@ -91,15 +84,48 @@ static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
 		if (ds->opt.verbose)
 			bm_log("%s: read-ahead of blocks %" PRIu64 "..%" PRIu64 " failed: %s", ds->url,
 			       first, first + n - 1, msg);
-		return;
+		return BM_EIO;
 	}
-	for (size_t k = 0; k * bs < len; k++) {
-		held.ds = ds;
-		held.blk = first + k;
-		held.data = buf + k * bs;
-		held.len = len - k * bs < bs ? len - k * bs : bs;
-		(void)vm_fileh_prefetch(ds->fh, first + k);
+	*lenp = len;
+	return 0;
+}
+
+int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
+{
+	size_t bs = ds->file.blksize;
+
+	if (held.ds != ds || blk < held.first || blk - held.first >= held.n)
+		return 0;
+	if (!held.fetched) {
+		held.rc = run_get(ds, held.first, held.n, held.buf, &held.len);
+		held.fetched = true;
 	}
+	if (held.rc < 0)
+		return held.rc;
+	size_t off = (size_t)(blk - held.first) * bs;
+	size_t len = off >= held.len ? 0 : held.len - off < bs ? held.len - off : bs;
+	if ((len > 0 && vm_loadblk_write(buf, 0, held.buf + off, len) < 0) ||
+	    (len < bs && vm_loadblk_zero(buf, len, bs - len) < 0))
+		return BM_ENOMEM;
+	atomic_fetch_add(&ds->c.fetched_blocks, 1);
+	atomic_fetch_add(&ds->c.fetched_bytes, len);
+	return 1;
+}
+
+/* Loads blocks [first, first + n) of a flat object into the page cache
+ * as one run: virtmem makes every one of them LOADING first (a fault on
+ * one waits for the run rather than fetching the block again), then the
+ * load of the first fetches them all (bm_readahead_fill). */
+static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
+{
+	held.ds = ds;
+	held.first = first;
+	held.n = n;
+	held.buf = buf;
+	held.fetched = false;
+	held.rc = 0;
+	held.len = 0;
+	(void)vm_fileh_prefetch_run(ds->fh, first, n);
 	held.ds = NULL;
 }
 

@@ -729,6 +729,119 @@ static void test_fault_waits_for_a_prefetch_in_progress(void **unused)
 	fx_close(f);
 }
 
+/* ---- prefetch of a run ------------------------------------------------------ */
+
+static void test_prefetch_run_loads_each_block_once(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 16, 16);
+
+	assert_int_equal(vm_fileh_prefetch(f->fh, 4), 0);
+	assert_int_equal(vm_fileh_prefetch_run(f->fh, 2, 5), 0);
+	for (vm_blk_t b = 0; b < 16; b++) {
+		bool in = b >= 2 && b < 7;
+		assert_int_equal(state(f, b), in ? VM_PAGE_LOADED : VM_PAGE_EMPTY);
+		assert_int_equal(f->m->loads[b], in ? 1 : 0); /* 4 was cached */
+		assert_false(block_mapped(f->fh, vm_vma_blk_addr(f->vma, b)));
+	}
+	assert_int_equal(vm_ram_used(f->ram), 5 * BS4K);
+	assert_true(*word(f->vma, 6, 8) == PATTERN(6, 8));
+	assert_int_equal(f->m->loads[6], 1);
+	assert_int_equal(vm_fileh_prefetch_run(f->fh, 2, 0), 0);
+	assert_int_equal(vm_fileh_prefetch_run(f->fh, UINT64_MAX, 2), -EINVAL);
+	fx_close(f);
+}
+
+struct run_arg {
+	struct fx *f;
+	vm_blk_t blk;
+	size_t n;
+};
+
+static void *prefetch_run_thread(void *p)
+{
+	struct run_arg *a = p;
+	intptr_t rc = vm_fileh_prefetch_run(a->f->fh, a->blk, a->n);
+	return (void *)rc;
+}
+
+static void *read_block4_thread(void *p)
+{
+	struct fx *f = p;
+	intptr_t ok = *word(f->vma, 4, 0) == PATTERN(4, 0);
+	return (void *)ok;
+}
+
+static void test_fault_on_a_block_of_a_run_waits_for_the_run(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+	struct run_arg a = { f, 2, 4 };
+	pthread_t tp, tr;
+	void *rc, *ok;
+
+	f->m->hold_blk = 2; /* the run's first load waits */
+	pthread_create(&tp, NULL, prefetch_run_thread, &a);
+	memfile_wait_held(f->m);
+	/* Every block of the run is taken before the first is filled. */
+	for (vm_blk_t b = 2; b < 6; b++)
+		assert_int_equal(state(f, b), VM_PAGE_LOADING);
+	pthread_create(&tr, NULL, read_block4_thread, f);
+	wait_faults(f->fh, 1);
+	assert_int_equal(f->m->loads[4], 0); /* the fault waits, loads nothing */
+	memfile_release_held(f->m);
+	pthread_join(tp, &rc);
+	pthread_join(tr, &ok);
+	assert_int_equal((intptr_t)rc, 0);
+	assert_int_equal((intptr_t)ok, 1);
+	for (vm_blk_t b = 2; b < 6; b++)
+		assert_int_equal(f->m->loads[b], 1);
+	fx_close(f);
+}
+
+static void test_prefetch_run_takes_only_the_ram_the_budget_has(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 16, 4);
+
+	*word(f->vma, 14, 0) = 1;
+	*word(f->vma, 15, 0) = 1; /* 2 of 4 blocks dirty: never reclaimed */
+	assert_int_equal(vm_fileh_prefetch_run(f->fh, 0, 8), 0);
+	assert_int_equal(state(f, 0), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 1), VM_PAGE_LOADED);
+	/* No block of the run makes room for another. */
+	for (vm_blk_t b = 2; b < 8; b++)
+		assert_int_equal(state(f, b), VM_PAGE_EMPTY);
+	assert_int_equal(vm_ram_used(f->ram), 4 * BS4K);
+	assert_int_equal(stats(f->fh).reclaimed, 0);
+	/* The next run reclaims the clean blocks, no dirty one. */
+	assert_int_equal(vm_fileh_prefetch_run(f->fh, 8, 4), 0);
+	assert_int_equal(state(f, 8), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 9), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 10), VM_PAGE_EMPTY);
+	assert_int_equal(stats(f->fh).ndirty, 2);
+	assert_int_equal(vm_ram_used(f->ram), 4 * BS4K);
+	/* All dirty: no block of a run finds RAM. */
+	*word(f->vma, 12, 0) = 1;
+	*word(f->vma, 13, 0) = 1;
+	assert_int_equal(vm_fileh_prefetch_run(f->fh, 0, 2), -ENOMEM);
+	assert_int_equal(state(f, 0), VM_PAGE_EMPTY);
+	fx_close(f);
+}
+
+static void test_failed_load_in_a_run_leaves_the_rest_empty(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+
+	f->m->fail_load_blk = 3;
+	assert_int_equal(vm_fileh_prefetch_run(f->fh, 2, 4), -EIO);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADED);
+	for (vm_blk_t b = 3; b < 6; b++)
+		assert_int_equal(state(f, b), VM_PAGE_EMPTY);
+	assert_int_equal(f->m->loads[4], 0);
+	assert_int_equal(vm_ram_used(f->ram), BS4K);
+	f->m->fail_load_blk = -1;
+	assert_true(*word(f->vma, 4, 1) == PATTERN(4, 1)); /* a fault loads it */
+	fx_close(f);
+}
+
 /* ---- fault-around ---------------------------------------------------------- */
 
 /* Loads blocks [blk, blk + n) into the cache without mapping them, as
@@ -1500,6 +1613,10 @@ int main(void)
 		cmocka_unit_test(test_on_fault_sees_every_fault_cached_or_not),
 		cmocka_unit_test(test_prefetch_loads_without_mapping),
 		cmocka_unit_test(test_fault_waits_for_a_prefetch_in_progress),
+		cmocka_unit_test(test_prefetch_run_loads_each_block_once),
+		cmocka_unit_test(test_fault_on_a_block_of_a_run_waits_for_the_run),
+		cmocka_unit_test(test_prefetch_run_takes_only_the_ram_the_budget_has),
+		cmocka_unit_test(test_failed_load_in_a_run_leaves_the_rest_empty),
 		cmocka_unit_test(test_sequential_read_of_cached_blocks_takes_few_faults),
 		cmocka_unit_test(test_blocks_mapped_around_read_their_own_bytes),
 		cmocka_unit_test(test_random_miss_maps_only_its_block),

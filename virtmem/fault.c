@@ -232,6 +232,20 @@ int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk)
 	return rc;
 }
 
+int vm_fileh_prefetch_run(vm_fileh *fh, vm_blk_t blk, size_t n)
+{
+	int rc;
+
+	if (fh->overlay || n == 0)
+		return 0;
+	if (blk + n < blk)
+		return -EINVAL;
+	vm_lock_acquire();
+	rc = page_load_run_locked(fh, blk, n);
+	vm_lock_release();
+	return rc;
+}
+
 int vm_vma_on_fault(vm_vma *vma, void *addr, int write)
 {
 	uintptr_t a = (uintptr_t)addr;

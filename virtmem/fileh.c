@@ -30,8 +30,11 @@
  * Transitions, and the function that performs each:
  *
  *   EMPTY -> LOADING                  page_new_locked (page.c), from
- *                                     page_load_locked: a fault or a prefetch
- *   LOADING -> LOADED                 page_load_locked, read fault/prefetch
+ *                                     page_load_locked: a fault or a prefetch,
+ *                                     or page_load_run_locked: a run's blocks
+ *                                     all at once (vm_fileh_prefetch_run)
+ *   LOADING -> LOADED                 page_load_locked (page_fill_locked),
+ *                                     read fault/prefetch
  *   LOADING -> LOADED_FOR_WRITE       page_load_locked, write fault
  *   LOADED_FOR_WRITE -> DIRTY         page_make_dirty_locked, from
  *                                     fault_step_locked (fault.c)
@@ -40,7 +43,8 @@
  *   LOADING_INVALIDATED -> EMPTY      page_load_locked (page_free_locked);
  *                                     the access is retried
  *   LOADING -> EMPTY                  page_load_locked, load failed (the
- *                                     access gets SIGBUS)
+ *                                     access gets SIGBUS); page_load_run_locked,
+ *                                     a run's block after a failed one
  *   LOADED -> EMPTY                   reclaim_locked (page.c),
  *                                     vm_fileh_invalidate_page
  *   DIRTY -> LOADED (loadblk mode)    writeout_markstored_locked (writeout.c)

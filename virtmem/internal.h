@@ -295,6 +295,11 @@ void page_make_dirty_locked(struct vm_page *page);
  * Releases vm_lock around the fill and returns with it held: 0 when the
  * caller should look at the page again, or -errno. */
 int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write);
+/* page_load_run_locked loads the blocks of [blk, blk + n) that are EMPTY
+ * for a prefetch: all turn LOADING first, then each is filled in order
+ * and turns LOADED (vm_fileh_prefetch_run).  Releases vm_lock around the
+ * fills.  0, the first fill's -errno, or -ENOMEM. */
+int page_load_run_locked(vm_fileh *fh, vm_blk_t blk, size_t n);
 /* page_check_locked asserts page's state invariants (BLKMAP_CHECKS). */
 void page_check_locked(const struct vm_page *page);
 

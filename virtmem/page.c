@@ -209,28 +209,30 @@ void page_note_written_locked(struct vm_page *page)
 		page->stored = false;
 }
 
-int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
+/* A new LOADING page for blk with its RAM slot, or NULL: -ENOMEM. */
+static struct vm_page *page_claim_locked(vm_fileh *fh, vm_blk_t blk)
 {
-	struct vm_page *page;
-	int rc;
+	struct vm_page *page = page_new_locked(fh, blk);
 
 	vm_lock_assert_held();
-	page = page_new_locked(fh, blk);
 	if (page == NULL)
-		return -ENOMEM;
-	rc = page_alloc_ram_locked(fh, page);
-	if (rc < 0) {
+		return NULL;
+	if (page_alloc_ram_locked(fh, page) < 0) {
 		pagetab_del(&fh->pages, blk);
 		free(page);
-		if (fh->blksize > fh->ram->budget)
-			vm_log("no RAM for block %llu: a %zu-byte block does not fit the %zu-byte budget",
-			       (unsigned long long)blk, fh->blksize, fh->ram->budget);
-		else
-			vm_log("no RAM for block %llu: the %zu-byte budget is full of dirty or busy pages",
-			       (unsigned long long)blk, fh->ram->budget);
-		return -ENOMEM;
+		return NULL;
 	}
 	page_check_locked(page);
+	return page;
+}
+
+/* Fills the LOADING page (vm_lock given up meanwhile), then ends the
+ * load: LOADED, or LOADED_FOR_WRITE for a write; on an error or an
+ * invalidation meanwhile the page is freed (EMPTY).  Returns 0 or the
+ * fill's -errno. */
+static int page_fill_locked(vm_fileh *fh, vm_vma *vma, struct vm_page *page, int write)
+{
+	int rc;
 
 	vm_lock_release();
 	vm_backend_enter();
@@ -261,4 +263,64 @@ int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
 	page_check_locked(page);
 	vm_lock_wake_io();
 	return 0;
+}
+
+int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
+{
+	struct vm_page *page;
+
+	vm_lock_assert_held();
+	page = page_claim_locked(fh, blk);
+	if (page == NULL) {
+		if (fh->blksize > fh->ram->budget)
+			vm_log("no RAM for block %llu: a %zu-byte block does not fit the %zu-byte budget",
+			       (unsigned long long)blk, fh->blksize, fh->ram->budget);
+		else
+			vm_log("no RAM for block %llu: the %zu-byte budget is full of dirty or busy pages",
+			       (unsigned long long)blk, fh->ram->budget);
+		return -ENOMEM;
+	}
+	return page_fill_locked(fh, vma, page, write);
+}
+
+int page_load_run_locked(vm_fileh *fh, vm_blk_t blk, size_t n)
+{
+	struct vm_page **run;
+	size_t claimed = 0;
+	bool starved = false;
+	int rc = 0;
+
+	vm_lock_assert_held();
+	run = calloc(n, sizeof(*run));
+	if (run == NULL)
+		return -ENOMEM;
+	/* Every block of the run at once, before the first load: a fault
+	 * on any of them waits for this load instead of starting its own.
+	 * The run's pages are LOADING, off the LRU: reclaim cannot take one
+	 * to make room for another. */
+	for (size_t k = 0; k < n; k++) {
+		if (pagetab_get(&fh->pages, blk + k) != NULL)
+			continue; /* cached, or loaded by someone else */
+		run[k] = page_claim_locked(fh, blk + k);
+		if (run[k] == NULL) {
+			starved = true; /* the budget is full: the rest stays EMPTY */
+			break;
+		}
+		claimed++;
+	}
+	if (starved && claimed == 0)
+		rc = -ENOMEM;
+	/* In order; after a failure the rest is given up (EMPTY). */
+	for (size_t k = 0; k < n; k++) {
+		if (run[k] == NULL)
+			continue;
+		if (rc == 0) {
+			rc = page_fill_locked(fh, NULL, run[k], 0);
+			continue;
+		}
+		page_free_locked(run[k]);
+		vm_lock_wake_io();
+	}
+	free(run);
+	return rc;
 }

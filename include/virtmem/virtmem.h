@@ -288,6 +288,18 @@ int vm_vma_on_fault(vm_vma *vma, void *addr, int write);
  * reclaimable like any other. */
 int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk);
 
+/* vm_fileh_prefetch_run does the same for blocks [blk, blk + n) that a
+ * backend fetches together (one request for the run): every block of the
+ * range that is neither cached nor being loaded turns LOADING at once, so
+ * that a fault on any of them waits for this call instead of loading it
+ * again; then loadblk fills them one by one in ascending order, each
+ * cached as soon as it is filled.  RAM is taken within the budget as for
+ * any load; the blocks for which none is left stay EMPTY.  A failed
+ * loadblk gives up the blocks after it (they stay EMPTY: a fault loads
+ * them).  Returns 0, the first loadblk error, or -ENOMEM when no block of
+ * the run found RAM.  Overlay mode: 0 at once. */
+int vm_fileh_prefetch_run(vm_fileh *fh, vm_blk_t blk, size_t n);
+
 /* ---- introspection ------------------------------------------------------ */
 
 /* Page states.  The state machine is documented in virtmem/fileh.c. */
