@@ -7,7 +7,9 @@
  *
  * Owns: struct bm_dataset and struct bm_mapping.
  * Locking: ds->mu guards the manifest pointer and the fields next to it.
- * See internal.h for the order of the other locks.
+ * See internal.h for the order of the other locks.  The open's probe of a
+ * flat object runs on a thread of its own that writes only its struct
+ * flat_probe, read by the opener after the join; it takes no lock.
  */
 #include "config.h"
 
@@ -174,76 +176,187 @@ static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp
 	return 0;
 }
 
-static int first_sink(void *arg, uint64_t off, const void *data, size_t len)
+/* ---- the flat probe: the object at the URL itself ------------------------ */
+
+/* One Range GET of the URL's first block (or of its first
+ * BM_FLAT_FIRST_MAX bytes): for a flat object it gives its size, its
+ * version and block 0's bytes, kept for block 0's first load (where file
+ * formats keep their headers).  A dataset open that may meet a flat object
+ * sends it beside the manifest's GET, on a thread of its own (flat_start),
+ * so that a flat URL costs one round trip, as a dataset does; the
+ * manifest wins when both are there: the probe is then cancelled (no
+ * more bytes, no retry), joined and dropped before the open returns (its
+ * answer comes with the manifest's: the same round trip), so that nothing
+ * of it outlives the open.  The thread writes only the probe; the opener
+ * reads it after the join. */
+struct flat_probe {
+	bm_dataset *ds;
+	char *buf;
+	struct bm_get g;
+	atomic_bool cancel;        /* the manifest won: no more bytes nor tries */
+	int rc;
+	char msg[512];
+	pthread_t thread;
+	bool running;              /* the thread was started, not joined */
+};
+
+static int flat_sink(void *arg, uint64_t off, const void *data, size_t len)
 {
-	memcpy((char *)arg + off, data, len); /* the store keeps it within the range */
+	struct flat_probe *p = arg;
+
+	if (atomic_load(&p->cancel))
+		return -ECANCELED; /* the rest of the body is not wanted */
+	memcpy(p->buf + off, data, len); /* the store keeps it within the range */
 	return 0;
 }
 
-/* The URL is not a dataset: a flat object?  One Range GET of its first
- * block (or of its first BM_FLAT_FIRST_MAX bytes) gives its size, its
- * version and block 0's bytes, kept for block 0's first load: the open
- * costs the manifest's 404 and this, and the first read of the start of
- * the object (where file formats keep their headers) nothing more.  Sets
- * up a synthetic manifest. */
-static int open_flat(bm_dataset *ds)
+static size_t flat_blksize(const bm_dataset *ds)
 {
-	size_t bs = ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
-	size_t len = bs < BM_FLAT_FIRST_MAX ? bs : BM_FLAT_FIRST_MAX;
-	char msg[512], *buf = malloc(len);
-	struct bm_get g = { .range = true, .to_end = true, .off = 0, .len = len, .sink = first_sink,
-			    .sink_arg = buf };
-	int rc;
+	return ds->opt.blksize ? ds->opt.blksize : BM_FLAT_BLKSIZE;
+}
 
-	if (buf == NULL)
-		return BM_ENOMEM;
-	rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
-	if (rc == 0 && (g.total == UINT64_MAX || g.total > BM_SIZE_MAX)) {
-		bm_fmt(msg, sizeof(msg), "GET %s: no usable size in its Content-Range", ds->url);
-		rc = BM_EFORMAT;
+static struct flat_probe *flat_new(bm_dataset *ds)
+{
+	size_t bs = flat_blksize(ds), len = bs < BM_FLAT_FIRST_MAX ? bs : BM_FLAT_FIRST_MAX;
+	struct flat_probe *p = calloc(1, sizeof(*p));
+
+	if (p == NULL || (p->buf = malloc(len)) == NULL) {
+		free(p);
+		return NULL;
 	}
+	p->ds = ds;
+	atomic_init(&p->cancel, false);
+	p->g = (struct bm_get){ .range = true, .to_end = true, .off = 0, .len = len, .sink = flat_sink,
+				.sink_arg = p, .cancel = &p->cancel, .lone = true };
+	return p;
+}
+
+static void flat_get(struct flat_probe *p)
+{
+	p->rc = bm_store_get(p->ds->store, "", &p->g, p->msg, sizeof(p->msg));
+	if (p->rc == 0 && (p->g.total == UINT64_MAX || p->g.total > BM_SIZE_MAX)) {
+		bm_fmt(p->msg, sizeof(p->msg), "GET %s: no usable size in its Content-Range", p->ds->url);
+		p->rc = BM_EFORMAT;
+	}
+}
+
+static void *flat_main(void *arg)
+{
+	flat_get(arg);
+	return NULL;
+}
+
+/* Starts the probe's GET on its own thread; false when no thread could
+ * be made (the probe is then sent after the manifest's 404, as two round
+ * trips). */
+static bool flat_start(struct flat_probe *p)
+{
+	p->running = pthread_create(&p->thread, NULL, flat_main, p) == 0;
+	return p->running;
+}
+
+/* The probe's answer, after its GET ended: 0, BM_ENOTFOUND, ... */
+static int flat_wait(struct flat_probe *p)
+{
+	if (p->running)
+		pthread_join(p->thread, NULL);
+	p->running = false;
+	return p->rc;
+}
+
+/* Frees the probe (NULL: none) once its GET ended: a body still coming
+ * is cut, a retry not made. */
+static void flat_free(struct flat_probe *p)
+{
+	if (p == NULL)
+		return;
+	atomic_store(&p->cancel, true);
+	(void)flat_wait(p);
+	free(p->buf);
+	free(p);
+}
+
+/* The URL is not a dataset: a flat object, if the probe found one.  Sets
+ * up a synthetic manifest.  BM_ENOTFOUND (no error set) when nothing is
+ * there; the probe is freed either way. */
+static int open_flat(bm_dataset *ds, struct flat_probe *p)
+{
+	size_t bs = flat_blksize(ds);
+	int rc = p->rc;
+
 	if (rc < 0) {
-		free(buf);
 		if (rc != BM_ENOTFOUND)
-			bm_set_error(ds, rc, "%s", msg);
+			bm_set_error(ds, rc, "%s", p->msg);
+		flat_free(p);
 		return rc;
 	}
 	ds->manifest = calloc(1, sizeof(*ds->manifest));
 	if (ds->manifest == NULL) {
-		free(buf);
+		flat_free(p);
 		return BM_ENOMEM;
 	}
 	/* Small blocks: a random miss fetches little; read-ahead fetches
 	 * many in one Range GET (readahead.c). */
 	ds->manifest->blksize = bs;
-	ds->manifest->size = g.total;
+	ds->manifest->size = p->g.total;
 	ds->flat = true;
 	ds->at_latest = true;
-	snprintf(ds->etag, sizeof(ds->etag), "%s", g.ver.etag);
-	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", g.ver.last_modified);
+	snprintf(ds->etag, sizeof(ds->etag), "%s", p->g.ver.etag);
+	snprintf(ds->last_modified, sizeof(ds->last_modified), "%s", p->g.ver.last_modified);
 	/* Kept only when it is the whole of block 0. */
-	if (g.got > 0 && (g.got == bs || g.got == g.total)) {
-		ds->first = buf;
-		ds->first_len = g.got;
-	} else {
-		free(buf);
+	if (p->g.got > 0 && (p->g.got == bs || p->g.got == p->g.total)) {
+		ds->first = p->buf;
+		ds->first_len = p->g.got;
+		p->buf = NULL;
 	}
+	flat_free(p);
 	return 0;
 }
 
-static int open_manifest(bm_dataset *ds)
+/* Whether an open of the latest generation sends the flat probe beside
+ * the manifest's GET: not for a URL ending in '/' (a dataset's prefix,
+ * never an object), nor with one connection (the two would queue for it
+ * and a dataset's open would pay both). */
+static bool flat_concurrent(const bm_dataset *ds, const char *url)
+{
+	size_t n = strlen(url);
+
+	return ds->opt.connections >= 2 && n > 0 && url[n - 1] != '/';
+}
+
+/* The manifest's GET, and for the latest generation of a URL that may
+ * name a flat object the probe beside it (url: as the caller gave it). */
+static int open_manifest(bm_dataset *ds, const char *url)
 {
 	char key[BM_KEY_GEN_SIZE];
-	int rc = get_manifest(ds, BM_KEY_MANIFEST, &ds->manifest, &ds->manifest_json,
-			      &ds->manifest_json_len, ds->etag, sizeof(ds->etag));
 	uint64_t want = ds->opt.generation;
+	struct flat_probe *probe = NULL;
+	int rc;
 
+	if (want == 0 && flat_concurrent(ds, url)) {
+		if ((probe = flat_new(ds)) == NULL)
+			return BM_ENOMEM;
+		if (!flat_start(probe)) {
+			flat_free(probe);
+			probe = NULL;
+		}
+	}
+	rc = get_manifest(ds, BM_KEY_MANIFEST, &ds->manifest, &ds->manifest_json, &ds->manifest_json_len,
+			  ds->etag, sizeof(ds->etag));
+	if (probe != NULL && rc != BM_ENOTFOUND)
+		flat_free(probe); /* a dataset (or its error): the manifest wins */
 	if (rc == BM_ENOTFOUND) {
 		if (want != 0) {
 			bm_set_error(ds, rc, "%s: no dataset, so no generation %" PRIu64, ds->url, want);
 			return rc;
 		}
-		rc = open_flat(ds);
+		if (probe == NULL) { /* one after the other */
+			if ((probe = flat_new(ds)) == NULL)
+				return BM_ENOMEM;
+			flat_get(probe);
+		}
+		(void)flat_wait(probe);
+		rc = open_flat(ds, probe);
 		if (rc != BM_ENOTFOUND)
 			return rc;
 		if (!(ds->opt.flags & BM_OPEN_CREATE)) {
@@ -373,7 +486,7 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 	if (rc == 0)
 		rc = open_at_tag(ds);
 	if (rc == 0)
-		rc = open_manifest(ds);
+		rc = open_manifest(ds, url);
 	if (rc == 0 && ((ds->manifest->blksize & (ds->manifest->blksize - 1)) != 0 ||
 			ds->manifest->blksize < 4096 || ds->manifest->blksize > VM_BLKSIZE_MAX)) {
 		bm_set_error(ds, BM_EINVAL, "block size %zu is not a power of two from 4 KiB to 64 MiB",

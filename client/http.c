@@ -383,7 +383,7 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
 	curl_slist_free_all(hdr);
-	give_handle(h, conn, cc != CURLE_OK);
+	give_handle(h, conn, cc != CURLE_OK || r->close);
 	return rc;
 }
 
@@ -434,7 +434,8 @@ int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg
 		if (rc == 0)
 			return 0;
 		bool transient = rc == BM_EHTTP || rc == BM_ECHECKSUM;
-		if (!transient || attempt >= h->o.retries) {
+		bool cancelled = r->cancel != NULL && atomic_load(r->cancel);
+		if (!transient || attempt >= h->o.retries || cancelled) {
 			if (transient && attempt > 0)
 				bm_fmt(msg, n, "%s %s: %s (after %d tries)", r->method, r->url, why, attempt + 1);
 			else

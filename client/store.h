@@ -116,6 +116,13 @@ struct bm_get {
 	/* Called once a whole body arrived (with sink_arg): 0, or a BM_E*
 	 * code with msg set; BM_ECHECKSUM and BM_EHTTP are retried. */
 	int (*verify)(void *arg, char *msg, size_t n);
+	/* Set (by another thread): no further try is made; a body still
+	 * coming is for the sink to refuse.  NULL: never. */
+	const atomic_bool *cancel;
+	/* A lone request beside the handle's steady ones: its connection is
+	 * closed once it is answered, not kept idle (a handle holds no more
+	 * sockets than with one request at a time). */
+	bool lone;
 	/* out */
 	struct bm_version ver;     /* of the object that answered */
 	size_t got;                /* body bytes delivered */

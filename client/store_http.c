@@ -159,7 +159,7 @@ static int http_get(struct bm_store *s, const char *key, struct bm_get *g, char 
 {
 	struct store_http *h = sh_of(s);
 	struct bm_req r = { .method = "GET", .sink = g->sink, .sink_arg = g->sink_arg,
-			    .want_header = "Location" };
+			    .want_header = "Location", .cancel = g->cancel, .close = g->lone };
 	struct get_check c = { h, g };
 	char *url = key_url(h, key);
 	int rc;

@@ -167,7 +167,8 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 static int s3_get_url(struct store_s3 *h, const char *url, const char *name, struct bm_get *g,
 		      char *msg, size_t n)
 {
-	struct bm_req r = { .method = "GET", .url = url, .sink = g->sink, .sink_arg = g->sink_arg };
+	struct bm_req r = { .method = "GET", .url = url, .sink = g->sink, .sink_arg = g->sink_arg,
+			    .cancel = g->cancel, .close = g->lone };
 	struct get_check c = { h, g };
 
 	sign_headers(h, &r);

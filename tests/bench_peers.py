@@ -15,13 +15,17 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            mapping (map: the default 16 KiB blocks, map64k: 64 KiB) read 1 MiB at a
            time into hashlib inside this process (their start-up not
            counted).
+  open     opening a handle and closing it, no read (median ms): blkmap
+           on the flat object and on the dataset with 64 KiB blocks;
+           GDAL's VSIFOpenL + VSIFCloseL on the flat object (with
+           --fault-latency-ms 2, each round trip is 2 ms or more).
   The random flat line maps the flat object in the default 16 KiB blocks
   (the size GDAL fetches), flat64k in 64 KiB ones.
 One line per figure:
   peers <figure> blkmap=<x> <peer>=<y>... ratio=<blkmap / best peer>
 Several runs, interleaved (peer after peer within a run); medians.
 BENCH_PEERS_MIB (default 256) sets the size, BENCH_PEERS_RUNS (default 5)
-the runs.  Not a test: nothing is asserted.  Runs with Debian's python
+the runs, BENCH_PEERS_FIGURES (default "open,random,seqsum") which figures.  Not a test: nothing is asserted.  Runs with Debian's python
 (/usr/bin/python3: GDAL's binding is there); a missing peer is named and
 skipped.
 """
@@ -108,6 +112,25 @@ def rand_fsspec(url, offs):
     return out
 
 
+# ---- open + close, no read: seconds per call ------------------------------------
+
+def open_blkmap(url):
+    t = time.perf_counter()
+    blkmap.open(url).close()
+    return time.perf_counter() - t
+
+
+def open_gdal(url):
+    from osgeo import gdal
+    gdal.VSICurlClearCache()
+    t = time.perf_counter()
+    f = gdal.VSIFOpenL("/vsicurl/" + url, "rb")
+    if f is None:
+        sys.exit("bench_peers: GDAL cannot open /vsicurl/%s" % url)
+    gdal.VSIFCloseL(f)
+    return time.perf_counter() - t
+
+
 # ---- sequential read + SHA-256: seconds per call ---------------------------------
 
 def seq_blkmap(url, want):
@@ -183,6 +206,60 @@ def seq_fsspec(url, want):
     return dt
 
 
+def bench_open(b, label, runs, gdal_ok):
+    flat = b + "/peers/flat.bin"
+    o = {k: [] for k in ("flat", "ds64k", "gdal")}
+    for i in range(20 * runs):
+        o["flat"].append(open_blkmap(flat))
+        o["ds64k"].append(open_blkmap(b + "/peers/ds64k"))
+        if gdal_ok:
+            o["gdal"].append(open_gdal(flat))
+    med = {k: statistics.median(v) * 1e3 if v else None for k, v in o.items()}
+    for what in ("flat", "ds64k"):
+        line("open_%s%s" % (what, label), "ms", [("blkmap", med[what]), ("gdal", med["gdal"])])
+
+
+def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
+    flat = b + "/peers/flat.bin"
+    rruns = runs if not label else max(1, runs // 2)
+    r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds64k", "gdal", "fsspec")}
+    for i in range(rruns):
+        offs = offsets(size, i)
+        r["flat"] += rand_blkmap(flat, offs)
+        r["flat64k"] += rand_blkmap(flat, offs, 64 * KiB)
+        r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
+        r["ds64k"] += rand_blkmap(b + "/peers/ds64k", offs)
+        if gdal_ok:
+            r["gdal"] += rand_gdal(flat, offs)
+        if fsspec_ok:
+            r["fsspec"] += rand_fsspec(flat, offs)
+    med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
+    for what in ("flat", "flat64k", "ds1m", "ds64k"):
+        line("random_4k_%s%s" % (what, label), "ms",
+             [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])])
+
+
+def bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok):
+    flat = b + "/peers/flat.bin"
+    s = {k: [] for k in ("flat", "ds1m", "ds64k", "map", "map64k", "curl", "gdal", "fsspec")}
+    for i in range(runs):
+        s["flat"].append(seq_blkmap(flat, want))
+        s["map"].append(seq_map(flat, want))
+        s["map64k"].append(seq_map(flat, want, 64 * KiB))
+        s["ds1m"].append(seq_blkmap(b + "/peers/ds1m", want))
+        s["ds64k"].append(seq_blkmap(b + "/peers/ds64k", want))
+        s["curl"].append(seq_curl(flat, want))
+        if gdal_ok:
+            s["gdal"].append(seq_gdal(flat, want))
+        if fsspec_ok:
+            s["fsspec"].append(seq_fsspec(flat, want))
+    med = {k: statistics.median(v) if v else None for k, v in s.items()}
+    for what in ("flat", "ds1m", "ds64k", "map", "map64k"):
+        line("seqsum_%s%s" % (what, label), "s",
+             [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
+              ("fsspec", med["fsspec"])])
+
+
 def have(module):
     try:
         __import__(module)
@@ -206,6 +283,7 @@ def line(figure, unit, results):
 def main():
     mib = int(os.environ.get("BENCH_PEERS_MIB", "256"))
     runs = int(os.environ.get("BENCH_PEERS_RUNS", "5"))
+    figures = os.environ.get("BENCH_PEERS_FIGURES", "open,random,seqsum").split(",")
     size = mib * MiB
     os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
     gdal_ok = have("osgeo.gdal")
@@ -233,40 +311,12 @@ def main():
         print("bench_peers: %d MiB, %d runs, medians; random: ms per 4 KiB read; "
               "seqsum: s per read + SHA-256" % (mib, runs))
         for label, b in (("", base), ("_latency2ms", slow_base)):
-            flat = b + "/peers/flat.bin"
-            rruns = runs if not label else max(1, runs // 2)
-            r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds64k", "gdal", "fsspec")}
-            for i in range(rruns):
-                offs = offsets(size, i)
-                r["flat"] += rand_blkmap(flat, offs)
-                r["flat64k"] += rand_blkmap(flat, offs, 64 * KiB)
-                r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
-                r["ds64k"] += rand_blkmap(b + "/peers/ds64k", offs)
-                if gdal_ok:
-                    r["gdal"] += rand_gdal(flat, offs)
-                if fsspec_ok:
-                    r["fsspec"] += rand_fsspec(flat, offs)
-            med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
-            for what in ("flat", "flat64k", "ds1m", "ds64k"):
-                line("random_4k_%s%s" % (what, label), "ms",
-                     [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])])
-            s = {k: [] for k in ("flat", "ds1m", "ds64k", "map", "map64k", "curl", "gdal", "fsspec")}
-            for i in range(runs):
-                s["flat"].append(seq_blkmap(flat, want))
-                s["map"].append(seq_map(flat, want))
-                s["map64k"].append(seq_map(flat, want, 64 * KiB))
-                s["ds1m"].append(seq_blkmap(b + "/peers/ds1m", want))
-                s["ds64k"].append(seq_blkmap(b + "/peers/ds64k", want))
-                s["curl"].append(seq_curl(flat, want))
-                if gdal_ok:
-                    s["gdal"].append(seq_gdal(flat, want))
-                if fsspec_ok:
-                    s["fsspec"].append(seq_fsspec(flat, want))
-            med = {k: statistics.median(v) if v else None for k, v in s.items()}
-            for what in ("flat", "ds1m", "ds64k", "map", "map64k"):
-                line("seqsum_%s%s" % (what, label), "s",
-                     [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
-                      ("fsspec", med["fsspec"])])
+            if "open" in figures:
+                bench_open(b, label, runs, gdal_ok)
+            if "random" in figures:
+                bench_random(b, label, runs, size, gdal_ok, fsspec_ok)
+            if "seqsum" in figures:
+                bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok)
     finally:
         for srv in servers:
             srv.terminate()

@@ -4,7 +4,9 @@
  * mapped makes the next load fail rather than mix two versions; a random
  * miss fetches one small block, read-ahead fetches a run of blocks with one
  * Range GET; the open's one Range GET brings block 0 and the size (short
- * and empty objects too).  One program per kind of server (TC_KIND; client.mk).
+ * and empty objects too), sent beside the manifest's GET (one round
+ * trip) while a dataset opens as before.  One program per kind of server
+ * (TC_KIND; client.mk).
  */
 #include "config.h"
 
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -220,6 +223,101 @@ static void a_flat_object_opens_with_one_range_get_that_brings_its_first_block(v
 	free(data);
 }
 
+/* The open of a URL that may name a flat object sends the manifest's GET
+ * and the object's Range GET at once: with every answer held 500 ms, the
+ * server sees the second begin before it answered the first (its peak of
+ * requests in flight), whichever thread runs first. */
+static void a_flat_open_sends_the_manifest_get_and_the_range_get_at_once(void **state)
+{
+	struct tc_store *s = with_object(state);
+	char url[512];
+
+	tc_require(s, TC_CAN_FAULTS | TC_CAN_COUNT, "it injects no latency");
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	long gets = tc_store_count(s, "GET");
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 500}"), 200);
+	(void)tc_server_stat(&s->srv, "requests_in_flight_max", NULL); /* a new period */
+	bm_dataset *ds = tc_open(url, 0);
+	long peak = tc_server_stat(&s->srv, "requests_in_flight_max", NULL);
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 0}"), 200);
+	assert_true(bm_is_flat(ds));
+	assert_int_equal(bm_size(ds), SIZE);
+	assert_int_equal(tc_store_count(s, "GET") - gets, 2);
+	assert_int_equal(peak, 2);
+	bm_close(ds);
+}
+
+/* A dataset's open sends the same two GETs; the manifest wins even where
+ * an object has the dataset's name (S3 and blkmap-server allow both), and
+ * a URL ending in '/' (a prefix, never an object) costs the manifest's
+ * GET alone. */
+static void a_dataset_opens_as_before_beside_the_probe_of_its_name(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data = ts_pattern(3 * FLAT_BS + 5, 41), *obj = ts_pattern(1000, 42), *got;
+	char url[512], slash[520];
+
+	tc_store_url(url, sizeof(url), s, "/plain/both");
+	tc_put(url, FLAT_BS, data, 3 * FLAT_BS + 5);
+	/* A file where a directory is (nginx, Apache): refused; the test
+	 * then pins only the rest. */
+	long put = tc_store_put(s, "/plain/both", obj, 1000);
+	long gets = tc_store_count(s, "GET");
+	bm_dataset *ds = tc_open(url, 0);
+	assert_false(bm_is_flat(ds));
+	assert_int_equal(bm_size(ds), 3 * FLAT_BS + 5);
+	if (gets >= 0)
+		assert_int_equal(tc_store_count(s, "GET") - gets, 2);
+	got = tc_read_mapped(ds);
+	assert_memory_equal(got, data, 3 * FLAT_BS + 5);
+	free(got);
+	bm_close(ds);
+	snprintf(slash, sizeof(slash), "%s/", url);
+	gets = tc_store_count(s, "GET");
+	ds = tc_open(slash, 0);
+	assert_false(bm_is_flat(ds));
+	if (gets >= 0)
+		assert_int_equal(tc_store_count(s, "GET") - gets, 1);
+	bm_close(ds);
+	if (put / 100 != 2)
+		fprintf(stderr, "%s refused an object beside the dataset (HTTP %ld)\n", s->kind->name, put);
+	free(data);
+	free(obj);
+}
+
+/* The probe of a dataset's name meets a directory on nginx and Apache:
+ * a redirect to the same path with '/', which neither writes to its error
+ * log (a flat object's manifest GET does on nginx: docs/client.md). */
+static void a_dataset_open_leaves_no_line_in_the_error_log(void **state)
+{
+	struct tc_store *s = tc_store_of(state);
+	char url[512], log[600];
+	struct stat sb;
+
+	snprintf(log, sizeof(log), "%s/error.log", s->dir ? s->dir : "");
+	if (s->dir == NULL || stat(log, &sb) < 0) {
+		fprintf(stderr, "skipped on %s: no error log\n", s->kind->name);
+		skip();
+	}
+	unsigned char *data = ts_pattern(FLAT_BS, 43);
+	tc_store_url(url, sizeof(url), s, "/quiet/ds");
+	tc_put(url, FLAT_BS, data, FLAT_BS);
+	assert_int_equal(stat(log, &sb), 0);
+	off_t before = sb.st_size;
+	bm_close(tc_open(url, 0));
+	assert_int_equal(stat(log, &sb), 0);
+	if (sb.st_size != before) {
+		FILE *f = fopen(log, "r");
+		char line[1024] = "";
+		if (f && fseeko(f, before, SEEK_SET) == 0 && fgets(line, sizeof(line), f) == NULL)
+			line[0] = '\0';
+		if (f)
+			fclose(f);
+		fail_msg("the open wrote to %s: %s", log, line);
+	}
+	free(data);
+}
+
 /* An object shorter than a block answers the open's Range GET with the
  * bytes it has; an empty one with 416: both open, at their size. */
 static void flat_objects_shorter_than_a_block_or_empty_open_at_their_size(void **state)
@@ -328,6 +426,9 @@ int main(void)
 		cmocka_unit_test(a_random_miss_on_a_flat_object_fetches_one_small_block),
 		cmocka_unit_test(read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get),
 		cmocka_unit_test(a_flat_object_opens_with_one_range_get_that_brings_its_first_block),
+		cmocka_unit_test(a_flat_open_sends_the_manifest_get_and_the_range_get_at_once),
+		cmocka_unit_test(a_dataset_opens_as_before_beside_the_probe_of_its_name),
+		cmocka_unit_test(a_dataset_open_leaves_no_line_in_the_error_log),
 		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),
 		cmocka_unit_test(committing_or_writing_a_flat_object_is_read_only),
 		cmocka_unit_test(a_write_to_a_flat_mapping_gets_sigbus),

@@ -78,7 +78,10 @@ static void a_new_dataset_is_version_2_and_opens_with_one_small_get(void **state
 	json_decref(man);
 
 	long gets = tc_store_count(st, "GET");
-	bm_dataset *ds = tc_open(url, 0);
+	/* With its '/': no probe for a flat object (test_client_flat.c). */
+	char slash[520];
+	snprintf(slash, sizeof(slash), "%s/", url);
+	bm_dataset *ds = tc_open(slash, 0);
 	if (gets >= 0) /* the server counts: only the manifest */
 		assert_int_equal(tc_store_count(st, "GET") - gets, 1);
 	assert_int_equal(bm_nblocks_stored(ds), nblk - 1);
