@@ -223,6 +223,17 @@ struct json_t;
  * wrong) or BM_ENOMEM; h->attrs is the caller's to free either way. */
 int bm_manifest_head_parse(struct json_t *root, unsigned version, struct bm_manifest_head *h,
 			   char *msg, size_t n);
+/* Moves head h's fields into those of the same names of *m, a struct
+ * bm_manifest or bm_manifest2: what each format's parser takes alike
+ * (m->attrs becomes the caller's to free). */
+#define BM_MANIFEST_HEAD_TAKE(m, h)                                     \
+	do {                                                            \
+		(m)->blksize = (h)->blksize;                            \
+		(m)->size = (h)->size;                                  \
+		(m)->generation = (h)->generation;                      \
+		memcpy((m)->created, (h)->created, sizeof((m)->created)); \
+		(m)->attrs = (h)->attrs;                                \
+	} while (0)
 /* Integer field name of untrusted JSON object o into *out, within [min,
  * max]: 0, or BM_EFORMAT with msg naming the field. */
 int bm_json_uint(struct json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,

@@ -1,9 +1,12 @@
 /* test_virtmem_threads.c — concurrent faults: 8 threads faulting the same
  * and different blocks load each block exactly once, and loads of different
- * blocks run in parallel (the lock is released during loadblk).
+ * blocks run in parallel (the lock is released during loadblk).  The uffd
+ * engine's handler threads: they sleep once faults stop, and their polling
+ * setting (VIRTMEM_UFFD_SPIN_US) is checked.
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -321,6 +324,141 @@ static void test_writes_survive_concurrent_reclaim_and_writeout(void **unused)
 	memfile_free(s.m);
 }
 
+/* ---- the uffd engine's handler threads ----------------------------------------- */
+
+/* The uffd engine's handler threads (named vm-uffd) in this process: how
+ * many there are, and in *awake how many are not asleep. */
+static int handler_threads(int *awake)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	*awake = 0;
+	while ((e = readdir(d)) != NULL) {
+		char path[300], buf[512];
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue; /* the thread ended */
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		/* "tid (comm) state ..." */
+		char *name = strchr(buf, '('), *end = strrchr(buf, ')');
+		if (name == NULL || end == NULL || end[1] != ' ' || end - name - 1 != 7 ||
+		    memcmp(name + 1, "vm-uffd", 7) != 0)
+			continue;
+		n++;
+		if (end[2] != 'S')
+			(*awake)++;
+	}
+	closedir(d);
+	return n;
+}
+
+#define NSEQ 2000
+
+/* A handler thread polls the userfaultfd for a while after faults that
+ * come close together (virtmem/uffd.c, read_msg), and sleeps once they
+ * stop: after 2000 faults back to back, every handler thread is found
+ * asleep (in microseconds; up to 10 s are allowed for a loaded machine). */
+static void test_uffd_handler_threads_sleep_once_faults_stop(void **unused)
+{
+	struct memfile *m = memfile_new(4096, NSEQ, 0);
+	int n = 0, awake = -1;
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+
+	assert_int_equal(vm_ram_open(&ram, (size_t)NSEQ * 4096), 0);
+	assert_int_equal(vm_fileh_open(&fh, &m->file, ram, 0), 0);
+	if (!fh_uffd(fh)) {
+		vm_fileh_close(fh);
+		vm_ram_close(ram);
+		memfile_free(m);
+		skip();
+	}
+	assert_int_equal(vm_fileh_mmap(&vma, fh, 0, NSEQ), 0);
+	for (vm_blk_t b = 0; b < NSEQ; b++)
+		assert_true(*(volatile uint64_t *)vm_vma_blk_addr(vma, b) == PATTERN(b, 0));
+	for (int i = 0; i < 1000; i++) {
+		n = handler_threads(&awake);
+		if (n > 0 && awake == 0)
+			break;
+		usleep(10000);
+	}
+	assert_true(n >= 2); /* HANDLERS_MIN */
+	assert_int_equal(awake, 0);
+	vm_vma_unmap(vma);
+	vm_fileh_close(fh);
+	assert_int_equal(vm_ram_close(ram), 0);
+	memfile_free(m);
+}
+
+struct spin_setting {
+	const char *value;
+	int errfd;
+};
+
+/* In a child: the setting in the environment, stderr to errfd, then
+ * faults on 8 blocks of a uffd mapping; exits 0 when they read right. */
+static void spin_setting_child(void *arg)
+{
+	struct spin_setting *c = arg;
+	struct memfile *m = memfile_new(4096, 8, 0);
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+
+	setenv("VIRTMEM_UFFD_SPIN_US", c->value, 1);
+	dup2(c->errfd, STDERR_FILENO);
+	if (vm_ram_open(&ram, 8 * 4096) < 0 || vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_UFFD) < 0 ||
+	    vm_fileh_mmap(&vma, fh, 0, 8) < 0)
+		_exit(90);
+	for (vm_blk_t b = 0; b < 8; b++)
+		if (*(volatile uint64_t *)vm_vma_blk_addr(vma, b) != PATTERN(b, 0))
+			_exit(1);
+	_exit(0);
+}
+
+/* VIRTMEM_UFFD_SPIN_US, the longest poll of a handler thread: a value that
+ * is not a number of microseconds from 0 to 10000 is named on one line of
+ * stderr (and the default used); 0 turns polling off; faults are served
+ * whatever the value.  The setting is read once per process: each value
+ * is tried in a child, which sets up a userfaultfd of its own. */
+static void test_uffd_spin_setting_is_checked_and_faults_are_served_with_any(void **unused)
+{
+	static const struct { const char *value; int bad; } cases[] = {
+		{ "12x", 1 }, { "20000", 1 }, { "-1", 1 }, { "0", 0 }, { "50", 0 },
+	};
+
+	if (!test_engine_uffd())
+		skip();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct spin_setting c = { cases[i].value, memfd_create("stderr", 0) };
+		char buf[1024], want[64];
+		assert_true(c.errfd >= 0);
+		int st = run_in_child(spin_setting_child, &c);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+		ssize_t n = pread(c.errfd, buf, sizeof(buf) - 1, 0);
+		close(c.errfd);
+		assert_true(n >= 0);
+		buf[n] = '\0';
+		snprintf(want, sizeof(want), "VIRTMEM_UFFD_SPIN_US=%s: not a number", cases[i].value);
+		if (cases[i].bad) {
+			assert_non_null(strstr(buf, want));
+			assert_ptr_equal(strchr(buf, '\n'), buf + n - 1); /* one line */
+		} else {
+			assert_null(strstr(buf, "VIRTMEM_UFFD_SPIN_US"));
+		}
+	}
+}
+
 int main(void)
 {
 	test_engine_or_skip();
@@ -331,6 +469,8 @@ int main(void)
 		cmocka_unit_test(test_loads_of_different_blocks_run_in_parallel),
 		cmocka_unit_test(test_slow_loads_of_many_blocks_do_not_wait_for_each_other),
 		cmocka_unit_test(test_writes_survive_concurrent_reclaim_and_writeout),
+		cmocka_unit_test(test_uffd_handler_threads_sleep_once_faults_stop),
+		cmocka_unit_test(test_uffd_spin_setting_is_checked_and_faults_are_served_with_any),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/userfaultfd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/types.h>
@@ -45,6 +46,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -80,6 +82,7 @@ struct pm_scan_arg {
 	 UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_EXACT_ADDRESS)
 #define HANDLERS_MIN 2
 #define HANDLERS_MAX 64
+#define SPIN_MAX_US 50 /* see read_msg */
 
 #define UFFD_MODES \
 	(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_WP)
@@ -96,6 +99,11 @@ static struct {
 	unsigned nthreads;   /* handler threads (written under mu) */
 	unsigned blocked;    /* of which in a backend call or a wait (atomic) */
 	int epfd[HANDLERS_MAX]; /* their epoll instances, [0, nthreads) */
+	uint64_t spin_max_ns; /* the longest poll (read_msg); 0: none */
+	uint64_t spin_ns;    /* the next polls' length (atomic) */
+	uint64_t served_ns;  /* when the last serve ended (atomic) */
+	unsigned polling;    /* threads polling now (atomic) */
+	uint64_t busy_until_ns; /* no poll before (atomic; read_msg) */
 } ctx = { .once = PTHREAD_ONCE_INIT, .fd = -1, .pagemap = -1,
 	  .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -136,12 +144,36 @@ static int pagemap_probe(int pagemap)
 	return ioctl(pagemap, PAGEMAP_SCAN, &a) < 0 ? -errno : 0;
 }
 
+/* The longest poll of a handler thread (read_msg), from
+ * VIRTMEM_UFFD_SPIN_US; none when the process may run on one CPU only. */
+static uint64_t spin_max_setup(void)
+{
+	const char *env = getenv("VIRTMEM_UFFD_SPIN_US");
+	unsigned long us = SPIN_MAX_US;
+	cpu_set_t cpus;
+
+	if (env != NULL && *env != '\0') {
+		char *end;
+		errno = 0;
+		us = strtoul(env, &end, 10);
+		if (errno != 0 || *end != '\0' || us > 10000) {
+			vm_log("VIRTMEM_UFFD_SPIN_US=%s: not a number of microseconds from 0 to 10000; "
+			       "%d is used", env, SPIN_MAX_US);
+			us = SPIN_MAX_US;
+		}
+	}
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) < 2)
+		us = 0;
+	return (uint64_t)us * 1000;
+}
+
 static void uffd_setup(void)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURES };
 	int fd;
 
 	ctx.pagesize = (size_t)sysconf(_SC_PAGESIZE);
+	ctx.spin_max_ns = spin_max_setup();
 	fd = uffd_open(&ctx.user_mode_only);
 	if (fd < 0) {
 		ctx.err = fd;
@@ -390,13 +422,106 @@ static void serve(const struct uffd_msg *msg, uint64_t seen)
 	uffd_wake(addr & ~(ctx.pagesize - 1), ctx.pagesize);
 }
 
+/* A handler thread with nothing to read polls the userfaultfd for a while
+ * before it sleeps in epoll_wait (read_msg).  While a thread faults block
+ * after block (a reader going through a mapping in order, or one random
+ * miss after another), its next fault comes a few microseconds after the
+ * last one was served, and a polling handler reads it with no wake-up.
+ * A wake-up costs most when it lands on an idle CPU: where idle CPUs halt
+ * (a virtual machine whose cpuidle haltpoll does not poll, as the 2-vCPU
+ * benchmark VM: guest_halt_poll_ns 0), each one is an exit to the host.
+ * Up to SPINNERS threads poll, so that on two CPUs neither the handler's
+ * CPU nor the faulting thread's goes idle while a fault is served.  A
+ * poll lasts twice the last gap between the end of a serve and the next
+ * fault's message (spin_note_message), and none when that gap was longer
+ * than spin_max_ns: a process whose faults are rare, or that stopped
+ * faulting, burns nothing.  A polling thread yields the CPU between two
+ * reads to whatever else may run there; when a yield ran something else
+ * for more than SPIN_BUSY_NS and no fault came meanwhile, the CPUs have
+ * other work (a loaded machine, where a wake-up lands on a busy CPU and
+ * costs little): no thread polls for SPIN_BACKOFF_NS.  No poll when the
+ * process may run on one CPU only (the faulting thread could not run
+ * meanwhile).
+ * VIRTMEM_UFFD_SPIN_US sets spin_max_ns (default SPIN_MAX_US; 0: never
+ * poll). */
+#define SPINNERS 2
+#define SPIN_BUSY_NS 10000
+#define SPIN_BACKOFF_NS 10000000
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A message was read at now: the next polls follow the gap since the
+ * last serve ended. */
+static void spin_note_message(uint64_t now)
+{
+	uint64_t last = __atomic_load_n(&ctx.served_ns, __ATOMIC_RELAXED);
+	uint64_t gap = now > last ? now - last : 0;
+	uint64_t spin = gap <= ctx.spin_max_ns ? 2 * gap + 1000 : 0;
+
+	if (spin > ctx.spin_max_ns)
+		spin = ctx.spin_max_ns;
+	__atomic_store_n(&ctx.spin_ns, spin, __ATOMIC_RELAXED);
+}
+
+/* Reads one message, polling for up to ctx.spin_ns if fewer than SPINNERS
+ * threads poll.  Returns read(2)'s result (-1 with EAGAIN: nothing came,
+ * wait in epoll_wait).  *seen: vm_vma_seq before the read that returned
+ * the message. */
+static ssize_t read_msg(struct uffd_msg *msg, uint64_t *seen)
+{
+	uint64_t spin = __atomic_load_n(&ctx.spin_ns, __ATOMIC_RELAXED), until = 0, yield = 0;
+	bool polling = false;
+	ssize_t n;
+
+	for (;;) {
+		/* Before the read: a message read is for a mapping indexed by
+		 * now, or its fault is not served (serve). */
+		*seen = __atomic_load_n(&vm_vma_seq, __ATOMIC_SEQ_CST);
+		n = read(ctx.fd, msg, sizeof(*msg));
+		if (n >= 0 || errno != EAGAIN || spin == 0)
+			break;
+		uint64_t now = now_ns();
+		if (!polling) {
+			if (now < __atomic_load_n(&ctx.busy_until_ns, __ATOMIC_RELAXED))
+				break;
+			if (__atomic_add_fetch(&ctx.polling, 1, __ATOMIC_RELAXED) > SPINNERS) {
+				__atomic_fetch_sub(&ctx.polling, 1, __ATOMIC_RELAXED);
+				break;
+			}
+			polling = true;
+			until = now + spin;
+		} else if (now - yield > SPIN_BUSY_NS) {
+			/* The yield ran something else, and no fault came
+			 * meanwhile: the CPUs have other work, so a wake-up
+			 * is cheap and polling only takes from that work. */
+			__atomic_store_n(&ctx.busy_until_ns, now + SPIN_BACKOFF_NS, __ATOMIC_RELAXED);
+			break;
+		} else if (now >= until) {
+			break;
+		}
+		yield = now;
+		sched_yield();
+	}
+	if (polling)
+		__atomic_fetch_sub(&ctx.polling, 1, __ATOMIC_RELAXED);
+	if (n > 0 && ctx.spin_max_ns > 0)
+		spin_note_message(now_ns());
+	return n;
+}
+
 /* Each handler thread waits in an epoll instance of its own where the
  * userfaultfd is registered EPOLLEXCLUSIVE: the kernel wakes one idle
  * thread per fault.  (Threads blocked in read(2) on the userfaultfd would
  * all be woken by every fault, and all but one go back to sleep: with 5
  * threads, 4.9 context switches per fault instead of 2.5, measured with
- * perf stat.)  The descriptor is non-blocking: a thread woken for a
- * message another took reads EAGAIN and waits again. */
+ * perf stat.)  The descriptor is non-blocking: a thread reads (and polls)
+ * before it waits, and one woken for a message another took reads EAGAIN
+ * and waits again. */
 static void *handler_main(void *arg)
 {
 	int ep = (int)(intptr_t)arg;
@@ -406,25 +531,27 @@ static void *handler_main(void *arg)
 		struct uffd_msg msg;
 		struct epoll_event ev;
 		uint64_t seen;
-		ssize_t n;
-		if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) {
-			vm_log("waiting for the userfaultfd failed: %s; its handler thread stops",
-			       strerror(errno));
-			break;
+		ssize_t n = read_msg(&msg, &seen);
+		if (n < 0 && errno == EAGAIN) {
+			if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR) {
+				vm_log("waiting for the userfaultfd failed: %s; its handler thread stops",
+				       strerror(errno));
+				break;
+			}
+			continue;
 		}
-		/* Before the read: a message read is for a mapping indexed by
-		 * now, or its fault is not served (serve). */
-		seen = __atomic_load_n(&vm_vma_seq, __ATOMIC_SEQ_CST);
-		n = read(ctx.fd, &msg, sizeof(msg));
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		if (n < 0 && errno == EINTR)
 			continue;
 		if (n != (ssize_t)sizeof(msg)) {
 			vm_log("reading the userfaultfd failed: %s; its handler thread stops",
 			       n < 0 ? strerror(errno) : "short read");
 			break;
 		}
-		if (msg.event == UFFD_EVENT_PAGEFAULT)
+		if (msg.event == UFFD_EVENT_PAGEFAULT) {
 			serve(&msg, seen);
+			if (ctx.spin_max_ns > 0)
+				__atomic_store_n(&ctx.served_ns, now_ns(), __ATOMIC_RELAXED);
+		}
 	}
 	vm_thread_blocks = NULL;
 	pthread_mutex_lock(&ctx.mu);
@@ -473,6 +600,7 @@ static void handler_start_locked(void)
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstack(&attr, stack, HANDLER_STACK);
 	if (pthread_create(&t, &attr, handler_main, (void *)(intptr_t)ep) == 0) {
+		(void)pthread_setname_np(t, "vm-uffd"); /* for ps, perf and the tests */
 		ctx.epfd[ctx.nthreads] = ep;
 		__atomic_store_n(&ctx.nthreads, ctx.nthreads + 1, __ATOMIC_RELAXED);
 	} else {
