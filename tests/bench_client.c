@@ -330,11 +330,11 @@ static double get_summed(CURL *c, const char *burl, bool range, size_t off, size
 	curl_easy_setopt(c, CURLOPT_RANGE, range ? r : NULL);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
-	double t0 = now();
+	double t0 = bench_now();
 	if (curl_easy_perform(c) != CURLE_OK || k.got != len)
-		die(burl, "GET failed");
+		bench_die(burl, "GET failed");
 	XXH128_hash_t h = bm_xxh3_128(mem, len);
-	double dt = (now() - t0) * 1e3;
+	double dt = (bench_now() - t0) * 1e3;
 	if (h.low64 == 0x5a5a5a5a && h.high64 == 0) /* keeps the sum computed */
 		fputc(' ', stderr);
 	return dt;
@@ -352,7 +352,7 @@ static void bench_partial(struct ts_server *s, const char *ds_path, size_t bs)
 	json_t *keys = tc_block_keys(url);
 	CURL *c = curl_easy_init();
 	for (int r = 0; r < ROUNDS; r++) {
-		pick_blocks(nblk, blocks, (unsigned)(r + 11));
+		bench_pick_blocks(nblk, blocks, NRANDOM, (unsigned)(r + 11));
 		for (int i = 0; i < NRANDOM; i++) { /* interleaved */
 			char burl[1024];
 			snprintf(burl, sizeof(burl), "%s/%s", url,
@@ -365,7 +365,7 @@ static void bench_partial(struct ts_server *s, const char *ds_path, size_t bs)
 	curl_easy_cleanup(c);
 	json_decref(keys);
 	free(mem);
-	double p = median(part, np), w = median(whole, nw);
+	double p = bench_median(part, np), w = bench_median(whole, nw);
 	printf("client partial_64k_of_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, p, w, p / w);
 	fflush(stdout);
 }
