@@ -483,9 +483,8 @@ void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
 /* In loadblk: when block blk of ds is in the run the calling read-ahead
- * worker loads, copies it into buf (the run's Range GET made first, at
- * the first block asked for) and returns 1, or BM_EIO when that GET
- * failed, BM_ENOMEM; 0 when it is not in the run. */
+ * worker hands to the page cache (fetched by the run's Range GET), copies
+ * it into buf and returns 1 (or BM_ENOMEM); 0 when it is not. */
 int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf);
 
 /* Looks for a live wcfs mirror showing the handle's generation; on success
