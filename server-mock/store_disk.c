@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "srv.h"
@@ -135,7 +136,42 @@ static int hash_file(int fd, uint64_t size, char etag[SRV_ETAG_LEN])
 	return 0;
 }
 
-/* The ETag of the open file FD: from the cache, else by hashing it. */
+/* An object's ETag is also kept with its file, in an extended attribute
+ * that names the size and mtime it belongs to ("<size> <sec>.<nsec>
+ * <etag>"): a file is hashed once, not again after a restart or once the
+ * cache above dropped it (a dataset's thousands of block objects would
+ * each be hashed on their first GET: a miss twice as slow as a real
+ * server's, whose ETag is the file's size and time or stored at PUT).
+ * Best effort: a file system without user attributes hashes as before. */
+#define ETAG_XATTR "user.blkmap-server.etag"
+
+static void etag_xattr_put(int fd, const struct stat *st, const char *etag)
+{
+	char v[64 + SRV_ETAG_LEN];
+	int n = snprintf(v, sizeof(v), "%lld %lld.%09ld %s", (long long)st->st_size,
+			 (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, etag);
+
+	if (n > 0 && (size_t)n < sizeof(v))
+		(void)fsetxattr(fd, ETAG_XATTR, v, (size_t)n, 0);
+}
+
+/* The kept ETag of FD when it belongs to st's size and mtime: 0, else -1. */
+static int etag_xattr_get(int fd, const struct stat *st, char etag[SRV_ETAG_LEN])
+{
+	char v[64 + SRV_ETAG_LEN], want[64];
+	ssize_t n = fgetxattr(fd, ETAG_XATTR, v, sizeof(v) - 1);
+	int wl = snprintf(want, sizeof(want), "%lld %lld.%09ld ", (long long)st->st_size,
+			  (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
+
+	if (n <= wl || n - wl >= SRV_ETAG_LEN || memcmp(v, want, (size_t)wl) != 0)
+		return -1;
+	memcpy(etag, v + wl, (size_t)(n - wl));
+	etag[n - wl] = '\0';
+	return 0;
+}
+
+/* The ETag of the open file FD: from the cache, else from its attribute,
+ * else by hashing it. */
 static int etag_of_file(struct disk_store *d, int fd, const struct stat *st,
 			char etag[SRV_ETAG_LEN])
 {
@@ -149,8 +185,11 @@ static int etag_of_file(struct disk_store *d, int fd, const struct stat *st,
 	pthread_mutex_unlock(&d->cache_lock);
 	if (hit)
 		return 0;
-	if (hash_file(fd, st->st_size, etag) < 0)
-		return -1;
+	if (etag_xattr_get(fd, st, etag) < 0) {
+		if (hash_file(fd, st->st_size, etag) < 0)
+			return -1;
+		etag_xattr_put(fd, st, etag);
+	}
 	remember_etag(d, st, etag);
 	return 0;
 }
@@ -402,6 +441,7 @@ static int disk_upload_commit(struct srv_upload *u,
 		return full ? 507 : 500;
 	}
 	srv_hash_etag(&u->hash, etag);
+	etag_xattr_put(u->fd, &st, etag);
 	remember_etag(u->store, &st, etag);
 	pthread_mutex_lock(&s->lock);
 	status = publish_locked(u, cond, path);

@@ -10,6 +10,11 @@
  *               a full cache (each miss reuses a reclaimed slot)
  *   commit64    bm_commit of 64 dirty blocks vs curl --parallel (8) PUTs of
  *               the same bytes, MB/s
+ *   partial_64k one libcurl Range GET of 64 KiB of a block object and the
+ *               XXH3-128 sum of those bytes (what a verified partial fetch
+ *               would cost) vs the GET of the whole object and its sum
+ *               (what a random miss costs today), median ms: ratio < 1 is
+ *               what a partial fetch would save (docs/client.md)
  * The first two, with an empty cache, put every block into fresh memory;
  * their baselines discard the bytes.  To show what fresh memory costs on
  * the machine, each also has a second baseline that keeps the bytes in
@@ -21,7 +26,7 @@
  *               the block can use them), median ms
  * Each figure is the median of ROUNDS runs.  One line per figure:
  *   client <name>_<bs> ours=<x> baseline=<y> ratio=<r>
- * BENCH_ONLY=seq_scan|random_read|commit64 runs one figure; BENCH_VERBOSE=1
+ * BENCH_ONLY=seq_scan|random_read|commit64|partial_64k runs one figure; BENCH_VERBOSE=1
  * prints commit64's rounds.
  * Not a test: nothing here asserts a time.  Single-threaded except for the
  * library's own workers.
@@ -45,6 +50,7 @@
 #include <curl/curl.h>
 
 #include "bench_util.h"
+#include "bm_xxhash.h" /* the sum the library checks a block with */
 #include "client_util.h"
 
 #define MiB ((size_t)1 << 20)
@@ -309,6 +315,61 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 	fflush(stdout);
 }
 
+/* ---- a verified partial fetch: 64 KiB of a block object ---------------------------- */
+
+/* One GET of burl (range: bytes [off, off + len), else the whole object of
+ * len bytes) into mem, then the XXH3-128 sum of the bytes (a block's check,
+ * blocks.c); returns ms. */
+static double get_summed(CURL *c, const char *burl, bool range, size_t off, size_t len, char *mem)
+{
+	struct sink k = { .mem = mem, .cap = len };
+	char r[64];
+
+	snprintf(r, sizeof(r), "%zu-%zu", off, off + len - 1);
+	curl_easy_setopt(c, CURLOPT_URL, burl);
+	curl_easy_setopt(c, CURLOPT_RANGE, range ? r : NULL);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
+	double t0 = bench_now();
+	if (curl_easy_perform(c) != CURLE_OK || k.got != len)
+		bench_die(burl, "GET failed");
+	XXH128_hash_t h = bm_xxh3_128(mem, len);
+	double dt = (bench_now() - t0) * 1e3;
+	if (h.low64 == 0x5a5a5a5a && h.high64 == 0) /* keeps the sum computed */
+		fputc(' ', stderr);
+	return dt;
+}
+
+static void bench_partial(struct ts_server *s, const char *ds_path, size_t bs)
+{
+	const size_t piece = 64 << 10;
+	size_t nblk = SIZE / bs, blocks[NRANDOM];
+	double part[NRANDOM * ROUNDS], whole[NRANDOM * ROUNDS];
+	char url[512], *mem = malloc(bs);
+	int np = 0, nw = 0;
+
+	tc_url(url, sizeof(url), s, ds_path);
+	json_t *keys = tc_block_keys(url);
+	CURL *c = curl_easy_init();
+	for (int r = 0; r < ROUNDS; r++) {
+		bench_pick_blocks(nblk, blocks, NRANDOM, (unsigned)(r + 11));
+		for (int i = 0; i < NRANDOM; i++) { /* interleaved */
+			char burl[1024];
+			snprintf(burl, sizeof(burl), "%s/%s", url,
+				 json_string_value(json_array_get(keys, blocks[i])));
+			size_t off = (blocks[i] * 7 % (bs / piece)) * piece;
+			part[np++] = get_summed(c, burl, true, off, piece, mem);
+			whole[nw++] = get_summed(c, burl, false, 0, bs, mem);
+		}
+	}
+	curl_easy_cleanup(c);
+	json_decref(keys);
+	free(mem);
+	double p = bench_median(part, np), w = bench_median(whole, nw);
+	printf("client partial_64k_of_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, p, w, p / w);
+	fflush(stdout);
+}
+
 /* ---- (3) commit of 64 dirty blocks ------------------------------------------------- */
 
 static double commit_ours(const char *url, size_t bs, int round, unsigned char *copy)
@@ -401,6 +462,8 @@ int main(void)
 			bench_random_read(&s, path, sizes[i]);
 		if (!only || strcmp(only, "commit64") == 0)
 			bench_commit64(&s, path, sizes[i]);
+		if (!only || strcmp(only, "partial_64k") == 0)
+			bench_partial(&s, path, sizes[i]);
 	}
 	free(data);
 	return ts_stop(&s) == 0 ? 0 : 1;

@@ -254,8 +254,8 @@ EXTRA_tests_test_client_attrs_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 check_PROGRAMS += tests/bench_client
 BENCHMARKS += tests/bench_client
 tests_bench_client_SOURCES = tests/bench_client.c tests/bench_util.h $(CLIENT_TEST_SOURCES)
-tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
-tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
+tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS) $(XXHASH_CFLAGS) -I$(top_srcdir)/client
+tests_bench_client_LDADD = $(CLIENT_TEST_LDADD) $(XXHASH_LIBS)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # `make bench`: blkmap's reads against the peers installed (GDAL /vsicurl/,

@@ -1,5 +1,6 @@
 /* tests/test_server_lifecycle.c — blkmap-server as a process: objects and
- * ETags survive a restart with --root, leftovers of a crashed upload are
+ * ETags survive a restart with --root (kept with each file, not hashed
+ * again), leftovers of a crashed upload are
  * removed at start, SIGTERM lets requests in flight finish and exits 0,
  * --help names every option, bad options get a one-line error. */
 #include "config.h"
@@ -13,8 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -268,6 +272,63 @@ static void bad_options_get_one_line_error_and_status_2(void **state)
 /* A store blkmap-server wrote can be served by a static server running as
  * another user (nginx's www-data): object files are 0666 minus the umask,
  * as any program's files are (mkstemp's 0600 was kept before). */
+/* An ETag is kept with its file (an extended attribute naming the size
+ * and mtime it belongs to): after a restart it is sent as kept, without
+ * hashing the bytes again, while the file keeps its size and mtime; a
+ * file changed since (another mtime) is hashed again.  The proof that the
+ * bytes were not read: they are changed behind the server's back with the
+ * old mtime put back, and the old ETag still comes. */
+static void a_restart_sends_the_etag_kept_with_the_file_without_hashing_it(void **state)
+{
+	char *root = ts_mkdtemp(), path[512], e1[128], e2[128], e3[128], v[8];
+	unsigned char *data = ts_pattern(100000, 22);
+	struct ts_server s;
+	struct ts_resp r;
+	struct stat st;
+
+	(void)state;
+	snprintf(s.root, sizeof(s.root), "%s", root);
+	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	assert_int_equal(ts_put(&s, "/ds/blk/1", data, 100000), 201);
+	ts_request(NULL, &s, "HEAD", "/ds/blk/1", NULL, NULL, 0, &r);
+	assert_non_null(ts_header(&r, "ETag", e1, sizeof(e1)));
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+	snprintf(path, sizeof(path), "%s/objects/ds/blk/1", root);
+	if (getxattr(path, "user.blkmap-server.etag", v, 0) < 0 && errno == ENOTSUP) {
+		fprintf(stderr, "skipped: %s has no user extended attributes\n", root);
+		ts_rmtree(root);
+		free(root);
+		free(data);
+		skip();
+	}
+	assert_int_equal(stat(path, &st), 0);
+	FILE *f = fopen(path, "r+b");
+	assert_non_null(f);
+	assert_int_equal(fwrite("changed", 1, 7, f), 7);
+	fclose(f);
+	struct timespec times[2] = { st.st_atim, st.st_mtim };
+	assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+
+	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	ts_request(NULL, &s, "HEAD", "/ds/blk/1", NULL, NULL, 0, &r);
+	assert_string_equal(ts_header(&r, "ETag", e2, sizeof(e2)), e1);
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+
+	times[1].tv_sec += 1; /* another mtime: hashed again */
+	assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+	assert_int_equal(ts_start_disk(&s, NULL), 0);
+	ts_request(NULL, &s, "HEAD", "/ds/blk/1", NULL, NULL, 0, &r);
+	assert_non_null(ts_header(&r, "ETag", e3, sizeof(e3)));
+	assert_string_not_equal(e3, e1);
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+	ts_rmtree(root);
+	free(root);
+	free(data);
+}
+
 static void objects_on_disk_are_readable_by_other_users(void **state)
 {
 	char *root = ts_mkdtemp(), path[512];
@@ -354,6 +415,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(restart_keeps_objects_and_etags),
+		cmocka_unit_test(a_restart_sends_the_etag_kept_with_the_file_without_hashing_it),
 		cmocka_unit_test(leftover_upload_files_are_removed_at_start),
 		cmocka_unit_test(objects_on_disk_are_readable_by_other_users),
 		cmocka_unit_test(a_full_disk_answers_507_and_stores_nothing),
