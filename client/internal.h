@@ -223,6 +223,17 @@ struct json_t;
  * wrong) or BM_ENOMEM; h->attrs is the caller's to free either way. */
 int bm_manifest_head_parse(struct json_t *root, unsigned version, struct bm_manifest_head *h,
 			   char *msg, size_t n);
+/* Moves head h's fields into those of the same names of *m, a struct
+ * bm_manifest or bm_manifest2: what each format's parser takes alike
+ * (m->attrs becomes the caller's to free). */
+#define BM_MANIFEST_HEAD_TAKE(m, h)                                     \
+	do {                                                            \
+		(m)->blksize = (h)->blksize;                            \
+		(m)->size = (h)->size;                                  \
+		(m)->generation = (h)->generation;                      \
+		memcpy((m)->created, (h)->created, sizeof((m)->created)); \
+		(m)->attrs = (h)->attrs;                                \
+	} while (0)
 /* Integer field name of untrusted JSON object o into *out, within [min,
  * max]: 0, or BM_EFORMAT with msg naming the field. */
 int bm_json_uint(struct json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t *out,
@@ -472,9 +483,8 @@ void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
 /* In loadblk: when block blk of ds is in the run the calling read-ahead
- * worker loads, copies it into buf (the run's Range GET made first, at
- * the first block asked for) and returns 1, or BM_EIO when that GET
- * failed, BM_ENOMEM; 0 when it is not in the run. */
+ * worker hands to the page cache (fetched by the run's Range GET), copies
+ * it into buf and returns 1 (or BM_ENOMEM); 0 when it is not. */
 int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf);
 
 /* Looks for a live wcfs mirror showing the handle's generation; on success

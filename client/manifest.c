@@ -216,19 +216,6 @@ int bm_manifest_head_parse(json_t *root, unsigned version, struct bm_manifest_he
 	return 0;
 }
 
-static int parse_header(json_t *root, struct bm_manifest *m, char *msg, size_t n)
-{
-	struct bm_manifest_head h = { 0 };
-	int rc = bm_manifest_head_parse(root, 1, &h, msg, n);
-
-	m->blksize = h.blksize;
-	m->size = h.size;
-	m->generation = h.generation;
-	memcpy(m->created, h.created, sizeof(m->created));
-	m->attrs = h.attrs;
-	return rc;
-}
-
 static int parse_blocks(json_t *root, struct bm_manifest *m, char *msg, size_t n)
 {
 	json_t *arr = json_object_get(root, "blocks"), *e;
@@ -290,6 +277,7 @@ int bm_manifest_parse(const char *json, size_t len, struct bm_manifest **mp, cha
 	json_error_t jerr;
 	json_t *root;
 	struct bm_manifest *m;
+	struct bm_manifest_head h = { 0 };
 	int rc;
 
 	*mp = NULL;
@@ -304,7 +292,8 @@ int bm_manifest_parse(const char *json, size_t len, struct bm_manifest **mp, cha
 		json_decref(root);
 		return BM_ENOMEM;
 	}
-	rc = parse_header(root, m, msg, n);
+	rc = bm_manifest_head_parse(root, 1, &h, msg, n);
+	BM_MANIFEST_HEAD_TAKE(m, &h);
 	if (rc == 0)
 		rc = parse_blocks(root, m, msg, n);
 	m->version = 1;

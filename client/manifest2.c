@@ -140,11 +140,7 @@ static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t 
 	json_t *v;
 	int rc = bm_manifest_head_parse(root, 2, &h, msg, n);
 
-	m->blksize = h.blksize;
-	m->size = h.size;
-	m->generation = h.generation;
-	memcpy(m->created, h.created, sizeof(m->created));
-	m->attrs = h.attrs;
+	BM_MANIFEST_HEAD_TAKE(m, &h);
 	if (rc < 0)
 		return rc;
 	if ((rc = bm_json_uint(root, "parent", 0, m->generation - 1, &m->parent, msg, n)) < 0)

@@ -12,11 +12,11 @@
  * what it touches.  The dataset's worker pool (pool.c, shared with the
  * uploads) takes blocks from the queue and loads them into the page cache
  * with vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
- * little): there a worker takes a run of consecutive queued blocks, has
- * virtmem make them all LOADING at once (vm_fileh_prefetch_run: a fault
- * on one waits instead of fetching it again), fetches the run with one
- * Range GET when the first is loaded and fills each from that
- * (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
+ * little): there a worker takes a run of consecutive queued blocks,
+ * fetches it with one Range GET, then hands the run to the page cache in
+ * one call (vm_fileh_prefetch_run: all LOADING at once, so a fault on one
+ * waits for the copy instead of fetching it again), each block filled
+ * from the run's buffer (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
  * within half of the RAM budget, and the runs in transit (one buffer per
  * worker) within half of that again.
  * Owns: struct bm_readahead.
@@ -36,17 +36,14 @@
 /* Read from the fault handler: initial-exec, so no lazy TLS allocation. */
 static __thread bool in_readahead __attribute__((tls_model("initial-exec")));
 
-/* The run this worker loads into the page cache (flat objects): blocks
- * [first, first + n), fetched with one Range GET into buf when loadblk
- * asks for the first of them (bm_readahead_fill). */
+/* The run this worker hands to the page cache (flat objects): blocks
+ * [first, first + n), fetched with one Range GET: len bytes at buf. */
 static __thread struct {
 	bm_dataset *ds;
 	uint64_t first;
 	size_t n;
-	char *buf;
-	bool fetched;
-	int rc;      /* the GET's: 0 or BM_E* */
-	size_t len;  /* bytes it brought */
+	const char *buf;
+	size_t len;
 } held;
 
 bool bm_in_readahead(void)
@@ -96,12 +93,6 @@ int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
 
 	if (held.ds != ds || blk < held.first || blk - held.first >= held.n)
 		return 0;
-	if (!held.fetched) {
-		held.rc = run_get(ds, held.first, held.n, held.buf, &held.len);
-		held.fetched = true;
-	}
-	if (held.rc < 0)
-		return held.rc;
 	size_t off = (size_t)(blk - held.first) * bs;
 	size_t len = off >= held.len ? 0 : held.len - off < bs ? held.len - off : bs;
 	if ((len > 0 && vm_loadblk_write(buf, 0, held.buf + off, len) < 0) ||
@@ -112,19 +103,24 @@ int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
 	return 1;
 }
 
-/* Loads blocks [first, first + n) of a flat object into the page cache
- * as one run: virtmem makes every one of them LOADING first (a fault on
- * one waits for the run rather than fetching the block again), then the
- * load of the first fetches them all (bm_readahead_fill). */
+/* Fetches blocks [first, first + n) of a flat object with one Range GET,
+ * then hands them to the page cache as one run: virtmem makes every one
+ * of them LOADING at once (a fault on one waits for the copy rather than
+ * fetching the block again), then fills them from buf in order
+ * (bm_readahead_fill).  While the GET runs the blocks stay EMPTY: a
+ * reader that gets there first fetches its block itself, which under CPU
+ * contention beat waiting for the worker (measured: docs/client.md). */
 static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
 {
+	size_t len = 0;
+
+	if (run_get(ds, first, n, buf, &len) < 0)
+		return;
 	held.ds = ds;
 	held.first = first;
 	held.n = n;
 	held.buf = buf;
-	held.fetched = false;
-	held.rc = 0;
-	held.len = 0;
+	held.len = len;
 	(void)vm_fileh_prefetch_run(ds->fh, first, n);
 	held.ds = NULL;
 }

@@ -44,61 +44,20 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "bench_util.h"
 #include "client_util.h"
 
 #define MiB ((size_t)1 << 20)
 #define SIZE (256 * MiB)
 #define ROUNDS 5
 #define NRANDOM 50
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, const char *detail)
-{
-	fprintf(stderr, "bench_client: %s: %s\n", what, detail);
-	exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+#define CACHE ((size_t)1 << 30)
 
 static void options(struct bm_options *o)
 {
 	if (bm_options_init(o) < 0)
-		die("options", bm_last_error(NULL));
-	o->cache_bytes = (size_t)1 << 30;
-}
-
-static bm_dataset *open_ds_cache(const char *url, size_t cache)
-{
-	struct bm_options o;
-	bm_dataset *ds;
-
-	options(&o);
-	if (cache)
-		o.cache_bytes = cache;
-	if (bm_open(&ds, url, &o) < 0)
-		die(url, bm_last_error(NULL));
-	return ds;
-}
-
-static bm_dataset *open_ds(const char *url)
-{
-	return open_ds_cache(url, 0);
+		bench_die("options", bm_last_error(NULL));
+	o->cache_bytes = CACHE;
 }
 
 static void make_dataset(const char *url, size_t bs, const unsigned char *data)
@@ -111,14 +70,14 @@ static void make_dataset(const char *url, size_t bs, const unsigned char *data)
 	o.blksize = bs;
 	if (bm_open(&ds, url, &o) < 0 || bm_resize(ds, SIZE) < 0 || bm_write(ds, 0, data, SIZE) < 0 ||
 	    bm_commit(ds, NULL) < 0)
-		die(url, bm_last_error(ds));
+		bench_die(url, bm_last_error(ds));
 	bm_close(ds);
 }
 
 /* Runs curl with a config file; returns its wall time in seconds. */
 static double run_curl(const char *config)
 {
-	double t0 = now();
+	double t0 = bench_now();
 	pid_t pid = fork();
 	int status;
 
@@ -129,8 +88,8 @@ static double run_curl(const char *config)
 	}
 	waitpid(pid, &status, 0);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		die("curl", "failed");
-	return now() - t0;
+		bench_die("curl", "failed");
+	return bench_now() - t0;
 }
 
 /* A curl config that GETs every block object of the dataset to /dev/null,
@@ -145,7 +104,7 @@ static void write_get_config(const char *path, struct ts_server *s, const char *
 	json_t *keys = tc_block_keys(url), *b;
 	size_t i;
 	if (f == NULL)
-		die(path, "cannot write the curl config");
+		bench_die(path, "cannot write the curl config");
 	json_array_foreach(keys, i, b) {
 		fprintf(f, "url = \"%s%s/%s\"\n", s->url, ds_path, json_string_value(b));
 		if (outdir)
@@ -165,21 +124,7 @@ static void write_get_config(const char *path, struct ts_server *s, const char *
  * a dataset larger than RAM). */
 static double scan_ours(const char *url, size_t cache)
 {
-	bm_dataset *ds = open_ds_cache(url, cache);
-	bm_mapping *m;
-	void *addr;
-	volatile unsigned char sink = 0;
-
-	if (bm_map(ds, 0, 0, &addr, &m) < 0)
-		die(url, bm_last_error(ds));
-	double t0 = now();
-	for (size_t off = 0; off < SIZE; off += 4096)
-		sink ^= ((unsigned char *)addr)[off];
-	double t = now() - t0;
-	bm_unmap(m);
-	bm_close(ds);
-	(void)sink;
-	return SIZE / 1e6 / t;
+	return SIZE / 1e6 / bench_scan(bench_open(url, cache ? cache : CACHE), url, SIZE);
 }
 
 /* A new directory on a tmpfs for curl's files, or NULL if /dev/shm is not
@@ -212,18 +157,18 @@ static void bench_seq_scan(struct ts_server *s, const char *ds_path, size_t bs)
 			tomem[r] = SIZE / 1e6 / run_curl(mcfg);
 			ts_rmtree(dir); /* the files' memory goes back */
 			if (mkdir(dir, 0700) < 0)
-				die(dir, "cannot create");
+				bench_die(dir, "cannot create");
 		}
 		ours[r] = scan_ours(url, 0);
 		small[r] = scan_ours(url, 64 * MiB);
 	}
 	unlink(cfg);
 	unlink(mcfg);
-	double o = median(ours, ROUNDS), o2 = median(small, ROUNDS), b = median(base, ROUNDS);
+	double o = bench_median(ours, ROUNDS), o2 = bench_median(small, ROUNDS), b = bench_median(base, ROUNDS);
 	printf("client seq_scan_%zuM ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	printf("client seq_scan_%zuM_cache64M ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o2, b, o2 / b);
 	if (dir) {
-		double m = median(tomem, ROUNDS);
+		double m = bench_median(tomem, ROUNDS);
 		printf("client seq_scan_%zuM_vs_curl_to_memory ours=%.0f baseline=%.0f ratio=%.2f\n",
 		       bs / MiB, o, m, o / m);
 		rmdir(dir);
@@ -269,36 +214,19 @@ static double get_block(CURL *c, const char *burl, size_t bs, char **keep)
 	curl_easy_setopt(c, CURLOPT_URL, burl);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, take_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
-	double t0 = now();
+	double t0 = bench_now();
 	if (keep) {
 		*keep = mmap(NULL, bs + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (*keep == MAP_FAILED)
-			die("mmap", "failed");
+			bench_die("mmap", "failed");
 		k.mem = (char *)(((uintptr_t)*keep + huge - 1) & ~(uintptr_t)(huge - 1));
 		k.cap = bs;
 		if (bs >= huge)
 			(void)madvise(k.mem, bs, MADV_HUGEPAGE);
 	}
 	if (curl_easy_perform(c) != CURLE_OK || k.got != bs)
-		die(burl, "GET failed");
-	return (now() - t0) * 1e3;
-}
-
-/* Picks NRANDOM distinct blocks in an order with no block right after its
- * predecessor (so read-ahead sees random access). */
-static void pick_blocks(size_t nblk, size_t *out, unsigned seed)
-{
-	unsigned char *used = calloc(nblk, 1);
-	for (int i = 0; i < NRANDOM; i++) {
-		size_t b;
-		do {
-			seed = seed * 1103515245u + 12345u;
-			b = (seed >> 8) % nblk;
-		} while (used[b] || (i > 0 && (b == out[i - 1] + 1 || b + 1 == out[i - 1])));
-		used[b] = 1;
-		out[i] = b;
-	}
-	free(used);
+		bench_die(burl, "GET failed");
+	return (bench_now() - t0) * 1e3;
 }
 
 static void bench_random_read(struct ts_server *s, const char *ds_path, size_t bs)
@@ -313,27 +241,27 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 	json_t *keys = tc_block_keys(url); /* every block is stored */
 	CURL *c = curl_easy_init();
 	for (int r = 0; r < ROUNDS; r++) {
-		pick_blocks(nblk, blocks, (unsigned)(r + 1));
+		bench_pick_blocks(nblk, blocks, NRANDOM, (unsigned)(r + 1));
 		/* Ours: a fresh handle, one byte of each block. */
-		bm_dataset *ds = open_ds(url);
+		bm_dataset *ds = bench_open(url, CACHE);
 		bm_mapping *m;
 		void *addr;
 		volatile unsigned char sink = 0;
 		if (bm_map(ds, 0, 0, &addr, &m) < 0)
-			die(url, bm_last_error(ds));
+			bench_die(url, bm_last_error(ds));
 		for (int i = 0; i < NRANDOM; i++) {
-			double t0 = now();
+			double t0 = bench_now();
 			sink ^= ((unsigned char *)addr)[blocks[i] * bs + 4096];
-			ours[no++] = (now() - t0) * 1e3;
+			ours[no++] = (bench_now() - t0) * 1e3;
 		}
 		bm_unmap(m);
 		bm_close(ds);
 		/* Ours with a full cache (the steady state of a dataset larger
 		 * than its cache): each miss reuses a reclaimed slot.  The cache
 		 * holds 8 blocks; 8 blocks not in the sample fill it first. */
-		ds = open_ds_cache(url, 8 * bs);
+		ds = bench_open(url, 8 * bs);
 		if (bm_map(ds, 0, 0, &addr, &m) < 0)
-			die(url, bm_last_error(ds));
+			bench_die(url, bm_last_error(ds));
 		for (size_t b = 0, filled = 0; b < nblk && filled < 8; b += 2) {
 			int picked = 0;
 			for (int i = 0; i < NRANDOM; i++)
@@ -344,9 +272,9 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 			}
 		}
 		for (int i = 0; i < NRANDOM; i++) {
-			double t0 = now();
+			double t0 = bench_now();
 			sink ^= ((unsigned char *)addr)[blocks[i] * bs + 4096];
-			full[nf++] = (now() - t0) * 1e3;
+			full[nf++] = (bench_now() - t0) * 1e3;
 		}
 		(void)sink;
 		bm_unmap(m);
@@ -371,11 +299,11 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 	}
 	curl_easy_cleanup(c);
 	json_decref(keys);
-	double o = median(ours, no), b = median(base, nb);
-	double o2 = median(full, nf);
+	double o = bench_median(ours, no), b = bench_median(base, nb);
+	double o2 = bench_median(full, nf);
 	printf("client random_read_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	printf("client random_read_%zuM_cachefull ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o2, b, o2 / b);
-	double m = median(tomem, nm);
+	double m = bench_median(tomem, nm);
 	printf("client random_read_%zuM_vs_get_to_memory ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, m,
 	       o / m);
 	fflush(stdout);
@@ -385,23 +313,23 @@ static void bench_random_read(struct ts_server *s, const char *ds_path, size_t b
 
 static double commit_ours(const char *url, size_t bs, int round, unsigned char *copy)
 {
-	bm_dataset *ds = open_ds(url);
+	bm_dataset *ds = bench_open(url, CACHE);
 	bm_mapping *m;
 	void *addr;
 	uint64_t gen;
 
 	if (bm_map(ds, 0, 64 * bs, &addr, &m) < 0)
-		die(url, bm_last_error(ds));
+		bench_die(url, bm_last_error(ds));
 	/* Load and dirty 64 blocks (not timed); each round's bytes are new. */
 	for (size_t b = 0; b < 64; b++) {
 		((unsigned char *)addr)[b * bs + 1] = (unsigned char)(round + 1);
 		((unsigned char *)addr)[b * bs + 2] = (unsigned char)b;
 	}
 	memcpy(copy, addr, 64 * bs);
-	double t0 = now();
+	double t0 = bench_now();
 	if (bm_commit(ds, &gen) < 0)
-		die(url, bm_last_error(ds));
-	double t = now() - t0;
+		bench_die(url, bm_last_error(ds));
+	double t = bench_now() - t0;
 	bm_unmap(m);
 	bm_close(ds);
 	return 64.0 * bs / 1e6 / t;
@@ -414,14 +342,14 @@ static double commit_curl(struct ts_server *s, size_t bs, int round, const unsig
 	FILE *f;
 
 	if (mkdtemp(dir) == NULL)
-		die("mkdtemp", "failed");
+		bench_die("mkdtemp", "failed");
 	snprintf(cfg, sizeof(cfg), "%s/curl.cfg", dir);
 	f = fopen(cfg, "w");
 	for (size_t b = 0; b < 64; b++) {
 		snprintf(file, sizeof(file), "%s/%zu", dir, b);
 		FILE *bf = fopen(file, "wb");
 		if (bf == NULL || fwrite(copy + b * bs, 1, bs, bf) != bs)
-			die(file, "cannot write");
+			bench_die(file, "cannot write");
 		fclose(bf);
 		fprintf(f, "url = \"%s/curlput/%zu/%d/%zu\"\nupload-file = \"%s\"\noutput = \"/dev/null\"\n",
 			s->url, bs, round, b, file);
@@ -447,7 +375,7 @@ static void bench_commit64(struct ts_server *s, const char *ds_path, size_t bs)
 				ours[r], base[r]);
 	}
 	free(copy);
-	double o = median(ours, ROUNDS), b = median(base, ROUNDS);
+	double o = bench_median(ours, ROUNDS), b = bench_median(base, ROUNDS);
 	printf("client commit64_%zuM ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	fflush(stdout);
 }
@@ -460,7 +388,7 @@ int main(void)
 	unsigned char *data = ts_pattern(SIZE, 77);
 
 	if (ts_start(&s, args) < 0)
-		die(ts_server_path(), "cannot start");
+		bench_die(ts_server_path(), "cannot start");
 	for (size_t i = 0; i < 2; i++) {
 		char path[64], url[512];
 		snprintf(path, sizeof(path), "/bench%zuM", sizes[i] / MiB);

@@ -146,7 +146,8 @@ def seq_blkmap(url, want):
 def seq_map(url, want, blksize=0):
     """Sequential read + SHA-256 through a mapping, in this process (as
     GDAL's and fsspec's lines): what a program that maps the object pays
-    for the block size, one fault per block."""
+    for the block size (one fault per run of blocks read ahead: virtmem's
+    fault-around)."""
     t = time.perf_counter()
     ds = blkmap.open(url, blksize=blksize) if blksize else blkmap.open(url)
     mv = ds.map()

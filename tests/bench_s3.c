@@ -34,6 +34,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "bench_util.h"
 #include "client_util.h"
 #include "rgw_util.h"
 #include "../client/store.h"
@@ -44,19 +45,6 @@
 #define NRANDOM 30
 
 static struct tr_rgw rgw;
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, const char *detail)
-{
-	fprintf(stderr, "bench_s3: %s: %s\n", what, detail);
-	exit(1);
-}
 
 /* CPU seconds used by every thread of this process so far. */
 static double cpu_now(void)
@@ -74,32 +62,6 @@ static int buf_sink(void *arg, uint64_t off, const void *data, size_t len)
 	return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static bm_dataset *open_ds(const char *url)
-{
-	struct bm_options o;
-	bm_dataset *ds;
-
-	if (bm_options_init(&o) < 0)
-		die("options", "BLKMAP_* variables do not parse");
-	o.cache_bytes = 1024 * MiB;
-	o.wcfs = "off";
-	if (bm_open(&ds, url, &o) < 0)
-		die(url, bm_last_error(NULL));
-	return ds;
-}
-
 static void make_dataset(const char *url, size_t bs, const unsigned char *data)
 {
 	struct bm_options o;
@@ -110,9 +72,9 @@ static void make_dataset(const char *url, size_t bs, const unsigned char *data)
 	o.blksize = bs;
 	o.wcfs = "off";
 	if (bm_open(&ds, url, &o) < 0)
-		die(url, bm_last_error(NULL));
+		bench_die(url, bm_last_error(NULL));
 	if (bm_resize(ds, SIZE) < 0 || bm_write(ds, 0, data, SIZE) < 0 || bm_commit(ds, NULL) < 0)
-		die(url, bm_last_error(ds));
+		bench_die(url, bm_last_error(ds));
 	bm_close(ds);
 }
 
@@ -125,7 +87,7 @@ static double curl_scan(const char *bucket, json_t *keys)
 	int fd = mkstemp(cfg), status;
 
 	if (fd < 0 || (f = fdopen(fd, "w")) == NULL)
-		die(cfg, "cannot write the curl config");
+		bench_die(cfg, "cannot write the curl config");
 	fprintf(f, "aws-sigv4 = \"aws:amz:us-east-1:s3\"\nuser = \"%s:%s\"\n"
 		"header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\n",
 		rgw.access_key, rgw.secret_key);
@@ -133,7 +95,7 @@ static double curl_scan(const char *bucket, json_t *keys)
 		fprintf(f, "url = \"%s/%s/ds/%s\"\noutput = \"/dev/null\"\n", rgw.endpoint, bucket,
 			json_string_value(k));
 	fclose(f);
-	double t0 = now();
+	double t0 = bench_now();
 	pid_t pid = fork();
 	if (pid == 0) {
 		execlp("curl", "curl", "--silent", "--show-error", "--no-progress-meter", "--fail", "--parallel", "--parallel-max",
@@ -141,30 +103,16 @@ static double curl_scan(const char *bucket, json_t *keys)
 		_exit(127);
 	}
 	waitpid(pid, &status, 0);
-	double t = now() - t0;
+	double t = bench_now() - t0;
 	unlink(cfg);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		die("curl", "failed");
+		bench_die("curl", "failed");
 	return t;
 }
 
 static double scan_ours(const char *url)
 {
-	bm_dataset *ds = open_ds(url);
-	bm_mapping *m;
-	void *addr;
-	volatile unsigned char sink = 0;
-
-	if (bm_map(ds, 0, 0, &addr, &m) < 0)
-		die(url, bm_last_error(ds));
-	double t0 = now();
-	for (size_t off = 0; off < SIZE; off += 4096)
-		sink ^= ((unsigned char *)addr)[off];
-	double t = now() - t0;
-	bm_unmap(m);
-	bm_close(ds);
-	(void)sink;
-	return t;
+	return bench_scan(bench_open(url, 1024 * MiB), url, SIZE);
 }
 
 static size_t count_body(char *p, size_t size, size_t n, void *arg)
@@ -172,24 +120,6 @@ static size_t count_body(char *p, size_t size, size_t n, void *arg)
 	(void)p;
 	*(size_t *)arg += size * n;
 	return size * n;
-}
-
-/* n distinct blocks (at most half of them), none right after its
- * predecessor. */
-static void pick_blocks(size_t nblk, size_t *out, int n, unsigned seed)
-{
-	unsigned char *used = calloc(nblk, 1);
-
-	for (int i = 0; i < n; i++) {
-		size_t b;
-		do {
-			seed = seed * 1103515245u + 12345u;
-			b = (seed >> 8) % nblk;
-		} while (used[b] || (i > 0 && (b == out[i - 1] + 1 || b + 1 == out[i - 1])));
-		used[b] = 1;
-		out[i] = b;
-	}
-	free(used);
 }
 
 static void bench(size_t bs, const unsigned char *data)
@@ -209,19 +139,19 @@ static void bench(size_t bs, const unsigned char *data)
 	struct tr_resp r;
 	tr_s3(&rgw, "PUT", url, NULL, "", 0, &r);
 	if (r.status != 200)
-		die(url, r.body);
+		bench_die(url, r.body);
 	tr_resp_free(&r);
 	snprintf(url, sizeof(url), "s3://%s/ds", bucket);
 	make_dataset(url, bs, data);
 	keys = tc_block_keys(url);
 	if (json_array_size(keys) != nblk)
-		die(url, "unexpected number of blocks");
+		bench_die(url, "unexpected number of blocks");
 
 	for (int round = 0; round < ROUNDS; round++) {
 		base[round] = SIZE / 1e6 / curl_scan(bucket, keys);
 		ours[round] = SIZE / 1e6 / scan_ours(url);
 	}
-	double o = median(ours, ROUNDS), b = median(base, ROUNDS);
+	double o = bench_median(ours, ROUNDS), b = bench_median(base, ROUNDS);
 	printf("s3 seq_scan_%zuM ours=%.0f baseline=%.0f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	fflush(stdout);
 
@@ -231,19 +161,19 @@ static void bench(size_t bs, const unsigned char *data)
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, count_body);
 	for (int round = 0; round < ROUNDS; round++) {
-		bm_dataset *ds = open_ds(url);
+		bm_dataset *ds = bench_open(url, 1024 * MiB);
 		bm_mapping *m;
 		void *addr;
 		volatile unsigned char sink = 0;
 
-		pick_blocks(nblk, blocks, npick, (unsigned)(round + 1));
+		bench_pick_blocks(nblk, blocks, npick, (unsigned)(round + 1));
 		if (bm_map(ds, 0, 0, &addr, &m) < 0)
-			die(url, bm_last_error(ds));
+			bench_die(url, bm_last_error(ds));
 		double c0 = cpu_now();
 		for (int i = 0; i < npick; i++) {
-			double t0 = now();
+			double t0 = bench_now();
 			sink ^= ((unsigned char *)addr)[blocks[i] * bs + 4096];
-			rours[no++] = (now() - t0) * 1e3;
+			rours[no++] = (bench_now() - t0) * 1e3;
 		}
 		cpu_ours += cpu_now() - c0;
 		(void)sink;
@@ -257,10 +187,10 @@ static void bench(size_t bs, const unsigned char *data)
 				 json_string_value(json_array_get(keys, blocks[i])));
 			curl_easy_setopt(c, CURLOPT_URL, burl);
 			curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
-			double t0 = now();
+			double t0 = bench_now();
 			if (curl_easy_perform(c) != CURLE_OK || got != bs)
-				die(burl, "GET failed");
-			rbase[nb++] = (now() - t0) * 1e3;
+				bench_die(burl, "GET failed");
+			rbase[nb++] = (bench_now() - t0) * 1e3;
 		}
 		cpu_base += cpu_now() - c0;
 		/* The store layer alone, on other blocks of the same kind. */
@@ -269,28 +199,28 @@ static void bench(size_t bs, const unsigned char *data)
 		struct bm_store *st;
 		char msg[512], *buf = malloc(bs);
 		if (buf == NULL || bm_store_open(&st, url, &so, msg, sizeof(msg)) < 0)
-			die(url, buf ? msg : "out of memory");
-		pick_blocks(nblk, blocks, npick, (unsigned)(round + 101));
+			bench_die(url, buf ? msg : "out of memory");
+		bench_pick_blocks(nblk, blocks, npick, (unsigned)(round + 101));
 		for (int i = -1; i < npick; i++) { /* -1: opens the connection */
 			const char *key = json_string_value(json_array_get(keys, blocks[i < 0 ? 0 : i]));
 			struct bm_get g = { .max = bs, .exact = true, .sink = buf_sink, .sink_arg = buf };
-			double t0 = now();
+			double t0 = bench_now();
 			if (bm_store_get(st, key, &g, msg, sizeof(msg)) < 0)
-				die(key, msg);
+				bench_die(key, msg);
 			char sum[BM_SUM_HEX + 1];
 			bm_sum_hex(buf, bs, sum);
 			if (i >= 0)
-				rstore[ns++] = (now() - t0) * 1e3;
+				rstore[ns++] = (bench_now() - t0) * 1e3;
 		}
 		bm_store_close(st);
 		free(buf);
 	}
-	o = median(rours, no);
-	b = median(rbase, nb);
+	o = bench_median(rours, no);
+	b = bench_median(rbase, nb);
 	printf("s3 random_read_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	printf("s3 random_read_cpu_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, cpu_ours * 1e3 / no,
 	       cpu_base * 1e3 / nb, (cpu_ours / no) / (cpu_base / nb));
-	o = median(rstore, ns);
+	o = bench_median(rstore, ns);
 	printf("s3 random_get_%zuM ours=%.3f baseline=%.3f ratio=%.2f\n", bs / MiB, o, b, o / b);
 	fflush(stdout);
 	curl_slist_free_all(hdr);
@@ -309,7 +239,7 @@ int main(void)
 		return rc == 77 ? 0 : 1;
 	}
 	if (data == NULL)
-		die("malloc", "out of memory");
+		bench_die("malloc", "out of memory");
 	for (size_t i = 0; i < SIZE; i += 8) {
 		uint64_t x = i * 0x9e3779b97f4a7c15ull;
 		memcpy(data + i, &x, 8);

@@ -31,37 +31,14 @@
 
 #include <cmocka.h>
 
+#include "bench_util.h"
 #include "client_util.h"
 #include "../client/index_load.h"
 
 #define BS 4096
 #define PERIOD 4099
 #define ROUNDS 9
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, const char *detail)
-{
-	fprintf(stderr, "bench_scale: %s: %s\n", what, detail);
-	exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+#define CACHE ((size_t)256 << 20)
 
 /* The content of block b: one of PERIOD patterns. */
 static void block_of(uint64_t b, unsigned char *out)
@@ -87,10 +64,10 @@ static void make_dataset(const char *url, uint64_t nblk)
 	unsigned char buf[BS];
 
 	if (bm_store_open(&s, url, &so, msg, sizeof(msg)) != 0)
-		die("store", msg);
+		bench_die("store", msg);
 	(void)bm_store_head(s, "none", &v, msg, sizeof(msg));
 	if (bm_pages_new(&pc, s, (size_t)64 << 20) != 0)
-		die("pages", "out of memory");
+		bench_die("pages", "out of memory");
 	bm_pages_io(pc, &io);
 	for (uint64_t k = 0; k < PERIOD && k < nblk; k++) {
 		block_of(k, buf);
@@ -98,41 +75,27 @@ static void make_dataset(const char *url, uint64_t nblk)
 		memcpy(key, "blocks/", 7);
 		memcpy(key + 7, sums[k], BM_SUM_HEX + 1);
 		if (bm_put_immutable(s, key, buf, BS, false, msg, sizeof(msg)) != 0)
-			die("block", msg);
+			bench_die("block", msg);
 	}
 	struct bm_index_change *ch = malloc(nblk * sizeof(*ch));
 	if (ch == NULL)
-		die("changes", "out of memory");
+		bench_die("changes", "out of memory");
 	for (uint64_t b = 0; b < nblk; b++) {
 		ch[b].blk = b;
 		memcpy(ch[b].sum, sums[b % PERIOD], sizeof(ch[b].sum));
 	}
 	struct bm_manifest2 m = { .blksize = BS, .size = nblk * BS, .generation = 1, .stored = nblk };
 	if (bm_index_update(&io, "", 0, ch, nblk, nblk, m.root, NULL, msg, sizeof(msg)) != 0)
-		die("index", msg);
+		bench_die("index", msg);
 	free(ch);
 	size_t len;
 	char *text = bm_manifest2_dump(&m, &len);
 	if (bm_store_put(s, "manifest.json", text, len, NULL, NULL, msg, sizeof(msg)) != 0 ||
 	    bm_store_put(s, "gen/1.json", text, len, NULL, NULL, msg, sizeof(msg)) != 0)
-		die("manifest", msg);
+		bench_die("manifest", msg);
 	free(text);
 	bm_pages_free(pc);
 	bm_store_close(s);
-}
-
-static bm_dataset *open_ds(const char *url)
-{
-	struct bm_options o;
-	bm_dataset *ds;
-
-	if (bm_options_init(&o) != 0)
-		die("options", "bad environment");
-	o.cache_bytes = (size_t)256 << 20;
-	o.wcfs = "off";
-	if (bm_open(&ds, url, &o) != 0)
-		die(url, bm_last_error(NULL));
-	return ds;
 }
 
 /* A 1-block change at block b of a handle, committed: seconds. */
@@ -141,10 +104,10 @@ static double commit_one(bm_dataset *ds, uint64_t b, unsigned salt)
 	unsigned char buf[BS];
 	block_of(b, buf);
 	memcpy(buf, &salt, sizeof(salt));
-	double t0 = now();
+	double t0 = bench_now();
 	if (bm_write(ds, b * BS, buf, BS) != 0 || bm_commit(ds, NULL) != 0)
-		die("commit", bm_last_error(ds));
-	return now() - t0;
+		bench_die("commit", bm_last_error(ds));
+	return bench_now() - t0;
 }
 
 static int count_range(void *arg, uint64_t first, uint64_t count)
@@ -169,46 +132,46 @@ static void measure(const struct ts_server *srv, uint64_t nblk, struct figures *
 	tc_url(url, sizeof(url), srv, path);
 	make_dataset(url, nblk);
 	for (int r = 0; r < ROUNDS; r++) {
-		double t0 = now();
-		bm_dataset *ds = open_ds(url);
+		double t0 = bench_now();
+		bm_dataset *ds = bench_open(url, CACHE);
 		bm_close(ds);
-		t_open[r] = now() - t0;
+		t_open[r] = bench_now() - t0;
 
-		ds = open_ds(url);
+		ds = bench_open(url, CACHE);
 		long in0 = tc_server_stat(srv, "bytes_in", NULL);
 		t_commit[r] = commit_one(ds, nblk / 2 + (uint64_t)r, salt++);
 		bytes[r] = (double)(tc_server_stat(srv, "bytes_in", NULL) - in0);
 
 		/* A reader that read block 0; another writer commits. */
-		bm_dataset *reader = open_ds(url);
+		bm_dataset *reader = bench_open(url, CACHE);
 		char b0[BS];
 		if (bm_read(reader, 0, b0, BS) != BS)
-			die("read", bm_last_error(reader));
+			bench_die("read", bm_last_error(reader));
 		commit_one(ds, nblk / 3 + (uint64_t)r, salt++);
-		t0 = now();
+		t0 = bench_now();
 		if (bm_refresh(reader) != 0)
-			die("refresh", bm_last_error(reader));
-		t_refresh[r] = now() - t0;
+			bench_die("refresh", bm_last_error(reader));
+		t_refresh[r] = bench_now() - t0;
 
 		/* The mirror's switch: the next generation opened, compared. */
 		commit_one(ds, nblk / 4 + (uint64_t)r, salt++);
 		uint64_t changed = 0;
-		t0 = now();
-		bm_dataset *next = open_ds(url);
+		t0 = bench_now();
+		bm_dataset *next = bench_open(url, CACHE);
 		if (bm_diff_blocks(reader, next, count_range, &changed) != 0)
-			die("diff", bm_last_error(reader));
-		t_switch[r] = now() - t0;
+			bench_die("diff", bm_last_error(reader));
+		t_switch[r] = bench_now() - t0;
 		if (changed != 1)
-			die("diff", "not exactly one block changed");
+			bench_die("diff", "not exactly one block changed");
 		bm_close(next);
 		bm_close(reader);
 		bm_close(ds);
 	}
-	f->open = median(t_open, ROUNDS) * 1e3;
-	f->commit = median(t_commit, ROUNDS) * 1e3;
-	f->refresh = median(t_refresh, ROUNDS) * 1e3;
-	f->sw = median(t_switch, ROUNDS) * 1e3;
-	f->bytes = median(bytes, ROUNDS);
+	f->open = bench_median(t_open, ROUNDS) * 1e3;
+	f->commit = bench_median(t_commit, ROUNDS) * 1e3;
+	f->refresh = bench_median(t_refresh, ROUNDS) * 1e3;
+	f->sw = bench_median(t_switch, ROUNDS) * 1e3;
+	f->bytes = bench_median(bytes, ROUNDS);
 }
 
 int main(void)
@@ -220,7 +183,7 @@ int main(void)
 	struct ts_server srv;
 
 	if (ts_start(&srv, (const char *const[]){ "--memory", "--admin", NULL }) != 0)
-		die("blkmap-server", "did not start");
+		bench_die("blkmap-server", "did not start");
 	for (size_t i = 0; i < nsizes; i++) {
 		uint64_t n = sizes[i];
 		measure(&srv, n, &f);

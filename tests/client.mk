@@ -221,7 +221,7 @@ EXTRA_tests_test_client_attrs_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 # Benchmark (`make bench`): libblkmap vs curl on the same block objects.
 check_PROGRAMS += tests/bench_client
 BENCHMARKS += tests/bench_client
-tests_bench_client_SOURCES = tests/bench_client.c $(CLIENT_TEST_SOURCES)
+tests_bench_client_SOURCES = tests/bench_client.c tests/bench_util.h $(CLIENT_TEST_SOURCES)
 tests_bench_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_client_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
@@ -238,7 +238,7 @@ CLEANFILES += tests/bench_peers
 # Benchmark (`make bench`): what metadata costs as a dataset grows (format 2).
 check_PROGRAMS += tests/bench_scale
 BENCHMARKS += tests/bench_scale
-tests_bench_scale_SOURCES = tests/bench_scale.c $(CLIENT_TEST_SOURCES)
+tests_bench_scale_SOURCES = tests/bench_scale.c tests/bench_util.h $(CLIENT_TEST_SOURCES)
 tests_bench_scale_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_scale_LDADD = $(CLIENT_TEST_LDADD)
 EXTRA_tests_bench_scale_DEPENDENCIES = $(CLIENT_TEST_DEPS)

@@ -30,6 +30,11 @@
 
 #define NPLANS 8
 
+/* ThreadSanitizer's start-up (its symbolizer) calls mmap before the
+ * runtime can take an instrumented call: what runs inside the calls is not
+ * instrumented (it only reads atomics). */
+#define UNINSTRUMENTED __attribute__((no_sanitize_thread))
+
 /* Every field atomic: a call in another thread may read a plan while the
  * test makes a new one in its place. */
 static struct plan {
@@ -112,7 +117,7 @@ void fi_reset(void)
 }
 
 /* The errno this call fails with, or 0 to pass it on. */
-static int planned(enum fi_call call, unsigned long value)
+UNINSTRUMENTED static int planned(enum fi_call call, unsigned long value)
 {
 	for (int i = 0; i < NPLANS; i++) {
 		struct plan *p = &plans[i];
@@ -149,7 +154,7 @@ static long (*next_syscall)(long, ...);
 static ssize_t (*next_process_vm_readv)(pid_t, const struct iovec *, unsigned long,
 					const struct iovec *, unsigned long, unsigned long);
 
-static void *next(const char *name)
+UNINSTRUMENTED static void *next(const char *name)
 {
 	void *f = dlsym(RTLD_NEXT, name);
 	if (f == NULL) {
@@ -163,7 +168,7 @@ static void *next(const char *name)
  * constructor has not run yet. */
 #define NEXT(name) (next_##name != NULL ? next_##name : lookup_##name())
 #define LOOKUP(name)                                              \
-	static __typeof__(next_##name) lookup_##name(void)        \
+	UNINSTRUMENTED static __typeof__(next_##name) lookup_##name(void) \
 	{                                                         \
 		next_##name = (__typeof__(next_##name))next(#name); \
 		return next_##name;                               \
@@ -225,49 +230,49 @@ __attribute__((constructor)) static void fi_init(void)
 		}                                \
 	} while (0)
 
-void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+UNINSTRUMENTED void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	FAIL_AT_IF(FI_MMAP, (unsigned long)flags, MAP_FAILED, addr);
 	return NEXT(mmap)(addr, len, prot, flags, fd, off);
 }
 
-int mprotect(void *addr, size_t len, int prot)
+UNINSTRUMENTED int mprotect(void *addr, size_t len, int prot)
 {
 	FAIL_AT_IF(FI_MPROTECT, (unsigned long)prot, -1, addr);
 	return NEXT(mprotect)(addr, len, prot);
 }
 
-int madvise(void *addr, size_t len, int advice)
+UNINSTRUMENTED int madvise(void *addr, size_t len, int advice)
 {
 	FAIL_AT_IF(FI_MADVISE, (unsigned long)advice, -1, addr);
 	return NEXT(madvise)(addr, len, advice);
 }
 
-int memfd_create(const char *name, unsigned flags)
+UNINSTRUMENTED int memfd_create(const char *name, unsigned flags)
 {
 	FAIL_IF(FI_MEMFD_CREATE, flags, -1);
 	return NEXT(memfd_create)(name, flags);
 }
 
-int ftruncate(int fd, off_t len)
+UNINSTRUMENTED int ftruncate(int fd, off_t len)
 {
 	FAIL_IF(FI_FTRUNCATE, (unsigned long)fd, -1);
 	return NEXT(ftruncate)(fd, len);
 }
 
-int fallocate(int fd, int mode, off_t off, off_t len)
+UNINSTRUMENTED int fallocate(int fd, int mode, off_t off, off_t len)
 {
 	FAIL_IF(FI_FALLOCATE, (unsigned long)mode, -1);
 	return NEXT(fallocate)(fd, mode, off, len);
 }
 
-ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+UNINSTRUMENTED ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 {
 	FAIL_IF(FI_PWRITE, (unsigned long)fd, -1);
 	return NEXT(pwrite)(fd, buf, len, off);
 }
 
-int ioctl(int fd, unsigned long req, ...)
+UNINSTRUMENTED int ioctl(int fd, unsigned long req, ...)
 {
 	va_list ap;
 	void *arg;
@@ -279,7 +284,7 @@ int ioctl(int fd, unsigned long req, ...)
 	return NEXT(ioctl)(fd, req, arg);
 }
 
-int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+UNINSTRUMENTED int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
 	int err = planned(FI_PTHREAD_CREATE, 0);
 	if (err != 0)
@@ -287,25 +292,25 @@ int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *)
 	return NEXT(pthread_create)(t, attr, fn, arg);
 }
 
-int sigaction(int sig, const struct sigaction *sa, struct sigaction *old)
+UNINSTRUMENTED int sigaction(int sig, const struct sigaction *sa, struct sigaction *old)
 {
 	FAIL_IF(FI_SIGACTION, (unsigned long)sig, -1);
 	return NEXT(sigaction)(sig, sa, old);
 }
 
-int epoll_create1(int flags)
+UNINSTRUMENTED int epoll_create1(int flags)
 {
 	FAIL_IF(FI_EPOLL_CREATE1, (unsigned long)flags, -1);
 	return NEXT(epoll_create1)(flags);
 }
 
-int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
+UNINSTRUMENTED int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
 {
 	FAIL_IF(FI_EPOLL_CTL, (unsigned long)op, -1);
 	return NEXT(epoll_ctl)(ep, op, fd, ev);
 }
 
-int open(const char *path, int flags, ...)
+UNINSTRUMENTED int open(const char *path, int flags, ...)
 {
 	mode_t mode = 0;
 
@@ -322,7 +327,7 @@ int open(const char *path, int flags, ...)
 /* Six arguments are read whatever the call takes (as the C library's
  * syscall does): those past the caller's are not its memory to the
  * address sanitizer, hence no_sanitize. */
-__attribute__((no_sanitize_address)) long syscall(long nr, ...)
+UNINSTRUMENTED __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 {
 	va_list ap;
 	long a[6];
@@ -335,7 +340,7 @@ __attribute__((no_sanitize_address)) long syscall(long nr, ...)
 	return NEXT(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
-ssize_t process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
+UNINSTRUMENTED ssize_t process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
 			 const struct iovec *remote, unsigned long nremote, unsigned long flags)
 {
 	FAIL_IF(FI_PROCESS_VM_READV, (unsigned long)pid, -1);

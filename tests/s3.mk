@@ -36,6 +36,6 @@ tests_test_s3_store_LDADD = $(CLIENT_TEST_LDADD)
 # Benchmark (`make bench`): libblkmap on s3:// vs curl --aws-sigv4 on RGW.
 check_PROGRAMS += tests/bench_s3
 BENCHMARKS += tests/bench_s3
-tests_bench_s3_SOURCES = tests/bench_s3.c $(CLIENT_TEST_SOURCES)
+tests_bench_s3_SOURCES = tests/bench_s3.c tests/bench_util.h $(CLIENT_TEST_SOURCES)
 tests_bench_s3_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_bench_s3_LDADD = $(CLIENT_TEST_LDADD)

@@ -109,6 +109,19 @@ static void publish(const struct ts_server *s, const char *path, uint64_t gen, j
 	put_json(s, path, "manifest.json", man);
 }
 
+/* The dataset at PATH on S (its URL into URL, 512 bytes): generations 1 to
+ * NGEN of NBLK blocks of D, block 0 changed from each to the next (D ends
+ * as the latest). */
+static void put_generations(const struct ts_server *s, const char *path, char *url, unsigned char *d, int ngen)
+{
+	tc_url(url, 512, s, path);
+	for (int g = 1; g <= ngen; g++) {
+		if (g > 1)
+			d[0] ^= 1;
+		tc_put(url, BS, d, NBLK * BS);
+	}
+}
+
 /* ---- diff ------------------------------------------------------------------------------- */
 
 static void diff_lists_changes_between_version_1_generations_and_across_the_upgrade_to_version_2(void **state)
@@ -201,11 +214,8 @@ static void diff_names_what_it_cannot_resolve(void **state)
 	unsigned char *d = ts_pattern(NBLK * BS, 33);
 	char url[512], none[512], key[256], *out;
 
-	tc_url(url, sizeof(url), s, "/hist/resolve");
+	put_generations(s, "/hist/resolve", url, d, 2);
 	tc_url(none, sizeof(none), s, "/hist/nothing-here");
-	tc_put(url, BS, d, NBLK * BS);
-	d[0] ^= 1;
-	tc_put(url, BS, d, NBLK * BS);
 	assert_cli_fails(1, "generation 0 is out of range", (const char *[]){ "diff", url, "0", NULL });
 	assert_cli_fails(1, "generation 99999999999999999999 is out of range",
 			 (const char *[]){ "diff", url, "99999999999999999999", NULL });
@@ -238,10 +248,7 @@ static void a_generation_file_naming_another_generation_or_damaged_is_refused_na
 	char url[512];
 	struct ts_resp r;
 
-	tc_url(url, sizeof(url), s, "/hist/liar");
-	tc_put(url, BS, d, NBLK * BS);
-	d[0] ^= 1;
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/liar", url, d, 2);
 	/* gen/1.json holds generation 2's manifest. */
 	memset(&r, 0, sizeof(r));
 	assert_int_equal(ts_request(NULL, s, "GET", "/hist/liar/gen/2.json", NULL, NULL, 0, &r), CURLE_OK);
@@ -284,8 +291,7 @@ static void a_tag_list_that_is_not_one_is_refused_with_one_line_naming_it(void *
 	unsigned char *d = ts_pattern(NBLK * BS, 35);
 	char url[512], *out;
 
-	tc_url(url, sizeof(url), s, "/hist/badtags");
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/badtags", url, d, 1);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		long st = ts_put(s, "/hist/badtags/tags.json", cases[i].text, strlen(cases[i].text));
 		assert_true(st == 201 || st == 204);
@@ -385,10 +391,7 @@ static void tags_written_at_the_same_time_by_several_processes_all_land(void **s
 	unsigned char *d = ts_pattern(NBLK * BS, 36);
 	char url[512], *err, *out;
 
-	tc_url(url, sizeof(url), s, "/hist/racetags");
-	tc_put(url, BS, d, NBLK * BS);
-	d[0] ^= 1;
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/racetags", url, d, 2);
 	int st = tc_child(tag_at_once, url, &err);
 	if (st != 0)
 		fail_msg("the taggers: status %d, %s", st, err);
@@ -480,8 +483,7 @@ static void gc_reads_every_duration_and_time_form_and_refuses_others(void **stat
 	unsigned char *d = ts_pattern(NBLK * BS, 38);
 	char url[512], *out;
 
-	tc_url(url, sizeof(url), s, "/hist/durations");
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/durations", url, d, 1);
 	for (size_t i = 0; i < sizeof(graces) / sizeof(graces[0]); i++) {
 		out = cli_ok((const char *[]){ "gc", "--dry-run", "--grace", graces[i], url, NULL });
 		assert_non_null(strstr(out, "1 kept, 0 would be dropped"));
@@ -510,8 +512,7 @@ static void a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_i
 	unsigned char *d = ts_pattern(NBLK * BS, 39);
 	char url[512], *file = tc_tmpfile(d, NBLK * BS);
 
-	tc_url(url, sizeof(url), s, "/hist/badmark");
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/badmark", url, d, 1);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		long st = ts_put(s, "/hist/badmark/gc.json", bad[i], strlen(bad[i]));
 		assert_true(st == 201 || st == 204);
@@ -530,17 +531,25 @@ static void a_gc_json_that_is_not_a_gc_marker_stops_gc_tags_and_commits_naming_i
 	free(d);
 }
 
-/* A gc marker of another gc, as gcmark.c writes it. */
-static void put_marker(const struct ts_server *s, const char *path, int epoch, int beat)
+/* PUTs PATH/gc.json: the running marker of another gc (host "elsewhere",
+ * PID, STARTED), as gcmark.c writes it, renewed now; the HTTP status.  No
+ * cmocka assertion: the children below call it. */
+static long put_other_marker(const struct ts_server *s, const char *path, long long epoch, int beat, int pid,
+			     const char *started)
 {
 	char key[256], text[512];
 
 	snprintf(key, sizeof(key), "%s/gc.json", path);
 	snprintf(text, sizeof(text),
-		 "{\"format\":\"blkmap-gc\",\"epoch\":%d,\"state\":\"running\",\"beat\":%d,\"renewed\":%lld,"
-		 "\"host\":\"elsewhere\",\"pid\":4242,\"started\":\"2026-11-29T10:00:00Z\"}",
-		 epoch, beat, (long long)time(NULL));
-	long st = ts_put(s, key, text, strlen(text));
+		 "{\"format\":\"blkmap-gc\",\"epoch\":%lld,\"state\":\"running\",\"beat\":%d,\"renewed\":%lld,"
+		 "\"host\":\"elsewhere\",\"pid\":%d,\"started\":\"%s\"}",
+		 epoch, beat, (long long)time(NULL), pid, started);
+	return ts_put(s, key, text, strlen(text));
+}
+
+static void put_marker(const struct ts_server *s, const char *path, int epoch, int beat)
+{
+	long st = put_other_marker(s, path, epoch, beat, 4242, "2026-11-29T10:00:00Z");
 	assert_true(st == 201 || st == 204);
 }
 
@@ -570,14 +579,9 @@ static int other_gc(void *arg)
 	int epoch = 5;
 
 	for (int beat = 2; beat < 1500; beat++) {
-		char text[512];
 		if (epoch == 5 && gets_answered(o->s) >= o->gets + 4)
 			epoch = 6;
-		snprintf(text, sizeof(text),
-			 "{\"format\":\"blkmap-gc\",\"epoch\":%d,\"state\":\"running\",\"beat\":%d,"
-			 "\"renewed\":%lld,\"host\":\"elsewhere\",\"pid\":4242,\"started\":\"2026-11-29T10:00:00Z\"}",
-			 epoch, beat, (long long)time(NULL));
-		if (ts_put(o->s, "/hist/othergc/gc.json", text, strlen(text)) / 100 != 2)
+		if (put_other_marker(o->s, "/hist/othergc", epoch, beat, 4242, "2026-11-29T10:00:00Z") / 100 != 2)
 			return 1;
 		usleep(20000);
 	}
@@ -590,8 +594,7 @@ static void gc_refuses_to_run_beside_another_gc_that_renews_its_marker(void **st
 	unsigned char *d = ts_pattern(NBLK * BS, 40);
 	char url[512];
 
-	tc_url(url, sizeof(url), s, "/hist/othergc");
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/othergc", url, d, 1);
 	put_marker(s, "/hist/othergc", 5, 1);
 	struct other_gc o = { .s = s, .gets = gets_answered(s) };
 	assert_true(o.gets >= 0);
@@ -622,10 +625,7 @@ static void gc_that_cannot_delete_fails_with_one_line_and_lowers_its_marker(void
 	unsigned char *d = ts_pattern(NBLK * BS, 43);
 	char url[512];
 
-	tc_url(url, sizeof(url), s, "/hist/nodelete");
-	tc_put(url, BS, d, NBLK * BS);
-	d[0] ^= 1;
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/nodelete", url, d, 2);
 	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 1, \"fault-method\": \"DELETE\"}"), 200);
 	setenv("BLKMAP_RETRIES", "1", 1);
 	assert_cli_fails(1, "503", (const char *[]){ "gc", "--keep", "1", "--grace", "0", url, NULL });
@@ -657,14 +657,9 @@ static int take_over(void *arg)
 		json_int_t epoch = json_integer_value(json_object_get(m, "epoch"));
 		bool ours = m && st && strcmp(st, "running") == 0;
 		json_decref(m);
-		if (ours) {
-			char text[512];
-			snprintf(text, sizeof(text),
-				 "{\"format\":\"blkmap-gc\",\"epoch\":%lld,\"state\":\"running\",\"beat\":1,"
-				 "\"renewed\":%lld,\"host\":\"elsewhere\",\"pid\":4243,\"started\":\"2026-11-29T11:00:00Z\"}",
-				 (long long)epoch + 1, (long long)time(NULL));
-			return ts_put(s, "/hist/takeover/gc.json", text, strlen(text)) / 100 == 2 ? 0 : 1;
-		}
+		if (ours)
+			return put_other_marker(s, "/hist/takeover", (long long)epoch + 1, 1, 4243,
+						"2026-11-29T11:00:00Z") / 100 == 2 ? 0 : 1;
 		usleep(5000);
 	}
 	return 2;
@@ -676,10 +671,7 @@ static void a_gc_whose_marker_another_gc_took_over_stops_before_deleting_anythin
 	unsigned char *d = ts_pattern(NBLK * BS, 44);
 	char url[512];
 
-	tc_url(url, sizeof(url), s, "/hist/takeover");
-	tc_put(url, BS, d, NBLK * BS);
-	d[0] ^= 1;
-	tc_put(url, BS, d, NBLK * BS);
+	put_generations(s, "/hist/takeover", url, d, 2);
 	fflush(NULL);
 	pid_t pid = fork();
 	assert_true(pid >= 0);

@@ -34,6 +34,15 @@
 
 #define BS ((size_t)4096)
 
+/* Puts data[0..size) in blocks of BS at path on the test's store (its URL
+ * into url, 512 bytes) and opens the latest generation. */
+static bm_dataset *put_and_open(void **state, const char *path, char *url, const unsigned char *data, size_t size)
+{
+	tc_store_url(url, 512, tc_store_of(state), path);
+	tc_put(url, BS, data, size);
+	return tc_open(url, 0);
+}
+
 static bm_dataset *open_new(const char *url)
 {
 	struct bm_options o;
@@ -174,15 +183,12 @@ static void an_unchanged_block_keeps_the_key_of_its_object(void **state)
 
 static void committed_pages_stay_cached(void **state)
 {
-	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = ts_pattern(8 * BS, 73), *p;
 	bm_mapping *m;
 	struct bm_stats st;
+	bm_dataset *ds = put_and_open(state, "/ch/cached", url, data, 8 * BS);
 
-	tc_store_url(url, sizeof(url), s, "/ch/cached");
-	tc_put(url, BS, data, 8 * BS);
-	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
 	for (size_t b = 0; b < 8; b++)
 		p[b * BS] ^= 1;
@@ -201,14 +207,11 @@ static void committed_pages_stay_cached(void **state)
 
 static void shrinking_then_growing_reads_zeros_past_the_old_end(void **state)
 {
-	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = ts_pattern(2 * BS, 74), *p;
 	bm_mapping *m;
+	bm_dataset *ds = put_and_open(state, "/ch/shrink", url, data, 2 * BS);
 
-	tc_store_url(url, sizeof(url), s, "/ch/shrink");
-	tc_put(url, BS, data, 2 * BS);
-	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_map(ds, 0, 0, (void **)&p, &m), 0);
 	assert_int_equal(p[BS + 5], data[BS + 5]); /* block 1 cached */
 	bm_unmap(m);
@@ -231,14 +234,11 @@ static void shrinking_then_growing_reads_zeros_past_the_old_end(void **state)
 
 static void refresh_shows_what_another_writer_published(void **state)
 {
-	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = ts_pattern(4 * BS, 75), *p;
 	bm_mapping *m;
+	bm_dataset *a = put_and_open(state, "/ch/refresh", url, data, 4 * BS);
 
-	tc_store_url(url, sizeof(url), s, "/ch/refresh");
-	tc_put(url, BS, data, 4 * BS);
-	bm_dataset *a = tc_open(url, 0);
 	assert_int_equal(bm_map(a, 0, 0, (void **)&p, &m), 0);
 	assert_int_equal(p[2 * BS], data[2 * BS]); /* cached */
 	data[2 * BS] ^= 0x55;
@@ -318,16 +318,13 @@ static void refresh_takes_a_huge_sparse_size_at_once_and_never_goes_back(void **
 
 static void shrinking_then_growing_back_reads_and_commits_zeros_past_the_cut(void **state)
 {
-	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	size_t size = 4 * BS, cut = BS + BS / 2;
 	unsigned char *data = ts_pattern(size, 77), *p, *want = malloc(size);
 	bm_mapping *m;
 	uint64_t gen;
+	bm_dataset *ds = put_and_open(state, "/ch/regrow", url, data, size);
 
-	tc_store_url(url, sizeof(url), s, "/ch/regrow");
-	tc_put(url, BS, data, size);
-	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_write(ds, 3 * BS + 5, "q", 1), 0); /* cut off below */
 	assert_int_equal(bm_resize(ds, cut), 0);
 	assert_int_equal(bm_resize(ds, size), 0);
@@ -359,7 +356,6 @@ static void shrinking_then_growing_back_reads_and_commits_zeros_past_the_cut(voi
 
 static void next_block_walks_the_stored_blocks_only(void **state)
 {
-	struct tc_store *s = tc_store_of(state);
 	char url[512];
 	unsigned char *data = calloc(10, BS);
 	uint64_t idx, seen[10];
@@ -367,9 +363,7 @@ static void next_block_walks_the_stored_blocks_only(void **state)
 
 	/* Blocks 1, 4 and 9 hold bytes; the rest are holes. */
 	data[1 * BS] = data[4 * BS + 7] = data[9 * BS + BS - 1] = 1;
-	tc_store_url(url, sizeof(url), s, "/ch/next");
-	tc_put(url, BS, data, 10 * BS);
-	bm_dataset *ds = tc_open(url, 0);
+	bm_dataset *ds = put_and_open(state, "/ch/next", url, data, 10 * BS);
 	for (uint64_t from = 0; bm_next_block(ds, from, &idx) == 1; from = idx + 1)
 		seen[n++] = idx;
 	assert_int_equal(n, 3);

@@ -24,22 +24,37 @@
 static const struct bm_store_opts opts = { .connect_timeout_ms = 5000, .timeout_ms = 10000,
 					    .retry_base_ms = 1, .retries = 2, .connections = 2 };
 
-/* Opens URL (an s3:// one against the canned endpoint c, unsigned). */
-static struct bm_store *open_on(const struct tc_canned *c, const char *url)
-{
-	struct bm_store *s = NULL;
-	char msg[1024] = "";
+/* A canned responder (tc_canned) and a store opened on it. */
+struct canned {
+	struct tc_canned c;
+	struct bm_store *s;
+};
 
+/* Starts the responder with rules[0..n) and opens where on it: a path
+ * ("/ds": http://<responder>/ds), or an s3:// URL (the responder as the
+ * endpoint, unsigned).  canned_close ends both. */
+static struct bm_store *canned_open(struct canned *k, const struct tc_rule *rules, size_t n, const char *where)
+{
+	char url[256], msg[1024] = "";
+
+	tc_canned_start(&k->c, rules, n);
 	unsetenv("AWS_ACCESS_KEY_ID");
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 	unsetenv("AWS_SESSION_TOKEN");
 	unsetenv("AWS_PROFILE");
 	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
 	setenv("AWS_CONFIG_FILE", "/nonexistent", 1);
-	setenv("AWS_ENDPOINT_URL_S3", c->url, 1);
-	if (bm_store_open(&s, url, &opts, msg, sizeof(msg)) != 0)
+	setenv("AWS_ENDPOINT_URL_S3", k->c.url, 1);
+	snprintf(url, sizeof(url), "%s%s", where[0] == '/' ? k->c.url : "", where);
+	if (bm_store_open(&k->s, url, &opts, msg, sizeof(msg)) != 0)
 		fail_msg("bm_store_open %s: %s", url, msg);
-	return s;
+	return k->s;
+}
+
+static void canned_close(struct canned *k)
+{
+	bm_store_close(k->s);
+	tc_canned_stop(&k->c);
 }
 
 static bool one_printable_line(const char *s)
@@ -76,15 +91,13 @@ static void a_json_listing_passes_over_keys_blkmap_never_writes(void **state)
 		{ "GET", "/ds/blocks/?list", list, 0, NULL },
 		{ "HEAD", "/ds", "HTTP/1.1 404 Not Found\r\nServer: blkmap-server\r\nContent-Length: 0\r\n\r\n", 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_list page;
 	struct bm_version v;
-	char url[128], msg[1024] = "";
+	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 2);
-	snprintf(url, sizeof(url), "%s/ds", c.url);
-	s = open_on(&c, url);
+	s = canned_open(&cs, rules, 2, "/ds");
 	/* The Server header tells the store it lists. */
 	assert_int_equal(bm_store_head(s, "", &v, msg, sizeof(msg)), BM_ENOTFOUND);
 	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), 0);
@@ -94,8 +107,7 @@ static void a_json_listing_passes_over_keys_blkmap_never_writes(void **state)
 	assert_string_equal(page.entries[1].key, "blocks/b2");
 	assert_int_equal(page.entries[1].size, 2);
 	bm_list_free(&page);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(list);
 }
 
@@ -116,21 +128,19 @@ static void an_s3_listing_passes_over_keys_blkmap_never_writes(void **state)
 	const struct tc_rule rules[] = {
 		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", list, 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_list page;
 	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 1);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 1, "s3://bkt/ds");
 	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), 0);
 	assert_int_equal(page.n, 2);
 	assert_string_equal(page.entries[0].key, "blocks/b1");
 	assert_string_equal(page.entries[1].key, "blocks/b2"); /* &#50; is '2' */
 	assert_null(page.next);
 	bm_list_free(&page);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(list);
 }
 
@@ -153,15 +163,14 @@ static void an_s3_listing_follows_its_continuation_tokens_to_the_last_page(void 
 		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", p1, 0, NULL },
 		{ "GET", "/bkt/?continuation-token=t%2F2%2B%3D&list-type=2&prefix=ds%2Fgen%2F", p2, 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_list page;
 	char msg[1024] = "", *token = NULL;
 	uint64_t sizes = 0;
 	size_t pages = 0, keys = 0;
 
-	tc_canned_start(&c, rules, 2);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 2, "s3://bkt/ds");
 	do {
 		assert_int_equal(bm_store_list(s, "gen/", token, &page, msg, sizeof(msg)), 0);
 		free(token);
@@ -176,8 +185,7 @@ static void an_s3_listing_follows_its_continuation_tokens_to_the_last_page(void 
 	} while (token);
 	assert_int_equal(keys, 3);
 	assert_int_equal(sizes, 60);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(p1);
 	free(p2);
 }
@@ -201,13 +209,12 @@ static void an_s3_listing_that_hands_back_its_own_token_is_refused_not_listed_fo
 		{ "GET", "/bkt/?continuation-token=again&list-type=2&prefix=ds%2Fgen%2F", p, 0, NULL },
 		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fblocks%2F", broken, 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_list page;
 	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 3);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 3, "s3://bkt/ds");
 	assert_int_equal(bm_store_list(s, "gen/", NULL, &page, msg, sizeof(msg)), 0);
 	assert_string_equal(page.next, "again");
 	bm_list_free(&page);
@@ -220,8 +227,7 @@ static void an_s3_listing_that_hands_back_its_own_token_is_refused_not_listed_fo
 	/* Truncated, and no token to go on with. */
 	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
 	assert_non_null(strstr(msg, "a truncated listing without NextContinuationToken"));
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(p);
 	free(first);
 	free(broken);
@@ -243,13 +249,12 @@ static void an_s3_answer_that_is_no_listing_is_refused_with_the_url(void **state
 		{ "GET", "/bkt/?list-type=2&prefix=ds%2Fgen%2F", cut, 0, NULL },
 		{ "GET", "/bkt/?list-type=2&prefix=ds%2Findex%2F", nosize, 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_list page;
 	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 3);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 3, "s3://bkt/ds");
 	assert_int_equal(bm_store_list(s, "blocks/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
 	assert_non_null(strstr(msg, "/bkt/?list-type=2&prefix=ds%2Fblocks%2F: not a ListObjectsV2 answer"));
 	assert_int_equal(bm_store_list(s, "gen/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
@@ -257,8 +262,7 @@ static void an_s3_answer_that_is_no_listing_is_refused_with_the_url(void **state
 	assert_int_equal(bm_store_list(s, "index/", NULL, &page, msg, sizeof(msg)), BM_EFORMAT);
 	assert_non_null(strstr(msg, "an entry without a key under \"ds/index/\" or its size"));
 	assert_int_equal(page.n, 0);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(html);
 	free(cut);
 	free(nosize);
@@ -283,13 +287,12 @@ static void an_s3_error_names_its_code_and_maps_to_the_error_a_caller_handles(vo
 		{ "GET", "/bkt/ds/gen/2.json", odd, 0, NULL },
 		{ "GET", "/bkt/ds/gen/3.json", slow, 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	char msg[1024] = "", *buf = NULL;
 	size_t len;
 
-	tc_canned_start(&c, rules, 4);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 4, "s3://bkt/ds");
 	/* 403: the code and who asked (unsigned here: no credentials). */
 	assert_int_equal(bm_store_get_all(s, "manifest.json", 1024, &buf, &len, NULL, msg, sizeof(msg)),
 			 BM_EAUTH);
@@ -310,8 +313,7 @@ static void an_s3_error_names_its_code_and_maps_to_the_error_a_caller_handles(vo
 	assert_non_null(strstr(msg, "GET s3://bkt/ds/gen/3.json: HTTP 503 (after 3 tries)"));
 	assert_true(one_printable_line(msg));
 	assert_null(buf);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(denied);
 	free(nokey);
 	free(odd);
@@ -321,19 +323,17 @@ static void an_s3_error_names_its_code_and_maps_to_the_error_a_caller_handles(vo
 static void the_bucket_itself_is_no_object(void **state)
 {
 	(void)state;
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_version v;
 	char msg[1024] = "";
 
-	tc_canned_start(&c, NULL, 0);
-	s = open_on(&c, "s3://bkt");
+	s = canned_open(&cs, NULL, 0, "s3://bkt");
 	assert_int_equal(bm_store_head(s, "", &v, msg, sizeof(msg)), BM_ENOTFOUND);
 	assert_non_null(strstr(msg, "s3://bkt: a bucket, not an object"));
 	assert_int_equal(bm_store_put(s, "", "x", 1, NULL, NULL, msg, sizeof(msg)), BM_ENOTFOUND);
 	assert_int_equal(bm_store_delete(s, "", msg, sizeof(msg)), BM_ENOTFOUND);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 /* RGW 16.2 compares If-Match without the quotes S3 puts around an ETag:
@@ -350,15 +350,14 @@ static void an_if_match_put_refused_for_its_quotes_is_sent_again_without_them(vo
 		{ "HEAD", "/bkt/ds/manifest.json",
 		  "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 3\r\n\r\n", 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_put match = { .cond = BM_PUT_IF_MATCH, .etag = "\"e1\"", .swap = true };
 	struct bm_put other = { .cond = BM_PUT_IF_MATCH, .etag = "\"e9\"", .swap = true };
 	struct bm_version v = { .etag = "" };
 	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 2);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 2, "s3://bkt/ds");
 	assert_int_equal(bm_store_put(s, "manifest.json", "new", 3, &match, &v, msg, sizeof(msg)), 0);
 	assert_string_equal(v.etag, "e1");
 	/* Another version than the one there: a conflict, not a retry. */
@@ -366,8 +365,7 @@ static void an_if_match_put_refused_for_its_quotes_is_sent_again_without_them(vo
 			 BM_ECONFLICT);
 	assert_non_null(strstr(msg, "precondition failed (HTTP 412)"));
 	assert_int_equal(bm_store_put(s, "manifest.json", "new", 3, &match, &v, msg, sizeof(msg)), 0);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 /* ---- S3 reads that must be exactly what was asked ------------------------------------------- */
@@ -401,15 +399,14 @@ static void an_s3_read_gets_exactly_the_range_and_version_asked_or_fails_saying_
 		/* Shorter than the exact length asked, every time. */
 		{ "GET", "/bkt/ds/short", "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nContent-Length: 2\r\n\r\nab", 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_version pin = { .etag = "\"a\"", .size = 4 };
 	char msg[1024] = "", got[8] = "";
 	struct bm_get range = { .range = true, .off = 1, .len = 2, .pin = &pin, .sink = collect,
 				.sink_arg = got };
 
-	tc_canned_start(&c, rules, 6);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 6, "s3://bkt/ds");
 	assert_int_equal(bm_store_get(s, "whole", &range, msg, sizeof(msg)), BM_EFORMAT);
 	assert_non_null(strstr(msg, "server answered 200 to a Range request"));
 	assert_int_equal(bm_store_get(s, "other", &range, msg, sizeof(msg)), BM_EFORMAT);
@@ -427,8 +424,7 @@ static void an_s3_read_gets_exactly_the_range_and_version_asked_or_fails_saying_
 	assert_int_equal(bm_store_get(s, "short", &whole, msg, sizeof(msg)), BM_EHTTP);
 	assert_non_null(strstr(msg, "short body: 2 of 4 bytes"));
 	assert_true(one_printable_line(msg));
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 static void an_s3_delete_of_a_missing_key_is_not_found_though_s3_answers_204(void **state)
@@ -439,17 +435,15 @@ static void an_s3_delete_of_a_missing_key_is_not_found_though_s3_answers_204(voi
 		{ "DELETE", "/bkt/ds/there", "HTTP/1.1 204 No Content\r\n\r\n", 0, NULL },
 		{ "DELETE", "/bkt/ds/gone", "HTTP/1.1 204 No Content\r\n\r\n", 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 3);
-	s = open_on(&c, "s3://bkt/ds");
+	s = canned_open(&cs, rules, 3, "s3://bkt/ds");
 	assert_int_equal(bm_store_delete(s, "there", msg, sizeof(msg)), 0);
 	assert_int_equal(bm_store_delete(s, "gone", msg, sizeof(msg)), BM_ENOTFOUND);
 	assert_non_null(strstr(msg, "HEAD s3://bkt/ds/gone: HTTP 404"));
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 /* ---- WebDAV (Apache): swaps under claims ---------------------------------------------------- */
@@ -474,7 +468,7 @@ static const char apache_204[] = "HTTP/1.1 204 No Content\r\nServer: Apache/2.4.
 static void an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_other_ones(void **state)
 {
 	(void)state;
-	char claim[128], url[128], msg[1024] = "";
+	char claim[128], msg[1024] = "";
 	claim_path(claim, sizeof(claim), "old!", 0);
 	const struct tc_rule rules[] = {
 		{ "HEAD", "/ds/manifest.json", "HTTP/1.1 200 OK\r\nServer: Apache/2.4.62\r\n"
@@ -487,15 +481,13 @@ static void an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_oth
 		{ "MKCOL", claim, apache_201, 0, NULL },
 		{ "DELETE", claim, apache_204, 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_version v;
 	struct bm_put swap = { .cond = BM_PUT_IF_MATCH, .etag = "W/\"x\"", .was = "old!", .was_len = 4,
 			       .swap = true };
 
-	tc_canned_start(&c, rules, 6);
-	snprintf(url, sizeof(url), "%s/ds", c.url);
-	s = open_on(&c, url);
+	s = canned_open(&cs, rules, 6, "/ds");
 	/* The first answer names the server: Apache lists, swaps under claims. */
 	assert_int_equal(bm_store_head(s, "manifest.json", &v, msg, sizeof(msg)), 0);
 	assert_true(bm_store_caps(s) & BM_CAP_LIST);
@@ -506,8 +498,7 @@ static void an_apache_swap_compares_bytes_under_a_weak_etag_and_conflicts_on_oth
 	assert_int_equal(bm_store_put(s, "gone.json", "mine", 4, &swap, &v, msg, sizeof(msg)), BM_ECONFLICT);
 	assert_non_null(strstr(msg, "/ds/gone.json: the object replaced is gone"));
 	assert_true(one_printable_line(msg));
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 /* Claims left by writers that died hold a version up until they are stale
@@ -516,7 +507,7 @@ static void an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so(v
 {
 	(void)state;
 	struct tc_rule rules[2 + 2 * 8 + 2];
-	char paths[9][128], url[128], msg[1024] = "";
+	char paths[9][128], msg[1024] = "";
 	char *old_claim = answer("207 Multi-Status",
 				 "Server: Apache/2.4.62\r\nDate: Sun, 29 Nov 2026 15:00:00 GMT\r\n"
 				 "Content-Type: application/xml\r\n",
@@ -540,7 +531,7 @@ static void an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so(v
 	rules[n++] = (struct tc_rule){ "MKCOL", paths[8], apache_405, 0, NULL };
 	rules[n++] = (struct tc_rule){ "PROPFIND", paths[8], no_date, 0, NULL };
 
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_version v;
 	struct bm_put dead = { .cond = BM_PUT_IF_MATCH, .etag = "\"v1\"", .was = "dead", .was_len = 4,
@@ -548,9 +539,7 @@ static void an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so(v
 	struct bm_put undated = { .cond = BM_PUT_IF_MATCH, .etag = "\"v1\"", .was = "undated",
 				  .was_len = 7, .swap = true };
 
-	tc_canned_start(&c, rules, n);
-	snprintf(url, sizeof(url), "%s/ds", c.url);
-	s = open_on(&c, url);
+	s = canned_open(&cs, rules, n, "/ds");
 	assert_int_equal(bm_store_head(s, "manifest.json", &v, msg, sizeof(msg)), 0);
 	assert_int_equal(bm_store_put(s, "manifest.json", "mine", 4, &dead, &v, msg, sizeof(msg)), BM_EHTTP);
 	assert_non_null(strstr(msg, "/ds/: 8 claims in a row are held by writers that died"));
@@ -559,8 +548,7 @@ static void an_apache_swap_behind_eight_dead_writers_claims_gives_up_saying_so(v
 			 BM_EFORMAT);
 	assert_non_null(strstr(msg, "no getlastmodified or Date to tell its age"));
 	assert_true(one_printable_line(msg));
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(old_claim);
 }
 
@@ -573,23 +561,20 @@ static void a_read_pinned_by_last_modified_refuses_another_one(void **state)
 		{ "GET", "/ds/x", "HTTP/1.1 200 OK\r\nLast-Modified: Sun, 29 Nov 2026 15:00:01 GMT\r\n"
 		  "Content-Length: 2\r\n\r\nab", 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_version pin = { .etag = "", .last_modified = "Sun, 29 Nov 2026 15:00:00 GMT",
 				  .size = UINT64_MAX };
-	char got[4], url[128], msg[1024] = "";
+	char got[4], msg[1024] = "";
 	struct bm_get g = { .max = 2, .pin = &pin, .sink = collect, .sink_arg = got };
 
-	tc_canned_start(&c, rules, 1);
-	snprintf(url, sizeof(url), "%s/ds", c.url);
-	s = open_on(&c, url);
+	s = canned_open(&cs, rules, 1, "/ds");
 	assert_int_equal(bm_store_get(s, "x", &g, msg, sizeof(msg)), BM_ECHANGED);
 	assert_non_null(strstr(msg, "the object changed on the server (Last-Modified Sun, 29 Nov 2026 15:00:01 GMT"));
 	snprintf(pin.last_modified, sizeof(pin.last_modified), "Sun, 29 Nov 2026 15:00:01 GMT");
 	assert_int_equal(bm_store_get(s, "x", &g, msg, sizeof(msg)), 0);
 	assert_memory_equal(got, "ab", 2);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 /* ---- WebDAV: collections, redirects, PROPFIND listings ------------------------------------- */
@@ -603,21 +588,18 @@ static void a_head_redirected_to_the_same_path_with_a_slash_is_a_directory_not_a
 		{ "HEAD", "/ds/elsewhere", "HTTP/1.1 301 Moved Permanently\r\nServer: nginx/1.22.1\r\n"
 		  "Location: http://127.0.0.1/other/\r\nContent-Length: 0\r\n\r\n", 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_version v;
-	char url[128], msg[1024] = "";
+	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 2);
-	snprintf(url, sizeof(url), "%s/ds", c.url);
-	s = open_on(&c, url);
+	s = canned_open(&cs, rules, 2, "/ds");
 	assert_int_equal(bm_store_head(s, "sub", &v, msg, sizeof(msg)), BM_ENOTFOUND);
 	assert_non_null(strstr(msg, "a directory, not an object (HTTP 301 to http://127.0.0.1/ds/sub/)"));
 	/* A redirect elsewhere is no answer about this key. */
 	assert_int_equal(bm_store_head(s, "elsewhere", &v, msg, sizeof(msg)), BM_EFORMAT);
 	assert_non_null(strstr(msg, "HTTP 301"));
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 static void a_put_answered_409_whose_collections_cannot_be_made_says_both(void **state)
@@ -628,20 +610,17 @@ static void a_put_answered_409_whose_collections_cannot_be_made_says_both(void *
 		{ "MKCOL", "/ds/", "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n", 0, NULL },
 		{ "MKCOL", "/ds/gen/", "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", 0, NULL },
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
-	char url[128], msg[1024] = "";
+	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 3);
-	snprintf(url, sizeof(url), "%s/ds", c.url);
-	s = open_on(&c, url);
+	s = canned_open(&cs, rules, 3, "/ds");
 	assert_int_equal(bm_store_put(s, "gen/1.json", "{}", 2, NULL, NULL, msg, sizeof(msg)), BM_EFORMAT);
 	assert_non_null(strstr(msg, "/ds/gen/1.json: HTTP 409, and its collections cannot be made: "));
 	assert_non_null(strstr(msg, "MKCOL "));
 	assert_non_null(strstr(msg, "/ds/gen/: HTTP 403"));
 	assert_true(one_printable_line(msg));
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 }
 
 static void an_apache_listing_walks_the_collections_that_may_hold_the_prefix(void **state)
@@ -672,15 +651,13 @@ static void an_apache_listing_walks_the_collections_that_may_hold_the_prefix(voi
 		/* blocks/: gone meanwhile (404: nothing there); tags/ not
 		 * asked, it cannot hold the prefix "g". */
 	};
-	struct tc_canned c;
+	struct canned cs;
 	struct bm_store *s;
 	struct bm_version v;
 	struct bm_list page;
-	char url[128], msg[1024] = "";
+	char msg[1024] = "";
 
-	tc_canned_start(&c, rules, 3);
-	snprintf(url, sizeof(url), "%s/ds", c.url);
-	s = open_on(&c, url);
+	s = canned_open(&cs, rules, 3, "/ds");
 	assert_int_equal(bm_store_head(s, "", &v, msg, sizeof(msg)), BM_ENOTFOUND);
 	assert_true(bm_store_caps(s) & BM_CAP_LIST);
 	assert_int_equal(bm_store_list(s, "", NULL, &page, msg, sizeof(msg)), 0);
@@ -695,8 +672,7 @@ static void an_apache_listing_walks_the_collections_that_may_hold_the_prefix(voi
 	assert_int_equal(page.n, 2);
 	assert_string_equal(page.entries[0].key, "gen/1.json");
 	bm_list_free(&page);
-	bm_store_close(s);
-	tc_canned_stop(&c);
+	canned_close(&cs);
 	free(top);
 	free(gen);
 }

@@ -230,6 +230,20 @@ static int refuse_userfaultfd(int user_mode_ok)
 /* Exit statuses of the children below. */
 enum { CHILD_OK, CHILD_NO_SECCOMP = 77, CHILD_SETUP = 90 };
 
+/* Runs fn(arg) in a child: it must exit CHILD_OK (else the test fails
+ * naming the check it stopped at, or the signal that killed it); a child
+ * that could not install its seccomp filter skips the test. */
+static void assert_child_passes(void (*fn)(void *), void *arg)
+{
+	int st = run_in_child(fn, arg);
+	if (WIFSIGNALED(st))
+		fail_msg("child killed by signal %d", WTERMSIG(st));
+	if (WEXITSTATUS(st) == CHILD_NO_SECCOMP)
+		skip(); /* no seccomp filter here */
+	if (WEXITSTATUS(st) != CHILD_OK)
+		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
+}
+
 /* Where userfaultfd is refused, a handle asked for no engine runs on the
  * SIGSEGV engine and works; asking for uffd (by flag or VIRTMEM_ENGINE)
  * fails the open with the refusal's error. */
@@ -262,13 +276,7 @@ static void refused_userfaultfd_child(void *unused)
 
 static void test_where_userfaultfd_is_refused_the_sigsegv_engine_serves_and_uffd_is_refused(void **unused)
 {
-	int st = run_in_child(refused_userfaultfd_child, NULL);
-	if (WIFSIGNALED(st))
-		fail_msg("child killed by signal %d", WTERMSIG(st));
-	if (WEXITSTATUS(st) == CHILD_NO_SECCOMP)
-		skip(); /* no seccomp filter here */
-	if (WEXITSTATUS(st) != CHILD_OK)
-		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
+	assert_child_passes(refused_userfaultfd_child, NULL);
 }
 
 /* Where only a userfaultfd for faults of user mode is allowed, the uffd
@@ -311,13 +319,7 @@ static void user_mode_userfaultfd_child(void *unused)
 
 static void test_a_user_mode_only_userfaultfd_serves_faults_and_system_calls_get_efault(void **unused)
 {
-	int st = run_in_child(user_mode_userfaultfd_child, NULL);
-	if (WIFSIGNALED(st))
-		fail_msg("child killed by signal %d", WTERMSIG(st));
-	if (WEXITSTATUS(st) == CHILD_NO_SECCOMP)
-		skip(); /* no seccomp filter here */
-	if (WEXITSTATUS(st) != CHILD_OK)
-		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
+	assert_child_passes(user_mode_userfaultfd_child, NULL);
 }
 
 /* A mapping whose blocks lie past the largest file offset: under uffd,
@@ -380,11 +382,7 @@ static void out_of_descriptors_child(void *unused)
 
 static void test_out_of_descriptors_a_handle_fails_to_open_then_opens_once_they_are_free(void **unused)
 {
-	int st = run_in_child(out_of_descriptors_child, NULL);
-	if (WIFSIGNALED(st))
-		fail_msg("child killed by signal %d", WTERMSIG(st));
-	if (WEXITSTATUS(st) != CHILD_OK)
-		fail_msg("the child failed at its check %d", WEXITSTATUS(st));
+	assert_child_passes(out_of_descriptors_child, NULL);
 }
 
 /* ---- the RAM pool ------------------------------------------------------------------ */
@@ -456,9 +454,7 @@ static void plain_previous_handler_child(void *unused)
 
 static void test_foreign_faults_go_to_a_previous_handler_without_siginfo(void **unused)
 {
-	int st = run_in_child(plain_previous_handler_child, NULL);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_child_passes(plain_previous_handler_child, NULL);
 }
 
 /* ---- fork --------------------------------------------------------------------------- */
@@ -492,9 +488,7 @@ static void test_a_forked_child_maps_and_faults_on_its_own(void **unused)
 	struct fx *f = fx_open_file(BS, 2, 2, 0);
 
 	assert_int_equal(*word(f->vma, 1, 0), PATTERN(1, 0)); /* the engine runs */
-	int st = run_in_child(forked_child, f);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_child_passes(forked_child, f);
 	/* The parent's faults still work. */
 	assert_int_equal(*word(f->vma, 0, 3), PATTERN(0, 3));
 	fx_close(f);
@@ -646,10 +640,7 @@ static void stray_backend_child(void *unused)
  * stray access gets SIGBUS at its own address instead (SIGSEGV engine). */
 static void test_a_backend_touching_virtmem_memory_gets_sigbus_at_that_address(void **unused)
 {
-	int st = run_in_child(stray_backend_child, NULL);
-	if (WIFSIGNALED(st))
-		fail_msg("child killed by signal %d", WTERMSIG(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_child_passes(stray_backend_child, NULL);
 }
 
 /* ---- names and explicit faults ------------------------------------------------------ */

@@ -15,9 +15,10 @@ export VIRTMEM_ENGINE
 # signal-unsafe from its SIGSEGV handler (no load, no malloc), so that
 # report class, off for the SIGSEGV engine, is on again.  Not for the
 # programs that run SIGSEGV-engine handles whatever is asked: overlay
-# handles, and test_virtmem_unwind's engine choice by flags.
+# handles, test_virtmem_unwind's engine choice by flags, and
+# test_virtmem_faults' children where the uffd engine is refused.
 case "$(basename "$prog")" in
-test_virtmem_overlay|test_virtmem_unwind) safe_only=no ;;
+test_virtmem_overlay|test_virtmem_unwind|test_virtmem_faults) safe_only=no ;;
 *) safe_only=yes ;;
 esac
 if [ "$engine" = uffd ] && [ "$safe_only" = yes ]; then

@@ -158,13 +158,13 @@ static void fileh_drop_all_locked(vm_fileh *fh)
 			struct vm_page *page = NULL;
 			for (size_t i = 0; page == NULL; i++)
 				page = fh->pages.entries[i].page;
-			page_drop_locked(page);
+			(void)page_drop_locked(page); /* mapped nowhere: cannot fail */
 		}
 		return;
 	}
 	pagetab_for_each(&fh->pages, drop_page_cb, &p);
 	for (size_t i = 0; i < n; i++)
-		page_drop_locked(all[i]);
+		(void)page_drop_locked(all[i]); /* mapped nowhere: cannot fail */
 	free(all);
 }
 
@@ -179,7 +179,7 @@ void vm_fileh_close(vm_fileh *fh)
 	vm_lock_acquire();
 	while (!vm_list_empty(&fh->vmas))
 		vma_unmap_locked(vm_container_of(fh->vmas.next, vm_vma, in_fileh));
-	fileh_drop_all_locked(fh);
+	fileh_drop_all_locked(fh); /* no mapping left to unmap pages from */
 	fh->ram->nfileh--;
 	if (fh->engine->own_memory)
 		fh->ram->nfileh_own--;
@@ -216,7 +216,7 @@ int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk)
 		page->state = VM_PAGE_LOADING_INVALIDATED;
 		break;
 	case VM_PAGE_LOADED:
-		page_drop_locked(page);
+		rc = page_drop_locked(page); /* -errno: kept, still mapped */
 		break;
 	case VM_PAGE_LOADED_FOR_WRITE:
 		vm_assert(!"LOADED_FOR_WRITE seen outside its loader");

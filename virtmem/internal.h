@@ -286,8 +286,10 @@ struct vm_page *page_new_locked(vm_fileh *fh, vm_blk_t blk);
 size_t page_forget_locked(struct vm_page *page);
 /* page_free_locked frees page and its RAM; it must be mapped nowhere. */
 void page_free_locked(struct vm_page *page);
-/* page_drop_locked unmaps page everywhere and frees it: the block is EMPTY. */
-void page_drop_locked(struct vm_page *page);
+/* page_drop_locked unmaps page everywhere and frees it: the block is EMPTY.
+ * -errno when it could not be unmapped somewhere: the page is kept, as it
+ * was (see vma_unmap_page_locked). */
+int page_drop_locked(struct vm_page *page);
 /* page_make_dirty_locked: LOADED or LOADED_FOR_WRITE -> DIRTY. */
 void page_make_dirty_locked(struct vm_page *page);
 /* page_load_locked loads block blk for an access through vma (NULL for a
@@ -317,7 +319,8 @@ bool vma_page_mapped(const vm_vma *vma, vm_blk_t blk);
 void vma_set_mapped(vm_vma *vma, vm_blk_t blk, bool on);
 /* Maps page's RAM at its place in vma with prot (replacing what was there). */
 int vma_map_page_locked(vm_vma *vma, struct vm_page *page, int prot);
-/* Puts back what vma shows for an EMPTY block: nothing, or the base. */
+/* Puts back what vma shows for an EMPTY block: nothing, or the base.
+ * -errno when the system refuses: the block stays mapped there. */
 int vma_unmap_page_locked(vm_vma *vma, vm_blk_t blk);
 /* Maps the LOADED pages of blocks [blk, blk + n), mapped nowhere in vma
  * yet, read-only in vma: with the engine's map_run_locked, else page by
@@ -326,10 +329,10 @@ int vma_map_run_locked(vm_vma *vma, vm_blk_t blk, size_t n);
 /* Unmaps and frees vma. */
 void vma_unmap_locked(vm_vma *vma);
 /* page in every mapping of its handle: map (those covering it), protect
- * (those where it is mapped), unmap. */
+ * (those where it is mapped), unmap (-errno: still mapped in one). */
 int page_map_all_locked(struct vm_page *page, int prot);
 int page_protect_all_locked(struct vm_page *page, int prot);
-void page_unmap_all_locked(struct vm_page *page);
+int page_unmap_all_locked(struct vm_page *page);
 /* Protection a DIRTY page must have in the mappings. */
 int page_dirty_prot(const struct vm_page *page);
 

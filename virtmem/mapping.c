@@ -164,7 +164,12 @@ int vma_map_run_locked(vm_vma *vma, vm_blk_t blk, size_t n)
 }
 
 /* Puts back what vma shows for an EMPTY page: nothing (loadblk mode) or the
- * base layer (overlay mode). */
+ * base layer (overlay mode).  -errno when the base could not be mapped
+ * (a hole is left: the block reads as an error until mapped again), or
+ * when even the hole was refused (out of kernel mappings: replacing a block
+ * in the middle of a kernel mapping splits it): the block then stays
+ * mapped and marked so, and its page must be kept, or its RAM slot, reused,
+ * would show another block there. */
 int vma_unmap_page_locked(vm_vma *vma, vm_blk_t blk)
 {
 	vm_fileh *fh = vma->fh;
@@ -185,8 +190,12 @@ int vma_unmap_page_locked(vm_vma *vma, vm_blk_t blk)
 	}
 	/* No base: leave a hole that faults (and is mapped again on fault). */
 	if (mmap(addr, fh->blksize, PROT_NONE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED)
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
 		rc = -errno;
+		vma_set_mapped(vma, blk, true);
+		vm_log("unmapping block %llu failed: %s; it stays cached%s", (unsigned long long)blk,
+		       vm_strerror(rc), rc == -ENOMEM ? " (too many mappings? see vm.max_map_count)" : "");
+	}
 	return rc;
 }
 
@@ -234,20 +243,27 @@ int page_map_all_locked(struct vm_page *page, int prot)
 	return rc;
 }
 
-void page_unmap_all_locked(struct vm_page *page)
+int page_unmap_all_locked(struct vm_page *page)
 {
 	struct vm_list *pos, *tmp;
+	int rc = 0;
 
 	vm_lock_assert_held();
 	if (page->fh->engine->unmap_page_all_locked) {
 		page->fh->engine->unmap_page_all_locked(page);
-		return;
+		return 0;
 	}
 	vm_list_for_each_safe(pos, tmp, &page->fh->vmas) {
 		vm_vma *vma = vm_container_of(pos, vm_vma, in_fileh);
-		if (vma_covers(vma, page->blk))
-			vma_unmap_page_locked(vma, page->blk);
+		if (!vma_covers(vma, page->blk))
+			continue;
+		/* Only a block left mapped is a failure here: a hole
+		 * where the base could not be mapped is unmapped. */
+		int r = vma_unmap_page_locked(vma, page->blk);
+		if (r < 0 && vma_page_mapped(vma, page->blk) && rc == 0)
+			rc = r;
 	}
+	return rc;
 }
 
 /* Protection a DIRTY page must have in the mappings. */

@@ -94,11 +94,16 @@ void page_free_locked(struct vm_page *page)
 	spare_wake_locked(ram);
 }
 
-void page_drop_locked(struct vm_page *page)
+int page_drop_locked(struct vm_page *page)
 {
+	int rc;
+
 	vm_lock_assert_held();
-	page_unmap_all_locked(page);
+	rc = page_unmap_all_locked(page);
+	if (rc < 0)
+		return rc; /* still mapped: its slot is not to be reused */
 	page_free_locked(page);
+	return 0;
 }
 
 /* Makes room for size bytes by dropping the least recently faulted clean
@@ -106,8 +111,9 @@ void page_drop_locked(struct vm_page *page)
  * wanted, its slot is handed over as it is (*offp, still counted as used):
  * its memory is overwritten by the next load instead of being given back
  * and zeroed again, which is what keeps a cache at its budget cheap.
- * Returns 1 with *offp set, 0 when size bytes are free, or -ENOSPC when
- * only dirty or busy pages are left. */
+ * Returns 1 with *offp set, 0 when size bytes are free, -ENOSPC when
+ * only dirty or busy pages are left, or the -errno of a victim that could
+ * not be unmapped (it is kept). */
 static int reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_slot *slotp)
 {
 	vm_lock_assert_held();
@@ -130,16 +136,23 @@ static int reclaim_locked(vm_ram *ram, size_t size, size_t *offp, enum vm_slot *
 			engine_fence_locked(vfh, vblk, false);
 			continue;
 		}
-		vfh->st.reclaimed++;
+		/* A victim that cannot be unmapped is kept: the load
+		 * fails (its error was logged). */
 		if (vfh->blksize == size) {
-			page_unmap_all_locked(victim);
-			*slotp = victim->slot;
-			*offp = page_forget_locked(victim);
+			int rc = page_unmap_all_locked(victim);
+			if (rc == 0) {
+				vfh->st.reclaimed++;
+				*slotp = victim->slot;
+				*offp = page_forget_locked(victim);
+			}
 			engine_fence_locked(vfh, vblk, false);
-			return 1;
+			return rc < 0 ? rc : 1;
 		}
-		page_drop_locked(victim);
+		int rc = page_drop_locked(victim);
 		engine_fence_locked(vfh, vblk, false);
+		if (rc < 0)
+			return rc;
+		vfh->st.reclaimed++;
 	}
 	return 0;
 }
@@ -209,15 +222,19 @@ void page_note_written_locked(struct vm_page *page)
 		page->stored = false;
 }
 
-/* A new LOADING page for blk with its RAM slot, or NULL: -ENOMEM. */
-static struct vm_page *page_claim_locked(vm_fileh *fh, vm_blk_t blk)
+/* A new LOADING page for blk with its RAM slot, or NULL with *rcp set:
+ * -ENOMEM (no memory for the page), -ENOSPC (no RAM slot in the budget),
+ * or the -errno of a reclaim victim that could not be unmapped. */
+static struct vm_page *page_claim_locked(vm_fileh *fh, vm_blk_t blk, int *rcp)
 {
 	struct vm_page *page = page_new_locked(fh, blk);
 
 	vm_lock_assert_held();
+	*rcp = -ENOMEM;
 	if (page == NULL)
 		return NULL;
-	if (page_alloc_ram_locked(fh, page) < 0) {
+	*rcp = page_alloc_ram_locked(fh, page);
+	if (*rcp < 0) {
 		pagetab_del(&fh->pages, blk);
 		free(page);
 		return NULL;
@@ -268,10 +285,13 @@ static int page_fill_locked(vm_fileh *fh, vm_vma *vma, struct vm_page *page, int
 int page_load_locked(vm_fileh *fh, vm_vma *vma, vm_blk_t blk, int write)
 {
 	struct vm_page *page;
+	int rc;
 
 	vm_lock_assert_held();
-	page = page_claim_locked(fh, blk);
+	page = page_claim_locked(fh, blk, &rc);
 	if (page == NULL) {
+		if (rc != -ENOSPC)
+			return rc; /* no memory, or a reclaim that failed: said why */
 		if (fh->blksize > fh->ram->budget)
 			vm_log("no RAM for block %llu: a %zu-byte block does not fit the %zu-byte budget",
 			       (unsigned long long)blk, fh->blksize, fh->ram->budget);
@@ -288,7 +308,7 @@ int page_load_run_locked(vm_fileh *fh, vm_blk_t blk, size_t n)
 	struct vm_page **run;
 	size_t claimed = 0;
 	bool starved = false;
-	int rc = 0;
+	int rc = 0, crc;
 
 	vm_lock_assert_held();
 	run = calloc(n, sizeof(*run));
@@ -301,7 +321,7 @@ int page_load_run_locked(vm_fileh *fh, vm_blk_t blk, size_t n)
 	for (size_t k = 0; k < n; k++) {
 		if (pagetab_get(&fh->pages, blk + k) != NULL)
 			continue; /* cached, or loaded by someone else */
-		run[k] = page_claim_locked(fh, blk + k);
+		run[k] = page_claim_locked(fh, blk + k, &crc);
 		if (run[k] == NULL) {
 			starved = true; /* the budget is full: the rest stays EMPTY */
 			break;

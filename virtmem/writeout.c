@@ -126,7 +126,9 @@ static void writeout_markstored_locked(vm_fileh *fh)
 		if (!page->stored)
 			continue;
 		if (fh->overlay) {
-			page_drop_locked(page);
+			/* Not unmapped (its error logged): it stays, dirty
+			 * and stored, for the next MARKSTORED. */
+			(void)page_drop_locked(page);
 			continue;
 		}
 		vm_list_del(&page->dirty);
@@ -166,6 +168,7 @@ int vm_fileh_dirty_writeout(vm_fileh *fh, int flags)
 int vm_fileh_dirty_discard(vm_fileh *fh)
 {
 	struct vm_list *pos, *tmp;
+	int rc = 0;
 
 	vm_lock_acquire();
 	if (fh->writeout_active) {
@@ -173,8 +176,12 @@ int vm_fileh_dirty_discard(vm_fileh *fh)
 		return -EBUSY;
 	}
 	engine_sync_written_locked(fh, NULL);
-	vm_list_for_each_safe(pos, tmp, &fh->dirty)
-		page_drop_locked(vm_container_of(pos, struct vm_page, dirty));
+	vm_list_for_each_safe(pos, tmp, &fh->dirty) {
+		/* A page that cannot be unmapped stays dirty. */
+		int r = page_drop_locked(vm_container_of(pos, struct vm_page, dirty));
+		if (r < 0 && rc == 0)
+			rc = r;
+	}
 	vm_lock_release();
-	return 0;
+	return rc;
 }

@@ -245,13 +245,16 @@ int vm_fileh_dirty_writeout(vm_fileh *fh, int flags);
 
 /* vm_fileh_dirty_discard drops every dirty page: loadblk mode unmaps them
  * (the next access loads the block again), overlay mode maps the base layer
- * again.  -EBUSY during a writeout. */
+ * again.  -EBUSY during a writeout; the -errno of a page the system refused
+ * to unmap (out of kernel mappings: -ENOMEM), which stays dirty. */
 int vm_fileh_dirty_discard(vm_fileh *fh);
 
 /* vm_fileh_invalidate_page tells virtmem that block blk changed in the
  * backend: a clean cached copy is dropped (a load in progress is redone).
  * -EBUSY for a dirty page (the caller's changes are kept), -ENOTSUP in overlay
- * mode, where the backend owns the base layer and updates it itself. */
+ * mode, where the backend owns the base layer and updates it itself; the
+ * -errno of a page the system refused to unmap (-ENOMEM), which stays
+ * cached. */
 int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk);
 
 /* ---- mappings ----------------------------------------------------------- */
