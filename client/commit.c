@@ -652,8 +652,12 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	rc = bm_gc_guard_check(ds->store, &ds->gc_guard, commit_keys, &objs, gmsg, sizeof(gmsg));
 	if (rc < 0)
 		bm_set_error(ds, rc, "%s", gmsg);
-	if (rc == 0)
+	if (rc == 0) {
+		/* From here to "manifest-put" is the one request that must
+		 * take less than the gc settle time (FORMAT.md). */
+		hook(ds, "checked");
 		rc = swap_manifest(ds, json, len, etag, sizeof(etag), &superseded);
+	}
 	if (rc < 0) {
 		bm_manifest_free(next);
 		free(json);

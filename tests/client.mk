@@ -68,154 +68,186 @@ TESTS += tests/test_wcfs_path
 tests_test_wcfs_path_SOURCES = tests/test_wcfs_path.c
 tests_test_wcfs_path_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_wcfs_path_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_wcfs_path_LDFLAGS = $(IN_PLACE_LINK)
 tests_test_manifest_SOURCES = tests/test_manifest.c
 tests_test_manifest_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_manifest_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_manifest_LDFLAGS = $(IN_PLACE_LINK)
 
 tests_test_client_roundtrip_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
 tests_test_client_roundtrip_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_roundtrip_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_roundtrip_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_roundtrip_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_changes_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
 tests_test_client_changes_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_changes_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_changes_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_changes_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_flat_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
 tests_test_client_flat_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_flat_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_flat_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_flat_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_faults_SOURCES = tests/test_client_faults.c $(CLIENT_TEST_SOURCES)
 tests_test_client_faults_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_faults_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_faults_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_faults_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_bad_SOURCES = tests/test_client_bad.c $(CLIENT_TEST_SOURCES)
 tests_test_client_bad_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_bad_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_bad_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_bad_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_readahead_SOURCES = tests/test_client_readahead.c $(CLIENT_TEST_SOURCES)
 tests_test_client_readahead_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_readahead_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_readahead_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_readahead_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # The same suites on nginx and Apache with WebDAV.
 tests_test_client_roundtrip_nginx_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
 tests_test_client_roundtrip_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_client_roundtrip_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_roundtrip_nginx_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_roundtrip_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_roundtrip_apache_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
 tests_test_client_roundtrip_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_client_roundtrip_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_roundtrip_apache_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_roundtrip_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_flat_nginx_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
 tests_test_client_flat_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_client_flat_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_flat_nginx_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_flat_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_flat_apache_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
 tests_test_client_flat_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_client_flat_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_flat_apache_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_flat_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_changes_nginx_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
 tests_test_client_changes_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_client_changes_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_changes_nginx_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_changes_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_changes_apache_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
 tests_test_client_changes_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_client_changes_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_changes_apache_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_changes_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # The store interface of the HTTP backend (client/store.h), on each kind.
 tests_test_store_http_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
 tests_test_store_http_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_store_http_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_store_http_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_store_http_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_store_http_nginx_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
 tests_test_store_http_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_store_http_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_store_http_nginx_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_store_http_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_store_http_apache_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
 tests_test_store_http_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_store_http_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_store_http_apache_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_store_http_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # The store-backed index page loader (client/index_load.c), on each kind.
 tests_test_index_load_SOURCES = tests/test_index_load.c $(CLIENT_TEST_SOURCES)
 tests_test_index_load_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_index_load_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_index_load_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_index_load_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_index_load_nginx_SOURCES = tests/test_index_load.c $(CLIENT_TEST_SOURCES)
 tests_test_index_load_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_index_load_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_index_load_nginx_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_index_load_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # Dataset format version 2 through the library, on each kind.
 tests_test_client_v2_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
 tests_test_client_v2_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_v2_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v2_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_v2_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_v2_nginx_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
 tests_test_client_v2_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_client_v2_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v2_nginx_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_v2_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_v2_apache_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
 tests_test_client_v2_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_client_v2_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v2_apache_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_v2_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_v2_rgw_SOURCES = tests/test_client_v2.c $(CLIENT_TEST_SOURCES)
 tests_test_client_v2_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_v2_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v2_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_v2_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_cli_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_cli_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_cli_errors_SOURCES = tests/test_cli_errors.c $(CLIENT_TEST_SOURCES)
 tests_test_cli_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_cli_errors_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_cli_errors_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_cli_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_errors_SOURCES = tests/test_client_errors.c $(CLIENT_TEST_SOURCES)
 tests_test_client_errors_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_errors_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_errors_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_errors_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # The store backends against canned answers (no real server).
 tests_test_store_answers_SOURCES = tests/test_store_answers.c $(CLIENT_TEST_SOURCES)
 tests_test_store_answers_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_store_answers_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_store_answers_LDFLAGS = $(IN_PLACE_LINK)
 
 # libblkmap on datasets a writer of this version does not leave.
 tests_test_client_edges_SOURCES = tests/test_client_edges.c $(CLIENT_TEST_SOURCES)
 tests_test_client_edges_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_edges_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_edges_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_edges_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # diff, tag, tags and gc beyond the round trips of test_client_gc.
 tests_test_cli_history_SOURCES = tests/test_cli_history.c $(CLIENT_TEST_SOURCES)
 tests_test_cli_history_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_cli_history_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_cli_history_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_cli_history_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # bm_list_keys and bm_generations.
 tests_test_client_lists_SOURCES = tests/test_client_lists.c $(CLIENT_TEST_SOURCES)
 tests_test_client_lists_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_lists_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_lists_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_lists_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # blkmap-demo and virtmem-demo run as a user runs them (small sizes).
 tests_test_demos_SOURCES = tests/test_demos.c $(CLIENT_TEST_SOURCES)
 tests_test_demos_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_demos_LDADD = $(CLIENT_TEST_LDADD) -lm
+tests_test_demos_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_demos_DEPENDENCIES = $(CLIENT_TEST_DEPS) blkmap-demo$(EXEEXT) virtmem/virtmem-demo$(EXEEXT)
 
 tests_test_client_attrs_SOURCES = tests/test_client_attrs.c $(CLIENT_TEST_SOURCES)
 tests_test_client_attrs_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_attrs_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_attrs_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_attrs_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # Benchmark (`make bench`): libblkmap vs curl on the same block objects.
@@ -247,14 +279,17 @@ EXTRA_tests_bench_scale_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_roundtrip_rgw_SOURCES = tests/test_client_roundtrip.c $(CLIENT_TEST_SOURCES)
 tests_test_client_roundtrip_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_roundtrip_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_roundtrip_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_roundtrip_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_flat_rgw_SOURCES = tests/test_client_flat.c $(CLIENT_TEST_SOURCES)
 tests_test_client_flat_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_flat_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_flat_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_flat_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_changes_rgw_SOURCES = tests/test_client_changes.c $(CLIENT_TEST_SOURCES)
 tests_test_client_changes_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_changes_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_changes_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_changes_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # The format layer of dataset format v2 alone (no server): index pages and
@@ -264,25 +299,31 @@ TESTS += tests/test_index
 tests_test_index_SOURCES = tests/test_index.c
 tests_test_index_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_index_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_index_LDFLAGS = $(IN_PLACE_LINK)
 tests_test_store_rgw_SOURCES = tests/test_store_http.c $(CLIENT_TEST_SOURCES)
 tests_test_store_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_store_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_store_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_store_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # gc, tags, --at and diff (test_client_gc.c), on every kind of server.
 tests_test_client_gc_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
 tests_test_client_gc_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_gc_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_gc_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_gc_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_gc_nginx_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
 tests_test_client_gc_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
 tests_test_client_gc_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_gc_nginx_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_gc_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_gc_apache_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
 tests_test_client_gc_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
 tests_test_client_gc_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_gc_apache_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_gc_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_gc_rgw_SOURCES = tests/test_client_gc.c $(CLIENT_TEST_SOURCES)
 tests_test_client_gc_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_gc_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_gc_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_gc_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)

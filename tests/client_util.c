@@ -740,6 +740,11 @@ int tc_run_suite(const char *kind, const struct CMUnitTest *tests, size_t n)
 	}
 	tc_store_stop(&probe);
 	snprintf(name, sizeof(name), "on %s", kind);
+	/* Only the cases whose names match (cmocka's * and ?): to loop one
+	 * case, e.g. while chasing a flake (docs/testing.md). */
+	const char *only = getenv("BLKMAP_TEST_FILTER");
+	if (only && *only)
+		cmocka_set_test_filter(only);
 	return _cmocka_run_group_tests(name, tests, n, suite_setup, suite_teardown);
 }
 

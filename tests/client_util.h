@@ -149,7 +149,8 @@ void tc_store_stop(struct tc_store *st);
 /* Runs TESTS as one cmocka group against a server of KIND (the environment
  * variable BLKMAP_TEST_SERVER, if set, names another): *state is the
  * struct tc_store.  Exits 77 (SKIP) with the reason when the server cannot
- * start, e.g. is not installed. */
+ * start, e.g. is not installed.  BLKMAP_TEST_FILTER, if set, runs only the
+ * cases whose names match it (cmocka's wildcards * and ?). */
 int tc_run_suite(const char *kind, const struct CMUnitTest *tests, size_t n);
 /* The running store of a test's state (skips the test when none). */
 struct tc_store *tc_store_of(void **state);

@@ -41,18 +41,23 @@ $(vm_engine_runs): tests/vm-engine.sh
 tests_test_virtmem_SOURCES = tests/test_virtmem.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_LDFLAGS = $(IN_PLACE_LINK)
 tests_test_virtmem_threads_SOURCES = tests/test_virtmem_threads.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_threads_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_threads_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_threads_LDFLAGS = $(IN_PLACE_LINK)
 tests_test_virtmem_signals_SOURCES = tests/test_virtmem_signals.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_signals_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_signals_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_signals_LDFLAGS = $(IN_PLACE_LINK)
 tests_test_virtmem_overlay_SOURCES = tests/test_virtmem_overlay.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_overlay_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_overlay_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_overlay_LDFLAGS = $(IN_PLACE_LINK)
 tests_test_virtmem_unwind_SOURCES = tests/test_virtmem_unwind.c tests/vmtest.h tests/vmfixture.h
 tests_test_virtmem_unwind_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_unwind_LDADD = $(VMTEST_LDADD)
+tests_test_virtmem_unwind_LDFLAGS = $(IN_PLACE_LINK)
 # What a user sees when the system refuses a call virtmem makes: the test
 # program has its own mmap, memfd_create, ioctl, ... (tests/fault_inject.c,
 # shared with the wcfs tests), which fail where a test plans it.
@@ -60,6 +65,7 @@ tests_test_virtmem_faults_SOURCES = tests/test_virtmem_faults.c tests/vmtest.h t
 	tests/fault_inject.c tests/fault_inject.h
 tests_test_virtmem_faults_CFLAGS = $(VMTEST_CFLAGS)
 tests_test_virtmem_faults_LDADD = $(VMTEST_LDADD) -ldl
+tests_test_virtmem_faults_LDFLAGS = $(IN_PLACE_LINK)
 # The page table is internal: test it from its source.
 tests_test_pagetab_SOURCES = tests/test_pagetab.c virtmem/pagetab.c
 tests_test_pagetab_CFLAGS = $(VMTEST_CFLAGS)
@@ -85,4 +91,5 @@ tests_test_overlay_SOURCES = tests/test_overlay.c tests/wcfs_util.c tests/wcfs_u
 	$(CLIENT_TEST_SOURCES)
 tests_test_overlay_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_overlay_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_overlay_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_overlay_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT) blkmap$(EXEEXT)

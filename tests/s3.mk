@@ -20,18 +20,21 @@ tests_test_s3_rgw_LDADD = $(CURL_LIBS) $(CMOCKA_LIBS)
 tests_test_aws_SOURCES = tests/test_aws.c
 tests_test_aws_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_test_aws_LDADD = client/libblkmap.la $(CMOCKA_LIBS)
+tests_test_aws_LDFLAGS = $(IN_PLACE_LINK)
 
 # libblkmap and the CLI on s3:// URLs against RGW.
 tests_test_s3_client_SOURCES = tests/test_s3_client.c tests/wcfs_util.c tests/wcfs_util.h \
 	$(CLIENT_TEST_SOURCES)
 tests_test_s3_client_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_s3_client_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_s3_client_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_s3_client_DEPENDENCIES = $(CLIENT_TEST_DEPS) blkmap-wcfs$(EXEEXT)
 
 # The S3 store backend through the store interface, against RGW.
 tests_test_s3_store_SOURCES = tests/test_s3_store.c $(CLIENT_TEST_SOURCES)
 tests_test_s3_store_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_s3_store_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_s3_store_LDFLAGS = $(IN_PLACE_LINK)
 
 # Benchmark (`make bench`): libblkmap on s3:// vs curl --aws-sigv4 on RGW.
 check_PROGRAMS += tests/bench_s3

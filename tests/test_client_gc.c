@@ -39,7 +39,7 @@
 #define BS ((size_t)4096)
 #define NBLK 16
 /* BLKMAP_GC_SETTLE_MS but in the racing test (main) */
-#define SETTLE_MS "40"
+#define SETTLE_MS "20"
 
 static bm_dataset *open_at(const char *url, uint64_t gen, const char *tag, bool create)
 {
@@ -224,18 +224,45 @@ struct writer {
 	const char *url;
 	unsigned id;
 	int commits;
+	long settle_ms;            /* BLKMAP_GC_SETTLE_MS of this race */
 	char why[300];             /* a file: the error that stopped it */
+	char over[300];            /* a file: publishes that took settle_ms or more */
+	double checked;            /* when the commit's gc guard passed */
 };
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* Between its uploads and its manifest swap a writer dawdles, so that gc
  * runs meet commits in that window (where an uploaded block is named by
  * no generation yet): 100 ms, against gc runs of at least the settle time
- * (200 ms) every 150 ms, so that most commits overlap a gc. */
+ * (200 ms) every 150 ms, so that most commits overlap a gc.  And it notes
+ * each publish that took the settle time D or more from the gc guard's
+ * last look to the manifest PUT's answer: gc's guarantee holds only for
+ * publishes shorter than D (FORMAT.md, "Why this is safe"), which a
+ * loaded machine can stall past 200 ms. */
 static void dawdle(const char *stage, void *arg)
 {
-	(void)arg;
+	struct writer *w = arg;
 	if (strcmp(stage, "uploaded") == 0)
 		usleep(100000);
+	else if (strcmp(stage, "checked") == 0)
+		w->checked = now_s();
+	else if (strcmp(stage, "manifest-put") == 0 && w->checked > 0) {
+		long ms = (long)((now_s() - w->checked) * 1000);
+		if (ms >= w->settle_ms) {
+			FILE *f = fopen(w->over, "a");
+			if (f != NULL) {
+				fprintf(f, "writer %u: a publish took %ld ms; ", w->id, ms);
+				fclose(f);
+			}
+		}
+		w->checked = 0;
+	}
 }
 
 /* For a child whose stderr is /dev/null: the error it stops on, into the
@@ -266,6 +293,7 @@ static int writer_main(void *arg)
 		tc_options(&o);
 		o.wcfs = "off";
 		o.commit_hook = dawdle;
+		o.commit_hook_arg = w;
 		if (bm_open(&ds, w->url, &o) < 0)
 			return stopped(w->why, 11, bm_last_error(NULL));
 		unsigned char buf[BS];
@@ -377,12 +405,23 @@ static void assert_every_kept_generation_reads(const char *url)
 	bm_close(ds);
 }
 
+/* Reads and removes the file PATH (at most n - 1 bytes into buf, "" if none). */
+static const char *take_file(const char *path, char *buf, size_t n)
+{
+	buf[0] = '\0';
+	FILE *f = fopen(path, "r");
+	if (f != NULL) {
+		buf[fread(buf, 1, n - 1, f)] = '\0';
+		fclose(f);
+	}
+	unlink(path);
+	return buf;
+}
+
 static void gc_racing_committing_writers_never_breaks_a_published_generation(void **state)
 {
 	struct tc_store *s = tc_store_of(state);
 	char url[512], stop[256];
-	tc_store_url(url, sizeof(url), s, "/gc/race");
-	put_generations(url, 1);
 	/* Racing writers need a compare-and-swap; elsewhere one writer
 	 * (FORMAT.md: one writer per dataset there).  4 commits each: a
 	 * commit that overlaps a gc with no grace loses its uploads and goes
@@ -391,51 +430,77 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 	int nw = tc_store_can(s, TC_CAN_SWAP) ? 3 : 1, commits = 4;
 	long pause_ms = 150;
 	/* RGW: two writers of 3 commits and 1.5 s between gc runs, as before
-	 * its requests got fast (tcp_nodelay): one run in some 15 under load
-	 * failed a writer's commit with an error (not a conflict) in the
-	 * tighter race, which wants its message (writer_main) first. */
+	 * its requests got fast (tcp_nodelay). */
 	if (strcmp(s->kind->name, "rgw") == 0)
 		nw = 2, commits = 3, pause_ms = 1500;
-	/* Here the settle time matters: a writer that saw no gc publishes
+	/* Here the settle time D matters: a writer that saw no gc publishes
 	 * within one request, which must take less than D (FORMAT.md, "Why
-	 * this is safe"); the other tests run one thing at a time. */
-	setenv("BLKMAP_GC_SETTLE_MS", "200", 1);
-	snprintf(stop, sizeof(stop), "/tmp/blkmap-gc-race-%ld", (long)getpid());
-	unlink(stop);
-	struct gc_loop gl = { .url = url, .stop = stop, .keep = 1, .pause_ms = pause_ms };
-	struct writer w[3];
-	pid_t gcpid = spawn(gc_loop_main, &gl), wp[3];
-	for (int i = 0; i < nw; i++) {
-		w[i] = (struct writer){ .url = url, .id = (unsigned)i + 1, .commits = commits };
-		snprintf(w[i].why, sizeof(w[i].why), "%s-w%d", stop, i + 1);
-		unlink(w[i].why);
-		wp[i] = spawn(writer_main, &w[i]);
-	}
-	for (int i = 0; i < nw; i++) {
-		int st = wait_bounded(wp[i], 240);
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-			char why[1024] = "";
-			FILE *f = fopen(w[i].why, "r");
-			if (f != NULL) {
-				why[fread(why, 1, sizeof(why) - 1, f)] = '\0';
-				fclose(f);
-			}
-			fail_msg("writer %d failed (status %d): %s", i + 1, st, why);
+	 * this is safe"); the other tests run one thing at a time.  A race
+	 * in which a publish took D or more (a stalled process on a loaded
+	 * machine: seen on RGW at load 30, a block of the latest generation
+	 * deleted) is outside that guarantee: it runs again on a new dataset
+	 * with a longer D, and the last D (3 s) is asserted whatever. */
+	static const long settle_ms[] = { 200, 800, 3000 };
+	const int attempts = (int)(sizeof(settle_ms) / sizeof(settle_ms[0]));
+	for (int a = 0; a < attempts; a++) {
+		char d[32], over[2048] = "", path[64];
+		snprintf(d, sizeof(d), "%ld", settle_ms[a]);
+		setenv("BLKMAP_GC_SETTLE_MS", d, 1);
+		snprintf(path, sizeof(path), "/gc/race%d", a);
+		tc_store_url(url, sizeof(url), s, path);
+		put_generations(url, 1);
+		snprintf(stop, sizeof(stop), "/tmp/blkmap-gc-race-%ld", (long)getpid());
+		unlink(stop);
+		struct gc_loop gl = { .url = url, .stop = stop, .keep = 1, .pause_ms = pause_ms };
+		struct writer w[3];
+		pid_t gcpid = spawn(gc_loop_main, &gl), wp[3];
+		for (int i = 0; i < nw; i++) {
+			w[i] = (struct writer){ .url = url, .id = (unsigned)i + 1, .commits = commits,
+						.settle_ms = settle_ms[a] };
+			snprintf(w[i].why, sizeof(w[i].why), "%s-w%d", stop, i + 1);
+			snprintf(w[i].over, sizeof(w[i].over), "%s-w%d-over", stop, i + 1);
+			unlink(w[i].why);
+			unlink(w[i].over);
+			wp[i] = spawn(writer_main, &w[i]);
 		}
-		unlink(w[i].why);
+		int wst[3];
+		char why[3][1024];
+		for (int i = 0; i < nw; i++) {
+			wst[i] = wait_bounded(wp[i], 240);
+			take_file(w[i].why, why[i], sizeof(why[i]));
+		}
+		for (int i = 0; i < nw; i++) {
+			char one[512];
+			size_t used = strlen(over);
+			snprintf(over + used, sizeof(over) - used, "%s", take_file(w[i].over, one, sizeof(one)));
+		}
+		int fd = open(stop, O_CREAT | O_WRONLY, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+		int st = wait_bounded(gcpid, 120);
+		unlink(stop);
+		/* Past the guarantee, gc may delete what a publish named: the
+		 * generation reads short, or a writer building on it stops
+		 * ("missing (404), yet the dataset's index names it"). */
+		if (over[0] != '\0' && a + 1 < attempts) {
+			fprintf(stderr, "D = %ld ms: %soutside gc's guarantee: again with D = %ld ms\n",
+				settle_ms[a], over, settle_ms[a + 1]);
+			continue;
+		}
+		if (over[0] != '\0')
+			fprintf(stderr, "D = %ld ms: %sasserted all the same (the last D)\n", settle_ms[a], over);
+		for (int i = 0; i < nw; i++)
+			if (!WIFEXITED(wst[i]) || WEXITSTATUS(wst[i]) != 0)
+				fail_msg("writer %d failed (status %d): %s", i + 1, wst[i], why[i]);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			fail_msg("the gc loop failed (status %d)", st);
+		assert_every_kept_generation_reads(url);
+		bm_dataset *ds = open_at(url, 0, NULL, false);
+		assert_non_null(ds);
+		assert_int_equal(bm_generation(ds), 1 + (uint64_t)commits * (uint64_t)nw);
+		bm_close(ds);
+		break;
 	}
-	int fd = open(stop, O_CREAT | O_WRONLY, 0600);
-	assert_true(fd >= 0);
-	close(fd);
-	int st = wait_bounded(gcpid, 120);
-	unlink(stop);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		fail_msg("the gc loop failed (status %d)", st);
-	assert_every_kept_generation_reads(url);
-	bm_dataset *ds = open_at(url, 0, NULL, false);
-	assert_non_null(ds);
-	assert_int_equal(bm_generation(ds), 1 + (uint64_t)commits * (uint64_t)nw);
-	bm_close(ds);
 	setenv("BLKMAP_GC_SETTLE_MS", SETTLE_MS, 1);
 }
 
@@ -456,8 +521,9 @@ static void gc_killed_at_any_point_leaves_every_kept_generation_whole(void **sta
 	tc_store_url(url, sizeof(url), s, "/gc/kill");
 	put_generations(url, 1);
 	/* Kill points spread from before the marker to the end of the sweep
-	 * (a gc here takes some 150 ms: start, marker, the settle time, the
-	 * sweep); whichever it hits, what is kept reads whole. */
+	 * (a gc here takes some 100 ms: start, the wait for the marker a
+	 * killed gc left (4 D), its own marker, the settle time D, the sweep);
+	 * whichever it hits, what is kept reads whole. */
 	for (int round = 0; round < 6; round++) {
 		unsigned char *d = content(200 + (unsigned)round);
 		tc_put(url, BS, d, NBLK * BS);
@@ -467,7 +533,7 @@ static void gc_killed_at_any_point_leaves_every_kept_generation_whole(void **sta
 		if (round == 2)
 			assert_int_equal(tc_cli(NULL, NULL, tag), 0);
 		pid_t pid = spawn(gc_cli_main, url);
-		usleep((useconds_t)(round * 30000));
+		usleep((useconds_t)(round * 20000));
 		kill(pid, SIGKILL);
 		wait_bounded(pid, 60);
 		assert_every_kept_generation_reads(url);

@@ -20,6 +20,7 @@ tests_test_wcfs_SOURCES = tests/test_wcfs.c tests/wcfs_util.c tests/wcfs_util.h 
 	$(SERVER_TEST_SOURCES)
 tests_test_wcfs_CFLAGS = $(SERVER_TEST_CFLAGS)
 tests_test_wcfs_LDADD = client/libblkmap.la $(SERVER_TEST_LDADD)
+tests_test_wcfs_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_wcfs_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT)
 
 # The same over blkmap-server and nginx (a server that cannot list):
@@ -30,4 +31,5 @@ tests_test_wcfs_nodes_SOURCES = tests/test_wcfs_nodes.c tests/wcfs_util.c tests/
 	$(CLIENT_TEST_SOURCES)
 tests_test_wcfs_nodes_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_wcfs_nodes_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_wcfs_nodes_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_wcfs_nodes_DEPENDENCIES = blkmap-server$(EXEEXT) blkmap-wcfs$(EXEEXT)

@@ -78,7 +78,9 @@ struct bm_options {
 	 * "off", or NULL for the default mountpoint of the server  BLKMAP_WCFS */
 	const char *wcfs;
 	/* For tests and tools: called at each stage of a commit: "uploaded"
-	 * (blocks and index pages stored, manifest not yet replaced), "manifest-put" (the
+	 * (blocks and index pages stored, manifest not yet replaced), "checked"
+	 * (the gc guard's last look found no gc running: the manifest PUT
+	 * comes next, and must land within the gc settle time), "manifest-put" (the
 	 * manifest PUT succeeded; its ETag not yet learnt when the answer had
 	 * none), "swapped" (published); may be NULL. */
 	void (*commit_hook)(const char *stage, void *arg);
