@@ -14,11 +14,15 @@
  * syscall: write(2) of each 64 KiB block of an unloaded mapping to a file,
  * against the same from a memfd mapping the kernel first-touches; EFAULT
  * counted (the SIGSEGV engine cannot serve system calls).
- * Rounds alternate between the two sides; medians are printed.  Not a
- * test: nothing is asserted.
+ * Rounds alternate between the two sides; medians are printed.  For the
+ * uffd engine, handler_sleeps_per_fault is how often a handler thread went
+ * to sleep (and had to be woken) per fault, over the rounds: 1 when every
+ * fault wakes one, 0 when polling handlers read each fault (virtmem/uffd.c,
+ * read_msg); a number that does not vary with the load of the machine, as
+ * the times do.  Not a test: nothing is asserted.
  *
  *   pagefault engine=<e> blksize=<bytes> faults=<n> us_per_fault=<x>
- *             kernel_us_per_block=<y> ratio=<x/y>
+ *             kernel_us_per_block=<y> ratio=<x/y> [handler_sleeps_per_fault=<s>]
  *   scale engine=<e> blocks=<n> us_per_block=<x> kernel_us_per_block=<y>
  *             ratio=<x/y> kernel_mappings=<m>
  *   syscall engine=<e> blksize=<bytes> blocks=<n> ok=<k> efault=<f>
@@ -34,6 +38,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include <virtmem/virtmem.h>
@@ -85,9 +90,43 @@ static void die(const char *what, int rc)
 	exit(1);
 }
 
+/* Times the uffd engine's handler threads (named vm-uffd) went to sleep
+ * so far: the sum of their voluntary context switches. */
+static long handler_sleeps(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	long sum = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		char path[300], line[256];
+		int handler = 0;
+		long n;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		while (fgets(line, sizeof(line), f) != NULL) {
+			if (strcmp(line, "Name:\tvm-uffd\n") == 0)
+				handler = 1;
+			else if (handler && sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+				sum += n;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
 /* One virtmem round: a fresh handle and mapping, every 4 KiB page touched.
- * Returns microseconds. */
+ * Returns microseconds; adds the handler threads' sleeps meanwhile to
+ * sleeps. */
 static int engine_flag;
+static long sleeps;
 
 static double virtmem_round(vm_ram *ram, vm_bigfile *file)
 {
@@ -99,9 +138,11 @@ static double virtmem_round(vm_ram *ram, vm_bigfile *file)
 		die("vm_fileh_open", rc);
 	if ((rc = vm_fileh_mmap(&vma, fh, 0, TOTAL / file->blksize)) < 0)
 		die("vm_fileh_mmap", rc);
+	long s0 = handler_sleeps();
 	double t0 = now_us();
 	touch_all(vm_vma_addr(vma), TOTAL);
 	double t = now_us() - t0;
+	sleeps += handler_sleeps() - s0;
 	struct vm_fileh_stats st;
 	vm_fileh_stats(fh, &st);
 	if (st.faults != TOTAL / file->blksize) {
@@ -304,14 +345,18 @@ int main(void)
 			/* Warm-up: both sides once, memory given back. */
 			virtmem_round(ram, &file);
 			kernel_round(fd, kp);
+			sleeps = 0;
 			for (int r = 0; r < ROUNDS; r++) {
 				vt[r] = virtmem_round(ram, &file);
 				kt[r] = kernel_round(fd, kp);
 			}
 			double x = median(vt, ROUNDS) / (double)nblk;
 			double y = median(kt, ROUNDS) / (double)nblk;
-			printf("pagefault engine=%s blksize=%zu faults=%zu us_per_fault=%.3f kernel_us_per_block=%.3f ratio=%.3f\n",
+			printf("pagefault engine=%s blksize=%zu faults=%zu us_per_fault=%.3f kernel_us_per_block=%.3f ratio=%.3f",
 			       engines[e].name, sizes[i], nblk, x, y, x / y);
+			if (engines[e].flag == VM_ENGINE_UFFD)
+				printf(" handler_sleeps_per_fault=%.2f", (double)sleeps / (double)(ROUNDS * nblk));
+			printf("\n");
 			fflush(stdout);
 		}
 		scale(engines[e].name);
