@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -868,7 +869,10 @@ struct tc_canned_state {
 	int fd;                    /* the listening socket */
 	struct tc_rule *rules;     /* copies: method, path, response, range */
 	size_t nrules;
+	void *stack;               /* the thread's own stack (tc_canned_start) */
 };
+
+#define CANNED_STACK (1u << 20)
 
 static void answer(struct tc_canned_state *c, int fd)
 {
@@ -979,7 +983,20 @@ void tc_canned_start(struct tc_canned *c, const struct tc_rule *rules, size_t nr
 	assert_int_equal(listen(c->fd, 64), 0);
 	assert_int_equal(getsockname(c->fd, (struct sockaddr *)&sa, &sl), 0);
 	snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d", ntohs(sa.sin_port));
-	assert_int_equal(pthread_create(&c->thread, NULL, canned_main, st), 0);
+	/* The thread runs on a stack of its own, which glibc never caches: a
+	 * child forked while it runs (tc_child) gets the parent's cached and
+	 * in-use stacks for its own threads, so a thread the child starts
+	 * (bm_open's) could get this thread's id, and ThreadSanitizer, which
+	 * still counts this thread alive in the child, stops the child ("dup
+	 * thread with used id"). */
+	pthread_attr_t attr;
+	st->stack = mmap(NULL, CANNED_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+			 -1, 0);
+	assert_true(st->stack != MAP_FAILED);
+	assert_int_equal(pthread_attr_init(&attr), 0);
+	assert_int_equal(pthread_attr_setstack(&attr, st->stack, CANNED_STACK), 0);
+	assert_int_equal(pthread_create(&c->thread, &attr, canned_main, st), 0);
+	pthread_attr_destroy(&attr);
 }
 
 void tc_canned_stop(struct tc_canned *c)
@@ -996,6 +1013,7 @@ void tc_canned_stop(struct tc_canned *c)
 		free((char *)st->rules[i].range);
 	}
 	free(st->rules);
+	munmap(st->stack, CANNED_STACK);
 	free(st);
 	c->state = NULL;
 }
