@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -1016,4 +1017,26 @@ void tc_canned_stop(struct tc_canned *c)
 	munmap(st->stack, CANNED_STACK);
 	free(st);
 	c->state = NULL;
+}
+
+static int count_tasks(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+int tc_nthreads(void)
+{
+	int n = count_tasks(), m;
+	for (int i = 0; usleep(5000), (m = count_tasks()) != n; i++) {
+		if (i == 2000)
+			fail_msg("the thread count kept changing for 10 s (%d, %d)", n, m);
+		n = m;
+	}
+	return n;
 }

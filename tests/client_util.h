@@ -171,6 +171,11 @@ json_t *tc_store_get_json(const struct tc_store *st, const char *path);
  * needs); returns the PUT's status (S3 answers 200 for a new object too). */
 long tc_store_put(const struct tc_store *st, const char *path, const void *data, size_t len);
 
+/* Threads of this process now: two counts of /proc/self/task 5 ms apart
+ * that agree (a thread just joined may still be listed for a moment).
+ * Bounded: counts that keep changing for 10 s fail the test. */
+int tc_nthreads(void);
+
 /* ---- canned HTTP responder ----------------------------------------------------------- */
 
 /* Answers each request with the first rule whose method and path match
