@@ -219,6 +219,28 @@ char *tc_manifest_text(json_t *man, size_t *lenp)
 	return text;
 }
 
+void tc_assert_manifests_refused(const struct ts_server *s, const char *prefix,
+				 const struct tc_bad_manifest *bad, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char path[256], url[512];
+		bm_dataset *ds = NULL;
+		struct bm_options o;
+
+		snprintf(path, sizeof(path), "%s%zu/manifest.json", prefix, i);
+		assert_in_range(ts_put(s, path, bad[i].json, strlen(bad[i].json)), 201, 204);
+		snprintf(path, sizeof(path), "%s%zu", prefix, i);
+		tc_url(url, sizeof(url), s, path);
+		tc_options(&o);
+		int rc = bm_open(&ds, url, &o);
+		const char *msg = bm_last_error(NULL);
+		if (rc != BM_EFORMAT || !strstr(msg, url) || !strstr(msg, bad[i].says))
+			fail_msg("manifest %zu: rc %d, message \"%s\", expected \"%s\"", i, rc, msg,
+				 bad[i].says);
+		assert_null(ds);
+	}
+}
+
 /* ---- processes ----------------------------------------------------------------- */
 
 static char *slurp_fd(int fd)
