@@ -486,8 +486,9 @@ void bm_pool_stop(struct bm_pool *pool);
 
 /* ---- readahead.c ---------------------------------------------------------- */
 
-/* At open: the state, registered with the pool.  start: the queue and the
- * pool's workers (at open, or when leaving overlay mode; once).  stop:
+/* At open: the state, registered with the pool.  start: the queue (at
+ * open, or when leaving overlay mode; once); the pool's workers start at
+ * the first blocks queued (bm_readahead_on_fault).  stop:
  * nothing more is handed out.  free: after the pool stopped. */
 void bm_readahead_init(bm_dataset *ds);
 int bm_readahead_start(bm_dataset *ds);

@@ -10,8 +10,9 @@
  * short sequential run over-fetches little.  Any other fault is random: the
  * window resets and the queue is emptied, so a random reader fetches only
  * what it touches.  The dataset's worker pool (pool.c, shared with the
- * uploads) takes blocks from the queue and loads them into the page cache
- * with vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
+ * uploads; its threads start at the first blocks queued) takes blocks
+ * from the queue and loads them into the page cache with
+ * vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
  * little): there a worker takes a run of consecutive queued blocks,
  * fetches it with one Range GET, then hands the run to the page cache in
  * one call (vm_fileh_prefetch_run: all LOADING at once, so a fault on one
@@ -258,11 +259,8 @@ int bm_readahead_start(bm_dataset *ds)
 	uint64_t *queue = calloc(budget / bs, sizeof(*queue));
 	if (queue == NULL)
 		return BM_ENOMEM;
-	if (bm_pool_start(&ds->pool) < 0) {
-		free(queue);
-		bm_set_error(ds, BM_ENOMEM, "%s: cannot start a read-ahead thread", ds->url);
-		return BM_ENOMEM;
-	}
+	/* The pool's workers start at the first blocks queued (on_fault):
+	 * an open that reads nothing ahead creates no thread. */
 	pthread_mutex_lock(&ra->mu);
 	ra->max_window = budget / bs;
 	ra->qcap = ra->max_window;
@@ -353,8 +351,21 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 	bm_assert(ra->next <= blk + 1 + ra->max_window);
 	ra->last = blk + 1;
 	pthread_mutex_unlock(&ra->mu);
-	if (kick)
-		bm_pool_kick_all(&ds->pool); /* after ra->mu: no two locks */
+	if (!kick)
+		return;
+	/* The workers start here, at the first blocks queued (after ra->mu:
+	 * no two locks).  None to be had: the queue is dropped (read-ahead
+	 * is an optimisation: the faults load what they touch), and the next
+	 * sequential fault tries again. */
+	if (bm_pool_start(&ds->pool) < 0) {
+		pthread_mutex_lock(&ra->mu);
+		ra->qlen = 0;
+		pthread_mutex_unlock(&ra->mu);
+		if (ds->opt.verbose)
+			bm_log("%s: no read-ahead: cannot start a worker thread", ds->url);
+		return;
+	}
+	bm_pool_kick_all(&ds->pool);
 }
 
 void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n)
