@@ -5,7 +5,7 @@
  * the dataset, does its job through a mapping, bm_read or bm_write, and
  * reports one clear line on stderr when something fails.  Exit status: 0
  * success, 1 error, 2 usage error, 3 commit conflict.
- * Threads: only `sum` of a flat object starts any (its fetchers, joined
+ * Threads: only `sum` without a mapping starts any (its fetchers, joined
  * before it returns; their shared state is under struct sum_stream's mu).
  */
 #include "config.h"
@@ -400,10 +400,12 @@ static const char sum_help[] =
 	"usage: blkmap sum [-v] [--at GEN|TAG] URL\n"
 	"\n"
 	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
-	"or the one tag TAG names), read through a memory mapping (page faults do\n"
-	"the loading), as '<hex>  <URL>'. A plain object is read instead with Range\n"
-	"GETs of 1 MiB blocks (BLKMAP_BLKSIZE sets another size), one per connection\n"
-	"in parallel, straight into buffers hashed in order. With -v, prints to stderr\n"
+	"or the one tag TAG names) as '<hex>  <URL>'. It is read with a GET per block\n"
+	"(a plain object: 1 MiB blocks unless BLKMAP_BLKSIZE sets another size), one\n"
+	"per connection in parallel, straight into buffers hashed in order; through\n"
+	"a memory mapping instead (page faults and read-ahead do the loading) when a\n"
+	"wcfs mirror serves it or its blocks are small (a block per connection under\n"
+	"4 MiB). With -v, prints to stderr\n"
 	"one line of what it took: mode=<loadblk|overlay> fetched_bytes=<n> and the\n"
 	"other counters.\n";
 
@@ -421,7 +423,7 @@ static void print_stats(bm_dataset *ds, double secs)
 		st.conflicts, st.engine, secs, st.mode_why ? st.mode_why : "");
 }
 
-/* A flat object's sum: fetcher threads (one per connection) read block
+/* A sum without a mapping: fetcher threads (one per connection) read block
  * after block with bm_read, each straight into a slot of a ring of
  * buffers; this thread hashes the slots in order as they fill.  Each
  * byte is copied once after curl's (into its slot) and hashed while the
@@ -467,7 +469,24 @@ static void *sum_fetcher(void *arg)
 	return NULL;
 }
 
-/* Hashes the whole content of flat object ds into ctx: 0, or a BM_E* code. */
+/* Whether sum reads ds with sum_streamed, not through a mapping: in
+ * loadblk mode (a wcfs mirror, when it serves the dataset, is read
+ * through its mapping), when a block per connection in flight is at
+ * least SUM_STREAM_INFLIGHT bytes: at 2 ms a round trip, enough for 2
+ * GB/s.  Smaller blocks (a dataset of 64 KiB blocks) go through the
+ * mapping, whose read-ahead keeps more GETs in flight when answers are
+ * slow (docs/client.md, "Fetch sizes"). */
+#define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
+
+static bool sum_streams(bm_dataset *ds, const struct bm_options *o)
+{
+	struct bm_stats st;
+	bm_stats(ds, &st);
+	return strcmp(st.mode, "loadblk") == 0 &&
+	       (uint64_t)bm_blksize(ds) * (uint64_t)o->connections >= SUM_STREAM_INFLIGHT;
+}
+
+/* Hashes the whole content of ds into ctx: 0, or a BM_E* code. */
 static int sum_streamed(bm_dataset *ds, const struct bm_options *o, EVP_MD_CTX *ctx)
 {
 	struct sum_stream st = { .ds = ds, .size = bm_size(ds), .chunk = bm_blksize(ds) };
@@ -562,7 +581,7 @@ static int cmd_sum(int argc, char **argv)
 	if (open_or_fail(&ds, url, &o, &ex) < 0)
 		return ex;
 	uint64_t size = bm_size(ds);
-	bool streamed = bm_is_flat(ds); /* a flat object is never mirrored */
+	bool streamed = sum_streams(ds, &o);
 	if (size > 0 && !streamed) {
 		int rc = bm_map(ds, 0, 0, &addr, &m);
 		if (rc < 0) {

@@ -224,42 +224,67 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
 	free(data);
 }
 
-/* `blkmap sum` of a plain object reads its blocks with Range GETs in
- * parallel straight into buffers, hashed in order, not through a mapping
- * (no fault, no read-ahead): the sum of the dataset of the same bytes,
- * which is read through a mapping, with several requests in flight
- * while answers are 30 ms late. */
-static void sum_reads_a_flat_object_in_parallel_without_a_mapping(void **state)
+/* `blkmap sum` of a plain object, or of a dataset of large blocks, reads
+ * them with a GET each in parallel straight into buffers, hashed in order,
+ * not through a mapping (no fault, no read-ahead), with several requests
+ * in flight while answers are 30 ms late; the same sum as a dataset of
+ * small blocks (64 KiB x 16 connections < 4 MiB), read through a mapping. */
+static void sum_reads_large_blocks_in_parallel_without_a_mapping(void **state)
 {
 	struct ts_server *s = *state;
-	const size_t size = 24 * 65536 + 1000;
+	const size_t size = 5 * 1048576 + 1000;
 	unsigned char *data = ts_pattern(size, 64);
-	char flat[512], ds[512], want[64], *out, *err, *dsout;
+	char flat[512], big[512], small[512], want[64], *out, *err, *mapped;
 
 	tc_url(flat, sizeof(flat), s, "/cli/sum.bin");
-	tc_url(ds, sizeof(ds), s, "/cli/sumds");
+	tc_url(big, sizeof(big), s, "/cli/sum1m");
+	tc_url(small, sizeof(small), s, "/cli/sum64k");
 	assert_true(ts_put(s, "/cli/sum.bin", data, size) / 100 == 2);
-	tc_put(ds, 65536, data, size);
-	assert_int_equal(tc_cli(&dsout, NULL, (const char *[]){ "sum", ds, NULL }), 0);
-	setenv("BLKMAP_BLKSIZE", "64k", 1);
-	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
-	(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
-	int ex = tc_cli(&out, &err, (const char *[]){ "sum", "-v", flat, NULL });
-	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
-	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
-	unsetenv("BLKMAP_BLKSIZE");
-	assert_int_equal(ex, 0);
-	assert_true(strlen(out) > 64 && strlen(dsout) > 64);
-	assert_memory_equal(out, dsout, 64);
-	snprintf(want, sizeof(want), " fetched_bytes=%zu ", size);
-	assert_non_null(strstr(err, want));
-	if (!strstr(err, " fetched_blocks=25 ") ||
-	    !strstr(err, " cache_hits=0 cache_misses=0 readahead_blocks=0 "))
-		fail_msg("sum -v: %s: 25 blocks fetched, no fault and no read-ahead expected", err);
-	assert_true(peak >= 2);
+	tc_put(big, 1048576, data, size);
+	tc_put(small, 65536, data, size);
+	assert_int_equal(tc_cli(&mapped, &err, (const char *[]){ "sum", "-v", small, NULL }), 0);
+	if (strstr(err, " cache_misses=0 readahead_blocks=0 "))
+		fail_msg("sum -v of 64 KiB blocks: %s: read through a mapping expected", err);
+	free(err);
+	const char *urls[] = { flat, big };
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
+		(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
+		int ex = tc_cli(&out, &err, (const char *[]){ "sum", "-v", urls[i], NULL });
+		long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
+		assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
+		assert_int_equal(ex, 0);
+		assert_true(strlen(out) > 64 && strlen(mapped) > 64);
+		assert_memory_equal(out, mapped, 64);
+		snprintf(want, sizeof(want), " fetched_bytes=%zu ", size);
+		assert_non_null(strstr(err, want));
+		if (!strstr(err, " fetched_blocks=6 ") ||
+		    !strstr(err, " cache_hits=0 cache_misses=0 readahead_blocks=0 "))
+			fail_msg("sum -v %s: %s: 6 blocks fetched, no fault and no read-ahead expected",
+				 urls[i], err);
+		if (peak < 2)
+			fail_msg("sum %s: %ld request in flight at most", urls[i], peak);
+		free(out);
+		free(err);
+	}
+	/* A block that fails its checksum fails the sum: exit 1, one line
+	 * naming the URL and the block (as through a mapping, below). */
+	char key[256], bkey[128];
+	snprintf(key, sizeof(key), "/cli/sum1m/%s", tc_block_key(big, 1, bkey, sizeof(bkey)));
+	unsigned char *other = ts_pattern(1048576, 65);
+	assert_true(ts_put(s, key, other, 1048576) / 100 == 2);
+	free(other);
+	setenv("BLKMAP_RETRIES", "1", 1);
+	setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "sum", big, NULL }), 1);
+	unsetenv("BLKMAP_RETRIES");
+	unsetenv("BLKMAP_RETRY_BASE_MS");
+	if (tc_lines(err) != 1 || !strstr(err, "checksum mismatch") || !strstr(err, big) ||
+	    !strstr(err, "block 1"))
+		fail_msg("sum: stderr \"%s\": one line naming the URL and block 1 expected", err);
 	free(out);
 	free(err);
-	free(dsout);
+	free(mapped);
 	free(data);
 }
 
@@ -273,7 +298,7 @@ int main(void)
 		cmocka_unit_test(stat_prints_json_and_sum_v_prints_counters),
 		cmocka_unit_test(log_lists_generations_past_a_long_run_not_kept),
 		cmocka_unit_test(unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_signal),
-		cmocka_unit_test(sum_reads_a_flat_object_in_parallel_without_a_mapping),
+		cmocka_unit_test(sum_reads_large_blocks_in_parallel_without_a_mapping),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }
