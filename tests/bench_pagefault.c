@@ -43,6 +43,8 @@
 
 #include <virtmem/virtmem.h>
 
+#include "bench_util.h"
+
 #define TOTAL ((size_t)128 << 20) /* bytes touched per round */
 #define ROUNDS 7
 #define TOUCH 4096
@@ -57,13 +59,6 @@ static int noop_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 
 static const vm_bigfile_ops noop_ops = { .loadblk = noop_loadblk };
 
-static double now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
 static uint64_t touch_all(const volatile char *p, size_t len)
 {
 	uint64_t sum = 0;
@@ -72,22 +67,9 @@ static uint64_t touch_all(const volatile char *p, size_t len)
 	return sum;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void die(const char *what, int rc)
 {
-	fprintf(stderr, "bench_pagefault: %s: %s\n", what, strerror(rc < 0 ? -rc : rc));
-	exit(1);
+	bench_die(what, strerror(rc < 0 ? -rc : rc));
 }
 
 /* Times the uffd engine's handler threads (named vm-uffd) went to sleep
@@ -139,9 +121,9 @@ static double virtmem_round(vm_ram *ram, vm_bigfile *file)
 	if ((rc = vm_fileh_mmap(&vma, fh, 0, TOTAL / file->blksize)) < 0)
 		die("vm_fileh_mmap", rc);
 	long s0 = handler_sleeps();
-	double t0 = now_us();
+	double t0 = bench_now();
 	touch_all(vm_vma_addr(vma), TOTAL);
-	double t = now_us() - t0;
+	double t = (bench_now() - t0) * 1e6; /* microseconds */
 	sleeps += handler_sleeps() - s0;
 	struct vm_fileh_stats st;
 	vm_fileh_stats(fh, &st);
@@ -159,9 +141,9 @@ static double virtmem_round(vm_ram *ram, vm_bigfile *file)
  * mapping, then its pages given back by punching a hole. */
 static double kernel_round(int fd, volatile char *p)
 {
-	double t0 = now_us();
+	double t0 = bench_now();
 	touch_all(p, TOTAL);
-	double t = now_us() - t0;
+	double t = (bench_now() - t0) * 1e6; /* microseconds */
 	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)TOTAL) < 0)
 		die("fallocate", errno);
 	return t;
@@ -202,11 +184,11 @@ static uint64_t xorshift(uint64_t *x)
 static double touch_random(const volatile char *p)
 {
 	uint64_t x = 88172645463325252ull, sum = 0;
-	double t0 = now_us();
+	double t0 = bench_now();
 	for (int i = 0; i < SCALE_BLOCKS; i++)
 		sum += (unsigned char)p[(xorshift(&x) % SCALE_FILE) * 4096];
 	(void)sum;
-	return now_us() - t0;
+	return (bench_now() - t0) * 1e6;
 }
 
 static void scale(const char *engine)
@@ -242,8 +224,8 @@ static void scale(const char *engine)
 		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) < 0)
 			die("fallocate", errno);
 	}
-	double x = median(vt, SCALE_ROUNDS) / SCALE_BLOCKS;
-	double y = median(kt, SCALE_ROUNDS) / SCALE_BLOCKS;
+	double x = bench_median(vt, SCALE_ROUNDS) / SCALE_BLOCKS;
+	double y = bench_median(kt, SCALE_ROUNDS) / SCALE_BLOCKS;
 	printf("scale engine=%s blocks=%d us_per_block=%.3f kernel_us_per_block=%.3f ratio=%.3f kernel_mappings=%d\n",
 	       engine, SCALE_BLOCKS, x, y, x / y, maps);
 	fflush(stdout);
@@ -257,7 +239,7 @@ static void scale(const char *engine)
 /* write(2) of every block of p to out; counts EFAULT.  Microseconds. */
 static double write_blocks(int out, const char *p, int *ok, int *efault)
 {
-	double t0 = now_us();
+	double t0 = bench_now();
 	*ok = *efault = 0;
 	for (size_t b = 0; b < SYS_BLOCKS; b++) {
 		ssize_t n = pwrite(out, p + b * SYS_BS, SYS_BS, 0);
@@ -266,7 +248,7 @@ static double write_blocks(int out, const char *p, int *ok, int *efault)
 		else if (n < 0 && errno == EFAULT)
 			(*efault)++;
 	}
-	return now_us() - t0;
+	return (bench_now() - t0) * 1e6;
 }
 
 static void syscalls(const char *engine)
@@ -302,8 +284,8 @@ static void syscalls(const char *engine)
 		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)len) < 0)
 			die("fallocate", errno);
 	}
-	double x = median(vt, ROUNDS) / SYS_BLOCKS;
-	double y = median(kt, ROUNDS) / SYS_BLOCKS;
+	double x = bench_median(vt, ROUNDS) / SYS_BLOCKS;
+	double y = bench_median(kt, ROUNDS) / SYS_BLOCKS;
 	printf("syscall engine=%s blksize=%zu blocks=%d ok=%d efault=%d us_per_block=%.3f kernel_us_per_block=%.3f ratio=%.3f\n",
 	       engine, SYS_BS, SYS_BLOCKS, ok, efault, x, y, x / y);
 	fflush(stdout);
@@ -350,8 +332,8 @@ int main(void)
 				vt[r] = virtmem_round(ram, &file);
 				kt[r] = kernel_round(fd, kp);
 			}
-			double x = median(vt, ROUNDS) / (double)nblk;
-			double y = median(kt, ROUNDS) / (double)nblk;
+			double x = bench_median(vt, ROUNDS) / (double)nblk;
+			double y = bench_median(kt, ROUNDS) / (double)nblk;
 			printf("pagefault engine=%s blksize=%zu faults=%zu us_per_fault=%.3f kernel_us_per_block=%.3f ratio=%.3f",
 			       engines[e].name, sizes[i], nblk, x, y, x / y);
 			if (engines[e].flag == VM_ENGINE_UFFD)

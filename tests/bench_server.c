@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "test_server_util.h"
 
 #define NGINX "/usr/sbin/nginx"
@@ -68,13 +69,6 @@ static void *download(void *arg)
 	return NULL;
 }
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* One round against BASE: MB/s (10^6 bytes) over all clients. */
 static double measure(const char *base)
 {
@@ -90,10 +84,10 @@ static double measure(const char *base)
 		pthread_create(&t[i], NULL, download, &c[i]);
 	}
 	pthread_barrier_wait(&start);
-	t0 = now();
+	t0 = bench_now();
 	for (int i = 0; i < CLIENTS; i++)
 		pthread_join(t[i], NULL);
-	double secs = now() - t0;
+	double secs = bench_now() - t0;
 	pthread_barrier_destroy(&start);
 	for (int i = 0; i < CLIENTS; i++) {
 		if (c[i].failed) {
@@ -179,18 +173,6 @@ static pid_t start_nginx(const char *dir, const char *objects, int port)
 	return -1;
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(*v), compare_doubles);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(void)
 {
 	char *dir, objects[600], nginx_url[64];
@@ -240,7 +222,7 @@ int main(void)
 		printf("  round %d: server %.0f MB/s, nginx %.0f MB/s\n", r + 1,
 		       ours[r], theirs[r]);
 	}
-	double a = median(ours, ROUNDS), b = median(theirs, ROUNDS);
+	double a = bench_median(ours, ROUNDS), b = bench_median(theirs, ROUNDS);
 	printf("server get_mb_s=%.0f nginx_mb_s=%.0f ratio=%.2f\n", a, b, a / b);
 	kill(nginx, SIGTERM);
 	waitpid(nginx, NULL, 0);

@@ -30,23 +30,16 @@
 
 #include <blkmap/blkmap.h>
 
+#include "bench_util.h"
 #include "test_server_util.h"
 
 #define SIZE ((uint64_t)256 << 20)
 #define NPROC 4
 #define ROUNDS 3
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void die(const char *what)
 {
-	fprintf(stderr, "bench_wcfs: %s: %s\n", what, bm_last_error(NULL)[0] ? bm_last_error(NULL) : strerror(errno));
-	exit(1);
+	bench_die(what, bm_last_error(NULL)[0] ? bm_last_error(NULL) : strerror(errno));
 }
 
 static uint64_t read_all(const volatile uint64_t *p, uint64_t n)
@@ -178,22 +171,10 @@ static void stop_mirror(pid_t pid, const char *mnt)
 /* MB/s of a sequential read of p (size bytes). */
 static double read_rate(const void *p)
 {
-	double t0 = now();
+	double t0 = bench_now();
 	volatile uint64_t s = read_all(p, SIZE / 8);
 	(void)s;
-	return (double)SIZE / 1e6 / (now() - t0);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return v[n / 2];
+	return (double)SIZE / 1e6 / (bench_now() - t0);
 }
 
 int main(void)
@@ -284,7 +265,7 @@ int main(void)
 			rp[r] = read_rate(plain);
 			munmap(plain, SIZE);
 		}
-		double x = median(ro, ROUNDS), y = median(rp, ROUNDS);
+		double x = bench_median(ro, ROUNDS), y = bench_median(rp, ROUNDS);
 		printf("wcfs seq_read_%s overlay_mb_s=%.0f mmap_mb_s=%.0f ratio=%.3f\n",
 		       warm ? "warm" : "cold", x, y, x / y);
 		fflush(stdout);

@@ -50,20 +50,16 @@ static int count_fds(void)
 	return n;
 }
 
+static int maps_line_is_uffd_file(const char *line, const void *unused)
+{
+	return strstr(line, "/memfd:virtmem-file-") != NULL;
+}
+
 /* Kernel mappings of memfds named virtmem-file-* (the uffd engine maps one
  * per mapping). */
 static int uffd_file_mappings(void)
 {
-	char line[512];
-	int n = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (f == NULL)
-		abort();
-	while (fgets(line, sizeof(line), f) != NULL)
-		n += strstr(line, "/memfd:virtmem-file-") != NULL;
-	fclose(f);
-	return n;
+	return kernel_mappings_where(maps_line_is_uffd_file, NULL);
 }
 
 /* What virtmem writes on stderr between stderr_begin and stderr_end. */
@@ -621,7 +617,6 @@ static void handler_threads_child(void *unused)
 	struct memfile *m = memfile_new(BS, 4, 0);
 	vm_ram *ram;
 	vm_fileh *fh;
-	vm_vma *vma;
 
 	if (vm_engine_probe("uffd") != 0 || vm_ram_open(&ram, 4 * BS) != 0)
 		_exit(1);
@@ -641,16 +636,9 @@ static void handler_threads_child(void *unused)
 		if (count_fds() != fds)
 			_exit(40 + i);
 	}
-	if (vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_UFFD) != 0 || !fh_uffd(fh) ||
-	    vm_fileh_mmap(&vma, fh, 0, 4) != 0)
+	if (vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_UFFD) != 0 || !fh_uffd(fh))
 		_exit(2);
-	if (*(volatile uint64_t *)vm_vma_blk_addr(vma, 3) != PATTERN(3, 0))
-		_exit(3);
-	vm_vma_unmap(vma);
-	vm_fileh_close(fh);
-	if (vm_ram_close(ram) != 0)
-		_exit(4);
-	_exit(CHILD_OK);
+	child_reads_block_closes_and_exits(fh, ram, 4, 3);
 }
 
 static void test_a_uffd_handle_whose_handler_threads_cannot_start_fails_with_EAGAIN_and_the_next_opens(void **unused)

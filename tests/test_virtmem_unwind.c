@@ -354,7 +354,6 @@ static void out_of_descriptors_child(void *unused)
 	int nheld = 0, rc, tries = 0;
 	vm_fileh *fh;
 	vm_ram *ram;
-	vm_vma *vma;
 
 	if (vm_ram_open(&ram, 2 * BS) < 0 || setrlimit(RLIMIT_NOFILE, &lim) < 0)
 		_exit(CHILD_SETUP);
@@ -371,13 +370,7 @@ static void out_of_descriptors_child(void *unused)
 			_exit(2);
 		close(held[--nheld]);
 	}
-	if (vm_fileh_mmap(&vma, fh, 0, 2) != 0 || *(volatile uint64_t *)vm_vma_blk_addr(vma, 1) != PATTERN(1, 0))
-		_exit(3);
-	vm_vma_unmap(vma);
-	vm_fileh_close(fh);
-	if (vm_ram_close(ram) != 0)
-		_exit(4);
-	_exit(CHILD_OK);
+	child_reads_block_closes_and_exits(fh, ram, 2, 1);
 }
 
 static void test_out_of_descriptors_a_handle_fails_to_open_then_opens_once_they_are_free(void **unused)

@@ -634,19 +634,6 @@ static void test_directories_list_the_datasets_below_them(void **state)
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-static bool log_has(const struct fx *f, const char *a, const char *b)
-{
-	char line[2048];
-	bool found = false;
-	FILE *l = fopen(f->mir.log, "r");
-
-	while (l && !found && fgets(line, sizeof(line), l))
-		found = strstr(line, a) && strstr(line, b);
-	if (l)
-		fclose(l);
-	return found;
-}
-
 static void expect_eio(const char *path, size_t len)
 {
 	unsigned char *buf = malloc(len);
@@ -676,7 +663,7 @@ static void test_corrupt_blocks_read_as_eio_never_as_wrong_bytes(void **state)
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 1}"), 200);
 	expect_eio(mpath(&f->mir, "@1/bad/corrupt"), len);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 0}"), 200);
-	assert_true(log_has(f, "bad/corrupt", "checksum"));
+	assert_true(file_has_line_with(f->mir.log, "bad/corrupt", "checksum"));
 	/* Nothing bad was cached: the next read fetches again and is right. */
 	assert_file_equals(mpath(&f->mir, "@1/bad/corrupt"), data, len);
 	close(pin);
@@ -706,8 +693,8 @@ static void test_failing_server_reads_give_eio_and_a_log_line(void **state)
 	close(head);
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
 	/* Each line names the view the read came through. */
-	assert_true(log_has(f, "@1/bad/down", "EIO"));
-	assert_true(log_has(f, "head/bad/down", "EIO"));
+	assert_true(file_has_line_with(f->mir.log, "@1/bad/down", "EIO"));
+	assert_true(file_has_line_with(f->mir.log, "head/bad/down", "EIO"));
 	assert_file_equals(mpath(&f->mir, "@1/bad/down"), data, len);
 	close(pin);
 	free(data);

@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -38,71 +37,6 @@
 #include "test_server_util.h"
 #include "wcfs_util.h"
 #include "wcfs_fixture.h"
-
-/* Does a line of the file at path hold a (and b, unless NULL)? */
-static bool file_has(const char *path, const char *a, const char *b)
-{
-	char line[4096];
-	bool found = false;
-	FILE *l = fopen(path, "r");
-
-	while (l && !found && fgets(line, sizeof(line), l))
-		found = strstr(line, a) && (b == NULL || strstr(line, b));
-	if (l)
-		fclose(l);
-	return found;
-}
-
-/* Runs blkmap-wcfs with argv (argv[0] is ignored) and env added to its
- * environment: its output (stdout and stderr together, malloc'd) and its
- * exit status in *status (-1 if it did not end within 30 s: stopped). */
-static char *run_wcfs(const char *const *argv, const char *const *env, int *status)
-{
-	int p[2];
-	char *out = calloc(1, 65536);
-	size_t len = 0;
-	ssize_t r;
-
-	assert_int_equal(pipe(p), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		dup2(p[1], 1);
-		dup2(p[1], 2);
-		close(p[0]);
-		for (const char *const *e = env; e && *e; e++)
-			putenv((char *)*e);
-		execv(wt_prog("blkmap-wcfs"), (char *const *)argv);
-		_exit(127);
-	}
-	close(p[1]);
-	/* The pipe ends when the mirror (and anything it forked) is gone; a
-	 * mirror that mounted after all is stopped after 30 s. */
-	int64_t end = wt_now_ms() + 30000;
-	struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-	while (len < 65535 && wt_now_ms() < end) {
-		if (poll(&pfd, 1, 100) <= 0)
-			continue;
-		if ((r = read(p[0], out + len, 65535 - len)) <= 0)
-			break;
-		len += (size_t)r;
-	}
-	close(p[0]);
-	bool reaped;
-	while (!(reaped = waitpid(pid, status, WNOHANG) == pid) && wt_now_ms() < end)
-		wt_sleep_ms(10);
-	if (!reaped) {
-		kill(pid, SIGTERM); /* it unmounts */
-		for (int i = 0; i < 1000 && !(reaped = waitpid(pid, NULL, WNOHANG) == pid); i++)
-			wt_sleep_ms(10);
-		if (!reaped) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-		}
-		*status = -1;
-	}
-	return out;
-}
 
 static int exit_status(int status)
 {
@@ -154,8 +88,8 @@ static void test_a_closed_handle_that_cannot_be_reopened_opens_eio_then_recovers
 	assert_int_equal(err_gen, EIO);
 	assert_int_equal(fd_head, -1);
 	assert_int_equal(err_head, EIO);
-	assert_true(file_has(m->log, "/idle/a (generation 1)", "503"));
-	assert_true(file_has(m->log, "/idle/a (generation 0)", "503"));
+	assert_true(file_has_line_with(m->log, "/idle/a (generation 1)", "503"));
+	assert_true(file_has_line_with(m->log, "/idle/a (generation 0)", "503"));
 	/* The server is back: the same files open and read. */
 	assert_file_equals(mpath(m, "@1/idle/a"), data, 9000);
 	assert_file_equals(mpath(m, "head/idle/a"), data, 9000);
@@ -261,7 +195,7 @@ static void test_a_head_switch_that_cannot_compare_drops_the_whole_file(void **s
 		struct stat st;
 		wt_sleep_ms(200);
 		assert_int_equal(fstat(fd, &st), 0);
-		logged = file_has(m->log, "head/nodiff/ds: cannot tell which blocks changed",
+		logged = file_has_line_with(m->log, "head/nodiff/ds: cannot tell which blocks changed",
 				  "the whole file is dropped");
 	}
 	assert_true(logged);
@@ -375,15 +309,11 @@ static void test_files_open_at_unmount_are_freed_and_the_mirror_exits_0(void **s
 static void test_an_environment_setting_that_does_not_parse_exits_2_naming_it(void **state)
 {
 	struct fx *f = *state;
-	char dir[] = "/tmp/blkmap-wcfs-env-XXXXXX";
 	static const char *const env[] = { "BLKMAP_TIMEOUT_MS=soon", NULL };
 	int status;
+	bool mounted;
+	char *out = run_mirror_on_a_new_dir(NULL, f->srv->srv.url, env, &status, &mounted);
 
-	assert_non_null(mkdtemp(dir));
-	const char *const argv[] = { "blkmap-wcfs", "-f", f->srv->srv.url, dir, NULL };
-	char *out = run_wcfs(argv, env, &status);
-	bool mounted = wt_is_mounted(dir);
-	rmdir(dir);
 	if (exit_status(status) != 2 || tc_lines(out) != 1)
 		print_error("blkmap-wcfs (status %d) said: %s", status, out);
 	assert_int_equal(exit_status(status), 2);
@@ -441,15 +371,11 @@ static void test_a_mirror_that_cannot_set_itself_up_exits_1_and_leaves_no_mount(
 	snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s:verify_asan_link_order=0",
 		 getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "");
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char dir[] = "/tmp/blkmap-wcfs-fail-XXXXXX";
 		const char *const env[] = { preload, asan, cases[i].plan, NULL };
 		int status;
+		bool mounted;
+		char *out = run_mirror_on_a_new_dir(NULL, f->srv->srv.url, env, &status, &mounted);
 
-		assert_non_null(mkdtemp(dir));
-		const char *const argv[] = { "blkmap-wcfs", "-f", f->srv->srv.url, dir, NULL };
-		char *out = run_wcfs(argv, env, &status);
-		bool mounted = wt_is_mounted(dir);
-		rmdir(dir);
 		if (exit_status(status) != 1 || tc_lines(out) != 1 || !strstr(out, cases[i].says))
 			print_error("%s: blkmap-wcfs (status %d) said: %s", cases[i].plan, status, out);
 		assert_int_equal(exit_status(status), 1);

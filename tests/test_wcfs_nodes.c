@@ -38,7 +38,6 @@
 #include "wcfs_util.h"
 #include "wcfs_fixture.h"
 
-/* The names in directory path but . and .., sorted, space-separated. */
 /* Prints the mirror's log (for a failure's report). */
 static void show_log(const char *path)
 {
@@ -58,19 +57,6 @@ static int stat_errno(const char *path)
 	return stat(path, &st) == 0 ? 0 : errno;
 }
 
-static bool file_has(const char *path, const char *a, const char *b)
-{
-	char line[4096];
-	bool found = false;
-	FILE *l = fopen(path, "r");
-
-	while (l && !found && fgets(line, sizeof(line), l))
-		found = strstr(line, a) && (b == NULL || strstr(line, b));
-	if (l)
-		fclose(l);
-	return found;
-}
-
 /* Drops the kernel's unused dentries and inodes: the mirror gets FORGET
  * for every node of it that nothing holds.  false where that is not
  * allowed (not root). */
@@ -82,6 +68,23 @@ static bool kernel_forgets(void)
 	if (fd >= 0)
 		close(fd);
 	return ok;
+}
+
+/* Deletes, on the group's server, every object listed under PREFIX
+ * ("/path/ds/": the manifest, the kept generations, the blocks). */
+static void delete_every_object_under(const struct fx *f, const char *prefix)
+{
+	json_t *list = ts_get_json(&f->srv->srv, prefix);
+	size_t i;
+	json_t *o;
+
+	assert_non_null(list);
+	json_array_foreach(json_object_get(list, "objects"), i, o) {
+		char key[512];
+		snprintf(key, sizeof(key), "/%s", json_string_value(json_object_get(o, "key")));
+		assert_int_equal(ts_delete(&f->srv->srv, key), 204);
+	}
+	json_decref(list);
 }
 
 /* ---- the top, statfs, names ------------------------------------------------------------- */
@@ -189,16 +192,7 @@ static void test_a_dataset_deleted_on_the_server_vanishes_once_the_kernel_forget
 	assert_int_equal(wt_publish(url_of(f->srv->srv.url, "gone/ds"), data, 5000, 4096), 1);
 	assert_file_equals(mpath(m, "head/gone/ds"), data, 5000);
 	/* Its objects go: the manifest, the kept generation, the block. */
-	json_t *list = ts_get_json(&f->srv->srv, "/gone/ds/");
-	size_t i;
-	json_t *o;
-	assert_non_null(list);
-	json_array_foreach(json_object_get(list, "objects"), i, o) {
-		char key[512];
-		snprintf(key, sizeof(key), "/%s", json_string_value(json_object_get(o, "key")));
-		assert_int_equal(ts_delete(&f->srv->srv, key), 204);
-	}
-	json_decref(list);
+	delete_every_object_under(f, "/gone/ds/");
 	/* Until FORGET is handled, each lookup the kernel makes finds the
 	 * node again; 30 s bound: a mirror that never lets go fails here. */
 	for (int64_t end = wt_now_ms() + 30000; wt_now_ms() < end; wt_sleep_ms(100)) {
@@ -236,16 +230,7 @@ static void test_a_dataset_recreated_with_another_block_size_reads_its_new_bytes
 	fd = open(mpath(m, "head/resized/ds"), O_RDONLY);
 	assert_true(fd >= 0);
 	assert_file_equals(mpath(m, "head/resized/ds"), old, len);
-	json_t *list = ts_get_json(&f->srv->srv, "/resized/ds/");
-	size_t i;
-	json_t *o;
-	assert_non_null(list);
-	json_array_foreach(json_object_get(list, "objects"), i, o) {
-		char key[512];
-		snprintf(key, sizeof(key), "/%s", json_string_value(json_object_get(o, "key")));
-		assert_int_equal(ts_delete(&f->srv->srv, key), 204);
-	}
-	json_decref(list);
+	delete_every_object_under(f, "/resized/ds/");
 	/* Generation 2 (the first of the new dataset is 1 again, which the
 	 * mirror would take for the one it has). */
 	assert_int_equal(wt_publish(url, new, len, 4096), 1);
@@ -271,7 +256,7 @@ static void test_a_lookup_on_a_failing_server_is_eio_with_a_log_line(void **stat
 	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-error-rate\": 0}"), 200);
 	assert_int_equal(err, EIO);
 	/* The first name looked up is the one that failed. */
-	assert_true(file_has(f->mir.log, "/never (generation 0)", "503"));
+	assert_true(file_has_line_with(f->mir.log, "/never (generation 0)", "503"));
 	/* Nothing failed is kept: with the server back, it is not there. */
 	assert_int_equal(stat_errno(mpath(&f->mir, "head/never/looked-up")), ENOENT);
 }
@@ -370,8 +355,9 @@ static void test_debug_mode_logs_requests_and_head_switches(void **state)
 	char log[300];
 	snprintf(log, sizeof(log), "%s", m.log);
 	/* The log goes with the mirror's directory: read it before. */
-	bool requests = file_has(log, "LOOKUP", NULL), listed = file_has(log, "list ", NULL),
-	     switched = file_has(log, "head/debug/ds: generation 1 -> 2", "size 8192 -> 4096");
+	bool requests = file_has_line_with(log, "LOOKUP", NULL);
+	bool listed = file_has_line_with(log, "list ", NULL);
+	bool switched = file_has_line_with(log, "head/debug/ds: generation 1 -> 2", "size 8192 -> 4096");
 	assert_int_equal(wt_unmount(&m), 0);
 	assert_int_equal(st.st_size, 4096);
 	assert_true(requests);
@@ -470,48 +456,18 @@ static void test_in_the_background_it_mounts_at_the_default_mountpoint(void **st
 	free(got);
 }
 
-/* Output of argv[0..] (stdout and stderr together) and its exit status. */
-static char *run_output(const char *const *argv, int *status)
-{
-	int p[2];
-	char *out = calloc(1, 65536);
-	size_t len = 0;
-	ssize_t r;
-
-	assert_int_equal(pipe(p), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		dup2(p[1], 1);
-		dup2(p[1], 2);
-		close(p[0]);
-		execv(wt_prog(argv[0]), (char *const *)argv);
-		_exit(127);
-	}
-	close(p[1]);
-	while (len < 65535 && (r = read(p[0], out + len, 65535 - len)) > 0)
-		len += (size_t)r;
-	close(p[0]);
-	*status = -1;
-	for (int i = 0; i < 3000 && waitpid(pid, status, WNOHANG) != pid; i++)
-		wt_sleep_ms(10);
-	return out;
-}
-
 static void test_an_unknown_mount_option_exits_2(void **state)
 {
 	struct fx *f = *state;
-	char dir[] = "/tmp/blkmap-wcfs-opt-XXXXXX";
-	assert_non_null(mkdtemp(dir));
-	const char *const argv[] = { "blkmap-wcfs", "-f", "-o", "no_such_option", f->srv->srv.url, dir, NULL };
+	static const char *const opts[] = { "-o", "no_such_option", NULL };
 	int status;
-	char *out = run_output(argv, &status);
+	bool mounted;
+	char *out = run_mirror_on_a_new_dir(opts, f->srv->srv.url, NULL, &status, &mounted);
 
-	rmdir(dir);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 2);
 	assert_non_null(strstr(out, "no_such_option"));
-	assert_false(wt_is_mounted(dir));
+	assert_false(mounted);
 	free(out);
 }
 
@@ -519,9 +475,10 @@ static void test_version_names_blkmap_and_libfuse_and_exits_0(void **state)
 {
 	const char *const argv[] = { "blkmap-wcfs", "--version", NULL };
 	int status;
-	char *out = run_output(argv, &status);
+	char *out = wt_output(argv, NULL, &status);
 
 	(void)state;
+	assert_non_null(out);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
 	assert_non_null(strstr(out, "blkmap-wcfs " PACKAGE_VERSION ", libfuse "));
@@ -533,8 +490,9 @@ static void test_a_missing_mountpoint_exits_2_naming_it(void **state)
 	struct fx *f = *state;
 	const char *const argv[] = { "blkmap-wcfs", "-f", f->srv->srv.url, "/nonexistent/blkmap-mnt", NULL };
 	int status;
-	char *out = run_output(argv, &status);
+	char *out = wt_output(argv, NULL, &status);
 
+	assert_non_null(out);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 2);
 	assert_non_null(strstr(out, "/nonexistent/blkmap-mnt"));

@@ -297,21 +297,59 @@ static inline int block_mapped(vm_fileh *fh, const void *p)
 	return fh_uffd(fh) ? os_page_present(p) : kernel_can_read(p);
 }
 
-/* Kernel mappings (lines of /proc/self/maps) inside [p, p + len). */
-static inline int kernel_mappings_in(const void *p, size_t len)
+/* Kernel mappings: the lines of /proc/self/maps for which match(line, arg)
+ * holds. */
+static inline int kernel_mappings_where(int (*match)(const char *line, const void *arg),
+					const void *arg)
 {
-	uintptr_t lo = (uintptr_t)p, hi = lo + len;
-	unsigned long start, end;
 	char line[512];
 	int n = 0;
 	FILE *f = fopen("/proc/self/maps", "r");
 	if (f == NULL)
 		abort();
 	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "%lx-%lx", &start, &end) == 2 && start >= lo && end <= hi)
-			n++;
+		n += match(line, arg) != 0;
 	fclose(f);
 	return n;
+}
+
+struct maps_range {
+	uintptr_t lo, hi;
+};
+
+static inline int maps_line_inside(const char *line, const void *arg)
+{
+	const struct maps_range *r = arg;
+	unsigned long start, end;
+	return sscanf(line, "%lx-%lx", &start, &end) == 2 && start >= r->lo && end <= r->hi;
+}
+
+/* Kernel mappings (lines of /proc/self/maps) inside [p, p + len). */
+static inline int kernel_mappings_in(const void *p, size_t len)
+{
+	const struct maps_range r = { (uintptr_t)p, (uintptr_t)p + len };
+	return kernel_mappings_where(maps_line_inside, &r);
+}
+
+/* ---- children ------------------------------------------------------------- */
+
+/* The end of a child (run_in_child) that checks a handle works: maps
+ * blocks [0, nblk) of fh, reads block blk (it must hold PATTERN(blk, 0)),
+ * unmaps, closes fh and then its pool ram, and exits 0.  Exits 3 when the
+ * block cannot be mapped or reads wrong, 4 when the pool does not close
+ * cleanly (something of it still in use). */
+static inline void child_reads_block_closes_and_exits(vm_fileh *fh, vm_ram *ram, size_t nblk,
+						      vm_blk_t blk)
+{
+	vm_vma *vma;
+	if (vm_fileh_mmap(&vma, fh, 0, nblk) != 0 ||
+	    *(volatile uint64_t *)vm_vma_blk_addr(vma, blk) != PATTERN(blk, 0))
+		_exit(3);
+	vm_vma_unmap(vma);
+	vm_fileh_close(fh);
+	if (vm_ram_close(ram) != 0)
+		_exit(4);
+	_exit(0);
 }
 
 #endif /* BLKMAP_TESTS_VMTEST_H */

@@ -2,7 +2,8 @@
  * test_wcfs_nodes.c and test_wcfs_failures.c share: one blkmap-server
  * --memory --admin and one mirror of it mounted for the whole group
  * (skipped, with the reason, where FUSE cannot be mounted); paths under a
- * mirror, dataset URLs, and the checks they make on directories and files.  Include after cmocka.h,
+ * mirror, dataset URLs, the checks they make on directories, files and
+ * logs, and a mirror run that must stop before it mounts.  Include after cmocka.h,
  * test_server_util.h and wcfs_util.h.  Static inline: a program uses what
  * it needs.  Single-threaded, as the tests.
  */
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct fx {
 	struct ts_fixture *srv;    /* blkmap-server --memory --admin */
@@ -128,6 +130,48 @@ static inline const char *list_dir(const char *path)
 		strncat(out, names[i], 200);
 		free(names[i]);
 	}
+	return out;
+}
+
+/* Does a line of the file at PATH (a mirror's log) hold A, and B unless
+ * NULL?  false when the file cannot be read. */
+static inline bool file_has_line_with(const char *path, const char *a, const char *b)
+{
+	char line[4096];
+	bool found = false;
+	FILE *l = fopen(path, "r");
+
+	while (l && !found && fgets(line, sizeof(line), l))
+		found = strstr(line, a) && (b == NULL || strstr(line, b));
+	if (l)
+		fclose(l);
+	return found;
+}
+
+/* Runs blkmap-wcfs -f OPTS... URL on a new temporary mountpoint (removed
+ * after) with ENV (or NULL) added to its environment, as wt_output: its
+ * output (malloc'd), its wait status in *STATUS (-1: stopped after 30 s)
+ * and in *MOUNTED whether the mountpoint was still mounted when it ended.
+ * For mirrors that must stop before they mount.  OPTS: up to 8, or NULL. */
+static inline char *run_mirror_on_a_new_dir(const char *const *opts, const char *url,
+					    const char *const *env, int *status, bool *mounted)
+{
+	char dir[] = "/tmp/blkmap-wcfs-run-XXXXXX";
+	const char *argv[16] = { "blkmap-wcfs", "-f" };
+	size_t n = 2;
+
+	assert_non_null(mkdtemp(dir));
+	for (const char *const *o = opts; o && *o; o++) {
+		assert_true(n < 10);
+		argv[n++] = *o;
+	}
+	argv[n++] = url;
+	argv[n++] = dir;
+	argv[n] = NULL;
+	char *out = wt_output(argv, env, status);
+	*mounted = wt_is_mounted(dir);
+	rmdir(dir);
+	assert_non_null(out);
 	return out;
 }
 

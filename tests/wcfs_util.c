@@ -1,6 +1,7 @@
 /* tests/wcfs_util.c — mounting and unmounting a real blkmap-wcfs for the
  * tests (fork/exec of the mirror with -f, polling .wcfs/url, fusermount3),
- * and publishing datasets through libblkmap.  Single-threaded; the mirror
+ * running a program of the build for its output and exit status, and
+ * publishing datasets through libblkmap.  Single-threaded; the mirror
  * child dies with the test process (PR_SET_PDEATHSIG SIGTERM, which makes
  * it unmount), so a crashed test leaves no mount behind.
  */
@@ -8,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +70,63 @@ int wt_run(const char *const *argv)
 		if (errno != EINTR)
 			return -1;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+char *wt_output(const char *const *argv, const char *const *env, int *status)
+{
+	int p[2];
+	char *out = calloc(1, 65536);
+	size_t len = 0;
+	ssize_t r;
+
+	if (out == NULL || pipe(p) < 0) {
+		free(out);
+		return NULL;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		free(out);
+		return NULL;
+	}
+	if (pid == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		for (const char *const *e = env; e && *e; e++)
+			putenv((char *)*e);
+		execv(wt_prog(argv[0]), (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	/* The pipe ends when the program (and anything it forked) is gone; a
+	 * program still running after 30 s (a mirror that mounted after all)
+	 * is stopped. */
+	int64_t end = wt_now_ms() + 30000;
+	struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+	while (len < 65535 && wt_now_ms() < end) {
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		if ((r = read(p[0], out + len, 65535 - len)) <= 0)
+			break;
+		len += (size_t)r;
+	}
+	close(p[0]);
+	bool reaped;
+	while (!(reaped = waitpid(pid, status, WNOHANG) == pid) && wt_now_ms() < end)
+		wt_sleep_ms(10);
+	if (!reaped) {
+		kill(pid, SIGTERM); /* a mirror unmounts */
+		for (int i = 0; i < 1000 && !(reaped = waitpid(pid, NULL, WNOHANG) == pid); i++)
+			wt_sleep_ms(10);
+		if (!reaped) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+		*status = -1;
+	}
+	return out;
 }
 
 bool wt_is_mounted(const char *path)

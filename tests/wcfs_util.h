@@ -1,7 +1,8 @@
 /* tests/wcfs_util.h — what the blkmap-wcfs tests share: mount a real
  * mirror (blkmap-wcfs -f in a child process) on a temporary mountpoint and
  * wait until it answers, unmount it (fusermount3 -u, -z as a last resort)
- * and get its exit status, publish datasets through libblkmap, read files.
+ * and get its exit status, run a program (blkmap-wcfs) for its output and
+ * exit status, publish datasets through libblkmap, read files.
  * Prefix wt_. */
 #ifndef BLKMAP_TEST_WCFS_UTIL_H
 #define BLKMAP_TEST_WCFS_UTIL_H
@@ -48,6 +49,13 @@ int wt_unmount(struct wt_mirror *m);
 bool wt_is_mounted(const char *path);
 /* Run ARGV (NULL-terminated) and wait: exit status, or -1. */
 int wt_run(const char *const *argv);
+/* Run ARGV (NULL-terminated; ARGV[0] names a program of the build
+ * directory, as wt_prog) with ENV ("NAME=value"s, or NULL) added to its
+ * environment.  Its output (stdout and stderr together, NUL-terminated,
+ * at most 65535 bytes, malloc'd) and its wait status in *STATUS: -1 when
+ * it did not end within 30 s (then it is stopped: SIGTERM, SIGKILL 10 s
+ * later).  NULL when the pipe or the child cannot be made. */
+char *wt_output(const char *const *argv, const char *const *env, int *status);
 /* Sleep MS milliseconds; the monotonic clock in milliseconds. */
 void wt_sleep_ms(long ms);
 int64_t wt_now_ms(void);
