@@ -7,7 +7,9 @@
  * each handle's connection alive between requests.  A handle whose last
  * request was a GET without a body keeps its options for the next such GET
  * (only the URL, headers and callback data are set again): reads, nearly
- * every request, skip curl_easy_reset and a dozen setopts.
+ * every request, skip curl_easy_reset and a dozen setopts.  The bound
+ * can be raised while requests run (bm_http_set_connections: read-ahead
+ * under slow answers), never lowered.
  * Locking: h->mu protects the pool only; requests run without it.
  */
 #include "config.h"
@@ -91,6 +93,26 @@ void bm_http_free(struct bm_http *h)
 		pthread_cond_destroy(&h->cv);
 	}
 	free(h);
+}
+
+int bm_http_set_connections(struct bm_http *h, int n)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&h->mu);
+	if (n > h->o.connections) {
+		/* idle holds at most ncreated <= connections handles. */
+		struct bm_conn **idle = realloc(h->idle, (size_t)n * sizeof(*idle));
+		if (idle == NULL) {
+			rc = BM_ENOMEM;
+		} else {
+			h->idle = idle;
+			h->o.connections = n;
+			pthread_cond_broadcast(&h->cv); /* waiters may open one now */
+		}
+	}
+	pthread_mutex_unlock(&h->mu);
+	return rc;
 }
 
 static struct bm_conn *take_handle(struct bm_http *h)

@@ -45,6 +45,14 @@ struct bm_pages;
 #define BM_FLAT_FIRST_MAX ((size_t)1 << 20)
 /* The most one read-ahead Range GET of a flat object asks for. */
 #define BM_RUN_BYTES_MAX ((size_t)2 << 20)
+/* Read-ahead of a dataset keeps enough block GETs in flight to move this
+ * many bytes a second at the round trip it measures (more than SHA-256
+ * or a copy consumes here), within BM_RA_CONNS_FACTOR times
+ * `connections` (and 256). */
+#define BM_RA_TARGET_RATE 2e9
+#define BM_RA_CONNS_FACTOR 4
+/* Loads timed between two decisions to add requests in flight. */
+#define BM_RA_EPOCH 16
 #define BM_ETAG_SIZE 1024    /* longest ETag kept, with its NUL; longer: an error */
 
 /* ---- assertions (configure --enable-checks defines BLKMAP_CHECKS) -------- */
@@ -148,6 +156,9 @@ struct bm_http_opts {
 
 int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o);
 void bm_http_free(struct bm_http *h);
+/* Raises the pool's bound to n connections (a lower n changes nothing):
+ * 0, or BM_ENOMEM with the bound as it was. */
+int bm_http_set_connections(struct bm_http *h, int n);
 
 /* Performs r with retries of transient failures (connection errors,
  * timeouts, 5xx, 429, dropped or short responses, and check() returning
@@ -304,6 +315,11 @@ struct bm_readahead {
 	size_t window;             /* blocks ahead, 0 when random */
 	size_t max_window;         /* 0: read-ahead off */
 	size_t run_max;            /* flat: blocks one worker's Range GET covers */
+	/* Requests in flight (datasets): the workers read ahead with, grown
+	 * from `connections` up to conns_max when answers are slow. */
+	int conns, conns_max;
+	unsigned epoch_n;          /* loads timed in this epoch */
+	double epoch_min;          /* their least seconds per byte */
 };
 
 struct bm_upload {
@@ -466,6 +482,9 @@ void bm_pool_add(struct bm_pool *pool, bool (*run_one)(void *arg), void (*thread
 int bm_pool_start(struct bm_pool *pool);
 /* Workers running (0: not started). */
 int bm_pool_size(struct bm_pool *pool);
+/* Adds threads to a started pool up to n in all: 0, or BM_ENOMEM when not
+ * all could be made (those made stay).  Not started or stopping: nothing. */
+int bm_pool_grow(struct bm_pool *pool, int n);
 /* Work was queued: wake one worker, or all. */
 void bm_pool_kick(struct bm_pool *pool);
 void bm_pool_kick_all(struct bm_pool *pool);
@@ -475,8 +494,9 @@ void bm_pool_stop(struct bm_pool *pool);
 
 /* ---- readahead.c ---------------------------------------------------------- */
 
-/* At open: the state, registered with the pool.  start: the queue and the
- * pool's workers (at open, or when leaving overlay mode; once).  stop:
+/* At open: the state, registered with the pool.  start: the queue (at
+ * open, or when leaving overlay mode; once); the pool's workers start at
+ * the first blocks queued (bm_readahead_on_fault).  stop:
  * nothing more is handed out.  free: after the pool stopped. */
 void bm_readahead_init(bm_dataset *ds);
 int bm_readahead_start(bm_dataset *ds);

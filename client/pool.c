@@ -5,11 +5,18 @@
  * unit of its own work under its own lock and does it, and says whether it
  * found any.  A user that queued work calls bm_pool_kick; an idle worker
  * then asks every user in turn (uploads first) until none has work.  The
- * threads start on first need (bm_pool_start); a start that creates no
- * thread leaves the pool as it was, so that the next call tries again and
- * no work is ever queued for a pool without workers.  bm_pool_stop lets the
+ * threads start on first need (bm_pool_start: the first upload, or the
+ * first blocks read-ahead queues), never at open: a handle that neither
+ * writes nor reads ahead has no thread, and its close joins none.  A start
+ * that creates no thread leaves the pool as it was, so that the next call
+ * tries again; no upload is queued for a pool without workers (read-ahead
+ * drops its queue then: nobody waits for a block read ahead).
+ * bm_pool_grow adds threads to a started pool (read-ahead under slow
+ * answers: readahead.c); it never removes any.  bm_pool_stop lets the
  * workers finish what the users still hand out, then joins them.
- * Owns: struct bm_pool.  Locking: pool->mu guards the thread list, the kick
+ * Owns: struct bm_pool.  Locking: pool->mu guards the thread list (grown
+ * under it; bm_pool_stop reads it after setting stop, when no grow can
+ * add to it), the kick
  * count and the stop flag; it is a leaf, never held while a run_one runs
  * (the users take their own locks there).
  */
@@ -98,6 +105,28 @@ int bm_pool_start(struct bm_pool *pool)
 	}
 	pool->threads = t;
 	pool->nthreads = n;
+out:
+	pthread_mutex_unlock(&pool->mu);
+	return rc;
+}
+
+int bm_pool_grow(struct bm_pool *pool, int n)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&pool->mu);
+	if (pool->nthreads == 0 || pool->stop || n <= pool->nthreads)
+		goto out; /* not started (the start makes want), stopping, or big enough */
+	pthread_t *t = realloc(pool->threads, (size_t)n * sizeof(*t));
+	if (t == NULL) {
+		rc = BM_ENOMEM;
+		goto out;
+	}
+	pool->threads = t;
+	while (pool->nthreads < n && pthread_create(&t[pool->nthreads], NULL, worker_main, pool) == 0)
+		pool->nthreads++;
+	if (pool->nthreads < n)
+		rc = BM_ENOMEM; /* the pool keeps the threads it has */
 out:
 	pthread_mutex_unlock(&pool->mu);
 	return rc;

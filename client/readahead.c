@@ -10,15 +10,18 @@
  * short sequential run over-fetches little.  Any other fault is random: the
  * window resets and the queue is emptied, so a random reader fetches only
  * what it touches.  The dataset's worker pool (pool.c, shared with the
- * uploads) takes blocks from the queue and loads them into the page cache
- * with vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
+ * uploads; its threads start at the first blocks queued) takes blocks
+ * from the queue and loads them into the page cache with
+ * vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
  * little): there a worker takes a run of consecutive queued blocks,
  * fetches it with one Range GET, then hands the run to the page cache in
  * one call (vm_fileh_prefetch_run: all LOADING at once, so a fault on one
  * waits for the copy instead of fetching it again), each block filled
  * from the run's buffer (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
  * within half of the RAM budget, and the runs in transit (one buffer per
- * worker) within half of that again.
+ * worker) within half of that again.  A dataset's block loads are timed:
+ * when answers are slow, the connections and workers grow to the
+ * bandwidth-delay product (note_load), up to 4 times `connections`.
  * Owns: struct bm_readahead.
  * Locking: ds->ra.mu guards the queue and the detector; it is never held
  * while a block is fetched, nor with ds->mu or the pool's lock.
@@ -29,12 +32,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "store.h"
 
 /* Read from the fault handler: initial-exec, so no lazy TLS allocation. */
 static __thread bool in_readahead __attribute__((tls_model("initial-exec")));
+/* Loads this worker's current unit ran (bm_readahead_fill counts them):
+ * 0 after a prefetch means the block was cached or being loaded. */
+static __thread unsigned loads;
 
 /* The run this worker hands to the page cache (flat objects): blocks
  * [first, first + n), fetched with one Range GET: len bytes at buf. */
@@ -91,6 +98,7 @@ int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
 {
 	size_t bs = ds->file.blksize;
 
+	loads++;
 	if (held.ds != ds || blk < held.first || blk - held.first >= held.n)
 		return 0;
 	size_t off = (size_t)(blk - held.first) * bs;
@@ -123,6 +131,51 @@ static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
 	held.len = len;
 	(void)vm_fileh_prefetch_run(ds->fh, first, n);
 	held.ds = NULL;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
+/* A dataset's block load took secs for bytes: every BM_RA_EPOCH loads,
+ * the least seconds per byte among them (the round trip when answers
+ * are slow; a load that only waited for CPU is slower, never faster)
+ * says how many GETs in flight move BM_RA_TARGET_RATE.  When that is
+ * more than the workers, the connections and then the workers grow to
+ * it (up to conns_max; never shrink).  Flat objects do not come here:
+ * their requests grow in size instead (runs). */
+static void note_load(bm_dataset *ds, double secs, size_t bytes)
+{
+	struct bm_readahead *ra = &ds->ra;
+	double per_byte = secs / (double)(bytes ? bytes : 1);
+	int want = 0;
+	double least = 0;
+
+	pthread_mutex_lock(&ra->mu);
+	if (ra->epoch_n == 0 || per_byte < ra->epoch_min)
+		ra->epoch_min = per_byte;
+	if (++ra->epoch_n >= BM_RA_EPOCH) {
+		double need = BM_RA_TARGET_RATE * ra->epoch_min + 1; /* rounded up */
+		least = ra->epoch_min;
+		ra->epoch_n = 0;
+		if (need > (double)ra->conns && ra->conns < ra->conns_max) {
+			want = need < (double)ra->conns_max ? (int)need : ra->conns_max;
+			ra->conns = want;
+		}
+	}
+	pthread_mutex_unlock(&ra->mu);
+	if (want == 0)
+		return;
+	/* No lock held: each takes its own. */
+	if (bm_store_set_connections(ds->store, want) < 0 || bm_pool_grow(&ds->pool, want) < 0)
+		return; /* what was added stays; the next epoch tries again */
+	if (ds->opt.verbose)
+		bm_log("%s: read-ahead: a block of %zu bytes takes %.2f ms at least: %d requests in flight",
+		       ds->url, bytes, least * (double)bytes * 1e3, want);
+	bm_pool_kick_all(&ds->pool);
 }
 
 /* A run's bytes (flat objects), one buffer per pool worker. */
@@ -163,8 +216,14 @@ static bool readahead_run_one(void *arg)
 	} else {
 		/* Errors are not reported here: the fault that needs the
 		 * block fetches it again and reports. */
-		for (size_t k = 0; k < n; k++)
-			(void)vm_fileh_prefetch(ds->fh, first + k);
+		for (size_t k = 0; k < n; k++) {
+			struct timespec t0;
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			loads = 0;
+			int rc = vm_fileh_prefetch(ds->fh, first + k);
+			if (rc == 0 && loads > 0)
+				note_load(ds, seconds_since(&t0), ds->file.blksize);
+		}
 	}
 	in_readahead = false;
 	return true;
@@ -200,11 +259,8 @@ int bm_readahead_start(bm_dataset *ds)
 	uint64_t *queue = calloc(budget / bs, sizeof(*queue));
 	if (queue == NULL)
 		return BM_ENOMEM;
-	if (bm_pool_start(&ds->pool) < 0) {
-		free(queue);
-		bm_set_error(ds, BM_ENOMEM, "%s: cannot start a read-ahead thread", ds->url);
-		return BM_ENOMEM;
-	}
+	/* The pool's workers start at the first blocks queued (on_fault):
+	 * an open that reads nothing ahead creates no thread. */
 	pthread_mutex_lock(&ra->mu);
 	ra->max_window = budget / bs;
 	ra->qcap = ra->max_window;
@@ -212,6 +268,10 @@ int bm_readahead_start(bm_dataset *ds)
 	/* Flat: runs of up to BM_RUN_BYTES_MAX, all workers' buffers within
 	 * half of the read-ahead budget. */
 	ra->run_max = 1;
+	ra->conns = nthreads;
+	ra->conns_max = nthreads * BM_RA_CONNS_FACTOR < 256 ? nthreads * BM_RA_CONNS_FACTOR : 256;
+	if (ra->conns_max < nthreads)
+		ra->conns_max = nthreads;
 	if (ds->flat) {
 		size_t run = budget / 2 / (size_t)nthreads;
 		run = run < BM_RUN_BYTES_MAX ? run : BM_RUN_BYTES_MAX;
@@ -291,8 +351,21 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 	bm_assert(ra->next <= blk + 1 + ra->max_window);
 	ra->last = blk + 1;
 	pthread_mutex_unlock(&ra->mu);
-	if (kick)
-		bm_pool_kick_all(&ds->pool); /* after ra->mu: no two locks */
+	if (!kick)
+		return;
+	/* The workers start here, at the first blocks queued (after ra->mu:
+	 * no two locks).  None to be had: the queue is dropped (read-ahead
+	 * is an optimisation: the faults load what they touch), and the next
+	 * sequential fault tries again. */
+	if (bm_pool_start(&ds->pool) < 0) {
+		pthread_mutex_lock(&ra->mu);
+		ra->qlen = 0;
+		pthread_mutex_unlock(&ra->mu);
+		if (ds->opt.verbose)
+			bm_log("%s: no read-ahead: cannot start a worker thread", ds->url);
+		return;
+	}
+	bm_pool_kick_all(&ds->pool);
 }
 
 void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n)

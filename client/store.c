@@ -64,6 +64,11 @@ void bm_store_close(struct bm_store *s)
 		s->ops->close(s);
 }
 
+int bm_store_set_connections(struct bm_store *s, int n)
+{
+	return s->ops->set_connections ? s->ops->set_connections(s, n) : 0;
+}
+
 unsigned bm_store_caps(struct bm_store *s)
 {
 	return atomic_load(&s->caps);

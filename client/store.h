@@ -183,6 +183,8 @@ struct bm_store_ops {
 	int (*list)(struct bm_store *s, const char *prefix, const char *token, struct bm_list *page,
 		    char *msg, size_t n);
 	void (*close)(struct bm_store *s);
+	/* Raises the bound on connections to n (never lowers it). */
+	int (*set_connections)(struct bm_store *s, int n);
 };
 
 /* The part every backend shares; a backend's struct starts with it. */
@@ -199,6 +201,9 @@ struct bm_store {
 int bm_store_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o, char *msg, size_t n);
 void bm_store_close(struct bm_store *s);
 unsigned bm_store_caps(struct bm_store *s);
+/* Raises the store's bound on connections to n (opts.connections at the
+ * open; a lower n changes nothing): 0, or BM_ENOMEM. */
+int bm_store_set_connections(struct bm_store *s, int n);
 /* The full name of key for messages ("<base>/<key>", or the base for "");
  * malloc'd, NULL when out of memory. */
 char *bm_store_name(const struct bm_store *s, const char *key);

@@ -731,6 +731,11 @@ static void http_close(struct bm_store *s)
 	free(h);
 }
 
+static int http_set_connections(struct bm_store *s, int n)
+{
+	return bm_http_set_connections(sh_of(s)->http, n);
+}
+
 static const struct bm_store_ops http_ops = {
 	.get = http_get,
 	.head = http_head,
@@ -738,6 +743,7 @@ static const struct bm_store_ops http_ops = {
 	.del = http_del,
 	.list = http_list,
 	.close = http_close,
+	.set_connections = http_set_connections,
 };
 
 int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,

@@ -395,6 +395,11 @@ static void s3_close(struct bm_store *s)
 	free(h);
 }
 
+static int s3_set_connections(struct bm_store *s, int n)
+{
+	return bm_http_set_connections(s3_of(s)->http, n);
+}
+
 static const struct bm_store_ops s3_ops = {
 	.get = s3_get,
 	.head = s3_head,
@@ -402,6 +407,7 @@ static const struct bm_store_ops s3_ops = {
 	.del = s3_del,
 	.list = s3_list,
 	.close = s3_close,
+	.set_connections = s3_set_connections,
 };
 
 int bm_store_s3_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -216,6 +217,28 @@ char *tc_manifest_text(json_t *man, size_t *lenp)
 	if (lenp)
 		*lenp = len;
 	return text;
+}
+
+void tc_assert_manifests_refused(const struct ts_server *s, const char *prefix,
+				 const struct tc_bad_manifest *bad, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char path[256], url[512];
+		bm_dataset *ds = NULL;
+		struct bm_options o;
+
+		snprintf(path, sizeof(path), "%s%zu/manifest.json", prefix, i);
+		assert_in_range(ts_put(s, path, bad[i].json, strlen(bad[i].json)), 201, 204);
+		snprintf(path, sizeof(path), "%s%zu", prefix, i);
+		tc_url(url, sizeof(url), s, path);
+		tc_options(&o);
+		int rc = bm_open(&ds, url, &o);
+		const char *msg = bm_last_error(NULL);
+		if (rc != BM_EFORMAT || !strstr(msg, url) || !strstr(msg, bad[i].says))
+			fail_msg("manifest %zu: rc %d, message \"%s\", expected \"%s\"", i, rc, msg,
+				 bad[i].says);
+		assert_null(ds);
+	}
 }
 
 /* ---- processes ----------------------------------------------------------------- */
@@ -1016,4 +1039,26 @@ void tc_canned_stop(struct tc_canned *c)
 	munmap(st->stack, CANNED_STACK);
 	free(st);
 	c->state = NULL;
+}
+
+static int count_tasks(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+int tc_nthreads(void)
+{
+	int n = count_tasks(), m;
+	for (int i = 0; usleep(5000), (m = count_tasks()) != n; i++) {
+		if (i == 2000)
+			fail_msg("the thread count kept changing for 10 s (%d, %d)", n, m);
+		n = m;
+	}
+	return n;
 }

@@ -67,6 +67,17 @@ json_t *tc_block_keys(const char *url);
  * compact, and for a version 2 or 3 one with its "manifest_sum" made again
  * over the new bytes (docs/FORMAT.md).  malloc'd; *LENP its length. */
 char *tc_manifest_text(json_t *man, size_t *lenp);
+/* A manifest libblkmap must refuse: its text, and a part of the message
+ * that says why. */
+struct tc_bad_manifest {
+	const char *json;
+	const char *says;
+};
+/* Stores each of the N manifests as PREFIX<i>/manifest.json on S and opens
+ * that dataset: the test fails unless the open is BM_EFORMAT with a message
+ * naming its URL and the case's reason, and gives no handle. */
+void tc_assert_manifests_refused(const struct ts_server *s, const char *prefix,
+				 const struct tc_bad_manifest *bad, size_t n);
 
 /* ---- processes ----------------------------------------------------------------- */
 
@@ -170,6 +181,11 @@ json_t *tc_store_get_json(const struct tc_store *st, const char *path);
 /* PUTs a plain object at PATH (making the collections a WebDAV server
  * needs); returns the PUT's status (S3 answers 200 for a new object too). */
 long tc_store_put(const struct tc_store *st, const char *path, const void *data, size_t len);
+
+/* Threads of this process now: two counts of /proc/self/task 5 ms apart
+ * that agree (a thread just joined may still be listed for a moment).
+ * Bounded: counts that keep changing for 10 s fail the test. */
+int tc_nthreads(void);
 
 /* ---- canned HTTP responder ----------------------------------------------------------- */
 

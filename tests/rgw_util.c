@@ -1,7 +1,7 @@
 /* tests/rgw_util.c — the shared RADOS Gateway for the tests (see
  * rgw_util.h): runs tests/rgw.sh's "shared" mode and reads the instance's
  * endpoint and keys, makes SigV4-signed S3 requests with libcurl, buckets
- * and the AWS_* environment.  No locking: tr_rgw_get, tr_bucket and
+ * and the AWS_* environment.  No locking: tr_rgw_get(_or_skip), tr_bucket and
  * tr_rgw_setenv are for the test's thread; tr_s3 keeps nothing between
  * calls, so threads may make requests at once once one request has set
  * libcurl up.  tests/rgw.sh serializes the programs' starts.
@@ -65,6 +65,22 @@ int tr_rgw_get(struct tr_rgw *r, char *why, size_t n)
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !r->endpoint[0] || !r->secret_key[0]) {
 		if (!why[0])
 			snprintf(why, n, "tests/rgw.sh shared failed (status %d)", st);
+		return -1;
+	}
+	return 0;
+}
+
+int tr_rgw_get_or_skip(struct tr_rgw *r)
+{
+	char why[1024];
+	int rc = tr_rgw_get(r, why, sizeof(why));
+
+	if (rc == 77) {
+		printf("SKIP: %s\n", why);
+		exit(77);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "RADOS Gateway: %s\n", why);
 		return -1;
 	}
 	return 0;

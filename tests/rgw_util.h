@@ -21,6 +21,10 @@ struct tr_rgw {
  * fails).  Takes about 3 s (more under load) the first time in a `make
  * check`. */
 int tr_rgw_get(struct tr_rgw *r, char *why, size_t n);
+/* tr_rgw_get for a test program's group setup: 0; where radosgw is not
+ * installed, "SKIP: why" on stdout and the program exits 77 (skipped);
+ * -1 with "RADOS Gateway: why" on stderr when it did not start. */
+int tr_rgw_get_or_skip(struct tr_rgw *r);
 
 /* An S3 response: status, headers (the last response's block) and body,
  * NUL-terminated; status -1 when the request failed (err says why). */

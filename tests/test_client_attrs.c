@@ -241,31 +241,14 @@ static void a_flat_object_has_no_attrs_to_set(void **state)
 static void a_manifest_with_hostile_attrs_is_refused_at_open(void **state)
 {
 	struct ts_server *s = *state;
-	static const struct {
-		const char *json;
-		const char *says;
-	} bad[] = {
+	static const struct tc_bad_manifest bad[] = {
 		{ "{" HEAD_OK "\"attrs\": [1]}", "\"attrs\") are not a JSON object" },
 		{ "{" HEAD_OK "\"attrs\": \"{}\"}", "\"attrs\") are not a JSON object" },
 		{ "{" HEAD_OK "\"attrs\": null}", "\"attrs\") are not a JSON object" },
 		{ "{" HEAD_OK "\"attrs\": {\"a\": 1, \"a\": 2}}", "not valid JSON" },
 	};
 
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char path[64], url[512];
-		bm_dataset *ds = NULL;
-		struct bm_options o;
-		snprintf(path, sizeof(path), "/at/hostile%zu/manifest.json", i);
-		assert_in_range(ts_put(s, path, bad[i].json, strlen(bad[i].json)), 201, 204);
-		snprintf(path, sizeof(path), "/at/hostile%zu", i);
-		tc_url(url, sizeof(url), s, path);
-		tc_options(&o);
-		int rc = bm_open(&ds, url, &o);
-		const char *msg = bm_last_error(NULL);
-		if (rc != BM_EFORMAT || !strstr(msg, url) || !strstr(msg, bad[i].says))
-			fail_msg("manifest %zu: rc %d, message \"%s\", expected \"%s\"", i, rc, msg, bad[i].says);
-		assert_null(ds);
-	}
+	tc_assert_manifests_refused(s, "/at/hostile", bad, sizeof(bad) / sizeof(bad[0]));
 	/* Too long: a valid object of 64 KiB + 1 compact. */
 	size_t n = BM_ATTRS_MAX + 256;
 	char *json = malloc(n + 256);

@@ -27,10 +27,7 @@
 
 #define HEAD_OK "\"format\": \"blkmap-dataset\", \"checksum\": \"xxh128\", "
 
-static const struct {
-	const char *json;
-	const char *says;          /* part of the error message */
-} bad_manifests[] = {
+static const struct tc_bad_manifest bad_manifests[] = {
 	{ "{\"format\": \"blkmap-dataset\", ", "not valid JSON" },
 	{ "[1, 2, 3]", "not a JSON object" },
 	{ "{" HEAD_OK "\"version\": 1, \"blksize\": \"big\", \"size\": 1, \"generation\": 1, \"blocks\": []}",
@@ -74,23 +71,8 @@ static void each_bad_manifest_is_refused_with_a_message_naming_url_and_fault(voi
 {
 	struct ts_server *s = *state;
 
-	for (size_t i = 0; i < sizeof(bad_manifests) / sizeof(bad_manifests[0]); i++) {
-		char path[64], url[512];
-		bm_dataset *ds = NULL;
-		struct bm_options o;
-
-		snprintf(path, sizeof(path), "/bad%zu/manifest.json", i);
-		assert_in_range(ts_put(s, path, bad_manifests[i].json, strlen(bad_manifests[i].json)), 201, 204);
-		snprintf(path, sizeof(path), "/bad%zu", i);
-		tc_url(url, sizeof(url), s, path);
-		tc_options(&o);
-		int rc = bm_open(&ds, url, &o);
-		const char *msg = bm_last_error(NULL);
-		if (rc != BM_EFORMAT || !strstr(msg, url) || !strstr(msg, bad_manifests[i].says))
-			fail_msg("manifest %zu: rc %d, message \"%s\", expected \"%s\"", i, rc, msg,
-				 bad_manifests[i].says);
-		assert_null(ds);
-	}
+	tc_assert_manifests_refused(s, "/bad", bad_manifests,
+				    sizeof(bad_manifests) / sizeof(bad_manifests[0]));
 }
 
 /* ---- bad block objects ---------------------------------------------------------- */

@@ -2,10 +2,13 @@
  * fetched ahead of the faults (blocks never touched get fetched), never
  * more than the window ahead of the reader, each block once, several
  * requests in flight at once; random access fetches exactly the blocks
- * touched and nothing ahead.  Every assertion is an invariant, not a
+ * touched and nothing ahead.  The workers start at the first blocks
+ * queued: an open, a mapping or random access creates none.  Every
+ * assertion is an invariant, not a
  * timing: parallelism is the server's own peak of requests in flight
  * (GET /_admin/stats requests_in_flight_max) while every response is
- * delayed, so a serial client could never show two.
+ * delayed, so a serial client could never show two.  Slow answers make
+ * a dataset's read-ahead keep more GETs in flight than `connections`.
  */
 #include "config.h"
 
@@ -45,8 +48,13 @@ static void a_sequential_scan_fetches_ahead_in_parallel(void **state)
 	tc_options(&o);
 	o.readahead_bytes = WINDOW * BS;
 	o.connections = 4;
+	o.spare_bytes = 0; /* no spare memory thread: only the workers count */
+	int before = tc_nthreads();
 	assert_int_equal(bm_open(&ds, url, &o), 0);
 	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	/* Nothing queued yet: no worker (they start at the first blocks
+	 * queued, and still read ahead in parallel below). */
+	assert_int_equal(tc_nthreads(), before);
 	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
 	long gets = tc_server_stat(s, "requests", "GET");  /* also starts a new peak */
 	for (size_t b = 0; b < half; b++) {
@@ -83,8 +91,10 @@ static void a_sequential_scan_fetches_ahead_in_parallel(void **state)
 	assert_true(st.readahead_blocks >= 1);
 	/* Several requests were in the server at once. */
 	assert_true(peak >= 2);
+	assert_true(tc_nthreads() > before); /* the workers, started by the scan */
 	bm_unmap(m);
 	bm_close(ds);
+	assert_int_equal(tc_nthreads(), before); /* joined */
 	free(data);
 	free(got);
 }
@@ -96,13 +106,18 @@ static void random_access_fetches_only_the_blocks_touched(void **state)
 	const size_t n = sizeof(order) / sizeof(order[0]);
 	unsigned char *data = ts_pattern(NBLK * BS, 42);
 	char url[512];
+	struct bm_options o;
 	struct bm_stats st;
+	bm_dataset *ds;
 	bm_mapping *m;
 	void *addr;
 
 	tc_url(url, sizeof(url), s, "/ra/random");
 	tc_put(url, BS, data, NBLK * BS);
-	bm_dataset *ds = tc_open(url, 0);
+	tc_options(&o);
+	o.spare_bytes = 0; /* no spare memory thread: only the workers count */
+	int before = tc_nthreads();
+	assert_int_equal(bm_open(&ds, url, &o), 0);
 	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
 	long gets = tc_server_stat(s, "requests", "GET");
 	for (size_t i = 0; i < n; i++) {
@@ -116,6 +131,80 @@ static void random_access_fetches_only_the_blocks_touched(void **state)
 	assert_int_equal(st.cache_misses, n);
 	assert_int_equal(st.readahead_blocks, 0);
 	assert_int_equal(tc_server_stat(s, "requests", "GET") - gets, n + 1); /* + the index page */
+	/* Nothing was read ahead: no worker was started. */
+	assert_int_equal(tc_nthreads(), before);
+	bm_unmap(m);
+	bm_close(ds);
+	free(data);
+}
+
+/* An open and a close that read nothing ahead create no thread and leave
+ * none behind: of a dataset, of a flat object (its probe is answered
+ * before the open returns), and of a dataset with read-ahead off. */
+static void an_open_and_close_that_read_nothing_ahead_start_no_worker(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *data = ts_pattern(4 * BS, 43);
+	char ds_url[512], flat_url[512];
+	const char *urls[] = { ds_url, flat_url };
+
+	tc_url(ds_url, sizeof(ds_url), s, "/ra/quiet");
+	tc_put(ds_url, BS, data, 4 * BS);
+	tc_url(flat_url, sizeof(flat_url), s, "/ra/quiet.bin");
+	assert_int_equal(ts_put(s, "/ra/quiet.bin", data, 4 * BS) / 100, 2);
+	int before = tc_nthreads();
+	for (int i = 0; i < 3; i++) {
+		struct bm_options o;
+		bm_dataset *ds;
+		unsigned char buf[100];
+		tc_options(&o);
+		o.connections = 4;
+		if (i == 2)
+			o.readahead_bytes = 0;
+		assert_int_equal(bm_open(&ds, urls[i % 2], &o), 0);
+		assert_int_equal(bm_read(ds, BS + 5, buf, sizeof(buf)), (int64_t)sizeof(buf));
+		assert_memory_equal(buf, data + BS + 5, sizeof(buf));
+		assert_int_equal(tc_nthreads(), before);
+		bm_close(ds);
+		assert_int_equal(tc_nthreads(), before);
+	}
+	free(data);
+}
+
+/* Answers 30 ms late: a dataset's read-ahead measures it and keeps more
+ * GETs in flight than `connections` (up to 4 times as many), the
+ * bandwidth-delay product of small blocks.  The server's peak of requests
+ * in flight shows it: with connections = 2 the old pool never had more
+ * than 2 (its connection bound covers the reader's own GETs too). */
+static void slow_answers_raise_the_requests_in_flight_past_connections(void **state)
+{
+	struct ts_server *s = *state;
+	const size_t bs = 16 * KiB, nblk = 256;
+	unsigned char *data = ts_pattern(nblk * bs, 43);
+	char url[512];
+	struct bm_options o;
+	struct bm_stats st;
+	bm_dataset *ds;
+	bm_mapping *m;
+	void *addr;
+
+	tc_url(url, sizeof(url), s, "/ra/slow");
+	tc_put(url, bs, data, nblk * bs);
+	tc_options(&o);
+	o.connections = 2;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
+	(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
+	assert_memory_equal(addr, data, nblk * bs);
+	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
+	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_blocks, nblk);
+	assert_true(st.readahead_blocks >= 16);
+	if (peak <= 2 || peak > 8)
+		fail_msg("%ld requests in flight at most: expected 3..8 (connections 2, at most 4 times)",
+			 peak);
 	bm_unmap(m);
 	bm_close(ds);
 	free(data);
@@ -126,6 +215,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_sequential_scan_fetches_ahead_in_parallel),
 		cmocka_unit_test(random_access_fetches_only_the_blocks_touched),
+		cmocka_unit_test(an_open_and_close_that_read_nothing_ahead_start_no_worker),
+		cmocka_unit_test(slow_answers_raise_the_requests_in_flight_past_connections),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

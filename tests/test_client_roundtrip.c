@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <dirent.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -667,31 +666,6 @@ static void a_writer_killed_after_the_swap_is_repaired_by_the_next_commit(void *
 	free(data);
 }
 
-static int count_tasks(void)
-{
-	int n = 0;
-	DIR *d = opendir("/proc/self/task");
-	for (struct dirent *e; d && (e = readdir(d)) != NULL;)
-		n += e->d_name[0] != '.';
-	if (d)
-		closedir(d);
-	return n;
-}
-
-/* Threads of this process now: two counts 5 ms apart that agree (a thread
- * just joined may still be listed for a moment).  Bounded: 2000 tries
- * (10 s) that never agree is a count that keeps changing, reported. */
-static int nthreads(void)
-{
-	int n = count_tasks(), m;
-	for (int i = 0; usleep(5000), (m = count_tasks()) != n; i++) {
-		if (i == 2000)
-			fail_msg("the thread count kept changing for 10 s (%d, %d)", n, m);
-		n = m;
-	}
-	return n;
-}
-
 /* Spare memory (and its thread) serves page faults only: a handle used with
  * bm_read / bm_write alone (as the mirror and `blkmap put` use theirs) keeps
  * none; the first mapping starts it, unless spare_bytes is 0. */
@@ -712,9 +686,9 @@ static void a_handle_keeps_spare_memory_only_once_mapped(void **state)
 		tc_options(&o);
 		o.spare_bytes = with ? (size_t)1 << 20 : 0;
 		assert_int_equal(bm_open(&ds, url, &o), 0);
-		int before = nthreads();
+		int before = tc_nthreads();
 		assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
-		assert_int_equal(nthreads(), before + with);
+		assert_int_equal(tc_nthreads(), before + with);
 		assert_memory_equal(addr, data, 4 * bs);
 		bm_unmap(m);
 		bm_close(ds);

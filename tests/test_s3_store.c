@@ -23,18 +23,9 @@ static struct tr_rgw rgw;
 
 static int group_setup(void **state)
 {
-	char why[1024];
-	int rc = tr_rgw_get(&rgw, why, sizeof(why));
-
 	(void)state;
-	if (rc == 77) {
-		printf("SKIP: %s\n", why);
-		exit(77);
-	}
-	if (rc != 0) {
-		fprintf(stderr, "RADOS Gateway: %s\n", why);
+	if (tr_rgw_get_or_skip(&rgw) != 0)
 		return -1;
-	}
 	tr_rgw_setenv(&rgw);
 	return 0;
 }

@@ -39,20 +39,6 @@ static void send_bytes(int fd, const char *p, size_t n)
 	assert_int_equal(write(fd, p, n), (ssize_t)n);
 }
 
-/* Sends REQ on a new connection and reads until the server closes it. */
-static char *ask(const struct ts_server *s, const char *req, size_t n)
-{
-	size_t got;
-	int fd = ts_connect(s);
-
-	send_bytes(fd, req, n);
-	char *a = ts_read_all(fd, &got);
-	close(fd);
-	return a;
-}
-
-#define ASK(s, lit) ask((s), (lit), sizeof(lit) - 1)
-
 /* The answer starts with STATUS, its body holds WHY, on one line. */
 static void assert_answer(const char *a, int status, const char *why, const char *req)
 {
@@ -146,7 +132,7 @@ static void refused_request_heads_get_their_status_and_a_one_line_reason(void **
 
 	assert_int_equal(ts_start(&s, args), 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char *a = ask(&s, bad[i].req, strlen(bad[i].req));
+		char *a = ts_ask(&s, bad[i].req, strlen(bad[i].req));
 		assert_answer(a, bad[i].status, bad[i].why, bad[i].req);
 		free(a);
 	}
@@ -157,7 +143,7 @@ static void refused_request_heads_get_their_status_and_a_one_line_reason(void **
 		for (int i = 2; i < lines; i++)
 			n += snprintf(req + n, sizeof(req) - (size_t)n, "X-%d: y\r\n", i);
 		n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
-		char *a = ask(&s, req, (size_t)n);
+		char *a = ts_ask(&s, req, (size_t)n);
 		assert_answer(a, lines == 64 ? 404 : 431, lines == 64 ? NULL : "too many header lines", req);
 		free(a);
 	}
@@ -194,7 +180,7 @@ static void header_values_are_read_without_trailing_blanks(void **state)
 	assert_int_equal(ts_start(&s, args), 0);
 	assert_int_equal(ts_put(&s, "/here", "x", 1), 201);
 	/* "*  \t" is "*": the object exists, so a create-only PUT fails. */
-	char *a = ASK(&s, "PUT /here HTTP/1.1\r\nHost: t\r\nConnection: close\r\nIf-None-Match: *  \t\r\n"
+	char *a = TS_ASK(&s, "PUT /here HTTP/1.1\r\nHost: t\r\nConnection: close\r\nIf-None-Match: *  \t\r\n"
 		      "Content-Length: 1\r\n\r\ny");
 	assert_answer(a, 412, NULL, "PUT /here If-None-Match: *");
 	free(a);
@@ -277,10 +263,10 @@ static void bodies_without_a_length_are_refused(void **state)
 	(void)state;
 
 	assert_int_equal(ts_start(&s, args), 0);
-	char *a = ASK(&s, "PUT /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	char *a = TS_ASK(&s, "PUT /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
 	assert_answer(a, 411, "PUT needs Content-Length", "PUT without a length");
 	free(a);
-	a = ASK(&s, "GET /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+	a = TS_ASK(&s, "GET /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
 	assert_answer(a, 501, "Transfer-Encoding is not supported", "GET chunked");
 	free(a);
 	assert_int_equal(ts_stop(&s), 0);
@@ -319,7 +305,7 @@ static void admin_endpoints_refuse_unknown_names_methods_and_big_bodies(void **s
 	assert_non_null(strstr(r.body, "over the limit"));
 	ts_resp_free(&r);
 	free(big);
-	char *a = ASK(&s, "PUT /_admin/faults HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+	char *a = TS_ASK(&s, "PUT /_admin/faults HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
 	assert_answer(a, 411, "Content-Length", "PUT /_admin/faults chunked");
 	free(a);
 	/* Still serving. */

@@ -230,29 +230,10 @@ static void malformed_request_answers_400_and_closes(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
-static void send_bytes(int fd, const char *p, size_t n)
-{
-	assert_int_equal(write(fd, p, n), (ssize_t)n);
-}
-
-/* Sends N bytes of request on a new connection; the whole answer. */
-static char *ask(const struct ts_server *s, const char *req, size_t n)
-{
-	size_t got;
-	int fd = ts_connect(s);
-
-	send_bytes(fd, req, n);
-	char *a = ts_read_all(fd, &got);
-	close(fd);
-	return a;
-}
-
-#define ASK(s, lit) ask((s), (lit), sizeof(lit) - 1)
-
 /* Each answer is also the last on its connection: the server closes it
  * (Connection: close) rather than wait for more from a client it could not
  * understand.  The idle timeout is 10 minutes, so a prompt close can only
- * be that rule; ask() would report a hang after 60 s. */
+ * be that rule; ts_ask() would report a hang after 60 s. */
 static void hostile_heads_get_400_with_a_one_line_reason_and_a_close(void **state)
 {
 	const char *args[] = { "--memory", "--idle-timeout-ms", "600000", NULL };
@@ -274,7 +255,7 @@ static void hostile_heads_get_400_with_a_one_line_reason_and_a_close(void **stat
 
 	assert_int_equal(ts_start(&s, args), 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char *a = ask(&s, bad[i].req, bad[i].n);
+		char *a = ts_ask(&s, bad[i].req, bad[i].n);
 		char *body = a ? strstr(a, "\r\n\r\n") : NULL;
 		const char *close_line = a ? strstr(a, "\r\nConnection: close\r\n") : NULL;
 		const char *wrong = NULL;
@@ -302,7 +283,7 @@ static void a_body_the_server_does_not_read_is_never_taken_for_a_request(void **
 
 	assert_int_equal(ts_start(&s, args), 0);
 	assert_int_equal(ts_put(&s, "/victim", "v", 1), 201);
-	char *a = ASK(&s, "PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"
+	char *a = TS_ASK(&s, "PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"
 		      "DELETE /victim HTTP/1.1\r\nHost: t\r\n\r\n");
 	assert_non_null(a);
 	assert_true(strncmp(a, "HTTP/1.1 411 ", 13) == 0);
@@ -361,14 +342,14 @@ static void list_headers_on_several_lines_are_one_list(void **state)
 	assert_non_null(ts_header(&r, "ETag", etag, sizeof(etag)));
 	ts_resp_free(&r);
 	/* "*" on the second line still forbids overwriting. */
-	char *a = ASK(&s, "PUT /c HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"nope\"\r\n"
+	char *a = TS_ASK(&s, "PUT /c HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"nope\"\r\n"
 		      "If-None-Match: *\r\nContent-Length: 3\r\nConnection: close\r\n\r\nnew");
 	assert_true(a && strncmp(a, "HTTP/1.1 412 ", 13) == 0);
 	free(a);
 	/* The ETag on the second line of If-Match matches. */
 	snprintf(req, sizeof(req), "PUT /c HTTP/1.1\r\nHost: t\r\nIf-Match: \"nope\"\r\nIf-Match: %s\r\n"
 		 "Content-Length: 3\r\nConnection: close\r\n\r\nnew", etag);
-	a = ask(&s, req, strlen(req));
+	a = ts_ask(&s, req, strlen(req));
 	assert_true(a && strncmp(a, "HTTP/1.1 204 ", 13) == 0);
 	free(a);
 	ts_request(NULL, &s, "GET", "/c", NULL, NULL, 0, &r);
@@ -384,15 +365,15 @@ static void absolute_targets_huge_range_ends_and_zero_padded_lengths_are_underst
 
 	assert_int_equal(ts_start(&s, args), 0);
 	assert_int_equal(ts_put(&s, "/m", "0123456789", 10), 201);
-	char *a = ASK(&s, "GET http://t/m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+	char *a = TS_ASK(&s, "GET http://t/m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
 	assert_true(a && strncmp(a, "HTTP/1.1 200 ", 13) == 0 && strstr(a, "\r\n\r\n0123456789"));
 	free(a);
-	a = ASK(&s, "GET /m HTTP/1.1\r\nHost: t\r\nRange: bytes=2-99999999999999999999\r\n"
+	a = TS_ASK(&s, "GET /m HTTP/1.1\r\nHost: t\r\nRange: bytes=2-99999999999999999999\r\n"
 		"Connection: close\r\n\r\n");
 	assert_true(a && strncmp(a, "HTTP/1.1 206 ", 13) == 0 && strstr(a, "bytes 2-9/10") &&
 		    strstr(a, "\r\n\r\n23456789"));
 	free(a);
-	a = ASK(&s, "PUT /z HTTP/1.1\r\nHost: t\r\nContent-Length: 00000000000000000000001\r\n"
+	a = TS_ASK(&s, "PUT /z HTTP/1.1\r\nHost: t\r\nContent-Length: 00000000000000000000001\r\n"
 		"Connection: close\r\n\r\nz");
 	assert_true(a && strncmp(a, "HTTP/1.1 201 ", 13) == 0);
 	free(a);

@@ -385,6 +385,20 @@ char *ts_read_all(int fd, size_t *n)
 	return buf;
 }
 
+char *ts_ask(const struct ts_server *s, const void *req, size_t n)
+{
+	size_t got;
+	int fd = ts_connect(s);
+	char *a = NULL;
+
+	if (fd < 0)
+		return NULL;
+	if (write(fd, req, n) == (ssize_t)n)
+		a = ts_read_all(fd, &got);
+	close(fd);
+	return a;
+}
+
 char *ts_mkdtemp(void)
 {
 	const char *base = getenv("TMPDIR");

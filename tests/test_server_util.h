@@ -85,6 +85,12 @@ int ts_connect(const struct ts_server *s);
  * NUL-terminated) and their count in *N; NULL if the peer neither sent
  * nor closed for 60 s (a hang, reported on stderr). */
 char *ts_read_all(int fd, size_t *n);
+/* Sends the N bytes of REQ on a new connection and reads until the server
+ * closes it (ts_read_all): the whole answer, or NULL when it could not be
+ * sent or the server hung.  TS_ASK sends a string literal (NUL bytes in it
+ * too). */
+char *ts_ask(const struct ts_server *s, const void *req, size_t n);
+#define TS_ASK(s, lit) ts_ask((s), (lit), sizeof(lit) - 1)
 
 char *ts_mkdtemp(void);
 void ts_rmtree(const char *path);

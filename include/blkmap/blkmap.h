@@ -65,7 +65,10 @@ struct bm_options {
 	long timeout_ms;          /* per request                     BLKMAP_TIMEOUT_MS (60000) */
 	int retries;              /* tries after the first failure   BLKMAP_RETRIES (6) */
 	long retry_base_ms;       /* first backoff, doubled per try  BLKMAP_RETRY_BASE_MS (50) */
-	int connections;          /* connections to the server       BLKMAP_CONNECTIONS (16) */
+	/* Connections to the server (and read-ahead workers); a dataset's
+	 * read-ahead raises both up to 4 times this when answers are slow
+	 * (docs/client.md, "Fetch sizes")  BLKMAP_CONNECTIONS (16) */
+	int connections;
 	size_t readahead_bytes;   /* largest read-ahead window       BLKMAP_READAHEAD_BYTES (64 MiB) */
 	size_t spare_bytes;       /* zeroed RAM kept ready for loads BLKMAP_SPARE_BYTES (16 MiB) */
 	/* Block size of a created dataset (0: 1 MiB), and of the blocks a
