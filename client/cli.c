@@ -735,8 +735,8 @@ static const char stat_help[] =
 	"Prints what the dataset at URL (or its generation GEN, or the one tag TAG\n"
 	"names) is, as JSON: url, kind (dataset or flat),\n"
 	"size, blksize, generation, blocks (the non-empty ones), format_version\n"
-	"(the dataset format version of that generation, 1 or 2; null for a flat\n"
-	"object).\n";
+	"(the dataset format version of that generation, 1, 2 or 3; null for a\n"
+	"flat object).\n";
 
 /* Prints s as a JSON string (quotes, backslashes and controls escaped). */
 void print_json_string(const char *s)
