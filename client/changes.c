@@ -10,7 +10,8 @@
  * never GETs back what it just queued.  Calls blocks.c, upload.c and
  * gcmark.c; commit.c calls it.
  * A format 3 dataset is mapped in 64 KiB pieces: storeblk's pieces are
- * merged into their block (ds->staged), which becomes one change.
+ * kept for their block (ds->staged), which becomes one change; the pieces
+ * not written are fetched then, and only if there are some.
  * Owns: ds->changes, ds->wrote and ds->staged.  Locking: ds->mu guards
  * the list, the sizes and ds->wrote; never held across a request or with
  * ds->up.mu.  ds->staged is the writeout thread's alone.
@@ -234,37 +235,59 @@ static int pending_block(bm_dataset *ds, uint64_t index, char *buf);
 
 int bm_changes_flush(bm_dataset *ds)
 {
+	size_t pbs = ds->file.blksize, len = ds->staged.len;
+	unsigned np = (unsigned)((len + pbs - 1) / pbs), missing = 0;
+	char *tmp = NULL;
+	int rc;
+
 	if (!ds->staged.valid)
 		return 0;
+	for (unsigned i = 0; i < np; i++)
+		missing += !(ds->staged.have[i / 64] >> (i % 64) & 1);
+	if (missing > 0) {
+		/* The pieces not stored, from the block as the next generation
+		 * has it (fetched whole unless kept or new). */
+		if ((tmp = malloc(ds->blksize)) == NULL)
+			return BM_ENOMEM;
+		if ((rc = pending_block(ds, ds->staged.index, tmp)) < 0) {
+			free(tmp);
+			return rc;
+		}
+		for (unsigned i = 0; i < np; i++) {
+			size_t off = (size_t)i * pbs;
+			if (!(ds->staged.have[i / 64] >> (i % 64) & 1))
+				memcpy(ds->staged.buf + off, tmp + off, len - off < pbs ? len - off : pbs);
+		}
+		free(tmp);
+	}
 	ds->staged.valid = false;
-	return change_block(ds, ds->staged.index, ds->staged.buf, ds->staged.len, true, NULL);
+	return change_block(ds, ds->staged.index, ds->staged.buf, len, true, NULL);
 }
 
 int bm_change_piece(bm_dataset *ds, uint64_t blk, const void *buf, size_t len)
 {
 	size_t bs = ds->blksize;
 	uint64_t index = blk / ds->vm_per_blk;
-	size_t in = (size_t)(blk % ds->vm_per_blk) * ds->file.blksize;
+	unsigned piece = (unsigned)(blk % ds->vm_per_blk);
+	size_t in = (size_t)piece * ds->file.blksize;
 	int rc;
 
 	if (ds->staged.valid && ds->staged.index != index && (rc = bm_changes_flush(ds)) < 0)
 		return ds->staged.err = rc;
 	if (!ds->staged.valid) {
-		/* The block as the next generation has it: its other pieces
-		 * (fetched whole, or zeros for a new one), then this one. */
 		if (ds->staged.buf == NULL && (ds->staged.buf = malloc(bs)) == NULL)
 			return BM_ENOMEM;
 		pthread_mutex_lock(&ds->mu);
 		uint64_t left = ds->new_size - index * bs; /* storeblk: blk is below new_size */
 		pthread_mutex_unlock(&ds->mu);
-		if ((rc = pending_block(ds, index, ds->staged.buf)) < 0)
-			return ds->staged.err = rc;
 		ds->staged.index = index;
 		ds->staged.len = left < bs ? (size_t)left : bs;
+		memset(ds->staged.have, 0, sizeof(ds->staged.have));
 		ds->staged.valid = true;
 	}
-	bm_assert(in + len <= ds->staged.len);
+	bm_assert(in + len <= ds->staged.len && piece < BM_VM_PER_BLK_MAX);
 	memcpy(ds->staged.buf + in, buf, len);
+	ds->staged.have[piece / 64] |= (uint64_t)1 << (piece % 64);
 	return 0;
 }
 

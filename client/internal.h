@@ -344,6 +344,10 @@ struct bm_counters {
 		commits, conflicts;
 };
 
+/* The most virtmem blocks one block is mapped in: 64 MiB / 64 KiB pieces
+ * (index.h's BM_PIECES_MAX). */
+#define BM_VM_PER_BLK_MAX 1024
+
 struct bm_dataset {
 	vm_bigfile file;           /* first: virtmem hands it back to us */
 	char *url;                 /* dataset URL, no trailing '/' */
@@ -400,15 +404,17 @@ struct bm_dataset {
 		char *buf;
 	} wrote;
 	/* vm_per_blk > 1: the block whose dirty pieces storeblk is merging
-	 * (blksize bytes, as the next generation has it), until a piece of
-	 * another block or the writeout's end makes it one change
-	 * (bm_change_piece, bm_changes_flush).  Only the writeout's thread
-	 * touches it. */
+	 * (blksize bytes), until a piece of another block or the writeout's
+	 * end makes it one change (bm_change_piece, bm_changes_flush): the
+	 * pieces not stored (have) then come from the block as the next
+	 * generation has it, fetched only when there are some.  Only the
+	 * writeout's thread touches it. */
 	struct {
 		bool valid;
 		uint64_t index;
 		size_t len;
 		char *buf;
+		uint64_t have[BM_VM_PER_BLK_MAX / 64]; /* pieces stored, a bit each */
 		int err;           /* why the last merge failed (storeblk's
 				      error reaches the commit as -EIO) */
 	} staged;
@@ -494,9 +500,9 @@ int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char 
  * upload queue is full. */
 int bm_change_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page);
 /* vm_per_blk > 1 (storeblk): virtmem's block blk, a piece of len bytes,
- * merged into its block as the next generation has it (fetched whole if
- * it is not the block being merged); the block becomes one change when a
- * piece of another block comes or at bm_changes_flush. */
+ * kept for its block; the block becomes one change when a piece of
+ * another block comes or at bm_changes_flush, its pieces not stored taken
+ * from the block as the next generation has it (fetched only then). */
 int bm_change_piece(bm_dataset *ds, uint64_t blk, const void *buf, size_t len);
 /* The block bm_change_piece is merging, made a change (after a writeout). */
 int bm_changes_flush(bm_dataset *ds);

@@ -10,7 +10,8 @@
  * naming its block and piece (SIGBUS on a fault; the other pieces read,
  * each checked on its own), the whole block fails its sum; a sequential
  * read reads every piece (read-ahead: runs of a block's pieces); a
- * written piece is committed with the rest of its block (fetched).  A v3
+ * written piece is committed with the rest of its block (fetched), a
+ * block written whole without fetching it.  A v3
  * tree read as version 2 (what a v2 reader's walk does) is refused with
  * one line; gc drops what a dropped generation alone named.
  */
@@ -435,6 +436,38 @@ static void a_written_piece_is_committed_with_the_rest_of_its_block(void **state
 	free(data);
 }
 
+static void a_block_written_whole_through_a_mapping_is_committed_without_fetching_it(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	tc_require(st, TC_CAN_COUNT, "counts the bytes the server sends");
+	size_t nblk = 3, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 310);
+	char url[512];
+	void *addr;
+	bm_mapping *m;
+	uint64_t gen;
+
+	tc_store_url(url, sizeof(url), st, "/v3/whole");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	unsigned char *mem = addr;
+	memset(mem + BS, 0x6b, BS); /* every piece of block 1 */
+	memset(data + BS, 0x6b, BS);
+	long out = tc_server_stat(&st->srv, "bytes_out", NULL);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	/* Its pieces are all in the writeout: nothing of its old object is
+	 * read back (small answers only: gc.json, the manifest's HEAD). */
+	long sent = tc_server_stat(&st->srv, "bytes_out", NULL) - out;
+	if (sent >= (long)BM_PIECE_SIZE)
+		fail_msg("the server sent %ld bytes during the commit", sent);
+	bm_unmap(m);
+	bm_close(ds);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	free(data);
+}
+
 static void a_v3_tree_read_as_version_2_is_refused_with_one_line(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -523,6 +556,7 @@ int main(void)
 		cmocka_unit_test(a_random_miss_fetches_one_piece_with_one_range_get_of_64k),
 		cmocka_unit_test(a_sequential_read_through_a_mapping_reads_every_piece),
 		cmocka_unit_test(a_written_piece_is_committed_with_the_rest_of_its_block),
+		cmocka_unit_test(a_block_written_whole_through_a_mapping_is_committed_without_fetching_it),
 		cmocka_unit_test(a_v3_tree_read_as_version_2_is_refused_with_one_line),
 		cmocka_unit_test(gc_of_a_v3_dataset_drops_what_only_dropped_generations_named),
 	};
