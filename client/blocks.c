@@ -30,8 +30,9 @@
  * vm_loadblk_write, never through the pointer). */
 struct block_sink {
 	void *buf;
-	XXH3_state_t *xxh;         /* NULL: not hashed (flat) */
-	const char *sum;           /* expected xxh128 */
+	XXH3_state_t *xxh;         /* the bytes' xxh128 (format 1, 2) */
+	struct bm_piece_hash *ph;  /* the xxh128 of their piece sums (format 3) */
+	const char *sum;           /* expected sum; neither hash: not checked (flat) */
 };
 
 static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
@@ -42,6 +43,10 @@ static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
 		if (off == 0)
 			XXH3_128bits_reset(b->xxh); /* a retry starts over */
 		bm_xxh3_128_update(b->xxh, data, len); /* while the data is hot */
+	} else if (b->ph) {
+		if (off == 0)
+			bm_piece_hash_reset(b->ph);
+		bm_piece_hash_update(b->ph, data, len);
 	}
 	return vm_loadblk_write(b->buf, (size_t)off, data, len);
 }
@@ -51,9 +56,12 @@ static int block_verify(void *arg, char *msg, size_t n)
 	struct block_sink *b = arg;
 	char sum[BM_SUM_HEX + 1];
 
-	if (b->xxh == NULL)
+	if (b->xxh == NULL && b->ph == NULL)
 		return 0;
-	bm_sum_state_hex(b->xxh, sum);
+	if (b->xxh)
+		bm_sum_state_hex(b->xxh, sum);
+	else
+		bm_piece_hash_final(b->ph, sum);
 	if (strcmp(sum, b->sum) != 0) {
 		bm_fmt(msg, n, "checksum mismatch: bytes hash to %s, manifest says %s", sum, b->sum);
 		return BM_ECHECKSUM;
@@ -64,6 +72,7 @@ static int block_verify(void *arg, char *msg, size_t n)
 /* Where a block's bytes come from. */
 struct block_source {
 	bool flat, hole;
+	unsigned pieces;           /* format 3: sum is of its piece sums */
 	char key[BM_KEY_MAX + 1];
 	char sum[BM_SUM_HEX + 1];
 	size_t len;                /* object length */
@@ -107,12 +116,13 @@ int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
 	sum[0] = '\0';
 	if (key)
 		key[0] = '\0';
-	if (m->version == 2) {
-		uint64_t nblk = bm_manifest_nblk(m);
-		if (blk >= nblk || m->root[0] == '\0')
+	if (m->version >= 2) {
+		struct bm_itree t;
+		bm_manifest_itree(m, &t);
+		if (blk >= t.nblk || m->root[0] == '\0')
 			return 0;
 		bm_pages_io(ds->pages, &io);
-		rc = bm_index_lookup(&io, m->root, nblk, blk, sum, NULL, msg, n);
+		rc = bm_index_lookup(&io, &t, blk, sum, NULL, NULL, msg, n);
 		name_page(ds, rc, msg, n);
 		if (rc == 1 && key)
 			bm_key_block(key, sum);
@@ -135,9 +145,11 @@ int bm_table_next(bm_dataset *ds, const struct bm_manifest *m, uint64_t from, ui
 	struct bm_index_io io;
 	int found = 0;
 
-	if (m->version == 2) {
+	if (m->version >= 2) {
+		struct bm_itree t;
+		bm_manifest_itree(m, &t);
 		bm_pages_io(ds->pages, &io);
-		int rc = bm_index_next(&io, m->root, bm_manifest_nblk(m), from, blk, NULL, msg, n);
+		int rc = bm_index_next(&io, &t, from, blk, NULL, msg, n);
 		name_page(ds, rc, msg, n);
 		return rc;
 	}
@@ -159,10 +171,12 @@ int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_m
 	uint64_t from = 0;
 	int rc;
 
-	if (a->version == 2 && b->version == 2) {
+	if (a->version >= 2 && b->version >= 2) {
+		struct bm_itree ta, tb;
+		bm_manifest_itree(a, &ta);
+		bm_manifest_itree(b, &tb);
 		bm_pages_io(ds->pages, &io);
-		rc = bm_index_diff(&io, a->root, bm_manifest_nblk(a), b->root, bm_manifest_nblk(b), fn,
-				   arg, NULL, msg, n);
+		rc = bm_index_diff(&io, &ta, &tb, fn, arg, NULL, msg, n);
 		name_page(ds, rc, msg, n);
 		return rc;
 	}
@@ -218,14 +232,15 @@ static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src,
 	/* v2: the root and size of the tree, copied (a refresh may swap the
 	 * manifest once the lock is dropped). */
 	struct bm_manifest tree = { .version = 0 };
-	if (!src->flat && ds->manifest->version == 2) {
-		tree.version = 2;
+	if (!src->flat && ds->manifest->version >= 2) {
+		tree.version = ds->manifest->version;
+		src->pieces = bm_manifest_pieces(ds->manifest);
 		tree.blksize = ds->manifest->blksize;
 		tree.size = ds->manifest->size;
 		memcpy(tree.root, ds->manifest->root, sizeof(tree.root));
 	}
 	pthread_mutex_unlock(&ds->mu);
-	if (tree.version == 2) {
+	if (tree.version >= 2) {
 		int rc = bm_table_find(ds, &tree, index, src->sum, src->key, msg, n);
 		if (rc < 0)
 			return rc;
@@ -287,11 +302,15 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 	} else {
 		g.max = len;
 		g.exact = true;
-		sink.xxh = XXH3_createState();
-		if (sink.xxh == NULL)
+		if (src->pieces > 0)
+			sink.ph = bm_piece_hash_new(src->pieces);
+		else
+			sink.xxh = XXH3_createState();
+		if (sink.xxh == NULL && sink.ph == NULL)
 			return BM_ENOMEM;
 		rc = bm_store_get(ds->store, src->key, &g, msg, sizeof(msg));
 		XXH3_freeState(sink.xxh);
+		bm_piece_hash_free(sink.ph);
 	}
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
@@ -344,6 +363,7 @@ int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char 
 	if (key != NULL) {
 		snprintf(src.key, sizeof(src.key), "%s", key);
 		snprintf(src.sum, sizeof(src.sum), "%s", sum);
+		src.pieces = bm_next_pieces(ds); /* a change's sum is in the next format's kind */
 	}
 	return fetch_source(ds, index, &src, buf, false);
 }
@@ -363,7 +383,7 @@ uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m)
 uint64_t bm_nblocks_stored(const bm_dataset *ds)
 {
 	const struct bm_manifest *m = ds->manifest;
-	if (m->version != 2)
+	if (m->version < 2)
 		return m->nblocks;
 	return m->stored != UINT64_MAX ? m->stored : bm_table_count((bm_dataset *)ds, m);
 }

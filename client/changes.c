@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "gcmark.h"
+#include "index.h"
 #include "internal.h"
 #include "store.h"
 
@@ -45,10 +46,12 @@ static void forget_wrote_locked(bm_dataset *ds)
 	ds->wrote.valid = false;
 }
 
-/* Appends a change; *seqp (if not NULL) gets its sequence number. */
-static int add_change(bm_dataset *ds, uint64_t index, const char *key, const char *sum, size_t len,
-		      bool from_page, uint64_t *seqp)
+/* Appends a change (psum: its piece sums, pieces x 16 bytes, or NULL);
+ * *seqp (if not NULL) gets its sequence number. */
+static int add_change(bm_dataset *ds, uint64_t index, const char *key, const char *sum,
+		      const uint8_t *psum, unsigned pieces, size_t len, bool from_page, uint64_t *seqp)
 {
+	size_t klen = key ? strlen(key) + 1 : 0, plen = psum ? (size_t)pieces * 16 : 0;
 	int rc = 0;
 
 	pthread_mutex_lock(&ds->mu);
@@ -64,10 +67,18 @@ static int add_change(bm_dataset *ds, uint64_t index, const char *key, const cha
 	}
 	struct bm_change *c = &ds->changes[ds->nchanges];
 	c->index = index;
-	c->key = key ? strdup(key) : NULL;
+	c->key = key ? malloc(klen + plen) : NULL; /* the piece sums after the key */
+	c->psum = NULL;
 	if (key && c->key == NULL) {
 		rc = BM_ENOMEM;
 		goto out;
+	}
+	if (key) {
+		memcpy(c->key, key, klen);
+		if (plen) {
+			c->psum = (uint8_t *)c->key + klen;
+			memcpy(c->psum, psum, plen);
+		}
 	}
 	snprintf(c->sum, sizeof(c->sum), "%s", sum); /* "" for a hole */
 	c->len = len;
@@ -89,12 +100,21 @@ static int change_block(bm_dataset *ds, uint64_t index, const void *buf, size_t 
 			uint64_t *seqp)
 {
 	char sum[BM_SUM_HEX + 1], key[BM_KEY_MAX + 1];
+	unsigned pieces = bm_next_pieces(ds);
+	uint8_t *psum = NULL;
 	bool unchanged;
 	int rc;
 
 	if (bm_is_zero(buf, len))
-		return add_change(ds, index, NULL, "", len, from_page, seqp); /* a hole */
-	bm_sum_hex(buf, len, sum);
+		return add_change(ds, index, NULL, "", NULL, 0, len, from_page, seqp); /* a hole */
+	if (pieces > 0) {
+		/* Format 3: the sums of its 64 KiB pieces, and of them. */
+		if ((psum = malloc((size_t)pieces * 16)) == NULL)
+			return BM_ENOMEM;
+		bm_pieces_sum(buf, len, pieces, psum, sum);
+	} else {
+		bm_sum_hex(buf, len, sum);
+	}
 	bm_key_block(key, sum);
 	/* Unchanged when the generation has these bytes there (an error
 	 * finding out uploads them: nothing lost). */
@@ -105,7 +125,8 @@ static int change_block(bm_dataset *ds, uint64_t index, const void *buf, size_t 
 		snprintf(key, sizeof(key), "%s", have_key); /* keep its object, whatever its name */
 	/* Recorded even when unchanged: it overrides an earlier change to
 	 * this block that the bytes have since gone back on. */
-	rc = add_change(ds, index, key, sum, len, from_page, seqp);
+	rc = add_change(ds, index, key, sum, psum, pieces, len, from_page, seqp);
+	free(psum);
 	if (rc < 0 || unchanged)
 		return rc;
 	return bm_upload_queue(ds, index, key, buf, len);

@@ -1,7 +1,7 @@
 /* commit.c — the commit protocol (docs/FORMAT.md, "Commit"): dirty pages
  * written out into changes, the edges of a resize, the next generation's
- * manifest (format v2: its index pages, PUT in parallel through the upload
- * queue; a v1 dataset upgraded), gc's check, the manifest compare-and-swap
+ * manifest (formats 2 and 3: its index pages, PUT in parallel through the
+ * upload queue; a v1 dataset upgraded to 2), gc's check, the manifest compare-and-swap
  * and the kept generation.
  *
  * Dirty pages reach the change list through virtmem's writeout (storeblk,
@@ -47,7 +47,7 @@ static int page_key(void *arg, const char *key)
 }
 
 /* The objects this commit names that it uploaded or reused: its blocks,
- * and in format 2 its index pages.  Only called after a gc overlapped
+ * and in formats 2 and 3 its index pages.  Only called after a gc overlapped
  * the commit (bm_gc_guard_check). */
 static int commit_keys(void *arg, bm_gc_visit_fn visit, void *varg)
 {
@@ -55,14 +55,15 @@ static int commit_keys(void *arg, bm_gc_visit_fn visit, void *varg)
 	bm_dataset *ds = c->ds;
 	int rc = bm_changes_keys(ds, visit, varg);
 
-	if (rc == 0 && c->next->version == 2 && c->next->root[0] != '\0') {
+	if (rc == 0 && c->next->version >= 2 && c->next->root[0] != '\0') {
 		struct bm_index_io io;
+		struct bm_itree t;
 		char msg[512];
 		c->visit = visit;
 		c->varg = varg;
 		bm_pages_io(ds->pages, &io);
-		rc = bm_index_keys(&io, c->next->root, bm_manifest_nblk(c->next), page_key, c, NULL, msg,
-				   sizeof(msg));
+		bm_manifest_itree(c->next, &t);
+		rc = bm_index_keys(&io, &t, page_key, c, NULL, msg, sizeof(msg));
 		if (rc < 0 && rc != BM_ECONFLICT)
 			bm_set_error(ds, rc, "%s: %s", ds->url, msg);
 	}
@@ -346,22 +347,43 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 /* ---- the next generation's manifest ------------------------------------------------ */
 
 /* The format version the next generation is written in (docs/FORMAT.md,
- * "Version 2"): 2 for a new dataset and for a v2 one; a v1 dataset is
- * upgraded to 2 (said once on stderr), unless one of its blocks has a key
- * other than blocks/<sum> (written by another tool): v2 cannot name it,
- * so it stays 1. */
-static unsigned next_version(bm_dataset *ds)
+ * "Version 3", "Commit (version 3)"): a new dataset is created in 3 when
+ * its blocks are larger than a 64 KiB piece, else in 2; a v2 or v3
+ * dataset stays in its version (its sums would all change); a v1 dataset
+ * is upgraded to 2 (said once on stderr), unless one of its blocks has a
+ * key other than blocks/<sum> (written by another tool): v2 cannot name
+ * it, so it stays 1.  ds->mu held. */
+static unsigned next_version_locked(bm_dataset *ds)
 {
 	const struct bm_manifest *m = ds->manifest;
 
-	if (!ds->exists || m->version == 2)
-		return 2;
+	if (!ds->exists)
+		return m->blksize > BM_PIECE_SIZE ? 3 : 2;
+	if (m->version >= 2)
+		return m->version;
 	for (size_t i = 0; i < m->nblocks; i++) {
 		const struct bm_block *b = &m->blocks[i];
 		if (strncmp(b->key, "blocks/", 7) != 0 || strcmp(b->key + 7, b->sum) != 0)
 			return 1;
 	}
 	return 2;
+}
+
+static unsigned next_version(bm_dataset *ds)
+{
+	pthread_mutex_lock(&ds->mu);
+	unsigned v = next_version_locked(ds);
+	pthread_mutex_unlock(&ds->mu);
+	return v;
+}
+
+unsigned bm_next_pieces(bm_dataset *ds)
+{
+	pthread_mutex_lock(&ds->mu);
+	unsigned v = ds->flat ? 0 : next_version_locked(ds);
+	size_t bs = ds->manifest->blksize;
+	pthread_mutex_unlock(&ds->mu);
+	return v == 3 ? (unsigned)(bs / BM_PIECE_SIZE) : 0;
 }
 
 /* A change in submission order, to sort by block and keep that order. */
@@ -404,6 +426,7 @@ static struct bm_index_change *index_changes(bm_dataset *ds, uint64_t nblk, size
 		const struct bm_change *c = &ds->changes[o[i].pos];
 		ch[i].blk = c->index;
 		snprintf(ch[i].sum, sizeof(ch[i].sum), "%s", c->key ? c->sum : "");
+		ch[i].psum = c->key ? c->psum : NULL; /* stays: only the commit frees changes */
 	}
 	pthread_mutex_unlock(&ds->mu);
 	free(o);
@@ -421,7 +444,7 @@ static void stamp_created(char out[40])
 
 /* A page of the next generation's tree: cached (the next walks read it)
  * and queued for upload, so that the pages of a commit are PUT in
- * parallel (next_manifest_v2 waits for them). */
+ * parallel (next_manifest_tree waits for them). */
 struct commit_io {
 	struct bm_index_io pages;  /* loads and releases go there */
 	bm_dataset *ds;
@@ -452,16 +475,17 @@ static int page_queue(void *arg, const char *sum, const void *data, size_t len, 
 	return 0;
 }
 
-/* The next generation in version 2: the tree of the published one (built
- * from the v1 block list first when upgrading) with the changes applied;
+/* The next generation in version 2 or 3 (version): the tree of the
+ * published one (built from the v1 block list first when upgrading to 2)
+ * with the changes applied;
  * the pages of the changed paths are uploaded in parallel (page_queue) and
  * all stored before the manifest names them.  *outp gets the manifest, no
  * block list. */
-static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
+static int next_manifest_tree(bm_dataset *ds, unsigned version, struct bm_manifest **outp)
 {
 	const struct bm_manifest *m = ds->manifest;
 	uint64_t nblk = (ds->new_size + m->blksize - 1) / m->blksize;
-	struct bm_manifest old = { .version = 2, .blksize = m->blksize, .size = m->size };
+	struct bm_manifest old = { .version = version, .blksize = m->blksize, .size = m->size };
 	struct bm_manifest *out = NULL;
 	struct bm_index_change *ch = NULL;
 	struct bm_index_io io;
@@ -473,7 +497,7 @@ static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
 	bm_pages_io(ds->pages, &cio.pages);
 	io = (struct bm_index_io){ .load = cio_load, .release = cio_release, .store = page_queue, .arg = &cio };
 	old.stored = m->stored;
-	if (m->version == 2) {
+	if (ds->exists && m->version >= 2) {
 		memcpy(old.root, m->root, sizeof(old.root));
 	} else if (ds->exists) {
 		rc = bm_index_from_v1(&io, m, old.root, NULL, msg, sizeof(msg));
@@ -510,14 +534,16 @@ static int next_manifest_v2(bm_dataset *ds, struct bm_manifest **outp)
 		free(ch);
 		return BM_ENOMEM;
 	}
-	out->version = 2;
+	out->version = version;
 	out->blksize = m->blksize;
 	out->size = ds->new_size;
 	out->generation = m->generation + 1;
 	out->parent = ds->exists ? m->generation : 0;
 	out->stored = stored;
 	stamp_created(out->created);
-	rc = bm_index_update(&io, old.root, oldnblk, ch, nch, nblk, out->root, NULL, msg, sizeof(msg));
+	struct bm_itree ot;
+	bm_manifest_itree(&old, &ot);
+	rc = bm_index_update(&io, &ot, ch, nch, nblk, out->root, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		goto fail;
 	/* Every page stored before the manifest names them. */
@@ -555,8 +581,9 @@ static int next_manifest(bm_dataset *ds, struct bm_manifest **outp)
 	int rc;
 
 	*outp = NULL;
-	if (next_version(ds) == 2)
-		return next_manifest_v2(ds, outp);
+	unsigned version = next_version(ds);
+	if (version >= 2)
+		return next_manifest_tree(ds, version, outp);
 	pthread_mutex_lock(&ds->mu);
 	rc = bm_manifest_apply(ds->manifest, ds->changes, ds->nchanges, ds->new_size, &next);
 	char *new_attrs = NULL;

@@ -761,16 +761,17 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 	return done;
 }
 
-/* The handle's generation as a v2 tree (root and size copied under ds->mu:
- * a refresh may swap the manifest), into *t: true for v2; false for v1 or
- * flat, with ds->mu then HELD for the caller to read ds->manifest. */
+/* The handle's generation as a v2 or v3 tree (root and size copied under
+ * ds->mu: a refresh may swap the manifest), into *t: true for v2 and v3;
+ * false for v1 or flat, with ds->mu then HELD for the caller to read
+ * ds->manifest. */
 static bool tree_snapshot(bm_dataset *ds, struct bm_manifest *t)
 {
 	pthread_mutex_lock(&ds->mu);
-	if (ds->flat || ds->manifest->version != 2)
+	if (ds->flat || ds->manifest->version < 2)
 		return false;
 	memset(t, 0, sizeof(*t));
-	t->version = 2;
+	t->version = ds->manifest->version;
 	t->blksize = ds->manifest->blksize;
 	t->size = ds->manifest->size;
 	memcpy(t->root, ds->manifest->root, sizeof(t->root));

@@ -115,6 +115,12 @@ int bm_gen_read(struct bm_store *s, uint64_t gen, struct bm_gen *g, char *msg, s
 
 /* ---- keys ------------------------------------------------------------------------ */
 
+/* Piece sums per leaf entry of g's tree (0: v1, v2). */
+static unsigned gen_pieces(const struct bm_gen *g)
+{
+	return g->version == 3 ? (unsigned)(g->blksize / BM_PIECE_SIZE) : 0;
+}
+
 int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit, void *arg,
 		char *msg, size_t n)
 {
@@ -133,7 +139,10 @@ int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit
 	if ((rc = bm_pages_new(&pc, s, GEN_PAGE_CACHE)) < 0)
 		return rc;
 	bm_pages_io(pc, &io);
-	rc = bm_index_keys(&io, g->m2->root, bm_manifest2_nblk(g->m2), emit, arg, NULL, msg, n);
+	const struct bm_itree t = { .root = g->m2->root,
+				    .nblk = bm_manifest2_nblk(g->m2),
+				    .pieces = gen_pieces(g) };
+	rc = bm_index_keys(&io, &t, emit, arg, NULL, msg, n);
 	bm_pages_free(pc);
 	return rc;
 }
@@ -233,7 +242,7 @@ static void mem_release(void *arg, const char *sum, const void *data)
 static int root_of(const struct bm_index_io *io, const struct bm_gen *g, char root[BM_SUM_HEX + 1],
 		   char *msg, size_t n)
 {
-	if (g->version == 2) {
+	if (g->version >= 2) {
 		snprintf(root, BM_SUM_HEX + 1, "%s", g->m2->root);
 		return 0;
 	}
@@ -262,9 +271,13 @@ int bm_gen_diff(struct bm_store *s, const struct bm_gen *a, const struct bm_gen 
 	rc = root_of(&io, a, ra, msg, n);
 	if (rc == 0)
 		rc = root_of(&io, b, rb, msg, n);
-	if (rc == 0)
-		rc = bm_index_diff(&io, ra, (a->size + a->blksize - 1) / a->blksize, rb,
-				   (b->size + b->blksize - 1) / b->blksize, emit, arg, NULL, msg, n);
+	if (rc == 0) {
+		/* A v1 generation's tree (built here) is a v2 one: its sums are
+		 * of the bytes, so against a v3 tree every block differs. */
+		const struct bm_itree ta = { ra, (a->size + a->blksize - 1) / a->blksize, gen_pieces(a) };
+		const struct bm_itree tb = { rb, (b->size + b->blksize - 1) / b->blksize, gen_pieces(b) };
+		rc = bm_index_diff(&io, &ta, &tb, emit, arg, NULL, msg, n);
+	}
 	for (size_t i = 0; i < mp.n; i++)
 		free(mp.v[i].data);
 	free(mp.v);

@@ -1,6 +1,7 @@
-/* index.c — the index pages of dataset format v2 (docs/FORMAT.md, "Version
- * 2"): encoding and validating pages, lookup, copy-on-write update, diff,
- * the keys a tree references, and the upgrade of a v1 block list.  The
+/* index.c — the index pages of dataset formats v2 and v3 (docs/FORMAT.md,
+ * "Version 2", "Version 3"): encoding and validating pages, the piece sums
+ * of v3 leaves, lookup, copy-on-write update, diff, the keys a tree
+ * references, and the upgrade of a v1 block list.  The
  * format layer: pure functions over bytes, every page read or written
  * through the caller's struct bm_index_io.  manifest2.c holds the v2
  * manifest.
@@ -20,7 +21,8 @@
 #include "index.h"
 
 static const uint8_t page_magic[4] = { 'B', 'M', 'I', 'P' };
-#define PAGE_VERSION 1
+#define PAGE_VERSION 1    /* the pages of a v2 tree */
+#define PAGE_VERSION_V3 2 /* the pages of a v3 tree (leaves with piece sums) */
 
 /* Blocks one slot of a page of level L covers: 256^L. */
 static uint64_t cspan(unsigned level)
@@ -76,15 +78,237 @@ static int hex_bin(const char *s, uint8_t out[16])
 	return s[BM_SUM_HEX] == '\0' ? 0 : -1;
 }
 
+/* ---- piece sums ------------------------------------------------------------- */
+
+unsigned bm_pieces_of(size_t len)
+{
+	return (unsigned)((len + BM_PIECE_SIZE - 1) / BM_PIECE_SIZE);
+}
+
+static bool is_zero16(const uint8_t *b)
+{
+	static const uint8_t zero[16];
+	return memcmp(b, zero, 16) == 0;
+}
+
+void bm_pieces_sum(const void *buf, size_t len, unsigned pieces, uint8_t *psum,
+		   char sum[BM_SUM_HEX + 1])
+{
+	unsigned np = bm_pieces_of(len);
+	uint8_t bin[16];
+
+	bm_assert(np <= pieces);
+	for (unsigned i = 0; i < np; i++) {
+		size_t off = (size_t)i * BM_PIECE_SIZE;
+		size_t plen = len - off < BM_PIECE_SIZE ? len - off : BM_PIECE_SIZE;
+		sum_bin((const char *)buf + off, plen, psum + (size_t)i * 16);
+	}
+	memset(psum + (size_t)np * 16, 0, (size_t)(pieces - np) * 16);
+	sum_bin(psum, (size_t)np * 16, bin);
+	bin_hex(bin, sum);
+}
+
+struct bm_piece_hash {
+	XXH3_state_t *st;          /* the piece being hashed */
+	size_t in_piece;           /* its bytes so far */
+	unsigned pieces, np;       /* room; piece sums done */
+	uint8_t psum[];
+};
+
+struct bm_piece_hash *bm_piece_hash_new(unsigned pieces)
+{
+	struct bm_piece_hash *h = calloc(1, sizeof(*h) + (size_t)pieces * 16);
+
+	if (h == NULL)
+		return NULL;
+	h->pieces = pieces;
+	if ((h->st = XXH3_createState()) == NULL) {
+		free(h);
+		return NULL;
+	}
+	bm_piece_hash_reset(h);
+	return h;
+}
+
+void bm_piece_hash_free(struct bm_piece_hash *h)
+{
+	if (h == NULL)
+		return;
+	XXH3_freeState(h->st);
+	free(h);
+}
+
+void bm_piece_hash_reset(struct bm_piece_hash *h)
+{
+	XXH3_128bits_reset(h->st);
+	h->in_piece = 0;
+	h->np = 0;
+}
+
+/* Ends the piece being hashed (it has bytes). */
+static void piece_end(struct bm_piece_hash *h)
+{
+	XXH128_canonical_t c;
+
+	if (h->np < h->pieces) { /* more pieces than room: final's sum says so */
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(h->st));
+		memcpy(h->psum + (size_t)h->np * 16, c.digest, 16);
+	}
+	h->np++;
+	h->in_piece = 0;
+	XXH3_128bits_reset(h->st);
+}
+
+void bm_piece_hash_update(struct bm_piece_hash *h, const void *data, size_t len)
+{
+	const char *d = data;
+
+	while (len > 0) {
+		size_t take = BM_PIECE_SIZE - h->in_piece;
+		if (take > len)
+			take = len;
+		bm_xxh3_128_update(h->st, d, take); /* while the data is hot */
+		h->in_piece += take;
+		d += take;
+		len -= take;
+		if (h->in_piece == BM_PIECE_SIZE)
+			piece_end(h);
+	}
+}
+
+void bm_piece_hash_final(struct bm_piece_hash *h, char sum[BM_SUM_HEX + 1])
+{
+	uint8_t bin[16];
+
+	if (h->in_piece > 0)
+		piece_end(h);
+	if (h->np > h->pieces) {
+		/* More bytes than the block holds: no sum of it can match. */
+		memset(bin, 0, sizeof(bin));
+		bin_hex(bin, sum);
+		sum[0] = 'x';
+		return;
+	}
+	sum_bin(h->psum, (size_t)h->np * 16, bin);
+	bin_hex(bin, sum);
+}
+
+/* The piece sums of one entry of a v3 leaf: 0, or BM_EFORMAT with msg
+ * naming the slot.  np gets the pieces the entry has (the leading ones
+ * that are not zeros). */
+static int entry_pieces_check(const uint8_t sum[16], const uint8_t *psum, unsigned pieces,
+			      unsigned *np, char *why, size_t n)
+{
+	uint8_t got[16];
+	unsigned k = 0;
+
+	while (k < pieces && !is_zero16(psum + (size_t)k * 16))
+		k++;
+	*np = k;
+	if (k == 0) {
+		bm_fmt(why, n, "no piece sum");
+		return BM_EFORMAT;
+	}
+	for (unsigned i = k; i < pieces; i++) {
+		if (!is_zero16(psum + (size_t)i * 16)) {
+			bm_fmt(why, n, "piece sum %u follows a piece sum of zeros", i);
+			return BM_EFORMAT;
+		}
+	}
+	sum_bin(psum, (size_t)k * 16, got);
+	if (memcmp(got, sum, 16) != 0) {
+		bm_fmt(why, n, "its %u piece sums do not hash to the block's sum", k);
+		return BM_EFORMAT;
+	}
+	return 0;
+}
+
+int bm_pieces_check(const char *sum, const uint8_t *psum, unsigned pieces, size_t len, char *msg,
+		    size_t n)
+{
+	uint8_t bin[16];
+	unsigned np, want = bm_pieces_of(len);
+	char why[160];
+
+	if (hex_bin(sum, bin) < 0) {
+		bm_fmt(msg, n, "block sum \"%.40s\" is not 32 lowercase hex digits", sum);
+		return BM_EINVAL;
+	}
+	if (entry_pieces_check(bin, psum, pieces, &np, why, sizeof(why)) < 0) {
+		bm_fmt(msg, n, "block sum %s: %s", sum, why);
+		return BM_EFORMAT;
+	}
+	if (np != want) {
+		bm_fmt(msg, n, "block sum %s: %u piece sums where its %zu bytes make %u pieces", sum,
+		       np, len, want);
+		return BM_EFORMAT;
+	}
+	return 0;
+}
+
+int bm_piece_verify(const uint8_t *psum, unsigned i, const void *data, size_t len, char *msg,
+		    size_t n)
+{
+	uint8_t got[16];
+	char want_hex[BM_SUM_HEX + 1], got_hex[BM_SUM_HEX + 1];
+
+	sum_bin(data, len, got);
+	if (memcmp(got, psum + (size_t)i * 16, 16) == 0)
+		return 0;
+	bin_hex(psum + (size_t)i * 16, want_hex);
+	bin_hex(got, got_hex);
+	bm_fmt(msg, n, "piece %u: checksum mismatch: its %zu bytes hash to %s, the index says %s", i,
+	       len, got_hex, want_hex);
+	return BM_ECHECKSUM;
+}
+
 /* ---- pages ---------------------------------------------------------------- */
+
+struct bm_ipage *bm_ipage_new(void)
+{
+	return calloc(1, sizeof(struct bm_ipage));
+}
+
+void bm_ipage_free(struct bm_ipage *p)
+{
+	if (p == NULL)
+		return;
+	free(p->psum);
+	free(p);
+}
+
+int bm_ipage_reserve(struct bm_ipage *p, unsigned count)
+{
+	if (p->pieces == 0 || count <= p->psum_cap)
+		return 0;
+	uint8_t *q = realloc(p->psum, (size_t)count * p->pieces * 16);
+	if (q == NULL)
+		return BM_ENOMEM;
+	p->psum = q;
+	p->psum_cap = count;
+	return 0;
+}
+
+/* Bytes of one entry of a page at level in a tree of pieces. */
+static size_t entry_len(unsigned level, unsigned pieces)
+{
+	return BM_IPAGE_ENTRY + (level == 0 ? (size_t)pieces * 16 : 0);
+}
+
+size_t bm_ipage_len(unsigned level, unsigned count, unsigned pieces)
+{
+	return BM_IPAGE_HDR + (size_t)count * entry_len(level, pieces);
+}
 
 size_t bm_ipage_encode(const struct bm_ipage *p, uint8_t *out)
 {
 	uint8_t *q = out + BM_IPAGE_HDR;
+	size_t plen = p->level == 0 ? (size_t)p->pieces * 16 : 0;
 
 	bm_assert(p->count >= 1 && p->count <= BM_IPAGE_FANOUT && p->level < BM_ILEVELS_MAX);
+	bm_assert(plen == 0 || p->psum_cap >= p->count);
 	memcpy(out, page_magic, 4);
-	out[4] = PAGE_VERSION;
+	out[4] = p->pieces ? PAGE_VERSION_V3 : PAGE_VERSION;
 	out[5] = (uint8_t)p->level;
 	out[6] = (uint8_t)(p->count & 0xff);
 	out[7] = (uint8_t)(p->count >> 8);
@@ -93,6 +317,10 @@ size_t bm_ipage_encode(const struct bm_ipage *p, uint8_t *out)
 		*q++ = p->slot[i];
 		memcpy(q, p->sum[i], 16);
 		q += 16;
+		if (plen) {
+			memcpy(q, p->psum + i * plen, plen);
+			q += plen;
+		}
 	}
 	return (size_t)(q - out);
 }
@@ -116,14 +344,22 @@ int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, si
 }
 
 int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, uint64_t base,
-		    uint64_t nblk, struct bm_ipage *p, char *msg, size_t n)
+		    uint64_t nblk, unsigned pieces, struct bm_ipage *p, char *msg, size_t n)
 {
 	const uint8_t *b = data;
 	const char *name = sum ? sum : "(unnamed)";
+	unsigned want_version = pieces ? PAGE_VERSION_V3 : PAGE_VERSION;
 	int rc;
 
 	if (sum != NULL && (rc = bm_ipage_verify(sum, data, len, msg, n)) < 0)
 		return rc;
+	if (pieces > BM_PIECES_MAX) {
+		bm_fmt(msg, n, "index page %s: %u pieces per block is more than %d", name, pieces,
+		       BM_PIECES_MAX);
+		return BM_EINVAL;
+	}
+	p->count = 0;
+	p->pieces = pieces;
 	if (len < BM_IPAGE_HDR) {
 		bm_fmt(msg, n, "index page %s: %zu bytes, shorter than its %d-byte header", name, len,
 		       BM_IPAGE_HDR);
@@ -133,9 +369,15 @@ int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, ui
 		bm_fmt(msg, n, "index page %s: does not start with \"BMIP\"", name);
 		return BM_EFORMAT;
 	}
-	if (b[4] != PAGE_VERSION) {
-		bm_fmt(msg, n, "index page %s: page version %u is not supported (this reader knows %d)",
-		       name, b[4], PAGE_VERSION);
+	if (b[4] != want_version) {
+		if (b[4] == PAGE_VERSION || b[4] == PAGE_VERSION_V3)
+			bm_fmt(msg, n,
+			       "index page %s: page version %u (format %d) in a tree of format version %d",
+			       name, b[4], b[4] == PAGE_VERSION ? 2 : 3, pieces ? 3 : 2);
+		else
+			bm_fmt(msg, n,
+			       "index page %s: page version %u is not supported (this reader knows %d and %d)",
+			       name, b[4], PAGE_VERSION, PAGE_VERSION_V3);
 		return BM_EFORMAT;
 	}
 	p->level = b[5];
@@ -148,19 +390,23 @@ int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, ui
 			       BM_ILEVELS_MAX - 1);
 		return BM_EFORMAT;
 	}
-	p->count = (unsigned)b[6] | (unsigned)b[7] << 8;
-	if (p->count < 1 || p->count > BM_IPAGE_FANOUT) {
-		bm_fmt(msg, n, "index page %s: %u entries (a page holds 1 to %u)", name, p->count,
+	unsigned count = (unsigned)b[6] | (unsigned)b[7] << 8;
+	if (count < 1 || count > BM_IPAGE_FANOUT) {
+		bm_fmt(msg, n, "index page %s: %u entries (a page holds 1 to %u)", name, count,
 		       BM_IPAGE_FANOUT);
 		return BM_EFORMAT;
 	}
-	if (len != BM_IPAGE_HDR + (size_t)p->count * BM_IPAGE_ENTRY) {
-		bm_fmt(msg, n, "index page %s: %zu bytes where %u entries take %zu", name, len, p->count,
-		       BM_IPAGE_HDR + (size_t)p->count * BM_IPAGE_ENTRY);
+	size_t elen = entry_len(p->level, pieces), plen = elen - BM_IPAGE_ENTRY;
+	if (len != bm_ipage_len(p->level, count, pieces)) {
+		bm_fmt(msg, n, "index page %s: %zu bytes where %u entries take %zu", name, len, count,
+		       bm_ipage_len(p->level, count, pieces));
 		return BM_EFORMAT;
 	}
+	if (plen && bm_ipage_reserve(p, count) < 0)
+		return BM_ENOMEM;
+	p->count = count;
 	b += BM_IPAGE_HDR;
-	for (unsigned i = 0; i < p->count; i++, b += BM_IPAGE_ENTRY) {
+	for (unsigned i = 0; i < p->count; i++, b += elen) {
 		p->slot[i] = b[0];
 		memcpy(p->sum[i], b + 1, 16);
 		if (i > 0 && p->slot[i] <= p->slot[i - 1]) {
@@ -174,6 +420,25 @@ int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, ui
 			       "index page %s: entry %u covers block %" PRIu64
 			       ", past the dataset's %" PRIu64 " blocks",
 			       name, i, first, nblk);
+			return BM_EFORMAT;
+		}
+		if (plen == 0)
+			continue;
+		/* A v3 leaf entry: its piece sums hash to its sum, and every
+		 * block but the dataset's last has all its pieces (the last
+		 * one's count the reader checks against its length). */
+		uint8_t *ps = p->psum + (size_t)i * plen;
+		unsigned np;
+		char why[160];
+		memcpy(ps, b + BM_IPAGE_ENTRY, plen);
+		if (entry_pieces_check(p->sum[i], ps, pieces, &np, why, sizeof(why)) < 0) {
+			bm_fmt(msg, n, "index page %s: entry %u (slot %u): %s", name, i, p->slot[i], why);
+			return BM_EFORMAT;
+		}
+		if (level >= 0 && np != pieces && first + 1 < nblk) {
+			bm_fmt(msg, n,
+			       "index page %s: entry %u (slot %u): %u piece sums for a full block of %u",
+			       name, i, p->slot[i], np, pieces);
 			return BM_EFORMAT;
 		}
 	}
@@ -191,27 +456,36 @@ struct node {
 	uint8_t sum[16];
 };
 
-/* One tree: its root, size and the level of its root. */
+/* One tree: its root, size, pieces and the level of its root. */
 struct tree {
 	const struct bm_index_io *io;
 	struct node root;
 	unsigned root_level;
 	uint64_t nblk;
+	unsigned pieces;
 	struct bm_index_stats *st;
 	char *msg;
 	size_t n;
 };
 
-static int tree_init(struct tree *t, const struct bm_index_io *io, const char *root, uint64_t nblk,
+static int tree_init(struct tree *t, const struct bm_index_io *io, const struct bm_itree *it,
 		     struct bm_index_stats *st, char *msg, size_t n)
 {
+	const char *root = it->root;
+	uint64_t nblk = it->nblk;
+
 	t->io = io;
 	t->nblk = nblk;
+	t->pieces = it->pieces;
 	t->st = st;
 	t->msg = msg;
 	t->n = n;
 	if (nblk > BM_INDEX_NBLK_MAX) {
 		bm_fmt(msg, n, "%" PRIu64 " blocks is more than an index holds (2^40)", nblk);
+		return BM_EINVAL;
+	}
+	if (it->pieces > BM_PIECES_MAX) {
+		bm_fmt(msg, n, "%u pieces per block is more than %d", it->pieces, BM_PIECES_MAX);
 		return BM_EINVAL;
 	}
 	t->root_level = bm_index_depth(nblk) - 1;
@@ -243,6 +517,7 @@ static int load_page(struct tree *t, const struct node *nd, unsigned level, uint
 
 	p->level = level;
 	p->count = 0;
+	p->pieces = t->pieces;
 	if (nd->kind == N_NONE)
 		return 0;
 	if (nd->kind == N_WRAP) {
@@ -262,8 +537,8 @@ static int load_page(struct tree *t, const struct node *nd, unsigned level, uint
 		bm_fmt(t->msg, t->n, "index page %s: the loader gave no bytes", hex);
 		rc = BM_EINVAL;
 	} else {
-		rc = bm_ipage_decode(data ? data : "", len, hex, (int)level, base, t->nblk, p, t->msg,
-				     t->n);
+		rc = bm_ipage_decode(data ? data : "", len, hex, (int)level, base, t->nblk, t->pieces,
+				     p, t->msg, t->n);
 	}
 	if (t->io->release)
 		t->io->release(t->io->arg, hex, data);
@@ -300,7 +575,7 @@ static int node_at_level(struct tree *t, unsigned level, struct node *out)
 		out->kind = N_WRAP;
 		return 0;
 	}
-	p = malloc(sizeof(*p));
+	p = bm_ipage_new();
 	if (p == NULL)
 		return BM_ENOMEM;
 	for (unsigned l = t->root_level; l > level && nd.kind == N_PAGE; l--) {
@@ -311,15 +586,16 @@ static int node_at_level(struct tree *t, unsigned level, struct node *out)
 		else
 			nd.kind = N_NONE;
 	}
-	free(p);
+	bm_ipage_free(p);
 	*out = nd;
 	return rc;
 }
 
 /* ---- lookup ----------------------------------------------------------------- */
 
-int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t blk,
-		    char sum[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n)
+int bm_index_lookup(const struct bm_index_io *io, const struct bm_itree *it, uint64_t blk,
+		    char sum[BM_SUM_HEX + 1], uint8_t *psum, struct bm_index_stats *st, char *msg,
+		    size_t n)
 {
 	struct tree t;
 	struct bm_ipage *p;
@@ -327,13 +603,14 @@ int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nbl
 	int rc;
 
 	sum[0] = '\0';
-	if ((rc = tree_init(&t, io, root, nblk, st, msg, n)) < 0)
+	if ((rc = tree_init(&t, io, it, st, msg, n)) < 0)
 		return rc;
-	if (blk >= nblk) {
-		bm_fmt(msg, n, "block %" PRIu64 " is past the dataset's %" PRIu64 " blocks", blk, nblk);
+	if (blk >= it->nblk) {
+		bm_fmt(msg, n, "block %" PRIu64 " is past the dataset's %" PRIu64 " blocks", blk,
+		       it->nblk);
 		return BM_EINVAL;
 	}
-	if ((p = malloc(sizeof(*p))) == NULL)
+	if ((p = bm_ipage_new()) == NULL)
 		return BM_ENOMEM;
 	nd = t.root;
 	for (int level = (int)t.root_level; level >= 0 && nd.kind == N_PAGE; level--) {
@@ -356,12 +633,14 @@ int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nbl
 		}
 		if (level == 0) {
 			bin_hex(p->sum[lo], sum);
+			if (psum != NULL && t.pieces > 0)
+				memcpy(psum, p->psum + (size_t)lo * t.pieces * 16, (size_t)t.pieces * 16);
 			rc = 1;
 			break;
 		}
 		nd = child_of(&t, &nd, (unsigned)level, p, lo);
 	}
-	free(p);
+	bm_ipage_free(p);
 	return rc;
 }
 
@@ -378,7 +657,7 @@ static int next_node(struct tree *t, unsigned level, uint64_t base, const struct
 
 	if (nd->kind == N_NONE)
 		return 0;
-	if ((p = malloc(sizeof(*p))) == NULL)
+	if ((p = bm_ipage_new()) == NULL)
 		return BM_ENOMEM;
 	if ((rc = load_page(t, nd, level, base, p)) < 0)
 		goto done;
@@ -396,19 +675,19 @@ static int next_node(struct tree *t, unsigned level, uint64_t base, const struct
 		}
 	}
 done:
-	free(p);
+	bm_ipage_free(p);
 	return rc;
 }
 
-int bm_index_next(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t from,
+int bm_index_next(const struct bm_index_io *io, const struct bm_itree *it, uint64_t from,
 		  uint64_t *blk, struct bm_index_stats *st, char *msg, size_t n)
 {
 	struct tree t;
 	int rc;
 
-	if ((rc = tree_init(&t, io, root, nblk, st, msg, n)) < 0)
+	if ((rc = tree_init(&t, io, it, st, msg, n)) < 0)
 		return rc;
-	if (from >= nblk)
+	if (from >= it->nblk)
 		return 0;
 	return next_node(&t, t.root_level, 0, &t.root, from, blk);
 }
@@ -421,7 +700,7 @@ struct uctx {
 	const struct bm_index_change *ch;
 	uint8_t (*chsum)[16];     /* the changes' sums in binary */
 	struct bm_index_stats *st;
-	uint8_t buf[BM_IPAGE_MAX];
+	uint8_t *buf;              /* bm_ipage_len of a full leaf */
 };
 
 /* The subtree at (level, base) holding old node nd, with changes [lo, hi)
@@ -446,8 +725,8 @@ static int update_node(struct uctx *u, unsigned level, uint64_t base, const stru
 			return 0;
 		}
 	}
-	old = malloc(sizeof(*old));
-	q = malloc(sizeof(*q));
+	old = bm_ipage_new();
+	q = bm_ipage_new();
 	if (old == NULL || q == NULL) {
 		rc = BM_ENOMEM;
 		goto done;
@@ -456,6 +735,10 @@ static int update_node(struct uctx *u, unsigned level, uint64_t base, const stru
 		goto done;
 	q->level = level;
 	q->count = 0;
+	q->pieces = u->old.pieces;
+	if (level == 0 && (rc = bm_ipage_reserve(q, BM_IPAGE_FANOUT)) < 0)
+		goto done;
+	size_t plen = level == 0 ? (size_t)q->pieces * 16 : 0;
 	size_t j = lo;
 	unsigned i = 0;
 	while (i < old->count || j < hi) {
@@ -475,13 +758,37 @@ static int update_node(struct uctx *u, unsigned level, uint64_t base, const stru
 		bool had = i < old->count && old->slot[i] == s;
 		bool got = false;
 		uint8_t sum[16];
+		const uint8_t *ps = NULL;
 		if (level == 0) {
 			if (j2 > j) {
 				got = u->ch[j2 - 1].sum[0] != '\0'; /* the last change wins */
 				memcpy(sum, u->chsum[j2 - 1], 16);
+				ps = u->ch[j2 - 1].psum;
 			} else {
 				got = true;
 				memcpy(sum, old->sum[i], 16);
+				ps = plen ? old->psum + i * plen : NULL;
+			}
+			if (got && plen && ps == NULL) {
+				bm_fmt(u->old.msg, u->old.n,
+				       "index change of block %" PRIu64 ": no piece sums in a format 3 tree",
+				       cb);
+				rc = BM_EINVAL;
+				goto done;
+			}
+			/* A change's piece sums make a page that decodes: they
+			 * hash to its sum, and only the last block is short. */
+			unsigned np;
+			char why[160];
+			if (got && plen && j2 > j &&
+			    (entry_pieces_check(sum, ps, q->pieces, &np, why, sizeof(why)) < 0 ||
+			     (np != q->pieces && cb + 1 < u->new_nblk &&
+			      snprintf(why, sizeof(why), "%u piece sums for a full block of %u", np,
+				       q->pieces) > 0))) {
+				bm_fmt(u->old.msg, u->old.n, "index change of block %" PRIu64 ": %s", cb,
+				       why);
+				rc = BM_EINVAL;
+				goto done;
 			}
 		} else {
 			struct node c = { .kind = N_NONE };
@@ -493,6 +800,8 @@ static int update_node(struct uctx *u, unsigned level, uint64_t base, const stru
 		if (got) {
 			q->slot[q->count] = (uint8_t)s;
 			memcpy(q->sum[q->count], sum, 16);
+			if (plen)
+				memcpy(q->psum + q->count * plen, ps, plen);
 			q->count++;
 		}
 		if (had)
@@ -520,12 +829,12 @@ static int update_node(struct uctx *u, unsigned level, uint64_t base, const stru
 		u->st->bytes_written += len;
 	}
 done:
-	free(old);
-	free(q);
+	bm_ipage_free(old);
+	bm_ipage_free(q);
 	return rc;
 }
 
-int bm_index_update(const struct bm_index_io *io, const char *old_root, uint64_t old_nblk,
+int bm_index_update(const struct bm_index_io *io, const struct bm_itree *old,
 		    const struct bm_index_change *ch, size_t nch, uint64_t new_nblk,
 		    char new_root[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n)
 {
@@ -544,8 +853,12 @@ int bm_index_update(const struct bm_index_io *io, const char *old_root, uint64_t
 	u = calloc(1, sizeof(*u));
 	if (u == NULL)
 		return BM_ENOMEM;
-	if ((rc = tree_init(&u->old, io, old_root, old_nblk, st, msg, n)) < 0)
+	if ((rc = tree_init(&u->old, io, old, st, msg, n)) < 0)
 		goto done;
+	if ((u->buf = malloc(bm_ipage_len(0, BM_IPAGE_FANOUT, old->pieces))) == NULL) {
+		rc = BM_ENOMEM;
+		goto done;
+	}
 	/* Changes at or past new_nblk are dropped: they are at the end. */
 	for (size_t i = 0; i < nch; i++) {
 		if (i > 0 && ch[i].blk < ch[i - 1].blk) {
@@ -583,8 +896,10 @@ int bm_index_update(const struct bm_index_io *io, const char *old_root, uint64_t
 	if (present)
 		bin_hex(out, new_root);
 done:
-	if (u)
+	if (u) {
 		free(u->chsum);
+		free(u->buf);
+	}
 	free(u);
 	return rc;
 }
@@ -622,8 +937,8 @@ static int diff_node(struct dctx *d, unsigned level, uint64_t base, const struct
 		return 0;
 	if (na->kind == N_PAGE && nb->kind == N_PAGE && memcmp(na->sum, nb->sum, 16) == 0)
 		return 0; /* the same subtree */
-	pa = malloc(sizeof(*pa));
-	pb = malloc(sizeof(*pb));
+	pa = bm_ipage_new();
+	pb = bm_ipage_new();
 	if (pa == NULL || pb == NULL) {
 		rc = BM_ENOMEM;
 		goto done;
@@ -654,21 +969,20 @@ static int diff_node(struct dctx *d, unsigned level, uint64_t base, const struct
 		j += sb == s;
 	}
 done:
-	free(pa);
-	free(pb);
+	bm_ipage_free(pa);
+	bm_ipage_free(pb);
 	return rc;
 }
 
-int bm_index_diff(const struct bm_index_io *io, const char *root_a, uint64_t nblk_a,
-		  const char *root_b, uint64_t nblk_b, bm_index_range_fn emit, void *arg,
-		  struct bm_index_stats *st, char *msg, size_t n)
+int bm_index_diff(const struct bm_index_io *io, const struct bm_itree *a, const struct bm_itree *b,
+		  bm_index_range_fn emit, void *arg, struct bm_index_stats *st, char *msg, size_t n)
 {
 	struct dctx d = { .emit = emit, .arg = arg };
 	struct node na, nb;
 	int rc;
 
-	if ((rc = tree_init(&d.a, io, root_a, nblk_a, st, msg, n)) < 0 ||
-	    (rc = tree_init(&d.b, io, root_b, nblk_b, st, msg, n)) < 0)
+	if ((rc = tree_init(&d.a, io, a, st, msg, n)) < 0 ||
+	    (rc = tree_init(&d.b, io, b, st, msg, n)) < 0)
 		return rc;
 	unsigned level = d.a.root_level > d.b.root_level ? d.a.root_level : d.b.root_level;
 	if ((rc = node_at_level(&d.a, level, &na)) < 0 || (rc = node_at_level(&d.b, level, &nb)) < 0)
@@ -747,7 +1061,7 @@ static int keys_node(struct kctx *k, unsigned level, uint64_t base, const struct
 		return 0; /* the caller has this subtree's keys */
 	if (rc != 0)
 		return rc;
-	if ((p = malloc(sizeof(*p))) == NULL)
+	if ((p = bm_ipage_new()) == NULL)
 		return BM_ENOMEM;
 	if ((rc = load_page(&k->t, nd, level, base, p)) < 0)
 		goto done;
@@ -770,17 +1084,17 @@ static int keys_node(struct kctx *k, unsigned level, uint64_t base, const struct
 	}
 	rc = 0;
 done:
-	free(p);
+	bm_ipage_free(p);
 	return rc;
 }
 
-int bm_index_keys(const struct bm_index_io *io, const char *root, uint64_t nblk,
-		  bm_index_key_fn emit, void *arg, struct bm_index_stats *st, char *msg, size_t n)
+int bm_index_keys(const struct bm_index_io *io, const struct bm_itree *it, bm_index_key_fn emit,
+		  void *arg, struct bm_index_stats *st, char *msg, size_t n)
 {
 	struct kctx k = { .emit = emit, .arg = arg };
 	int rc;
 
-	if ((rc = tree_init(&k.t, io, root, nblk, st, msg, n)) < 0)
+	if ((rc = tree_init(&k.t, io, it, st, msg, n)) < 0)
 		return rc;
 	if (k.t.root.kind == N_PAGE)
 		rc = keys_node(&k, k.t.root_level, 0, &k.t.root);
@@ -817,7 +1131,8 @@ int bm_index_from_v1(const struct bm_index_io *io, const struct bm_manifest *m,
 		ch[i].blk = b->index;
 		memcpy(ch[i].sum, b->sum, BM_SUM_HEX + 1);
 	}
-	rc = bm_index_update(io, "", 0, ch, m->nblocks, nblk, root, st, msg, n);
+	const struct bm_itree empty = { .root = "" };
+	rc = bm_index_update(io, &empty, ch, m->nblocks, nblk, root, st, msg, n);
 	free(ch);
 	return rc;
 }

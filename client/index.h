@@ -1,6 +1,7 @@
-/* index.h — the format layer of dataset format v2 (docs/FORMAT.md,
- * "Version 2"): index pages (a radix tree of 256-way, immutable,
- * content-addressed pages over block numbers) and the small v2 manifest.
+/* index.h — the format layer of dataset formats v2 and v3 (docs/FORMAT.md,
+ * "Version 2", "Version 3"): index pages (a radix tree of 256-way,
+ * immutable, content-addressed pages over block numbers; v3 leaves also
+ * hold each block's 64 KiB piece sums) and the small v2/v3 manifest.
  * Pure functions over bytes: every I/O goes through the caller's
  * callbacks (struct bm_index_io), so that the commands can cache and fetch
  * pages as they like and the fuzzers can drive it all.
@@ -26,35 +27,87 @@
 #define BM_IPAGE_FANOUT (1u << BM_IPAGE_BITS)
 #define BM_IPAGE_HDR 8                         /* "BMIP", version, level, count */
 #define BM_IPAGE_ENTRY 17                      /* slot byte + 16-byte sum */
-#define BM_IPAGE_MAX (BM_IPAGE_HDR + BM_IPAGE_FANOUT * BM_IPAGE_ENTRY) /* 4360 */
+#define BM_IPAGE_MAX (BM_IPAGE_HDR + BM_IPAGE_FANOUT * BM_IPAGE_ENTRY) /* 4360: a v2 page */
+/* Format v3: a block larger than a piece has a sum per piece of 64 KiB,
+ * kept in its leaf entry; the block's sum is the xxh128 of those sums. */
+#define BM_PIECE_SIZE ((size_t)64 << 10)
+#define BM_PIECES_MAX 1024                     /* 64 MiB blocks / 64 KiB */
+/* The largest page of any tree: a v3 leaf of 64 MiB blocks (4.2 MB). */
+#define BM_IPAGE_LIMIT (BM_IPAGE_HDR + (size_t)BM_IPAGE_FANOUT * (BM_IPAGE_ENTRY + 16 * BM_PIECES_MAX))
 #define BM_ILEVELS_MAX 5                       /* 256^5 = 2^40 blocks >= 2^50 / 4096 */
 #define BM_INDEX_NBLK_MAX ((uint64_t)1 << 40)
 #define BM_MANIFEST2_MAX ((size_t)128 << 10)    /* largest v2 manifest accepted */
 
-/* A decoded index page.  level 0 is a leaf: sum[i] is the xxh128 of block
+/* A decoded index page.  level 0 is a leaf: sum[i] is the sum of block
  * base + slot[i]; above, sum[i] is the key of the child page covering
- * slots' 256^level blocks.  slot[] strictly ascending, count 1..256. */
+ * slots' 256^level blocks.  slot[] strictly ascending, count 1..256.
+ * pieces: 0 in a v2 tree; in a v3 tree the pieces per block (blksize /
+ * 64 KiB), and a leaf's psum holds count x pieces piece sums of 16 bytes
+ * (entry i's at psum + i * pieces * 16; a short last block's unused ones
+ * are zeros).  psum is malloc'd by decode: a page is made with
+ * bm_ipage_new and freed with bm_ipage_free. */
 struct bm_ipage {
 	unsigned level;
 	unsigned count;
+	unsigned pieces;
 	uint8_t slot[BM_IPAGE_FANOUT];
 	uint8_t sum[BM_IPAGE_FANOUT][16];
+	uint8_t *psum;
+	size_t psum_cap;           /* entries psum has room for */
 };
+
+struct bm_ipage *bm_ipage_new(void);
+void bm_ipage_free(struct bm_ipage *p);
+/* Room in p->psum for count entries of p->pieces sums: 0 or BM_ENOMEM. */
+int bm_ipage_reserve(struct bm_ipage *p, unsigned count);
+/* Bytes of a page of count entries at level in a tree of pieces (0: v2). */
+size_t bm_ipage_len(unsigned level, unsigned count, unsigned pieces);
+
+/* ---- piece sums (format v3) ------------------------------------------------ */
+
+/* Pieces of a block of len bytes: ceil(len / 64 KiB). */
+unsigned bm_pieces_of(size_t len);
+/* The piece sums of a block's len bytes into psum (pieces x 16 bytes:
+ * those past the block's own pieces are zeros) and its sum (the xxh128
+ * of its piece sums) as hex.  pieces >= bm_pieces_of(len). */
+void bm_pieces_sum(const void *buf, size_t len, unsigned pieces, uint8_t *psum,
+		   char sum[BM_SUM_HEX + 1]);
+/* The same over bytes that arrive in order, in chunks of any size: reset,
+ * then update for each chunk, then final.  No allocation but the state. */
+struct bm_piece_hash;
+struct bm_piece_hash *bm_piece_hash_new(unsigned pieces);
+void bm_piece_hash_free(struct bm_piece_hash *h);
+void bm_piece_hash_reset(struct bm_piece_hash *h);
+void bm_piece_hash_update(struct bm_piece_hash *h, const void *data, size_t len);
+void bm_piece_hash_final(struct bm_piece_hash *h, char sum[BM_SUM_HEX + 1]);
+/* Checks untrusted piece sums of a block of len bytes against its sum (a
+ * leaf entry, as bm_index_lookup gives it): its pieces are
+ * bm_pieces_of(len), none all zeros, the rest zeros, and their xxh128 is
+ * sum.  0 or BM_EFORMAT with msg saying what is wrong. */
+int bm_pieces_check(const char *sum, const uint8_t *psum, unsigned pieces, size_t len, char *msg,
+		    size_t n);
+/* Checks bytes of piece i (len bytes) against psum's entry i: 0 or
+ * BM_ECHECKSUM (msg: "piece I: checksum mismatch..."). */
+int bm_piece_verify(const uint8_t *psum, unsigned i, const void *data, size_t len, char *msg,
+		    size_t n);
 
 /* Depth of the tree of a dataset of nblk blocks: the smallest d >= 1 with
  * 256^d >= nblk (its root has level d - 1). */
 unsigned bm_index_depth(uint64_t nblk);
 
-/* Encodes p into out (BM_IPAGE_MAX bytes); returns the length. */
+/* Encodes p into out (bm_ipage_len bytes); returns the length. */
 size_t bm_ipage_encode(const struct bm_ipage *p, uint8_t *out);
 /* Checks that data hashes to sum (32 hex): 0 or BM_ECHECKSUM. */
 int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, size_t n);
 /* Decodes untrusted page bytes.  With sum non-NULL the bytes must hash to
  * it.  level: the level the page must have (-1: any, as stored).  nblk:
  * the dataset's blocks; base: the first block the page covers; every
- * entry must cover a block below nblk. */
+ * entry must cover a block below nblk.  pieces: the tree's (0: a v2 tree,
+ * whose pages have page version 1; else v3, page version 2, whose leaf
+ * entries' piece sums must hash to the entry's sum, all pieces of a block
+ * but the dataset's last).  p from bm_ipage_new. */
 int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, uint64_t base,
-		    uint64_t nblk, struct bm_ipage *p, char *msg, size_t n);
+		    uint64_t nblk, unsigned pieces, struct bm_ipage *p, char *msg, size_t n);
 
 /* The caller's I/O.  load gives the bytes of page "index/<sum>" (the
  * layer verifies them again); they stay valid until release (if not NULL)
@@ -73,31 +126,46 @@ struct bm_index_stats {
 	uint64_t bytes_written;  /* their bytes */
 };
 
-/* The sum of block blk in the tree (root, nblk) into sum: 1 stored, 0 a
- * hole (sum ""), < 0 an error.  Loads at most depth pages. */
-int bm_index_lookup(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t blk,
-		    char sum[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n);
+/* A tree: its root ("" none), its blocks, and the piece sums per leaf
+ * entry (0: a v2 tree; v3: blksize / 64 KiB). */
+struct bm_itree {
+	const char *root;
+	uint64_t nblk;
+	unsigned pieces;
+};
+
+/* The sum of block blk in tree t into sum: 1 stored, 0 a hole (sum ""),
+ * < 0 an error.  With psum non-NULL (t->pieces x 16 bytes) a v3 tree's
+ * piece sums of the block too (checked only as bm_ipage_decode does: the
+ * caller, who knows the block's length, calls bm_pieces_check).  Loads
+ * at most depth pages. */
+int bm_index_lookup(const struct bm_index_io *io, const struct bm_itree *t, uint64_t blk,
+		    char sum[BM_SUM_HEX + 1], uint8_t *psum, struct bm_index_stats *st, char *msg,
+		    size_t n);
 
 /* The first stored block (not a hole) at or after block from: 1 with *blk
  * set, 0 when there is none, < 0 an error.  Loads at most two pages per
  * level (every entry's subtree holds a block, but the one holding from
  * may hold none at or after it). */
-int bm_index_next(const struct bm_index_io *io, const char *root, uint64_t nblk, uint64_t from,
+int bm_index_next(const struct bm_index_io *io, const struct bm_itree *t, uint64_t from,
 		  uint64_t *blk, struct bm_index_stats *st, char *msg, size_t n);
 
-/* One change of a commit: block blk becomes sum, or a hole (sum ""). */
+/* One change of a commit: block blk becomes sum, or a hole (sum "").  In
+ * a v3 tree a stored block's piece sums too (pieces x 16 bytes, as
+ * bm_pieces_sum gives them); NULL otherwise. */
 struct bm_index_change {
 	uint64_t blk;
 	char sum[BM_SUM_HEX + 1];
+	const uint8_t *psum;
 };
 
-/* Copy-on-write update: the tree (old_root, old_nblk) with changes applied
- * (blk ascending; of equal blks the last wins; blks at or past new_nblk
- * are ignored) and cut or grown to new_nblk blocks.  Pages of the paths
+/* Copy-on-write update: the tree old (root, nblk, pieces) with changes
+ * applied (blk ascending; of equal blks the last wins; blks at or past
+ * new_nblk are ignored) and cut or grown to new_nblk blocks.  Pages of the paths
  * that changed are stored through io->store; every other page is shared.
  * new_root gets the new root ("" when no block is stored).  st (may be
  * NULL) counts what was read and written. */
-int bm_index_update(const struct bm_index_io *io, const char *old_root, uint64_t old_nblk,
+int bm_index_update(const struct bm_index_io *io, const struct bm_itree *old,
 		    const struct bm_index_change *ch, size_t nch, uint64_t new_nblk,
 		    char new_root[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n);
 
@@ -106,9 +174,8 @@ int bm_index_update(const struct bm_index_io *io, const char *old_root, uint64_t
  * ascending and coalesced, to emit (a non-zero return stops the walk and
  * is returned).  Descends only where the page sums differ. */
 typedef int (*bm_index_range_fn)(void *arg, uint64_t first, uint64_t count);
-int bm_index_diff(const struct bm_index_io *io, const char *root_a, uint64_t nblk_a,
-		  const char *root_b, uint64_t nblk_b, bm_index_range_fn emit, void *arg,
-		  struct bm_index_stats *st, char *msg, size_t n);
+int bm_index_diff(const struct bm_index_io *io, const struct bm_itree *a, const struct bm_itree *b,
+		  bm_index_range_fn emit, void *arg, struct bm_index_stats *st, char *msg, size_t n);
 
 /* Every key the tree references, each once: "index/<sum>" for its pages
  * (a page before its children), "blocks/<sum>" for its blocks.  An emit
@@ -117,17 +184,18 @@ int bm_index_diff(const struct bm_index_io *io, const char *root_a, uint64_t nbl
  * is the same as 0. */
 #define BM_INDEX_KNOWN 1
 typedef int (*bm_index_key_fn)(void *arg, const char *key);
-int bm_index_keys(const struct bm_index_io *io, const char *root, uint64_t nblk,
-		  bm_index_key_fn emit, void *arg, struct bm_index_stats *st, char *msg, size_t n);
+int bm_index_keys(const struct bm_index_io *io, const struct bm_itree *t, bm_index_key_fn emit,
+		  void *arg, struct bm_index_stats *st, char *msg, size_t n);
 
 /* The tree of a v1 manifest's block list (the upgrade to v2).  Every block
  * key must be "blocks/<sum>" (what blkmap writes): BM_EFORMAT otherwise. */
 int bm_index_from_v1(const struct bm_index_io *io, const struct bm_manifest *m,
 		     char root[BM_SUM_HEX + 1], struct bm_index_stats *st, char *msg, size_t n);
 
-/* ---- the v2 manifest ---------------------------------------------------- */
+/* ---- the v2 and v3 manifest ---------------------------------------------- */
 
 struct bm_manifest2 {
+	unsigned version;          /* 2, or 3 (blksize > 64 KiB, piece sums) */
 	size_t blksize;
 	uint64_t size;
 	uint64_t generation;
@@ -170,5 +238,10 @@ int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, 
 /* Serializes m in its version (1 or 2). */
 char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp);
 uint64_t bm_manifest2_nblk(const struct bm_manifest2 *m);
+/* Piece sums per leaf entry of m's tree: blksize / 64 KiB in version 3,
+ * else 0. */
+unsigned bm_manifest_pieces(const struct bm_manifest *m);
+/* m's tree (version 2 or 3), pointing into m. */
+void bm_manifest_itree(const struct bm_manifest *m, struct bm_itree *t);
 
 #endif /* BLKMAP_CLIENT_INDEX_H */

@@ -1,4 +1,4 @@
-/* index_load.c — index pages of format v2 from the object store: a cache of
+/* index_load.c — index pages of formats v2 and v3 from the object store: a cache of
  * immutable, content-addressed pages (never stale: a page's key is the hash
  * of its bytes) bounded in bytes, the loader that fills it with verified
  * GETs, and the writer of new pages.  What index.c's walks get as their
@@ -214,9 +214,11 @@ static struct cpage *insert(struct bm_pages *pc, const char *sum, const void *da
 
 /* ---- the io of index.c ---------------------------------------------------------- */
 
+/* A page as it arrives: grown as needed (a v2 page is at most 4360
+ * bytes, a v3 leaf up to BM_IPAGE_LIMIT, the get's max). */
 struct page_buf {
-	uint8_t data[BM_IPAGE_MAX];
-	size_t len;
+	uint8_t *data;
+	size_t len, cap;
 	const char *sum;
 };
 
@@ -224,8 +226,18 @@ static int page_sink(void *arg, uint64_t off, const void *data, size_t len)
 {
 	struct page_buf *b = arg;
 
-	if (off + len > sizeof(b->data))
-		return -EFBIG; /* cannot happen: the get's max is the buffer */
+	if (off + len > BM_IPAGE_LIMIT)
+		return -EFBIG; /* cannot happen: the get's max is the limit */
+	if (off + len > b->cap) {
+		size_t cap = b->cap ? b->cap : BM_IPAGE_MAX;
+		while (cap < off + len)
+			cap *= 2;
+		uint8_t *d = realloc(b->data, cap);
+		if (d == NULL)
+			return -ENOMEM;
+		b->data = d;
+		b->cap = cap;
+	}
 	memcpy(b->data + off, data, len);
 	b->len = (size_t)off + len;
 	return 0;
@@ -261,12 +273,11 @@ static int pages_load(void *arg, const char *sum, const void **data, size_t *len
 		*len = p->len;
 		return 0;
 	}
-	struct page_buf *b = malloc(sizeof(*b));
+	struct page_buf *b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		return BM_ENOMEM;
-	b->len = 0;
 	b->sum = sum;
-	struct bm_get g = { .max = BM_IPAGE_MAX, .sink = page_sink, .sink_arg = b, .verify = page_verify };
+	struct bm_get g = { .max = BM_IPAGE_LIMIT, .sink = page_sink, .sink_arg = b, .verify = page_verify };
 	snprintf(key, sizeof(key), "index/%s", sum);
 	rc = bm_store_get(pc->store, key, &g, msg, n);
 	if (rc == BM_ENOTFOUND) {
@@ -288,6 +299,7 @@ static int pages_load(void *arg, const char *sum, const void **data, size_t *len
 		if ((p = insert(pc, sum, b->data, b->len, true)) == NULL)
 			rc = BM_ENOMEM;
 	}
+	free(b->data);
 	free(b);
 	if (rc < 0)
 		return rc;

@@ -256,6 +256,9 @@ struct bm_change {
 	uint64_t index;
 	char *key;
 	char sum[BM_SUM_HEX + 1];
+	uint8_t *psum;             /* format 3: the block's piece sums (pieces
+				      x 16 bytes), in key's allocation (freed
+				      with it); NULL otherwise */
 	size_t len;                /* object length */
 	uint64_t seq;              /* order of submission: the later wins */
 	bool from_page;            /* stored from a page (it stays cached) */
@@ -266,6 +269,11 @@ struct bm_change {
  * attributes carried over. */
 int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t nch,
 		      uint64_t new_size, struct bm_manifest **outp);
+
+/* The piece sums per block of the format the next commit writes
+ * (commit.c: version 3 for blocks larger than 64 KiB, FORMAT.md): how
+ * changes.c sums a block; 0 for versions 1 and 2 (a sum of the bytes). */
+unsigned bm_next_pieces(bm_dataset *ds);
 
 /* ---- gc (gcmark.h) --------------------------------------------------------------- */
 

@@ -1,6 +1,7 @@
-/* manifest2.c — the manifest of dataset format v2 (docs/FORMAT.md,
- * "Version 2"): a small JSON object naming the root index page, whose last
- * field is a checksum of every byte before it.  Parsing and validating
+/* manifest2.c — the manifest of dataset formats v2 and v3 (docs/FORMAT.md,
+ * "Version 2", "Version 3": the same fields, v3 for blocks larger than 64
+ * KiB whose tree holds piece sums): a small JSON object naming the root
+ * index page, whose last field is a checksum of every byte before it.  Parsing and validating
  * untrusted bytes (self-checksum first), serializing.  The format layer:
  * no I/O.
  * Owns: struct bm_manifest2.  Locking: none; a manifest is immutable once
@@ -104,13 +105,15 @@ int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n)
 	}
 	if (len <= BM_MANIFEST2_MAX && check_self_sum(buf, len, msg, n) == 0) {
 		v = version_of(buf, len);
-		if (v == 2)
-			return 2;
+		if (v == 2 || v == 3)
+			return (int)v;
 		if (v == -1) {
 			bm_fmt(msg, n, "manifest is not valid JSON (its self-checksum holds)");
 			return BM_EFORMAT;
 		}
-		bm_fmt(msg, n, "a manifest with a self-checksum has format version %lld, not 2",
+		bm_fmt(msg, n,
+		       "a manifest with a self-checksum has format version %lld, not 2 or 3 (this "
+		       "reader knows 1, 2 and 3)",
 		       (long long)v);
 		return BM_EFORMAT;
 	}
@@ -121,28 +124,43 @@ int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n)
 	v = version_of(buf, len);
 	if (v == 1)
 		return 1;
-	if (v == -1 || v == 2) {
-		bm_fmt(msg, n, "manifest is %s (damaged in transit)",
-		       v == -1 ? "not valid JSON" : "version 2 without a valid \"manifest_sum\"");
+	if (v == -1) {
+		bm_fmt(msg, n, "manifest is not valid JSON (damaged in transit)");
+		return BM_ECHECKSUM;
+	}
+	if (v == 2 || v == 3) {
+		bm_fmt(msg, n, "manifest is version %lld without a valid \"manifest_sum\" (damaged in transit)",
+		       (long long)v);
 		return BM_ECHECKSUM;
 	}
 	if (v == -2) {
 		bm_fmt(msg, n, "manifest has no integer field \"version\"");
 		return BM_EFORMAT;
 	}
-	bm_fmt(msg, n, "format version %lld is not supported (this reader knows 1 and 2)", (long long)v);
+	bm_fmt(msg, n, "format version %lld is not supported (this reader knows 1, 2 and 3)",
+	       (long long)v);
 	return BM_EFORMAT;
 }
 
 static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t n)
 {
 	struct bm_manifest_head h = { 0 };
-	json_t *v;
-	int rc = bm_manifest_head_parse(root, 2, &h, msg, n);
+	json_t *v = json_object_get(root, "version");
+	int rc;
 
+	/* 2 or 3: the head's check of the version names the one found. */
+	m->version = json_is_integer(v) && json_integer_value(v) == 3 ? 3 : 2;
+	rc = bm_manifest_head_parse(root, m->version, &h, msg, n);
 	BM_MANIFEST_HEAD_TAKE(m, &h);
 	if (rc < 0)
 		return rc;
+	if (m->version == 3 && m->blksize <= BM_PIECE_SIZE) {
+		bm_fmt(msg, n,
+		       "format version 3 with \"blksize\" = %zu: version 3 is for blocks larger than "
+		       "its 64 KiB pieces",
+		       m->blksize);
+		return BM_EFORMAT;
+	}
 	if ((rc = bm_json_uint(root, "parent", 0, m->generation - 1, &m->parent, msg, n)) < 0)
 		return rc;
 	v = json_object_get(root, "root");
@@ -212,7 +230,7 @@ char *bm_manifest2_dump(const struct bm_manifest2 *m, size_t *lenp)
 	if (root == NULL)
 		return NULL;
 	json_object_set_new(root, "format", json_string("blkmap-dataset"));
-	json_object_set_new(root, "version", json_integer(2));
+	json_object_set_new(root, "version", json_integer(m->version == 3 ? 3 : 2));
 	json_object_set_new(root, "checksum", json_string("xxh128"));
 	json_object_set_new(root, "blksize", json_integer((json_int_t)m->blksize));
 	json_object_set_new(root, "size", json_integer((json_int_t)m->size));
@@ -273,7 +291,7 @@ int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, 
 			bm_manifest2_free(m2);
 			return BM_ENOMEM;
 		}
-		m->version = 2;
+		m->version = m2->version;
 		m->blksize = m2->blksize;
 		m->size = m2->size;
 		m->generation = m2->generation;
@@ -293,12 +311,12 @@ int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, 
 	if (rc1 == 0 || rc1 == BM_ENOMEM)
 		return rc1;
 	v = bm_manifest_version(buf, len, msg, n);
-	if (v == 2)
+	if (v == 2 || v == 3)
 		bm_fmt(msg, n, "%s", msg2);
 	else if (v == 1)
 		bm_fmt(msg, n, "%s", msg1);
-	if (v == 1 || v == 2)
-		return v == 2 ? rc2 : rc1;
+	if (v >= 1 && v <= 3)
+		return v == 1 ? rc1 : rc2;
 	/* Neither version: the v1 parser says better what is wrong (not an
 	 * object, no "format"...), except about the version itself, where
 	 * bm_manifest_version names both it knows. */
@@ -309,9 +327,10 @@ int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, 
 
 char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp)
 {
-	if (m->version != 2)
+	if (m->version < 2)
 		return bm_manifest_dump(m, lenp);
 	struct bm_manifest2 m2 = {
+		.version = m->version,
 		.blksize = m->blksize,
 		.size = m->size,
 		.generation = m->generation,
@@ -322,4 +341,16 @@ char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp)
 	memcpy(m2.created, m->created, sizeof(m2.created));
 	memcpy(m2.root, m->root, sizeof(m2.root));
 	return bm_manifest2_dump(&m2, lenp);
+}
+
+unsigned bm_manifest_pieces(const struct bm_manifest *m)
+{
+	return m->version == 3 ? (unsigned)(m->blksize / BM_PIECE_SIZE) : 0;
+}
+
+void bm_manifest_itree(const struct bm_manifest *m, struct bm_itree *t)
+{
+	t->root = m->root;
+	t->nblk = bm_manifest_nblk(m);
+	t->pieces = bm_manifest_pieces(m);
 }

@@ -35,6 +35,9 @@
 #include "client_util.h"
 #include "../client/index_load.h"
 
+/* A v2 tree (no piece sums) of root and nblk blocks, for index.c's walks. */
+#define V2TREE(root, nblk) (&(const struct bm_itree){ (root), (nblk), 0 })
+
 #define BS 4096
 #define PERIOD 4099
 #define ROUNDS 9
@@ -85,7 +88,7 @@ static void make_dataset(const char *url, uint64_t nblk)
 		memcpy(ch[b].sum, sums[b % PERIOD], sizeof(ch[b].sum));
 	}
 	struct bm_manifest2 m = { .blksize = BS, .size = nblk * BS, .generation = 1, .stored = nblk };
-	if (bm_index_update(&io, "", 0, ch, nblk, nblk, m.root, NULL, msg, sizeof(msg)) != 0)
+	if (bm_index_update(&io, V2TREE("", 0), ch, nblk, nblk, m.root, NULL, msg, sizeof(msg)) != 0)
 		bench_die("index", msg);
 	free(ch);
 	size_t len;

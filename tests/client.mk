@@ -44,6 +44,10 @@ CLIENT_TESTS = \
 	tests/test_client_v2 \
 	tests/test_client_v2_nginx \
 	tests/test_client_v2_apache \
+	tests/test_client_v3 \
+	tests/test_client_v3_nginx \
+	tests/test_client_v3_apache \
+	tests/test_client_v3_rgw \
 	tests/test_client_flat_rgw \
 	tests/test_client_changes_rgw \
 	tests/test_store_rgw \
@@ -191,6 +195,26 @@ tests_test_client_v2_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
 tests_test_client_v2_rgw_LDADD = $(CLIENT_TEST_LDADD)
 tests_test_client_v2_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_v2_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v3_SOURCES = tests/test_client_v3.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v3_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_v3_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v3_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_v3_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v3_nginx_SOURCES = tests/test_client_v3.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v3_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_v3_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v3_nginx_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_v3_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v3_apache_SOURCES = tests/test_client_v3.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v3_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_v3_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v3_apache_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_v3_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_v3_rgw_SOURCES = tests/test_client_v3.c $(CLIENT_TEST_SOURCES)
+tests_test_client_v3_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_v3_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_v3_rgw_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_v3_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)

@@ -190,12 +190,12 @@ json_t *tc_block_keys(const char *url)
 /* xxh128 as hex: the library's (client/util.c), an exported helper. */
 void bm_sum_hex(const void *buf, size_t len, char out[33]);
 
-/* The self-checksum of a version 2 manifest, made here from the format's
+/* The self-checksum of a version 2 or 3 manifest, made here from the format's
  * words (docs/FORMAT.md), not with the library's manifest code. */
 char *tc_manifest_text(json_t *man, size_t *lenp)
 {
 	json_t *v = json_object_get(man, "version");
-	bool v2 = json_is_integer(v) && json_integer_value(v) == 2;
+	bool v2 = json_is_integer(v) && json_integer_value(v) >= 2; /* 2 and 3 */
 
 	json_object_del(man, "manifest_sum");
 	char *text = json_dumps(man, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -64,7 +64,7 @@ const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n);
  * with curl, in either format version. */
 json_t *tc_block_keys(const char *url);
 /* The text of manifest MAN (a JSON object) as a writer would store it:
- * compact, and for a version 2 one with its "manifest_sum" made again
+ * compact, and for a version 2 or 3 one with its "manifest_sum" made again
  * over the new bytes (docs/FORMAT.md).  malloc'd; *LENP its length. */
 char *tc_manifest_text(json_t *man, size_t *lenp);
 /* A manifest libblkmap must refuse: its text, and a part of the message

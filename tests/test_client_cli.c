@@ -224,6 +224,45 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
 	free(data);
 }
 
+/* `blkmap sum` of a plain object reads its blocks with Range GETs in
+ * parallel straight into buffers, hashed in order, not through a mapping
+ * (no fault, no read-ahead): the sum of the dataset of the same bytes,
+ * which is read through a mapping, with several requests in flight
+ * while answers are 30 ms late. */
+static void sum_reads_a_flat_object_in_parallel_without_a_mapping(void **state)
+{
+	struct ts_server *s = *state;
+	const size_t size = 24 * 65536 + 1000;
+	unsigned char *data = ts_pattern(size, 64);
+	char flat[512], ds[512], want[64], *out, *err, *dsout;
+
+	tc_url(flat, sizeof(flat), s, "/cli/sum.bin");
+	tc_url(ds, sizeof(ds), s, "/cli/sumds");
+	assert_true(ts_put(s, "/cli/sum.bin", data, size) / 100 == 2);
+	tc_put(ds, 65536, data, size);
+	assert_int_equal(tc_cli(&dsout, NULL, (const char *[]){ "sum", ds, NULL }), 0);
+	setenv("BLKMAP_BLKSIZE", "64k", 1);
+	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
+	(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
+	int ex = tc_cli(&out, &err, (const char *[]){ "sum", "-v", flat, NULL });
+	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
+	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
+	unsetenv("BLKMAP_BLKSIZE");
+	assert_int_equal(ex, 0);
+	assert_true(strlen(out) > 64 && strlen(dsout) > 64);
+	assert_memory_equal(out, dsout, 64);
+	snprintf(want, sizeof(want), " fetched_bytes=%zu ", size);
+	assert_non_null(strstr(err, want));
+	if (!strstr(err, " fetched_blocks=25 ") ||
+	    !strstr(err, " cache_hits=0 cache_misses=0 readahead_blocks=0 "))
+		fail_msg("sum -v: %s: 25 blocks fetched, no fault and no read-ahead expected", err);
+	assert_true(peak >= 2);
+	free(out);
+	free(err);
+	free(dsout);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +273,7 @@ int main(void)
 		cmocka_unit_test(stat_prints_json_and_sum_v_prints_counters),
 		cmocka_unit_test(log_lists_generations_past_a_long_run_not_kept),
 		cmocka_unit_test(unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_signal),
+		cmocka_unit_test(sum_reads_a_flat_object_in_parallel_without_a_mapping),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

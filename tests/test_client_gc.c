@@ -32,6 +32,9 @@
 #include "../client/index_load.h"
 #include "../client/store.h"
 
+/* A v2 tree (no piece sums) of root and nblk blocks, for index.c's walks. */
+#define V2TREE(root, nblk) (&(const struct bm_itree){ (root), (nblk), 0 })
+
 #ifndef TC_KIND
 #define TC_KIND "blkmap-server"
 #endif
@@ -722,7 +725,7 @@ static void put_v2(const char *url, uint64_t gen, const char *old_root, const ui
 		bm_key_block(bkey, ch[i].sum);
 		assert_int_equal(bm_put_immutable(st, bkey, data[i], BS, true, msg, sizeof(msg)), 0);
 	}
-	assert_int_equal(bm_index_update(&io, old_root, NBLK, ch, nch, NBLK, new_root, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(old_root, NBLK), ch, nch, NBLK, new_root, NULL, msg, sizeof(msg)), 0);
 	struct bm_manifest2 m = { .blksize = BS, .size = NBLK * BS, .generation = gen, .parent = gen - 1 };
 	snprintf(m.created, sizeof(m.created), "2026-11-29T10:00:0%dZ", (int)gen);
 	snprintf(m.root, sizeof(m.root), "%s", new_root);
@@ -820,7 +823,7 @@ static void diff_and_gc_read_version_2_trees_and_collect_their_index_pages(void 
 	assert_int_equal(bm_pages_new(&pc, stp, 1 << 20), 0);
 	bm_pages_io(pc, &io);
 	struct keys_there kt = { .s = s };
-	assert_int_equal(bm_index_keys(&io, root3, NBLK, key_is_there, &kt, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_keys(&io, V2TREE(root3, NBLK), key_is_there, &kt, NULL, msg, sizeof(msg)), 0);
 	assert_int_equal(kt.n, NBLK + 1);
 	bm_pages_free(pc);
 	bm_store_close(stp);

@@ -27,6 +27,9 @@
 #include "client_util.h"
 #include "../client/index_load.h"
 
+/* A v2 tree (no piece sums) of root and nblk blocks, for index.c's walks. */
+#define V2TREE(root, nblk) (&(const struct bm_itree){ (root), (nblk), 0 })
+
 #ifndef TC_KIND
 #define TC_KIND "blkmap-server"
 #endif
@@ -374,7 +377,7 @@ static void page_key(struct tc_store *st, const char *path, bool child, char out
 	struct ts_resp r;
 	assert_int_equal(tc_store_request(st, "GET", ppath, NULL, 0, &r), CURLE_OK);
 	struct bm_ipage p;
-	assert_int_equal(bm_ipage_decode(r.body, r.len, out, -1, 0, UINT64_MAX, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(r.body, r.len, out, -1, 0, UINT64_MAX, 0, &p, msg, sizeof(msg)), 0);
 	ts_resp_free(&r);
 	for (int i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", p.sum[0][i]);
@@ -560,7 +563,7 @@ static void put_huge(struct tc_store *st, const char *path, const unsigned char 
 	}
 	struct bm_manifest2 m = { .blksize = BS, .size = (uint64_t)1 << 50, .generation = 1,
 				  .stored = 2 };
-	if (bm_index_update(&io, "", 0, ch, 2, nblk, m.root, NULL, msg, sizeof(msg)) != 0)
+	if (bm_index_update(&io, V2TREE("", 0), ch, 2, nblk, m.root, NULL, msg, sizeof(msg)) != 0)
 		fail_msg("%s", msg);
 	size_t len;
 	char *text = bm_manifest2_dump(&m, &len);

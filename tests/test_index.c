@@ -1,11 +1,14 @@
-/* test_index.c — the format layer of dataset format v2 (client/index.c,
- * client/manifest2.c) over an in-memory page store: lookups, copy-on-write
+/* test_index.c — the format layer of dataset formats v2 and v3
+ * (client/index.c, client/manifest2.c) over an in-memory page store: lookups, copy-on-write
  * updates that share every unchanged page (the bytes a 1-block commit
  * writes at 2^12, 2^15 and 2^17 blocks, checked against the arithmetic of
  * docs/FORMAT.md), diffs that descend only where sums differ, the v1
  * upgrade, the keys gc will keep, and hostile pages and manifests (each
  * field, truncations, bit flips, wrong hashes, out-of-range entries): a
- * one-line error, never a crash or a wrong answer.  No server, no I/O;
+ * one-line error, never a crash or a wrong answer.  Format v3: piece sums
+ * (whole, streamed in any chunks), leaves that carry them through updates
+ * and lookups, and v3 leaves whose piece sums lie, or pages of the other
+ * format's page version, refused.  No server, no I/O;
  * deterministic.  Locking: none (one thread).
  */
 #include "config.h"
@@ -20,6 +23,9 @@
 #include <cmocka.h>
 
 #include "../client/index.h"
+
+/* A v2 tree (no piece sums) of root and nblk blocks, for index.c's walks. */
+#define V2TREE(root, nblk) (&(const struct bm_itree){ (root), (nblk), 0 })
 
 /* ---- an in-memory page store ------------------------------------------------ */
 
@@ -119,7 +125,7 @@ static int ms_store(void *arg, const char *sum, const void *data, size_t len, ch
 	char check[BM_SUM_HEX + 1];
 	bm_sum_hex(data, len, check);
 	assert_string_equal(check, sum); /* the layer names pages by their hash */
-	assert_true(len <= BM_IPAGE_MAX);
+	assert_true(len <= BM_IPAGE_LIMIT);
 	ms.stores++;
 	ms.stored_bytes += len;
 	ms_put_raw(sum, data, len);
@@ -158,7 +164,7 @@ static void build(uint64_t nblk, bool (*keep)(uint64_t), unsigned v, char root[B
 		test_sum(b, v, ch[nch].sum);
 		nch++;
 	}
-	int rc = bm_index_update(&io, "", 0, ch, nch, nblk, root, NULL, msg, sizeof(msg));
+	int rc = bm_index_update(&io, V2TREE("", 0), ch, nch, nblk, root, NULL, msg, sizeof(msg));
 	if (rc != 0)
 		fail_msg("build: %d %s", rc, msg);
 	free(ch);
@@ -180,7 +186,7 @@ static bool sparse(uint64_t b)
 static void expect_block(const char *root, uint64_t nblk, uint64_t b, unsigned v)
 {
 	char sum[BM_SUM_HEX + 1], want[BM_SUM_HEX + 1], msg[256] = "";
-	int rc = bm_index_lookup(&io, root, nblk, b, sum, NULL, msg, sizeof(msg));
+	int rc = bm_index_lookup(&io, V2TREE(root, nblk), b, sum, NULL, NULL, msg, sizeof(msg));
 	if (v == 0) {
 		if (rc != 0)
 			fail_msg("block %" PRIu64 ": expected a hole, got %d %s %s", b, rc, sum, msg);
@@ -207,10 +213,10 @@ static void lookup_finds_every_stored_block_and_every_hole(void **state)
 		expect_block(root, nblk, b, sparse(b) ? 1 : 0);
 	/* Past the end: an argument error, not a hole. */
 	char sum[BM_SUM_HEX + 1], msg[256] = "";
-	assert_int_equal(bm_index_lookup(&io, root, nblk, nblk, sum, NULL, msg, sizeof(msg)), BM_EINVAL);
+	assert_int_equal(bm_index_lookup(&io, V2TREE(root, nblk), nblk, sum, NULL, NULL, msg, sizeof(msg)), BM_EINVAL);
 	one_line(msg);
 	/* A dataset with no stored block has no root: every block is a hole. */
-	assert_int_equal(bm_index_lookup(&io, "", nblk, 5, sum, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_lookup(&io, V2TREE("", nblk), 5, sum, NULL, NULL, msg, sizeof(msg)), 0);
 	ms_reset();
 }
 
@@ -222,7 +228,7 @@ static void lookup_loads_one_page_per_level(void **state)
 	ms_reset();
 	build(70000, every, 1, root);
 	assert_int_equal(bm_index_depth(70000), 3);
-	assert_int_equal(bm_index_lookup(&io, root, 70000, 69999, sum, &st, msg, sizeof(msg)), 1);
+	assert_int_equal(bm_index_lookup(&io, V2TREE(root, 70000), 69999, sum, NULL, &st, msg, sizeof(msg)), 1);
 	assert_int_equal(st.pages_read, 3);
 	ms_reset();
 }
@@ -270,7 +276,7 @@ static void one_block_commit_writes(unsigned log2n)
 	build(nblk, every, 1, root);
 	size_t before = ms.npages;
 	test_sum(blk, 2, ch.sum);
-	assert_int_equal(bm_index_update(&io, root, nblk, &ch, 1, nblk, root2, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(root, nblk), &ch, 1, nblk, root2, &st, msg, sizeof(msg)), 0);
 	assert_string_not_equal(root, root2);
 	/* One new page per level, nothing else. */
 	assert_int_equal(st.pages_written, bm_index_depth(nblk));
@@ -340,11 +346,11 @@ static void an_update_shares_every_unchanged_page(void **state)
 	build(70000, every, 1, root);
 	for (int i = 0; i < 3; i++)
 		test_sum(ch[i].blk, 2, ch[i].sum);
-	assert_int_equal(bm_index_update(&io, root, 70000, ch, 3, 70000, root2, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(root, 70000), ch, 3, 70000, root2, &st, msg, sizeof(msg)), 0);
 	/* Three leaves, their two level-1 parents, the root. */
 	assert_int_equal(st.pages_written, 6);
-	assert_int_equal(bm_index_keys(&io, root, 70000, count_key, k1, NULL, msg, sizeof(msg)), 0);
-	assert_int_equal(bm_index_keys(&io, root2, 70000, count_key, k2, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_keys(&io, V2TREE(root, 70000), count_key, k1, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_keys(&io, V2TREE(root2, 70000), count_key, k2, NULL, msg, sizeof(msg)), 0);
 	/* Both trees have the same number of pages; together they have only
 	 * the 6 new ones more than one of them. */
 	assert_int_equal(k1[0], k2[0]);
@@ -363,10 +369,10 @@ static void an_update_that_changes_nothing_writes_nothing(void **state)
 	ms_reset();
 	build(5000, every, 1, root);
 	test_sum(500, 1, ch.sum); /* the sum it already has */
-	assert_int_equal(bm_index_update(&io, root, 5000, &ch, 1, 5000, root2, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(root, 5000), &ch, 1, 5000, root2, &st, msg, sizeof(msg)), 0);
 	assert_string_equal(root, root2);
 	assert_int_equal(st.pages_written, 0);
-	assert_int_equal(bm_index_update(&io, root, 5000, NULL, 0, 5000, root2, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(root, 5000), NULL, 0, 5000, root2, &st, msg, sizeof(msg)), 0);
 	assert_string_equal(root, root2);
 	assert_int_equal(st.pages_written, 0);
 	ms_reset();
@@ -383,7 +389,7 @@ static void holes_remove_entries_and_empty_pages_vanish(void **state)
 	/* Blocks 256..511 (one whole leaf) become holes. */
 	for (int i = 0; i < 256; i++)
 		ch[i].blk = 256 + (uint64_t)i;
-	assert_int_equal(bm_index_update(&io, root, 5000, ch, 256, 5000, root2, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(root, 5000), ch, 256, 5000, root2, NULL, msg, sizeof(msg)), 0);
 	expect_block(root2, 5000, 255, 1);
 	expect_block(root2, 5000, 300, 0);
 	expect_block(root2, 5000, 512, 1);
@@ -398,7 +404,7 @@ static void holes_remove_entries_and_empty_pages_vanish(void **state)
 			test_sum(b, 1, all[n].sum);
 			n++;
 		}
-		assert_int_equal(bm_index_update(&io, "", 0, all, n, 5000, root3, NULL, msg, sizeof(msg)), 0);
+		assert_int_equal(bm_index_update(&io, V2TREE("", 0), all, n, 5000, root3, NULL, msg, sizeof(msg)), 0);
 		free(all);
 	}
 	assert_string_equal(root2, root3);
@@ -407,7 +413,7 @@ static void holes_remove_entries_and_empty_pages_vanish(void **state)
 		ch[i].blk = (uint64_t)i;
 		ch[i].sum[0] = '\0';
 	}
-	assert_int_equal(bm_index_update(&io, root, 5000, ch, 5000, 5000, root2, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(root, 5000), ch, 5000, 5000, root2, NULL, msg, sizeof(msg)), 0);
 	assert_string_equal(root2, "");
 	free(ch);
 	ms_reset();
@@ -422,7 +428,7 @@ static void the_last_of_several_changes_to_a_block_wins(void **state)
 	test_sum(7, 1, ch[0].sum);
 	test_sum(7, 2, ch[1].sum);
 	test_sum(9, 1, ch[2].sum);
-	assert_int_equal(bm_index_update(&io, "", 0, ch, 3, 100, root, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE("", 0), ch, 3, 100, root, NULL, msg, sizeof(msg)), 0);
 	expect_block(root, 100, 7, 2);
 	expect_block(root, 100, 8, 0);
 	expect_block(root, 100, 9, 1);
@@ -430,11 +436,11 @@ static void the_last_of_several_changes_to_a_block_wins(void **state)
 	struct bm_index_change bad[2] = { { .blk = 9 }, { .blk = 7 } };
 	test_sum(9, 1, bad[0].sum);
 	test_sum(7, 1, bad[1].sum);
-	assert_int_equal(bm_index_update(&io, "", 0, bad, 2, 100, root, NULL, msg, sizeof(msg)), BM_EINVAL);
+	assert_int_equal(bm_index_update(&io, V2TREE("", 0), bad, 2, 100, root, NULL, msg, sizeof(msg)), BM_EINVAL);
 	one_line(msg);
 	snprintf(bad[1].sum, sizeof(bad[1].sum), "not hex");
 	bad[1].blk = 10;
-	assert_int_equal(bm_index_update(&io, "", 0, bad, 2, 100, root, NULL, msg, sizeof(msg)), BM_EINVAL);
+	assert_int_equal(bm_index_update(&io, V2TREE("", 0), bad, 2, 100, root, NULL, msg, sizeof(msg)), BM_EINVAL);
 	one_line(msg);
 	ms_reset();
 }
@@ -456,7 +462,7 @@ static void growing_and_shrinking_keep_the_tree_canonical(void **state)
 	build(200, below_200, 1, small); /* depth 1: the root is a leaf */
 	/* Grown to 70000 blocks (depth 3) with one more block at the end. */
 	test_sum(69999, 1, ch.sum);
-	assert_int_equal(bm_index_update(&io, small, 200, &ch, 1, 70000, grown, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(small, 200), &ch, 1, 70000, grown, &st, msg, sizeof(msg)), 0);
 	/* The old root is shared as the leaf of blocks 0..255: only the new
 	 * path, the level-1 page above the old root and the root written. */
 	assert_int_equal(st.pages_written, 4);
@@ -475,20 +481,20 @@ static void growing_and_shrinking_keep_the_tree_canonical(void **state)
 				n++;
 			}
 		all[n++] = ch;
-		assert_int_equal(bm_index_update(&io, "", 0, all, n, 70000, again, NULL, msg, sizeof(msg)), 0);
+		assert_int_equal(bm_index_update(&io, V2TREE("", 0), all, n, 70000, again, NULL, msg, sizeof(msg)), 0);
 	}
 	assert_string_equal(grown, again);
 	/* Shrunk back to 200 blocks: block 69999 cut off, the first root again. */
-	assert_int_equal(bm_index_update(&io, grown, 70000, NULL, 0, 200, back, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(grown, 70000), NULL, 0, 200, back, NULL, msg, sizeof(msg)), 0);
 	assert_string_equal(back, small);
 	/* Shrunk into a page: only blocks below the new count stay. */
-	assert_int_equal(bm_index_update(&io, small, 200, NULL, 0, 100, back, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(small, 200), NULL, 0, 100, back, NULL, msg, sizeof(msg)), 0);
 	for (uint64_t b = 0; b < 100; b++)
 		expect_block(back, 100, b, below_200(b) ? 1 : 0);
 	build(100, below_200, 1, again);
 	assert_string_equal(back, again);
 	/* Shrunk to nothing. */
-	assert_int_equal(bm_index_update(&io, grown, 70000, NULL, 0, 0, back, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(grown, 70000), NULL, 0, 0, back, NULL, msg, sizeof(msg)), 0);
 	assert_string_equal(back, "");
 	ms_reset();
 }
@@ -505,13 +511,13 @@ static void the_largest_dataset_needs_no_memory_per_block(void **state)
 	ms_reset();
 	test_sum(5, 1, ch[0].sum);
 	test_sum(nblk - 1, 1, ch[1].sum);
-	assert_int_equal(bm_index_update(&io, "", 0, ch, 2, nblk, root, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE("", 0), ch, 2, nblk, root, &st, msg, sizeof(msg)), 0);
 	assert_int_equal(st.pages_written, 9); /* the root, 4 + 4 below it */
 	expect_block(root, nblk, 5, 1);
 	expect_block(root, nblk, nblk - 1, 1);
 	expect_block(root, nblk, nblk / 2, 0);
 	/* More blocks than an index holds: refused. */
-	assert_int_equal(bm_index_update(&io, "", 0, NULL, 0, BM_INDEX_NBLK_MAX + 1, root, NULL, msg,
+	assert_int_equal(bm_index_update(&io, V2TREE("", 0), NULL, 0, BM_INDEX_NBLK_MAX + 1, root, NULL, msg,
 					 sizeof(msg)),
 			 BM_EINVAL);
 	one_line(msg);
@@ -550,8 +556,8 @@ static void diff_lists_the_changed_ranges_reading_only_differing_pages(void **st
 	for (int i = 0; i < 6; i++)
 		test_sum(ch[i].blk, 2, ch[i].sum);
 	ch[3].sum[0] = '\0'; /* block 256 becomes a hole */
-	assert_int_equal(bm_index_update(&io, root, nblk, ch, 6, nblk, root2, NULL, msg, sizeof(msg)), 0);
-	assert_int_equal(bm_index_diff(&io, root, nblk, root2, nblk, add_range, &r, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(root, nblk), ch, 6, nblk, root2, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_diff(&io, V2TREE(root, nblk), V2TREE(root2, nblk), add_range, &r, &st, msg, sizeof(msg)), 0);
 	assert_int_equal(r.n, 4);
 	assert_int_equal(r.first[0], 100);
 	assert_int_equal(r.count[0], 3);
@@ -565,7 +571,7 @@ static void diff_lists_the_changed_ranges_reading_only_differing_pages(void **st
 	/* A tree against itself: no range, only nothing read. */
 	r.n = 0;
 	st.pages_read = 0;
-	assert_int_equal(bm_index_diff(&io, root, nblk, root, nblk, add_range, &r, &st, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_diff(&io, V2TREE(root, nblk), V2TREE(root, nblk), add_range, &r, &st, msg, sizeof(msg)), 0);
 	assert_int_equal(r.n, 0);
 	assert_int_equal(st.pages_read, 0);
 	ms_reset();
@@ -582,13 +588,13 @@ static void diff_across_sizes_and_against_an_empty_tree(void **state)
 	build(300, every, 1, a); /* depth 2 */
 	test_sum(65536, 1, ch[0].sum);
 	test_sum(69999, 1, ch[1].sum);
-	assert_int_equal(bm_index_update(&io, a, 300, ch, 2, 70000, b, NULL, msg, sizeof(msg)), 0);
-	assert_int_equal(bm_index_diff(&io, a, 300, b, 70000, add_range, &r, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE(a, 300), ch, 2, 70000, b, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_diff(&io, V2TREE(a, 300), V2TREE(b, 70000), add_range, &r, NULL, msg, sizeof(msg)), 0);
 	assert_int_equal(r.n, 2);
 	assert_int_equal(r.first[0], 65536);
 	assert_int_equal(r.first[1], 69999);
 	r.n = 0;
-	assert_int_equal(bm_index_diff(&io, "", 0, a, 300, add_range, &r, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_diff(&io, V2TREE("", 0), V2TREE(a, 300), add_range, &r, NULL, msg, sizeof(msg)), 0);
 	assert_int_equal(r.n, 1);
 	assert_int_equal(r.first[0], 0);
 	assert_int_equal(r.count[0], 300);
@@ -609,7 +615,7 @@ static void a_diff_callback_can_stop_the_walk(void **state)
 	char a[BM_SUM_HEX + 1], msg[256] = "";
 	ms_reset();
 	build(1000, sparse, 1, a);
-	assert_int_equal(bm_index_diff(&io, "", 0, a, 1000, stop_at_first, NULL, NULL, msg, sizeof(msg)), 42);
+	assert_int_equal(bm_index_diff(&io, V2TREE("", 0), V2TREE(a, 1000), stop_at_first, NULL, NULL, msg, sizeof(msg)), 42);
 	ms_reset();
 }
 
@@ -642,8 +648,8 @@ static void keys_lists_each_page_and_block_once(void **state)
 		ch[b].blk = b;
 		test_sum(b % 3 == 0 ? 0 : 1 + b % 2, 0, ch[b].sum);
 	}
-	assert_int_equal(bm_index_update(&io, "", 0, ch, 2000, 2000, root, NULL, msg, sizeof(msg)), 0);
-	assert_int_equal(bm_index_keys(&io, root, 2000, check_key, c, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_update(&io, V2TREE("", 0), ch, 2000, 2000, root, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_index_keys(&io, V2TREE(root, 2000), check_key, c, NULL, msg, sizeof(msg)), 0);
 	assert_int_equal(c[1], 3);
 	assert_int_equal(c[0], ms.npages); /* every page stored is referenced, once */
 	free(ch);
@@ -706,7 +712,7 @@ static void a_page_round_trips_and_is_exactly_its_entries(void **state)
 	size_t len = sample_leaf(buf);
 	assert_int_equal(len, BM_IPAGE_HDR + 3 * BM_IPAGE_ENTRY);
 	bm_sum_hex(buf, len, sum);
-	assert_int_equal(bm_ipage_decode(buf, len, sum, 0, 0, 10, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(buf, len, sum, 0, 0, 10, 0, &p, msg, sizeof(msg)), 0);
 	assert_int_equal(p.count, 3);
 	assert_int_equal(p.slot[2], 9);
 	assert_int_equal(bm_ipage_encode(&p, again), len);
@@ -721,7 +727,7 @@ static void expect_bad_page(const uint8_t *buf, size_t len, int code, const char
 	struct bm_ipage p;
 	char sum[BM_SUM_HEX + 1], msg[256] = "";
 	bm_sum_hex(buf, len, sum);
-	int rc = bm_ipage_decode(buf, len, sum, 0, 0, 10, &p, msg, sizeof(msg));
+	int rc = bm_ipage_decode(buf, len, sum, 0, 0, 10, 0, &p, msg, sizeof(msg));
 	if (rc != code)
 		fail_msg("%s: expected %d, got %d (%s)", what, code, rc, msg);
 	one_line(msg);
@@ -765,9 +771,9 @@ static void hostile_page_fields_are_refused_with_one_line(void **state)
 	struct bm_ipage p;
 	char sum[BM_SUM_HEX + 1], msg[256] = "";
 	bm_sum_hex(good, len, sum);
-	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 260, &p, msg, sizeof(msg)), BM_EFORMAT);
+	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 260, 0, &p, msg, sizeof(msg)), BM_EFORMAT);
 	one_line(msg);
-	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 266, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 266, 0, &p, msg, sizeof(msg)), 0);
 }
 
 static void every_bit_flip_of_a_page_fails_its_key(void **state)
@@ -783,13 +789,13 @@ static void every_bit_flip_of_a_page_fails_its_key(void **state)
 		for (int bit = 0; bit < 8; bit++) {
 			memcpy(b, good, len);
 			b[i] ^= (uint8_t)(1u << bit);
-			int rc = bm_ipage_decode(b, len, sum, 0, 0, 10, &p, msg, sizeof(msg));
+			int rc = bm_ipage_decode(b, len, sum, 0, 0, 10, 0, &p, msg, sizeof(msg));
 			if (rc != BM_ECHECKSUM)
 				fail_msg("flip of byte %zu bit %d: %d (%s)", i, bit, rc, msg);
 			one_line(msg);
 		}
 	/* A key that is not a sum at all. */
-	assert_int_equal(bm_ipage_decode(good, len, "../../etc/passwd", 0, 0, 10, &p, msg, sizeof(msg)),
+	assert_int_equal(bm_ipage_decode(good, len, "../../etc/passwd", 0, 0, 10, 0, &p, msg, sizeof(msg)),
 			 BM_EINVAL);
 	one_line(msg);
 }
@@ -821,16 +827,16 @@ static void expect_walks_fail(const char *root, int code, const char *what)
 	int rc;
 
 	test_sum(3, 9, ch.sum);
-	if ((rc = bm_index_lookup(&io, root, 1000, 1, sum, NULL, msg, sizeof(msg))) != code)
+	if ((rc = bm_index_lookup(&io, V2TREE(root, 1000), 1, sum, NULL, NULL, msg, sizeof(msg))) != code)
 		fail_msg("%s: lookup gave %d (%s)", what, rc, msg);
 	one_line(msg);
-	if ((rc = bm_index_update(&io, root, 1000, &ch, 1, 1000, root2, NULL, msg, sizeof(msg))) != code)
+	if ((rc = bm_index_update(&io, V2TREE(root, 1000), &ch, 1, 1000, root2, NULL, msg, sizeof(msg))) != code)
 		fail_msg("%s: update gave %d (%s)", what, rc, msg);
 	one_line(msg);
-	if ((rc = bm_index_diff(&io, "", 1000, root, 1000, add_range, &r, NULL, msg, sizeof(msg))) != code)
+	if ((rc = bm_index_diff(&io, V2TREE("", 1000), V2TREE(root, 1000), add_range, &r, NULL, msg, sizeof(msg))) != code)
 		fail_msg("%s: diff gave %d (%s)", what, rc, msg);
 	one_line(msg);
-	if ((rc = bm_index_keys(&io, root, 1000, count_key, c, NULL, msg, sizeof(msg))) != code)
+	if ((rc = bm_index_keys(&io, V2TREE(root, 1000), count_key, c, NULL, msg, sizeof(msg))) != code)
 		fail_msg("%s: keys gave %d (%s)", what, rc, msg);
 	one_line(msg);
 }
@@ -874,11 +880,11 @@ static void hostile_trees_fail_every_walk_with_one_line(void **state)
 	expect_walks_fail(root, BM_EFORMAT, "truncated");
 	/* A root that is not a sum. */
 	char sum[BM_SUM_HEX + 1], msg[256] = "";
-	assert_int_equal(bm_index_lookup(&io, "zz", 1000, 1, sum, NULL, msg, sizeof(msg)), BM_EINVAL);
+	assert_int_equal(bm_index_lookup(&io, V2TREE("zz", 1000), 1, sum, NULL, NULL, msg, sizeof(msg)), BM_EINVAL);
 	one_line(msg);
 	/* The loader failing. */
 	ms.fail_load = BM_EHTTP;
-	assert_int_equal(bm_index_lookup(&io, root, 1000, 1, sum, NULL, msg, sizeof(msg)), BM_EHTTP);
+	assert_int_equal(bm_index_lookup(&io, V2TREE(root, 1000), 1, sum, NULL, NULL, msg, sizeof(msg)), BM_EHTTP);
 	ms_reset();
 }
 
@@ -1070,18 +1076,298 @@ static void the_version_of_a_manifest_tells_damage_from_a_bad_manifest(void **st
 	one_line(msg);
 	/* Bad manifests, not damage: a version not known, sealed or not; no
 	 * version. */
-	t = seal("{\"format\":\"blkmap-dataset\",\"version\":3}", &len);
+	t = seal("{\"format\":\"blkmap-dataset\",\"version\":4}", &len);
 	assert_int_equal(bm_manifest_version(t, len, msg, sizeof(msg)), BM_EFORMAT);
 	one_line(msg);
 	free(t);
-	static const char v3[] = "{\"format\":\"blkmap-dataset\",\"version\":3}";
-	assert_int_equal(bm_manifest_version(v3, strlen(v3), msg, sizeof(msg)), BM_EFORMAT);
+	static const char v4[] = "{\"format\":\"blkmap-dataset\",\"version\":4}";
+	assert_int_equal(bm_manifest_version(v4, strlen(v4), msg, sizeof(msg)), BM_EFORMAT);
 	one_line(msg);
 	static const char none[] = "{\"format\":\"blkmap-dataset\"}";
 	assert_int_equal(bm_manifest_version(none, strlen(none), msg, sizeof(msg)), BM_EFORMAT);
 	one_line(msg);
 	free(v1);
 	free(v2);
+}
+
+
+/* ---- format v3: piece sums ---------------------------------------------------- */
+
+/* Bytes of a block of len bytes, seeded. */
+static uint8_t *block_bytes(size_t len, unsigned seed)
+{
+	uint8_t *b = malloc(len + 1);
+	uint32_t x = seed * 2654435761u + 1;
+	assert_non_null(b);
+	for (size_t i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		b[i] = (uint8_t)(x >> 16);
+	}
+	return b;
+}
+
+static void a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arrive(void **state)
+{
+	(void)state;
+	const unsigned pieces = 16; /* 1 MiB blocks */
+	const size_t lens[] = { 1 << 20, (1 << 20) - 1, 3 * BM_PIECE_SIZE + 17, BM_PIECE_SIZE, 1 };
+	uint8_t *psum = malloc(pieces * 16);
+	assert_non_null(psum);
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+		size_t len = lens[k];
+		uint8_t *b = block_bytes(len, (unsigned)k);
+		char sum[BM_SUM_HEX + 1], whole[BM_SUM_HEX + 1], streamed[BM_SUM_HEX + 1], msg[256];
+		unsigned np = bm_pieces_of(len);
+		bm_pieces_sum(b, len, pieces, psum, sum);
+		/* Each piece sum is the xxh128 of its bytes; the block's sum
+		 * that of the piece sums; the unused ones zeros. */
+		for (unsigned i = 0; i < np; i++) {
+			size_t off = (size_t)i * BM_PIECE_SIZE;
+			size_t plen = len - off < BM_PIECE_SIZE ? len - off : BM_PIECE_SIZE;
+			assert_int_equal(bm_piece_verify(psum, i, b + off, plen, msg, sizeof(msg)), 0);
+		}
+		for (unsigned i = np; i < pieces; i++)
+			for (int j = 0; j < 16; j++)
+				assert_int_equal(psum[i * 16 + j], 0);
+		bm_sum_hex(psum, (size_t)np * 16, whole);
+		assert_string_equal(sum, whole);
+		if (len > 1) {
+			bm_sum_hex(b, len, whole);
+			assert_string_not_equal(sum, whole); /* not the v2 sum of the bytes */
+		}
+		assert_int_equal(bm_pieces_check(sum, psum, pieces, len, msg, sizeof(msg)), 0);
+		/* A length that makes another number of pieces. */
+		if (np < pieces) {
+			assert_int_equal(bm_pieces_check(sum, psum, pieces, len + BM_PIECE_SIZE, msg,
+							 sizeof(msg)),
+					 BM_EFORMAT);
+			one_line(msg);
+		}
+		/* Streamed in chunks of several sizes, and again after a reset
+		 * (a retried GET starts over). */
+		const size_t chunks[] = { 1, 4096, 16384 + 3, BM_PIECE_SIZE, 1 << 20 };
+		struct bm_piece_hash *h = bm_piece_hash_new(pieces);
+		assert_non_null(h);
+		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			bm_piece_hash_reset(h);
+			bm_piece_hash_update(h, b, len / 3); /* a first try, cut */
+			bm_piece_hash_reset(h);
+			for (size_t off = 0; off < len; off += chunks[c])
+				bm_piece_hash_update(h, b + off, len - off < chunks[c] ? len - off : chunks[c]);
+			bm_piece_hash_final(h, streamed);
+			assert_string_equal(streamed, sum);
+		}
+		/* More bytes than the block has pieces for: no sum matches. */
+		if (len == (1 << 20)) {
+			bm_piece_hash_reset(h);
+			bm_piece_hash_update(h, b, len);
+			bm_piece_hash_update(h, b, 1);
+			bm_piece_hash_final(h, streamed);
+			assert_string_not_equal(streamed, sum);
+		}
+		bm_piece_hash_free(h);
+		/* A damaged piece fails its own sum, naming the piece. */
+		b[len - 1] ^= 0x40;
+		assert_int_equal(bm_piece_verify(psum, np - 1, b + (size_t)(np - 1) * BM_PIECE_SIZE,
+						 len - (size_t)(np - 1) * BM_PIECE_SIZE, msg, sizeof(msg)),
+				 BM_ECHECKSUM);
+		one_line(msg);
+		char want[16];
+		snprintf(want, sizeof(want), "piece %u:", np - 1);
+		assert_non_null(strstr(msg, want));
+		free(b);
+	}
+	free(psum);
+}
+
+/* A tree of nblk blocks of pieces pieces each, every block stored, the
+ * last one last_len bytes; block b's bytes are block_bytes(.., b + seed).
+ * psums gets each block's piece sums (nblk x pieces x 16). */
+static void build_v3(uint64_t nblk, unsigned pieces, size_t last_len, unsigned seed,
+		     uint8_t *psums, char root[BM_SUM_HEX + 1])
+{
+	struct bm_index_change *ch = calloc(nblk, sizeof(*ch));
+	size_t bs = (size_t)pieces * BM_PIECE_SIZE;
+	char msg[256] = "";
+	assert_non_null(ch);
+	for (uint64_t b = 0; b < nblk; b++) {
+		size_t len = b + 1 == nblk ? last_len : bs;
+		uint8_t *bytes = block_bytes(len, (unsigned)b + seed);
+		ch[b].blk = b;
+		ch[b].psum = psums + b * pieces * 16;
+		bm_pieces_sum(bytes, len, pieces, psums + b * pieces * 16, ch[b].sum);
+		free(bytes);
+	}
+	const struct bm_itree empty = { .root = "", .pieces = pieces };
+	int rc = bm_index_update(&io, &empty, ch, nblk, nblk, root, NULL, msg, sizeof(msg));
+	if (rc != 0)
+		fail_msg("build_v3: %d %s", rc, msg);
+	free(ch);
+}
+
+static void a_v3_tree_keeps_each_blocks_piece_sums_through_updates(void **state)
+{
+	(void)state;
+	const unsigned pieces = 4; /* 256 KiB blocks */
+	const uint64_t nblk = 300;  /* two leaves and a root */
+	const size_t last = BM_PIECE_SIZE + 5;
+	uint8_t *psums = malloc(nblk * pieces * 16), got[4 * 16];
+	char root[BM_SUM_HEX + 1], root2[BM_SUM_HEX + 1], sum[BM_SUM_HEX + 1], msg[256] = "";
+	assert_non_null(psums);
+	ms_reset();
+	build_v3(nblk, pieces, last, 0, psums, root);
+	const struct bm_itree t = { root, nblk, pieces };
+	for (uint64_t b = 0; b < nblk; b += 37) {
+		assert_int_equal(bm_index_lookup(&io, &t, b, sum, got, NULL, msg, sizeof(msg)), 1);
+		assert_memory_equal(got, psums + b * pieces * 16, pieces * 16);
+	}
+	assert_int_equal(bm_index_lookup(&io, &t, nblk - 1, sum, got, NULL, msg, sizeof(msg)), 1);
+	assert_int_equal(bm_pieces_check(sum, got, pieces, last, msg, sizeof(msg)), 0);
+	/* A full leaf: 256 entries of 17 + 4 x 16 bytes. */
+	assert_int_equal(bm_ipage_len(0, 256, pieces), 8 + 256 * (17 + 64));
+	/* One block changed: the others keep their piece sums. */
+	uint8_t *bytes = block_bytes(pieces * BM_PIECE_SIZE, 999), nps[4 * 16];
+	struct bm_index_change ch = { .blk = 5, .psum = nps };
+	bm_pieces_sum(bytes, pieces * BM_PIECE_SIZE, pieces, nps, ch.sum);
+	free(bytes);
+	assert_int_equal(bm_index_update(&io, &t, &ch, 1, nblk, root2, NULL, msg, sizeof(msg)), 0);
+	const struct bm_itree t2 = { root2, nblk, pieces };
+	assert_int_equal(bm_index_lookup(&io, &t2, 5, sum, got, NULL, msg, sizeof(msg)), 1);
+	assert_string_equal(sum, ch.sum);
+	assert_memory_equal(got, nps, sizeof(nps));
+	assert_int_equal(bm_index_lookup(&io, &t2, 6, sum, got, NULL, msg, sizeof(msg)), 1);
+	assert_memory_equal(got, psums + 6 * pieces * 16, pieces * 16);
+	/* A stored block without piece sums cannot enter a v3 tree. */
+	ch.psum = NULL;
+	assert_int_equal(bm_index_update(&io, &t, &ch, 1, nblk, root2, NULL, msg, sizeof(msg)), BM_EINVAL);
+	one_line(msg);
+	/* Read as a v2 tree (a v2 reader), every walk refuses its pages. */
+	const struct bm_itree as_v2 = { root, nblk, 0 };
+	assert_int_equal(bm_index_lookup(&io, &as_v2, 1, sum, NULL, NULL, msg, sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "page version 2 (format 3) in a tree of format version 2"));
+	ms_reset();
+	free(psums);
+}
+
+/* A v3 leaf of level 0, base 0, 3 blocks of 2 pieces (128 KiB), the last
+ * one piece; entries for blocks 0, 1, 2.  Returns its length. */
+static size_t sample_v3_leaf(uint8_t *buf, uint8_t *psums)
+{
+	struct bm_ipage *p = bm_ipage_new();
+	assert_non_null(p);
+	p->level = 0;
+	p->pieces = 2;
+	p->count = 3;
+	assert_int_equal(bm_ipage_reserve(p, 3), 0);
+	for (unsigned i = 0; i < 3; i++) {
+		size_t len = i == 2 ? 100 : 2 * BM_PIECE_SIZE;
+		uint8_t *b = block_bytes(len, 40 + i);
+		char hex[BM_SUM_HEX + 1];
+		bm_pieces_sum(b, len, 2, psums + i * 32, hex);
+		memcpy(p->psum + i * 32, psums + i * 32, 32);
+		for (int k = 0; k < 16; k++) {
+			char h[3] = { hex[2 * k], hex[2 * k + 1], 0 };
+			p->sum[i][k] = (uint8_t)strtoul(h, NULL, 16);
+		}
+		p->slot[i] = (uint8_t)i;
+		free(b);
+	}
+	size_t len = bm_ipage_encode(p, buf);
+	bm_ipage_free(p);
+	return len;
+}
+
+static void hostile_v3_leaves_are_refused_with_one_line(void **state)
+{
+	(void)state;
+	uint8_t good[8 + 3 * (17 + 32)], b[sizeof(good) + 8], psums[3 * 32];
+	size_t len = sample_v3_leaf(good, psums);
+	struct bm_ipage *p = bm_ipage_new();
+	char sum[BM_SUM_HEX + 1], msg[256] = "";
+	assert_int_equal(len, sizeof(good));
+	assert_int_equal(good[4], 2); /* the page version of a v3 tree */
+	bm_sum_hex(good, len, sum);
+	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 0, 3, 2, p, msg, sizeof(msg)), 0);
+	assert_int_equal(p->count, 3);
+	assert_memory_equal(p->psum, psums, sizeof(psums));
+	uint8_t again[sizeof(good)];
+	assert_int_equal(bm_ipage_encode(p, again), len);
+	assert_memory_equal(again, good, len);
+
+#define EXPECT_BAD(stmt, nblk, pieces, what)                                                      \
+	do {                                                                                      \
+		memcpy(b, good, len);                                                             \
+		size_t blen = len;                                                                \
+		stmt;                                                                             \
+		bm_sum_hex(b, blen, sum);                                                         \
+		int rc = bm_ipage_decode(b, blen, sum, 0, 0, nblk, pieces, p, msg, sizeof(msg)); \
+		if (rc != BM_EFORMAT)                                                             \
+			fail_msg("%s: expected BM_EFORMAT, got %d (%s)", what, rc, msg);          \
+		one_line(msg);                                                                    \
+	} while (0)
+
+	/* A piece sum that does not hash to its block's sum (entry 1's
+	 * second), one of zeros followed by one that is not, none at all. */
+	EXPECT_BAD(b[8 + 49 + 17 + 16] ^= 1, 3, 2, "a piece sum that lies");
+	EXPECT_BAD(memset(b + 8 + 49 + 17, 0, 16), 3, 2, "a zero piece sum before a real one");
+	EXPECT_BAD(memset(b + 8 + 98 + 17, 0, 32), 3, 2, "no piece sum");
+	/* The short block (one piece) is not the dataset's last. */
+	EXPECT_BAD((void)0, 4, 2, "a short block that is not the last");
+	/* Read with another number of pieces, or as a v2 page. */
+	EXPECT_BAD((void)0, 3, 4, "another number of pieces");
+	EXPECT_BAD((void)0, 3, 0, "a v3 page in a v2 tree");
+	EXPECT_BAD(b[4] = 1, 3, 2, "a v2 page in a v3 tree");
+	for (size_t cut = 0; cut < len; cut += 7)
+		EXPECT_BAD(blen = cut, 3, 2, "truncated");
+#undef EXPECT_BAD
+	/* More pieces than a 64 MiB block has: the caller's error. */
+	assert_int_equal(bm_ipage_decode(good, len, NULL, 0, 0, 3, BM_PIECES_MAX + 1, p, msg, sizeof(msg)),
+			 BM_EINVAL);
+	bm_ipage_free(p);
+}
+
+static void a_v3_manifest_round_trips_and_needs_blocks_above_64k(void **state)
+{
+	(void)state;
+	struct bm_manifest2 m = sample_manifest(), *p = NULL;
+	struct bm_manifest *any = NULL;
+	char msg[256] = "";
+	size_t len;
+
+	m.version = 3;
+	m.blksize = (size_t)1 << 20;
+	char *text = bm_manifest2_dump(&m, &len);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "\"version\":3"));
+	assert_int_equal(bm_manifest_version(text, len, msg, sizeof(msg)), 3);
+	assert_int_equal(bm_manifest2_parse(text, len, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(p->version, 3);
+	bm_manifest2_free(p);
+	assert_int_equal(bm_manifest_parse_any(text, len, &any, msg, sizeof(msg)), 0);
+	assert_int_equal(any->version, 3);
+	assert_int_equal(bm_manifest_pieces(any), 16);
+	size_t len2;
+	char *again = bm_manifest_dump_any(any, &len2);
+	assert_int_equal(len2, len);
+	assert_memory_equal(again, text, len);
+	free(again);
+	bm_manifest_free(any);
+	free(text);
+	/* Version 3 with blocks of 64 KiB or less: refused. */
+	m.blksize = BM_PIECE_SIZE;
+	text = bm_manifest2_dump(&m, &len);
+	assert_int_equal(bm_manifest2_parse(text, len, &p, msg, sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "blksize"));
+	free(text);
+	/* A v2 manifest has no piece sums in its tree. */
+	m.version = 2;
+	text = bm_manifest2_dump(&m, &len);
+	assert_int_equal(bm_manifest_parse_any(text, len, &any, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_manifest_pieces(any), 0);
+	bm_manifest_free(any);
+	free(text);
 }
 
 int main(void)
@@ -1112,6 +1398,10 @@ int main(void)
 		cmocka_unit_test(every_byte_flip_of_a_v2_manifest_is_a_checksum_error),
 		cmocka_unit_test(hostile_v2_manifest_fields_are_refused_with_one_line),
 		cmocka_unit_test(the_version_of_a_manifest_tells_damage_from_a_bad_manifest),
+		cmocka_unit_test(a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arrive),
+		cmocka_unit_test(a_v3_tree_keeps_each_blocks_piece_sums_through_updates),
+		cmocka_unit_test(hostile_v3_leaves_are_refused_with_one_line),
+		cmocka_unit_test(a_v3_manifest_round_trips_and_needs_blocks_above_64k),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,9 @@
 #include "client_util.h"
 #include "../client/index_load.h"
 
+/* A v2 tree (no piece sums) of root and nblk blocks, for index.c's walks. */
+#define V2TREE(root, nblk) (&(const struct bm_itree){ (root), (nblk), 0 })
+
 #ifndef TC_KIND
 #define TC_KIND "blkmap-server"
 #endif
@@ -83,7 +86,7 @@ static void write_tree(struct fixture *f, uint64_t nblk)
 			n++;
 		}
 	}
-	int rc = bm_index_update(&f->io, "", 0, ch, n, nblk, f->root, NULL, msg, sizeof(msg));
+	int rc = bm_index_update(&f->io, V2TREE("", 0), ch, n, nblk, f->root, NULL, msg, sizeof(msg));
 	if (rc != 0)
 		fail_msg("bm_index_update: %s", msg);
 	f->nblk = nblk;
@@ -94,7 +97,7 @@ static void check_lookup(struct fixture *f, uint64_t b)
 {
 	char want[BM_SUM_HEX + 1], got[BM_SUM_HEX + 1], msg[512];
 	bool stored = block_sum(b, want);
-	int rc = bm_index_lookup(&f->io, f->root, f->nblk, b, got, NULL, msg, sizeof(msg));
+	int rc = bm_index_lookup(&f->io, V2TREE(f->root, f->nblk), b, got, NULL, NULL, msg, sizeof(msg));
 
 	if (rc < 0)
 		fail_msg("lookup of block %llu: %s", (unsigned long long)b, msg);
@@ -153,7 +156,7 @@ static void the_cache_stays_inside_its_byte_budget(void **state)
 	close_fixture(&f);
 
 	open_fixture(&f, st, "/il/budget", cap);
-	int rc = bm_index_keys(&f.io, root, 20000, count_key, &nkeys, NULL, msg, sizeof(msg));
+	int rc = bm_index_keys(&f.io, V2TREE(root, 20000), count_key, &nkeys, NULL, msg, sizeof(msg));
 	if (rc != 0)
 		fail_msg("bm_index_keys: %s", msg);
 	bm_pages_stats(f.pages, &ps);
@@ -207,7 +210,7 @@ static void first_child(struct fixture *f, const char *root, char out[BM_SUM_HEX
 	char msg[256];
 
 	assert_int_equal(f->io.load(f->io.arg, root, &data, &len, msg, sizeof(msg)), 0);
-	assert_int_equal(bm_ipage_decode(data, len, root, -1, 0, f->nblk, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(data, len, root, -1, 0, f->nblk, 0, &p, msg, sizeof(msg)), 0);
 	f->io.release(f->io.arg, root, data);
 	static const char hex[] = "0123456789abcdef";
 	for (int i = 0; i < 16; i++) {
@@ -236,7 +239,7 @@ static void a_page_damaged_or_missing_on_the_server_is_one_line_naming_its_url(v
 	assert_int_equal(tc_store_put(st, path, junk, BM_IPAGE_MAX) / 100, 2);
 	free(junk);
 	open_fixture(&f, st, "/il/bad", (size_t)1 << 20);
-	int rc = bm_index_lookup(&f.io, root, 5000, 1, sum, NULL, msg, sizeof(msg));
+	int rc = bm_index_lookup(&f.io, V2TREE(root, 5000), 1, sum, NULL, NULL, msg, sizeof(msg));
 	assert_int_equal(rc, BM_ECHECKSUM);
 	assert_non_null(strstr(msg, path));
 	assert_null(strchr(msg, '\n'));
@@ -247,7 +250,7 @@ static void a_page_damaged_or_missing_on_the_server_is_one_line_naming_its_url(v
 	assert_int_equal(tc_store_request(st, "DELETE", path, NULL, 0, &r), CURLE_OK);
 	ts_resp_free(&r);
 	open_fixture(&f, st, "/il/bad", (size_t)1 << 20);
-	rc = bm_index_lookup(&f.io, root, 5000, 1, sum, NULL, msg, sizeof(msg));
+	rc = bm_index_lookup(&f.io, V2TREE(root, 5000), 1, sum, NULL, NULL, msg, sizeof(msg));
 	assert_int_equal(rc, BM_EFORMAT);
 	assert_non_null(strstr(msg, path));
 	assert_non_null(strstr(msg, "missing"));

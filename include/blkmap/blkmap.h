@@ -115,7 +115,7 @@ size_t bm_blksize(const bm_dataset *ds);
 uint64_t bm_generation(const bm_dataset *ds);
 int bm_is_flat(const bm_dataset *ds);
 /* The format version (docs/FORMAT.md) of the generation the handle shows:
- * 1 or 2; 0 for a flat object and for a dataset not yet committed. */
+ * 1, 2 or 3; 0 for a flat object and for a dataset not yet committed. */
 int bm_format_version(const bm_dataset *ds);
 /* Number of blocks that hold data (the rest are holes). */
 uint64_t bm_nblocks_stored(const bm_dataset *ds);

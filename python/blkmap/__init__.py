@@ -226,8 +226,8 @@ class Dataset:
 
     @property
     def format_version(self):
-        """The format version (docs/FORMAT.md) of the generation shown: 1
-        or 2; None for a flat object or a dataset not committed yet."""
+        """The format version (docs/FORMAT.md) of the generation shown: 1,
+        2 or 3; None for a flat object or a dataset not committed yet."""
         return _lib_.bm_format_version(self._ptr()) or None
 
     @property

@@ -1,17 +1,19 @@
 /* tests/fuzz/fuzz_index.c — libFuzzer target for the format layer of
- * dataset format v2 (client/index.c, client/manifest2.c): the bytes an
- * index page or a v2 manifest arrives as.  An input starting with 'M' is
- * the rest as a v2 manifest; with 'S', the rest is JSON text that gets a
- * correct self-checksum first (so that the fuzzer reaches the fields
- * behind it: it cannot forge an xxh128); any other is the rest as an
- * index page.
+ * dataset formats v2 and v3 (client/index.c, client/manifest2.c): the
+ * bytes an index page or a v2/v3 manifest arrives as.  An input starting
+ * with 'M' is the rest as a manifest; with 'S', the rest is JSON text that
+ * gets a correct self-checksum first (so that the fuzzer reaches the
+ * fields behind it: it cannot forge an xxh128); with '3', its next byte k
+ * picks 2 << (k % 10) piece sums per block and the rest is a page of a v3
+ * tree; any other is the rest as a page of a v2 tree.
  * Properties: every input is refused with a one-line message or accepted;
  * an accepted page encodes back to exactly its bytes (one encoding per
  * page: content addressing needs it) and, as the root of a tree whose
  * pages below are missing, every walk (lookup, update, diff, keys) ends
  * with a result or a one-line error; an accepted manifest dumps to bytes
  * that parse again and dump the same, and bm_manifest_version calls it
- * version 2.  Locking: none. */
+ * its version (2 or 3).  A v3 leaf's lookup gives the entry's piece sums
+ * as the page holds them, which hash to its sum.  Locking: none. */
 #include "config.h"
 
 #include <string.h>
@@ -43,7 +45,7 @@ static int one_store(void *arg, const char *sum, const void *data, size_t len, c
 	(void)arg;
 	(void)msg;
 	(void)n;
-	if (len > BM_IPAGE_MAX)
+	if (len > BM_IPAGE_LIMIT)
 		fuzz_fail("a %zu-byte page was stored", len);
 	if (bm_ipage_verify(sum, data, len, msg, n) != 0)
 		fuzz_fail("a page was stored under another key than its hash");
@@ -73,45 +75,74 @@ static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p)
 	uint64_t nblk = (uint64_t)1 << (BM_IPAGE_BITS * (p->level + 1));
 	char sum[BM_SUM_HEX + 1], root[BM_SUM_HEX + 1], msg[512];
 	struct bm_index_change ch = { .blk = (uint64_t)p->slot[0] << (BM_IPAGE_BITS * p->level) };
+	uint8_t *psum = NULL, *newpsum = NULL;
 	int rc;
 
 	bm_sum_hex(data, len, o.sum);
-	rc = bm_index_lookup(&io, o.sum, nblk, ch.blk, sum, NULL, msg, sizeof(msg));
+	const struct bm_itree t = { o.sum, nblk, p->pieces };
+	if (p->pieces) {
+		psum = malloc((size_t)p->pieces * 16);
+		newpsum = malloc((size_t)p->pieces * 16);
+		if (psum == NULL || newpsum == NULL)
+			fuzz_fail("out of memory");
+		/* The change's block: one piece of the page's bytes. */
+		bm_pieces_sum(data, len < BM_PIECE_SIZE ? len : BM_PIECE_SIZE, p->pieces, newpsum,
+			      ch.sum);
+		ch.psum = newpsum;
+	}
+	rc = bm_index_lookup(&io, &t, ch.blk, sum, psum, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		fuzz_check_message("bm_index_lookup", msg);
 	else if (p->level == 0 && rc != 1)
 		fuzz_fail("a leaf's first entry reads as a hole (%d)", rc);
-	memcpy(ch.sum, o.sum, sizeof(ch.sum));
-	rc = bm_index_update(&io, o.sum, nblk, &ch, 1, nblk, root, NULL, msg, sizeof(msg));
+	if (rc == 1 && p->level == 0 && p->pieces) {
+		if (memcmp(psum, p->psum, (size_t)p->pieces * 16) != 0)
+			fuzz_fail("a lookup gave other piece sums than the leaf holds");
+		size_t np = 0;
+		static const uint8_t zero[16];
+		while (np < p->pieces && memcmp(psum + np * 16, zero, 16) != 0)
+			np++;
+		if (bm_pieces_check(sum, psum, p->pieces, np * BM_PIECE_SIZE, msg, sizeof(msg)) != 0)
+			fuzz_fail("an accepted leaf's piece sums fail their check: %s", msg);
+	}
+	if (!p->pieces)
+		memcpy(ch.sum, o.sum, sizeof(ch.sum));
+	rc = bm_index_update(&io, &t, &ch, 1, nblk, root, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		fuzz_check_message("bm_index_update", msg);
-	rc = bm_index_diff(&io, "", nblk, o.sum, nblk, no_range, NULL, NULL, msg, sizeof(msg));
+	const struct bm_itree none = { "", nblk, p->pieces };
+	rc = bm_index_diff(&io, &none, &t, no_range, NULL, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		fuzz_check_message("bm_index_diff", msg);
-	rc = bm_index_keys(&io, o.sum, nblk, no_key, NULL, NULL, msg, sizeof(msg));
+	rc = bm_index_keys(&io, &t, no_key, NULL, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		fuzz_check_message("bm_index_keys", msg);
+	free(psum);
+	free(newpsum);
 }
 
-static void page(const uint8_t *data, size_t size)
+static void page(const uint8_t *data, size_t size, unsigned pieces)
 {
-	struct bm_ipage *p = malloc(sizeof(*p));
-	uint8_t *again = malloc(BM_IPAGE_MAX);
+	struct bm_ipage *p = bm_ipage_new();
+	uint8_t *again = malloc(size + 1);
 	char msg[512] = "";
 
 	if (p == NULL || again == NULL)
 		fuzz_fail("out of memory");
-	int rc = bm_ipage_decode(data, size, NULL, -1, 0, 0, p, msg, sizeof(msg));
+	int rc = bm_ipage_decode(data, size, NULL, -1, 0, 0, pieces, p, msg, sizeof(msg));
 	if (rc < 0) {
-		fuzz_check_message("bm_ipage_decode", msg);
+		if (rc != BM_ENOMEM)
+			fuzz_check_message("bm_ipage_decode", msg);
 	} else {
+		if (bm_ipage_len(p->level, p->count, pieces) != size)
+			fuzz_fail("a page of %zu bytes decodes to %u entries", size, p->count);
 		size_t len = bm_ipage_encode(p, again);
 		if (len != size || memcmp(again, data, size) != 0)
 			fuzz_fail("a page that decodes encodes to other bytes (%zu, %zu)", size, len);
 		walks(data, size, p);
 	}
 	free(again);
-	free(p);
+	bm_ipage_free(p);
 }
 
 static void manifest(const uint8_t *data, size_t size, bool sealed)
@@ -124,8 +155,10 @@ static void manifest(const uint8_t *data, size_t size, bool sealed)
 	if (ver < 0)
 		fuzz_check_message("bm_manifest_version", msg);
 	int rc = bm_manifest2_parse((const char *)data, size, &m, msg, sizeof(msg));
-	if (rc == 0 && ver != 2)
-		fuzz_fail("a manifest that parses as version 2 is said to be %d", ver);
+	if (rc == 0 && ver != (int)m->version)
+		fuzz_fail("a manifest that parses as version %u is said to be %d", m->version, ver);
+	if (rc == 0 && m->version == 3 && m->blksize <= BM_PIECE_SIZE)
+		fuzz_fail("a version 3 manifest of %zu-byte blocks was accepted", m->blksize);
 	if (rc < 0) {
 		if (m != NULL)
 			fuzz_fail("a refused manifest (%d) was returned", rc);
@@ -140,6 +173,8 @@ static void manifest(const uint8_t *data, size_t size, bool sealed)
 		fuzz_fail("bm_manifest2_dump failed on a manifest that parsed");
 	if (bm_manifest2_parse(d1, len1, &again, msg, sizeof(msg)) < 0)
 		fuzz_fail("a parsed manifest dumps to bytes that are refused (%s):\n%s", msg, d1);
+	if (again->version != m->version)
+		fuzz_fail("version %u dumps to version %u", m->version, again->version);
 	char *d2 = bm_manifest2_dump(again, &len2);
 	if (d2 == NULL || len1 != len2 || memcmp(d1, d2, len1) != 0)
 		fuzz_fail("dump, parse, dump gives other bytes:\n%s\n%s", d1, d2 ? d2 : "(null)");
@@ -178,7 +213,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		manifest(data + 1, size - 1, false);
 	else if (data[0] == 'S')
 		sealed_manifest(data + 1, size - 1);
+	else if (data[0] == '3' && size >= 2)
+		page(data + 2, size - 2, 2u << (data[1] % 10));
 	else
-		page(data + 1, size - 1);
+		page(data + 1, size - 1, 0);
 	return 0;
 }

@@ -1,0 +1,401 @@
+/* tests/test_client_v3.c — dataset format version 3 (blocks larger than
+ * 64 KiB, each with the sums of its 64 KiB pieces in its leaf entry)
+ * through the library, one program per kind of server (TC_KIND;
+ * client.mk): a new dataset of such blocks is created in version 3, named
+ * by the sum of its piece sums, and reads back; commits of it round-trip
+ * (a write through a mapping, a grow that makes the short last block
+ * whole) and stay in version 3; a version 1 dataset of large blocks
+ * becomes version 2, never 3; a block object whose bytes are damaged is
+ * refused naming the block, a fault on it gets SIGBUS; a v3 tree read as
+ * version 2 (what a v2 reader's walk does) is refused with one line; gc
+ * drops what a dropped generation alone named.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "client_util.h"
+#include "../client/index.h"
+
+#ifndef TC_KIND
+#define TC_KIND "blkmap-server"
+#endif
+
+#define BS ((size_t)256 << 10) /* 4 pieces of 64 KiB */
+#define PIECES 4
+
+static json_t *manifest_of(struct tc_store *st, const char *path)
+{
+	char mpath[256];
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
+	json_t *m = tc_store_get_json(st, mpath);
+	assert_non_null(m);
+	return m;
+}
+
+static json_int_t manifest_int(struct tc_store *st, const char *path, const char *field)
+{
+	json_t *m = manifest_of(st, path);
+	json_int_t v = json_integer_value(json_object_get(m, field));
+	json_decref(m);
+	return v;
+}
+
+static void put_manifest(struct tc_store *st, const char *path, json_t *man)
+{
+	char mpath[256];
+	size_t len;
+	char *text = tc_manifest_text(man, &len);
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
+	assert_true(tc_store_put(st, mpath, text, len) / 100 == 2);
+	free(text);
+}
+
+/* One line, naming what: the message rules (README). */
+static void one_line_naming(const char *msg, const char *what)
+{
+	if (strchr(msg, '\n') != NULL || strstr(msg, what) == NULL)
+		fail_msg("message \"%s\" is not one line naming \"%s\"", msg, what);
+}
+
+/* The format 3 key of a block's bytes: blocks/<xxh128 of its piece sums>,
+ * made from the format's words (docs/FORMAT.md), one xxh128 per piece. */
+static void v3_key(const unsigned char *b, size_t len, char *out, size_t n)
+{
+	unsigned char psum[PIECES * 16];
+	char hex[BM_SUM_HEX + 1];
+	size_t np = (len + BM_PIECE_SIZE - 1) / BM_PIECE_SIZE;
+
+	for (size_t i = 0; i < np; i++) {
+		size_t off = i * BM_PIECE_SIZE;
+		size_t plen = len - off < BM_PIECE_SIZE ? len - off : BM_PIECE_SIZE;
+		bm_sum_hex(b + off, plen, hex);
+		for (int k = 0; k < 16; k++) {
+			char h[3] = { hex[2 * k], hex[2 * k + 1], 0 };
+			psum[i * 16 + k] = (unsigned char)strtoul(h, NULL, 16);
+		}
+	}
+	bm_sum_hex(psum, np * 16, hex);
+	snprintf(out, n, "blocks/%s", hex);
+}
+
+static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 6, size = 5 * BS + 70000; /* the last block: 2 pieces */
+	unsigned char *data = ts_pattern(size, 301);
+	char url[512], key[80], want[80], path[300];
+
+	memset(data + 2 * BS, 0, BS); /* a hole */
+	tc_store_url(url, sizeof(url), st, "/v3/new");
+	tc_put(url, BS, data, size);
+	json_t *man = manifest_of(st, "/v3/new");
+	assert_int_equal(json_integer_value(json_object_get(man, "version")), 3);
+	assert_int_equal(json_integer_value(json_object_get(man, "stored")), nblk - 1);
+	const char *root = json_string_value(json_object_get(man, "root"));
+	assert_non_null(root);
+	/* One leaf is the root: 5 entries of a slot, the block's sum and its
+	 * 4 piece sums. */
+	struct ts_resp r;
+	snprintf(path, sizeof(path), "/v3/new/index/%s", root);
+	assert_int_equal(tc_store_request(st, "GET", path, NULL, 0, &r), CURLE_OK);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.len, 8 + 5 * (17 + PIECES * 16));
+	assert_int_equal(((unsigned char *)r.body)[4], 2); /* page version 2 */
+	ts_resp_free(&r);
+	json_decref(man);
+
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_format_version(ds), 3);
+	bm_close(ds);
+	/* Each block's object is named by the sum of its piece sums and holds
+	 * its bytes; the short last block too. */
+	for (uint64_t b = 0; b < nblk; b++) {
+		if (b == 2)
+			continue;
+		size_t len = b + 1 == nblk ? size - b * BS : BS;
+		v3_key(data + b * BS, len, want, sizeof(want));
+		assert_string_equal(tc_block_key(url, b, key, sizeof(key)), want);
+		snprintf(path, sizeof(path), "/v3/new/%s", key);
+		assert_int_equal(tc_store_request(st, "GET", path, NULL, 0, &r), CURLE_OK);
+		assert_int_equal(r.len, len);
+		assert_memory_equal(r.body, data + b * BS, len);
+		ts_resp_free(&r);
+	}
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	/* blkmap stat says so. */
+	char *out = NULL, *err = NULL;
+	const char *stat[] = { "stat", url, NULL };
+	if (tc_cli(&out, &err, stat) != 0 || !strstr(out, "\"format_version\": 3"))
+		fail_msg("blkmap stat: stdout \"%s\", stderr \"%s\"", out, err);
+	free(out);
+	free(err);
+	free(data);
+}
+
+static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t size = 3 * BS + 1000, size2 = 5 * BS;
+	unsigned char *data = ts_pattern(size2, 302), *d1 = malloc(size);
+	char url[512];
+	uint64_t gen;
+	void *addr;
+	bm_mapping *m;
+
+	assert_non_null(d1);
+	tc_store_url(url, sizeof(url), st, "/v3/commit");
+	memcpy(d1, data, size);
+	tc_put(url, BS, d1, size);
+	/* A write through a mapping (storeblk), a partial bm_write, and a
+	 * grow that makes the short last block whole. */
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_resize(ds, size2), 0);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	unsigned char *mem = addr;
+	mem[BS + 7] ^= 0x5a;
+	mem[BS + 3 * BM_PIECE_SIZE + 1] ^= 0x21;
+	memcpy(mem + 3 * BS + 1000, data + 3 * BS + 1000, size2 - (3 * BS + 1000));
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	memcpy(data, mem, size2);
+	bm_unmap(m);
+	assert_int_equal(bm_write(ds, 10, "partial", 7), 0);
+	memcpy(data + 10, "partial", 7);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 3);
+	bm_close(ds);
+	assert_int_equal(manifest_int(st, "/v3/commit", "version"), 3);
+	assert_int_equal(manifest_int(st, "/v3/commit", "parent"), 2);
+	assert_int_equal(manifest_int(st, "/v3/commit", "size"), size2);
+	assert_true(tc_dataset_equals(url, 0, data, size2));
+	assert_true(tc_dataset_equals(url, 1, d1, size));
+	/* The grown block's object holds its whole bytes under their v3 key. */
+	char key[80], want[80];
+	v3_key(data + 3 * BS, BS, want, sizeof(want));
+	assert_string_equal(tc_block_key(url, 3, key, sizeof(key)), want);
+	free(data);
+	free(d1);
+}
+
+/* A version 1 dataset of nblk blocks of BS bytes, written by hand. */
+static void put_v1_dataset(struct tc_store *st, const char *path, const unsigned char *data,
+			   size_t nblk)
+{
+	json_t *man = json_pack("{s:s, s:i, s:I, s:I, s:i, s:s, s:[]}", "format", "blkmap-dataset",
+				"version", 1, "blksize", (json_int_t)BS, "size", (json_int_t)(nblk * BS),
+				"generation", 1, "checksum", "xxh128", "blocks");
+	json_t *blocks = json_object_get(man, "blocks");
+	char key[256], sum[40];
+	for (size_t b = 0; b < nblk; b++) {
+		bm_sum_hex(data + b * BS, BS, sum);
+		snprintf(key, sizeof(key), "%s/blocks/%s", path, sum);
+		assert_true(tc_store_put(st, key, data + b * BS, BS) / 100 == 2);
+		json_array_append_new(blocks, json_pack("{s:I, s:s, s:s}", "index", (json_int_t)b, "key",
+							key + strlen(path) + 1, "sum", sum));
+	}
+	put_manifest(st, path, man);
+	json_decref(man);
+}
+
+static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 3;
+	unsigned char *data = ts_pattern(nblk * BS, 303);
+	char url[512];
+	uint64_t gen;
+
+	put_v1_dataset(st, "/v3/old", data, nblk);
+	tc_store_url(url, sizeof(url), st, "/v3/old");
+	for (int i = 0; i < 2; i++) {
+		bm_dataset *ds = tc_open(url, 0);
+		data[BS + i] ^= 0x11;
+		assert_int_equal(bm_write(ds, BS + i, data + BS + i, 1), 0);
+		assert_int_equal(bm_commit(ds, &gen), 0);
+		bm_close(ds);
+		/* Its blocks keep the sums of their bytes: version 2 (version 3
+		 * would rename every block). */
+		assert_int_equal(manifest_int(st, "/v3/old", "version"), 2);
+	}
+	assert_int_equal(gen, 3);
+	char key[80], sum[40];
+	bm_sum_hex(data + 2 * BS, BS, sum);
+	assert_string_equal(tc_block_key(url, 2, key, sizeof(key)) + 7, sum);
+	assert_true(tc_dataset_equals(url, 0, data, nblk * BS));
+	free(data);
+}
+
+struct fault_case {
+	const char *url;
+	uint64_t off;
+};
+
+static int touch_child(void *arg)
+{
+	struct fault_case *c = arg;
+	struct bm_options o;
+	bm_dataset *ds;
+	bm_mapping *m;
+	void *addr;
+
+	if (bm_options_init(&o) < 0)
+		return 1;
+	o.retry_base_ms = 1;
+	o.retries = 2;
+	if (bm_open(&ds, c->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+		return 2;
+	volatile char x = ((volatile char *)addr)[c->off];
+	(void)x;
+	return 0; /* not reached when the block is damaged */
+}
+
+static void a_v3_block_whose_bytes_are_damaged_is_refused_naming_the_block(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 4, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 304);
+	char url[512], key[80], path[300], *err = NULL;
+
+	tc_store_url(url, sizeof(url), st, "/v3/damaged");
+	tc_put(url, BS, data, size);
+	tc_block_key(url, 3, key, sizeof(key));
+	snprintf(path, sizeof(path), "/v3/damaged/%s", key);
+	/* One byte of its third piece flipped, the length kept. */
+	unsigned char *bad = malloc(BS);
+	assert_non_null(bad);
+	memcpy(bad, data + 3 * BS, BS);
+	bad[2 * BM_PIECE_SIZE + 99] ^= 0x01;
+	assert_true(tc_store_put(st, path, bad, BS) / 100 == 2);
+
+	struct bm_options o;
+	bm_dataset *ds;
+	tc_options(&o);
+	o.retries = 2;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_read(ds, 3 * BS, bad, BS), BM_ECHECKSUM);
+	one_line_naming(bm_last_error(ds), "block 3");
+	one_line_naming(bm_last_error(ds), "checksum mismatch");
+	/* A partial write fetches it to merge: refused the same way, and
+	 * nothing of it is kept. */
+	assert_int_equal(bm_write(ds, 3 * BS + 10, "x", 1), BM_ECHECKSUM);
+	one_line_naming(bm_last_error(ds), "checksum mismatch");
+	struct bm_stats bst;
+	bm_stats(ds, &bst);
+	assert_int_equal(bst.fetched_blocks, 0);
+	/* The blocks around it read. */
+	assert_int_equal(bm_read(ds, 2 * BS, bad, BS), BS);
+	assert_memory_equal(bad, data + 2 * BS, BS);
+	bm_close(ds);
+	/* A fault on it: SIGBUS and one line naming the block. */
+	struct fault_case c = { url, 3 * BS + 5 };
+	int status = tc_child(touch_child, &c, &err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS)
+		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
+	assert_int_equal(tc_lines(err), 1);
+	assert_non_null(strstr(err, "block 3 not loaded"));
+	free(err);
+	free(bad);
+	free(data);
+}
+
+static void a_v3_tree_read_as_version_2_is_refused_with_one_line(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t size = 3 * BS;
+	unsigned char *data = ts_pattern(size, 305);
+	char url[512], buf[64];
+
+	tc_store_url(url, sizeof(url), st, "/v3/as2");
+	tc_put(url, BS, data, size);
+	/* The same tree under a manifest that says version 2 (sealed again):
+	 * a v2 reader's walk meets a page of format 3 and stops there. */
+	json_t *man = manifest_of(st, "/v3/as2");
+	json_object_set_new(man, "version", json_integer(2));
+	put_manifest(st, "/v3/as2", man);
+	json_decref(man);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_read(ds, BS, buf, sizeof(buf)), BM_EFORMAT);
+	one_line_naming(bm_last_error(ds), "page version 2 (format 3) in a tree of format version 2");
+	one_line_naming(bm_last_error(ds), "/v3/as2/index/");
+	bm_close(ds);
+	/* Version 3 for blocks of 64 KiB: refused at open. */
+	man = manifest_of(st, "/v3/as2");
+	json_object_set_new(man, "version", json_integer(3));
+	json_object_set_new(man, "blksize", json_integer(64 << 10));
+	put_manifest(st, "/v3/as2", man);
+	json_decref(man);
+	struct bm_options o;
+	tc_options(&o);
+	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
+	one_line_naming(bm_last_error(NULL), "version 3 is for blocks larger than its 64 KiB pieces");
+	free(data);
+}
+
+static void gc_of_a_v3_dataset_drops_what_only_dropped_generations_named(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 3, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 306);
+	char url[512], old_key[80], path[300];
+	uint64_t gen;
+
+	tc_store_url(url, sizeof(url), st, "/v3/gc");
+	tc_put(url, BS, data, size);
+	tc_block_key(url, 1, old_key, sizeof(old_key));
+	bm_dataset *ds = tc_open(url, 0);
+	data[BS + 5] ^= 0x42;
+	assert_int_equal(bm_write(ds, BS + 5, data + BS + 5, 1), 0);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	bm_close(ds);
+
+	struct bm_options o;
+	tc_options(&o);
+	struct bm_gc_policy p = { .keep = 1, .grace_s = 0 };
+	struct bm_gc_report r;
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(bm_gc(url, &o, &p, &r), 0);
+	assert_int_equal(r.generations_kept, 1);
+	assert_int_equal(r.generations_dropped, 1);
+	/* Generation 1's block 1 and its one index page (the root leaf). */
+	assert_int_equal(r.objects_deleted, 2);
+	assert_int_equal(r.bytes_freed, BS + 8 + 3 * (17 + PIECES * 16));
+	struct ts_resp resp;
+	snprintf(path, sizeof(path), "/v3/gc/%s", old_key);
+	assert_int_equal(tc_store_request(st, "HEAD", path, NULL, 0, &resp), CURLE_OK);
+	assert_int_equal(resp.status, 404);
+	ts_resp_free(&resp);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	/* Nothing more to drop. */
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(bm_gc(url, &o, &p, &r), 0);
+	assert_int_equal(r.objects_deleted, 0);
+	free(data);
+}
+
+int main(void)
+{
+	/* gc's settle time: short, no writer runs beside the gc here. */
+	setenv("BLKMAP_GC_SETTLE_MS", "20", 1);
+	setenv("BLKMAP_WCFS", "off", 1);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back),
+		cmocka_unit_test(commits_of_a_v3_dataset_round_trip_and_stay_version_3),
+		cmocka_unit_test(a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3),
+		cmocka_unit_test(a_v3_block_whose_bytes_are_damaged_is_refused_naming_the_block),
+		cmocka_unit_test(a_v3_tree_read_as_version_2_is_refused_with_one_line),
+		cmocka_unit_test(gc_of_a_v3_dataset_drops_what_only_dropped_generations_named),
+	};
+	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
+}
