@@ -5,7 +5,7 @@
  * the dataset, does its job through a mapping, bm_read or bm_write, and
  * reports one clear line on stderr when something fails.  Exit status: 0
  * success, 1 error, 2 usage error, 3 commit conflict.
- * Threads: only `sum` of a flat object starts any (its fetchers, joined
+ * Threads: only `sum` without a mapping starts any (its fetchers, joined
  * before it returns; their shared state is under struct sum_stream's mu).
  */
 #include "config.h"
@@ -400,10 +400,13 @@ static const char sum_help[] =
 	"usage: blkmap sum [-v] [--at GEN|TAG] URL\n"
 	"\n"
 	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
-	"or the one tag TAG names), read through a memory mapping (page faults do\n"
-	"the loading), as '<hex>  <URL>'. A plain object is read instead with Range\n"
-	"GETs of 1 MiB blocks (BLKMAP_BLKSIZE sets another size), one per connection\n"
-	"in parallel, straight into buffers hashed in order. With -v, prints to stderr\n"
+	"or the one tag TAG names) as '<hex>  <URL>'. It is read with a GET per block\n"
+	"(a plain object: 1 MiB blocks unless BLKMAP_BLKSIZE sets another size), one\n"
+	"per connection in parallel, straight into buffers hashed in order; through\n"
+	"a memory mapping instead (page faults and read-ahead do the loading) when a\n"
+	"wcfs mirror serves it or its blocks are small (a block per connection, at 4\n"
+	"times BLKMAP_CONNECTIONS, under 4 MiB). When answers are slow the GETs in\n"
+	"flight grow, up to 4 times BLKMAP_CONNECTIONS. With -v, prints to stderr\n"
 	"one line of what it took: mode=<loadblk|overlay> fetched_bytes=<n> and the\n"
 	"other counters.\n";
 
@@ -421,7 +424,7 @@ static void print_stats(bm_dataset *ds, double secs)
 		st.conflicts, st.engine, secs, st.mode_why ? st.mode_why : "");
 }
 
-/* A flat object's sum: fetcher threads (one per connection) read block
+/* A sum without a mapping: fetcher threads (one per connection) read block
  * after block with bm_read, each straight into a slot of a ring of
  * buffers; this thread hashes the slots in order as they fill.  Each
  * byte is copied once after curl's (into its slot) and hashed while the
@@ -429,6 +432,16 @@ static void print_stats(bm_dataset *ds, double secs)
  * freed) cost about a fifth more CPU here.  The ring holds two blocks
  * per fetcher, within half of cache_bytes.  Locking: st.mu guards
  * next, hashed, stop and the slots' states; bm_read runs without it. */
+/* A streamed sum's fetchers grow, when answers are slow, to as many as
+ * move SUM_TARGET_RATE (re-judged every SUM_EPOCH reads), up to
+ * SUM_CONNS_FACTOR times `connections`, as a dataset's read-ahead does
+ * (docs/client.md, "Fetch sizes"). */
+#define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
+#define SUM_CONNS_FACTOR 4
+#define SUM_TARGET_RATE 2e9
+#define SUM_EPOCH 16
+#define SUM_RING_BYTES ((size_t)16 << 20) /* unless 2 blocks per connection are more */
+
 struct sum_stream {
 	bm_dataset *ds;
 	uint64_t size, nchunks;
@@ -439,9 +452,21 @@ struct sum_stream {
 	uint64_t next;             /* first chunk no fetcher took */
 	uint64_t hashed;           /* chunks hashed: chunk c's slot is free once c < hashed + nslots */
 	bool stop;
+	/* Slow answers: the least seconds per byte of the last reads timed,
+	 * and the fetchers they call for (the bandwidth-delay product). */
+	double least;
+	unsigned ntimed;
+	int want, max;
 	pthread_mutex_t mu;
 	pthread_cond_t filled, freed;
 };
+
+static double mono(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 
 static void *sum_fetcher(void *arg)
 {
@@ -457,34 +482,74 @@ static void *sum_fetcher(void *arg)
 		size_t slot = (size_t)(c % st->nslots);
 		size_t len = st->size - off < st->chunk ? (size_t)(st->size - off) : st->chunk;
 		pthread_mutex_unlock(&st->mu);
+		double t0 = mono();
 		int64_t n = bm_read(st->ds, off, st->bufs + slot * st->chunk, len);
+		double per_byte = (mono() - t0) / (double)len;
 		pthread_mutex_lock(&st->mu);
 		st->got[slot] = n == (int64_t)len ? n : n < 0 ? n : BM_EIO;
 		st->ready[slot] = true;
+		/* Every SUM_EPOCH reads: as many fetchers as move
+		 * SUM_TARGET_RATE at the least time per byte seen (a read
+		 * that waited for the CPU is slower, never faster). */
+		if (st->ntimed == 0 || per_byte < st->least)
+			st->least = per_byte;
+		if (++st->ntimed >= SUM_EPOCH) {
+			double need = SUM_TARGET_RATE * st->least + 1;
+			st->ntimed = 0;
+			if (need > (double)st->want)
+				st->want = need < (double)st->max ? (int)need : st->max;
+		}
 		pthread_cond_broadcast(&st->filled);
 	}
 	pthread_mutex_unlock(&st->mu);
 	return NULL;
 }
 
-/* Hashes the whole content of flat object ds into ctx: 0, or a BM_E* code. */
-static int sum_streamed(bm_dataset *ds, const struct bm_options *o, EVP_MD_CTX *ctx)
+/* Whether sum reads ds with sum_streamed, not through a mapping: in
+ * loadblk mode (a wcfs mirror, when it serves the dataset, is read
+ * through its mapping), when a block per connection in flight, at up to
+ * SUM_CONNS_FACTOR times `connections` (the bound read-ahead grows to
+ * as well), can be SUM_STREAM_INFLIGHT bytes: at 2 ms a round trip,
+ * 2 GB/s.  Smaller blocks go through the mapping. */
+
+static int sum_conns_max(int connections)
+{
+	return connections * SUM_CONNS_FACTOR < 256 ? connections * SUM_CONNS_FACTOR : 256;
+}
+
+static bool sum_streams(bm_dataset *ds, int connections)
+{
+	struct bm_stats st;
+	bm_stats(ds, &st);
+	return strcmp(st.mode, "loadblk") == 0 &&
+	       (uint64_t)bm_blksize(ds) * (uint64_t)sum_conns_max(connections) >= SUM_STREAM_INFLIGHT;
+}
+
+/* Hashes the whole content of ds into ctx: 0, or a BM_E* code. */
+static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connections, EVP_MD_CTX *ctx)
 {
 	struct sum_stream st = { .ds = ds, .size = bm_size(ds), .chunk = bm_blksize(ds) };
-	int nthreads = o->connections, rc = 0, started = 0;
+	int rc = 0, started = 0;
 
+	/* The ring: two blocks per fetcher at most (o->connections, the
+	 * bound the handle was opened with), within SUM_RING_BYTES unless
+	 * two per `connections` are more, and within half of cache_bytes. */
+	size_t ring = 2 * (size_t)connections * st.chunk > SUM_RING_BYTES
+			      ? 2 * (size_t)connections * st.chunk : SUM_RING_BYTES;
+	if (ring > o->cache_bytes / 2)
+		ring = o->cache_bytes / 2;
 	st.nchunks = (st.size + st.chunk - 1) / st.chunk;
-	st.nslots = 2 * (size_t)nthreads;
-	if (st.nslots > o->cache_bytes / 2 / st.chunk)
-		st.nslots = o->cache_bytes / 2 / st.chunk;
+	st.nslots = 2 * (size_t)o->connections;
+	if (st.nslots > ring / st.chunk)
+		st.nslots = ring / st.chunk;
 	if (st.nslots < 1)
 		st.nslots = 1;
-	if ((size_t)nthreads > st.nslots)
-		nthreads = (int)st.nslots;
+	st.max = o->connections < (int)st.nslots ? o->connections : (int)st.nslots;
+	st.want = connections < st.max ? connections : st.max;
 	st.bufs = malloc(st.nslots * st.chunk);
 	st.got = calloc(st.nslots, sizeof(*st.got));
 	st.ready = calloc(st.nslots, sizeof(*st.ready));
-	pthread_t *t = calloc((size_t)nthreads, sizeof(*t));
+	pthread_t *t = calloc((size_t)st.max, sizeof(*t));
 	if (st.bufs == NULL || st.got == NULL || st.ready == NULL || t == NULL) {
 		rc = BM_ENOMEM;
 		goto out;
@@ -492,15 +557,28 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, EVP_MD_CTX *
 	pthread_mutex_init(&st.mu, NULL);
 	pthread_cond_init(&st.filled, NULL);
 	pthread_cond_init(&st.freed, NULL);
-	while (started < nthreads && pthread_create(&t[started], NULL, sum_fetcher, &st) == 0)
+	while (started < st.want && pthread_create(&t[started], NULL, sum_fetcher, &st) == 0)
 		started++;
 	if (started == 0)
 		rc = BM_ENOMEM;
 	for (uint64_t c = 0; rc == 0 && c < st.nchunks; c++) {
 		size_t slot = (size_t)(c % st.nslots);
 		pthread_mutex_lock(&st.mu);
-		while (!st.ready[slot])
+		while (!st.ready[slot]) {
+			if (st.want > started) {
+				/* Answers are slow: more fetchers (each
+				 * takes a connection of the bound). */
+				pthread_mutex_unlock(&st.mu);
+				bool made = pthread_create(&t[started], NULL, sum_fetcher, &st) == 0;
+				pthread_mutex_lock(&st.mu);
+				if (made)
+					started++;
+				else
+					st.want = started; /* none more to be had now */
+				continue;
+			}
 			pthread_cond_wait(&st.filled, &st.mu);
+		}
 		int64_t n = st.got[slot];
 		pthread_mutex_unlock(&st.mu);
 		if (n < 0) {
@@ -559,10 +637,22 @@ static int cmd_sum(int argc, char **argv)
 		return usage_error("sum", "expected URL");
 	const char *url = argv[i];
 	double t0 = now();
+	/* Opened with the bound a streamed sum may grow to; it starts with
+	 * `connections` fetchers (connections are made as they are used). */
+	int connections = o.connections;
+	o.connections = sum_conns_max(connections);
 	if (open_or_fail(&ds, url, &o, &ex) < 0)
 		return ex;
+	bool streamed = sum_streams(ds, connections);
+	if (!streamed && o.connections != connections) {
+		/* Through a mapping: opened again with `connections` (its
+		 * read-ahead grows by itself when answers are slow). */
+		bm_close(ds);
+		o.connections = connections;
+		if (open_or_fail(&ds, url, &o, &ex) < 0)
+			return ex;
+	}
 	uint64_t size = bm_size(ds);
-	bool streamed = bm_is_flat(ds); /* a flat object is never mirrored */
 	if (size > 0 && !streamed) {
 		int rc = bm_map(ds, 0, 0, &addr, &m);
 		if (rc < 0) {
@@ -580,7 +670,7 @@ static int cmd_sum(int argc, char **argv)
 	}
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	if (streamed && size > 0) {
-		int rc = sum_streamed(ds, &o, ctx);
+		int rc = sum_streamed(ds, &o, connections, ctx);
 		if (rc < 0) {
 			EVP_MD_CTX_free(ctx);
 			ex = fail("sum", rc, ds);

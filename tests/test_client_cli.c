@@ -224,42 +224,73 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
 	free(data);
 }
 
-/* `blkmap sum` of a plain object reads its blocks with Range GETs in
+/* `blkmap sum` reads a plain object or a dataset with a GET per block in
  * parallel straight into buffers, hashed in order, not through a mapping
- * (no fault, no read-ahead): the sum of the dataset of the same bytes,
- * which is read through a mapping, with several requests in flight
- * while answers are 30 ms late. */
-static void sum_reads_a_flat_object_in_parallel_without_a_mapping(void **state)
+ * (no fault, no read-ahead): the sum of the same bytes read through a
+ * mapping (64 KiB blocks with one connection: a block per connection, 4
+ * at most, is under 4 MiB).  While answers are 30 ms late several
+ * requests are in flight, and for 64 KiB blocks more than the 16
+ * connections: the fetchers grow to the bandwidth-delay product. */
+static void sum_reads_blocks_in_parallel_without_a_mapping(void **state)
 {
 	struct ts_server *s = *state;
-	const size_t size = 24 * 65536 + 1000;
+	const size_t size = 6 * 1048576 + 1000;
 	unsigned char *data = ts_pattern(size, 64);
-	char flat[512], ds[512], want[64], *out, *err, *dsout;
+	char flat[512], big[512], small[512], want[64], *out, *err, *mapped;
 
 	tc_url(flat, sizeof(flat), s, "/cli/sum.bin");
-	tc_url(ds, sizeof(ds), s, "/cli/sumds");
+	tc_url(big, sizeof(big), s, "/cli/sum1m");
+	tc_url(small, sizeof(small), s, "/cli/sum64k");
 	assert_true(ts_put(s, "/cli/sum.bin", data, size) / 100 == 2);
-	tc_put(ds, 65536, data, size);
-	assert_int_equal(tc_cli(&dsout, NULL, (const char *[]){ "sum", ds, NULL }), 0);
-	setenv("BLKMAP_BLKSIZE", "64k", 1);
-	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
-	(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
-	int ex = tc_cli(&out, &err, (const char *[]){ "sum", "-v", flat, NULL });
-	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
-	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
-	unsetenv("BLKMAP_BLKSIZE");
-	assert_int_equal(ex, 0);
-	assert_true(strlen(out) > 64 && strlen(dsout) > 64);
-	assert_memory_equal(out, dsout, 64);
-	snprintf(want, sizeof(want), " fetched_bytes=%zu ", size);
-	assert_non_null(strstr(err, want));
-	if (!strstr(err, " fetched_blocks=25 ") ||
-	    !strstr(err, " cache_hits=0 cache_misses=0 readahead_blocks=0 "))
-		fail_msg("sum -v: %s: 25 blocks fetched, no fault and no read-ahead expected", err);
-	assert_true(peak >= 2);
+	tc_put(big, 1048576, data, size);
+	tc_put(small, 65536, data, size);
+	setenv("BLKMAP_CONNECTIONS", "1", 1);
+	assert_int_equal(tc_cli(&mapped, &err, (const char *[]){ "sum", "-v", small, NULL }), 0);
+	unsetenv("BLKMAP_CONNECTIONS");
+	if (strstr(err, " cache_misses=0 readahead_blocks=0 "))
+		fail_msg("sum -v of 64 KiB blocks, 1 connection: %s: a mapping expected", err);
+	free(err);
+	const char *urls[] = { flat, big, small };
+	const int blocks[] = { 7, 7, 97 };
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
+		(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
+		int ex = tc_cli(&out, &err, (const char *[]){ "sum", "-v", urls[i], NULL });
+		long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
+		assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
+		assert_int_equal(ex, 0);
+		assert_true(strlen(out) > 64 && strlen(mapped) > 64);
+		assert_memory_equal(out, mapped, 64);
+		snprintf(want, sizeof(want), " fetched_bytes=%zu ", size);
+		assert_non_null(strstr(err, want));
+		char fetched[64];
+		snprintf(fetched, sizeof(fetched), " fetched_blocks=%d ", blocks[i]);
+		if (!strstr(err, fetched) || !strstr(err, " cache_hits=0 cache_misses=0 readahead_blocks=0 "))
+			fail_msg("sum -v %s: %s: %d blocks fetched, no fault and no read-ahead expected",
+				 urls[i], err, blocks[i]);
+		if (peak < 2 || peak > 64 || (urls[i] == small && peak <= 16))
+			fail_msg("sum %s: %ld requests in flight at most", urls[i], peak);
+		free(out);
+		free(err);
+	}
+	/* A block that fails its checksum fails the sum: exit 1, one line
+	 * naming the URL and the block (as through a mapping, below). */
+	char key[256], bkey[128];
+	snprintf(key, sizeof(key), "/cli/sum1m/%s", tc_block_key(big, 1, bkey, sizeof(bkey)));
+	unsigned char *other = ts_pattern(1048576, 65);
+	assert_true(ts_put(s, key, other, 1048576) / 100 == 2);
+	free(other);
+	setenv("BLKMAP_RETRIES", "1", 1);
+	setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "sum", big, NULL }), 1);
+	unsetenv("BLKMAP_RETRIES");
+	unsetenv("BLKMAP_RETRY_BASE_MS");
+	if (tc_lines(err) != 1 || !strstr(err, "checksum mismatch") || !strstr(err, big) ||
+	    !strstr(err, "block 1"))
+		fail_msg("sum: stderr \"%s\": one line naming the URL and block 1 expected", err);
 	free(out);
 	free(err);
-	free(dsout);
+	free(mapped);
 	free(data);
 }
 
@@ -273,7 +304,7 @@ int main(void)
 		cmocka_unit_test(stat_prints_json_and_sum_v_prints_counters),
 		cmocka_unit_test(log_lists_generations_past_a_long_run_not_kept),
 		cmocka_unit_test(unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_signal),
-		cmocka_unit_test(sum_reads_a_flat_object_in_parallel_without_a_mapping),
+		cmocka_unit_test(sum_reads_blocks_in_parallel_without_a_mapping),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }
