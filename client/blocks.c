@@ -1,7 +1,10 @@
 /* blocks.c — where a block's bytes come from: the block table of a
- * generation in either format version (v1's list, v2's index tree through
- * ds->pages) and the verified fetch of one block of the published
- * generation, or of an object a pending change names (changes.c).
+ * generation in any format version (v1's list, the v2/v3 index tree
+ * through ds->pages) and the verified fetch of one block of the published
+ * generation, of 64 KiB pieces of a format 3 block (a Range GET of its
+ * object, each piece checked against its piece sum: what a miss on a
+ * dataset mapped in pieces loads), or of an object a pending change names
+ * (changes.c).
  *
  * Owns: nothing of its own; it reads the handle's manifest.
  * Locking: ds->mu is taken only to copy what a lookup needs (key, sum,
@@ -107,8 +110,11 @@ static void name_page(bm_dataset *ds, int rc, char *msg, size_t n)
 	bm_fmt(msg, n, "%s/index/%s", ds->url, inner);
 }
 
-int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
-		  char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], char *msg, size_t n)
+/* bm_table_find, and with psum non-NULL a v3 block's piece sums
+ * (bm_manifest_pieces(m) x 16 bytes). */
+static int table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
+		      char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], uint8_t *psum, char *msg,
+		      size_t n)
 {
 	struct bm_index_io io;
 	int rc;
@@ -122,7 +128,7 @@ int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
 		if (blk >= t.nblk || m->root[0] == '\0')
 			return 0;
 		bm_pages_io(ds->pages, &io);
-		rc = bm_index_lookup(&io, &t, blk, sum, NULL, NULL, msg, n);
+		rc = bm_index_lookup(&io, &t, blk, sum, psum, NULL, msg, n);
 		name_page(ds, rc, msg, n);
 		if (rc == 1 && key)
 			bm_key_block(key, sum);
@@ -137,6 +143,12 @@ int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
 	}
 	pthread_mutex_unlock(&ds->mu);
 	return b != NULL;
+}
+
+int bm_table_find(bm_dataset *ds, const struct bm_manifest *m, uint64_t blk,
+		  char sum[BM_SUM_HEX + 1], char key[BM_KEY_MAX + 1], char *msg, size_t n)
+{
+	return table_find(ds, m, blk, sum, key, NULL, msg, n);
 }
 
 int bm_table_next(bm_dataset *ds, const struct bm_manifest *m, uint64_t from, uint64_t *blk,
@@ -207,10 +219,13 @@ int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_m
 
 /* Looks block index up in the published manifest.  A v2 generation's
  * tree is walked without ds->mu (pages may be fetched): on its copy of the
- * root, which stays valid (pages are immutable). */
-static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src, char *msg, size_t n)
+ * root, which stays valid (pages are immutable).  With psum non-NULL
+ * (src->pieces x 16 bytes: BM_PIECES_MAX x 16 will do) a v3 block's piece
+ * sums too, checked against its sum and length. */
+static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src, uint8_t *psum,
+		       char *msg, size_t n)
 {
-	size_t bs = ds->file.blksize;
+	size_t bs = ds->blksize;
 	uint64_t off = index * bs;
 
 	memset(src, 0, sizeof(*src));
@@ -241,12 +256,16 @@ static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src,
 	}
 	pthread_mutex_unlock(&ds->mu);
 	if (tree.version >= 2) {
-		int rc = bm_table_find(ds, &tree, index, src->sum, src->key, msg, n);
+		int rc = table_find(ds, &tree, index, src->sum, src->key, src->pieces ? psum : NULL, msg,
+				    n);
 		if (rc < 0)
 			return rc;
 		if (rc == 1) {
 			src->hole = false;
 			src->visible = trunc_visible(ds, off, src->visible);
+			if (psum && src->pieces &&
+			    (rc = bm_pieces_check(src->sum, psum, src->pieces, src->len, msg, n)) < 0)
+				return rc;
 		}
 	}
 	return 0;
@@ -264,14 +283,16 @@ static char *take_first(bm_dataset *ds, size_t *lenp)
 	return first;
 }
 
-/* Fetches and verifies src into buf (blksize bytes; zeros past what is
- * visible).  With log, a failure is also reported on stderr. */
-static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf, bool log)
+/* Fetches and verifies src into buf (bs bytes: virtmem's block of a flat
+ * object, else the dataset's block; zeros past what is visible).  With
+ * log, a failure is also reported on stderr. */
+static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf,
+			size_t bs, bool log)
 {
 	struct block_sink sink = { .buf = buf, .sum = src->sum };
 	struct bm_get g = { .sink = block_sink, .sink_arg = &sink, .verify = block_verify };
 	struct bm_version pin = { .size = src->total };
-	size_t bs = ds->file.blksize, len = src->len, first_len = 0;
+	size_t len = src->len, first_len = 0;
 	char msg[512], *first;
 	int rc;
 
@@ -333,7 +354,7 @@ static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
 {
 	struct block_source src;
 	char msg[512];
-	int rc = find_source(ds, index, &src, msg, sizeof(msg));
+	int rc = find_source(ds, index, &src, NULL, msg, sizeof(msg));
 
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
@@ -342,12 +363,177 @@ static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
 			       index, msg);
 		return rc;
 	}
-	return fetch_source(ds, index, &src, buf, log);
+	return fetch_source(ds, index, &src, buf, ds->blksize, log);
 }
 
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log)
 {
 	return find_fetch(ds, index, buf, log);
+}
+
+/* ---- pieces of a format 3 block ---------------------------------------------------- */
+
+/* The sink of a Range GET of pieces [p0, p0 + n) of a block: each piece
+ * hashed as it arrives, the bytes written to buf (vm_loadblk_write: a
+ * loadblk's RAM slot, or a read-ahead run's plain buffer). */
+struct piece_sink {
+	void *buf;
+	bool plain;                /* buf is a plain buffer (memcpy) */
+	XXH3_state_t *xxh;
+	const uint8_t *psum;       /* the block's piece sums */
+	unsigned p0;               /* the first piece */
+	size_t len;                /* bytes asked for */
+	size_t hashed;             /* bytes of the pieces hashed so far */
+	unsigned bad;              /* a piece that failed, + 1 (0: none) */
+	char why[256];
+};
+
+/* Ends the piece being hashed: checks it against its sum. */
+static void piece_sink_end(struct piece_sink *p, size_t plen)
+{
+	unsigned i = p->p0 + (unsigned)((p->hashed - 1) / BM_PIECE_SIZE);
+	XXH128_canonical_t c;
+	uint8_t got[16];
+
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(p->xxh));
+	memcpy(got, c.digest, 16);
+	if (p->bad == 0 && memcmp(got, p->psum + (size_t)i * 16, 16) != 0) {
+		p->bad = i + 1;
+		static const char hex[] = "0123456789abcdef";
+		char want[BM_SUM_HEX + 1], have[BM_SUM_HEX + 1];
+		for (int k = 0; k < 16; k++) {
+			want[2 * k] = hex[p->psum[i * 16 + k] >> 4];
+			want[2 * k + 1] = hex[p->psum[i * 16 + k] & 15];
+			have[2 * k] = hex[got[k] >> 4];
+			have[2 * k + 1] = hex[got[k] & 15];
+		}
+		want[BM_SUM_HEX] = have[BM_SUM_HEX] = '\0';
+		bm_fmt(p->why, sizeof(p->why),
+		       "piece %u: checksum mismatch: its %zu bytes hash to %s, the index says %s", i, plen,
+		       have, want);
+	}
+	XXH3_128bits_reset(p->xxh);
+}
+
+static int piece_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	struct piece_sink *p = arg;
+	const char *d = data;
+
+	if (off == 0) { /* a retry starts over */
+		XXH3_128bits_reset(p->xxh);
+		p->hashed = 0;
+		p->bad = 0;
+	}
+	if (p->plain)
+		memcpy((char *)p->buf + off, data, len);
+	else if (vm_loadblk_write(p->buf, (size_t)off, data, len) < 0)
+		return -ENOMEM;
+	while (len > 0) {
+		size_t in = p->hashed % BM_PIECE_SIZE, take = BM_PIECE_SIZE - in;
+		if (take > len)
+			take = len;
+		bm_xxh3_128_update(p->xxh, d, take); /* while the data is hot */
+		p->hashed += take;
+		d += take;
+		len -= take;
+		if (p->hashed % BM_PIECE_SIZE == 0)
+			piece_sink_end(p, BM_PIECE_SIZE);
+	}
+	return 0;
+}
+
+static int piece_verify(void *arg, char *msg, size_t n)
+{
+	struct piece_sink *p = arg;
+
+	if (p->hashed % BM_PIECE_SIZE != 0)
+		piece_sink_end(p, p->hashed % BM_PIECE_SIZE); /* the block's short last piece */
+	if (p->bad) {
+		bm_fmt(msg, n, "%s", p->why);
+		return BM_ECHECKSUM;
+	}
+	return 0;
+}
+
+/* Block obj's pieces [p0, p0 + n) into buf (plain: a plain buffer), with
+ * one Range GET of its object, each piece checked.  *lenp: the bytes that
+ * hold data (0: a hole, or past what is visible); buf past them is not
+ * written.  msg says what failed, without the block number. */
+static int fetch_pieces(bm_dataset *ds, uint64_t obj, unsigned p0, unsigned n, void *buf,
+			bool plain, size_t *lenp, char *msg, size_t msgn)
+{
+	struct block_source src;
+	uint8_t *psum = malloc((size_t)BM_PIECES_MAX * 16);
+	int rc;
+
+	*lenp = 0;
+	if (psum == NULL)
+		return BM_ENOMEM;
+	if ((rc = find_source(ds, obj, &src, psum, msg, msgn)) < 0)
+		goto done;
+	size_t from = (size_t)p0 * BM_PIECE_SIZE;
+	/* Pieces of a hole, or past what the next commit shows: zeros. */
+	if (src.hole || src.visible <= from)
+		goto done;
+	size_t len = src.len - from < (size_t)n * BM_PIECE_SIZE ? src.len - from : (size_t)n * BM_PIECE_SIZE;
+	struct piece_sink sink = { .buf = buf, .plain = plain, .psum = psum, .p0 = p0, .len = len };
+	struct bm_get g = { .range = true, .off = from, .len = len, .sink = piece_sink,
+			    .sink_arg = &sink, .verify = piece_verify };
+	if ((sink.xxh = XXH3_createState()) == NULL) {
+		rc = BM_ENOMEM;
+		goto done;
+	}
+	rc = bm_store_get(ds->store, src.key, &g, msg, msgn);
+	XXH3_freeState(sink.xxh);
+	if (rc == 0)
+		*lenp = src.visible - from < len ? src.visible - from : len;
+done:
+	free(psum);
+	return rc;
+}
+
+int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log)
+{
+	size_t bs = ds->file.blksize, len = 0;
+	char msg[512];
+
+	if (ds->vm_per_blk <= 1) { /* the block itself */
+		struct block_source src;
+		int rc = find_source(ds, blk, &src, NULL, msg, sizeof(msg));
+		if (rc == 0)
+			return fetch_source(ds, blk, &src, buf, bs, log);
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", blk, msg);
+		if (log)
+			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url, blk,
+			       msg);
+		return rc;
+	}
+	uint64_t obj = blk / ds->vm_per_blk;
+	unsigned piece = (unsigned)(blk % ds->vm_per_blk);
+	int rc = fetch_pieces(ds, obj, piece, 1, buf, false, &len, msg, sizeof(msg));
+	if (rc < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 " piece %u: %s", obj, piece, msg);
+		if (log) /* the one line a failed fault gets (virtmem adds none) */
+			bm_log("%s: block %" PRIu64 " piece %u not loaded, the access gets SIGBUS: %s",
+			       ds->url, obj, piece, msg);
+		return rc;
+	}
+	if (len < bs && vm_loadblk_zero(buf, len, bs - len) < 0)
+		return BM_ENOMEM;
+	atomic_fetch_add(len ? &ds->c.fetched_blocks : &ds->c.hole_blocks, 1);
+	atomic_fetch_add(&ds->c.fetched_bytes, len);
+	return 0;
+}
+
+int bm_fetch_pieces(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *lenp, char *msg,
+		    size_t msgn)
+{
+	uint64_t obj = first / ds->vm_per_blk;
+	unsigned p0 = (unsigned)(first % ds->vm_per_blk);
+
+	bm_assert(ds->vm_per_blk > 1 && n >= 1 && p0 + n <= ds->vm_per_blk);
+	return fetch_pieces(ds, obj, p0, (unsigned)n, buf, true, lenp, msg, msgn);
 }
 
 int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char *sum, size_t len,
@@ -357,15 +543,15 @@ int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char 
 
 	if (before_shrink) {
 		pthread_mutex_lock(&ds->mu);
-		src.visible = trunc_visible(ds, index * ds->file.blksize, len);
+		src.visible = trunc_visible(ds, index * ds->blksize, len);
 		pthread_mutex_unlock(&ds->mu);
 	}
 	if (key != NULL) {
 		snprintf(src.key, sizeof(src.key), "%s", key);
 		snprintf(src.sum, sizeof(src.sum), "%s", sum);
-		src.pieces = bm_next_pieces(ds); /* a change's sum is in the next format's kind */
+		src.pieces = bm_ds_pieces(ds); /* a change's sum is in its format's kind */
 	}
-	return fetch_source(ds, index, &src, buf, false);
+	return fetch_source(ds, index, &src, buf, ds->blksize, false);
 }
 
 uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m)

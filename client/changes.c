@@ -9,8 +9,12 @@
  * wrote last are kept (ds->wrote), so that writing a block piece by piece
  * never GETs back what it just queued.  Calls blocks.c, upload.c and
  * gcmark.c; commit.c calls it.
- * Owns: ds->changes and ds->wrote.  Locking: ds->mu guards the list, the
- * sizes and ds->wrote; never held across a request or with ds->up.mu.
+ * A format 3 dataset is mapped in 64 KiB pieces: storeblk's pieces are
+ * kept for their block (ds->staged), which becomes one change; the pieces
+ * not written are fetched then, and only if there are some.
+ * Owns: ds->changes, ds->wrote and ds->staged.  Locking: ds->mu guards
+ * the list, the sizes and ds->wrote; never held across a request or with
+ * ds->up.mu.  ds->staged is the writeout thread's alone.
  */
 #include "config.h"
 
@@ -100,7 +104,7 @@ static int change_block(bm_dataset *ds, uint64_t index, const void *buf, size_t 
 			uint64_t *seqp)
 {
 	char sum[BM_SUM_HEX + 1], key[BM_KEY_MAX + 1];
-	unsigned pieces = bm_next_pieces(ds);
+	unsigned pieces = bm_ds_pieces(ds);
 	uint8_t *psum = NULL;
 	bool unchanged;
 	int rc;
@@ -220,6 +224,71 @@ void bm_changes_clear(bm_dataset *ds)
 	free(v);
 	free(ds->wrote.buf);
 	ds->wrote.buf = NULL;
+	free(ds->staged.buf);
+	ds->staged.buf = NULL;
+	ds->staged.valid = false;
+}
+
+/* ---- pieces of format 3 blocks (storeblk) ---------------------------------------- */
+
+static int pending_block(bm_dataset *ds, uint64_t index, char *buf);
+
+int bm_changes_flush(bm_dataset *ds)
+{
+	size_t pbs = ds->file.blksize, len = ds->staged.len;
+	unsigned np = (unsigned)((len + pbs - 1) / pbs), missing = 0;
+	char *tmp = NULL;
+	int rc;
+
+	if (!ds->staged.valid)
+		return 0;
+	for (unsigned i = 0; i < np; i++)
+		missing += !(ds->staged.have[i / 64] >> (i % 64) & 1);
+	if (missing > 0) {
+		/* The pieces not stored, from the block as the next generation
+		 * has it (fetched whole unless kept or new). */
+		if ((tmp = malloc(ds->blksize)) == NULL)
+			return BM_ENOMEM;
+		if ((rc = pending_block(ds, ds->staged.index, tmp)) < 0) {
+			free(tmp);
+			return rc;
+		}
+		for (unsigned i = 0; i < np; i++) {
+			size_t off = (size_t)i * pbs;
+			if (!(ds->staged.have[i / 64] >> (i % 64) & 1))
+				memcpy(ds->staged.buf + off, tmp + off, len - off < pbs ? len - off : pbs);
+		}
+		free(tmp);
+	}
+	ds->staged.valid = false;
+	return change_block(ds, ds->staged.index, ds->staged.buf, len, true, NULL);
+}
+
+int bm_change_piece(bm_dataset *ds, uint64_t blk, const void *buf, size_t len)
+{
+	size_t bs = ds->blksize;
+	uint64_t index = blk / ds->vm_per_blk;
+	unsigned piece = (unsigned)(blk % ds->vm_per_blk);
+	size_t in = (size_t)piece * ds->file.blksize;
+	int rc;
+
+	if (ds->staged.valid && ds->staged.index != index && (rc = bm_changes_flush(ds)) < 0)
+		return ds->staged.err = rc;
+	if (!ds->staged.valid) {
+		if (ds->staged.buf == NULL && (ds->staged.buf = malloc(bs)) == NULL)
+			return BM_ENOMEM;
+		pthread_mutex_lock(&ds->mu);
+		uint64_t left = ds->new_size - index * bs; /* storeblk: blk is below new_size */
+		pthread_mutex_unlock(&ds->mu);
+		ds->staged.index = index;
+		ds->staged.len = left < bs ? (size_t)left : bs;
+		memset(ds->staged.have, 0, sizeof(ds->staged.have));
+		ds->staged.valid = true;
+	}
+	bm_assert(in + len <= ds->staged.len && piece < BM_VM_PER_BLK_MAX);
+	memcpy(ds->staged.buf + in, buf, len);
+	ds->staged.have[piece / 64] |= (uint64_t)1 << (piece % 64);
+	return 0;
 }
 
 /* ---- bm_write ----------------------------------------------------------------- */
@@ -229,7 +298,7 @@ void bm_changes_clear(bm_dataset *ds)
  * is queued). */
 static int pending_block(bm_dataset *ds, uint64_t index, char *buf)
 {
-	size_t bs = ds->file.blksize;
+	size_t bs = ds->blksize;
 
 	pthread_mutex_lock(&ds->mu);
 	bool kept = ds->wrote.valid && ds->wrote.index == index;
@@ -245,7 +314,7 @@ static int pending_block(bm_dataset *ds, uint64_t index, char *buf)
 static int write_partial(bm_dataset *ds, uint64_t index, size_t in, const char *src, size_t n,
 			 size_t objlen)
 {
-	size_t bs = ds->file.blksize;
+	size_t bs = ds->blksize;
 	uint64_t seq;
 	char *tmp = malloc(bs);
 	int rc;
@@ -276,7 +345,7 @@ static int write_partial(bm_dataset *ds, uint64_t index, size_t in, const char *
 
 int bm_write(bm_dataset *ds, uint64_t offset, const void *buf, size_t len)
 {
-	size_t bs = ds->file.blksize;
+	size_t bs = ds->blksize;
 	const char *src = buf;
 	int rc = 0;
 
@@ -330,7 +399,7 @@ int bm_resize(bm_dataset *ds, uint64_t size)
 	int rc = bm_upload_wait(ds);
 	if (rc < 0)
 		return rc;
-	size_t bs = ds->file.blksize;
+	size_t bs = ds->blksize, vbs = ds->file.blksize;
 	pthread_mutex_lock(&ds->mu);
 	uint64_t old = ds->new_size;
 	ds->new_size = size;
@@ -357,7 +426,7 @@ int bm_resize(bm_dataset *ds, uint64_t size)
 		/* Cached blocks past the new end (and the new last block's tail)
 		 * must read as zeros if the dataset grows again: drop them;
 		 * loads now zero what lies past the size. */
-		for (uint64_t i = size / bs; i < (old + bs - 1) / bs; i++)
+		for (uint64_t i = size / vbs; i < (old + vbs - 1) / vbs; i++)
 			vm_fileh_invalidate_page(ds->fh, i);
 	}
 	return 0;
@@ -381,6 +450,7 @@ int bm_discard(bm_dataset *ds)
 	ds->attrs_changed = false;
 	ds->gc_guard.begun = false;
 	pthread_mutex_unlock(&ds->mu);
+	ds->staged.valid = false; /* a writeout that failed midway */
 	bm_upload_drop_failed(ds);
 	return 0;
 }

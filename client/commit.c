@@ -644,7 +644,19 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	/* Step 3: upload.  What failed to upload before goes first; then
 	 * storeblk queues each dirty block. */
 	bm_upload_requeue_failed(ds);
+	ds->staged.err = 0;
+	ds->staged.valid = false; /* what a failed writeout merged: stored again */
 	rc = vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_STORE);
+	/* A format 3 dataset's pieces were merged into their blocks (each
+	 * fetched whole first unless new): the last one merged becomes its
+	 * change too.  A fetch that failed said why (bm_set_error). */
+	int frc = rc == 0 ? bm_changes_flush(ds) : 0;
+	if ((rc == -EIO && ds->staged.err < 0) || (frc < 0 && frc != BM_ENOMEM)) {
+		bm_upload_wait(ds);
+		return frc < 0 ? frc : ds->staged.err;
+	}
+	if (frc < 0)
+		rc = -ENOMEM;
 	if (rc < 0) {
 		/* storeblk failed (it only queues): out of memory. */
 		bm_upload_wait(ds);
@@ -723,8 +735,8 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_MARKSTORED);
 	/* Blocks written with bm_write may be cached from before. */
 	for (size_t i = 0; i < ndone && !ds->overlay; i++)
-		if (!done[i].from_page)
-			vm_fileh_invalidate_page(ds->fh, done[i].index);
+		for (unsigned k = 0; !done[i].from_page && k < ds->vm_per_blk; k++)
+			vm_fileh_invalidate_page(ds->fh, done[i].index * ds->vm_per_blk + k);
 	for (size_t i = 0; i < ndone; i++)
 		free(done[i].key);
 	free(done);

@@ -49,7 +49,7 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	 * flat object's run). */
 	rc = bm_in_readahead() ? bm_readahead_fill(ds, blk, buf) : 0;
 	if (rc == 0)
-		rc = bm_fetch_block(ds, blk, buf, !bm_in_readahead());
+		rc = bm_load_vmblock(ds, blk, buf, !bm_in_readahead());
 	else if (rc > 0)
 		rc = 0;
 	if (rc < 0)
@@ -70,7 +70,9 @@ static int ds_storeblk(vm_bigfile *f, vm_blk_t blk, const void *buf)
 	pthread_mutex_unlock(&ds->mu);
 	if (len == 0)
 		return 0; /* past the end of what is published */
-	int rc = bm_change_block(ds, blk, buf, len, true);
+	/* A piece of a format 3 block joins its block (changes.c). */
+	int rc = ds->vm_per_blk > 1 ? bm_change_piece(ds, blk, buf, len)
+				    : bm_change_block(ds, blk, buf, len, true);
 	return rc == 0 ? 0 : (rc == BM_ENOMEM ? -ENOMEM : -EIO);
 }
 
@@ -497,7 +499,13 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		ds->new_size = ds->trunc_size = ds->manifest->size;
 		bm_overlay_probe(ds);
 		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
-		ds->file.blksize = ds->manifest->blksize;
+		/* A format 3 dataset (or one the first commit creates in it)
+		 * is mapped a 64 KiB piece per virtmem block: a random miss
+		 * fetches one piece (blocks.c). */
+		ds->blksize = ds->manifest->blksize;
+		unsigned pieces = bm_next_pieces(ds);
+		ds->vm_per_blk = pieces > 1 ? pieces : 1;
+		ds->file.blksize = ds->blksize / ds->vm_per_blk;
 		ds->file.name = ds->url;
 		size_t budget = ds->opt.cache_bytes;
 		if (!ds->flat && budget - pages_cap >= ds->manifest->blksize)
@@ -613,7 +621,7 @@ int bm_is_latest(bm_dataset *ds)
 }
 
 uint64_t bm_size(const bm_dataset *ds) { return ds->new_size; }
-size_t bm_blksize(const bm_dataset *ds) { return ds->file.blksize; }
+size_t bm_blksize(const bm_dataset *ds) { return ds->blksize; }
 uint64_t bm_generation(const bm_dataset *ds) { return ds->manifest->generation; }
 int bm_is_flat(const bm_dataset *ds) { return ds->flat; }
 int bm_format_version(const bm_dataset *ds)
@@ -723,7 +731,7 @@ void bm_unmap(bm_mapping *m)
 
 int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 {
-	size_t bs = ds->file.blksize;
+	size_t bs = ds->blksize; /* whole blocks, never pieces */
 	char *dst = buf, *tmp = NULL;
 	uint64_t size;
 	int64_t done = 0;
@@ -835,7 +843,7 @@ int bm_diff_blocks(bm_dataset *a, bm_dataset *b, int (*fn)(void *arg, uint64_t f
 {
 	char msg[512];
 
-	if (a->flat || b->flat || a->file.blksize != b->file.blksize) {
+	if (a->flat || b->flat || a->blksize != b->blksize) {
 		bm_set_error(a, BM_EINVAL, "%s: blocks of a flat object, or of two block sizes, cannot be "
 			     "compared", a->url);
 		return BM_EINVAL;
@@ -963,9 +971,14 @@ int bm_refresh(bm_dataset *ds)
 	rc = get_manifest(ds, BM_KEY_MANIFEST, &m, &json, &len, etag, sizeof(etag));
 	if (rc < 0)
 		return rc;
-	if (m->blksize != ds->file.blksize) {
-		bm_set_error(ds, BM_EFORMAT, "%s: the block size changed from %zu to %zu", ds->url,
-			     ds->file.blksize, m->blksize);
+	if (m->blksize != ds->blksize || bm_manifest_pieces(m) != bm_ds_pieces(ds)) {
+		if (m->blksize != ds->blksize)
+			bm_set_error(ds, BM_EFORMAT, "%s: the block size changed from %zu to %zu", ds->url,
+				     ds->blksize, m->blksize);
+		else /* mapped in pieces or not: reopen */
+			bm_set_error(ds, BM_EFORMAT, "%s: the dataset is now in format version %u, "
+				     "with%s piece sums (reopen to follow it)", ds->url, m->version,
+				     bm_manifest_pieces(m) ? "" : "out");
 		bm_manifest_free(m);
 		free(json);
 		return BM_EFORMAT;
@@ -1010,9 +1023,9 @@ int bm_refresh(bm_dataset *ds)
 	ds->at_latest = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
 	pthread_mutex_unlock(&ds->mu);
-	for (size_t i = 0; i < ch.n; i++)
-		for (uint64_t k = 0; k < ch.r[i][1]; k++)
-			vm_fileh_invalidate_page(ds->fh, ch.r[i][0] + k);
+	for (size_t i = 0; i < ch.n; i++) /* blocks, each vm_per_blk of virtmem's */
+		for (uint64_t k = 0; k < ch.r[i][1] * ds->vm_per_blk; k++)
+			vm_fileh_invalidate_page(ds->fh, ch.r[i][0] * ds->vm_per_blk + k);
 	free(ch.r);
 	bm_manifest_free(old);
 	return 0;

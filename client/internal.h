@@ -271,8 +271,9 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 		      uint64_t new_size, struct bm_manifest **outp);
 
 /* The piece sums per block of the format the next commit writes
- * (commit.c: version 3 for blocks larger than 64 KiB, FORMAT.md): how
- * changes.c sums a block; 0 for versions 1 and 2 (a sum of the bytes). */
+ * (commit.c: version 3 for blocks larger than 64 KiB, FORMAT.md); 0 for
+ * versions 1 and 2 (a sum of the bytes).  Asked once, at open (a handle's
+ * format never changes): bm_ds_pieces says it after. */
 unsigned bm_next_pieces(bm_dataset *ds);
 
 /* ---- gc (gcmark.h) --------------------------------------------------------------- */
@@ -343,9 +344,19 @@ struct bm_counters {
 		commits, conflicts;
 };
 
+/* The most virtmem blocks one block is mapped in: 64 MiB / 64 KiB pieces
+ * (index.h's BM_PIECES_MAX). */
+#define BM_VM_PER_BLK_MAX 1024
+
 struct bm_dataset {
 	vm_bigfile file;           /* first: virtmem hands it back to us */
 	char *url;                 /* dataset URL, no trailing '/' */
+	/* The dataset's block size (its objects', the manifest's), and how
+	 * many of virtmem's blocks (file.blksize) one block is: 1, or a
+	 * format 3 block's 64 KiB pieces (mapped a piece per virtmem block,
+	 * so that a random miss fetches one piece).  Set at open. */
+	size_t blksize;
+	unsigned vm_per_blk;
 	struct bm_options opt;
 	struct bm_store *store;    /* the object store the dataset lives in */
 	vm_ram *ram;
@@ -392,6 +403,21 @@ struct bm_dataset {
 		uint64_t index;
 		char *buf;
 	} wrote;
+	/* vm_per_blk > 1: the block whose dirty pieces storeblk is merging
+	 * (blksize bytes), until a piece of another block or the writeout's
+	 * end makes it one change (bm_change_piece, bm_changes_flush): the
+	 * pieces not stored (have) then come from the block as the next
+	 * generation has it, fetched only when there are some.  Only the
+	 * writeout's thread touches it. */
+	struct {
+		bool valid;
+		uint64_t index;
+		size_t len;
+		char *buf;
+		uint64_t have[BM_VM_PER_BLK_MAX / 64]; /* pieces stored, a bit each */
+		int err;           /* why the last merge failed (storeblk's
+				      error reaches the commit as -EIO) */
+	} staged;
 
 	/* mmap-overlay mode (overlay.c): the mirror's file of this generation */
 	bool overlay;
@@ -410,6 +436,13 @@ struct bm_dataset {
 	struct bm_upload up;
 	struct bm_counters c;
 };
+
+/* The piece sums per block of ds's format (0: not format 3): how a
+ * block's sum is made (changes.c) and checked (blocks.c). */
+static inline unsigned bm_ds_pieces(const bm_dataset *ds)
+{
+	return ds->vm_per_blk > 1 ? ds->vm_per_blk : 0;
+}
 
 void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -437,10 +470,22 @@ int bm_table_diff(bm_dataset *ds, const struct bm_manifest *a, const struct bm_m
 
 /* Stored blocks of m, counted by walking it (stops at an error). */
 uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m);
-/* Fetches one block of the published generation into buf (blksize bytes,
- * zero-filled past the object and past the size the next commit publishes),
- * verifying it.  With log, a failure is also said on stderr (a fault's). */
+/* Fetches one block of the published generation into buf (ds->blksize
+ * bytes, zero-filled past the object and past the size the next commit
+ * publishes), verifying it.  With log, a failure is also said on stderr
+ * (a fault's). */
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log);
+/* virtmem's block blk (file.blksize bytes) into buf: the block itself, or
+ * with vm_per_blk > 1 one 64 KiB piece of a format 3 block, fetched with a
+ * Range GET of its object and checked against its piece sum. */
+int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log);
+/* virtmem's blocks [first, first + n), all inside one block of a format 3
+ * dataset (vm_per_blk > 1), with one Range GET of its object into buf,
+ * each piece checked against its sum; *lenp: the bytes that hold data
+ * (the rest reads as zeros: a hole, the dataset's end, a shrink).  Errors
+ * are returned, not reported (read-ahead: a fault fetches again). */
+int bm_fetch_pieces(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *lenp, char *msg,
+		    size_t msgn);
 /* The same for object key (NULL: a hole) of len bytes whose sum is sum,
  * as block index: a pending change's.  before_shrink: the change is older
  * than the last shrink (its bytes past the cut read as zeros). */
@@ -454,6 +499,13 @@ int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char 
  * upload (from_page: they come from a cached page).  Blocks while the
  * upload queue is full. */
 int bm_change_block(bm_dataset *ds, uint64_t index, const void *buf, size_t len, bool from_page);
+/* vm_per_blk > 1 (storeblk): virtmem's block blk, a piece of len bytes,
+ * kept for its block; the block becomes one change when a piece of
+ * another block comes or at bm_changes_flush, its pieces not stored taken
+ * from the block as the next generation has it (fetched only then). */
+int bm_change_piece(bm_dataset *ds, uint64_t blk, const void *buf, size_t len);
+/* The block bm_change_piece is merging, made a change (after a writeout). */
+int bm_changes_flush(bm_dataset *ds);
 /* Fetches block index as the next generation will have it: its last
  * change if any, else the published block. */
 int bm_fetch_pending(bm_dataset *ds, uint64_t index, void *buf);

@@ -17,7 +17,10 @@
  * fetches it with one Range GET, then hands the run to the page cache in
  * one call (vm_fileh_prefetch_run: all LOADING at once, so a fault on one
  * waits for the copy instead of fetching it again), each block filled
- * from the run's buffer (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
+ * from the run's buffer (bm_readahead_fill, from loadblk).  A format 3
+ * dataset mapped in 64 KiB pieces reads ahead the same way, a run being
+ * pieces of one block from one Range GET of its object (blocks.c checks
+ * each piece).  max_window keeps read-ahead
  * within half of the RAM budget, and the runs in transit (one buffer per
  * worker) within half of that again.  A dataset's block loads are timed:
  * when answers are slow, the connections and workers grow to the
@@ -72,6 +75,17 @@ static int run_get(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *
 	size_t bs = ds->file.blksize;
 	struct bm_version pin;
 	char msg[512];
+
+	if (!ds->flat) {
+		/* Pieces of one format 3 block: a Range GET of its object,
+		 * each piece checked (blocks.c). */
+		if (bm_fetch_pieces(ds, first, n, buf, lenp, msg, sizeof(msg)) == 0)
+			return 0;
+		if (ds->opt.verbose)
+			bm_log("%s: read-ahead of pieces %" PRIu64 "..%" PRIu64 " failed: %s", ds->url,
+			       first, first + n - 1, msg);
+		return BM_EIO;
+	}
 
 	pthread_mutex_lock(&ds->mu);
 	uint64_t size = ds->manifest->size, off = first * bs;
@@ -198,9 +212,14 @@ static bool readahead_run_one(void *arg)
 	 * queue so that every worker gets some. */
 	size_t want = ra->run_max > 1 ? ra->qlen / (size_t)(nthreads > 0 ? nthreads : 1) : 1;
 	want = want < 1 ? 1 : want > ra->run_max ? ra->run_max : want;
+	if (ds->vm_per_blk > 1)
+		want = ra->run_max; /* pieces: as much of their block as is queued */
 	uint64_t first = ra->queue[ra->qhead];
 	size_t n = 0;
-	while (n < want && ra->qlen > 0 && ra->queue[ra->qhead] == first + n) {
+	/* The pieces of a format 3 block come from its object: a run ends
+	 * with the block. */
+	while (n < want && ra->qlen > 0 && ra->queue[ra->qhead] == first + n &&
+	       (n == 0 || ds->vm_per_blk <= 1 || (first + n) % ds->vm_per_blk != 0)) {
 		ra->qhead = (ra->qhead + 1) % ra->qcap;
 		ra->qlen--;
 		n++;
@@ -272,9 +291,12 @@ int bm_readahead_start(bm_dataset *ds)
 	ra->conns_max = nthreads * BM_RA_CONNS_FACTOR < 256 ? nthreads * BM_RA_CONNS_FACTOR : 256;
 	if (ra->conns_max < nthreads)
 		ra->conns_max = nthreads;
-	if (ds->flat) {
+	if (ds->flat || ds->vm_per_blk > 1) {
+		/* A format 3 dataset mapped in pieces: runs of a block's
+		 * pieces, at most the whole block (one GET of its object). */
 		size_t run = budget / 2 / (size_t)nthreads;
-		run = run < BM_RUN_BYTES_MAX ? run : BM_RUN_BYTES_MAX;
+		size_t most = ds->flat ? BM_RUN_BYTES_MAX : ds->blksize;
+		run = run < most ? run : most;
 		ra->run_max = run / bs ? run / bs : 1;
 	}
 	pthread_mutex_unlock(&ra->mu);
@@ -312,7 +334,7 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk)
 	if (off)
 		return;
 	pthread_mutex_lock(&ds->mu);
-	nblk = bm_manifest_nblk(ds->manifest);
+	nblk = (ds->manifest->size + ds->file.blksize - 1) / ds->file.blksize; /* virtmem's */
 	pthread_mutex_unlock(&ds->mu);
 
 	pthread_mutex_lock(&ra->mu);

@@ -44,7 +44,7 @@ static void *buf_get(bm_dataset *ds)
 	if (up->nbufs > 0)
 		p = up->bufs[--up->nbufs];
 	pthread_mutex_unlock(&up->mu);
-	return p ? p : malloc(ds->file.blksize);
+	return p ? p : malloc(ds->blksize);
 }
 
 /* Frees the buffers kept (up->mu held, or no worker running). */

@@ -5,8 +5,9 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
 2, every answer 2 ms late):
   random   cold random 4 KiB reads, one per MiB in shuffled order, each
            timed alone (median ms): blkmap through a mapping of the flat
-           object, of a dataset with 1 MiB blocks and of one with 64 KiB
-           blocks; GDAL /vsicurl/ (python3-gdal) and fsspec's HTTP file
+           object, of a dataset with 1 MiB blocks (format 3: a miss
+           fetches the 64 KiB piece, checked by its own sum) and of one
+           with 64 KiB blocks; GDAL /vsicurl/ (python3-gdal) and fsspec's HTTP file
            with exact ranges (python3-fsspec) on the flat object.  A fresh
            handle (empty cache) each run.
   seqsum   sequential read + SHA-256 of the whole object (median s):

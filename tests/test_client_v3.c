@@ -5,10 +5,15 @@
  * by the sum of its piece sums, and reads back; commits of it round-trip
  * (a write through a mapping, a grow that makes the short last block
  * whole) and stay in version 3; a version 1 dataset of large blocks
- * becomes version 2, never 3; a block object whose bytes are damaged is
- * refused naming the block, a fault on it gets SIGBUS; a v3 tree read as
- * version 2 (what a v2 reader's walk does) is refused with one line; gc
- * drops what a dropped generation alone named.
+ * becomes version 2, never 3.  Mapped a 64 KiB piece per virtmem block: a
+ * random miss sends one Range GET of 64 KiB; a damaged piece is refused
+ * naming its block and piece (SIGBUS on a fault; the other pieces read,
+ * each checked on its own), the whole block fails its sum; a sequential
+ * read reads every piece (read-ahead: runs of a block's pieces); a
+ * written piece is committed with the rest of its block (fetched), a
+ * block written whole without fetching it.  A v3
+ * tree read as version 2 (what a v2 reader's walk does) is refused with
+ * one line; gc drops what a dropped generation alone named.
  */
 #include "config.h"
 
@@ -260,18 +265,20 @@ static int touch_child(void *arg)
 	return 0; /* not reached when the block is damaged */
 }
 
-static void a_v3_block_whose_bytes_are_damaged_is_refused_naming_the_block(void **state)
+static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
 	size_t nblk = 4, size = nblk * BS;
 	unsigned char *data = ts_pattern(size, 304);
 	char url[512], key[80], path[300], *err = NULL;
+	void *addr;
+	bm_mapping *m;
 
 	tc_store_url(url, sizeof(url), st, "/v3/damaged");
 	tc_put(url, BS, data, size);
 	tc_block_key(url, 3, key, sizeof(key));
 	snprintf(path, sizeof(path), "/v3/damaged/%s", key);
-	/* One byte of its third piece flipped, the length kept. */
+	/* One byte of block 3's piece 2 flipped, the length kept. */
 	unsigned char *bad = malloc(BS);
 	assert_non_null(bad);
 	memcpy(bad, data + 3 * BS, BS);
@@ -283,6 +290,7 @@ static void a_v3_block_whose_bytes_are_damaged_is_refused_naming_the_block(void 
 	tc_options(&o);
 	o.retries = 2;
 	assert_int_equal(bm_open(&ds, url, &o), 0);
+	/* The whole block (bm_read) fails its sum. */
 	assert_int_equal(bm_read(ds, 3 * BS, bad, BS), BM_ECHECKSUM);
 	one_line_naming(bm_last_error(ds), "block 3");
 	one_line_naming(bm_last_error(ds), "checksum mismatch");
@@ -293,19 +301,170 @@ static void a_v3_block_whose_bytes_are_damaged_is_refused_naming_the_block(void 
 	struct bm_stats bst;
 	bm_stats(ds, &bst);
 	assert_int_equal(bst.fetched_blocks, 0);
-	/* The blocks around it read. */
-	assert_int_equal(bm_read(ds, 2 * BS, bad, BS), BS);
-	assert_memory_equal(bad, data + 2 * BS, BS);
+	/* Through a mapping, its other pieces are each checked on their own
+	 * and read; the blocks around it too. */
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	const unsigned char *mem = addr;
+	for (size_t piece = 0; piece < PIECES; piece++) {
+		size_t off = 3 * BS + piece * BM_PIECE_SIZE;
+		if (piece != 2)
+			assert_memory_equal(mem + off, data + off, BM_PIECE_SIZE);
+	}
+	assert_memory_equal(mem + 2 * BS, data + 2 * BS, BS);
+	bm_unmap(m);
 	bm_close(ds);
-	/* A fault on it: SIGBUS and one line naming the block. */
-	struct fault_case c = { url, 3 * BS + 5 };
+	/* A fault on the damaged piece: SIGBUS and one line naming the block
+	 * and the piece. */
+	struct fault_case c = { url, 3 * BS + 2 * BM_PIECE_SIZE + 5 };
 	int status = tc_child(touch_child, &c, &err);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS)
 		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
 	assert_int_equal(tc_lines(err), 1);
-	assert_non_null(strstr(err, "block 3 not loaded"));
+	assert_non_null(strstr(err, "block 3 piece 2 not loaded"));
+	assert_non_null(strstr(err, "piece 2: checksum mismatch"));
 	free(err);
 	free(bad);
+	free(data);
+}
+
+static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	tc_require(st, TC_CAN_COUNT, "counts the server's requests and bytes");
+	size_t nblk = 8, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 307);
+	char url[512];
+	void *addr;
+	bm_mapping *m;
+	struct bm_stats s0, s1;
+
+	tc_store_url(url, sizeof(url), st, "/v3/random");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	const volatile unsigned char *mem = addr;
+	/* A first miss also reads the index (one leaf, the root here). */
+	assert_int_equal(mem[6 * BS + 3], data[6 * BS + 3]);
+	long gets = tc_store_count(st, "GET");
+	long ranges = tc_server_stat(&st->srv, "responses", "206");
+	long out = tc_server_stat(&st->srv, "bytes_out", NULL);
+	bm_stats(ds, &s0);
+	/* A miss in piece 1 of block 3: one Range GET of that piece. */
+	size_t off = 3 * BS + BM_PIECE_SIZE + 777;
+	assert_int_equal(mem[off], data[off]);
+	assert_int_equal(tc_store_count(st, "GET") - gets, 1);
+	assert_int_equal(tc_server_stat(&st->srv, "responses", "206") - ranges, 1);
+	long sent = tc_server_stat(&st->srv, "bytes_out", NULL) - out;
+	if (sent < (long)BM_PIECE_SIZE || sent > (long)BM_PIECE_SIZE + 2048)
+		fail_msg("the server sent %ld bytes for one miss", sent);
+	bm_stats(ds, &s1);
+	assert_int_equal(s1.fetched_bytes - s0.fetched_bytes, BM_PIECE_SIZE);
+	/* The piece holds the right bytes, and its neighbours miss on their
+	 * own. */
+	assert_memory_equal((const unsigned char *)addr + 3 * BS + BM_PIECE_SIZE,
+			    data + 3 * BS + BM_PIECE_SIZE, BM_PIECE_SIZE);
+	assert_int_equal(mem[3 * BS + 5], data[3 * BS + 5]);
+	assert_int_equal(tc_store_count(st, "GET") - gets, 2);
+	bm_unmap(m);
+	bm_close(ds);
+	free(data);
+}
+
+static void a_sequential_read_through_a_mapping_reads_every_piece(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t size = 9 * BS + 3 * BM_PIECE_SIZE + 11; /* a short last block */
+	unsigned char *data = ts_pattern(size, 308);
+	char url[512];
+
+	memset(data + 4 * BS, 0, BS); /* a hole */
+	tc_store_url(url, sizeof(url), st, "/v3/seq");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	unsigned char *got = tc_read_mapped(ds); /* read-ahead: runs of pieces */
+	assert_memory_equal(got, data, size);
+	free(got);
+	/* Each piece loaded once, by its fault or by a run: 40 loads (10 on
+	 * a mapping of whole blocks), the hole's bytes fetched by none. */
+	struct bm_stats bst;
+	bm_stats(ds, &bst);
+	assert_int_equal(bst.fetched_blocks + bst.hole_blocks, (size + BM_PIECE_SIZE - 1) / BM_PIECE_SIZE);
+	assert_int_equal(bst.fetched_bytes, size - BS);
+	bm_close(ds);
+	free(data);
+}
+
+static void a_written_piece_is_committed_with_the_rest_of_its_block(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 4, size = nblk * BS - 1000;
+	unsigned char *data = ts_pattern(size, 309);
+	char url[512], key[80], want[80];
+	void *addr;
+	bm_mapping *m;
+	uint64_t gen;
+
+	tc_store_url(url, sizeof(url), st, "/v3/piecewrite");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	unsigned char *mem = addr;
+	/* One byte of piece 3 of block 1 (its other pieces never loaded),
+	 * pieces 0 and 2 of block 2, all of block 0, the short last block's
+	 * last piece. */
+	mem[BS + 3 * BM_PIECE_SIZE + 1] ^= 0x5a;
+	struct bm_stats bst;
+	bm_stats(ds, &bst);
+	assert_int_equal(bst.fetched_bytes, BM_PIECE_SIZE); /* that piece alone */
+	mem[2 * BS + 7] ^= 0x11;
+	mem[2 * BS + 2 * BM_PIECE_SIZE + 9] ^= 0x22;
+	memset(mem, 0x3c, BS);
+	mem[size - 1] ^= 0x44;
+	memcpy(data, mem, size);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	/* The mapping still reads the committed bytes. */
+	assert_memory_equal(mem, data, size);
+	bm_unmap(m);
+	bm_close(ds);
+	assert_true(tc_dataset_equals(url, 0, data, size));
+	for (uint64_t b = 0; b < nblk; b++) {
+		size_t len = b + 1 == nblk ? size - b * BS : BS;
+		v3_key(data + b * BS, len, want, sizeof(want));
+		assert_string_equal(tc_block_key(url, b, key, sizeof(key)), want);
+	}
+	free(data);
+}
+
+static void a_block_written_whole_through_a_mapping_is_committed_without_fetching_it(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	tc_require(st, TC_CAN_COUNT, "counts the bytes the server sends");
+	size_t nblk = 3, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 310);
+	char url[512];
+	void *addr;
+	bm_mapping *m;
+	uint64_t gen;
+
+	tc_store_url(url, sizeof(url), st, "/v3/whole");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	unsigned char *mem = addr;
+	memset(mem + BS, 0x6b, BS); /* every piece of block 1 */
+	memset(data + BS, 0x6b, BS);
+	long out = tc_server_stat(&st->srv, "bytes_out", NULL);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(gen, 2);
+	/* Its pieces are all in the writeout: nothing of its old object is
+	 * read back (small answers only: gc.json, the manifest's HEAD). */
+	long sent = tc_server_stat(&st->srv, "bytes_out", NULL) - out;
+	if (sent >= (long)BM_PIECE_SIZE)
+		fail_msg("the server sent %ld bytes during the commit", sent);
+	bm_unmap(m);
+	bm_close(ds);
+	assert_true(tc_dataset_equals(url, 0, data, size));
 	free(data);
 }
 
@@ -393,7 +552,11 @@ int main(void)
 		cmocka_unit_test(a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back),
 		cmocka_unit_test(commits_of_a_v3_dataset_round_trip_and_stay_version_3),
 		cmocka_unit_test(a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3),
-		cmocka_unit_test(a_v3_block_whose_bytes_are_damaged_is_refused_naming_the_block),
+		cmocka_unit_test(a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped),
+		cmocka_unit_test(a_random_miss_fetches_one_piece_with_one_range_get_of_64k),
+		cmocka_unit_test(a_sequential_read_through_a_mapping_reads_every_piece),
+		cmocka_unit_test(a_written_piece_is_committed_with_the_rest_of_its_block),
+		cmocka_unit_test(a_block_written_whole_through_a_mapping_is_committed_without_fetching_it),
 		cmocka_unit_test(a_v3_tree_read_as_version_2_is_refused_with_one_line),
 		cmocka_unit_test(gc_of_a_v3_dataset_drops_what_only_dropped_generations_named),
 	};
