@@ -557,7 +557,8 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	pthread_mutex_init(&st.mu, NULL);
 	pthread_cond_init(&st.filled, NULL);
 	pthread_cond_init(&st.freed, NULL);
-	while (started < st.want && pthread_create(&t[started], NULL, sum_fetcher, &st) == 0)
+	int first = st.want; /* st.want is the fetchers' to raise from here on (under st.mu) */
+	while (started < first && pthread_create(&t[started], NULL, sum_fetcher, &st) == 0)
 		started++;
 	if (started == 0)
 		rc = BM_ENOMEM;
