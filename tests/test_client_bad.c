@@ -287,6 +287,37 @@ static void a_206_with_another_range_is_refused(void **state)
 	free(part);
 }
 
+/* An answer whose first header line is folded (begins with a blank) has
+ * no header to continue.  libcurl 7.88 appended it to the last header of
+ * the curl handle's previous answer, freed by then: a read and realloc of
+ * freed memory (AddressSanitizer stops the program; without it the read
+ * went on).  Every request now runs on a fresh curl handle: the answer is
+ * refused, and the read gets SIGBUS with one line naming the URL. */
+static void a_folded_first_header_line_is_refused_and_never_touches_an_earlier_answer(void **state)
+{
+	struct tc_canned c;
+	char url[128], *err;
+	char *open = canned_response(OBJ_OPEN, 4096);
+	char *folded = canned_response("HTTP/1.1 206 Partial Content\r\n X-Folded: onto nothing\r\n"
+				       "Content-Length: 4096\r\nContent-Range: bytes 4096-8191/8192\r\n"
+				       "ETag: \"v1\"\r\nConnection: close\r\n\r\n", 4096);
+	const struct tc_rule rules[] = {
+		{ "GET", "/obj", open, 0, OPEN_RANGE },
+		{ "GET", "/obj", folded, 0, NULL },
+	};
+	(void)state;
+
+	tc_canned_start(&c, rules, 2);
+	snprintf(url, sizeof(url), "%s/obj", c.url);
+	int status = tc_child(read_block_1, url, &err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || tc_lines(err) != 1 || !strstr(err, url))
+		fail_msg("status %#x, stderr \"%s\"; expected SIGBUS and one line naming %s", status, err, url);
+	free(err);
+	tc_canned_stop(&c);
+	free(open);
+	free(folded);
+}
+
 /* Reads byte 4106 of the flat object at url (arg): exit 0 if it is 'z'
  * (what canned bodies hold), 3 if not; a failed load kills with SIGBUS. */
 static int read_z(void *arg)
@@ -471,6 +502,7 @@ int main(void)
 		cmocka_unit_test(a_cut_object_under_a_blocks_key_is_replaced_by_the_commit),
 		cmocka_unit_test(a_200_to_a_range_request_is_refused),
 		cmocka_unit_test(a_206_with_another_range_is_refused),
+		cmocka_unit_test(a_folded_first_header_line_is_refused_and_never_touches_an_earlier_answer),
 		cmocka_unit_test(a_flat_object_whose_size_changed_is_an_error_even_without_an_etag),
 		cmocka_unit_test(flat_objects_with_long_or_weak_etags_read_as_they_are),
 		cmocka_unit_test(an_etag_longer_than_blkmap_keeps_is_an_error_naming_the_url),
