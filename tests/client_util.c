@@ -318,6 +318,25 @@ static int wait_status(pid_t pid, const char *what)
 	return status;
 }
 
+int tc_touch_child(void *arg)
+{
+	struct tc_touch *t = arg;
+	struct bm_options o;
+	bm_dataset *ds;
+	bm_mapping *m;
+	void *addr;
+
+	if (bm_options_init(&o) < 0)
+		return 1;
+	o.retry_base_ms = 1;
+	o.retries = 2;
+	if (bm_open(&ds, t->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+		return 2;
+	volatile char x = ((volatile char *)addr)[t->off];
+	(void)x;
+	return 0;
+}
+
 int tc_child(int (*fn)(void *), void *arg, char **errp)
 {
 	int efd = tmp_fd();

@@ -94,6 +94,18 @@ extern long tc_child_limit_ms;
  * not use cmocka's assertions (a failure would go on running the tests in
  * the child). */
 int tc_child(int (*fn)(void *), void *arg, char **errp);
+
+/* A byte to read through a mapping in a child (tc_touch_child). */
+struct tc_touch {
+	const char *url;
+	uint64_t off;
+};
+
+/* For tc_child (no cmocka asserts): opens the dataset at t->url (retries 2,
+ * 1 ms apart), maps it whole and reads the byte at t->off.  1: options,
+ * 2: open or map failed; 0 when the byte was read (a block that cannot
+ * be loaded kills it with SIGBUS instead). */
+int tc_touch_child(void *t);
 /* Runs `blkmap ARGV...` (ARGV NULL-terminated, without the program name);
  * its stdout and stderr into *OUTP and *ERRP (malloc'd; either may be
  * NULL).  Returns the exit status, or 128 + signal (128 + SIGKILL for a

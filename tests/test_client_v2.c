@@ -447,32 +447,6 @@ static void hostile_index_pages_on_the_server_are_one_line_errors(void **state)
 	free(data);
 }
 
-struct fault_case {
-	const char *url;
-	size_t off;
-};
-
-/* For a child (no cmocka asserts): maps the dataset and reads one byte
- * at off: killed by SIGBUS when its block cannot be loaded. */
-static int touch_child(void *arg)
-{
-	struct fault_case *c = arg;
-	struct bm_options o;
-	bm_dataset *ds;
-	bm_mapping *m;
-	void *addr;
-
-	if (bm_options_init(&o) < 0)
-		return 1;
-	o.retry_base_ms = 1;
-	o.retries = 2;
-	if (bm_open(&ds, c->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
-		return 2;
-	volatile char x = ((volatile char *)addr)[c->off];
-	(void)x;
-	return 0; /* not reached when the page is hostile */
-}
-
 static void a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -487,8 +461,8 @@ static void a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line(voi
 	unsigned char *junk = ts_pattern(BM_IPAGE_MAX, 211);
 	assert_true(tc_store_put(st, ppath, junk, BM_IPAGE_MAX) / 100 == 2);
 	free(junk);
-	struct fault_case c = { url, 5 * BS };
-	int status = tc_child(touch_child, &c, &err);
+	struct tc_touch c = { url, 5 * BS };
+	int status = tc_child(tc_touch_child, &c, &err);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS)
 		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
 	assert_int_equal(tc_lines(err), 1);

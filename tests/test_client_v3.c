@@ -241,30 +241,6 @@ static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **st
 	free(data);
 }
 
-struct fault_case {
-	const char *url;
-	uint64_t off;
-};
-
-static int touch_child(void *arg)
-{
-	struct fault_case *c = arg;
-	struct bm_options o;
-	bm_dataset *ds;
-	bm_mapping *m;
-	void *addr;
-
-	if (bm_options_init(&o) < 0)
-		return 1;
-	o.retry_base_ms = 1;
-	o.retries = 2;
-	if (bm_open(&ds, c->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
-		return 2;
-	volatile char x = ((volatile char *)addr)[c->off];
-	(void)x;
-	return 0; /* not reached when the block is damaged */
-}
-
 static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -315,8 +291,8 @@ static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(v
 	bm_close(ds);
 	/* A fault on the damaged piece: SIGBUS and one line naming the block
 	 * and the piece. */
-	struct fault_case c = { url, 3 * BS + 2 * BM_PIECE_SIZE + 5 };
-	int status = tc_child(touch_child, &c, &err);
+	struct tc_touch c = { url, 3 * BS + 2 * BM_PIECE_SIZE + 5 };
+	int status = tc_child(tc_touch_child, &c, &err);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS)
 		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
 	assert_int_equal(tc_lines(err), 1);
