@@ -863,6 +863,31 @@ json_t *tc_store_get_json(const struct tc_store *st, const char *path)
 	return j;
 }
 
+json_t *tc_store_manifest(const struct tc_store *st, const char *path)
+{
+	char mpath[256];
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
+	json_t *m = tc_store_get_json(st, mpath);
+	assert_non_null(m);
+	return m;
+}
+
+void tc_store_put_manifest(const struct tc_store *st, const char *path, json_t *man)
+{
+	char mpath[256];
+	size_t len;
+	char *text = tc_manifest_text(man, &len);
+	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
+	assert_true(tc_store_put(st, mpath, text, len) / 100 == 2);
+	free(text);
+}
+
+void tc_assert_one_line_naming(const char *msg, const char *what)
+{
+	if (strchr(msg, '\n') != NULL || strstr(msg, what) == NULL)
+		fail_msg("message \"%s\" is not one line naming \"%s\"", msg, what);
+}
+
 long tc_store_put(const struct tc_store *st, const char *path, const void *data, size_t len)
 {
 	if (st->rgw) {

@@ -190,6 +190,15 @@ CURLcode tc_store_request(const struct tc_store *st, const char *method, const c
 			  const void *body, size_t len, struct ts_resp *r);
 /* GET PATH and parse the body as JSON; NULL unless 200 and JSON. */
 json_t *tc_store_get_json(const struct tc_store *st, const char *path);
+
+/* The manifest of the dataset under path in st (asserted to be there), and
+ * a manifest stored there in its canonical text (tc_manifest_text). */
+json_t *tc_store_manifest(const struct tc_store *st, const char *path);
+void tc_store_put_manifest(const struct tc_store *st, const char *path, json_t *man);
+
+/* Fails the test unless msg is one line naming what (the message rules,
+ * README). */
+void tc_assert_one_line_naming(const char *msg, const char *what);
 /* PUTs a plain object at PATH (making the collections a WebDAV server
  * needs); returns the PUT's status (S3 answers 200 for a new object too). */
 long tc_store_put(const struct tc_store *st, const char *path, const void *data, size_t len);

@@ -63,13 +63,6 @@ static void delete_object(const struct ts_server *s, const char *path)
 	ts_resp_free(&r);
 }
 
-/* One line, naming what. */
-static void one_line_naming(const char *msg, const char *what)
-{
-	if (strchr(msg, '\n') != NULL || strstr(msg, what) == NULL)
-		fail_msg("message \"%s\" is not one line naming \"%s\"", msg, what);
-}
-
 /* ---- a hand-made v2 manifest ---------------------------------------------------------- */
 
 static void a_v2_manifest_without_its_stored_count_is_counted_and_the_next_commit_writes_it(void **state)
@@ -150,9 +143,9 @@ static void a_missing_index_page_fails_walks_and_sums_naming_it(void **state)
 	put_without_first_leaf(s, "walk", url, sizeof(url), leaf, sizeof(leaf));
 	bm_dataset *ds = tc_open(url, 0);
 	assert_true(bm_block_sum(ds, 3, sum, sizeof(sum)) < 0);
-	one_line_naming(bm_last_error(ds), leaf);
+	tc_assert_one_line_naming(bm_last_error(ds), leaf);
 	assert_true(bm_next_block(ds, 0, &idx) < 0);
-	one_line_naming(bm_last_error(ds), leaf);
+	tc_assert_one_line_naming(bm_last_error(ds), leaf);
 	assert_int_equal(idx, 99); /* not set on a failure */
 	/* Past the first leaf, the walk goes on. */
 	assert_int_equal(bm_next_block(ds, 300, &idx), 1);
@@ -175,7 +168,7 @@ static void a_commit_over_a_missing_index_page_fails_naming_it_and_publishes_not
 	int rc = bm_commit(ds, &gen);
 	assert_true(rc < 0);
 	assert_int_not_equal(rc, BM_ECONFLICT);
-	one_line_naming(bm_last_error(ds), leaf);
+	tc_assert_one_line_naming(bm_last_error(ds), leaf);
 	assert_non_null(strstr(bm_last_error(ds), "the index of generation 2"));
 	bm_close(ds);
 	json_t *after = get_json(s, "/edges/commit/manifest.json");
@@ -198,7 +191,7 @@ static void refresh_onto_a_generation_with_a_missing_index_page_fails_and_keeps_
 	int rc = bm_refresh(ds);
 	assert_true(rc < 0);
 	assert_int_not_equal(rc, BM_EBUSY);
-	one_line_naming(bm_last_error(ds), "cannot compare generations 1 and 2");
+	tc_assert_one_line_naming(bm_last_error(ds), "cannot compare generations 1 and 2");
 	assert_non_null(strstr(bm_last_error(ds), leaf));
 	/* Still at generation 1, reading its bytes. */
 	unsigned char got[BS];
@@ -227,7 +220,7 @@ static void opening_at_a_generation_and_a_tag_at_once_is_refused(void **state)
 	o.tag = "stable";
 	assert_int_equal(bm_open(&ds, url, &o), BM_EINVAL);
 	assert_null(ds);
-	one_line_naming(bm_last_error(NULL), "open at a generation or at a tag, not both");
+	tc_assert_one_line_naming(bm_last_error(NULL), "open at a generation or at a tag, not both");
 	free(data);
 }
 
@@ -246,7 +239,7 @@ static void a_flat_object_read_in_blocks_of_no_power_of_two_is_refused(void **st
 	tc_options(&o);
 	o.blksize = 5000;
 	assert_int_equal(bm_open(&ds, url, &o), BM_EINVAL);
-	one_line_naming(bm_last_error(NULL), "block size 5000 is not a power of two");
+	tc_assert_one_line_naming(bm_last_error(NULL), "block size 5000 is not a power of two");
 	o.blksize = BS;
 	assert_int_equal(bm_open(&ds, url, &o), 0);
 	assert_true(bm_is_flat(ds));
@@ -279,7 +272,7 @@ static void blocks_of_a_flat_object_or_of_two_block_sizes_are_not_compared(void 
 	ts_resp_free(&r);
 	bm_dataset *a = tc_open(u1, 0), *b = tc_open(u2, 0), *f = tc_open(u3, 0);
 	assert_int_equal(bm_diff_blocks(a, b, count_ranges, &ranges), BM_EINVAL);
-	one_line_naming(bm_last_error(a), "two block sizes, cannot be compared");
+	tc_assert_one_line_naming(bm_last_error(a), "two block sizes, cannot be compared");
 	assert_int_equal(bm_diff_blocks(f, a, count_ranges, &ranges), BM_EINVAL);
 	assert_int_equal(bm_diff_blocks(a, f, count_ranges, &ranges), BM_EINVAL);
 	assert_int_equal(ranges, 0);

@@ -36,32 +36,6 @@
 
 #define BS 4096
 
-static json_t *manifest_of(struct tc_store *st, const char *path)
-{
-	char mpath[256];
-	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
-	json_t *m = tc_store_get_json(st, mpath);
-	assert_non_null(m);
-	return m;
-}
-
-static void put_manifest(struct tc_store *st, const char *path, json_t *man)
-{
-	char mpath[256];
-	size_t len;
-	char *text = tc_manifest_text(man, &len);
-	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
-	assert_true(tc_store_put(st, mpath, text, len) / 100 == 2);
-	free(text);
-}
-
-/* One line, naming what: the message rules (README). */
-static void one_line_naming(const char *msg, const char *what)
-{
-	if (strchr(msg, '\n') != NULL || strstr(msg, what) == NULL)
-		fail_msg("message \"%s\" is not one line naming \"%s\"", msg, what);
-}
-
 static void a_new_dataset_is_version_2_and_opens_with_one_small_get(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -72,7 +46,7 @@ static void a_new_dataset_is_version_2_and_opens_with_one_small_get(void **state
 	memset(data + 7 * BS, 0, BS); /* a hole */
 	tc_store_url(url, sizeof(url), st, "/v2/new");
 	tc_put(url, BS, data, size);
-	json_t *man = manifest_of(st, "/v2/new");
+	json_t *man = tc_store_manifest(st, "/v2/new");
 	assert_int_equal(json_integer_value(json_object_get(man, "version")), 2);
 	assert_int_equal(json_integer_value(json_object_get(man, "stored")), nblk - 1);
 	assert_true(json_is_string(json_object_get(man, "root")));
@@ -128,7 +102,7 @@ static void a_one_block_commit_writes_the_block_its_path_and_a_small_manifest(vo
 	if (puts >= 0)
 		assert_int_equal(tc_store_count(st, "PUT") - puts, 1 + 2 + 1 + 1);
 	bm_close(ds);
-	json_t *man = manifest_of(st, "/v2/one");
+	json_t *man = tc_store_manifest(st, "/v2/one");
 	assert_int_equal(json_integer_value(json_object_get(man, "parent")), 1);
 	assert_int_equal(json_integer_value(json_object_get(man, "generation")), 2);
 	size_t mlen;
@@ -194,7 +168,7 @@ static void put_v1_dataset(struct tc_store *st, const char *path, const unsigned
 		json_array_append_new(blocks, json_pack("{s:I, s:s, s:s}", "index", (json_int_t)b, "key",
 							key + strlen(path) + 1, "sum", sum));
 	}
-	put_manifest(st, path, man);
+	tc_store_put_manifest(st, path, man);
 	snprintf(key, sizeof(key), "%s/gen/1.json", path);
 	char *text = tc_manifest_text(man, NULL);
 	assert_true(tc_store_put(st, key, text, strlen(text)) / 100 == 2);
@@ -247,7 +221,7 @@ static void a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once(void **st
 	assert_non_null(strstr(err, "from format version 1 to 2"));
 	assert_non_null(strstr(err, url));
 	free(err);
-	json_t *man = manifest_of(st, "/v2/upgrade");
+	json_t *man = tc_store_manifest(st, "/v2/upgrade");
 	assert_int_equal(json_integer_value(json_object_get(man, "version")), 2);
 	assert_int_equal(json_integer_value(json_object_get(man, "stored")), nblk);
 	json_decref(man);
@@ -317,7 +291,7 @@ static void a_v1_only_reader_refuses_v2_with_its_version_error(void **state)
 
 	tc_store_url(url, sizeof(url), st, "/v2/v1reader");
 	tc_put(url, BS, data, 4 * BS);
-	json_t *man = manifest_of(st, "/v2/v1reader");
+	json_t *man = tc_store_manifest(st, "/v2/v1reader");
 	size_t len;
 	char *text = tc_manifest_text(man, &len);
 	/* bm_manifest_parse is the version 1 parser, as a reader before
@@ -367,7 +341,7 @@ static void refresh_follows_another_writers_v2_generation(void **state)
  * child (depth 2) or the root. */
 static void page_key(struct tc_store *st, const char *path, bool child, char out[BM_SUM_HEX + 1])
 {
-	json_t *man = manifest_of(st, path);
+	json_t *man = tc_store_manifest(st, path);
 	snprintf(out, BM_SUM_HEX + 1, "%s", json_string_value(json_object_get(man, "root")));
 	json_decref(man);
 	if (!child)
@@ -391,7 +365,7 @@ static void expect_read_error(const char *url, uint64_t off, int code, const cha
 	int64_t rc = bm_read(ds, off, buf, BS);
 	if (rc != code)
 		fail_msg("bm_read: %lld, not %d: %s", (long long)rc, code, bm_last_error(ds));
-	one_line_naming(bm_last_error(ds), what);
+	tc_assert_one_line_naming(bm_last_error(ds), what);
 	bm_close(ds);
 }
 
@@ -419,16 +393,16 @@ static void hostile_index_pages_on_the_server_are_one_line_errors(void **state)
 	/* The root page as the dataset's only page, where the tree of 300
 	 * blocks needs a root of level 1 over leaves: a level-1 page where a
 	 * leaf is needed loops nowhere, it is refused. */
-	json_t *man = manifest_of(st, "/v2/hostile");
+	json_t *man = tc_store_manifest(st, "/v2/hostile");
 	json_t *saved = json_deep_copy(man);
 	json_object_set_new(man, "size", json_integer(200 * BS)); /* depth 1: root must be a leaf */
 	json_object_set_new(man, "stored", json_integer(1));
-	put_manifest(st, "/v2/hostile", man);
+	tc_store_put_manifest(st, "/v2/hostile", man);
 	expect_read_error(url, 5 * BS, BM_EFORMAT, rpath);
 	json_decref(man);
 
 	/* Missing: the page is gone from the server. */
-	put_manifest(st, "/v2/hostile", saved);
+	tc_store_put_manifest(st, "/v2/hostile", saved);
 	ts_resp_free(&r);
 	assert_int_equal(tc_store_request(st, "DELETE", ppath, NULL, 0, &r), CURLE_OK);
 	ts_resp_free(&r);
@@ -436,12 +410,12 @@ static void hostile_index_pages_on_the_server_are_one_line_errors(void **state)
 
 	/* A root that is not a sum: the manifest is refused at open. */
 	json_object_set_new(saved, "root", json_string("../../etc/passwd"));
-	put_manifest(st, "/v2/hostile", saved);
+	tc_store_put_manifest(st, "/v2/hostile", saved);
 	bm_dataset *ds = NULL;
 	struct bm_options o;
 	tc_options(&o);
 	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
-	one_line_naming(bm_last_error(NULL), "manifest.json");
+	tc_assert_one_line_naming(bm_last_error(NULL), "manifest.json");
 	assert_non_null(strstr(bm_last_error(NULL), "\"root\""));
 	json_decref(saved);
 	free(data);
@@ -503,7 +477,7 @@ static void a_flipped_byte_in_transit_is_fetched_again(void **state)
 	o.retries = 2;
 	bm_dataset *bad = NULL;
 	assert_int_equal(bm_open(&bad, url, &o), BM_EFORMAT); /* damaged each time */
-	one_line_naming(bm_last_error(NULL), "manifest.json");
+	tc_assert_one_line_naming(bm_last_error(NULL), "manifest.json");
 	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-corrupt-rate\": 0}"), 200);
 	assert_int_equal(tc_server_stat(&st->srv, "faults", "corrupt") - corrupt0, 3);
 	free(data);

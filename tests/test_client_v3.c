@@ -39,38 +39,12 @@
 #define BS ((size_t)256 << 10) /* 4 pieces of 64 KiB */
 #define PIECES 4
 
-static json_t *manifest_of(struct tc_store *st, const char *path)
-{
-	char mpath[256];
-	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
-	json_t *m = tc_store_get_json(st, mpath);
-	assert_non_null(m);
-	return m;
-}
-
 static json_int_t manifest_int(struct tc_store *st, const char *path, const char *field)
 {
-	json_t *m = manifest_of(st, path);
+	json_t *m = tc_store_manifest(st, path);
 	json_int_t v = json_integer_value(json_object_get(m, field));
 	json_decref(m);
 	return v;
-}
-
-static void put_manifest(struct tc_store *st, const char *path, json_t *man)
-{
-	char mpath[256];
-	size_t len;
-	char *text = tc_manifest_text(man, &len);
-	snprintf(mpath, sizeof(mpath), "%s/manifest.json", path);
-	assert_true(tc_store_put(st, mpath, text, len) / 100 == 2);
-	free(text);
-}
-
-/* One line, naming what: the message rules (README). */
-static void one_line_naming(const char *msg, const char *what)
-{
-	if (strchr(msg, '\n') != NULL || strstr(msg, what) == NULL)
-		fail_msg("message \"%s\" is not one line naming \"%s\"", msg, what);
 }
 
 /* The format 3 key of a block's bytes: blocks/<xxh128 of its piece sums>,
@@ -104,7 +78,7 @@ static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void *
 	memset(data + 2 * BS, 0, BS); /* a hole */
 	tc_store_url(url, sizeof(url), st, "/v3/new");
 	tc_put(url, BS, data, size);
-	json_t *man = manifest_of(st, "/v3/new");
+	json_t *man = tc_store_manifest(st, "/v3/new");
 	assert_int_equal(json_integer_value(json_object_get(man, "version")), 3);
 	assert_int_equal(json_integer_value(json_object_get(man, "stored")), nblk - 1);
 	const char *root = json_string_value(json_object_get(man, "root"));
@@ -209,7 +183,7 @@ static void put_v1_dataset(struct tc_store *st, const char *path, const unsigned
 		json_array_append_new(blocks, json_pack("{s:I, s:s, s:s}", "index", (json_int_t)b, "key",
 							key + strlen(path) + 1, "sum", sum));
 	}
-	put_manifest(st, path, man);
+	tc_store_put_manifest(st, path, man);
 	json_decref(man);
 }
 
@@ -268,12 +242,12 @@ static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(v
 	assert_int_equal(bm_open(&ds, url, &o), 0);
 	/* The whole block (bm_read) fails its sum. */
 	assert_int_equal(bm_read(ds, 3 * BS, bad, BS), BM_ECHECKSUM);
-	one_line_naming(bm_last_error(ds), "block 3");
-	one_line_naming(bm_last_error(ds), "checksum mismatch");
+	tc_assert_one_line_naming(bm_last_error(ds), "block 3");
+	tc_assert_one_line_naming(bm_last_error(ds), "checksum mismatch");
 	/* A partial write fetches it to merge: refused the same way, and
 	 * nothing of it is kept. */
 	assert_int_equal(bm_write(ds, 3 * BS + 10, "x", 1), BM_ECHECKSUM);
-	one_line_naming(bm_last_error(ds), "checksum mismatch");
+	tc_assert_one_line_naming(bm_last_error(ds), "checksum mismatch");
 	struct bm_stats bst;
 	bm_stats(ds, &bst);
 	assert_int_equal(bst.fetched_blocks, 0);
@@ -455,25 +429,25 @@ static void a_v3_tree_read_as_version_2_is_refused_with_one_line(void **state)
 	tc_put(url, BS, data, size);
 	/* The same tree under a manifest that says version 2 (sealed again):
 	 * a v2 reader's walk meets a page of format 3 and stops there. */
-	json_t *man = manifest_of(st, "/v3/as2");
+	json_t *man = tc_store_manifest(st, "/v3/as2");
 	json_object_set_new(man, "version", json_integer(2));
-	put_manifest(st, "/v3/as2", man);
+	tc_store_put_manifest(st, "/v3/as2", man);
 	json_decref(man);
 	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_read(ds, BS, buf, sizeof(buf)), BM_EFORMAT);
-	one_line_naming(bm_last_error(ds), "page version 2 (format 3) in a tree of format version 2");
-	one_line_naming(bm_last_error(ds), "/v3/as2/index/");
+	tc_assert_one_line_naming(bm_last_error(ds), "page version 2 (format 3) in a tree of format version 2");
+	tc_assert_one_line_naming(bm_last_error(ds), "/v3/as2/index/");
 	bm_close(ds);
 	/* Version 3 for blocks of 64 KiB: refused at open. */
-	man = manifest_of(st, "/v3/as2");
+	man = tc_store_manifest(st, "/v3/as2");
 	json_object_set_new(man, "version", json_integer(3));
 	json_object_set_new(man, "blksize", json_integer(64 << 10));
-	put_manifest(st, "/v3/as2", man);
+	tc_store_put_manifest(st, "/v3/as2", man);
 	json_decref(man);
 	struct bm_options o;
 	tc_options(&o);
 	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
-	one_line_naming(bm_last_error(NULL), "version 3 is for blocks larger than its 64 KiB pieces");
+	tc_assert_one_line_naming(bm_last_error(NULL), "version 3 is for blocks larger than its 64 KiB pieces");
 	free(data);
 }
 
