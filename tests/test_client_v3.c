@@ -167,26 +167,6 @@ static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
 	free(d1);
 }
 
-/* A version 1 dataset of nblk blocks of BS bytes, written by hand. */
-static void put_v1_dataset(struct tc_store *st, const char *path, const unsigned char *data,
-			   size_t nblk)
-{
-	json_t *man = json_pack("{s:s, s:i, s:I, s:I, s:i, s:s, s:[]}", "format", "blkmap-dataset",
-				"version", 1, "blksize", (json_int_t)BS, "size", (json_int_t)(nblk * BS),
-				"generation", 1, "checksum", "xxh128", "blocks");
-	json_t *blocks = json_object_get(man, "blocks");
-	char key[256], sum[40];
-	for (size_t b = 0; b < nblk; b++) {
-		bm_sum_hex(data + b * BS, BS, sum);
-		snprintf(key, sizeof(key), "%s/blocks/%s", path, sum);
-		assert_true(tc_store_put(st, key, data + b * BS, BS) / 100 == 2);
-		json_array_append_new(blocks, json_pack("{s:I, s:s, s:s}", "index", (json_int_t)b, "key",
-							key + strlen(path) + 1, "sum", sum));
-	}
-	tc_store_put_manifest(st, path, man);
-	json_decref(man);
-}
-
 static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -195,7 +175,7 @@ static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **st
 	char url[512];
 	uint64_t gen;
 
-	put_v1_dataset(st, "/v3/old", data, nblk);
+	tc_store_put_v1(st, "/v3/old", BS, data, nblk);
 	tc_store_url(url, sizeof(url), st, "/v3/old");
 	for (int i = 0; i < 2; i++) {
 		bm_dataset *ds = tc_open(url, 0);
