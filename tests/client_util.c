@@ -159,6 +159,30 @@ int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t le
 	return same;
 }
 
+void tc_map_put(struct tc_mapped *v, size_t blksize, const void *data, size_t len)
+{
+	tc_put(v->url, blksize, data, len);
+	tc_options(&v->o);
+}
+
+void tc_map_open(struct tc_mapped *v)
+{
+	void *addr;
+	int rc = bm_open(&v->ds, v->url, &v->o);
+
+	if (rc < 0)
+		fprintf(stderr, "open %s: %s\n", v->url, bm_last_error(NULL));
+	assert_int_equal(rc, 0);
+	assert_int_equal(bm_map(v->ds, 0, 0, &addr, &v->m), 0);
+	v->mem = addr;
+}
+
+void tc_map_close(struct tc_mapped *v)
+{
+	bm_unmap(v->m);
+	bm_close(v->ds);
+}
+
 const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n)
 {
 	char sum[64];
