@@ -342,19 +342,34 @@ static int wait_status(pid_t pid, const char *what)
 	return status;
 }
 
+int tc_child_options(struct bm_options *o)
+{
+	if (bm_options_init(o) < 0)
+		return -1;
+	o->retry_base_ms = 1;
+	return 0;
+}
+
+bm_dataset *tc_child_map(const char *url, const struct bm_options *o, void **addrp)
+{
+	bm_dataset *ds;
+	bm_mapping *m;
+
+	if (bm_open(&ds, url, o) < 0)
+		return NULL;
+	return bm_map(ds, 0, 0, addrp, &m) < 0 ? NULL : ds;
+}
+
 int tc_touch_child(void *arg)
 {
 	struct tc_touch *t = arg;
 	struct bm_options o;
-	bm_dataset *ds;
-	bm_mapping *m;
 	void *addr;
 
-	if (bm_options_init(&o) < 0)
+	if (tc_child_options(&o) < 0)
 		return 1;
-	o.retry_base_ms = 1;
 	o.retries = 2;
-	if (bm_open(&ds, t->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+	if (tc_child_map(t->url, &o, &addr) == NULL)
 		return 2;
 	volatile char x = ((volatile char *)addr)[t->off];
 	(void)x;

@@ -112,6 +112,14 @@ extern long tc_child_limit_ms;
  * the child). */
 int tc_child(int (*fn)(void *), void *arg, char **errp);
 
+/* For a child of tc_child (no cmocka asserts): the library's default
+ * options with retries 1 ms apart, into *O; -1 if bm_options_init failed. */
+int tc_child_options(struct bm_options *o);
+/* For a child: opens URL with O and maps it whole (*ADDRP: its address).
+ * The handle, or NULL if the open or the map failed (bm_last_error(NULL)
+ * says why); the child exits without closing either. */
+bm_dataset *tc_child_map(const char *url, const struct bm_options *o, void **addrp);
+
 /* A byte to read through a mapping in a child (tc_touch_child). */
 struct tc_touch {
 	const char *url;
