@@ -558,31 +558,48 @@ int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg
 
 /* ---- several requests at once ------------------------------------------------------ */
 
-/* n connections of the pool, taken at once (never some of them while
- * waiting for the rest: two callers could then wait for each other). */
+/* n places in the pool's bound, taken at once (never some while waiting
+ * for the rest: two callers could then wait for each other): conns[0],
+ * a connection that runs all n transfers; the other places hold no
+ * connection of their own (an idle one taking a place is closed: its
+ * socket would be one more than the bound), counted in ncreated until
+ * give_handles.  false: out of memory, nothing taken. */
 static bool take_handles(struct bm_http *h, struct bm_conn **conns, int n)
 {
-	bool ok = true;
+	struct bm_conn *drop[BM_HTTP_JOBS_MAX];
+	int ndrop = 0;
 
 	pthread_mutex_lock(&h->mu);
 	while (h->nidle + (h->o.connections - h->ncreated) < n)
 		pthread_cond_wait(&h->cv, &h->mu);
-	for (int i = 0; i < n; i++) {
-		if (h->nidle > 0) {
-			conns[i] = h->idle[--h->nidle];
-		} else if ((conns[i] = conn_new(h)) != NULL) {
+	if (h->nidle > 0) {
+		conns[0] = h->idle[--h->nidle];
+	} else if ((conns[0] = conn_new(h)) != NULL) {
+		h->ncreated++;
+	} else {
+		pthread_mutex_unlock(&h->mu);
+		return false;
+	}
+	for (int i = 1; i < n; i++) {
+		if (h->nidle > 0)
+			drop[ndrop++] = h->idle[--h->nidle]; /* its place is ours */
+		else
 			h->ncreated++;
-		} else {
-			ok = false;
-		}
 	}
 	pthread_mutex_unlock(&h->mu);
-	if (!ok) {
-		for (int i = 0; i < n; i++)
-			if (conns[i] != NULL)
-				give_handle(h, conns[i], false);
-	}
-	return ok;
+	while (ndrop > 0)
+		conn_free(drop[--ndrop]);
+	return true;
+}
+
+/* Gives back what take_handles took (conns[0] broken: dropped). */
+static void give_handles(struct bm_http *h, struct bm_conn **conns, int n, bool broken)
+{
+	pthread_mutex_lock(&h->mu);
+	h->ncreated -= n - 1;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	give_handle(h, conns[0], broken);
 }
 
 /* One transfer of bm_http_do_all's round. */
@@ -719,8 +736,8 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 	}
 	for (int i = 0; i < n; i++)
 		again[i] = true;
-	/* n connections are ours (the bound holds), all driven by the
-	 * first's multi handle, which keeps one of them (MAXCONNECTS 1). */
+	/* n places in the bound are ours, all the transfers driven by the
+	 * first's multi handle, which keeps one connection (MAXCONNECTS 1). */
 	for (int attempt = 0; any; attempt++) {
 		do_round(h, conns[0]->m, conns[0]->tpl, jobs, n, attempt, again, at, &failed);
 		any = false;
@@ -729,8 +746,5 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 		if (any)
 			backoff(h, attempt);
 	}
-	/* The first last: the next request takes it, with its connection. */
-	for (int i = n - 1; i > 0; i--)
-		give_handle(h, conns[i], false);
-	give_handle(h, conns[0], failed);
+	give_handles(h, conns, n, failed);
 }
