@@ -402,13 +402,14 @@ static const char sum_help[] =
 	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
 	"or the one tag TAG names) as '<hex>  <URL>'. It is read with a GET per block\n"
 	"(a plain object: 1 MiB blocks unless BLKMAP_BLKSIZE sets another size), one\n"
-	"per connection in parallel, straight into buffers hashed in order; through\n"
-	"a memory mapping instead (page faults and read-ahead do the loading) when a\n"
-	"wcfs mirror serves it or its blocks are small (a block per connection, at 4\n"
-	"times BLKMAP_CONNECTIONS, under 4 MiB). When answers are slow the GETs in\n"
-	"flight grow, up to 4 times BLKMAP_CONNECTIONS. With -v, prints to stderr\n"
-	"one line of what it took: mode=<loadblk|overlay> fetched_bytes=<n> and the\n"
-	"other counters.\n";
+	"per connection in parallel at first, straight into buffers hashed in order;\n"
+	"through a memory mapping instead (page faults and read-ahead do the loading)\n"
+	"when a wcfs mirror serves it or its blocks are small (a block per\n"
+	"connection, at 4 times BLKMAP_CONNECTIONS, under 4 MiB). The GETs in flight\n"
+	"follow the answers' round trips: when slow they grow, up to 4 times\n"
+	"BLKMAP_CONNECTIONS, when fast they shrink, down to a quarter of it. With\n"
+	"-v, prints to stderr one line of what it took: mode=<loadblk|overlay>\n"
+	"fetched_bytes=<n> and the other counters.\n";
 
 static void print_stats(bm_dataset *ds, double secs)
 {
@@ -437,8 +438,10 @@ static void print_stats(bm_dataset *ds, double secs)
  * The fetchers grow, when answers are slow, to as many as move
  * SUM_TARGET_RATE (the fastest read of an epoch says how many that is),
  * up to SUM_CONNS_FACTOR times `connections`, and only while each growth
- * moves the bytes faster (cli_ramp.c; docs/client.md, "Fetch sizes").
- * An epoch is SUM_EPOCH reads, or two per fetcher wanted. */
+ * moves the bytes faster; when answers are fast they shrink, down to a
+ * SUM_CONNS_FACTOR-th of `connections` (cli_ramp.c; docs/client.md,
+ * "Fetch sizes").  An epoch is SUM_EPOCH reads, or two per fetcher
+ * wanted. */
 #define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
 #define SUM_CONNS_FACTOR 4
 #define SUM_TARGET_RATE 2e9
@@ -565,7 +568,7 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 		st.nslots = 1;
 	st.max = o->connections < (int)st.nslots ? o->connections : (int)st.nslots;
 	st.want = connections < st.max ? connections : st.max;
-	ramp_init(&st.ramp, st.want, st.max);
+	ramp_init(&st.ramp, st.want, (st.want + SUM_CONNS_FACTOR - 1) / SUM_CONNS_FACTOR, st.max);
 	st.bufs = malloc(st.nslots * st.chunk);
 	st.got = calloc(st.nslots, sizeof(*st.got));
 	st.ready = calloc(st.nslots, sizeof(*st.ready));
