@@ -199,11 +199,13 @@ struct vm_ram {
  * -ENOSPC when the budget would be exceeded: the caller reclaims and
  * retries. */
 int ram_alloc(vm_ram *ram, size_t size, size_t *offp);
-/* ram_free gives the slot back and its memory to the OS. */
-void ram_free(vm_ram *ram, size_t off, size_t size);
+/* ram_free gives the slot back and its memory to the OS; with hole, the
+ * caller knows the slot was never written (it reads as zeros already): no
+ * system call. */
+void ram_free(vm_ram *ram, size_t off, size_t size, bool hole);
 /* The same without the budget's accounting (spare slots count apart). */
 int ram_take(vm_ram *ram, size_t size, size_t *offp);
-void ram_put(vm_ram *ram, size_t off, size_t size);
+void ram_put(vm_ram *ram, size_t off, size_t size, bool hole);
 static inline void *ram_addr(const vm_ram *ram, size_t off) { return ram->base + off; }
 
 /* Spare slots.  spare_take_locked hands a ready spare of size bytes over to
@@ -236,6 +238,7 @@ struct vm_fileh {
 	bool overlay;
 	bool readonly;         /* VM_READONLY: write faults fail */
 	bool writeout_active;
+	bool closing;          /* vm_fileh_close drops every page */
 	int memfd;             /* uffd engine: block blk at blk * blksize */
 	size_t memfd_size;
 	struct vm_pagetab pages;

@@ -88,9 +88,14 @@ void page_free_locked(struct vm_page *page)
 {
 	vm_ram *ram = page->fh->ram;
 	size_t size = page->fh->blksize;
+	/* An engine that keeps blocks in memory of its own (uffd) never
+	 * writes the pool's slot: a slot it got fresh is a hole still (one
+	 * it got from a reclaimed page of another engine may hold that
+	 * page's bytes, and is punched). */
+	bool hole = page->fh->engine->own_memory && page->slot == VM_SLOT_FRESH;
 
 	vm_lock_assert_held();
-	ram_free(ram, page_forget_locked(page), size);
+	ram_free(ram, page_forget_locked(page), size, hole);
 	spare_wake_locked(ram);
 }
 
