@@ -882,6 +882,31 @@ void tc_store_put_manifest(const struct tc_store *st, const char *path, json_t *
 	free(text);
 }
 
+void tc_store_put_v1(const struct tc_store *st, const char *path, size_t blksize,
+		     const unsigned char *data, size_t nblk)
+{
+	json_t *man = json_pack("{s:s, s:i, s:I, s:I, s:i, s:s, s:[]}", "format", "blkmap-dataset",
+				"version", 1, "blksize", (json_int_t)blksize, "size",
+				(json_int_t)(nblk * blksize), "generation", 1, "checksum", "xxh128", "blocks");
+	json_t *blocks = json_object_get(man, "blocks");
+	char key[256], sum[40];
+
+	assert_non_null(man);
+	for (size_t b = 0; b < nblk; b++) {
+		bm_sum_hex(data + b * blksize, blksize, sum);
+		snprintf(key, sizeof(key), "%s/blocks/%s", path, sum);
+		assert_true(tc_store_put(st, key, data + b * blksize, blksize) / 100 == 2);
+		json_array_append_new(blocks, json_pack("{s:I, s:s, s:s}", "index", (json_int_t)b, "key",
+							key + strlen(path) + 1, "sum", sum));
+	}
+	tc_store_put_manifest(st, path, man);
+	snprintf(key, sizeof(key), "%s/gen/1.json", path);
+	char *text = tc_manifest_text(man, NULL);
+	assert_true(tc_store_put(st, key, text, strlen(text)) / 100 == 2);
+	free(text);
+	json_decref(man);
+}
+
 void tc_assert_one_line_naming(const char *msg, const char *what)
 {
 	if (strchr(msg, '\n') != NULL || strstr(msg, what) == NULL)

@@ -196,6 +196,13 @@ json_t *tc_store_get_json(const struct tc_store *st, const char *path);
 json_t *tc_store_manifest(const struct tc_store *st, const char *path);
 void tc_store_put_manifest(const struct tc_store *st, const char *path, json_t *man);
 
+/* A version 1 dataset as blkmap wrote it before format 2, made here by
+ * hand (not with the library): NBLK blocks of BLKSIZE bytes of DATA under
+ * PATH/blocks/<sum>, a v1 manifest at PATH/manifest.json and its kept copy
+ * PATH/gen/1.json. */
+void tc_store_put_v1(const struct tc_store *st, const char *path, size_t blksize,
+		     const unsigned char *data, size_t nblk);
+
 /* Fails the test unless msg is one line naming what (the message rules,
  * README). */
 void tc_assert_one_line_naming(const char *msg, const char *what);

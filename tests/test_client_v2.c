@@ -151,31 +151,6 @@ static void the_index_pages_of_a_commit_are_put_in_parallel(void **state)
 	free(data);
 }
 
-/* A version 1 dataset as blkmap wrote it before format 2: blocks under
- * blocks/<sum> and a v1 manifest (made here by hand). */
-static void put_v1_dataset(struct tc_store *st, const char *path, const unsigned char *data,
-			   size_t nblk)
-{
-	json_t *man = json_pack("{s:s, s:i, s:i, s:I, s:i, s:s, s:[]}", "format", "blkmap-dataset",
-				"version", 1, "blksize", BS, "size", (json_int_t)(nblk * BS),
-				"generation", 1, "checksum", "xxh128", "blocks");
-	json_t *blocks = json_object_get(man, "blocks");
-	char key[256], sum[40];
-	for (size_t b = 0; b < nblk; b++) {
-		bm_sum_hex(data + b * BS, BS, sum);
-		snprintf(key, sizeof(key), "%s/blocks/%s", path, sum);
-		assert_true(tc_store_put(st, key, data + b * BS, BS) / 100 == 2);
-		json_array_append_new(blocks, json_pack("{s:I, s:s, s:s}", "index", (json_int_t)b, "key",
-							key + strlen(path) + 1, "sum", sum));
-	}
-	tc_store_put_manifest(st, path, man);
-	snprintf(key, sizeof(key), "%s/gen/1.json", path);
-	char *text = tc_manifest_text(man, NULL);
-	assert_true(tc_store_put(st, key, text, strlen(text)) / 100 == 2);
-	free(text);
-	json_decref(man);
-}
-
 struct upgrade_case {
 	const char *url;
 	const unsigned char *data;
@@ -210,7 +185,7 @@ static void a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once(void **st
 
 	memcpy(v1, data, nblk * BS);
 	tc_store_url(url, sizeof(url), st, "/v2/upgrade");
-	put_v1_dataset(st, "/v2/upgrade", data, nblk);
+	tc_store_put_v1(st, "/v2/upgrade", BS, data, nblk);
 	data[3 * BS] ^= 1;
 	data[4 * BS] ^= 1;
 	struct upgrade_case c = { url, data };
@@ -261,7 +236,7 @@ static void stat_shows_the_format_version_of_the_generation(void **state)
 	bool is_null = true;
 
 	tc_store_url(url, sizeof(url), st, "/v2/statver");
-	put_v1_dataset(st, "/v2/statver", data, nblk);
+	tc_store_put_v1(st, "/v2/statver", BS, data, nblk);
 	assert_int_equal(stat_format_version(url, NULL, &is_null), 1);
 	assert_false(is_null);
 	/* The next commit upgrades it; generation 1 stays version 1. */

@@ -68,6 +68,34 @@ static void v3_key(const unsigned char *b, size_t len, char *out, size_t n)
 	snprintf(out, n, "blocks/%s", hex);
 }
 
+/* A dataset stored at a path of the store, opened and mapped whole. */
+struct mapped {
+	char url[512];
+	bm_dataset *ds;
+	bm_mapping *m;
+	unsigned char *mem;
+};
+
+/* Stores SIZE bytes of DATA in blocks of BS at PATH of ST (tc_put), opens
+ * it (tc_open) and maps it whole, into *V (asserted). */
+static void put_and_map(struct tc_store *st, const char *path, const unsigned char *data,
+			size_t size, struct mapped *v)
+{
+	void *addr;
+
+	tc_store_url(v->url, sizeof(v->url), st, path);
+	tc_put(v->url, BS, data, size);
+	v->ds = tc_open(v->url, 0);
+	assert_int_equal(bm_map(v->ds, 0, 0, &addr, &v->m), 0);
+	v->mem = addr;
+}
+
+static void unmap_and_close(struct mapped *v)
+{
+	bm_unmap(v->m);
+	bm_close(v->ds);
+}
+
 static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -167,26 +195,6 @@ static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
 	free(d1);
 }
 
-/* A version 1 dataset of nblk blocks of BS bytes, written by hand. */
-static void put_v1_dataset(struct tc_store *st, const char *path, const unsigned char *data,
-			   size_t nblk)
-{
-	json_t *man = json_pack("{s:s, s:i, s:I, s:I, s:i, s:s, s:[]}", "format", "blkmap-dataset",
-				"version", 1, "blksize", (json_int_t)BS, "size", (json_int_t)(nblk * BS),
-				"generation", 1, "checksum", "xxh128", "blocks");
-	json_t *blocks = json_object_get(man, "blocks");
-	char key[256], sum[40];
-	for (size_t b = 0; b < nblk; b++) {
-		bm_sum_hex(data + b * BS, BS, sum);
-		snprintf(key, sizeof(key), "%s/blocks/%s", path, sum);
-		assert_true(tc_store_put(st, key, data + b * BS, BS) / 100 == 2);
-		json_array_append_new(blocks, json_pack("{s:I, s:s, s:s}", "index", (json_int_t)b, "key",
-							key + strlen(path) + 1, "sum", sum));
-	}
-	tc_store_put_manifest(st, path, man);
-	json_decref(man);
-}
-
 static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -195,7 +203,7 @@ static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **st
 	char url[512];
 	uint64_t gen;
 
-	put_v1_dataset(st, "/v3/old", data, nblk);
+	tc_store_put_v1(st, "/v3/old", BS, data, nblk);
 	tc_store_url(url, sizeof(url), st, "/v3/old");
 	for (int i = 0; i < 2; i++) {
 		bm_dataset *ds = tc_open(url, 0);
@@ -283,22 +291,17 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 	tc_require(st, TC_CAN_COUNT, "counts the server's requests and bytes");
 	size_t nblk = 8, size = nblk * BS;
 	unsigned char *data = ts_pattern(size, 307);
-	char url[512];
-	void *addr;
-	bm_mapping *m;
 	struct bm_stats s0, s1;
+	struct mapped v;
 
-	tc_store_url(url, sizeof(url), st, "/v3/random");
-	tc_put(url, BS, data, size);
-	bm_dataset *ds = tc_open(url, 0);
-	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
-	const volatile unsigned char *mem = addr;
+	put_and_map(st, "/v3/random", data, size, &v);
+	const volatile unsigned char *mem = v.mem;
 	/* A first miss also reads the index (one leaf, the root here). */
 	assert_int_equal(mem[6 * BS + 3], data[6 * BS + 3]);
 	long gets = tc_store_count(st, "GET");
 	long ranges = tc_server_stat(&st->srv, "responses", "206");
 	long out = tc_server_stat(&st->srv, "bytes_out", NULL);
-	bm_stats(ds, &s0);
+	bm_stats(v.ds, &s0);
 	/* A miss in piece 1 of block 3: one Range GET of that piece. */
 	size_t off = 3 * BS + BM_PIECE_SIZE + 777;
 	assert_int_equal(mem[off], data[off]);
@@ -307,16 +310,15 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 	long sent = tc_server_stat(&st->srv, "bytes_out", NULL) - out;
 	if (sent < (long)BM_PIECE_SIZE || sent > (long)BM_PIECE_SIZE + 2048)
 		fail_msg("the server sent %ld bytes for one miss", sent);
-	bm_stats(ds, &s1);
+	bm_stats(v.ds, &s1);
 	assert_int_equal(s1.fetched_bytes - s0.fetched_bytes, BM_PIECE_SIZE);
 	/* The piece holds the right bytes, and its neighbours miss on their
 	 * own. */
-	assert_memory_equal((const unsigned char *)addr + 3 * BS + BM_PIECE_SIZE,
-			    data + 3 * BS + BM_PIECE_SIZE, BM_PIECE_SIZE);
+	assert_memory_equal(v.mem + 3 * BS + BM_PIECE_SIZE, data + 3 * BS + BM_PIECE_SIZE,
+			    BM_PIECE_SIZE);
 	assert_int_equal(mem[3 * BS + 5], data[3 * BS + 5]);
 	assert_int_equal(tc_store_count(st, "GET") - gets, 2);
-	bm_unmap(m);
-	bm_close(ds);
+	unmap_and_close(&v);
 	free(data);
 }
 
@@ -349,39 +351,34 @@ static void a_written_piece_is_committed_with_the_rest_of_its_block(void **state
 	struct tc_store *st = tc_store_of(state);
 	size_t nblk = 4, size = nblk * BS - 1000;
 	unsigned char *data = ts_pattern(size, 309);
-	char url[512], key[80], want[80];
-	void *addr;
-	bm_mapping *m;
+	char key[80], want[80];
+	struct mapped v;
 	uint64_t gen;
 
-	tc_store_url(url, sizeof(url), st, "/v3/piecewrite");
-	tc_put(url, BS, data, size);
-	bm_dataset *ds = tc_open(url, 0);
-	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
-	unsigned char *mem = addr;
+	put_and_map(st, "/v3/piecewrite", data, size, &v);
+	unsigned char *mem = v.mem;
 	/* One byte of piece 3 of block 1 (its other pieces never loaded),
 	 * pieces 0 and 2 of block 2, all of block 0, the short last block's
 	 * last piece. */
 	mem[BS + 3 * BM_PIECE_SIZE + 1] ^= 0x5a;
 	struct bm_stats bst;
-	bm_stats(ds, &bst);
+	bm_stats(v.ds, &bst);
 	assert_int_equal(bst.fetched_bytes, BM_PIECE_SIZE); /* that piece alone */
 	mem[2 * BS + 7] ^= 0x11;
 	mem[2 * BS + 2 * BM_PIECE_SIZE + 9] ^= 0x22;
 	memset(mem, 0x3c, BS);
 	mem[size - 1] ^= 0x44;
 	memcpy(data, mem, size);
-	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(bm_commit(v.ds, &gen), 0);
 	assert_int_equal(gen, 2);
 	/* The mapping still reads the committed bytes. */
 	assert_memory_equal(mem, data, size);
-	bm_unmap(m);
-	bm_close(ds);
-	assert_true(tc_dataset_equals(url, 0, data, size));
+	unmap_and_close(&v);
+	assert_true(tc_dataset_equals(v.url, 0, data, size));
 	for (uint64_t b = 0; b < nblk; b++) {
 		size_t len = b + 1 == nblk ? size - b * BS : BS;
 		v3_key(data + b * BS, len, want, sizeof(want));
-		assert_string_equal(tc_block_key(url, b, key, sizeof(key)), want);
+		assert_string_equal(tc_block_key(v.url, b, key, sizeof(key)), want);
 	}
 	free(data);
 }
@@ -392,29 +389,22 @@ static void a_block_written_whole_through_a_mapping_is_committed_without_fetchin
 	tc_require(st, TC_CAN_COUNT, "counts the bytes the server sends");
 	size_t nblk = 3, size = nblk * BS;
 	unsigned char *data = ts_pattern(size, 310);
-	char url[512];
-	void *addr;
-	bm_mapping *m;
+	struct mapped v;
 	uint64_t gen;
 
-	tc_store_url(url, sizeof(url), st, "/v3/whole");
-	tc_put(url, BS, data, size);
-	bm_dataset *ds = tc_open(url, 0);
-	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
-	unsigned char *mem = addr;
-	memset(mem + BS, 0x6b, BS); /* every piece of block 1 */
+	put_and_map(st, "/v3/whole", data, size, &v);
+	memset(v.mem + BS, 0x6b, BS); /* every piece of block 1 */
 	memset(data + BS, 0x6b, BS);
 	long out = tc_server_stat(&st->srv, "bytes_out", NULL);
-	assert_int_equal(bm_commit(ds, &gen), 0);
+	assert_int_equal(bm_commit(v.ds, &gen), 0);
 	assert_int_equal(gen, 2);
 	/* Its pieces are all in the writeout: nothing of its old object is
 	 * read back (small answers only: gc.json, the manifest's HEAD). */
 	long sent = tc_server_stat(&st->srv, "bytes_out", NULL) - out;
 	if (sent >= (long)BM_PIECE_SIZE)
 		fail_msg("the server sent %ld bytes during the commit", sent);
-	bm_unmap(m);
-	bm_close(ds);
-	assert_true(tc_dataset_equals(url, 0, data, size));
+	unmap_and_close(&v);
+	assert_true(tc_dataset_equals(v.url, 0, data, size));
 	free(data);
 }
 
