@@ -8,8 +8,8 @@
  * Owns: struct bm_dataset and struct bm_mapping.
  * Locking: ds->mu guards the manifest pointer and the fields next to it.
  * See internal.h for the order of the other locks.  The open's probe of a
- * flat object runs on a thread of its own that writes only its struct
- * flat_probe, read by the opener after the join; it takes no lock.
+ * flat object goes out beside the manifest's GET from the opening thread
+ * (bm_store_get_many): an open makes no thread.
  */
 #include "config.h"
 
@@ -115,11 +115,14 @@ static const vm_bigfile_ops ds_overlay_ops = {
 
 /* The check of a manifest GET: parsed here, either version.  Damage in
  * transit (BM_ECHECKSUM: a v2 manifest's self-checksum) fetches it again;
- * any other refusal is kept for get_manifest to report as before. */
+ * any other refusal is kept for manifest_result to report as before.  A
+ * manifest that came (parsed or not) cancels the flat probe sent beside
+ * it (won, NULL: none): the manifest wins. */
 struct manifest_parse {
 	struct bm_manifest *m;
 	int rc;
 	char why[300];
+	atomic_bool *won;
 };
 
 static int manifest_check(void *arg, const char *buf, size_t len, char *msg, size_t n)
@@ -133,27 +136,24 @@ static int manifest_check(void *arg, const char *buf, size_t len, char *msg, siz
 		bm_fmt(msg, n, "%s", p->why);
 		return BM_ECHECKSUM;
 	}
+	if (p->won)
+		atomic_store(p->won, true);
 	return 0;
 }
 
-/* GETs a manifest object at key (either version; a damaged v2 one is
- * fetched again).  BM_ENOTFOUND when absent (no error set).  On success
- * *mp, *jsonp (malloc'd) and etag are set. */
-static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp,
-			char **jsonp, size_t *lenp, char *etag, size_t etagn)
+/* A manifest GET of key ended with rc (bm_store_get_checked's; msg its
+ * message, p its parse, json its body and v its version): BM_ENOTFOUND
+ * when absent (no error set); on success *mp, *jsonp (malloc'd) and etag
+ * are set. */
+static int manifest_result(bm_dataset *ds, const char *key, int rc, struct manifest_parse *p, const char *msg,
+			   char *json, size_t len, const struct bm_version *v, struct bm_manifest **mp,
+			   char **jsonp, size_t *lenp, char *etag, size_t etagn)
 {
-	struct bm_version v;
-	struct manifest_parse p = { .m = NULL };
-	char msg[512], *why = p.why, *json = NULL;
-	size_t len = 0;
-	int rc = bm_store_get_checked(ds->store, key, BM_MANIFEST_MAX, manifest_check, &p, &json, &len,
-				      &v, msg, sizeof(msg));
-
 	if (rc < 0)
-		bm_manifest_free(p.m);
+		bm_manifest_free(p->m);
 	if (rc == BM_ENOTFOUND)
 		return rc;
-	if (rc == BM_ECHECKSUM && p.rc == BM_ECHECKSUM) {
+	if (rc == BM_ECHECKSUM && p->rc == BM_ECHECKSUM) {
 		/* Damaged every time it came: a bad manifest, reported as the
 		 * others below. */
 		rc = BM_EFORMAT;
@@ -161,21 +161,36 @@ static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp
 		bm_set_error(ds, rc, "%s", msg);
 		return rc;
 	} else {
-		*mp = p.m;
-		rc = p.rc;
+		*mp = p->m;
+		rc = p->rc;
 	}
 	if (rc < 0) {
 		char *name = bm_store_name(ds->store, key);
-		bm_set_error(ds, rc, "%s: %s", name ? name : key, why);
+		bm_set_error(ds, rc, "%s: %s", name ? name : key, p->why);
 		free(name);
 		free(json);
 		return rc;
 	}
 	if (etag)
-		snprintf(etag, etagn, "%s", v.etag);
+		snprintf(etag, etagn, "%s", v->etag);
 	*jsonp = json;
 	*lenp = len;
 	return 0;
+}
+
+/* GETs a manifest object at key (either version; a damaged v2 one is
+ * fetched again): manifest_result's result. */
+static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp,
+			char **jsonp, size_t *lenp, char *etag, size_t etagn)
+{
+	struct bm_version v;
+	struct manifest_parse p = { .m = NULL };
+	char msg[512], *json = NULL;
+	size_t len = 0;
+	int rc = bm_store_get_checked(ds->store, key, BM_MANIFEST_MAX, manifest_check, &p, &json, &len,
+				      &v, msg, sizeof(msg));
+
+	return manifest_result(ds, key, rc, &p, msg, json, len, &v, mp, jsonp, lenp, etag, etagn);
 }
 
 /* ---- the flat probe: the object at the URL itself ------------------------ */
@@ -184,13 +199,10 @@ static int get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp
  * BM_FLAT_FIRST_MAX bytes): for a flat object it gives its size, its
  * version and block 0's bytes, kept for block 0's first load (where file
  * formats keep their headers).  A dataset open that may meet a flat object
- * sends it beside the manifest's GET, on a thread of its own (flat_start),
- * so that a flat URL costs one round trip, as a dataset does; the
- * manifest wins when both are there: the probe is then cancelled (no
- * more bytes, no retry), joined and dropped before the open returns (its
- * answer comes with the manifest's: the same round trip), so that nothing
- * of it outlives the open.  The thread writes only the probe; the opener
- * reads it after the join. */
+ * sends it beside the manifest's GET, both at once from the opening thread
+ * (manifest_and_probe), so that a flat URL costs one round trip, as a
+ * dataset does; the manifest wins when both are there: the probe is then
+ * cancelled (no more bytes, no retry) and dropped. */
 struct flat_probe {
 	bm_dataset *ds;
 	char *buf;
@@ -198,8 +210,6 @@ struct flat_probe {
 	atomic_bool cancel;        /* the manifest won: no more bytes nor tries */
 	int rc;
 	char msg[512];
-	pthread_t thread;
-	bool running;              /* the thread was started, not joined */
 };
 
 static int flat_sink(void *arg, uint64_t off, const void *data, size_t len)
@@ -233,47 +243,25 @@ static struct flat_probe *flat_new(bm_dataset *ds)
 	return p;
 }
 
-static void flat_get(struct flat_probe *p)
+/* The probe's answer (p->rc) from its GET's (rc). */
+static void flat_result(struct flat_probe *p, int rc)
 {
-	p->rc = bm_store_get(p->ds->store, "", &p->g, p->msg, sizeof(p->msg));
+	p->rc = rc;
 	if (p->rc == 0 && (p->g.total == UINT64_MAX || p->g.total > BM_SIZE_MAX)) {
 		bm_fmt(p->msg, sizeof(p->msg), "GET %s: no usable size in its Content-Range", p->ds->url);
 		p->rc = BM_EFORMAT;
 	}
 }
 
-static void *flat_main(void *arg)
+static void flat_get(struct flat_probe *p)
 {
-	flat_get(arg);
-	return NULL;
+	flat_result(p, bm_store_get(p->ds->store, "", &p->g, p->msg, sizeof(p->msg)));
 }
 
-/* Starts the probe's GET on its own thread; false when no thread could
- * be made (the probe is then sent after the manifest's 404, as two round
- * trips). */
-static bool flat_start(struct flat_probe *p)
-{
-	p->running = pthread_create(&p->thread, NULL, flat_main, p) == 0;
-	return p->running;
-}
-
-/* The probe's answer, after its GET ended: 0, BM_ENOTFOUND, ... */
-static int flat_wait(struct flat_probe *p)
-{
-	if (p->running)
-		pthread_join(p->thread, NULL);
-	p->running = false;
-	return p->rc;
-}
-
-/* Frees the probe (NULL: none) once its GET ended: a body still coming
- * is cut, a retry not made. */
 static void flat_free(struct flat_probe *p)
 {
 	if (p == NULL)
 		return;
-	atomic_store(&p->cancel, true);
-	(void)flat_wait(p);
 	free(p->buf);
 	free(p);
 }
@@ -326,6 +314,27 @@ static bool flat_concurrent(const bm_dataset *ds, const char *url)
 	return ds->opt.connections >= 2 && n > 0 && url[n - 1] != '/';
 }
 
+/* The latest manifest's GET and the probe's at once (one round trip):
+ * get_manifest's result, the probe's in probe->rc. */
+static int manifest_and_probe(bm_dataset *ds, struct flat_probe *probe)
+{
+	struct manifest_parse p = { .m = NULL, .won = &probe->cancel };
+	struct bm_checked_get cg;
+	char msg[512], *json = NULL;
+	size_t len = 0;
+
+	bm_checked_get_init(&cg, BM_MANIFEST_MAX, manifest_check, &p);
+	struct bm_get_job jobs[2] = {
+		{ .key = BM_KEY_MANIFEST, .g = &cg.g, .msg = msg, .n = sizeof(msg) },
+		{ .key = "", .g = &probe->g, .msg = probe->msg, .n = sizeof(probe->msg) },
+	};
+	bm_store_get_many(ds->store, jobs, 2);
+	flat_result(probe, jobs[1].rc);
+	int rc = bm_checked_get_end(&cg, jobs[0].rc, &json, &len, NULL);
+	return manifest_result(ds, BM_KEY_MANIFEST, rc, &p, msg, json, len, &cg.g.ver, &ds->manifest,
+			       &ds->manifest_json, &ds->manifest_json_len, ds->etag, sizeof(ds->etag));
+}
+
 /* The manifest's GET, and for the latest generation of a URL that may
  * name a flat object the probe beside it (url: as the caller gave it). */
 static int open_manifest(bm_dataset *ds, const char *url)
@@ -338,15 +347,15 @@ static int open_manifest(bm_dataset *ds, const char *url)
 	if (want == 0 && flat_concurrent(ds, url)) {
 		if ((probe = flat_new(ds)) == NULL)
 			return BM_ENOMEM;
-		if (!flat_start(probe)) {
-			flat_free(probe);
-			probe = NULL;
-		}
+		rc = manifest_and_probe(ds, probe);
+	} else {
+		rc = get_manifest(ds, BM_KEY_MANIFEST, &ds->manifest, &ds->manifest_json,
+				  &ds->manifest_json_len, ds->etag, sizeof(ds->etag));
 	}
-	rc = get_manifest(ds, BM_KEY_MANIFEST, &ds->manifest, &ds->manifest_json, &ds->manifest_json_len,
-			  ds->etag, sizeof(ds->etag));
-	if (probe != NULL && rc != BM_ENOTFOUND)
+	if (probe != NULL && rc != BM_ENOTFOUND) {
 		flat_free(probe); /* a dataset (or its error): the manifest wins */
+		probe = NULL;
+	}
 	if (rc == BM_ENOTFOUND) {
 		if (want != 0) {
 			bm_set_error(ds, rc, "%s: no dataset, so no generation %" PRIu64, ds->url, want);
@@ -357,7 +366,6 @@ static int open_manifest(bm_dataset *ds, const char *url)
 				return BM_ENOMEM;
 			flat_get(probe);
 		}
-		(void)flat_wait(probe);
 		rc = open_flat(ds, probe);
 		if (rc != BM_ENOTFOUND)
 			return rc;

@@ -14,7 +14,9 @@
  * (a 16 KiB GET on loopback: 34.5-36 us against 33-34), and no descriptor:
  * curl_easy_perform made each reused handle a multi handle of its own.  The
  * bound can be raised while requests run (bm_http_set_connections:
- * read-ahead under slow answers), never lowered.
+ * read-ahead under slow answers), never lowered.  bm_http_do_all sends
+ * several requests at once from the calling thread: it takes as many
+ * connections and drives all the transfers on the first's multi handle.
  * Locking: h->mu protects the pool only; requests run without it.
  */
 #include "config.h"
@@ -143,6 +145,8 @@ static struct bm_conn *conn_new(struct bm_http *h)
 		conn_free(c);
 		return NULL;
 	}
+	/* One connection kept, also after bm_http_do_all ran several. */
+	curl_multi_setopt(c->m, CURLMOPT_MAXCONNECTS, 1L);
 	set_common(h, c->tpl);
 	return c;
 }
@@ -371,26 +375,15 @@ static CURLcode perform_on(CURLM *m, CURL *c)
 	return cc;
 }
 
-/* One request.  0 when a response arrived (any status), BM_EHTTP for a
- * transport failure worth retrying (r->err says which), BM_EFORMAT for an
- * overlong body or header or a malformed reply. */
-static int perform_once(struct bm_http *h, struct bm_req *r)
+/* The options of request r on c (a copy of a connection's template):
+ * its URL, method, headers and body; *hdr gets the header list to free
+ * after the transfer, src is the body's reader (lives as long as it). */
+static void set_request(struct bm_http *h, struct bm_req *r, CURL *c, char *errbuf, struct put_src *src,
+			struct curl_slist **hdrp)
 {
 	struct curl_slist *hdr = NULL;
-	struct put_src src = { r->body, r->body_len };
-	char line[512], errbuf[CURL_ERROR_SIZE] = "";
-	struct bm_conn *conn = take_handle(h);
-	CURLcode cc;
-	CURL *c;
-	int rc = 0;
+	char line[512];
 
-	reset_response(r);
-	if (conn == NULL || (c = curl_easy_duphandle(conn->tpl)) == NULL) {
-		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
-		if (conn)
-			give_handle(h, conn, false);
-		return BM_ENOMEM;
-	}
 	curl_easy_setopt(c, CURLOPT_URL, r->url);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
@@ -417,7 +410,7 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	} else if (strcmp(r->method, "PUT") == 0 || r->body != NULL) {
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(c, CURLOPT_READDATA, &src);
+		curl_easy_setopt(c, CURLOPT_READDATA, src);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
 		/* No 100-continue round trip.  Not when signing: libcurl signs
 		 * the headers of the list, a removed one too, and the server
@@ -428,8 +421,15 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0 && strcmp(r->method, "PUT") != 0)
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method); /* DELETE, MKCOL, PROPFIND */
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+	*hdrp = hdr;
+}
 
-	cc = perform_on(conn->m, c);
+/* What a transfer of r on c that ended with cc comes to (perform_once's
+ * result), r->status and r->err set; logged when verbose. */
+static int request_result(struct bm_http *h, struct bm_req *r, CURL *c, CURLcode cc, const char *errbuf)
+{
+	int rc = 0;
+
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
 	if (cc != CURLE_OK) {
 		if (r->overflow) {
@@ -448,6 +448,32 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 	}
 	if (h->o.verbose)
 		bm_log("%s %s -> %ld%s%s", r->method, r->url, r->status, rc ? ": " : "", rc ? r->err : "");
+	return rc;
+}
+
+/* One request.  0 when a response arrived (any status), BM_EHTTP for a
+ * transport failure worth retrying (r->err says which), BM_EFORMAT for an
+ * overlong body or header or a malformed reply. */
+static int perform_once(struct bm_http *h, struct bm_req *r)
+{
+	struct curl_slist *hdr = NULL;
+	struct put_src src = { r->body, r->body_len };
+	char errbuf[CURL_ERROR_SIZE] = "";
+	struct bm_conn *conn = take_handle(h);
+	CURLcode cc;
+	CURL *c;
+	int rc;
+
+	reset_response(r);
+	if (conn == NULL || (c = curl_easy_duphandle(conn->tpl)) == NULL) {
+		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
+		if (conn)
+			give_handle(h, conn, false);
+		return BM_ENOMEM;
+	}
+	set_request(h, r, c, errbuf, &src, &hdr);
+	cc = perform_on(conn->m, c);
+	rc = request_result(h, r, c, cc, errbuf);
 	curl_easy_cleanup(c);
 	curl_slist_free_all(hdr);
 	give_handle(h, conn, cc != CURLE_OK || r->close);
@@ -478,41 +504,247 @@ static void backoff(struct bm_http *h, int attempt)
 		;
 }
 
+/* What attempt `attempt` of r, which ended with rc (perform_once's),
+ * comes to: *again when it is to be tried once more (after a backoff),
+ * else the request's result (0, or a BM_E* code with msg set). */
+static int judge(struct bm_http *h, struct bm_req *r, int rc, int attempt, bm_check_fn check, void *arg,
+		 char *msg, size_t n, atomic_uint_fast64_t *retriesp, bool *again)
+{
+	char why[300];
+
+	*again = false;
+	if (rc == 0 && r->status == 507) {
+		bm_fmt(msg, n, "%s %s: HTTP 507: the server is out of space", r->method, r->url);
+		return BM_EHTTP;
+	}
+	if (rc == 0 && status_transient(r->status)) {
+		rc = BM_EHTTP;
+		snprintf(why, sizeof(why), "HTTP %ld", r->status);
+	} else if (rc != 0) {
+		snprintf(why, sizeof(why), "%s", r->err);
+	} else if (check != NULL) {
+		rc = check(r, arg, why, sizeof(why));
+	}
+	if (rc == 0)
+		return 0;
+	bool transient = rc == BM_EHTTP || rc == BM_ECHECKSUM;
+	bool cancelled = r->cancel != NULL && atomic_load(r->cancel);
+	/* Set also before a retry: the message if a cancel comes first. */
+	if (transient && attempt > 0)
+		bm_fmt(msg, n, "%s %s: %s (after %d tries)", r->method, r->url, why, attempt + 1);
+	else
+		bm_fmt(msg, n, "%s %s: %s", r->method, r->url, why);
+	if (!transient || attempt >= h->o.retries || cancelled)
+		return rc;
+	if (retriesp)
+		atomic_fetch_add(retriesp, 1);
+	if (h->o.verbose)
+		bm_log("%s %s: %s; retrying", r->method, r->url, why);
+	*again = true;
+	return rc;
+}
+
 int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg,
 	       char *msg, size_t n, atomic_uint_fast64_t *retriesp)
 {
-	int rc = 0;
-	char why[300];
-
 	for (int attempt = 0;; attempt++) {
-		rc = perform_once(h, r);
-		if (rc == 0 && r->status == 507) {
-			bm_fmt(msg, n, "%s %s: HTTP 507: the server is out of space", r->method, r->url);
-			return BM_EHTTP;
-		}
-		if (rc == 0 && status_transient(r->status)) {
-			rc = BM_EHTTP;
-			snprintf(why, sizeof(why), "HTTP %ld", r->status);
-		} else if (rc != 0) {
-			snprintf(why, sizeof(why), "%s", r->err);
-		} else if (check != NULL) {
-			rc = check(r, arg, why, sizeof(why));
-		}
-		if (rc == 0)
-			return 0;
-		bool transient = rc == BM_EHTTP || rc == BM_ECHECKSUM;
-		bool cancelled = r->cancel != NULL && atomic_load(r->cancel);
-		if (!transient || attempt >= h->o.retries || cancelled) {
-			if (transient && attempt > 0)
-				bm_fmt(msg, n, "%s %s: %s (after %d tries)", r->method, r->url, why, attempt + 1);
-			else
-				bm_fmt(msg, n, "%s %s: %s", r->method, r->url, why);
+		bool again;
+		int rc = judge(h, r, perform_once(h, r), attempt, check, arg, msg, n, retriesp, &again);
+		if (!again)
 			return rc;
-		}
-		if (retriesp)
-			atomic_fetch_add(retriesp, 1);
-		if (h->o.verbose)
-			bm_log("%s %s: %s; retrying", r->method, r->url, why);
 		backoff(h, attempt);
 	}
+}
+
+/* ---- several requests at once ------------------------------------------------------ */
+
+/* n places in the pool's bound, taken at once (never some while waiting
+ * for the rest: two callers could then wait for each other): conns[0],
+ * a connection that runs all n transfers; the other places hold no
+ * connection of their own (an idle one taking a place is closed: its
+ * socket would be one more than the bound), counted in ncreated until
+ * give_handles.  false: out of memory, nothing taken. */
+static bool take_handles(struct bm_http *h, struct bm_conn **conns, int n)
+{
+	struct bm_conn *drop[BM_HTTP_JOBS_MAX];
+	int ndrop = 0;
+
+	pthread_mutex_lock(&h->mu);
+	while (h->nidle + (h->o.connections - h->ncreated) < n)
+		pthread_cond_wait(&h->cv, &h->mu);
+	if (h->nidle > 0) {
+		conns[0] = h->idle[--h->nidle];
+	} else if ((conns[0] = conn_new(h)) != NULL) {
+		h->ncreated++;
+	} else {
+		pthread_mutex_unlock(&h->mu);
+		return false;
+	}
+	for (int i = 1; i < n; i++) {
+		if (h->nidle > 0)
+			drop[ndrop++] = h->idle[--h->nidle]; /* its place is ours */
+		else
+			h->ncreated++;
+	}
+	pthread_mutex_unlock(&h->mu);
+	while (ndrop > 0)
+		conn_free(drop[--ndrop]);
+	return true;
+}
+
+/* Gives back what take_handles took (conns[0] broken: dropped). */
+static void give_handles(struct bm_http *h, struct bm_conn **conns, int n, bool broken)
+{
+	pthread_mutex_lock(&h->mu);
+	h->ncreated -= n - 1;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	give_handle(h, conns[0], broken);
+}
+
+/* One transfer of bm_http_do_all's round. */
+struct attempt {
+	CURL *c;
+	struct curl_slist *hdr;
+	struct put_src src;
+	char errbuf[CURL_ERROR_SIZE];
+	bool running;
+};
+
+/* Starts job j's attempt on m: false when out of memory (j->rc set). */
+static bool attempt_start(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http_job *j, struct attempt *a)
+{
+	struct bm_req *r = j->r;
+
+	reset_response(r);
+	memset(a, 0, sizeof(*a));
+	a->src = (struct put_src){ r->body, r->body_len };
+	if ((a->c = curl_easy_duphandle(tpl)) == NULL) {
+		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
+		return false;
+	}
+	set_request(h, r, a->c, a->errbuf, &a->src, &a->hdr);
+	/* Its connection is closed once answered, not kept (the same
+	 * multi handle keeps the others'). */
+	if (r->close)
+		curl_easy_setopt(a->c, CURLOPT_FORBID_REUSE, 1L);
+	if (curl_multi_add_handle(m, a->c) != CURLM_OK) {
+		snprintf(r->err, sizeof(r->err), "cannot start the request");
+		curl_easy_cleanup(a->c);
+		curl_slist_free_all(a->hdr);
+		a->c = NULL;
+		return false;
+	}
+	a->running = true;
+	return true;
+}
+
+/* Ends an attempt whose transfer ended with cc: perform_once's result. */
+static int attempt_end(struct bm_http *h, CURLM *m, struct bm_req *r, struct attempt *a, CURLcode cc)
+{
+	int rc = request_result(h, r, a->c, cc, a->errbuf);
+
+	curl_multi_remove_handle(m, a->c);
+	curl_easy_cleanup(a->c);
+	curl_slist_free_all(a->hdr);
+	a->c = NULL;
+	a->running = false;
+	return rc;
+}
+
+/* One round: every job with again[i] set tried once, all at once on m;
+ * each judged as it ends (a request whose cancel flag its neighbour's
+ * check set is stopped then).  Sets again[i] for those to try again;
+ * *failed when a transfer failed (m's connections are then dropped). */
+static void do_round(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http_job *jobs, int n, int attempt,
+		     bool *again, struct attempt *at, bool *failed)
+{
+	int running = 0, left = 0, queued;
+	CURLMcode mc = CURLM_OK;
+	CURLMsg *msg;
+
+	for (int i = 0; i < n; i++) {
+		if (!again[i])
+			continue;
+		if (jobs[i].r->cancel != NULL && atomic_load(jobs[i].r->cancel)) {
+			again[i] = false; /* cancelled since: rc and msg as they are */
+			continue;
+		}
+		if (attempt_start(h, m, tpl, &jobs[i], &at[i])) {
+			left++;
+		} else {
+			jobs[i].rc = judge(h, jobs[i].r, BM_ENOMEM, h->o.retries, NULL, NULL, jobs[i].msg, jobs[i].n,
+					   NULL, &again[i]);
+		}
+	}
+	while (left > 0) {
+		mc = curl_multi_perform(m, &running);
+		while ((msg = curl_multi_info_read(m, &queued)) != NULL) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			for (int i = 0; i < n; i++) {
+				if (!at[i].running || at[i].c != msg->easy_handle)
+					continue;
+				CURLcode cc = msg->data.result;
+				int rc = attempt_end(h, m, jobs[i].r, &at[i], cc);
+				*failed |= cc != CURLE_OK;
+				jobs[i].rc = judge(h, jobs[i].r, rc, attempt, jobs[i].check, jobs[i].arg, jobs[i].msg,
+						   jobs[i].n, jobs[i].retriesp, &again[i]);
+				left--;
+				break;
+			}
+		}
+		/* The rest after a multi failure, or those a check cancelled:
+		 * stopped where they are. */
+		for (int i = 0; i < n; i++) {
+			const atomic_bool *cancel = jobs[i].r->cancel;
+			if (!at[i].running || (mc == CURLM_OK && (cancel == NULL || !atomic_load(cancel))))
+				continue;
+			int rc = attempt_end(h, m, jobs[i].r, &at[i], CURLE_ABORTED_BY_CALLBACK);
+			*failed = true;
+			jobs[i].rc = judge(h, jobs[i].r, rc, attempt, jobs[i].check, jobs[i].arg, jobs[i].msg,
+					   jobs[i].n, jobs[i].retriesp, &again[i]);
+			left--;
+		}
+		/* The wait ends early for curl's own timeouts (connect,
+		 * request): those end the transfer through perform. */
+		if (left > 0 && running > 0)
+			mc = curl_multi_poll(m, NULL, 0, 1000, NULL);
+	}
+}
+
+void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
+{
+	struct bm_conn *conns[BM_HTTP_JOBS_MAX] = { NULL };
+	struct attempt at[BM_HTTP_JOBS_MAX];
+	bool again[BM_HTTP_JOBS_MAX], failed = false, any = true;
+
+	if (n > BM_HTTP_JOBS_MAX || n > h->o.connections || n < 2) {
+		/* Not all at once: one after the other. */
+		for (int i = 0; i < n; i++)
+			jobs[i].rc = bm_http_do(h, jobs[i].r, jobs[i].check, jobs[i].arg, jobs[i].msg, jobs[i].n,
+						jobs[i].retriesp);
+		return;
+	}
+	if (!take_handles(h, conns, n)) {
+		for (int i = 0; i < n; i++) {
+			snprintf(jobs[i].r->err, sizeof(jobs[i].r->err), "cannot create a connection handle");
+			jobs[i].rc = judge(h, jobs[i].r, BM_ENOMEM, h->o.retries, NULL, NULL, jobs[i].msg, jobs[i].n,
+					   NULL, &again[i]);
+		}
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		again[i] = true;
+	/* n places in the bound are ours, all the transfers driven by the
+	 * first's multi handle, which keeps one connection (MAXCONNECTS 1). */
+	for (int attempt = 0; any; attempt++) {
+		do_round(h, conns[0]->m, conns[0]->tpl, jobs, n, attempt, again, at, &failed);
+		any = false;
+		for (int i = 0; i < n; i++)
+			any |= again[i];
+		if (any)
+			backoff(h, attempt);
+	}
+	give_handles(h, conns, n, failed);
 }

@@ -169,6 +169,27 @@ int bm_http_set_connections(struct bm_http *h, int n);
 int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg,
 	       char *msg, size_t n, atomic_uint_fast64_t *retriesp);
 
+/* One request of bm_http_do_all: bm_http_do's arguments, and its result. */
+struct bm_http_job {
+	struct bm_req *r;
+	bm_check_fn check;
+	void *arg;
+	char *msg;
+	size_t n;
+	atomic_uint_fast64_t *retriesp;
+	int rc;                    /* out: what bm_http_do would return */
+};
+
+#define BM_HTTP_JOBS_MAX 4
+
+/* Performs n requests at once from the calling thread (no thread is
+ * made), each on a connection of its own from the pool (all n taken
+ * together, once the bound allows), each with bm_http_do's retries and
+ * messages; retries of several wait one backoff.  A request whose cancel
+ * flag is set (by another's check) is stopped where it is.  With more
+ * than BM_HTTP_JOBS_MAX, or than the pool's bound, one after the other. */
+void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n);
+
 
 /* ---- manifest (manifest.c) -------------------------------------------------- */
 

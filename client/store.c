@@ -89,6 +89,18 @@ int bm_store_get(struct bm_store *s, const char *key, struct bm_get *g, char *ms
 	return s->ops->get(s, key, g, msg, n);
 }
 
+void bm_store_get_many(struct bm_store *s, struct bm_get_job *jobs, int n)
+{
+	for (int i = 0; i < n; i++)
+		jobs[i].g->got = 0;
+	if (s->ops->get_many != NULL && n >= 2 && n <= BM_HTTP_JOBS_MAX) {
+		s->ops->get_many(s, jobs, n);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		jobs[i].rc = s->ops->get(s, jobs[i].key, jobs[i].g, jobs[i].msg, jobs[i].n);
+}
+
 int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n)
 {
 	return s->ops->head(s, key, v, msg, n);
@@ -158,44 +170,46 @@ void bm_version_of(const struct bm_req *r, struct bm_version *v)
 	v->size = r->content_length;
 }
 
-/* The check of bm_store_get_checked, as a bm_get verify callback. */
-struct checked {
-	struct bm_body b;          /* first: the sink's argument is this struct */
-	bm_bytes_check_fn check;
-	void *arg;
-};
-
 static int checked_verify(void *arg, char *msg, size_t n)
 {
-	struct checked *c = arg;
+	struct bm_checked_get *c = arg;
 	return c->check(c->arg, c->b.p ? c->b.p : "", c->b.p ? c->b.len : 0, msg, n);
+}
+
+void bm_checked_get_init(struct bm_checked_get *c, size_t max, bm_bytes_check_fn check, void *arg)
+{
+	*c = (struct bm_checked_get){ .check = check, .arg = arg };
+	c->g = (struct bm_get){ .max = max, .sink = bm_body_sink, .sink_arg = &c->b };
+	if (check) {
+		c->g.verify = checked_verify;
+		c->g.sink_arg = c; /* c->b is its first member: bm_body_sink sees a struct bm_body */
+	}
+}
+
+int bm_checked_get_end(struct bm_checked_get *c, int rc, char **bufp, size_t *lenp, struct bm_version *v)
+{
+	*bufp = NULL;
+	*lenp = 0;
+	if (rc < 0) {
+		free(c->b.p);
+		return rc;
+	}
+	if (c->b.p == NULL && (c->b.p = calloc(1, 1)) == NULL)
+		return BM_ENOMEM; /* an empty body */
+	*bufp = c->b.p;
+	*lenp = c->g.got;
+	if (v)
+		*v = c->g.ver;
+	return 0;
 }
 
 int bm_store_get_checked(struct bm_store *s, const char *key, size_t max, bm_bytes_check_fn check,
 			 void *arg, char **bufp, size_t *lenp, struct bm_version *v, char *msg, size_t n)
 {
-	struct checked c = { .check = check, .arg = arg };
-	struct bm_get g = { .max = max, .sink = bm_body_sink, .sink_arg = &c.b };
-	int rc;
+	struct bm_checked_get c;
 
-	if (check) {
-		g.verify = checked_verify;
-		g.sink_arg = &c; /* c.b is its first member: bm_body_sink sees a struct bm_body */
-	}
-	rc = bm_store_get(s, key, &g, msg, n);
-	*bufp = NULL;
-	*lenp = 0;
-	if (rc < 0) {
-		free(c.b.p);
-		return rc;
-	}
-	if (c.b.p == NULL && (c.b.p = calloc(1, 1)) == NULL)
-		return BM_ENOMEM; /* an empty body */
-	*bufp = c.b.p;
-	*lenp = g.got;
-	if (v)
-		*v = g.ver;
-	return 0;
+	bm_checked_get_init(&c, max, check, arg);
+	return bm_checked_get_end(&c, bm_store_get(s, key, &c.g, msg, n), bufp, lenp, v);
 }
 
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,

@@ -174,8 +174,19 @@ struct bm_store_opts {
 
 struct bm_store;
 
+/* One get of bm_store_get_many. */
+struct bm_get_job {
+	const char *key;
+	struct bm_get *g;
+	char *msg;
+	size_t n;
+	int rc;                    /* out: what bm_store_get would return */
+};
+
 struct bm_store_ops {
 	int (*get)(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n);
+	/* n (2..BM_HTTP_JOBS_MAX) gets at once; NULL: one after the other. */
+	void (*get_many)(struct bm_store *s, struct bm_get_job *jobs, int n);
 	int (*head)(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n);
 	int (*put)(struct bm_store *s, const char *key, const void *body, size_t len,
 		   const struct bm_put *p, struct bm_version *v, char *msg, size_t n);
@@ -210,6 +221,11 @@ char *bm_store_name(const struct bm_store *s, const char *key);
 
 /* GET key (or a range of it) into g->sink: 0, BM_ENOTFOUND, ... (above). */
 int bm_store_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n);
+/* The gets of jobs (at most BM_HTTP_JOBS_MAX), sent at once from the
+ * calling thread (one round trip, each on a connection of its own; no
+ * thread is made) where the store's bound on connections allows, else
+ * one after the other; each job's rc is bm_store_get's. */
+void bm_store_get_many(struct bm_store *s, struct bm_get_job *jobs, int n);
 /* GET the whole of key into a malloc'd NUL-terminated buffer of at most max
  * bytes (*bufp, *lenp; the caller frees); v may be NULL. */
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,
@@ -262,6 +278,17 @@ struct bm_body {
 	size_t len, cap;
 };
 int bm_body_sink(void *arg, uint64_t off, const void *data, size_t len);
+/* bm_store_get_checked in two parts, for a get among others
+ * (bm_store_get_many): init gives c->g to send, end the call's result
+ * from the get's (rc) as bm_store_get_checked's. */
+struct bm_checked_get {
+	struct bm_body b;          /* first: the sink's argument is this struct */
+	bm_bytes_check_fn check;
+	void *arg;
+	struct bm_get g;
+};
+void bm_checked_get_init(struct bm_checked_get *c, size_t max, bm_bytes_check_fn check, void *arg);
+int bm_checked_get_end(struct bm_checked_get *c, int rc, char **bufp, size_t *lenp, struct bm_version *v);
 
 /* ---- listings and error answers (store_list.c: pure, no I/O) -------------------- */
 

@@ -155,31 +155,65 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 	return g->verify ? g->verify(g->sink_arg, msg, n) : 0;
 }
 
-static int http_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n)
+/* The request of get g of key (with its check c): the URL it names
+ * (malloc'd; the caller frees it after the request), NULL when out of
+ * memory. */
+static char *get_request(struct store_http *h, const char *key, struct bm_get *g, struct bm_req *r,
+			 struct get_check *c)
 {
-	struct store_http *h = sh_of(s);
-	struct bm_req r = { .method = "GET", .sink = g->sink, .sink_arg = g->sink_arg,
-			    .want_header = "Location", .cancel = g->cancel, .close = g->lone };
-	struct get_check c = { h, g };
 	char *url = key_url(h, key);
-	int rc;
 
-	if (url == NULL)
-		return BM_ENOMEM;
-	r.url = url;
-	r.cap = g->range ? g->len : g->max;
+	*r = (struct bm_req){ .method = "GET", .url = url, .sink = g->sink, .sink_arg = g->sink_arg,
+			      .want_header = "Location", .cancel = g->cancel, .close = g->lone };
+	*c = (struct get_check){ h, g };
+	r->cap = g->range ? g->len : g->max;
 	if (g->range) {
-		r.has_range = true;
-		r.range_start = g->off;
-		r.range_end = g->off + g->len - 1;
+		r->has_range = true;
+		r->range_start = g->off;
+		r->range_end = g->off + g->len - 1;
 	}
 	/* If-Match compares strongly: a weak ETag (W/"...") would never
 	 * match, so it is only compared with the answer's. */
 	if (g->pin && g->pin->etag[0] && !bm_etag_is_weak(g->pin->etag))
-		r.if_match = g->pin->etag;
+		r->if_match = g->pin->etag;
+	return url;
+}
+
+static int http_get(struct bm_store *s, const char *key, struct bm_get *g, char *msg, size_t n)
+{
+	struct store_http *h = sh_of(s);
+	struct bm_req r;
+	struct get_check c;
+	char *url = get_request(h, key, g, &r, &c);
+	int rc;
+
+	if (url == NULL)
+		return BM_ENOMEM;
 	rc = bm_http_do(h->http, &r, check_get, &c, msg, n, s->retries_counter);
 	free(url);
 	return rc;
+}
+
+static void http_get_many(struct bm_store *s, struct bm_get_job *jobs, int n)
+{
+	struct store_http *h = sh_of(s);
+	struct bm_req r[BM_HTTP_JOBS_MAX];
+	struct get_check c[BM_HTTP_JOBS_MAX];
+	struct bm_http_job hj[BM_HTTP_JOBS_MAX];
+	char *url[BM_HTTP_JOBS_MAX];
+	bool ok = true;
+
+	for (int i = 0; i < n; i++) {
+		url[i] = get_request(h, jobs[i].key, jobs[i].g, &r[i], &c[i]);
+		ok &= url[i] != NULL;
+		hj[i] = (struct bm_http_job){ &r[i], check_get, &c[i], jobs[i].msg, jobs[i].n, s->retries_counter, 0 };
+	}
+	if (ok)
+		bm_http_do_all(h->http, hj, n);
+	for (int i = 0; i < n; i++) {
+		jobs[i].rc = ok ? hj[i].rc : BM_ENOMEM;
+		free(url[i]);
+	}
 }
 
 /* ---- head, delete ------------------------------------------------------------------ */
@@ -738,6 +772,7 @@ static int http_set_connections(struct bm_store *s, int n)
 
 static const struct bm_store_ops http_ops = {
 	.get = http_get,
+	.get_many = http_get_many,
 	.head = http_head,
 	.put = http_put,
 	.del = http_del,

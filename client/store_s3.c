@@ -109,13 +109,11 @@ static int status_error(const struct store_s3 *h, const struct bm_req *r, char *
 	return bm_store_status_error(r->status);
 }
 
-/* bm_http_do, with a failure's message naming the object as the user does
+/* A failure's message naming the object as the user does
  * (s3://BUCKET/KEY) rather than by the endpoint's URL: "GET <url>: ..."
  * becomes "GET <name>: ...".  name NULL: left as it is. */
-static int s3_do(struct store_s3 *h, struct bm_req *r, const char *name, bm_check_fn check,
-		 void *arg, char *msg, size_t n)
+static void name_in_msg(const struct bm_req *r, const char *name, int rc, char *msg, size_t n)
 {
-	int rc = bm_http_do(h->http, r, check, arg, msg, n, h->s.retries_counter);
 	size_t ml = strlen(r->method), ul = strlen(r->url);
 
 	if (rc != 0 && name && strncmp(msg, r->method, ml) == 0 && msg[ml] == ' ' &&
@@ -126,6 +124,15 @@ static int s3_do(struct store_s3 *h, struct bm_req *r, const char *name, bm_chec
 			free(rest);
 		}
 	}
+}
+
+/* bm_http_do, with a failure's message naming the object (name_in_msg). */
+static int s3_do(struct store_s3 *h, struct bm_req *r, const char *name, bm_check_fn check,
+		 void *arg, char *msg, size_t n)
+{
+	int rc = bm_http_do(h->http, r, check, arg, msg, n, h->s.retries_counter);
+
+	name_in_msg(r, name, rc, msg, n);
 	return rc;
 }
 
@@ -164,22 +171,31 @@ static int check_get(struct bm_req *r, void *arg, char *msg, size_t n)
 	return g->verify ? g->verify(g->sink_arg, msg, n) : 0;
 }
 
+/* The request of get g at url (with its check c). */
+static void get_request(struct store_s3 *h, const char *url, struct bm_get *g, struct bm_req *r,
+			struct get_check *c)
+{
+	*r = (struct bm_req){ .method = "GET", .url = url, .sink = g->sink, .sink_arg = g->sink_arg,
+			      .cancel = g->cancel, .close = g->lone };
+	*c = (struct get_check){ h, g };
+	sign_headers(h, r);
+	r->cap = g->range ? g->len : g->max;
+	if (g->range) {
+		r->has_range = true;
+		r->range_start = g->off;
+		r->range_end = g->off + g->len - 1;
+	}
+	if (g->pin && g->pin->etag[0])
+		r->if_match = g->pin->etag; /* on a GET, RGW and S3 take it quoted */
+}
+
 static int s3_get_url(struct store_s3 *h, const char *url, const char *name, struct bm_get *g,
 		      char *msg, size_t n)
 {
-	struct bm_req r = { .method = "GET", .url = url, .sink = g->sink, .sink_arg = g->sink_arg,
-			    .cancel = g->cancel, .close = g->lone };
-	struct get_check c = { h, g };
+	struct bm_req r;
+	struct get_check c;
 
-	sign_headers(h, &r);
-	r.cap = g->range ? g->len : g->max;
-	if (g->range) {
-		r.has_range = true;
-		r.range_start = g->off;
-		r.range_end = g->off + g->len - 1;
-	}
-	if (g->pin && g->pin->etag[0])
-		r.if_match = g->pin->etag; /* on a GET, RGW and S3 take it quoted */
+	get_request(h, url, g, &r, &c);
 	return s3_do(h, &r, name, check_get, &c, msg, n);
 }
 
@@ -207,6 +223,39 @@ static int s3_get(struct bm_store *s, const char *key, struct bm_get *g, char *m
 	free(name);
 	free(url);
 	return rc;
+}
+
+static void s3_get_many(struct bm_store *s, struct bm_get_job *jobs, int n)
+{
+	struct store_s3 *h = s3_of(s);
+	struct bm_req r[BM_HTTP_JOBS_MAX];
+	struct get_check c[BM_HTTP_JOBS_MAX];
+	struct bm_http_job hj[BM_HTTP_JOBS_MAX];
+	char *url[BM_HTTP_JOBS_MAX], *name[BM_HTTP_JOBS_MAX];
+	int k = 0, at[BM_HTTP_JOBS_MAX];
+
+	/* Those with no URL (the bucket itself) answered at once. */
+	for (int i = 0; i < n; i++) {
+		url[i] = key_url(h, jobs[i].key, NULL);
+		name[i] = bm_store_name(s, jobs[i].key);
+		if (url[i] == NULL) {
+			jobs[i].rc = no_url(h, jobs[i].key, jobs[i].msg, jobs[i].n);
+			continue;
+		}
+		get_request(h, url[i], jobs[i].g, &r[k], &c[k]);
+		hj[k] = (struct bm_http_job){ &r[k], check_get, &c[k], jobs[i].msg, jobs[i].n, s->retries_counter, 0 };
+		at[k++] = i;
+	}
+	bm_http_do_all(h->http, hj, k);
+	for (int j = 0; j < k; j++) {
+		int i = at[j];
+		jobs[i].rc = hj[j].rc;
+		name_in_msg(&r[j], name[i], hj[j].rc, jobs[i].msg, jobs[i].n);
+	}
+	for (int i = 0; i < n; i++) {
+		free(url[i]);
+		free(name[i]);
+	}
 }
 
 /* ---- head, delete, put ----------------------------------------------------------------- */
@@ -402,6 +451,7 @@ static int s3_set_connections(struct bm_store *s, int n)
 
 static const struct bm_store_ops s3_ops = {
 	.get = s3_get,
+	.get_many = s3_get_many,
 	.head = s3_head,
 	.put = s3_put,
 	.del = s3_del,

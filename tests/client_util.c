@@ -159,6 +159,30 @@ int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t le
 	return same;
 }
 
+void tc_map_put(struct tc_mapped *v, size_t blksize, const void *data, size_t len)
+{
+	tc_put(v->url, blksize, data, len);
+	tc_options(&v->o);
+}
+
+void tc_map_open(struct tc_mapped *v)
+{
+	void *addr;
+	int rc = bm_open(&v->ds, v->url, &v->o);
+
+	if (rc < 0)
+		fprintf(stderr, "open %s: %s\n", v->url, bm_last_error(NULL));
+	assert_int_equal(rc, 0);
+	assert_int_equal(bm_map(v->ds, 0, 0, &addr, &v->m), 0);
+	v->mem = addr;
+}
+
+void tc_map_close(struct tc_mapped *v)
+{
+	bm_unmap(v->m);
+	bm_close(v->ds);
+}
+
 const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n)
 {
 	char sum[64];
@@ -318,19 +342,34 @@ static int wait_status(pid_t pid, const char *what)
 	return status;
 }
 
+int tc_child_options(struct bm_options *o)
+{
+	if (bm_options_init(o) < 0)
+		return -1;
+	o->retry_base_ms = 1;
+	return 0;
+}
+
+bm_dataset *tc_child_map(const char *url, const struct bm_options *o, void **addrp)
+{
+	bm_dataset *ds;
+	bm_mapping *m;
+
+	if (bm_open(&ds, url, o) < 0)
+		return NULL;
+	return bm_map(ds, 0, 0, addrp, &m) < 0 ? NULL : ds;
+}
+
 int tc_touch_child(void *arg)
 {
 	struct tc_touch *t = arg;
 	struct bm_options o;
-	bm_dataset *ds;
-	bm_mapping *m;
 	void *addr;
 
-	if (bm_options_init(&o) < 0)
+	if (tc_child_options(&o) < 0)
 		return 1;
-	o.retry_base_ms = 1;
 	o.retries = 2;
-	if (bm_open(&ds, t->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+	if (tc_child_map(t->url, &o, &addr) == NULL)
 		return 2;
 	volatile char x = ((volatile char *)addr)[t->off];
 	(void)x;

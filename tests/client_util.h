@@ -56,6 +56,23 @@ unsigned char *tc_read_mapped(bm_dataset *ds);
  * bytes equal to DATA through a fresh handle. */
 int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t len);
 
+/* A dataset a test opens and maps whole: set url, put it (tc_map_put),
+ * change o if the test needs, then tc_map_open. */
+struct tc_mapped {
+	char url[512];
+	struct bm_options o;       /* what tc_map_open opens it with */
+	bm_dataset *ds;
+	bm_mapping *m;
+	unsigned char *mem;        /* the mapping's bytes */
+};
+/* Stores LEN bytes of DATA in blocks of BLKSIZE at v->url (tc_put) and
+ * sets v->o to the test options (tc_options). */
+void tc_map_put(struct tc_mapped *v, size_t blksize, const void *data, size_t len);
+/* Opens v->url with v->o and maps it whole (asserted). */
+void tc_map_open(struct tc_mapped *v);
+/* Unmaps and closes it. */
+void tc_map_close(struct tc_mapped *v);
+
 /* "blocks/<sum>" of block BLK of the dataset at URL (latest), into OUT:
  * the object holding it, in either format version (asserts it is stored). */
 const char *tc_block_key(const char *url, uint64_t blk, char *out, size_t n);
@@ -94,6 +111,14 @@ extern long tc_child_limit_ms;
  * not use cmocka's assertions (a failure would go on running the tests in
  * the child). */
 int tc_child(int (*fn)(void *), void *arg, char **errp);
+
+/* For a child of tc_child (no cmocka asserts): the library's default
+ * options with retries 1 ms apart, into *O; -1 if bm_options_init failed. */
+int tc_child_options(struct bm_options *o);
+/* For a child: opens URL with O and maps it whole (*ADDRP: its address).
+ * The handle, or NULL if the open or the map failed (bm_last_error(NULL)
+ * says why); the child exits without closing either. */
+bm_dataset *tc_child_map(const char *url, const struct bm_options *o, void **addrp);
 
 /* A byte to read through a mapping in a child (tc_touch_child). */
 struct tc_touch {

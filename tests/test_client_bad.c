@@ -95,16 +95,13 @@ static void make_dataset(struct ts_server *s, const char *path, char *url, size_
 static int open_and_map(const char *url, void **addrp)
 {
 	struct bm_options o;
-	bm_dataset *ds;
-	bm_mapping *m;
 
-	if (bm_options_init(&o) < 0)
+	if (tc_child_options(&o) < 0)
 		return 1;
-	o.retry_base_ms = 1;
 	o.retries = 3;
 	o.blksize = 4 * KiB; /* a flat object's: byte 4106 is in block 1, not in
 				the first block the open fetched */
-	if (bm_open(&ds, url, &o) < 0 || bm_map(ds, 0, 0, addrp, &m) < 0) {
+	if (tc_child_map(url, &o, addrp) == NULL) {
 		fprintf(stderr, "%s\n", bm_last_error(NULL));
 		return 2;
 	}

@@ -187,6 +187,29 @@ static void log_lists_generations_past_a_long_run_not_kept(void **state)
 	free(data);
 }
 
+/* Replaces the object of block 1 of the dataset at PATH of S (URL: its
+ * URL) with LEN other bytes (ts_pattern SEED): the same length, not its
+ * sum. */
+static void replace_block_1(struct ts_server *s, const char *path, const char *url, size_t len,
+			    unsigned seed)
+{
+	char key[256], bkey[128];
+
+	snprintf(key, sizeof(key), "%s/%s", path, tc_block_key(url, 1, bkey, sizeof(bkey)));
+	unsigned char *other = ts_pattern(len, seed);
+	assert_true(ts_put(s, key, other, len) / 100 == 2);
+	free(other);
+}
+
+/* Fails the test unless ERR, the stderr of `blkmap CMD`, is one line
+ * naming URL, block 1 and its checksum mismatch. */
+static void assert_block_1_mismatch(const char *cmd, const char *url, const char *err)
+{
+	if (tc_lines(err) != 1 || !strstr(err, "checksum mismatch") || !strstr(err, url) ||
+	    !strstr(err, "block 1"))
+		fail_msg("%s: stderr \"%s\": one line naming the URL and block 1 expected", cmd, err);
+}
+
 static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_signal(void **state)
 {
 	struct ts_server *s = *state;
@@ -197,12 +220,7 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
 	tc_url(url, sizeof(url), s, "/cli/corrupt");
 	tc_put(url, 65536, data, size);
 	close(mkstemp(path));
-	/* Replace block 1's object with other bytes of the same length. */
-	char key[256], bkey[128];
-	snprintf(key, sizeof(key), "/cli/corrupt/%s", tc_block_key(url, 1, bkey, sizeof(bkey)));
-	unsigned char *other = ts_pattern(65536, 63);
-	assert_true(ts_put(s, key, other, 65536) / 100 == 2);
-	free(other);
+	replace_block_1(s, "/cli/corrupt", url, 65536, 63);
 	setenv("BLKMAP_RETRIES", "1", 1);
 	setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
 	const char *const *cmds[] = {
@@ -211,10 +229,7 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
 	};
 	for (size_t i = 0; i < 2; i++) {
 		assert_int_equal(tc_cli(&out, &err, cmds[i]), 1);
-		if (tc_lines(err) != 1 || !strstr(err, "checksum mismatch") || !strstr(err, url) ||
-		    !strstr(err, "block 1"))
-			fail_msg("%s: stderr \"%s\": one line naming the URL and block 1 expected",
-				 cmds[i][0], err);
+		assert_block_1_mismatch(cmds[i][0], url, err);
 		free(out);
 		free(err);
 	}
@@ -275,19 +290,13 @@ static void sum_reads_blocks_in_parallel_without_a_mapping(void **state)
 	}
 	/* A block that fails its checksum fails the sum: exit 1, one line
 	 * naming the URL and the block (as through a mapping, below). */
-	char key[256], bkey[128];
-	snprintf(key, sizeof(key), "/cli/sum1m/%s", tc_block_key(big, 1, bkey, sizeof(bkey)));
-	unsigned char *other = ts_pattern(1048576, 65);
-	assert_true(ts_put(s, key, other, 1048576) / 100 == 2);
-	free(other);
+	replace_block_1(s, "/cli/sum1m", big, 1048576, 65);
 	setenv("BLKMAP_RETRIES", "1", 1);
 	setenv("BLKMAP_RETRY_BASE_MS", "1", 1);
 	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "sum", big, NULL }), 1);
 	unsetenv("BLKMAP_RETRIES");
 	unsetenv("BLKMAP_RETRY_BASE_MS");
-	if (tc_lines(err) != 1 || !strstr(err, "checksum mismatch") || !strstr(err, big) ||
-	    !strstr(err, "block 1"))
-		fail_msg("sum: stderr \"%s\": one line naming the URL and block 1 expected", err);
+	assert_block_1_mismatch("sum", big, err);
 	free(out);
 	free(err);
 	free(mapped);

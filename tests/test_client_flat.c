@@ -5,7 +5,8 @@
  * miss fetches one small block, read-ahead fetches a run of blocks with one
  * Range GET; the open's one Range GET brings block 0 and the size (short
  * and empty objects too), sent beside the manifest's GET (one round
- * trip) while a dataset opens as before.  One program per kind of server
+ * trip, from the opening thread: an open makes no thread) while a
+ * dataset opens as before.  One program per kind of server
  * (TC_KIND; client.mk).
  */
 #include "config.h"
@@ -17,7 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -247,6 +255,68 @@ static void a_flat_open_sends_the_manifest_get_and_the_range_get_at_once(void **
 	bm_close(ds);
 }
 
+/* For tc_child: makes every new thread of this process fail (clone3 as
+ * if absent, clone of a thread with EAGAIN: pthread_create fails), then
+ * opens the URL arg with the SIGSEGV fault engine.  0: a flat object opened; 1: no filter; 2: the open
+ * failed; 3: not flat. */
+static int open_with_no_thread_allowed(void *arg)
+{
+	/* args[0]'s low 32 bits, where CLONE_THREAD is: first on a
+	 * little-endian machine. */
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+	bm_dataset *ds;
+
+	/* The uffd engine starts the process's fault handler threads with
+	 * its first handle (not the open's business): the SIGSEGV one has
+	 * none. */
+	setenv("VIRTMEM_ENGINE", "sigsegv", 1);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) {
+		perror("seccomp");
+		return 1;
+	}
+	if (bm_open(&ds, arg, NULL) < 0) {
+		fprintf(stderr, "%s\n", bm_last_error(NULL));
+		return 2;
+	}
+	int flat = bm_is_flat(ds);
+	bm_close(ds);
+	return flat ? 0 : 3;
+}
+
+/* The open sends both GETs from the calling thread: in a process that
+ * can make no thread, they still reach the server at once (each held
+ * 300 ms, the second begins before the first is answered). */
+static void a_flat_open_makes_no_thread_and_still_sends_both_gets_at_once(void **state)
+{
+	struct tc_store *s = with_object(state);
+	char url[512], *err = NULL;
+
+	tc_require(s, TC_CAN_FAULTS | TC_CAN_COUNT, "it injects no latency");
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 300}"), 200);
+	(void)tc_server_stat(&s->srv, "requests_in_flight_max", NULL); /* a new period */
+	int status = tc_child(open_with_no_thread_allowed, url, &err);
+	long peak = tc_server_stat(&s->srv, "requests_in_flight_max", NULL);
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 0}"), 200);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("the open in a process with no new thread: status %#x: %s", status, err ? err : "");
+	assert_int_equal(peak, 2);
+	free(err);
+}
+
 /* A dataset's open sends the same two GETs; the manifest wins even where
  * an object has the dataset's name (S3 and blkmap-server allow both), and
  * a URL ending in '/' (a prefix, never an object) costs the manifest's
@@ -427,6 +497,7 @@ int main(void)
 		cmocka_unit_test(read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get),
 		cmocka_unit_test(a_flat_object_opens_with_one_range_get_that_brings_its_first_block),
 		cmocka_unit_test(a_flat_open_sends_the_manifest_get_and_the_range_get_at_once),
+		cmocka_unit_test(a_flat_open_makes_no_thread_and_still_sends_both_gets_at_once),
 		cmocka_unit_test(a_dataset_opens_as_before_beside_the_probe_of_its_name),
 		cmocka_unit_test(a_dataset_open_leaves_no_line_in_the_error_log),
 		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),

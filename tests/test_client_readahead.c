@@ -30,38 +30,40 @@
 #define NBLK 48
 #define WINDOW 8  /* read-ahead window, blocks */
 
+/* Stores LEN bytes of DATA in blocks of BS at PATH of S into *V, whose
+ * options (tc_options) the test then sets before tc_map_open. */
+static void ra_put(struct ts_server *s, const char *path, size_t bs, const unsigned char *data,
+		   size_t len, struct tc_mapped *v)
+{
+	tc_url(v->url, sizeof(v->url), s, path);
+	tc_map_put(v, bs, data, len);
+}
+
 static void a_sequential_scan_fetches_ahead_in_parallel(void **state)
 {
 	struct ts_server *s = *state;
 	unsigned char *data = ts_pattern(NBLK * BS, 41), *got = malloc(NBLK * BS);
 	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
 	const size_t half = NBLK / 2;
-	char url[512];
-	struct bm_options o;
 	struct bm_stats st;
-	bm_dataset *ds;
-	bm_mapping *m;
-	void *addr;
+	struct tc_mapped v;
 
-	tc_url(url, sizeof(url), s, "/ra/seq");
-	tc_put(url, BS, data, NBLK * BS);
-	tc_options(&o);
-	o.readahead_bytes = WINDOW * BS;
-	o.connections = 4;
-	o.spare_bytes = 0; /* no spare memory thread: only the workers count */
+	ra_put(s, "/ra/seq", BS, data, NBLK * BS, &v);
+	v.o.readahead_bytes = WINDOW * BS;
+	v.o.connections = 4;
+	v.o.spare_bytes = 0; /* no spare memory thread: only the workers count */
 	int before = tc_nthreads();
-	assert_int_equal(bm_open(&ds, url, &o), 0);
-	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	tc_map_open(&v);
 	/* Nothing queued yet: no worker (they start at the first blocks
 	 * queued, and still read ahead in parallel below). */
 	assert_int_equal(tc_nthreads(), before);
 	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
 	long gets = tc_server_stat(s, "requests", "GET");  /* also starts a new peak */
 	for (size_t b = 0; b < half; b++) {
-		memcpy(got + b * BS, (char *)addr + b * BS, BS);
+		memcpy(got + b * BS, v.mem + b * BS, BS);
 		/* What is fetched was queued at a fault on a block <= b, for
 		 * at most WINDOW blocks past it: never more. */
-		bm_stats(ds, &st);
+		bm_stats(v.ds, &st);
 		if (st.fetched_blocks > b + 1 + WINDOW)
 			fail_msg("%llu blocks fetched after reading %zu: more than %d ahead",
 				 (unsigned long long)st.fetched_blocks, b + 1, WINDOW);
@@ -69,7 +71,7 @@ static void a_sequential_scan_fetches_ahead_in_parallel(void **state)
 	/* The reader stops: read-ahead still fetches what it queued past
 	 * it, blocks nobody touched (bounded wait: 30 s is a hang). */
 	for (int i = 0; i < 3000; i++) {
-		bm_stats(ds, &st);
+		bm_stats(v.ds, &st);
 		if (st.fetched_blocks > half)
 			break;
 		nanosleep(&ms10, NULL);
@@ -77,12 +79,12 @@ static void a_sequential_scan_fetches_ahead_in_parallel(void **state)
 	assert_true(st.fetched_blocks > half);
 	assert_true(st.fetched_blocks <= half + WINDOW);
 	for (size_t b = half; b < NBLK; b++)
-		memcpy(got + b * BS, (char *)addr + b * BS, BS);
+		memcpy(got + b * BS, v.mem + b * BS, BS);
 	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
 	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
 
 	assert_memory_equal(got, data, NBLK * BS);
-	bm_stats(ds, &st);
+	bm_stats(v.ds, &st);
 	/* Each block fetched once, by a fault or ahead of one. */
 	assert_int_equal(st.fetched_blocks, NBLK);
 	/* ... plus the one index page of NBLK blocks (format 2). */
@@ -92,8 +94,7 @@ static void a_sequential_scan_fetches_ahead_in_parallel(void **state)
 	/* Several requests were in the server at once. */
 	assert_true(peak >= 2);
 	assert_true(tc_nthreads() > before); /* the workers, started by the scan */
-	bm_unmap(m);
-	bm_close(ds);
+	tc_map_close(&v);
 	assert_int_equal(tc_nthreads(), before); /* joined */
 	free(data);
 	free(got);
@@ -105,36 +106,28 @@ static void random_access_fetches_only_the_blocks_touched(void **state)
 	static const size_t order[] = { 40, 3, 17, 46, 9, 33, 21, 1, 25, 12 };
 	const size_t n = sizeof(order) / sizeof(order[0]);
 	unsigned char *data = ts_pattern(NBLK * BS, 42);
-	char url[512];
-	struct bm_options o;
 	struct bm_stats st;
-	bm_dataset *ds;
-	bm_mapping *m;
-	void *addr;
+	struct tc_mapped v;
 
-	tc_url(url, sizeof(url), s, "/ra/random");
-	tc_put(url, BS, data, NBLK * BS);
-	tc_options(&o);
-	o.spare_bytes = 0; /* no spare memory thread: only the workers count */
+	ra_put(s, "/ra/random", BS, data, NBLK * BS, &v);
+	v.o.spare_bytes = 0; /* no spare memory thread: only the workers count */
 	int before = tc_nthreads();
-	assert_int_equal(bm_open(&ds, url, &o), 0);
-	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	tc_map_open(&v);
 	long gets = tc_server_stat(s, "requests", "GET");
 	for (size_t i = 0; i < n; i++) {
 		size_t off = order[i] * BS + 1000 * i;
-		assert_int_equal(((unsigned char *)addr)[off], data[off]);
+		assert_int_equal(v.mem[off], data[off]);
 	}
 	/* Touching a loaded block again costs nothing. */
-	assert_int_equal(((unsigned char *)addr)[order[0] * BS], data[order[0] * BS]);
-	bm_stats(ds, &st);
+	assert_int_equal(v.mem[order[0] * BS], data[order[0] * BS]);
+	bm_stats(v.ds, &st);
 	assert_int_equal(st.fetched_blocks, n);
 	assert_int_equal(st.cache_misses, n);
 	assert_int_equal(st.readahead_blocks, 0);
 	assert_int_equal(tc_server_stat(s, "requests", "GET") - gets, n + 1); /* + the index page */
 	/* Nothing was read ahead: no worker was started. */
 	assert_int_equal(tc_nthreads(), before);
-	bm_unmap(m);
-	bm_close(ds);
+	tc_map_close(&v);
 	free(data);
 }
 
@@ -181,32 +174,24 @@ static void slow_answers_raise_the_requests_in_flight_past_connections(void **st
 	struct ts_server *s = *state;
 	const size_t bs = 16 * KiB, nblk = 256;
 	unsigned char *data = ts_pattern(nblk * bs, 43);
-	char url[512];
-	struct bm_options o;
 	struct bm_stats st;
-	bm_dataset *ds;
-	bm_mapping *m;
-	void *addr;
+	struct tc_mapped v;
 
-	tc_url(url, sizeof(url), s, "/ra/slow");
-	tc_put(url, bs, data, nblk * bs);
-	tc_options(&o);
-	o.connections = 2;
-	assert_int_equal(bm_open(&ds, url, &o), 0);
-	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	ra_put(s, "/ra/slow", bs, data, nblk * bs, &v);
+	v.o.connections = 2;
+	tc_map_open(&v);
 	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
 	(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
-	assert_memory_equal(addr, data, nblk * bs);
+	assert_memory_equal(v.mem, data, nblk * bs);
 	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
 	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
-	bm_stats(ds, &st);
+	bm_stats(v.ds, &st);
 	assert_int_equal(st.fetched_blocks, nblk);
 	assert_true(st.readahead_blocks >= 16);
 	if (peak <= 2 || peak > 8)
 		fail_msg("%ld requests in flight at most: expected 3..8 (connections 2, at most 4 times)",
 			 peak);
-	bm_unmap(m);
-	bm_close(ds);
+	tc_map_close(&v);
 	free(data);
 }
 

@@ -568,15 +568,13 @@ static int write_and_commit(void *arg)
 	struct crash *c = arg;
 	struct bm_options o;
 	bm_dataset *ds;
-	bm_mapping *m;
 	void *addr;
 
-	if (bm_options_init(&o) < 0)
+	if (tc_child_options(&o) < 0)
 		return 1;
-	o.retry_base_ms = 1;
 	o.commit_hook = kill_at;
 	o.commit_hook_arg = c;
-	if (bm_open(&ds, c->url, &o) < 0 || bm_map(ds, 0, 0, &addr, &m) < 0)
+	if ((ds = tc_child_map(c->url, &o, &addr)) == NULL)
 		return 1;
 	for (int b = 0; b < 4; b++)
 		memset((char *)addr + (size_t)b * c->bs, 'K', 1000);

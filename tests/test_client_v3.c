@@ -68,32 +68,14 @@ static void v3_key(const unsigned char *b, size_t len, char *out, size_t n)
 	snprintf(out, n, "blocks/%s", hex);
 }
 
-/* A dataset stored at a path of the store, opened and mapped whole. */
-struct mapped {
-	char url[512];
-	bm_dataset *ds;
-	bm_mapping *m;
-	unsigned char *mem;
-};
-
-/* Stores SIZE bytes of DATA in blocks of BS at PATH of ST (tc_put), opens
- * it (tc_open) and maps it whole, into *V (asserted). */
+/* Stores SIZE bytes of DATA in blocks of BS at PATH of ST, opens it with
+ * the test options and maps it whole, into *V (asserted). */
 static void put_and_map(struct tc_store *st, const char *path, const unsigned char *data,
-			size_t size, struct mapped *v)
+			size_t size, struct tc_mapped *v)
 {
-	void *addr;
-
 	tc_store_url(v->url, sizeof(v->url), st, path);
-	tc_put(v->url, BS, data, size);
-	v->ds = tc_open(v->url, 0);
-	assert_int_equal(bm_map(v->ds, 0, 0, &addr, &v->m), 0);
-	v->mem = addr;
-}
-
-static void unmap_and_close(struct mapped *v)
-{
-	bm_unmap(v->m);
-	bm_close(v->ds);
+	tc_map_put(v, BS, data, size);
+	tc_map_open(v);
 }
 
 static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void **state)
@@ -292,7 +274,7 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 	size_t nblk = 8, size = nblk * BS;
 	unsigned char *data = ts_pattern(size, 307);
 	struct bm_stats s0, s1;
-	struct mapped v;
+	struct tc_mapped v;
 
 	put_and_map(st, "/v3/random", data, size, &v);
 	const volatile unsigned char *mem = v.mem;
@@ -318,7 +300,7 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 			    BM_PIECE_SIZE);
 	assert_int_equal(mem[3 * BS + 5], data[3 * BS + 5]);
 	assert_int_equal(tc_store_count(st, "GET") - gets, 2);
-	unmap_and_close(&v);
+	tc_map_close(&v);
 	free(data);
 }
 
@@ -352,7 +334,7 @@ static void a_written_piece_is_committed_with_the_rest_of_its_block(void **state
 	size_t nblk = 4, size = nblk * BS - 1000;
 	unsigned char *data = ts_pattern(size, 309);
 	char key[80], want[80];
-	struct mapped v;
+	struct tc_mapped v;
 	uint64_t gen;
 
 	put_and_map(st, "/v3/piecewrite", data, size, &v);
@@ -373,7 +355,7 @@ static void a_written_piece_is_committed_with_the_rest_of_its_block(void **state
 	assert_int_equal(gen, 2);
 	/* The mapping still reads the committed bytes. */
 	assert_memory_equal(mem, data, size);
-	unmap_and_close(&v);
+	tc_map_close(&v);
 	assert_true(tc_dataset_equals(v.url, 0, data, size));
 	for (uint64_t b = 0; b < nblk; b++) {
 		size_t len = b + 1 == nblk ? size - b * BS : BS;
@@ -389,7 +371,7 @@ static void a_block_written_whole_through_a_mapping_is_committed_without_fetchin
 	tc_require(st, TC_CAN_COUNT, "counts the bytes the server sends");
 	size_t nblk = 3, size = nblk * BS;
 	unsigned char *data = ts_pattern(size, 310);
-	struct mapped v;
+	struct tc_mapped v;
 	uint64_t gen;
 
 	put_and_map(st, "/v3/whole", data, size, &v);
@@ -403,7 +385,7 @@ static void a_block_written_whole_through_a_mapping_is_committed_without_fetchin
 	long sent = tc_server_stat(&st->srv, "bytes_out", NULL) - out;
 	if (sent >= (long)BM_PIECE_SIZE)
 		fail_msg("the server sent %ld bytes during the commit", sent);
-	unmap_and_close(&v);
+	tc_map_close(&v);
 	assert_true(tc_dataset_equals(v.url, 0, data, size));
 	free(data);
 }
