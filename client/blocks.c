@@ -374,72 +374,28 @@ int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log)
 /* ---- pieces of a format 3 block ---------------------------------------------------- */
 
 /* The sink of a Range GET of pieces [p0, p0 + n) of a block: each piece
- * hashed as it arrives, the bytes written to buf (vm_loadblk_write: a
- * loadblk's RAM slot, or a read-ahead run's plain buffer). */
+ * hashed as it arrives (a piece hash of n pieces), the bytes written to
+ * buf (vm_loadblk_write: a loadblk's RAM slot, or a read-ahead run's
+ * plain buffer); at the end each piece is checked against its sum. */
 struct piece_sink {
 	void *buf;
 	bool plain;                /* buf is a plain buffer (memcpy) */
-	XXH3_state_t *xxh;
+	struct bm_piece_hash *ph;
 	const uint8_t *psum;       /* the block's piece sums */
 	unsigned p0;               /* the first piece */
-	size_t len;                /* bytes asked for */
-	size_t hashed;             /* bytes of the pieces hashed so far */
-	unsigned bad;              /* a piece that failed, + 1 (0: none) */
-	char why[256];
 };
-
-/* Ends the piece being hashed: checks it against its sum. */
-static void piece_sink_end(struct piece_sink *p, size_t plen)
-{
-	unsigned i = p->p0 + (unsigned)((p->hashed - 1) / BM_PIECE_SIZE);
-	XXH128_canonical_t c;
-	uint8_t got[16];
-
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(p->xxh));
-	memcpy(got, c.digest, 16);
-	if (p->bad == 0 && memcmp(got, p->psum + (size_t)i * 16, 16) != 0) {
-		p->bad = i + 1;
-		static const char hex[] = "0123456789abcdef";
-		char want[BM_SUM_HEX + 1], have[BM_SUM_HEX + 1];
-		for (int k = 0; k < 16; k++) {
-			want[2 * k] = hex[p->psum[i * 16 + k] >> 4];
-			want[2 * k + 1] = hex[p->psum[i * 16 + k] & 15];
-			have[2 * k] = hex[got[k] >> 4];
-			have[2 * k + 1] = hex[got[k] & 15];
-		}
-		want[BM_SUM_HEX] = have[BM_SUM_HEX] = '\0';
-		bm_fmt(p->why, sizeof(p->why),
-		       "piece %u: checksum mismatch: its %zu bytes hash to %s, the index says %s", i, plen,
-		       have, want);
-	}
-	XXH3_128bits_reset(p->xxh);
-}
 
 static int piece_sink(void *arg, uint64_t off, const void *data, size_t len)
 {
 	struct piece_sink *p = arg;
-	const char *d = data;
 
-	if (off == 0) { /* a retry starts over */
-		XXH3_128bits_reset(p->xxh);
-		p->hashed = 0;
-		p->bad = 0;
-	}
+	if (off == 0) /* a retry starts over */
+		bm_piece_hash_reset(p->ph);
 	if (p->plain)
 		memcpy((char *)p->buf + off, data, len);
 	else if (vm_loadblk_write(p->buf, (size_t)off, data, len) < 0)
 		return -ENOMEM;
-	while (len > 0) {
-		size_t in = p->hashed % BM_PIECE_SIZE, take = BM_PIECE_SIZE - in;
-		if (take > len)
-			take = len;
-		bm_xxh3_128_update(p->xxh, d, take); /* while the data is hot */
-		p->hashed += take;
-		d += take;
-		len -= take;
-		if (p->hashed % BM_PIECE_SIZE == 0)
-			piece_sink_end(p, BM_PIECE_SIZE);
-	}
+	bm_piece_hash_update(p->ph, data, len); /* while the data is hot */
 	return 0;
 }
 
@@ -447,13 +403,7 @@ static int piece_verify(void *arg, char *msg, size_t n)
 {
 	struct piece_sink *p = arg;
 
-	if (p->hashed % BM_PIECE_SIZE != 0)
-		piece_sink_end(p, p->hashed % BM_PIECE_SIZE); /* the block's short last piece */
-	if (p->bad) {
-		bm_fmt(msg, n, "%s", p->why);
-		return BM_ECHECKSUM;
-	}
-	return 0;
+	return bm_piece_hash_check(p->ph, p->psum, p->p0, msg, n);
 }
 
 /* Block obj's pieces [p0, p0 + n) into buf (plain: a plain buffer), with
@@ -477,15 +427,15 @@ static int fetch_pieces(bm_dataset *ds, uint64_t obj, unsigned p0, unsigned n, v
 	if (src.hole || src.visible <= from)
 		goto done;
 	size_t len = src.len - from < (size_t)n * BM_PIECE_SIZE ? src.len - from : (size_t)n * BM_PIECE_SIZE;
-	struct piece_sink sink = { .buf = buf, .plain = plain, .psum = psum, .p0 = p0, .len = len };
+	struct piece_sink sink = { .buf = buf, .plain = plain, .psum = psum, .p0 = p0 };
 	struct bm_get g = { .range = true, .off = from, .len = len, .sink = piece_sink,
 			    .sink_arg = &sink, .verify = piece_verify };
-	if ((sink.xxh = XXH3_createState()) == NULL) {
+	if ((sink.ph = bm_piece_hash_new(n)) == NULL) {
 		rc = BM_ENOMEM;
 		goto done;
 	}
 	rc = bm_store_get(ds->store, src.key, &g, msg, msgn);
-	XXH3_freeState(sink.xxh);
+	bm_piece_hash_free(sink.ph);
 	if (rc == 0)
 		*lenp = src.visible - from < len ? src.visible - from : len;
 done:

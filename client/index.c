@@ -193,6 +193,40 @@ void bm_piece_hash_final(struct bm_piece_hash *h, char sum[BM_SUM_HEX + 1])
 	bin_hex(bin, sum);
 }
 
+/* "piece I: checksum mismatch ...": bm_piece_verify's and
+ * bm_piece_hash_check's message for piece i of len bytes. */
+static int piece_mismatch(unsigned i, size_t len, const uint8_t got[16], const uint8_t want[16],
+			  char *msg, size_t n)
+{
+	char want_hex[BM_SUM_HEX + 1], got_hex[BM_SUM_HEX + 1];
+
+	bin_hex(want, want_hex);
+	bin_hex(got, got_hex);
+	bm_fmt(msg, n, "piece %u: checksum mismatch: its %zu bytes hash to %s, the index says %s", i,
+	       len, got_hex, want_hex);
+	return BM_ECHECKSUM;
+}
+
+int bm_piece_hash_check(struct bm_piece_hash *h, const uint8_t *psum, unsigned p0, char *msg,
+			size_t n)
+{
+	size_t last = h->in_piece > 0 ? h->in_piece : BM_PIECE_SIZE;
+
+	if (h->in_piece > 0)
+		piece_end(h);
+	if (h->np > h->pieces) { /* its sums were not kept */
+		bm_fmt(msg, n, "more bytes than the %u pieces asked for", h->pieces);
+		return BM_ECHECKSUM;
+	}
+	for (unsigned i = 0; i < h->np; i++) {
+		const uint8_t *got = h->psum + (size_t)i * 16, *want = psum + (size_t)(p0 + i) * 16;
+		if (memcmp(got, want, 16) != 0)
+			return piece_mismatch(p0 + i, i + 1 < h->np ? BM_PIECE_SIZE : last, got, want,
+					      msg, n);
+	}
+	return 0;
+}
+
 /* The piece sums of one entry of a v3 leaf: 0, or BM_EFORMAT with msg
  * naming the slot.  np gets the pieces the entry has (the leading ones
  * that are not zeros). */
@@ -250,16 +284,11 @@ int bm_piece_verify(const uint8_t *psum, unsigned i, const void *data, size_t le
 		    size_t n)
 {
 	uint8_t got[16];
-	char want_hex[BM_SUM_HEX + 1], got_hex[BM_SUM_HEX + 1];
 
 	sum_bin(data, len, got);
 	if (memcmp(got, psum + (size_t)i * 16, 16) == 0)
 		return 0;
-	bin_hex(psum + (size_t)i * 16, want_hex);
-	bin_hex(got, got_hex);
-	bm_fmt(msg, n, "piece %u: checksum mismatch: its %zu bytes hash to %s, the index says %s", i,
-	       len, got_hex, want_hex);
-	return BM_ECHECKSUM;
+	return piece_mismatch(i, len, got, psum + (size_t)i * 16, msg, n);
 }
 
 /* ---- pages ---------------------------------------------------------------- */

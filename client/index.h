@@ -80,6 +80,12 @@ void bm_piece_hash_free(struct bm_piece_hash *h);
 void bm_piece_hash_reset(struct bm_piece_hash *h);
 void bm_piece_hash_update(struct bm_piece_hash *h, const void *data, size_t len);
 void bm_piece_hash_final(struct bm_piece_hash *h, char sum[BM_SUM_HEX + 1]);
+/* Instead of final, for the bytes of pieces [p0, p0 + k) of a block (k at
+ * most the pieces h was made for; the last may be short): checks each
+ * piece against psum's entry p0 + i.  0, or BM_ECHECKSUM with msg as
+ * bm_piece_verify's for the first that differs. */
+int bm_piece_hash_check(struct bm_piece_hash *h, const uint8_t *psum, unsigned p0, char *msg,
+			size_t n);
 /* Checks untrusted piece sums of a block of len bytes against its sum (a
  * leaf entry, as bm_index_lookup gives it): its pieces are
  * bm_pieces_of(len), none all zeros, the rest zeros, and their xxh128 is

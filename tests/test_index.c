@@ -6,7 +6,8 @@
  * upgrade, the keys gc will keep, and hostile pages and manifests (each
  * field, truncations, bit flips, wrong hashes, out-of-range entries): a
  * one-line error, never a crash or a wrong answer.  Format v3: piece sums
- * (whole, streamed in any chunks), leaves that carry them through updates
+ * (whole, streamed in any chunks; streamed pieces each checked against
+ * its own sum), leaves that carry them through updates
  * and lookups, and v3 leaves whose piece sums lie, or pages of the other
  * format's page version, refused.  No server, no I/O;
  * deterministic.  Locking: none (one thread).
@@ -1180,6 +1181,60 @@ static void a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arriv
 	free(psum);
 }
 
+/* Pieces [p0, p0 + k) of a block streamed through a piece hash (a Range
+ * GET of them) are each checked against their own sums: a damaged one is
+ * named with its length (a short last piece's too), and more bytes than
+ * the k pieces asked for fail. */
+static void streamed_pieces_are_each_checked_against_their_own_sums(void **state)
+{
+	(void)state;
+	const unsigned pieces = 16;
+	const size_t len = 5 * BM_PIECE_SIZE + 1000; /* 6 pieces, the last 1000 bytes */
+	const size_t n = len - 2 * BM_PIECE_SIZE, chunk = 10007;
+	uint8_t *b = block_bytes(len, 77), *psum = malloc(pieces * 16);
+	const uint8_t *from = b + 2 * BM_PIECE_SIZE; /* pieces 2 to 5 */
+	struct bm_piece_hash *h = bm_piece_hash_new(4);
+	char sum[BM_SUM_HEX + 1], msg[256];
+
+	assert_non_null(psum);
+	assert_non_null(h);
+	bm_pieces_sum(b, len, pieces, psum, sum);
+	bm_piece_hash_reset(h);
+	bm_piece_hash_update(h, from, n / 2); /* a first try, cut */
+	bm_piece_hash_reset(h);
+	for (size_t off = 0; off < n; off += chunk)
+		bm_piece_hash_update(h, from + off, n - off < chunk ? n - off : chunk);
+	assert_int_equal(bm_piece_hash_check(h, psum, 2, msg, sizeof(msg)), 0);
+	/* Checked as pieces 1 to 4: the first differs. */
+	bm_piece_hash_reset(h);
+	bm_piece_hash_update(h, from, n);
+	assert_int_equal(bm_piece_hash_check(h, psum, 1, msg, sizeof(msg)), BM_ECHECKSUM);
+	one_line(msg);
+	assert_non_null(strstr(msg, "piece 1: checksum mismatch: its 65536 bytes hash to "));
+	/* A byte of piece 4 flipped, then one of the short piece 5. */
+	const size_t flip[] = { 4 * BM_PIECE_SIZE + 9, len - 1 };
+	const char *says[] = { "piece 4: checksum mismatch: its 65536 bytes",
+			       "piece 5: checksum mismatch: its 1000 bytes" };
+	for (int i = 0; i < 2; i++) {
+		b[flip[i]] ^= 0x10;
+		bm_piece_hash_reset(h);
+		bm_piece_hash_update(h, from, n);
+		assert_int_equal(bm_piece_hash_check(h, psum, 2, msg, sizeof(msg)), BM_ECHECKSUM);
+		one_line(msg);
+		assert_non_null(strstr(msg, says[i]));
+		b[flip[i]] ^= 0x10;
+	}
+	/* A fifth piece's bytes past the four asked for. */
+	bm_piece_hash_reset(h);
+	bm_piece_hash_update(h, from, n);
+	bm_piece_hash_update(h, b, BM_PIECE_SIZE);
+	assert_int_equal(bm_piece_hash_check(h, psum, 2, msg, sizeof(msg)), BM_ECHECKSUM);
+	assert_non_null(strstr(msg, "more bytes than the 4 pieces asked for"));
+	bm_piece_hash_free(h);
+	free(psum);
+	free(b);
+}
+
 /* A tree of nblk blocks of pieces pieces each, every block stored, the
  * last one last_len bytes; block b's bytes are block_bytes(.., b + seed).
  * psums gets each block's piece sums (nblk x pieces x 16). */
@@ -1399,6 +1454,7 @@ int main(void)
 		cmocka_unit_test(hostile_v2_manifest_fields_are_refused_with_one_line),
 		cmocka_unit_test(the_version_of_a_manifest_tells_damage_from_a_bad_manifest),
 		cmocka_unit_test(a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arrive),
+		cmocka_unit_test(streamed_pieces_are_each_checked_against_their_own_sums),
 		cmocka_unit_test(a_v3_tree_keeps_each_blocks_piece_sums_through_updates),
 		cmocka_unit_test(hostile_v3_leaves_are_refused_with_one_line),
 		cmocka_unit_test(a_v3_manifest_round_trips_and_needs_blocks_above_64k),
