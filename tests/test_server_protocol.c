@@ -571,13 +571,6 @@ int main(void)
 		T(put_without_content_length_answers_411),
 		T(keep_alive_serves_requests_on_one_connection),
 	};
-	int failed;
 
-	curl_global_init(CURL_GLOBAL_ALL);
-	failed = cmocka_run_group_tests_name("memory store", tests,
-					     start_memory, ts_fixture_stop);
-	failed += cmocka_run_group_tests_name("disk store", tests, start_disk,
-					      ts_fixture_stop);
-	curl_global_cleanup();
-	return failed;
+	return ts_run_on_both_stores(tests, sizeof(tests) / sizeof(tests[0]), start_memory, start_disk);
 }

@@ -210,13 +210,6 @@ int main(void)
 		cmocka_unit_test(if_match_race_has_exactly_one_204),
 		cmocka_unit_test(readers_see_old_or_new_object_never_a_mix),
 	};
-	int failed;
 
-	curl_global_init(CURL_GLOBAL_ALL);
-	failed = cmocka_run_group_tests_name("memory store", tests,
-					     start_memory, ts_fixture_stop);
-	failed += cmocka_run_group_tests_name("disk store", tests, start_disk,
-					      ts_fixture_stop);
-	curl_global_cleanup();
-	return failed;
+	return ts_run_on_both_stores(tests, sizeof(tests) / sizeof(tests[0]), start_memory, start_disk);
 }

@@ -1,6 +1,7 @@
 /* tests/test_server_util.c — helpers for the blkmap-server tests: the
  * server process (fork/exec, URL from stdout, SIGTERM and exit status),
- * libcurl requests, raw sockets, temporary directories. Each test process
+ * libcurl requests, raw sockets, temporary directories, a program's tests
+ * run on the memory store and the disk store. Each test process
  * is single-threaded except where a test starts threads that each use
  * their own curl handle. */
 #include "config.h"
@@ -19,6 +20,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 #include "test_server_util.h"
 
@@ -181,6 +187,18 @@ int ts_fixture_stop(void **state)
 	}
 	free(f);
 	return rc == 0 ? 0 : -1;
+}
+
+int ts_run_on_both_stores(const struct CMUnitTest *tests, size_t n, int (*memory)(void **),
+			  int (*disk)(void **))
+{
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_ALL);
+	failed = _cmocka_run_group_tests("memory store", tests, n, memory, ts_fixture_stop);
+	failed += _cmocka_run_group_tests("disk store", tests, n, disk, ts_fixture_stop);
+	curl_global_cleanup();
+	return failed;
 }
 
 struct upload {

@@ -1,7 +1,8 @@
 /* tests/test_server_util.h — what the blkmap-server tests share: start
  * the real blkmap-server on port 0 and read its URL, stop it and get its
  * exit status, make HTTP requests with libcurl, open raw sockets, make and
- * remove temporary directories. Prefix ts_. */
+ * remove temporary directories, run a program's tests on the memory and
+ * the disk store. Prefix ts_. */
 #ifndef BLKMAP_TEST_SERVER_UTIL_H
 #define BLKMAP_TEST_SERVER_UTIL_H
 
@@ -55,6 +56,13 @@ int ts_fixture_memory(void **state, const char *const *args);
 int ts_fixture_disk(void **state, const char *const *args);
 /* Group teardown: stop (exit status must be 0), remove the directory. */
 int ts_fixture_stop(void **state);
+/* Runs the N TESTS as two cmocka groups, "memory store" and "disk store",
+ * set up by MEMORY and DISK (ts_fixture_memory and ts_fixture_disk with
+ * the program's arguments), each torn down by ts_fixture_stop, between
+ * curl_global_init and curl_global_cleanup: the failures of both. */
+struct CMUnitTest;
+int ts_run_on_both_stores(const struct CMUnitTest *tests, size_t n, int (*memory)(void **),
+			  int (*disk)(void **));
 
 /* One request. HANDLE may be NULL (a fresh connection) or a handle to
  * reuse (keep-alive). HEADERS is NULL-terminated or NULL. BODY with
