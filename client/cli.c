@@ -402,13 +402,14 @@ static const char sum_help[] =
 	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
 	"or the one tag TAG names) as '<hex>  <URL>'. It is read with a GET per block\n"
 	"(a plain object: 1 MiB blocks unless BLKMAP_BLKSIZE sets another size), one\n"
-	"per connection in parallel, straight into buffers hashed in order; through\n"
-	"a memory mapping instead (page faults and read-ahead do the loading) when a\n"
-	"wcfs mirror serves it or its blocks are small (a block per connection, at 4\n"
-	"times BLKMAP_CONNECTIONS, under 4 MiB). When answers are slow the GETs in\n"
-	"flight grow, up to 4 times BLKMAP_CONNECTIONS. With -v, prints to stderr\n"
-	"one line of what it took: mode=<loadblk|overlay> fetched_bytes=<n> and the\n"
-	"other counters.\n";
+	"per connection in parallel at first, straight into buffers hashed in order;\n"
+	"through a memory mapping instead (page faults and read-ahead do the loading)\n"
+	"when a wcfs mirror serves it or its blocks are small (a block per\n"
+	"connection, at 4 times BLKMAP_CONNECTIONS, under 4 MiB). The GETs in flight\n"
+	"follow the answers' round trips: when slow they grow, up to 4 times\n"
+	"BLKMAP_CONNECTIONS, when fast they shrink, down to a quarter of it. With\n"
+	"-v, prints to stderr one line of what it took: mode=<loadblk|overlay>\n"
+	"fetched_bytes=<n> and the other counters.\n";
 
 static void print_stats(bm_dataset *ds, double secs)
 {
@@ -431,11 +432,16 @@ static void print_stats(bm_dataset *ds, double secs)
  * next blocks arrive; the mapping's page cache (pages allocated, mapped,
  * freed) cost about a fifth more CPU here.  The ring holds two blocks
  * per fetcher, within half of cache_bytes.  Locking: st.mu guards
- * next, hashed, stop and the slots' states; bm_read runs without it. */
-/* A streamed sum's fetchers grow, when answers are slow, to as many as
- * move SUM_TARGET_RATE (re-judged every SUM_EPOCH reads), up to
- * SUM_CONNS_FACTOR times `connections`, as a dataset's read-ahead does
- * (docs/client.md, "Fetch sizes"). */
+ * everything of struct sum_stream but the buffers' bytes (a slot's are
+ * its fetcher's until ready, then this thread's); bm_read runs without
+ * it.
+ * The fetchers grow, when answers are slow, to as many as move
+ * SUM_TARGET_RATE (the fastest read of an epoch says how many that is),
+ * up to SUM_CONNS_FACTOR times `connections`, and only while each growth
+ * moves the bytes faster; when answers are fast they shrink, down to a
+ * SUM_CONNS_FACTOR-th of `connections` (cli_ramp.c; docs/client.md,
+ * "Fetch sizes").  An epoch is SUM_EPOCH reads, or two per fetcher
+ * wanted. */
 #define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
 #define SUM_CONNS_FACTOR 4
 #define SUM_TARGET_RATE 2e9
@@ -452,11 +458,14 @@ struct sum_stream {
 	uint64_t next;             /* first chunk no fetcher took */
 	uint64_t hashed;           /* chunks hashed: chunk c's slot is free once c < hashed + nslots */
 	bool stop;
-	/* Slow answers: the least seconds per byte of the last reads timed,
-	 * and the fetchers they call for (the bandwidth-delay product). */
-	double least;
-	unsigned ntimed;
-	int want, max;
+	/* The epoch: its reads, their bytes and the least seconds per byte
+	 * among them, since epoch_t0; the fetchers wanted (ramp's answer),
+	 * and those running (a fetcher over want ends after its read). */
+	unsigned epoch_reads;
+	uint64_t epoch_bytes;
+	double least, epoch_t0;
+	struct ramp ramp;
+	int want, running, max;
 	pthread_mutex_t mu;
 	pthread_cond_t filled, freed;
 };
@@ -468,15 +477,32 @@ static double mono(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* The end of an epoch (under st->mu): how many fetchers now (st->want;
+ * those over it end after their read, and this thread adds the ones it
+ * lacks). */
+static void sum_judge(struct sum_stream *st)
+{
+	double end = mono(), secs = end - st->epoch_t0;
+	double need = SUM_TARGET_RATE * st->least + 1; /* rounded up */
+	int n = ramp_epoch(&st->ramp, (double)st->epoch_bytes / (secs > 0 ? secs : 1e-9), need);
+	if (n < st->want)
+		pthread_cond_broadcast(&st->freed); /* the fetchers over it end */
+	st->want = n;
+	st->epoch_t0 = end;
+	st->epoch_bytes = 0;
+	st->epoch_reads = 0;
+}
+
 static void *sum_fetcher(void *arg)
 {
 	struct sum_stream *st = arg;
 
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
-		while (!st->stop && st->next < st->nchunks && st->next >= st->hashed + st->nslots)
+		while (!st->stop && st->next < st->nchunks && st->next >= st->hashed + st->nslots &&
+		       st->running <= st->want)
 			pthread_cond_wait(&st->freed, &st->mu);
-		if (st->stop || st->next >= st->nchunks)
+		if (st->stop || st->next >= st->nchunks || st->running > st->want)
 			break;
 		uint64_t c = st->next++, off = c * st->chunk;
 		size_t slot = (size_t)(c % st->nslots);
@@ -488,19 +514,15 @@ static void *sum_fetcher(void *arg)
 		pthread_mutex_lock(&st->mu);
 		st->got[slot] = n == (int64_t)len ? n : n < 0 ? n : BM_EIO;
 		st->ready[slot] = true;
-		/* Every SUM_EPOCH reads: as many fetchers as move
-		 * SUM_TARGET_RATE at the least time per byte seen (a read
-		 * that waited for the CPU is slower, never faster). */
-		if (st->ntimed == 0 || per_byte < st->least)
+		/* A read that waited for the CPU is slower, never faster. */
+		if (st->epoch_reads == 0 || per_byte < st->least)
 			st->least = per_byte;
-		if (++st->ntimed >= SUM_EPOCH) {
-			double need = SUM_TARGET_RATE * st->least + 1;
-			st->ntimed = 0;
-			if (need > (double)st->want)
-				st->want = need < (double)st->max ? (int)need : st->max;
-		}
+		st->epoch_bytes += len;
+		if (++st->epoch_reads >= (2 * st->want > SUM_EPOCH ? 2 * st->want : SUM_EPOCH))
+			sum_judge(st);
 		pthread_cond_broadcast(&st->filled);
 	}
+	st->running--;
 	pthread_mutex_unlock(&st->mu);
 	return NULL;
 }
@@ -546,6 +568,7 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 		st.nslots = 1;
 	st.max = o->connections < (int)st.nslots ? o->connections : (int)st.nslots;
 	st.want = connections < st.max ? connections : st.max;
+	ramp_init(&st.ramp, st.want, (st.want + SUM_CONNS_FACTOR - 1) / SUM_CONNS_FACTOR, st.max);
 	st.bufs = malloc(st.nslots * st.chunk);
 	st.got = calloc(st.nslots, sizeof(*st.got));
 	st.ready = calloc(st.nslots, sizeof(*st.ready));
@@ -557,28 +580,38 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	pthread_mutex_init(&st.mu, NULL);
 	pthread_cond_init(&st.filled, NULL);
 	pthread_cond_init(&st.freed, NULL);
-	int first = st.want; /* st.want is the fetchers' to raise from here on (under st.mu) */
-	while (started < first && pthread_create(&t[started], NULL, sum_fetcher, &st) == 0)
-		started++;
-	if (started == 0)
-		rc = BM_ENOMEM;
+	st.epoch_t0 = mono();
 	for (uint64_t c = 0; rc == 0 && c < st.nchunks; c++) {
 		size_t slot = (size_t)(c % st.nslots);
 		pthread_mutex_lock(&st.mu);
 		while (!st.ready[slot]) {
-			if (st.want > started) {
-				/* Answers are slow: more fetchers (each
-				 * takes a connection of the bound). */
+			if (st.want > st.running && started < st.max) {
+				/* At the start, or answers are slow: more
+				 * fetchers (each takes a connection of the
+				 * bound). */
+				st.running++;
 				pthread_mutex_unlock(&st.mu);
 				bool made = pthread_create(&t[started], NULL, sum_fetcher, &st) == 0;
 				pthread_mutex_lock(&st.mu);
-				if (made)
+				if (made) {
 					started++;
-				else
-					st.want = started; /* none more to be had now */
+				} else {
+					st.running--;
+					if (st.running == 0) {
+						rc = BM_ENOMEM; /* no fetcher at all */
+						break;
+					}
+					/* None more to be had now. */
+					st.want = st.ramp.n = st.running;
+					st.ramp.full = true;
+				}
 				continue;
 			}
 			pthread_cond_wait(&st.filled, &st.mu);
+		}
+		if (rc < 0) {
+			pthread_mutex_unlock(&st.mu);
+			break;
 		}
 		int64_t n = st.got[slot];
 		pthread_mutex_unlock(&st.mu);

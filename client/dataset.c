@@ -646,13 +646,20 @@ const char *bm_url(const bm_dataset *ds) { return ds->url; }
 
 /* Spares (zeroed memory ready for the next loads): from the first mapping
  * on, since only faults load into the page cache (bm_read and bm_write do
- * not); up to an eighth of the budget, at least one block. */
+ * not); up to an eighth of the budget, at least one block.  None for the
+ * userfaultfd engine, whose blocks live in a memfd of the handle: the
+ * pool's spares would go unused, then be filled once the handle closes
+ * (16 MiB populated and punched again in bm_close). */
 static void start_spares(bm_dataset *ds)
 {
 	size_t bs = ds->file.blksize, cap = ds->opt.cache_bytes / 8;
 	size_t n = (ds->opt.spare_bytes < cap ? ds->opt.spare_bytes : cap) / bs;
+	struct vm_fileh_stats st;
 
 	if (ds->opt.spare_bytes == 0 || atomic_exchange(&ds->spares_started, true))
+		return;
+	vm_fileh_stats(ds->fh, &st);
+	if (strncmp(st.engine, "uffd", 4) == 0)
 		return;
 	/* An optimisation: without its thread, loads allocate. */
 	int r = vm_ram_keep_spare(ds->ram, bs, n ? (unsigned)(n < 1024 ? n : 1024) : 1);

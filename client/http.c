@@ -736,6 +736,11 @@ static int attempt_end(struct bm_http *h, CURLM *m, struct bm_req *r, struct att
 	return rc;
 }
 
+static bool cancelled(const struct bm_req *r)
+{
+	return r->cancel != NULL && atomic_load(r->cancel);
+}
+
 /* One round: every job with again[i] set tried once, all at once on m;
  * each judged as it ends (a request whose cancel flag its neighbour's
  * check set is stopped then).  Sets again[i] for those to try again;
@@ -750,7 +755,7 @@ static void do_round(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http_job 
 	for (int i = 0; i < n; i++) {
 		if (!again[i])
 			continue;
-		if (jobs[i].r->cancel != NULL && atomic_load(jobs[i].r->cancel)) {
+		if (cancelled(jobs[i].r)) {
 			again[i] = false; /* cancelled since: rc and msg as they are */
 			continue;
 		}
@@ -771,21 +776,25 @@ static void do_round(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http_job 
 					continue;
 				CURLcode cc = msg->data.result;
 				int rc = attempt_end(h, m, jobs[i].r, &at[i], cc);
-				*failed |= cc != CURLE_OK;
+				/* A transfer cut by its cancel leaves the
+				 * others' connection as it was (curl closes
+				 * its own). */
+				*failed |= cc != CURLE_OK && !cancelled(jobs[i].r);
 				jobs[i].rc = judge(h, jobs[i].r, rc, attempt, jobs[i].check, jobs[i].arg, jobs[i].msg,
 						   jobs[i].n, jobs[i].retriesp, &again[i]);
 				left--;
 				break;
 			}
 		}
-		/* The rest after a multi failure, or those a check cancelled:
-		 * stopped where they are. */
+		/* The rest after a multi failure (or none running, yet not
+		 * all reported: never waited for), or those a check
+		 * cancelled: stopped where they are. */
+		bool stop = mc != CURLM_OK || running == 0;
 		for (int i = 0; i < n; i++) {
-			const atomic_bool *cancel = jobs[i].r->cancel;
-			if (!at[i].running || (mc == CURLM_OK && (cancel == NULL || !atomic_load(cancel))))
+			if (!at[i].running || (!stop && !cancelled(jobs[i].r)))
 				continue;
 			int rc = attempt_end(h, m, jobs[i].r, &at[i], CURLE_ABORTED_BY_CALLBACK);
-			*failed = true;
+			*failed |= stop;
 			jobs[i].rc = judge(h, jobs[i].r, rc, attempt, jobs[i].check, jobs[i].arg, jobs[i].msg,
 					   jobs[i].n, jobs[i].retriesp, &again[i]);
 			left--;

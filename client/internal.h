@@ -588,8 +588,9 @@ void bm_readahead_on_fault(bm_dataset *ds, uint64_t blk);
 void bm_readahead_on_fault_around(bm_dataset *ds, uint64_t blk, size_t n);
 /* True in read-ahead worker threads. */
 bool bm_in_readahead(void);
-/* In loadblk: when block blk of ds is in the run the calling read-ahead
- * worker hands to the page cache (fetched by the run's Range GET), copies
+/* In loadblk: when block blk of ds is in the run of pieces the calling
+ * read-ahead worker hands to the page cache (fetched by the run's Range
+ * GET; a flat object's runs are streamed, vm_run), copies
  * it into buf and returns 1 (or BM_ENOMEM); 0 when it is not. */
 int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf);
 

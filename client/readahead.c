@@ -13,16 +13,18 @@
  * uploads; its threads start at the first blocks queued) takes blocks
  * from the queue and loads them into the page cache with
  * vm_fileh_prefetch, in parallel.  A flat object's blocks are small (a random miss fetches
- * little): there a worker takes a run of consecutive queued blocks,
- * fetches it with one Range GET, then hands the run to the page cache in
- * one call (vm_fileh_prefetch_run: all LOADING at once, so a fault on one
- * waits for the copy instead of fetching it again), each block filled
- * from the run's buffer (bm_readahead_fill, from loadblk).  A format 3
- * dataset mapped in 64 KiB pieces reads ahead the same way, a run being
- * pieces of one block from one Range GET of its object (blocks.c checks
- * each piece).  max_window keeps read-ahead
- * within half of the RAM budget, and the runs in transit (one buffer per
- * worker) within half of that again.  A dataset's block loads are timed:
+ * little): there a worker takes a run of consecutive queued blocks and
+ * fetches it with one Range GET whose body goes straight into the page
+ * cache as it arrives (virtmem's vm_run: each block taken when the answer
+ * reaches it, cached once the answer is whole and checked).  A format 3
+ * dataset mapped in 64 KiB pieces reads ahead in runs too, pieces of one
+ * block from one Range GET of its object into a buffer of the worker
+ * (blocks.c checks each piece), then handed to the page cache in one call
+ * (vm_fileh_prefetch_run: all LOADING at once, so a fault on one waits
+ * for the copy instead of fetching it again), each piece filled from the
+ * buffer (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
+ * within half of the RAM budget, and the runs in transit within half of
+ * that again.  A dataset's block loads are timed:
  * when answers are slow, the connections and workers grow to the
  * bandwidth-delay product (note_load), up to 4 times `connections`.
  * Owns: struct bm_readahead.
@@ -31,6 +33,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +49,9 @@ static __thread bool in_readahead __attribute__((tls_model("initial-exec")));
  * 0 after a prefetch means the block was cached or being loaded. */
 static __thread unsigned loads;
 
-/* The run this worker hands to the page cache (flat objects): blocks
- * [first, first + n), fetched with one Range GET: len bytes at buf. */
+/* The run this worker hands to the page cache (pieces of a format 3
+ * block): blocks [first, first + n), fetched with one Range GET: len
+ * bytes at buf. */
 static __thread struct {
 	bm_dataset *ds;
 	uint64_t first;
@@ -61,31 +65,45 @@ bool bm_in_readahead(void)
 	return in_readahead;
 }
 
-static int run_sink(void *arg, uint64_t off, const void *data, size_t len)
+/* Fetches pieces [first, first + n) of a format 3 block with one Range
+ * GET of its object into buf, each piece checked (blocks.c); *lenp: the
+ * bytes.  Errors are not reported: the fault that needs a piece fetches
+ * it again and reports. */
+static int pieces_get(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *lenp)
 {
-	memcpy((char *)arg + off, data, len); /* the store keeps it within the range */
-	return 0;
+	char msg[512];
+
+	if (bm_fetch_pieces(ds, first, n, buf, lenp, msg, sizeof(msg)) == 0)
+		return 0;
+	if (ds->opt.verbose)
+		bm_log("%s: read-ahead of pieces %" PRIu64 "..%" PRIu64 " failed: %s", ds->url, first,
+		       first + n - 1, msg);
+	return BM_EIO;
 }
 
-/* Fetches blocks [first, first + n) of a flat object with one Range GET
- * into buf; *lenp: the bytes (less at the object's end).  Errors are not
- * reported: the fault that needs a block fetches it again and reports. */
-static int run_get(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *lenp)
+/* The sink of a flat run's Range GET: the bytes go into the page cache
+ * as they arrive (virtmem's vm_run). */
+static int stream_sink(void *arg, uint64_t off, const void *data, size_t len)
+{
+	int rc = vm_run_write(arg, off, data, len);
+	return rc == 0 ? 0 : rc == -ENOMEM ? BM_ENOMEM : BM_EIO;
+}
+
+/* Fetches blocks [first, first + n) of a flat object with one Range GET,
+ * streamed into the page cache (vm_run): each block is taken (LOADING)
+ * when its first bytes arrive, unless cached or being loaded, written in
+ * place as the answer comes, and cached once the answer is whole and
+ * checked (the version opened, the range asked for); on a failure the
+ * blocks taken turn EMPTY again (the fault that needs one fetches it and
+ * reports the error).  Blocks the answer has not reached are not taken:
+ * a reader that gets there first fetches its block itself. */
+static void stream_run(bm_dataset *ds, uint64_t first, size_t n)
 {
 	size_t bs = ds->file.blksize;
 	struct bm_version pin;
+	uint64_t bytes = 0;
 	char msg[512];
-
-	if (!ds->flat) {
-		/* Pieces of one format 3 block: a Range GET of its object,
-		 * each piece checked (blocks.c). */
-		if (bm_fetch_pieces(ds, first, n, buf, lenp, msg, sizeof(msg)) == 0)
-			return 0;
-		if (ds->opt.verbose)
-			bm_log("%s: read-ahead of pieces %" PRIu64 "..%" PRIu64 " failed: %s", ds->url,
-			       first, first + n - 1, msg);
-		return BM_EIO;
-	}
+	vm_run *run;
 
 	pthread_mutex_lock(&ds->mu);
 	uint64_t size = ds->manifest->size, off = first * bs;
@@ -94,18 +112,22 @@ static int run_get(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *
 	pin.size = size;
 	pthread_mutex_unlock(&ds->mu);
 	if (off >= size)
-		return BM_EIO; /* not queued: blocks end with the object */
+		return; /* not queued: blocks end with the object */
+	if (vm_run_begin(ds->fh, first, n, &run) < 0 || run == NULL)
+		return;
 	size_t len = size - off < n * bs ? (size_t)(size - off) : n * bs;
 	struct bm_get g = { .range = true, .off = off, .len = len, .pin = &pin,
-			    .sink = run_sink, .sink_arg = buf };
-	if (bm_store_get(ds->store, "", &g, msg, sizeof(msg)) < 0) {
-		if (ds->opt.verbose)
-			bm_log("%s: read-ahead of blocks %" PRIu64 "..%" PRIu64 " failed: %s", ds->url,
-			       first, first + n - 1, msg);
-		return BM_EIO;
+			    .sink = stream_sink, .sink_arg = run };
+	int rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
+	if (rc < 0 && ds->opt.verbose)
+		bm_log("%s: read-ahead of blocks %" PRIu64 "..%" PRIu64 " failed: %s", ds->url, first,
+		       first + n - 1, msg);
+	int got = vm_run_end(run, rc == 0 ? (int64_t)len : -1, &bytes);
+	if (got > 0) {
+		atomic_fetch_add(&ds->c.fetched_blocks, (uint64_t)got);
+		atomic_fetch_add(&ds->c.fetched_bytes, bytes);
+		atomic_fetch_add(&ds->c.readahead_blocks, (uint64_t)got);
 	}
-	*lenp = len;
-	return 0;
 }
 
 int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
@@ -125,18 +147,16 @@ int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
 	return 1;
 }
 
-/* Fetches blocks [first, first + n) of a flat object with one Range GET,
- * then hands them to the page cache as one run: virtmem makes every one
- * of them LOADING at once (a fault on one waits for the copy rather than
- * fetching the block again), then fills them from buf in order
- * (bm_readahead_fill).  While the GET runs the blocks stay EMPTY: a
- * reader that gets there first fetches its block itself, which under CPU
- * contention beat waiting for the worker (measured: docs/client.md). */
+/* Fetches pieces [first, first + n) of a format 3 block with one Range
+ * GET into buf, then hands them to the page cache as one run: virtmem
+ * makes every one of them LOADING at once (a fault on one waits for the
+ * copy rather than fetching it again), then fills them from buf in order
+ * (bm_readahead_fill).  While the GET runs the pieces stay EMPTY. */
 static void fetch_run(bm_dataset *ds, uint64_t first, size_t n, char *buf)
 {
 	size_t len = 0;
 
-	if (run_get(ds, first, n, buf, &len) < 0)
+	if (pieces_get(ds, first, n, buf, &len) < 0)
 		return;
 	held.ds = ds;
 	held.first = first;
@@ -192,7 +212,7 @@ static void note_load(bm_dataset *ds, double secs, size_t bytes)
 	bm_pool_kick_all(&ds->pool);
 }
 
-/* A run's bytes (flat objects), one buffer per pool worker. */
+/* A run's bytes (pieces of a format 3 block), one buffer per pool worker. */
 static __thread char *run_buf;
 
 /* The pool's unit of read-ahead work: a run of queued blocks, fetched. */
@@ -228,9 +248,11 @@ static bool readahead_run_one(void *arg)
 	pthread_mutex_unlock(&ra->mu);
 
 	in_readahead = true;
-	if (run_max > 1 && run_buf == NULL)
+	if (run_max > 1 && !ds->flat && run_buf == NULL)
 		run_buf = malloc(run_max * ds->file.blksize);
-	if (run_max > 1 && run_buf != NULL) {
+	if (run_max > 1 && ds->flat) {
+		stream_run(ds, first, n);
+	} else if (run_max > 1 && run_buf != NULL) {
 		fetch_run(ds, first, n, run_buf);
 	} else {
 		/* Errors are not reported here: the fault that needs the
@@ -284,8 +306,8 @@ int bm_readahead_start(bm_dataset *ds)
 	ra->max_window = budget / bs;
 	ra->qcap = ra->max_window;
 	ra->queue = queue;
-	/* Flat: runs of up to BM_RUN_BYTES_MAX, all workers' buffers within
-	 * half of the read-ahead budget. */
+	/* Flat: runs of up to BM_RUN_BYTES_MAX, all workers' runs in
+	 * transit within half of the read-ahead budget. */
 	ra->run_max = 1;
 	ra->conns = nthreads;
 	ra->conns_max = nthreads * BM_RA_CONNS_FACTOR < 256 ? nthreads * BM_RA_CONNS_FACTOR : 256;

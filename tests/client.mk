@@ -66,6 +66,14 @@ TESTS += $(CLIENT_TESTS)
 check_PROGRAMS += tests/test_manifest
 TESTS += tests/test_manifest
 
+# How many GETs a streamed `blkmap sum` keeps in flight (client/cli_ramp.c
+# alone: fed rates and round trips, no server).
+check_PROGRAMS += tests/test_cli_ramp
+TESTS += tests/test_cli_ramp
+tests_test_cli_ramp_SOURCES = tests/test_cli_ramp.c client/cli_ramp.c
+tests_test_cli_ramp_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_test_cli_ramp_LDADD = $(CMOCKA_LIBS)
+
 # The wcfs mirror's URL and mountpoint naming (no server).
 check_PROGRAMS += tests/test_wcfs_path
 TESTS += tests/test_wcfs_path

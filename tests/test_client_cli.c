@@ -245,11 +245,12 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
  * mapping (64 KiB blocks with one connection: a block per connection, 4
  * at most, is under 4 MiB).  While answers are 30 ms late several
  * requests are in flight, and for 64 KiB blocks more than the 16
- * connections: the fetchers grow to the bandwidth-delay product. */
+ * connections: the fetchers grow to the bandwidth-delay product (after
+ * 3 epochs of 32 reads at 16: the dataset has 321 blocks). */
 static void sum_reads_blocks_in_parallel_without_a_mapping(void **state)
 {
 	struct ts_server *s = *state;
-	const size_t size = 6 * 1048576 + 1000;
+	const size_t size = 20 * 1048576 + 1000;
 	unsigned char *data = ts_pattern(size, 64);
 	char flat[512], big[512], small[512], want[64], *out, *err, *mapped;
 
@@ -266,7 +267,7 @@ static void sum_reads_blocks_in_parallel_without_a_mapping(void **state)
 		fail_msg("sum -v of 64 KiB blocks, 1 connection: %s: a mapping expected", err);
 	free(err);
 	const char *urls[] = { flat, big, small };
-	const int blocks[] = { 7, 7, 97 };
+	const int blocks[] = { 21, 21, 321 };
 	for (size_t i = 0; i < 3; i++) {
 		assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
 		(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */

@@ -354,6 +354,44 @@ static void a_flat_open_makes_no_thread_and_still_sends_both_gets_at_once(void *
 	free(err);
 }
 
+/* The two GETs sent at once are each retried as a GET alone: with a
+ * third of the GETs answered 503 and a sixth cut mid-answer, every open of
+ * a flat object and of a dataset succeeds (20 retries 1 ms apart) and
+ * knows which it opened, and the server saw more GETs than opens asked
+ * (the retries). */
+static void both_gets_of_an_open_are_retried_through_errors_and_drops(void **state)
+{
+	struct tc_store *s = with_object(state);
+	struct bm_options o;
+	char url[512], ds_url[512];
+	const int opens = 12;
+
+	tc_require(s, TC_CAN_FAULTS | TC_CAN_COUNT, "it injects no faults");
+	unsigned char *data = ts_pattern(FLAT_BS + 7, 44);
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	tc_put(tc_store_url(ds_url, sizeof(ds_url), s, "/plain/retried"), FLAT_BS, data, FLAT_BS + 7);
+	tc_options(&o);
+	o.retries = 20;
+	long gets = tc_store_count(s, "GET");
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-error-rate\": 0.33, \"fault-drop-rate\": 0.17, "
+						"\"fault-method\": \"GET\", \"fault-seed\": 7}"), 200);
+	for (int i = 0; i < opens; i++) {
+		bm_dataset *ds;
+		const char *u = i % 2 ? ds_url : url;
+		int rc = bm_open(&ds, u, &o);
+		if (rc < 0) {
+			(void)ts_set_faults(&s->srv, "{\"fault-error-rate\": 0, \"fault-drop-rate\": 0}");
+			fail_msg("open %d of %s: %s", i, u, bm_last_error(NULL));
+		}
+		assert_int_equal(bm_is_flat(ds), i % 2 == 0);
+		assert_int_equal(bm_size(ds), i % 2 ? FLAT_BS + 7 : SIZE);
+		bm_close(ds);
+	}
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-error-rate\": 0, \"fault-drop-rate\": 0}"), 200);
+	assert_true(tc_store_count(s, "GET") - gets > 2 * opens);
+	free(data);
+}
+
 /* A dataset's open sends the same two GETs; the manifest wins even where
  * an object has the dataset's name (S3 and blkmap-server allow both), and
  * a URL ending in '/' (a prefix, never an object) costs the manifest's
@@ -536,6 +574,7 @@ int main(void)
 		cmocka_unit_test(a_flat_object_opens_with_one_range_get_that_brings_its_first_block),
 		cmocka_unit_test(a_flat_open_sends_the_manifest_get_and_the_range_get_at_once),
 		cmocka_unit_test(a_flat_open_makes_no_thread_and_still_sends_both_gets_at_once),
+		cmocka_unit_test(both_gets_of_an_open_are_retried_through_errors_and_drops),
 		cmocka_unit_test(a_dataset_opens_as_before_beside_the_probe_of_its_name),
 		cmocka_unit_test(a_dataset_open_leaves_no_line_in_the_error_log),
 		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),

@@ -842,6 +842,173 @@ static void test_failed_load_in_a_run_leaves_the_rest_empty(void **unused)
 	fx_close(f);
 }
 
+/* ---- a streamed run (vm_run) ------------------------------------------------------ */
+
+/* Bytes of a stream that differ from every block's PATTERN. */
+static unsigned char *stream_bytes(size_t len)
+{
+	unsigned char *s = malloc(len);
+	for (size_t i = 0; i < len; i++)
+		s[i] = (unsigned char)(i * 7 + 3 + i / 4093);
+	return s;
+}
+
+/* Hands s[0, len) to run in pieces of the sizes given (cycled). */
+static void stream_write(vm_run *run, const unsigned char *s, size_t from, size_t len)
+{
+	static const size_t pieces[] = { 1000, 5000, 3, 4096, 7777 };
+	size_t i = 0;
+
+	for (size_t off = from; off < len; i++) {
+		size_t n = pieces[i % 5] < len - off ? pieces[i % 5] : len - off;
+		assert_int_equal(vm_run_write(run, off, s + off, n), 0);
+		off += n;
+	}
+}
+
+static void test_streamed_run_caches_the_blocks_it_reaches_with_the_streams_bytes(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 16, 16);
+	size_t len = 4 * BS4K + 100;
+	unsigned char *s = stream_bytes(len), zeros[BS4K] = { 0 };
+	uint64_t bytes = 1;
+	vm_run *run;
+
+	assert_int_equal(vm_fileh_prefetch(f->fh, 4), 0); /* cached before */
+	assert_int_equal(vm_run_begin(f->fh, 2, 6, &run), 0);
+	assert_non_null(run);
+	assert_int_equal(state(f, 2), VM_PAGE_EMPTY); /* not reached yet */
+	stream_write(run, s, 0, len);
+	/* Taken as reached, LOADING until the run ends. */
+	for (vm_blk_t b = 2; b < 7; b++)
+		assert_int_equal(state(f, b), b == 4 ? VM_PAGE_LOADED : VM_PAGE_LOADING);
+	assert_int_equal(state(f, 7), VM_PAGE_EMPTY);
+	assert_int_equal(vm_run_end(run, (int64_t)len, &bytes), 4);
+	assert_int_equal(bytes, 3 * BS4K + 100);
+	for (vm_blk_t b = 0; b < 16; b++) {
+		bool in = b >= 2 && b < 7;
+		assert_int_equal(state(f, b), in ? VM_PAGE_LOADED : VM_PAGE_EMPTY);
+		assert_int_equal(f->m->loads[b], b == 4 ? 1 : 0); /* no loadblk */
+	}
+	assert_int_equal(stats(f->fh).loads, 5);
+	assert_int_equal(vm_ram_used(f->ram), 5 * BS4K);
+	assert_memory_equal(vm_vma_blk_addr(f->vma, 2), s, 2 * BS4K);
+	assert_true(*word(f->vma, 4, 9) == PATTERN(4, 9)); /* not overwritten */
+	assert_memory_equal(vm_vma_blk_addr(f->vma, 5), s + 3 * BS4K, BS4K + 100);
+	/* Past the stream's end: zeros. */
+	assert_memory_equal((char *)vm_vma_blk_addr(f->vma, 6) + 100, zeros, BS4K - 100);
+	assert_int_equal(f->m->loads[6], 0);
+	free(s);
+	fx_close(f);
+}
+
+static void test_streamed_run_refuses_bytes_outside_it(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 16, 16);
+	unsigned char b[16] = { 0 };
+	vm_run *run;
+
+	assert_int_equal(vm_run_begin(f->fh, 2, 0, &run), 0);
+	assert_null(run);
+	assert_int_equal(vm_run_begin(f->fh, UINT64_MAX, 2, &run), -EINVAL);
+	assert_int_equal(vm_run_begin(f->fh, 2, 2, &run), 0);
+	assert_int_equal(vm_run_write(run, 2 * BS4K - 8, b, 16), -EINVAL);
+	assert_int_equal(vm_run_write(run, 2 * BS4K, b, 1), -EINVAL);
+	assert_int_equal(state(f, 2), VM_PAGE_EMPTY);
+	assert_int_equal(vm_run_end(run, 0, NULL), 0); /* nothing was taken */
+	fx_close(f);
+}
+
+static void test_failed_streamed_run_leaves_its_blocks_empty(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 16, 16);
+	size_t len = 3 * BS4K;
+	unsigned char *s = stream_bytes(len);
+	uint64_t bytes = 1;
+	vm_run *run;
+
+	assert_int_equal(vm_run_begin(f->fh, 0, 4, &run), 0);
+	stream_write(run, s, 0, 2 * BS4K + 10);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADING);
+	assert_int_equal(vm_run_end(run, -1, &bytes), 0);
+	assert_int_equal(bytes, 0);
+	for (vm_blk_t b = 0; b < 4; b++)
+		assert_int_equal(state(f, b), VM_PAGE_EMPTY);
+	assert_int_equal(vm_ram_used(f->ram), 0);
+	/* A fault loads the block from the backend. */
+	assert_true(*word(f->vma, 1, 3) == PATTERN(1, 3));
+	assert_int_equal(f->m->loads[1], 1);
+	/* A retry starts again at 0: the last bytes written count. */
+	unsigned char *junk = stream_bytes(len + 1);
+	assert_int_equal(vm_run_begin(f->fh, 2, 3, &run), 0);
+	stream_write(run, junk + 1, 0, BS4K + 5);
+	stream_write(run, s, 0, len);
+	assert_int_equal(vm_run_end(run, (int64_t)len, &bytes), 3);
+	assert_int_equal(bytes, len);
+	assert_memory_equal(vm_vma_blk_addr(f->vma, 2), s, len);
+	free(junk);
+	free(s);
+	fx_close(f);
+}
+
+static void test_streamed_run_takes_only_the_ram_the_budget_has(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 16, 4);
+	size_t len = 6 * BS4K;
+	unsigned char *s = stream_bytes(len);
+	vm_run *run;
+
+	*word(f->vma, 14, 0) = 1;
+	*word(f->vma, 15, 0) = 1; /* 2 of 4 blocks dirty: never reclaimed */
+	assert_int_equal(vm_run_begin(f->fh, 0, 6, &run), 0);
+	stream_write(run, s, 0, len);
+	assert_int_equal(vm_run_end(run, (int64_t)len, NULL), 2);
+	assert_int_equal(state(f, 0), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 1), VM_PAGE_LOADED);
+	for (vm_blk_t b = 2; b < 6; b++)
+		assert_int_equal(state(f, b), VM_PAGE_EMPTY);
+	assert_int_equal(vm_ram_used(f->ram), 4 * BS4K);
+	assert_memory_equal(vm_vma_blk_addr(f->vma, 0), s, 2 * BS4K);
+	assert_true(*word(f->vma, 3, 0) == PATTERN(3, 0)); /* a fault reclaims a clean one */
+	free(s);
+	fx_close(f);
+}
+
+struct stream_read {
+	struct fx *f;
+	const unsigned char *want;
+};
+
+static void *read_block2_thread(void *p)
+{
+	struct stream_read *a = p;
+	return (void *)(intptr_t)(memcmp(vm_vma_blk_addr(a->f->vma, 2), a->want, BS4K) == 0);
+}
+
+static void test_fault_on_a_block_a_stream_reached_waits_for_the_run(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+	size_t len = 2 * BS4K;
+	unsigned char *s = stream_bytes(len);
+	struct stream_read a = { f, s };
+	pthread_t tr;
+	vm_run *run;
+	void *ok;
+
+	assert_int_equal(vm_run_begin(f->fh, 2, 2, &run), 0);
+	assert_int_equal(vm_run_write(run, 0, s, 100), 0); /* block 2 reached */
+	pthread_create(&tr, NULL, read_block2_thread, &a);
+	wait_faults(f->fh, 1);
+	assert_int_equal(f->m->loads[2], 0); /* the fault waits, loads nothing */
+	stream_write(run, s, 100, len);
+	assert_int_equal(vm_run_end(run, (int64_t)len, NULL), 2);
+	pthread_join(tr, &ok);
+	assert_int_equal((intptr_t)ok, 1);
+	assert_int_equal(f->m->loads[2], 0);
+	free(s);
+	fx_close(f);
+}
+
 /* ---- fault-around ---------------------------------------------------------- */
 
 /* Loads blocks [blk, blk + n) into the cache without mapping them, as
@@ -1617,6 +1784,11 @@ int main(void)
 		cmocka_unit_test(test_fault_on_a_block_of_a_run_waits_for_the_run),
 		cmocka_unit_test(test_prefetch_run_takes_only_the_ram_the_budget_has),
 		cmocka_unit_test(test_failed_load_in_a_run_leaves_the_rest_empty),
+		cmocka_unit_test(test_streamed_run_caches_the_blocks_it_reaches_with_the_streams_bytes),
+		cmocka_unit_test(test_streamed_run_refuses_bytes_outside_it),
+		cmocka_unit_test(test_failed_streamed_run_leaves_its_blocks_empty),
+		cmocka_unit_test(test_streamed_run_takes_only_the_ram_the_budget_has),
+		cmocka_unit_test(test_fault_on_a_block_a_stream_reached_waits_for_the_run),
 		cmocka_unit_test(test_sequential_read_of_cached_blocks_takes_few_faults),
 		cmocka_unit_test(test_blocks_mapped_around_read_their_own_bytes),
 		cmocka_unit_test(test_random_miss_maps_only_its_block),

@@ -179,6 +179,7 @@ void vm_fileh_close(vm_fileh *fh)
 	vm_lock_acquire();
 	while (!vm_list_empty(&fh->vmas))
 		vma_unmap_locked(vm_container_of(fh->vmas.next, vm_vma, in_fileh));
+	fh->closing = true;
 	fileh_drop_all_locked(fh); /* no mapping left to unmap pages from */
 	fh->ram->nfileh--;
 	if (fh->engine->own_memory)

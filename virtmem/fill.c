@@ -3,6 +3,9 @@
  * in overlay mode a copy from the base layer; the cheapest way to write a
  * slot for what it holds (enum vm_slot).
  *
+ * A block of a streamed run (vm_run, page.c) is written the same way,
+ * its context kept by the run between the stream's pieces (fill_slot_*).
+ *
  * Owns: the thread-local fill context (cur_fill).
  * Locking: none.  Runs without vm_lock, on the thread that loads the page,
  * which owns the LOADING page meanwhile; the fill context is that thread's.
@@ -24,19 +27,7 @@
 
 /* The RAM slot this thread's loadblk is filling, for vm_loadblk_write and
  * vm_loadblk_zero: set by fill_page around loadblk when the backend has
- * VM_OPS_LOADBLK_WRITES, else buf == NULL. */
-struct fill {
-	char *buf;
-	size_t len;
-	int fd;
-	off_t off;         /* of the slot in the memfd */
-	size_t pagesize;
-	bool fresh;        /* the slot read as zeros when the fill began */
-	bool ptes;         /* the pool's view of the slot has page table entries */
-	size_t hi;         /* bytes [0, hi) may have been written by this fill */
-	size_t done;       /* bytes [0, done) were written by it (pwrite) */
-	bool holes;        /* it left or punched a hole in the slot */
-};
+ * VM_OPS_LOADBLK_WRITES, else buf == NULL (struct fill: internal.h). */
 static __thread struct fill cur_fill __attribute__((tls_model("initial-exec")));
 
 /* Fills the slot of a LOADING page: loadblk, or in overlay mode a copy from
@@ -235,3 +226,97 @@ int vm_loadblk_zero(void *buf, size_t off, size_t len)
 	return rc < 0 ? rc : fill_pwrite_zeros(b, end);
 }
 
+/* ---- a block filled from a stream (vm_run, page.c) ------------------------------ */
+
+int fill_slot_open(vm_fileh *fh, struct vm_page *page, struct fill *s)
+{
+	size_t bs = fh->blksize, pagesize = (size_t)1 << fh->ram->pageshift;
+	/* Only a name for the slot in fill_rel (nothing is written through
+	 * it unless ptes): the pool's view of the page's slot. */
+	char *buf = ram_addr(fh->ram, page->ram_off);
+
+	if (fh->memfd >= 0) {
+		/* The handle's own memfd (uffd engine): block blk at blk *
+		 * blksize, a hole, written with pwrite as uffd_fill_page does
+		 * for a backend that writes with vm_loadblk_write. */
+		*s = (struct fill){ .buf = buf, .len = bs, .fd = fh->memfd,
+				    .off = (off_t)(page->blk << fh->blkshift), .pagesize = pagesize,
+				    .fresh = true, .ptes = false };
+		return 0;
+	}
+	/* A slot of the pool, written the cheapest way for what it holds
+	 * (fill_page's rules for a backend that writes with
+	 * vm_loadblk_write). */
+	bool fresh = page->slot == VM_SLOT_FRESH || page->slot == VM_SLOT_ZEROED;
+	bool ptes = page->slot == VM_SLOT_MAPPED || page->slot == VM_SLOT_ZEROED;
+	if (!ptes && !fresh) {
+		if (fh->blkshift > fh->ram->pageshift)
+			(void)madvise(buf, bs, MADV_POPULATE_WRITE);
+		ptes = true;
+	}
+	*s = (struct fill){ .buf = buf, .len = bs, .fd = fh->ram->memfd, .off = (off_t)page->ram_off,
+			    .pagesize = pagesize, .fresh = fresh, .ptes = ptes };
+	return 0;
+}
+
+int fill_slot_write(struct fill *s, size_t off, const void *data, size_t len)
+{
+	struct fill saved = cur_fill;
+	int rc;
+
+	cur_fill = *s;
+	rc = vm_loadblk_write(s->buf, off, data, len);
+	*s = cur_fill;
+	cur_fill = saved;
+	return rc;
+}
+
+int fill_slots_pwrite(struct fill *s, size_t n, size_t off, const void *data, size_t len)
+{
+	off_t pos = s[0].off + (off_t)off;
+	const char *p = data;
+
+	for (size_t i = 0, rest = len, o = off; i < n && rest > 0; i++, o = 0) {
+		vm_assert(s[i].fd == s[0].fd && s[i].off == s[0].off + (off_t)(i * s[0].len) && !s[i].ptes);
+		size_t take = s[i].len - o < rest ? s[i].len - o : rest;
+		/* What fill_pwrite notes for each slot. */
+		if (o + take > s[i].hi)
+			s[i].hi = o + take;
+		if (o <= s[i].done && o + take > s[i].done)
+			s[i].done = o + take;
+		rest -= take;
+	}
+	while (len > 0) {
+		ssize_t w = pwrite(s[0].fd, p, len, pos);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		p += w;
+		pos += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+int fill_slot_close(vm_fileh *fh, struct vm_page *page, struct fill *s, size_t len)
+{
+	struct fill saved = cur_fill;
+	int rc = 0;
+
+	cur_fill = *s;
+	if (len < s->len)
+		rc = vm_loadblk_zero(s->buf, len, s->len - len);
+	*s = cur_fill;
+	cur_fill = saved;
+	if (fh->memfd >= 0) {
+		/* UFFDIO_CONTINUE needs every os page of the block in the
+		 * memfd (uffd_fill_page). */
+		bool whole = !s->holes && s->done == s->len;
+		if (rc == 0 && !whole && fallocate(fh->memfd, 0, s->off, (off_t)s->len) < 0)
+			rc = -errno;
+		return rc;
+	}
+	page->slot = s->ptes ? VM_SLOT_MAPPED : VM_SLOT_UNMAPPED;
+	return rc;
+}

@@ -199,11 +199,13 @@ struct vm_ram {
  * -ENOSPC when the budget would be exceeded: the caller reclaims and
  * retries. */
 int ram_alloc(vm_ram *ram, size_t size, size_t *offp);
-/* ram_free gives the slot back and its memory to the OS. */
-void ram_free(vm_ram *ram, size_t off, size_t size);
+/* ram_free gives the slot back and its memory to the OS; with hole, the
+ * caller knows the slot was never written (it reads as zeros already): no
+ * system call. */
+void ram_free(vm_ram *ram, size_t off, size_t size, bool hole);
 /* The same without the budget's accounting (spare slots count apart). */
 int ram_take(vm_ram *ram, size_t size, size_t *offp);
-void ram_put(vm_ram *ram, size_t off, size_t size);
+void ram_put(vm_ram *ram, size_t off, size_t size, bool hole);
 static inline void *ram_addr(const vm_ram *ram, size_t off) { return ram->base + off; }
 
 /* Spare slots.  spare_take_locked hands a ready spare of size bytes over to
@@ -236,6 +238,7 @@ struct vm_fileh {
 	bool overlay;
 	bool readonly;         /* VM_READONLY: write faults fail */
 	bool writeout_active;
+	bool closing;          /* vm_fileh_close drops every page */
 	int memfd;             /* uffd engine: block blk at blk * blksize */
 	size_t memfd_size;
 	struct vm_pagetab pages;
@@ -442,6 +445,33 @@ static inline void engine_fence_locked(vm_fileh *fh, vm_blk_t blk, bool on)
  * turns DIRTY, a stored DIRTY page is stored no longer (page.c). */
 void page_note_written_locked(struct vm_page *page);
 
+/* Where the bytes of a slot being filled go (fill.c). */
+struct fill {
+	char *buf;
+	size_t len;
+	int fd;
+	off_t off;         /* of the slot in the memfd */
+	size_t pagesize;
+	bool fresh;        /* the slot read as zeros when the fill began */
+	bool ptes;         /* the pool's view of the slot has page table entries */
+	size_t hi;         /* bytes [0, hi) may have been written by this fill */
+	size_t done;       /* bytes [0, done) were written by it (pwrite) */
+	bool holes;        /* it left or punched a hole in the slot */
+};
+/* A LOADING page filled from a stream (vm_run) without a loadblk call:
+ * fill_slot_open sets s up as fill_page (or the uffd engine's fill) would
+ * for a backend that writes with vm_loadblk_write; fill_slot_write writes
+ * bytes [off, off + len) of the block; fill_slot_close makes bytes [len,
+ * blksize) zeros and leaves the slot as a load would (page->slot, or
+ * every os page of a uffd block allocated).  -errno on failure.  No
+ * vm_lock: the caller owns the LOADING page. */
+int fill_slot_open(vm_fileh *fh, struct vm_page *page, struct fill *s);
+int fill_slot_write(struct fill *s, size_t off, const void *data, size_t len);
+int fill_slot_close(vm_fileh *fh, struct vm_page *page, struct fill *s, size_t len);
+/* fill_slots_pwrite writes len bytes from byte off of s[0] on, through the
+ * n slots s[0, n), which lie in order in one memfd and have no page table
+ * entries (a uffd handle's blocks): one pwrite. */
+int fill_slots_pwrite(struct fill *s, size_t n, size_t off, const void *data, size_t len);
 /* fill_loadblk runs loadblk for block blk into buf, the view of a slot at
  * off in fd; fresh: the slot reads as zeros; ptes: buf has page table
  * entries.  For VM_OPS_LOADBLK_WRITES backends vm_loadblk_write then

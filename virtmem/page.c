@@ -6,12 +6,15 @@
  * performs each transition are at the top of fileh.c.
  *
  * Locking: everything here runs with vm_lock held; page_load_locked gives
- * it up around the fill (a backend call) and takes it back.  A page being
+ * it up around the fill (a backend call) and takes it back.  A streamed
+ * run (vm_run_*) takes vm_lock itself to take and end its blocks, and
+ * writes their slots without it.  A page being
  * loaded is LOADING and owned by its loader (page->loader) meanwhile: other
  * threads that need it sleep in vm_lock_wait_io until the load ends.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -88,9 +91,14 @@ void page_free_locked(struct vm_page *page)
 {
 	vm_ram *ram = page->fh->ram;
 	size_t size = page->fh->blksize;
+	/* An engine that keeps blocks in memory of its own (uffd) never
+	 * writes the pool's slot: a slot it got fresh is a hole still (one
+	 * it got from a reclaimed page of another engine may hold that
+	 * page's bytes, and is punched). */
+	bool hole = page->fh->engine->own_memory && page->slot == VM_SLOT_FRESH;
 
 	vm_lock_assert_held();
-	ram_free(ram, page_forget_locked(page), size);
+	ram_free(ram, page_forget_locked(page), size, hole);
 	spare_wake_locked(ram);
 }
 
@@ -343,4 +351,166 @@ int page_load_run_locked(vm_fileh *fh, vm_blk_t blk, size_t n)
 	}
 	free(run);
 	return rc;
+}
+
+/* ---- a streamed run (vm_run) -------------------------------------------------- */
+
+/* A run of blocks whose bytes come as one stream (a backend's one request
+ * for consecutive blocks): each block is taken (LOADING) when the stream
+ * reaches it, unless it is cached, being loaded, or the budget is full;
+ * its bytes go straight into its slot (fill.c: fill_slot_*), and every
+ * block taken is LOADED (or EMPTY again) when the run ends. */
+struct vm_run {
+	vm_fileh *fh;
+	vm_blk_t blk;
+	size_t n;
+	size_t next;             /* blocks [0, next) were reached */
+	bool full;               /* no RAM was left: no more blocks are taken */
+	int err;                 /* the first failure to write a block */
+	struct vm_page **page;   /* [n]: the block's page, when this run loads it */
+	struct fill *slot;       /* [n]: where its bytes go */
+};
+
+int vm_run_begin(vm_fileh *fh, vm_blk_t blk, size_t n, vm_run **runp)
+{
+	vm_run *run;
+
+	*runp = NULL;
+	if (fh->overlay || n == 0)
+		return 0;
+	if (blk + n < blk)
+		return -EINVAL;
+	run = calloc(1, sizeof(*run));
+	if (run == NULL)
+		return -ENOMEM;
+	run->page = calloc(n, sizeof(*run->page));
+	run->slot = calloc(n, sizeof(*run->slot));
+	if (run->page == NULL || run->slot == NULL) {
+		free(run->page);
+		free(run->slot);
+		free(run);
+		return -ENOMEM;
+	}
+	run->fh = fh;
+	run->blk = blk;
+	run->n = n;
+	*runp = run;
+	return 0;
+}
+
+/* Takes the blocks [run->next, last] that are EMPTY, within the budget. */
+static void run_reach(vm_run *run, size_t last)
+{
+	vm_fileh *fh = run->fh;
+	size_t from = run->next;
+
+	vm_lock_acquire();
+	for (size_t k = from; k <= last; k++) {
+		int rc;
+		if (run->full || pagetab_get(&fh->pages, run->blk + k) != NULL)
+			continue; /* cached, or loaded by someone else */
+		run->page[k] = page_claim_locked(fh, run->blk + k, &rc);
+		if (run->page[k] == NULL)
+			run->full = true; /* the rest stays EMPTY: a fault loads it */
+	}
+	run->next = last + 1;
+	vm_lock_release();
+	for (size_t k = from; k <= last; k++)
+		if (run->page[k] != NULL && fill_slot_open(fh, run->page[k], &run->slot[k]) < 0 &&
+		    run->err == 0)
+			run->err = -EIO;
+}
+
+int vm_run_write(vm_run *run, uint64_t off, const void *data, size_t len)
+{
+	unsigned shift;
+	size_t bs;
+
+	if (run == NULL || len == 0)
+		return 0;
+	shift = run->fh->blkshift;
+	bs = run->fh->blksize;
+	if (off >= (uint64_t)run->n << shift || len > ((uint64_t)run->n << shift) - off)
+		return -EINVAL;
+	size_t last = (size_t)((off + len - 1) >> shift);
+	if (last >= run->next)
+		run_reach(run, last);
+	while (len > 0) {
+		size_t k = (size_t)(off >> shift), rel = (size_t)(off & (bs - 1));
+		size_t take = bs - rel < len ? bs - rel : len;
+		if (run->page[k] != NULL && run->err == 0) {
+			/* The handle's own memfd (uffd engine) holds blocks in
+			 * order: the bytes of consecutive blocks taken go in
+			 * one pwrite (a stream's pieces are up to 64 KiB, its
+			 * blocks 16 KiB by default). */
+			size_t m = 1;
+			while (run->fh->memfd >= 0 && take < len && run->page[k + m] != NULL) {
+				take += len - take < bs ? len - take : bs;
+				m++;
+			}
+			int rc = m > 1 ? fill_slots_pwrite(&run->slot[k], m, rel, data, take)
+				       : fill_slot_write(&run->slot[k], rel, data, take);
+			if (rc < 0)
+				run->err = rc;
+		}
+		off += take;
+		data = (const char *)data + take;
+		len -= take;
+	}
+	return run->err;
+}
+
+int vm_run_end(vm_run *run, int64_t len, uint64_t *bytesp)
+{
+	vm_fileh *fh;
+	uint64_t bytes = 0;
+	int rc, loaded = 0;
+	size_t *blen;
+
+	if (bytesp != NULL)
+		*bytesp = 0;
+	if (run == NULL)
+		return 0;
+	fh = run->fh;
+	rc = run->err;
+	blen = calloc(run->next ? run->next : 1, sizeof(*blen));
+	if (blen == NULL && rc == 0)
+		rc = -ENOMEM;
+	/* What the stream did not bring reads as zeros (past its end). */
+	for (size_t k = 0; k < run->next && len >= 0 && rc == 0; k++) {
+		if (run->page[k] == NULL)
+			continue;
+		uint64_t start = (uint64_t)k << fh->blkshift, end = (uint64_t)len;
+		blen[k] = end <= start ? 0 : end - start < fh->blksize ? (size_t)(end - start) : fh->blksize;
+		rc = fill_slot_close(fh, run->page[k], &run->slot[k], blen[k]);
+	}
+	vm_lock_acquire();
+	for (size_t k = 0; k < run->next; k++) {
+		struct vm_page *page = run->page[k];
+		if (page == NULL)
+			continue;
+		fh->st.loads++;
+		vm_assert(page->state == VM_PAGE_LOADING || page->state == VM_PAGE_LOADING_INVALIDATED);
+		if (len < 0 || rc < 0 || page->state == VM_PAGE_LOADING_INVALIDATED) {
+			if (len >= 0 && rc < 0)
+				fh->st.load_errors++;
+			page_free_locked(page);
+			continue;
+		}
+		page->state = VM_PAGE_LOADED;
+		page->loader = NULL;
+		vm_list_add_tail(&fh->ram->lru, &page->lru);
+		page_check_locked(page);
+		loaded++;
+		bytes += blen[k];
+	}
+	vm_lock_wake_io();
+	vm_lock_release();
+	free(blen);
+	free(run->page);
+	free(run->slot);
+	free(run);
+	if (bytesp != NULL)
+		*bytesp = bytes;
+	return rc < 0 ? rc : loaded;
 }

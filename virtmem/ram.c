@@ -160,14 +160,14 @@ int ram_alloc(vm_ram *ram, size_t size, size_t *offp)
 	return rc;
 }
 
-void ram_put(vm_ram *ram, size_t off, size_t size)
+void ram_put(vm_ram *ram, size_t off, size_t size, bool hole)
 {
 	vm_lock_assert_held();
 	struct ram_freelist *fl = &ram->free[class_of(ram, size)];
 
 	/* Give the memory back.  A free slot reads as zeros (page_fill
 	 * counts on it): should punching fail, zero it instead. */
-	if (fallocate(ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	if (!hole && fallocate(ram->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		      (off_t)off, (off_t)size) < 0)
 		memset(ram->base + off, 0, size);
 	if (fl->n == fl->cap) {
@@ -181,9 +181,9 @@ void ram_put(vm_ram *ram, size_t off, size_t size)
 	heap_push(fl, off);
 }
 
-void ram_free(vm_ram *ram, size_t off, size_t size)
+void ram_free(vm_ram *ram, size_t off, size_t size, bool hole)
 {
-	ram_put(ram, off, size);
+	ram_put(ram, off, size, hole);
 	vm_assert(ram->used >= size);
 	__atomic_store_n(&ram->used, ram->used - size, __ATOMIC_RELAXED);
 }
@@ -194,7 +194,7 @@ void ram_free(vm_ram *ram, size_t off, size_t size)
 static void spare_drop_locked(vm_ram *ram)
 {
 	vm_lock_assert_held();
-	ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size);
+	ram_put(ram, ram->spare[--ram->spare_n], ram->spare_size, false);
 	ram->spare_bytes -= ram->spare_size;
 }
 
@@ -261,7 +261,7 @@ static void *spare_main(void *arg)
 		if (ram->filling_taken)
 			continue; /* a load has it, and accounted for it */
 		if (ram->spare_stop || size != ram->spare_size || ram->spare_n >= ram->spare_want) {
-			ram_put(ram, off, size);
+			ram_put(ram, off, size, false);
 			ram->spare_bytes -= size;
 			continue;
 		}

@@ -771,6 +771,11 @@ static void uffd_release_page_locked(struct vm_page *page)
 	struct vm_list *pos, *tmp;
 
 	vm_lock_assert_held();
+	/* A closing handle's memfd goes whole at detach (close): punching
+	 * its blocks one by one first cost a system call each (16384 for a
+	 * 256 MiB object in 16 KiB blocks: 7% of bench_peers' seqsum_map). */
+	if (fh->closing)
+		return;
 	if (fallocate(fh->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		      (off_t)(page->blk << fh->blkshift), (off_t)fh->blksize) < 0)
 		vm_log("giving block %llu's memory back failed: %s",

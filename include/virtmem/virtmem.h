@@ -46,6 +46,7 @@ typedef struct vm_bigfile vm_bigfile;
 typedef struct vm_bigfile_ops vm_bigfile_ops;
 typedef struct vm_fileh vm_fileh;
 typedef struct vm_vma vm_vma;
+typedef struct vm_run vm_run;
 
 /* Smallest and largest block size a BigFile may use. */
 #define VM_BLKSIZE_MAX ((size_t)64 << 20)
@@ -302,6 +303,30 @@ int vm_fileh_prefetch(vm_fileh *fh, vm_blk_t blk);
  * them).  Returns 0, the first loadblk error, or -ENOMEM when no block of
  * the run found RAM.  Overlay mode: 0 at once. */
 int vm_fileh_prefetch_run(vm_fileh *fh, vm_blk_t blk, size_t n);
+
+/* A run streamed into the page cache: for a backend that receives the
+ * bytes of blocks [blk, blk + n) as one stream (one request for the run),
+ * without a buffer of its own and without loadblk.  vm_run_begin starts
+ * it (*runp NULL, and 0, in overlay mode or for n == 0: nothing to do).
+ * vm_run_write hands over bytes [off, off + len) of the stream, off
+ * counted from block blk's first byte, in order from 0 (a retry may start
+ * again at 0); each block is taken when the stream reaches it, unless it
+ * is cached, being loaded, or no RAM is left in the budget (then no later
+ * block is taken either: those stay EMPTY, a fault loads them), and its
+ * bytes go straight into its slot.  A block taken is LOADING until the
+ * run ends: a fault on it waits; one not reached yet is loaded by its
+ * fault as usual.  vm_run_end ends the run: with len >= 0 (the stream
+ * was whole and checked: its bytes were [0, len)) every block taken is
+ * cached, its bytes past len zeros; with len < 0 (the request failed)
+ * they all turn EMPTY again.  It returns the number of blocks cached
+ * (*bytesp: their bytes from the stream), or -errno when writing a block
+ * failed (none is cached then).  vm_run_write returns 0 or that -errno
+ * (the stream may stop there); -EINVAL for bytes outside the run.  The
+ * calls of one run come from one thread, which must not fault on the
+ * run's blocks meanwhile. */
+int vm_run_begin(vm_fileh *fh, vm_blk_t blk, size_t n, vm_run **runp);
+int vm_run_write(vm_run *run, uint64_t off, const void *data, size_t len);
+int vm_run_end(vm_run *run, int64_t len, uint64_t *bytesp);
 
 /* ---- introspection ------------------------------------------------------ */
 
