@@ -129,6 +129,17 @@ bm_dataset *tc_open(const char *url, uint64_t gen)
 	return ds;
 }
 
+uint64_t tc_write_commit(const char *url, uint64_t off, const void *data, size_t len)
+{
+	bm_dataset *ds = tc_open(url, 0);
+	uint64_t gen = 0;
+
+	assert_int_equal(bm_write(ds, off, data, len), 0);
+	assert_int_equal(bm_commit(ds, &gen), 0);
+	bm_close(ds);
+	return gen;
+}
+
 unsigned char *tc_read_mapped(bm_dataset *ds)
 {
 	uint64_t size = bm_size(ds);

@@ -50,6 +50,9 @@ void tc_options(struct bm_options *o);
 uint64_t tc_put(const char *url, size_t blksize, const void *data, size_t len);
 /* Opens URL with tc_options (plus generation GEN if not 0); asserts. */
 bm_dataset *tc_open(const char *url, uint64_t gen);
+/* Another writer's commit: opens URL (tc_open), writes LEN bytes of DATA
+ * at OFF, commits and closes (asserted); returns the new generation. */
+uint64_t tc_write_commit(const char *url, uint64_t off, const void *data, size_t len);
 /* Copies the whole dataset through a mapping into a malloc'd buffer. */
 unsigned char *tc_read_mapped(bm_dataset *ds);
 /* True if the dataset at URL (latest, or generation GEN) reads as LEN

@@ -198,7 +198,6 @@ static void a_cut_object_under_a_blocks_key_is_replaced_by_the_commit(void **sta
 	struct ts_server *s = *state;
 	char url[512], surl[512], key[512];
 	unsigned char *data = ts_pattern(4 * 4 * KiB, 41), *x = ts_pattern(4 * KiB, 42);
-	uint64_t gen;
 
 	/* The key X's bytes get: from a scratch dataset. */
 	tc_url(surl, sizeof(surl), s, "/cutkey");
@@ -211,10 +210,7 @@ static void a_cut_object_under_a_blocks_key_is_replaced_by_the_commit(void **sta
 	assert_int_equal(ts_put(s, key, x, 100), 201);
 	/* A commit of X: the PUT's 412 (If-None-Match) is not taken for
 	 * "the same bytes are there" when the length says otherwise. */
-	bm_dataset *ds = tc_open(url, 0);
-	assert_int_equal(bm_write(ds, 2 * 4 * KiB, x, 4 * KiB), 0);
-	assert_int_equal(bm_commit(ds, &gen), 0);
-	bm_close(ds);
+	uint64_t gen = tc_write_commit(url, 2 * 4 * KiB, x, 4 * KiB);
 	memcpy(data + 2 * 4 * KiB, x, 4 * KiB);
 	assert_true(tc_dataset_equals(url, gen, data, 4 * 4 * KiB));
 	free(data);

@@ -204,12 +204,8 @@ static void swap_fails_from_now(const char *stage, void *arg)
 
 	if (strcmp(stage, "uploaded") != 0 || f->fired++)
 		return;
-	if (f->other_writer_first) {
-		bm_dataset *b = tc_open(f->url, 0);
-		assert_int_equal(bm_write(b, 1, "B", 1), 0);
-		assert_int_equal(bm_commit(b, NULL), 0);
-		bm_close(b);
-	}
+	if (f->other_writer_first)
+		tc_write_commit(f->url, 1, "B", 1);
 	assert_int_equal(ts_set_faults(f->s, f->faults), 200);
 }
 
@@ -365,10 +361,7 @@ static void writer_b_publishes(const char *stage, void *arg)
 
 	if (strcmp(stage, "manifest-put") != 0 || b->fired++)
 		return;
-	bm_dataset *ds = tc_open(b->url, 0);
-	assert_int_equal(bm_write(ds, 100, "B", 1), 0);
-	assert_int_equal(bm_commit(ds, &b->gen), 0);
-	bm_close(ds);
+	b->gen = tc_write_commit(b->url, 100, "B", 1);
 }
 
 static void a_commit_answered_without_an_etag_never_overwrites_a_later_writer(void **state)

@@ -279,12 +279,8 @@ static void log_shows_kept_generations_and_runs_not_kept(void **state)
 
 	tc_store_url(url, sizeof(url), st, "/logged");
 	tc_put(url, bs, data, size);
-	for (int i = 0; i < 2; i++) {
-		bm_dataset *ds = tc_open(url, 0);
-		assert_int_equal(bm_write(ds, (uint64_t)i, "L", 1), 0);
-		assert_int_equal(bm_commit(ds, NULL), 0);
-		bm_close(ds);
-	}
+	for (int i = 0; i < 2; i++)
+		tc_write_commit(url, (uint64_t)i, "L", 1);
 	tc_store_request(st, "DELETE", "/logged/gen/2.json", NULL, 0, &r);
 	assert_true(r.status / 100 == 2);
 	ts_resp_free(&r);
