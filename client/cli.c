@@ -1137,9 +1137,9 @@ static const char main_help[] =
 	"'blkmap COMMAND --help' tells more.  Environment: BLKMAP_TOKEN (bearer token),\n"
 	"BLKMAP_CACHE_BYTES, BLKMAP_CONNECTIONS, BLKMAP_RETRIES, BLKMAP_RETRY_BASE_MS,\n"
 	"BLKMAP_TIMEOUT_MS, BLKMAP_CONNECT_TIMEOUT_MS, BLKMAP_READAHEAD_BYTES,\n"
-	"BLKMAP_SPARE_BYTES, BLKMAP_BLKSIZE, BLKMAP_WCFS, BLKMAP_VERBOSE\n"
-	"(see docs/client.md); for s3:// URLs the AWS_* variables and ~/.aws files\n"
-	"(see docs/s3.md).\n";
+	"BLKMAP_SPARE_BYTES, BLKMAP_BLKSIZE, BLKMAP_WCFS, BLKMAP_VERBOSE,\n"
+	"BLKMAP_MISS_POLL_US (see docs/client.md); for s3:// URLs the AWS_* variables\n"
+	"and ~/.aws files (see docs/s3.md).\n";
 
 int main(int argc, char **argv)
 {

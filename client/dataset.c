@@ -48,8 +48,12 @@ static int ds_loadblk(vm_bigfile *f, vm_blk_t blk, void *buf)
 	 * tries again.  A read-ahead worker may hold the block already (a
 	 * flat object's run). */
 	rc = bm_in_readahead() ? bm_readahead_fill(ds, blk, buf) : 0;
-	if (rc == 0)
+	if (rc == 0) {
+		/* A miss: a thread waits for it (a fault, a read). */
+		bool was = bm_http_set_waited(!bm_in_readahead());
 		rc = bm_load_vmblock(ds, blk, buf, !bm_in_readahead());
+		bm_http_set_waited(was);
+	}
 	else if (rc > 0)
 		rc = 0;
 	if (rc < 0)

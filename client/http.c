@@ -17,12 +17,18 @@
  * read-ahead under slow answers), never lowered.  bm_http_do_all sends
  * several requests at once from the calling thread: it takes as many
  * connections and drives all the transfers on the first's multi handle.
- * Locking: h->mu protects the pool only; requests run without it.
+ * A request a faulting thread waits for is polled for, not slept on,
+ * while the server answers fast (perform_on).
+ * Locking: h->mu protects the pool only; requests run without it;
+ * h->waited_ns is atomic.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +56,7 @@ struct bm_http {
 	char *auth;                /* "Authorization: Bearer ..." or NULL */
 	bool inited;               /* mu and cv exist */
 	unsigned seed;
+	atomic_uint_fast64_t waited_ns; /* the last waited request's time (perform_on) */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -66,6 +73,7 @@ int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o)
 		return BM_ENOMEM;
 	pthread_once(&curl_once, init_curl);
 	h->o = *o;
+	atomic_init(&h->waited_ns, UINT64_MAX);
 	if (h->o.connections < 1)
 		h->o.connections = 1;
 	h->idle = calloc((size_t)h->o.connections, sizeof(*h->idle));
@@ -348,24 +356,100 @@ static void set_common(struct bm_http *h, CURL *c)
 		curl_easy_setopt(c, CURLOPT_CAINFO, h->o.ca_bundle);
 }
 
+/* A request a thread waits for with nothing else to do (the miss of a
+ * fault: bm_http_set_waited) is polled for its answer, not slept on, for
+ * up to twice the time the last such request took, when that was short
+ * (below the longest poll): the thread's CPU then stays busy while the
+ * server answers, and the answer is seen with no wake-up.  On a virtual
+ * machine whose idle CPUs halt, a wake-up on an idle CPU is an exit to the
+ * host, tens of microseconds, as long as a loopback answer itself
+ * (docs/client.md, "Random reads").  A server farther away answers in
+ * more than the longest poll: no poll.  On a busy machine a wake-up lands
+ * on a busy CPU and costs little while the poll takes CPU from other
+ * work: when a sched_yield ran something else for more than SPIN_BUSY_NS,
+ * the poll stops.  No poll when the process may run on one CPU only.
+ * BLKMAP_MISS_POLL_US sets the longest poll (default SPIN_MAX_US; 0:
+ * never), read once per process. */
+#define SPIN_MAX_US 200
+#define SPIN_BUSY_NS 10000
+
+static __thread bool waited;
+static uint64_t spin_max_ns;
+static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
+
+static void spin_setup(void)
+{
+	const char *env = getenv("BLKMAP_MISS_POLL_US");
+	unsigned long us = SPIN_MAX_US;
+	cpu_set_t cpus;
+
+	if (env != NULL && *env != '\0') {
+		char *end;
+		errno = 0;
+		us = strtoul(env, &end, 10);
+		if (errno != 0 || *end != '\0' || us > 10000) {
+			bm_log("BLKMAP_MISS_POLL_US=%s: not a number of microseconds from 0 to 10000; "
+			       "%d is used", env, SPIN_MAX_US);
+			us = SPIN_MAX_US;
+		}
+	}
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) < 2)
+		us = 0;
+	spin_max_ns = (uint64_t)us * 1000;
+}
+
+bool bm_http_set_waited(bool on)
+{
+	bool was = waited;
+	waited = on;
+	return was;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Runs easy handle c on multi handle m (which keeps the connection) until
  * it is done; its result. */
-static CURLcode perform_on(CURLM *m, CURL *c)
+static CURLcode perform_on(struct bm_http *h, CURLM *m, CURL *c)
 {
 	CURLcode cc = CURLE_FAILED_INIT;
 	CURLMcode mc = curl_multi_add_handle(m, c);
 	int running = 1, queued;
+	uint64_t start = 0, until = 0, yield = 0;
 	CURLMsg *msg;
 
 	if (mc != CURLM_OK)
 		return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+	if (waited) {
+		pthread_once(&spin_once, spin_setup);
+		uint64_t last = atomic_load_explicit(&h->waited_ns, memory_order_relaxed);
+		start = mono_ns();
+		if (last < spin_max_ns)
+			until = start + 2 * last;
+	}
 	while (running && mc == CURLM_OK) {
 		mc = curl_multi_perform(m, &running);
+		if (!running || mc != CURLM_OK)
+			break;
+		if (until != 0) {
+			uint64_t now = mono_ns();
+			if (now < until && (yield == 0 || now - yield < SPIN_BUSY_NS)) {
+				yield = now;
+				sched_yield();
+				continue;
+			}
+			until = 0;
+		}
 		/* The wait ends early for curl's own timeouts (connect,
 		 * request): those end the transfer through perform. */
-		if (running && mc == CURLM_OK)
-			mc = curl_multi_poll(m, NULL, 0, 1000, NULL);
+		mc = curl_multi_poll(m, NULL, 0, 1000, NULL);
 	}
+	if (start != 0)
+		atomic_store_explicit(&h->waited_ns, mono_ns() - start, memory_order_relaxed);
 	while ((msg = curl_multi_info_read(m, &queued)) != NULL)
 		if (msg->msg == CURLMSG_DONE && msg->easy_handle == c)
 			cc = msg->data.result;
@@ -472,7 +556,7 @@ static int perform_once(struct bm_http *h, struct bm_req *r)
 		return BM_ENOMEM;
 	}
 	set_request(h, r, c, errbuf, &src, &hdr);
-	cc = perform_on(conn->m, c);
+	cc = perform_on(h, conn->m, c);
 	rc = request_result(h, r, c, cc, errbuf);
 	curl_easy_cleanup(c);
 	curl_slist_free_all(hdr);

@@ -159,6 +159,11 @@ void bm_http_free(struct bm_http *h);
 /* Raises the pool's bound to n connections (a lower n changes nothing):
  * 0, or BM_ENOMEM with the bound as it was. */
 int bm_http_set_connections(struct bm_http *h, int n);
+/* Whether the calling thread's next requests are ones it waits for with
+ * nothing else to do (a fault's miss): their answers are polled for, not
+ * slept on, while the server answers fast (http.c perform_on).  Returns
+ * the setting it replaces. */
+bool bm_http_set_waited(bool on);
 
 /* Performs r with retries of transient failures (connection errors,
  * timeouts, 5xx, 429, dropped or short responses, and check() returning

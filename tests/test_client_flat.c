@@ -6,7 +6,7 @@
  * Range GET; the open's one Range GET brings block 0 and the size (short
  * and empty objects too), sent beside the manifest's GET (one round
  * trip, from the opening thread: an open makes no thread) while a
- * dataset opens as before.  One program per kind of server
+ * dataset opens as before; a miss waiting for a slow server sleeps.  One program per kind of server
  * (TC_KIND; client.mk).
  */
 #include "config.h"
@@ -167,6 +167,43 @@ static void a_random_miss_on_a_flat_object_fetches_one_small_block(void **state)
 /* Two faults in a row start read-ahead: the next two blocks are queued at
  * once, and the one worker (one connection) takes both as a run that one
  * Range GET fetches. */
+static double cpu_seconds(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* A fault's miss polls for its answer only while answers come fast
+ * (http.c perform_on): with every answer held 100 ms, 4 misses wait
+ * 400 ms and the process spends a small part of it on the CPU, loaded
+ * machine or not (polling through the waits would spend about all of
+ * it on an idle one). */
+static void a_miss_waiting_for_a_slow_server_sleeps_instead_of_polling(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data, *addr;
+	char url[512];
+	bm_mapping *m;
+
+	tc_require(s, TC_CAN_FAULTS, "it injects no latency");
+	data = ts_pattern(SIZE, 11);
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	bm_dataset *ds = open_mapped(url, 0, 2, &addr, &m);
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 100}"), 200);
+	double cpu = cpu_seconds();
+	/* Far apart and out of order: no read-ahead. */
+	static const size_t at[] = { 2 * MiB + 7, MiB / 2 + 1, 3 * MiB / 2 + 5, MiB + 3 };
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(addr[at[i]], data[at[i]]);
+	cpu = cpu_seconds() - cpu;
+	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 0}"), 200);
+	assert_true(cpu < 0.1);
+	bm_unmap(m);
+	bm_close(ds);
+	free(data);
+}
+
 static void read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get(void **state)
 {
 	struct tc_store *s = with_object(state);
@@ -532,6 +569,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_plain_object_maps_read_only_through_range_gets),
 		cmocka_unit_test(a_random_miss_on_a_flat_object_fetches_one_small_block),
+		cmocka_unit_test(a_miss_waiting_for_a_slow_server_sleeps_instead_of_polling),
 		cmocka_unit_test(read_ahead_of_a_flat_object_fetches_consecutive_blocks_in_one_get),
 		cmocka_unit_test(a_flat_object_opens_with_one_range_get_that_brings_its_first_block),
 		cmocka_unit_test(a_flat_open_sends_the_manifest_get_and_the_range_get_at_once),
