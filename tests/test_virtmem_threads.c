@@ -1,12 +1,15 @@
 /* test_virtmem_threads.c — concurrent faults: 8 threads faulting the same
  * and different blocks load each block exactly once, and loads of different
  * blocks run in parallel (the lock is released during loadblk).  The uffd
- * engine's handler threads: they sleep once faults stop, and their polling
- * setting (VIRTMEM_UFFD_SPIN_US) is checked.
+ * engine's handler threads: they sleep once faults stop, their polling
+ * setting (VIRTMEM_UFFD_SPIN_US) is checked, and they follow the faulting
+ * thread to its CPU (VIRTMEM_UFFD_FOLLOW).
  */
 #include "config.h"
 
 #include <dirent.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -459,6 +462,142 @@ static void test_uffd_spin_setting_is_checked_and_faults_are_served_with_any(voi
 	}
 }
 
+/* How many of this process's handler threads (named vm-uffd) may run on
+ * CPU cpu only. */
+static int handlers_bound_to(int cpu)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char path[300], name[32] = "";
+		cpu_set_t set;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue; /* the thread ended */
+		if (fgets(name, sizeof(name), f) == NULL)
+			name[0] = '\0';
+		fclose(f);
+		if (strcmp(name, "vm-uffd\n") != 0 ||
+		    sched_getaffinity((pid_t)atoi(e->d_name), sizeof(set), &set) < 0)
+			continue;
+		n += CPU_COUNT(&set) == 1 && CPU_ISSET(cpu, &set);
+	}
+	closedir(d);
+	return n;
+}
+
+/* Binds the calling thread to CPU cpu. */
+static int bind_to(int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	return sched_setaffinity(0, sizeof(one), &one);
+}
+
+/* Waits (up to 10 s: a loaded machine) until some handler thread is bound
+ * to CPU cpu alone; returns whether one was. */
+static bool some_handler_bound_to(int cpu)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (handlers_bound_to(cpu) > 0)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+struct follow_case {
+	const char *setting; /* VIRTMEM_UFFD_FOLLOW, or NULL */
+	int cpu[2];          /* two CPUs the process may run on */
+	int errfd;           /* the child's stderr */
+};
+
+/* In a child (a userfaultfd of its own, set up before this thread is bound,
+ * so that the process may use both CPUs): faults a block bound to cpu[0],
+ * then one bound to cpu[1].  Exits 0 when the handler threads were seen
+ * following (setting NULL) or never bound to either CPU ("0"). */
+static void follow_child(void *arg)
+{
+	struct follow_case *c = arg;
+	struct memfile *m = memfile_new(4096, 4, 0);
+	bool follows = c->setting == NULL || strcmp(c->setting, "0") != 0;
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+
+	dup2(c->errfd, STDERR_FILENO);
+	if (c->setting != NULL)
+		setenv("VIRTMEM_UFFD_FOLLOW", c->setting, 1);
+	if (vm_ram_open(&ram, 4 * 4096) < 0 || vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_UFFD) < 0 ||
+	    vm_fileh_mmap(&vma, fh, 0, 4) < 0)
+		_exit(90);
+	for (int i = 0; i < 2; i++) {
+		if (bind_to(c->cpu[i]) < 0)
+			_exit(91);
+		usleep(2000); /* past FOLLOW_CHECK_NS (1 ms) since the last look */
+		if (*(volatile uint64_t *)vm_vma_blk_addr(vma, (vm_blk_t)i) != PATTERN(i, 0))
+			_exit(1);
+		if (follows && !some_handler_bound_to(c->cpu[i]))
+			_exit(2 + i);
+	}
+	if (!follows) {
+		usleep(100000); /* time for a handler to bind itself, were it to */
+		if (handlers_bound_to(c->cpu[0]) != 0 || handlers_bound_to(c->cpu[1]) != 0)
+			_exit(4);
+	}
+	_exit(0);
+}
+
+/* A handler thread binds itself to the CPU of the thread whose fault it
+ * served (virtmem/uffd.c, follow_thread): a thread faulting on one CPU,
+ * then on another, is followed to each; with VIRTMEM_UFFD_FOLLOW=0 no
+ * handler thread is ever bound to one CPU; a value other than 0 or 1 is
+ * named on one line of stderr, and 1 is used. */
+static void test_uffd_handler_threads_follow_the_faulting_thread_to_its_cpu(void **unused)
+{
+	struct follow_case c = { NULL, { -1, -1 }, -1 };
+	cpu_set_t set;
+	int n = 0;
+
+	if (!test_engine_uffd())
+		skip();
+	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+	for (int cpu = 0; cpu < CPU_SETSIZE && n < 2; cpu++)
+		if (CPU_ISSET(cpu, &set))
+			c.cpu[n++] = cpu;
+	if (n < 2)
+		skip(); /* one CPU: nothing to follow */
+	const char *settings[] = { NULL, "0", "1", "yes" };
+	for (int i = 0; i < 4; i++) {
+		char buf[1024];
+		c.setting = settings[i];
+		c.errfd = memfd_create("stderr", 0);
+		assert_true(c.errfd >= 0);
+		int st = run_in_child(follow_child, &c);
+		ssize_t len = pread(c.errfd, buf, sizeof(buf) - 1, 0);
+		close(c.errfd);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+		assert_true(len >= 0);
+		buf[len] = '\0';
+		if (i == 3) {
+			assert_non_null(strstr(buf, "VIRTMEM_UFFD_FOLLOW=yes: not 0 or 1"));
+			assert_ptr_equal(strchr(buf, '\n'), buf + len - 1); /* one line */
+		} else {
+			assert_null(strstr(buf, "VIRTMEM_UFFD_FOLLOW"));
+		}
+	}
+}
+
 int main(void)
 {
 	test_engine_or_skip();
@@ -471,6 +610,7 @@ int main(void)
 		cmocka_unit_test(test_writes_survive_concurrent_reclaim_and_writeout),
 		cmocka_unit_test(test_uffd_handler_threads_sleep_once_faults_stop),
 		cmocka_unit_test(test_uffd_spin_setting_is_checked_and_faults_are_served_with_any),
+		cmocka_unit_test(test_uffd_handler_threads_follow_the_faulting_thread_to_its_cpu),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,9 @@
  * unmaps it from every mapping at once: the mapping stays one kernel
  * mapping whatever is loaded, and each cached byte is mapped once.
  *
+ * A handler thread binds itself to the CPU of the thread it served last
+ * (follow_thread), where that thread's next fault wakes it.
+ *
  * Owns: the process's userfaultfd (ctx), its handler threads, the handles'
  * memfds, the threads' view windows, the notes of failed faults.
  * Locking: ctx is set up once (pthread_once); its threads are started
@@ -104,6 +107,8 @@ static struct {
 	uint64_t served_ns;  /* when the last serve ended (atomic) */
 	unsigned polling;    /* threads polling now (atomic) */
 	uint64_t busy_until_ns; /* no poll before (atomic; read_msg) */
+	bool follow;         /* handlers follow the faulting threads' CPUs */
+	cpu_set_t cpus;      /* the CPUs the process could run on at setup */
 } ctx = { .once = PTHREAD_ONCE_INIT, .fd = -1, .pagemap = -1,
 	  .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -167,6 +172,20 @@ static uint64_t spin_max_setup(void)
 	return (uint64_t)us * 1000;
 }
 
+/* Whether handler threads follow the faulting threads' CPUs
+ * (follow_thread): not when the process may run on one CPU only, nor with
+ * VIRTMEM_UFFD_FOLLOW=0. */
+static bool follow_setup(void)
+{
+	const char *env = getenv("VIRTMEM_UFFD_FOLLOW");
+
+	if (env != NULL && *env != '\0' && strcmp(env, "0") != 0 && strcmp(env, "1") != 0)
+		vm_log("VIRTMEM_UFFD_FOLLOW=%s: not 0 or 1; 1 is used", env);
+	if (sched_getaffinity(0, sizeof(ctx.cpus), &ctx.cpus) < 0 || CPU_COUNT(&ctx.cpus) < 2)
+		return false;
+	return env == NULL || strcmp(env, "0") != 0;
+}
+
 static void uffd_setup(void)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURES };
@@ -174,6 +193,7 @@ static void uffd_setup(void)
 
 	ctx.pagesize = (size_t)sysconf(_SC_PAGESIZE);
 	ctx.spin_max_ns = spin_max_setup();
+	ctx.follow = follow_setup();
 	fd = uffd_open(&ctx.user_mode_only);
 	if (fd < 0) {
 		ctx.err = fd;
@@ -422,6 +442,78 @@ static void serve(const struct uffd_msg *msg, uint64_t seen)
 	uffd_wake(addr & ~(ctx.pagesize - 1), ctx.pagesize);
 }
 
+/* A handler thread follows the thread whose fault it served last: it binds
+ * itself to the CPU that thread sleeps on (and is woken on), so that the
+ * next fault of that thread wakes it there.  Serving a miss is a chain of
+ * wake-ups: the faulting thread wakes a handler, the handler wakes the
+ * server (a local one, or the network's interrupt), the answer wakes the
+ * handler, the handler wakes the faulting thread.  The scheduler sends a
+ * thread woken by a fault to an idle CPU if there is one (a fault's wake-up
+ * does not say that its waker is about to sleep), so the handler ran on a
+ * CPU other than the faulting thread's, and the last wake-up landed on a
+ * CPU idle for the whole serve: on a virtual machine whose idle CPUs halt
+ * (the benchmark VM: guest_halt_poll_ns 0) an exit to the host each.  On
+ * the faulting thread's CPU, which has nothing else to do until the fault
+ * is served, every wake-up of the chain is a switch on a busy CPU, as for
+ * a program that reads with a system call: bench_peers' random 4 KiB
+ * misses on a quiet machine (docs/virtmem.md).  The CPU is read from
+ * /proc (field 39 of the thread's stat, about 3 us), at most once per
+ * FOLLOW_CHECK_NS for one thread: a thread seldom moves.  A handler that
+ * cannot bind (a CPU taken out of the process's cpuset) stays where it is.
+ * VIRTMEM_UFFD_FOLLOW=0 turns this off. */
+#define FOLLOW_CHECK_NS 1000000
+
+static __thread struct follow {
+	pid_t tid;           /* the thread followed */
+	int cpu;             /* the CPU this handler is bound to, or -1 */
+	uint64_t checked_ns; /* when tid's CPU was read */
+} follow = { 0, -1, 0 };
+
+/* The CPU thread tid of this process runs on, or last ran on; -1 if it
+ * cannot be read (the thread ended). */
+static int thread_cpu(pid_t tid)
+{
+	char buf[1024], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(buf, sizeof(buf), "/proc/self/task/%d/stat", (int)tid);
+	fd = open(buf, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* the end of field 2, the name, which may hold anything */
+	if (p == NULL)
+		return -1;
+	for (int field = 2; *p != '\0'; p++)
+		if (*p == ' ' && ++field == 39)
+			return atoi(p + 1);
+	return -1;
+}
+
+/* The handler thread calling it has served a fault of thread tid at now. */
+static void follow_thread(pid_t tid, uint64_t now)
+{
+	cpu_set_t one;
+	int cpu;
+
+	if (tid == follow.tid && now - follow.checked_ns < FOLLOW_CHECK_NS)
+		return;
+	follow.tid = tid;
+	follow.checked_ns = now;
+	cpu = thread_cpu(tid);
+	if (cpu < 0 || cpu == follow.cpu || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &ctx.cpus))
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	if (sched_setaffinity(0, sizeof(one), &one) == 0)
+		follow.cpu = cpu;
+}
+
 /* A handler thread with nothing to read polls the userfaultfd for a while
  * before it sleeps in epoll_wait (read_msg).  While a thread faults block
  * after block (a reader going through a mapping in order, or one random
@@ -549,8 +641,11 @@ static void *handler_main(void *arg)
 		}
 		if (msg.event == UFFD_EVENT_PAGEFAULT) {
 			serve(&msg, seen);
+			uint64_t now = ctx.spin_max_ns > 0 || ctx.follow ? now_ns() : 0;
 			if (ctx.spin_max_ns > 0)
-				__atomic_store_n(&ctx.served_ns, now_ns(), __ATOMIC_RELAXED);
+				__atomic_store_n(&ctx.served_ns, now, __ATOMIC_RELAXED);
+			if (ctx.follow)
+				follow_thread((pid_t)msg.arg.pagefault.feat.ptid, now);
 		}
 	}
 	vm_thread_blocks = NULL;
