@@ -2,6 +2,8 @@
  * the worker threads (one event base each, all accepting on the same
  * socket), signals, and the order of shutdown (stop accepting, let
  * requests in flight finish, free everything, exit 0).
+ * Signals: SIGINT and SIGTERM are blocked in the workers, taken by the
+ * main thread's event base.
  * Locking: a worker's fields belong to its thread; the main thread only
  * activates stop_ev, which libevent makes safe across threads. */
 #include "config.h"
@@ -114,7 +116,17 @@ static int start_worker(struct srv_server *srv, struct srv_worker *w)
 	if (!w->accept_ev || !w->resume_ev || !w->stop_ev ||
 	    event_add(w->accept_ev, NULL) < 0)
 		return -1;
-	return pthread_create(&w->thread, NULL, run_worker, w) ? -1 : 0;
+	/* SIGINT and SIGTERM go to the main thread only, whose event base
+	 * waits for them (serve), whatever thread the kernel would pick:
+	 * libevent's handler never runs on a worker. */
+	sigset_t stop, old;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, &old);
+	int rc = pthread_create(&w->thread, NULL, run_worker, w) ? -1 : 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
 }
 
 static void free_worker(struct srv_worker *w)
