@@ -40,6 +40,7 @@
 #include <linux/fs.h>
 #include <linux/userfaultfd.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/types.h>
@@ -614,11 +615,18 @@ static ssize_t read_msg(struct uffd_msg *msg, uint64_t *seen)
  * perf stat.)  The descriptor is non-blocking: a thread reads (and polls)
  * before it waits, and one woken for a message another took reads EAGAIN
  * and waits again. */
+struct handler_start {
+	int ep;            /* the new thread's epoll instance */
+	sem_t running;     /* posted once the thread runs its loop */
+};
+
 static void *handler_main(void *arg)
 {
-	int ep = (int)(intptr_t)arg;
+	struct handler_start *start = arg;
+	int ep = start->ep;
 
 	vm_thread_blocks = handler_blocks;
+	sem_post(&start->running); /* start is the starter's: not touched again */
 	for (;;) {
 		struct uffd_msg msg;
 		struct epoll_event ev;
@@ -661,7 +669,13 @@ static void *handler_main(void *arg)
 
 #define HANDLER_STACK ((size_t)8 << 20)
 
-/* Starts a handler thread (ctx.mu held).  It takes no signal meant for the
+/* Starts a handler thread (ctx.mu held) and returns once it runs its loop.
+ * Waiting for that means a thread is never mid-start when the caller goes
+ * on: a fork(2) right after vm_fileh_open never copies a lock that the
+ * thread's start-up holds (AddressSanitizer's allocator takes one in
+ * every new thread, and GCC 12's does not take it around fork: the
+ * child's own first handler threads then hung on it for ever, seen in
+ * test_virtmem_signals under load).  It takes no signal meant for the
  * application.  Its stack is its own mapping, not one of the C library's
  * cache: a forked child, where the thread does not exist, never hands that
  * stack (and so the thread's id) to a thread of its own, which
@@ -669,6 +683,7 @@ static void *handler_main(void *arg)
 static void handler_start_locked(void)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+	struct handler_start start;
 	pthread_attr_t attr;
 	sigset_t all, old;
 	pthread_t t;
@@ -688,20 +703,25 @@ static void handler_start_locked(void)
 		close(ep);
 		return;
 	}
+	start.ep = ep;
+	sem_init(&start.running, 0, 0);
 	(void)mprotect(stack, ctx.pagesize, PROT_NONE); /* the guard page */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstack(&attr, stack, HANDLER_STACK);
-	if (pthread_create(&t, &attr, handler_main, (void *)(intptr_t)ep) == 0) {
+	if (pthread_create(&t, &attr, handler_main, &start) == 0) {
 		(void)pthread_setname_np(t, "vm-uffd"); /* for ps, perf and the tests */
 		ctx.epfd[ctx.nthreads] = ep;
 		__atomic_store_n(&ctx.nthreads, ctx.nthreads + 1, __ATOMIC_RELAXED);
+		while (sem_wait(&start.running) < 0 && errno == EINTR)
+			;
 	} else {
 		munmap(stack, HANDLER_STACK);
 		close(ep);
 	}
+	sem_destroy(&start.running);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
