@@ -5,7 +5,7 @@
  * the dataset, does its job through a mapping, bm_read or bm_write, and
  * reports one clear line on stderr when something fails.  Exit status: 0
  * success, 1 error, 2 usage error, 3 commit conflict.
- * Threads: only `sum` without a mapping starts any (its fetchers, joined
+ * Threads: only `sum` without a mapping starts one (its fetcher, joined
  * before it returns; their shared state is under struct sum_stream's mu).
  */
 #include "config.h"
@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,12 +403,13 @@ static const char sum_help[] =
 	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
 	"or the one tag TAG names) as '<hex>  <URL>'. It is read with a GET per block\n"
 	"(a plain object: 1 MiB blocks unless BLKMAP_BLKSIZE sets another size), one\n"
-	"per connection in parallel at first, straight into buffers hashed in order;\n"
-	"through a memory mapping instead (page faults and read-ahead do the loading)\n"
-	"when a wcfs mirror serves it or its blocks are small (a block per\n"
-	"connection, at 4 times BLKMAP_CONNECTIONS, under 4 MiB). The GETs in flight\n"
-	"follow the answers' round trips: when slow they grow, up to 4 times\n"
-	"BLKMAP_CONNECTIONS, when fast they shrink, down to a quarter of it. With\n"
+	"per connection in parallel at first, all sent from one thread, straight into\n"
+	"buffers hashed in order by another; through a memory mapping instead (page\n"
+	"faults and read-ahead do the loading) when a wcfs mirror serves it or its\n"
+	"blocks are small (a block per connection, at 4 times BLKMAP_CONNECTIONS,\n"
+	"under 4 MiB). The GETs in flight follow the answers' round trips: when slow\n"
+	"they grow, up to 4 times BLKMAP_CONNECTIONS, when fast they shrink, down to a\n"
+	"quarter of it (BLKMAP_SUM_TRACE=1 prints each change to stderr). With\n"
 	"-v, prints to stderr one line of what it took: mode=<loadblk|overlay>\n"
 	"fetched_bytes=<n> and the other counters.\n";
 
@@ -425,23 +427,25 @@ static void print_stats(bm_dataset *ds, double secs)
 		st.conflicts, st.engine, secs, st.mode_why ? st.mode_why : "");
 }
 
-/* A sum without a mapping: fetcher threads (one per connection) read block
- * after block with bm_read, each straight into a slot of a ring of
- * buffers; this thread hashes the slots in order as they fill.  Each
- * byte is copied once after curl's (into its slot) and hashed while the
- * next blocks arrive; the mapping's page cache (pages allocated, mapped,
- * freed) cost about a fifth more CPU here.  The ring holds two blocks
- * per fetcher, within half of cache_bytes.  Locking: st.mu guards
+/* A sum without a mapping: a fetcher thread keeps many block reads in
+ * flight at once over one multi handle (bm_reads: no thread per GET),
+ * each straight into a slot of a ring of buffers; this thread hashes the
+ * slots in order as they fill.  Each byte is copied once after curl's
+ * (into its slot) and hashed while the next blocks arrive, on the other
+ * CPU; the mapping's page cache (pages allocated, mapped, freed) cost
+ * about a fifth more CPU here.  The ring holds two blocks per read in
+ * flight at most, within half of cache_bytes.  Locking: st.mu guards
  * everything of struct sum_stream but the buffers' bytes (a slot's are
- * its fetcher's until ready, then this thread's); bm_read runs without
+ * the fetcher's until ready, then this thread's); bm_reads runs without
  * it.
- * The fetchers grow, when answers are slow, to as many as move
+ * The reads in flight grow, when answers are slow, to as many as move
  * SUM_TARGET_RATE (the fastest read of an epoch says how many that is),
  * up to SUM_CONNS_FACTOR times `connections`, and only while each growth
  * moves the bytes faster; when answers are fast they shrink, down to a
  * SUM_CONNS_FACTOR-th of `connections` (cli_ramp.c; docs/client.md,
- * "Fetch sizes").  An epoch is SUM_EPOCH reads, or two per fetcher
- * wanted. */
+ * "Fetch sizes").  An epoch is SUM_EPOCH reads, or two per read wanted
+ * in flight.  BLKMAP_SUM_TRACE=1 prints to stderr each change of how
+ * many are wanted (for tests and tuning). */
 #define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
 #define SUM_CONNS_FACTOR 4
 #define SUM_TARGET_RATE 2e9
@@ -455,17 +459,17 @@ struct sum_stream {
 	char *bufs;                /* nslots * chunk */
 	int64_t *got;              /* per slot: bytes read, or a BM_E* code */
 	bool *ready;               /* per slot: got is the answer for its chunk */
-	uint64_t next;             /* first chunk no fetcher took */
+	double *t0;                /* per slot: when its read started (the fetcher's) */
 	uint64_t hashed;           /* chunks hashed: chunk c's slot is free once c < hashed + nslots */
-	bool stop;
+	bool stop, trace;
 	/* The epoch: its reads, their bytes and the least seconds per byte
-	 * among them, since epoch_t0; the fetchers wanted (ramp's answer),
-	 * and those running (a fetcher over want ends after its read). */
+	 * among them, since epoch_t0; the reads wanted in flight (ramp's
+	 * answer). */
 	unsigned epoch_reads;
 	uint64_t epoch_bytes;
 	double least, epoch_t0;
 	struct ramp ramp;
-	int want, running, max;
+	int want, max;
 	pthread_mutex_t mu;
 	pthread_cond_t filled, freed;
 };
@@ -477,59 +481,101 @@ static double mono(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* The end of an epoch (under st->mu): how many fetchers now (st->want;
- * those over it end after their read, and this thread adds the ones it
- * lacks). */
+/* The end of an epoch (under st->mu): how many reads in flight now. */
 static void sum_judge(struct sum_stream *st)
 {
 	double end = mono(), secs = end - st->epoch_t0;
 	double need = SUM_TARGET_RATE * st->least + 1; /* rounded up */
 	int n = ramp_epoch(&st->ramp, (double)st->epoch_bytes / (secs > 0 ? secs : 1e-9), need);
-	if (n < st->want)
-		pthread_cond_broadcast(&st->freed); /* the fetchers over it end */
+	if (st->trace && n != st->want)
+		fprintf(stderr, "%s: sum: %d reads in flight\n", prog, n);
 	st->want = n;
 	st->epoch_t0 = end;
 	st->epoch_bytes = 0;
 	st->epoch_reads = 0;
 }
 
+/* Records chunk c's read, which ended with rc (under st->mu). */
+static void sum_got(struct sum_stream *st, uint64_t c, int rc, double now)
+{
+	size_t slot = (size_t)(c % st->nslots);
+	uint64_t off = c * st->chunk;
+	size_t len = st->size - off < st->chunk ? (size_t)(st->size - off) : st->chunk;
+	double per_byte = (now - st->t0[slot]) / (double)len;
+
+	st->got[slot] = rc < 0 ? rc : (int64_t)len;
+	st->ready[slot] = true;
+	/* A read that waited for the CPU is slower, never faster. */
+	if (st->epoch_reads == 0 || per_byte < st->least)
+		st->least = per_byte;
+	st->epoch_bytes += len;
+	if (++st->epoch_reads >= (2 * st->want > SUM_EPOCH ? 2 * (unsigned)st->want : SUM_EPOCH))
+		sum_judge(st);
+	pthread_cond_broadcast(&st->filled);
+}
+
+/* The fetcher: starts reads while fewer than st->want are in flight and
+ * the ring has room, and records each as it ends. */
 static void *sum_fetcher(void *arg)
 {
 	struct sum_stream *st = arg;
+	bm_reads *r = NULL;
+	uint64_t next = 0;
+	int inflight = 0;
+	int rc = bm_reads_new(st->ds, st->max, &r);
 
 	pthread_mutex_lock(&st->mu);
-	for (;;) {
-		while (!st->stop && st->next < st->nchunks && st->next >= st->hashed + st->nslots &&
-		       st->running <= st->want)
-			pthread_cond_wait(&st->freed, &st->mu);
-		if (st->stop || st->next >= st->nchunks || st->running > st->want)
-			break;
-		uint64_t c = st->next++, off = c * st->chunk;
-		size_t slot = (size_t)(c % st->nslots);
-		size_t len = st->size - off < st->chunk ? (size_t)(st->size - off) : st->chunk;
-		pthread_mutex_unlock(&st->mu);
-		double t0 = mono();
-		int64_t n = bm_read(st->ds, off, st->bufs + slot * st->chunk, len);
-		double per_byte = (mono() - t0) / (double)len;
-		pthread_mutex_lock(&st->mu);
-		st->got[slot] = n == (int64_t)len ? n : n < 0 ? n : BM_EIO;
-		st->ready[slot] = true;
-		/* A read that waited for the CPU is slower, never faster. */
-		if (st->epoch_reads == 0 || per_byte < st->least)
-			st->least = per_byte;
-		st->epoch_bytes += len;
-		if (++st->epoch_reads >= (2 * st->want > SUM_EPOCH ? 2 * st->want : SUM_EPOCH))
-			sum_judge(st);
+	if (rc < 0) {
+		st->got[0] = rc; /* said as chunk 0's error */
+		st->ready[0] = true;
 		pthread_cond_broadcast(&st->filled);
+		pthread_mutex_unlock(&st->mu);
+		return NULL;
 	}
-	st->running--;
+	for (;;) {
+		while (!st->stop && next < st->nchunks && next < st->hashed + st->nslots &&
+		       inflight < st->want) {
+			uint64_t c = next++;
+			size_t slot = (size_t)(c % st->nslots);
+			st->t0[slot] = mono();
+			pthread_mutex_unlock(&st->mu);
+			rc = bm_reads_start(r, c, st->bufs + slot * st->chunk, (void *)(uintptr_t)c);
+			pthread_mutex_lock(&st->mu);
+			if (rc == BM_EBUSY && inflight > 0) {
+				next--; /* no room after all: after the next ends */
+				break;
+			}
+			if (rc < 0)
+				sum_got(st, c, rc, mono()); /* failed at once */
+			else
+				inflight++;
+		}
+		if (st->stop || (inflight == 0 && next >= st->nchunks))
+			break;
+		if (inflight == 0) {
+			/* The ring is full: until this thread hashes one. */
+			pthread_cond_wait(&st->freed, &st->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&st->mu);
+		void *tag = NULL;
+		rc = bm_reads_wait(r, &tag);
+		pthread_mutex_lock(&st->mu);
+		if (rc == 1) { /* none in flight: cannot be */
+			inflight = 0;
+			continue;
+		}
+		inflight--;
+		sum_got(st, (uint64_t)(uintptr_t)tag, rc, mono());
+	}
 	pthread_mutex_unlock(&st->mu);
+	bm_reads_free(r); /* stops those still in flight (after an error) */
 	return NULL;
 }
 
 /* Whether sum reads ds with sum_streamed, not through a mapping: in
  * loadblk mode (a wcfs mirror, when it serves the dataset, is read
- * through its mapping), when a block per connection in flight, at up to
+ * through its mapping), when a block per read in flight, at up to
  * SUM_CONNS_FACTOR times `connections` (the bound read-ahead grows to
  * as well), can be SUM_STREAM_INFLIGHT bytes: at 2 ms a round trip,
  * 2 GB/s.  Smaller blocks go through the mapping. */
@@ -551,11 +597,14 @@ static bool sum_streams(bm_dataset *ds, int connections)
 static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connections, EVP_MD_CTX *ctx)
 {
 	struct sum_stream st = { .ds = ds, .size = bm_size(ds), .chunk = bm_blksize(ds) };
-	int rc = 0, started = 0;
+	const char *trace = getenv("BLKMAP_SUM_TRACE");
+	pthread_t t;
+	int rc = 0;
 
-	/* The ring: two blocks per fetcher at most (o->connections, the
-	 * bound the handle was opened with), within SUM_RING_BYTES unless
-	 * two per `connections` are more, and within half of cache_bytes. */
+	/* The ring: two blocks per read in flight at most (o->connections,
+	 * the bound the handle was opened with), within SUM_RING_BYTES
+	 * unless two per `connections` are more, and within half of
+	 * cache_bytes. */
 	size_t ring = 2 * (size_t)connections * st.chunk > SUM_RING_BYTES
 			      ? 2 * (size_t)connections * st.chunk : SUM_RING_BYTES;
 	if (ring > o->cache_bytes / 2)
@@ -566,14 +615,18 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 		st.nslots = ring / st.chunk;
 	if (st.nslots < 1)
 		st.nslots = 1;
-	st.max = o->connections < (int)st.nslots ? o->connections : (int)st.nslots;
+	st.trace = trace != NULL && strcmp(trace, "1") == 0;
+	/* bm_reads leaves one connection of the bound for index pages. */
+	st.max = o->connections - 1 < (int)st.nslots ? o->connections - 1 : (int)st.nslots;
+	if (st.max < 1)
+		st.max = 1;
 	st.want = connections < st.max ? connections : st.max;
 	ramp_init(&st.ramp, st.want, (st.want + SUM_CONNS_FACTOR - 1) / SUM_CONNS_FACTOR, st.max);
 	st.bufs = malloc(st.nslots * st.chunk);
 	st.got = calloc(st.nslots, sizeof(*st.got));
 	st.ready = calloc(st.nslots, sizeof(*st.ready));
-	pthread_t *t = calloc((size_t)st.max, sizeof(*t));
-	if (st.bufs == NULL || st.got == NULL || st.ready == NULL || t == NULL) {
+	st.t0 = calloc(st.nslots, sizeof(*st.t0));
+	if (st.bufs == NULL || st.got == NULL || st.ready == NULL || st.t0 == NULL) {
 		rc = BM_ENOMEM;
 		goto out;
 	}
@@ -581,38 +634,17 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	pthread_cond_init(&st.filled, NULL);
 	pthread_cond_init(&st.freed, NULL);
 	st.epoch_t0 = mono();
+	if (st.trace)
+		fprintf(stderr, "%s: sum: %d reads in flight\n", prog, st.want);
+	if (pthread_create(&t, NULL, sum_fetcher, &st) != 0) {
+		rc = BM_ENOMEM;
+		goto destroy;
+	}
 	for (uint64_t c = 0; rc == 0 && c < st.nchunks; c++) {
 		size_t slot = (size_t)(c % st.nslots);
 		pthread_mutex_lock(&st.mu);
-		while (!st.ready[slot]) {
-			if (st.want > st.running && started < st.max) {
-				/* At the start, or answers are slow: more
-				 * fetchers (each takes a connection of the
-				 * bound). */
-				st.running++;
-				pthread_mutex_unlock(&st.mu);
-				bool made = pthread_create(&t[started], NULL, sum_fetcher, &st) == 0;
-				pthread_mutex_lock(&st.mu);
-				if (made) {
-					started++;
-				} else {
-					st.running--;
-					if (st.running == 0) {
-						rc = BM_ENOMEM; /* no fetcher at all */
-						break;
-					}
-					/* None more to be had now. */
-					st.want = st.ramp.n = st.running;
-					st.ramp.full = true;
-				}
-				continue;
-			}
+		while (!st.ready[slot])
 			pthread_cond_wait(&st.filled, &st.mu);
-		}
-		if (rc < 0) {
-			pthread_mutex_unlock(&st.mu);
-			break;
-		}
 		int64_t n = st.got[slot];
 		pthread_mutex_unlock(&st.mu);
 		if (n < 0) {
@@ -627,19 +659,19 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 		pthread_mutex_unlock(&st.mu);
 	}
 	pthread_mutex_lock(&st.mu);
-	st.stop = true; /* after an error: the fetchers take no more */
-	pthread_cond_broadcast(&st.freed);
+	st.stop = true; /* after an error: the fetcher starts no more */
+	pthread_cond_signal(&st.freed);
 	pthread_mutex_unlock(&st.mu);
-	for (int i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
+	pthread_join(t, NULL);
+destroy:
 	pthread_mutex_destroy(&st.mu);
 	pthread_cond_destroy(&st.filled);
 	pthread_cond_destroy(&st.freed);
 out:
-	free(t);
 	free(st.bufs);
 	free(st.got);
 	free(st.ready);
+	free(st.t0);
 	return rc;
 }
 

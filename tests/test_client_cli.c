@@ -245,8 +245,8 @@ static void unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_si
  * mapping (64 KiB blocks with one connection: a block per connection, 4
  * at most, is under 4 MiB).  While answers are 30 ms late several
  * requests are in flight, and for 64 KiB blocks more than the 16
- * connections: the fetchers grow to the bandwidth-delay product (after
- * 3 epochs of 32 reads at 16: the dataset has 321 blocks). */
+ * connections: the reads in flight grow to the bandwidth-delay product
+ * (after 3 epochs of 32 reads at 16: the dataset has 321 blocks). */
 static void sum_reads_blocks_in_parallel_without_a_mapping(void **state)
 {
 	struct ts_server *s = *state;
