@@ -5,7 +5,7 @@
  * the dataset, does its job through a mapping, bm_read or bm_write, and
  * reports one clear line on stderr when something fails.  Exit status: 0
  * success, 1 error, 2 usage error, 3 commit conflict.
- * Threads: only `sum` without a mapping starts one (its fetcher, joined
+ * Threads: only `sum` without a mapping starts any (its fetchers, joined
  * before it returns; their shared state is under struct sum_stream's mu).
  */
 #include "config.h"
@@ -403,11 +403,12 @@ static const char sum_help[] =
 	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
 	"or the one tag TAG names) as '<hex>  <URL>'. It is read with a GET per block\n"
 	"(a plain object: 1 MiB blocks unless BLKMAP_BLKSIZE sets another size), one\n"
-	"per connection in parallel at first, all sent from one thread, straight into\n"
-	"buffers hashed in order by another; through a memory mapping instead (page\n"
-	"faults and read-ahead do the loading) when a wcfs mirror serves it or its\n"
-	"blocks are small (a block per connection, at 4 times BLKMAP_CONNECTIONS,\n"
-	"under 4 MiB). The GETs in flight follow the answers' round trips: when slow\n"
+	"per connection in parallel at first (a thread sends up to 16 at once),\n"
+	"straight into buffers hashed in order by another; through a memory\n"
+	"mapping instead (page faults and read-ahead do the loading) when a wcfs\n"
+	"mirror serves it or its blocks are small (a block per connection, at 4\n"
+	"times BLKMAP_CONNECTIONS, under 4 MiB). The GETs in flight follow the\n"
+	"answers' round trips: when slow\n"
 	"they grow, up to 4 times BLKMAP_CONNECTIONS, when fast they shrink, down to a\n"
 	"quarter of it (BLKMAP_SUM_TRACE=1 prints each change to stderr). With\n"
 	"-v, prints to stderr one line of what it took: mode=<loadblk|overlay>\n"
@@ -427,27 +428,32 @@ static void print_stats(bm_dataset *ds, double secs)
 		st.conflicts, st.engine, secs, st.mode_why ? st.mode_why : "");
 }
 
-/* A sum without a mapping: a fetcher thread keeps many block reads in
- * flight at once over one multi handle (bm_reads: no thread per GET),
- * each straight into a slot of a ring of buffers; this thread hashes the
- * slots in order as they fill.  Each byte is copied once after curl's
- * (into its slot) and hashed while the next blocks arrive, on the other
- * CPU; the mapping's page cache (pages allocated, mapped, freed) cost
- * about a fifth more CPU here.  The ring holds two blocks per read in
- * flight at most, within half of cache_bytes.  Locking: st.mu guards
- * everything of struct sum_stream but the buffers' bytes (a slot's are
- * the fetcher's until ready, then this thread's); bm_reads runs without
- * it.
+/* A sum without a mapping: fetcher threads keep many block reads in
+ * flight at once, each up to SUM_PER_FETCHER over one multi handle of
+ * its own (bm_reads: no thread per GET), each read straight into a slot
+ * of a ring of buffers; this thread hashes the slots in order as they
+ * fill.  Each byte is copied once after curl's (into its slot) and
+ * hashed while the next blocks arrive, on the other CPU; the mapping's
+ * page cache (pages allocated, mapped, freed) cost about a fifth more CPU
+ * here.  A fetcher per SUM_PER_FETCHER reads wanted, not one for all: on
+ * a busy machine a lone fetcher waits its turn for a CPU with all its
+ * GETs (at load 15 and 2 ms per answer, 1.1-1.8 s against 0.7 s for a
+ * thread per GET).  The ring holds two blocks per read in flight at
+ * most, within half of cache_bytes.  Locking: st.mu guards everything
+ * of struct sum_stream but the buffers' bytes (a slot's are its
+ * fetcher's until ready, then this thread's); bm_reads runs without it.
  * The reads in flight grow, when answers are slow, to as many as move
  * SUM_TARGET_RATE (the fastest read of an epoch says how many that is),
  * up to SUM_CONNS_FACTOR times `connections`, and only while each growth
- * moves the bytes faster; when answers are fast they shrink, down to a
- * SUM_CONNS_FACTOR-th of `connections` (cli_ramp.c; docs/client.md,
- * "Fetch sizes").  An epoch is SUM_EPOCH reads, or two per read wanted
- * in flight.  BLKMAP_SUM_TRACE=1 prints to stderr each change of how
- * many are wanted (for tests and tuning). */
+ * moves the bytes faster or leaves the round trips as they were; when
+ * answers are fast they shrink, down to a SUM_CONNS_FACTOR-th of
+ * `connections` (cli_ramp.c; docs/client.md, "Fetch sizes").  An epoch
+ * is SUM_EPOCH reads, or two per read wanted in flight.
+ * BLKMAP_SUM_TRACE=1 prints to stderr each change of how many are
+ * wanted (for tests and tuning). */
 #define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
 #define SUM_CONNS_FACTOR 4
+#define SUM_PER_FETCHER 16
 #define SUM_TARGET_RATE 2e9
 #define SUM_EPOCH 16
 #define SUM_RING_BYTES ((size_t)16 << 20) /* unless 2 blocks per connection are more */
@@ -459,19 +465,29 @@ struct sum_stream {
 	char *bufs;                /* nslots * chunk */
 	int64_t *got;              /* per slot: bytes read, or a BM_E* code */
 	bool *ready;               /* per slot: got is the answer for its chunk */
-	double *t0;                /* per slot: when its read started (the fetcher's) */
+	double *t0;                /* per slot: when its read started */
+	uint64_t next;             /* first chunk no fetcher took */
 	uint64_t hashed;           /* chunks hashed: chunk c's slot is free once c < hashed + nslots */
 	bool stop, trace;
 	/* The epoch: its reads, their bytes and the least seconds per byte
 	 * among them, since epoch_t0; the reads wanted in flight (ramp's
-	 * answer). */
+	 * answer) and those in flight; fetchers started (ids from 0; one
+	 * whose id is past what want calls for idles). */
 	unsigned epoch_reads;
 	uint64_t epoch_bytes;
 	double least, epoch_t0;
 	struct ramp ramp;
-	int want, max;
+	int want, max, inflight, started, per;
 	pthread_mutex_t mu;
 	pthread_cond_t filled, freed;
+};
+
+/* One fetcher: its id, the stream, and the reads it may have in flight
+ * (st->per, the last one what is left of st->max: together they hold no
+ * more places than the bound has). */
+struct sum_fetch {
+	struct sum_stream *st;
+	int id, cap;
 };
 
 static double mono(void)
@@ -481,6 +497,12 @@ static double mono(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* Fetchers that n reads in flight call for. */
+static int sum_fetchers(const struct sum_stream *st, int n)
+{
+	return (n + st->per - 1) / st->per;
+}
+
 /* The end of an epoch (under st->mu): how many reads in flight now. */
 static void sum_judge(struct sum_stream *st)
 {
@@ -488,7 +510,9 @@ static void sum_judge(struct sum_stream *st)
 	double need = SUM_TARGET_RATE * st->least + 1; /* rounded up */
 	int n = ramp_epoch(&st->ramp, (double)st->epoch_bytes / (secs > 0 ? secs : 1e-9), need);
 	if (st->trace && n != st->want)
-		fprintf(stderr, "%s: sum: %d reads in flight\n", prog, n);
+		fprintf(stderr, "%s: sum: %d reads in flight, %d fetchers\n", prog, n, sum_fetchers(st, n));
+	if (n != st->want)
+		pthread_cond_broadcast(&st->freed); /* fetchers past it idle, or back to work */
 	st->want = n;
 	st->epoch_t0 = end;
 	st->epoch_bytes = 0;
@@ -514,46 +538,54 @@ static void sum_got(struct sum_stream *st, uint64_t c, int rc, double now)
 	pthread_cond_broadcast(&st->filled);
 }
 
-/* The fetcher: starts reads while fewer than st->want are in flight and
- * the ring has room, and records each as it ends. */
+/* A fetcher: starts reads while fewer than st->want are in flight (its
+ * own fewer than its cap) and the ring has room, and records each as it
+ * ends; while want calls for fewer fetchers than its id, it starts none
+ * (idles once its reads are in).  It ends at the end of the content or
+ * at a stop. */
 static void *sum_fetcher(void *arg)
 {
-	struct sum_stream *st = arg;
+	struct sum_fetch *me = arg;
+	struct sum_stream *st = me->st;
 	bm_reads *r = NULL;
-	uint64_t next = 0;
-	int inflight = 0;
-	int rc = bm_reads_new(st->ds, st->max, &r);
+	int mine = 0, rc = bm_reads_new(st->ds, me->cap, &r);
 
 	pthread_mutex_lock(&st->mu);
 	if (rc < 0) {
-		st->got[0] = rc; /* said as chunk 0's error */
-		st->ready[0] = true;
-		pthread_cond_broadcast(&st->filled);
-		pthread_mutex_unlock(&st->mu);
-		return NULL;
+		/* Said as the next chunk's error (the first fetcher's:
+		 * chunk 0). */
+		if (me->id == 0) {
+			st->got[0] = rc;
+			st->ready[0] = true;
+			st->stop = true;
+			pthread_cond_broadcast(&st->filled);
+		}
+		goto out;
 	}
 	for (;;) {
-		while (!st->stop && next < st->nchunks && next < st->hashed + st->nslots &&
-		       inflight < st->want) {
-			uint64_t c = next++;
+		bool over = me->id >= sum_fetchers(st, st->want);
+		while (!st->stop && !over && st->next < st->nchunks && st->next < st->hashed + st->nslots &&
+		       st->inflight < st->want && mine < me->cap) {
+			uint64_t c = st->next++;
 			size_t slot = (size_t)(c % st->nslots);
 			st->t0[slot] = mono();
+			st->inflight++;
+			mine++;
 			pthread_mutex_unlock(&st->mu);
 			rc = bm_reads_start(r, c, st->bufs + slot * st->chunk, (void *)(uintptr_t)c);
 			pthread_mutex_lock(&st->mu);
-			if (rc == BM_EBUSY && inflight > 0) {
-				next--; /* no room after all: after the next ends */
-				break;
-			}
-			if (rc < 0)
+			if (rc < 0) {
+				st->inflight--;
+				mine--;
 				sum_got(st, c, rc, mono()); /* failed at once */
-			else
-				inflight++;
+			}
 		}
-		if (st->stop || (inflight == 0 && next >= st->nchunks))
-			break;
-		if (inflight == 0) {
-			/* The ring is full: until this thread hashes one. */
+		if (mine == 0) {
+			if (st->stop || st->next >= st->nchunks)
+				break;
+			/* The ring is full, or the others carry want (this one
+			 * is past what it calls for: it idles): until a slot
+			 * is hashed or want changes. */
 			pthread_cond_wait(&st->freed, &st->mu);
 			continue;
 		}
@@ -562,12 +594,16 @@ static void *sum_fetcher(void *arg)
 		rc = bm_reads_wait(r, &tag);
 		pthread_mutex_lock(&st->mu);
 		if (rc == 1) { /* none in flight: cannot be */
-			inflight = 0;
+			st->inflight -= mine;
+			mine = 0;
 			continue;
 		}
-		inflight--;
+		st->inflight--;
+		mine--;
 		sum_got(st, (uint64_t)(uintptr_t)tag, rc, mono());
+		pthread_cond_broadcast(&st->freed); /* room for the others' reads */
 	}
+out:
 	pthread_mutex_unlock(&st->mu);
 	bm_reads_free(r); /* stops those still in flight (after an error) */
 	return NULL;
@@ -598,35 +634,39 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 {
 	struct sum_stream st = { .ds = ds, .size = bm_size(ds), .chunk = bm_blksize(ds) };
 	const char *trace = getenv("BLKMAP_SUM_TRACE");
-	pthread_t t;
+	struct sum_fetch *f = NULL;
+	pthread_t *t = NULL;
 	int rc = 0;
 
-	/* The ring: two blocks per read in flight at most (o->connections,
-	 * the bound the handle was opened with), within SUM_RING_BYTES
-	 * unless two per `connections` are more, and within half of
-	 * cache_bytes. */
+	/* The ring: two blocks per read in flight at most (o->connections
+	 * less one, the bound the handle was opened with: bm_reads leaves
+	 * one for index pages), within SUM_RING_BYTES unless two per
+	 * `connections` are more, and within half of cache_bytes. */
 	size_t ring = 2 * (size_t)connections * st.chunk > SUM_RING_BYTES
 			      ? 2 * (size_t)connections * st.chunk : SUM_RING_BYTES;
 	if (ring > o->cache_bytes / 2)
 		ring = o->cache_bytes / 2;
 	st.nchunks = (st.size + st.chunk - 1) / st.chunk;
-	st.nslots = 2 * (size_t)o->connections;
+	st.nslots = 2 * (size_t)(o->connections - 1);
 	if (st.nslots > ring / st.chunk)
 		st.nslots = ring / st.chunk;
 	if (st.nslots < 1)
 		st.nslots = 1;
 	st.trace = trace != NULL && strcmp(trace, "1") == 0;
-	/* bm_reads leaves one connection of the bound for index pages. */
 	st.max = o->connections - 1 < (int)st.nslots ? o->connections - 1 : (int)st.nslots;
 	if (st.max < 1)
 		st.max = 1;
+	st.per = st.max < SUM_PER_FETCHER ? st.max : SUM_PER_FETCHER;
 	st.want = connections < st.max ? connections : st.max;
 	ramp_init(&st.ramp, st.want, (st.want + SUM_CONNS_FACTOR - 1) / SUM_CONNS_FACTOR, st.max);
+	int nf = sum_fetchers(&st, st.max);
 	st.bufs = malloc(st.nslots * st.chunk);
 	st.got = calloc(st.nslots, sizeof(*st.got));
 	st.ready = calloc(st.nslots, sizeof(*st.ready));
 	st.t0 = calloc(st.nslots, sizeof(*st.t0));
-	if (st.bufs == NULL || st.got == NULL || st.ready == NULL || st.t0 == NULL) {
+	t = calloc((size_t)nf, sizeof(*t));
+	f = calloc((size_t)nf, sizeof(*f));
+	if (st.bufs == NULL || st.got == NULL || st.ready == NULL || st.t0 == NULL || t == NULL || f == NULL) {
 		rc = BM_ENOMEM;
 		goto out;
 	}
@@ -635,16 +675,39 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	pthread_cond_init(&st.freed, NULL);
 	st.epoch_t0 = mono();
 	if (st.trace)
-		fprintf(stderr, "%s: sum: %d reads in flight\n", prog, st.want);
-	if (pthread_create(&t, NULL, sum_fetcher, &st) != 0) {
-		rc = BM_ENOMEM;
-		goto destroy;
-	}
+		fprintf(stderr, "%s: sum: %d reads in flight, %d fetchers\n", prog, st.want,
+			sum_fetchers(&st, st.want));
 	for (uint64_t c = 0; rc == 0 && c < st.nchunks; c++) {
 		size_t slot = (size_t)(c % st.nslots);
 		pthread_mutex_lock(&st.mu);
-		while (!st.ready[slot])
+		while (!st.ready[slot]) {
+			/* Fetchers are started in id order, as want calls for
+			 * them (one past it idles). */
+			if (st.started < sum_fetchers(&st, st.want) && st.started < nf) {
+				int left = st.max - st.started * st.per;
+				f[st.started] = (struct sum_fetch){ &st, st.started, left < st.per ? left : st.per };
+				pthread_mutex_unlock(&st.mu);
+				bool made = pthread_create(&t[st.started], NULL, sum_fetcher, &f[st.started]) == 0;
+				pthread_mutex_lock(&st.mu);
+				if (made) {
+					st.started++;
+					continue;
+				}
+				if (st.started == 0) {
+					rc = BM_ENOMEM; /* no fetcher at all */
+					break;
+				}
+				/* None more to be had: want as those carry. */
+				st.want = st.ramp.n = st.started * st.per;
+				st.ramp.full = true;
+				continue;
+			}
 			pthread_cond_wait(&st.filled, &st.mu);
+		}
+		if (rc < 0) {
+			pthread_mutex_unlock(&st.mu);
+			break;
+		}
 		int64_t n = st.got[slot];
 		pthread_mutex_unlock(&st.mu);
 		if (n < 0) {
@@ -655,19 +718,21 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 		pthread_mutex_lock(&st.mu);
 		st.ready[slot] = false;
 		st.hashed++;
-		pthread_cond_signal(&st.freed);
+		pthread_cond_broadcast(&st.freed);
 		pthread_mutex_unlock(&st.mu);
 	}
 	pthread_mutex_lock(&st.mu);
-	st.stop = true; /* after an error: the fetcher starts no more */
-	pthread_cond_signal(&st.freed);
+	st.stop = true; /* after an error: the fetchers start no more */
+	pthread_cond_broadcast(&st.freed);
 	pthread_mutex_unlock(&st.mu);
-	pthread_join(t, NULL);
-destroy:
+	for (int i = 0; i < st.started; i++)
+		pthread_join(t[i], NULL);
 	pthread_mutex_destroy(&st.mu);
 	pthread_cond_destroy(&st.filled);
 	pthread_cond_destroy(&st.freed);
 out:
+	free(t);
+	free(f);
 	free(st.bufs);
 	free(st.got);
 	free(st.ready);
@@ -703,10 +768,11 @@ static int cmd_sum(int argc, char **argv)
 		return usage_error("sum", "expected URL");
 	const char *url = argv[i];
 	double t0 = now();
-	/* Opened with the bound a streamed sum may grow to; it starts with
-	 * `connections` fetchers (connections are made as they are used). */
+	/* Opened with the bound a streamed sum may grow to (and one for index
+	 * pages); it starts with `connections` reads in flight (connections
+	 * are made as they are used). */
 	int connections = o.connections;
-	o.connections = sum_conns_max(connections);
+	o.connections = sum_conns_max(connections) + 1; /* one for index pages */
 	if (open_or_fail(&ds, url, &o, &ex) < 0)
 		return ex;
 	bool streamed = sum_streams(ds, connections);
