@@ -534,6 +534,25 @@ static int tree_init(struct tree *t, const struct bm_index_io *io, const struct 
 	return 0;
 }
 
+/* Page bytes data (len) that the io loaded as page hex, decoded in full
+ * into *p at (level, base) of tree t, and marked checked for the io on
+ * success (io->checked: see find_entry). */
+static int decode_loaded(struct tree *t, const char *hex, const void *data, size_t len,
+			 unsigned level, uint64_t base, struct bm_ipage *p)
+{
+	int rc;
+
+	if (data == NULL && len > 0) {
+		bm_fmt(t->msg, t->n, "index page %s: the loader gave no bytes", hex);
+		return BM_EINVAL;
+	}
+	rc = bm_ipage_decode(data ? data : "", len, hex, (int)level, base, t->nblk, t->pieces, p,
+			     t->msg, t->n);
+	if (rc == 0 && data != NULL && t->io->set_checked)
+		t->io->set_checked(t->io->arg, data);
+	return rc;
+}
+
 /* The page of node nd at (level, base) of tree t into *p (count 0 for
  * N_NONE). */
 static int load_page(struct tree *t, const struct node *nd, unsigned level, uint64_t base,
@@ -562,13 +581,7 @@ static int load_page(struct tree *t, const struct node *nd, unsigned level, uint
 	rc = t->io->load(t->io->arg, hex, &data, &len, t->msg, t->n);
 	if (rc < 0)
 		return rc;
-	if (data == NULL && len > 0) {
-		bm_fmt(t->msg, t->n, "index page %s: the loader gave no bytes", hex);
-		rc = BM_EINVAL;
-	} else {
-		rc = bm_ipage_decode(data ? data : "", len, hex, (int)level, base, t->nblk, t->pieces,
-				     p, t->msg, t->n);
-	}
+	rc = decode_loaded(t, hex, data, len, level, base, p);
 	if (t->io->release)
 		t->io->release(t->io->arg, hex, data);
 	return rc;
@@ -622,12 +635,109 @@ static int node_at_level(struct tree *t, unsigned level, struct node *out)
 
 /* ---- lookup ----------------------------------------------------------------- */
 
+/* Entry want of page bytes b (len) at (level, base) of tree t, bytes the
+ * io says passed a whole decode before (bm_ipage_decode: their sum, and
+ * what they say whatever their position: magic, slots ascending, each v3
+ * leaf entry's piece sums hashing to its sum).  Checked again here is
+ * what depends on where the page is and on the tree: its version and
+ * level, its length for its count, its last entry below nblk (slots
+ * ascend: so is every other one), and the found entry's piece sums (all
+ * of them but at the dataset's last block).  1 found (esum; at a v3 leaf
+ * with psum non-NULL its piece sums), 0 none, 2 when any of that fails:
+ * the caller decodes the page in full, which says what is wrong. */
+static int search_checked(const struct tree *t, const uint8_t *b, size_t len, unsigned level,
+			  uint64_t base, unsigned want, uint8_t esum[16], uint8_t *psum)
+{
+	size_t elen = entry_len(level, t->pieces);
+	unsigned lo = 0, hi, count;
+
+	if (len < BM_IPAGE_HDR || b[4] != (t->pieces ? PAGE_VERSION_V3 : PAGE_VERSION) ||
+	    b[5] != level)
+		return 2;
+	count = (unsigned)b[6] | (unsigned)b[7] << 8;
+	if (count < 1 || count > BM_IPAGE_FANOUT || len != bm_ipage_len(level, count, t->pieces))
+		return 2;
+	b += BM_IPAGE_HDR;
+	if (base + (uint64_t)b[(size_t)(count - 1) * elen] * cspan(level) >= t->nblk)
+		return 2;
+	hi = count;
+	while (lo < hi) {
+		unsigned mid = (lo + hi) / 2;
+		if (b[(size_t)mid * elen] < want)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == count || b[(size_t)lo * elen] != want)
+		return 0;
+	const uint8_t *e = b + (size_t)lo * elen;
+	if (level == 0 && t->pieces > 0) {
+		unsigned np;
+		char why[160];
+		if (entry_pieces_check(e + 1, e + BM_IPAGE_ENTRY, t->pieces, &np, why, sizeof(why)) < 0 ||
+		    (np != t->pieces && base + want + 1 < t->nblk))
+			return 2;
+		if (psum != NULL)
+			memcpy(psum, e + BM_IPAGE_ENTRY, (size_t)t->pieces * 16);
+	}
+	memcpy(esum, e + 1, 16);
+	return 1;
+}
+
+/* Entry want of the page of node nd (N_PAGE) at (level, base) of tree t,
+ * as search_checked gives it.  A page the io marked checked is searched
+ * where it lies (no hash, no copy of its piece sums); any other is decoded
+ * in full into *pp (made on first need) and marked. */
+static int find_entry(struct tree *t, const struct node *nd, unsigned level, uint64_t base,
+		      unsigned want, struct bm_ipage **pp, uint8_t esum[16], uint8_t *psum)
+{
+	char hex[BM_SUM_HEX + 1];
+	const void *data = NULL;
+	size_t len = 0;
+	int rc;
+
+	bin_hex(nd->sum, hex);
+	if (t->st)
+		t->st->pages_read++;
+	if ((rc = t->io->load(t->io->arg, hex, &data, &len, t->msg, t->n)) < 0)
+		return rc;
+	rc = 2;
+	if (data != NULL && t->io->checked && t->io->checked(t->io->arg, data))
+		rc = search_checked(t, data, len, level, base, want, esum, psum);
+	if (rc == 2 && *pp == NULL && (*pp = bm_ipage_new()) == NULL)
+		rc = BM_ENOMEM;
+	if (rc == 2) {
+		struct bm_ipage *p = *pp;
+		p->pieces = t->pieces;
+		if ((rc = decode_loaded(t, hex, data, len, level, base, p)) == 0) {
+			unsigned lo = 0, hi = p->count;
+			while (lo < hi) {
+				unsigned mid = (lo + hi) / 2;
+				if (p->slot[mid] < want)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			rc = lo < p->count && p->slot[lo] == want;
+			if (rc == 1) {
+				memcpy(esum, p->sum[lo], 16);
+				if (psum != NULL && level == 0 && t->pieces > 0)
+					memcpy(psum, p->psum + (size_t)lo * t->pieces * 16,
+					       (size_t)t->pieces * 16);
+			}
+		}
+	}
+	if (t->io->release)
+		t->io->release(t->io->arg, hex, data);
+	return rc;
+}
+
 int bm_index_lookup(const struct bm_index_io *io, const struct bm_itree *it, uint64_t blk,
 		    char sum[BM_SUM_HEX + 1], uint8_t *psum, struct bm_index_stats *st, char *msg,
 		    size_t n)
 {
 	struct tree t;
-	struct bm_ipage *p;
+	struct bm_ipage *p = NULL;
 	struct node nd;
 	int rc;
 
@@ -639,35 +749,24 @@ int bm_index_lookup(const struct bm_index_io *io, const struct bm_itree *it, uin
 		       it->nblk);
 		return BM_EINVAL;
 	}
-	if ((p = bm_ipage_new()) == NULL)
-		return BM_ENOMEM;
 	nd = t.root;
 	for (int level = (int)t.root_level; level >= 0 && nd.kind == N_PAGE; level--) {
 		uint64_t base = blk & ~(cspan((unsigned)level + 1) - 1);
 		unsigned want = (unsigned)((blk >> (BM_IPAGE_BITS * level)) & (BM_IPAGE_FANOUT - 1));
-		unsigned lo = 0, hi;
-		if ((rc = load_page(&t, &nd, (unsigned)level, base, p)) < 0)
-			break;
-		hi = p->count;
-		while (lo < hi) {
-			unsigned mid = (lo + hi) / 2;
-			if (p->slot[mid] < want)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo == p->count || p->slot[lo] != want) {
-			nd.kind = N_NONE; /* a hole */
+		uint8_t esum[16];
+		if ((rc = find_entry(&t, &nd, (unsigned)level, base, want, &p, esum,
+				     level == 0 ? psum : NULL)) <= 0) {
+			if (rc == 0)
+				nd.kind = N_NONE; /* a hole */
 			break;
 		}
 		if (level == 0) {
-			bin_hex(p->sum[lo], sum);
-			if (psum != NULL && t.pieces > 0)
-				memcpy(psum, p->psum + (size_t)lo * t.pieces * 16, (size_t)t.pieces * 16);
-			rc = 1;
+			bin_hex(esum, sum);
 			break;
 		}
-		nd = child_of(&t, &nd, (unsigned)level, p, lo);
+		/* The root's children are pages (a lookup walks no WRAP). */
+		nd.kind = N_PAGE;
+		memcpy(nd.sum, esum, 16);
 	}
 	bm_ipage_free(p);
 	return rc;

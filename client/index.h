@@ -118,11 +118,19 @@ int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, ui
 /* The caller's I/O.  load gives the bytes of page "index/<sum>" (the
  * layer verifies them again); they stay valid until release (if not NULL)
  * is called with them.  store is called for each new page, children before
- * their parents; store may be NULL for functions that only read. */
+ * their parents; store may be NULL for functions that only read.
+ * checked and set_checked (both NULL, or both set) let a cache of
+ * immutable pages spare a lookup the whole check of a page it has seen
+ * pass one: set_checked(data) is called for loaded bytes that a whole
+ * bm_ipage_decode accepted (their sum included), and a lookup that finds
+ * checked(data) true checks only what depends on the page's place
+ * (bm_index_lookup).  The mark must stay with those bytes. */
 struct bm_index_io {
 	int (*load)(void *arg, const char *sum, const void **data, size_t *len, char *msg, size_t n);
 	void (*release)(void *arg, const char *sum, const void *data);
 	int (*store)(void *arg, const char *sum, const void *data, size_t len, char *msg, size_t n);
+	bool (*checked)(void *arg, const void *data);
+	void (*set_checked)(void *arg, const void *data);
 	void *arg;
 };
 
@@ -144,7 +152,12 @@ struct bm_itree {
  * < 0 an error.  With psum non-NULL (t->pieces x 16 bytes) a v3 tree's
  * piece sums of the block too (checked only as bm_ipage_decode does: the
  * caller, who knows the block's length, calls bm_pieces_check).  Loads
- * at most depth pages. */
+ * at most depth pages.  A page io->checked says passed a whole decode is
+ * searched in place: its sum is not hashed again, and of what its place
+ * decides only its version, level, length, last entry (below nblk) and
+ * the found entry are checked (not every entry's piece count), with no
+ * allocation and no copy of its other piece sums; any other page is
+ * decoded whole, then io->set_checked. */
 int bm_index_lookup(const struct bm_index_io *io, const struct bm_itree *t, uint64_t blk,
 		    char sum[BM_SUM_HEX + 1], uint8_t *psum, struct bm_index_stats *st, char *msg,
 		    size_t n);

@@ -6,7 +6,9 @@
  * Owns: struct bm_pages and its entries.  Locking: pc->mu guards the hash
  * table, the LRU list, the byte count and each entry's refs; it is a leaf,
  * never held across a request.  A page handed out by load stays until its
- * release (refs > 0 pins it); eviction takes only unpinned pages.
+ * release (refs > 0 pins it); eviction takes only unpinned pages.  An
+ * entry's checked mark (index.h: set once a whole decode accepted its
+ * bytes) is atomic: set and read by walks that hold a ref, not pc->mu.
  */
 #include "config.h"
 
@@ -23,6 +25,7 @@ struct cpage {
 	struct cpage *hnext;       /* hash chain */
 	struct cpage *prev, *next; /* LRU list, most recent first */
 	unsigned refs;             /* loads not yet released */
+	atomic_bool checked;       /* a whole decode accepted data (index.h) */
 	char sum[BM_SUM_HEX + 1];
 	size_t len;
 	uint8_t data[];
@@ -85,6 +88,11 @@ void bm_pages_stats(struct bm_pages *pc, struct bm_pages_stats *st)
 	st->cached_pages = pc->npages;
 	st->cached_bytes = pc->bytes;
 	pthread_mutex_unlock(&pc->mu);
+}
+
+static struct cpage *page_of(const void *data)
+{
+	return (struct cpage *)((const char *)data - offsetof(struct cpage, data));
 }
 
 /* ---- the table (pc->mu held) ------------------------------------------------ */
@@ -189,6 +197,7 @@ static struct cpage *insert(struct bm_pages *pc, const char *sum, const void *da
 	if (p == NULL)
 		return NULL;
 	memset(p, 0, sizeof(*p));
+	atomic_init(&p->checked, false);
 	memcpy(p->sum, sum, sizeof(p->sum));
 	memcpy(p->data, data, len);
 	p->len = len;
@@ -315,13 +324,27 @@ static void pages_release(void *arg, const char *sum, const void *data)
 	(void)sum;
 	if (data == NULL)
 		return;
-	struct cpage *p = (struct cpage *)((const char *)data - offsetof(struct cpage, data));
+	struct cpage *p = page_of(data);
 	pthread_mutex_lock(&pc->mu);
 	bm_assert(p->refs > 0);
 	p->refs--;
 	if (p->refs == 0 && pc->bytes > pc->cap)
 		evict_locked(pc);
 	pthread_mutex_unlock(&pc->mu);
+}
+
+/* The mark lives with the bytes: an entry evicted and fetched again
+ * starts unchecked. */
+static bool pages_checked(void *arg, const void *data)
+{
+	(void)arg;
+	return atomic_load_explicit(&page_of(data)->checked, memory_order_acquire);
+}
+
+static void pages_set_checked(void *arg, const void *data)
+{
+	(void)arg;
+	atomic_store_explicit(&page_of(data)->checked, true, memory_order_release);
 }
 
 int bm_put_immutable(struct bm_store *s, const char *key, const void *body, size_t len, bool whole,
@@ -376,5 +399,7 @@ void bm_pages_io(struct bm_pages *pc, struct bm_index_io *io)
 	io->load = pages_load;
 	io->release = pages_release;
 	io->store = pages_store;
+	io->checked = pages_checked;
+	io->set_checked = pages_set_checked;
 	io->arg = pc;
 }

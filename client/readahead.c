@@ -220,7 +220,6 @@ static bool readahead_run_one(void *arg)
 {
 	bm_dataset *ds = arg;
 	struct bm_readahead *ra = &ds->ra;
-	int nthreads = bm_pool_size(&ds->pool); /* before ra->mu: no two locks */
 
 	pthread_mutex_lock(&ra->mu);
 	if (ra->stop || ra->qlen == 0) {
@@ -228,12 +227,14 @@ static bool readahead_run_one(void *arg)
 		return false;
 	}
 	bm_assert(ra->qhead < ra->qcap && ra->qlen <= ra->qcap);
-	/* A run: consecutive blocks from the head, a fair share of the
-	 * queue so that every worker gets some. */
-	size_t want = ra->run_max > 1 ? ra->qlen / (size_t)(nthreads > 0 ? nthreads : 1) : 1;
-	want = want < 1 ? 1 : want > ra->run_max ? ra->run_max : want;
-	if (ds->vm_per_blk > 1)
-		want = ra->run_max; /* pieces: as much of their block as is queued */
+	/* A run: the consecutive blocks queued at the head, as many as one
+	 * GET carries (run_max).  Not a fair share of the queue among the
+	 * workers: the share of a short queue (each burst's tail, the
+	 * window's first doublings) was a block each, a 16 KiB Range GET
+	 * costing the server and the client about what a 2 MiB one does
+	 * (bench_peers' map: 1,100 GETs for 256 MiB instead of 150;
+	 * docs/client.md, "Fetch sizes"). */
+	size_t want = ra->run_max;
 	uint64_t first = ra->queue[ra->qhead];
 	size_t n = 0;
 	/* The pieces of a format 3 block come from its object: a run ends

@@ -34,6 +34,7 @@ struct mpage {
 	char sum[BM_SUM_HEX + 1];
 	uint8_t *data;
 	size_t len;
+	bool checked;              /* set_checked marked it (io_checked) */
 	struct mpage *next;
 };
 
@@ -77,6 +78,7 @@ static void ms_put_raw(const char *sum, const void *data, size_t len)
 	} else {
 		free(p->data);
 	}
+	p->checked = false;
 	p->data = malloc(len + 1);
 	assert_non_null(p->data);
 	memcpy(p->data, data, len);
@@ -134,6 +136,37 @@ static int ms_store(void *arg, const char *sum, const void *data, size_t len, ch
 }
 
 static const struct bm_index_io io = { .load = ms_load, .store = ms_store };
+
+/* The store's page whose bytes are data. */
+static struct mpage *ms_page_of(const void *data)
+{
+	for (size_t i = 0; i < NBUCKET; i++)
+		for (struct mpage *p = ms.bucket[i]; p; p = p->next)
+			if (p->data == data)
+				return p;
+	fail_msg("no page holds these bytes");
+	return NULL;
+}
+
+static unsigned ms_marks;          /* set_checked calls */
+
+static bool ms_checked(void *arg, const void *data)
+{
+	(void)arg;
+	return ms_page_of(data)->checked;
+}
+
+static void ms_set_checked(void *arg, const void *data)
+{
+	(void)arg;
+	ms_marks++;
+	ms_page_of(data)->checked = true;
+}
+
+/* The same store, as a cache that keeps pages checked (index_load.c). */
+static const struct bm_index_io io_checked = { .load = ms_load, .store = ms_store,
+					       .checked = ms_checked,
+					       .set_checked = ms_set_checked };
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -1305,6 +1338,96 @@ static void a_v3_tree_keeps_each_blocks_piece_sums_through_updates(void **state)
 	free(psums);
 }
 
+/* The sum of child i of page sum (level > 0), as hex. */
+static void child_sum(const char *sum, unsigned level, uint64_t nblk, unsigned pieces, unsigned i,
+		      char out[BM_SUM_HEX + 1])
+{
+	struct bm_ipage *p = bm_ipage_new();
+	struct mpage *mp = ms_find(sum);
+	char msg[256] = "";
+	assert_non_null(p);
+	assert_non_null(mp);
+	assert_int_equal(bm_ipage_decode(mp->data, mp->len, sum, (int)level, 0, nblk, pieces, p, msg,
+					 sizeof(msg)), 0);
+	assert_true(i < p->count);
+	static const char hx[] = "0123456789abcdef";
+	for (int k = 0; k < 16; k++) {
+		out[2 * k] = hx[p->sum[i][k] >> 4];
+		out[2 * k + 1] = hx[p->sum[i][k] & 15];
+	}
+	out[BM_SUM_HEX] = '\0';
+	bm_ipage_free(p);
+}
+
+/* A lookup through a cache that marks pages it saw pass a whole decode
+ * (what a dataset's miss goes through) decodes each page in full once:
+ * later lookups neither hash a marked page again nor check its other
+ * entries' piece sums, yet still check what its place decides (its last
+ * entry below the dataset's blocks, the found entry's pieces) and the
+ * entry they return. */
+static void a_page_checked_once_is_searched_in_place_and_its_place_still_checked(void **state)
+{
+	(void)state;
+	const unsigned pieces = 4;
+	const uint64_t nblk = 300; /* a root and two leaves */
+	const size_t last = BM_PIECE_SIZE + 5; /* the last block has 2 pieces */
+	uint8_t *psums = malloc(nblk * pieces * 16), got[4 * 16];
+	char root[BM_SUM_HEX + 1], leaf0[BM_SUM_HEX + 1], sum[BM_SUM_HEX + 1], want[BM_SUM_HEX + 1];
+	char msg[256] = "";
+	assert_non_null(psums);
+	ms_reset();
+	build_v3(nblk, pieces, last, 0, psums, root);
+	const struct bm_itree t = { root, nblk, pieces };
+	ms_marks = 0;
+	for (uint64_t b = 0; b < nblk; b++) {
+		assert_int_equal(bm_index_lookup(&io_checked, &t, b, sum, got, NULL, msg, sizeof(msg)), 1);
+		assert_int_equal(bm_index_lookup(&io, &t, b, want, NULL, NULL, msg, sizeof(msg)), 1);
+		assert_string_equal(sum, want);
+		assert_memory_equal(got, psums + b * pieces * 16, pieces * 16);
+	}
+	assert_int_equal(ms_marks, 3); /* the root and both leaves, once each */
+
+	/* Entry 0's first piece sum damaged in place: the marked leaf is not
+	 * hashed again, so block 1 still reads (the plain io's whole decode
+	 * refuses the page), while block 0's own entry is checked. */
+	child_sum(root, 1, nblk, pieces, 0, leaf0);
+	struct mpage *mp = ms_find(leaf0);
+	assert_non_null(mp);
+	assert_true(mp->checked);
+	mp->data[BM_IPAGE_HDR + BM_IPAGE_ENTRY] ^= 0x01;
+	assert_int_equal(bm_index_lookup(&io_checked, &t, 1, sum, got, NULL, msg, sizeof(msg)), 1);
+	assert_memory_equal(got, psums + 1 * pieces * 16, pieces * 16);
+	assert_int_equal(bm_index_lookup(&io, &t, 1, sum, NULL, NULL, msg, sizeof(msg)), BM_ECHECKSUM);
+	one_line(msg);
+	assert_int_equal(bm_index_lookup(&io_checked, &t, 0, sum, got, NULL, msg, sizeof(msg)),
+			 BM_ECHECKSUM);
+	one_line(msg);
+	assert_non_null(strstr(msg, "checksum mismatch"));
+	mp->data[BM_IPAGE_HDR + BM_IPAGE_ENTRY] ^= 0x01;
+
+	/* The same marked pages in a tree of 257 blocks: leaf 1 holds blocks
+	 * up to 299, past the end. */
+	const struct bm_itree t257 = { root, 257, pieces };
+	assert_int_equal(bm_index_lookup(&io_checked, &t257, 256, sum, got, NULL, msg, sizeof(msg)),
+			 BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "past the dataset's 257 blocks"));
+	/* ... in a tree of 301: block 299, short, is no longer the last. */
+	const struct bm_itree t301 = { root, 301, pieces };
+	assert_int_equal(bm_index_lookup(&io_checked, &t301, 299, sum, got, NULL, msg, sizeof(msg)),
+			 BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "2 piece sums for a full block of 4"));
+	/* ... read as a v2 tree. */
+	const struct bm_itree as_v2 = { root, nblk, 0 };
+	assert_int_equal(bm_index_lookup(&io_checked, &as_v2, 1, sum, NULL, NULL, msg, sizeof(msg)),
+			 BM_EFORMAT);
+	one_line(msg);
+	assert_int_equal(ms_marks, 3); /* what failed was not marked again */
+	ms_reset();
+	free(psums);
+}
+
 /* A v3 leaf of level 0, base 0, 3 blocks of 2 pieces (128 KiB), the last
  * one piece; entries for blocks 0, 1, 2.  Returns its length. */
 static size_t sample_v3_leaf(uint8_t *buf, uint8_t *psums)
@@ -1457,6 +1580,7 @@ int main(void)
 		cmocka_unit_test(streamed_pieces_are_each_checked_against_their_own_sums),
 		cmocka_unit_test(a_v3_tree_keeps_each_blocks_piece_sums_through_updates),
 		cmocka_unit_test(hostile_v3_leaves_are_refused_with_one_line),
+		cmocka_unit_test(a_page_checked_once_is_searched_in_place_and_its_place_still_checked),
 		cmocka_unit_test(a_v3_manifest_round_trips_and_needs_blocks_above_64k),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
