@@ -748,9 +748,54 @@ void bm_unmap(bm_mapping *m)
 	free(m);
 }
 
+/* Bytes [in, in + n) of block index, a part of it, into dst.  A format 3
+ * block (pieces > 1): only the 64 KiB pieces that cover the bytes, with
+ * one Range GET of its object, each piece checked against its own sum
+ * (blocks.c); straight into dst when the bytes are whole pieces, else
+ * through a buffer of the pieces' size.  Else the whole block (*tmp: a
+ * buffer of the block's size, allocated on first need), checked against
+ * its sum. */
+static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *dst, char **tmp)
+{
+	size_t got = 0;
+	unsigned pieces = bm_ds_pieces(ds);
+	char msg[512];
+	int rc;
+
+	if (pieces <= 1) {
+		if (*tmp == NULL && (*tmp = malloc(ds->blksize)) == NULL)
+			return BM_ENOMEM;
+		rc = bm_fetch_block(ds, index, *tmp, false);
+		if (rc == 0)
+			memcpy(dst, *tmp + in, n);
+		return rc;
+	}
+	size_t p0 = in / BM_PIECE_SIZE, p1 = (in + n - 1) / BM_PIECE_SIZE;
+	size_t span = (p1 - p0 + 1) * BM_PIECE_SIZE;
+	bool direct = in % BM_PIECE_SIZE == 0 && n == span;
+	char *into = direct ? dst : malloc(span);
+	if (into == NULL)
+		return BM_ENOMEM;
+	rc = bm_fetch_pieces(ds, index * pieces + p0, p1 - p0 + 1, into, &got, msg, sizeof(msg));
+	if (rc < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
+	} else {
+		/* A hole, the dataset's end or a shrink: zeros past what came. */
+		if (got < span)
+			memset(into + got, 0, span - got);
+		if (!direct)
+			memcpy(dst, into + (in - p0 * BM_PIECE_SIZE), n);
+		atomic_fetch_add(got ? &ds->c.fetched_blocks : &ds->c.hole_blocks, 1);
+		atomic_fetch_add(&ds->c.fetched_bytes, got);
+	}
+	if (!direct)
+		free(into);
+	return rc;
+}
+
 int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 {
-	size_t bs = ds->blksize; /* whole blocks, never pieces */
+	size_t bs = ds->blksize;
 	char *dst = buf, *tmp = NULL;
 	uint64_t size;
 	int64_t done = 0;
@@ -766,15 +811,10 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 		uint64_t index = offset / bs;
 		size_t in = (size_t)(offset % bs), n = bs - in < len ? bs - in : len;
 		int rc;
-		if (in == 0 && n == bs) {
-			rc = bm_fetch_block(ds, index, dst, false); /* straight into buf */
-		} else {
-			if (tmp == NULL && (tmp = malloc(bs)) == NULL)
-				return done ? done : BM_ENOMEM;
-			rc = bm_fetch_block(ds, index, tmp, false);
-			if (rc == 0)
-				memcpy(dst, tmp + in, n);
-		}
+		if (in == 0 && n == bs) /* a whole block: one GET, straight into buf */
+			rc = bm_fetch_block(ds, index, dst, false);
+		else
+			rc = read_part(ds, index, in, n, dst, &tmp);
 		if (rc < 0) {
 			free(tmp);
 			return done ? done : rc;

@@ -9,7 +9,10 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            fetches the 64 KiB piece, checked by its own sum) and of one
            with 64 KiB blocks; GDAL /vsicurl/ (python3-gdal) and fsspec's HTTP file
            with exact ranges (python3-fsspec) on the flat object.  A fresh
-           handle (empty cache) each run.
+           handle (empty cache) each run.  ds1m_read: the same reads of
+           the 1 MiB dataset through bm_read (Python's .read(): the piece
+           that holds them), and ds1m_read_vs_block against a bm_read of
+           the whole block each (what a 4 KiB bm_read fetched before).
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
@@ -80,6 +83,22 @@ def rand_blkmap(url, offs, blksize=0):
         bytes(mv[off:off + 4096])
         out.append(time.perf_counter() - t)
     del mv
+    ds.close()
+    return out
+
+
+def rand_read(url, offs, whole_block=0):
+    """bm_read of 4 KiB at each offset (format 3 with large blocks: the
+    64 KiB piece that holds it); with whole_block, of the whole block that
+    holds it instead (what a 4 KiB bm_read fetched before)."""
+    ds = blkmap.open(url)
+    ds.read(0, 1)  # the index leaf, as a mapping's first miss
+    out = []
+    for off in offs:
+        start, n = (off - off % whole_block, whole_block) if whole_block else (off, 4096)
+        t = time.perf_counter()
+        ds.read(start, n)
+        out.append(time.perf_counter() - t)
     ds.close()
     return out
 
@@ -224,21 +243,26 @@ def bench_open(b, label, runs, gdal_ok):
 def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
     flat = b + "/peers/flat.bin"
     rruns = runs if not label else max(1, runs // 2)
-    r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds64k", "gdal", "fsspec")}
+    r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m_read_block", "ds64k",
+                         "gdal", "fsspec")}
     for i in range(rruns):
         offs = offsets(size, i)
         r["flat"] += rand_blkmap(flat, offs)
         r["flat64k"] += rand_blkmap(flat, offs, 64 * KiB)
         r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
+        r["ds1m_read"] += rand_read(b + "/peers/ds1m", offs)
+        r["ds1m_read_block"] += rand_read(b + "/peers/ds1m", offs, MiB)
         r["ds64k"] += rand_blkmap(b + "/peers/ds64k", offs)
         if gdal_ok:
             r["gdal"] += rand_gdal(flat, offs)
         if fsspec_ok:
             r["fsspec"] += rand_fsspec(flat, offs)
     med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
-    for what in ("flat", "flat64k", "ds1m", "ds64k"):
+    for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds64k"):
         line("random_4k_%s%s" % (what, label), "ms",
              [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])])
+    line("random_4k_ds1m_read_vs_block%s" % label, "ms",
+         [("piece", med["ds1m_read"]), ("block", med["ds1m_read_block"])])
 
 
 def bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok):

@@ -9,7 +9,11 @@
  * random miss sends one Range GET of 64 KiB; a damaged piece is refused
  * naming its block and piece (SIGBUS on a fault; the other pieces read,
  * each checked on its own), the whole block fails its sum; a sequential
- * read reads every piece (read-ahead: runs of a block's pieces); a
+ * read reads every piece (read-ahead: runs of a block's pieces).  A
+ * small bm_read fetches only the pieces it covers (one Range GET per
+ * block), a whole block with one GET; reads across pieces, blocks, a
+ * hole and the end return the right bytes, a damaged piece is refused
+ * naming it, a shrink not committed reads as zeros past the cut.  A
  * written piece is committed with the rest of its block (fetched), a
  * block written whole without fetching it.  A v3
  * tree read as version 2 (what a v2 reader's walk does) is refused with
@@ -304,6 +308,233 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 	free(data);
 }
 
+/* ---- bm_read: the pieces a read covers ----------------------------------- */
+
+/* Counters of the server around a step of a test. */
+struct counts {
+	long gets, ranges, out;
+	uint64_t fetched;
+};
+
+static void counts_now(struct tc_store *st, bm_dataset *ds, struct counts *c)
+{
+	struct bm_stats s;
+
+	bm_stats(ds, &s);
+	c->gets = tc_store_count(st, "GET");
+	c->ranges = tc_server_stat(&st->srv, "responses", "206");
+	c->out = tc_server_stat(&st->srv, "bytes_out", NULL);
+	c->fetched = s.fetched_bytes;
+}
+
+/* Since c: gets GETs, ranges of them Range GETs, about bytes sent. */
+static void assert_counts_since(struct tc_store *st, bm_dataset *ds, const struct counts *c,
+				long gets, long ranges, long bytes)
+{
+	struct counts now;
+
+	counts_now(st, ds, &now);
+	assert_int_equal(now.gets - c->gets, gets);
+	assert_int_equal(now.ranges - c->ranges, ranges);
+	long sent = now.out - c->out;
+	if (sent < bytes || sent > bytes + 2048 * gets)
+		fail_msg("the server sent %ld bytes, %ld expected", sent, bytes);
+	assert_int_equal(now.fetched - c->fetched, (uint64_t)bytes);
+}
+
+static void a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	tc_require(st, TC_CAN_COUNT, "counts the server's requests and bytes");
+	size_t nblk = 8, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 310), got[2 * BM_PIECE_SIZE];
+	char url[512];
+	struct counts c;
+
+	tc_store_url(url, sizeof(url), st, "/v3/read");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	/* A first read also reads the index (one leaf, the root here). */
+	assert_int_equal(bm_read(ds, 6 * BS + 3, got, 1), 1);
+	/* 4 KiB inside piece 1 of block 3: one Range GET of that piece. */
+	counts_now(st, ds, &c);
+	size_t off = 3 * BS + BM_PIECE_SIZE + 777;
+	assert_int_equal(bm_read(ds, off, got, 4096), 4096);
+	assert_memory_equal(got, data + off, 4096);
+	assert_counts_since(st, ds, &c, 1, 1, (long)BM_PIECE_SIZE);
+	/* 200 bytes across pieces 1 and 2: one Range GET of both. */
+	counts_now(st, ds, &c);
+	off = 3 * BS + 2 * BM_PIECE_SIZE - 100;
+	assert_int_equal(bm_read(ds, off, got, 200), 200);
+	assert_memory_equal(got, data + off, 200);
+	assert_counts_since(st, ds, &c, 1, 1, 2 * (long)BM_PIECE_SIZE);
+	/* Two whole pieces: the same, straight into the caller's buffer. */
+	counts_now(st, ds, &c);
+	off = 5 * BS + 2 * BM_PIECE_SIZE;
+	assert_int_equal(bm_read(ds, off, got, 2 * BM_PIECE_SIZE), 2 * BM_PIECE_SIZE);
+	assert_memory_equal(got, data + off, 2 * BM_PIECE_SIZE);
+	assert_counts_since(st, ds, &c, 1, 1, 2 * (long)BM_PIECE_SIZE);
+	/* The last piece of block 1 and the first of block 2: one Range GET
+	 * in each block. */
+	counts_now(st, ds, &c);
+	off = 2 * BS - 10;
+	assert_int_equal(bm_read(ds, off, got, 20), 20);
+	assert_memory_equal(got, data + off, 20);
+	assert_counts_since(st, ds, &c, 2, 2, 2 * (long)BM_PIECE_SIZE);
+	/* A whole block: one GET of its object, no range. */
+	unsigned char *block = malloc(BS);
+	assert_non_null(block);
+	counts_now(st, ds, &c);
+	assert_int_equal(bm_read(ds, 4 * BS, block, BS), BS);
+	assert_memory_equal(block, data + 4 * BS, BS);
+	assert_counts_since(st, ds, &c, 1, 0, (long)BS);
+	free(block);
+	bm_close(ds);
+	free(data);
+}
+
+static void bm_reads_spanning_pieces_and_blocks_return_the_right_bytes(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t size = 5 * BS + 70000; /* the last block: 2 pieces, the 2nd short */
+	unsigned char *data = ts_pattern(size, 311);
+	unsigned char *got = malloc(3 * BS);
+	char url[512];
+	const size_t P = BM_PIECE_SIZE;
+	/* Inside a piece, across pieces, across blocks, whole pieces, into
+	 * and over the hole (block 2), a whole block among parts of two,
+	 * the short last block and past the end (cut at the size). */
+	const struct { size_t off, len; } cases[] = {
+		{ 0, 1 }, { 5, 4096 }, { P - 1, 2 }, { P, P }, { P + 1, 2 * P },
+		{ BS - P, P }, { BS - 3, 7 }, { BS + 3 * P + 100, 2 * P },
+		{ 2 * BS - 5000, 10000 }, { 2 * BS + P + 7, 4096 }, { 3 * BS - 1, 2 },
+		{ BS + 12345, 2 * BS }, { 3 * BS + 3 * P, P }, { 5 * BS, 70000 },
+		{ 5 * BS + P + 1, 10000 }, { size - 1, 1 }, { 4 * BS + 17, 3 * BS },
+	};
+	uint32_t seed = 311;
+
+	assert_non_null(got);
+	memset(data + 2 * BS, 0, BS); /* a hole */
+	tc_store_url(url, sizeof(url), st, "/v3/spans");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) + 40; i++) {
+		size_t off, len;
+		if (i < sizeof(cases) / sizeof(cases[0])) {
+			off = cases[i].off;
+			len = cases[i].len;
+		} else { /* and random ones */
+			seed = seed * 1103515245u + 12345u;
+			off = (seed >> 4) % size;
+			seed = seed * 1103515245u + 12345u;
+			len = 1 + (seed >> 4) % (2 * BS);
+		}
+		size_t want = off + len > size ? size - off : len;
+		memset(got, 0xee, 3 * BS);
+		int64_t n = bm_read(ds, off, got, len);
+		if (n != (int64_t)want)
+			fail_msg("bm_read at %zu of %zu bytes returned %lld: %s", off, len, (long long)n,
+				 bm_last_error(ds));
+		if (memcmp(got, data + off, want) != 0)
+			fail_msg("bm_read at %zu of %zu bytes: wrong bytes", off, len);
+	}
+	/* At and past the end: nothing. */
+	assert_int_equal(bm_read(ds, size, got, 10), 0);
+	bm_close(ds);
+	free(got);
+	free(data);
+}
+
+static void a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_read(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 4, size = nblk * BS;
+	unsigned char *data = ts_pattern(size, 312), got[4 * BM_PIECE_SIZE];
+	char url[512], key[80], path[300];
+
+	tc_store_url(url, sizeof(url), st, "/v3/rdamaged");
+	tc_put(url, BS, data, size);
+	tc_block_key(url, 3, key, sizeof(key));
+	snprintf(path, sizeof(path), "/v3/rdamaged/%s", key);
+	/* One byte of block 3's piece 2 flipped, the length kept. */
+	unsigned char *bad = malloc(BS);
+	assert_non_null(bad);
+	memcpy(bad, data + 3 * BS, BS);
+	bad[2 * BM_PIECE_SIZE + 99] ^= 0x01;
+	assert_true(tc_store_put(st, path, bad, BS) / 100 == 2);
+
+	struct bm_options o;
+	bm_dataset *ds;
+	tc_options(&o);
+	o.retries = 2;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	/* 10 bytes of the damaged piece, then a read across pieces 1 to 3:
+	 * refused, one line naming the block, the piece and what was wrong;
+	 * none of their bytes given out. */
+	memset(got, 0, sizeof(got));
+	assert_int_equal(bm_read(ds, 3 * BS + 2 * BM_PIECE_SIZE + 95, got, 10), BM_ECHECKSUM);
+	tc_assert_one_line_naming(bm_last_error(ds), "block 3: GET ");
+	tc_assert_one_line_naming(bm_last_error(ds), "piece 2: checksum mismatch");
+	assert_int_equal(bm_read(ds, 3 * BS + BM_PIECE_SIZE + 5, got, 2 * BM_PIECE_SIZE), BM_ECHECKSUM);
+	tc_assert_one_line_naming(bm_last_error(ds), "block 3: GET ");
+	tc_assert_one_line_naming(bm_last_error(ds), "piece 2: checksum mismatch");
+	/* The pieces around it read, each checked on its own. */
+	for (size_t piece = 0; piece < PIECES; piece++) {
+		size_t off = 3 * BS + piece * BM_PIECE_SIZE + 3;
+		if (piece == 2)
+			continue;
+		assert_int_equal(bm_read(ds, off, got, 4096), 4096);
+		assert_memory_equal(got, data + off, 4096);
+	}
+	/* A read that ends in the block before it reads too. */
+	assert_int_equal(bm_read(ds, 3 * BS - 100, got, 100 + BM_PIECE_SIZE), 100 + BM_PIECE_SIZE);
+	assert_memory_equal(got, data + 3 * BS - 100, 100 + BM_PIECE_SIZE);
+	/* A read that reaches the damaged piece from there returns the bytes
+	 * before it (a short read), and then the error. */
+	assert_int_equal(bm_read(ds, 3 * BS - 100, got, 100 + 3 * BM_PIECE_SIZE), 100);
+	bm_close(ds);
+	free(bad);
+	free(data);
+}
+
+static void a_bm_read_after_a_shrink_reads_zeros_past_the_cut_in_pieces_too(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t nblk = 4, size = nblk * BS, cut = 2 * BS + BM_PIECE_SIZE + 100;
+	unsigned char *data = ts_pattern(size, 313), got[8192], *block = malloc(BS);
+	char url[512];
+
+	assert_non_null(block);
+	tc_store_url(url, sizeof(url), st, "/v3/rshrink");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	/* Shrunk, not committed: bytes past the cut read as zeros (the
+	 * published size still bounds the read), in a piece and in the
+	 * whole block alike; so after a grow back before the commit. */
+	assert_int_equal(bm_resize(ds, cut), 0);
+	for (int round = 0; round < 2; round++) {
+		size_t off = cut - 100;
+		assert_int_equal(bm_read(ds, off, got, sizeof(got)), sizeof(got));
+		assert_memory_equal(got, data + off, 100);
+		for (size_t i = 100; i < sizeof(got); i++)
+			assert_int_equal(got[i], 0);
+		assert_int_equal(bm_read(ds, 2 * BS + 3 * BM_PIECE_SIZE, got, 100), 100);
+		for (size_t i = 0; i < 100; i++)
+			assert_int_equal(got[i], 0);
+		assert_int_equal(bm_read(ds, 2 * BS, block, BS), BS);
+		assert_memory_equal(block, data + 2 * BS, cut - 2 * BS);
+		for (size_t i = cut - 2 * BS; i < BS; i++)
+			assert_int_equal(block[i], 0);
+		assert_int_equal(bm_resize(ds, size), 0);
+	}
+	/* Blocks before the cut read as published. */
+	assert_int_equal(bm_read(ds, BS + 5, got, sizeof(got)), sizeof(got));
+	assert_memory_equal(got, data + BS + 5, sizeof(got));
+	bm_close(ds);
+	free(block);
+	free(data);
+}
+
 static void a_sequential_read_through_a_mapping_reads_every_piece(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -476,6 +707,10 @@ int main(void)
 		cmocka_unit_test(a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3),
 		cmocka_unit_test(a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped),
 		cmocka_unit_test(a_random_miss_fetches_one_piece_with_one_range_get_of_64k),
+		cmocka_unit_test(a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get),
+		cmocka_unit_test(bm_reads_spanning_pieces_and_blocks_return_the_right_bytes),
+		cmocka_unit_test(a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_read),
+		cmocka_unit_test(a_bm_read_after_a_shrink_reads_zeros_past_the_cut_in_pieces_too),
 		cmocka_unit_test(a_sequential_read_through_a_mapping_reads_every_piece),
 		cmocka_unit_test(a_written_piece_is_committed_with_the_rest_of_its_block),
 		cmocka_unit_test(a_block_written_whole_through_a_mapping_is_committed_without_fetching_it),

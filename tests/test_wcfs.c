@@ -243,6 +243,96 @@ static void test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_piece
 	free(data);
 }
 
+static long server_bytes_out(const struct fx *f)
+{
+	json_t *j = ts_get_json(&f->srv->srv, "/_admin/stats");
+	long n;
+
+	assert_non_null(j);
+	n = (long)json_integer_value(json_object_get(j, "bytes_out"));
+	json_decref(j);
+	return n;
+}
+
+/* pread of len bytes at off of path, equal to want. */
+static void assert_pread_equals(const char *path, uint64_t off, const unsigned char *want, size_t len)
+{
+	unsigned char *buf = malloc(len);
+	int fd = open(path, O_RDONLY);
+
+	assert_non_null(buf);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+	assert_memory_equal(buf, want, len);
+	close(fd);
+	free(buf);
+}
+
+static void test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 1 << 20, len = 4 * bs;
+	unsigned char *data = ts_pattern(len, 14);
+	struct stat st;
+
+	SKIP_WITHOUT_FUSE(f);
+	/* 1 MiB blocks: format 3, 16 pieces of 64 KiB each. */
+	assert_int_equal(wt_publish(ds_url(f, "v3random"), data, len, bs), 1);
+	const char *path = mpath(&f->mir, "@1/v3random");
+	assert_int_equal(stat(path, &st), 0);
+	/* A first read in block 3 also fetches the index page. */
+	assert_pread_equals(path, 3 * bs + 5 * 65536 + 100, data + 3 * bs + 5 * 65536 + 100, 4096);
+	/* 4 KiB in block 1: the kernel asks for a few pages, the mirror
+	 * fetches the pieces they cover (one Range GET), never the whole
+	 * block as before. */
+	long gets = server_gets(f), out = server_bytes_out(f);
+	uint64_t off = bs + 9 * 65536 + 1000;
+	assert_pread_equals(path, off, data + off, 4096);
+	assert_int_equal(server_gets(f) - gets, 1);
+	long sent = server_bytes_out(f) - out;
+	if (sent < 65536 || sent >= (long)bs / 2)
+		fail_msg("the server sent %ld bytes for a 4 KiB read of a 1 MiB block", sent);
+	/* The rest of that block, read from its start, is right (the pieces
+	 * kept and the ones fetched now). */
+	size_t n = 0;
+	unsigned char *got = wt_read_file(path, &n);
+	assert_non_null(got);
+	assert_int_equal(n, len);
+	assert_memory_equal(got, data, len);
+	free(got);
+	free(data);
+}
+
+static void test_a_damaged_piece_of_a_v3_file_reads_as_eio_naming_the_piece(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 1 << 20, len = 2 * bs;
+	unsigned char *data = ts_pattern(len, 15);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "bad/v3corrupt"), data, len, bs), 1);
+	const char *path = mpath(&f->mir, "@1/bad/v3corrupt");
+	int pin = open(path, O_PATH); /* looked up for good (see above) */
+	assert_true(pin >= 0);
+	/* The index page first, from a sound server. */
+	assert_pread_equals(path, bs + 100, data + bs + 100, 100);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 1}"), 200);
+	int fd = open(path, O_RDONLY);
+	unsigned char buf[4096];
+	assert_true(fd >= 0);
+	errno = 0;
+	assert_int_equal(pread(fd, buf, sizeof(buf), 7 * 65536 + 10), -1);
+	assert_int_equal(errno, EIO);
+	close(fd);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-corrupt-rate\": 0}"), 200);
+	assert_true(file_has_line_with(f->mir.log, "bad/v3corrupt", "checksum mismatch"));
+	assert_true(file_has_line_with(f->mir.log, "bad/v3corrupt", "piece 7"));
+	/* Nothing bad was kept: the next read fetches again and is right. */
+	assert_pread_equals(path, 7 * 65536 + 10, data + 7 * 65536 + 10, 4096);
+	close(pin);
+	free(data);
+}
+
 /* ---- generations ----------------------------------------------------------------------- */
 
 static void test_old_generation_keeps_its_content_while_head_shows_the_new(void **state)
@@ -1027,6 +1117,8 @@ int main(void)
 		cmocka_unit_test(test_mmap_shared_reads_the_same_bytes),
 		cmocka_unit_test(test_kept_generation_is_served_from_the_kernel_cache),
 		cmocka_unit_test(test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces),
+		cmocka_unit_test(test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block),
+		cmocka_unit_test(test_a_damaged_piece_of_a_v3_file_reads_as_eio_naming_the_piece),
 		cmocka_unit_test(test_old_generation_keeps_its_content_while_head_shows_the_new),
 		cmocka_unit_test(test_head_size_change_shows_in_stat_without_reopening),
 		cmocka_unit_test(test_head_switch_of_a_2_pow_50_byte_dataset_costs_its_stored_blocks_only),

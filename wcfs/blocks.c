@@ -1,10 +1,15 @@
-/* blocks.c — a few whole blocks kept per dataset handle, so that the
- * kernel's reads (at most its read-ahead window, 128 KiB, at a time) of one
- * block fetch that block once, not once per read.  Bounded: at most
+/* blocks.c — a few blocks kept per dataset handle, so that the kernel's
+ * reads (at most its read-ahead window, 128 KiB, at a time) of one block
+ * fetch that block once, not once per read.  A block of a format 3 dataset
+ * is kept in its 64 KiB pieces: a read that is not sequential fetches only
+ * the pieces it covers (bm_read: one Range GET, each piece checked), a
+ * sequential one (or one covering most of the block) the rest of the
+ * block at once.  Other formats keep whole blocks.  Bounded: at most
  * WC_BLOCKS_BYTES (but 2 blocks at least) per handle, freed with the handle
  * or when its file is open nowhere (wc_blocks_trim).
- * Owns: d->slots.  Locking: d->bmu guards the slots; a block is fetched
- * without it (state LOADING), and readers of that block wait on d->bcv.
+ * Owns: d->slots, d->next.  Locking: d->bmu guards both; pieces are
+ * fetched without it (the slot LOADING), and readers of that block wait
+ * on d->bcv.
  */
 #include "config.h"
 
@@ -15,6 +20,10 @@
 
 #define WC_BLOCKS_BYTES (8u << 20)
 #define WC_BLOCKS_MAX 8
+/* A format 3 block's pieces (docs/FORMAT.md, "Version 3"): 64 KiB each,
+ * at most 1024 (64 MiB blocks). */
+#define WC_PIECE ((size_t)64 << 10)
+#define WC_UNITS_MAX 1024
 
 enum { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
 
@@ -22,6 +31,10 @@ struct wc_slot {
 	uint64_t index;
 	int state;
 	char *buf;                   /* blksize bytes, allocated on first use */
+	/* The units of buf that hold the block's bytes (READY), and while
+	 * LOADING the ones being fetched: [from, to]. */
+	uint64_t have[WC_UNITS_MAX / 64];
+	unsigned from, to;
 	uint64_t used;               /* d->tick of the last use (LRU) */
 };
 
@@ -35,6 +48,13 @@ void wc_blocks_init(struct wc_ds *d)
 	d->slots = calloc((size_t)d->nslots, sizeof(*d->slots));
 	if (d->slots == NULL)
 		d->nslots = 0;
+	/* The unit a slot fetches and keeps: a piece of a format 3 block,
+	 * else the whole block. */
+	d->units = bm_format_version(d->bm) == 3 && d->blksize > WC_PIECE &&
+			   d->blksize / WC_PIECE <= WC_UNITS_MAX
+		   ? (unsigned)(d->blksize / WC_PIECE)
+		   : 1;
+	d->next = 0; /* a read from the start is sequential */
 }
 
 void wc_blocks_free(struct wc_ds *d)
@@ -87,12 +107,44 @@ static struct wc_slot *victim_slot(struct wc_ds *d)
 	return v;
 }
 
-/* Copies bytes [in, in+n) of block index into dst, fetching the block into
- * a slot if no slot has it. */
-static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, size_t n)
+static bool has_unit(const struct wc_slot *s, unsigned u)
+{
+	return (s->have[u / 64] >> (u % 64)) & 1;
+}
+
+/* Does s hold units [u0, u1]? */
+static bool has_units(const struct wc_slot *s, unsigned u0, unsigned u1)
+{
+	for (unsigned u = u0; u <= u1; u++)
+		if (!has_unit(s, u))
+			return false;
+	return true;
+}
+
+/* Under bmu: is the byte at off held, or being fetched, by a slot? (A
+ * read that starts right after it is sequential.) */
+static bool byte_kept(struct wc_ds *d, uint64_t off)
+{
+	size_t unit = d->blksize / d->units;
+	struct wc_slot *s = find_slot(d, off / d->blksize);
+	unsigned u = (unsigned)(off % d->blksize / unit);
+
+	if (s == NULL)
+		return false;
+	return s->state == SLOT_LOADING ? u >= s->from && u <= s->to : has_unit(s, u);
+}
+
+/* Copies bytes [in, in+n) of block index into dst, fetching what no slot
+ * has: the units the bytes cover, or (seq: the read follows the last one;
+ * or it covers more than half the block) the block from the first of them
+ * to its end, with one bm_read. */
+static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, size_t n, bool seq)
 {
 	uint64_t start = index * d->blksize;
 	size_t blen = d->size - start < d->blksize ? (size_t)(d->size - start) : d->blksize;
+	size_t unit = d->blksize / d->units;
+	unsigned u0 = (unsigned)(in / unit), u1 = (unsigned)((in + n - 1) / unit);
+	unsigned last = (unsigned)((blen - 1) / unit);
 
 	/* Callers stay inside the file, so inside the block. */
 	wc_assert(start < d->size && in + n <= blen);
@@ -103,28 +155,44 @@ static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, 
 			pthread_cond_wait(&d->bcv, &d->bmu);
 			continue; /* loaded, or failed: look again */
 		}
-		if (s != NULL) {
+		if (s != NULL && has_units(s, u0, u1)) {
 			wc_assert(s->state == SLOT_READY && s->buf != NULL);
 			s->used = ++d->tick;
 			memcpy(dst, s->buf + in, n);
 			pthread_mutex_unlock(&d->bmu);
 			return 0;
 		}
-		s = victim_slot(d);
-		if (s == NULL || (s->buf == NULL && (s->buf = malloc(d->blksize)) == NULL)) {
-			/* Every slot is busy (or no memory): read just these bytes. */
-			pthread_mutex_unlock(&d->bmu);
-			int64_t got = bm_read(d->bm, start + in, dst, n);
-			return got < 0 ? (int)got : (size_t)got == n ? 0 : BM_EIO;
+		if (s == NULL) {
+			s = victim_slot(d);
+			if (s == NULL || (s->buf == NULL && (s->buf = malloc(d->blksize)) == NULL)) {
+				/* Every slot is busy (or no memory): read just
+				 * these bytes. */
+				pthread_mutex_unlock(&d->bmu);
+				int64_t got = bm_read(d->bm, start + in, dst, n);
+				return got < 0 ? (int)got : (size_t)got == n ? 0 : BM_EIO;
+			}
+			s->index = index;
+			memset(s->have, 0, sizeof(s->have));
 		}
-		s->index = index;
+		s->from = u0;
+		s->to = seq || 2 * (u1 - u0 + 1) > last + 1 ? last : u1;
+		if (s->to == last && 2 * (u1 - u0 + 1) > last + 1)
+			s->from = 0; /* most of the block: all of it */
 		s->state = SLOT_LOADING;
 		pthread_mutex_unlock(&d->bmu);
-		int64_t got = bm_read(d->bm, start, s->buf, blen);
+		size_t off = (size_t)s->from * unit;
+		size_t end = (size_t)(s->to + 1) * unit < blen ? (size_t)(s->to + 1) * unit : blen;
+		int64_t got = bm_read(d->bm, start + off, s->buf + off, end - off);
 		pthread_mutex_lock(&d->bmu);
-		int rc = got < 0 ? (int)got : (size_t)got == blen ? 0 : BM_EIO;
-		/* A failed block is not kept: the next read fetches it again. */
-		s->state = rc == 0 ? SLOT_READY : SLOT_EMPTY;
+		int rc = got < 0 ? (int)got : (size_t)got == end - off ? 0 : BM_EIO;
+		/* Failed units are not kept: the next read fetches them again. */
+		if (rc == 0)
+			for (unsigned u = s->from; u <= s->to; u++)
+				s->have[u / 64] |= (uint64_t)1 << (u % 64);
+		bool any = false;
+		for (size_t w = 0; w < sizeof(s->have) / sizeof(s->have[0]); w++)
+			any |= s->have[w] != 0;
+		s->state = any ? SLOT_READY : SLOT_EMPTY;
 		s->used = ++d->tick;
 		if (rc == 0)
 			memcpy(dst, s->buf + in, n);
@@ -136,6 +204,13 @@ static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, 
 
 int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len)
 {
+	/* Sequential: it starts where the last read ended, or right after
+	 * bytes a slot holds (the kernel's read-ahead requests may be
+	 * served out of order). */
+	pthread_mutex_lock(&d->bmu);
+	bool seq = off == d->next || (off > 0 && byte_kept(d, off - 1));
+	d->next = off + len;
+	pthread_mutex_unlock(&d->bmu);
 	while (len > 0) {
 		uint64_t index = off / d->blksize;
 		size_t in = (size_t)(off % d->blksize);
@@ -147,13 +222,14 @@ int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len)
 			int64_t got = bm_read(d->bm, off, buf, n);
 			rc = got < 0 ? (int)got : (size_t)got == n ? 0 : BM_EIO;
 		} else {
-			rc = read_in_block(d, index, in, buf, n);
+			rc = read_in_block(d, index, in, buf, n, seq);
 		}
 		if (rc < 0)
 			return rc;
 		off += n;
 		buf += n;
 		len -= n;
+		seq = true; /* the next block is read from its start */
 	}
 	return 0;
 }

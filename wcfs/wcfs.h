@@ -65,13 +65,16 @@ struct wc_ds {
 	uint64_t generation, size;
 	size_t blksize;
 	uint64_t nstored;            /* blocks that hold data */
-	/* The last blocks read, whole (blocks.c): the kernel asks for at most
-	 * its read-ahead window (128 KiB) at a time, a block may be 64 MiB. */
+	/* The last blocks read (blocks.c): the kernel asks for at most its
+	 * read-ahead window (128 KiB) at a time, a block may be 64 MiB.  A
+	 * block is kept in units: its 64 KiB pieces (format 3), else whole. */
 	pthread_mutex_t bmu;
 	pthread_cond_t bcv;
 	struct wc_slot *slots;
 	int nslots;
+	unsigned units;              /* per block */
 	uint64_t tick;
+	uint64_t next;               /* where the last read ended */
 };
 
 /* An inode.  ino is the node's address (the root is FUSE_ROOT_ID).  A node
@@ -159,9 +162,11 @@ void wc_blocks_init(struct wc_ds *d);
 void wc_blocks_free(struct wc_ds *d);
 /* Frees the kept blocks of d (none is loading): its file is open nowhere. */
 void wc_blocks_trim(struct wc_ds *d);
-/* Reads len bytes at off (within the dataset's size) of d into buf: whole
- * blocks are fetched once with bm_read and kept for the next reads of the
- * same block.  0 or a BM_E* code (bm_last_error(NULL) says why). */
+/* Reads len bytes at off (within the dataset's size) of d into buf: what
+ * it covers is fetched once with bm_read (format 3: the 64 KiB pieces it
+ * covers, or the rest of the block when the read is sequential; else whole
+ * blocks) and kept for the next reads of the same block.  0 or a BM_E*
+ * code (bm_last_error(NULL) says why). */
 int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len);
 
 /* ---- inval.c ---- */

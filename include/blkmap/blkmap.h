@@ -142,9 +142,12 @@ int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping
 void bm_unmap(bm_mapping *m);
 
 /* Reads up to len bytes at offset of the handle's generation into buf,
- * without mapping or caching (what the wcfs mirror serves reads with): every
- * block is fetched, verified and retried like a page fault's.  Returns the
- * number of bytes read (0 at or past the end) or a negative error. */
+ * without mapping or caching (what the wcfs mirror serves reads with): each
+ * block the range covers whole is fetched whole; of a block it covers in
+ * part, a format 3 dataset fetches only the 64 KiB pieces it needs (one
+ * Range GET), the others the whole block; all verified and retried like a
+ * page fault's.  Returns the number of bytes read (0 at or past the end;
+ * fewer when a later block fails) or a negative error. */
 int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len);
 
 /* The checksum of block index of the handle's generation, as the manifest

@@ -13,7 +13,9 @@
  * with a result or a one-line error; an accepted manifest dumps to bytes
  * that parse again and dump the same, and bm_manifest_version calls it
  * its version (2 or 3).  A v3 leaf's lookup gives the entry's piece sums
- * as the page holds them, which hash to its sum.  Locking: none. */
+ * as the page holds them, which hash to its sum.  Through an io that marks
+ * a page a whole decode accepted (as the dataset's page cache does), every
+ * lookup answers as the whole decode does.  Locking: none. */
 #include "config.h"
 
 #include <string.h>
@@ -26,6 +28,7 @@ struct one {
 	char sum[BM_SUM_HEX + 1];
 	const uint8_t *data;
 	size_t len;
+	bool checked;              /* one_set_checked marked it */
 };
 
 static int one_load(void *arg, const char *sum, const void **data, size_t *len, char *msg, size_t n)
@@ -50,6 +53,63 @@ static int one_store(void *arg, const char *sum, const void *data, size_t len, c
 	if (bm_ipage_verify(sum, data, len, msg, n) != 0)
 		fuzz_fail("a page was stored under another key than its hash");
 	return 0;
+}
+
+static bool one_checked(void *arg, const void *data)
+{
+	(void)data;
+	return ((struct one *)arg)->checked;
+}
+
+static void one_set_checked(void *arg, const void *data)
+{
+	(void)data;
+	((struct one *)arg)->checked = true;
+}
+
+/* Lookups of blocks under page p through an io that marks the page once a
+ * whole decode accepted it (a dataset's page cache): a marked page is
+ * searched in place, and must answer each block as the whole decode does. */
+static void checked_lookups(struct one *o, const struct bm_itree *t, const struct bm_ipage *p)
+{
+	struct one oc = { .data = o->data, .len = o->len };
+	struct bm_index_io plain = { .load = one_load, .arg = o };
+	struct bm_index_io marking = { .load = one_load, .checked = one_checked,
+				       .set_checked = one_set_checked, .arg = &oc };
+	unsigned span = BM_IPAGE_BITS * p->level;
+	uint8_t *pa = NULL, *pb = NULL;
+	size_t pl = (size_t)(p->pieces ? p->pieces : 1) * 16;
+	char sa[BM_SUM_HEX + 1], sb[BM_SUM_HEX + 1], ma[512], mb[512];
+
+	memcpy(oc.sum, o->sum, sizeof(oc.sum));
+	if ((pa = calloc(1, pl)) == NULL || (pb = calloc(1, pl)) == NULL)
+		fuzz_fail("out of memory");
+	/* The first, middle and last entries, and the slots next to them. */
+	unsigned pick[] = { 0, p->count / 2, p->count - 1 };
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < sizeof(pick) / sizeof(pick[0]); i++) {
+			for (int d = -1; d <= 1; d++) {
+				int slot = (int)p->slot[pick[i]] + d;
+				if (slot < 0 || slot >= (int)BM_IPAGE_FANOUT)
+					continue;
+				uint64_t blk = (uint64_t)slot << span;
+				int ra = bm_index_lookup(&plain, t, blk, sa, p->pieces ? pa : NULL, NULL, ma,
+							 sizeof(ma));
+				int rb = bm_index_lookup(&marking, t, blk, sb, p->pieces ? pb : NULL, NULL,
+							 mb, sizeof(mb));
+				if (ra != rb || strcmp(sa, sb) != 0 ||
+				    (ra == 1 && p->level == 0 && memcmp(pa, pb, pl) != 0))
+					fuzz_fail("block %llu: a marked page answers %d %s, a whole decode %d %s",
+						  (unsigned long long)blk, rb, sb, ra, sa);
+				if (rb < 0)
+					fuzz_check_message("bm_index_lookup (marked)", mb);
+			}
+		}
+		if (!oc.checked)
+			break; /* refused whole: never marked, nothing searched in place */
+	}
+	free(pa);
+	free(pb);
 }
 
 static int no_range(void *arg, uint64_t first, uint64_t count)
@@ -105,6 +165,7 @@ static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p)
 		if (bm_pieces_check(sum, psum, p->pieces, np * BM_PIECE_SIZE, msg, sizeof(msg)) != 0)
 			fuzz_fail("an accepted leaf's piece sums fail their check: %s", msg);
 	}
+	checked_lookups(&o, &t, p);
 	if (!p->pieces)
 		memcpy(ch.sum, o.sum, sizeof(ch.sum));
 	rc = bm_index_update(&io, &t, &ch, 1, nblk, root, NULL, msg, sizeof(msg));
