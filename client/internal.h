@@ -332,6 +332,34 @@ struct bm_pool {
 	int nusers;
 };
 
+/* readahead.c: how many block GETs a dataset's read-ahead keeps in
+ * flight, a pure decision over what note_load measures.  At the end of
+ * each epoch (BM_RA_EPOCH loads) bm_ramp_epoch is told the rate the
+ * epoch's loads moved bytes at and how many GETs in flight its fastest
+ * load calls for (need: the bandwidth-delay product at BM_RA_TARGET_RATE);
+ * it answers how many to keep in flight now.  Every BM_RAMP_TRIES epochs
+ * (a window) it grows, doubling, up to the least need of the window and
+ * to max, when that is more than now, while each growth raised the best
+ * rate of a window by BM_RAMP_GAIN; after one that did not it grows no
+ * more, and undoes it if the best rate fell.  When the most need of a
+ * window is half of now or less, it halves, down to min.  (The model is
+ * client/cli_ramp.c, `blkmap sum`'s.) */
+#define BM_RAMP_TRIES 3
+#define BM_RAMP_GAIN 1.25
+
+struct bm_ramp {
+	int n, min, max;           /* in flight now; the bounds */
+	int prev;                  /* in flight before the last growth (0: none) */
+	double prev_rate;          /* the best rate of a window at prev */
+	double best;               /* the best rate at n so far */
+	double need, need_max;     /* the least and most need of this window */
+	int epochs;                /* epochs of this window so far */
+	bool full;                 /* growth is over */
+};
+
+void bm_ramp_init(struct bm_ramp *r, int n, int min, int max);
+int bm_ramp_epoch(struct bm_ramp *r, double rate, double need);
+
 struct bm_readahead {
 	pthread_mutex_t mu;
 	bool stop;
@@ -342,11 +370,16 @@ struct bm_readahead {
 	size_t window;             /* blocks ahead, 0 when random */
 	size_t max_window;         /* 0: read-ahead off */
 	size_t run_max;            /* flat: blocks one worker's Range GET covers */
-	/* Requests in flight (datasets): the workers read ahead with, grown
-	 * from `connections` up to conns_max when answers are slow. */
+	/* Requests in flight (datasets): the workers that may fetch at
+	 * once, from `connections`, grown up to conns_max when answers are
+	 * slow and growing pays, halved when they are fast (ramp). */
 	int conns, conns_max;
+	int active;                /* workers fetching now */
 	unsigned epoch_n;          /* loads timed in this epoch */
 	double epoch_min;          /* their least seconds per byte */
+	double epoch_start;        /* when the epoch began (seconds) */
+	double epoch_bytes;        /* the bytes its loads brought */
+	struct bm_ramp ramp;
 };
 
 struct bm_upload {

@@ -25,11 +25,14 @@
  * buffer (bm_readahead_fill, from loadblk).  max_window keeps read-ahead
  * within half of the RAM budget, and the runs in transit within half of
  * that again.  A dataset's block loads are timed:
- * when answers are slow, the connections and workers grow to the
- * bandwidth-delay product (note_load), up to 4 times `connections`.
- * Owns: struct bm_readahead.
- * Locking: ds->ra.mu guards the queue and the detector; it is never held
- * while a block is fetched, nor with ds->mu or the pool's lock.
+ * when answers are slow, the connections and workers grow towards the
+ * bandwidth-delay product (note_load), up to 4 times `connections`,
+ * while growing moves more bytes; when answers are fast, fewer fetch
+ * at once (bm_ramp_epoch decides, a pure function).
+ * Owns: struct bm_readahead, struct bm_ramp.
+ * Locking: ds->ra.mu guards the queue, the detector and the ramp; it is
+ * never held while a block is fetched, nor with ds->mu or the pool's
+ * lock.
  */
 #include "config.h"
 
@@ -174,41 +177,101 @@ static double seconds_since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) * 1e-9;
 }
 
-/* A dataset's block load took secs for bytes: every BM_RA_EPOCH loads,
+void bm_ramp_init(struct bm_ramp *r, int n, int min, int max)
+{
+	*r = (struct bm_ramp){ .n = n, .min = min < n ? (min > 1 ? min : 1) : n,
+			       .max = max > n ? max : n };
+}
+
+int bm_ramp_epoch(struct bm_ramp *r, double rate, double need)
+{
+	if (r->epochs++ == 0)
+		r->need = r->need_max = need;
+	r->need = need < r->need ? need : r->need;
+	r->need_max = need > r->need_max ? need : r->need_max;
+	r->best = rate > r->best ? rate : r->best;
+	if (r->epochs < BM_RAMP_TRIES)
+		return r->n; /* an epoch alone may be a moment of load */
+	r->epochs = 0;
+	if (r->prev > 0 && r->best < BM_RAMP_GAIN * r->prev_rate) {
+		/* The last growth moved too little more: it is the last, and
+		 * undone if it moved less. */
+		if (r->best < r->prev_rate)
+			r->n = r->prev;
+		r->prev = 0;
+		r->full = true;
+		r->best = 0;
+		return r->n;
+	}
+	r->prev = 0;
+	if (!r->full && r->need > (double)r->n && r->n < r->max) {
+		int to = r->need < (double)r->max ? (int)r->need : r->max;
+		r->prev = r->n;
+		r->prev_rate = r->best;
+		r->n = to < 2 * r->n ? to : 2 * r->n;
+		r->best = 0;
+	} else if (2 * r->need_max <= (double)r->n && r->n > r->min) {
+		/* Half as many in flight move as much (Little's law) for
+		 * less CPU: halved, down to min. */
+		r->n = r->n / 2 > r->min ? r->n / 2 : r->min;
+		r->best = 0;
+	}
+	return r->n;
+}
+
+static double now_seconds(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* A dataset's block load took secs for bytes.  Every BM_RA_EPOCH loads,
  * the least seconds per byte among them (the round trip when answers
  * are slow; a load that only waited for CPU is slower, never faster)
- * says how many GETs in flight move BM_RA_TARGET_RATE.  When that is
- * more than the workers, the connections and then the workers grow to
- * it (up to conns_max; never shrink).  Flat objects do not come here:
- * their requests grow in size instead (runs). */
+ * says how many GETs in flight move BM_RA_TARGET_RATE (need), and the
+ * bytes they brought over the epoch's time the rate: bm_ramp_epoch
+ * decides how many workers fetch at once (ra->conns).  On loopback more
+ * in flight only queue (for the CPU and the server), which makes every
+ * load slower and seemed to call for still more: without the rate's
+ * say, 16 grew to 64 and stayed.  Growing adds connections and workers
+ * (never taken away: fewer then fetch at once, the others idle).  Flat
+ * objects do not come here: their requests grow in size instead (runs). */
 static void note_load(bm_dataset *ds, double secs, size_t bytes)
 {
 	struct bm_readahead *ra = &ds->ra;
-	double per_byte = secs / (double)(bytes ? bytes : 1);
-	int want = 0;
+	double per_byte = secs / (double)(bytes ? bytes : 1), now = now_seconds();
+	int was = 0, to = 0;
 	double least = 0;
 
 	pthread_mutex_lock(&ra->mu);
+	if (ra->epoch_n == 0 && ra->epoch_start == 0)
+		ra->epoch_start = now - secs; /* the first load's start */
 	if (ra->epoch_n == 0 || per_byte < ra->epoch_min)
 		ra->epoch_min = per_byte;
+	ra->epoch_bytes += (double)bytes;
 	if (++ra->epoch_n >= BM_RA_EPOCH) {
 		double need = BM_RA_TARGET_RATE * ra->epoch_min + 1; /* rounded up */
+		double span = now - ra->epoch_start;
+		double rate = ra->epoch_bytes / (span > 1e-6 ? span : 1e-6);
 		least = ra->epoch_min;
 		ra->epoch_n = 0;
-		if (need > (double)ra->conns && ra->conns < ra->conns_max) {
-			want = need < (double)ra->conns_max ? (int)need : ra->conns_max;
-			ra->conns = want;
-		}
+		ra->epoch_bytes = 0;
+		ra->epoch_start = now;
+		was = ra->conns;
+		ra->conns = to = bm_ramp_epoch(&ra->ramp, rate, need);
 	}
 	pthread_mutex_unlock(&ra->mu);
-	if (want == 0)
+	if (to == was)
 		return;
-	/* No lock held: each takes its own. */
-	if (bm_store_set_connections(ds->store, want) < 0 || bm_pool_grow(&ds->pool, want) < 0)
-		return; /* what was added stays; the next epoch tries again */
 	if (ds->opt.verbose)
 		bm_log("%s: read-ahead: a block of %zu bytes takes %.2f ms at least: %d requests in flight",
-		       ds->url, bytes, least * (double)bytes * 1e3, want);
+		       ds->url, bytes, least * (double)bytes * 1e3, to);
+	if (to < was)
+		return; /* the workers over it stop at the end of their unit */
+	/* No lock held: each takes its own. */
+	if (bm_store_set_connections(ds->store, to) < 0 || bm_pool_grow(&ds->pool, to) < 0)
+		return; /* what was added stays, and fetches */
 	bm_pool_kick_all(&ds->pool);
 }
 
@@ -222,7 +285,9 @@ static bool readahead_run_one(void *arg)
 	struct bm_readahead *ra = &ds->ra;
 
 	pthread_mutex_lock(&ra->mu);
-	if (ra->stop || ra->qlen == 0) {
+	/* At most ra->conns fetch at once: the others idle (until a kick)
+	 * while those loop. */
+	if (ra->stop || ra->qlen == 0 || ra->active >= ra->conns) {
 		pthread_mutex_unlock(&ra->mu);
 		return false;
 	}
@@ -246,6 +311,7 @@ static bool readahead_run_one(void *arg)
 		n++;
 	}
 	size_t run_max = ra->run_max;
+	ra->active++;
 	pthread_mutex_unlock(&ra->mu);
 
 	in_readahead = true;
@@ -268,6 +334,9 @@ static bool readahead_run_one(void *arg)
 		}
 	}
 	in_readahead = false;
+	pthread_mutex_lock(&ra->mu);
+	ra->active--;
+	pthread_mutex_unlock(&ra->mu);
 	return true;
 }
 
@@ -314,6 +383,7 @@ int bm_readahead_start(bm_dataset *ds)
 	ra->conns_max = nthreads * BM_RA_CONNS_FACTOR < 256 ? nthreads * BM_RA_CONNS_FACTOR : 256;
 	if (ra->conns_max < nthreads)
 		ra->conns_max = nthreads;
+	bm_ramp_init(&ra->ramp, nthreads, nthreads / 4, ra->conns_max);
 	if (ds->flat || ds->vm_per_blk > 1) {
 		/* A format 3 dataset mapped in pieces: runs of a block's
 		 * pieces, at most the whole block (one GET of its object). */

@@ -74,6 +74,16 @@ tests_test_cli_ramp_SOURCES = tests/test_cli_ramp.c client/cli_ramp.c
 tests_test_cli_ramp_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_test_cli_ramp_LDADD = $(CMOCKA_LIBS)
 
+# How many block GETs a dataset's read-ahead keeps in flight
+# (bm_ramp_epoch in client/readahead.c alone: fed rates and needs, no
+# server).
+check_PROGRAMS += tests/test_readahead_ramp
+TESTS += tests/test_readahead_ramp
+tests_test_readahead_ramp_SOURCES = tests/test_readahead_ramp.c
+tests_test_readahead_ramp_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_readahead_ramp_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_readahead_ramp_LDFLAGS = $(IN_PLACE_LINK)
+
 # The wcfs mirror's URL and mountpoint naming (no server).
 check_PROGRAMS += tests/test_wcfs_path
 TESTS += tests/test_wcfs_path
