@@ -283,69 +283,114 @@ static char *take_first(bm_dataset *ds, size_t *lenp)
 	return first;
 }
 
+/* A block's fetch in parts (fetch_begin, the GET, fetch_end): what
+ * fetch_source does in one call, and bm_block_fetch_* for blocks fetched
+ * together (a flow: reads.c). */
+struct bm_block_fetch {
+	uint64_t index;
+	void *buf;
+	size_t bs, len;
+	struct block_source src;
+	struct block_sink sink;
+	struct bm_version pin;
+	struct bm_get g;
+	const char *key;           /* NULL: no GET (bytes of the open) */
+	char msg[512];
+};
+
+/* Prepares the fetch of f->src (f->index, f->buf and f->bs set: virtmem's
+ * block of a flat object, else the dataset's block): 1 with f->key and
+ * f->g the GET to send, 2 when the bytes are in f->buf already (block 0
+ * of a flat object, from the open), 0 when done without a request (a
+ * hole, or past the end: zeros), BM_ENOMEM.  1 and 2 end with fetch_end. */
+static int fetch_begin(bm_dataset *ds, struct bm_block_fetch *f)
+{
+	const struct block_source *src = &f->src;
+	size_t first_len = 0;
+	char *first;
+
+	f->sink = (struct block_sink){ .buf = f->buf, .sum = src->sum };
+	f->g = (struct bm_get){ .sink = block_sink, .sink_arg = &f->sink, .verify = block_verify };
+	f->pin = (struct bm_version){ .size = src->total };
+	f->len = src->len;
+	f->key = NULL;
+	if (f->len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
+		/* A hole, or past the end: zeros without a request. */
+		if (vm_loadblk_zero(f->buf, 0, f->bs) < 0)
+			return BM_ENOMEM;
+		atomic_fetch_add(&ds->c.hole_blocks, 1);
+		return 0;
+	}
+	if (src->flat && f->index == 0 && (first = take_first(ds, &first_len)) != NULL) {
+		/* Block 0's bytes came with the open. */
+		int rc = vm_loadblk_write(f->buf, 0, first, first_len) < 0 ? BM_ENOMEM : 2;
+		free(first);
+		f->len = first_len;
+		return rc;
+	}
+	if (src->flat) {
+		/* A range of the object, which must still be the version
+		 * opened. */
+		f->g.range = true;
+		f->g.off = f->index * f->bs;
+		f->g.len = f->len;
+		snprintf(f->pin.etag, sizeof(f->pin.etag), "%s", src->etag);
+		snprintf(f->pin.last_modified, sizeof(f->pin.last_modified), "%s", src->last_modified);
+		f->g.pin = &f->pin;
+		f->key = "";
+		return 1;
+	}
+	f->g.max = f->len;
+	f->g.exact = true;
+	if (src->pieces > 0)
+		f->sink.ph = bm_piece_hash_new(src->pieces);
+	else
+		f->sink.xxh = XXH3_createState();
+	if (f->sink.xxh == NULL && f->sink.ph == NULL)
+		return BM_ENOMEM;
+	f->key = src->key;
+	return 1;
+}
+
+/* Ends a fetch fetch_begin prepared (1 or 2), whose GET ended with rc
+ * (f->msg its message); with log, a failure is also reported on stderr. */
+static int fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc, bool log)
+{
+	XXH3_freeState(f->sink.xxh);
+	bm_piece_hash_free(f->sink.ph);
+	f->sink.xxh = NULL;
+	f->sink.ph = NULL;
+	if (rc < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", f->index, f->msg);
+		if (log) /* the one line a failed fault gets (virtmem adds none) */
+			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url,
+			       f->index, f->msg);
+		return rc;
+	}
+	/* Bytes past the object, or past a size shrunk since, read as zeros. */
+	if (f->src.visible < f->bs && vm_loadblk_zero(f->buf, f->src.visible, f->bs - f->src.visible) < 0)
+		return BM_ENOMEM;
+	atomic_fetch_add(&ds->c.fetched_blocks, 1);
+	atomic_fetch_add(&ds->c.fetched_bytes, f->len);
+	return 0;
+}
+
 /* Fetches and verifies src into buf (bs bytes: virtmem's block of a flat
  * object, else the dataset's block; zeros past what is visible).  With
  * log, a failure is also reported on stderr. */
 static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf,
 			size_t bs, bool log)
 {
-	struct block_sink sink = { .buf = buf, .sum = src->sum };
-	struct bm_get g = { .sink = block_sink, .sink_arg = &sink, .verify = block_verify };
-	struct bm_version pin = { .size = src->total };
-	size_t len = src->len, first_len = 0;
-	char msg[512], *first;
-	int rc;
+	struct bm_block_fetch f = { .index = index, .buf = buf, .bs = bs, .src = *src };
+	int rc = fetch_begin(ds, &f);
 
-	if (len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
-		/* A hole, or past the end: zeros without a request. */
-		if (vm_loadblk_zero(buf, 0, bs) < 0)
-			return BM_ENOMEM;
-		atomic_fetch_add(&ds->c.hole_blocks, 1);
-		return 0;
-	}
-	if (src->flat && index == 0 && (first = take_first(ds, &first_len)) != NULL) {
-		/* Block 0's bytes came with the open. */
-		rc = vm_loadblk_write(buf, 0, first, first_len) < 0 ? BM_ENOMEM : 0;
-		free(first);
-		if (rc < 0)
-			return rc;
-		len = first_len;
-	} else if (src->flat) {
-		/* A range of the object, which must still be the version
-		 * opened. */
-		g.range = true;
-		g.off = index * bs;
-		g.len = len;
-		snprintf(pin.etag, sizeof(pin.etag), "%s", src->etag);
-		snprintf(pin.last_modified, sizeof(pin.last_modified), "%s", src->last_modified);
-		g.pin = &pin;
-		rc = bm_store_get(ds->store, "", &g, msg, sizeof(msg));
-	} else {
-		g.max = len;
-		g.exact = true;
-		if (src->pieces > 0)
-			sink.ph = bm_piece_hash_new(src->pieces);
-		else
-			sink.xxh = XXH3_createState();
-		if (sink.xxh == NULL && sink.ph == NULL)
-			return BM_ENOMEM;
-		rc = bm_store_get(ds->store, src->key, &g, msg, sizeof(msg));
-		XXH3_freeState(sink.xxh);
-		bm_piece_hash_free(sink.ph);
-	}
-	if (rc < 0) {
-		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
-		if (log) /* the one line a failed fault gets (virtmem adds none) */
-			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url, index,
-			       msg);
+	if (rc == 1)
+		rc = bm_store_get(ds->store, f.key, &f.g, f.msg, sizeof(f.msg));
+	else if (rc == 2)
+		rc = 0;
+	else
 		return rc;
-	}
-	/* Bytes past the object, or past a size shrunk since, read as zeros. */
-	if (src->visible < bs && vm_loadblk_zero(buf, src->visible, bs - src->visible) < 0)
-		return BM_ENOMEM;
-	atomic_fetch_add(&ds->c.fetched_blocks, 1);
-	atomic_fetch_add(&ds->c.fetched_bytes, len);
-	return 0;
+	return fetch_end(ds, &f, rc, log);
 }
 
 /* find_source then fetch_source; a failure to find the block (its index
@@ -369,6 +414,49 @@ static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log)
 {
 	return find_fetch(ds, index, buf, log);
+}
+
+int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_block_fetch **fp,
+			 const char **keyp, struct bm_get **gp, char **msgp, size_t *np)
+{
+	struct bm_block_fetch *f = calloc(1, sizeof(*f));
+	int rc;
+
+	*fp = NULL;
+	if (f == NULL)
+		return BM_ENOMEM;
+	*f = (struct bm_block_fetch){ .index = index, .buf = buf, .bs = ds->blksize };
+	if ((rc = find_source(ds, index, &f->src, NULL, f->msg, sizeof(f->msg))) < 0) {
+		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, f->msg);
+		free(f);
+		return rc;
+	}
+	if ((rc = fetch_begin(ds, f)) == 2)
+		rc = fetch_end(ds, f, 0, false);
+	if (rc != 1) {
+		free(f);
+		return rc;
+	}
+	*fp = f;
+	*keyp = f->key;
+	*gp = &f->g;
+	*msgp = f->msg;
+	*np = sizeof(f->msg);
+	return 1;
+}
+
+int bm_block_fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc)
+{
+	rc = fetch_end(ds, f, rc, false);
+	free(f);
+	return rc;
+}
+
+void bm_block_fetch_drop(struct bm_block_fetch *f)
+{
+	XXH3_freeState(f->sink.xxh);
+	bm_piece_hash_free(f->sink.ph);
+	free(f);
 }
 
 /* ---- pieces of a format 3 block ---------------------------------------------------- */

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,12 +403,14 @@ static const char sum_help[] =
 	"Prints the SHA-256 of the dataset's content (the latest generation, or GEN,\n"
 	"or the one tag TAG names) as '<hex>  <URL>'. It is read with a GET per block\n"
 	"(a plain object: 1 MiB blocks unless BLKMAP_BLKSIZE sets another size), one\n"
-	"per connection in parallel at first, straight into buffers hashed in order;\n"
-	"through a memory mapping instead (page faults and read-ahead do the loading)\n"
-	"when a wcfs mirror serves it or its blocks are small (a block per\n"
-	"connection, at 4 times BLKMAP_CONNECTIONS, under 4 MiB). The GETs in flight\n"
-	"follow the answers' round trips: when slow they grow, up to 4 times\n"
-	"BLKMAP_CONNECTIONS, when fast they shrink, down to a quarter of it. With\n"
+	"per connection in parallel at first (a thread sends up to 16 at once),\n"
+	"straight into buffers hashed in order by another; through a memory\n"
+	"mapping instead (page faults and read-ahead do the loading) when a wcfs\n"
+	"mirror serves it or its blocks are small (a block per connection, at 4\n"
+	"times BLKMAP_CONNECTIONS, under 4 MiB). The GETs in flight follow the\n"
+	"answers' round trips: when slow\n"
+	"they grow, up to 4 times BLKMAP_CONNECTIONS, when fast they shrink, down to a\n"
+	"quarter of it (BLKMAP_SUM_TRACE=1 prints each change to stderr). With\n"
 	"-v, prints to stderr one line of what it took: mode=<loadblk|overlay>\n"
 	"fetched_bytes=<n> and the other counters.\n";
 
@@ -425,25 +428,32 @@ static void print_stats(bm_dataset *ds, double secs)
 		st.conflicts, st.engine, secs, st.mode_why ? st.mode_why : "");
 }
 
-/* A sum without a mapping: fetcher threads (one per connection) read block
- * after block with bm_read, each straight into a slot of a ring of
- * buffers; this thread hashes the slots in order as they fill.  Each
- * byte is copied once after curl's (into its slot) and hashed while the
- * next blocks arrive; the mapping's page cache (pages allocated, mapped,
- * freed) cost about a fifth more CPU here.  The ring holds two blocks
- * per fetcher, within half of cache_bytes.  Locking: st.mu guards
- * everything of struct sum_stream but the buffers' bytes (a slot's are
- * its fetcher's until ready, then this thread's); bm_read runs without
- * it.
- * The fetchers grow, when answers are slow, to as many as move
+/* A sum without a mapping: fetcher threads keep many block reads in
+ * flight at once, each up to SUM_PER_FETCHER over one multi handle of
+ * its own (bm_reads: no thread per GET), each read straight into a slot
+ * of a ring of buffers; this thread hashes the slots in order as they
+ * fill.  Each byte is copied once after curl's (into its slot) and
+ * hashed while the next blocks arrive, on the other CPU; the mapping's
+ * page cache (pages allocated, mapped, freed) cost about a fifth more CPU
+ * here.  A fetcher per SUM_PER_FETCHER reads wanted, not one for all: on
+ * a busy machine a lone fetcher waits its turn for a CPU with all its
+ * GETs (at load 15 and 2 ms per answer, 1.1-1.8 s against 0.7 s for a
+ * thread per GET).  The ring holds two blocks per read in flight at
+ * most, within half of cache_bytes.  Locking: st.mu guards everything
+ * of struct sum_stream but the buffers' bytes (a slot's are its
+ * fetcher's until ready, then this thread's); bm_reads runs without it.
+ * The reads in flight grow, when answers are slow, to as many as move
  * SUM_TARGET_RATE (the fastest read of an epoch says how many that is),
  * up to SUM_CONNS_FACTOR times `connections`, and only while each growth
- * moves the bytes faster; when answers are fast they shrink, down to a
- * SUM_CONNS_FACTOR-th of `connections` (cli_ramp.c; docs/client.md,
- * "Fetch sizes").  An epoch is SUM_EPOCH reads, or two per fetcher
- * wanted. */
+ * moves the bytes faster or leaves the round trips as they were; when
+ * answers are fast they shrink, down to a SUM_CONNS_FACTOR-th of
+ * `connections` (cli_ramp.c; docs/client.md, "Fetch sizes").  An epoch
+ * is SUM_EPOCH reads, or two per read wanted in flight.
+ * BLKMAP_SUM_TRACE=1 prints to stderr each change of how many are
+ * wanted (for tests and tuning). */
 #define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
 #define SUM_CONNS_FACTOR 4
+#define SUM_PER_FETCHER 16
 #define SUM_TARGET_RATE 2e9
 #define SUM_EPOCH 16
 #define SUM_RING_BYTES ((size_t)16 << 20) /* unless 2 blocks per connection are more */
@@ -455,19 +465,29 @@ struct sum_stream {
 	char *bufs;                /* nslots * chunk */
 	int64_t *got;              /* per slot: bytes read, or a BM_E* code */
 	bool *ready;               /* per slot: got is the answer for its chunk */
+	double *t0;                /* per slot: when its read started */
 	uint64_t next;             /* first chunk no fetcher took */
 	uint64_t hashed;           /* chunks hashed: chunk c's slot is free once c < hashed + nslots */
-	bool stop;
+	bool stop, trace;
 	/* The epoch: its reads, their bytes and the least seconds per byte
-	 * among them, since epoch_t0; the fetchers wanted (ramp's answer),
-	 * and those running (a fetcher over want ends after its read). */
+	 * among them, since epoch_t0; the reads wanted in flight (ramp's
+	 * answer) and those in flight; fetchers started (ids from 0; one
+	 * whose id is past what want calls for idles). */
 	unsigned epoch_reads;
 	uint64_t epoch_bytes;
 	double least, epoch_t0;
 	struct ramp ramp;
-	int want, running, max;
+	int want, max, inflight, started, per;
 	pthread_mutex_t mu;
 	pthread_cond_t filled, freed;
+};
+
+/* One fetcher: its id, the stream, and the reads it may have in flight
+ * (st->per, the last one what is left of st->max: together they hold no
+ * more places than the bound has). */
+struct sum_fetch {
+	struct sum_stream *st;
+	int id, cap;
 };
 
 static double mono(void)
@@ -477,59 +497,121 @@ static double mono(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* The end of an epoch (under st->mu): how many fetchers now (st->want;
- * those over it end after their read, and this thread adds the ones it
- * lacks). */
+/* Fetchers that n reads in flight call for. */
+static int sum_fetchers(const struct sum_stream *st, int n)
+{
+	return (n + st->per - 1) / st->per;
+}
+
+/* The end of an epoch (under st->mu): how many reads in flight now. */
 static void sum_judge(struct sum_stream *st)
 {
 	double end = mono(), secs = end - st->epoch_t0;
 	double need = SUM_TARGET_RATE * st->least + 1; /* rounded up */
 	int n = ramp_epoch(&st->ramp, (double)st->epoch_bytes / (secs > 0 ? secs : 1e-9), need);
-	if (n < st->want)
-		pthread_cond_broadcast(&st->freed); /* the fetchers over it end */
+	if (st->trace && n != st->want)
+		fprintf(stderr, "%s: sum: %d reads in flight, %d fetchers\n", prog, n, sum_fetchers(st, n));
+	if (n != st->want)
+		pthread_cond_broadcast(&st->freed); /* fetchers past it idle, or back to work */
 	st->want = n;
 	st->epoch_t0 = end;
 	st->epoch_bytes = 0;
 	st->epoch_reads = 0;
 }
 
+/* Records chunk c's read, which ended with rc (under st->mu). */
+static void sum_got(struct sum_stream *st, uint64_t c, int rc, double now)
+{
+	size_t slot = (size_t)(c % st->nslots);
+	uint64_t off = c * st->chunk;
+	size_t len = st->size - off < st->chunk ? (size_t)(st->size - off) : st->chunk;
+	double per_byte = (now - st->t0[slot]) / (double)len;
+
+	st->got[slot] = rc < 0 ? rc : (int64_t)len;
+	st->ready[slot] = true;
+	/* A read that waited for the CPU is slower, never faster. */
+	if (st->epoch_reads == 0 || per_byte < st->least)
+		st->least = per_byte;
+	st->epoch_bytes += len;
+	if (++st->epoch_reads >= (2 * st->want > SUM_EPOCH ? 2 * (unsigned)st->want : SUM_EPOCH))
+		sum_judge(st);
+	pthread_cond_broadcast(&st->filled);
+}
+
+/* A fetcher: starts reads while fewer than st->want are in flight (its
+ * own fewer than its cap) and the ring has room, and records each as it
+ * ends; while want calls for fewer fetchers than its id, it starts none
+ * (idles once its reads are in).  It ends at the end of the content or
+ * at a stop. */
 static void *sum_fetcher(void *arg)
 {
-	struct sum_stream *st = arg;
+	struct sum_fetch *me = arg;
+	struct sum_stream *st = me->st;
+	bm_reads *r = NULL;
+	int mine = 0, rc = bm_reads_new(st->ds, me->cap, &r);
 
 	pthread_mutex_lock(&st->mu);
-	for (;;) {
-		while (!st->stop && st->next < st->nchunks && st->next >= st->hashed + st->nslots &&
-		       st->running <= st->want)
-			pthread_cond_wait(&st->freed, &st->mu);
-		if (st->stop || st->next >= st->nchunks || st->running > st->want)
-			break;
-		uint64_t c = st->next++, off = c * st->chunk;
-		size_t slot = (size_t)(c % st->nslots);
-		size_t len = st->size - off < st->chunk ? (size_t)(st->size - off) : st->chunk;
-		pthread_mutex_unlock(&st->mu);
-		double t0 = mono();
-		int64_t n = bm_read(st->ds, off, st->bufs + slot * st->chunk, len);
-		double per_byte = (mono() - t0) / (double)len;
-		pthread_mutex_lock(&st->mu);
-		st->got[slot] = n == (int64_t)len ? n : n < 0 ? n : BM_EIO;
-		st->ready[slot] = true;
-		/* A read that waited for the CPU is slower, never faster. */
-		if (st->epoch_reads == 0 || per_byte < st->least)
-			st->least = per_byte;
-		st->epoch_bytes += len;
-		if (++st->epoch_reads >= (2 * st->want > SUM_EPOCH ? 2 * st->want : SUM_EPOCH))
-			sum_judge(st);
-		pthread_cond_broadcast(&st->filled);
+	if (rc < 0) {
+		/* Said as the next chunk's error (the first fetcher's:
+		 * chunk 0). */
+		if (me->id == 0) {
+			st->got[0] = rc;
+			st->ready[0] = true;
+			st->stop = true;
+			pthread_cond_broadcast(&st->filled);
+		}
+		goto out;
 	}
-	st->running--;
+	for (;;) {
+		bool over = me->id >= sum_fetchers(st, st->want);
+		while (!st->stop && !over && st->next < st->nchunks && st->next < st->hashed + st->nslots &&
+		       st->inflight < st->want && mine < me->cap) {
+			uint64_t c = st->next++;
+			size_t slot = (size_t)(c % st->nslots);
+			st->t0[slot] = mono();
+			st->inflight++;
+			mine++;
+			pthread_mutex_unlock(&st->mu);
+			rc = bm_reads_start(r, c, st->bufs + slot * st->chunk, (void *)(uintptr_t)c);
+			pthread_mutex_lock(&st->mu);
+			if (rc < 0) {
+				st->inflight--;
+				mine--;
+				sum_got(st, c, rc, mono()); /* failed at once */
+			}
+		}
+		if (mine == 0) {
+			if (st->stop || st->next >= st->nchunks)
+				break;
+			/* The ring is full, or the others carry want (this one
+			 * is past what it calls for: it idles): until a slot
+			 * is hashed or want changes. */
+			pthread_cond_wait(&st->freed, &st->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&st->mu);
+		void *tag = NULL;
+		rc = bm_reads_wait(r, &tag);
+		pthread_mutex_lock(&st->mu);
+		if (rc == 1) { /* none in flight: cannot be */
+			st->inflight -= mine;
+			mine = 0;
+			continue;
+		}
+		st->inflight--;
+		mine--;
+		sum_got(st, (uint64_t)(uintptr_t)tag, rc, mono());
+		pthread_cond_broadcast(&st->freed); /* room for the others' reads */
+	}
+out:
 	pthread_mutex_unlock(&st->mu);
+	bm_reads_free(r); /* stops those still in flight (after an error) */
 	return NULL;
 }
 
 /* Whether sum reads ds with sum_streamed, not through a mapping: in
  * loadblk mode (a wcfs mirror, when it serves the dataset, is read
- * through its mapping), when a block per connection in flight, at up to
+ * through its mapping), when a block per read in flight, at up to
  * SUM_CONNS_FACTOR times `connections` (the bound read-ahead grows to
  * as well), can be SUM_STREAM_INFLIGHT bytes: at 2 ms a round trip,
  * 2 GB/s.  Smaller blocks go through the mapping. */
@@ -551,29 +633,40 @@ static bool sum_streams(bm_dataset *ds, int connections)
 static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connections, EVP_MD_CTX *ctx)
 {
 	struct sum_stream st = { .ds = ds, .size = bm_size(ds), .chunk = bm_blksize(ds) };
-	int rc = 0, started = 0;
+	const char *trace = getenv("BLKMAP_SUM_TRACE");
+	struct sum_fetch *f = NULL;
+	pthread_t *t = NULL;
+	int rc = 0;
 
-	/* The ring: two blocks per fetcher at most (o->connections, the
-	 * bound the handle was opened with), within SUM_RING_BYTES unless
-	 * two per `connections` are more, and within half of cache_bytes. */
+	/* The ring: two blocks per read in flight at most (o->connections
+	 * less one, the bound the handle was opened with: bm_reads leaves
+	 * one for index pages), within SUM_RING_BYTES unless two per
+	 * `connections` are more, and within half of cache_bytes. */
 	size_t ring = 2 * (size_t)connections * st.chunk > SUM_RING_BYTES
 			      ? 2 * (size_t)connections * st.chunk : SUM_RING_BYTES;
 	if (ring > o->cache_bytes / 2)
 		ring = o->cache_bytes / 2;
 	st.nchunks = (st.size + st.chunk - 1) / st.chunk;
-	st.nslots = 2 * (size_t)o->connections;
+	st.nslots = 2 * (size_t)(o->connections - 1);
 	if (st.nslots > ring / st.chunk)
 		st.nslots = ring / st.chunk;
 	if (st.nslots < 1)
 		st.nslots = 1;
-	st.max = o->connections < (int)st.nslots ? o->connections : (int)st.nslots;
+	st.trace = trace != NULL && strcmp(trace, "1") == 0;
+	st.max = o->connections - 1 < (int)st.nslots ? o->connections - 1 : (int)st.nslots;
+	if (st.max < 1)
+		st.max = 1;
+	st.per = st.max < SUM_PER_FETCHER ? st.max : SUM_PER_FETCHER;
 	st.want = connections < st.max ? connections : st.max;
 	ramp_init(&st.ramp, st.want, (st.want + SUM_CONNS_FACTOR - 1) / SUM_CONNS_FACTOR, st.max);
+	int nf = sum_fetchers(&st, st.max);
 	st.bufs = malloc(st.nslots * st.chunk);
 	st.got = calloc(st.nslots, sizeof(*st.got));
 	st.ready = calloc(st.nslots, sizeof(*st.ready));
-	pthread_t *t = calloc((size_t)st.max, sizeof(*t));
-	if (st.bufs == NULL || st.got == NULL || st.ready == NULL || t == NULL) {
+	st.t0 = calloc(st.nslots, sizeof(*st.t0));
+	t = calloc((size_t)nf, sizeof(*t));
+	f = calloc((size_t)nf, sizeof(*f));
+	if (st.bufs == NULL || st.got == NULL || st.ready == NULL || st.t0 == NULL || t == NULL || f == NULL) {
 		rc = BM_ENOMEM;
 		goto out;
 	}
@@ -581,30 +674,32 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	pthread_cond_init(&st.filled, NULL);
 	pthread_cond_init(&st.freed, NULL);
 	st.epoch_t0 = mono();
+	if (st.trace)
+		fprintf(stderr, "%s: sum: %d reads in flight, %d fetchers\n", prog, st.want,
+			sum_fetchers(&st, st.want));
 	for (uint64_t c = 0; rc == 0 && c < st.nchunks; c++) {
 		size_t slot = (size_t)(c % st.nslots);
 		pthread_mutex_lock(&st.mu);
 		while (!st.ready[slot]) {
-			if (st.want > st.running && started < st.max) {
-				/* At the start, or answers are slow: more
-				 * fetchers (each takes a connection of the
-				 * bound). */
-				st.running++;
+			/* Fetchers are started in id order, as want calls for
+			 * them (one past it idles). */
+			if (st.started < sum_fetchers(&st, st.want) && st.started < nf) {
+				int left = st.max - st.started * st.per;
+				f[st.started] = (struct sum_fetch){ &st, st.started, left < st.per ? left : st.per };
 				pthread_mutex_unlock(&st.mu);
-				bool made = pthread_create(&t[started], NULL, sum_fetcher, &st) == 0;
+				bool made = pthread_create(&t[st.started], NULL, sum_fetcher, &f[st.started]) == 0;
 				pthread_mutex_lock(&st.mu);
 				if (made) {
-					started++;
-				} else {
-					st.running--;
-					if (st.running == 0) {
-						rc = BM_ENOMEM; /* no fetcher at all */
-						break;
-					}
-					/* None more to be had now. */
-					st.want = st.ramp.n = st.running;
-					st.ramp.full = true;
+					st.started++;
+					continue;
 				}
+				if (st.started == 0) {
+					rc = BM_ENOMEM; /* no fetcher at all */
+					break;
+				}
+				/* None more to be had: want as those carry. */
+				st.want = st.ramp.n = st.started * st.per;
+				st.ramp.full = true;
 				continue;
 			}
 			pthread_cond_wait(&st.filled, &st.mu);
@@ -623,23 +718,25 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 		pthread_mutex_lock(&st.mu);
 		st.ready[slot] = false;
 		st.hashed++;
-		pthread_cond_signal(&st.freed);
+		pthread_cond_broadcast(&st.freed);
 		pthread_mutex_unlock(&st.mu);
 	}
 	pthread_mutex_lock(&st.mu);
-	st.stop = true; /* after an error: the fetchers take no more */
+	st.stop = true; /* after an error: the fetchers start no more */
 	pthread_cond_broadcast(&st.freed);
 	pthread_mutex_unlock(&st.mu);
-	for (int i = 0; i < started; i++)
+	for (int i = 0; i < st.started; i++)
 		pthread_join(t[i], NULL);
 	pthread_mutex_destroy(&st.mu);
 	pthread_cond_destroy(&st.filled);
 	pthread_cond_destroy(&st.freed);
 out:
 	free(t);
+	free(f);
 	free(st.bufs);
 	free(st.got);
 	free(st.ready);
+	free(st.t0);
 	return rc;
 }
 
@@ -671,10 +768,11 @@ static int cmd_sum(int argc, char **argv)
 		return usage_error("sum", "expected URL");
 	const char *url = argv[i];
 	double t0 = now();
-	/* Opened with the bound a streamed sum may grow to; it starts with
-	 * `connections` fetchers (connections are made as they are used). */
+	/* Opened with the bound a streamed sum may grow to (and one for index
+	 * pages); it starts with `connections` reads in flight (connections
+	 * are made as they are used). */
 	int connections = o.connections;
-	o.connections = sum_conns_max(connections);
+	o.connections = sum_conns_max(connections) + 1; /* one for index pages */
 	if (open_or_fail(&ds, url, &o, &ex) < 0)
 		return ex;
 	bool streamed = sum_streams(ds, connections);

@@ -32,8 +32,9 @@ void print_json_string(const char *s);
  * how many to keep in flight now.  Every RAMP_TRIES epochs (a window) it
  * grows, doubling, up to the least need of the window and to max, when
  * that is more than now, and while each growth raised the best rate of a
- * window by RAMP_GAIN; after one that did not it never changes again,
- * and undoes it if the best rate fell.  When the most need of a window is
+ * window by RAMP_GAIN or left the least need as it was (within RAMP_GAIN:
+ * the round trips are the network's); after one that did neither it
+ * never changes again, and undoes it if the best rate fell.  When the most need of a window is
  * half of now or less, it halves, down to min. */
 #define RAMP_TRIES 3
 #define RAMP_GAIN 1.25
@@ -42,6 +43,7 @@ struct ramp {
 	int n, min, max;           /* in flight now; the bounds */
 	int prev;                  /* in flight before the last growth (0: none) */
 	double prev_rate;          /* the best rate of a window at prev */
+	double prev_need;          /* the least need of that window */
 	double best;               /* the best rate at n so far */
 	double need, need_max;     /* the least and most need of this window */
 	int epochs;                /* epochs of this window so far */

@@ -8,7 +8,9 @@
  * for still more (the round trips measured grow with what is in flight),
  * and a moment of load elsewhere looks like latency.  So the round trips
  * must call for more in every epoch of a window of RAMP_TRIES, and a
- * growth must have moved the bytes faster for the next one to be tried.
+ * growth after which they grew must have moved the bytes faster for the
+ * next one to be tried (round trips that stayed as long as before are
+ * the network's: more in flight is what they call for).
  * Fewer in flight cost less CPU (fewer threads to switch between), so
  * when every epoch of a window calls for half or less, they halve.
  */
@@ -36,7 +38,12 @@ int ramp_epoch(struct ramp *r, double rate, double need)
 	if (r->epochs < RAMP_TRIES)
 		return r->n; /* one epoch is noise: a window of RAMP_TRIES */
 	r->epochs = 0;
-	if (r->prev > 0 && r->best < RAMP_GAIN * r->prev_rate) {
+	/* Round trips as long as before the growth are the network's, not
+	 * a queue the growth made: the growth stands whatever the rate did
+	 * (a busy machine moves no more, yet the round trips still call for
+	 * as many).  Longer ones are judged by the rate. */
+	bool queued = r->need > RAMP_GAIN * r->prev_need;
+	if (r->prev > 0 && queued && r->best < RAMP_GAIN * r->prev_rate) {
 		/* The last growth gained too little: no other is tried, and
 		 * one that lost is undone. */
 		if (r->best < r->prev_rate)
@@ -48,6 +55,7 @@ int ramp_epoch(struct ramp *r, double rate, double need)
 		int to = r->need < (double)r->max ? (int)r->need : r->max;
 		r->prev = r->n;
 		r->prev_rate = r->best;
+		r->prev_need = r->need;
 		r->n = to < 2 * r->n ? to : 2 * r->n;
 		r->best = 0;
 	} else if (2 * r->need_max <= (double)r->n && r->n > r->min) {

@@ -17,6 +17,8 @@
  * read-ahead under slow answers), never lowered.  bm_http_do_all sends
  * several requests at once from the calling thread: it takes as many
  * connections and drives all the transfers on the first's multi handle.
+ * A flow (bm_http_flow_*) keeps many requests in flight from one thread
+ * over one multi handle, starting each as the caller asks.
  * A request a faulting thread waits for is polled for, not slept on,
  * while the server answers fast (perform_on).
  * Locking: h->mu protects the pool only; requests run without it;
@@ -571,7 +573,8 @@ static bool status_transient(long status)
 	return (status >= 500 && status != 507) || status == 429 || status == 408;
 }
 
-static void backoff(struct bm_http *h, int attempt)
+/* The wait before retry `attempt` + 1, in ms. */
+static long backoff_ms(struct bm_http *h, int attempt)
 {
 	long ms = h->o.retry_base_ms;
 	for (int i = 0; i < attempt && ms < 5000; i++)
@@ -582,7 +585,12 @@ static void backoff(struct bm_http *h, int attempt)
 	pthread_mutex_lock(&h->mu);
 	unsigned r = (unsigned)rand_r(&h->seed);
 	pthread_mutex_unlock(&h->mu);
-	ms = ms / 2 + (long)(r % (unsigned)(ms / 2 + 1));
+	return ms / 2 + (long)(r % (unsigned)(ms / 2 + 1));
+}
+
+static void backoff(struct bm_http *h, int attempt)
+{
+	long ms = backoff_ms(h, attempt);
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -650,9 +658,11 @@ int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg
  * give_handles.  false: out of memory, nothing taken. */
 static bool take_handles(struct bm_http *h, struct bm_conn **conns, int n)
 {
-	struct bm_conn *drop[BM_HTTP_JOBS_MAX];
+	struct bm_conn *dropbuf[BM_HTTP_JOBS_MAX], **drop = dropbuf;
 	int ndrop = 0;
 
+	if (n > BM_HTTP_JOBS_MAX && (drop = malloc((size_t)n * sizeof(*drop))) == NULL)
+		return false;
 	pthread_mutex_lock(&h->mu);
 	while (h->nidle + (h->o.connections - h->ncreated) < n)
 		pthread_cond_wait(&h->cv, &h->mu);
@@ -662,6 +672,8 @@ static bool take_handles(struct bm_http *h, struct bm_conn **conns, int n)
 		h->ncreated++;
 	} else {
 		pthread_mutex_unlock(&h->mu);
+		if (drop != dropbuf)
+			free(drop);
 		return false;
 	}
 	for (int i = 1; i < n; i++) {
@@ -673,6 +685,8 @@ static bool take_handles(struct bm_http *h, struct bm_conn **conns, int n)
 	pthread_mutex_unlock(&h->mu);
 	while (ndrop > 0)
 		conn_free(drop[--ndrop]);
+	if (drop != dropbuf)
+		free(drop);
 	return true;
 }
 
@@ -840,4 +854,213 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 			backoff(h, attempt);
 	}
 	give_handles(h, conns, n, failed);
+}
+
+/* ---- a flow: many requests in flight from one thread --------------------------------- */
+
+/* A flow holds n places of the pool's bound for its life, and one multi
+ * handle (the first place's connection) that keeps up to n connections
+ * alive between its transfers: each request started runs on one of
+ * them, and a new one can start as soon as any ends, with no thread and
+ * no round to wait for.  A request whose try failed transiently waits
+ * its backoff beside the others (a due time, not a sleep) and is tried
+ * again. */
+struct flow_slot {
+	struct bm_http_job *j;     /* NULL: free */
+	struct attempt a;          /* a.running: its transfer is out */
+	int attempt;               /* tries made */
+	uint64_t due;              /* not running: when it is tried again */
+};
+
+struct bm_http_flow {
+	struct bm_http *h;
+	struct bm_conn *conn;
+	int n, busy;               /* slots, and those with a job */
+	struct flow_slot *slot;
+	struct bm_http_job **done; /* ended, not yet returned: a stack */
+	int ndone;
+	bool failed;               /* a transfer failed: conn is dropped at the end */
+};
+
+int bm_http_flow_new(struct bm_http *h, int n, struct bm_http_flow **fp)
+{
+	struct bm_http_flow *f = calloc(1, sizeof(*f));
+
+	*fp = NULL;
+	pthread_mutex_lock(&h->mu);
+	if (n > h->o.connections)
+		n = h->o.connections;
+	pthread_mutex_unlock(&h->mu);
+	if (n < 1)
+		n = 1;
+	if (f == NULL || (f->slot = calloc((size_t)n, sizeof(*f->slot))) == NULL ||
+	    (f->done = calloc((size_t)n, sizeof(*f->done))) == NULL || !take_handles(h, &f->conn, n)) {
+		if (f)
+			free(f->slot), free(f->done);
+		free(f);
+		return BM_ENOMEM;
+	}
+	f->h = h;
+	f->n = n;
+	curl_multi_setopt(f->conn->m, CURLMOPT_MAXCONNECTS, (long)n);
+	*fp = f;
+	return 0;
+}
+
+int bm_http_flow_room(const struct bm_http_flow *f)
+{
+	return f->n - f->busy;
+}
+
+/* Starts slot s's next try; false when it ended at once (out of memory:
+ * its job is done). */
+static bool flow_try(struct bm_http_flow *f, struct flow_slot *s)
+{
+	struct bm_http_job *j = s->j;
+	bool again;
+
+	if (attempt_start(f->h, f->conn->m, f->conn->tpl, j, &s->a))
+		return true;
+	j->rc = judge(f->h, j->r, BM_ENOMEM, f->h->o.retries, NULL, NULL, j->msg, j->n, NULL, &again);
+	return false;
+}
+
+static void flow_done(struct bm_http_flow *f, struct flow_slot *s)
+{
+	f->done[f->ndone++] = s->j;
+	s->j = NULL;
+	f->busy--;
+}
+
+int bm_http_flow_start(struct bm_http_flow *f, struct bm_http_job *j)
+{
+	struct flow_slot *s = NULL;
+
+	for (int i = 0; i < f->n && s == NULL; i++)
+		if (f->slot[i].j == NULL)
+			s = &f->slot[i];
+	if (s == NULL)
+		return BM_EBUSY;
+	memset(s, 0, sizeof(*s));
+	s->j = j;
+	f->busy++;
+	if (!flow_try(f, s))
+		flow_done(f, s);
+	return 0;
+}
+
+/* Judges slot s's try, which ended with cc: done, or due again after
+ * its backoff. */
+static void flow_end(struct bm_http_flow *f, struct flow_slot *s, CURLcode cc)
+{
+	struct bm_http_job *j = s->j;
+	int rc = attempt_end(f->h, f->conn->m, j->r, &s->a, cc);
+	bool again;
+
+	f->failed |= cc != CURLE_OK;
+	j->rc = judge(f->h, j->r, rc, s->attempt, j->check, j->arg, j->msg, j->n, j->retriesp, &again);
+	if (!again) {
+		flow_done(f, s);
+		return;
+	}
+	s->due = mono_ns() + (uint64_t)backoff_ms(f->h, s->attempt) * 1000000u;
+	s->attempt++;
+}
+
+struct bm_http_job *bm_http_flow_next(struct bm_http_flow *f)
+{
+	CURLMcode mc = CURLM_OK;
+	int running = 0, queued;
+	CURLMsg *msg;
+
+	while (f->ndone == 0 && f->busy > 0) {
+		/* Retries whose backoff is over go out again; the first of
+		 * those still waiting bounds the wait below. */
+		uint64_t now = mono_ns(), next = UINT64_MAX;
+		int out = 0;
+		for (int i = 0; i < f->n; i++) {
+			struct flow_slot *s = &f->slot[i];
+			if (s->j == NULL || s->a.running)
+				continue;
+			if (s->due <= now && !flow_try(f, s))
+				flow_done(f, s);
+			else if (s->due > now && s->due < next)
+				next = s->due;
+		}
+		for (int i = 0; i < f->n; i++)
+			out += f->slot[i].a.running;
+		if (out > 0)
+			mc = curl_multi_perform(f->conn->m, &running);
+		while ((msg = curl_multi_info_read(f->conn->m, &queued)) != NULL) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			for (int i = 0; i < f->n; i++) {
+				if (f->slot[i].a.running && f->slot[i].a.c == msg->easy_handle) {
+					flow_end(f, &f->slot[i], msg->data.result);
+					break;
+				}
+			}
+		}
+		if (out > 0 && (mc != CURLM_OK || running == 0)) {
+			/* A multi failure, or none running yet not all
+			 * reported (never waited for): those still out end
+			 * as failed tries. */
+			for (int i = 0; i < f->n; i++)
+				if (f->slot[i].a.running)
+					flow_end(f, &f->slot[i], CURLE_ABORTED_BY_CALLBACK);
+			continue;
+		}
+		if (f->ndone > 0)
+			break;
+		/* The wait ends early for curl's own timeouts (connect,
+		 * request): those end the transfer through perform. */
+		now = mono_ns();
+		long ms = 1000;
+		if (next != UINT64_MAX)
+			ms = next <= now ? 0 : (long)((next - now) / 1000000u) + 1;
+		if (ms > 1000)
+			ms = 1000;
+		if (out > 0)
+			curl_multi_poll(f->conn->m, NULL, 0, (int)ms, NULL);
+		else if (ms > 0)
+			nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL);
+	}
+	return f->ndone > 0 ? f->done[--f->ndone] : NULL;
+}
+
+struct bm_http_job *bm_http_flow_drop(struct bm_http_flow *f)
+{
+	for (int i = 0; i < f->n; i++) {
+		struct flow_slot *s = &f->slot[i];
+		if (s->j == NULL)
+			continue;
+		if (s->a.running) {
+			attempt_end(f->h, f->conn->m, s->j->r, &s->a, CURLE_ABORTED_BY_CALLBACK);
+			f->failed = true; /* a connection cut mid-answer */
+		}
+		struct bm_http_job *j = s->j;
+		s->j = NULL;
+		f->busy--;
+		return j;
+	}
+	return f->ndone > 0 ? f->done[--f->ndone] : NULL;
+}
+
+void bm_http_flow_free(struct bm_http_flow *f)
+{
+	if (f == NULL)
+		return;
+	for (int i = 0; i < f->n; i++) {
+		if (f->slot[i].a.running) {
+			attempt_end(f->h, f->conn->m, f->slot[i].j->r, &f->slot[i].a, CURLE_ABORTED_BY_CALLBACK);
+			f->failed = true; /* a connection cut mid-answer */
+		}
+	}
+	/* Its n connections are closed (the multi handle with them): the
+	 * pool keeps one per place it counts, and this one's n - 1 others
+	 * would stay open in it otherwise. */
+	give_handles(f->h, &f->conn, f->n, f->failed || f->n > 1);
+	free(f->slot);
+	free(f->done);
+	free(f);
 }

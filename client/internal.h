@@ -195,6 +195,27 @@ struct bm_http_job {
  * than BM_HTTP_JOBS_MAX, or than the pool's bound, one after the other. */
 void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n);
 
+/* A flow: requests started one by one and kept in flight together from
+ * the calling thread over one multi handle (no thread), up to n at once
+ * on n connections, each with bm_http_do's retries and messages (a try
+ * that failed waits its backoff beside the others).  new takes n places
+ * of the pool's bound (at most the bound; waits until they are free) and
+ * holds them until free.  start sends job j (which lives until next
+ * returns it): 0, or BM_EBUSY when n are in flight.  next waits until a
+ * job has its result (j->rc as bm_http_do's) and returns it; NULL when
+ * none is in flight.  free stops those still in flight and gives the
+ * places back.  One thread uses a flow at a time. */
+struct bm_http_flow;
+int bm_http_flow_new(struct bm_http *h, int n, struct bm_http_flow **fp);
+int bm_http_flow_room(const struct bm_http_flow *f);
+int bm_http_flow_start(struct bm_http_flow *f, struct bm_http_job *j);
+struct bm_http_job *bm_http_flow_next(struct bm_http_flow *f);
+/* Stops one job still in flight (or ended, not yet returned) and returns
+ * it (its rc as it is), NULL when none is left: before free, for those
+ * whose state the caller frees. */
+struct bm_http_job *bm_http_flow_drop(struct bm_http_flow *f);
+void bm_http_flow_free(struct bm_http_flow *f);
+
 
 /* ---- manifest (manifest.c) -------------------------------------------------- */
 
@@ -534,6 +555,19 @@ uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m);
  * publishes), verifying it.  With log, a failure is also said on stderr
  * (a fault's). */
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log);
+/* bm_fetch_block in two parts, for blocks fetched together (a flow,
+ * reads.c): begin finds block index and prepares its GET into buf (the
+ * dataset's block size): 1 with *keyp, *gp for bm_store_flow_start (msg
+ * *msgp of *np bytes) and *fp to end with bm_block_fetch_end(rc: the
+ * GET's result), 0 when done without a request (a hole, past the end),
+ * or a BM_E* code (set on ds).  end: 0, or the error (set on ds). */
+struct bm_block_fetch;
+struct bm_get;
+int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_block_fetch **fp,
+			 const char **keyp, struct bm_get **gp, char **msgp, size_t *np);
+int bm_block_fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc);
+/* Frees a fetch begun and stopped unfinished (nothing said or counted). */
+void bm_block_fetch_drop(struct bm_block_fetch *f);
 /* virtmem's block blk (file.blksize bytes) into buf: the block itself, or
  * with vm_per_blk > 1 one 64 KiB piece of a format 3 block, fetched with a
  * Range GET of its object and checked against its piece sum. */

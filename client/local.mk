@@ -33,6 +33,7 @@ client_libblkmap_la_SOURCES = \
 	client/index_load.c \
 	client/pool.c \
 	client/readahead.c \
+	client/reads.c \
 	client/upload.c \
 	client/overlay.c \
 	client/util.c \

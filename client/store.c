@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,78 @@ void bm_store_get_many(struct bm_store *s, struct bm_get_job *jobs, int n)
 	}
 	for (int i = 0; i < n; i++)
 		jobs[i].rc = s->ops->get(s, jobs[i].key, jobs[i].g, jobs[i].msg, jobs[i].n);
+}
+
+struct bm_store_flow {
+	struct bm_store *s;
+	struct bm_http_flow *hf;
+};
+
+int bm_store_flow_new(struct bm_store *s, int n, struct bm_store_flow **fp)
+{
+	struct bm_store_flow *f;
+	int rc;
+
+	*fp = NULL;
+	if (s->ops->http == NULL)
+		return BM_EINVAL;
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return BM_ENOMEM;
+	f->s = s;
+	if ((rc = bm_http_flow_new(s->ops->http(s), n, &f->hf)) < 0) {
+		free(f);
+		return rc;
+	}
+	*fp = f;
+	return 0;
+}
+
+int bm_store_flow_room(const struct bm_store_flow *f)
+{
+	return bm_http_flow_room(f->hf);
+}
+
+int bm_store_flow_start(struct bm_store_flow *f, struct bm_store_flow_get *x)
+{
+	int rc;
+
+	if (bm_http_flow_room(f->hf) == 0)
+		return BM_EBUSY;
+	x->g->got = 0;
+	x->rc = 0;
+	x->be = NULL;
+	if ((rc = f->s->ops->get_begin(f->s, x)) < 0)
+		return x->rc = rc;
+	x->j.msg = x->msg;
+	x->j.n = x->n;
+	return bm_http_flow_start(f->hf, &x->j);
+}
+
+struct bm_store_flow_get *bm_store_flow_next(struct bm_store_flow *f)
+{
+	struct bm_http_job *j = bm_http_flow_next(f->hf);
+
+	if (j == NULL)
+		return NULL;
+	struct bm_store_flow_get *x = (struct bm_store_flow_get *)((char *)j - offsetof(struct bm_store_flow_get, j));
+	x->rc = j->rc;
+	f->s->ops->get_end(f->s, x);
+	return x;
+}
+
+void bm_store_flow_free(struct bm_store_flow *f)
+{
+	if (f == NULL)
+		return;
+	/* Those in flight are stopped, their state freed. */
+	struct bm_http_job *j;
+	while ((j = bm_http_flow_drop(f->hf)) != NULL) {
+		struct bm_store_flow_get *x =
+			(struct bm_store_flow_get *)((char *)j - offsetof(struct bm_store_flow_get, j));
+		f->s->ops->get_end(f->s, x);
+	}
+	bm_http_flow_free(f->hf);
+	free(f);
 }
 
 int bm_store_head(struct bm_store *s, const char *key, struct bm_version *v, char *msg, size_t n)

@@ -173,6 +173,7 @@ struct bm_store_opts {
 };
 
 struct bm_store;
+struct bm_store_flow_get;
 
 /* One get of bm_store_get_many. */
 struct bm_get_job {
@@ -181,6 +182,19 @@ struct bm_get_job {
 	char *msg;
 	size_t n;
 	int rc;                    /* out: what bm_store_get would return */
+};
+
+/* One get of a flow (bm_store_flow_start): bm_store_get's arguments,
+ * its result, and the flow's own part. */
+struct bm_store_flow_get {
+	const char *key;
+	struct bm_get *g;
+	char *msg;
+	size_t n;
+	int rc;                    /* out: what bm_store_get would return */
+	void *tag;                 /* the caller's */
+	struct bm_http_job j;      /* the flow's */
+	void *be;                  /* the backend's */
 };
 
 struct bm_store_ops {
@@ -196,6 +210,14 @@ struct bm_store_ops {
 	void (*close)(struct bm_store *s);
 	/* Raises the bound on connections to n (never lowers it). */
 	int (*set_connections)(struct bm_store *s, int n);
+	/* A get to run in a flow (bm_store_flow): the pool its requests go
+	 * to; get_begin makes x's request (x->j set but for msg and n; its
+	 * state in x->be) or fails (BM_E* with x->msg set, nothing to end);
+	 * get_end, once it ran, finishes x->msg and frees x->be.  NULL: the
+	 * backend has no flows. */
+	struct bm_http *(*http)(struct bm_store *s);
+	int (*get_begin)(struct bm_store *s, struct bm_store_flow_get *x);
+	void (*get_end)(struct bm_store *s, struct bm_store_flow_get *x);
 };
 
 /* The part every backend shares; a backend's struct starts with it. */
@@ -226,6 +248,22 @@ int bm_store_get(struct bm_store *s, const char *key, struct bm_get *g, char *ms
  * thread is made) where the store's bound on connections allows, else
  * one after the other; each job's rc is bm_store_get's. */
 void bm_store_get_many(struct bm_store *s, struct bm_get_job *jobs, int n);
+/* A flow of gets: started one by one from the calling thread and kept in
+ * flight together, up to n at once, over one multi handle (http.c's
+ * bm_http_flow: n places of the store's bound held until free; no
+ * thread), each with bm_store_get's checks, retries and messages.
+ * new: 0, or BM_EINVAL for a backend without flows (the caller uses
+ * bm_store_get).  start sends x (which lives until next returns it): 0;
+ * BM_EBUSY when n are in flight; another BM_E* when x failed at once
+ * (x->rc, x->msg set; next never returns it).  next waits for a get to
+ * end and returns it (x->rc, x->msg as bm_store_get's), NULL when none
+ * is in flight.  free stops the rest. */
+struct bm_store_flow;
+int bm_store_flow_new(struct bm_store *s, int n, struct bm_store_flow **fp);
+int bm_store_flow_room(const struct bm_store_flow *f);
+int bm_store_flow_start(struct bm_store_flow *f, struct bm_store_flow_get *x);
+struct bm_store_flow_get *bm_store_flow_next(struct bm_store_flow *f);
+void bm_store_flow_free(struct bm_store_flow *f);
 /* GET the whole of key into a malloc'd NUL-terminated buffer of at most max
  * bytes (*bufp, *lenp; the caller frees); v may be NULL. */
 int bm_store_get_all(struct bm_store *s, const char *key, size_t max, char **bufp, size_t *lenp,

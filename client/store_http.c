@@ -216,6 +216,42 @@ static void http_get_many(struct bm_store *s, struct bm_get_job *jobs, int n)
 	}
 }
 
+/* A get of a flow (bm_store_flow): its request, check and URL. */
+struct flow_get {
+	struct bm_req r;
+	struct get_check c;
+	char *url;
+};
+
+static struct bm_http *http_pool(struct bm_store *s)
+{
+	return sh_of(s)->http;
+}
+
+static int http_get_begin(struct bm_store *s, struct bm_store_flow_get *x)
+{
+	struct flow_get *fg = malloc(sizeof(*fg));
+
+	if (fg == NULL || (fg->url = get_request(sh_of(s), x->key, x->g, &fg->r, &fg->c)) == NULL) {
+		free(fg);
+		bm_fmt(x->msg, x->n, "out of memory");
+		return BM_ENOMEM;
+	}
+	x->be = fg;
+	x->j = (struct bm_http_job){ &fg->r, check_get, &fg->c, x->msg, x->n, s->retries_counter, 0 };
+	return 0;
+}
+
+static void http_get_end(struct bm_store *s, struct bm_store_flow_get *x)
+{
+	struct flow_get *fg = x->be;
+
+	(void)s;
+	free(fg->url);
+	free(fg);
+	x->be = NULL;
+}
+
 /* ---- head, delete ------------------------------------------------------------------ */
 
 struct status_check {
@@ -779,6 +815,9 @@ static const struct bm_store_ops http_ops = {
 	.list = http_list,
 	.close = http_close,
 	.set_connections = http_set_connections,
+	.http = http_pool,
+	.get_begin = http_get_begin,
+	.get_end = http_get_end,
 };
 
 int bm_store_http_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,

@@ -258,6 +258,50 @@ static void s3_get_many(struct bm_store *s, struct bm_get_job *jobs, int n)
 	}
 }
 
+/* A get of a flow (bm_store_flow): its request, check, URL and name. */
+struct flow_get {
+	struct bm_req r;
+	struct get_check c;
+	char *url, *name;
+};
+
+static struct bm_http *s3_pool(struct bm_store *s)
+{
+	return s3_of(s)->http;
+}
+
+static int s3_get_begin(struct bm_store *s, struct bm_store_flow_get *x)
+{
+	struct store_s3 *h = s3_of(s);
+	struct flow_get *fg = calloc(1, sizeof(*fg));
+
+	if (fg == NULL) {
+		bm_fmt(x->msg, x->n, "out of memory");
+		return BM_ENOMEM;
+	}
+	if ((fg->url = key_url(h, x->key, NULL)) == NULL) {
+		free(fg);
+		return no_url(h, x->key, x->msg, x->n);
+	}
+	fg->name = bm_store_name(s, x->key);
+	get_request(h, fg->url, x->g, &fg->r, &fg->c);
+	x->be = fg;
+	x->j = (struct bm_http_job){ &fg->r, check_get, &fg->c, x->msg, x->n, s->retries_counter, 0 };
+	return 0;
+}
+
+static void s3_get_end(struct bm_store *s, struct bm_store_flow_get *x)
+{
+	struct flow_get *fg = x->be;
+
+	(void)s;
+	name_in_msg(&fg->r, fg->name, x->rc, x->msg, x->n);
+	free(fg->url);
+	free(fg->name);
+	free(fg);
+	x->be = NULL;
+}
+
 /* ---- head, delete, put ----------------------------------------------------------------- */
 
 struct status_check {
@@ -458,6 +502,9 @@ static const struct bm_store_ops s3_ops = {
 	.list = s3_list,
 	.close = s3_close,
 	.set_connections = s3_set_connections,
+	.http = s3_pool,
+	.get_begin = s3_get_begin,
+	.get_end = s3_get_end,
 };
 
 int bm_store_s3_open(struct bm_store **sp, const char *url, const struct bm_store_opts *o,

@@ -52,6 +52,7 @@ CLIENT_TESTS = \
 	tests/test_client_changes_rgw \
 	tests/test_store_rgw \
 	tests/test_client_cli \
+	tests/test_client_reads \
 	tests/test_client_attrs \
 	tests/test_client_errors \
 	tests/test_store_answers \
@@ -234,6 +235,11 @@ tests_test_client_v3_rgw_LDADD = $(CLIENT_TEST_LDADD)
 tests_test_client_v3_rgw_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_v3_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
+tests_test_client_reads_SOURCES = tests/test_client_reads.c $(CLIENT_TEST_SOURCES)
+tests_test_client_reads_CFLAGS = $(CLIENT_TEST_CFLAGS)
+tests_test_client_reads_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_reads_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_reads_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)

@@ -4,7 +4,8 @@
  * whose answers are late for the network's sake (need steady, the rate
  * grows with what is in flight) gets more; one where more in flight only
  * queues (need grows with what is in flight, the rate does not) does not
- * keep them, and a moment of load (need high in one epoch) grows nothing.
+ * keep them, a busy machine (need steady, the rate flat) still gets
+ * them, and a moment of load (need high in one epoch) grows nothing.
  * Round trips that call for half of what is in flight or less halve it,
  * down to a floor.
  */
@@ -79,6 +80,27 @@ static void a_growth_that_moves_less_is_undone(void **state)
 		ramp_epoch(&r, r.n == 16 ? 1e9 : 0.8e9, 2.5 * r.n);
 	assert_int_equal(r.n, 16);
 	assert_true(r.full);
+}
+
+/* A busy machine: answers late for the network's sake (need steady at
+ * 68 whatever is in flight) while the rate stays, the CPU being short:
+ * each growth stands, up to need and max. */
+static void a_growth_after_which_round_trips_stay_as_long_stands_though_no_faster(void **state)
+{
+	struct ramp r;
+
+	(void)state;
+	ramp_init(&r, 16, 4, 64);
+	for (int i = 0; i < 20 * RAMP_TRIES; i++)
+		ramp_epoch(&r, 0.5e9, 68);
+	assert_int_equal(r.n, 64);
+	/* Round trips a little longer (less than RAMP_GAIN) count as the
+	 * same. */
+	ramp_init(&r, 16, 4, 64);
+	for (int i = 0; i < 20 * RAMP_TRIES; i++)
+		ramp_epoch(&r, 0.5e9, r.n == 16 ? 60 : 70);
+	assert_int_equal(r.n, 64);
+	assert_false(r.full);
 }
 
 /* The least need of a window counts: one slow epoch in each window (the
@@ -156,6 +178,7 @@ int main(void)
 		cmocka_unit_test(while_each_growth_moves_more_it_doubles_up_to_need_and_max),
 		cmocka_unit_test(a_growth_that_moves_no_more_is_the_last),
 		cmocka_unit_test(a_growth_that_moves_less_is_undone),
+		cmocka_unit_test(a_growth_after_which_round_trips_stay_as_long_stands_though_no_faster),
 		cmocka_unit_test(a_need_in_one_epoch_of_a_window_grows_nothing),
 		cmocka_unit_test(when_the_round_trips_call_for_half_or_less_it_halves_down_to_min),
 		cmocka_unit_test(it_never_goes_past_max_nor_below_min),

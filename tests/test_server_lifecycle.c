@@ -182,6 +182,47 @@ static void sigterm_closes_idle_connections_and_exits_0(void **state)
 	assert_int_equal(ts_wait(&s), 0);
 }
 
+/* The first SIGTERM waits for the requests in flight; a second one ends the
+ * server at once (its default action), whatever is still in flight.  The
+ * GET is held 10 minutes; SIGTERM is sent every 50 ms, since two sent
+ * before the server took the first count as one. */
+static void a_second_sigterm_during_a_graceful_stop_kills_at_once(void **state)
+{
+	const char *args[] = { "--memory", "--admin", NULL };
+	unsigned char *data = ts_pattern(4096, 7);
+	struct getter g = { 0 };
+	pthread_t t;
+	struct ts_server s;
+	int status = 0;
+	pid_t r = 0;
+
+	assert_int_equal(ts_start(&s, args), 0);
+	assert_int_equal(ts_put(&s, "/obj", data, 4096), 201);
+	assert_int_equal(ts_set_faults(&s, "{\"fault-latency-ms\": 600000}"), 200);
+	g.srv = &s;
+	pthread_create(&t, NULL, get_object, &g);
+	for (int i = 0; in_flight(&s) < 1; i++) {
+		if (i == 15000)
+			fail_msg("the GET not in flight after 30 s");
+		usleep(2000);
+	}
+	for (int i = 0; i < 600 && (r = waitpid(s.pid, &status, WNOHANG)) == 0; i++) {
+		kill(s.pid, SIGTERM);
+		usleep(50000);
+	}
+	if (r == 0) {
+		kill(s.pid, SIGKILL);
+		waitpid(s.pid, &status, 0);
+		fail_msg("blkmap-server still ran 30 s after SIGTERMs every 50 ms");
+	}
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGTERM);
+	pthread_join(t, NULL);
+	assert_int_not_equal(g.resp.status, 200); /* cut, never answered */
+	ts_resp_free(&g.resp);
+	free(data);
+}
+
 /* A client that sent part of a request head has asked nothing yet: SIGTERM
  * closes it at once instead of waiting up to the request timeout (10
  * minutes here; ts_wait reports a hang after 60 s). */
@@ -422,6 +463,7 @@ int main(void)
 		cmocka_unit_test(sigterm_finishes_requests_in_flight_then_exits_0),
 		cmocka_unit_test(sigterm_closes_idle_connections_and_exits_0),
 		cmocka_unit_test(sigterm_does_not_wait_for_a_partial_request_head),
+		cmocka_unit_test(a_second_sigterm_during_a_graceful_stop_kills_at_once),
 		cmocka_unit_test(help_names_every_option),
 		cmocka_unit_test(bad_options_get_one_line_error_and_status_2),
 	};

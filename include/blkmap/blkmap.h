@@ -150,6 +150,27 @@ void bm_unmap(bm_mapping *m);
  * fewer when a later block fails) or a negative error. */
 int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len);
 
+/* Many block reads in flight at once from the calling thread, over one
+ * connection pool's multi handle (no thread is made): what bm_read does
+ * for one block, for up to max blocks together, at most the dataset's
+ * connections (BLKMAP_CONNECTIONS) less one, left for the index pages
+ * the reads look blocks up in; they are held until bm_reads_free.
+ * bm_reads_new: 0, or BM_EINVAL with a bound of one connection (then use
+ * bm_read).  bm_reads_start reads block index
+ * (bm_blksize bytes into buf, which lives until its read ends; zeros past
+ * the end of the content) and returns 0, or BM_EBUSY when max reads are
+ * in flight, BM_EINVAL past the last block, another error for a read
+ * that failed at once.  bm_reads_wait waits for a read to end: its result
+ * (0, or the error bm_read would give, bm_last_error naming it), with
+ * *tagp the tag it was started with; 1 when none is in flight.  One
+ * thread uses a bm_reads at a time; bm_reads_free stops the reads still
+ * in flight. */
+typedef struct bm_reads bm_reads;
+int bm_reads_new(bm_dataset *ds, int max, bm_reads **rp);
+int bm_reads_start(bm_reads *r, uint64_t index, void *buf, void *tag);
+int bm_reads_wait(bm_reads *r, void **tagp);
+void bm_reads_free(bm_reads *r);
+
 /* The checksum of block index of the handle's generation, as the manifest
  * names it (32 hex digits and a NUL into sum, n >= 33), so that a reader of
  * two generations can tell which blocks changed (the wcfs mirror does).
