@@ -408,10 +408,10 @@ static const char sum_help[] =
 	"mapping instead (page faults and read-ahead do the loading) when a wcfs\n"
 	"mirror serves it or its blocks are small (a block per connection, at 4\n"
 	"times BLKMAP_CONNECTIONS, under 4 MiB). The GETs in flight follow the\n"
-	"answers' round trips: when slow\n"
-	"they grow, up to 4 times BLKMAP_CONNECTIONS, when fast they shrink, down to a\n"
-	"quarter of it (BLKMAP_SUM_TRACE=1 prints each change to stderr). With\n"
-	"-v, prints to stderr one line of what it took: mode=<loadblk|overlay>\n"
+	"answers' round trips: when slow they grow, up to 4 times\n"
+	"BLKMAP_CONNECTIONS, when fast they shrink, down to a quarter of it\n"
+	"(BLKMAP_SUM_TRACE=1 prints each change to stderr). With -v, prints to\n"
+	"stderr one line of what it took: mode=<loadblk|overlay>\n"
 	"fetched_bytes=<n> and the other counters.\n";
 
 static void print_stats(bm_dataset *ds, double secs)

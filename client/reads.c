@@ -33,7 +33,7 @@ struct bm_reads {
 
 int bm_reads_new(bm_dataset *ds, int max, bm_reads **rp)
 {
-	bm_reads *r = calloc(1, sizeof(*r));
+	bm_reads *r;
 	int rc;
 
 	*rp = NULL;
@@ -43,7 +43,7 @@ int bm_reads_new(bm_dataset *ds, int max, bm_reads **rp)
 		max = ds->opt.connections - 1;
 	if (max < 1)
 		return BM_EINVAL;
-	if (r == NULL || (r->one = calloc((size_t)max, sizeof(*r->one))) == NULL ||
+	if ((r = calloc(1, sizeof(*r))) == NULL || (r->one = calloc((size_t)max, sizeof(*r->one))) == NULL ||
 	    (r->ready = calloc((size_t)max, sizeof(*r->ready))) == NULL) {
 		rc = BM_ENOMEM;
 		goto fail;
