@@ -1009,6 +1009,60 @@ static void test_fault_on_a_block_a_stream_reached_waits_for_the_run(void **unus
 	fx_close(f);
 }
 
+struct counted {
+	struct stream_read *reader;
+	volatile int reader_done;  /* the reader got its bytes */
+	int done_at_note;          /* reader_done when the run's note ran */
+	size_t blocks;
+	uint64_t bytes;
+};
+
+static void *read_block2_and_note(void *p)
+{
+	struct counted *c = p;
+	void *ok = read_block2_thread(c->reader);
+	__atomic_store_n(&c->reader_done, 1, __ATOMIC_SEQ_CST);
+	return ok;
+}
+
+static void note_cached(void *arg, size_t blocks, uint64_t bytes)
+{
+	struct counted *c = arg;
+	/* A reader woken early would finish meanwhile (on an idle machine:
+	 * a loaded one may hide that, never make a false alarm). */
+	usleep(100 * 1000);
+	c->done_at_note = __atomic_load_n(&c->reader_done, __ATOMIC_SEQ_CST);
+	c->blocks = blocks;
+	c->bytes = bytes;
+}
+
+static void test_a_runs_cached_blocks_are_noted_before_a_waiting_fault_returns(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+	size_t len = 2 * BS4K - 10;
+	unsigned char *s = stream_bytes(len);
+	struct stream_read a = { f, s };
+	struct counted c = { .reader = &a, .done_at_note = -1 };
+	pthread_t tr;
+	vm_run *run;
+	void *ok;
+
+	assert_int_equal(vm_run_begin(f->fh, 2, 2, &run), 0);
+	vm_run_on_cached(run, note_cached, &c);
+	assert_int_equal(vm_run_write(run, 0, s, 100), 0); /* block 2 reached */
+	pthread_create(&tr, NULL, read_block2_and_note, &c);
+	wait_faults(f->fh, 1);
+	stream_write(run, s, 100, len);
+	assert_int_equal(vm_run_end(run, (int64_t)len, NULL), 2);
+	pthread_join(tr, &ok);
+	assert_int_equal((intptr_t)ok, 1);
+	assert_int_equal(c.done_at_note, 0);
+	assert_int_equal(c.blocks, 2);
+	assert_int_equal(c.bytes, len);
+	free(s);
+	fx_close(f);
+}
+
 /* ---- fault-around ---------------------------------------------------------- */
 
 /* Loads blocks [blk, blk + n) into the cache without mapping them, as
@@ -1789,6 +1843,7 @@ int main(void)
 		cmocka_unit_test(test_failed_streamed_run_leaves_its_blocks_empty),
 		cmocka_unit_test(test_streamed_run_takes_only_the_ram_the_budget_has),
 		cmocka_unit_test(test_fault_on_a_block_a_stream_reached_waits_for_the_run),
+		cmocka_unit_test(test_a_runs_cached_blocks_are_noted_before_a_waiting_fault_returns),
 		cmocka_unit_test(test_sequential_read_of_cached_blocks_takes_few_faults),
 		cmocka_unit_test(test_blocks_mapped_around_read_their_own_bytes),
 		cmocka_unit_test(test_random_miss_maps_only_its_block),

@@ -369,7 +369,17 @@ struct vm_run {
 	int err;                 /* the first failure to write a block */
 	struct vm_page **page;   /* [n]: the block's page, when this run loads it */
 	struct fill *slot;       /* [n]: where its bytes go */
+	void (*on_cached)(void *arg, size_t blocks, uint64_t bytes);
+	void *on_cached_arg;
 };
+
+void vm_run_on_cached(vm_run *run, void (*fn)(void *arg, size_t blocks, uint64_t bytes), void *arg)
+{
+	if (run == NULL)
+		return;
+	run->on_cached = fn;
+	run->on_cached_arg = arg;
+}
 
 int vm_run_begin(vm_fileh *fh, vm_blk_t blk, size_t n, vm_run **runp)
 {
@@ -504,6 +514,8 @@ int vm_run_end(vm_run *run, int64_t len, uint64_t *bytesp)
 		loaded++;
 		bytes += blen[k];
 	}
+	if (loaded > 0 && run->on_cached != NULL)
+		run->on_cached(run->on_cached_arg, (size_t)loaded, bytes);
 	vm_lock_wake_io();
 	vm_lock_release();
 	free(blen);

@@ -328,6 +328,14 @@ int vm_run_begin(vm_fileh *fh, vm_blk_t blk, size_t n, vm_run **runp);
 int vm_run_write(vm_run *run, uint64_t off, const void *data, size_t len);
 int vm_run_end(vm_run *run, int64_t len, uint64_t *bytesp);
 
+/* fn(arg, blocks, bytes) runs in vm_run_end when it caches blocks of run
+ * (what vm_run_end then returns, and *bytesp), before any thread can see
+ * them cached: a backend's own counters of what it fetched are then right
+ * for a reader that got there first and waited for the run.  It runs with
+ * virtmem's lock held: it must not block nor call virtmem. */
+void vm_run_on_cached(vm_run *run, void (*fn)(void *arg, size_t blocks, uint64_t bytes),
+		      void *arg);
+
 /* ---- introspection ------------------------------------------------------ */
 
 /* Page states.  The state machine is documented in virtmem/fileh.c. */
