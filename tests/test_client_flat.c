@@ -401,7 +401,9 @@ static void both_gets_of_an_open_are_retried_through_errors_and_drops(void **sta
 /* A dataset's open sends the same two GETs; the manifest wins even where
  * an object has the dataset's name (S3 and blkmap-server allow both), and
  * a URL ending in '/' (a prefix, never an object) costs the manifest's
- * GET alone. */
+ * GET alone.  The manifest's answer cancels the probe: on a loaded
+ * machine it may come before the probe's connection is even made, and
+ * the server then sees one GET, not two. */
 static void a_dataset_opens_as_before_beside_the_probe_of_its_name(void **state)
 {
 	struct tc_store *s = with_object(state);
@@ -417,8 +419,10 @@ static void a_dataset_opens_as_before_beside_the_probe_of_its_name(void **state)
 	bm_dataset *ds = tc_open(url, 0);
 	assert_false(bm_is_flat(ds));
 	assert_int_equal(bm_size(ds), 3 * FLAT_BS + 5);
-	if (gets >= 0)
-		assert_int_equal(tc_store_count(s, "GET") - gets, 2);
+	if (gets >= 0) {
+		long n = tc_store_count(s, "GET") - gets;
+		assert_in_range(n, 1, 2);
+	}
 	got = tc_read_mapped(ds);
 	assert_memory_equal(got, data, 3 * FLAT_BS + 5);
 	free(got);
