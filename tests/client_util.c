@@ -83,6 +83,20 @@ long tc_server_stat(const struct ts_server *s, const char *outer, const char *in
 	return x;
 }
 
+long tc_server_bytes_out(const struct ts_server *s)
+{
+	long last = tc_server_stat(s, "bytes_out", NULL);
+
+	for (int i = 0; i < 250; i++) {
+		usleep(20 * 1000);
+		long now = tc_server_stat(s, "bytes_out", NULL);
+		if (now == last)
+			break;
+		last = now;
+	}
+	return last;
+}
+
 /* ---- the library ------------------------------------------------------------ */
 
 void tc_options(struct bm_options *o)

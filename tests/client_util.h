@@ -39,6 +39,10 @@ const char *tc_url(char *out, size_t n, const struct ts_server *s, const char *p
 /* A counter of GET /_admin/stats: tc_stat(s, "requests", "GET"), or with
  * inner NULL a top-level number ("requests_in_flight"). */
 long tc_server_stat(const struct ts_server *s, const char *outer, const char *inner);
+/* The server's bytes_out once it stops moving (two readings 20 ms apart
+ * agree; at most 5 s): blkmap-server counts an answer's bytes once its
+ * write returned, which may be after the client has them and went on. */
+long tc_server_bytes_out(const struct ts_server *s);
 
 /* ---- the library ------------------------------------------------------------ */
 
