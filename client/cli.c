@@ -451,7 +451,9 @@ static void print_stats(bm_dataset *ds, double secs)
  * `connections` (cli_ramp.c; docs/client.md, "Fetch sizes").  An epoch
  * is SUM_EPOCH reads, or two per read wanted in flight.
  * BLKMAP_SUM_TRACE=1 prints to stderr each change of how many are
- * wanted (for tests and tuning). */
+ * wanted (for tests and tuning).  A dataset's index pages are looked up
+ * ahead of the reads by a thread of their own (sum_ahead), so that no
+ * fetcher waits for one with its other reads. */
 #define SUM_STREAM_INFLIGHT ((uint64_t)4 << 20)
 #define SUM_CONNS_FACTOR 4
 #define SUM_PER_FETCHER 16
@@ -459,6 +461,8 @@ static void print_stats(bm_dataset *ds, double secs)
 #define SUM_TARGET_RATE 2e9
 #define SUM_EPOCH 16
 #define SUM_RING_BYTES ((size_t)16 << 20) /* unless 2 blocks per connection are more */
+#define SUM_AHEAD_BYTES ((uint64_t)64 << 20) /* index pages looked up ahead of the reads */
+#define SUM_LEAF_BLOCKS 256 /* blocks an index leaf covers (docs/FORMAT.md) */
 
 struct sum_stream {
 	bm_dataset *ds;
@@ -611,6 +615,43 @@ out:
 	return NULL;
 }
 
+/* Index pages ahead of the reads (formats 2 and 3): a read finds its
+ * block in the dataset's index, and a leaf page not yet cached costs the
+ * fetcher that needs it a round trip with its other reads waiting (at 2 ms
+ * an answer, the 17 pages of a 256 MiB dataset of 64 KiB blocks made a sum
+ * 0.42-0.44 s, against 0.35-0.38 s with them looked up first, one by one).
+ * This thread looks up the first block of each leaf (bm_block_sum loads
+ * and keeps its pages) up to SUM_AHEAD_BYTES of blocks past the next read,
+ * over the connection the handle keeps for index pages; it waits for the
+ * reads to move on (st->filled) when that far ahead.  It stops at the end,
+ * at a stop, at a flat object or a format 1 manifest (nothing to load:
+ * BM_EINVAL or no wait), and at an error, which is the reads' to meet and
+ * report. */
+static void *sum_ahead(void *arg)
+{
+	struct sum_stream *st = arg;
+	uint64_t ahead = SUM_AHEAD_BYTES / st->chunk, blk = 0;
+	char sum[64];
+
+	if (ahead < SUM_LEAF_BLOCKS)
+		ahead = SUM_LEAF_BLOCKS;
+	pthread_mutex_lock(&st->mu);
+	while (!st->stop && blk < st->nchunks) {
+		if (blk >= st->next + ahead) {
+			pthread_cond_wait(&st->filled, &st->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&st->mu);
+		int rc = bm_block_sum(st->ds, blk, sum, sizeof(sum));
+		pthread_mutex_lock(&st->mu);
+		if (rc < 0)
+			break;
+		blk += SUM_LEAF_BLOCKS;
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
 /* Whether sum reads ds with sum_streamed, not through a mapping: in
  * loadblk mode (a wcfs mirror, when it serves the dataset, is read
  * through its mapping), when a block per read in flight, at up to
@@ -684,6 +725,8 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	pthread_cond_init(&st.filled, NULL);
 	pthread_cond_init(&st.freed, NULL);
 	st.epoch_t0 = mono();
+	pthread_t ahead_thread;
+	bool ahead = pthread_create(&ahead_thread, NULL, sum_ahead, &st) == 0; /* or none: slower */
 	if (st.trace)
 		fprintf(stderr, "%s: sum: %d reads in flight, %d fetchers\n", prog, st.want,
 			sum_fetchers(&st, st.want));
@@ -734,9 +777,12 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	pthread_mutex_lock(&st.mu);
 	st.stop = true; /* after an error: the fetchers start no more */
 	pthread_cond_broadcast(&st.freed);
+	pthread_cond_broadcast(&st.filled); /* sum_ahead's wait */
 	pthread_mutex_unlock(&st.mu);
 	for (int i = 0; i < st.started; i++)
 		pthread_join(t[i], NULL);
+	if (ahead)
+		pthread_join(ahead_thread, NULL);
 	pthread_mutex_destroy(&st.mu);
 	pthread_cond_destroy(&st.filled);
 	pthread_cond_destroy(&st.freed);

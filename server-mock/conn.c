@@ -469,7 +469,7 @@ static void conn_complete_request(struct srv_conn *c)
 
 	set_timer(c, TIMER_OFF, 0);
 	if (!c->rq.is_admin)
-		srv_faults_roll(&srv->faults, (int)c->rq.method, &c->rs.roll);
+		srv_faults_roll(&srv->faults, (int)c->rq.method, c->rq.key, &c->rs.roll);
 	if (c->rs.roll.latency_ms) {
 		struct timeval tv = { c->rs.roll.latency_ms / 1000,
 				      (c->rs.roll.latency_ms % 1000) * 1000 };

@@ -2,12 +2,13 @@
  * tests: 503 answers, connections cut mid-response, corrupted GET bodies,
  * delayed responses, and the ways of other servers: long bodies on PUT
  * and error answers, PUT answers without an ETag; optionally only for
- * requests of one method.  Owns the fault rates and the seeded random
+ * requests of one method, or for keys that hold a given string.  Owns the fault rates and the seeded random
  * sequence.
  * Locking: faults.lock guards rates and the generator; a roll takes it
  * once per request. */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,7 @@ void srv_faults_init(struct srv_faults *f, const struct srv_config *cfg)
 	f->pad_bytes = cfg->fault_pad_bytes;
 	f->put_no_etag = cfg->fault_put_no_etag;
 	f->method = cfg->fault_method;
+	snprintf(f->path, sizeof(f->path), "%s", cfg->fault_path ? cfg->fault_path : "");
 	f->seed = f->rng = cfg->fault_seed;
 }
 
@@ -57,19 +59,20 @@ int srv_faults_method(const char *name)
 	return -1;
 }
 
-void srv_faults_roll(struct srv_faults *f, int m, struct srv_fault_roll *r)
+void srv_faults_roll(struct srv_faults *f, int m, const char *key, struct srv_fault_roll *r)
 {
 	pthread_mutex_lock(&f->lock);
 	/* Drawn for every request, then masked: the sequence stays the
-	 * same whatever the method filter. */
-	int any = f->method == 0 || f->method == m + 1;
+	 * same whatever the filters. */
+	bool here = f->path[0] == '\0' || (key != NULL && strstr(key, f->path) != NULL);
+	int any = (f->method == 0 || f->method == m + 1) && here;
 	r->error = chance(&f->rng, f->error_rate) && any;
 	r->drop = chance(&f->rng, f->drop_rate) && any;
 	r->corrupt = chance(&f->rng, f->corrupt_rate) && any;
 	r->pick = next_random(&f->rng);
-	r->latency_ms = f->latency_ms;
-	r->pad_bytes = f->pad_bytes;
-	r->put_no_etag = f->put_no_etag;
+	r->latency_ms = here ? f->latency_ms : 0;
+	r->pad_bytes = here ? f->pad_bytes : 0;
+	r->put_no_etag = here && f->put_no_etag;
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -78,7 +81,7 @@ json_t *srv_faults_to_json(struct srv_faults *f)
 	json_t *o;
 
 	pthread_mutex_lock(&f->lock);
-	o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:s, s:I}",
+	o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:s, s:s, s:I}",
 		      "fault-error-rate", f->error_rate,
 		      "fault-drop-rate", f->drop_rate,
 		      "fault-corrupt-rate", f->corrupt_rate,
@@ -86,6 +89,7 @@ json_t *srv_faults_to_json(struct srv_faults *f)
 		      "fault-pad-bytes", (json_int_t)f->pad_bytes,
 		      "fault-put-no-etag", (json_int_t)f->put_no_etag,
 		      "fault-method", f->method == 0 ? "" : method_names[f->method - 1],
+		      "fault-path", f->path,
 		      "fault-seed", (json_int_t)f->seed);
 	pthread_mutex_unlock(&f->lock);
 	return o;
@@ -122,6 +126,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 	double rates[3];
 	json_int_t latency, seed, pad, noetag;
 	int method;
+	char path[SRV_FAULT_PATH_MAX + 1];
 	int has_seed = 0, r = 0;
 	const char *name;
 	json_t *v;
@@ -138,6 +143,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 	pad = f->pad_bytes;
 	noetag = f->put_no_etag;
 	method = f->method;
+	memcpy(path, f->path, sizeof(path));
 	seed = (json_int_t)f->seed;
 	json_object_foreach(obj, name, v) {
 		if (!strcmp(name, "fault-error-rate"))
@@ -159,6 +165,14 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 					 "\"GET\", \"HEAD\", \"PUT\" or \"DELETE\"");
 				r = -1;
 			}
+		} else if (!strcmp(name, "fault-path")) {
+			if (!json_is_string(v) || strlen(json_string_value(v)) > SRV_FAULT_PATH_MAX) {
+				snprintf(err, n, "fault-path must be a string of at most %d bytes",
+					 SRV_FAULT_PATH_MAX);
+				r = -1;
+			} else {
+				snprintf(path, sizeof(path), "%s", json_string_value(v));
+			}
 		} else if (!strcmp(name, "fault-seed")) {
 			r = get_uint(v, name, INT64_MAX, &seed, err, n);
 			has_seed = 1;
@@ -167,7 +181,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 				 "fault-error-rate, fault-drop-rate, "
 				 "fault-corrupt-rate, fault-latency-ms, "
 				 "fault-pad-bytes, fault-put-no-etag, "
-				 "fault-method, fault-seed)", name);
+				 "fault-method, fault-path, fault-seed)", name);
 			r = -1;
 		}
 		if (r < 0)
@@ -181,6 +195,7 @@ int srv_faults_update(struct srv_faults *f, json_t *obj, char *err, size_t n)
 		f->pad_bytes = (unsigned)pad;
 		f->put_no_etag = (int)noetag;
 		f->method = method;
+		memcpy(f->path, path, sizeof(path));
 		if (has_seed)
 			f->seed = f->rng = (uint64_t)seed;
 	}

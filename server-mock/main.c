@@ -55,6 +55,8 @@ static const char usage_text[] =
 "  --fault-put-no-etag     answer PUTs without the ETag header\n"
 "  --fault-method M        error, drop and corrupt only requests of method M\n"
 "                          (GET, HEAD, PUT or DELETE; default: every method)\n"
+"  --fault-path S          every fault (latency too) only for keys that\n"
+"                          hold S (default: every key)\n"
 "  --fault-seed N          seed of the fault sequence (default 0)\n"
 "\n"
 "  --help                  this text\n"
@@ -67,7 +69,7 @@ enum {
 	OPT_LISTEN = 256, OPT_ROOT, OPT_MEMORY, OPT_TOKEN, OPT_ADMIN,
 	OPT_VERBOSE, OPT_THREADS, OPT_MAX_CONN, OPT_MAX_HEADER, OPT_MAX_BODY,
 	OPT_IDLE, OPT_REQUEST, OPT_F_ERROR, OPT_F_DROP, OPT_F_CORRUPT,
-	OPT_F_LATENCY, OPT_F_SEED, OPT_F_PAD, OPT_F_NOETAG, OPT_F_METHOD, OPT_HELP,
+	OPT_F_LATENCY, OPT_F_SEED, OPT_F_PAD, OPT_F_NOETAG, OPT_F_METHOD, OPT_F_PATH, OPT_HELP,
 	OPT_VERSION,
 };
 
@@ -92,6 +94,7 @@ static const struct option options[] = {
 	{ "fault-pad-bytes", required_argument, NULL, OPT_F_PAD },
 	{ "fault-put-no-etag", no_argument, NULL, OPT_F_NOETAG },
 	{ "fault-method", required_argument, NULL, OPT_F_METHOD },
+	{ "fault-path", required_argument, NULL, OPT_F_PATH },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -183,6 +186,11 @@ static void parse_option(struct srv_config *cfg, int opt, const char *arg,
 	case OPT_F_METHOD:
 		if ((cfg->fault_method = srv_faults_method(arg)) <= 0)
 			die_usage("--%s: '%s' is not GET, HEAD, PUT or DELETE", name, arg);
+		break;
+	case OPT_F_PATH:
+		if (strlen(arg) > SRV_FAULT_PATH_MAX)
+			die_usage("--%s: '%s' is longer than 255 bytes", name, arg);
+		cfg->fault_path = arg;
 		break;
 	case OPT_HELP:
 		fputs(usage_text, stdout);

@@ -69,6 +69,7 @@ struct srv_config {
 	int fault_put_no_etag;       /* PUT answers without their ETag */
 	int fault_method;            /* 0, or faults only for requests of
 					method (enum srv_method) fault_method - 1 */
+	const char *fault_path;      /* faults only for keys holding it, or NULL */
 };
 
 #define SRV_MAX_KEY_BYTES 1024      /* decoded key length limit */
@@ -157,6 +158,8 @@ static inline void srv_store_close(struct srv_store *s) { s->ops->close(s); }
 
 /* ---- fault injection (faults.c) ---- */
 
+#define SRV_FAULT_PATH_MAX 255
+
 struct srv_faults {
 	pthread_mutex_t lock;
 	double error_rate, drop_rate, corrupt_rate;
@@ -165,6 +168,8 @@ struct srv_faults {
 	int put_no_etag;
 	int method;          /* faults only for requests of method
 				(enum srv_method) method - 1; 0: every method */
+	char path[SRV_FAULT_PATH_MAX + 1]; /* every fault (latency too) only for
+				keys holding it; "": every key */
 	uint64_t seed, rng;
 };
 
@@ -181,7 +186,7 @@ struct srv_fault_roll {
 void srv_faults_init(struct srv_faults *, const struct srv_config *);
 void srv_faults_destroy(struct srv_faults *);
 /* Draws the faults of one request of method m (enum srv_method). */
-void srv_faults_roll(struct srv_faults *, int m, struct srv_fault_roll *);
+void srv_faults_roll(struct srv_faults *, int m, const char *key, struct srv_fault_roll *);
 json_t *srv_faults_to_json(struct srv_faults *);
 /* Apply a JSON object of fault names; 0, or -1 with a reason in ERR. */
 int srv_faults_update(struct srv_faults *, json_t *obj, char *err, size_t n);

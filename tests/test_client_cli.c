@@ -305,6 +305,42 @@ static void sum_reads_blocks_in_parallel_without_a_mapping(void **state)
 	free(data);
 }
 
+/* `blkmap sum` looks a dataset's index pages up ahead of its reads: with
+ * every block object answered 503 (fault-path), the sum fails after its
+ * tries (exit 1, one line naming a block's 503), yet by
+ * then the leaves of blocks 256 and 512 were fetched too (without the
+ * look-ahead only the manifest, the root and the first leaf are: 3
+ * answers of 200).  The tries give the look-ahead seconds for its two
+ * GETs. */
+static void sum_looks_up_index_pages_ahead_of_its_reads(void **state)
+{
+	struct ts_server *s = *state;
+	const size_t size = 513 * 65536;
+	unsigned char *data = ts_pattern(size, 66);
+	char url[512], *out, *err;
+
+	tc_url(url, sizeof(url), s, "/cli/ahead");
+	tc_put(url, 65536, data, size);
+	long ok = tc_server_stat(s, "responses", "200");
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 1, \"fault-path\": \"/blocks/\"}"), 200);
+	setenv("BLKMAP_RETRIES", "3", 1);
+	setenv("BLKMAP_RETRY_BASE_MS", "300", 1);
+	int ex = tc_cli(&out, &err, (const char *[]){ "sum", url, NULL });
+	unsetenv("BLKMAP_RETRIES");
+	unsetenv("BLKMAP_RETRY_BASE_MS");
+	assert_int_equal(ts_set_faults(s, "{\"fault-error-rate\": 0, \"fault-path\": \"\"}"), 200);
+	ok = tc_server_stat(s, "responses", "200") - ok;
+	assert_int_equal(ex, 1);
+	if (tc_lines(err) != 1 || !strstr(err, url) || !strstr(err, "block ") || !strstr(err, "HTTP 503"))
+		fail_msg("sum with every block failing: \"%s\": one line naming a block's 503 expected", err);
+	if (ok < 5)
+		fail_msg("%ld answers of 200 while no block could be read: the manifest, the root and "
+			 "3 leaves expected", ok);
+	free(out);
+	free(err);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -316,6 +352,7 @@ int main(void)
 		cmocka_unit_test(log_lists_generations_past_a_long_run_not_kept),
 		cmocka_unit_test(unreadable_block_fails_get_and_sum_with_exit_1_and_one_line_not_a_signal),
 		cmocka_unit_test(sum_reads_blocks_in_parallel_without_a_mapping),
+		cmocka_unit_test(sum_looks_up_index_pages_ahead_of_its_reads),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

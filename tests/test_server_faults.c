@@ -91,6 +91,48 @@ static void fault_method_limits_faults_to_requests_of_that_method(void **state)
 	assert_int_equal(ts_stop(&s), 0);
 }
 
+/* A path makes every fault, the latency included, reach only keys that
+ * hold it: the others are answered at once and as they are. */
+static void fault_path_limits_every_fault_to_keys_that_hold_it(void **state)
+{
+	struct ts_server s;
+	struct ts_resp r;
+
+	start(&s, "--fault-error-rate", "1", "--fault-path", "/blocks/");
+	assert_int_equal(ts_put(&s, "/d/manifest.json", "x", 1), 201);
+	assert_int_equal(ts_put(&s, "/d/blocks/b1", "x", 1), 503);
+	assert_int_equal(fault_count(&s, "error"), 1);
+	json_t *doc = ts_get_json(&s, "/_admin/faults");
+	assert_string_equal(json_string_value(json_object_get(doc, "fault-path")), "/blocks/");
+	json_decref(doc);
+	/* At run time: a latency that would outlast the client, on blocks
+	 * only; then every key again. */
+	assert_int_equal(ts_set_faults(&s, "{\"fault-error-rate\": 0, \"fault-latency-ms\": 600000}"), 200);
+	ts_request(NULL, &s, "GET", "/d/manifest.json", NULL, NULL, 0, &r);
+	assert_int_equal(r.rc, CURLE_OK);
+	assert_int_equal(r.status, 200);
+	ts_resp_free(&r);
+	assert_int_equal(fault_count(&s, "latency"), 0);
+	ts_timeout_ms = 300;
+	ts_request(NULL, &s, "GET", "/d/blocks/b1", NULL, NULL, 0, &r);
+	ts_timeout_ms = 60000;
+	assert_int_equal(r.rc, CURLE_OPERATION_TIMEDOUT);
+	ts_resp_free(&r);
+	assert_int_equal(fault_count(&s, "latency"), 1);
+	assert_int_equal(ts_set_faults(&s, "{\"fault-latency-ms\": 0, \"fault-error-rate\": 1, "
+					   "\"fault-path\": \"\"}"), 200);
+	assert_int_equal(ts_put(&s, "/d/manifest.json", "y", 1), 503);
+	/* Not a string, or longer than 255 bytes: 400, nothing changes. */
+	assert_int_equal(ts_set_faults(&s, "{\"fault-path\": 1}"), 400);
+	char body[400];
+	snprintf(body, sizeof(body), "{\"fault-path\": \"%0256d\"}", 0);
+	ts_request(NULL, &s, "PUT", "/_admin/faults", NULL, body, strlen(body), &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr(r.body, "fault-path must be"));
+	ts_resp_free(&r);
+	assert_int_equal(ts_stop(&s), 0);
+}
+
 /* 40 GETs on one connection with error rate 0.5 and SEED: the statuses. */
 static void error_sequence(const char *seed, char out[41])
 {
@@ -441,6 +483,7 @@ int main(void)
 		cmocka_unit_test(error_rate_1_answers_503_and_stores_nothing),
 		cmocka_unit_test(error_faults_repeat_with_the_same_seed),
 		cmocka_unit_test(fault_method_limits_faults_to_requests_of_that_method),
+		cmocka_unit_test(fault_path_limits_every_fault_to_keys_that_hold_it),
 		cmocka_unit_test(drop_rate_1_cuts_every_response),
 		cmocka_unit_test(corrupt_rate_1_flips_one_byte_headers_unchanged),
 		cmocka_unit_test(latency_holds_responses_until_turned_off),
