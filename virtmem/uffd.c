@@ -487,11 +487,13 @@ static void *awake_main(void *arg)
 {
 	struct sched_param param = { .sched_priority = 0 };
 
-	sem_post(arg); /* the starter's: not touched again */
+	/* At SCHED_IDLE (or off) before the starter goes on. */
 	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &param) != 0) {
 		__atomic_store_n(&ctx.awake_state, AWAKE_OFF, __ATOMIC_SEQ_CST);
+		sem_post(arg);
 		return NULL;
 	}
+	sem_post(arg); /* the starter's: not touched again */
 	for (;;) {
 		while (awake_wanted())
 			for (int i = 0; i < 64; i++) {
