@@ -343,6 +343,12 @@ int page_dirty_prot(const struct vm_page *page);
 
 enum { VM_FAULT_NOT_OURS = 1 };
 
+/* vm_release_range unmaps [addr, addr + len): the range is free on
+ * return, its pages unmapped then or by the release thread (release.c). */
+void vm_release_range(void *addr, size_t len);
+/* Memory below this is cheap to free on the caller's thread. */
+#define RELEASE_FREE_MIN ((uint64_t)1 << 20)
+
 /* vm_fault_at handles a fault at addr: 0 handled (retry the access),
  * VM_FAULT_NOT_OURS when addr is not in any mapping, or -errno to turn into
  * SIGBUS.  write: 1 write, 0 read, -1 unknown (guessed from the mapping).
