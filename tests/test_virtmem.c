@@ -1848,6 +1848,51 @@ static void test_unmap_and_close_free_the_memory_off_the_callers_thread(void **u
 	assert_true(rss_shmem_kib() - before <= 256);
 }
 
+/* Lines of /proc/self/maps naming a handle's memfd (uffd engine). */
+static int memfd_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int n = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, "virtmem-file-") != NULL;
+	fclose(f);
+	return n;
+}
+
+/* Closing a uffd handle closes its memfd's descriptor at once, but the
+ * last reference to its pages (one page of it mapped, no access) is the
+ * release thread's, which frees them (held here by
+ * VIRTMEM_TEST_RELEASE_HOLD until vm_release_wait). */
+static void test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread(void **unused)
+{
+	const size_t nblk = 64;
+	struct fx *f = fx_open(BS64K, nblk, nblk);
+
+	if (!fh_uffd(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	for (vm_blk_t b = 0; b < nblk; b++)
+		touch(word(f->vma, b, 0));
+	vm_vma_unmap(f->vma);
+	vm_release_wait();
+	assert_int_equal(memfd_maps(), 0);
+	int fds = count_fds();
+	setenv("VIRTMEM_TEST_RELEASE_HOLD", "1", 1);
+	vm_fileh_close(f->fh);
+	unsetenv("VIRTMEM_TEST_RELEASE_HOLD");
+	assert_int_equal(count_fds(), fds - 1);
+	assert_int_equal(memfd_maps(), 1);
+	vm_release_wait();
+	assert_int_equal(memfd_maps(), 0);
+	assert_int_equal(vm_ram_close(f->ram), 0);
+	memfile_free(f->m);
+	free(f);
+}
+
 static void test_page_state_names(void **unused)
 {
 	assert_string_equal(vm_page_state_name(VM_PAGE_LOADING_INVALIDATED), "LOADING_INVALIDATED");
@@ -1929,6 +1974,7 @@ int main(void)
 		cmocka_unit_test(test_read_into_unloaded_mapping_makes_it_dirty),
 		cmocka_unit_test(test_cached_bytes_are_resident_once),
 		cmocka_unit_test(test_unmap_and_close_free_the_memory_off_the_callers_thread),
+		cmocka_unit_test(test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread),
 		cmocka_unit_test(test_70000_random_blocks_use_one_kernel_mapping),
 		cmocka_unit_test(test_page_state_names),
 	};
