@@ -1814,7 +1814,7 @@ static void test_cached_bytes_are_resident_once(void **unused)
  * them back. */
 static void test_unmap_and_close_free_the_memory_off_the_callers_thread(void **unused)
 {
-	const size_t nblk = 64;
+	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
 	int fds0 = count_fds();
 	struct fx *f = fx_open(BS64K, nblk, nblk);
 
@@ -1868,7 +1868,7 @@ static int memfd_maps(void)
  * VIRTMEM_TEST_RELEASE_HOLD until vm_release_wait). */
 static void test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread(void **unused)
 {
-	const size_t nblk = 64;
+	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
 	struct fx *f = fx_open(BS64K, nblk, nblk);
 
 	if (!fh_uffd(f->fh)) {

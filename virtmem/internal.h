@@ -343,11 +343,14 @@ int page_dirty_prot(const struct vm_page *page);
 
 enum { VM_FAULT_NOT_OURS = 1 };
 
-/* vm_release_range unmaps [addr, addr + len): the range is free on
- * return, its pages unmapped then or by the release thread (release.c). */
-void vm_release_range(void *addr, size_t len);
-/* Memory below this is cheap to free on the caller's thread. */
-#define RELEASE_FREE_MIN ((uint64_t)1 << 20)
+/* vm_release_range unmaps [addr, addr + len), which frees about frees
+ * bytes (its pages, or a memfd's it holds the last reference to): the
+ * range is free on return, its pages unmapped then or by the release
+ * thread (release.c). */
+void vm_release_range(void *addr, size_t len, uint64_t frees);
+/* Less than this is unmapped or freed on the caller's thread: about a
+ * millisecond, and no thread for a program that maps little. */
+#define RELEASE_MIN ((uint64_t)16 << 20)
 
 /* vm_fault_at handles a fault at addr: 0 handled (retry the access),
  * VM_FAULT_NOT_OURS when addr is not in any mapping, or -errno to turn into

@@ -387,7 +387,8 @@ void vma_unmap_locked(vm_vma *vma)
 	}
 	/* Its pages' unmapping (every os page's entry) is the release
 	 * thread's: the range is free now. */
-	vm_release_range((void *)vma->addr_start, vma->addr_stop - vma->addr_start);
+	vm_release_range((void *)vma->addr_start, vma->addr_stop - vma->addr_start,
+			 vma->addr_stop - vma->addr_start);
 	free(vma->mapped);
 	free(vma);
 }

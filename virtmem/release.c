@@ -8,9 +8,10 @@
  * move whole when source and destination agree modulo 2 MiB: about 70 us
  * for 256 MiB), so the address range is free at once, and the release
  * thread unmaps the moved pages; the last munmap of a memfd's pages frees
- * them on that thread too.  Whatever cannot be moved (a range spanning
- * several kernel mappings, no room, no thread, a full queue, a child
- * after fork) is unmapped on the caller's thread as before.
+ * them on that thread too.  What frees less than RELEASE_MIN, and what
+ * cannot be moved (a range spanning several kernel mappings, no room, no
+ * thread, a full queue, a child after fork), is unmapped on the caller's
+ * thread as before.
  * vm_release_wait waits until everything handed over is unmapped.
  * VIRTMEM_TEST_RELEASE_HOLD (tests only, read at each hand-over) keeps
  * the thread from unmapping until someone waits.
@@ -146,13 +147,17 @@ static int move_away(void *addr, size_t len, void **resp, size_t *reslenp)
 	return 0;
 }
 
-void vm_release_range(void *addr, size_t len)
+void vm_release_range(void *addr, size_t len, uint64_t frees)
 {
 	void *res;
 	size_t reslen;
 
 	if (len == 0)
 		return;
+	if (frees < RELEASE_MIN) {
+		munmap(addr, len);
+		return;
+	}
 	const char *hold = getenv("VIRTMEM_TEST_RELEASE_HOLD");
 	pthread_mutex_lock(&rel.mu);
 	rel.hold = hold != NULL && *hold != '\0' && *hold != '0';

@@ -767,10 +767,10 @@ static void uffd_detach(vm_fileh *fh)
 
 	if (fh->memfd < 0)
 		return;
-	if (fstat(fh->memfd, &st) == 0 && (uint64_t)st.st_blocks * 512 >= RELEASE_FREE_MIN) {
+	if (fstat(fh->memfd, &st) == 0 && (uint64_t)st.st_blocks * 512 >= RELEASE_MIN) {
 		void *keep = mmap(NULL, ctx.pagesize, PROT_NONE, MAP_SHARED, fh->memfd, 0);
 		if (keep != MAP_FAILED)
-			vm_release_range(keep, ctx.pagesize);
+			vm_release_range(keep, ctx.pagesize, (uint64_t)st.st_blocks * 512);
 	}
 	close(fh->memfd);
 	fh->memfd = -1;
