@@ -1,7 +1,7 @@
 # tests/client.mk — libblkmap integration tests (issue 4) and the client
 # benchmark.  Each test starts a real server on loopback and drives it
 # through the public API and the `blkmap` CLI; tests/client_util.c holds
-# what they share.  The parameterised suites (roundtrip, flat, changes) are built
+# what they share.  The parameterised suites (roundtrip, flat, changes, reads...) are built
 # once per kind of server (-DTC_KIND, client_util.h's tc_kinds): a kind
 # that is not installed makes its programs SKIP with the reason.
 CLIENT_TEST_SOURCES = tests/client_util.c tests/client_util.h \
@@ -53,6 +53,9 @@ CLIENT_TESTS = \
 	tests/test_store_rgw \
 	tests/test_client_cli \
 	tests/test_client_reads \
+	tests/test_client_reads_nginx \
+	tests/test_client_reads_apache \
+	tests/test_client_reads_rgw \
 	tests/test_client_attrs \
 	tests/test_client_errors \
 	tests/test_store_answers \
@@ -240,6 +243,21 @@ tests_test_client_reads_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_reads_LDADD = $(CLIENT_TEST_LDADD)
 tests_test_client_reads_LDFLAGS = $(IN_PLACE_LINK)
 EXTRA_tests_test_client_reads_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_reads_nginx_SOURCES = tests/test_client_reads.c $(CLIENT_TEST_SOURCES)
+tests_test_client_reads_nginx_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"nginx\"
+tests_test_client_reads_nginx_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_reads_nginx_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_reads_nginx_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_reads_apache_SOURCES = tests/test_client_reads.c $(CLIENT_TEST_SOURCES)
+tests_test_client_reads_apache_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"apache\"
+tests_test_client_reads_apache_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_reads_apache_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_reads_apache_DEPENDENCIES = $(CLIENT_TEST_DEPS)
+tests_test_client_reads_rgw_SOURCES = tests/test_client_reads.c $(CLIENT_TEST_SOURCES)
+tests_test_client_reads_rgw_CFLAGS = $(CLIENT_TEST_CFLAGS) -DTC_KIND=\"rgw\"
+tests_test_client_reads_rgw_LDADD = $(CLIENT_TEST_LDADD)
+tests_test_client_reads_rgw_LDFLAGS = $(IN_PLACE_LINK)
+EXTRA_tests_test_client_reads_rgw_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 tests_test_client_cli_SOURCES = tests/test_client_cli.c $(CLIENT_TEST_SOURCES)
 tests_test_client_cli_CFLAGS = $(CLIENT_TEST_CFLAGS)
 tests_test_client_cli_LDADD = $(CLIENT_TEST_LDADD)

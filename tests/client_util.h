@@ -119,6 +119,12 @@ extern long tc_child_limit_ms;
  * the child). */
 int tc_child(int (*fn)(void *), void *arg, char **errp);
 
+/* For a child of tc_child: from now on every new thread of this process
+ * fails (clone3 as if absent, a clone of a thread EAGAIN: pthread_create
+ * fails), and handles get the SIGSEGV fault engine (the uffd one starts
+ * handler threads).  0, or -1 with a line on stderr. */
+int tc_child_refuse_threads(void);
+
 /* For a child of tc_child (no cmocka asserts): the library's default
  * options with retries 1 ms apart, into *O; -1 if bm_options_init failed. */
 int tc_child_options(struct bm_options *o);

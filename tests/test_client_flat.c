@@ -19,13 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <sched.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -298,38 +292,16 @@ static void a_flat_open_sends_the_manifest_get_and_the_range_get_at_once(void **
 	bm_close(ds);
 }
 
-/* For tc_child: makes every new thread of this process fail (clone3 as
- * if absent, clone of a thread with EAGAIN: pthread_create fails), then
- * opens the URL arg with the SIGSEGV fault engine.  0: a flat object opened; 1: no filter; 2: the open
- * failed; 3: not flat. */
+/* For tc_child: makes every new thread of this process fail
+ * (tc_child_refuse_threads, which also picks the SIGSEGV fault engine),
+ * then opens the URL arg.  0: a flat object opened; 1: no filter; 2: the
+ * open failed; 3: not flat. */
 static int open_with_no_thread_allowed(void *arg)
 {
-	/* args[0]'s low 32 bits, where CLONE_THREAD is: first on a
-	 * little-endian machine. */
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
 	bm_dataset *ds;
 
-	/* The uffd engine starts the process's fault handler threads with
-	 * its first handle (not the open's business): the SIGSEGV one has
-	 * none. */
-	setenv("VIRTMEM_ENGINE", "sigsegv", 1);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) {
-		perror("seccomp");
+	if (tc_child_refuse_threads() < 0)
 		return 1;
-	}
 	if (bm_open(&ds, arg, NULL) < 0) {
 		fprintf(stderr, "%s\n", bm_last_error(NULL));
 		return 2;
