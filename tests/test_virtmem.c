@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -1754,6 +1755,19 @@ static void test_70000_random_blocks_use_one_kernel_mapping(void **unused)
 	assert_int_equal(vm_ram_close(ram), 0);
 }
 
+/* Open descriptors of the process. */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
 /* RssShmem of the process in KiB (/proc/self/status). */
 static long rss_shmem_kib(void)
 {
@@ -1781,6 +1795,7 @@ static void test_cached_bytes_are_resident_once(void **unused)
 		fx_close(f);
 		skip();
 	}
+	vm_release_wait(); /* earlier tests' memory is not this one's */
 	long before = rss_shmem_kib();
 	for (vm_blk_t b = 0; b < nblk; b++)
 		for (size_t off = 0; off < BS64K; off += 4096)
@@ -1790,6 +1805,92 @@ static void test_cached_bytes_are_resident_once(void **unused)
 	/* The budget (4 MiB), give or take what else the process maps. */
 	assert_in_range(grown, (long)(nblk * BS64K / 1024) - 256, (long)(nblk * BS64K / 1024) + 256);
 	fx_close(f);
+}
+
+/* Unmapping and closing leave the freeing of the memory to libvirtmem's
+ * release thread: on return the address range is free and the handle's
+ * descriptor closed, but the pages (held here by
+ * VIRTMEM_TEST_RELEASE_HOLD) are still resident; vm_release_wait gives
+ * them back. */
+static void test_unmap_and_close_free_the_memory_off_the_callers_thread(void **unused)
+{
+	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
+	int fds0 = count_fds();
+	struct fx *f = fx_open(BS64K, nblk, nblk);
+
+	if (!fh_uffd(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	vm_release_wait(); /* earlier tests' memory is not this one's */
+	long before = rss_shmem_kib();
+	for (vm_blk_t b = 0; b < nblk; b++)
+		for (size_t off = 0; off < BS64K; off += 4096)
+			touch(word(f->vma, b, off / 8));
+	long full = (long)(nblk * BS64K / 1024);
+	assert_true(rss_shmem_kib() - before >= full - 256);
+	char *p = vm_vma_addr(f->vma);
+	unsigned char v;
+	setenv("VIRTMEM_TEST_RELEASE_HOLD", "1", 1);
+	vm_vma_unmap(f->vma);
+	/* The range is free at once (mincore: ENOMEM, nothing mapped). */
+	assert_int_equal(mincore(p, 4096, &v), -1);
+	assert_int_equal(errno, ENOMEM);
+	vm_fileh_close(f->fh);
+	assert_int_equal(vm_ram_close(f->ram), 0);
+	unsetenv("VIRTMEM_TEST_RELEASE_HOLD");
+	memfile_free(f->m);
+	free(f);
+	assert_int_equal(count_fds(), fds0);
+	/* Still resident: the caller did not free them. */
+	assert_true(rss_shmem_kib() - before >= full - 256);
+	vm_release_wait();
+	assert_true(rss_shmem_kib() - before <= 256);
+}
+
+/* Lines of /proc/self/maps naming a handle's memfd (uffd engine). */
+static int memfd_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int n = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, "virtmem-file-") != NULL;
+	fclose(f);
+	return n;
+}
+
+/* Closing a uffd handle closes its memfd's descriptor at once, but the
+ * last reference to its pages (one page of it mapped, no access) is the
+ * release thread's, which frees them (held here by
+ * VIRTMEM_TEST_RELEASE_HOLD until vm_release_wait). */
+static void test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread(void **unused)
+{
+	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
+	struct fx *f = fx_open(BS64K, nblk, nblk);
+
+	if (!fh_uffd(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	for (vm_blk_t b = 0; b < nblk; b++)
+		touch(word(f->vma, b, 0));
+	vm_vma_unmap(f->vma);
+	vm_release_wait();
+	assert_int_equal(memfd_maps(), 0);
+	int fds = count_fds();
+	setenv("VIRTMEM_TEST_RELEASE_HOLD", "1", 1);
+	vm_fileh_close(f->fh);
+	unsetenv("VIRTMEM_TEST_RELEASE_HOLD");
+	assert_int_equal(count_fds(), fds - 1);
+	assert_int_equal(memfd_maps(), 1);
+	vm_release_wait();
+	assert_int_equal(memfd_maps(), 0);
+	assert_int_equal(vm_ram_close(f->ram), 0);
+	memfile_free(f->m);
+	free(f);
 }
 
 static void test_page_state_names(void **unused)
@@ -1872,6 +1973,8 @@ int main(void)
 		cmocka_unit_test(test_write_from_unloaded_mapping_succeeds),
 		cmocka_unit_test(test_read_into_unloaded_mapping_makes_it_dirty),
 		cmocka_unit_test(test_cached_bytes_are_resident_once),
+		cmocka_unit_test(test_unmap_and_close_free_the_memory_off_the_callers_thread),
+		cmocka_unit_test(test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread),
 		cmocka_unit_test(test_70000_random_blocks_use_one_kernel_mapping),
 		cmocka_unit_test(test_page_state_names),
 	};

@@ -343,6 +343,15 @@ int page_dirty_prot(const struct vm_page *page);
 
 enum { VM_FAULT_NOT_OURS = 1 };
 
+/* vm_release_range unmaps [addr, addr + len), which frees about frees
+ * bytes (its pages, or a memfd's it holds the last reference to): the
+ * range is free on return, its pages unmapped then or by the release
+ * thread (release.c). */
+void vm_release_range(void *addr, size_t len, uint64_t frees);
+/* Less than this is unmapped or freed on the caller's thread: about a
+ * millisecond, and no thread for a program that maps little. */
+#define RELEASE_MIN ((uint64_t)16 << 20)
+
 /* vm_fault_at handles a fault at addr: 0 handled (retry the access),
  * VM_FAULT_NOT_OURS when addr is not in any mapping, or -errno to turn into
  * SIGBUS.  write: 1 write, 0 read, -1 unknown (guessed from the mapping).

@@ -11,6 +11,7 @@ virtmem_libvirtmem_la_SOURCES = \
 	virtmem/page.c \
 	virtmem/pagetab.c \
 	virtmem/ram.c \
+	virtmem/release.c \
 	virtmem/sigsegv.c \
 	virtmem/uffd.c \
 	virtmem/writeout.c

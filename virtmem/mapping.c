@@ -385,7 +385,10 @@ void vma_unmap_locked(vm_vma *vma)
 		if (rc < 0)
 			vm_log("backend munmap failed: %s", vm_strerror(rc));
 	}
-	munmap((void *)vma->addr_start, vma->addr_stop - vma->addr_start);
+	/* Its pages' unmapping (every os page's entry) is the release
+	 * thread's: the range is free now. */
+	vm_release_range((void *)vma->addr_start, vma->addr_stop - vma->addr_start,
+			 vma->addr_stop - vma->addr_start);
 	free(vma->mapped);
 	free(vma);
 }

@@ -266,8 +266,14 @@ int vm_fileh_invalidate_page(vm_fileh *fh, vm_blk_t blk);
 int vm_fileh_mmap(vm_vma **vmap, vm_fileh *fh, vm_blk_t blk, size_t blklen);
 
 /* vm_vma_unmap unmaps and frees the mapping.  Pages stay cached in the
- * handle (dirty ones stay dirty). */
+ * handle (dirty ones stay dirty).  Its address range is free on return;
+ * the memory it mapped may be given back a moment later, by a thread of
+ * libvirtmem (vm_release_wait). */
 void vm_vma_unmap(vm_vma *vma);
+
+/* vm_release_wait returns once the memory of every mapping unmapped and
+ * every handle closed before the call is given back to the system. */
+void vm_release_wait(void);
 
 void *vm_vma_addr(const vm_vma *vma);
 size_t vm_vma_len(const vm_vma *vma);          /* bytes */
