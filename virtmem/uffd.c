@@ -94,7 +94,6 @@ struct pm_scan_arg {
 #define HANDLERS_MIN 2
 #define HANDLERS_MAX 64
 #define HANDLER_STACK ((size_t)8 << 20)
-#define AWAKE_STACK ((size_t)256 << 10)
 enum { AWAKE_OFF, AWAKE_ASLEEP, AWAKE_SPINNING }; /* ctx.awake_state, see awake_main */
 #define AWAKE_LOAD_SPINS 10 /* see awake_main */
 #define SPIN_MAX_US 50 /* see read_msg */
@@ -531,7 +530,7 @@ static void awake_start_locked(void)
 		return;
 	ctx.awake_started = true;
 	__atomic_store_n(&ctx.awake_state, AWAKE_OFF, __ATOMIC_SEQ_CST);
-	stack = mmap(NULL, AWAKE_STACK, PROT_READ | PROT_WRITE,
+	stack = mmap(NULL, HANDLER_STACK, PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (stack == MAP_FAILED)
 		return;
@@ -542,14 +541,14 @@ static void awake_start_locked(void)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstack(&attr, stack, AWAKE_STACK);
+	pthread_attr_setstack(&attr, stack, HANDLER_STACK);
 	if (pthread_create(&t, &attr, awake_main, &running) == 0) {
 		(void)pthread_setname_np(t, "vm-awake");
 		while (sem_wait(&running) < 0 && errno == EINTR)
 			;
 	} else {
 		__atomic_store_n(&ctx.awake_state, AWAKE_OFF, __ATOMIC_SEQ_CST);
-		munmap(stack, AWAKE_STACK);
+		munmap(stack, HANDLER_STACK);
 	}
 	sem_destroy(&running);
 	pthread_attr_destroy(&attr);
