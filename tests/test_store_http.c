@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "client_util.h"
+#include "rgw_util.h"
 #include "../client/store.h"
 
 #ifndef TC_KIND
@@ -324,7 +325,8 @@ static void a_stores_connections_are_not_passed_to_programs_it_starts(void **sta
 {
 	struct tc_store *st = tc_store_of(state);
 	struct bm_store *s = open_store(st, "/cloexec");
-	const char *colon = strrchr(st->srv.url, ':');
+	const char *server = st->rgw ? st->rgw->endpoint : st->srv.url; /* S3: its endpoint */
+	const char *colon = strrchr(server, ':');
 	int port = colon ? atoi(colon + 1) : 0, found = 0;
 	char msg[512];
 	size_t len;
