@@ -841,10 +841,18 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 		}
 		return;
 	}
-	for (int i = 0; i < n; i++)
-		again[i] = true;
 	/* n places in the bound are ours, all the transfers driven by the
-	 * first's multi handle, which keeps one connection (MAXCONNECTS 1). */
+	 * first's multi handle, which keeps one connection (MAXCONNECTS 1).
+	 * A lone request's connection closes once it is answered: during the
+	 * rounds it counts beside the one kept, or the first answer would
+	 * close that one to make room for it (an open's manifest GET beside
+	 * its probe would leave no connection for the reads after it). */
+	long keep = 1;
+	for (int i = 0; i < n; i++) {
+		again[i] = true;
+		keep += jobs[i].r->close;
+	}
+	curl_multi_setopt(conns[0]->m, CURLMOPT_MAXCONNECTS, keep);
 	for (int attempt = 0; any; attempt++) {
 		do_round(h, conns[0]->m, conns[0]->tpl, jobs, n, attempt, again, at, &failed);
 		any = false;
@@ -853,6 +861,7 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 		if (any)
 			backoff(h, attempt);
 	}
+	curl_multi_setopt(conns[0]->m, CURLMOPT_MAXCONNECTS, 1L);
 	give_handles(h, conns, n, failed);
 }
 

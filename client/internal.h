@@ -625,8 +625,6 @@ void bm_pool_add(struct bm_pool *pool, bool (*run_one)(void *arg), void (*thread
 /* Starts the workers if not yet: 0, or BM_ENOMEM when not one could be
  * created (the pool stays unstarted; a later call tries again). */
 int bm_pool_start(struct bm_pool *pool);
-/* Workers running (0: not started). */
-int bm_pool_size(struct bm_pool *pool);
 /* Adds threads to a started pool up to n in all: 0, or BM_ENOMEM when not
  * all could be made (those made stay).  Not started or stopping: nothing. */
 int bm_pool_grow(struct bm_pool *pool, int n);

@@ -132,14 +132,6 @@ out:
 	return rc;
 }
 
-int bm_pool_size(struct bm_pool *pool)
-{
-	pthread_mutex_lock(&pool->mu);
-	int n = pool->nthreads;
-	pthread_mutex_unlock(&pool->mu);
-	return n;
-}
-
 static void kick(struct bm_pool *pool, bool all)
 {
 	pthread_mutex_lock(&pool->mu);

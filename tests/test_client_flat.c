@@ -370,6 +370,47 @@ static void both_gets_of_an_open_are_retried_through_errors_and_drops(void **sta
 	free(data);
 }
 
+/* For tc_child: opens the flat object at URL arg and reads 100 bytes of
+ * its third block (not the first, which the open brings).  0 when they
+ * are the object's, 1 open, 2 read, 3 other bytes. */
+static int open_then_read_block_2(void *arg)
+{
+	unsigned char *want = ts_pattern(SIZE, 11), got[100];
+	bm_dataset *ds;
+
+	if (bm_open(&ds, arg, NULL) < 0)
+		return 1;
+	int64_t n = bm_read(ds, 2 * FLAT_BS + 7, got, sizeof(got));
+	bm_close(ds);
+	if (n != (int64_t)sizeof(got))
+		return 2;
+	int same = memcmp(got, want + 2 * FLAT_BS + 7, sizeof(got)) == 0;
+	free(want);
+	return same ? 0 : 3;
+}
+
+/* An open's two GETs go on two connections; the probe's closes once
+ * answered, and the manifest's stays for the reads: a process that opens
+ * a flat object and reads its third block makes 2 connections, not 3
+ * (in a child: no connection of this process's to take). */
+static void a_flat_open_leaves_its_manifest_gets_connection_for_the_first_read(void **state)
+{
+	struct tc_store *s = with_object(state);
+	tc_require(s, TC_CAN_COUNT, "counts the connections it accepts");
+	char url[512], *err = NULL;
+
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	long before = tc_server_stat(&s->srv, "connections", "accepted");
+	int status = tc_child(open_then_read_block_2, url, &err);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("open and read in a child: status %#x: %s", status, err ? err : "");
+	/* Less this stat's own connection (each makes one). */
+	long made = tc_server_stat(&s->srv, "connections", "accepted") - 1 - before;
+	if (made != 2)
+		fail_msg("an open and a read made %ld connections, 2 expected", made);
+	free(err);
+}
+
 /* A dataset's open sends the same two GETs; the manifest wins even where
  * an object has the dataset's name (S3 and blkmap-server allow both), and
  * a URL ending in '/' (a prefix, never an object) costs the manifest's
@@ -557,6 +598,7 @@ int main(void)
 		cmocka_unit_test(a_flat_open_sends_the_manifest_get_and_the_range_get_at_once),
 		cmocka_unit_test(a_flat_open_makes_no_thread_and_still_sends_both_gets_at_once),
 		cmocka_unit_test(both_gets_of_an_open_are_retried_through_errors_and_drops),
+		cmocka_unit_test(a_flat_open_leaves_its_manifest_gets_connection_for_the_first_read),
 		cmocka_unit_test(a_dataset_opens_as_before_beside_the_probe_of_its_name),
 		cmocka_unit_test(a_dataset_open_leaves_no_line_in_the_error_log),
 		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),
