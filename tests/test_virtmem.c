@@ -1893,6 +1893,43 @@ static void test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread(vo
 	free(f);
 }
 
+/* A child after fork has its parent's queue of ranges but no release
+ * thread: it unmaps them itself (alarm: a hang fails the test). */
+static void child_waits_for_its_release(void *arg)
+{
+	(void)arg;
+	alarm(30);
+	vm_release_wait();
+	_exit(memfd_maps() == 0 ? 0 : 3);
+}
+
+static void test_a_child_after_fork_unmaps_what_its_parent_had_queued(void **unused)
+{
+	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
+	struct fx *f = fx_open(BS64K, nblk, nblk);
+
+	if (!fh_uffd(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	for (vm_blk_t b = 0; b < nblk; b++)
+		touch(word(f->vma, b, 0));
+	setenv("VIRTMEM_TEST_RELEASE_HOLD", "1", 1);
+	vm_vma_unmap(f->vma); /* queued, held: the thread waits, idle */
+	unsetenv("VIRTMEM_TEST_RELEASE_HOLD");
+	assert_int_equal(memfd_maps(), 1);
+	int status = run_in_child(child_waits_for_its_release, NULL);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	vm_release_wait();
+	assert_int_equal(memfd_maps(), 0);
+	vm_fileh_close(f->fh);
+	vm_release_wait();
+	assert_int_equal(vm_ram_close(f->ram), 0);
+	memfile_free(f->m);
+	free(f);
+}
+
 static void test_page_state_names(void **unused)
 {
 	assert_string_equal(vm_page_state_name(VM_PAGE_LOADING_INVALIDATED), "LOADING_INVALIDATED");
@@ -1975,6 +2012,7 @@ int main(void)
 		cmocka_unit_test(test_cached_bytes_are_resident_once),
 		cmocka_unit_test(test_unmap_and_close_free_the_memory_off_the_callers_thread),
 		cmocka_unit_test(test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread),
+		cmocka_unit_test(test_a_child_after_fork_unmaps_what_its_parent_had_queued),
 		cmocka_unit_test(test_70000_random_blocks_use_one_kernel_mapping),
 		cmocka_unit_test(test_page_state_names),
 	};

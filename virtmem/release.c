@@ -82,6 +82,13 @@ static void *release_main(void *arg)
 	return NULL;
 }
 
+/* A fork while the thread holds rel.mu would leave the child's copy held
+ * for ever: the fork waits for it (a child unmaps what it inherited
+ * queued itself; a range the thread was unmapping stays mapped in the
+ * child). */
+static void fork_prepare(void) { pthread_mutex_lock(&rel.mu); }
+static void fork_done(void) { pthread_mutex_unlock(&rel.mu); }
+
 /* rel.mu held.  Is the thread there to take [addr, addr + len)?  Starts
  * it at the first call of the process.  A child after fork has the
  * parent's queue but no thread: it unmaps what was queued itself and
@@ -104,6 +111,10 @@ static bool thread_ready_locked(void)
 		return false;
 	}
 	/* No thread yet (or it could not start: tried again next time). */
+	static bool atfork;
+	if (!atfork && pthread_atfork(fork_prepare, fork_done, fork_done) != 0)
+		return false;
+	atfork = true;
 	pthread_attr_t attr;
 	pthread_t t;
 	sigset_t all, old;
