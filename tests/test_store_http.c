@@ -10,6 +10,9 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -24,6 +28,7 @@
 #include <cmocka.h>
 
 #include "client_util.h"
+#include "rgw_util.h"
 #include "../client/store.h"
 
 #ifndef TC_KIND
@@ -311,6 +316,42 @@ static void a_range_get_gives_exactly_the_bytes_asked(void **state)
 	bm_store_close(s);
 }
 
+/* A store's connections are close-on-exec, as the library's other
+ * descriptors: a program the process starts gets none of them (it would
+ * keep them open at the server while it runs).  Every TCP socket of this
+ * process connected to the server's port after a GET has FD_CLOEXEC, and
+ * there is one. */
+static void a_stores_connections_are_not_passed_to_programs_it_starts(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	struct bm_store *s = open_store(st, "/cloexec");
+	const char *server = st->rgw ? st->rgw->endpoint : st->srv.url; /* S3: its endpoint */
+	const char *colon = strrchr(server, ':');
+	int port = colon ? atoi(colon + 1) : 0, found = 0;
+	char msg[512];
+	size_t len;
+
+	assert_true(port > 0);
+	assert_int_equal(bm_store_put(s, "k", "x", 1, NULL, NULL, msg, sizeof(msg)), 0);
+	free(get(s, "k", &len, NULL));
+	for (int fd = 0; fd < 1024; fd++) {
+		struct sockaddr_storage peer;
+		socklen_t n = sizeof(peer);
+		if (getpeername(fd, (struct sockaddr *)&peer, &n) < 0)
+			continue;
+		int p = peer.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&peer)->sin_port)
+			: peer.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&peer)->sin6_port) : -1;
+		if (p != port)
+			continue;
+		found++;
+		if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			fail_msg("descriptor %d, connected to the server, is passed to programs the process starts",
+				 fd);
+	}
+	assert_true(found > 0);
+	bm_store_close(s);
+}
+
 /* http.c keeps a connection's options from one GET to the next and
  * starts afresh for any other method: on one connection, a GET after a
  * HEAD still has its body, a GET after a PUT sends none, a range GET after
@@ -407,6 +448,7 @@ int main(void)
 		cmocka_unit_test(a_range_get_gives_exactly_the_bytes_asked),
 		cmocka_unit_test(a_listing_names_the_keys_under_a_prefix),
 		cmocka_unit_test(one_connection_serves_each_method_as_its_own_after_any_other),
+		cmocka_unit_test(a_stores_connections_are_not_passed_to_programs_it_starts),
 	};
 	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }
