@@ -1,7 +1,7 @@
 /* http.c — HTTP/1.1 requests over libcurl: a bounded pool of keep-alive
- * connections, request/response plumbing, and retries with backoff.
+ * connections, request/response plumbing, and retries with bm_http_backoff.
  *
- * Owns: struct bm_http, one curl multi handle per connection.  A request
+ * Owns: struct bm_http (http_pool.h), one curl multi handle per connection.  A request
  * takes a connection from the pool (waiting when all are busy, so there are
  * never more than `connections` connections to the server) and gives it
  * back; the multi handle keeps its connection alive between requests.  Each
@@ -14,11 +14,9 @@
  * (a 16 KiB GET on loopback: 34.5-36 us against 33-34), and no descriptor:
  * curl_easy_perform made each reused handle a multi handle of its own.  The
  * bound can be raised while requests run (bm_http_set_connections:
- * read-ahead under slow answers), never lowered.  bm_http_do_all sends
- * several requests at once from the calling thread: it takes as many
- * connections and drives all the transfers on the first's multi handle.
- * A flow (bm_http_flow_*) keeps many requests in flight from one thread
- * over one multi handle, starting each as the caller asks.
+ * read-ahead under slow answers), never lowered.  Several requests at
+ * once from one thread (bm_http_do_all, flows) are http_many.c's, over
+ * this pool and these steps (http_pool.h).
  * A request a faulting thread waits for is polled for, not slept on,
  * while the server answers fast (perform_on).
  * Locking: h->mu protects the pool only; requests run without it;
@@ -42,30 +40,11 @@
 #include <curl/curl.h>
 
 #include "internal.h"
-
-/* A connection: the multi handle that keeps it, and the easy handle each
- * request is a copy of (set_common's options). */
-struct bm_conn {
-	CURLM *m;
-	CURL *tpl;
-};
-
-struct bm_http {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct bm_conn **idle;
-	int nidle, ncreated;
-	struct bm_http_opts o;
-	char *auth;                /* "Authorization: Bearer ..." or NULL */
-	bool inited;               /* mu and cv exist */
-	unsigned seed;
-	atomic_uint_fast64_t waited_ns; /* the last waited request's time (perform_on) */
-};
+#include "http_pool.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void init_curl(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-static void conn_free(struct bm_conn *c);
 
 int bm_http_new(struct bm_http **hp, const struct bm_http_opts *o)
 {
@@ -103,7 +82,7 @@ void bm_http_free(struct bm_http *h)
 	if (h == NULL)
 		return;
 	for (int i = 0; i < h->nidle; i++)
-		conn_free(h->idle[i]);
+		bm_http_conn_free(h->idle[i]);
 	free(h->idle);
 	free(h->auth);
 	if (h->inited) {
@@ -135,7 +114,7 @@ int bm_http_set_connections(struct bm_http *h, int n)
 
 static void set_common(struct bm_http *h, CURL *c);
 
-static void conn_free(struct bm_conn *c)
+void bm_http_conn_free(struct bm_conn *c)
 {
 	if (c->m)
 		curl_multi_cleanup(c->m);
@@ -144,7 +123,7 @@ static void conn_free(struct bm_conn *c)
 	free(c);
 }
 
-static struct bm_conn *conn_new(struct bm_http *h)
+struct bm_conn *bm_http_conn_new(struct bm_http *h)
 {
 	struct bm_conn *c = calloc(1, sizeof(*c));
 
@@ -153,7 +132,7 @@ static struct bm_conn *conn_new(struct bm_http *h)
 	c->m = curl_multi_init();
 	c->tpl = curl_easy_init();
 	if (c->m == NULL || c->tpl == NULL) {
-		conn_free(c);
+		bm_http_conn_free(c);
 		return NULL;
 	}
 	/* One connection kept, also after bm_http_do_all ran several. */
@@ -171,19 +150,19 @@ static struct bm_conn *take_handle(struct bm_http *h)
 		pthread_cond_wait(&h->cv, &h->mu);
 	if (h->nidle > 0) {
 		c = h->idle[--h->nidle];
-	} else if ((c = conn_new(h)) != NULL) {
+	} else if ((c = bm_http_conn_new(h)) != NULL) {
 		h->ncreated++;
 	}
 	pthread_mutex_unlock(&h->mu);
 	return c;
 }
 
-static void give_handle(struct bm_http *h, struct bm_conn *c, bool broken)
+void bm_http_conn_give(struct bm_http *h, struct bm_conn *c, bool broken)
 {
 	pthread_mutex_lock(&h->mu);
 	if (broken) {
 		/* A connection in an unknown state: start afresh. */
-		conn_free(c);
+		bm_http_conn_free(c);
 		h->ncreated--;
 	} else {
 		h->idle[h->nidle++] = c;
@@ -280,14 +259,9 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-struct put_src {
-	const char *p;
-	size_t left;
-};
-
 static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
 {
-	struct put_src *s = arg;
+	struct bm_put_src *s = arg;
 	size_t n = size * nmemb;
 	if (n > s->left)
 		n = s->left;
@@ -299,7 +273,7 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *arg)
 
 /* ---- one attempt -------------------------------------------------------------- */
 
-static void reset_response(struct bm_req *r)
+void bm_http_req_reset(struct bm_req *r)
 {
 	r->status = 0;
 	r->got = 0;
@@ -422,7 +396,7 @@ bool bm_http_set_waited(bool on)
 	return was;
 }
 
-static uint64_t mono_ns(void)
+uint64_t bm_http_mono_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -444,7 +418,7 @@ static CURLcode perform_on(struct bm_http *h, CURLM *m, CURL *c)
 	if (waited) {
 		pthread_once(&spin_once, spin_setup);
 		uint64_t last = atomic_load_explicit(&h->waited_ns, memory_order_relaxed);
-		start = mono_ns();
+		start = bm_http_mono_ns();
 		if (last < spin_max_ns)
 			until = start + 2 * last;
 	}
@@ -453,7 +427,7 @@ static CURLcode perform_on(struct bm_http *h, CURLM *m, CURL *c)
 		if (!running || mc != CURLM_OK)
 			break;
 		if (until != 0) {
-			uint64_t now = mono_ns();
+			uint64_t now = bm_http_mono_ns();
 			if (now < until && (yield == 0 || now - yield < SPIN_BUSY_NS)) {
 				yield = now;
 				sched_yield();
@@ -466,7 +440,7 @@ static CURLcode perform_on(struct bm_http *h, CURLM *m, CURL *c)
 		mc = curl_multi_poll(m, NULL, 0, 1000, NULL);
 	}
 	if (start != 0)
-		atomic_store_explicit(&h->waited_ns, mono_ns() - start, memory_order_relaxed);
+		atomic_store_explicit(&h->waited_ns, bm_http_mono_ns() - start, memory_order_relaxed);
 	while ((msg = curl_multi_info_read(m, &queued)) != NULL)
 		if (msg->msg == CURLMSG_DONE && msg->easy_handle == c)
 			cc = msg->data.result;
@@ -479,7 +453,7 @@ static CURLcode perform_on(struct bm_http *h, CURLM *m, CURL *c)
 /* The options of request r on c (a copy of a connection's template):
  * its URL, method, headers and body; *hdr gets the header list to free
  * after the transfer, src is the body's reader (lives as long as it). */
-static void set_request(struct bm_http *h, struct bm_req *r, CURL *c, char *errbuf, struct put_src *src,
+void bm_http_req_set(struct bm_http *h, struct bm_req *r, CURL *c, char *errbuf, struct bm_put_src *src,
 			struct curl_slist **hdrp)
 {
 	struct curl_slist *hdr = NULL;
@@ -527,7 +501,7 @@ static void set_request(struct bm_http *h, struct bm_req *r, CURL *c, char *errb
 
 /* What a transfer of r on c that ended with cc comes to (perform_once's
  * result), r->status and r->err set; logged when verbose. */
-static int request_result(struct bm_http *h, struct bm_req *r, CURL *c, CURLcode cc, const char *errbuf)
+int bm_http_req_result(struct bm_http *h, struct bm_req *r, CURL *c, CURLcode cc, const char *errbuf)
 {
 	int rc = 0;
 
@@ -558,26 +532,26 @@ static int request_result(struct bm_http *h, struct bm_req *r, CURL *c, CURLcode
 static int perform_once(struct bm_http *h, struct bm_req *r)
 {
 	struct curl_slist *hdr = NULL;
-	struct put_src src = { r->body, r->body_len };
+	struct bm_put_src src = { r->body, r->body_len };
 	char errbuf[CURL_ERROR_SIZE] = "";
 	struct bm_conn *conn = take_handle(h);
 	CURLcode cc;
 	CURL *c;
 	int rc;
 
-	reset_response(r);
+	bm_http_req_reset(r);
 	if (conn == NULL || (c = curl_easy_duphandle(conn->tpl)) == NULL) {
 		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
 		if (conn)
-			give_handle(h, conn, false);
+			bm_http_conn_give(h, conn, false);
 		return BM_ENOMEM;
 	}
-	set_request(h, r, c, errbuf, &src, &hdr);
+	bm_http_req_set(h, r, c, errbuf, &src, &hdr);
 	cc = perform_on(h, conn->m, c);
-	rc = request_result(h, r, c, cc, errbuf);
+	rc = bm_http_req_result(h, r, c, cc, errbuf);
 	curl_easy_cleanup(c);
 	curl_slist_free_all(hdr);
-	give_handle(h, conn, cc != CURLE_OK || r->close);
+	bm_http_conn_give(h, conn, cc != CURLE_OK || r->close);
 	return rc;
 }
 
@@ -589,7 +563,7 @@ static bool status_transient(long status)
 }
 
 /* The wait before retry `attempt` + 1, in ms. */
-static long backoff_ms(struct bm_http *h, int attempt)
+long bm_http_backoff_ms(struct bm_http *h, int attempt)
 {
 	long ms = h->o.retry_base_ms;
 	for (int i = 0; i < attempt && ms < 5000; i++)
@@ -603,18 +577,18 @@ static long backoff_ms(struct bm_http *h, int attempt)
 	return ms / 2 + (long)(r % (unsigned)(ms / 2 + 1));
 }
 
-static void backoff(struct bm_http *h, int attempt)
+void bm_http_backoff(struct bm_http *h, int attempt)
 {
-	long ms = backoff_ms(h, attempt);
+	long ms = bm_http_backoff_ms(h, attempt);
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
 }
 
 /* What attempt `attempt` of r, which ended with rc (perform_once's),
- * comes to: *again when it is to be tried once more (after a backoff),
+ * comes to: *again when it is to be tried once more (after a bm_http_backoff),
  * else the request's result (0, or a BM_E* code with msg set). */
-static int judge(struct bm_http *h, struct bm_req *r, int rc, int attempt, bm_check_fn check, void *arg,
+int bm_http_judge(struct bm_http *h, struct bm_req *r, int rc, int attempt, bm_check_fn check, void *arg,
 		 char *msg, size_t n, atomic_uint_fast64_t *retriesp, bool *again)
 {
 	char why[300];
@@ -656,435 +630,10 @@ int bm_http_do(struct bm_http *h, struct bm_req *r, bm_check_fn check, void *arg
 {
 	for (int attempt = 0;; attempt++) {
 		bool again;
-		int rc = judge(h, r, perform_once(h, r), attempt, check, arg, msg, n, retriesp, &again);
+		int rc = bm_http_judge(h, r, perform_once(h, r), attempt, check, arg, msg, n, retriesp, &again);
 		if (!again)
 			return rc;
-		backoff(h, attempt);
+		bm_http_backoff(h, attempt);
 	}
 }
 
-/* ---- several requests at once ------------------------------------------------------ */
-
-/* n places in the pool's bound, taken at once (never some while waiting
- * for the rest: two callers could then wait for each other): conns[0],
- * a connection that runs all n transfers; the other places hold no
- * connection of their own (an idle one taking a place is closed: its
- * socket would be one more than the bound), counted in ncreated until
- * give_handles.  false: out of memory, nothing taken. */
-static bool take_handles(struct bm_http *h, struct bm_conn **conns, int n)
-{
-	struct bm_conn *dropbuf[BM_HTTP_JOBS_MAX], **drop = dropbuf;
-	int ndrop = 0;
-
-	if (n > BM_HTTP_JOBS_MAX && (drop = malloc((size_t)n * sizeof(*drop))) == NULL)
-		return false;
-	pthread_mutex_lock(&h->mu);
-	while (h->nidle + (h->o.connections - h->ncreated) < n)
-		pthread_cond_wait(&h->cv, &h->mu);
-	if (h->nidle > 0) {
-		conns[0] = h->idle[--h->nidle];
-	} else if ((conns[0] = conn_new(h)) != NULL) {
-		h->ncreated++;
-	} else {
-		pthread_mutex_unlock(&h->mu);
-		if (drop != dropbuf)
-			free(drop);
-		return false;
-	}
-	for (int i = 1; i < n; i++) {
-		if (h->nidle > 0)
-			drop[ndrop++] = h->idle[--h->nidle]; /* its place is ours */
-		else
-			h->ncreated++;
-	}
-	pthread_mutex_unlock(&h->mu);
-	while (ndrop > 0)
-		conn_free(drop[--ndrop]);
-	if (drop != dropbuf)
-		free(drop);
-	return true;
-}
-
-/* Gives back what take_handles took (conns[0] broken: dropped). */
-static void give_handles(struct bm_http *h, struct bm_conn **conns, int n, bool broken)
-{
-	pthread_mutex_lock(&h->mu);
-	h->ncreated -= n - 1;
-	pthread_cond_broadcast(&h->cv);
-	pthread_mutex_unlock(&h->mu);
-	give_handle(h, conns[0], broken);
-}
-
-/* One transfer of bm_http_do_all's round. */
-struct attempt {
-	CURL *c;
-	struct curl_slist *hdr;
-	struct put_src src;
-	char errbuf[CURL_ERROR_SIZE];
-	bool running;
-};
-
-/* Starts job j's attempt on m: false when out of memory (j->rc set). */
-static bool attempt_start(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http_job *j, struct attempt *a)
-{
-	struct bm_req *r = j->r;
-
-	reset_response(r);
-	memset(a, 0, sizeof(*a));
-	a->src = (struct put_src){ r->body, r->body_len };
-	if ((a->c = curl_easy_duphandle(tpl)) == NULL) {
-		snprintf(r->err, sizeof(r->err), "cannot create a connection handle");
-		return false;
-	}
-	set_request(h, r, a->c, a->errbuf, &a->src, &a->hdr);
-	/* Its connection is closed once answered, not kept (the same
-	 * multi handle keeps the others'). */
-	if (r->close)
-		curl_easy_setopt(a->c, CURLOPT_FORBID_REUSE, 1L);
-	if (curl_multi_add_handle(m, a->c) != CURLM_OK) {
-		snprintf(r->err, sizeof(r->err), "cannot start the request");
-		curl_easy_cleanup(a->c);
-		curl_slist_free_all(a->hdr);
-		a->c = NULL;
-		return false;
-	}
-	a->running = true;
-	return true;
-}
-
-/* Ends an attempt whose transfer ended with cc: perform_once's result. */
-static int attempt_end(struct bm_http *h, CURLM *m, struct bm_req *r, struct attempt *a, CURLcode cc)
-{
-	int rc = request_result(h, r, a->c, cc, a->errbuf);
-
-	curl_multi_remove_handle(m, a->c);
-	curl_easy_cleanup(a->c);
-	curl_slist_free_all(a->hdr);
-	a->c = NULL;
-	a->running = false;
-	return rc;
-}
-
-static bool cancelled(const struct bm_req *r)
-{
-	return r->cancel != NULL && atomic_load(r->cancel);
-}
-
-/* One round: every job with again[i] set tried once, all at once on m;
- * each judged as it ends (a request whose cancel flag its neighbour's
- * check set is stopped then).  Sets again[i] for those to try again;
- * *failed when a transfer failed (m's connections are then dropped). */
-static void do_round(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http_job *jobs, int n, int attempt,
-		     bool *again, struct attempt *at, bool *failed)
-{
-	int running = 0, left = 0, queued;
-	CURLMcode mc = CURLM_OK;
-	CURLMsg *msg;
-
-	for (int i = 0; i < n; i++) {
-		if (!again[i])
-			continue;
-		if (cancelled(jobs[i].r)) {
-			again[i] = false; /* cancelled since: rc and msg as they are */
-			continue;
-		}
-		if (attempt_start(h, m, tpl, &jobs[i], &at[i])) {
-			left++;
-		} else {
-			jobs[i].rc = judge(h, jobs[i].r, BM_ENOMEM, h->o.retries, NULL, NULL, jobs[i].msg, jobs[i].n,
-					   NULL, &again[i]);
-		}
-	}
-	while (left > 0) {
-		mc = curl_multi_perform(m, &running);
-		while ((msg = curl_multi_info_read(m, &queued)) != NULL) {
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			for (int i = 0; i < n; i++) {
-				if (!at[i].running || at[i].c != msg->easy_handle)
-					continue;
-				CURLcode cc = msg->data.result;
-				int rc = attempt_end(h, m, jobs[i].r, &at[i], cc);
-				/* A transfer cut by its cancel leaves the
-				 * others' connection as it was (curl closes
-				 * its own). */
-				*failed |= cc != CURLE_OK && !cancelled(jobs[i].r);
-				jobs[i].rc = judge(h, jobs[i].r, rc, attempt, jobs[i].check, jobs[i].arg, jobs[i].msg,
-						   jobs[i].n, jobs[i].retriesp, &again[i]);
-				left--;
-				break;
-			}
-		}
-		/* The rest after a multi failure (or none running, yet not
-		 * all reported: never waited for), or those a check
-		 * cancelled: stopped where they are. */
-		bool stop = mc != CURLM_OK || running == 0;
-		for (int i = 0; i < n; i++) {
-			if (!at[i].running || (!stop && !cancelled(jobs[i].r)))
-				continue;
-			int rc = attempt_end(h, m, jobs[i].r, &at[i], CURLE_ABORTED_BY_CALLBACK);
-			*failed |= stop;
-			jobs[i].rc = judge(h, jobs[i].r, rc, attempt, jobs[i].check, jobs[i].arg, jobs[i].msg,
-					   jobs[i].n, jobs[i].retriesp, &again[i]);
-			left--;
-		}
-		/* The wait ends early for curl's own timeouts (connect,
-		 * request): those end the transfer through perform. */
-		if (left > 0 && running > 0)
-			mc = curl_multi_poll(m, NULL, 0, 1000, NULL);
-	}
-}
-
-void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
-{
-	struct bm_conn *conns[BM_HTTP_JOBS_MAX] = { NULL };
-	struct attempt at[BM_HTTP_JOBS_MAX];
-	bool again[BM_HTTP_JOBS_MAX], failed = false, any = true;
-
-	if (n > BM_HTTP_JOBS_MAX || n > h->o.connections || n < 2) {
-		/* Not all at once: one after the other. */
-		for (int i = 0; i < n; i++)
-			jobs[i].rc = bm_http_do(h, jobs[i].r, jobs[i].check, jobs[i].arg, jobs[i].msg, jobs[i].n,
-						jobs[i].retriesp);
-		return;
-	}
-	if (!take_handles(h, conns, n)) {
-		for (int i = 0; i < n; i++) {
-			snprintf(jobs[i].r->err, sizeof(jobs[i].r->err), "cannot create a connection handle");
-			jobs[i].rc = judge(h, jobs[i].r, BM_ENOMEM, h->o.retries, NULL, NULL, jobs[i].msg, jobs[i].n,
-					   NULL, &again[i]);
-		}
-		return;
-	}
-	/* n places in the bound are ours, all the transfers driven by the
-	 * first's multi handle, which keeps one connection (MAXCONNECTS 1).
-	 * A lone request's connection closes once it is answered: during the
-	 * rounds it counts beside the one kept, or the first answer would
-	 * close that one to make room for it (an open's manifest GET beside
-	 * its probe would leave no connection for the reads after it). */
-	long keep = 1;
-	for (int i = 0; i < n; i++) {
-		again[i] = true;
-		keep += jobs[i].r->close;
-	}
-	curl_multi_setopt(conns[0]->m, CURLMOPT_MAXCONNECTS, keep);
-	for (int attempt = 0; any; attempt++) {
-		do_round(h, conns[0]->m, conns[0]->tpl, jobs, n, attempt, again, at, &failed);
-		any = false;
-		for (int i = 0; i < n; i++)
-			any |= again[i];
-		if (any)
-			backoff(h, attempt);
-	}
-	curl_multi_setopt(conns[0]->m, CURLMOPT_MAXCONNECTS, 1L);
-	give_handles(h, conns, n, failed);
-}
-
-/* ---- a flow: many requests in flight from one thread --------------------------------- */
-
-/* A flow holds n places of the pool's bound for its life, and one multi
- * handle (the first place's connection) that keeps up to n connections
- * alive between its transfers: each request started runs on one of
- * them, and a new one can start as soon as any ends, with no thread and
- * no round to wait for.  A request whose try failed transiently waits
- * its backoff beside the others (a due time, not a sleep) and is tried
- * again. */
-struct flow_slot {
-	struct bm_http_job *j;     /* NULL: free */
-	struct attempt a;          /* a.running: its transfer is out */
-	int attempt;               /* tries made */
-	uint64_t due;              /* not running: when it is tried again */
-};
-
-struct bm_http_flow {
-	struct bm_http *h;
-	struct bm_conn *conn;
-	int n, busy;               /* slots, and those with a job */
-	struct flow_slot *slot;
-	struct bm_http_job **done; /* ended, not yet returned: a stack */
-	int ndone;
-	bool failed;               /* a transfer failed: conn is dropped at the end */
-};
-
-int bm_http_flow_new(struct bm_http *h, int n, struct bm_http_flow **fp)
-{
-	struct bm_http_flow *f = calloc(1, sizeof(*f));
-
-	*fp = NULL;
-	pthread_mutex_lock(&h->mu);
-	if (n > h->o.connections)
-		n = h->o.connections;
-	pthread_mutex_unlock(&h->mu);
-	if (n < 1)
-		n = 1;
-	if (f == NULL || (f->slot = calloc((size_t)n, sizeof(*f->slot))) == NULL ||
-	    (f->done = calloc((size_t)n, sizeof(*f->done))) == NULL || !take_handles(h, &f->conn, n)) {
-		if (f)
-			free(f->slot), free(f->done);
-		free(f);
-		return BM_ENOMEM;
-	}
-	f->h = h;
-	f->n = n;
-	curl_multi_setopt(f->conn->m, CURLMOPT_MAXCONNECTS, (long)n);
-	*fp = f;
-	return 0;
-}
-
-int bm_http_flow_room(const struct bm_http_flow *f)
-{
-	return f->n - f->busy;
-}
-
-/* Starts slot s's next try; false when it ended at once (out of memory:
- * its job is done). */
-static bool flow_try(struct bm_http_flow *f, struct flow_slot *s)
-{
-	struct bm_http_job *j = s->j;
-	bool again;
-
-	if (attempt_start(f->h, f->conn->m, f->conn->tpl, j, &s->a))
-		return true;
-	j->rc = judge(f->h, j->r, BM_ENOMEM, f->h->o.retries, NULL, NULL, j->msg, j->n, NULL, &again);
-	return false;
-}
-
-static void flow_done(struct bm_http_flow *f, struct flow_slot *s)
-{
-	f->done[f->ndone++] = s->j;
-	s->j = NULL;
-	f->busy--;
-}
-
-int bm_http_flow_start(struct bm_http_flow *f, struct bm_http_job *j)
-{
-	struct flow_slot *s = NULL;
-
-	for (int i = 0; i < f->n && s == NULL; i++)
-		if (f->slot[i].j == NULL)
-			s = &f->slot[i];
-	if (s == NULL)
-		return BM_EBUSY;
-	memset(s, 0, sizeof(*s));
-	s->j = j;
-	f->busy++;
-	if (!flow_try(f, s))
-		flow_done(f, s);
-	return 0;
-}
-
-/* Judges slot s's try, which ended with cc: done, or due again after
- * its backoff. */
-static void flow_end(struct bm_http_flow *f, struct flow_slot *s, CURLcode cc)
-{
-	struct bm_http_job *j = s->j;
-	int rc = attempt_end(f->h, f->conn->m, j->r, &s->a, cc);
-	bool again;
-
-	f->failed |= cc != CURLE_OK;
-	j->rc = judge(f->h, j->r, rc, s->attempt, j->check, j->arg, j->msg, j->n, j->retriesp, &again);
-	if (!again) {
-		flow_done(f, s);
-		return;
-	}
-	s->due = mono_ns() + (uint64_t)backoff_ms(f->h, s->attempt) * 1000000u;
-	s->attempt++;
-}
-
-struct bm_http_job *bm_http_flow_next(struct bm_http_flow *f)
-{
-	CURLMcode mc = CURLM_OK;
-	int running = 0, queued;
-	CURLMsg *msg;
-
-	while (f->ndone == 0 && f->busy > 0) {
-		/* Retries whose backoff is over go out again; the first of
-		 * those still waiting bounds the wait below. */
-		uint64_t now = mono_ns(), next = UINT64_MAX;
-		int out = 0;
-		for (int i = 0; i < f->n; i++) {
-			struct flow_slot *s = &f->slot[i];
-			if (s->j == NULL || s->a.running)
-				continue;
-			if (s->due <= now && !flow_try(f, s))
-				flow_done(f, s);
-			else if (s->due > now && s->due < next)
-				next = s->due;
-		}
-		for (int i = 0; i < f->n; i++)
-			out += f->slot[i].a.running;
-		if (out > 0)
-			mc = curl_multi_perform(f->conn->m, &running);
-		while ((msg = curl_multi_info_read(f->conn->m, &queued)) != NULL) {
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			for (int i = 0; i < f->n; i++) {
-				if (f->slot[i].a.running && f->slot[i].a.c == msg->easy_handle) {
-					flow_end(f, &f->slot[i], msg->data.result);
-					break;
-				}
-			}
-		}
-		if (out > 0 && (mc != CURLM_OK || running == 0)) {
-			/* A multi failure, or none running yet not all
-			 * reported (never waited for): those still out end
-			 * as failed tries. */
-			for (int i = 0; i < f->n; i++)
-				if (f->slot[i].a.running)
-					flow_end(f, &f->slot[i], CURLE_ABORTED_BY_CALLBACK);
-			continue;
-		}
-		if (f->ndone > 0)
-			break;
-		/* The wait ends early for curl's own timeouts (connect,
-		 * request): those end the transfer through perform. */
-		now = mono_ns();
-		long ms = 1000;
-		if (next != UINT64_MAX)
-			ms = next <= now ? 0 : (long)((next - now) / 1000000u) + 1;
-		if (ms > 1000)
-			ms = 1000;
-		if (out > 0)
-			curl_multi_poll(f->conn->m, NULL, 0, (int)ms, NULL);
-		else if (ms > 0)
-			nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL);
-	}
-	return f->ndone > 0 ? f->done[--f->ndone] : NULL;
-}
-
-struct bm_http_job *bm_http_flow_drop(struct bm_http_flow *f)
-{
-	for (int i = 0; i < f->n; i++) {
-		struct flow_slot *s = &f->slot[i];
-		if (s->j == NULL)
-			continue;
-		if (s->a.running) {
-			attempt_end(f->h, f->conn->m, s->j->r, &s->a, CURLE_ABORTED_BY_CALLBACK);
-			f->failed = true; /* a connection cut mid-answer */
-		}
-		struct bm_http_job *j = s->j;
-		s->j = NULL;
-		f->busy--;
-		return j;
-	}
-	return f->ndone > 0 ? f->done[--f->ndone] : NULL;
-}
-
-void bm_http_flow_free(struct bm_http_flow *f)
-{
-	if (f == NULL)
-		return;
-	for (int i = 0; i < f->n; i++) {
-		if (f->slot[i].a.running) {
-			attempt_end(f->h, f->conn->m, f->slot[i].j->r, &f->slot[i].a, CURLE_ABORTED_BY_CALLBACK);
-			f->failed = true; /* a connection cut mid-answer */
-		}
-	}
-	/* Its n connections are closed (the multi handle with them): the
-	 * pool keeps one per place it counts, and this one's n - 1 others
-	 * would stay open in it otherwise. */
-	give_handles(f->h, &f->conn, f->n, f->failed || f->n > 1);
-	free(f->slot);
-	free(f->done);
-	free(f);
-}

@@ -12,6 +12,8 @@ client_libblkmap_la_SOURCES = \
 	client/generations.c \
 	client/listing.c \
 	client/http.c \
+	client/http_pool.h \
+	client/http_many.c \
 	client/store.h \
 	client/store.c \
 	client/store_http.c \
