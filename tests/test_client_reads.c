@@ -107,13 +107,17 @@ static void reads_go_out_together_from_a_process_that_can_make_no_thread(void **
 	struct tc_store *st = tc_store_of(state);
 	tc_require(st, TC_CAN_FAULTS | TC_CAN_COUNT, "holds answers and counts those in flight");
 	unsigned char *data = ts_pattern(40 * BS, 81);
-	char url[512], *err = NULL;
+	char url[512], slash[520], *err = NULL;
 
 	tc_store_url(url, sizeof(url), st, "/reads/nothread");
 	tc_put(url, BS, data, 40 * BS);
+	/* Opened as a prefix: no probe of the name beside the manifest's GET,
+	 * which, cancelled by the manifest's answer, could still be held in
+	 * the server when the reads arrive (17 in flight, seen at load 20). */
+	snprintf(slash, sizeof(slash), "%s/", url);
 	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 1000}"), 200);
 	(void)tc_server_stat(&st->srv, "requests_in_flight_max", NULL); /* a new period */
-	int status = tc_child(read_with_no_thread_allowed, url, &err);
+	int status = tc_child(read_with_no_thread_allowed, slash, &err);
 	long peak = tc_server_stat(&st->srv, "requests_in_flight_max", NULL);
 	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 0}"), 200);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
