@@ -8,10 +8,10 @@
  * move whole when source and destination agree modulo 2 MiB: about 70 us
  * for 256 MiB), so the address range is free at once, and the release
  * thread drops the moved pages and unmaps them; the last munmap of a
- * memfd's pages frees them on that thread too.  What frees less than RELEASE_MIN, and what
- * cannot be moved (a range spanning several kernel mappings, no room, no
- * thread, a full queue, a child after fork), is unmapped on the caller's
- * thread as before.
+ * memfd's pages frees them on that thread too.  What frees less than
+ * RELEASE_MIN, and what cannot be moved (a range spanning several kernel
+ * mappings, no room, no thread, a full queue, a child after fork), is
+ * unmapped on the caller's thread as before.
  * vm_release_wait waits until everything handed over is unmapped.
  * VIRTMEM_TEST_RELEASE_HOLD (tests only, read at each hand-over) keeps
  * the thread from unmapping until someone waits.
