@@ -2,8 +2,9 @@
  * and different blocks load each block exactly once, and loads of different
  * blocks run in parallel (the lock is released during loadblk).  The uffd
  * engine's handler threads: they sleep once faults stop, their polling
- * setting (VIRTMEM_UFFD_SPIN_US) is checked, and they follow the faulting
- * thread to its CPU (VIRTMEM_UFFD_FOLLOW).
+ * setting (VIRTMEM_UFFD_SPIN_US) is checked, they follow the faulting
+ * thread to its CPU (VIRTMEM_UFFD_FOLLOW), and with VIRTMEM_UFFD_AWAKE=1
+ * their loads keep a CPU awake with the idle-priority vm-awake thread.
  */
 #include "config.h"
 
@@ -598,6 +599,144 @@ static void test_uffd_handler_threads_follow_the_faulting_thread_to_its_cpu(void
 	}
 }
 
+/* The thread that keeps a CPU awake while a handler loads (virtmem/uffd.c,
+ * awake_main), named vm-awake: its id, its state letter and how often it
+ * went to sleep (voluntary context switches); 0 when there is none. */
+static pid_t awake_thread(char *state, long *sleeps)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pid_t tid = 0;
+
+	if (d == NULL)
+		return -1;
+	while (tid == 0 && (e = readdir(d)) != NULL) {
+		char path[300], line[256];
+		bool named = false;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue; /* the thread ended */
+		while (fgets(line, sizeof(line), f) != NULL) {
+			if (strcmp(line, "Name:\tvm-awake\n") == 0)
+				named = true;
+			else if (named && strncmp(line, "State:\t", 7) == 0)
+				*state = line[7];
+			else if (named && sscanf(line, "voluntary_ctxt_switches: %ld", sleeps) == 1)
+				tid = (pid_t)atoi(e->d_name);
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return tid;
+}
+
+/* Waits (up to 10 s: a loaded machine) until vm-awake sleeps; its sleeps
+ * so far, or -1 if it never did. */
+static long awake_sleeps_once_asleep(void)
+{
+	for (int i = 0; i < 1000; i++) {
+		char state = '?';
+		long sleeps = -1;
+		if (awake_thread(&state, &sleeps) > 0 && state == 'S')
+			return sleeps;
+		usleep(10000);
+	}
+	return -1;
+}
+
+struct awake_case {
+	const char *awake; /* VIRTMEM_UFFD_AWAKE, or NULL */
+	const char *spin;  /* VIRTMEM_UFFD_SPIN_US, or NULL */
+	bool runs;         /* vm-awake is expected */
+	int errfd;         /* the child's stderr */
+};
+
+/* In a child (a userfaultfd of its own) with the case's settings: faults
+ * 64 blocks, each a load by a handler thread.  Exits 0 when vm-awake runs
+ * at SCHED_IDLE, was woken by the loads and sleeps again once they stop
+ * (runs), or when there is no vm-awake (!runs). */
+static void awake_child(void *arg)
+{
+	struct awake_case *c = arg;
+	struct memfile *m = memfile_new(4096, 64, 0);
+	long before, after;
+	char state;
+	vm_ram *ram;
+	vm_fileh *fh;
+	vm_vma *vma;
+
+	dup2(c->errfd, STDERR_FILENO);
+	if (c->awake != NULL)
+		setenv("VIRTMEM_UFFD_AWAKE", c->awake, 1);
+	if (c->spin != NULL)
+		setenv("VIRTMEM_UFFD_SPIN_US", c->spin, 1);
+	if (vm_ram_open(&ram, 64 * 4096) < 0 || vm_fileh_open(&fh, &m->file, ram, VM_ENGINE_UFFD) < 0 ||
+	    vm_fileh_mmap(&vma, fh, 0, 64) < 0)
+		_exit(90);
+	if (!c->runs) {
+		for (vm_blk_t b = 0; b < 64; b++)
+			if (*(volatile uint64_t *)vm_vma_blk_addr(vma, b) != PATTERN(b, 0))
+				_exit(1);
+		_exit(awake_thread(&state, &before) == 0 ? 0 : 2);
+	}
+	pid_t tid = awake_thread(&state, &before);
+	if (tid <= 0)
+		_exit(3);
+	if (sched_getscheduler(tid) != SCHED_IDLE)
+		_exit(4);
+	if ((before = awake_sleeps_once_asleep()) < 0)
+		_exit(5);
+	for (vm_blk_t b = 0; b < 64; b++)
+		if (*(volatile uint64_t *)vm_vma_blk_addr(vma, b) != PATTERN(b, 0))
+			_exit(1);
+	if ((after = awake_sleeps_once_asleep()) < 0)
+		_exit(6); /* still spinning 10 s after the last load */
+	_exit(after > before ? 0 : 7); /* 7: the loads never woke it */
+}
+
+/* With VIRTMEM_UFFD_AWAKE=1, while a handler thread loads a block, a
+ * thread of the uffd engine's, vm-awake, spins at SCHED_IDLE (the wake-ups
+ * of a miss land on a CPU that is not halted: virtmem/uffd.c, awake_main).
+ * It is woken by the loads and sleeps once they stop.  It does not exist
+ * by default, nor with polling off (VIRTMEM_UFFD_SPIN_US=0); a value other
+ * than 0 or 1 is named on one line of stderr, and 0 is used. */
+static void test_uffd_awake_setting_starts_an_idle_priority_thread_that_loads_wake(void **unused)
+{
+	static const struct awake_case cases[] = {
+		{ "1", NULL, true, -1 }, { NULL, NULL, false, -1 }, { "0", NULL, false, -1 },
+		{ "1", "0", false, -1 }, { "yes", NULL, false, -1 },
+	};
+	cpu_set_t set;
+
+	if (!test_engine_uffd())
+		skip();
+	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+	if (CPU_COUNT(&set) < 2)
+		skip(); /* one CPU: nothing polls, nothing spins */
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct awake_case c = cases[i];
+		char buf[1024];
+		c.errfd = memfd_create("stderr", 0);
+		assert_true(c.errfd >= 0);
+		int st = run_in_child(awake_child, &c);
+		ssize_t len = pread(c.errfd, buf, sizeof(buf) - 1, 0);
+		close(c.errfd);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+		assert_true(len >= 0);
+		buf[len] = '\0';
+		if (c.awake != NULL && strcmp(c.awake, "yes") == 0) {
+			assert_non_null(strstr(buf, "VIRTMEM_UFFD_AWAKE=yes: not 0 or 1"));
+			assert_ptr_equal(strchr(buf, '\n'), buf + len - 1); /* one line */
+		} else {
+			assert_null(strstr(buf, "VIRTMEM_UFFD_AWAKE"));
+		}
+	}
+}
+
 int main(void)
 {
 	test_engine_or_skip();
@@ -611,6 +750,7 @@ int main(void)
 		cmocka_unit_test(test_uffd_handler_threads_sleep_once_faults_stop),
 		cmocka_unit_test(test_uffd_spin_setting_is_checked_and_faults_are_served_with_any),
 		cmocka_unit_test(test_uffd_handler_threads_follow_the_faulting_thread_to_its_cpu),
+		cmocka_unit_test(test_uffd_awake_setting_starts_an_idle_priority_thread_that_loads_wake),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,14 +20,19 @@
  * mapping whatever is loaded, and each cached byte is mapped once.
  *
  * A handler thread binds itself to the CPU of the thread it served last
- * (follow_thread), where that thread's next fault wakes it.
+ * (follow_thread), where that thread's next fault wakes it.  With
+ * VIRTMEM_UFFD_AWAKE=1, while a handler loads a block, one more thread
+ * (vm-awake, at SCHED_IDLE) keeps an otherwise idle CPU running
+ * (awake_main), so that the wake-ups of the miss do not land on a halted
+ * CPU.
  *
  * Owns: the process's userfaultfd (ctx), its handler threads, the handles'
  * memfds, the threads' view windows, the notes of failed faults.
  * Locking: ctx is set up once (pthread_once); its threads are started
  * and counted under ctx.mu, which may be taken with vm_lock held (a
  * handler about to wait in vm_lock_wait_io), never the other way round;
- * ctx.blocked is atomic.  The notes of failed faults are under vm_lock.
+ * ctx.blocked and the awake_* fields are atomic.  The notes of failed
+ * faults are under vm_lock.
  * Everything that touches pages runs under vm_lock, taken by the fault
  * path.  A handler thread blocks every signal; it may sleep in the fault
  * path (a load, a wait for another thread's load or store), so one more
@@ -49,6 +54,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -87,6 +93,9 @@ struct pm_scan_arg {
 	 UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_EXACT_ADDRESS)
 #define HANDLERS_MIN 2
 #define HANDLERS_MAX 64
+#define HANDLER_STACK ((size_t)8 << 20)
+enum { AWAKE_OFF, AWAKE_ASLEEP, AWAKE_SPINNING }; /* ctx.awake_state, see awake_main */
+#define AWAKE_LOAD_SPINS 10 /* see awake_main */
 #define SPIN_MAX_US 50 /* see read_msg */
 
 #define UFFD_MODES \
@@ -110,7 +119,12 @@ static struct {
 	unsigned polling;    /* threads polling now (atomic) */
 	uint64_t busy_until_ns; /* no poll before (atomic; read_msg) */
 	bool follow;         /* handlers follow the faulting threads' CPUs */
+	bool awake;          /* VIRTMEM_UFFD_AWAKE=1: awake_main runs */
 	cpu_set_t cpus;      /* the CPUs the process could run on at setup */
+	bool awake_started;  /* awake_main was started (under mu) */
+	int awake_state;     /* AWAKE_*: awake_main's futex word (atomic) */
+	uint64_t awake_until_ns; /* awake_main spins until then at least (atomic) */
+	uint64_t awake_load_ns; /* when the last load began (atomic) */
 } ctx = { .once = PTHREAD_ONCE_INIT, .fd = -1, .pagemap = -1,
 	  .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -188,6 +202,17 @@ static bool follow_setup(void)
 	return env == NULL || strcmp(env, "0") != 0;
 }
 
+/* Whether vm-awake runs (awake_main): only with VIRTMEM_UFFD_AWAKE=1, and
+ * only when handler threads poll. */
+static bool awake_setup(void)
+{
+	const char *env = getenv("VIRTMEM_UFFD_AWAKE");
+
+	if (env != NULL && *env != '\0' && strcmp(env, "0") != 0 && strcmp(env, "1") != 0)
+		vm_log("VIRTMEM_UFFD_AWAKE=%s: not 0 or 1; 0 is used", env);
+	return env != NULL && strcmp(env, "1") == 0 && ctx.spin_max_ns > 0;
+}
+
 static void uffd_setup(void)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURES };
@@ -196,6 +221,7 @@ static void uffd_setup(void)
 	ctx.pagesize = (size_t)sysconf(_SC_PAGESIZE);
 	ctx.spin_max_ns = spin_max_setup();
 	ctx.follow = follow_setup();
+	ctx.awake = awake_setup();
 	fd = uffd_open(&ctx.user_mode_only);
 	if (fd < 0) {
 		ctx.err = fd;
@@ -391,6 +417,144 @@ static void uffd_vma_forget_failed_locked(vm_vma *vma)
 
 static void handler_start_locked(void);
 
+/* ---- keeping a CPU awake while a block loads -------------------------------- */
+
+/* A miss served by a handler is a chain of wake-ups (see follow_thread):
+ * the handler wakes the server, the answer wakes the handler, the handler
+ * wakes the faulting thread.  The scheduler puts a woken thread on an idle
+ * CPU when there is one, and the handler's own CPU is busy with the handler
+ * when it wakes the faulting thread: that thread went to the other CPU,
+ * idle since the server answered.  On a virtual machine whose idle CPUs
+ * halt (the 2-vCPU benchmark VM: cpuidle haltpoll, guest_halt_poll_ns 0)
+ * each such wake-up is an exit to the host, tens of microseconds, and a
+ * quiet machine paid it on every miss (the SIGSEGV engine's faulting thread
+ * polls for its own answer and pays only the server's).  So while a handler
+ * is in a backend call (a load: handler_blocks), up to AWAKE_LOAD_SPINS
+ * times spin_max_ns after it began, and for spin_max_ns after the last one
+ * ended, a thread of its own, vm-awake, spins at SCHED_IDLE: the CPU it
+ * runs on stays out of halt, and counts as idle to the scheduler, which
+ * puts the woken threads there; any other thread preempts it at once, so
+ * it takes only CPU time nothing else wants (none on a loaded machine).
+ * A load slower than that (a server far away) is slept through: a wake-up
+ * on a halted CPU is small beside it.  It sleeps on a futex once no load
+ * came for spin_max_ns: a process that stopped faulting burns nothing.  Started with the first handlers, only with
+ * VIRTMEM_UFFD_AWAKE=1 and polling on (VIRTMEM_UFFD_SPIN_US, which is 0
+ * when the process may run on one CPU only); a kernel refusing SCHED_IDLE
+ * ends it (AWAKE_OFF).  Off by default: on this VM under other sessions'
+ * load it made misses slower (docs/virtmem.md), and a quiet machine, where
+ * it is meant to pay, was not to be had to measure it. */
+static uint64_t now_ns(void);
+
+static long futex(int *word, int op, int val)
+{
+	return syscall(SYS_futex, word, op, val, NULL, NULL, 0);
+}
+
+/* A load starts (ctx.blocked was raised before): vm-awake spins. */
+static void awake_kick(void)
+{
+	int asleep = AWAKE_ASLEEP;
+
+	if (__atomic_load_n(&ctx.awake_state, __ATOMIC_RELAXED) == AWAKE_OFF)
+		return;
+	__atomic_store_n(&ctx.awake_load_ns, now_ns(), __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&ctx.awake_state, __ATOMIC_SEQ_CST) == AWAKE_ASLEEP &&
+	    __atomic_compare_exchange_n(&ctx.awake_state, &asleep, AWAKE_SPINNING, false,
+					__ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		(void)futex(&ctx.awake_state, FUTEX_WAKE_PRIVATE, 1);
+}
+
+/* A load ended: vm-awake spins on for spin_max_ns, for the faulting
+ * thread's wake-up and its next fault. */
+static void awake_note_end(void)
+{
+	if (__atomic_load_n(&ctx.awake_state, __ATOMIC_RELAXED) != AWAKE_OFF)
+		__atomic_store_n(&ctx.awake_until_ns, now_ns() + ctx.spin_max_ns, __ATOMIC_RELAXED);
+}
+
+static bool awake_wanted(void)
+{
+	uint64_t now = now_ns();
+
+	if (now < __atomic_load_n(&ctx.awake_until_ns, __ATOMIC_RELAXED))
+		return true;
+	return __atomic_load_n(&ctx.blocked, __ATOMIC_SEQ_CST) > 0 &&
+	       now - __atomic_load_n(&ctx.awake_load_ns, __ATOMIC_SEQ_CST) <
+		       AWAKE_LOAD_SPINS * ctx.spin_max_ns;
+}
+
+static void *awake_main(void *arg)
+{
+	struct sched_param param = { .sched_priority = 0 };
+
+	/* At SCHED_IDLE (or off) before the starter goes on. */
+	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &param) != 0) {
+		__atomic_store_n(&ctx.awake_state, AWAKE_OFF, __ATOMIC_SEQ_CST);
+		sem_post(arg);
+		return NULL;
+	}
+	sem_post(arg); /* the starter's: not touched again */
+	for (;;) {
+		while (awake_wanted())
+			for (int i = 0; i < 64; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+				__builtin_ia32_pause();
+#endif
+				__atomic_signal_fence(__ATOMIC_SEQ_CST);
+			}
+		__atomic_store_n(&ctx.awake_state, AWAKE_ASLEEP, __ATOMIC_SEQ_CST);
+		/* A load that started before the store saw AWAKE_SPINNING and
+		 * kicked no one: this sees it. */
+		if (awake_wanted()) {
+			int asleep = AWAKE_ASLEEP;
+			(void)__atomic_compare_exchange_n(&ctx.awake_state, &asleep, AWAKE_SPINNING, false,
+							  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+			continue;
+		}
+		while (__atomic_load_n(&ctx.awake_state, __ATOMIC_SEQ_CST) == AWAKE_ASLEEP)
+			(void)futex(&ctx.awake_state, FUTEX_WAIT_PRIVATE, AWAKE_ASLEEP);
+	}
+	return NULL;
+}
+
+/* Starts vm-awake once (ctx.mu held); on failure loads go on without it. */
+static void awake_start_locked(void)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	sem_t running;
+	pthread_t t;
+	char *stack;
+
+	if (ctx.awake_started || !ctx.awake)
+		return;
+	ctx.awake_started = true;
+	__atomic_store_n(&ctx.awake_state, AWAKE_OFF, __ATOMIC_SEQ_CST);
+	stack = mmap(NULL, HANDLER_STACK, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return;
+	(void)mprotect(stack, ctx.pagesize, PROT_NONE); /* the guard page */
+	__atomic_store_n(&ctx.awake_state, AWAKE_ASLEEP, __ATOMIC_SEQ_CST);
+	sem_init(&running, 0, 0);
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstack(&attr, stack, HANDLER_STACK);
+	if (pthread_create(&t, &attr, awake_main, &running) == 0) {
+		(void)pthread_setname_np(t, "vm-awake");
+		while (sem_wait(&running) < 0 && errno == EINTR)
+			;
+	} else {
+		__atomic_store_n(&ctx.awake_state, AWAKE_OFF, __ATOMIC_SEQ_CST);
+		munmap(stack, HANDLER_STACK);
+	}
+	sem_destroy(&running);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* A handler thread is about to block for long (on) or is back (off): while
  * every thread blocks, one more is started so that faults on other blocks
  * go on (one slow GET never holds them up).  Counting only the threads that
@@ -400,11 +564,13 @@ static void handler_start_locked(void);
 static void handler_blocks(bool on)
 {
 	if (!on) {
-		__atomic_fetch_sub(&ctx.blocked, 1, __ATOMIC_RELAXED);
+		awake_note_end();
+		__atomic_fetch_sub(&ctx.blocked, 1, __ATOMIC_SEQ_CST);
 		return;
 	}
-	if (__atomic_add_fetch(&ctx.blocked, 1, __ATOMIC_RELAXED) <
-	    __atomic_load_n(&ctx.nthreads, __ATOMIC_RELAXED))
+	unsigned blocked = __atomic_add_fetch(&ctx.blocked, 1, __ATOMIC_SEQ_CST);
+	awake_kick();
+	if (blocked < __atomic_load_n(&ctx.nthreads, __ATOMIC_RELAXED))
 		return;
 	pthread_mutex_lock(&ctx.mu);
 	if (__atomic_load_n(&ctx.blocked, __ATOMIC_RELAXED) >= ctx.nthreads &&
@@ -668,8 +834,6 @@ static void *handler_main(void *arg)
 	return NULL;
 }
 
-#define HANDLER_STACK ((size_t)8 << 20)
-
 /* Starts a handler thread (ctx.mu held) and returns once it runs its loop.
  * Waiting for that means a thread is never mid-start when the caller goes
  * on: a fork(2) right after vm_fileh_open never copies a lock that the
@@ -744,6 +908,7 @@ static int uffd_attach(vm_fileh *fh)
 			return -EAGAIN;
 		}
 	}
+	awake_start_locked();
 	pthread_mutex_unlock(&ctx.mu);
 	if (fh->memfd < 0) {
 		char name[32];
