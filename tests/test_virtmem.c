@@ -1782,6 +1782,19 @@ static long rss_shmem_kib(void)
 	return kib;
 }
 
+/* A fixture of nblk 64 KiB blocks whose handle runs under the uffd
+ * engine (the test skips under another). */
+static struct fx *uffd_fx(size_t nblk)
+{
+	struct fx *f = fx_open(BS64K, nblk, nblk);
+
+	if (!fh_uffd(f->fh)) {
+		fx_close(f);
+		skip();
+	}
+	return f;
+}
+
 /* Under uffd each cached byte is mapped once: reading every block of a
  * mapping through a full budget adds the budget to the resident shared
  * memory, not twice the budget (the pool's view and the mapping, as the
@@ -1789,12 +1802,8 @@ static long rss_shmem_kib(void)
 static void test_cached_bytes_are_resident_once(void **unused)
 {
 	const size_t nblk = 64;
-	struct fx *f = fx_open(BS64K, nblk, nblk);
+	struct fx *f = uffd_fx(nblk);
 
-	if (!fh_uffd(f->fh)) {
-		fx_close(f);
-		skip();
-	}
 	vm_release_wait(); /* earlier tests' memory is not this one's */
 	long before = rss_shmem_kib();
 	for (vm_blk_t b = 0; b < nblk; b++)
@@ -1816,12 +1825,8 @@ static void test_unmap_and_close_free_the_memory_off_the_callers_thread(void **u
 {
 	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
 	int fds0 = count_fds();
-	struct fx *f = fx_open(BS64K, nblk, nblk);
+	struct fx *f = uffd_fx(nblk);
 
-	if (!fh_uffd(f->fh)) {
-		fx_close(f);
-		skip();
-	}
 	vm_release_wait(); /* earlier tests' memory is not this one's */
 	long before = rss_shmem_kib();
 	for (vm_blk_t b = 0; b < nblk; b++)
@@ -1869,12 +1874,8 @@ static int memfd_maps(void)
 static void test_a_closed_handles_memfd_pages_are_freed_by_the_release_thread(void **unused)
 {
 	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
-	struct fx *f = fx_open(BS64K, nblk, nblk);
+	struct fx *f = uffd_fx(nblk);
 
-	if (!fh_uffd(f->fh)) {
-		fx_close(f);
-		skip();
-	}
 	for (vm_blk_t b = 0; b < nblk; b++)
 		touch(word(f->vma, b, 0));
 	vm_vma_unmap(f->vma);
@@ -1906,12 +1907,8 @@ static void child_waits_for_its_release(void *arg)
 static void test_a_child_after_fork_unmaps_what_its_parent_had_queued(void **unused)
 {
 	const size_t nblk = 512; /* 32 MiB: more than RELEASE_MIN */
-	struct fx *f = fx_open(BS64K, nblk, nblk);
+	struct fx *f = uffd_fx(nblk);
 
-	if (!fh_uffd(f->fh)) {
-		fx_close(f);
-		skip();
-	}
 	for (vm_blk_t b = 0; b < nblk; b++)
 		touch(word(f->vma, b, 0));
 	setenv("VIRTMEM_TEST_RELEASE_HOLD", "1", 1);

@@ -429,6 +429,23 @@ static void spin_setting_child(void *arg)
 	_exit(0);
 }
 
+/* Runs fn(arg) in a child (run_in_child) with *errfd a new memfd that fn
+ * makes its stderr, asserts the child exited 0, and reads back what it
+ * wrote there into buf (NUL-terminated, n - 1 bytes at most): its length. */
+static size_t child_stderr(void (*fn)(void *), void *arg, int *errfd, char *buf, size_t n)
+{
+	*errfd = memfd_create("stderr", 0);
+	assert_true(*errfd >= 0);
+	int st = run_in_child(fn, arg);
+	ssize_t len = pread(*errfd, buf, n - 1, 0);
+	close(*errfd);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_true(len >= 0);
+	buf[len] = '\0';
+	return (size_t)len;
+}
+
 /* VIRTMEM_UFFD_SPIN_US, the longest poll of a handler thread: a value that
  * is not a number of microseconds from 0 to 10000 is named on one line of
  * stderr (and the default used); 0 turns polling off; faults are served
@@ -443,16 +460,9 @@ static void test_uffd_spin_setting_is_checked_and_faults_are_served_with_any(voi
 	if (!test_engine_uffd())
 		skip();
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct spin_setting c = { cases[i].value, memfd_create("stderr", 0) };
+		struct spin_setting c = { cases[i].value, -1 };
 		char buf[1024], want[64];
-		assert_true(c.errfd >= 0);
-		int st = run_in_child(spin_setting_child, &c);
-		assert_true(WIFEXITED(st));
-		assert_int_equal(WEXITSTATUS(st), 0);
-		ssize_t n = pread(c.errfd, buf, sizeof(buf) - 1, 0);
-		close(c.errfd);
-		assert_true(n >= 0);
-		buf[n] = '\0';
+		size_t n = child_stderr(spin_setting_child, &c, &c.errfd, buf, sizeof(buf));
 		snprintf(want, sizeof(want), "VIRTMEM_UFFD_SPIN_US=%s: not a number", cases[i].value);
 		if (cases[i].bad) {
 			assert_non_null(strstr(buf, want));
@@ -581,15 +591,7 @@ static void test_uffd_handler_threads_follow_the_faulting_thread_to_its_cpu(void
 	for (int i = 0; i < 4; i++) {
 		char buf[1024];
 		c.setting = settings[i];
-		c.errfd = memfd_create("stderr", 0);
-		assert_true(c.errfd >= 0);
-		int st = run_in_child(follow_child, &c);
-		ssize_t len = pread(c.errfd, buf, sizeof(buf) - 1, 0);
-		close(c.errfd);
-		assert_true(WIFEXITED(st));
-		assert_int_equal(WEXITSTATUS(st), 0);
-		assert_true(len >= 0);
-		buf[len] = '\0';
+		size_t len = child_stderr(follow_child, &c, &c.errfd, buf, sizeof(buf));
 		if (i == 3) {
 			assert_non_null(strstr(buf, "VIRTMEM_UFFD_FOLLOW=yes: not 0 or 1"));
 			assert_ptr_equal(strchr(buf, '\n'), buf + len - 1); /* one line */
@@ -719,15 +721,7 @@ static void test_uffd_awake_setting_starts_an_idle_priority_thread_that_loads_wa
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct awake_case c = cases[i];
 		char buf[1024];
-		c.errfd = memfd_create("stderr", 0);
-		assert_true(c.errfd >= 0);
-		int st = run_in_child(awake_child, &c);
-		ssize_t len = pread(c.errfd, buf, sizeof(buf) - 1, 0);
-		close(c.errfd);
-		assert_true(WIFEXITED(st));
-		assert_int_equal(WEXITSTATUS(st), 0);
-		assert_true(len >= 0);
-		buf[len] = '\0';
+		size_t len = child_stderr(awake_child, &c, &c.errfd, buf, sizeof(buf));
 		if (c.awake != NULL && strcmp(c.awake, "yes") == 0) {
 			assert_non_null(strstr(buf, "VIRTMEM_UFFD_AWAKE=yes: not 0 or 1"));
 			assert_ptr_equal(strchr(buf, '\n'), buf + len - 1); /* one line */
