@@ -59,8 +59,10 @@ static bool take_handles(struct bm_http *h, struct bm_conn **conns, int n)
 			h->ncreated++;
 	}
 	pthread_mutex_unlock(&h->mu);
-	while (ndrop > 0)
-		bm_http_conn_free(drop[--ndrop]);
+	while (ndrop > 0) {
+		drop[--ndrop]->parking = true; /* idle: curl kept it after a whole answer */
+		bm_http_conn_free(drop[ndrop]);
+	}
 	if (drop != dropbuf)
 		free(drop);
 	return true;
@@ -100,8 +102,10 @@ static bool attempt_start(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http
 	bm_http_req_set(h, r, a->c, a->errbuf, &a->src, &a->hdr);
 	/* Its connection is closed once answered, not kept (the same
 	 * multi handle keeps the others'). */
-	if (r->close)
+	if (r->close) {
 		curl_easy_setopt(a->c, CURLOPT_FORBID_REUSE, 1L);
+		curl_easy_setopt(a->c, CURLOPT_SOCKOPTDATA, r); /* its socket, for the park */
+	}
 	if (curl_multi_add_handle(m, a->c) != CURLM_OK) {
 		snprintf(r->err, sizeof(r->err), "cannot start the request");
 		curl_easy_cleanup(a->c);
@@ -229,6 +233,8 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 		keep += jobs[i].r->close;
 	}
 	curl_multi_setopt(conns[0]->m, CURLMOPT_MAXCONNECTS, keep);
+	conns[0]->jobs = jobs; /* a lone one answered whole is parked (http.c) */
+	conns[0]->njobs = n;
 	for (int attempt = 0; any; attempt++) {
 		do_round(h, conns[0]->m, conns[0]->tpl, jobs, n, attempt, again, at, &failed);
 		any = false;
@@ -237,6 +243,8 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 		if (any)
 			bm_http_backoff(h, attempt);
 	}
+	conns[0]->jobs = NULL;
+	conns[0]->njobs = 0;
 	curl_multi_setopt(conns[0]->m, CURLMOPT_MAXCONNECTS, 1L);
 	give_handles(h, conns, n, failed);
 }

@@ -22,6 +22,13 @@
 struct bm_conn {
 	CURLM *m;
 	CURL *tpl;
+	struct bm_http *h;
+	/* What a socket curl closes now is (the park, http.c): parking, an
+	 * idle one curl kept (its answer read whole); else a lone request's
+	 * among jobs[0..njobs) may be, once answered whole. */
+	bool parking;
+	struct bm_http_job *jobs;
+	int njobs;
 };
 
 struct bm_http {
@@ -34,6 +41,7 @@ struct bm_http {
 	bool inited;               /* mu and cv exist */
 	unsigned seed;
 	atomic_uint_fast64_t waited_ns; /* the last waited request's time (perform_on) */
+	atomic_bool tls;           /* an https URL was asked: nothing is parked */
 };
 
 /* A request body's reader (curl's read callback). */

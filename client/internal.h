@@ -120,6 +120,11 @@ struct bm_req {
 	bool discard;              /* a 2xx body is not wanted (PUT answers) */
 	const atomic_bool *cancel; /* set: no retry (bm_http_do); may be NULL */
 	bool close;                /* the connection is closed once answered */
+	/* response, as http.c sees it for the park (a lone request's
+	 * connection may be parked, not closed, once answered whole) */
+	int fd;                    /* the socket it connected, -1: none */
+	bool keepalive;            /* HTTP/1.1, no Connection: close */
+	uint64_t body_seen;        /* body bytes received, any status */
 	/* response */
 	long status;
 	long head_status;          /* status line as it arrives (http.c) */

@@ -12,7 +12,9 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            handle (empty cache) each run.  ds1m_read: the same reads of
            the 1 MiB dataset through bm_read (Python's .read(): the piece
            that holds them), and ds1m_read_vs_block against a bm_read of
-           the whole block each (what a 4 KiB bm_read fetched before).
+           the whole block each (what a 4 KiB bm_read fetched before);
+           flat_read: bm_read of 4 KiB of the flat object (its 16 KiB
+           block), a read call as GDAL's and fsspec's are.
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
@@ -92,7 +94,7 @@ def rand_read(url, offs, whole_block=0):
     64 KiB piece that holds it); with whole_block, of the whole block that
     holds it instead (what a 4 KiB bm_read fetched before)."""
     ds = blkmap.open(url)
-    ds.read(0, 1)  # the index leaf, as a mapping's first miss
+    ds.read(0, 1)  # the index leaf (a dataset), as a mapping's first miss
     out = []
     for off in offs:
         start, n = (off - off % whole_block, whole_block) if whole_block else (off, 4096)
@@ -244,7 +246,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
     flat = b + "/peers/flat.bin"
     rruns = runs if not label else max(1, runs // 2)
     r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m_read_block", "ds64k",
-                         "gdal", "fsspec")}
+                         "flat_read", "gdal", "fsspec")}
     for i in range(rruns):
         offs = offsets(size, i)
         r["flat"] += rand_blkmap(flat, offs)
@@ -257,12 +259,13 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
         # one second later, flat64k's 0.12-0.13 in the same runs).
         time.sleep(1)
         r["ds64k"] += rand_blkmap(b + "/peers/ds64k", offs)
+        r["flat_read"] += rand_read(flat, offs)
         if gdal_ok:
             r["gdal"] += rand_gdal(flat, offs)
         if fsspec_ok:
             r["fsspec"] += rand_fsspec(flat, offs)
     med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
-    for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds64k"):
+    for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds64k", "flat_read"):
         line("random_4k_%s%s" % (what, label), "ms",
              [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])])
     line("random_4k_ds1m_read_vs_block%s" % label, "ms",
