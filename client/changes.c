@@ -389,8 +389,10 @@ int bm_resize(bm_dataset *ds, uint64_t size)
 		return BM_EREADONLY;
 	if (size > BM_SIZE_MAX)
 		return BM_EINVAL;
-	struct vm_fileh_stats st;
-	vm_fileh_stats(ds->fh, &st);
+	struct vm_fileh_stats st = { .ndirty = 0 };
+	vm_fileh *fh = bm_fh(ds);
+	if (fh != NULL)
+		vm_fileh_stats(fh, &st);
 	if (atomic_load(&ds->nmappings) > 0 || st.ndirty > 0) {
 		bm_set_error(ds, BM_EBUSY, "%s: cannot resize while mapped or with uncommitted pages", ds->url);
 		return BM_EBUSY;
@@ -422,19 +424,20 @@ int bm_resize(bm_dataset *ds, uint64_t size)
 		ds->nchanges = keep;
 	}
 	pthread_mutex_unlock(&ds->mu);
-	if (size < old && !ds->overlay) {
+	if (size < old && !ds->overlay && fh != NULL) {
 		/* Cached blocks past the new end (and the new last block's tail)
 		 * must read as zeros if the dataset grows again: drop them;
 		 * loads now zero what lies past the size. */
 		for (uint64_t i = size / vbs; i < (old + vbs - 1) / vbs; i++)
-			vm_fileh_invalidate_page(ds->fh, i);
+			vm_fileh_invalidate_page(fh, i);
 	}
 	return 0;
 }
 
 int bm_discard(bm_dataset *ds)
 {
-	int rc = vm_fileh_dirty_discard(ds->fh);
+	vm_fileh *fh = bm_fh(ds);
+	int rc = fh != NULL ? vm_fileh_dirty_discard(fh) : 0;
 	if (rc < 0)
 		return BM_EBUSY;
 	size_t n;

@@ -621,8 +621,10 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 		snprintf(detail, sizeof(detail), "generation %" PRIu64 " is not the latest", ds->manifest->generation);
 		return conflict(ds, "%s: %s", detail);
 	}
-	struct vm_fileh_stats st;
-	vm_fileh_stats(ds->fh, &st);
+	struct vm_fileh_stats st = { .ndirty = 0 };
+	vm_fileh *fh = bm_fh(ds); /* NULL: never mapped, nothing dirty */
+	if (fh != NULL)
+		vm_fileh_stats(fh, &st);
 	if (ds->exists && st.ndirty == 0 && !bm_changes_pending(ds) && ds->new_size == ds->manifest->size &&
 	    ds->trunc_size >= ds->manifest->size && !ds->attrs_changed) {
 		if (genp)
@@ -646,7 +648,7 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	bm_upload_requeue_failed(ds);
 	ds->staged.err = 0;
 	ds->staged.valid = false; /* what a failed writeout merged: stored again */
-	rc = vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_STORE);
+	rc = fh != NULL ? vm_fileh_dirty_writeout(fh, VM_WRITEOUT_STORE) : 0;
 	/* A format 3 dataset's pieces were merged into their blocks (each
 	 * fetched whole first unless new): the last one merged becomes its
 	 * change too.  A fetch that failed said why (bm_set_error). */
@@ -731,12 +733,12 @@ int bm_commit(bm_dataset *ds, uint64_t *genp)
 	/* Published: the stored pages are clean now (a page written since its
 	 * store stays dirty for the next commit).  In overlay mode their RAM
 	 * is dropped and the base, moved to the new generation, shows them. */
-	if (!ds->overlay || bm_overlay_move_base(ds, next->generation, next->size) == 0)
-		vm_fileh_dirty_writeout(ds->fh, VM_WRITEOUT_MARKSTORED);
+	if ((!ds->overlay || bm_overlay_move_base(ds, next->generation, next->size) == 0) && fh != NULL)
+		vm_fileh_dirty_writeout(fh, VM_WRITEOUT_MARKSTORED);
 	/* Blocks written with bm_write may be cached from before. */
-	for (size_t i = 0; i < ndone && !ds->overlay; i++)
+	for (size_t i = 0; i < ndone && !ds->overlay && fh != NULL; i++)
 		for (unsigned k = 0; !done[i].from_page && k < ds->vm_per_blk; k++)
-			vm_fileh_invalidate_page(ds->fh, done[i].index * ds->vm_per_blk + k);
+			vm_fileh_invalidate_page(fh, done[i].index * ds->vm_per_blk + k);
 	for (size_t i = 0; i < ndone; i++)
 		free(done[i].key);
 	free(done);

@@ -452,6 +452,7 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		return BM_ENOMEM;
 	ds->base_fd = -1;
 	pthread_mutex_init(&ds->mu, NULL);
+	pthread_mutex_init(&ds->cache_mu, NULL);
 	if (opt != NULL) {
 		ds->opt = *opt;
 	} else if ((rc = bm_options_init(&ds->opt)) < 0) {
@@ -522,15 +523,9 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		size_t budget = ds->opt.cache_bytes;
 		if (!ds->flat && budget - pages_cap >= ds->manifest->blksize)
 			budget -= pages_cap; /* the pages' share */
-		rc = vm_ram_open(&ds->ram, budget);
-		if (rc == 0)
-			rc = vm_fileh_open(&ds->fh, &ds->file, ds->ram,
-					   (ds->overlay ? VM_MMAP_OVERLAY : VM_DONT_MMAP_OVERLAY) |
-					   (ds->flat ? VM_READONLY : 0));
-		if (rc < 0) {
-			bm_set_error(ds, rc, "%s: cannot set up the page cache: %s", ds->url, vm_strerror(rc));
-			rc = rc == -EINVAL ? BM_EINVAL : BM_ENOMEM;
-		}
+		/* The page cache itself waits for the first mapping. */
+		ds->ram_budget = budget;
+		ds->fh_flags = (ds->overlay ? VM_MMAP_OVERLAY : VM_DONT_MMAP_OVERLAY) | (ds->flat ? VM_READONLY : 0);
 	}
 	if (rc == 0 && !ds->overlay)
 		rc = bm_readahead_start(ds); /* overlay: the kernel reads ahead */
@@ -565,6 +560,7 @@ void bm_close(bm_dataset *ds)
 	free(ds->first);
 	free(ds->url);
 	pthread_mutex_destroy(&ds->mu);
+	pthread_mutex_destroy(&ds->cache_mu);
 	free(ds);
 }
 
@@ -644,6 +640,37 @@ const char *bm_url(const bm_dataset *ds) { return ds->url; }
 
 /* ---- mappings ------------------------------------------------------------------- */
 
+/* The page cache is made at the first mapping (or bm_stats), not at open:
+ * its RAM pool's memfd and reserved mapping, virtmem's handle (another
+ * memfd) and, on the process's first, the fault engine's threads.  An
+ * open and close that map nothing (a bm_read, a listing, an attribute)
+ * made and unmade them for nothing: ~14% of an open and close's CPU on
+ * loopback (docs/client.md).  Mappings may be made from several threads
+ * at once: cache_mu makes it once; fh is published last. */
+int bm_page_cache(bm_dataset *ds)
+{
+	int rc = 0;
+
+	if (bm_fh(ds) != NULL)
+		return 0;
+	pthread_mutex_lock(&ds->cache_mu);
+	if (ds->fh == NULL) {
+		vm_fileh *fh = NULL;
+		if (ds->ram == NULL)
+			rc = vm_ram_open(&ds->ram, ds->ram_budget);
+		if (rc == 0)
+			rc = vm_fileh_open(&fh, &ds->file, ds->ram, ds->fh_flags);
+		if (rc == 0) {
+			__atomic_store_n(&ds->fh, fh, __ATOMIC_RELEASE);
+		} else {
+			bm_set_error(ds, rc, "%s: cannot set up the page cache: %s", ds->url, vm_strerror(rc));
+			rc = rc == -EINVAL ? BM_EINVAL : BM_ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&ds->cache_mu);
+	return rc;
+}
+
 /* Spares (zeroed memory ready for the next loads): from the first mapping
  * on, since only faults load into the page cache (bm_read and bm_write do
  * not); up to an eighth of the budget, at least one block.  None for the
@@ -712,7 +739,7 @@ int bm_map(bm_dataset *ds, uint64_t offset, size_t len, void **addrp, bm_mapping
 
 	*mp = NULL;
 	*addrp = NULL;
-	if ((rc = overlay_check(ds)) < 0)
+	if ((rc = bm_page_cache(ds)) < 0 || (rc = overlay_check(ds)) < 0)
 		return rc;
 	if (len == 0 && offset < size)
 		len = size - offset;
@@ -1022,7 +1049,10 @@ int bm_refresh(bm_dataset *ds)
 			     ds->url);
 		return BM_EBUSY;
 	}
-	vm_fileh_stats(ds->fh, &st);
+	vm_fileh *fh = bm_fh(ds);
+	st.ndirty = 0;
+	if (fh != NULL)
+		vm_fileh_stats(fh, &st);
 	if (st.ndirty > 0 || bm_changes_pending(ds) || ds->attrs_changed) {
 		bm_set_error(ds, BM_EBUSY, "%s: commit or discard the changes before refreshing", ds->url);
 		return BM_EBUSY;
@@ -1082,9 +1112,9 @@ int bm_refresh(bm_dataset *ds)
 	ds->at_latest = true;
 	snprintf(ds->etag, sizeof(ds->etag), "%s", etag);
 	pthread_mutex_unlock(&ds->mu);
-	for (size_t i = 0; i < ch.n; i++) /* blocks, each vm_per_blk of virtmem's */
+	for (size_t i = 0; i < ch.n && fh != NULL; i++) /* blocks, each vm_per_blk of virtmem's */
 		for (uint64_t k = 0; k < ch.r[i][1] * ds->vm_per_blk; k++)
-			vm_fileh_invalidate_page(ds->fh, ch.r[i][0] * ds->vm_per_blk + k);
+			vm_fileh_invalidate_page(fh, ch.r[i][0] * ds->vm_per_blk + k);
 	free(ch.r);
 	bm_manifest_free(old);
 	return 0;
@@ -1092,9 +1122,11 @@ int bm_refresh(bm_dataset *ds)
 
 void bm_stats(bm_dataset *ds, struct bm_stats *st)
 {
-	struct vm_fileh_stats vs;
+	struct vm_fileh_stats vs = { .engine = "" };
 
-	vm_fileh_stats(ds->fh, &vs);
+	/* The engine is known once the page cache is made. */
+	if (bm_page_cache(ds) == 0)
+		vm_fileh_stats(bm_fh(ds), &vs);
 	memset(st, 0, sizeof(*st));
 	st->mode = ds->overlay ? "overlay" : "loadblk";
 	st->mode_why = ds->mode_why;

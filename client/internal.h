@@ -10,6 +10,8 @@
  *   ds->pool.mu  the worker pool's threads and kicks (pool.c).
  *   store and http locks: inside the store (store_http.c, http.c).
  *   ds->pages' mu: the index page cache (index_load.c), a leaf.
+ *   ds->cache_mu  the making of the page cache (bm_page_cache), around
+ *              virtmem's calls that make it and nothing else.
  * No two of them are ever held at once.  virtmem's own lock is never held
  * when virtmem calls into this library (loadblk, storeblk, on_fault).
  */
@@ -418,8 +420,14 @@ struct bm_dataset {
 	unsigned vm_per_blk;
 	struct bm_options opt;
 	struct bm_store *store;    /* the object store the dataset lives in */
+	/* The page cache: NULL until the first mapping (or bm_stats) made
+	 * it (bm_page_cache; read fh with bm_fh), as ram_budget and
+	 * fh_flags say. */
 	vm_ram *ram;
 	vm_fileh *fh;
+	size_t ram_budget;
+	int fh_flags;
+	pthread_mutex_t cache_mu;
 	atomic_uint nmappings;
 	atomic_bool spares_started;  /* vm_ram_keep_spare called (bm_map) */
 
@@ -667,5 +675,16 @@ void bm_upload_requeue_failed(bm_dataset *ds);
 void bm_upload_drop_failed(bm_dataset *ds);
 /* Waits for every queued upload; returns the first error. */
 int bm_upload_wait(bm_dataset *ds);
+
+/* The page cache of ds (dataset.c): made at the first mapping, not at
+ * open (an open and close that map nothing pay for no memfd, mapping or
+ * fault engine).  bm_page_cache makes it once (0, or BM_ENOMEM/BM_EINVAL
+ * with the error set); bm_fh is its handle, or NULL when not made yet:
+ * then nothing is cached nor dirty. */
+int bm_page_cache(bm_dataset *ds);
+static inline vm_fileh *bm_fh(bm_dataset *ds)
+{
+	return __atomic_load_n(&ds->fh, __ATOMIC_ACQUIRE);
+}
 
 #endif /* BLKMAP_CLIENT_INTERNAL_H */

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -69,6 +70,51 @@ static void a_plain_object_maps_read_only_through_range_gets(void **state)
 	assert_int_equal(st.fetched_bytes, SIZE);
 	bm_close(ds);
 	free(got);
+	free(data);
+}
+
+/* The descriptors of page caches the process holds: virtmem's memfds
+ * ("virtmem-ram", "virtmem-file-..."). */
+static int page_cache_memfds(void)
+{
+	char path[300], link[300];
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+
+	for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t k = e->d_name[0] == '.' ? -1 : readlink(path, link, sizeof(link) - 1);
+		if (k > 0) {
+			link[k] = '\0';
+			n += strncmp(link, "/memfd:virtmem", 14) == 0;
+		}
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* An open makes no page cache (its RAM pool's memfd and reserved
+ * mapping, virtmem's handle): the first mapping does, and a bm_read
+ * needs none. */
+static void an_open_and_a_read_make_no_page_cache_until_the_first_mapping(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data = ts_pattern(SIZE, 11), got[100];
+	char url[512];
+	bm_mapping *m;
+	void *addr;
+
+	int before = page_cache_memfds();
+	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
+	assert_int_equal(bm_read(ds, 2 * FLAT_BS + 7, got, sizeof(got)), sizeof(got));
+	assert_memory_equal(got, data + 2 * FLAT_BS + 7, sizeof(got));
+	assert_int_equal(page_cache_memfds(), before);
+	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
+	assert_true(page_cache_memfds() > before);
+	assert_memory_equal(addr, data, SIZE);
+	bm_unmap(m);
+	bm_close(ds);
 	free(data);
 }
 
@@ -663,6 +709,7 @@ int main(void)
 		cmocka_unit_test(a_dataset_opens_as_before_beside_the_probe_of_its_name),
 		cmocka_unit_test(a_dataset_open_leaves_no_line_in_the_error_log),
 		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),
+		cmocka_unit_test(an_open_and_a_read_make_no_page_cache_until_the_first_mapping),
 		cmocka_unit_test(committing_or_writing_a_flat_object_is_read_only),
 		cmocka_unit_test(a_write_to_a_flat_mapping_gets_sigbus),
 		cmocka_unit_test(a_flat_object_changed_while_mapped_fails_instead_of_mixing),
