@@ -18,9 +18,11 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
-           mapping (map: the default 16 KiB blocks, map64k: 64 KiB) read 1 MiB at a
-           time into hashlib inside this process (their start-up not
-           counted).
+           mapping (map: the default 16 KiB blocks, map64k: 64 KiB; map_ds1m
+           and map_ds64k: the datasets, whose read-ahead sends block GETs
+           in parallel where the flat object's grows its Range GETs) read
+           1 MiB at a time into hashlib inside this process (their
+           start-up not counted).
   open     opening a handle and closing it, no read (median ms): blkmap
            on the flat object and on the dataset with 64 KiB blocks;
            GDAL's VSIFOpenL + VSIFCloseL on the flat object (with
@@ -274,20 +276,23 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
 
 def bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok):
     flat = b + "/peers/flat.bin"
-    s = {k: [] for k in ("flat", "ds1m", "ds64k", "map", "map64k", "curl", "gdal", "fsspec")}
+    s = {k: [] for k in ("flat", "ds1m", "ds64k", "map", "map64k", "map_ds1m", "map_ds64k",
+                         "curl", "gdal", "fsspec")}
     for i in range(runs):
         s["flat"].append(seq_blkmap(flat, want))
         s["map"].append(seq_map(flat, want))
         s["map64k"].append(seq_map(flat, want, 64 * KiB))
         s["ds1m"].append(seq_blkmap(b + "/peers/ds1m", want))
         s["ds64k"].append(seq_blkmap(b + "/peers/ds64k", want))
+        s["map_ds1m"].append(seq_map(b + "/peers/ds1m", want))
+        s["map_ds64k"].append(seq_map(b + "/peers/ds64k", want))
         s["curl"].append(seq_curl(flat, want))
         if gdal_ok:
             s["gdal"].append(seq_gdal(flat, want))
         if fsspec_ok:
             s["fsspec"].append(seq_fsspec(flat, want))
     med = {k: statistics.median(v) if v else None for k, v in s.items()}
-    for what in ("flat", "ds1m", "ds64k", "map", "map64k"):
+    for what in ("flat", "ds1m", "ds64k", "map", "map64k", "map_ds1m", "map_ds64k"):
         line("seqsum_%s%s" % (what, label), "s",
              [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
               ("fsspec", med["fsspec"])])
