@@ -448,7 +448,7 @@ static void print_stats(bm_dataset *ds, double secs)
  * up to SUM_CONNS_FACTOR times `connections`, and only while each growth
  * moves the bytes faster or leaves the round trips as they were; when
  * answers are fast they shrink, down to a SUM_CONNS_FACTOR-th of
- * `connections` (cli_ramp.c; docs/client.md, "Fetch sizes").  An epoch
+ * `connections` (ramp.c; docs/client.md, "Fetch sizes").  An epoch
  * is SUM_EPOCH reads, or two per read wanted in flight.
  * BLKMAP_SUM_TRACE=1 prints to stderr each change of how many are
  * wanted (for tests and tuning).  A dataset's index pages are looked up
@@ -482,7 +482,7 @@ struct sum_stream {
 	unsigned epoch_reads;
 	uint64_t epoch_bytes;
 	double least, epoch_t0;
-	struct ramp ramp;
+	struct bm_ramp ramp;
 	int want, max, inflight, started, per;
 	pthread_mutex_t mu;
 	pthread_cond_t filled, freed;
@@ -514,7 +514,7 @@ static void sum_judge(struct sum_stream *st)
 {
 	double end = mono(), secs = end - st->epoch_t0;
 	double need = SUM_TARGET_RATE * st->least + 1; /* rounded up */
-	int n = ramp_epoch(&st->ramp, (double)st->epoch_bytes / (secs > 0 ? secs : 1e-9), need);
+	int n = bm_ramp_epoch(&st->ramp, (double)st->epoch_bytes / (secs > 0 ? secs : 1e-9), need);
 	if (st->trace && n != st->want)
 		fprintf(stderr, "%s: sum: %d reads in flight, %d fetchers\n", prog, n, sum_fetchers(st, n));
 	if (n != st->want)
@@ -709,7 +709,8 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 	if (st.per < 1)
 		st.per = 1;
 	st.want = connections < st.max ? connections : st.max;
-	ramp_init(&st.ramp, st.want, (st.want + SUM_CONNS_FACTOR - 1) / SUM_CONNS_FACTOR, st.max);
+	bm_ramp_init(&st.ramp, st.want, (st.want + SUM_CONNS_FACTOR - 1) / SUM_CONNS_FACTOR, st.max,
+		     BM_RAMP_STEADY_STANDS);
 	int nf = sum_fetchers(&st, st.max);
 	st.bufs = malloc(st.nslots * st.chunk);
 	st.got = calloc(st.nslots, sizeof(*st.got));
@@ -753,6 +754,7 @@ static int sum_streamed(bm_dataset *ds, const struct bm_options *o, int connecti
 				/* None more to be had: want as those carry. */
 				st.want = st.ramp.n = st.started * st.per;
 				st.ramp.full = true;
+				st.ramp.prev = 0; /* nothing more to undo to */
 				continue;
 			}
 			pthread_cond_wait(&st.filled, &st.mu);

@@ -621,7 +621,8 @@ static void set_common(struct bm_http *h, CURL *c)
  * work: when a sched_yield ran something else for more than SPIN_BUSY_NS,
  * the poll stops.  No poll when the process may run on one CPU only.
  * BLKMAP_MISS_POLL_US sets the longest poll (default SPIN_MAX_US; 0:
- * never), read once per process. */
+ * never), read once per process (virtmem's vm_poll_us_env, the parse of
+ * VIRTMEM_UFFD_SPIN_US too). */
 #define SPIN_MAX_US 200
 #define SPIN_BUSY_NS 10000
 
@@ -631,22 +632,11 @@ static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
 
 static void spin_setup(void)
 {
-	const char *env = getenv("BLKMAP_MISS_POLL_US");
-	unsigned long us = SPIN_MAX_US;
-	cpu_set_t cpus;
+	unsigned us;
 
-	if (env != NULL && *env != '\0') {
-		char *end;
-		errno = 0;
-		us = strtoul(env, &end, 10);
-		if (errno != 0 || *end != '\0' || us > 10000) {
-			bm_log("BLKMAP_MISS_POLL_US=%s: not a number of microseconds from 0 to 10000; "
-			       "%d is used", env, SPIN_MAX_US);
-			us = SPIN_MAX_US;
-		}
-	}
-	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) < 2)
-		us = 0;
+	if (vm_poll_us_env("BLKMAP_MISS_POLL_US", SPIN_MAX_US, &us) < 0)
+		bm_log("BLKMAP_MISS_POLL_US=%s: not a number of microseconds from 0 to %d; "
+		       "%d is used", getenv("BLKMAP_MISS_POLL_US"), VM_POLL_US_MAX, SPIN_MAX_US);
 	spin_max_ns = (uint64_t)us * 1000;
 }
 

@@ -27,6 +27,8 @@
 #include <blkmap/blkmap.h>
 #include <virtmem/virtmem.h>
 
+#include "ramp.h"
+
 struct bm_pages;
 
 #define BM_MANIFEST_MAX ((size_t)256 << 20) /* largest manifest we accept */
@@ -360,34 +362,6 @@ struct bm_pool {
 	int nusers;
 };
 
-/* readahead.c: how many block GETs a dataset's read-ahead keeps in
- * flight, a pure decision over what note_load measures.  At the end of
- * each epoch (BM_RA_EPOCH loads) bm_ramp_epoch is told the rate the
- * epoch's loads moved bytes at and how many GETs in flight its fastest
- * load calls for (need: the bandwidth-delay product at BM_RA_TARGET_RATE);
- * it answers how many to keep in flight now.  Every BM_RAMP_TRIES epochs
- * (a window) it grows, doubling, up to the least need of the window and
- * to max, when that is more than now, while each growth raised the best
- * rate of a window by BM_RAMP_GAIN; after one that did not it grows no
- * more, and undoes it if the best rate fell.  When the most need of a
- * window is half of now or less, it halves, down to min.  (The model is
- * client/cli_ramp.c, `blkmap sum`'s.) */
-#define BM_RAMP_TRIES 3
-#define BM_RAMP_GAIN 1.25
-
-struct bm_ramp {
-	int n, min, max;           /* in flight now; the bounds */
-	int prev;                  /* in flight before the last growth (0: none) */
-	double prev_rate;          /* the best rate of a window at prev */
-	double best;               /* the best rate at n so far */
-	double need, need_max;     /* the least and most need of this window */
-	int epochs;                /* epochs of this window so far */
-	bool full;                 /* growth is over */
-};
-
-void bm_ramp_init(struct bm_ramp *r, int n, int min, int max);
-int bm_ramp_epoch(struct bm_ramp *r, double rate, double need);
-
 struct bm_readahead {
 	pthread_mutex_t mu;
 	bool stop;
@@ -407,7 +381,7 @@ struct bm_readahead {
 	double epoch_min;          /* their least seconds per byte */
 	double epoch_start;        /* when the epoch began (seconds) */
 	double epoch_bytes;        /* the bytes its loads brought */
-	struct bm_ramp ramp;
+	struct bm_ramp ramp;       /* decides conns each epoch (ramp.h) */
 };
 
 struct bm_upload {

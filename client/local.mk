@@ -34,6 +34,8 @@ client_libblkmap_la_SOURCES = \
 	client/index_load.h \
 	client/index_load.c \
 	client/pool.c \
+	client/ramp.h \
+	client/ramp.c \
 	client/readahead.c \
 	client/reads.c \
 	client/upload.c \
@@ -48,7 +50,7 @@ blkmapinclude_HEADERS = include/blkmap/blkmap.h
 pkgconfig_DATA += client/blkmap.pc
 
 bin_PROGRAMS += blkmap
-blkmap_SOURCES = client/cli.c client/cli.h client/cli_history.c client/cli_ramp.c
+blkmap_SOURCES = client/cli.c client/cli.h client/cli_history.c
 blkmap_CFLAGS = $(AM_CFLAGS) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS)
 blkmap_LDADD = client/libblkmap.la $(CRYPTO_LIBS) $(JANSSON_LIBS)
 # libblkmap linked in (libtool's -static: only libtool libraries): the

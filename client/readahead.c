@@ -27,9 +27,9 @@
  * that again.  A dataset's block loads are timed:
  * when answers are slow, the connections and workers grow towards the
  * bandwidth-delay product (note_load), up to 4 times `connections`,
- * while growing moves more bytes; when answers are fast, fewer fetch
- * at once (bm_ramp_epoch decides, a pure function).
- * Owns: struct bm_readahead, struct bm_ramp.
+ * while growing moves more bytes; when answers are fast, fewer fetch at
+ * once (ramp.c decides, the rule `blkmap sum` follows too).
+ * Owns: struct bm_readahead.
  * Locking: ds->ra.mu guards the queue, the detector and the ramp; it is
  * never held while a block is fetched, nor with ds->mu or the pool's
  * lock.
@@ -184,48 +184,6 @@ static double seconds_since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) * 1e-9;
 }
 
-void bm_ramp_init(struct bm_ramp *r, int n, int min, int max)
-{
-	*r = (struct bm_ramp){ .n = n, .min = min < n ? (min > 1 ? min : 1) : n,
-			       .max = max > n ? max : n };
-}
-
-int bm_ramp_epoch(struct bm_ramp *r, double rate, double need)
-{
-	if (r->epochs++ == 0)
-		r->need = r->need_max = need;
-	r->need = need < r->need ? need : r->need;
-	r->need_max = need > r->need_max ? need : r->need_max;
-	r->best = rate > r->best ? rate : r->best;
-	if (r->epochs < BM_RAMP_TRIES)
-		return r->n; /* an epoch alone may be a moment of load */
-	r->epochs = 0;
-	if (r->prev > 0 && r->best < BM_RAMP_GAIN * r->prev_rate) {
-		/* The last growth moved too little more: it is the last, and
-		 * undone if it moved less. */
-		if (r->best < r->prev_rate)
-			r->n = r->prev;
-		r->prev = 0;
-		r->full = true;
-		r->best = 0;
-		return r->n;
-	}
-	r->prev = 0;
-	if (!r->full && r->need > (double)r->n && r->n < r->max) {
-		int to = r->need < (double)r->max ? (int)r->need : r->max;
-		r->prev = r->n;
-		r->prev_rate = r->best;
-		r->n = to < 2 * r->n ? to : 2 * r->n;
-		r->best = 0;
-	} else if (2 * r->need_max <= (double)r->n && r->n > r->min) {
-		/* Half as many in flight move as much (Little's law) for
-		 * less CPU: halved, down to min. */
-		r->n = r->n / 2 > r->min ? r->n / 2 : r->min;
-		r->best = 0;
-	}
-	return r->n;
-}
-
 static double now_seconds(void)
 {
 	struct timespec t;
@@ -238,10 +196,10 @@ static double now_seconds(void)
  * are slow; a load that only waited for CPU is slower, never faster)
  * says how many GETs in flight move BM_RA_TARGET_RATE (need), and the
  * bytes they brought over the epoch's time the rate: bm_ramp_epoch
- * decides how many workers fetch at once (ra->conns).  On loopback more
- * in flight only queue (for the CPU and the server), which makes every
- * load slower and seemed to call for still more: without the rate's
- * say, 16 grew to 64 and stayed.  Growing adds connections and workers
+ * (ramp.c) decides how many workers fetch at once (ra->conns).  On
+ * loopback more in flight only queue (for the CPU and the server), which
+ * makes every load slower and seemed to call for still more: without the
+ * rate's say, 16 grew to 64 and stayed.  Growing adds connections and workers
  * (never taken away: fewer then fetch at once, the others idle).  Flat
  * objects do not come here: their requests grow in size instead (runs). */
 static void note_load(bm_dataset *ds, double secs, size_t bytes)
@@ -390,7 +348,7 @@ int bm_readahead_start(bm_dataset *ds)
 	ra->conns_max = nthreads * BM_RA_CONNS_FACTOR < 256 ? nthreads * BM_RA_CONNS_FACTOR : 256;
 	if (ra->conns_max < nthreads)
 		ra->conns_max = nthreads;
-	bm_ramp_init(&ra->ramp, nthreads, nthreads / 4, ra->conns_max);
+	bm_ramp_init(&ra->ramp, nthreads, nthreads / 4, ra->conns_max, 0); /* the rate judges (ramp.h) */
 	if (ds->flat || ds->vm_per_blk > 1) {
 		/* A format 3 dataset mapped in pieces: runs of a block's
 		 * pieces, at most the whole block (one GET of its object). */

@@ -70,16 +70,16 @@ TESTS += $(CLIENT_TESTS)
 check_PROGRAMS += tests/test_manifest
 TESTS += tests/test_manifest
 
-# How many GETs a streamed `blkmap sum` keeps in flight (client/cli_ramp.c
+# How many GETs a streamed `blkmap sum` keeps in flight (client/ramp.c
 # alone: fed rates and round trips, no server).
 check_PROGRAMS += tests/test_cli_ramp
 TESTS += tests/test_cli_ramp
-tests_test_cli_ramp_SOURCES = tests/test_cli_ramp.c client/cli_ramp.c
+tests_test_cli_ramp_SOURCES = tests/test_cli_ramp.c client/ramp.c
 tests_test_cli_ramp_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_test_cli_ramp_LDADD = $(CMOCKA_LIBS)
 
 # How many block GETs a dataset's read-ahead keeps in flight
-# (bm_ramp_epoch in client/readahead.c alone: fed rates and needs, no
+# (bm_ramp_epoch in client/ramp.c alone: fed rates and needs, no
 # server).
 check_PROGRAMS += tests/test_readahead_ramp
 TESTS += tests/test_readahead_ramp

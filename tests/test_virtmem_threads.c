@@ -2,7 +2,8 @@
  * and different blocks load each block exactly once, and loads of different
  * blocks run in parallel (the lock is released during loadblk).  The uffd
  * engine's handler threads: they sleep once faults stop, their polling
- * setting (VIRTMEM_UFFD_SPIN_US) is checked, they follow the faulting
+ * setting (VIRTMEM_UFFD_SPIN_US; its parse, vm_poll_us_env, libblkmap's
+ * BLKMAP_MISS_POLL_US's too) is checked, they follow the faulting
  * thread to its CPU (VIRTMEM_UFFD_FOLLOW), and with VIRTMEM_UFFD_AWAKE=1
  * their loads keep a CPU awake with the idle-priority vm-awake thread.
  */
@@ -446,6 +447,59 @@ static size_t child_stderr(void (*fn)(void *), void *arg, int *errfd, char *buf,
 	return (size_t)len;
 }
 
+/* In a child bound to one CPU: vm_poll_us_env gives 0 for a good value
+ * and for a bad one (which it still calls bad); exits 0 when it does. */
+static void poll_us_on_one_cpu_child(void *arg)
+{
+	cpu_set_t one;
+	unsigned us = 1;
+	(void)arg;
+
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &one);
+	if (sched_setaffinity(0, sizeof(one), &one) < 0)
+		_exit(90);
+	setenv("VM_TEST_POLL_US", "300", 1);
+	if (vm_poll_us_env("VM_TEST_POLL_US", 50, &us) != 0 || us != 0)
+		_exit(1);
+	setenv("VM_TEST_POLL_US", "12x", 1);
+	us = 1;
+	if (vm_poll_us_env("VM_TEST_POLL_US", 50, &us) != -EINVAL || us != 0)
+		_exit(2);
+	_exit(0);
+}
+
+/* vm_poll_us_env, the one parse of VIRTMEM_UFFD_SPIN_US and
+ * BLKMAP_MISS_POLL_US: a number of microseconds from 0 to 10000 is
+ * taken, unset or empty is the default, anything else is -EINVAL with the
+ * default; a process that may run on one CPU only polls never (0). */
+static void test_poll_us_setting_takes_0_to_10000_and_is_0_on_one_cpu(void **unused)
+{
+	static const struct { const char *value; int rc; unsigned us; } cases[] = {
+		{ NULL, 0, 50 }, { "", 0, 50 }, { "0", 0, 0 }, { "7", 0, 7 },
+		{ "10000", 0, 10000 }, { "10001", -EINVAL, 50 }, { "12x", -EINVAL, 50 },
+		{ "-1", -EINVAL, 50 }, { "99999999999999999999999", -EINVAL, 50 },
+	};
+	cpu_set_t cpus;
+	(void)unused;
+
+	assert_int_equal(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+	bool one_cpu = CPU_COUNT(&cpus) < 2;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		unsigned us = 12345;
+		if (cases[i].value)
+			setenv("VM_TEST_POLL_US", cases[i].value, 1);
+		else
+			unsetenv("VM_TEST_POLL_US");
+		assert_int_equal(vm_poll_us_env("VM_TEST_POLL_US", 50, &us), cases[i].rc);
+		assert_int_equal(us, one_cpu ? 0 : cases[i].us);
+	}
+	unsetenv("VM_TEST_POLL_US");
+	int st = run_in_child(poll_us_on_one_cpu_child, NULL);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* VIRTMEM_UFFD_SPIN_US, the longest poll of a handler thread: a value that
  * is not a number of microseconds from 0 to 10000 is named on one line of
  * stderr (and the default used); 0 turns polling off; faults are served
@@ -742,6 +796,7 @@ int main(void)
 		cmocka_unit_test(test_slow_loads_of_many_blocks_do_not_wait_for_each_other),
 		cmocka_unit_test(test_writes_survive_concurrent_reclaim_and_writeout),
 		cmocka_unit_test(test_uffd_handler_threads_sleep_once_faults_stop),
+		cmocka_unit_test(test_poll_us_setting_takes_0_to_10000_and_is_0_on_one_cpu),
 		cmocka_unit_test(test_uffd_spin_setting_is_checked_and_faults_are_served_with_any),
 		cmocka_unit_test(test_uffd_handler_threads_follow_the_faulting_thread_to_its_cpu),
 		cmocka_unit_test(test_uffd_awake_setting_starts_an_idle_priority_thread_that_loads_wake),

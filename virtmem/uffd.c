@@ -27,7 +27,9 @@
  * CPU.
  *
  * Owns: the process's userfaultfd (ctx), its handler threads, the handles'
- * memfds, the threads' view windows, the notes of failed faults.
+ * memfds, the threads' view windows, the notes of failed faults; the
+ * parse of a longest poll from the environment (vm_poll_us_env, which
+ * libblkmap's misses use too).
  * Locking: ctx is set up once (pthread_once); its threads are started
  * and counted under ctx.mu, which may be taken with vm_lock held (a
  * handler about to wait in vm_lock_wait_io), never the other way round;
@@ -165,26 +167,37 @@ static int pagemap_probe(int pagemap)
 	return ioctl(pagemap, PAGEMAP_SCAN, &a) < 0 ? -errno : 0;
 }
 
-/* The longest poll of a handler thread (read_msg), from
- * VIRTMEM_UFFD_SPIN_US; none when the process may run on one CPU only. */
-static uint64_t spin_max_setup(void)
+int vm_poll_us_env(const char *name, unsigned dflt, unsigned *us)
 {
-	const char *env = getenv("VIRTMEM_UFFD_SPIN_US");
-	unsigned long us = SPIN_MAX_US;
+	const char *env = getenv(name);
+	unsigned long v = dflt;
+	int rc = 0;
 	cpu_set_t cpus;
 
 	if (env != NULL && *env != '\0') {
 		char *end;
 		errno = 0;
-		us = strtoul(env, &end, 10);
-		if (errno != 0 || *end != '\0' || us > 10000) {
-			vm_log("VIRTMEM_UFFD_SPIN_US=%s: not a number of microseconds from 0 to 10000; "
-			       "%d is used", env, SPIN_MAX_US);
-			us = SPIN_MAX_US;
+		v = strtoul(env, &end, 10);
+		if (errno != 0 || *end != '\0' || v > VM_POLL_US_MAX) {
+			v = dflt;
+			rc = -EINVAL;
 		}
 	}
 	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) < 2)
-		us = 0;
+		v = 0;
+	*us = (unsigned)v;
+	return rc;
+}
+
+/* The longest poll of a handler thread (read_msg), from
+ * VIRTMEM_UFFD_SPIN_US; none when the process may run on one CPU only. */
+static uint64_t spin_max_setup(void)
+{
+	unsigned us;
+
+	if (vm_poll_us_env("VIRTMEM_UFFD_SPIN_US", SPIN_MAX_US, &us) < 0)
+		vm_log("VIRTMEM_UFFD_SPIN_US=%s: not a number of microseconds from 0 to %d; "
+		       "%d is used", getenv("VIRTMEM_UFFD_SPIN_US"), VM_POLL_US_MAX, SPIN_MAX_US);
 	return (uint64_t)us * 1000;
 }
 

@@ -375,6 +375,17 @@ struct vm_fileh_stats {
 };
 void vm_fileh_stats(vm_fileh *fh, struct vm_fileh_stats *st);
 
+/* vm_poll_us_env reads the longest poll, in microseconds, of a thread
+ * that waits with nothing else to do (virtmem's uffd handler threads:
+ * VIRTMEM_UFFD_SPIN_US; libblkmap's misses: BLKMAP_MISS_POLL_US) from
+ * environment variable name: a number from 0 to VM_POLL_US_MAX, dflt when
+ * unset or empty.  *us is 0 whatever the variable when the process may
+ * run on one CPU only (a poll there delays what it waits for).  Returns
+ * 0, or -EINVAL when the value is not such a number: *us is then dflt (or
+ * 0 on one CPU), and the caller names the variable in its own message. */
+#define VM_POLL_US_MAX 10000
+int vm_poll_us_env(const char *name, unsigned dflt, unsigned *us);
+
 /* Text for a negative errno returned by this library. */
 const char *vm_strerror(int err);
 
