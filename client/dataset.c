@@ -527,8 +527,6 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		ds->ram_budget = budget;
 		ds->fh_flags = (ds->overlay ? VM_MMAP_OVERLAY : VM_DONT_MMAP_OVERLAY) | (ds->flat ? VM_READONLY : 0);
 	}
-	if (rc == 0 && !ds->overlay)
-		rc = bm_readahead_start(ds); /* overlay: the kernel reads ahead */
 	if (rc < 0) {
 		if (ds->errmsg[0] == '\0')
 			bm_set_error(ds, rc, "%s: %s", ds->url, bm_strerror(rc));
@@ -642,7 +640,8 @@ const char *bm_url(const bm_dataset *ds) { return ds->url; }
 
 /* The page cache is made at the first mapping (or bm_stats), not at open:
  * its RAM pool's memfd and reserved mapping, virtmem's handle (another
- * memfd) and, on the process's first, the fault engine's threads.  An
+ * memfd), read-ahead's queue (only faults read ahead) and, on the
+ * process's first, the fault engine's threads.  An
  * open and close that map nothing (a bm_read, a listing, an attribute)
  * made and unmade them for nothing: ~14% of an open and close's CPU on
  * loopback (docs/client.md).  Mappings may be made from several threads
@@ -660,11 +659,13 @@ int bm_page_cache(bm_dataset *ds)
 			rc = vm_ram_open(&ds->ram, ds->ram_budget);
 		if (rc == 0)
 			rc = vm_fileh_open(&fh, &ds->file, ds->ram, ds->fh_flags);
-		if (rc == 0) {
-			__atomic_store_n(&ds->fh, fh, __ATOMIC_RELEASE);
-		} else {
+		if (rc < 0) {
 			bm_set_error(ds, rc, "%s: cannot set up the page cache: %s", ds->url, vm_strerror(rc));
 			rc = rc == -EINVAL ? BM_EINVAL : BM_ENOMEM;
+		} else if (!ds->overlay && (rc = bm_readahead_start(ds)) < 0) {
+			vm_fileh_close(fh); /* overlay: the kernel reads ahead */
+		} else {
+			__atomic_store_n(&ds->fh, fh, __ATOMIC_RELEASE);
 		}
 	}
 	pthread_mutex_unlock(&ds->cache_mu);

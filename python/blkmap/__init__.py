@@ -116,11 +116,16 @@ def open(url, generation=None, **options):
     retry_base_ms, readahead_bytes, spare_bytes, blksize, token, wcfs,
     verbose, tag: the generation a tag names) over the BLKMAP_* environment; create=True makes a missing
     dataset an empty one that the first commit creates."""
-    o, keep = _options(generation, options)
+    if generation is None and not options:
+        # bm_open reads the BLKMAP_* environment itself (and says what
+        # does not parse): no options struct to make here.
+        o, keep = None, []
+    else:
+        o, keep = _options(generation, options)
     burl = os.fsencode(url) if isinstance(url, str) else bytes(url)
     ptr = c_void_p()
     before = _lib.last_error(None)
-    rc = _lib_.bm_open(byref(ptr), burl, byref(o))
+    rc = _lib_.bm_open(byref(ptr), burl, None if o is None else byref(o))
     if rc < 0:
         raise _lib.error(rc, None, "open %s" % (url,), before)
     return Dataset(_Handle(ptr.value, keep))
