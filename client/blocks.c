@@ -30,13 +30,32 @@
 
 /* The sink of a block's body: hashed while hot, then stored into the
  * loadblk buffer (which may be a fresh RAM slot of virtmem's: filled with
- * vm_loadblk_write, never through the pointer). */
+ * vm_loadblk_write, never through the pointer), or with keep > 0 only
+ * bytes [skip, skip + keep) of the block into a plain buffer (a read of a
+ * part of it: the other bytes are hashed, never stored). */
 struct block_sink {
 	void *buf;
+	size_t skip, keep;         /* keep > 0: buf holds bytes [skip, skip + keep) */
 	XXH3_state_t *xxh;         /* the bytes' xxh128 (format 1, 2) */
 	struct bm_piece_hash *ph;  /* the xxh128 of their piece sums (format 3) */
 	const char *sum;           /* expected sum; neither hash: not checked (flat) */
 };
+
+/* Stores bytes [off, off + len) of the block (data; NULL: zeros). */
+static int sink_put(struct block_sink *b, size_t off, const void *data, size_t len)
+{
+	if (b->keep == 0)
+		return data ? vm_loadblk_write(b->buf, off, data, len) : vm_loadblk_zero(b->buf, off, len);
+	size_t a = off > b->skip ? off : b->skip, end = off + len;
+	size_t e = b->skip + b->keep < end ? b->skip + b->keep : end;
+	if (a < e) {
+		if (data)
+			memcpy((char *)b->buf + (a - b->skip), (const char *)data + (a - off), e - a);
+		else
+			memset((char *)b->buf + (a - b->skip), 0, e - a);
+	}
+	return 0;
+}
 
 static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
 {
@@ -51,7 +70,7 @@ static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
 			bm_piece_hash_reset(b->ph);
 		bm_piece_hash_update(b->ph, data, len);
 	}
-	return vm_loadblk_write(b->buf, (size_t)off, data, len);
+	return sink_put(b, (size_t)off, data, len);
 }
 
 static int block_verify(void *arg, char *msg, size_t n)
@@ -290,6 +309,7 @@ struct bm_block_fetch {
 	uint64_t index;
 	void *buf;
 	size_t bs, len;
+	size_t skip, keep;         /* keep > 0: buf gets bytes [skip, skip + keep) */
 	struct block_source src;
 	struct block_sink sink;
 	struct bm_version pin;
@@ -309,21 +329,21 @@ static int fetch_begin(bm_dataset *ds, struct bm_block_fetch *f)
 	size_t first_len = 0;
 	char *first;
 
-	f->sink = (struct block_sink){ .buf = f->buf, .sum = src->sum };
+	f->sink = (struct block_sink){ .buf = f->buf, .skip = f->skip, .keep = f->keep, .sum = src->sum };
 	f->g = (struct bm_get){ .sink = block_sink, .sink_arg = &f->sink, .verify = block_verify };
 	f->pin = (struct bm_version){ .size = src->total };
 	f->len = src->len;
 	f->key = NULL;
 	if (f->len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
 		/* A hole, or past the end: zeros without a request. */
-		if (vm_loadblk_zero(f->buf, 0, f->bs) < 0)
+		if (sink_put(&f->sink, 0, NULL, f->bs) < 0)
 			return BM_ENOMEM;
 		atomic_fetch_add(&ds->c.hole_blocks, 1);
 		return 0;
 	}
 	if (src->flat && f->index == 0 && (first = take_first(ds, &first_len)) != NULL) {
 		/* Block 0's bytes came with the open. */
-		int rc = vm_loadblk_write(f->buf, 0, first, first_len) < 0 ? BM_ENOMEM : 2;
+		int rc = sink_put(&f->sink, 0, first, first_len) < 0 ? BM_ENOMEM : 2;
 		free(first);
 		f->len = first_len;
 		return rc;
@@ -368,7 +388,7 @@ static int fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc, bool log)
 		return rc;
 	}
 	/* Bytes past the object, or past a size shrunk since, read as zeros. */
-	if (f->src.visible < f->bs && vm_loadblk_zero(f->buf, f->src.visible, f->bs - f->src.visible) < 0)
+	if (f->src.visible < f->bs && sink_put(&f->sink, f->src.visible, NULL, f->bs - f->src.visible) < 0)
 		return BM_ENOMEM;
 	atomic_fetch_add(&ds->c.fetched_blocks, 1);
 	atomic_fetch_add(&ds->c.fetched_bytes, f->len);
@@ -376,12 +396,14 @@ static int fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc, bool log)
 }
 
 /* Fetches and verifies src into buf (bs bytes: virtmem's block of a flat
- * object, else the dataset's block; zeros past what is visible).  With
- * log, a failure is also reported on stderr. */
+ * object, else the dataset's block; zeros past what is visible; with keep
+ * > 0 only bytes [skip, skip + keep) of it, into a plain buf).  With log,
+ * a failure is also reported on stderr. */
 static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf,
-			size_t bs, bool log)
+			size_t bs, size_t skip, size_t keep, bool log)
 {
-	struct bm_block_fetch f = { .index = index, .buf = buf, .bs = bs, .src = *src };
+	struct bm_block_fetch f = { .index = index, .buf = buf, .bs = bs, .skip = skip, .keep = keep,
+				    .src = *src };
 	int rc = fetch_begin(ds, &f);
 
 	if (rc == 1)
@@ -395,7 +417,7 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 
 /* find_source then fetch_source; a failure to find the block (its index
  * page) is reported like one to fetch it. */
-static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
+static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, size_t skip, size_t keep, bool log)
 {
 	struct block_source src;
 	char msg[512];
@@ -408,12 +430,18 @@ static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
 			       index, msg);
 		return rc;
 	}
-	return fetch_source(ds, index, &src, buf, ds->blksize, log);
+	return fetch_source(ds, index, &src, buf, ds->blksize, skip, keep, log);
 }
 
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log)
 {
-	return find_fetch(ds, index, buf, log);
+	return find_fetch(ds, index, buf, 0, 0, log);
+}
+
+int bm_fetch_block_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, void *buf)
+{
+	bm_assert(len >= 1 && in + len <= ds->blksize);
+	return find_fetch(ds, index, buf, in, len, false);
 }
 
 int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_block_fetch **fp,
@@ -548,7 +576,7 @@ int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log)
 		struct block_source src;
 		int rc = find_source(ds, blk, &src, NULL, msg, sizeof(msg));
 		if (rc == 0)
-			return fetch_source(ds, blk, &src, buf, bs, log);
+			return fetch_source(ds, blk, &src, buf, bs, 0, 0, log);
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", blk, msg);
 		if (log)
 			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url, blk,
@@ -608,7 +636,7 @@ int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char 
 		snprintf(src.sum, sizeof(src.sum), "%s", sum);
 		src.pieces = bm_ds_pieces(ds); /* a change's sum is in its format's kind */
 	}
-	return fetch_source(ds, index, &src, buf, ds->blksize, false);
+	return fetch_source(ds, index, &src, buf, ds->blksize, 0, 0, false);
 }
 
 uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m)

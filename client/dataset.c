@@ -781,24 +781,18 @@ void bm_unmap(bm_mapping *m)
  * one Range GET of its object, each piece checked against its own sum
  * (blocks.c); only the bytes asked for are stored, straight into dst
  * (the rest of the pieces is hashed as it arrives, not copied; on a
- * failure dst's bytes are undefined).  Else the whole block (*tmp: a
- * buffer of the block's size, allocated on first need), checked against
- * its sum. */
-static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *dst, char **tmp)
+ * failure dst's bytes are undefined).  Else the whole block, checked
+ * against its sum, of which only the bytes asked for are stored, the same
+ * way. */
+static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *dst)
 {
 	size_t got = 0;
 	unsigned pieces = bm_ds_pieces(ds);
 	char msg[512];
 	int rc;
 
-	if (pieces <= 1) {
-		if (*tmp == NULL && (*tmp = malloc(ds->blksize)) == NULL)
-			return BM_ENOMEM;
-		rc = bm_fetch_block(ds, index, *tmp, false);
-		if (rc == 0)
-			memcpy(dst, *tmp + in, n);
-		return rc;
-	}
+	if (pieces <= 1)
+		return bm_fetch_block_part(ds, index, in, n, dst);
 	size_t skip = in % BM_PIECE_SIZE;
 	rc = bm_fetch_pieces_part(ds, index, in, n, dst, &got, msg, sizeof(msg));
 	if (rc < 0) {
@@ -817,7 +811,7 @@ static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *
 int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 {
 	size_t bs = ds->blksize;
-	char *dst = buf, *tmp = NULL;
+	char *dst = buf;
 	uint64_t size;
 	int64_t done = 0;
 
@@ -835,17 +829,14 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 		if (in == 0 && n == bs) /* a whole block: one GET, straight into buf */
 			rc = bm_fetch_block(ds, index, dst, false);
 		else
-			rc = read_part(ds, index, in, n, dst, &tmp);
-		if (rc < 0) {
-			free(tmp);
+			rc = read_part(ds, index, in, n, dst);
+		if (rc < 0)
 			return done ? done : rc;
-		}
 		dst += n;
 		offset += n;
 		len -= n;
 		done += (int64_t)n;
 	}
-	free(tmp);
 	return done;
 }
 

@@ -542,6 +542,12 @@ uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m);
  * publishes), verifying it.  With log, a failure is also said on stderr
  * (a fault's). */
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log);
+/* Bytes [in, in + len) of block index (of the published generation, as
+ * bm_fetch_block: the whole block fetched and checked against its sum)
+ * into buf, which gets only those bytes (the rest is hashed, not stored;
+ * zeros where the block reads as zeros).  Errors are returned, not
+ * reported on stderr. */
+int bm_fetch_block_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, void *buf);
 /* bm_fetch_block in two parts, for blocks fetched together (a flow,
  * reads.c): begin finds block index and prepares its GET into buf (the
  * dataset's block size): 1 with *keyp, *gp for bm_store_flow_start (msg
