@@ -422,11 +422,12 @@ static void a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_n
 {
 	struct tc_store *st = tc_store_of(state);
 	size_t size = 4 * BS;
-	unsigned char *data = ts_pattern(size, 312), got[4096];
+	unsigned char *data, got[4096];
 	char url[512];
 
 	if (!COUNT_MALLOC)
 		skip(); /* a sanitizer's malloc */
+	data = ts_pattern(size, 312);
 	tc_store_url(url, sizeof(url), st, "/v3/nobuf");
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
