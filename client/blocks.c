@@ -464,10 +464,13 @@ void bm_block_fetch_drop(struct bm_block_fetch *f)
 /* The sink of a Range GET of pieces [p0, p0 + n) of a block: each piece
  * hashed as it arrives (a piece hash of n pieces), the bytes written to
  * buf (vm_loadblk_write: a loadblk's RAM slot, or a read-ahead run's
- * plain buffer); at the end each piece is checked against its sum. */
+ * plain buffer); at the end each piece is checked against its sum.  A
+ * plain buf may keep only bytes [skip, skip + keep) of the pieces (a read
+ * of a range inside them: the others are hashed, never stored). */
 struct piece_sink {
 	void *buf;
 	bool plain;                /* buf is a plain buffer (memcpy) */
+	size_t skip, keep;         /* plain: buf holds bytes [skip, skip + keep) */
 	struct bm_piece_hash *ph;
 	const uint8_t *psum;       /* the block's piece sums */
 	unsigned p0;               /* the first piece */
@@ -479,9 +482,12 @@ static int piece_sink(void *arg, uint64_t off, const void *data, size_t len)
 
 	if (off == 0) /* a retry starts over */
 		bm_piece_hash_reset(p->ph);
-	if (p->plain)
-		memcpy((char *)p->buf + off, data, len);
-	else if (vm_loadblk_write(p->buf, (size_t)off, data, len) < 0)
+	if (p->plain) {
+		uint64_t a = off > p->skip ? off : p->skip, end = off + len;
+		uint64_t b = p->skip + p->keep < end ? p->skip + p->keep : end;
+		if (a < b)
+			memcpy((char *)p->buf + (a - p->skip), (const char *)data + (a - off), b - a);
+	} else if (vm_loadblk_write(p->buf, (size_t)off, data, len) < 0)
 		return -ENOMEM;
 	bm_piece_hash_update(p->ph, data, len); /* while the data is hot */
 	return 0;
@@ -494,12 +500,13 @@ static int piece_verify(void *arg, char *msg, size_t n)
 	return bm_piece_hash_check(p->ph, p->psum, p->p0, msg, n);
 }
 
-/* Block obj's pieces [p0, p0 + n) into buf (plain: a plain buffer), with
- * one Range GET of its object, each piece checked.  *lenp: the bytes that
- * hold data (0: a hole, or past what is visible); buf past them is not
+/* Block obj's pieces [p0, p0 + n) into buf (plain: a plain buffer that
+ * gets only their bytes [skip, skip + keep)), with one Range GET of its
+ * object, each piece checked.  *lenp: the bytes of the pieces that hold
+ * data (0: a hole, or past what is visible); buf past them is not
  * written.  msg says what failed, without the block number. */
 static int fetch_pieces(bm_dataset *ds, uint64_t obj, unsigned p0, unsigned n, void *buf,
-			bool plain, size_t *lenp, char *msg, size_t msgn)
+			bool plain, size_t skip, size_t keep, size_t *lenp, char *msg, size_t msgn)
 {
 	struct block_source src;
 	uint8_t *psum = malloc((size_t)BM_PIECES_MAX * 16);
@@ -515,7 +522,8 @@ static int fetch_pieces(bm_dataset *ds, uint64_t obj, unsigned p0, unsigned n, v
 	if (src.hole || src.visible <= from)
 		goto done;
 	size_t len = src.len - from < (size_t)n * BM_PIECE_SIZE ? src.len - from : (size_t)n * BM_PIECE_SIZE;
-	struct piece_sink sink = { .buf = buf, .plain = plain, .psum = psum, .p0 = p0 };
+	struct piece_sink sink = { .buf = buf, .plain = plain, .skip = skip, .keep = keep,
+				   .psum = psum, .p0 = p0 };
 	struct bm_get g = { .range = true, .off = from, .len = len, .sink = piece_sink,
 			    .sink_arg = &sink, .verify = piece_verify };
 	if ((sink.ph = bm_piece_hash_new(n)) == NULL) {
@@ -549,7 +557,7 @@ int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log)
 	}
 	uint64_t obj = blk / ds->vm_per_blk;
 	unsigned piece = (unsigned)(blk % ds->vm_per_blk);
-	int rc = fetch_pieces(ds, obj, piece, 1, buf, false, &len, msg, sizeof(msg));
+	int rc = fetch_pieces(ds, obj, piece, 1, buf, false, 0, 0, &len, msg, sizeof(msg));
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 " piece %u: %s", obj, piece, msg);
 		if (log) /* the one line a failed fault gets (virtmem adds none) */
@@ -571,7 +579,18 @@ int bm_fetch_pieces(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t 
 	unsigned p0 = (unsigned)(first % ds->vm_per_blk);
 
 	bm_assert(ds->vm_per_blk > 1 && n >= 1 && p0 + n <= ds->vm_per_blk);
-	return fetch_pieces(ds, obj, p0, (unsigned)n, buf, true, lenp, msg, msgn);
+	return fetch_pieces(ds, obj, p0, (unsigned)n, buf, true, 0, n * BM_PIECE_SIZE, lenp, msg, msgn);
+}
+
+int bm_fetch_pieces_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, char *buf,
+			 size_t *lenp, char *msg, size_t msgn)
+{
+	unsigned pieces = bm_ds_pieces(ds);
+	size_t p0 = in / BM_PIECE_SIZE, p1 = (in + len - 1) / BM_PIECE_SIZE;
+
+	bm_assert(pieces > 1 && len >= 1 && in + len <= ds->blksize);
+	return fetch_pieces(ds, index, (unsigned)p0, (unsigned)(p1 - p0 + 1), buf, true,
+			    in - p0 * BM_PIECE_SIZE, len, lenp, msg, msgn);
 }
 
 int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char *sum, size_t len,

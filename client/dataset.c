@@ -780,8 +780,9 @@ void bm_unmap(bm_mapping *m)
 /* Bytes [in, in + n) of block index, a part of it, into dst.  A format 3
  * block (pieces > 1): only the 64 KiB pieces that cover the bytes, with
  * one Range GET of its object, each piece checked against its own sum
- * (blocks.c); straight into dst when the bytes are whole pieces, else
- * through a buffer of the pieces' size.  Else the whole block (*tmp: a
+ * (blocks.c); only the bytes asked for are stored, straight into dst
+ * (the rest of the pieces is hashed as it arrives, not copied; on a
+ * failure dst's bytes are undefined).  Else the whole block (*tmp: a
  * buffer of the block's size, allocated on first need), checked against
  * its sum. */
 static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *dst, char **tmp)
@@ -799,26 +800,18 @@ static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *
 			memcpy(dst, *tmp + in, n);
 		return rc;
 	}
-	size_t p0 = in / BM_PIECE_SIZE, p1 = (in + n - 1) / BM_PIECE_SIZE;
-	size_t span = (p1 - p0 + 1) * BM_PIECE_SIZE;
-	bool direct = in % BM_PIECE_SIZE == 0 && n == span;
-	char *into = direct ? dst : malloc(span);
-	if (into == NULL)
-		return BM_ENOMEM;
-	rc = bm_fetch_pieces(ds, index * pieces + p0, p1 - p0 + 1, into, &got, msg, sizeof(msg));
+	size_t skip = in % BM_PIECE_SIZE;
+	rc = bm_fetch_pieces_part(ds, index, in, n, dst, &got, msg, sizeof(msg));
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
 	} else {
 		/* A hole, the dataset's end or a shrink: zeros past what came. */
-		if (got < span)
-			memset(into + got, 0, span - got);
-		if (!direct)
-			memcpy(dst, into + (in - p0 * BM_PIECE_SIZE), n);
+		size_t have = got > skip ? got - skip : 0;
+		if (have < n)
+			memset(dst + have, 0, n - have);
 		atomic_fetch_add(got ? &ds->c.fetched_blocks : &ds->c.hole_blocks, 1);
 		atomic_fetch_add(&ds->c.fetched_bytes, got);
 	}
-	if (!direct)
-		free(into);
 	return rc;
 }
 

@@ -568,6 +568,14 @@ int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log);
  * are returned, not reported (read-ahead: a fault fetches again). */
 int bm_fetch_pieces(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *lenp, char *msg,
 		    size_t msgn);
+/* Bytes [in, in + len) of block index of a format 3 dataset (more than
+ * one piece) into buf: one Range GET of the pieces that cover them, each
+ * piece checked against its sum; only those bytes are stored (the rest of
+ * the pieces is hashed, not copied).  *lenp: the bytes of the pieces,
+ * from the first one's start, that hold data (the rest reads as zeros);
+ * buf past them is not written.  Errors are returned, not reported. */
+int bm_fetch_pieces_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, char *buf,
+			 size_t *lenp, char *msg, size_t msgn);
 /* The same for object key (NULL: a hole) of len bytes whose sum is sum,
  * as block index: a pending change's.  before_shrink: the change is older
  * than the last shrink (its bytes past the cut read as zeros). */
