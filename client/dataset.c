@@ -645,7 +645,8 @@ const char *bm_url(const bm_dataset *ds) { return ds->url; }
  * open and close that map nothing (a bm_read, a listing, an attribute)
  * made and unmade them for nothing: ~14% of an open and close's CPU on
  * loopback (docs/client.md).  Mappings may be made from several threads
- * at once: cache_mu makes it once; fh is published last. */
+ * at once: cache_mu makes it once (read-ahead's start too, which is not
+ * safe twice at once); fh is published last. */
 int bm_page_cache(bm_dataset *ds)
 {
 	int rc = 0;
@@ -723,7 +724,7 @@ static int overlay_check(bm_dataset *ds)
 		return BM_ENOMEM;
 	}
 	vm_fileh_close(ds->fh);
-	ds->fh = fh;
+	__atomic_store_n(&ds->fh, fh, __ATOMIC_RELEASE); /* read with bm_fh */
 	bm_overlay_close(ds);
 	ds->overlay = false;
 	snprintf(ds->mode_why, sizeof(ds->mode_why),

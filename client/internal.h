@@ -10,9 +10,11 @@
  *   ds->pool.mu  the worker pool's threads and kicks (pool.c).
  *   store and http locks: inside the store (store_http.c, http.c).
  *   ds->pages' mu: the index page cache (index_load.c), a leaf.
- *   ds->cache_mu  the making of the page cache (bm_page_cache), around
- *              virtmem's calls that make it and nothing else.
- * No two of them are ever held at once.  virtmem's own lock is never held
+ *   ds->cache_mu  the making of the page cache (bm_page_cache): held
+ *              around virtmem's calls that make it, read-ahead's start
+ *              (which takes ds->ra.mu) and the error it may set (ds->mu).
+ * No two of them are ever held at once, but for cache_mu, then ra.mu or
+ * mu.  virtmem's own lock is never held
  * when virtmem calls into this library (loadblk, storeblk, on_fault).
  */
 #ifndef BLKMAP_CLIENT_INTERNAL_H
