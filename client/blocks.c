@@ -30,13 +30,32 @@
 
 /* The sink of a block's body: hashed while hot, then stored into the
  * loadblk buffer (which may be a fresh RAM slot of virtmem's: filled with
- * vm_loadblk_write, never through the pointer). */
+ * vm_loadblk_write, never through the pointer), or with keep > 0 only
+ * bytes [skip, skip + keep) of the block into a plain buffer (a read of a
+ * part of it: the other bytes are hashed, never stored). */
 struct block_sink {
 	void *buf;
+	size_t skip, keep;         /* keep > 0: buf holds bytes [skip, skip + keep) */
 	XXH3_state_t *xxh;         /* the bytes' xxh128 (format 1, 2) */
 	struct bm_piece_hash *ph;  /* the xxh128 of their piece sums (format 3) */
 	const char *sum;           /* expected sum; neither hash: not checked (flat) */
 };
+
+/* Stores bytes [off, off + len) of the block (data; NULL: zeros). */
+static int sink_put(struct block_sink *b, size_t off, const void *data, size_t len)
+{
+	if (b->keep == 0)
+		return data ? vm_loadblk_write(b->buf, off, data, len) : vm_loadblk_zero(b->buf, off, len);
+	size_t a = off > b->skip ? off : b->skip, end = off + len;
+	size_t e = b->skip + b->keep < end ? b->skip + b->keep : end;
+	if (a < e) {
+		if (data)
+			memcpy((char *)b->buf + (a - b->skip), (const char *)data + (a - off), e - a);
+		else
+			memset((char *)b->buf + (a - b->skip), 0, e - a);
+	}
+	return 0;
+}
 
 static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
 {
@@ -51,7 +70,7 @@ static int block_sink(void *arg, uint64_t off, const void *data, size_t len)
 			bm_piece_hash_reset(b->ph);
 		bm_piece_hash_update(b->ph, data, len);
 	}
-	return vm_loadblk_write(b->buf, (size_t)off, data, len);
+	return sink_put(b, (size_t)off, data, len);
 }
 
 static int block_verify(void *arg, char *msg, size_t n)
@@ -290,6 +309,7 @@ struct bm_block_fetch {
 	uint64_t index;
 	void *buf;
 	size_t bs, len;
+	size_t skip, keep;         /* keep > 0: buf gets bytes [skip, skip + keep) */
 	struct block_source src;
 	struct block_sink sink;
 	struct bm_version pin;
@@ -309,21 +329,21 @@ static int fetch_begin(bm_dataset *ds, struct bm_block_fetch *f)
 	size_t first_len = 0;
 	char *first;
 
-	f->sink = (struct block_sink){ .buf = f->buf, .sum = src->sum };
+	f->sink = (struct block_sink){ .buf = f->buf, .skip = f->skip, .keep = f->keep, .sum = src->sum };
 	f->g = (struct bm_get){ .sink = block_sink, .sink_arg = &f->sink, .verify = block_verify };
 	f->pin = (struct bm_version){ .size = src->total };
 	f->len = src->len;
 	f->key = NULL;
 	if (f->len == 0 || src->visible == 0 || (!src->flat && src->hole)) {
 		/* A hole, or past the end: zeros without a request. */
-		if (vm_loadblk_zero(f->buf, 0, f->bs) < 0)
+		if (sink_put(&f->sink, 0, NULL, f->bs) < 0)
 			return BM_ENOMEM;
 		atomic_fetch_add(&ds->c.hole_blocks, 1);
 		return 0;
 	}
 	if (src->flat && f->index == 0 && (first = take_first(ds, &first_len)) != NULL) {
 		/* Block 0's bytes came with the open. */
-		int rc = vm_loadblk_write(f->buf, 0, first, first_len) < 0 ? BM_ENOMEM : 2;
+		int rc = sink_put(&f->sink, 0, first, first_len) < 0 ? BM_ENOMEM : 2;
 		free(first);
 		f->len = first_len;
 		return rc;
@@ -368,7 +388,7 @@ static int fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc, bool log)
 		return rc;
 	}
 	/* Bytes past the object, or past a size shrunk since, read as zeros. */
-	if (f->src.visible < f->bs && vm_loadblk_zero(f->buf, f->src.visible, f->bs - f->src.visible) < 0)
+	if (f->src.visible < f->bs && sink_put(&f->sink, f->src.visible, NULL, f->bs - f->src.visible) < 0)
 		return BM_ENOMEM;
 	atomic_fetch_add(&ds->c.fetched_blocks, 1);
 	atomic_fetch_add(&ds->c.fetched_bytes, f->len);
@@ -376,12 +396,14 @@ static int fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc, bool log)
 }
 
 /* Fetches and verifies src into buf (bs bytes: virtmem's block of a flat
- * object, else the dataset's block; zeros past what is visible).  With
- * log, a failure is also reported on stderr. */
+ * object, else the dataset's block; zeros past what is visible; with keep
+ * > 0 only bytes [skip, skip + keep) of it, into a plain buf).  With log,
+ * a failure is also reported on stderr. */
 static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_source *src, void *buf,
-			size_t bs, bool log)
+			size_t bs, size_t skip, size_t keep, bool log)
 {
-	struct bm_block_fetch f = { .index = index, .buf = buf, .bs = bs, .src = *src };
+	struct bm_block_fetch f = { .index = index, .buf = buf, .bs = bs, .skip = skip, .keep = keep,
+				    .src = *src };
 	int rc = fetch_begin(ds, &f);
 
 	if (rc == 1)
@@ -395,7 +417,7 @@ static int fetch_source(bm_dataset *ds, uint64_t index, const struct block_sourc
 
 /* find_source then fetch_source; a failure to find the block (its index
  * page) is reported like one to fetch it. */
-static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
+static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, size_t skip, size_t keep, bool log)
 {
 	struct block_source src;
 	char msg[512];
@@ -408,12 +430,18 @@ static int find_fetch(bm_dataset *ds, uint64_t index, void *buf, bool log)
 			       index, msg);
 		return rc;
 	}
-	return fetch_source(ds, index, &src, buf, ds->blksize, log);
+	return fetch_source(ds, index, &src, buf, ds->blksize, skip, keep, log);
 }
 
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log)
 {
-	return find_fetch(ds, index, buf, log);
+	return find_fetch(ds, index, buf, 0, 0, log);
+}
+
+int bm_fetch_block_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, void *buf)
+{
+	bm_assert(len >= 1 && in + len <= ds->blksize);
+	return find_fetch(ds, index, buf, in, len, false);
 }
 
 int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_block_fetch **fp,
@@ -464,10 +492,13 @@ void bm_block_fetch_drop(struct bm_block_fetch *f)
 /* The sink of a Range GET of pieces [p0, p0 + n) of a block: each piece
  * hashed as it arrives (a piece hash of n pieces), the bytes written to
  * buf (vm_loadblk_write: a loadblk's RAM slot, or a read-ahead run's
- * plain buffer); at the end each piece is checked against its sum. */
+ * plain buffer); at the end each piece is checked against its sum.  A
+ * plain buf may keep only bytes [skip, skip + keep) of the pieces (a read
+ * of a range inside them: the others are hashed, never stored). */
 struct piece_sink {
 	void *buf;
 	bool plain;                /* buf is a plain buffer (memcpy) */
+	size_t skip, keep;         /* plain: buf holds bytes [skip, skip + keep) */
 	struct bm_piece_hash *ph;
 	const uint8_t *psum;       /* the block's piece sums */
 	unsigned p0;               /* the first piece */
@@ -479,9 +510,12 @@ static int piece_sink(void *arg, uint64_t off, const void *data, size_t len)
 
 	if (off == 0) /* a retry starts over */
 		bm_piece_hash_reset(p->ph);
-	if (p->plain)
-		memcpy((char *)p->buf + off, data, len);
-	else if (vm_loadblk_write(p->buf, (size_t)off, data, len) < 0)
+	if (p->plain) {
+		uint64_t a = off > p->skip ? off : p->skip, end = off + len;
+		uint64_t b = p->skip + p->keep < end ? p->skip + p->keep : end;
+		if (a < b)
+			memcpy((char *)p->buf + (a - p->skip), (const char *)data + (a - off), b - a);
+	} else if (vm_loadblk_write(p->buf, (size_t)off, data, len) < 0)
 		return -ENOMEM;
 	bm_piece_hash_update(p->ph, data, len); /* while the data is hot */
 	return 0;
@@ -494,12 +528,13 @@ static int piece_verify(void *arg, char *msg, size_t n)
 	return bm_piece_hash_check(p->ph, p->psum, p->p0, msg, n);
 }
 
-/* Block obj's pieces [p0, p0 + n) into buf (plain: a plain buffer), with
- * one Range GET of its object, each piece checked.  *lenp: the bytes that
- * hold data (0: a hole, or past what is visible); buf past them is not
+/* Block obj's pieces [p0, p0 + n) into buf (plain: a plain buffer that
+ * gets only their bytes [skip, skip + keep)), with one Range GET of its
+ * object, each piece checked.  *lenp: the bytes of the pieces that hold
+ * data (0: a hole, or past what is visible); buf past them is not
  * written.  msg says what failed, without the block number. */
 static int fetch_pieces(bm_dataset *ds, uint64_t obj, unsigned p0, unsigned n, void *buf,
-			bool plain, size_t *lenp, char *msg, size_t msgn)
+			bool plain, size_t skip, size_t keep, size_t *lenp, char *msg, size_t msgn)
 {
 	struct block_source src;
 	uint8_t *psum = malloc((size_t)BM_PIECES_MAX * 16);
@@ -515,7 +550,8 @@ static int fetch_pieces(bm_dataset *ds, uint64_t obj, unsigned p0, unsigned n, v
 	if (src.hole || src.visible <= from)
 		goto done;
 	size_t len = src.len - from < (size_t)n * BM_PIECE_SIZE ? src.len - from : (size_t)n * BM_PIECE_SIZE;
-	struct piece_sink sink = { .buf = buf, .plain = plain, .psum = psum, .p0 = p0 };
+	struct piece_sink sink = { .buf = buf, .plain = plain, .skip = skip, .keep = keep,
+				   .psum = psum, .p0 = p0 };
 	struct bm_get g = { .range = true, .off = from, .len = len, .sink = piece_sink,
 			    .sink_arg = &sink, .verify = piece_verify };
 	if ((sink.ph = bm_piece_hash_new(n)) == NULL) {
@@ -540,7 +576,7 @@ int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log)
 		struct block_source src;
 		int rc = find_source(ds, blk, &src, NULL, msg, sizeof(msg));
 		if (rc == 0)
-			return fetch_source(ds, blk, &src, buf, bs, log);
+			return fetch_source(ds, blk, &src, buf, bs, 0, 0, log);
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", blk, msg);
 		if (log)
 			bm_log("%s: block %" PRIu64 " not loaded, the access gets SIGBUS: %s", ds->url, blk,
@@ -549,7 +585,7 @@ int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log)
 	}
 	uint64_t obj = blk / ds->vm_per_blk;
 	unsigned piece = (unsigned)(blk % ds->vm_per_blk);
-	int rc = fetch_pieces(ds, obj, piece, 1, buf, false, &len, msg, sizeof(msg));
+	int rc = fetch_pieces(ds, obj, piece, 1, buf, false, 0, 0, &len, msg, sizeof(msg));
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 " piece %u: %s", obj, piece, msg);
 		if (log) /* the one line a failed fault gets (virtmem adds none) */
@@ -571,7 +607,18 @@ int bm_fetch_pieces(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t 
 	unsigned p0 = (unsigned)(first % ds->vm_per_blk);
 
 	bm_assert(ds->vm_per_blk > 1 && n >= 1 && p0 + n <= ds->vm_per_blk);
-	return fetch_pieces(ds, obj, p0, (unsigned)n, buf, true, lenp, msg, msgn);
+	return fetch_pieces(ds, obj, p0, (unsigned)n, buf, true, 0, n * BM_PIECE_SIZE, lenp, msg, msgn);
+}
+
+int bm_fetch_pieces_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, char *buf,
+			 size_t *lenp, char *msg, size_t msgn)
+{
+	unsigned pieces = bm_ds_pieces(ds);
+	size_t p0 = in / BM_PIECE_SIZE, p1 = (in + len - 1) / BM_PIECE_SIZE;
+
+	bm_assert(pieces > 1 && len >= 1 && in + len <= ds->blksize);
+	return fetch_pieces(ds, index, (unsigned)p0, (unsigned)(p1 - p0 + 1), buf, true,
+			    in - p0 * BM_PIECE_SIZE, len, lenp, msg, msgn);
 }
 
 int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char *sum, size_t len,
@@ -589,7 +636,7 @@ int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char 
 		snprintf(src.sum, sizeof(src.sum), "%s", sum);
 		src.pieces = bm_ds_pieces(ds); /* a change's sum is in its format's kind */
 	}
-	return fetch_source(ds, index, &src, buf, ds->blksize, false);
+	return fetch_source(ds, index, &src, buf, ds->blksize, 0, 0, false);
 }
 
 uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m)

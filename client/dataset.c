@@ -645,7 +645,8 @@ const char *bm_url(const bm_dataset *ds) { return ds->url; }
  * open and close that map nothing (a bm_read, a listing, an attribute)
  * made and unmade them for nothing: ~14% of an open and close's CPU on
  * loopback (docs/client.md).  Mappings may be made from several threads
- * at once: cache_mu makes it once; fh is published last. */
+ * at once: cache_mu makes it once (read-ahead's start too, which is not
+ * safe twice at once); fh is published last. */
 int bm_page_cache(bm_dataset *ds)
 {
 	int rc = 0;
@@ -723,7 +724,7 @@ static int overlay_check(bm_dataset *ds)
 		return BM_ENOMEM;
 	}
 	vm_fileh_close(ds->fh);
-	ds->fh = fh;
+	__atomic_store_n(&ds->fh, fh, __ATOMIC_RELEASE); /* read with bm_fh */
 	bm_overlay_close(ds);
 	ds->overlay = false;
 	snprintf(ds->mode_why, sizeof(ds->mode_why),
@@ -779,52 +780,39 @@ void bm_unmap(bm_mapping *m)
 /* Bytes [in, in + n) of block index, a part of it, into dst.  A format 3
  * block (pieces > 1): only the 64 KiB pieces that cover the bytes, with
  * one Range GET of its object, each piece checked against its own sum
- * (blocks.c); straight into dst when the bytes are whole pieces, else
- * through a buffer of the pieces' size.  Else the whole block (*tmp: a
- * buffer of the block's size, allocated on first need), checked against
- * its sum. */
-static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *dst, char **tmp)
+ * (blocks.c); only the bytes asked for are stored, straight into dst
+ * (the rest of the pieces is hashed as it arrives, not copied; on a
+ * failure dst's bytes are undefined).  Else the whole block, checked
+ * against its sum, of which only the bytes asked for are stored, the same
+ * way. */
+static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *dst)
 {
 	size_t got = 0;
 	unsigned pieces = bm_ds_pieces(ds);
 	char msg[512];
 	int rc;
 
-	if (pieces <= 1) {
-		if (*tmp == NULL && (*tmp = malloc(ds->blksize)) == NULL)
-			return BM_ENOMEM;
-		rc = bm_fetch_block(ds, index, *tmp, false);
-		if (rc == 0)
-			memcpy(dst, *tmp + in, n);
-		return rc;
-	}
-	size_t p0 = in / BM_PIECE_SIZE, p1 = (in + n - 1) / BM_PIECE_SIZE;
-	size_t span = (p1 - p0 + 1) * BM_PIECE_SIZE;
-	bool direct = in % BM_PIECE_SIZE == 0 && n == span;
-	char *into = direct ? dst : malloc(span);
-	if (into == NULL)
-		return BM_ENOMEM;
-	rc = bm_fetch_pieces(ds, index * pieces + p0, p1 - p0 + 1, into, &got, msg, sizeof(msg));
+	if (pieces <= 1)
+		return bm_fetch_block_part(ds, index, in, n, dst);
+	size_t skip = in % BM_PIECE_SIZE;
+	rc = bm_fetch_pieces_part(ds, index, in, n, dst, &got, msg, sizeof(msg));
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
 	} else {
 		/* A hole, the dataset's end or a shrink: zeros past what came. */
-		if (got < span)
-			memset(into + got, 0, span - got);
-		if (!direct)
-			memcpy(dst, into + (in - p0 * BM_PIECE_SIZE), n);
+		size_t have = got > skip ? got - skip : 0;
+		if (have < n)
+			memset(dst + have, 0, n - have);
 		atomic_fetch_add(got ? &ds->c.fetched_blocks : &ds->c.hole_blocks, 1);
 		atomic_fetch_add(&ds->c.fetched_bytes, got);
 	}
-	if (!direct)
-		free(into);
 	return rc;
 }
 
 int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 {
 	size_t bs = ds->blksize;
-	char *dst = buf, *tmp = NULL;
+	char *dst = buf;
 	uint64_t size;
 	int64_t done = 0;
 
@@ -842,17 +830,14 @@ int64_t bm_read(bm_dataset *ds, uint64_t offset, void *buf, size_t len)
 		if (in == 0 && n == bs) /* a whole block: one GET, straight into buf */
 			rc = bm_fetch_block(ds, index, dst, false);
 		else
-			rc = read_part(ds, index, in, n, dst, &tmp);
-		if (rc < 0) {
-			free(tmp);
+			rc = read_part(ds, index, in, n, dst);
+		if (rc < 0)
 			return done ? done : rc;
-		}
 		dst += n;
 		offset += n;
 		len -= n;
 		done += (int64_t)n;
 	}
-	free(tmp);
 	return done;
 }
 

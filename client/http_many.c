@@ -104,6 +104,9 @@ static bool attempt_start(struct bm_http *h, CURLM *m, CURL *tpl, struct bm_http
 	 * multi handle keeps the others'). */
 	if (r->close) {
 		curl_easy_setopt(a->c, CURLOPT_FORBID_REUSE, 1L);
+		/* Nor does it take the kept one (answered already when the
+		 * park gave both at once): that one stays for the reads. */
+		curl_easy_setopt(a->c, CURLOPT_FRESH_CONNECT, 1L);
 		curl_easy_setopt(a->c, CURLOPT_SOCKOPTDATA, r); /* its socket, for the park */
 	}
 	if (curl_multi_add_handle(m, a->c) != CURLM_OK) {

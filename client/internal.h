@@ -10,9 +10,11 @@
  *   ds->pool.mu  the worker pool's threads and kicks (pool.c).
  *   store and http locks: inside the store (store_http.c, http.c).
  *   ds->pages' mu: the index page cache (index_load.c), a leaf.
- *   ds->cache_mu  the making of the page cache (bm_page_cache), around
- *              virtmem's calls that make it and nothing else.
- * No two of them are ever held at once.  virtmem's own lock is never held
+ *   ds->cache_mu  the making of the page cache (bm_page_cache): held
+ *              around virtmem's calls that make it, read-ahead's start
+ *              (which takes ds->ra.mu) and the error it may set (ds->mu).
+ * No two of them are ever held at once, but for cache_mu, then ra.mu or
+ * mu.  virtmem's own lock is never held
  * when virtmem calls into this library (loadblk, storeblk, on_fault).
  */
 #ifndef BLKMAP_CLIENT_INTERNAL_H
@@ -542,6 +544,12 @@ uint64_t bm_table_count(bm_dataset *ds, const struct bm_manifest *m);
  * publishes), verifying it.  With log, a failure is also said on stderr
  * (a fault's). */
 int bm_fetch_block(bm_dataset *ds, uint64_t index, void *buf, bool log);
+/* Bytes [in, in + len) of block index (of the published generation, as
+ * bm_fetch_block: the whole block fetched and checked against its sum)
+ * into buf, which gets only those bytes (the rest is hashed, not stored;
+ * zeros where the block reads as zeros).  Errors are returned, not
+ * reported on stderr. */
+int bm_fetch_block_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, void *buf);
 /* bm_fetch_block in two parts, for blocks fetched together (a flow,
  * reads.c): begin finds block index and prepares its GET into buf (the
  * dataset's block size): 1 with *keyp, *gp for bm_store_flow_start (msg
@@ -566,6 +574,14 @@ int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log);
  * are returned, not reported (read-ahead: a fault fetches again). */
 int bm_fetch_pieces(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t *lenp, char *msg,
 		    size_t msgn);
+/* Bytes [in, in + len) of block index of a format 3 dataset (more than
+ * one piece) into buf: one Range GET of the pieces that cover them, each
+ * piece checked against its sum; only those bytes are stored (the rest of
+ * the pieces is hashed, not copied).  *lenp: the bytes of the pieces,
+ * from the first one's start, that hold data (the rest reads as zeros);
+ * buf past them is not written.  Errors are returned, not reported. */
+int bm_fetch_pieces_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, char *buf,
+			 size_t *lenp, char *msg, size_t msgn);
 /* The same for object key (NULL: a hole) of len bytes whose sum is sum,
  * as block index: a pending change's.  before_shrink: the change is older
  * than the last shrink (its bytes past the cut read as zeros). */

@@ -11,8 +11,11 @@
  * each checked on its own), the whole block fails its sum; a sequential
  * read reads every piece (read-ahead: runs of a block's pieces).  A
  * small bm_read fetches only the pieces it covers (one Range GET per
- * block), a whole block with one GET; reads across pieces, blocks, a
- * hole and the end return the right bytes, a damaged piece is refused
+ * block), a whole block with one GET, and stores only its bytes (no
+ * buffer of the piece, nor of a 64 KiB block: this program counts
+ * malloc's bytes); reads across
+ * pieces, blocks, a hole and the end return the right bytes, a damaged
+ * piece is refused
  * naming it, a shrink not committed reads as zeros past the cut.  A
  * written piece is committed with the rest of its block (fetched), a
  * block written whole without fetching it.  A v3
@@ -23,6 +26,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -393,6 +397,80 @@ static void a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get
 	free(data);
 }
 
+/* The bytes this thread asked malloc for while armed: this program's
+ * malloc stands in for libc's (ELF interposition: libcurl's and the
+ * library's calls come here too).  Not under a sanitizer, whose own
+ * malloc would be bypassed. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define COUNT_MALLOC 0
+#else
+#define COUNT_MALLOC 1
+extern void *__libc_malloc(size_t n);
+static __thread bool malloc_armed;
+static __thread size_t malloc_bytes;
+
+void *malloc(size_t n)
+{
+	if (malloc_armed)
+		malloc_bytes += n;
+	return __libc_malloc(n);
+}
+#endif
+
+static void a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_no_buffer_of_either(
+	void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	size_t size = 4 * BS;
+	unsigned char *data, got[4096];
+	char url[512];
+
+	if (!COUNT_MALLOC)
+		skip(); /* a sanitizer's malloc */
+	data = ts_pattern(size, 312);
+	tc_store_url(url, sizeof(url), st, "/v3/nobuf");
+	tc_put(url, BS, data, size);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_read(ds, 3, got, 1), 1); /* the index, the connection */
+#if COUNT_MALLOC
+	/* 4 KiB inside piece 2 of block 1: the piece is checked whole, but
+	 * only the 4 KiB are stored.  Allocated: libcurl's receive buffer (64
+	 * KiB), the piece sums (16 KiB) and small things (83 KB in all); a
+	 * buffer of the piece would be 64 KiB more. */
+	const size_t MALLOC_MAX = 96 << 10;
+	size_t off = BS + 2 * BM_PIECE_SIZE + 1000;
+	malloc_bytes = 0;
+	malloc_armed = true;
+	int64_t n = bm_read(ds, off, got, sizeof(got));
+	malloc_armed = false;
+	assert_int_equal(n, (int64_t)sizeof(got));
+	assert_memory_equal(got, data + off, sizeof(got));
+	if (malloc_bytes >= MALLOC_MAX)
+		fail_msg("a 4 KiB bm_read inside a piece allocated %zu bytes", malloc_bytes);
+	print_message("a 4 KiB bm_read inside a piece allocated %zu bytes\n", malloc_bytes);
+	/* The same inside a block of one piece (64 KiB blocks: the block is
+	 * fetched whole and checked against its sum): no buffer of the block. */
+	char url64[512];
+	tc_store_url(url64, sizeof(url64), st, "/v3/nobuf64");
+	tc_put(url64, BM_PIECE_SIZE, data, size);
+	bm_dataset *ds64 = tc_open(url64, 0);
+	assert_int_equal(bm_read(ds64, 3, got, 1), 1);
+	off = 5 * BM_PIECE_SIZE + 3000;
+	malloc_bytes = 0;
+	malloc_armed = true;
+	n = bm_read(ds64, off, got, sizeof(got));
+	malloc_armed = false;
+	assert_int_equal(n, (int64_t)sizeof(got));
+	assert_memory_equal(got, data + off, sizeof(got));
+	if (malloc_bytes >= MALLOC_MAX)
+		fail_msg("a 4 KiB bm_read inside a 64 KiB block allocated %zu bytes", malloc_bytes);
+	print_message("a 4 KiB bm_read inside a 64 KiB block allocated %zu bytes\n", malloc_bytes);
+	bm_close(ds64);
+#endif
+	bm_close(ds);
+	free(data);
+}
+
 static void bm_reads_spanning_pieces_and_blocks_return_the_right_bytes(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -717,6 +795,7 @@ int main(void)
 		cmocka_unit_test(a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped),
 		cmocka_unit_test(a_random_miss_fetches_one_piece_with_one_range_get_of_64k),
 		cmocka_unit_test(a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get),
+		cmocka_unit_test(a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_no_buffer_of_either),
 		cmocka_unit_test(bm_reads_spanning_pieces_and_blocks_return_the_right_bytes),
 		cmocka_unit_test(a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_read),
 		cmocka_unit_test(a_bm_read_after_a_shrink_reads_zeros_past_the_cut_in_pieces_too),
