@@ -236,7 +236,7 @@ void bm_http_do_all(struct bm_http *h, struct bm_http_job *jobs, int n)
 		keep += jobs[i].r->close;
 	}
 	curl_multi_setopt(conns[0]->m, CURLMOPT_MAXCONNECTS, keep);
-	conns[0]->jobs = jobs; /* a lone one answered whole is parked (http.c) */
+	conns[0]->jobs = jobs; /* a lone one answered whole is parked (http_sock.c) */
 	conns[0]->njobs = n;
 	for (int attempt = 0; any; attempt++) {
 		do_round(h, conns[0]->m, conns[0]->tpl, jobs, n, attempt, again, at, &failed);

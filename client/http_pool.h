@@ -1,7 +1,8 @@
 /* http_pool.h — what http.c (the pool and one request) shares with
- * http_many.c (several requests at once: bm_http_do_all and flows): the
- * pool's structures and the steps of a request.  For these two files
- * only; the rest of the library uses internal.h's bm_http_* API.
+ * http_many.c (several requests at once: bm_http_do_all and flows) and
+ * http_sock.c (the connections' sockets and their park): the pool's
+ * structures and the steps of a request.  For these three files only;
+ * the rest of the library uses internal.h's bm_http_* API.
  * Locking: h->mu guards a pool's idle list and counts (idle, nidle,
  * ncreated, o.connections); the steps run without it.
  */
@@ -23,7 +24,7 @@ struct bm_conn {
 	CURLM *m;
 	CURL *tpl;
 	struct bm_http *h;
-	/* What a socket curl closes now is (the park, http.c): parking, an
+	/* What a socket curl closes now is (the park, http_sock.c): parking, an
 	 * idle one curl kept (its answer read whole); else a lone request's
 	 * among jobs[0..njobs) may be, once answered whole. */
 	bool parking;
@@ -57,6 +58,10 @@ struct bm_put_src {
 struct bm_conn *bm_http_conn_new(struct bm_http *h);
 void bm_http_conn_free(struct bm_conn *c);
 void bm_http_conn_give(struct bm_http *h, struct bm_conn *c, bool broken);
+
+/* http_sock.c: c's template gets the socket callbacks (close-on-exec
+ * sockets, the park of idle connections closed handles leave). */
+void bm_http_sock_options(struct bm_conn *c);
 
 /* Forgets r's last answer before an attempt. */
 void bm_http_req_reset(struct bm_req *r);

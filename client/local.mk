@@ -14,6 +14,7 @@ client_libblkmap_la_SOURCES = \
 	client/http.c \
 	client/http_pool.h \
 	client/http_many.c \
+	client/http_sock.c \
 	client/store.h \
 	client/store.c \
 	client/store_http.c \
