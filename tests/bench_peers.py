@@ -29,18 +29,55 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            --fault-latency-ms 2, each round trip is 2 ms or more).
   The random flat line maps the flat object in the default 16 KiB blocks
   (the size GDAL fetches), flat64k in 64 KiB ones.
+The mapping peers: the lines that measure a mapping (random_4k_flat,
+flat64k, ds1m, ds64k; seqsum_map*) also show the same reads through a
+read-only mmap of the flat object's file on a FUSE mount of the same
+server, a fresh mount each run (empty caches; the file's page cache also
+dropped before the map), the same offsets timed one by one
+(bytes(mv[off:off + 4096]) as for blkmap's mapping) or the same 1 MiB
+reads into hashlib (start-up and mount not counted):
+  rclone_mmap     rclone mount of an :http: remote, --read-only,
+                  --vfs-cache-mode off.  Random: --vfs-read-chunk-size
+                  128k --buffer-size 0 (Range GETs of the 128 KiB a fault
+                  reads around, no read-ahead buffer; one trial each, a
+                  loaded machine: 0.95 ms per miss against 1.24 with 256k,
+                  1.57 with 64k, 5.6-9.7 with the 16 MiB buffer; cache
+                  mode full downloads ahead into its disk cache);
+                  sequential: the defaults (128 MiB chunks, doubling,
+                  16 MiB read ahead; full was no faster: 2.39 s against
+                  2.16 for 256 MiB).
+                  rclone lists a directory from its HTML page, which
+                  blkmap-server does not serve (JSON listings): it mounts
+                  through nginx, which answers GET /peers/ with a link to
+                  flat.bin and proxies every other request to the server
+                  (kept-alive connections, unbuffered).
+  httpdirfs_mmap  httpdirfs --single-file-mode, its defaults (no cache;
+                  --cache stopped, "This web server does not support HTTP
+                  range requests", on this server), straight at the server.
+  A peer whose misses take more than 10x blkmap's (its first 16 offsets
+  against blkmap's flat mapping in the same run) reads 32 offsets a run;
+  one whose first sixteenth of the object takes more than 10x blkmap's
+  map read, scaled, stops there (its bytes checked against that part's
+  sum, its time scaled to the whole object); the line says so.
 One line per figure:
   peers <figure> blkmap=<x> <peer>=<y>... ratio=<blkmap / best peer>
+        [ratio_map=<blkmap / best mapping peer>] [(fewer reads: which)]
+ratio is against the read-call peers (GDAL, fsspec, curl | openssl),
+ratio_map against the mapping peers.
 Several runs, interleaved (peer after peer within a run); medians.
 BENCH_PEERS_MIB (default 256) sets the size, BENCH_PEERS_RUNS (default 5)
-the runs, BENCH_PEERS_FIGURES (default "open,random,seqsum") which figures.  Not a test: nothing is asserted.  Runs with Debian's python
-(/usr/bin/python3: GDAL's binding is there); a missing peer is named and
-skipped.
+the runs, BENCH_PEERS_FIGURES (default "open,random,seqsum") which
+figures.  Not a test: nothing is asserted, but a peer that returns other bytes in a seqsum
+read stops the bench.  Runs with Debian's python (/usr/bin/python3: GDAL's
+binding is there) as root or a user who may mount FUSE; a missing peer is
+named and skipped.
 """
 import hashlib
+import mmap
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +92,7 @@ import blkmap  # noqa: E402
 
 MiB = 1 << 20
 KiB = 1 << 10
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def start_server(root, extra):
@@ -66,6 +104,53 @@ def start_server(root, extra):
         server.kill()
         sys.exit("bench_peers: blkmap-server did not start: %r" % first)
     return server, first.split()[-1]
+
+
+def start_front(tmp, bases):
+    """nginx in front of each server, for rclone: it answers GET /peers/
+    with an HTML page linking flat.bin (rclone's http remote lists a
+    directory from its HTML page; blkmap-server's listings are JSON) and
+    proxies every other request to the server, over kept-alive
+    connections, unbuffered.  Returns (process, {server URL: nginx URL})."""
+    d = os.path.join(tmp, "nginx")
+    os.mkdir(d)
+    fronts, servers = {}, []
+    for i, b in enumerate(bases):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        fronts[b] = "http://127.0.0.1:%d" % port
+        servers.append("""
+  upstream s%d { server %s; keepalive 64; }
+  server {
+    listen 127.0.0.1:%d;
+    location = /peers/ { default_type text/html; return 200 '<a href="flat.bin">flat.bin</a>'; }
+    location / { proxy_pass http://s%d; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_buffering off; }
+  }""" % (i, b.split("//")[1], port, i))
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""daemon off;
+master_process off;
+error_log %(d)s/error.log;
+pid %(d)s/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy; fastcgi_temp_path %(d)s/fcgi;
+  uwsgi_temp_path %(d)s/uwsgi; scgi_temp_path %(d)s/scgi;%(servers)s
+}
+""" % {"d": d, "servers": "".join(servers)})
+    proc = subprocess.Popen([NGINX, "-p", d, "-c", conf], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    for front in fronts.values():
+        while subprocess.run(["curl", "-sf", "-o", "/dev/null", front + "/peers/"]).returncode:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                sys.exit("bench_peers: nginx did not start (%s/error.log)" % d)
+            time.sleep(0.05)
+    return proc, fronts
 
 
 def offsets(size, seed):
@@ -134,6 +219,98 @@ def rand_fsspec(url, offs):
             f.read(4096)
             out.append(time.perf_counter() - t)
     return out
+
+
+# ---- the mapping peers: a file on a FUSE mount of the server, mmap'ed ----------
+
+class Mounts:
+    """The FUSE mounts of one server's flat object: rclone's http remote
+    (through nginx, which answers rclone's listing of peers/ in HTML, the
+    one thing blkmap-server does not serve, and passes every other request
+    on over kept-alive connections) and httpdirfs in single-file mode
+    (straight at the server).  Each mount is fresh: a new process on an
+    empty directory, unmounted when the read is done."""
+
+    def __init__(self, tmp, base, front):
+        self.tmp = tmp
+        self.base = base    # blkmap-server's URL
+        self.front = front  # nginx's URL for the same server, or None
+
+    def mount(self, tool, seq):
+        d = tempfile.mkdtemp(prefix=tool + ".", dir=self.tmp)
+        mnt = os.path.join(d, "mnt")
+        os.mkdir(mnt)
+        log = open(os.path.join(d, "log"), "w+")
+        if tool == "rclone":
+            cache = os.path.join(d, "cache")
+            conf = os.path.join(d, "rclone.conf")
+            open(conf, "w").close()
+            # Random: no read-ahead buffer and Range GETs of 128 KiB (the
+            # read-around a fault asks the kernel for); sequential: the
+            # defaults (128 MiB chunks, doubling, 16 MiB read ahead).
+            # --vfs-cache-mode off in both: full measured no faster
+            # sequentially and, random, downloads ahead into its disk cache.
+            opts = [] if seq else ["--vfs-read-chunk-size", "128k", "--buffer-size", "0"]
+            argv = ["rclone", "mount", "--config", conf, "--cache-dir", cache, "--read-only",
+                    "--vfs-cache-mode", "off"] + opts + \
+                   ["--http-url", self.front + "/peers/", ":http:", mnt]
+        else:
+            argv = ["httpdirfs", "-f", "--single-file-mode", self.base + "/peers/flat.bin", mnt]
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        path = os.path.join(mnt, "flat.bin")
+        deadline = time.monotonic() + 30
+        while not (os.path.ismount(mnt) and os.path.exists(path)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.unmount(proc, mnt)
+                log.seek(0)
+                sys.exit("bench_peers: %s did not mount: %s" % (" ".join(argv), log.read()[-2000:]))
+            time.sleep(0.05)
+        log.close()
+        return proc, mnt, path
+
+    def unmount(self, proc, mnt):
+        subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def mapped(self, tool, seq, fn):
+        """fn(memoryview of the mounted file mmap'ed read-only), on a fresh
+        mount whose page cache of the file is dropped before the map."""
+        proc, mnt, path = self.mount(tool, seq)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+                mv = memoryview(m)
+                try:
+                    return fn(mv)
+                finally:
+                    mv.release()
+                    m.close()
+            finally:
+                os.close(fd)
+        finally:
+            self.unmount(proc, mnt)
+
+
+def rand_mount(mounts, tool, offs, ours):
+    """rand_blkmap's reads through a mount's mapping.  A peer whose misses
+    take more than 10x blkmap's (ours: the median of blkmap's flat
+    mapping in this run) after 16 offsets stops at 32."""
+    def reads(mv):
+        out = []
+        for off in offs:
+            t = time.perf_counter()
+            bytes(mv[off:off + 4096])
+            out.append(time.perf_counter() - t)
+            if len(out) >= 32 and statistics.median(out[:16]) > 10 * ours:
+                break
+        return out
+    return mounts.mapped(tool, False, reads)
 
 
 # ---- open + close, no read: seconds per call ------------------------------------
@@ -231,6 +408,31 @@ def seq_fsspec(url, want):
     return dt
 
 
+def seq_mount(mounts, tool, want, part_bytes, want_part, ours):
+    """seq_map's read through a mount's mapping.  A peer whose first
+    part_bytes (a sixteenth of the object) take more than 10x blkmap's
+    whole mapped read (ours, this run) scaled to them stops there: its time
+    is scaled to the whole object (second value: True) and its bytes
+    checked against the sum of that part."""
+    part = False
+
+    def read(mv):
+        nonlocal part
+        t = time.perf_counter()
+        h = hashlib.sha256()
+        for off in range(0, len(mv), MiB):
+            h.update(mv[off:off + MiB])
+            if off + MiB == part_bytes and \
+               (time.perf_counter() - t) * len(mv) / part_bytes > 10 * ours:
+                part = True
+                break
+        return time.perf_counter() - t, h.hexdigest(), len(mv)
+    dt, got, size = mounts.mapped(tool, True, read)
+    if got != (want_part if part else want):
+        sys.exit("bench_peers: %s: the mapped read of the mounted object hashes to %s" % (tool, got))
+    return (dt * size / part_bytes if part else dt), part
+
+
 def bench_open(b, label, runs, gdal_ok):
     flat = b + "/peers/flat.bin"
     o = {k: [] for k in ("flat", "ds64k", "gdal")}
@@ -244,14 +446,15 @@ def bench_open(b, label, runs, gdal_ok):
         line("open_%s%s" % (what, label), "ms", [("blkmap", med[what]), ("gdal", med["gdal"])])
 
 
-def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
+def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
     flat = b + "/peers/flat.bin"
     rruns = runs if not label else max(1, runs // 2)
     r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m_read_block", "ds64k",
-                         "flat_read", "gdal", "fsspec")}
+                         "flat_read", "gdal", "fsspec") + tuple(tools)}
     for i in range(rruns):
         offs = offsets(size, i)
-        r["flat"] += rand_blkmap(flat, offs)
+        flat_run = rand_blkmap(flat, offs)
+        r["flat"] += flat_run
         r["flat64k"] += rand_blkmap(flat, offs, 64 * KiB)
         r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
         r["ds1m_read"] += rand_read(b + "/peers/ds1m", offs)
@@ -266,18 +469,28 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
             r["gdal"] += rand_gdal(flat, offs)
         if fsspec_ok:
             r["fsspec"] += rand_fsspec(flat, offs)
+        for tool in tools:
+            r[tool] += rand_mount(mounts, tool, offs, statistics.median(flat_run))
     med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
+    cut = ["%s: %d of %d offsets" % (t, len(r[t]), rruns * len(offs))
+           for t in tools if len(r[t]) < rruns * len(offs)]
+    maps = [(t + "_mmap", med[t]) for t in tools]
     for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds64k", "flat_read"):
+        mapping = not what.endswith("_read")
         line("random_4k_%s%s" % (what, label), "ms",
-             [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])])
+             [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])],
+             maps if mapping else [], "; ".join(cut) if mapping else "")
     line("random_4k_ds1m_read_vs_block%s" % label, "ms",
          [("piece", med["ds1m_read"]), ("block", med["ds1m_read_block"])])
 
 
-def bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok):
+def bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, tools):
+    """part: (bytes, their SHA-256): the first sixteenth of the object,
+    where a peer too slow stops (seq_mount)."""
     flat = b + "/peers/flat.bin"
     s = {k: [] for k in ("flat", "ds1m", "ds64k", "map", "map64k", "map_ds1m", "map_ds64k",
-                         "curl", "gdal", "fsspec")}
+                         "curl", "gdal", "fsspec") + tuple(tools)}
+    scaled = set()
     for i in range(runs):
         s["flat"].append(seq_blkmap(flat, want))
         s["map"].append(seq_map(flat, want))
@@ -291,11 +504,20 @@ def bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok):
             s["gdal"].append(seq_gdal(flat, want))
         if fsspec_ok:
             s["fsspec"].append(seq_fsspec(flat, want))
+        for tool in tools:
+            dt, cut = seq_mount(mounts, tool, want, part[0], part[1], s["map"][-1])
+            s[tool].append(dt)
+            if cut:
+                scaled.add(tool)
     med = {k: statistics.median(v) if v else None for k, v in s.items()}
+    note = "; ".join("%s: the first %d MiB a run, time x%g" % (t, part[0] // MiB, size / part[0])
+                     for t in tools if t in scaled)
+    maps = [(t + "_mmap", med[t]) for t in tools]
     for what in ("flat", "ds1m", "ds64k", "map", "map64k", "map_ds1m", "map_ds64k"):
+        mapping = what.startswith("map")
         line("seqsum_%s%s" % (what, label), "s",
              [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
-              ("fsspec", med["fsspec"])])
+              ("fsspec", med["fsspec"])], maps if mapping else [], note if mapping else "")
 
 
 def have(module):
@@ -307,13 +529,29 @@ def have(module):
         return False
 
 
-def line(figure, unit, results):
-    """results: [(name, value)], blkmap's first; ratio = blkmap / best peer."""
+def have_tool(tool, *needs):
+    """The mapping peer tool, if it and what it needs are installed."""
+    missing = [t for t in (tool,) + needs if not shutil.which(t) and not os.path.exists(t)]
+    if missing:
+        print("bench_peers: no %s_mmap column (%s not installed)" % (tool, ", ".join(missing)))
+        return False
+    return True
+
+
+def line(figure, unit, results, maps=(), note=""):
+    """results: [(name, value)], blkmap's first; ratio = blkmap / best
+    peer of those.  maps: [(name, value)], the mapping peers: ratio_map =
+    blkmap / best of them.  note: in parentheses at the end."""
     ours = results[0][1]
-    peers = [(n, v) for n, v in results[1:] if v is not None]
-    best = min(peers, key=lambda p: p[1]) if peers else None
-    cols = " ".join("%s=%.3f" % (n, v) for n, v in results if v is not None)
-    tail = " ratio=%.2f (vs %s)" % (ours / best[1], best[0]) if best else ""
+    cols = " ".join("%s=%.3f" % (n, v) for n, v in list(results) + list(maps) if v is not None)
+    tail = ""
+    for key, group in (("ratio", results[1:]), ("ratio_map", maps)):
+        peers = [(n, v) for n, v in group if v is not None]
+        if peers:
+            best = min(peers, key=lambda p: p[1])
+            tail += " %s=%.2f (vs %s)" % (key, ours / best[1], best[0])
+    if note:
+        tail += " (%s)" % note
     print("peers %s %s %s%s" % (figure, unit, cols, tail))
     sys.stdout.flush()
 
@@ -326,14 +564,21 @@ def main():
     os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
     gdal_ok = have("osgeo.gdal")
     fsspec_ok = have("fsspec") and have("aiohttp")
+    tools = []
+    if "random" in figures or "seqsum" in figures:
+        tools = [t for t, needs in (("rclone", ("fusermount3", NGINX)), ("httpdirfs", ("fusermount3",)))
+                 if have_tool(t, *needs)]
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     root = tempfile.mkdtemp(prefix="bench_peers.", dir=shm)
+    tmp = tempfile.mkdtemp(prefix="bench_peers.")  # mount points, nginx, logs
     servers = []
     try:
         plain, base = start_server(root, [])
         servers.append(plain)
         data = os.urandom(size)
         want = hashlib.sha256(data).hexdigest()
+        part_bytes = size // 16 // MiB * MiB
+        part = (part_bytes, hashlib.sha256(data[:part_bytes]).hexdigest())
         path = os.path.join(root, "input")
         with open(path, "wb") as f:
             f.write(data)
@@ -346,21 +591,26 @@ def main():
         os.unlink(path)
         slow, slow_base = start_server(root, ["--fault-latency-ms", "2"])
         servers.append(slow)
+        fronts = {}
+        if "rclone" in tools:
+            front, fronts = start_front(tmp, (base, slow_base))
+            servers.append(front)
         print("bench_peers: %d MiB, %d runs, medians; random: ms per 4 KiB read; "
               "seqsum: s per read + SHA-256" % (mib, runs))
         for label, b in (("", base), ("_latency2ms", slow_base)):
+            mounts = Mounts(tmp, b, fronts.get(b))
             if "open" in figures:
                 bench_open(b, label, runs, gdal_ok)
             if "random" in figures:
-                bench_random(b, label, runs, size, gdal_ok, fsspec_ok)
+                bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools)
             if "seqsum" in figures:
-                bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok)
+                bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, tools)
     finally:
         for srv in servers:
             srv.terminate()
             srv.wait(timeout=60)
         shutil.rmtree(root, ignore_errors=True)
-
+        shutil.rmtree(tmp, ignore_errors=True)
 
 if __name__ == "__main__":
     main()

@@ -325,7 +325,8 @@ tests_bench_client_LDADD = $(CLIENT_TEST_LDADD) $(XXHASH_LIBS)
 EXTRA_tests_bench_client_DEPENDENCIES = $(CLIENT_TEST_DEPS)
 
 # `make bench`: blkmap's reads against the peers installed (GDAL /vsicurl/,
-# fsspec, curl | openssl; tests/bench_peers.py), run with Debian's python
+# fsspec, curl | openssl; its mappings against an mmap on an rclone or
+# httpdirfs mount; tests/bench_peers.py), run with Debian's python
 # (/usr/bin/python3: GDAL's binding is there).
 EXTRA_DIST += tests/bench_peers.py
 BENCHMARKS += tests/bench_peers
