@@ -13,8 +13,8 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            the 1 MiB dataset through bm_read (Python's .read(): the piece
            that holds them), and ds1m_read_vs_block against a bm_read of
            the whole block each (what a 4 KiB bm_read fetched before);
-           flat_read: bm_read of 4 KiB of the flat object (its 16 KiB
-           block), a read call as GDAL's and fsspec's are.
+           flat_read: bm_read of 4 KiB of the flat object (a Range GET
+           of those 4 KiB), a read call as GDAL's and fsspec's are.
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
