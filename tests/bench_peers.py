@@ -13,8 +13,8 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            the 1 MiB dataset through bm_read (Python's .read(): the piece
            that holds them), and ds1m_read_vs_block against a bm_read of
            the whole block each (what a 4 KiB bm_read fetched before);
-           flat_read: bm_read of 4 KiB of the flat object (its 16 KiB
-           block), a read call as GDAL's and fsspec's are.
+           flat_read: bm_read of 4 KiB of the flat object (a Range GET
+           of those 4 KiB), a read call as GDAL's and fsspec's are.
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
@@ -29,6 +29,17 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            --fault-latency-ms 2, each round trip is 2 ms or more).
   The random flat line maps the flat object in the default 16 KiB blocks
   (the size GDAL fetches), flat64k in 64 KiB ones.
+Placement: on a machine of few CPUs a synchronous miss costs about twice
+as much when the reader and the server that answers it run on two CPUs
+(each wake-up lands on an idle CPU) as when they share one, and the
+scheduler picks one or the other from run to run for every peer alike
+(docs/client.md, "One CPU or two").  So open and random are measured
+three times: as the scheduler places them (no suffix), with this process
+and the server bound to CPU 0 (_cpu0: they share one), and with the
+server on CPU 0 and this process on CPU 1 (_cpu1: a server elsewhere,
+each answer waking an idle CPU, as from a remote server).  The bound
+lines need two CPUs; BENCH_PEERS_PLACEMENT (default "free,cpu0,cpu1")
+chooses.
 The mapping peers: the lines that measure a mapping (random_4k_flat,
 flat64k, ds1m, ds64k; seqsum_map*) also show the same reads through a
 read-only mmap of the flat object's file on a FUSE mount of the same
@@ -56,6 +67,8 @@ reads into hashlib (start-up and mount not counted):
   httpdirfs_mmap  httpdirfs --single-file-mode, its defaults (no cache;
                   --cache stopped, "This web server does not support HTTP
                   range requests", on this server), straight at the server.
+  The FUSE daemon runs where this process does (_cpu0: CPU 0, _cpu1: CPU 1),
+  nginx where the servers do.
   A peer whose misses take more than 10x blkmap's (its first 16 offsets
   against blkmap's flat mapping in the same run) reads 32 offsets a run;
   one whose first sixteenth of the object takes more than 10x blkmap's
@@ -68,8 +81,9 @@ ratio is against the read-call peers (GDAL, fsspec, curl | openssl),
 ratio_map against the mapping peers.
 Several runs, interleaved (peer after peer within a run); medians.
 BENCH_PEERS_MIB (default 256) sets the size, BENCH_PEERS_RUNS (default 5)
-the runs, BENCH_PEERS_FIGURES (default "open,random,seqsum") which
-figures.  Not a test: nothing is asserted, but a peer that returns other bytes in a seqsum
+the runs, BENCH_PEERS_FIGURES (default "open,random,seqsum") which figures,
+BENCH_PEERS_PLACEMENT (above) which placements of open and random.  Not a
+test: nothing is asserted, but a peer that returns other bytes in a seqsum
 read stops the bench.  Runs with Debian's python (/usr/bin/python3: GDAL's
 binding is there) as root or a user who may mount FUSE; a missing peer is
 named and skipped.
@@ -450,7 +464,7 @@ def bench_open(b, label, runs, gdal_ok):
 
 def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
     flat = b + "/peers/flat.bin"
-    rruns = runs if not label else max(1, runs // 2)
+    rruns = runs if "_latency" not in label else max(1, runs // 2)
     r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m_read_block", "ds64k",
                          "flat_read", "gdal", "fsspec") + tuple(tools)}
     for i in range(rruns):
@@ -520,6 +534,41 @@ def bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, t
         line("seqsum_%s%s" % (what, label), "s",
              [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
               ("fsspec", med["fsspec"])], maps if mapping else [], note if mapping else "")
+
+
+def bind(pid, cpus):
+    """Binds every thread of process pid (0: this one) to cpus."""
+    pid = pid or os.getpid()
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
+
+
+def placements(servers):
+    """Yields (suffix) for each placement asked for, with this process and
+    the servers bound as it says; unbound again at the end."""
+    asked = os.environ.get("BENCH_PEERS_PLACEMENT", "free,cpu0,cpu1").split(",")
+    every = os.sched_getaffinity(0)
+    for p in asked:
+        if p == "free":
+            yield ""
+            continue
+        if p not in ("cpu0", "cpu1"):
+            sys.exit("bench_peers: BENCH_PEERS_PLACEMENT: %r is not free, cpu0 or cpu1" % p)
+        if not {0, 1} <= every:
+            print("bench_peers: no _%s lines (needs CPUs 0 and 1, may use %s)" % (p, sorted(every)))
+            continue
+        for srv in servers:
+            bind(srv.pid, {0})
+        bind(0, {0} if p == "cpu0" else {1})
+        try:
+            yield "_" + p
+        finally:
+            bind(0, every)
+            for srv in servers:
+                bind(srv.pid, every)
 
 
 def have(module):
@@ -601,10 +650,11 @@ def main():
               "seqsum: s per read + SHA-256" % (mib, runs))
         for label, b in (("", base), ("_latency2ms", slow_base)):
             mounts = Mounts(tmp, b, fronts.get(b))
-            if "open" in figures:
-                bench_open(b, label, runs, gdal_ok)
-            if "random" in figures:
-                bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools)
+            for where in placements(servers):
+                if "open" in figures:
+                    bench_open(b, label + where, runs, gdal_ok)
+                if "random" in figures:
+                    bench_random(b, label + where, runs, size, gdal_ok, fsspec_ok, mounts, tools)
             if "seqsum" in figures:
                 bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, tools)
     finally:
