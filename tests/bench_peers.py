@@ -272,7 +272,8 @@ class Mounts:
                    ["--http-url", self.front + "/peers/", ":http:", mnt]
         else:
             argv = ["httpdirfs", "-f", "--single-file-mode", self.base + "/peers/flat.bin", mnt]
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
         path = os.path.join(mnt, "flat.bin")
         deadline = time.monotonic() + 30
         while not (os.path.ismount(mnt) and os.path.exists(path)):
@@ -445,7 +446,8 @@ def seq_mount(mounts, tool, want, part_bytes, want_part, ours):
         return time.perf_counter() - t, h.hexdigest(), len(mv)
     dt, got, size = mounts.mapped(tool, True, read)
     if got != (want_part if part else want):
-        sys.exit("bench_peers: %s: the mapped read of the mounted object hashes to %s" % (tool, got))
+        sys.exit("bench_peers: %s: the mapped read of the mounted object hashes to %s"
+                 % (tool, got))
     return (dt * size / part_bytes if part else dt), part
 
 
@@ -617,7 +619,8 @@ def main():
     fsspec_ok = have("fsspec") and have("aiohttp")
     tools = []
     if "random" in figures or "seqsum" in figures:
-        tools = [t for t, needs in (("rclone", ("fusermount3", NGINX)), ("httpdirfs", ("fusermount3",)))
+        tools = [t for t, needs in (("rclone", ("fusermount3", NGINX)),
+                                    ("httpdirfs", ("fusermount3",)))
                  if have_tool(t, *needs)]
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     root = tempfile.mkdtemp(prefix="bench_peers.", dir=shm)
