@@ -13,8 +13,8 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            the 1 MiB dataset through bm_read (Python's .read(): the piece
            that holds them), and ds1m_read_vs_block against a bm_read of
            the whole block each (what a 4 KiB bm_read fetched before);
-           flat_read: bm_read of 4 KiB of the flat object (its 16 KiB
-           block), a read call as GDAL's and fsspec's are.
+           flat_read: bm_read of 4 KiB of the flat object (a Range GET
+           of those 4 KiB), a read call as GDAL's and fsspec's are.
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
@@ -29,11 +29,23 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            --fault-latency-ms 2, each round trip is 2 ms or more).
   The random flat line maps the flat object in the default 16 KiB blocks
   (the size GDAL fetches), flat64k in 64 KiB ones.
+Placement: on a machine of few CPUs a synchronous miss costs about twice
+as much when the reader and the server that answers it run on two CPUs
+(each wake-up lands on an idle CPU) as when they share one, and the
+scheduler picks one or the other from run to run for every peer alike
+(docs/client.md, "One CPU or two").  So open and random are measured
+three times: as the scheduler places them (no suffix), with this process
+and the server bound to CPU 0 (_cpu0: they share one), and with the
+server on CPU 0 and this process on CPU 1 (_cpu1: a server elsewhere,
+each answer waking an idle CPU, as from a remote server).  The bound
+lines need two CPUs; BENCH_PEERS_PLACEMENT (default "free,cpu0,cpu1")
+chooses.
 One line per figure:
   peers <figure> blkmap=<x> <peer>=<y>... ratio=<blkmap / best peer>
 Several runs, interleaved (peer after peer within a run); medians.
 BENCH_PEERS_MIB (default 256) sets the size, BENCH_PEERS_RUNS (default 5)
-the runs, BENCH_PEERS_FIGURES (default "open,random,seqsum") which figures.  Not a test: nothing is asserted.  Runs with Debian's python
+the runs, BENCH_PEERS_FIGURES (default "open,random,seqsum") which figures,
+BENCH_PEERS_PLACEMENT (above) which placements of open and random.  Not a test: nothing is asserted.  Runs with Debian's python
 (/usr/bin/python3: GDAL's binding is there); a missing peer is named and
 skipped.
 """
@@ -246,7 +258,7 @@ def bench_open(b, label, runs, gdal_ok):
 
 def bench_random(b, label, runs, size, gdal_ok, fsspec_ok):
     flat = b + "/peers/flat.bin"
-    rruns = runs if not label else max(1, runs // 2)
+    rruns = runs if "_latency" not in label else max(1, runs // 2)
     r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m_read_block", "ds64k",
                          "flat_read", "gdal", "fsspec")}
     for i in range(rruns):
@@ -296,6 +308,41 @@ def bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok):
         line("seqsum_%s%s" % (what, label), "s",
              [("blkmap", med[what]), ("curl|openssl", med["curl"]), ("gdal", med["gdal"]),
               ("fsspec", med["fsspec"])])
+
+
+def bind(pid, cpus):
+    """Binds every thread of process pid (0: this one) to cpus."""
+    pid = pid or os.getpid()
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
+
+
+def placements(servers):
+    """Yields (suffix) for each placement asked for, with this process and
+    the servers bound as it says; unbound again at the end."""
+    asked = os.environ.get("BENCH_PEERS_PLACEMENT", "free,cpu0,cpu1").split(",")
+    every = os.sched_getaffinity(0)
+    for p in asked:
+        if p == "free":
+            yield ""
+            continue
+        if p not in ("cpu0", "cpu1"):
+            sys.exit("bench_peers: BENCH_PEERS_PLACEMENT: %r is not free, cpu0 or cpu1" % p)
+        if not {0, 1} <= every:
+            print("bench_peers: no _%s lines (needs CPUs 0 and 1, may use %s)" % (p, sorted(every)))
+            continue
+        for srv in servers:
+            bind(srv.pid, {0})
+        bind(0, {0} if p == "cpu0" else {1})
+        try:
+            yield "_" + p
+        finally:
+            bind(0, every)
+            for srv in servers:
+                bind(srv.pid, every)
 
 
 def have(module):
@@ -349,10 +396,11 @@ def main():
         print("bench_peers: %d MiB, %d runs, medians; random: ms per 4 KiB read; "
               "seqsum: s per read + SHA-256" % (mib, runs))
         for label, b in (("", base), ("_latency2ms", slow_base)):
-            if "open" in figures:
-                bench_open(b, label, runs, gdal_ok)
-            if "random" in figures:
-                bench_random(b, label, runs, size, gdal_ok, fsspec_ok)
+            for where in placements(servers):
+                if "open" in figures:
+                    bench_open(b, label + where, runs, gdal_ok)
+                if "random" in figures:
+                    bench_random(b, label + where, runs, size, gdal_ok, fsspec_ok)
             if "seqsum" in figures:
                 bench_seqsum(b, label, runs, want, gdal_ok, fsspec_ok)
     finally:

@@ -118,6 +118,36 @@ static void an_open_and_a_read_make_no_page_cache_until_the_first_mapping(void *
 	free(data);
 }
 
+/* A bm_read of a flat object asks for the bytes it returns and no more
+ * (a flat object has no sum that would need the rest of the block):
+ * 100 bytes inside a block, 100 across two blocks (two Range GETs of 50),
+ * and 100 at the object's end, of which 3 are there. */
+static void a_small_bm_read_of_a_flat_object_fetches_only_the_bytes_it_returns(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data = ts_pattern(SIZE, 11), got[100];
+	struct bm_stats st;
+	char url[512];
+
+	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
+	assert_int_equal(bm_read(ds, 2 * FLAT_BS + 7, got, sizeof(got)), sizeof(got));
+	assert_memory_equal(got, data + 2 * FLAT_BS + 7, sizeof(got));
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_bytes, sizeof(got));
+	assert_int_equal(st.fetched_blocks, 1);
+	assert_int_equal(bm_read(ds, 5 * FLAT_BS - 50, got, sizeof(got)), sizeof(got));
+	assert_memory_equal(got, data + 5 * FLAT_BS - 50, sizeof(got));
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_bytes, 2 * sizeof(got));
+	assert_int_equal(st.fetched_blocks, 3);
+	assert_int_equal(bm_read(ds, SIZE - 3, got, sizeof(got)), 3);
+	assert_memory_equal(got, data + SIZE - 3, 3);
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_bytes, 2 * sizeof(got) + 3);
+	bm_close(ds);
+	free(data);
+}
+
 static void committing_or_writing_a_flat_object_is_read_only(void **state)
 {
 	struct tc_store *s = with_object(state);
@@ -710,6 +740,7 @@ int main(void)
 		cmocka_unit_test(a_dataset_open_leaves_no_line_in_the_error_log),
 		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),
 		cmocka_unit_test(an_open_and_a_read_make_no_page_cache_until_the_first_mapping),
+		cmocka_unit_test(a_small_bm_read_of_a_flat_object_fetches_only_the_bytes_it_returns),
 		cmocka_unit_test(committing_or_writing_a_flat_object_is_read_only),
 		cmocka_unit_test(a_write_to_a_flat_mapping_gets_sigbus),
 		cmocka_unit_test(a_flat_object_changed_while_mapped_fails_instead_of_mixing),
