@@ -32,9 +32,12 @@
  * loadblk buffer (which may be a fresh RAM slot of virtmem's: filled with
  * vm_loadblk_write, never through the pointer), or with keep > 0 only
  * bytes [skip, skip + keep) of the block into a plain buffer (a read of a
- * part of it: the other bytes are hashed, never stored). */
+ * part of it: the other bytes are hashed, never stored), or into the
+ * page cache through a run of virtmem's (read-ahead over a flow: the
+ * zeros past the bytes are vm_run_end's). */
 struct block_sink {
 	void *buf;
+	vm_run *run;               /* not NULL: the bytes go to this run */
 	size_t skip, keep;         /* keep > 0: buf holds bytes [skip, skip + keep) */
 	size_t at;                 /* the answer's first byte is the block's byte at
 				      (a part of a flat block: its Range starts there) */
@@ -46,6 +49,8 @@ struct block_sink {
 /* Stores bytes [off, off + len) of the block (data; NULL: zeros). */
 static int sink_put(struct block_sink *b, size_t off, const void *data, size_t len)
 {
+	if (b->run != NULL)
+		return data ? vm_run_write(b->run, off, data, len) : 0;
 	if (b->keep == 0)
 		return data ? vm_loadblk_write(b->buf, off, data, len) : vm_loadblk_zero(b->buf, off, len);
 	size_t a = off > b->skip ? off : b->skip, end = off + len;
@@ -310,6 +315,7 @@ static char *take_first(bm_dataset *ds, size_t *lenp)
 struct bm_block_fetch {
 	uint64_t index;
 	void *buf;
+	vm_run *run;               /* not NULL: the bytes go there, not to buf */
 	size_t bs, len;
 	size_t skip, keep;         /* keep > 0: buf gets bytes [skip, skip + keep) */
 	struct block_source src;
@@ -331,7 +337,7 @@ static int fetch_begin(bm_dataset *ds, struct bm_block_fetch *f)
 	size_t first_len = 0;
 	char *first;
 
-	f->sink = (struct block_sink){ .buf = f->buf, .skip = f->skip, .keep = f->keep, .sum = src->sum };
+	f->sink = (struct block_sink){ .buf = f->buf, .run = f->run, .skip = f->skip, .keep = f->keep, .sum = src->sum };
 	f->g = (struct bm_get){ .sink = block_sink, .sink_arg = &f->sink, .verify = block_verify };
 	f->pin = (struct bm_version){ .size = src->total };
 	f->len = src->len;
@@ -461,8 +467,10 @@ int bm_fetch_block_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, v
 	return find_fetch(ds, index, buf, in, len, false);
 }
 
-int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_block_fetch **fp,
-			 const char **keyp, struct bm_get **gp, char **msgp, size_t *np)
+/* bm_block_fetch_begin into buf, or into run (buf NULL). */
+static int block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, vm_run *run,
+			     struct bm_block_fetch **fp, const char **keyp, struct bm_get **gp,
+			     char **msgp, size_t *np)
 {
 	struct bm_block_fetch *f = calloc(1, sizeof(*f));
 	int rc;
@@ -470,7 +478,7 @@ int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_bl
 	*fp = NULL;
 	if (f == NULL)
 		return BM_ENOMEM;
-	*f = (struct bm_block_fetch){ .index = index, .buf = buf, .bs = ds->blksize };
+	*f = (struct bm_block_fetch){ .index = index, .buf = buf, .run = run, .bs = ds->blksize };
 	if ((rc = find_source(ds, index, &f->src, NULL, f->msg, sizeof(f->msg))) < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, f->msg);
 		free(f);
@@ -488,6 +496,23 @@ int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_bl
 	*msgp = f->msg;
 	*np = sizeof(f->msg);
 	return 1;
+}
+
+int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_block_fetch **fp,
+			 const char **keyp, struct bm_get **gp, char **msgp, size_t *np)
+{
+	return block_fetch_begin(ds, index, buf, NULL, fp, keyp, gp, msgp, np);
+}
+
+int bm_block_fetch_begin_run(bm_dataset *ds, uint64_t index, vm_run *run, struct bm_block_fetch **fp,
+			     const char **keyp, struct bm_get **gp, char **msgp, size_t *np)
+{
+	return block_fetch_begin(ds, index, NULL, run, fp, keyp, gp, msgp, np);
+}
+
+size_t bm_block_fetch_bytes(const struct bm_block_fetch *f)
+{
+	return f->len < f->src.visible ? f->len : f->src.visible;
 }
 
 int bm_block_fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc)

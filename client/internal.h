@@ -378,7 +378,15 @@ struct bm_readahead {
 	 * once, from `connections`, grown up to conns_max when answers are
 	 * slow and growing pays, halved when they are fast (ramp). */
 	int conns, conns_max;
-	int active;                /* workers fetching now */
+	int active;                /* workers fetching now (flows: GETs in flight) */
+	/* Flows (a dataset's whole blocks, a store with flows): at most
+	 * flow_workers workers fetch, each keeping several block GETs in
+	 * flight over a flow of its own; flowing of them do now, their
+	 * flows holding flow_places of the store's bound, kept below
+	 * store_conns (the bound: one place stays for the faults and the
+	 * index pages, which the workers' own block lookups may need). */
+	bool flows;
+	int flow_workers, flowing, flow_places, store_conns;
 	unsigned epoch_n;          /* loads timed in this epoch */
 	double epoch_min;          /* their least seconds per byte */
 	double epoch_start;        /* when the epoch began (seconds) */
@@ -561,6 +569,17 @@ struct bm_get;
 int bm_block_fetch_begin(bm_dataset *ds, uint64_t index, void *buf, struct bm_block_fetch **fp,
 			 const char **keyp, struct bm_get **gp, char **msgp, size_t *np);
 int bm_block_fetch_end(bm_dataset *ds, struct bm_block_fetch *f, int rc);
+/* bm_block_fetch_begin with the block's bytes going into the page cache
+ * through run (virtmem's vm_run of that one block, taken: read-ahead over
+ * a flow, readahead.c) instead of a buffer: checked as bm_fetch_block's;
+ * the caller ends the run with bm_block_fetch_bytes(f) once
+ * bm_block_fetch_end said 0 (before it frees f: call it first), with -1
+ * on an error.  A hole or a block past the end (0) is zeros: the run
+ * ends with 0 bytes. */
+int bm_block_fetch_begin_run(bm_dataset *ds, uint64_t index, vm_run *run, struct bm_block_fetch **fp,
+			     const char **keyp, struct bm_get **gp, char **msgp, size_t *np);
+/* The block's bytes a fetch brings (the rest of the block reads as zeros). */
+size_t bm_block_fetch_bytes(const struct bm_block_fetch *f);
 /* Frees a fetch begun and stopped unfinished (nothing said or counted). */
 void bm_block_fetch_drop(struct bm_block_fetch *f);
 /* virtmem's block blk (file.blksize bytes) into buf: the block itself, or

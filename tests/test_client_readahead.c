@@ -8,7 +8,9 @@
  * timing: parallelism is the server's own peak of requests in flight
  * (GET /_admin/stats requests_in_flight_max) while every response is
  * delayed, so a serial client could never show two.  Slow answers make
- * a dataset's read-ahead keep more GETs in flight than `connections`.
+ * a dataset's read-ahead keep more GETs in flight than `connections`,
+ * from no more threads than `connections` (flows: several GETs per
+ * worker).
  */
 #include "config.h"
 
@@ -20,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -208,6 +212,98 @@ static void slow_answers_raise_the_requests_in_flight_past_connections(void **st
 	free(data);
 }
 
+/* A dataset's whole blocks are read ahead over flows: a worker keeps
+ * several block GETs in flight (one curl multi handle), so the GETs in
+ * flight grow past `connections` with no more threads than the pool
+ * started with (`connections` of them).  Before flows, each GET in
+ * flight was a worker thread of its own: the pool grew with the ramp. */
+static void read_ahead_keeps_more_gets_in_flight_than_it_has_threads(void **state)
+{
+	struct ts_server *s = *state;
+	const size_t bs = 16 * KiB, nblk = 256;
+	unsigned char *data = ts_pattern(nblk * bs, 44);
+	struct bm_stats st;
+	struct tc_mapped v;
+
+	ra_put(s, "/ra/flows", bs, data, nblk * bs, &v);
+	v.o.connections = 2;
+	v.o.spare_bytes = 0; /* no spare memory thread: only the workers count */
+	start_fault_engine(v.url);
+	int before = tc_nthreads();
+	tc_map_open(&v);
+	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
+	(void)tc_server_stat(s, "requests_in_flight_max", NULL); /* a new peak */
+	assert_memory_equal(v.mem, data, nblk * bs);
+	long peak = tc_server_stat(s, "requests_in_flight_max", NULL);
+	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 0}"), 200);
+	int threads = tc_nthreads() - before;
+	bm_stats(v.ds, &st);
+	assert_int_equal(st.fetched_blocks, nblk);
+	assert_true(st.readahead_blocks >= 16);
+	if (peak <= 2 || threads > 2)
+		fail_msg("%ld requests in flight at most from %d threads: expected more than 2 from "
+			 "at most 2 (connections)", peak, threads);
+	tc_map_close(&v);
+	free(data);
+}
+
+#define BAD 10 /* the block whose object the next test damages */
+
+/* For a child: a sequential read of blocks 0..BAD-1 has read-ahead fetch
+ * block BAD; once it failed (its error is the handle's), a read of block
+ * BAD faults: SIGBUS.  3: read-ahead never tried it (30 s). */
+static int read_ahead_then_touch_the_bad_block(void *arg)
+{
+	struct timespec ms10 = { 0, 10 * 1000 * 1000 };
+	struct bm_options o;
+	volatile unsigned char *p;
+	void *addr;
+
+	if (tc_child_options(&o) < 0)
+		return 1;
+	o.retries = 1;
+	o.readahead_bytes = WINDOW * BS;
+	bm_dataset *ds = tc_child_map(arg, &o, &addr);
+	if (ds == NULL) {
+		fprintf(stderr, "%s\n", bm_last_error(NULL));
+		return 2;
+	}
+	p = addr;
+	for (size_t b = 0; b < BAD; b++)
+		(void)p[b * BS];
+	int i = 0;
+	while (strstr(bm_last_error(ds), "checksum mismatch") == NULL && i++ < 3000)
+		nanosleep(&ms10, NULL);
+	if (i > 3000)
+		return 3;
+	(void)p[BAD * BS + 7]; /* SIGBUS */
+	return 0;
+}
+
+/* Every answer is untrusted, those read-ahead asks for too: a block
+ * object whose bytes fail the block's sum, fetched ahead of the reader,
+ * is not cached; the fault on it fetches it again and reports the
+ * checksum error (SIGBUS, one line naming the block). */
+static void a_block_read_ahead_that_fails_its_checksum_is_not_cached(void **state)
+{
+	struct ts_server *s = *state;
+	unsigned char *data = ts_pattern(16 * BS, 45), *other = ts_pattern(BS, 46);
+	char url[512], key[512], bkey[128], *err;
+
+	tc_url(url, sizeof(url), s, "/ra/badsum");
+	tc_put(url, BS, data, 16 * BS);
+	snprintf(key, sizeof(key), "/ra/badsum/%s", tc_block_key(url, BAD, bkey, sizeof(bkey)));
+	assert_int_equal(ts_put(s, key, other, BS), 204);
+	int status = tc_child(read_ahead_then_touch_the_bad_block, url, &err);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS || !strstr(err, "checksum mismatch") ||
+	    !strstr(err, "block 10"))
+		fail_msg("status %#x, stderr \"%s\"; expected SIGBUS and a checksum mismatch of block 10",
+			 status, err);
+	free(err);
+	free(data);
+	free(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -215,6 +311,8 @@ int main(void)
 		cmocka_unit_test(random_access_fetches_only_the_blocks_touched),
 		cmocka_unit_test(an_open_and_close_that_read_nothing_ahead_start_no_worker),
 		cmocka_unit_test(slow_answers_raise_the_requests_in_flight_past_connections),
+		cmocka_unit_test(read_ahead_keeps_more_gets_in_flight_than_it_has_threads),
+		cmocka_unit_test(a_block_read_ahead_that_fails_its_checksum_is_not_cached),
 	};
 	return cmocka_run_group_tests(tests, tc_group_setup, tc_group_teardown);
 }

@@ -986,6 +986,43 @@ static void *read_block2_thread(void *p)
 	return (void *)(intptr_t)(memcmp(vm_vma_blk_addr(a->f->vma, 2), a->want, BS4K) == 0);
 }
 
+/* vm_run_take: the run holds its blocks before any byte came (a backend's
+ * one request per block), a fault on one waits for the run, and a run
+ * whose blocks are all cached takes none (nothing to fetch). */
+static void test_run_taken_before_its_bytes_makes_a_fault_wait(void **unused)
+{
+	struct fx *f = fx_open(BS4K, 8, 8);
+	size_t len = 3 * BS4K;
+	unsigned char *s = stream_bytes(len);
+	struct stream_read a = { f, s };
+	pthread_t tr;
+	vm_run *run;
+	void *ok;
+
+	assert_int_equal(vm_fileh_prefetch(f->fh, 3), 0); /* cached before */
+	assert_int_equal(vm_run_begin(f->fh, 2, 3, &run), 0);
+	assert_int_equal(vm_run_take(run), 2);
+	assert_int_equal(state(f, 2), VM_PAGE_LOADING);
+	assert_int_equal(state(f, 3), VM_PAGE_LOADED);
+	assert_int_equal(state(f, 4), VM_PAGE_LOADING);
+	pthread_create(&tr, NULL, read_block2_thread, &a);
+	wait_faults(f->fh, 1);
+	assert_int_equal(f->m->loads[2], 0); /* the fault waits, loads nothing */
+	stream_write(run, s, 0, len);
+	assert_int_equal(vm_run_end(run, (int64_t)len, NULL), 2);
+	pthread_join(tr, &ok);
+	assert_int_equal((intptr_t)ok, 1);
+	assert_int_equal(f->m->loads[2], 0);
+	assert_int_equal(state(f, 4), VM_PAGE_LOADED);
+	/* All cached now: a run of them takes nothing. */
+	assert_int_equal(vm_run_begin(f->fh, 2, 3, &run), 0);
+	assert_int_equal(vm_run_take(run), 0);
+	assert_int_equal(vm_run_end(run, -1, NULL), 0);
+	assert_int_equal(vm_run_take(NULL), 0);
+	free(s);
+	fx_close(f);
+}
+
 static void test_fault_on_a_block_a_stream_reached_waits_for_the_run(void **unused)
 {
 	struct fx *f = fx_open(BS4K, 8, 8);
@@ -1978,6 +2015,7 @@ int main(void)
 		cmocka_unit_test(test_failed_streamed_run_leaves_its_blocks_empty),
 		cmocka_unit_test(test_streamed_run_takes_only_the_ram_the_budget_has),
 		cmocka_unit_test(test_fault_on_a_block_a_stream_reached_waits_for_the_run),
+		cmocka_unit_test(test_run_taken_before_its_bytes_makes_a_fault_wait),
 		cmocka_unit_test(test_a_runs_cached_blocks_are_noted_before_a_waiting_fault_returns),
 		cmocka_unit_test(test_sequential_read_of_cached_blocks_takes_few_faults),
 		cmocka_unit_test(test_blocks_mapped_around_read_their_own_bytes),

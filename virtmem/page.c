@@ -431,6 +431,19 @@ static void run_reach(vm_run *run, size_t last)
 			run->err = -EIO;
 }
 
+int vm_run_take(vm_run *run)
+{
+	int taken = 0;
+
+	if (run == NULL)
+		return 0;
+	if (run->next < run->n)
+		run_reach(run, run->n - 1);
+	for (size_t k = 0; k < run->n; k++)
+		taken += run->page[k] != NULL;
+	return run->err < 0 ? run->err : taken;
+}
+
 int vm_run_write(vm_run *run, uint64_t off, const void *data, size_t len)
 {
 	unsigned shift;

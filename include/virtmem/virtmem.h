@@ -332,6 +332,13 @@ int vm_fileh_prefetch_run(vm_fileh *fh, vm_blk_t blk, size_t n);
  * run's blocks meanwhile. */
 int vm_run_begin(vm_fileh *fh, vm_blk_t blk, size_t n, vm_run **runp);
 int vm_run_write(vm_run *run, uint64_t off, const void *data, size_t len);
+/* vm_run_take takes every block of run the stream has not reached yet
+ * now, as if it had (those cached, being loaded or without RAM left stay
+ * as they are): a backend that sends one request per block takes its
+ * block before the request goes out, so that a fault on it waits for the
+ * answer instead of sending the same request again.  Returns the number
+ * of blocks the run has taken (0: nothing to fetch), or -errno. */
+int vm_run_take(vm_run *run);
 int vm_run_end(vm_run *run, int64_t len, uint64_t *bytesp);
 
 /* fn(arg, blocks, bytes) runs in vm_run_end when it caches blocks of run
