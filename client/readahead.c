@@ -23,8 +23,9 @@
  * only then (vm_run_end; a failure leaves it EMPTY: the fault fetches it
  * again and reports).  The flows hold places of the store's bound, one
  * always left for the faults and the index pages (a mapping read of a
- * dataset of 64 KiB blocks: about a tenth less time and a fifth less CPU
- * than one GET per worker thread; docs/client.md, "Read-ahead").  A store
+ * dataset of 64 KiB blocks: a fifth to a third less CPU than one GET per
+ * worker thread, its time within a busy machine's noise; docs/client.md,
+ * "Read-ahead").  A store
  * without flows keeps one GET per worker: vm_fileh_prefetch, in
  * parallel.  A flat object's blocks are small (a random miss fetches
  * little): there a worker takes a run of consecutive queued blocks and
