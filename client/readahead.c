@@ -437,7 +437,13 @@ static bool readahead_run_one(void *arg)
 	bm_dataset *ds = arg;
 	struct bm_readahead *ra = &ds->ra;
 
-	if (ra->flows)
+	/* Under the lock: the pool is the uploads' too, so a worker may run
+	 * this while the first mapping's bm_readahead_start sets it (a data
+	 * race ThreadSanitizer caught in test_client_changes). */
+	pthread_mutex_lock(&ra->mu);
+	bool flows = ra->flows;
+	pthread_mutex_unlock(&ra->mu);
+	if (flows)
 		return readahead_flow_one(ds);
 	pthread_mutex_lock(&ra->mu);
 	/* At most ra->conns fetch at once: the others idle (until a kick)
