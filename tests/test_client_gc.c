@@ -230,6 +230,7 @@ struct writer {
 	long settle_ms;            /* BLKMAP_GC_SETTLE_MS of this race */
 	char why[300];             /* a file: the error that stopped it */
 	char over[300];            /* a file: publishes that took settle_ms or more */
+	const char *starving;      /* a file: made after 50 tries in vain */
 	double checked;            /* when the commit's gc guard passed */
 };
 
@@ -291,6 +292,14 @@ static int writer_main(void *arg)
 	while (done < w->commits) {
 		if (++tries > 200)
 			return 10;
+		/* 50 tries in vain (a slow machine: under ThreadSanitizer every
+		 * commit met a gc run): the gc loop pauses longer from now on,
+		 * so that the race goes on and the writers still get through. */
+		if (tries == 50) {
+			int fd = open(w->starving, O_CREAT | O_WRONLY, 0600);
+			if (fd >= 0)
+				close(fd);
+		}
 		struct bm_options o;
 		bm_dataset *ds = NULL;
 		tc_options(&o);
@@ -357,6 +366,7 @@ static int wait_bounded(pid_t pid, int secs)
 struct gc_loop {
 	const char *url;
 	const char *stop;          /* a file: once it exists, one last run */
+	const char *starving;      /* a file: once it exists, 10 times the pause */
 	uint64_t keep;
 	long pause_ms;             /* between runs */
 };
@@ -377,7 +387,8 @@ static int gc_loop_main(void *arg)
 			return runs > 0 ? 0 : 21;
 		/* A pause between runs, as between cron jobs: writers wait
 		 * for a running gc, so gcs back to back would starve them. */
-		usleep((useconds_t)g->pause_ms * 1000);
+		long pause = access(g->starving, F_OK) == 0 ? 10 * g->pause_ms : g->pause_ms;
+		usleep((useconds_t)pause * 1000);
 	}
 }
 
@@ -424,7 +435,7 @@ static const char *take_file(const char *path, char *buf, size_t n)
 static void gc_racing_committing_writers_never_breaks_a_published_generation(void **state)
 {
 	struct tc_store *s = tc_store_of(state);
-	char url[512], stop[256];
+	char url[512], stop[256], starving[300];
 	/* Racing writers need a compare-and-swap; elsewhere one writer
 	 * (FORMAT.md: one writer per dataset there).  4 commits each: a
 	 * commit that overlaps a gc with no grace loses its uploads and goes
@@ -453,13 +464,16 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 		tc_store_url(url, sizeof(url), s, path);
 		put_generations(url, 1);
 		snprintf(stop, sizeof(stop), "/tmp/blkmap-gc-race-%ld", (long)getpid());
+		snprintf(starving, sizeof(starving), "%s-starving", stop);
 		unlink(stop);
-		struct gc_loop gl = { .url = url, .stop = stop, .keep = 1, .pause_ms = pause_ms };
+		unlink(starving);
+		struct gc_loop gl = { .url = url, .stop = stop, .starving = starving, .keep = 1,
+				      .pause_ms = pause_ms };
 		struct writer w[3];
 		pid_t gcpid = spawn(gc_loop_main, &gl), wp[3];
 		for (int i = 0; i < nw; i++) {
 			w[i] = (struct writer){ .url = url, .id = (unsigned)i + 1, .commits = commits,
-						.settle_ms = settle_ms[a] };
+						.settle_ms = settle_ms[a], .starving = starving };
 			snprintf(w[i].why, sizeof(w[i].why), "%s-w%d", stop, i + 1);
 			snprintf(w[i].over, sizeof(w[i].over), "%s-w%d-over", stop, i + 1);
 			unlink(w[i].why);
@@ -482,6 +496,7 @@ static void gc_racing_committing_writers_never_breaks_a_published_generation(voi
 		close(fd);
 		int st = wait_bounded(gcpid, 120);
 		unlink(stop);
+		unlink(starving);
 		/* Past the guarantee, gc may delete what a publish named: the
 		 * generation reads short, or a writer building on it stops
 		 * ("missing (404), yet the dataset's index names it"). */
