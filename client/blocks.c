@@ -1,7 +1,7 @@
 /* blocks.c — where a block's bytes come from: the block table of a
  * generation in any format version (v1's list, the v2/v3 index tree
  * through ds->pages) and the verified fetch of one block of the published
- * generation, of 64 KiB pieces of a format 3 block (a Range GET of its
+ * generation, of pieces of a format 3 or 4 block (a Range GET of its
  * object, each piece checked against its piece sum: what a miss on a
  * dataset mapped in pieces loads), or of an object a pending change names
  * (changes.c).
@@ -101,7 +101,8 @@ static int block_verify(void *arg, char *msg, size_t n)
 /* Where a block's bytes come from. */
 struct block_source {
 	bool flat, hole;
-	unsigned pieces;           /* format 3: sum is of its piece sums */
+	unsigned pieces;           /* formats 3 and 4: sum is of its piece sums */
+	size_t piece;              /* then the bytes of a piece */
 	char key[BM_KEY_MAX + 1];
 	char sum[BM_SUM_HEX + 1];
 	size_t len;                /* object length */
@@ -276,7 +277,9 @@ static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src,
 	if (!src->flat && ds->manifest->version >= 2) {
 		tree.version = ds->manifest->version;
 		src->pieces = bm_manifest_pieces(ds->manifest);
+		src->piece = bm_manifest_piece(ds->manifest);
 		tree.blksize = ds->manifest->blksize;
+		tree.piece = ds->manifest->piece;
 		tree.size = ds->manifest->size;
 		memcpy(tree.root, ds->manifest->root, sizeof(tree.root));
 	}
@@ -290,7 +293,8 @@ static int find_source(bm_dataset *ds, uint64_t index, struct block_source *src,
 			src->hole = false;
 			src->visible = trunc_visible(ds, off, src->visible);
 			if (psum && src->pieces &&
-			    (rc = bm_pieces_check(src->sum, psum, src->pieces, src->len, msg, n)) < 0)
+			    (rc = bm_pieces_check(src->sum, psum, src->pieces, src->piece, src->len, msg,
+						  n)) < 0)
 				return rc;
 		}
 	}
@@ -386,7 +390,7 @@ static int fetch_begin(bm_dataset *ds, struct bm_block_fetch *f)
 	f->g.max = f->len;
 	f->g.exact = true;
 	if (src->pieces > 0)
-		f->sink.ph = bm_piece_hash_new(src->pieces);
+		f->sink.ph = bm_piece_hash_new(src->pieces, src->piece);
 	else
 		f->sink.xxh = XXH3_createState();
 	if (f->sink.xxh == NULL && f->sink.ph == NULL)
@@ -587,16 +591,16 @@ static int fetch_pieces(bm_dataset *ds, uint64_t obj, unsigned p0, unsigned n, v
 		return BM_ENOMEM;
 	if ((rc = find_source(ds, obj, &src, psum, msg, msgn)) < 0)
 		goto done;
-	size_t from = (size_t)p0 * BM_PIECE_SIZE;
+	size_t piece = bm_ds_piece(ds), from = (size_t)p0 * piece;
 	/* Pieces of a hole, or past what the next commit shows: zeros. */
 	if (src.hole || src.visible <= from)
 		goto done;
-	size_t len = src.len - from < (size_t)n * BM_PIECE_SIZE ? src.len - from : (size_t)n * BM_PIECE_SIZE;
+	size_t len = src.len - from < (size_t)n * piece ? src.len - from : (size_t)n * piece;
 	struct piece_sink sink = { .buf = buf, .plain = plain, .skip = skip, .keep = keep,
 				   .psum = psum, .p0 = p0 };
 	struct bm_get g = { .range = true, .off = from, .len = len, .sink = piece_sink,
 			    .sink_arg = &sink, .verify = piece_verify };
-	if ((sink.ph = bm_piece_hash_new(n)) == NULL) {
+	if ((sink.ph = bm_piece_hash_new(n, piece)) == NULL) {
 		rc = BM_ENOMEM;
 		goto done;
 	}
@@ -649,18 +653,19 @@ int bm_fetch_pieces(bm_dataset *ds, uint64_t first, size_t n, char *buf, size_t 
 	unsigned p0 = (unsigned)(first % ds->vm_per_blk);
 
 	bm_assert(ds->vm_per_blk > 1 && n >= 1 && p0 + n <= ds->vm_per_blk);
-	return fetch_pieces(ds, obj, p0, (unsigned)n, buf, true, 0, n * BM_PIECE_SIZE, lenp, msg, msgn);
+	return fetch_pieces(ds, obj, p0, (unsigned)n, buf, true, 0, n * bm_ds_piece(ds), lenp, msg,
+			    msgn);
 }
 
 int bm_fetch_pieces_part(bm_dataset *ds, uint64_t index, size_t in, size_t len, char *buf,
 			 size_t *lenp, char *msg, size_t msgn)
 {
 	unsigned pieces = bm_ds_pieces(ds);
-	size_t p0 = in / BM_PIECE_SIZE, p1 = (in + len - 1) / BM_PIECE_SIZE;
+	size_t piece = bm_ds_piece(ds), p0 = in / piece, p1 = (in + len - 1) / piece;
 
 	bm_assert(pieces > 1 && len >= 1 && in + len <= ds->blksize);
 	return fetch_pieces(ds, index, (unsigned)p0, (unsigned)(p1 - p0 + 1), buf, true,
-			    in - p0 * BM_PIECE_SIZE, len, lenp, msg, msgn);
+			    in - p0 * piece, len, lenp, msg, msgn);
 }
 
 int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char *sum, size_t len,
@@ -677,6 +682,7 @@ int bm_fetch_object(bm_dataset *ds, uint64_t index, const char *key, const char 
 		snprintf(src.key, sizeof(src.key), "%s", key);
 		snprintf(src.sum, sizeof(src.sum), "%s", sum);
 		src.pieces = bm_ds_pieces(ds); /* a change's sum is in its format's kind */
+		src.piece = bm_ds_piece(ds);
 	}
 	return fetch_source(ds, index, &src, buf, ds->blksize, 0, 0, false);
 }

@@ -112,10 +112,10 @@ static int change_block(bm_dataset *ds, uint64_t index, const void *buf, size_t 
 	if (bm_is_zero(buf, len))
 		return add_change(ds, index, NULL, "", NULL, 0, len, from_page, seqp); /* a hole */
 	if (pieces > 0) {
-		/* Format 3: the sums of its 64 KiB pieces, and of them. */
+		/* Formats 3 and 4: the sums of its pieces, and of them. */
 		if ((psum = malloc((size_t)pieces * 16)) == NULL)
 			return BM_ENOMEM;
-		bm_pieces_sum(buf, len, pieces, psum, sum);
+		bm_pieces_sum(buf, len, bm_ds_piece(ds), pieces, psum, sum);
 	} else {
 		bm_sum_hex(buf, len, sum);
 	}

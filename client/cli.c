@@ -179,27 +179,34 @@ static int open_or_fail(bm_dataset **ds, const char *url, struct bm_options *o, 
 /* ---- put ------------------------------------------------------------------------ */
 
 static const char put_help[] =
-	"usage: blkmap put [--blksize BYTES] FILE URL\n"
+	"usage: blkmap put [--blksize BYTES] [--piece BYTES] FILE URL\n"
 	"\n"
 	"Writes FILE's bytes as the next generation of the dataset at URL, creating\n"
 	"the dataset if there is none (with blocks of BYTES, default 1M; k, M, G\n"
 	"suffixes allowed). Only blocks that changed are uploaded; all-zero blocks\n"
 	"are stored as holes. Prints the new generation. A progress bar is shown on\n"
 	"a terminal.\n"
+	"--piece: a created dataset's blocks have a sum per piece of BYTES (a power\n"
+	"of two from 4k to half a block; default 64k for blocks above 64k), so that\n"
+	"a read of part of a block fetches only its pieces; other than 64k makes\n"
+	"format version 4 (docs/FORMAT.md). An existing dataset keeps its own.\n"
 	"Exit status: 0 success, 1 error, 2 usage error, 3 another writer published\n"
 	"first.\n";
 
 static int cmd_put(int argc, char **argv)
 {
 	struct bm_options o;
-	uint64_t blksize = 0, gen = 0;
+	uint64_t blksize = 0, piece = 0, gen = 0;
 	int i = 1, ex = 1;
 
 	if (argc > 1 && is_help(argv[1]))
 		return fputs(put_help, stdout), 0;
-	if (i < argc && strcmp(argv[i], "--blksize") == 0) {
-		if (i + 1 >= argc || parse_u64(argv[i + 1], &blksize) < 0)
-			return usage_error("put", "--blksize needs a number of bytes");
+	while (i < argc && (strcmp(argv[i], "--blksize") == 0 || strcmp(argv[i], "--piece") == 0)) {
+		bool is_bs = strcmp(argv[i], "--blksize") == 0;
+		uint64_t *v = is_bs ? &blksize : &piece;
+		if (i + 1 >= argc || parse_u64(argv[i + 1], v) < 0 || (!is_bs && *v == 0))
+			return usage_error("put", is_bs ? "--blksize needs a number of bytes"
+							: "--piece needs a number of bytes");
 		i += 2;
 	}
 	if (argc - i != 2)
@@ -210,6 +217,8 @@ static int cmd_put(int argc, char **argv)
 	o.flags |= BM_OPEN_CREATE;
 	if (blksize)
 		o.blksize = blksize;
+	if (piece)
+		o.piece_bytes = piece;
 
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
@@ -231,6 +240,15 @@ static int cmd_put(int argc, char **argv)
 	if (blksize && blksize != bm_blksize(ds)) {
 		fprintf(stderr, "%s: put: %s has blocks of %zu bytes, not %" PRIu64 "\n", prog, url,
 			bm_blksize(ds), blksize);
+		goto out;
+	}
+	if (piece && piece != bm_piece_bytes(ds)) {
+		if (bm_piece_bytes(ds) == 0)
+			fprintf(stderr, "%s: put: %s's blocks (of %zu bytes) have no pieces, not pieces of %" PRIu64 " bytes\n",
+				prog, url, bm_blksize(ds), piece);
+		else
+			fprintf(stderr, "%s: put: %s's blocks have pieces of %zu bytes, not %" PRIu64 "\n",
+				prog, url, bm_piece_bytes(ds), piece);
 		goto out;
 	}
 	int rc = bm_resize(ds, (uint64_t)sb.st_size);
@@ -996,7 +1014,7 @@ static const char stat_help[] =
 	"Prints what the dataset at URL (or its generation GEN, or the one tag TAG\n"
 	"names) is, as JSON: url, kind (dataset or flat),\n"
 	"size, blksize, generation, blocks (the non-empty ones), format_version\n"
-	"(the dataset format version of that generation, 1, 2 or 3; null for a\n"
+	"(the dataset format version of that generation, 1 to 4; null for a\n"
 	"flat object).\n";
 
 /* Prints s as a JSON string (quotes, backslashes and controls escaped). */
@@ -1274,7 +1292,8 @@ static const char main_help[] =
 	"into memory.\n"
 	"\n"
 	"commands:\n"
-	"  put [--blksize BYTES] FILE URL   FILE's bytes as the dataset's next generation\n"
+	"  put [--blksize BYTES] [--piece BYTES] FILE URL\n"
+	"                                    FILE's bytes as the dataset's next generation\n"
 	"  get URL FILE                      the dataset's bytes to FILE\n"
 	"  sum [-v] URL                      SHA-256 of the content\n"
 	"  patch URL OFFSET FILE             write FILE at OFFSET and commit\n"

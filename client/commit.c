@@ -347,9 +347,11 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 /* ---- the next generation's manifest ------------------------------------------------ */
 
 /* The format version the next generation is written in (docs/FORMAT.md,
- * "Version 3", "Commit (version 3)"): a new dataset is created in 3 when
- * its blocks are larger than a 64 KiB piece, else in 2; a v2 or v3
- * dataset stays in its version (its sums would all change); a v1 dataset
+ * "Version 3", "Commit (version 3)", "Version 4"): a new dataset is
+ * created in 4 when its options ask for pieces of another size than 64
+ * KiB (bm_piece_option checked it at open), else in 3 when its blocks
+ * are larger than a 64 KiB piece, else in 2; a v2, v3 or v4 dataset
+ * stays in its version, with its pieces (its sums would all change); a v1 dataset
  * is upgraded to 2 (said once on stderr), unless one of its blocks has a
  * key other than blocks/<sum> (written by another tool): v2 cannot name
  * it, so it stays 1.  ds->mu held. */
@@ -357,8 +359,11 @@ static unsigned next_version_locked(bm_dataset *ds)
 {
 	const struct bm_manifest *m = ds->manifest;
 
-	if (!ds->exists)
+	if (!ds->exists) {
+		if (bm_piece_option(&ds->opt) != 0)
+			return 4;
 		return m->blksize > BM_PIECE_SIZE ? 3 : 2;
+	}
 	if (m->version >= 2)
 		return m->version;
 	for (size_t i = 0; i < m->nblocks; i++) {
@@ -377,13 +382,30 @@ static unsigned next_version(bm_dataset *ds)
 	return v;
 }
 
+size_t bm_piece_option(const struct bm_options *o)
+{
+	return o->piece_bytes == BM_PIECE_SIZE ? 0 : o->piece_bytes;
+}
+
+/* The bytes of a piece of the blocks the next generation is written in
+ * version v: 64 KiB in 3, in 4 the dataset's (a new one: its option's),
+ * else 0.  ds->mu held. */
+static size_t next_piece_locked(bm_dataset *ds, unsigned v)
+{
+	if (v == 3)
+		return BM_PIECE_SIZE;
+	if (v == 4)
+		return ds->exists ? ds->manifest->piece : bm_piece_option(&ds->opt);
+	return 0;
+}
+
 unsigned bm_next_pieces(bm_dataset *ds)
 {
 	pthread_mutex_lock(&ds->mu);
 	unsigned v = ds->flat ? 0 : next_version_locked(ds);
-	size_t bs = ds->manifest->blksize;
+	size_t bs = ds->manifest->blksize, piece = next_piece_locked(ds, v);
 	pthread_mutex_unlock(&ds->mu);
-	return v == 3 ? (unsigned)(bs / BM_PIECE_SIZE) : 0;
+	return piece ? (unsigned)(bs / piece) : 0;
 }
 
 /* A change in submission order, to sort by block and keep that order. */
@@ -485,7 +507,11 @@ static int next_manifest_tree(bm_dataset *ds, unsigned version, struct bm_manife
 {
 	const struct bm_manifest *m = ds->manifest;
 	uint64_t nblk = (ds->new_size + m->blksize - 1) / m->blksize;
-	struct bm_manifest old = { .version = version, .blksize = m->blksize, .size = m->size };
+	pthread_mutex_lock(&ds->mu);
+	size_t piece = next_piece_locked(ds, version);
+	pthread_mutex_unlock(&ds->mu);
+	struct bm_manifest old = { .version = version, .blksize = m->blksize,
+				   .piece = version == 4 ? piece : 0, .size = m->size };
 	struct bm_manifest *out = NULL;
 	struct bm_index_change *ch = NULL;
 	struct bm_index_io io;
@@ -536,6 +562,7 @@ static int next_manifest_tree(bm_dataset *ds, unsigned version, struct bm_manife
 	}
 	out->version = version;
 	out->blksize = m->blksize;
+	out->piece = old.piece;
 	out->size = ds->new_size;
 	out->generation = m->generation + 1;
 	out->parent = ds->exists ? m->generation : 0;

@@ -423,6 +423,26 @@ static int open_manifest(bm_dataset *ds, const char *url)
 }
 
 /* opt.tag: the generation it names becomes opt.generation (tags.c). */
+/* A new dataset's piece option (bm_piece_option): a power of two from 4
+ * KiB to half its block, at most BM_PIECES_MAX a block; 0 or BM_EINVAL.
+ * An existing dataset keeps its own pieces, as its blksize. */
+static int check_piece_option(bm_dataset *ds)
+{
+	size_t piece = bm_piece_option(&ds->opt), bs = ds->manifest->blksize;
+
+	if (piece == 0)
+		return 0;
+	if (piece < BM_PIECE_MIN || piece >= bs || (piece & (piece - 1)) != 0 ||
+	    bs / piece > BM_PIECES_MAX) {
+		bm_set_error(ds, BM_EINVAL,
+			     "%s: pieces of %zu bytes: a piece is a power of two from 4096 to half "
+			     "a block (%zu), at most %d a block",
+			     ds->url, piece, bs / 2, BM_PIECES_MAX);
+		return BM_EINVAL;
+	}
+	return 0;
+}
+
 static int open_at_tag(bm_dataset *ds)
 {
 	char msg[512];
@@ -508,12 +528,14 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 			     ds->manifest->blksize);
 		rc = BM_EINVAL;
 	}
+	if (rc == 0 && !ds->exists && !ds->flat)
+		rc = check_piece_option(ds);
 	if (rc == 0) {
 		ds->new_size = ds->trunc_size = ds->manifest->size;
 		bm_overlay_probe(ds);
 		ds->file.ops = ds->overlay ? &ds_overlay_ops : &ds_ops;
-		/* A format 3 dataset (or one the first commit creates in it)
-		 * is mapped a 64 KiB piece per virtmem block: a random miss
+		/* A format 3 or 4 dataset (or one the first commit creates in
+		 * it) is mapped a piece per virtmem block: a random miss
 		 * fetches one piece (blocks.c). */
 		ds->blksize = ds->manifest->blksize;
 		unsigned pieces = bm_next_pieces(ds);
@@ -634,6 +656,7 @@ int bm_format_version(const bm_dataset *ds)
 {
 	return ds->flat || !ds->exists ? 0 : (int)ds->manifest->version;
 }
+size_t bm_piece_bytes(const bm_dataset *ds) { return bm_ds_piece(ds); }
 const char *bm_url(const bm_dataset *ds) { return ds->url; }
 
 /* ---- mappings ------------------------------------------------------------------- */
@@ -778,7 +801,7 @@ void bm_unmap(bm_mapping *m)
 }
 
 /* Bytes [in, in + n) of block index, a part of it, into dst.  A format 3
- * block (pieces > 1): only the 64 KiB pieces that cover the bytes, with
+ * or 4 block (pieces > 1): only the pieces that cover the bytes, with
  * one Range GET of its object, each piece checked against its own sum
  * (blocks.c); only the bytes asked for are stored, straight into dst
  * (the rest of the pieces is hashed as it arrives, not copied; on a
@@ -794,7 +817,7 @@ static int read_part(bm_dataset *ds, uint64_t index, size_t in, size_t n, char *
 
 	if (pieces <= 1)
 		return bm_fetch_block_part(ds, index, in, n, dst);
-	size_t skip = in % BM_PIECE_SIZE;
+	size_t skip = in % bm_ds_piece(ds);
 	rc = bm_fetch_pieces_part(ds, index, in, n, dst, &got, msg, sizeof(msg));
 	if (rc < 0) {
 		bm_set_error(ds, rc, "block %" PRIu64 ": %s", index, msg);
@@ -853,6 +876,7 @@ static bool tree_snapshot(bm_dataset *ds, struct bm_manifest *t)
 	memset(t, 0, sizeof(*t));
 	t->version = ds->manifest->version;
 	t->blksize = ds->manifest->blksize;
+	t->piece = ds->manifest->piece;
 	t->size = ds->manifest->size;
 	memcpy(t->root, ds->manifest->root, sizeof(t->root));
 	pthread_mutex_unlock(&ds->mu);

@@ -118,7 +118,15 @@ int bm_gen_read(struct bm_store *s, uint64_t gen, struct bm_gen *g, char *msg, s
 /* Piece sums per leaf entry of g's tree (0: v1, v2). */
 static unsigned gen_pieces(const struct bm_gen *g)
 {
-	return g->version == 3 ? (unsigned)(g->blksize / BM_PIECE_SIZE) : 0;
+	if (g->version == 3)
+		return (unsigned)(g->blksize / BM_PIECE_SIZE);
+	return g->version == 4 ? (unsigned)(g->blksize / g->m2->piece) : 0;
+}
+
+/* The format of g's tree as struct bm_itree says it. */
+static unsigned gen_format(const struct bm_gen *g)
+{
+	return g->version == 4 ? 4 : 0;
 }
 
 int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit, void *arg,
@@ -141,7 +149,8 @@ int bm_gen_keys(struct bm_store *s, const struct bm_gen *g, bm_index_key_fn emit
 	bm_pages_io(pc, &io);
 	const struct bm_itree t = { .root = g->m2->root,
 				    .nblk = bm_manifest2_nblk(g->m2),
-				    .pieces = gen_pieces(g) };
+				    .pieces = gen_pieces(g),
+				    .format = gen_format(g) };
 	rc = bm_index_keys(&io, &t, emit, arg, NULL, msg, n);
 	bm_pages_free(pc);
 	return rc;
@@ -274,8 +283,10 @@ int bm_gen_diff(struct bm_store *s, const struct bm_gen *a, const struct bm_gen 
 	if (rc == 0) {
 		/* A v1 generation's tree (built here) is a v2 one: its sums are
 		 * of the bytes, so against a v3 tree every block differs. */
-		const struct bm_itree ta = { ra, (a->size + a->blksize - 1) / a->blksize, gen_pieces(a) };
-		const struct bm_itree tb = { rb, (b->size + b->blksize - 1) / b->blksize, gen_pieces(b) };
+		const struct bm_itree ta = { ra, (a->size + a->blksize - 1) / a->blksize, gen_pieces(a),
+					     gen_format(a) };
+		const struct bm_itree tb = { rb, (b->size + b->blksize - 1) / b->blksize, gen_pieces(b),
+					     gen_format(b) };
 		rc = bm_index_diff(&io, &ta, &tb, emit, arg, NULL, msg, n);
 	}
 	for (size_t i = 0; i < mp.n; i++)

@@ -12,7 +12,7 @@
 #include "internal.h"
 #include "store.h"
 
-/* A generation's manifest: version 1 (m1), or 2 or 3 (m2). */
+/* A generation's manifest: version 1 (m1), or 2, 3 or 4 (m2). */
 struct bm_gen {
 	int version;
 	struct bm_manifest *m1;

@@ -23,6 +23,16 @@
 static const uint8_t page_magic[4] = { 'B', 'M', 'I', 'P' };
 #define PAGE_VERSION 1    /* the pages of a v2 tree */
 #define PAGE_VERSION_V3 2 /* the pages of a v3 tree (leaves with piece sums) */
+#define PAGE_VERSION_V4 3 /* the pages of a v4 tree (v3's, pieces of any size) */
+
+/* The page version of a tree of format version format (0: 2 or 3, as
+ * pieces says) with pieces piece sums per leaf entry. */
+static unsigned page_version(unsigned format, unsigned pieces)
+{
+	if (format == 4)
+		return PAGE_VERSION_V4;
+	return pieces ? PAGE_VERSION_V3 : PAGE_VERSION;
+}
 
 /* Blocks one slot of a page of level L covers: 256^L. */
 static uint64_t cspan(unsigned level)
@@ -80,9 +90,9 @@ static int hex_bin(const char *s, uint8_t out[16])
 
 /* ---- piece sums ------------------------------------------------------------- */
 
-unsigned bm_pieces_of(size_t len)
+unsigned bm_pieces_of(size_t len, size_t piece)
 {
-	return (unsigned)((len + BM_PIECE_SIZE - 1) / BM_PIECE_SIZE);
+	return (unsigned)((len + piece - 1) / piece);
 }
 
 static bool is_zero16(const uint8_t *b)
@@ -91,16 +101,16 @@ static bool is_zero16(const uint8_t *b)
 	return memcmp(b, zero, 16) == 0;
 }
 
-void bm_pieces_sum(const void *buf, size_t len, unsigned pieces, uint8_t *psum,
+void bm_pieces_sum(const void *buf, size_t len, size_t piece, unsigned pieces, uint8_t *psum,
 		   char sum[BM_SUM_HEX + 1])
 {
-	unsigned np = bm_pieces_of(len);
+	unsigned np = bm_pieces_of(len, piece);
 	uint8_t bin[16];
 
 	bm_assert(np <= pieces);
 	for (unsigned i = 0; i < np; i++) {
-		size_t off = (size_t)i * BM_PIECE_SIZE;
-		size_t plen = len - off < BM_PIECE_SIZE ? len - off : BM_PIECE_SIZE;
+		size_t off = (size_t)i * piece;
+		size_t plen = len - off < piece ? len - off : piece;
 		sum_bin((const char *)buf + off, plen, psum + (size_t)i * 16);
 	}
 	memset(psum + (size_t)np * 16, 0, (size_t)(pieces - np) * 16);
@@ -111,17 +121,20 @@ void bm_pieces_sum(const void *buf, size_t len, unsigned pieces, uint8_t *psum,
 struct bm_piece_hash {
 	XXH3_state_t *st;          /* the piece being hashed */
 	size_t in_piece;           /* its bytes so far */
+	size_t piece;              /* bytes of a piece */
 	unsigned pieces, np;       /* room; piece sums done */
 	uint8_t psum[];
 };
 
-struct bm_piece_hash *bm_piece_hash_new(unsigned pieces)
+struct bm_piece_hash *bm_piece_hash_new(unsigned pieces, size_t piece)
 {
 	struct bm_piece_hash *h = calloc(1, sizeof(*h) + (size_t)pieces * 16);
 
+	bm_assert(piece > 0);
 	if (h == NULL)
 		return NULL;
 	h->pieces = pieces;
+	h->piece = piece;
 	if ((h->st = XXH3_createState()) == NULL) {
 		free(h);
 		return NULL;
@@ -164,14 +177,14 @@ void bm_piece_hash_update(struct bm_piece_hash *h, const void *data, size_t len)
 	const char *d = data;
 
 	while (len > 0) {
-		size_t take = BM_PIECE_SIZE - h->in_piece;
+		size_t take = h->piece - h->in_piece;
 		if (take > len)
 			take = len;
 		bm_xxh3_128_update(h->st, d, take); /* while the data is hot */
 		h->in_piece += take;
 		d += take;
 		len -= take;
-		if (h->in_piece == BM_PIECE_SIZE)
+		if (h->in_piece == h->piece)
 			piece_end(h);
 	}
 }
@@ -210,7 +223,7 @@ static int piece_mismatch(unsigned i, size_t len, const uint8_t got[16], const u
 int bm_piece_hash_check(struct bm_piece_hash *h, const uint8_t *psum, unsigned p0, char *msg,
 			size_t n)
 {
-	size_t last = h->in_piece > 0 ? h->in_piece : BM_PIECE_SIZE;
+	size_t last = h->in_piece > 0 ? h->in_piece : h->piece;
 
 	if (h->in_piece > 0)
 		piece_end(h);
@@ -221,7 +234,7 @@ int bm_piece_hash_check(struct bm_piece_hash *h, const uint8_t *psum, unsigned p
 	for (unsigned i = 0; i < h->np; i++) {
 		const uint8_t *got = h->psum + (size_t)i * 16, *want = psum + (size_t)(p0 + i) * 16;
 		if (memcmp(got, want, 16) != 0)
-			return piece_mismatch(p0 + i, i + 1 < h->np ? BM_PIECE_SIZE : last, got, want,
+			return piece_mismatch(p0 + i, i + 1 < h->np ? h->piece : last, got, want,
 					      msg, n);
 	}
 	return 0;
@@ -257,11 +270,11 @@ static int entry_pieces_check(const uint8_t sum[16], const uint8_t *psum, unsign
 	return 0;
 }
 
-int bm_pieces_check(const char *sum, const uint8_t *psum, unsigned pieces, size_t len, char *msg,
-		    size_t n)
+int bm_pieces_check(const char *sum, const uint8_t *psum, unsigned pieces, size_t piece, size_t len,
+		    char *msg, size_t n)
 {
 	uint8_t bin[16];
-	unsigned np, want = bm_pieces_of(len);
+	unsigned np, want = bm_pieces_of(len, piece);
 	char why[160];
 
 	if (hex_bin(sum, bin) < 0) {
@@ -337,7 +350,7 @@ size_t bm_ipage_encode(const struct bm_ipage *p, uint8_t *out)
 	bm_assert(p->count >= 1 && p->count <= BM_IPAGE_FANOUT && p->level < BM_ILEVELS_MAX);
 	bm_assert(plen == 0 || p->psum_cap >= p->count);
 	memcpy(out, page_magic, 4);
-	out[4] = p->pieces ? PAGE_VERSION_V3 : PAGE_VERSION;
+	out[4] = (uint8_t)page_version(p->format, p->pieces);
 	out[5] = (uint8_t)p->level;
 	out[6] = (uint8_t)(p->count & 0xff);
 	out[7] = (uint8_t)(p->count >> 8);
@@ -373,11 +386,12 @@ int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, si
 }
 
 int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, uint64_t base,
-		    uint64_t nblk, unsigned pieces, struct bm_ipage *p, char *msg, size_t n)
+		    uint64_t nblk, unsigned pieces, unsigned format, struct bm_ipage *p, char *msg,
+		    size_t n)
 {
 	const uint8_t *b = data;
 	const char *name = sum ? sum : "(unnamed)";
-	unsigned want_version = pieces ? PAGE_VERSION_V3 : PAGE_VERSION;
+	unsigned want_version = page_version(format, pieces);
 	int rc;
 
 	if (sum != NULL && (rc = bm_ipage_verify(sum, data, len, msg, n)) < 0)
@@ -387,8 +401,13 @@ int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, ui
 		       BM_PIECES_MAX);
 		return BM_EINVAL;
 	}
+	if (format == 4 && pieces < 2) {
+		bm_fmt(msg, n, "index page %s: a format 4 tree with %u pieces per block", name, pieces);
+		return BM_EINVAL;
+	}
 	p->count = 0;
 	p->pieces = pieces;
+	p->format = format;
 	if (len < BM_IPAGE_HDR) {
 		bm_fmt(msg, n, "index page %s: %zu bytes, shorter than its %d-byte header", name, len,
 		       BM_IPAGE_HDR);
@@ -399,14 +418,15 @@ int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, ui
 		return BM_EFORMAT;
 	}
 	if (b[4] != want_version) {
-		if (b[4] == PAGE_VERSION || b[4] == PAGE_VERSION_V3)
+		/* Page version v is format v + 1's. */
+		if (b[4] >= PAGE_VERSION && b[4] <= PAGE_VERSION_V4)
 			bm_fmt(msg, n,
-			       "index page %s: page version %u (format %d) in a tree of format version %d",
-			       name, b[4], b[4] == PAGE_VERSION ? 2 : 3, pieces ? 3 : 2);
+			       "index page %s: page version %u (format %d) in a tree of format version %u",
+			       name, b[4], b[4] + 1, want_version + 1);
 		else
 			bm_fmt(msg, n,
-			       "index page %s: page version %u is not supported (this reader knows %d and %d)",
-			       name, b[4], PAGE_VERSION, PAGE_VERSION_V3);
+			       "index page %s: page version %u is not supported (this reader knows %d to %d)",
+			       name, b[4], PAGE_VERSION, PAGE_VERSION_V4);
 		return BM_EFORMAT;
 	}
 	p->level = b[5];
@@ -492,6 +512,7 @@ struct tree {
 	unsigned root_level;
 	uint64_t nblk;
 	unsigned pieces;
+	unsigned format;           /* as struct bm_itree's */
 	struct bm_index_stats *st;
 	char *msg;
 	size_t n;
@@ -506,6 +527,7 @@ static int tree_init(struct tree *t, const struct bm_index_io *io, const struct 
 	t->io = io;
 	t->nblk = nblk;
 	t->pieces = it->pieces;
+	t->format = it->format;
 	t->st = st;
 	t->msg = msg;
 	t->n = n;
@@ -546,8 +568,8 @@ static int decode_loaded(struct tree *t, const char *hex, const void *data, size
 		bm_fmt(t->msg, t->n, "index page %s: the loader gave no bytes", hex);
 		return BM_EINVAL;
 	}
-	rc = bm_ipage_decode(data ? data : "", len, hex, (int)level, base, t->nblk, t->pieces, p,
-			     t->msg, t->n);
+	rc = bm_ipage_decode(data ? data : "", len, hex, (int)level, base, t->nblk, t->pieces,
+			     t->format, p, t->msg, t->n);
 	if (rc == 0 && data != NULL && t->io->set_checked)
 		t->io->set_checked(t->io->arg, data);
 	return rc;
@@ -566,6 +588,7 @@ static int load_page(struct tree *t, const struct node *nd, unsigned level, uint
 	p->level = level;
 	p->count = 0;
 	p->pieces = t->pieces;
+	p->format = t->format;
 	if (nd->kind == N_NONE)
 		return 0;
 	if (nd->kind == N_WRAP) {
@@ -651,7 +674,7 @@ static int search_checked(const struct tree *t, const uint8_t *b, size_t len, un
 	size_t elen = entry_len(level, t->pieces);
 	unsigned lo = 0, hi, count;
 
-	if (len < BM_IPAGE_HDR || b[4] != (t->pieces ? PAGE_VERSION_V3 : PAGE_VERSION) ||
+	if (len < BM_IPAGE_HDR || b[4] != page_version(t->format, t->pieces) ||
 	    b[5] != level)
 		return 2;
 	count = (unsigned)b[6] | (unsigned)b[7] << 8;
@@ -709,6 +732,7 @@ static int find_entry(struct tree *t, const struct node *nd, unsigned level, uin
 	if (rc == 2) {
 		struct bm_ipage *p = *pp;
 		p->pieces = t->pieces;
+		p->format = t->format;
 		if ((rc = decode_loaded(t, hex, data, len, level, base, p)) == 0) {
 			unsigned lo = 0, hi = p->count;
 			while (lo < hi) {
@@ -864,6 +888,7 @@ static int update_node(struct uctx *u, unsigned level, uint64_t base, const stru
 	q->level = level;
 	q->count = 0;
 	q->pieces = u->old.pieces;
+	q->format = u->old.format;
 	if (level == 0 && (rc = bm_ipage_reserve(q, BM_IPAGE_FANOUT)) < 0)
 		goto done;
 	size_t plen = level == 0 ? (size_t)q->pieces * 16 : 0;

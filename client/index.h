@@ -1,7 +1,9 @@
-/* index.h — the format layer of dataset formats v2 and v3 (docs/FORMAT.md,
- * "Version 2", "Version 3"): index pages (a radix tree of 256-way,
- * immutable, content-addressed pages over block numbers; v3 leaves also
- * hold each block's 64 KiB piece sums) and the small v2/v3 manifest.
+/* index.h — the format layer of dataset formats v2, v3 and v4
+ * (docs/FORMAT.md, "Version 2", "Version 3", "Version 4"): index pages (a
+ * radix tree of 256-way, immutable, content-addressed pages over block
+ * numbers; v3 leaves also hold each block's 64 KiB piece sums, v4 leaves
+ * those of pieces of the size its manifest says) and the small v2-v4
+ * manifest.
  * Pure functions over bytes: every I/O goes through the caller's
  * callbacks (struct bm_index_io), so that the commands can cache and fetch
  * pages as they like and the fuzzers can drive it all.
@@ -29,8 +31,11 @@
 #define BM_IPAGE_ENTRY 17                      /* slot byte + 16-byte sum */
 #define BM_IPAGE_MAX (BM_IPAGE_HDR + BM_IPAGE_FANOUT * BM_IPAGE_ENTRY) /* 4360: a v2 page */
 /* Format v3: a block larger than a piece has a sum per piece of 64 KiB,
- * kept in its leaf entry; the block's sum is the xxh128 of those sums. */
-#define BM_PIECE_SIZE ((size_t)64 << 10)
+ * kept in its leaf entry; the block's sum is the xxh128 of those sums.
+ * Format v4: the same with pieces of the size its manifest says (a power
+ * of two from BM_PIECE_MIN to blksize / 2, at most BM_PIECES_MAX a block). */
+#define BM_PIECE_SIZE ((size_t)64 << 10)       /* v3's pieces */
+#define BM_PIECE_MIN ((size_t)4 << 10)         /* v4's smallest */
 #define BM_PIECES_MAX 1024                     /* 64 MiB blocks / 64 KiB */
 /* The largest page of any tree: a v3 leaf of 64 MiB blocks (4.2 MB). */
 #define BM_IPAGE_LIMIT (BM_IPAGE_HDR + (size_t)BM_IPAGE_FANOUT * (BM_IPAGE_ENTRY + 16 * BM_PIECES_MAX))
@@ -41,8 +46,8 @@
 /* A decoded index page.  level 0 is a leaf: sum[i] is the sum of block
  * base + slot[i]; above, sum[i] is the key of the child page covering
  * slots' 256^level blocks.  slot[] strictly ascending, count 1..256.
- * pieces: 0 in a v2 tree; in a v3 tree the pieces per block (blksize /
- * 64 KiB), and a leaf's psum holds count x pieces piece sums of 16 bytes
+ * pieces: 0 in a v2 tree; in a v3 or v4 tree the pieces per block (blksize
+ * / its piece size), and a leaf's psum holds count x pieces piece sums of 16 bytes
  * (entry i's at psum + i * pieces * 16; a short last block's unused ones
  * are zeros).  psum is malloc'd by decode: a page is made with
  * bm_ipage_new and freed with bm_ipage_free. */
@@ -50,6 +55,7 @@ struct bm_ipage {
 	unsigned level;
 	unsigned count;
 	unsigned pieces;
+	unsigned format;           /* the tree's, as struct bm_itree's */
 	uint8_t slot[BM_IPAGE_FANOUT];
 	uint8_t sum[BM_IPAGE_FANOUT][16];
 	uint8_t *psum;
@@ -63,19 +69,21 @@ int bm_ipage_reserve(struct bm_ipage *p, unsigned count);
 /* Bytes of a page of count entries at level in a tree of pieces (0: v2). */
 size_t bm_ipage_len(unsigned level, unsigned count, unsigned pieces);
 
-/* ---- piece sums (format v3) ------------------------------------------------ */
+/* ---- piece sums (formats v3 and v4) ------------------------------------------ */
 
-/* Pieces of a block of len bytes: ceil(len / 64 KiB). */
-unsigned bm_pieces_of(size_t len);
-/* The piece sums of a block's len bytes into psum (pieces x 16 bytes:
- * those past the block's own pieces are zeros) and its sum (the xxh128
- * of its piece sums) as hex.  pieces >= bm_pieces_of(len). */
-void bm_pieces_sum(const void *buf, size_t len, unsigned pieces, uint8_t *psum,
+/* Pieces of a block of len bytes in pieces of piece bytes: ceil(len /
+ * piece). */
+unsigned bm_pieces_of(size_t len, size_t piece);
+/* The sums of the pieces of piece bytes of a block's len bytes into psum
+ * (pieces x 16 bytes: those past the block's own pieces are zeros) and its
+ * sum (the xxh128 of its piece sums) as hex.  pieces >= bm_pieces_of(len,
+ * piece). */
+void bm_pieces_sum(const void *buf, size_t len, size_t piece, unsigned pieces, uint8_t *psum,
 		   char sum[BM_SUM_HEX + 1]);
 /* The same over bytes that arrive in order, in chunks of any size: reset,
  * then update for each chunk, then final.  No allocation but the state. */
 struct bm_piece_hash;
-struct bm_piece_hash *bm_piece_hash_new(unsigned pieces);
+struct bm_piece_hash *bm_piece_hash_new(unsigned pieces, size_t piece);
 void bm_piece_hash_free(struct bm_piece_hash *h);
 void bm_piece_hash_reset(struct bm_piece_hash *h);
 void bm_piece_hash_update(struct bm_piece_hash *h, const void *data, size_t len);
@@ -86,12 +94,13 @@ void bm_piece_hash_final(struct bm_piece_hash *h, char sum[BM_SUM_HEX + 1]);
  * bm_piece_verify's for the first that differs. */
 int bm_piece_hash_check(struct bm_piece_hash *h, const uint8_t *psum, unsigned p0, char *msg,
 			size_t n);
-/* Checks untrusted piece sums of a block of len bytes against its sum (a
- * leaf entry, as bm_index_lookup gives it): its pieces are
- * bm_pieces_of(len), none all zeros, the rest zeros, and their xxh128 is
- * sum.  0 or BM_EFORMAT with msg saying what is wrong. */
-int bm_pieces_check(const char *sum, const uint8_t *psum, unsigned pieces, size_t len, char *msg,
-		    size_t n);
+/* Checks untrusted piece sums of a block of len bytes in pieces of piece
+ * bytes against its sum (a leaf entry, as bm_index_lookup gives it): its
+ * pieces are bm_pieces_of(len, piece), none all zeros, the rest zeros,
+ * and their xxh128 is sum.  0 or BM_EFORMAT with msg saying what is
+ * wrong. */
+int bm_pieces_check(const char *sum, const uint8_t *psum, unsigned pieces, size_t piece, size_t len,
+		    char *msg, size_t n);
 /* Checks bytes of piece i (len bytes) against psum's entry i: 0 or
  * BM_ECHECKSUM (msg: "piece I: checksum mismatch..."). */
 int bm_piece_verify(const uint8_t *psum, unsigned i, const void *data, size_t len, char *msg,
@@ -108,12 +117,14 @@ int bm_ipage_verify(const char *sum, const void *data, size_t len, char *msg, si
 /* Decodes untrusted page bytes.  With sum non-NULL the bytes must hash to
  * it.  level: the level the page must have (-1: any, as stored).  nblk:
  * the dataset's blocks; base: the first block the page covers; every
- * entry must cover a block below nblk.  pieces: the tree's (0: a v2 tree,
- * whose pages have page version 1; else v3, page version 2, whose leaf
- * entries' piece sums must hash to the entry's sum, all pieces of a block
- * but the dataset's last).  p from bm_ipage_new. */
+ * entry must cover a block below nblk.  pieces and format: the tree's
+ * (struct bm_itree): pieces 0 is a v2 tree, whose pages have page version
+ * 1; else v3, page version 2, or with format 4 v4, page version 3, whose
+ * leaf entries' piece sums must hash to the entry's sum, all pieces of a
+ * block but the dataset's last.  p from bm_ipage_new. */
 int bm_ipage_decode(const void *data, size_t len, const char *sum, int level, uint64_t base,
-		    uint64_t nblk, unsigned pieces, struct bm_ipage *p, char *msg, size_t n);
+		    uint64_t nblk, unsigned pieces, unsigned format, struct bm_ipage *p, char *msg,
+		    size_t n);
 
 /* The caller's I/O.  load gives the bytes of page "index/<sum>" (the
  * layer verifies them again); they stay valid until release (if not NULL)
@@ -140,12 +151,15 @@ struct bm_index_stats {
 	uint64_t bytes_written;  /* their bytes */
 };
 
-/* A tree: its root ("" none), its blocks, and the piece sums per leaf
- * entry (0: a v2 tree; v3: blksize / 64 KiB). */
+/* A tree: its root ("" none), its blocks, the piece sums per leaf entry
+ * (0: a v2 tree; v3: blksize / 64 KiB; v4: blksize / its piece size), and
+ * its format version (4; 0 for 2 or 3, which pieces tells apart): a tree
+ * reads only pages of its format's page version. */
 struct bm_itree {
 	const char *root;
 	uint64_t nblk;
 	unsigned pieces;
+	unsigned format;
 };
 
 /* The sum of block blk in tree t into sum: 1 stored, 0 a hole (sum ""),
@@ -214,8 +228,10 @@ int bm_index_from_v1(const struct bm_index_io *io, const struct bm_manifest *m,
 /* ---- the v2 and v3 manifest ---------------------------------------------- */
 
 struct bm_manifest2 {
-	unsigned version;          /* 2, or 3 (blksize > 64 KiB, piece sums) */
+	unsigned version;          /* 2, 3 (blksize > 64 KiB, piece sums) or 4
+				      (piece sums of pieces of piece bytes) */
 	size_t blksize;
+	size_t piece;              /* v4's "piece"; 0 in v2 and v3 */
 	uint64_t size;
 	uint64_t generation;
 	uint64_t parent;           /* the generation it was committed on; 0: none */
@@ -257,10 +273,13 @@ int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, 
 /* Serializes m in its version (1 or 2). */
 char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp);
 uint64_t bm_manifest2_nblk(const struct bm_manifest2 *m);
-/* Piece sums per leaf entry of m's tree: blksize / 64 KiB in version 3,
- * else 0. */
+/* Piece sums per leaf entry of m's tree: blksize / its piece size in
+ * versions 3 and 4, else 0. */
 unsigned bm_manifest_pieces(const struct bm_manifest *m);
-/* m's tree (version 2 or 3), pointing into m. */
+/* Bytes of a piece of m's blocks: 64 KiB in version 3, its "piece" in 4,
+ * else 0. */
+size_t bm_manifest_piece(const struct bm_manifest *m);
+/* m's tree (version 2, 3 or 4), pointing into m. */
 void bm_manifest_itree(const struct bm_manifest *m, struct bm_itree *t);
 
 #endif /* BLKMAP_CLIENT_INDEX_H */

@@ -241,6 +241,8 @@ struct bm_manifest {
 				      tree at root (index.h); 0: none yet (a
 				      dataset not created, a flat object) */
 	size_t blksize;
+	size_t piece;              /* v4: the bytes of a piece of a block
+				      (index.h: bm_manifest_piece); else 0 */
 	uint64_t size;
 	uint64_t generation;
 	char created[40];
@@ -333,6 +335,10 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
  * versions 1 and 2 (a sum of the bytes).  Asked once, at open (a handle's
  * format never changes): bm_ds_pieces says it after. */
 unsigned bm_next_pieces(bm_dataset *ds);
+/* The piece size options o ask a created dataset's blocks to have, when
+ * it makes format 4 (docs/FORMAT.md, "Version 4"): o->piece_bytes, or 0
+ * when that is 0 or 64 KiB (what formats 2 and 3 do). */
+size_t bm_piece_option(const struct bm_options *o);
 
 /* ---- gc (gcmark.h) --------------------------------------------------------------- */
 
@@ -415,7 +421,7 @@ struct bm_counters {
 		commits, conflicts;
 };
 
-/* The most virtmem blocks one block is mapped in: 64 MiB / 64 KiB pieces
+/* The most virtmem blocks one block is mapped in: a block's most pieces
  * (index.h's BM_PIECES_MAX). */
 #define BM_VM_PER_BLK_MAX 1024
 
@@ -424,7 +430,7 @@ struct bm_dataset {
 	char *url;                 /* dataset URL, no trailing '/' */
 	/* The dataset's block size (its objects', the manifest's), and how
 	 * many of virtmem's blocks (file.blksize) one block is: 1, or a
-	 * format 3 block's 64 KiB pieces (mapped a piece per virtmem block,
+	 * format 3 or 4 block's pieces (mapped a piece per virtmem block,
 	 * so that a random miss fetches one piece).  Set at open. */
 	size_t blksize;
 	unsigned vm_per_blk;
@@ -519,6 +525,12 @@ struct bm_dataset {
 static inline unsigned bm_ds_pieces(const bm_dataset *ds)
 {
 	return ds->vm_per_blk > 1 ? ds->vm_per_blk : 0;
+}
+/* The bytes of one of those pieces (64 KiB in format 3, the manifest's
+ * in 4; 0: not format 3 or 4). */
+static inline size_t bm_ds_piece(const bm_dataset *ds)
+{
+	return ds->vm_per_blk > 1 ? ds->blksize / ds->vm_per_blk : 0;
 }
 
 void bm_set_error(bm_dataset *ds, int code, const char *fmt, ...)

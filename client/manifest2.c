@@ -1,6 +1,7 @@
-/* manifest2.c — the manifest of dataset formats v2 and v3 (docs/FORMAT.md,
- * "Version 2", "Version 3": the same fields, v3 for blocks larger than 64
- * KiB whose tree holds piece sums): a small JSON object naming the root
+/* manifest2.c — the manifest of dataset formats v2, v3 and v4
+ * (docs/FORMAT.md, "Version 2", "Version 3", "Version 4": the same fields,
+ * v3 for blocks larger than 64 KiB whose tree holds piece sums, v4 the
+ * same with a "piece" size of its own): a small JSON object naming the root
  * index page, whose last field is a checksum of every byte before it.  Parsing and validating
  * untrusted bytes (self-checksum first), serializing.  The format layer:
  * no I/O.
@@ -105,15 +106,15 @@ int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n)
 	}
 	if (len <= BM_MANIFEST2_MAX && check_self_sum(buf, len, msg, n) == 0) {
 		v = version_of(buf, len);
-		if (v == 2 || v == 3)
+		if (v >= 2 && v <= 4)
 			return (int)v;
 		if (v == -1) {
 			bm_fmt(msg, n, "manifest is not valid JSON (its self-checksum holds)");
 			return BM_EFORMAT;
 		}
 		bm_fmt(msg, n,
-		       "a manifest with a self-checksum has format version %lld, not 2 or 3 (this "
-		       "reader knows 1, 2 and 3)",
+		       "a manifest with a self-checksum has format version %lld, not 2, 3 or 4 (this "
+		       "reader knows 1 to 4)",
 		       (long long)v);
 		return BM_EFORMAT;
 	}
@@ -128,7 +129,7 @@ int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n)
 		bm_fmt(msg, n, "manifest is not valid JSON (damaged in transit)");
 		return BM_ECHECKSUM;
 	}
-	if (v == 2 || v == 3) {
+	if (v >= 2 && v <= 4) {
 		bm_fmt(msg, n, "manifest is version %lld without a valid \"manifest_sum\" (damaged in transit)",
 		       (long long)v);
 		return BM_ECHECKSUM;
@@ -137,7 +138,7 @@ int bm_manifest_version(const char *buf, size_t len, char *msg, size_t n)
 		bm_fmt(msg, n, "manifest has no integer field \"version\"");
 		return BM_EFORMAT;
 	}
-	bm_fmt(msg, n, "format version %lld is not supported (this reader knows 1, 2 and 3)",
+	bm_fmt(msg, n, "format version %lld is not supported (this reader knows 1 to 4)",
 	       (long long)v);
 	return BM_EFORMAT;
 }
@@ -148,12 +149,49 @@ static int parse_fields(json_t *root, struct bm_manifest2 *m, char *msg, size_t 
 	json_t *v = json_object_get(root, "version");
 	int rc;
 
-	/* 2 or 3: the head's check of the version names the one found. */
-	m->version = json_is_integer(v) && json_integer_value(v) == 3 ? 3 : 2;
+	/* 2, 3 or 4: the head's check of the version names the one found. */
+	m->version = json_is_integer(v) && (json_integer_value(v) == 3 || json_integer_value(v) == 4)
+			     ? (unsigned)json_integer_value(v)
+			     : 2;
 	rc = bm_manifest_head_parse(root, m->version, &h, msg, n);
 	BM_MANIFEST_HEAD_TAKE(m, &h);
 	if (rc < 0)
 		return rc;
+	/* Version 4's pieces: a power of two from 4 KiB to half a block, at
+	 * most BM_PIECES_MAX a block.  No other version has the field. */
+	v = json_object_get(root, "piece");
+	if (m->version != 4 && v != NULL) {
+		bm_fmt(msg, n, "a version %u manifest has a field \"piece\" (only version 4 has one)",
+		       m->version);
+		return BM_EFORMAT;
+	}
+	if (m->version == 4) {
+		uint64_t pc;
+		if (v == NULL) {
+			bm_fmt(msg, n, "a version 4 manifest has no field \"piece\"");
+			return BM_EFORMAT;
+		}
+		if (!json_is_integer(v) || json_integer_value(v) < 0) {
+			bm_fmt(msg, n, "a version 4 manifest's \"piece\" is not a number of bytes");
+			return BM_EFORMAT;
+		}
+		pc = (uint64_t)json_integer_value(v);
+		if (pc < BM_PIECE_MIN || pc >= m->blksize || (pc & (pc - 1)) != 0) {
+			bm_fmt(msg, n,
+			       "a version 4 manifest's piece %" PRIu64 " is not a power of two from %zu "
+			       "to blksize/2 (%zu)",
+			       pc, BM_PIECE_MIN, m->blksize / 2);
+			return BM_EFORMAT;
+		}
+		if (m->blksize / pc > BM_PIECES_MAX) {
+			bm_fmt(msg, n,
+			       "a version 4 manifest's piece %" PRIu64 " makes %zu pieces of a block of "
+			       "%zu bytes, more than %d",
+			       pc, (size_t)(m->blksize / pc), m->blksize, BM_PIECES_MAX);
+			return BM_EFORMAT;
+		}
+		m->piece = (size_t)pc;
+	}
 	if (m->version == 3 && m->blksize <= BM_PIECE_SIZE) {
 		bm_fmt(msg, n,
 		       "format version 3 with \"blksize\" = %zu: version 3 is for blocks larger than "
@@ -230,9 +268,13 @@ char *bm_manifest2_dump(const struct bm_manifest2 *m, size_t *lenp)
 	if (root == NULL)
 		return NULL;
 	json_object_set_new(root, "format", json_string("blkmap-dataset"));
-	json_object_set_new(root, "version", json_integer(m->version == 3 ? 3 : 2));
+	json_object_set_new(root, "version", json_integer(m->version >= 3 && m->version <= 4
+								  ? (json_int_t)m->version
+								  : 2));
 	json_object_set_new(root, "checksum", json_string("xxh128"));
 	json_object_set_new(root, "blksize", json_integer((json_int_t)m->blksize));
+	if (m->version == 4)
+		json_object_set_new(root, "piece", json_integer((json_int_t)m->piece));
 	json_object_set_new(root, "size", json_integer((json_int_t)m->size));
 	json_object_set_new(root, "generation", json_integer((json_int_t)m->generation));
 	json_object_set_new(root, "parent", json_integer((json_int_t)m->parent));
@@ -293,6 +335,7 @@ int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, 
 		}
 		m->version = m2->version;
 		m->blksize = m2->blksize;
+		m->piece = m2->piece;
 		m->size = m2->size;
 		m->generation = m2->generation;
 		m->parent = m2->parent;
@@ -311,11 +354,11 @@ int bm_manifest_parse_any(const char *buf, size_t len, struct bm_manifest **mp, 
 	if (rc1 == 0 || rc1 == BM_ENOMEM)
 		return rc1;
 	v = bm_manifest_version(buf, len, msg, n);
-	if (v == 2 || v == 3)
+	if (v >= 2 && v <= 4)
 		bm_fmt(msg, n, "%s", msg2);
 	else if (v == 1)
 		bm_fmt(msg, n, "%s", msg1);
-	if (v >= 1 && v <= 3)
+	if (v >= 1 && v <= 4)
 		return v == 1 ? rc1 : rc2;
 	/* Neither version: the v1 parser says better what is wrong (not an
 	 * object, no "format"...), except about the version itself, where
@@ -332,6 +375,7 @@ char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp)
 	struct bm_manifest2 m2 = {
 		.version = m->version,
 		.blksize = m->blksize,
+		.piece = m->version == 4 ? m->piece : 0,
 		.size = m->size,
 		.generation = m->generation,
 		.parent = m->parent,
@@ -343,9 +387,15 @@ char *bm_manifest_dump_any(const struct bm_manifest *m, size_t *lenp)
 	return bm_manifest2_dump(&m2, lenp);
 }
 
+size_t bm_manifest_piece(const struct bm_manifest *m)
+{
+	return m->version == 3 ? BM_PIECE_SIZE : m->version == 4 ? m->piece : 0;
+}
+
 unsigned bm_manifest_pieces(const struct bm_manifest *m)
 {
-	return m->version == 3 ? (unsigned)(m->blksize / BM_PIECE_SIZE) : 0;
+	size_t piece = bm_manifest_piece(m);
+	return piece ? (unsigned)(m->blksize / piece) : 0;
 }
 
 void bm_manifest_itree(const struct bm_manifest *m, struct bm_itree *t)
@@ -353,4 +403,5 @@ void bm_manifest_itree(const struct bm_manifest *m, struct bm_itree *t)
 	t->root = m->root;
 	t->nblk = bm_manifest_nblk(m);
 	t->pieces = bm_manifest_pieces(m);
+	t->format = m->version == 4 ? 4 : 0;
 }

@@ -261,6 +261,7 @@ int bm_options_init(struct bm_options *o)
 	ENV("BLKMAP_READAHEAD_BYTES", 0, (uint64_t)1 << 40, readahead_bytes);
 	ENV("BLKMAP_SPARE_BYTES", 0, (uint64_t)1 << 40, spare_bytes);
 	ENV("BLKMAP_BLKSIZE", 4096, VM_BLKSIZE_MAX, blksize);
+	ENV("BLKMAP_PIECE_BYTES", 0, VM_BLKSIZE_MAX / 2, piece_bytes);
 	ENV("BLKMAP_VERBOSE", 0, 9, verbose);
 #undef ENV
 	/* Not an option: gcmark.c reads it where gc and the writers' guard

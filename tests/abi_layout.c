@@ -33,6 +33,7 @@ int main(void)
 	FIELD(bm_options, commit_hook);
 	FIELD(bm_options, commit_hook_arg);
 	FIELD(bm_options, tag);
+	FIELD(bm_options, piece_bytes);
 
 	SIZE(bm_stats);
 	FIELD(bm_stats, mode);

@@ -38,8 +38,8 @@ static const struct tc_bad_manifest bad_manifests[] = {
 	  "not a power of two" },
 	{ "{" HEAD_OK "\"version\": 1, \"blksize\": 4096, \"size\": -5, \"generation\": 1, \"blocks\": []}",
 	  "\"size\" = -5 is out of range" },
-	{ "{" HEAD_OK "\"version\": 4, \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"blocks\": []}",
-	  "version 4 is not supported" },
+	{ "{" HEAD_OK "\"version\": 5, \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"blocks\": []}",
+	  "version 5 is not supported" },
 	/* Version 2 carries its checksum: without one it is damaged (fetched
 	 * again, then refused). */
 	{ "{" HEAD_OK "\"version\": 2, \"blksize\": 4096, \"size\": 1, \"generation\": 1, \"root\": null}",

@@ -124,7 +124,7 @@ static void put_without_first_leaf(const struct ts_server *s, const char *name, 
 	assert_int_equal(r.status, 200);
 	/* The root's first child (a page names its children by their sums). */
 	struct bm_ipage p;
-	assert_int_equal(bm_ipage_decode(r.body, r.len, root, -1, 0, UINT64_MAX, 0, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(r.body, r.len, root, -1, 0, UINT64_MAX, 0, 0, &p, msg, sizeof(msg)), 0);
 	ts_resp_free(&r);
 	char leaf[BM_SUM_HEX + 1];
 	for (int i = 0; i < 16; i++)

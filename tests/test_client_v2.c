@@ -326,7 +326,7 @@ static void page_key(struct tc_store *st, const char *path, bool child, char out
 	struct ts_resp r;
 	assert_int_equal(tc_store_request(st, "GET", ppath, NULL, 0, &r), CURLE_OK);
 	struct bm_ipage p;
-	assert_int_equal(bm_ipage_decode(r.body, r.len, out, -1, 0, UINT64_MAX, 0, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(r.body, r.len, out, -1, 0, UINT64_MAX, 0, 0, &p, msg, sizeof(msg)), 0);
 	ts_resp_free(&r);
 	for (int i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", p.sum[0][i]);

@@ -21,6 +21,12 @@
  * block written whole without fetching it.  A v3
  * tree read as version 2 (what a v2 reader's walk does) is refused with
  * one line; gc drops what a dropped generation alone named.
+ * Every case runs twice: on format 3, then on format 4 with 16 KiB pieces
+ * (created with BLKMAP_PIECE_BYTES=16384), where the same holds of its
+ * pieces (a 4 KiB bm_read fetches 16 KiB), its manifest says "piece", its
+ * pages have page version 3, commits keep the piece size (a handle that
+ * asks for other pieces too), and a v4 manifest without "piece", with a
+ * bad one, or said to be v3 with one, is refused at open with one line.
  */
 #include "config.h"
 
@@ -44,8 +50,26 @@
 #define TC_KIND "blkmap-server"
 #endif
 
-#define BS ((size_t)256 << 10) /* 4 pieces of 64 KiB */
-#define PIECES 4
+#define BS ((size_t)256 << 10) /* 4 pieces of 64 KiB, 16 of 16 KiB */
+#define PIECES ((unsigned)(BS / PS))
+
+/* The format under test (main runs every case for each): 3, 64 KiB
+ * pieces; 4, the pieces a created dataset's options ask for
+ * (BLKMAP_PIECE_BYTES: 16 KiB).  Its datasets live under V ("/v3",
+ * "/v4"). */
+static unsigned FMT = 3;
+static size_t PS = (size_t)64 << 10;
+static const char *V = "/v3";
+
+/* V followed by rest (one of 8 buffers used in turn). */
+static const char *vpath(const char *rest)
+{
+	static char buf[8][128];
+	static unsigned next;
+	char *b = buf[next++ % 8];
+	snprintf(b, sizeof(buf[0]), "%s%s", V, rest);
+	return b;
+}
 
 static json_int_t manifest_int(struct tc_store *st, const char *path, const char *field)
 {
@@ -59,13 +83,13 @@ static json_int_t manifest_int(struct tc_store *st, const char *path, const char
  * made from the format's words (docs/FORMAT.md), one xxh128 per piece. */
 static void v3_key(const unsigned char *b, size_t len, char *out, size_t n)
 {
-	unsigned char psum[PIECES * 16];
+	unsigned char psum[BM_PIECES_MAX * 16];
 	char hex[BM_SUM_HEX + 1];
-	size_t np = (len + BM_PIECE_SIZE - 1) / BM_PIECE_SIZE;
+	size_t np = (len + PS - 1) / PS;
 
 	for (size_t i = 0; i < np; i++) {
-		size_t off = i * BM_PIECE_SIZE;
-		size_t plen = len - off < BM_PIECE_SIZE ? len - off : BM_PIECE_SIZE;
+		size_t off = i * PS;
+		size_t plen = len - off < PS ? len - off : PS;
 		bm_sum_hex(b + off, plen, hex);
 		for (int k = 0; k < 16; k++) {
 			char h[3] = { hex[2 * k], hex[2 * k + 1], 0 };
@@ -94,26 +118,32 @@ static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void *
 	char url[512], key[80], want[80], path[300];
 
 	memset(data + 2 * BS, 0, BS); /* a hole */
-	tc_store_url(url, sizeof(url), st, "/v3/new");
+	tc_store_url(url, sizeof(url), st, vpath("/new"));
 	tc_put(url, BS, data, size);
-	json_t *man = tc_store_manifest(st, "/v3/new");
-	assert_int_equal(json_integer_value(json_object_get(man, "version")), 3);
+	json_t *man = tc_store_manifest(st, vpath("/new"));
+	assert_int_equal(json_integer_value(json_object_get(man, "version")), FMT);
+	/* Version 4 says its pieces; version 3's are 64 KiB, unsaid. */
+	if (FMT == 4)
+		assert_int_equal(json_integer_value(json_object_get(man, "piece")), PS);
+	else
+		assert_null(json_object_get(man, "piece"));
 	assert_int_equal(json_integer_value(json_object_get(man, "stored")), nblk - 1);
 	const char *root = json_string_value(json_object_get(man, "root"));
 	assert_non_null(root);
 	/* One leaf is the root: 5 entries of a slot, the block's sum and its
-	 * 4 piece sums. */
+	 * 4 (16) piece sums. */
 	struct ts_resp r;
-	snprintf(path, sizeof(path), "/v3/new/index/%s", root);
+	snprintf(path, sizeof(path), "%s/new/index/%s", V, root);
 	assert_int_equal(tc_store_request(st, "GET", path, NULL, 0, &r), CURLE_OK);
 	assert_int_equal(r.status, 200);
 	assert_int_equal(r.len, 8 + 5 * (17 + PIECES * 16));
-	assert_int_equal(((unsigned char *)r.body)[4], 2); /* page version 2 */
+	assert_int_equal(((unsigned char *)r.body)[4], FMT - 1); /* page version 2 (3) */
 	ts_resp_free(&r);
 	json_decref(man);
 
 	bm_dataset *ds = tc_open(url, 0);
-	assert_int_equal(bm_format_version(ds), 3);
+	assert_int_equal(bm_format_version(ds), FMT);
+	assert_int_equal(bm_piece_bytes(ds), PS);
 	bm_close(ds);
 	/* Each block's object is named by the sum of its piece sums and holds
 	 * its bytes; the short last block too. */
@@ -123,7 +153,7 @@ static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void *
 		size_t len = b + 1 == nblk ? size - b * BS : BS;
 		v3_key(data + b * BS, len, want, sizeof(want));
 		assert_string_equal(tc_block_key(url, b, key, sizeof(key)), want);
-		snprintf(path, sizeof(path), "/v3/new/%s", key);
+		snprintf(path, sizeof(path), "%s/new/%s", V, key);
 		assert_int_equal(tc_store_request(st, "GET", path, NULL, 0, &r), CURLE_OK);
 		assert_int_equal(r.len, len);
 		assert_memory_equal(r.body, data + b * BS, len);
@@ -133,13 +163,17 @@ static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void *
 	/* blkmap stat says so. */
 	char *out = NULL, *err = NULL;
 	const char *stat[] = { "stat", url, NULL };
-	if (tc_cli(&out, &err, stat) != 0 || !strstr(out, "\"format_version\": 3"))
+	char says[40];
+	snprintf(says, sizeof(says), "\"format_version\": %u", FMT);
+	if (tc_cli(&out, &err, stat) != 0 || !strstr(out, says))
 		fail_msg("blkmap stat: stdout \"%s\", stderr \"%s\"", out, err);
 	free(out);
 	free(err);
 	free(data);
 }
 
+/* ... and keep its pieces: a handle opened with other pieces asked keeps
+ * the dataset's (as its blksize). */
 static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
@@ -151,17 +185,23 @@ static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
 	bm_mapping *m;
 
 	assert_non_null(d1);
-	tc_store_url(url, sizeof(url), st, "/v3/commit");
+	tc_store_url(url, sizeof(url), st, vpath("/commit"));
 	memcpy(d1, data, size);
 	tc_put(url, BS, d1, size);
 	/* A write through a mapping (storeblk), a partial bm_write, and a
-	 * grow that makes the short last block whole. */
-	bm_dataset *ds = tc_open(url, 0);
+	 * grow that makes the short last block whole; through a handle that
+	 * asks for pieces of 32 KiB. */
+	struct bm_options o;
+	bm_dataset *ds;
+	tc_options(&o);
+	o.piece_bytes = (size_t)32 << 10;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_piece_bytes(ds), PS);
 	assert_int_equal(bm_resize(ds, size2), 0);
 	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
 	unsigned char *mem = addr;
 	mem[BS + 7] ^= 0x5a;
-	mem[BS + 3 * BM_PIECE_SIZE + 1] ^= 0x21;
+	mem[BS + 3 * PS + 1] ^= 0x21;
 	memcpy(mem + 3 * BS + 1000, data + 3 * BS + 1000, size2 - (3 * BS + 1000));
 	assert_int_equal(bm_commit(ds, &gen), 0);
 	assert_int_equal(gen, 2);
@@ -172,9 +212,10 @@ static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
 	assert_int_equal(bm_commit(ds, &gen), 0);
 	assert_int_equal(gen, 3);
 	bm_close(ds);
-	assert_int_equal(manifest_int(st, "/v3/commit", "version"), 3);
-	assert_int_equal(manifest_int(st, "/v3/commit", "parent"), 2);
-	assert_int_equal(manifest_int(st, "/v3/commit", "size"), size2);
+	assert_int_equal(manifest_int(st, vpath("/commit"), "version"), FMT);
+	assert_int_equal(manifest_int(st, vpath("/commit"), "piece"), FMT == 4 ? PS : 0);
+	assert_int_equal(manifest_int(st, vpath("/commit"), "parent"), 2);
+	assert_int_equal(manifest_int(st, vpath("/commit"), "size"), size2);
 	assert_true(tc_dataset_equals(url, 0, data, size2));
 	assert_true(tc_dataset_equals(url, 1, d1, size));
 	/* The grown block's object holds its whole bytes under their v3 key. */
@@ -193,8 +234,8 @@ static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **st
 	char url[512];
 	uint64_t gen;
 
-	tc_store_put_v1(st, "/v3/old", BS, data, nblk);
-	tc_store_url(url, sizeof(url), st, "/v3/old");
+	tc_store_put_v1(st, vpath("/old"), BS, data, nblk);
+	tc_store_url(url, sizeof(url), st, vpath("/old"));
 	for (int i = 0; i < 2; i++) {
 		bm_dataset *ds = tc_open(url, 0);
 		data[BS + i] ^= 0x11;
@@ -203,7 +244,7 @@ static void a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3(void **st
 		bm_close(ds);
 		/* Its blocks keep the sums of their bytes: version 2 (version 3
 		 * would rename every block). */
-		assert_int_equal(manifest_int(st, "/v3/old", "version"), 2);
+		assert_int_equal(manifest_int(st, vpath("/old"), "version"), 2);
 	}
 	assert_int_equal(gen, 3);
 	char key[80], sum[40];
@@ -222,15 +263,15 @@ static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(v
 	void *addr;
 	bm_mapping *m;
 
-	tc_store_url(url, sizeof(url), st, "/v3/damaged");
+	tc_store_url(url, sizeof(url), st, vpath("/damaged"));
 	tc_put(url, BS, data, size);
 	tc_block_key(url, 3, key, sizeof(key));
-	snprintf(path, sizeof(path), "/v3/damaged/%s", key);
+	snprintf(path, sizeof(path), "%s/damaged/%s", V, key);
 	/* One byte of block 3's piece 2 flipped, the length kept. */
 	unsigned char *bad = malloc(BS);
 	assert_non_null(bad);
 	memcpy(bad, data + 3 * BS, BS);
-	bad[2 * BM_PIECE_SIZE + 99] ^= 0x01;
+	bad[2 * PS + 99] ^= 0x01;
 	assert_true(tc_store_put(st, path, bad, BS) / 100 == 2);
 
 	struct bm_options o;
@@ -254,16 +295,16 @@ static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(v
 	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
 	const unsigned char *mem = addr;
 	for (size_t piece = 0; piece < PIECES; piece++) {
-		size_t off = 3 * BS + piece * BM_PIECE_SIZE;
+		size_t off = 3 * BS + piece * PS;
 		if (piece != 2)
-			assert_memory_equal(mem + off, data + off, BM_PIECE_SIZE);
+			assert_memory_equal(mem + off, data + off, PS);
 	}
 	assert_memory_equal(mem + 2 * BS, data + 2 * BS, BS);
 	bm_unmap(m);
 	bm_close(ds);
 	/* A fault on the damaged piece: SIGBUS and one line naming the block
 	 * and the piece. */
-	struct tc_touch c = { url, 3 * BS + 2 * BM_PIECE_SIZE + 5 };
+	struct tc_touch c = { url, 3 * BS + 2 * PS + 5 };
 	int status = tc_child(tc_touch_child, &c, &err);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS)
 		fail_msg("status %#x, stderr \"%s\"", status, err ? err : "");
@@ -284,7 +325,7 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 	struct bm_stats s0, s1;
 	struct tc_mapped v;
 
-	put_and_map(st, "/v3/random", data, size, &v);
+	put_and_map(st, vpath("/random"), data, size, &v);
 	const volatile unsigned char *mem = v.mem;
 	/* A first miss also reads the index (one leaf, the root here). */
 	assert_int_equal(mem[6 * BS + 3], data[6 * BS + 3]);
@@ -293,19 +334,19 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 	long out = tc_server_bytes_out(&st->srv);
 	bm_stats(v.ds, &s0);
 	/* A miss in piece 1 of block 3: one Range GET of that piece. */
-	size_t off = 3 * BS + BM_PIECE_SIZE + 777;
+	size_t off = 3 * BS + PS + 777;
 	assert_int_equal(mem[off], data[off]);
 	assert_int_equal(tc_store_count(st, "GET") - gets, 1);
 	assert_int_equal(tc_server_stat(&st->srv, "responses", "206") - ranges, 1);
 	long sent = tc_server_bytes_out(&st->srv) - out;
-	if (sent < (long)BM_PIECE_SIZE || sent > (long)BM_PIECE_SIZE + 2048)
+	if (sent < (long)PS || sent > (long)PS + 2048)
 		fail_msg("the server sent %ld bytes for one miss", sent);
 	bm_stats(v.ds, &s1);
-	assert_int_equal(s1.fetched_bytes - s0.fetched_bytes, BM_PIECE_SIZE);
+	assert_int_equal(s1.fetched_bytes - s0.fetched_bytes, PS);
 	/* The piece holds the right bytes, and its neighbours miss on their
 	 * own. */
-	assert_memory_equal(v.mem + 3 * BS + BM_PIECE_SIZE, data + 3 * BS + BM_PIECE_SIZE,
-			    BM_PIECE_SIZE);
+	assert_memory_equal(v.mem + 3 * BS + PS, data + 3 * BS + PS,
+			    PS);
 	assert_int_equal(mem[3 * BS + 5], data[3 * BS + 5]);
 	assert_int_equal(tc_store_count(st, "GET") - gets, 2);
 	tc_map_close(&v);
@@ -355,36 +396,36 @@ static void a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get
 	char url[512];
 	struct counts c;
 
-	tc_store_url(url, sizeof(url), st, "/v3/read");
+	tc_store_url(url, sizeof(url), st, vpath("/read"));
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
 	/* A first read also reads the index (one leaf, the root here). */
 	assert_int_equal(bm_read(ds, 6 * BS + 3, got, 1), 1);
 	/* 4 KiB inside piece 1 of block 3: one Range GET of that piece. */
 	counts_now(st, ds, &c);
-	size_t off = 3 * BS + BM_PIECE_SIZE + 777;
+	size_t off = 3 * BS + PS + 777;
 	assert_int_equal(bm_read(ds, off, got, 4096), 4096);
 	assert_memory_equal(got, data + off, 4096);
-	assert_counts_since(st, ds, &c, 1, 1, (long)BM_PIECE_SIZE);
+	assert_counts_since(st, ds, &c, 1, 1, (long)PS);
 	/* 200 bytes across pieces 1 and 2: one Range GET of both. */
 	counts_now(st, ds, &c);
-	off = 3 * BS + 2 * BM_PIECE_SIZE - 100;
+	off = 3 * BS + 2 * PS - 100;
 	assert_int_equal(bm_read(ds, off, got, 200), 200);
 	assert_memory_equal(got, data + off, 200);
-	assert_counts_since(st, ds, &c, 1, 1, 2 * (long)BM_PIECE_SIZE);
+	assert_counts_since(st, ds, &c, 1, 1, 2 * (long)PS);
 	/* Two whole pieces: the same, straight into the caller's buffer. */
 	counts_now(st, ds, &c);
-	off = 5 * BS + 2 * BM_PIECE_SIZE;
-	assert_int_equal(bm_read(ds, off, got, 2 * BM_PIECE_SIZE), 2 * BM_PIECE_SIZE);
-	assert_memory_equal(got, data + off, 2 * BM_PIECE_SIZE);
-	assert_counts_since(st, ds, &c, 1, 1, 2 * (long)BM_PIECE_SIZE);
+	off = 5 * BS + 2 * PS;
+	assert_int_equal(bm_read(ds, off, got, 2 * PS), 2 * PS);
+	assert_memory_equal(got, data + off, 2 * PS);
+	assert_counts_since(st, ds, &c, 1, 1, 2 * (long)PS);
 	/* The last piece of block 1 and the first of block 2: one Range GET
 	 * in each block. */
 	counts_now(st, ds, &c);
 	off = 2 * BS - 10;
 	assert_int_equal(bm_read(ds, off, got, 20), 20);
 	assert_memory_equal(got, data + off, 20);
-	assert_counts_since(st, ds, &c, 2, 2, 2 * (long)BM_PIECE_SIZE);
+	assert_counts_since(st, ds, &c, 2, 2, 2 * (long)PS);
 	/* A whole block: one GET of its object, no range. */
 	unsigned char *block = malloc(BS);
 	assert_non_null(block);
@@ -428,7 +469,7 @@ static void a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_n
 	if (!COUNT_MALLOC)
 		skip(); /* a sanitizer's malloc */
 	data = ts_pattern(size, 312);
-	tc_store_url(url, sizeof(url), st, "/v3/nobuf");
+	tc_store_url(url, sizeof(url), st, vpath("/nobuf"));
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_read(ds, 3, got, 1), 1); /* the index, the connection */
@@ -438,7 +479,7 @@ static void a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_n
 	 * KiB), the piece sums (16 KiB) and small things (83 KB in all); a
 	 * buffer of the piece would be 64 KiB more. */
 	const size_t MALLOC_MAX = 96 << 10;
-	size_t off = BS + 2 * BM_PIECE_SIZE + 1000;
+	size_t off = BS + 2 * PS + 1000;
 	malloc_bytes = 0;
 	malloc_armed = true;
 	int64_t n = bm_read(ds, off, got, sizeof(got));
@@ -451,7 +492,7 @@ static void a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_n
 	/* The same inside a block of one piece (64 KiB blocks: the block is
 	 * fetched whole and checked against its sum): no buffer of the block. */
 	char url64[512];
-	tc_store_url(url64, sizeof(url64), st, "/v3/nobuf64");
+	tc_store_url(url64, sizeof(url64), st, vpath("/nobuf64"));
 	tc_put(url64, BM_PIECE_SIZE, data, size);
 	bm_dataset *ds64 = tc_open(url64, 0);
 	assert_int_equal(bm_read(ds64, 3, got, 1), 1);
@@ -478,7 +519,7 @@ static void bm_reads_spanning_pieces_and_blocks_return_the_right_bytes(void **st
 	unsigned char *data = ts_pattern(size, 311);
 	unsigned char *got = malloc(3 * BS);
 	char url[512];
-	const size_t P = BM_PIECE_SIZE;
+	const size_t P = PS;
 	/* Inside a piece, across pieces, across blocks, whole pieces, into
 	 * and over the hole (block 2), a whole block among parts of two,
 	 * the short last block and past the end (cut at the size). */
@@ -493,7 +534,7 @@ static void bm_reads_spanning_pieces_and_blocks_return_the_right_bytes(void **st
 
 	assert_non_null(got);
 	memset(data + 2 * BS, 0, BS); /* a hole */
-	tc_store_url(url, sizeof(url), st, "/v3/spans");
+	tc_store_url(url, sizeof(url), st, vpath("/spans"));
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) + 40; i++) {
@@ -530,15 +571,15 @@ static void a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_rea
 	unsigned char *data = ts_pattern(size, 312), got[4 * BM_PIECE_SIZE];
 	char url[512], key[80], path[300];
 
-	tc_store_url(url, sizeof(url), st, "/v3/rdamaged");
+	tc_store_url(url, sizeof(url), st, vpath("/rdamaged"));
 	tc_put(url, BS, data, size);
 	tc_block_key(url, 3, key, sizeof(key));
-	snprintf(path, sizeof(path), "/v3/rdamaged/%s", key);
+	snprintf(path, sizeof(path), "%s/rdamaged/%s", V, key);
 	/* One byte of block 3's piece 2 flipped, the length kept. */
 	unsigned char *bad = malloc(BS);
 	assert_non_null(bad);
 	memcpy(bad, data + 3 * BS, BS);
-	bad[2 * BM_PIECE_SIZE + 99] ^= 0x01;
+	bad[2 * PS + 99] ^= 0x01;
 	assert_true(tc_store_put(st, path, bad, BS) / 100 == 2);
 
 	struct bm_options o;
@@ -550,26 +591,26 @@ static void a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_rea
 	 * refused, one line naming the block, the piece and what was wrong;
 	 * none of their bytes given out. */
 	memset(got, 0, sizeof(got));
-	assert_int_equal(bm_read(ds, 3 * BS + 2 * BM_PIECE_SIZE + 95, got, 10), BM_ECHECKSUM);
+	assert_int_equal(bm_read(ds, 3 * BS + 2 * PS + 95, got, 10), BM_ECHECKSUM);
 	tc_assert_one_line_naming(bm_last_error(ds), "block 3: GET ");
 	tc_assert_one_line_naming(bm_last_error(ds), "piece 2: checksum mismatch");
-	assert_int_equal(bm_read(ds, 3 * BS + BM_PIECE_SIZE + 5, got, 2 * BM_PIECE_SIZE), BM_ECHECKSUM);
+	assert_int_equal(bm_read(ds, 3 * BS + PS + 5, got, 2 * PS), BM_ECHECKSUM);
 	tc_assert_one_line_naming(bm_last_error(ds), "block 3: GET ");
 	tc_assert_one_line_naming(bm_last_error(ds), "piece 2: checksum mismatch");
 	/* The pieces around it read, each checked on its own. */
 	for (size_t piece = 0; piece < PIECES; piece++) {
-		size_t off = 3 * BS + piece * BM_PIECE_SIZE + 3;
+		size_t off = 3 * BS + piece * PS + 3;
 		if (piece == 2)
 			continue;
 		assert_int_equal(bm_read(ds, off, got, 4096), 4096);
 		assert_memory_equal(got, data + off, 4096);
 	}
 	/* A read that ends in the block before it reads too. */
-	assert_int_equal(bm_read(ds, 3 * BS - 100, got, 100 + BM_PIECE_SIZE), 100 + BM_PIECE_SIZE);
-	assert_memory_equal(got, data + 3 * BS - 100, 100 + BM_PIECE_SIZE);
+	assert_int_equal(bm_read(ds, 3 * BS - 100, got, 100 + PS), 100 + PS);
+	assert_memory_equal(got, data + 3 * BS - 100, 100 + PS);
 	/* A read that reaches the damaged piece from there returns the bytes
 	 * before it (a short read), and then the error. */
-	assert_int_equal(bm_read(ds, 3 * BS - 100, got, 100 + 3 * BM_PIECE_SIZE), 100);
+	assert_int_equal(bm_read(ds, 3 * BS - 100, got, 100 + 3 * PS), 100);
 	bm_close(ds);
 	free(bad);
 	free(data);
@@ -578,12 +619,12 @@ static void a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_rea
 static void a_bm_read_after_a_shrink_reads_zeros_past_the_cut_in_pieces_too(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t nblk = 4, size = nblk * BS, cut = 2 * BS + BM_PIECE_SIZE + 100;
+	size_t nblk = 4, size = nblk * BS, cut = 2 * BS + PS + 100;
 	unsigned char *data = ts_pattern(size, 313), got[8192], *block = malloc(BS);
 	char url[512];
 
 	assert_non_null(block);
-	tc_store_url(url, sizeof(url), st, "/v3/rshrink");
+	tc_store_url(url, sizeof(url), st, vpath("/rshrink"));
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
 	/* Shrunk, not committed: bytes past the cut read as zeros (the
@@ -596,7 +637,7 @@ static void a_bm_read_after_a_shrink_reads_zeros_past_the_cut_in_pieces_too(void
 		assert_memory_equal(got, data + off, 100);
 		for (size_t i = 100; i < sizeof(got); i++)
 			assert_int_equal(got[i], 0);
-		assert_int_equal(bm_read(ds, 2 * BS + 3 * BM_PIECE_SIZE, got, 100), 100);
+		assert_int_equal(bm_read(ds, 2 * BS + 3 * PS, got, 100), 100);
 		for (size_t i = 0; i < 100; i++)
 			assert_int_equal(got[i], 0);
 		assert_int_equal(bm_read(ds, 2 * BS, block, BS), BS);
@@ -616,12 +657,12 @@ static void a_bm_read_after_a_shrink_reads_zeros_past_the_cut_in_pieces_too(void
 static void a_sequential_read_through_a_mapping_reads_every_piece(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
-	size_t size = 9 * BS + 3 * BM_PIECE_SIZE + 11; /* a short last block */
+	size_t size = 9 * BS + 3 * PS + 11; /* a short last block */
 	unsigned char *data = ts_pattern(size, 308);
 	char url[512];
 
 	memset(data + 4 * BS, 0, BS); /* a hole */
-	tc_store_url(url, sizeof(url), st, "/v3/seq");
+	tc_store_url(url, sizeof(url), st, vpath("/seq"));
 	tc_put(url, BS, data, size);
 	bm_dataset *ds = tc_open(url, 0);
 	unsigned char *got = tc_read_mapped(ds); /* read-ahead: runs of pieces */
@@ -631,7 +672,7 @@ static void a_sequential_read_through_a_mapping_reads_every_piece(void **state)
 	 * a mapping of whole blocks), the hole's bytes fetched by none. */
 	struct bm_stats bst;
 	bm_stats(ds, &bst);
-	assert_int_equal(bst.fetched_blocks + bst.hole_blocks, (size + BM_PIECE_SIZE - 1) / BM_PIECE_SIZE);
+	assert_int_equal(bst.fetched_blocks + bst.hole_blocks, (size + PS - 1) / PS);
 	assert_int_equal(bst.fetched_bytes, size - BS);
 	bm_close(ds);
 	free(data);
@@ -646,17 +687,17 @@ static void a_written_piece_is_committed_with_the_rest_of_its_block(void **state
 	struct tc_mapped v;
 	uint64_t gen;
 
-	put_and_map(st, "/v3/piecewrite", data, size, &v);
+	put_and_map(st, vpath("/piecewrite"), data, size, &v);
 	unsigned char *mem = v.mem;
 	/* One byte of piece 3 of block 1 (its other pieces never loaded),
 	 * pieces 0 and 2 of block 2, all of block 0, the short last block's
 	 * last piece. */
-	mem[BS + 3 * BM_PIECE_SIZE + 1] ^= 0x5a;
+	mem[BS + 3 * PS + 1] ^= 0x5a;
 	struct bm_stats bst;
 	bm_stats(v.ds, &bst);
-	assert_int_equal(bst.fetched_bytes, BM_PIECE_SIZE); /* that piece alone */
+	assert_int_equal(bst.fetched_bytes, PS); /* that piece alone */
 	mem[2 * BS + 7] ^= 0x11;
-	mem[2 * BS + 2 * BM_PIECE_SIZE + 9] ^= 0x22;
+	mem[2 * BS + 2 * PS + 9] ^= 0x22;
 	memset(mem, 0x3c, BS);
 	mem[size - 1] ^= 0x44;
 	memcpy(data, mem, size);
@@ -683,7 +724,7 @@ static void a_block_written_whole_through_a_mapping_is_committed_without_fetchin
 	struct tc_mapped v;
 	uint64_t gen;
 
-	tc_store_url(v.url, sizeof(v.url), st, "/v3/whole");
+	tc_store_url(v.url, sizeof(v.url), st, vpath("/whole"));
 	tc_map_put(&v, BS, data, size);
 	/* No read-ahead: only the writes' own loads are fetched. */
 	v.o.readahead_bytes = 0;
@@ -699,9 +740,9 @@ static void a_block_written_whole_through_a_mapping_is_committed_without_fetchin
 	assert_int_equal(gen, 2);
 	/* Its pieces are all in the writeout: nothing of its old object is
 	 * read back at the commit (small answers only: gc.json, the
-	 * manifest's HEAD), on top of the 4 pieces the writes loaded. */
+	 * manifest's HEAD), on top of the 4 (16) pieces the writes loaded. */
 	long sent = tc_server_bytes_out(&st->srv) - out;
-	if (sent >= (long)(5 * BM_PIECE_SIZE))
+	if (sent >= (long)(BS + PS))
 		fail_msg("the server sent %ld bytes for the writes' 4 loads and the commit", sent);
 	tc_map_close(&v);
 	assert_true(tc_dataset_equals(v.url, 0, data, size));
@@ -715,27 +756,66 @@ static void a_v3_tree_read_as_version_2_is_refused_with_one_line(void **state)
 	unsigned char *data = ts_pattern(size, 305);
 	char url[512], buf[64];
 
-	tc_store_url(url, sizeof(url), st, "/v3/as2");
+	tc_store_url(url, sizeof(url), st, vpath("/as2"));
 	tc_put(url, BS, data, size);
 	/* The same tree under a manifest that says version 2 (sealed again):
 	 * a v2 reader's walk meets a page of format 3 and stops there. */
-	json_t *man = tc_store_manifest(st, "/v3/as2");
+	json_t *man = tc_store_manifest(st, vpath("/as2"));
 	json_object_set_new(man, "version", json_integer(2));
-	tc_store_put_manifest(st, "/v3/as2", man);
+	json_object_del(man, "piece"); /* version 4's */
+	tc_store_put_manifest(st, vpath("/as2"), man);
 	json_decref(man);
 	bm_dataset *ds = tc_open(url, 0);
 	assert_int_equal(bm_read(ds, BS, buf, sizeof(buf)), BM_EFORMAT);
-	tc_assert_one_line_naming(bm_last_error(ds), "page version 2 (format 3) in a tree of format version 2");
-	tc_assert_one_line_naming(bm_last_error(ds), "/v3/as2/index/");
+	tc_assert_one_line_naming(bm_last_error(ds), FMT == 4 ? "page version 3 (format 4) in a tree of format version 2"
+								  : "page version 2 (format 3) in a tree of format version 2");
+	tc_assert_one_line_naming(bm_last_error(ds), vpath("/as2/index/"));
 	bm_close(ds);
-	/* Version 3 for blocks of 64 KiB: refused at open. */
-	man = tc_store_manifest(st, "/v3/as2");
-	json_object_set_new(man, "version", json_integer(3));
-	json_object_set_new(man, "blksize", json_integer(64 << 10));
-	tc_store_put_manifest(st, "/v3/as2", man);
-	json_decref(man);
 	struct bm_options o;
 	tc_options(&o);
+	if (FMT == 4) {
+		/* Read as version 3 (its "piece" taken away): the same. */
+		man = tc_store_manifest(st, vpath("/as2"));
+		json_object_set_new(man, "version", json_integer(3));
+		json_object_del(man, "piece");
+		tc_store_put_manifest(st, vpath("/as2"), man);
+		json_decref(man);
+		ds = tc_open(url, 0);
+		assert_int_equal(bm_read(ds, BS, buf, sizeof(buf)), BM_EFORMAT);
+		tc_assert_one_line_naming(bm_last_error(ds),
+					  "page version 3 (format 4) in a tree of format version 3");
+		bm_close(ds);
+		/* Refused at open: version 3 with a "piece", version 4
+		 * without one or with one that is not a power of two. */
+		static const struct {
+			unsigned version;
+			json_int_t piece; /* 0: none */
+			const char *says;
+		} bad[] = {
+			{ 3, 16384, "a version 3 manifest has a field \"piece\"" },
+			{ 4, 0, "a version 4 manifest has no field \"piece\"" },
+			{ 4, 3000, "a version 4 manifest's piece 3000 is not a power of two from 4096 to blksize/2" },
+		};
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			man = tc_store_manifest(st, vpath("/as2"));
+			json_object_set_new(man, "version", json_integer(bad[i].version));
+			json_object_del(man, "piece");
+			if (bad[i].piece)
+				json_object_set_new(man, "piece", json_integer(bad[i].piece));
+			tc_store_put_manifest(st, vpath("/as2"), man);
+			json_decref(man);
+			assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
+			tc_assert_one_line_naming(bm_last_error(NULL), bad[i].says);
+		}
+		free(data);
+		return;
+	}
+	/* Version 3 for blocks of 64 KiB: refused at open. */
+	man = tc_store_manifest(st, vpath("/as2"));
+	json_object_set_new(man, "version", json_integer(3));
+	json_object_set_new(man, "blksize", json_integer(64 << 10));
+	tc_store_put_manifest(st, vpath("/as2"), man);
+	json_decref(man);
 	assert_int_equal(bm_open(&ds, url, &o), BM_EFORMAT);
 	tc_assert_one_line_naming(bm_last_error(NULL), "version 3 is for blocks larger than its 64 KiB pieces");
 	free(data);
@@ -749,7 +829,7 @@ static void gc_of_a_v3_dataset_drops_what_only_dropped_generations_named(void **
 	char url[512], old_key[80], path[300];
 	uint64_t gen;
 
-	tc_store_url(url, sizeof(url), st, "/v3/gc");
+	tc_store_url(url, sizeof(url), st, vpath("/gc"));
 	tc_put(url, BS, data, size);
 	tc_block_key(url, 1, old_key, sizeof(old_key));
 	bm_dataset *ds = tc_open(url, 0);
@@ -771,7 +851,7 @@ static void gc_of_a_v3_dataset_drops_what_only_dropped_generations_named(void **
 	assert_int_equal(r.objects_deleted, 2);
 	assert_int_equal(r.bytes_freed, BS + 8 + 3 * (17 + PIECES * 16));
 	struct ts_resp resp;
-	snprintf(path, sizeof(path), "/v3/gc/%s", old_key);
+	snprintf(path, sizeof(path), "%s/gc/%s", V, old_key);
 	assert_int_equal(tc_store_request(st, "HEAD", path, NULL, 0, &resp), CURLE_OK);
 	assert_int_equal(resp.status, 404);
 	ts_resp_free(&resp);
@@ -805,5 +885,14 @@ int main(void)
 		cmocka_unit_test(a_v3_tree_read_as_version_2_is_refused_with_one_line),
 		cmocka_unit_test(gc_of_a_v3_dataset_drops_what_only_dropped_generations_named),
 	};
+	/* Format 3, then format 4 of 16 KiB pieces: every case for each
+	 * (each run its own server). */
+	int rc = tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
+	if (rc != 0)
+		return rc;
+	FMT = 4;
+	PS = (size_t)16 << 10;
+	V = "/v4";
+	setenv("BLKMAP_PIECE_BYTES", "16384", 1);
 	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }

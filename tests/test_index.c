@@ -746,7 +746,7 @@ static void a_page_round_trips_and_is_exactly_its_entries(void **state)
 	size_t len = sample_leaf(buf);
 	assert_int_equal(len, BM_IPAGE_HDR + 3 * BM_IPAGE_ENTRY);
 	bm_sum_hex(buf, len, sum);
-	assert_int_equal(bm_ipage_decode(buf, len, sum, 0, 0, 10, 0, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(buf, len, sum, 0, 0, 10, 0, 0, &p, msg, sizeof(msg)), 0);
 	assert_int_equal(p.count, 3);
 	assert_int_equal(p.slot[2], 9);
 	assert_int_equal(bm_ipage_encode(&p, again), len);
@@ -761,7 +761,7 @@ static void expect_bad_page(const uint8_t *buf, size_t len, int code, const char
 	struct bm_ipage p;
 	char sum[BM_SUM_HEX + 1], msg[256] = "";
 	bm_sum_hex(buf, len, sum);
-	int rc = bm_ipage_decode(buf, len, sum, 0, 0, 10, 0, &p, msg, sizeof(msg));
+	int rc = bm_ipage_decode(buf, len, sum, 0, 0, 10, 0, 0, &p, msg, sizeof(msg));
 	if (rc != code)
 		fail_msg("%s: expected %d, got %d (%s)", what, code, rc, msg);
 	one_line(msg);
@@ -805,9 +805,9 @@ static void hostile_page_fields_are_refused_with_one_line(void **state)
 	struct bm_ipage p;
 	char sum[BM_SUM_HEX + 1], msg[256] = "";
 	bm_sum_hex(good, len, sum);
-	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 260, 0, &p, msg, sizeof(msg)), BM_EFORMAT);
+	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 260, 0, 0, &p, msg, sizeof(msg)), BM_EFORMAT);
 	one_line(msg);
-	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 266, 0, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 256, 266, 0, 0, &p, msg, sizeof(msg)), 0);
 }
 
 static void every_bit_flip_of_a_page_fails_its_key(void **state)
@@ -823,13 +823,13 @@ static void every_bit_flip_of_a_page_fails_its_key(void **state)
 		for (int bit = 0; bit < 8; bit++) {
 			memcpy(b, good, len);
 			b[i] ^= (uint8_t)(1u << bit);
-			int rc = bm_ipage_decode(b, len, sum, 0, 0, 10, 0, &p, msg, sizeof(msg));
+			int rc = bm_ipage_decode(b, len, sum, 0, 0, 10, 0, 0, &p, msg, sizeof(msg));
 			if (rc != BM_ECHECKSUM)
 				fail_msg("flip of byte %zu bit %d: %d (%s)", i, bit, rc, msg);
 			one_line(msg);
 		}
 	/* A key that is not a sum at all. */
-	assert_int_equal(bm_ipage_decode(good, len, "../../etc/passwd", 0, 0, 10, 0, &p, msg, sizeof(msg)),
+	assert_int_equal(bm_ipage_decode(good, len, "../../etc/passwd", 0, 0, 10, 0, 0, &p, msg, sizeof(msg)),
 			 BM_EINVAL);
 	one_line(msg);
 }
@@ -1110,12 +1110,13 @@ static void the_version_of_a_manifest_tells_damage_from_a_bad_manifest(void **st
 	one_line(msg);
 	/* Bad manifests, not damage: a version not known, sealed or not; no
 	 * version. */
-	t = seal("{\"format\":\"blkmap-dataset\",\"version\":4}", &len);
+	t = seal("{\"format\":\"blkmap-dataset\",\"version\":5}", &len);
 	assert_int_equal(bm_manifest_version(t, len, msg, sizeof(msg)), BM_EFORMAT);
 	one_line(msg);
+	assert_non_null(strstr(msg, "format version 5, not 2, 3 or 4 (this reader knows 1 to 4)"));
 	free(t);
-	static const char v4[] = "{\"format\":\"blkmap-dataset\",\"version\":4}";
-	assert_int_equal(bm_manifest_version(v4, strlen(v4), msg, sizeof(msg)), BM_EFORMAT);
+	static const char v5[] = "{\"format\":\"blkmap-dataset\",\"version\":5}";
+	assert_int_equal(bm_manifest_version(v5, strlen(v5), msg, sizeof(msg)), BM_EFORMAT);
 	one_line(msg);
 	static const char none[] = "{\"format\":\"blkmap-dataset\"}";
 	assert_int_equal(bm_manifest_version(none, strlen(none), msg, sizeof(msg)), BM_EFORMAT);
@@ -1140,24 +1141,25 @@ static uint8_t *block_bytes(size_t len, unsigned seed)
 	return b;
 }
 
-static void a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arrive(void **state)
+/* A 1 MiB block's piece sums in pieces of piece bytes (64 KiB: format
+ * 3; else 4). */
+static void block_piece_sums_case(size_t piece)
 {
-	(void)state;
-	const unsigned pieces = 16; /* 1 MiB blocks */
-	const size_t lens[] = { 1 << 20, (1 << 20) - 1, 3 * BM_PIECE_SIZE + 17, BM_PIECE_SIZE, 1 };
+	const unsigned pieces = (unsigned)(((size_t)1 << 20) / piece); /* 1 MiB blocks */
+	const size_t lens[] = { 1 << 20, (1 << 20) - 1, 3 * piece + 17, piece, 1 };
 	uint8_t *psum = malloc(pieces * 16);
 	assert_non_null(psum);
 	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
 		size_t len = lens[k];
 		uint8_t *b = block_bytes(len, (unsigned)k);
 		char sum[BM_SUM_HEX + 1], whole[BM_SUM_HEX + 1], streamed[BM_SUM_HEX + 1], msg[256];
-		unsigned np = bm_pieces_of(len);
-		bm_pieces_sum(b, len, pieces, psum, sum);
+		unsigned np = bm_pieces_of(len, piece);
+		bm_pieces_sum(b, len, piece, pieces, psum, sum);
 		/* Each piece sum is the xxh128 of its bytes; the block's sum
 		 * that of the piece sums; the unused ones zeros. */
 		for (unsigned i = 0; i < np; i++) {
-			size_t off = (size_t)i * BM_PIECE_SIZE;
-			size_t plen = len - off < BM_PIECE_SIZE ? len - off : BM_PIECE_SIZE;
+			size_t off = (size_t)i * piece;
+			size_t plen = len - off < piece ? len - off : piece;
 			assert_int_equal(bm_piece_verify(psum, i, b + off, plen, msg, sizeof(msg)), 0);
 		}
 		for (unsigned i = np; i < pieces; i++)
@@ -1169,18 +1171,18 @@ static void a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arriv
 			bm_sum_hex(b, len, whole);
 			assert_string_not_equal(sum, whole); /* not the v2 sum of the bytes */
 		}
-		assert_int_equal(bm_pieces_check(sum, psum, pieces, len, msg, sizeof(msg)), 0);
+		assert_int_equal(bm_pieces_check(sum, psum, pieces, piece, len, msg, sizeof(msg)), 0);
 		/* A length that makes another number of pieces. */
 		if (np < pieces) {
-			assert_int_equal(bm_pieces_check(sum, psum, pieces, len + BM_PIECE_SIZE, msg,
+			assert_int_equal(bm_pieces_check(sum, psum, pieces, piece, len + piece, msg,
 							 sizeof(msg)),
 					 BM_EFORMAT);
 			one_line(msg);
 		}
 		/* Streamed in chunks of several sizes, and again after a reset
 		 * (a retried GET starts over). */
-		const size_t chunks[] = { 1, 4096, 16384 + 3, BM_PIECE_SIZE, 1 << 20 };
-		struct bm_piece_hash *h = bm_piece_hash_new(pieces);
+		const size_t chunks[] = { 1, 4096, 16384 + 3, piece, 1 << 20 };
+		struct bm_piece_hash *h = bm_piece_hash_new(pieces, piece);
 		assert_non_null(h);
 		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
 			bm_piece_hash_reset(h);
@@ -1202,8 +1204,8 @@ static void a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arriv
 		bm_piece_hash_free(h);
 		/* A damaged piece fails its own sum, naming the piece. */
 		b[len - 1] ^= 0x40;
-		assert_int_equal(bm_piece_verify(psum, np - 1, b + (size_t)(np - 1) * BM_PIECE_SIZE,
-						 len - (size_t)(np - 1) * BM_PIECE_SIZE, msg, sizeof(msg)),
+		assert_int_equal(bm_piece_verify(psum, np - 1, b + (size_t)(np - 1) * piece,
+						 len - (size_t)(np - 1) * piece, msg, sizeof(msg)),
 				 BM_ECHECKSUM);
 		one_line(msg);
 		char want[16];
@@ -1212,6 +1214,21 @@ static void a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arriv
 		free(b);
 	}
 	free(psum);
+}
+
+static void a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arrive(void **state)
+{
+	(void)state;
+	block_piece_sums_case(BM_PIECE_SIZE);
+}
+
+/* Format 4: the same with the pieces its manifest says (16 KiB, and the
+ * smallest, 4 KiB: 256 of a 1 MiB block). */
+static void a_blocks_v4_sum_is_the_sum_of_its_piece_sums_of_any_piece_size(void **state)
+{
+	(void)state;
+	block_piece_sums_case((size_t)16 << 10);
+	block_piece_sums_case(BM_PIECE_MIN);
 }
 
 /* Pieces [p0, p0 + k) of a block streamed through a piece hash (a Range
@@ -1226,12 +1243,12 @@ static void streamed_pieces_are_each_checked_against_their_own_sums(void **state
 	const size_t n = len - 2 * BM_PIECE_SIZE, chunk = 10007;
 	uint8_t *b = block_bytes(len, 77), *psum = malloc(pieces * 16);
 	const uint8_t *from = b + 2 * BM_PIECE_SIZE; /* pieces 2 to 5 */
-	struct bm_piece_hash *h = bm_piece_hash_new(4);
+	struct bm_piece_hash *h = bm_piece_hash_new(4, BM_PIECE_SIZE);
 	char sum[BM_SUM_HEX + 1], msg[256];
 
 	assert_non_null(psum);
 	assert_non_null(h);
-	bm_pieces_sum(b, len, pieces, psum, sum);
+	bm_pieces_sum(b, len, BM_PIECE_SIZE, pieces, psum, sum);
 	bm_piece_hash_reset(h);
 	bm_piece_hash_update(h, from, n / 2); /* a first try, cut */
 	bm_piece_hash_reset(h);
@@ -1268,14 +1285,15 @@ static void streamed_pieces_are_each_checked_against_their_own_sums(void **state
 	free(b);
 }
 
-/* A tree of nblk blocks of pieces pieces each, every block stored, the
- * last one last_len bytes; block b's bytes are block_bytes(.., b + seed).
- * psums gets each block's piece sums (nblk x pieces x 16). */
-static void build_v3(uint64_t nblk, unsigned pieces, size_t last_len, unsigned seed,
-		     uint8_t *psums, char root[BM_SUM_HEX + 1])
+/* A tree of format format (0: 3) of nblk blocks of pieces pieces of piece
+ * bytes each, every block stored, the last one last_len bytes; block b's
+ * bytes are block_bytes(.., b + seed).  psums gets each block's piece
+ * sums (nblk x pieces x 16). */
+static void build_pieces(uint64_t nblk, unsigned pieces, size_t piece, unsigned format,
+			 size_t last_len, unsigned seed, uint8_t *psums, char root[BM_SUM_HEX + 1])
 {
 	struct bm_index_change *ch = calloc(nblk, sizeof(*ch));
-	size_t bs = (size_t)pieces * BM_PIECE_SIZE;
+	size_t bs = (size_t)pieces * piece;
 	char msg[256] = "";
 	assert_non_null(ch);
 	for (uint64_t b = 0; b < nblk; b++) {
@@ -1283,14 +1301,21 @@ static void build_v3(uint64_t nblk, unsigned pieces, size_t last_len, unsigned s
 		uint8_t *bytes = block_bytes(len, (unsigned)b + seed);
 		ch[b].blk = b;
 		ch[b].psum = psums + b * pieces * 16;
-		bm_pieces_sum(bytes, len, pieces, psums + b * pieces * 16, ch[b].sum);
+		bm_pieces_sum(bytes, len, piece, pieces, psums + b * pieces * 16, ch[b].sum);
 		free(bytes);
 	}
-	const struct bm_itree empty = { .root = "", .pieces = pieces };
+	const struct bm_itree empty = { .root = "", .pieces = pieces, .format = format };
 	int rc = bm_index_update(&io, &empty, ch, nblk, nblk, root, NULL, msg, sizeof(msg));
 	if (rc != 0)
-		fail_msg("build_v3: %d %s", rc, msg);
+		fail_msg("build_pieces: %d %s", rc, msg);
 	free(ch);
+}
+
+/* A format 3 tree (64 KiB pieces), as build_pieces. */
+static void build_v3(uint64_t nblk, unsigned pieces, size_t last_len, unsigned seed,
+		     uint8_t *psums, char root[BM_SUM_HEX + 1])
+{
+	build_pieces(nblk, pieces, BM_PIECE_SIZE, 0, last_len, seed, psums, root);
 }
 
 static void a_v3_tree_keeps_each_blocks_piece_sums_through_updates(void **state)
@@ -1310,13 +1335,13 @@ static void a_v3_tree_keeps_each_blocks_piece_sums_through_updates(void **state)
 		assert_memory_equal(got, psums + b * pieces * 16, pieces * 16);
 	}
 	assert_int_equal(bm_index_lookup(&io, &t, nblk - 1, sum, got, NULL, msg, sizeof(msg)), 1);
-	assert_int_equal(bm_pieces_check(sum, got, pieces, last, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_pieces_check(sum, got, pieces, BM_PIECE_SIZE, last, msg, sizeof(msg)), 0);
 	/* A full leaf: 256 entries of 17 + 4 x 16 bytes. */
 	assert_int_equal(bm_ipage_len(0, 256, pieces), 8 + 256 * (17 + 64));
 	/* One block changed: the others keep their piece sums. */
 	uint8_t *bytes = block_bytes(pieces * BM_PIECE_SIZE, 999), nps[4 * 16];
 	struct bm_index_change ch = { .blk = 5, .psum = nps };
-	bm_pieces_sum(bytes, pieces * BM_PIECE_SIZE, pieces, nps, ch.sum);
+	bm_pieces_sum(bytes, pieces * BM_PIECE_SIZE, BM_PIECE_SIZE, pieces, nps, ch.sum);
 	free(bytes);
 	assert_int_equal(bm_index_update(&io, &t, &ch, 1, nblk, root2, NULL, msg, sizeof(msg)), 0);
 	const struct bm_itree t2 = { root2, nblk, pieces };
@@ -1338,17 +1363,98 @@ static void a_v3_tree_keeps_each_blocks_piece_sums_through_updates(void **state)
 	free(psums);
 }
 
+static void child_sum(const char *sum, unsigned level, uint64_t nblk, unsigned pieces,
+		      unsigned format, unsigned i, char out[BM_SUM_HEX + 1]);
+
+/* A format 4 tree (here 64 KiB blocks of 16 KiB pieces) is a format 3
+ * tree whose pages have page version 3: its leaves keep each block's
+ * piece sums through updates, and a tree of either format refuses the
+ * other's pages, naming both formats. */
+static void a_v4_tree_has_page_version_3_and_refuses_v3_pages_and_the_reverse(void **state)
+{
+	(void)state;
+	const unsigned pieces = 4;
+	const size_t piece = (size_t)16 << 10;
+	const uint64_t nblk = 300;
+	const size_t last = piece + 5; /* 2 pieces */
+	uint8_t *psums = malloc(nblk * pieces * 16), got[4 * 16];
+	char root[BM_SUM_HEX + 1], root3[BM_SUM_HEX + 1], root2[BM_SUM_HEX + 1];
+	char sum[BM_SUM_HEX + 1], leaf[BM_SUM_HEX + 1], msg[256] = "";
+	assert_non_null(psums);
+	ms_reset();
+	build_pieces(nblk, pieces, piece, 4, last, 0, psums, root);
+	const struct bm_itree t = { root, nblk, pieces, 4 };
+	for (uint64_t b = 0; b < nblk; b += 37) {
+		assert_int_equal(bm_index_lookup(&io, &t, b, sum, got, NULL, msg, sizeof(msg)), 1);
+		assert_memory_equal(got, psums + b * pieces * 16, pieces * 16);
+	}
+	assert_int_equal(bm_index_lookup(&io, &t, nblk - 1, sum, got, NULL, msg, sizeof(msg)), 1);
+	assert_int_equal(bm_pieces_check(sum, got, pieces, piece, last, msg, sizeof(msg)), 0);
+	/* Its length as a 64 KiB-piece block's: another number of pieces. */
+	assert_int_equal(bm_pieces_check(sum, got, pieces, BM_PIECE_SIZE, last, msg, sizeof(msg)),
+			 BM_EFORMAT);
+	one_line(msg);
+	/* Every page has page version 3; a leaf decodes as format 4 only. */
+	struct mpage *mp = ms_find(root);
+	assert_non_null(mp);
+	assert_int_equal(mp->data[4], 3);
+	child_sum(root, 1, nblk, pieces, 4, 0, leaf);
+	mp = ms_find(leaf);
+	assert_non_null(mp);
+	assert_int_equal(mp->data[4], 3);
+	struct bm_ipage *p = bm_ipage_new();
+	assert_non_null(p);
+	assert_int_equal(bm_ipage_decode(mp->data, mp->len, leaf, 0, 0, nblk, pieces, 4, p, msg,
+					 sizeof(msg)), 0);
+	assert_int_equal(p->format, 4);
+	uint8_t again[8 + 256 * (17 + 64)];
+	assert_int_equal(bm_ipage_encode(p, again), mp->len);
+	assert_memory_equal(again, mp->data, mp->len);
+	assert_int_equal(bm_ipage_decode(mp->data, mp->len, leaf, 0, 0, nblk, pieces, 0, p, msg,
+					 sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "page version 3 (format 4) in a tree of format version 3"));
+	bm_ipage_free(p);
+	/* An update keeps the format. */
+	uint8_t *bytes = block_bytes(pieces * piece, 999), nps[4 * 16];
+	struct bm_index_change ch = { .blk = 5, .psum = nps };
+	bm_pieces_sum(bytes, pieces * piece, piece, pieces, nps, ch.sum);
+	free(bytes);
+	assert_int_equal(bm_index_update(&io, &t, &ch, 1, nblk, root2, NULL, msg, sizeof(msg)), 0);
+	assert_int_equal(ms_find(root2)->data[4], 3);
+	const struct bm_itree t2 = { root2, nblk, pieces, 4 };
+	assert_int_equal(bm_index_lookup(&io, &t2, 5, sum, got, NULL, msg, sizeof(msg)), 1);
+	assert_memory_equal(got, nps, sizeof(nps));
+	/* Read as a v3 tree of the same pieces, or a v2 tree: refused. */
+	const struct bm_itree as_v3 = { root, nblk, pieces, 0 }, as_v2 = { root, nblk, 0, 0 };
+	assert_int_equal(bm_index_lookup(&io, &as_v3, 1, sum, NULL, NULL, msg, sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "page version 3 (format 4) in a tree of format version 3"));
+	assert_int_equal(bm_index_lookup(&io, &as_v2, 1, sum, NULL, NULL, msg, sizeof(msg)), BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "page version 3 (format 4) in a tree of format version 2"));
+	/* A v3 tree read as a v4 one: refused the same way. */
+	build_v3(nblk, pieces, BM_PIECE_SIZE + 5, 0, psums, root3);
+	const struct bm_itree v3_as_v4 = { root3, nblk, pieces, 4 };
+	assert_int_equal(bm_index_lookup(&io, &v3_as_v4, 1, sum, NULL, NULL, msg, sizeof(msg)),
+			 BM_EFORMAT);
+	one_line(msg);
+	assert_non_null(strstr(msg, "page version 2 (format 3) in a tree of format version 4"));
+	ms_reset();
+	free(psums);
+}
+
 /* The sum of child i of page sum (level > 0), as hex. */
-static void child_sum(const char *sum, unsigned level, uint64_t nblk, unsigned pieces, unsigned i,
-		      char out[BM_SUM_HEX + 1])
+static void child_sum(const char *sum, unsigned level, uint64_t nblk, unsigned pieces,
+		      unsigned format, unsigned i, char out[BM_SUM_HEX + 1])
 {
 	struct bm_ipage *p = bm_ipage_new();
 	struct mpage *mp = ms_find(sum);
 	char msg[256] = "";
 	assert_non_null(p);
 	assert_non_null(mp);
-	assert_int_equal(bm_ipage_decode(mp->data, mp->len, sum, (int)level, 0, nblk, pieces, p, msg,
-					 sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(mp->data, mp->len, sum, (int)level, 0, nblk, pieces, format, p,
+					 msg, sizeof(msg)), 0);
 	assert_true(i < p->count);
 	static const char hx[] = "0123456789abcdef";
 	for (int k = 0; k < 16; k++) {
@@ -1390,7 +1496,7 @@ static void a_page_checked_once_is_searched_in_place_and_its_place_still_checked
 	/* Entry 0's first piece sum damaged in place: the marked leaf is not
 	 * hashed again, so block 1 still reads (the plain io's whole decode
 	 * refuses the page), while block 0's own entry is checked. */
-	child_sum(root, 1, nblk, pieces, 0, leaf0);
+	child_sum(root, 1, nblk, pieces, 0, 0, leaf0);
 	struct mpage *mp = ms_find(leaf0);
 	assert_non_null(mp);
 	assert_true(mp->checked);
@@ -1442,7 +1548,7 @@ static size_t sample_v3_leaf(uint8_t *buf, uint8_t *psums)
 		size_t len = i == 2 ? 100 : 2 * BM_PIECE_SIZE;
 		uint8_t *b = block_bytes(len, 40 + i);
 		char hex[BM_SUM_HEX + 1];
-		bm_pieces_sum(b, len, 2, psums + i * 32, hex);
+		bm_pieces_sum(b, len, BM_PIECE_SIZE, 2, psums + i * 32, hex);
 		memcpy(p->psum + i * 32, psums + i * 32, 32);
 		for (int k = 0; k < 16; k++) {
 			char h[3] = { hex[2 * k], hex[2 * k + 1], 0 };
@@ -1466,7 +1572,7 @@ static void hostile_v3_leaves_are_refused_with_one_line(void **state)
 	assert_int_equal(len, sizeof(good));
 	assert_int_equal(good[4], 2); /* the page version of a v3 tree */
 	bm_sum_hex(good, len, sum);
-	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 0, 3, 2, p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(good, len, sum, 0, 0, 3, 2, 0, p, msg, sizeof(msg)), 0);
 	assert_int_equal(p->count, 3);
 	assert_memory_equal(p->psum, psums, sizeof(psums));
 	uint8_t again[sizeof(good)];
@@ -1479,7 +1585,7 @@ static void hostile_v3_leaves_are_refused_with_one_line(void **state)
 		size_t blen = len;                                                                \
 		stmt;                                                                             \
 		bm_sum_hex(b, blen, sum);                                                         \
-		int rc = bm_ipage_decode(b, blen, sum, 0, 0, nblk, pieces, p, msg, sizeof(msg)); \
+		int rc = bm_ipage_decode(b, blen, sum, 0, 0, nblk, pieces, 0, p, msg, sizeof(msg)); \
 		if (rc != BM_EFORMAT)                                                             \
 			fail_msg("%s: expected BM_EFORMAT, got %d (%s)", what, rc, msg);          \
 		one_line(msg);                                                                    \
@@ -1500,7 +1606,7 @@ static void hostile_v3_leaves_are_refused_with_one_line(void **state)
 		EXPECT_BAD(blen = cut, 3, 2, "truncated");
 #undef EXPECT_BAD
 	/* More pieces than a 64 MiB block has: the caller's error. */
-	assert_int_equal(bm_ipage_decode(good, len, NULL, 0, 0, 3, BM_PIECES_MAX + 1, p, msg, sizeof(msg)),
+	assert_int_equal(bm_ipage_decode(good, len, NULL, 0, 0, 3, BM_PIECES_MAX + 1, 0, p, msg, sizeof(msg)),
 			 BM_EINVAL);
 	bm_ipage_free(p);
 }
@@ -1548,6 +1654,103 @@ static void a_v3_manifest_round_trips_and_needs_blocks_above_64k(void **state)
 	free(text);
 }
 
+/* A version 4 manifest says its piece size ("piece"), kept through a
+ * round trip; a piece that is not a power of two from 4096 to blksize/2
+ * (at most 1024 a block), a version 4 without one and a version 2 or 3
+ * with one are refused with one line naming it. */
+static void a_v4_manifest_round_trips_its_piece_and_refuses_bad_ones(void **state)
+{
+	(void)state;
+	struct bm_manifest2 m = sample_manifest(), *p = NULL;
+	struct bm_manifest *any = NULL;
+	char msg[256] = "";
+	size_t len, len2;
+
+	m.version = 4;
+	m.blksize = (size_t)1 << 20;
+	m.piece = (size_t)16 << 10;
+	char *text = bm_manifest2_dump(&m, &len);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "\"version\":4"));
+	assert_non_null(strstr(text, "\"piece\":16384"));
+	assert_int_equal(bm_manifest_version(text, len, msg, sizeof(msg)), 4);
+	assert_int_equal(bm_manifest2_parse(text, len, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(p->version, 4);
+	assert_int_equal(p->piece, 16384);
+	bm_manifest2_free(p);
+	assert_int_equal(bm_manifest_parse_any(text, len, &any, msg, sizeof(msg)), 0);
+	assert_int_equal(any->version, 4);
+	assert_int_equal(bm_manifest_piece(any), 16384);
+	assert_int_equal(bm_manifest_pieces(any), 64);
+	struct bm_itree t;
+	bm_manifest_itree(any, &t);
+	assert_int_equal(t.pieces, 64);
+	assert_int_equal(t.format, 4);
+	char *again = bm_manifest_dump_any(any, &len2);
+	assert_int_equal(len2, len);
+	assert_memory_equal(again, text, len);
+	free(again);
+	bm_manifest_free(any);
+	free(text);
+	/* A version 3 manifest's pieces are 64 KiB; a v2 one has none. */
+	m.version = 3;
+	text = bm_manifest2_dump(&m, &len);
+	assert_null(strstr(text, "\"piece\""));
+	assert_int_equal(bm_manifest_parse_any(text, len, &any, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_manifest_piece(any), BM_PIECE_SIZE);
+	bm_manifest_free(any);
+	free(text);
+
+#define HEAD "{\"format\":\"blkmap-dataset\",\"version\":"
+#define TAIL ",\"size\":1,\"generation\":2,\"parent\":1,\"root\":null}"
+	static const struct {
+		const char *body, *says;
+	} bad[] = {
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":1048576" TAIL,
+		  "a version 4 manifest has no field \"piece\"" },
+		{ HEAD "3,\"checksum\":\"xxh128\",\"blksize\":1048576,\"piece\":65536" TAIL,
+		  "a version 3 manifest has a field \"piece\"" },
+		{ HEAD "2,\"checksum\":\"xxh128\",\"blksize\":1048576,\"piece\":16384" TAIL,
+		  "a version 2 manifest has a field \"piece\"" },
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":1048576,\"piece\":3000" TAIL,
+		  "a version 4 manifest's piece 3000 is not a power of two from 4096 to blksize/2" },
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":1048576,\"piece\":2048" TAIL,
+		  "piece 2048 is not a power of two from 4096" },
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":1048576,\"piece\":1048576" TAIL,
+		  "piece 1048576 is not a power of two from 4096 to blksize/2 (524288)" },
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":65536,\"piece\":131072" TAIL,
+		  "piece 131072 is not" },
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":8388608,\"piece\":4096" TAIL,
+		  "makes 2048 pieces of a block of 8388608 bytes, more than 1024" },
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":1048576,\"piece\":\"16384\"" TAIL,
+		  "\"piece\" is not a number of bytes" },
+		{ HEAD "4,\"checksum\":\"xxh128\",\"blksize\":1048576,\"piece\":-16384" TAIL,
+		  "\"piece\" is not a number of bytes" },
+	};
+#undef HEAD
+#undef TAIL
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *t2 = seal(bad[i].body, &len);
+		int rc = bm_manifest2_parse(t2, len, &p, msg, sizeof(msg));
+		if (rc != BM_EFORMAT || strstr(msg, bad[i].says) == NULL)
+			fail_msg("case %zu: %d (%s): %s", i, rc, msg, t2);
+		assert_null(p);
+		one_line(msg);
+		/* The reader of either version says the same. */
+		assert_int_equal(bm_manifest_parse_any(t2, len, &any, msg, sizeof(msg)), BM_EFORMAT);
+		assert_non_null(strstr(msg, bad[i].says));
+		free(t2);
+	}
+	/* The smallest and the most pieces are fine. */
+	char *ok = seal("{\"format\":\"blkmap-dataset\",\"version\":4,\"checksum\":\"xxh128\","
+			"\"blksize\":4194304,\"piece\":4096,\"size\":1,\"generation\":2,\"parent\":1,"
+			"\"root\":null}", &len);
+	assert_int_equal(bm_manifest2_parse(ok, len, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(p->piece, 4096);
+	bm_manifest2_free(p);
+	free(ok);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1577,11 +1780,14 @@ int main(void)
 		cmocka_unit_test(hostile_v2_manifest_fields_are_refused_with_one_line),
 		cmocka_unit_test(the_version_of_a_manifest_tells_damage_from_a_bad_manifest),
 		cmocka_unit_test(a_blocks_v3_sum_is_the_sum_of_its_piece_sums_however_its_bytes_arrive),
+		cmocka_unit_test(a_blocks_v4_sum_is_the_sum_of_its_piece_sums_of_any_piece_size),
 		cmocka_unit_test(streamed_pieces_are_each_checked_against_their_own_sums),
 		cmocka_unit_test(a_v3_tree_keeps_each_blocks_piece_sums_through_updates),
+		cmocka_unit_test(a_v4_tree_has_page_version_3_and_refuses_v3_pages_and_the_reverse),
 		cmocka_unit_test(hostile_v3_leaves_are_refused_with_one_line),
 		cmocka_unit_test(a_page_checked_once_is_searched_in_place_and_its_place_still_checked),
 		cmocka_unit_test(a_v3_manifest_round_trips_and_needs_blocks_above_64k),
+		cmocka_unit_test(a_v4_manifest_round_trips_its_piece_and_refuses_bad_ones),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

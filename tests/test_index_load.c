@@ -210,7 +210,7 @@ static void first_child(struct fixture *f, const char *root, char out[BM_SUM_HEX
 	char msg[256];
 
 	assert_int_equal(f->io.load(f->io.arg, root, &data, &len, msg, sizeof(msg)), 0);
-	assert_int_equal(bm_ipage_decode(data, len, root, -1, 0, f->nblk, 0, &p, msg, sizeof(msg)), 0);
+	assert_int_equal(bm_ipage_decode(data, len, root, -1, 0, f->nblk, 0, 0, &p, msg, sizeof(msg)), 0);
 	f->io.release(f->io.arg, root, data);
 	static const char hex[] = "0123456789abcdef";
 	for (int i = 0; i < 16; i++) {

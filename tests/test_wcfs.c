@@ -279,16 +279,32 @@ static void assert_pread_equals(const char *path, uint64_t off, const unsigned c
 	free(buf);
 }
 
-static void test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block(void **state)
+/* A random 4 KiB read of a file of 1 MiB blocks in pieces of piece bytes
+ * (64 KiB: format 3; else format 4, published with BLKMAP_PIECE_BYTES)
+ * at name: one Range GET of the pieces the kernel's pages cover, not the
+ * whole block; the file then reads right whole. */
+static void random_read_of_pieces(struct fx *f, const char *name, size_t piece)
 {
-	struct fx *f = *state;
 	const size_t bs = 1 << 20, len = 4 * bs;
 	unsigned char *data = ts_pattern(len, 14);
+	char at[128], num[32];
 
-	SKIP_WITHOUT_FUSE(f);
-	/* 1 MiB blocks: format 3, 16 pieces of 64 KiB each. */
-	assert_int_equal(wt_publish(ds_url(f, "v3random"), data, len, bs), 1);
-	const char *path = mpath(&f->mir, "@1/v3random");
+	if (piece != 65536) {
+		snprintf(num, sizeof(num), "%zu", piece);
+		setenv("BLKMAP_PIECE_BYTES", num, 1);
+	}
+	uint64_t gen = wt_publish(ds_url(f, name), data, len, bs);
+	unsetenv("BLKMAP_PIECE_BYTES");
+	assert_int_equal(gen, 1);
+	struct bm_options o;
+	bm_dataset *ds;
+	assert_int_equal(bm_options_init(&o), 0);
+	assert_int_equal(bm_open(&ds, ds_url(f, name), &o), 0);
+	assert_int_equal(bm_format_version(ds), piece == 65536 ? 3 : 4);
+	assert_int_equal(bm_piece_bytes(ds), piece);
+	bm_close(ds);
+	snprintf(at, sizeof(at), "@1/%s", name);
+	const char *path = mpath(&f->mir, at);
 	int pin = open(path, O_PATH); /* looked up for good (above) */
 	assert_true(pin >= 0);
 	/* A first read in block 3 also fetches the index page. */
@@ -301,8 +317,11 @@ static void test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block(v
 	assert_pread_equals(path, off, data + off, 4096);
 	assert_int_equal(server_gets(f) - gets, 1);
 	long sent = server_bytes_out(f) - out;
-	if (sent < 65536 || sent >= (long)bs / 2)
-		fail_msg("the server sent %ld bytes for a 4 KiB read of a 1 MiB block", sent);
+	/* (Format 4's 16 KiB pieces: less than one 64 KiB piece of format 3.) */
+	if (sent < (long)piece || sent >= (piece < 65536 ? 65536 : (long)bs / 2))
+		fail_msg("the server sent %ld bytes for a 4 KiB read of a 1 MiB block in pieces of %zu",
+			 sent, piece);
+	print_message("a 4 KiB read in pieces of %zu: %ld bytes sent\n", piece, sent);
 	/* The rest of that block, read from its start, is right (the pieces
 	 * kept and the ones fetched now). */
 	size_t n = 0;
@@ -313,6 +332,24 @@ static void test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block(v
 	free(got);
 	close(pin);
 	free(data);
+}
+
+static void test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block(void **state)
+{
+	struct fx *f = *state;
+
+	SKIP_WITHOUT_FUSE(f);
+	/* 1 MiB blocks: format 3, 16 pieces of 64 KiB each. */
+	random_read_of_pieces(f, "v3random", 65536);
+}
+
+static void test_a_random_read_of_a_v4_file_fetches_its_16k_pieces_not_its_whole_block(void **state)
+{
+	struct fx *f = *state;
+
+	SKIP_WITHOUT_FUSE(f);
+	/* 1 MiB blocks: format 4, 64 pieces of 16 KiB each. */
+	random_read_of_pieces(f, "v4random", 16384);
 }
 
 static void test_a_damaged_piece_of_a_v3_file_reads_as_eio_naming_the_piece(void **state)
@@ -1130,6 +1167,7 @@ int main(void)
 		cmocka_unit_test(test_kept_generation_is_served_from_the_kernel_cache),
 		cmocka_unit_test(test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces),
 		cmocka_unit_test(test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block),
+		cmocka_unit_test(test_a_random_read_of_a_v4_file_fetches_its_16k_pieces_not_its_whole_block),
 		cmocka_unit_test(test_a_damaged_piece_of_a_v3_file_reads_as_eio_naming_the_piece),
 		cmocka_unit_test(test_old_generation_keeps_its_content_while_head_shows_the_new),
 		cmocka_unit_test(test_head_size_change_shows_in_stat_without_reopening),

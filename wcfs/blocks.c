@@ -1,7 +1,8 @@
 /* blocks.c — a few blocks kept per dataset handle, so that the kernel's
  * reads (at most its read-ahead window, 128 KiB, at a time) of one block
- * fetch that block once, not once per read.  A block of a format 3 dataset
- * is kept in its 64 KiB pieces: a read that is not sequential fetches only
+ * fetch that block once, not once per read.  A block of a format 3 or 4
+ * dataset is kept in its pieces (64 KiB in format 3, the dataset's own
+ * size in 4): a read that is not sequential fetches only
  * the pieces it covers (bm_read: one Range GET, each piece checked), a
  * sequential one (or one covering most of the block) the rest of the
  * block at once.  Other formats keep whole blocks.  Bounded: at most
@@ -20,9 +21,8 @@
 
 #define WC_BLOCKS_BYTES (8u << 20)
 #define WC_BLOCKS_MAX 8
-/* A format 3 block's pieces (docs/FORMAT.md, "Version 3"): 64 KiB each,
- * at most 1024 (64 MiB blocks). */
-#define WC_PIECE ((size_t)64 << 10)
+/* A format 3 or 4 block's most pieces (docs/FORMAT.md, "Version 3",
+ * "Version 4": BM_PIECES_MAX). */
 #define WC_UNITS_MAX 1024
 
 enum { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
@@ -48,12 +48,12 @@ void wc_blocks_init(struct wc_ds *d)
 	d->slots = calloc((size_t)d->nslots, sizeof(*d->slots));
 	if (d->slots == NULL)
 		d->nslots = 0;
-	/* The unit a slot fetches and keeps: a piece of a format 3 block,
-	 * else the whole block. */
-	d->units = bm_format_version(d->bm) == 3 && d->blksize > WC_PIECE &&
-			   d->blksize / WC_PIECE <= WC_UNITS_MAX
-		   ? (unsigned)(d->blksize / WC_PIECE)
-		   : 1;
+	/* The unit a slot fetches and keeps: a piece of a format 3 or 4
+	 * block (bm_piece_bytes), else the whole block. */
+	size_t piece = bm_format_version(d->bm) >= 3 ? bm_piece_bytes(d->bm) : 0;
+	d->units = piece > 0 && d->blksize > piece && d->blksize / piece <= WC_UNITS_MAX
+			   ? (unsigned)(d->blksize / piece)
+			   : 1;
 	d->next = 0; /* a read from the start is sequential */
 }
 

@@ -67,7 +67,7 @@ struct wc_ds {
 	uint64_t nstored;            /* blocks that hold data */
 	/* The last blocks read (blocks.c): the kernel asks for at most its
 	 * read-ahead window (128 KiB) at a time, a block may be 64 MiB.  A
-	 * block is kept in units: its 64 KiB pieces (format 3), else whole. */
+	 * block is kept in units: its pieces (formats 3 and 4), else whole. */
 	pthread_mutex_t bmu;
 	pthread_cond_t bcv;
 	struct wc_slot *slots;
@@ -163,7 +163,7 @@ void wc_blocks_free(struct wc_ds *d);
 /* Frees the kept blocks of d (none is loading): its file is open nowhere. */
 void wc_blocks_trim(struct wc_ds *d);
 /* Reads len bytes at off (within the dataset's size) of d into buf: what
- * it covers is fetched once with bm_read (format 3: the 64 KiB pieces it
+ * it covers is fetched once with bm_read (formats 3 and 4: the pieces it
  * covers, or the rest of the block when the read is sequential; else whole
  * blocks) and kept for the next reads of the same block.  0 or a BM_E*
  * code (bm_last_error(NULL) says why). */

@@ -91,6 +91,13 @@ struct bm_options {
 	/* Open as of the generation this tag names (bm_tag_set), when not
 	 * NULL; generation must then be 0. */
 	const char *tag;
+	/* The pieces of a created dataset's blocks, each with a sum of its
+	 * own (docs/FORMAT.md, "Version 4"): a read of part of a block
+	 * fetches and checks only its pieces.  0: 64 KiB when blocks are
+	 * larger (format 3), else none (format 2); another power of two from
+	 * 4 KiB to blksize / 2 creates a format 4 dataset.  An existing
+	 * dataset keeps its own, as its blksize  BLKMAP_PIECE_BYTES (0) */
+	size_t piece_bytes;
 };
 
 /* Fills *o with the defaults, then overrides them from the environment
@@ -115,8 +122,12 @@ size_t bm_blksize(const bm_dataset *ds);
 uint64_t bm_generation(const bm_dataset *ds);
 int bm_is_flat(const bm_dataset *ds);
 /* The format version (docs/FORMAT.md) of the generation the handle shows:
- * 1, 2 or 3; 0 for a flat object and for a dataset not yet committed. */
+ * 1 to 4; 0 for a flat object and for a dataset not yet committed. */
 int bm_format_version(const bm_dataset *ds);
+/* The bytes of a piece of the handle's blocks, each checked on its own
+ * (formats 3 and 4; a new dataset: those its first commit writes); 0 when
+ * its blocks have no pieces. */
+size_t bm_piece_bytes(const bm_dataset *ds);
 /* Number of blocks that hold data (the rest are holes). */
 uint64_t bm_nblocks_stored(const bm_dataset *ds);
 const char *bm_url(const bm_dataset *ds);
@@ -144,7 +155,7 @@ void bm_unmap(bm_mapping *m);
 /* Reads up to len bytes at offset of the handle's generation into buf,
  * without mapping or caching (what the wcfs mirror serves reads with): each
  * block the range covers whole is fetched whole; of a block it covers in
- * part, a format 3 dataset fetches only the 64 KiB pieces it needs (one
+ * part, a format 3 or 4 dataset fetches only the pieces it needs (one
  * Range GET), the others the whole block; all verified and retried like a
  * page fault's.  Returns the number of bytes read (0 at or past the end;
  * fewer when a later block fails) or a negative error. */

@@ -113,8 +113,10 @@ def open(url, generation=None, **options):
     """Opens the dataset (or plain object) at url, as of generation if
     given (else the latest).  options are struct bm_options' fields by name
     (cache_bytes, connections, retries, timeout_ms, connect_timeout_ms,
-    retry_base_ms, readahead_bytes, spare_bytes, blksize, token, wcfs,
-    verbose, tag: the generation a tag names) over the BLKMAP_* environment; create=True makes a missing
+    retry_base_ms, readahead_bytes, spare_bytes, blksize, piece_bytes: the
+    pieces of a created dataset's blocks, docs/FORMAT.md "Version 4", token,
+    wcfs, verbose, tag: the generation a tag names) over the BLKMAP_*
+    environment; create=True makes a missing
     dataset an empty one that the first commit creates."""
     if generation is None and not options:
         # bm_open reads the BLKMAP_* environment itself (and says what
@@ -231,8 +233,8 @@ class Dataset:
 
     @property
     def format_version(self):
-        """The format version (docs/FORMAT.md) of the generation shown: 1,
-        2 or 3; None for a flat object or a dataset not committed yet."""
+        """The format version (docs/FORMAT.md) of the generation shown: 1
+        to 4; None for a flat object or a dataset not committed yet."""
         return _lib_.bm_format_version(self._ptr()) or None
 
     @property
@@ -482,10 +484,12 @@ def _dtype_to_attrs(dt):
 
 # ---- whole datasets at once --------------------------------------------------
 
-def _put(url, mv, blksize, attrs_update):
+def _put(url, mv, blksize, attrs_update, piece_bytes=None):
     opts = {"create": True}
     if blksize is not None:
         opts["blksize"] = blksize
+    if piece_bytes is not None:
+        opts["piece_bytes"] = piece_bytes
     with open(url, **opts) as ds:
         if ds.is_flat:
             raise ReadOnlyError("%s is a plain object, not a dataset" % url, -1007)
@@ -499,10 +503,11 @@ def _put(url, mv, blksize, attrs_update):
         return ds.commit()
 
 
-def put(url, data_or_path, blksize=None):
+def put(url, data_or_path, blksize=None, piece_bytes=None):
     """Stores bytes (any bytes-like object) or a file's content (a path) as
     the next generation of the dataset at url, creating it if needed (with
-    blocks of blksize bytes, default the BLKMAP_BLKSIZE one); only changed
+    blocks of blksize bytes, default the BLKMAP_BLKSIZE one, each with a sum
+    per piece of piece_bytes: docs/FORMAT.md, "Version 4"); only changed
     blocks are uploaded.  The dtype, shape and order a put_array stored
     are removed from attrs (the other attributes stay).  Returns the new
     generation."""
@@ -514,15 +519,16 @@ def put(url, data_or_path, blksize=None):
         with builtins_open(data_or_path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
-                return _put(url, memoryview(b""), blksize, drop)
+                return _put(url, memoryview(b""), blksize, drop, piece_bytes)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 with memoryview(mm) as mv:
-                    return _put(url, mv, blksize, drop)
+                    return _put(url, mv, blksize, drop, piece_bytes)
     with memoryview(data_or_path) as mv:
-        return _put(url, mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv, blksize, drop)
+        return _put(url, mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv, blksize, drop,
+                    piece_bytes)
 
 
-def put_array(url, array, blksize=None):
+def put_array(url, array, blksize=None, piece_bytes=None):
     """Stores a numpy array's bytes as the next generation of the dataset at
     url and its dtype, shape and order in attrs, so that
     blkmap.open(url).array() gives it back.  Returns the new generation."""
@@ -539,7 +545,7 @@ def put_array(url, array, blksize=None):
         order, flat = "C", _np.ascontiguousarray(a)
     desc = {"dtype": _dtype_to_attrs(a.dtype), "shape": list(a.shape), "order": order}
     raw = flat.reshape(-1).view(_np.uint8) if flat.size else _np.zeros(0, _np.uint8)
-    return _put(url, memoryview(raw), blksize, lambda attrs: attrs.update(desc))
+    return _put(url, memoryview(raw), blksize, lambda attrs: attrs.update(desc), piece_bytes)
 
 
 import builtins as _builtins  # noqa: E402  (open is ours in this module)

@@ -69,6 +69,7 @@ class Options(ctypes.Structure):
         ("commit_hook", c_void_p),
         ("commit_hook_arg", c_void_p),
         ("tag", c_char_p),
+        ("piece_bytes", c_size_t),
     ]
 
 

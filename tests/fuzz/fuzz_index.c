@@ -1,18 +1,20 @@
 /* tests/fuzz/fuzz_index.c — libFuzzer target for the format layer of
- * dataset formats v2 and v3 (client/index.c, client/manifest2.c): the
- * bytes an index page or a v2/v3 manifest arrives as.  An input starting
+ * dataset formats v2, v3 and v4 (client/index.c, client/manifest2.c): the
+ * bytes an index page or a v2-v4 manifest arrives as.  An input starting
  * with 'M' is the rest as a manifest; with 'S', the rest is JSON text that
  * gets a correct self-checksum first (so that the fuzzer reaches the
  * fields behind it: it cannot forge an xxh128); with '3', its next byte k
  * picks 2 << (k % 10) piece sums per block and the rest is a page of a v3
- * tree; any other is the rest as a page of a v2 tree.
+ * tree; with '4' the same for a v4 tree (of 16 KiB pieces); any other is
+ * the rest as a page of a v2 tree.
  * Properties: every input is refused with a one-line message or accepted;
  * an accepted page encodes back to exactly its bytes (one encoding per
  * page: content addressing needs it) and, as the root of a tree whose
  * pages below are missing, every walk (lookup, update, diff, keys) ends
  * with a result or a one-line error; an accepted manifest dumps to bytes
  * that parse again and dump the same, and bm_manifest_version calls it
- * its version (2 or 3).  A v3 leaf's lookup gives the entry's piece sums
+ * its version (2, 3 or 4), and a v4 one's piece is a power of two from 4
+ * KiB to half a block, at most 1024 a block.  A v3 or v4 leaf's lookup gives the entry's piece sums
  * as the page holds them, which hash to its sum.  Through an io that marks
  * a page a whole decode accepted (as the dataset's page cache does), every
  * lookup answers as the whole decode does.  Locking: none. */
@@ -128,7 +130,7 @@ static int no_key(void *arg, const char *key)
 	return 0;
 }
 
-static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p)
+static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p, size_t piece)
 {
 	struct one o = { .data = data, .len = len };
 	struct bm_index_io io = { .load = one_load, .store = one_store, .arg = &o };
@@ -139,15 +141,14 @@ static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p)
 	int rc;
 
 	bm_sum_hex(data, len, o.sum);
-	const struct bm_itree t = { o.sum, nblk, p->pieces };
+	const struct bm_itree t = { o.sum, nblk, p->pieces, p->format };
 	if (p->pieces) {
 		psum = malloc((size_t)p->pieces * 16);
 		newpsum = malloc((size_t)p->pieces * 16);
 		if (psum == NULL || newpsum == NULL)
 			fuzz_fail("out of memory");
 		/* The change's block: one piece of the page's bytes. */
-		bm_pieces_sum(data, len < BM_PIECE_SIZE ? len : BM_PIECE_SIZE, p->pieces, newpsum,
-			      ch.sum);
+		bm_pieces_sum(data, len < piece ? len : piece, piece, p->pieces, newpsum, ch.sum);
 		ch.psum = newpsum;
 	}
 	rc = bm_index_lookup(&io, &t, ch.blk, sum, psum, NULL, msg, sizeof(msg));
@@ -162,7 +163,7 @@ static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p)
 		static const uint8_t zero[16];
 		while (np < p->pieces && memcmp(psum + np * 16, zero, 16) != 0)
 			np++;
-		if (bm_pieces_check(sum, psum, p->pieces, np * BM_PIECE_SIZE, msg, sizeof(msg)) != 0)
+		if (bm_pieces_check(sum, psum, p->pieces, piece, np * piece, msg, sizeof(msg)) != 0)
 			fuzz_fail("an accepted leaf's piece sums fail their check: %s", msg);
 	}
 	checked_lookups(&o, &t, p);
@@ -171,7 +172,7 @@ static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p)
 	rc = bm_index_update(&io, &t, &ch, 1, nblk, root, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		fuzz_check_message("bm_index_update", msg);
-	const struct bm_itree none = { "", nblk, p->pieces };
+	const struct bm_itree none = { "", nblk, p->pieces, p->format };
 	rc = bm_index_diff(&io, &none, &t, no_range, NULL, NULL, msg, sizeof(msg));
 	if (rc < 0)
 		fuzz_check_message("bm_index_diff", msg);
@@ -182,7 +183,9 @@ static void walks(const uint8_t *data, size_t len, const struct bm_ipage *p)
 	free(newpsum);
 }
 
-static void page(const uint8_t *data, size_t size, unsigned pieces)
+/* data as a page of a tree of pieces piece sums per block of format
+ * format (0: 2 or 3, as pieces says), pieces of piece bytes. */
+static void page(const uint8_t *data, size_t size, unsigned pieces, unsigned format, size_t piece)
 {
 	struct bm_ipage *p = bm_ipage_new();
 	uint8_t *again = malloc(size + 1);
@@ -190,7 +193,7 @@ static void page(const uint8_t *data, size_t size, unsigned pieces)
 
 	if (p == NULL || again == NULL)
 		fuzz_fail("out of memory");
-	int rc = bm_ipage_decode(data, size, NULL, -1, 0, 0, pieces, p, msg, sizeof(msg));
+	int rc = bm_ipage_decode(data, size, NULL, -1, 0, 0, pieces, format, p, msg, sizeof(msg));
 	if (rc < 0) {
 		if (rc != BM_ENOMEM)
 			fuzz_check_message("bm_ipage_decode", msg);
@@ -200,7 +203,7 @@ static void page(const uint8_t *data, size_t size, unsigned pieces)
 		size_t len = bm_ipage_encode(p, again);
 		if (len != size || memcmp(again, data, size) != 0)
 			fuzz_fail("a page that decodes encodes to other bytes (%zu, %zu)", size, len);
-		walks(data, size, p);
+		walks(data, size, p, piece);
 	}
 	free(again);
 	bm_ipage_free(p);
@@ -220,6 +223,11 @@ static void manifest(const uint8_t *data, size_t size, bool sealed)
 		fuzz_fail("a manifest that parses as version %u is said to be %d", m->version, ver);
 	if (rc == 0 && m->version == 3 && m->blksize <= BM_PIECE_SIZE)
 		fuzz_fail("a version 3 manifest of %zu-byte blocks was accepted", m->blksize);
+	if (rc == 0 && (m->version == 4) !=
+			       (m->piece >= BM_PIECE_MIN && m->piece < m->blksize &&
+				(m->piece & (m->piece - 1)) == 0 && m->blksize / m->piece <= BM_PIECES_MAX))
+		fuzz_fail("a version %u manifest of %zu-byte blocks with pieces of %zu was accepted",
+			  m->version, m->blksize, m->piece);
 	if (rc < 0) {
 		if (m != NULL)
 			fuzz_fail("a refused manifest (%d) was returned", rc);
@@ -275,8 +283,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (data[0] == 'S')
 		sealed_manifest(data + 1, size - 1);
 	else if (data[0] == '3' && size >= 2)
-		page(data + 2, size - 2, 2u << (data[1] % 10));
+		page(data + 2, size - 2, 2u << (data[1] % 10), 0, BM_PIECE_SIZE);
+	else if (data[0] == '4' && size >= 2)
+		page(data + 2, size - 2, 2u << (data[1] % 10), 4, (size_t)16 << 10);
 	else
-		page(data + 1, size - 1, 0);
+		page(data + 1, size - 1, 0, 0, 0);
 	return 0;
 }

@@ -1,7 +1,8 @@
 # tests/python/test_put.py — blkmap.put and blkmap.put_array: bytes, files
 # and arrays of any dtype, shape and order come back from open().array();
 # a second put uploads only the blocks that changed; put drops the array
-# description put_array stored, keeping the other attributes.
+# description put_array stored, keeping the other attributes; piece_bytes
+# makes a format 4 dataset, whose later puts keep its pieces.
 import numpy as np
 import pytest
 
@@ -52,6 +53,21 @@ def test_put_bytes_and_files_and_only_changed_blocks_upload(url, tmp_path):
         assert ds.stats()["uploaded_blocks"] == 1
     with pytest.raises(blkmap.InvalidError, match="blocks of 4096 bytes, not 8192"):
         blkmap.put(url, b"x", blksize=8192)
+
+
+def test_put_with_piece_bytes_makes_format_4_and_later_puts_keep_it(url):
+    data = bytearray(np.random.default_rng(2).integers(0, 256, 5 * 65536 + 100, dtype=np.uint8).tobytes())
+    assert blkmap.put(url, bytes(data), blksize=65536, piece_bytes=16384) == 1
+    with blkmap.open(url) as ds:
+        assert ds.format_version == 4
+        assert bytes(ds.read(0, len(data))) == bytes(data)
+    data[3 * 65536 + 20000] ^= 0x5A
+    assert blkmap.put(url, bytes(data), piece_bytes=8192) == 2  # keeps 16384
+    with blkmap.open(url) as ds:
+        assert ds.format_version == 4
+        assert bytes(ds.read(3 * 65536 + 16384, 8192)) == bytes(data[3 * 65536 + 16384:3 * 65536 + 24576])
+    with pytest.raises(blkmap.InvalidError, match="a power of two from 4096"):
+        blkmap.put(url + "-bad", b"x" * 10, blksize=65536, piece_bytes=3000)
 
 
 def test_put_drops_the_array_description_and_keeps_other_attrs(url):
