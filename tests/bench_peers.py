@@ -15,6 +15,8 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            the whole block each (what a 4 KiB bm_read fetched before);
            flat_read: bm_read of 4 KiB of the flat object (a Range GET
            of those 4 KiB), a read call as GDAL's and fsspec's are.
+           ds1m16k_read: the same bm_reads of a dataset of 1 MiB blocks
+           in 16 KiB pieces (format 4: the 16 KiB piece that holds them).
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
@@ -467,8 +469,8 @@ def bench_open(b, label, runs, gdal_ok):
 def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
     flat = b + "/peers/flat.bin"
     rruns = runs if "_latency" not in label else max(1, runs // 2)
-    r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m_read_block", "ds64k",
-                         "flat_read", "gdal", "fsspec") + tuple(tools)}
+    r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m16k_read", "ds1m_read_block",
+                         "ds64k", "flat_read", "gdal", "fsspec") + tuple(tools)}
     for i in range(rruns):
         offs = offsets(size, i)
         flat_run = rand_blkmap(flat, offs)
@@ -476,6 +478,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
         r["flat64k"] += rand_blkmap(flat, offs, 64 * KiB)
         r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
         r["ds1m_read"] += rand_read(b + "/peers/ds1m", offs)
+        r["ds1m16k_read"] += rand_read(b + "/peers/ds1m16k", offs)
         r["ds1m_read_block"] += rand_read(b + "/peers/ds1m", offs, MiB)
         # Those whole-block reads move 256 MiB: the figure measured right
         # after them paid for it (ds64k's misses 0.20 ms against 0.13 ms
@@ -493,7 +496,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
     cut = ["%s: %d of %d offsets" % (t, len(r[t]), rruns * len(offs))
            for t in tools if len(r[t]) < rruns * len(offs)]
     maps = [(t + "_mmap", med[t]) for t in tools]
-    for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds64k", "flat_read"):
+    for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m16k_read", "ds64k", "flat_read"):
         mapping = not what.endswith("_read")
         line("random_4k_%s%s" % (what, label), "ms",
              [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])],
@@ -639,9 +642,11 @@ def main():
         del data
         subprocess.run(["curl", "-sf", "-T", path, base + "/peers/flat.bin"], check=True)
         env = dict(os.environ)
-        for bs, name in ((MiB, "ds1m"), (64 * KiB, "ds64k")):
-            subprocess.run([os.path.join(builddir, "blkmap"), "put", "--blksize", str(bs), path,
-                            base + "/peers/" + name], check=True, env=env, stdout=subprocess.DEVNULL)
+        for bs, piece, name in ((MiB, 0, "ds1m"), (64 * KiB, 0, "ds64k"), (MiB, 16 * KiB, "ds1m16k")):
+            subprocess.run([os.path.join(builddir, "blkmap"), "put", "--blksize", str(bs)] +
+                           (["--piece", str(piece)] if piece else []) +
+                           [path, base + "/peers/" + name],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
         os.unlink(path)
         slow, slow_base = start_server(root, ["--fault-latency-ms", "2"])
         servers.append(slow)
