@@ -60,6 +60,8 @@ static void usage_errors_name_what_is_wrong_and_point_at_help(void **state)
 		{ { "frobnicate" }, "unknown command 'frobnicate'" },
 		{ { "put", "--blksize" }, "--blksize needs a number" },
 		{ { "put", "--blksize", "4k", "onlyfile" }, "expected FILE and URL" },
+		{ { "put", "--piece", "0", "f", "u" }, "--piece needs a number of bytes" },
+		{ { "put", "--piece", "lots", "f", "u" }, "--piece needs a number of bytes" },
 		{ { "get", "u", "f", "extra" }, "expected URL and FILE" },
 		{ { "sum", "-v" }, "expected URL" },
 		{ { "patch", "--at" }, "--at needs a generation number" },
@@ -161,6 +163,56 @@ static void put_refuses_a_file_it_cannot_read_another_block_size_and_a_plain_obj
 	assert_int_equal(bm_generation(ds), 1);
 	assert_int_equal(bm_size(ds), 10000);
 	bm_close(ds);
+	unlink(path);
+	free(path);
+	free(bytes);
+}
+
+/* put --piece: a new dataset of 1 MiB blocks in 16 KiB pieces is format
+ * 4 and keeps them (another --piece refused, as another --blksize, and a
+ * v3 dataset's 64 KiB pieces alike); a piece that is not a power of two
+ * from 4 KiB to half a block is refused before anything is published. */
+static void put_piece_makes_format_4_and_refuses_other_pieces_of_a_dataset(void **state)
+{
+	struct ts_server *s = *state;
+	char url[512], v3[512], bad[512], *out, *err;
+	unsigned char *bytes = ts_pattern(3 << 20, 6);
+	char *path = tc_tmpfile(bytes, 3 << 20);
+
+	tc_url(url, sizeof(url), s, "/clie/piece");
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", "--piece", "16k", path, url, NULL }), 0);
+	free(out);
+	free(err);
+	bm_dataset *ds = tc_open(url, 0);
+	assert_int_equal(bm_format_version(ds), 4);
+	assert_int_equal(bm_piece_bytes(ds), 16384);
+	assert_int_equal(bm_blksize(ds), 1 << 20);
+	bm_close(ds);
+	assert_true(tc_dataset_equals(url, 0, bytes, 3 << 20));
+	/* The same pieces again: fine; others: refused. */
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", "--piece", "16384", path, url, NULL }), 0);
+	free(out);
+	free(err);
+	assert_cli_fails(1, "have pieces of 16384 bytes, not 32768", url,
+			 (const char *[]){ "put", "--piece", "32k", path, url, NULL });
+	tc_url(v3, sizeof(v3), s, "/clie/piece-v3");
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", path, v3, NULL }), 0);
+	free(out);
+	free(err);
+	assert_cli_fails(1, "have pieces of 65536 bytes, not 16384", v3,
+			 (const char *[]){ "put", "--piece", "16k", path, v3, NULL });
+	/* Pieces that are no power of two, or a whole block. */
+	tc_url(bad, sizeof(bad), s, "/clie/piece-bad");
+	assert_cli_fails(1, "pieces of 3000 bytes: a piece is a power of two from 4096", bad,
+			 (const char *[]){ "put", "--piece", "3000", path, bad, NULL });
+	assert_cli_fails(1, "pieces of 1048576 bytes", bad,
+			 (const char *[]){ "put", "--piece", "1M", path, bad, NULL });
+	ds = tc_open(url, 0);
+	assert_int_equal(bm_piece_bytes(ds), 16384);
+	bm_close(ds);
+	struct bm_options o;
+	tc_options(&o);
+	assert_int_equal(bm_open(&ds, bad, &o), BM_ENOTFOUND); /* nothing published */
 	unlink(path);
 	free(path);
 	free(bytes);
@@ -444,6 +496,7 @@ int main(void)
 		T(version_and_every_help_exit_0_on_stdout),
 		T(an_environment_variable_that_does_not_parse_fails_every_command_naming_it),
 		T(put_refuses_a_file_it_cannot_read_another_block_size_and_a_plain_object),
+		T(put_piece_makes_format_4_and_refuses_other_pieces_of_a_dataset),
 		T(get_names_the_file_it_cannot_write),
 		T(get_and_sum_of_an_empty_dataset_give_no_bytes),
 		T(patch_refuses_what_does_not_fit_and_exits_3_on_an_old_generation),
