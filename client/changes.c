@@ -9,7 +9,7 @@
  * wrote last are kept (ds->wrote), so that writing a block piece by piece
  * never GETs back what it just queued.  Calls blocks.c, upload.c and
  * gcmark.c; commit.c calls it.
- * A format 3 dataset is mapped in 64 KiB pieces: storeblk's pieces are
+ * A format 3 or 4 dataset is mapped in its pieces: storeblk's pieces are
  * kept for their block (ds->staged), which becomes one change; the pieces
  * not written are fetched then, and only if there are some.
  * Owns: ds->changes, ds->wrote and ds->staged.  Locking: ds->mu guards

@@ -1,6 +1,7 @@
-/* index.c — the index pages of dataset formats v2 and v3 (docs/FORMAT.md,
- * "Version 2", "Version 3"): encoding and validating pages, the piece sums
- * of v3 leaves, lookup, copy-on-write update, diff, the keys a tree
+/* index.c — the index pages of dataset formats v2, v3 and v4
+ * (docs/FORMAT.md, "Version 2", "Version 3", "Version 4"): encoding and
+ * validating pages (a tree's page version is its format's), the piece sums
+ * of v3 and v4 leaves, lookup, copy-on-write update, diff, the keys a tree
  * references, and the upgrade of a v1 block list.  The
  * format layer: pure functions over bytes, every page read or written
  * through the caller's struct bm_index_io.  manifest2.c holds the v2

@@ -331,8 +331,9 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
 		      uint64_t new_size, struct bm_manifest **outp);
 
 /* The piece sums per block of the format the next commit writes
- * (commit.c: version 3 for blocks larger than 64 KiB, FORMAT.md); 0 for
- * versions 1 and 2 (a sum of the bytes).  Asked once, at open (a handle's
+ * (commit.c: version 3 for blocks larger than 64 KiB, 4 for the pieces
+ * the options ask, FORMAT.md); 0 for versions 1 and 2 (a sum of the
+ * bytes).  Asked once, at open (a handle's
  * format never changes): bm_ds_pieces says it after. */
 unsigned bm_next_pieces(bm_dataset *ds);
 /* The piece size options o ask a created dataset's blocks to have, when
@@ -520,7 +521,7 @@ struct bm_dataset {
 	struct bm_counters c;
 };
 
-/* The piece sums per block of ds's format (0: not format 3): how a
+/* The piece sums per block of ds's format (0: not format 3 or 4): how a
  * block's sum is made (changes.c) and checked (blocks.c). */
 static inline unsigned bm_ds_pieces(const bm_dataset *ds)
 {
@@ -595,7 +596,7 @@ size_t bm_block_fetch_bytes(const struct bm_block_fetch *f);
 /* Frees a fetch begun and stopped unfinished (nothing said or counted). */
 void bm_block_fetch_drop(struct bm_block_fetch *f);
 /* virtmem's block blk (file.blksize bytes) into buf: the block itself, or
- * with vm_per_blk > 1 one 64 KiB piece of a format 3 block, fetched with a
+ * with vm_per_blk > 1 one piece of a format 3 or 4 block, fetched with a
  * Range GET of its object and checked against its piece sum. */
 int bm_load_vmblock(bm_dataset *ds, uint64_t blk, void *buf, bool log);
 /* virtmem's blocks [first, first + n), all inside one block of a format 3

@@ -85,7 +85,7 @@ bool bm_in_readahead(void)
 	return in_readahead;
 }
 
-/* Fetches pieces [first, first + n) of a format 3 block with one Range
+/* Fetches pieces [first, first + n) of a format 3 or 4 block with one Range
  * GET of its object into buf, each piece checked (blocks.c); *lenp: the
  * bytes.  Errors are not reported: the fault that needs a piece fetches
  * it again and reports. */
@@ -174,7 +174,7 @@ int bm_readahead_fill(bm_dataset *ds, uint64_t blk, void *buf)
 	return 1;
 }
 
-/* Fetches pieces [first, first + n) of a format 3 block with one Range
+/* Fetches pieces [first, first + n) of a format 3 or 4 block with one Range
  * GET into buf, then hands them to the page cache as one run: virtmem
  * makes every one of them LOADING at once (a fault on one waits for the
  * copy rather than fetching it again), then fills them from buf in order
@@ -428,7 +428,7 @@ static bool readahead_flow_one(bm_dataset *ds)
 	return true;
 }
 
-/* A run's bytes (pieces of a format 3 block), one buffer per pool worker. */
+/* A run's bytes (pieces of a format 3 or 4 block), one buffer per pool worker. */
 static __thread char *run_buf;
 
 /* The pool's unit of read-ahead work: a run of queued blocks, fetched. */
@@ -463,7 +463,7 @@ static bool readahead_run_one(void *arg)
 	size_t want = ra->run_max;
 	uint64_t first = ra->queue[ra->qhead];
 	size_t n = 0;
-	/* The pieces of a format 3 block come from its object: a run ends
+	/* The pieces of a format 3 or 4 block come from its object: a run ends
 	 * with the block. */
 	while (n < want && ra->qlen > 0 && ra->queue[ra->qhead] == first + n &&
 	       (n == 0 || ds->vm_per_blk <= 1 || (first + n) % ds->vm_per_blk != 0)) {
