@@ -348,6 +348,15 @@ static int open_manifest(bm_dataset *ds, const char *url)
 	struct flat_probe *probe = NULL;
 	int rc;
 
+	if (ds->opt.flags & BM_OPEN_FLAT) { /* the caller knows: the object alone */
+		if ((probe = flat_new(ds)) == NULL)
+			return BM_ENOMEM;
+		flat_get(probe);
+		rc = open_flat(ds, probe);
+		if (rc == BM_ENOTFOUND)
+			bm_set_error(ds, rc, "%s: no object there (opened as a plain object)", ds->url);
+		return rc;
+	}
 	if (want == 0 && flat_concurrent(ds, url)) {
 		if ((probe = flat_new(ds)) == NULL)
 			return BM_ENOMEM;
@@ -518,6 +527,12 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 	 * so much that no block fits in the rest. */
 	size_t pages_cap = ds->opt.cache_bytes / 16;
 	rc = bm_pages_new(&ds->pages, ds->store, pages_cap);
+	if (rc == 0 && (ds->opt.flags & BM_OPEN_FLAT) &&
+	    ((ds->opt.flags & BM_OPEN_CREATE) || ds->opt.generation != 0 || ds->opt.tag != NULL)) {
+		bm_set_error(ds, BM_EINVAL, "%s: a plain object (BM_OPEN_FLAT) has no generation or tag "
+			     "to open and is not created", ds->url);
+		rc = BM_EINVAL;
+	}
 	if (rc == 0)
 		rc = open_at_tag(ds);
 	if (rc == 0)

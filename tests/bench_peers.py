@@ -26,8 +26,9 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            1 MiB at a time into hashlib inside this process (their
            start-up not counted).
   open     opening a handle and closing it, no read (median ms): blkmap
-           on the flat object and on the dataset with 64 KiB blocks;
-           GDAL's VSIFOpenL + VSIFCloseL on the flat object (with
+           on the flat object, on it opened as a plain object
+           (flat_known: flat=True, one GET), and on the dataset with
+           64 KiB blocks; GDAL's VSIFOpenL + VSIFCloseL on the flat object (with
            --fault-latency-ms 2, each round trip is 2 ms or more).
   The random flat line maps the flat object in the default 16 KiB blocks
   (the size GDAL fetches), flat64k in 64 KiB ones.
@@ -334,9 +335,9 @@ def rand_mount(mounts, tool, offs, ours):
 
 # ---- open + close, no read: seconds per call ------------------------------------
 
-def open_blkmap(url):
+def open_blkmap(url, **options):
     t = time.perf_counter()
-    blkmap.open(url).close()
+    blkmap.open(url, **options).close()
     return time.perf_counter() - t
 
 
@@ -455,14 +456,15 @@ def seq_mount(mounts, tool, want, part_bytes, want_part, ours):
 
 def bench_open(b, label, runs, gdal_ok):
     flat = b + "/peers/flat.bin"
-    o = {k: [] for k in ("flat", "ds64k", "gdal")}
+    o = {k: [] for k in ("flat", "flat_known", "ds64k", "gdal")}
     for i in range(20 * runs):
         o["flat"].append(open_blkmap(flat))
+        o["flat_known"].append(open_blkmap(flat, flat=True))
         o["ds64k"].append(open_blkmap(b + "/peers/ds64k"))
         if gdal_ok:
             o["gdal"].append(open_gdal(flat))
     med = {k: statistics.median(v) * 1e3 if v else None for k, v in o.items()}
-    for what in ("flat", "ds64k"):
+    for what in ("flat", "flat_known", "ds64k"):
         line("open_%s%s" % (what, label), "ms", [("blkmap", med[what]), ("gdal", med["gdal"])])
 
 

@@ -6,7 +6,8 @@
  * Range GET; the open's one Range GET brings block 0 and the size (short
  * and empty objects too), sent beside the manifest's GET (one round
  * trip, from the opening thread: an open makes no thread) while a
- * dataset opens as before; a miss waiting for a slow server sleeps.  One program per kind of server
+ * dataset opens as before; opened as a plain object (BM_OPEN_FLAT) it
+ * sends the Range GET alone; a miss waiting for a slow server sleeps.  One program per kind of server
  * (TC_KIND; client.mk).
  */
 #include "config.h"
@@ -621,6 +622,102 @@ static void a_dataset_open_leaves_no_line_in_the_error_log(void **state)
 	free(data);
 }
 
+/* The error log's size, or -1 when the server keeps none the test can see. */
+static off_t error_log_size(const struct tc_store *s)
+{
+	char log[600];
+	struct stat sb;
+
+	snprintf(log, sizeof(log), "%s/error.log", s->dir ? s->dir : "");
+	return s->dir != NULL && stat(log, &sb) == 0 ? sb.st_size : -1;
+}
+
+/* BM_OPEN_FLAT: the caller says the URL is a plain object, so the open
+ * asks for no manifest: one Range GET, which brings block 0 and the size,
+ * and no 404 for nginx to log. */
+static void an_open_as_a_plain_object_sends_one_get_and_asks_for_no_manifest(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data = ts_pattern(SIZE, 11), buf[4096];
+	char url[512];
+	struct bm_options o;
+	struct bm_stats st;
+	bm_dataset *ds;
+
+	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
+	tc_options(&o);
+	o.flags |= BM_OPEN_FLAT;
+	long gets = tc_store_count(s, "GET"), heads = tc_store_count(s, "HEAD");
+	off_t log = error_log_size(s);
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_true(bm_is_flat(ds));
+	assert_int_equal(bm_size(ds), SIZE);
+	if (gets >= 0) {
+		assert_int_equal(tc_store_count(s, "GET") - gets, 1);
+		assert_int_equal(tc_store_count(s, "HEAD") - heads, 0);
+	}
+	if (log >= 0)
+		assert_int_equal(error_log_size(s), log);
+	/* Block 0 came with the open: mapped, it costs no GET more. */
+	unsigned char *addr;
+	bm_mapping *m;
+	assert_int_equal(bm_map(ds, 0, 0, (void **)&addr, &m), 0);
+	assert_memory_equal(addr + 100, data + 100, 4096);
+	bm_stats(ds, &st);
+	assert_int_equal(st.fetched_blocks, 1);
+	assert_int_equal(st.fetched_bytes, FLAT_BS);
+	if (gets >= 0)
+		assert_int_equal(tc_store_count(s, "GET") - gets, 1);
+	assert_int_equal(bm_read(ds, SIZE - 4096, buf, sizeof(buf)), sizeof(buf));
+	assert_memory_equal(buf, data + SIZE - 4096, sizeof(buf));
+	bm_unmap(m);
+	bm_close(ds);
+	free(data);
+}
+
+/* Opened as a plain object, a URL with no object (a dataset's name is
+ * none: its manifest is not looked for) fails with one line naming it;
+ * BM_OPEN_FLAT with what only a dataset has is refused before any
+ * request. */
+static void an_open_as_a_plain_object_of_no_object_or_with_dataset_options_fails(void **state)
+{
+	struct tc_store *s = with_object(state);
+	unsigned char *data = ts_pattern(FLAT_BS, 44);
+	char url[512], ds_url[512];
+	struct bm_options o;
+	bm_dataset *ds = NULL;
+
+	tc_store_url(url, sizeof(url), s, "/plain/nothing-here.bin");
+	tc_store_url(ds_url, sizeof(ds_url), s, "/plain/flagged-ds");
+	tc_put(ds_url, FLAT_BS, data, FLAT_BS);
+	tc_options(&o);
+	o.flags |= BM_OPEN_FLAT;
+	assert_int_equal(bm_open(&ds, url, &o), BM_ENOTFOUND);
+	assert_null(ds);
+	assert_non_null(strstr(bm_last_error(NULL), "no object there (opened as a plain object)"));
+	assert_non_null(strstr(bm_last_error(NULL), "nothing-here.bin"));
+	assert_int_equal(bm_open(&ds, ds_url, &o), BM_ENOTFOUND);
+	assert_null(ds);
+	long gets = tc_store_count(s, "GET");
+	const int bad[] = { 0, 1, 2 };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		tc_options(&o);
+		o.flags |= BM_OPEN_FLAT;
+		if (bad[i] == 0)
+			o.flags |= BM_OPEN_CREATE;
+		else if (bad[i] == 1)
+			o.generation = 1;
+		else
+			o.tag = "v1";
+		assert_int_equal(bm_open(&ds, url, &o), BM_EINVAL);
+		assert_null(ds);
+		assert_non_null(strstr(bm_last_error(NULL), "a plain object (BM_OPEN_FLAT) has no generation"));
+	}
+	if (gets >= 0)
+		assert_int_equal(tc_store_count(s, "GET") - gets, 0);
+	free(data);
+}
+
 /* An object shorter than a block answers the open's Range GET with the
  * bytes it has; an empty one with 416: both open, at their size. */
 static void flat_objects_shorter_than_a_block_or_empty_open_at_their_size(void **state)
@@ -739,6 +836,8 @@ int main(void)
 		cmocka_unit_test(a_dataset_opens_as_before_beside_the_probe_of_its_name),
 		cmocka_unit_test(a_dataset_open_leaves_no_line_in_the_error_log),
 		cmocka_unit_test(flat_objects_shorter_than_a_block_or_empty_open_at_their_size),
+		cmocka_unit_test(an_open_as_a_plain_object_sends_one_get_and_asks_for_no_manifest),
+		cmocka_unit_test(an_open_as_a_plain_object_of_no_object_or_with_dataset_options_fails),
 		cmocka_unit_test(an_open_and_a_read_make_no_page_cache_until_the_first_mapping),
 		cmocka_unit_test(a_small_bm_read_of_a_flat_object_fetches_only_the_bytes_it_returns),
 		cmocka_unit_test(committing_or_writing_a_flat_object_is_read_only),

@@ -56,6 +56,11 @@ const char *bm_strerror(int err);
 
 enum bm_open_flags {
 	BM_OPEN_CREATE = 1 << 0, /* create an empty dataset when none exists */
+	/* The URL is a plain object: open it with one Range GET of its first
+	 * block, asking for no manifest (one request, where an open that must
+	 * find out sends two; no 404 in the server's log).  Not with
+	 * BM_OPEN_CREATE, a generation or a tag. */
+	BM_OPEN_FLAT = 1 << 1,
 };
 
 struct bm_options {

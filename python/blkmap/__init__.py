@@ -84,12 +84,12 @@ def _options(generation, options):
     keep = []
     flags = 0
     for name, value in options.items():
-        if name == "create":
-            flags |= _lib.BM_OPEN_CREATE if value else 0
+        if name in ("create", "flat"):
+            flags |= (_lib.BM_OPEN_CREATE if name == "create" else _lib.BM_OPEN_FLAT) if value else 0
             continue
         if name not in _OPTION_NAMES:
             raise TypeError("blkmap.open: unknown option %r (options: %s)"
-                            % (name, ", ".join(_OPTION_NAMES + ["create"])))
+                            % (name, ", ".join(_OPTION_NAMES + ["create", "flat"])))
         if name in ("token", "wcfs"):
             if value is not None:
                 value = os.fsencode(value) if isinstance(value, str) else bytes(value)
@@ -116,8 +116,9 @@ def open(url, generation=None, **options):
     retry_base_ms, readahead_bytes, spare_bytes, blksize, piece_bytes: the
     pieces of a created dataset's blocks, docs/FORMAT.md "Version 4", token,
     wcfs, verbose, tag: the generation a tag names) over the BLKMAP_*
-    environment; create=True makes a missing
-    dataset an empty one that the first commit creates."""
+    environment; create=True makes a missing dataset an empty one that the
+    first commit creates; flat=True opens url as a plain object with one
+    request (no dataset is looked for)."""
     if generation is None and not options:
         # bm_open reads the BLKMAP_* environment itself (and says what
         # does not parse): no options struct to make here.

@@ -17,6 +17,7 @@ from ctypes import (POINTER, byref, c_char, c_char_p, c_int, c_int64, c_long,
 SONAME = "libblkmap.so.0"
 
 BM_OPEN_CREATE = 1
+BM_OPEN_FLAT = 2
 
 
 def _candidates():

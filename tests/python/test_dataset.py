@@ -198,6 +198,20 @@ def test_flat_object_maps_read_only(server):
         assert ds.log() == []
 
 
+def test_flat_true_opens_a_plain_object_and_nothing_else(server, url):
+    data = b"plain bytes " * 500
+    req = urllib.request.Request(server + "/py/flat2.bin", data=data, method="PUT")
+    urllib.request.urlopen(req).close()
+    with blkmap.open(server + "/py/flat2.bin", flat=True) as ds:
+        assert ds.is_flat and ds.size == len(data)
+        assert bytes(ds.map()) == data
+    put_bytes(url, b"x" * BS)
+    with pytest.raises(blkmap.NotFoundError, match="opened as a plain object"):
+        blkmap.open(url, flat=True)  # a dataset's name is no object
+    with pytest.raises(blkmap.InvalidError, match="BM_OPEN_FLAT"):
+        blkmap.open(server + "/py/flat2.bin", flat=True, create=True)
+
+
 def test_each_error_code_is_its_own_exception_with_the_library_message(server, url):
     with pytest.raises(blkmap.NotFoundError) as e:
         blkmap.open(server + "/py/no/such/dataset")
