@@ -431,7 +431,6 @@ static int open_manifest(bm_dataset *ds, const char *url)
 	return 0;
 }
 
-/* opt.tag: the generation it names becomes opt.generation (tags.c). */
 /* A new dataset's piece option (bm_piece_option): a power of two from 4
  * KiB to half its block, at most BM_PIECES_MAX a block; 0 or BM_EINVAL.
  * An existing dataset keeps its own pieces, as its blksize. */
@@ -452,6 +451,7 @@ static int check_piece_option(bm_dataset *ds)
 	return 0;
 }
 
+/* opt.tag: the generation it names becomes opt.generation (tags.c). */
 static int open_at_tag(bm_dataset *ds)
 {
 	char msg[512];
