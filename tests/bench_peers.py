@@ -43,6 +43,11 @@ server on CPU 0 and this process on CPU 1 (_cpu1: a server elsewhere,
 each answer waking an idle CPU, as from a remote server).  The bound
 lines need two CPUs; BENCH_PEERS_PLACEMENT (default "free,cpu0,cpu1")
 chooses.
+Order: in each run of a figure the peers take turns being first (run i
+begins at the i-th), and the mount peers below run after all the others'
+runs: on the development VM whatever runs first after memory was freed
+meets pages its host must fault in again, which costs a mapping or a
+read that fills fresh memory and not a read into a reused buffer.
 The mapping peers: the lines that measure a mapping (random_4k_flat,
 flat64k, ds1m, ds64k; seqsum_map*) also show the same reads through a
 read-only mmap of the flat object's file on a FUSE mount of the same
@@ -468,32 +473,53 @@ def bench_open(b, label, runs, gdal_ok):
         line("open_%s%s" % (what, label), "ms", [("blkmap", med[what]), ("gdal", med["gdal"])])
 
 
+def rotated(steps, i):
+    """steps, begun at step i (modulo their number): each peer's runs are
+    not all first after what ran before the figure (on the development
+    VM, whatever reads first after memory was freed meets memory its host
+    must fault in again: docs/client.md, "Where a miss spends its
+    time")."""
+    k = i % len(steps)
+    return steps[k:] + steps[:k]
+
+
 def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
     flat = b + "/peers/flat.bin"
     rruns = runs if "_latency" not in label else max(1, runs // 2)
     r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m16k_read", "ds1m_read_block",
                          "ds64k", "flat_read", "gdal", "fsspec") + tuple(tools)}
-    for i in range(rruns):
-        offs = offsets(size, i)
-        flat_run = rand_blkmap(flat, offs)
-        r["flat"] += flat_run
-        r["flat64k"] += rand_blkmap(flat, offs, 64 * KiB)
-        r["ds1m"] += rand_blkmap(b + "/peers/ds1m", offs)
-        r["ds1m_read"] += rand_read(b + "/peers/ds1m", offs)
-        r["ds1m16k_read"] += rand_read(b + "/peers/ds1m16k", offs)
-        r["ds1m_read_block"] += rand_read(b + "/peers/ds1m", offs, MiB)
+    def whole_blocks(offs):
+        out = rand_read(b + "/peers/ds1m", offs, MiB)
         # Those whole-block reads move 256 MiB: the figure measured right
         # after them paid for it (ds64k's misses 0.20 ms against 0.13 ms
         # one second later, flat64k's 0.12-0.13 in the same runs).
         time.sleep(1)
-        r["ds64k"] += rand_blkmap(b + "/peers/ds64k", offs)
-        r["flat_read"] += rand_read(flat, offs)
-        if gdal_ok:
-            r["gdal"] += rand_gdal(flat, offs)
-        if fsspec_ok:
-            r["fsspec"] += rand_fsspec(flat, offs)
+        return out
+    steps = [("flat", lambda offs: rand_blkmap(flat, offs)),
+             ("flat64k", lambda offs: rand_blkmap(flat, offs, 64 * KiB)),
+             ("ds1m", lambda offs: rand_blkmap(b + "/peers/ds1m", offs)),
+             ("ds1m_read", lambda offs: rand_read(b + "/peers/ds1m", offs)),
+             ("ds1m16k_read", lambda offs: rand_read(b + "/peers/ds1m16k", offs)),
+             ("ds1m_read_block", whole_blocks),
+             ("ds64k", lambda offs: rand_blkmap(b + "/peers/ds64k", offs)),
+             ("flat_read", lambda offs: rand_read(flat, offs))]
+    if gdal_ok:
+        steps.append(("gdal", lambda offs: rand_gdal(flat, offs)))
+    if fsspec_ok:
+        steps.append(("fsspec", lambda offs: rand_fsspec(flat, offs)))
+    flat_med = []
+    for i in range(rruns):
+        offs = offsets(size, i)
+        for key, fn in rotated(steps, i):
+            got = fn(offs)
+            r[key] += got
+            if key == "flat":
+                flat_med.append(statistics.median(got))
+    # The mount peers after all the others' runs: what their processes
+    # and page caches leave behind is not what the next figure meets.
+    for i in range(rruns):
         for tool in tools:
-            r[tool] += rand_mount(mounts, tool, offs, statistics.median(flat_run))
+            r[tool] += rand_mount(mounts, tool, offsets(size, i), flat_med[i])
     med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
     cut = ["%s: %d of %d offsets" % (t, len(r[t]), rruns * len(offs))
            for t in tools if len(r[t]) < rruns * len(offs)]
@@ -514,21 +540,24 @@ def bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, t
     s = {k: [] for k in ("flat", "ds1m", "ds64k", "map", "map64k", "map_ds1m", "map_ds64k",
                          "curl", "gdal", "fsspec") + tuple(tools)}
     scaled = set()
+    steps = [("flat", lambda: seq_blkmap(flat, want)),
+             ("map", lambda: seq_map(flat, want)),
+             ("map64k", lambda: seq_map(flat, want, 64 * KiB)),
+             ("ds1m", lambda: seq_blkmap(b + "/peers/ds1m", want)),
+             ("ds64k", lambda: seq_blkmap(b + "/peers/ds64k", want)),
+             ("map_ds1m", lambda: seq_map(b + "/peers/ds1m", want)),
+             ("map_ds64k", lambda: seq_map(b + "/peers/ds64k", want)),
+             ("curl", lambda: seq_curl(flat, want))]
+    if gdal_ok:
+        steps.append(("gdal", lambda: seq_gdal(flat, want)))
+    if fsspec_ok:
+        steps.append(("fsspec", lambda: seq_fsspec(flat, want)))
     for i in range(runs):
-        s["flat"].append(seq_blkmap(flat, want))
-        s["map"].append(seq_map(flat, want))
-        s["map64k"].append(seq_map(flat, want, 64 * KiB))
-        s["ds1m"].append(seq_blkmap(b + "/peers/ds1m", want))
-        s["ds64k"].append(seq_blkmap(b + "/peers/ds64k", want))
-        s["map_ds1m"].append(seq_map(b + "/peers/ds1m", want))
-        s["map_ds64k"].append(seq_map(b + "/peers/ds64k", want))
-        s["curl"].append(seq_curl(flat, want))
-        if gdal_ok:
-            s["gdal"].append(seq_gdal(flat, want))
-        if fsspec_ok:
-            s["fsspec"].append(seq_fsspec(flat, want))
+        for key, fn in rotated(steps, i):
+            s[key].append(fn())
+    for i in range(runs):  # the mount peers last, as in bench_random
         for tool in tools:
-            dt, cut = seq_mount(mounts, tool, want, part[0], part[1], s["map"][-1])
+            dt, cut = seq_mount(mounts, tool, want, part[0], part[1], s["map"][i])
             s[tool].append(dt)
             if cut:
                 scaled.add(tool)
