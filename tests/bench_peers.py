@@ -47,7 +47,12 @@ Order: in each run of a figure the peers take turns being first (run i
 begins at the i-th), and the mount peers below run after all the others'
 runs: on the development VM whatever runs first after memory was freed
 meets pages its host must fault in again, which costs a mapping or a
-read that fills fresh memory and not a read into a reused buffer.
+read that fills fresh memory and not a read into a reused buffer.  And
+before each peer's timed run the object's files in the server's store
+are read through (not timed), so that every peer is sent pages touched
+a moment ago: on that VM a page left untouched a while costs tens of µs
+to touch again, and a peer reading offsets another had just read was
+served faster.
 The mapping peers: the lines that measure a mapping (random_4k_flat,
 flat64k, ds1m, ds64k; seqsum_map*) also show the same reads through a
 read-only mmap of the flat object's file on a FUSE mount of the same
@@ -473,6 +478,36 @@ def bench_open(b, label, runs, gdal_ok):
         line("open_%s%s" % (what, label), "ms", [("blkmap", med[what]), ("gdal", med["gdal"])])
 
 
+class Warm:
+    """Reads an object's files in the server's store (root/objects/peers/
+    NAME: a flat object's file, a dataset's directory) before a peer's
+    timed run: the server then sends every peer pages touched a moment
+    ago.  On the development VM a page untouched for a while costs tens
+    of µs to touch again, so a peer that read offsets just read by
+    another (flat_read after the flat mapping) was faster than one that
+    came first to its object (docs/client.md, "Where a miss spends its
+    time")."""
+    def __init__(self, root):
+        self.root = os.path.join(root, "objects", "peers")
+
+    def __call__(self, name):
+        path = os.path.join(self.root, name)
+        files = [path] if os.path.isfile(path) else \
+            [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+        for f in files:
+            with open(f, "rb", buffering=0) as fh:
+                while fh.read(8 * MiB):
+                    pass
+
+
+def object_of(key):
+    """The object a step's peer reads (Warm's NAME)."""
+    for name in ("ds1m16k", "ds1m", "ds64k"):
+        if name in key:
+            return name
+    return "flat.bin"
+
+
 def rotated(steps, i):
     """steps, begun at step i (modulo their number): each peer's runs are
     not all first after what ran before the figure (on the development
@@ -483,7 +518,7 @@ def rotated(steps, i):
     return steps[k:] + steps[:k]
 
 
-def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
+def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools, warm):
     flat = b + "/peers/flat.bin"
     rruns = runs if "_latency" not in label else max(1, runs // 2)
     r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m16k_read", "ds1m_read_block",
@@ -511,6 +546,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
     for i in range(rruns):
         offs = offsets(size, i)
         for key, fn in rotated(steps, i):
+            warm(object_of(key))
             got = fn(offs)
             r[key] += got
             if key == "flat":
@@ -519,6 +555,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
     # and page caches leave behind is not what the next figure meets.
     for i in range(rruns):
         for tool in tools:
+            warm("flat.bin")
             r[tool] += rand_mount(mounts, tool, offsets(size, i), flat_med[i])
     med = {k: statistics.median(v) * 1e3 if v else None for k, v in r.items()}
     cut = ["%s: %d of %d offsets" % (t, len(r[t]), rruns * len(offs))
@@ -533,7 +570,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools):
          [("piece", med["ds1m_read"]), ("block", med["ds1m_read_block"])])
 
 
-def bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, tools):
+def bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, tools, warm):
     """part: (bytes, their SHA-256): the first sixteenth of the object,
     where a peer too slow stops (seq_mount)."""
     flat = b + "/peers/flat.bin"
@@ -554,9 +591,11 @@ def bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, t
         steps.append(("fsspec", lambda: seq_fsspec(flat, want)))
     for i in range(runs):
         for key, fn in rotated(steps, i):
+            warm(object_of(key))
             s[key].append(fn())
     for i in range(runs):  # the mount peers last, as in bench_random
         for tool in tools:
+            warm("flat.bin")
             dt, cut = seq_mount(mounts, tool, want, part[0], part[1], s["map"][i])
             s[tool].append(dt)
             if cut:
@@ -685,6 +724,7 @@ def main():
         if "rclone" in tools:
             front, fronts = start_front(tmp, (base, slow_base))
             servers.append(front)
+        warm = Warm(root)
         print("bench_peers: %d MiB, %d runs, medians; random: ms per 4 KiB read; "
               "seqsum: s per read + SHA-256" % (mib, runs))
         for label, b in (("", base), ("_latency2ms", slow_base)):
@@ -693,9 +733,11 @@ def main():
                 if "open" in figures:
                     bench_open(b, label + where, runs, gdal_ok)
                 if "random" in figures:
-                    bench_random(b, label + where, runs, size, gdal_ok, fsspec_ok, mounts, tools)
+                    bench_random(b, label + where, runs, size, gdal_ok, fsspec_ok, mounts, tools,
+                                 warm)
             if "seqsum" in figures:
-                bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, tools)
+                bench_seqsum(b, label, runs, size, want, part, gdal_ok, fsspec_ok, mounts, tools,
+                             warm)
     finally:
         for srv in servers:
             srv.terminate()
