@@ -489,6 +489,7 @@ class Warm:
     time")."""
     def __init__(self, root):
         self.root = os.path.join(root, "objects", "peers")
+        self.buf = bytearray(MiB)  # one buffer: the reads free no memory
 
     def __call__(self, name):
         path = os.path.join(self.root, name)
@@ -496,7 +497,7 @@ class Warm:
             [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
         for f in files:
             with open(f, "rb", buffering=0) as fh:
-                while fh.read(8 * MiB):
+                while fh.readinto(self.buf):
                     pass
 
 
