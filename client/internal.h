@@ -724,6 +724,16 @@ void bm_upload_drop_failed(bm_dataset *ds);
 /* Waits for every queued upload; returns the first error. */
 int bm_upload_wait(bm_dataset *ds);
 
+/* GETs the manifest object at key of ds's store (open.c; either version,
+ * a damaged v2 one fetched again): 0 with *mp, *jsonp (malloc'd, *lenp
+ * bytes) and its ETag in etag (when not NULL); BM_ENOTFOUND when absent
+ * (no error set); else the error, set on ds. */
+int bm_get_manifest(bm_dataset *ds, const char *key, struct bm_manifest **mp,
+		    char **jsonp, size_t *lenp, char *etag, size_t etagn);
+/* Points ds->file.ops at the backend of its mode, overlay or not
+ * (dataset.c). */
+void bm_ds_set_backend(bm_dataset *ds);
+
 /* The page cache of ds (dataset.c): made at the first mapping, not at
  * open (an open and close that map nothing pay for no memfd, mapping or
  * fault engine).  bm_page_cache makes it once (0, or BM_ENOMEM/BM_EINVAL

@@ -9,6 +9,7 @@ client_libblkmap_la_SOURCES = \
 	client/changes.c \
 	client/commit.c \
 	client/dataset.c \
+	client/open.c \
 	client/generations.c \
 	client/listing.c \
 	client/http.c \
