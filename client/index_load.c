@@ -4,8 +4,10 @@
  * GETs, and the writer of new pages.  What index.c's walks get as their
  * struct bm_index_io (index_load.h).
  * Owns: struct bm_pages and its entries.  Locking: pc->mu guards the hash
- * table, the LRU list, the byte count and each entry's refs; it is a leaf,
- * never held across a request.  A page handed out by load stays until its
+ * table, the LRU list, the byte count, each entry's refs and the list of
+ * pages being fetched; it is a leaf, never held across a request (a load
+ * of a page another thread is fetching waits on pc->fetched, which
+ * releases it: one GET a page however many threads want it at once).  A page handed out by load stays until its
  * release (refs > 0 pins it); eviction takes only unpinned pages.  An
  * entry's checked mark (index.h: set once a whole decode accepted its
  * bytes) is atomic: set and read by walks that hold a ref, not pc->mu.
@@ -31,10 +33,18 @@ struct cpage {
 	uint8_t data[];
 };
 
+/* A page a load is fetching (on that load's stack while it runs). */
+struct fetching {
+	struct fetching *next;
+	const char *sum;
+};
+
 struct bm_pages {
 	struct bm_store *store;
 	size_t cap;
 	pthread_mutex_t mu;
+	pthread_cond_t fetched;    /* a fetch ended: look again */
+	struct fetching *fetching; /* pages being fetched */
 	struct cpage **buckets;
 	size_t nbuckets;           /* a power of two */
 	size_t npages, bytes;
@@ -58,6 +68,7 @@ int bm_pages_new(struct bm_pages **pp, struct bm_store *store, size_t cap)
 	pc->store = store;
 	pc->cap = cap;
 	pthread_mutex_init(&pc->mu, NULL);
+	pthread_cond_init(&pc->fetched, NULL);
 	*pp = pc;
 	return 0;
 }
@@ -72,6 +83,8 @@ void bm_pages_free(struct bm_pages *pc)
 		free(p);
 	}
 	free(pc->buckets);
+	bm_assert(pc->fetching == NULL);
+	pthread_cond_destroy(&pc->fetched);
 	pthread_mutex_destroy(&pc->mu);
 	free(pc);
 }
@@ -258,10 +271,19 @@ static int page_verify(void *arg, char *msg, size_t n)
 	return bm_ipage_verify(b->sum, b->data, b->len, msg, n);
 }
 
+static bool fetching_locked(const struct bm_pages *pc, const char *sum)
+{
+	for (const struct fetching *f = pc->fetching; f; f = f->next)
+		if (strcmp(f->sum, sum) == 0)
+			return true;
+	return false;
+}
+
+static int fetch_page(struct bm_pages *pc, const char *sum, struct cpage **pp, char *msg, size_t n);
+
 static int pages_load(void *arg, const char *sum, const void **data, size_t *len, char *msg, size_t n)
 {
 	struct bm_pages *pc = arg;
-	char key[8 + BM_SUM_HEX + 1];
 	struct cpage *p;
 	int rc;
 
@@ -269,11 +291,25 @@ static int pages_load(void *arg, const char *sum, const void **data, size_t *len
 	*len = 0;
 	if (strlen(sum) != BM_SUM_HEX)
 		return bm_ipage_verify(sum, "", 0, msg, n); /* names the bad key */
+	struct fetching me = { .sum = sum };
 	pthread_mutex_lock(&pc->mu);
-	if ((p = find_locked(pc, sum)) != NULL) {
-		p->refs++;
-		lru_unlink_locked(pc, p);
-		lru_push_locked(pc, p);
+	for (;;) {
+		if ((p = find_locked(pc, sum)) != NULL) {
+			p->refs++;
+			lru_unlink_locked(pc, p);
+			lru_push_locked(pc, p);
+			break;
+		}
+		if (!fetching_locked(pc, sum))
+			break;
+		/* Another load is fetching it: its page, once cached, is
+		 * this one's too (if that fetch failed, or the page was
+		 * evicted at once, this load fetches it itself). */
+		pthread_cond_wait(&pc->fetched, &pc->mu);
+	}
+	if (p == NULL) {
+		me.next = pc->fetching;
+		pc->fetching = &me;
 	}
 	pthread_mutex_unlock(&pc->mu);
 	if (p != NULL) {
@@ -282,6 +318,29 @@ static int pages_load(void *arg, const char *sum, const void **data, size_t *len
 		*len = p->len;
 		return 0;
 	}
+	rc = fetch_page(pc, sum, &p, msg, n);
+	pthread_mutex_lock(&pc->mu);
+	for (struct fetching **q = &pc->fetching; *q; q = &(*q)->next)
+		if (*q == &me) {
+			*q = me.next;
+			break;
+		}
+	pthread_cond_broadcast(&pc->fetched);
+	pthread_mutex_unlock(&pc->mu);
+	if (rc < 0)
+		return rc;
+	*data = p->data;
+	*len = p->len;
+	return 0;
+}
+
+/* GETs page sum, verified, into the cache (pinned for the caller): *pp. */
+static int fetch_page(struct bm_pages *pc, const char *sum, struct cpage **pp, char *msg, size_t n)
+{
+	char key[8 + BM_SUM_HEX + 1];
+	struct cpage *p = NULL;
+	int rc;
+
 	struct page_buf *b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		return BM_ENOMEM;
@@ -310,11 +369,8 @@ static int pages_load(void *arg, const char *sum, const void **data, size_t *len
 	}
 	free(b->data);
 	free(b);
-	if (rc < 0)
-		return rc;
-	*data = p->data;
-	*len = p->len;
-	return 0;
+	*pp = p;
+	return rc;
 }
 
 static void pages_release(void *arg, const char *sum, const void *data)

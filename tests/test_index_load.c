@@ -1,12 +1,14 @@
 /* tests/test_index_load.c — the store-backed index page loader
  * (client/index_load.c) against a real server, one program per kind
  * (TC_KIND; client.mk): pages written by an update are read back verified,
- * the cache serves repeated walks and stays inside its byte budget, a page
+ * the cache serves repeated walks and stays inside its byte budget, loads
+ * of a page being fetched wait for it (one GET a page), a page
  * damaged in transit is fetched again, and a page damaged or missing on
  * the server is a one-line error naming its URL.
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -131,6 +133,62 @@ static void pages_written_by_an_update_are_read_back_verified_and_cached(void **
 	assert_int_equal(ps.hits, 4);
 	for (uint64_t b = 0; b < r.nblk; b += 997)
 		check_lookup(&r, b);
+	close_fixture(&r);
+}
+
+struct lookup_job {
+	struct fixture *f;
+	uint64_t b;
+	int rc;
+	char got[BM_SUM_HEX + 1], msg[512];
+};
+
+static void *lookup_thread(void *arg)
+{
+	struct lookup_job *j = arg;
+
+	j->rc = bm_index_lookup(&j->f->io, V2TREE(j->f->root, j->f->nblk), j->b, j->got, NULL, NULL,
+				j->msg, sizeof(j->msg));
+	return NULL;
+}
+
+/* Threads that want the same pages at once (a fault and read-ahead
+ * looking up blocks of one leaf) get them with one GET each: the loads
+ * that find a page being fetched wait for it.  Every answer is held
+ * 300 ms, so that the four lookups meet at each level. */
+static void loads_of_a_page_being_fetched_wait_for_it_one_get_a_page(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	struct fixture w = { 0 }, r = { 0 };
+	struct lookup_job jobs[4];
+	pthread_t t[4];
+	struct bm_pages_stats ps;
+	char want[BM_SUM_HEX + 1];
+
+	tc_require(st, TC_CAN_FAULTS, "it holds answers so that the loads meet");
+	open_fixture(&w, st, "/il/together", (size_t)1 << 20);
+	write_tree(&w, 70000); /* depth 3 */
+	close_fixture(&w);
+	open_fixture(&r, st, "/il/together", (size_t)1 << 20);
+	memcpy(r.root, w.root, sizeof(r.root));
+	r.nblk = w.nblk;
+	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 300}"), 200);
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = (struct lookup_job){ .f = &r, .b = 66000 };
+		assert_int_equal(pthread_create(&t[i], NULL, lookup_thread, &jobs[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(ts_set_faults(&st->srv, "{\"fault-latency-ms\": 0}"), 200);
+	assert_true(block_sum(66000, want));
+	for (int i = 0; i < 4; i++) {
+		if (jobs[i].rc != 1)
+			fail_msg("lookup %d: %d %s", i, jobs[i].rc, jobs[i].msg);
+		assert_string_equal(jobs[i].got, want);
+	}
+	bm_pages_stats(r.pages, &ps);
+	assert_int_equal(ps.fetched_pages, 3); /* root, the page under it, the leaf */
+	assert_int_equal(ps.hits, 4 * 3 - 3);
 	close_fixture(&r);
 }
 
@@ -262,6 +320,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(pages_written_by_an_update_are_read_back_verified_and_cached),
+		cmocka_unit_test(loads_of_a_page_being_fetched_wait_for_it_one_get_a_page),
 		cmocka_unit_test(the_cache_stays_inside_its_byte_budget),
 		cmocka_unit_test(a_page_damaged_in_transit_is_fetched_again),
 		cmocka_unit_test(a_page_damaged_or_missing_on_the_server_is_one_line_naming_its_url),
