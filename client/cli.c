@@ -187,9 +187,10 @@ static const char put_help[] =
 	"are stored as holes. Prints the new generation. A progress bar is shown on\n"
 	"a terminal.\n"
 	"--piece: a created dataset's blocks have a sum per piece of BYTES (a power\n"
-	"of two from 4k to half a block; default 64k for blocks above 64k), so that\n"
-	"a read of part of a block fetches only its pieces; other than 64k makes\n"
-	"format version 4 (docs/FORMAT.md). An existing dataset keeps its own.\n"
+	"of two from 4k to half a block, at most 1024 a block; default 16k for\n"
+	"blocks above 64k), so that a read of part of a block fetches only its\n"
+	"pieces: format version 4, or 3 for 64k (docs/FORMAT.md). An existing\n"
+	"dataset keeps its own.\n"
 	"Exit status: 0 success, 1 error, 2 usage error, 3 another writer published\n"
 	"first.\n";
 

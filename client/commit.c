@@ -348,9 +348,10 @@ static int swap_manifest(bm_dataset *ds, const char *json, size_t len, char *new
 
 /* The format version the next generation is written in (docs/FORMAT.md,
  * "Version 3", "Commit (version 3)", "Version 4"): a new dataset is
- * created in 4 when its options ask for pieces of another size than 64
- * KiB (bm_piece_option checked it at open), else in 3 when its blocks
- * are larger than a 64 KiB piece, else in 2; a v2, v3 or v4 dataset
+ * created in 4 when it gets pieces of another size than 64 KiB (by
+ * default 16 KiB ones when its blocks are larger than 64 KiB:
+ * bm_piece_option, checked at open), else in 3 when its blocks are larger
+ * than a 64 KiB piece (its options asked for those), else in 2; a v2, v3 or v4 dataset
  * stays in its version, with its pieces (its sums would all change); a v1 dataset
  * is upgraded to 2 (said once on stderr), unless one of its blocks has a
  * key other than blocks/<sum> (written by another tool): v2 cannot name
@@ -360,7 +361,7 @@ static unsigned next_version_locked(bm_dataset *ds)
 	const struct bm_manifest *m = ds->manifest;
 
 	if (!ds->exists) {
-		if (bm_piece_option(&ds->opt) != 0)
+		if (bm_piece_option(&ds->opt, m->blksize) != 0)
 			return 4;
 		return m->blksize > BM_PIECE_SIZE ? 3 : 2;
 	}
@@ -382,9 +383,16 @@ static unsigned next_version(bm_dataset *ds)
 	return v;
 }
 
-size_t bm_piece_option(const struct bm_options *o)
+size_t bm_piece_option(const struct bm_options *o, size_t blksize)
 {
-	return o->piece_bytes == BM_PIECE_SIZE ? 0 : o->piece_bytes;
+	size_t piece = o->piece_bytes;
+
+	if (piece == 0 && blksize > BM_PIECE_SIZE) {
+		piece = BM_PIECE_DEFAULT;
+		if (blksize / piece > BM_PIECES_MAX)
+			piece = blksize / BM_PIECES_MAX;
+	}
+	return piece == BM_PIECE_SIZE ? 0 : piece;
 }
 
 /* The bytes of a piece of the blocks the next generation is written in
@@ -395,7 +403,7 @@ static size_t next_piece_locked(bm_dataset *ds, unsigned v)
 	if (v == 3)
 		return BM_PIECE_SIZE;
 	if (v == 4)
-		return ds->exists ? ds->manifest->piece : bm_piece_option(&ds->opt);
+		return ds->exists ? ds->manifest->piece : bm_piece_option(&ds->opt, ds->manifest->blksize);
 	return 0;
 }
 

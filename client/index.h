@@ -36,6 +36,7 @@
  * of two from BM_PIECE_MIN to blksize / 2, at most BM_PIECES_MAX a block). */
 #define BM_PIECE_SIZE ((size_t)64 << 10)       /* v3's pieces */
 #define BM_PIECE_MIN ((size_t)4 << 10)         /* v4's smallest */
+#define BM_PIECE_DEFAULT ((size_t)16 << 10)    /* a new dataset's, blocks > 64 KiB */
 #define BM_PIECES_MAX 1024                     /* 64 MiB blocks / 64 KiB */
 /* The largest page of any tree: a v3 leaf of 64 MiB blocks (4.2 MB). */
 #define BM_IPAGE_LIMIT (BM_IPAGE_HDR + (size_t)BM_IPAGE_FANOUT * (BM_IPAGE_ENTRY + 16 * BM_PIECES_MAX))

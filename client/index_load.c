@@ -200,6 +200,14 @@ static void evict_locked(struct bm_pages *pc)
 	}
 }
 
+void bm_pages_set_cap(struct bm_pages *pc, size_t cap)
+{
+	pthread_mutex_lock(&pc->mu);
+	pc->cap = cap;
+	evict_locked(pc);
+	pthread_mutex_unlock(&pc->mu);
+}
+
 /* Adds the page (sum, data, len), pinned when pin: the entry now in the
  * table (another thread's, when it was quicker), or NULL when out of
  * memory. */

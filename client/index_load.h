@@ -30,6 +30,8 @@ struct bm_pages_stats {
  * until released, so a walk works with cap 0), reading "index/<sum>" from
  * store.  The store must outlive it. */
 int bm_pages_new(struct bm_pages **pp, struct bm_store *store, size_t cap);
+/* Makes the cache's cap cap bytes (evicting down to it now). */
+void bm_pages_set_cap(struct bm_pages *pc, size_t cap);
 void bm_pages_free(struct bm_pages *pc);
 /* The io for index.c's walks: load = from the cache or a GET whose bytes
  * must hash to the page's key (else fetched again, like a block: a

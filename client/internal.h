@@ -336,10 +336,13 @@ int bm_manifest_apply(const struct bm_manifest *m, struct bm_change *ch, size_t 
  * bytes).  Asked once, at open (a handle's
  * format never changes): bm_ds_pieces says it after. */
 unsigned bm_next_pieces(bm_dataset *ds);
-/* The piece size options o ask a created dataset's blocks to have, when
- * it makes format 4 (docs/FORMAT.md, "Version 4"): o->piece_bytes, or 0
- * when that is 0 or 64 KiB (what formats 2 and 3 do). */
-size_t bm_piece_option(const struct bm_options *o);
+/* The piece size a dataset created with options o and blocks of blksize
+ * bytes gets in format 4 (docs/FORMAT.md, "Version 4"): o->piece_bytes;
+ * by default (0) 16 KiB when blocks are larger than 64 KiB, or as many
+ * pieces as a block may have (BM_PIECES_MAX) when 16 KiB ones would be
+ * more.  0 when it gets none of format 4: no pieces (format 2: blocks of
+ * 64 KiB or less, by default) or format 3's 64 KiB ones. */
+size_t bm_piece_option(const struct bm_options *o, size_t blksize);
 
 /* ---- gc (gcmark.h) --------------------------------------------------------------- */
 

@@ -343,7 +343,7 @@ static int open_manifest(bm_dataset *ds, const char *url)
  * An existing dataset keeps its own pieces, as its blksize. */
 static int check_piece_option(bm_dataset *ds)
 {
-	size_t piece = bm_piece_option(&ds->opt), bs = ds->manifest->blksize;
+	size_t bs = ds->manifest->blksize, piece = bm_piece_option(&ds->opt, bs);
 
 	if (piece == 0)
 		return 0;
@@ -430,8 +430,9 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 	bm_pool_init(&ds->pool, ds->opt.connections);
 	bm_upload_init(ds);
 	bm_readahead_init(ds);
-	/* Index pages (format v2) take a sixteenth of the RAM budget, never
-	 * so much that no block fits in the rest. */
+	/* Index pages (formats 2-4) take a sixteenth of the RAM budget (at
+	 * least four leaves: below), never so much that no block fits in
+	 * the rest. */
 	size_t pages_cap = ds->opt.cache_bytes / 16;
 	rc = bm_pages_new(&ds->pages, ds->store, pages_cap);
 	if (rc == 0 && (ds->opt.flags & BM_OPEN_FLAT) &&
@@ -464,8 +465,18 @@ int bm_open(bm_dataset **dsp, const char *url, const struct bm_options *opt)
 		ds->vm_per_blk = pieces > 1 ? pieces : 1;
 		ds->file.blksize = ds->blksize / ds->vm_per_blk;
 		ds->file.name = ds->url;
+		/* The pages' share holds at least four full leaves of the
+		 * dataset's format, whatever the budget: a leaf larger than
+		 * the share (one of 4 MiB blocks in 16 KiB pieces is 1 MB, and
+		 * blkmap-wcfs's handles have a share of 1 MiB) would be
+		 * fetched again by every lookup under it. */
+		size_t leaves = 4 * bm_ipage_len(0, BM_IPAGE_FANOUT, pieces > 1 ? pieces : 0);
+		if (!ds->flat && pages_cap < leaves) {
+			pages_cap = leaves;
+			bm_pages_set_cap(ds->pages, pages_cap);
+		}
 		size_t budget = ds->opt.cache_bytes;
-		if (!ds->flat && budget - pages_cap >= ds->manifest->blksize)
+		if (!ds->flat && budget > pages_cap && budget - pages_cap >= ds->manifest->blksize)
 			budget -= pages_cap; /* the pages' share */
 		/* The page cache itself waits for the first mapping. */
 		ds->ram_budget = budget;

@@ -168,11 +168,12 @@ static void put_refuses_a_file_it_cannot_read_another_block_size_and_a_plain_obj
 	free(bytes);
 }
 
-/* put --piece: a new dataset of 1 MiB blocks in 16 KiB pieces is format
- * 4 and keeps them (another --piece refused, as another --blksize, and a
- * v3 dataset's 64 KiB pieces alike); a piece that is not a power of two
- * from 4 KiB to half a block is refused before anything is published. */
-static void put_piece_makes_format_4_and_refuses_other_pieces_of_a_dataset(void **state)
+/* put: a new dataset of 1 MiB blocks is in format 4 with 16 KiB pieces
+ * by default and keeps them (--piece 16k again is fine, another --piece
+ * refused, as another --blksize); --piece 64k makes format 3, whose 64
+ * KiB pieces are kept alike; a piece that is not a power of two from 4
+ * KiB to half a block is refused before anything is published. */
+static void put_makes_16k_pieces_or_those_of_piece_and_refuses_other_pieces_of_a_dataset(void **state)
 {
 	struct ts_server *s = *state;
 	char url[512], v3[512], bad[512], *out, *err;
@@ -180,7 +181,7 @@ static void put_piece_makes_format_4_and_refuses_other_pieces_of_a_dataset(void 
 	char *path = tc_tmpfile(bytes, 3 << 20);
 
 	tc_url(url, sizeof(url), s, "/clie/piece");
-	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", "--piece", "16k", path, url, NULL }), 0);
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", path, url, NULL }), 0);
 	free(out);
 	free(err);
 	bm_dataset *ds = tc_open(url, 0);
@@ -196,7 +197,7 @@ static void put_piece_makes_format_4_and_refuses_other_pieces_of_a_dataset(void 
 	assert_cli_fails(1, "have pieces of 16384 bytes, not 32768", url,
 			 (const char *[]){ "put", "--piece", "32k", path, url, NULL });
 	tc_url(v3, sizeof(v3), s, "/clie/piece-v3");
-	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", path, v3, NULL }), 0);
+	assert_int_equal(tc_cli(&out, &err, (const char *[]){ "put", "--piece", "64k", path, v3, NULL }), 0);
 	free(out);
 	free(err);
 	assert_cli_fails(1, "have pieces of 65536 bytes, not 16384", v3,
@@ -496,7 +497,7 @@ int main(void)
 		T(version_and_every_help_exit_0_on_stdout),
 		T(an_environment_variable_that_does_not_parse_fails_every_command_naming_it),
 		T(put_refuses_a_file_it_cannot_read_another_block_size_and_a_plain_object),
-		T(put_piece_makes_format_4_and_refuses_other_pieces_of_a_dataset),
+		T(put_makes_16k_pieces_or_those_of_piece_and_refuses_other_pieces_of_a_dataset),
 		T(get_names_the_file_it_cannot_write),
 		T(get_and_sum_of_an_empty_dataset_give_no_bytes),
 		T(patch_refuses_what_does_not_fit_and_exits_3_on_an_old_generation),

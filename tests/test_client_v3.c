@@ -1,8 +1,9 @@
 /* tests/test_client_v3.c — dataset format version 3 (blocks larger than
  * 64 KiB, each with the sums of its 64 KiB pieces in its leaf entry)
  * through the library, one program per kind of server (TC_KIND;
- * client.mk): a new dataset of such blocks is created in version 3, named
- * by the sum of its piece sums, and reads back; commits of it round-trip
+ * client.mk): a new dataset of such blocks whose options ask for 64 KiB
+ * pieces is created in version 3, named by the sum of its piece sums,
+ * and reads back; commits of it round-trip
  * (a write through a mapping, a grow that makes the short last block
  * whole) and stay in version 3; a version 1 dataset of large blocks
  * becomes version 2, never 3.  Mapped a 64 KiB piece per virtmem block: a
@@ -21,8 +22,9 @@
  * block written whole without fetching it.  A v3
  * tree read as version 2 (what a v2 reader's walk does) is refused with
  * one line; gc drops what a dropped generation alone named.
- * Every case runs twice: on format 3, then on format 4 with 16 KiB pieces
- * (created with BLKMAP_PIECE_BYTES=16384), where the same holds of its
+ * Every case runs twice: on format 3 (created with BLKMAP_PIECE_BYTES=
+ * 65536), then on format 4 with 16 KiB pieces (created with no piece
+ * option: what a new dataset of blocks above 64 KiB gets by default), where the same holds of its
  * pieces (a 4 KiB bm_read fetches 16 KiB), its manifest says "piece", its
  * pages have page version 3, commits keep the piece size (a handle that
  * asks for other pieces too), and a v4 manifest without "piece", with a
@@ -54,8 +56,8 @@
 #define PIECES ((unsigned)(BS / PS))
 
 /* The format under test (main runs every case for each): 3, 64 KiB
- * pieces; 4, the pieces a created dataset's options ask for
- * (BLKMAP_PIECE_BYTES: 16 KiB).  Its datasets live under V ("/v3",
+ * pieces (BLKMAP_PIECE_BYTES=65536); 4, the pieces a created dataset
+ * gets by default (16 KiB).  Its datasets live under V ("/v3",
  * "/v4"). */
 static unsigned FMT = 3;
 static size_t PS = (size_t)64 << 10;
@@ -110,7 +112,7 @@ static void put_and_map(struct tc_store *st, const char *path, const unsigned ch
 	tc_map_open(v);
 }
 
-static void a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back(void **state)
+static void a_new_dataset_of_blocks_above_64k_has_pieces_and_reads_back(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
 	size_t nblk = 6, size = 5 * BS + 70000; /* the last block: 2 pieces */
@@ -385,6 +387,49 @@ static void assert_counts_since(struct tc_store *st, bm_dataset *ds, const struc
 	if (sent < bytes || sent > bytes + 2048 * gets)
 		fail_msg("the server sent %ld bytes, %ld expected", sent, bytes);
 	assert_int_equal(now.fetched - c->fetched, (uint64_t)bytes);
+}
+
+/* The index's share of the cache (a sixteenth of cache_bytes) holds at
+ * least four full leaves of the dataset's format: a leaf larger than the
+ * share (a v4 leaf of 4 MiB blocks in 16 KiB pieces is 1 MB; blkmap-wcfs's
+ * handles have a share of 1 MiB) is fetched once, not again by every read
+ * under it.  Here a leaf of 64 blocks of 64 KiB in 4 KiB pieces (17.5
+ * KB) and a cache of 128 KiB (a share of 8 KiB). */
+static void a_leaf_larger_than_the_index_share_of_the_cache_is_fetched_once(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	tc_require(st, TC_CAN_COUNT, "counts the server's requests");
+	const size_t bs = (size_t)64 << 10, nblk = 64, size = nblk * bs;
+	unsigned char *data = ts_pattern(size, 320), got[4096];
+	const char *was = getenv("BLKMAP_PIECE_BYTES");
+	char url[512], keep[32];
+	struct bm_options o;
+	bm_dataset *ds;
+
+	snprintf(keep, sizeof(keep), "%s", was ? was : "");
+	tc_store_url(url, sizeof(url), st, vpath("/bigleaf"));
+	setenv("BLKMAP_PIECE_BYTES", "4096", 1);
+	tc_put(url, bs, data, size);
+	if (keep[0])
+		setenv("BLKMAP_PIECE_BYTES", keep, 1);
+	else
+		unsetenv("BLKMAP_PIECE_BYTES");
+	tc_options(&o);
+	o.cache_bytes = (size_t)128 << 10;
+	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_piece_bytes(ds), 4096);
+	/* The first read fetches the leaf (the root) and its piece. */
+	assert_int_equal(bm_read(ds, 10 * bs + 5000, got, 4096), 4096);
+	assert_memory_equal(got, data + 10 * bs + 5000, 4096);
+	long gets = tc_store_count(st, "GET");
+	for (size_t b = 20; b < nblk; b += 10) {
+		assert_int_equal(bm_read(ds, b * bs + 9000, got, 4096), 4096);
+		assert_memory_equal(got, data + b * bs + 9000, 4096);
+	}
+	/* One GET a read (its pieces), no leaf again. */
+	assert_int_equal(tc_store_count(st, "GET") - gets, 5);
+	bm_close(ds);
+	free(data);
 }
 
 static void a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get(void **state)
@@ -869,12 +914,13 @@ int main(void)
 	setenv("BLKMAP_GC_SETTLE_MS", "20", 1);
 	setenv("BLKMAP_WCFS", "off", 1);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(a_new_dataset_of_blocks_above_64k_is_version_3_and_reads_back),
+		cmocka_unit_test(a_new_dataset_of_blocks_above_64k_has_pieces_and_reads_back),
 		cmocka_unit_test(commits_of_a_v3_dataset_round_trip_and_stay_version_3),
 		cmocka_unit_test(a_v1_dataset_of_blocks_above_64k_becomes_version_2_never_3),
 		cmocka_unit_test(a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped),
 		cmocka_unit_test(a_random_miss_fetches_one_piece_with_one_range_get_of_64k),
 		cmocka_unit_test(a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get),
+		cmocka_unit_test(a_leaf_larger_than_the_index_share_of_the_cache_is_fetched_once),
 		cmocka_unit_test(a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_no_buffer_of_either),
 		cmocka_unit_test(bm_reads_spanning_pieces_and_blocks_return_the_right_bytes),
 		cmocka_unit_test(a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_read),
@@ -887,12 +933,13 @@ int main(void)
 	};
 	/* Format 3, then format 4 of 16 KiB pieces: every case for each
 	 * (each run its own server). */
+	setenv("BLKMAP_PIECE_BYTES", "65536", 1);
 	int rc = tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 	if (rc != 0)
 		return rc;
 	FMT = 4;
 	PS = (size_t)16 << 10;
 	V = "/v4";
-	setenv("BLKMAP_PIECE_BYTES", "16384", 1);
+	unsetenv("BLKMAP_PIECE_BYTES");
 	return tc_run_suite(TC_KIND, tests, sizeof(tests) / sizeof(tests[0]));
 }

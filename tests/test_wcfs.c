@@ -280,7 +280,8 @@ static void assert_pread_equals(const char *path, uint64_t off, const unsigned c
 }
 
 /* A random 4 KiB read of a file of 1 MiB blocks in pieces of piece bytes
- * (64 KiB: format 3; else format 4, published with BLKMAP_PIECE_BYTES)
+ * (64 KiB: format 3; else format 4; published with BLKMAP_PIECE_BYTES,
+ * but for 16 KiB: what a dataset of 1 MiB blocks gets by default)
  * at name: one Range GET of the pieces the kernel's pages cover, not the
  * whole block; the file then reads right whole. */
 static void random_read_of_pieces(struct fx *f, const char *name, size_t piece)
@@ -289,7 +290,7 @@ static void random_read_of_pieces(struct fx *f, const char *name, size_t piece)
 	unsigned char *data = ts_pattern(len, 14);
 	char at[128], num[32];
 
-	if (piece != 65536) {
+	if (piece != 16384) {
 		snprintf(num, sizeof(num), "%zu", piece);
 		setenv("BLKMAP_PIECE_BYTES", num, 1);
 	}
@@ -359,7 +360,9 @@ static void test_a_damaged_piece_of_a_v3_file_reads_as_eio_naming_the_piece(void
 	unsigned char *data = ts_pattern(len, 15);
 
 	SKIP_WITHOUT_FUSE(f);
+	setenv("BLKMAP_PIECE_BYTES", "65536", 1); /* format 3 */
 	assert_int_equal(wt_publish(ds_url(f, "bad/v3corrupt"), data, len, bs), 1);
+	unsetenv("BLKMAP_PIECE_BYTES");
 	const char *path = mpath(&f->mir, "@1/bad/v3corrupt");
 	int pin = open(path, O_PATH); /* looked up for good (see above) */
 	assert_true(pin >= 0);

@@ -98,10 +98,12 @@ struct bm_options {
 	const char *tag;
 	/* The pieces of a created dataset's blocks, each with a sum of its
 	 * own (docs/FORMAT.md, "Version 4"): a read of part of a block
-	 * fetches and checks only its pieces.  0: 64 KiB when blocks are
-	 * larger (format 3), else none (format 2); another power of two from
-	 * 4 KiB to blksize / 2 creates a format 4 dataset.  An existing
-	 * dataset keeps its own, as its blksize  BLKMAP_PIECE_BYTES (0) */
+	 * fetches and checks only its pieces.  0: 16 KiB when blocks are
+	 * larger than 64 KiB (blksize / 1024 for blocks of more than 16
+	 * MiB), else none (format 2); 65536 asks for format 3's 64 KiB
+	 * pieces; another power of two from 4 KiB to blksize / 2, at most
+	 * 1024 a block, for those in format 4.  An existing dataset keeps its
+	 * own, as its blksize  BLKMAP_PIECE_BYTES (0) */
 	size_t piece_bytes;
 };
 

@@ -508,7 +508,8 @@ def put(url, data_or_path, blksize=None, piece_bytes=None):
     """Stores bytes (any bytes-like object) or a file's content (a path) as
     the next generation of the dataset at url, creating it if needed (with
     blocks of blksize bytes, default the BLKMAP_BLKSIZE one, each with a sum
-    per piece of piece_bytes: docs/FORMAT.md, "Version 4"); only changed
+    per piece of piece_bytes, by default 16 KiB for blocks above 64 KiB:
+    docs/FORMAT.md, "Version 4"); only changed
     blocks are uploaded.  The dtype, shape and order a put_array stored
     are removed from attrs (the other attributes stay).  Returns the new
     generation."""
