@@ -389,6 +389,43 @@ static void assert_counts_since(struct tc_store *st, bm_dataset *ds, const struc
 	assert_int_equal(now.fetched - c->fetched, (uint64_t)bytes);
 }
 
+/* With no piece option a new dataset's blocks get 16 KiB pieces (format
+ * 4) when larger than 64 KiB, at most 1024 a block (32 MiB blocks: 32 KiB
+ * pieces; 64 MiB ones: 64 KiB, format 3), none at 64 KiB (format 2). */
+static void the_default_pieces_are_16k_at_most_1024_a_block_and_none_for_64k_blocks(void **state)
+{
+	struct tc_store *st = tc_store_of(state);
+	const struct {
+		size_t bs, piece;
+		int format;
+	} want[] = {
+		{ (size_t)64 << 10, 0, 2 },      { (size_t)128 << 10, 16384, 4 },
+		{ (size_t)1 << 20, 16384, 4 },   { (size_t)16 << 20, 16384, 4 },
+		{ (size_t)32 << 20, 32768, 4 },  { (size_t)64 << 20, 65536, 3 },
+	};
+	unsigned char *data = ts_pattern(5000, 330);
+	const char *was = getenv("BLKMAP_PIECE_BYTES");
+	char url[512], path[64], keep[32];
+
+	snprintf(keep, sizeof(keep), "%s", was ? was : "");
+	unsetenv("BLKMAP_PIECE_BYTES");
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		snprintf(path, sizeof(path), "/default-piece-%zu", want[i].bs);
+		tc_store_url(url, sizeof(url), st, vpath(path));
+		assert_int_equal(tc_put(url, want[i].bs, data, 5000), 1);
+		bm_dataset *ds = tc_open(url, 0);
+		if (bm_format_version(ds) != want[i].format || bm_piece_bytes(ds) != want[i].piece)
+			fail_msg("blocks of %zu: format %d, pieces of %zu; want format %d, pieces of %zu",
+				 want[i].bs, bm_format_version(ds), bm_piece_bytes(ds), want[i].format,
+				 want[i].piece);
+		assert_true(tc_dataset_equals(url, 0, data, 5000));
+		bm_close(ds);
+	}
+	if (keep[0])
+		setenv("BLKMAP_PIECE_BYTES", keep, 1);
+	free(data);
+}
+
 /* The index's share of the cache (a sixteenth of cache_bytes) holds at
  * least four full leaves of the dataset's format: a leaf larger than the
  * share (a v4 leaf of 4 MiB blocks in 16 KiB pieces is 1 MB; blkmap-wcfs's
@@ -921,6 +958,7 @@ int main(void)
 		cmocka_unit_test(a_random_miss_fetches_one_piece_with_one_range_get_of_64k),
 		cmocka_unit_test(a_small_bm_read_fetches_only_the_pieces_it_covers_with_one_range_get),
 		cmocka_unit_test(a_leaf_larger_than_the_index_share_of_the_cache_is_fetched_once),
+		cmocka_unit_test(the_default_pieces_are_16k_at_most_1024_a_block_and_none_for_64k_blocks),
 		cmocka_unit_test(a_small_bm_read_inside_a_piece_or_block_stores_only_its_bytes_with_no_buffer_of_either),
 		cmocka_unit_test(bm_reads_spanning_pieces_and_blocks_return_the_right_bytes),
 		cmocka_unit_test(a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_read),
