@@ -5,8 +5,9 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
 2, every answer 2 ms late):
   random   cold random 4 KiB reads, one per MiB in shuffled order, each
            timed alone (median ms): blkmap through a mapping of the flat
-           object, of a dataset with 1 MiB blocks (format 3: a miss
-           fetches the 64 KiB piece, checked by its own sum) and of one
+           object, of a dataset with 1 MiB blocks (format 4 with 16 KiB
+           pieces, the default: a miss fetches the 16 KiB piece, checked
+           by its own sum) and of one
            with 64 KiB blocks; GDAL /vsicurl/ (python3-gdal) and fsspec's HTTP file
            with exact ranges (python3-fsspec) on the flat object.  A fresh
            handle (empty cache) each run.  ds1m_read: the same reads of
@@ -15,8 +16,9 @@ store (a tmpfs directory served twice: as is, and with --fault-latency-ms
            the whole block each (what a 4 KiB bm_read fetched before);
            flat_read: bm_read of 4 KiB of the flat object (a Range GET
            of those 4 KiB), a read call as GDAL's and fsspec's are.
-           ds1m16k_read: the same bm_reads of a dataset of 1 MiB blocks
-           in 16 KiB pieces (format 4: the 16 KiB piece that holds them).
+           ds1m64k_read: the same bm_reads of a dataset of 1 MiB blocks
+           in 64 KiB pieces (format 3, `put --piece 64k`: the 64 KiB piece
+           that holds them).
   seqsum   sequential read + SHA-256 of the whole object (median s):
            `blkmap sum URL` (flat, ds1m, ds64k) and `curl -s URL | openssl
            dgst -sha256` as whole processes; GDAL, fsspec and blkmap's
@@ -206,8 +208,8 @@ def rand_blkmap(url, offs, blksize=0):
 
 
 def rand_read(url, offs, whole_block=0):
-    """bm_read of 4 KiB at each offset (format 3 with large blocks: the
-    64 KiB piece that holds it); with whole_block, of the whole block that
+    """bm_read of 4 KiB at each offset (a dataset of large blocks: the
+    piece that holds it); with whole_block, of the whole block that
     holds it instead (what a 4 KiB bm_read fetched before)."""
     ds = blkmap.open(url)
     ds.read(0, 1)  # the index leaf (a dataset), as a mapping's first miss
@@ -503,7 +505,7 @@ class Warm:
 
 def object_of(key):
     """The object a step's peer reads (Warm's NAME)."""
-    for name in ("ds1m16k", "ds1m", "ds64k"):
+    for name in ("ds1m64k", "ds1m", "ds64k"):
         if name in key:
             return name
     return "flat.bin"
@@ -522,7 +524,7 @@ def rotated(steps, i):
 def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools, warm):
     flat = b + "/peers/flat.bin"
     rruns = runs if "_latency" not in label else max(1, runs // 2)
-    r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m16k_read", "ds1m_read_block",
+    r = {k: [] for k in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m64k_read", "ds1m_read_block",
                          "ds64k", "flat_read", "gdal", "fsspec") + tuple(tools)}
     def whole_blocks(offs):
         out = rand_read(b + "/peers/ds1m", offs, MiB)
@@ -535,7 +537,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools, warm):
              ("flat64k", lambda offs: rand_blkmap(flat, offs, 64 * KiB)),
              ("ds1m", lambda offs: rand_blkmap(b + "/peers/ds1m", offs)),
              ("ds1m_read", lambda offs: rand_read(b + "/peers/ds1m", offs)),
-             ("ds1m16k_read", lambda offs: rand_read(b + "/peers/ds1m16k", offs)),
+             ("ds1m64k_read", lambda offs: rand_read(b + "/peers/ds1m64k", offs)),
              ("ds1m_read_block", whole_blocks),
              ("ds64k", lambda offs: rand_blkmap(b + "/peers/ds64k", offs)),
              ("flat_read", lambda offs: rand_read(flat, offs))]
@@ -562,7 +564,7 @@ def bench_random(b, label, runs, size, gdal_ok, fsspec_ok, mounts, tools, warm):
     cut = ["%s: %d of %d offsets" % (t, len(r[t]), rruns * len(offs))
            for t in tools if len(r[t]) < rruns * len(offs)]
     maps = [(t + "_mmap", med[t]) for t in tools]
-    for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m16k_read", "ds64k", "flat_read"):
+    for what in ("flat", "flat64k", "ds1m", "ds1m_read", "ds1m64k_read", "ds64k", "flat_read"):
         mapping = not what.endswith("_read")
         line("random_4k_%s%s" % (what, label), "ms",
              [("blkmap", med[what]), ("gdal", med["gdal"]), ("fsspec", med["fsspec"])],
@@ -713,7 +715,7 @@ def main():
         del data
         subprocess.run(["curl", "-sf", "-T", path, base + "/peers/flat.bin"], check=True)
         env = dict(os.environ)
-        for bs, piece, name in ((MiB, 0, "ds1m"), (64 * KiB, 0, "ds64k"), (MiB, 16 * KiB, "ds1m16k")):
+        for bs, piece, name in ((MiB, 0, "ds1m"), (64 * KiB, 0, "ds64k"), (MiB, 64 * KiB, "ds1m64k")):
             subprocess.run([os.path.join(builddir, "blkmap"), "put", "--blksize", str(bs)] +
                            (["--piece", str(piece)] if piece else []) +
                            [path, base + "/peers/" + name],
