@@ -216,7 +216,7 @@ static bm_dataset *read_holes(struct tc_store *st, const char *path, unsigned ch
 			      unsigned char **got, long *gets)
 {
 	const size_t size = 9 * BS + 100;
-	char url[512], sum[64];
+	char url[512], prefix[520], sum[64];
 	int rc[10];
 
 	*data = ts_pattern(size, 85);
@@ -224,7 +224,13 @@ static bm_dataset *read_holes(struct tc_store *st, const char *path, unsigned ch
 	memset(*data + 3 * BS, 0, 3 * BS);
 	tc_store_url(url, sizeof(url), st, path);
 	tc_put(url, BS, *data, size);
-	bm_dataset *ds = tc_open(url, 0);
+	/* Opened as a prefix ('/' at the end): no flat probe beside the
+	 * manifest's GET.  The manifest's answer stops a probe where it is,
+	 * so the server may read and count the probe's GET at any time after
+	 * the open, even during the reads (on a loaded machine it once made
+	 * the 8th GET of the 7 counted). */
+	snprintf(prefix, sizeof(prefix), "%s/", url);
+	bm_dataset *ds = tc_open(prefix, 0);
 	assert_int_equal(bm_block_sum(ds, 9, sum, sizeof(sum)), 1); /* its index page, loaded */
 	assert_int_equal(bm_block_sum(ds, 4, sum, sizeof(sum)), 0); /* a hole */
 	memset(*got, 0xee, 10 * BS);

@@ -106,7 +106,7 @@ static void holes_read_as_zeros_and_cost_no_request(void **state)
 	struct tc_store *st = tc_store_of(state);
 	size_t bs = 64 * KiB, nblk = 16, size = nblk * bs;
 	unsigned char *data = calloc(1, size);
-	char url[512];
+	char url[512], prefix[520];
 	struct bm_stats stats;
 
 	memset(data + 0 * bs, 1, bs);
@@ -115,7 +115,11 @@ static void holes_read_as_zeros_and_cost_no_request(void **state)
 	tc_store_url(url, sizeof(url), st, "/sparse");
 	tc_put(url, bs, data, size);
 
-	bm_dataset *ds = tc_open(url, 0);
+	/* As a prefix ('/' at the end): no flat probe beside the manifest's
+	 * GET, which the server may count at any time after the open (the
+	 * manifest's answer stops it where it is), even among the reads'. */
+	snprintf(prefix, sizeof(prefix), "%s/", url);
+	bm_dataset *ds = tc_open(prefix, 0);
 	assert_int_equal(bm_nblocks_stored(ds), 3);
 	long gets = tc_store_count(st, "GET");
 	unsigned char *got = tc_read_mapped(ds);

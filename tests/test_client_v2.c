@@ -3,7 +3,7 @@
  * writes (the block, the index pages on its path, a small self-checked
  * manifest; its index pages PUT in parallel), one small GET to open, the upgrade of a version 1 dataset
  * (one line on stderr, the old generations still readable), a v1-only
- * reader's refusal, `blkmap stat`'s format version, refresh and bm_next_block over two trees, hostile
+ * reader's refusal, `blkmap stat`'s format version (and no piece size), refresh and bm_next_block over two trees, hostile
  * index pages and manifests served by the server (one-line errors; a
  * fault under a bad page gets SIGBUS, never wrong bytes), a
  * byte flipped in transit (fetched again), and a 2^50-byte dataset whose
@@ -207,7 +207,9 @@ static void a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once(void **st
 	free(v1);
 }
 
-/* `blkmap stat`'s "format_version" of the output of URL (with --at at). */
+/* `blkmap stat`'s "format_version" of the output of URL (with --at at);
+ * its "piece_bytes" is asserted null (formats 1 and 2 and a flat object
+ * have no pieces). */
 static json_int_t stat_format_version(const char *url, const char *at, bool *is_null)
 {
 	char *out = NULL, *err = NULL;
@@ -221,13 +223,16 @@ static json_int_t stat_format_version(const char *url, const char *at, bool *is_
 	assert_non_null(v); /* the field is there */
 	*is_null = json_is_null(v);
 	json_int_t ver = json_integer_value(v);
+	json_t *piece = json_object_get(doc, "piece_bytes");
+	assert_non_null(piece); /* the field is there */
+	assert_true(json_is_null(piece));
 	json_decref(doc);
 	free(out);
 	free(err);
 	return ver;
 }
 
-static void stat_shows_the_format_version_of_the_generation(void **state)
+static void stat_shows_the_format_version_of_the_generation_and_no_piece_size(void **state)
 {
 	struct tc_store *st = tc_store_of(state);
 	size_t nblk = 8;
@@ -544,7 +549,7 @@ int main(void)
 		cmocka_unit_test(the_index_pages_of_a_commit_are_put_in_parallel),
 		cmocka_unit_test(a_v1_dataset_is_upgraded_by_its_next_commit_saying_so_once),
 		cmocka_unit_test(a_v1_only_reader_refuses_v2_with_its_version_error),
-		cmocka_unit_test(stat_shows_the_format_version_of_the_generation),
+		cmocka_unit_test(stat_shows_the_format_version_of_the_generation_and_no_piece_size),
 		cmocka_unit_test(refresh_follows_another_writers_v2_generation),
 		cmocka_unit_test(hostile_index_pages_on_the_server_are_one_line_errors),
 		cmocka_unit_test(a_fault_on_a_block_under_a_hostile_page_gets_sigbus_and_one_line),

@@ -25,7 +25,8 @@
  * Every case runs twice: on format 3 (created with BLKMAP_PIECE_BYTES=
  * 65536), then on format 4 with 16 KiB pieces (created with no piece
  * option: what a new dataset of blocks above 64 KiB gets by default), where the same holds of its
- * pieces (a 4 KiB bm_read fetches 16 KiB), its manifest says "piece", its
+ * pieces (a 4 KiB bm_read fetches 16 KiB), its manifest says "piece"
+ * (and `blkmap stat` its piece_bytes, 65536 in format 3), its
  * pages have page version 3, commits keep the piece size (a handle that
  * asks for other pieces too), and a v4 manifest without "piece", with a
  * bad one, or said to be v3 with one, is refused at open with one line.
@@ -162,13 +163,18 @@ static void a_new_dataset_of_blocks_above_64k_has_pieces_and_reads_back(void **s
 		ts_resp_free(&r);
 	}
 	assert_true(tc_dataset_equals(url, 0, data, size));
-	/* blkmap stat says so. */
+	/* blkmap stat says so, and its piece size. */
 	char *out = NULL, *err = NULL;
 	const char *stat[] = { "stat", url, NULL };
-	char says[40];
-	snprintf(says, sizeof(says), "\"format_version\": %u", FMT);
-	if (tc_cli(&out, &err, stat) != 0 || !strstr(out, says))
+	if (tc_cli(&out, &err, stat) != 0)
 		fail_msg("blkmap stat: stdout \"%s\", stderr \"%s\"", out, err);
+	json_t *doc = json_loads(out, 0, NULL);
+	if (doc == NULL)
+		fail_msg("blkmap stat printed \"%s\", not JSON", out);
+	assert_int_equal(json_integer_value(json_object_get(doc, "format_version")), FMT);
+	assert_true(json_is_integer(json_object_get(doc, "piece_bytes")));
+	assert_int_equal(json_integer_value(json_object_get(doc, "piece_bytes")), PS);
+	json_decref(doc);
 	free(out);
 	free(err);
 	free(data);
