@@ -116,6 +116,32 @@ static void test_stat_gives_the_dataset_size_and_block_size(void **state)
 	free(data);
 }
 
+/* A lookup under head/ asks for the dataset's manifest and nothing else:
+ * no probe for a plain object of that name (the mirror shows datasets
+ * only; a lookup of a generation sent none before either).  The
+ * manifest's answer is held 300 ms, so a probe sent beside it would be
+ * answered, and counted, before the lookup returns. */
+static void test_a_lookup_sends_one_get_the_manifest_and_no_probe(void **state)
+{
+	struct fx *f = *state;
+	unsigned char *data = ts_pattern(5000, 16);
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "lookup-one-get"), data, 5000, 65536), 1);
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-latency-ms\": 300, "
+						   "\"fault-path\": \"lookup-one-get/manifest.json\"}"),
+			 200);
+	long before = server_gets(f);
+	int pin = open(mpath(&f->mir, "head/lookup-one-get"), O_PATH);
+	long gets = server_gets(f) - before;
+	assert_int_equal(ts_set_faults(&f->srv->srv, "{\"fault-latency-ms\": 0, \"fault-path\": \"\"}"),
+			 200);
+	assert_true(pin >= 0);
+	assert_int_equal(gets, 1);
+	close(pin);
+	free(data);
+}
+
 static void test_holes_read_as_zeros_without_a_fetch(void **state)
 {
 	struct fx *f = *state;
@@ -1163,6 +1189,7 @@ int main(void)
 		cmocka_unit_test(test_url_file_holds_the_normalized_server_url),
 		cmocka_unit_test(test_reads_equal_the_data_for_several_block_sizes),
 		cmocka_unit_test(test_stat_gives_the_dataset_size_and_block_size),
+		cmocka_unit_test(test_a_lookup_sends_one_get_the_manifest_and_no_probe),
 		cmocka_unit_test(test_holes_read_as_zeros_without_a_fetch),
 		cmocka_unit_test(test_unknown_paths_are_enoent),
 		cmocka_unit_test(test_writes_are_refused),

@@ -102,15 +102,19 @@ void wc_ds_put(struct wc_ds *d)
 
 /* Opens the dataset at path as of gen (0: latest).  0 with *bmp set, or a
  * BM_E* code; a flat object counts as BM_ENOTFOUND (not shown);
- * -ENAMETOOLONG when the URL would not fit (nothing is opened then). */
+ * -ENAMETOOLONG when the URL would not fit (nothing is opened then).
+ * The URL ends in '/': the mirror shows datasets only, so the open asks
+ * for the manifest alone, not also for a plain object of that name (the
+ * probe, one more GET per lookup; docs/client.md "Opening"). */
 static int open_dataset_at(uint64_t gen, const char *tag, const char *path, bm_dataset **bmp)
 {
-	char url[WC_URL_MAX];
+	char url[WC_URL_MAX + 1]; /* the '/' at the end is not the name's */
 	struct bm_options o = wc_m.opt;
 	int rc;
 
-	if (wc_format(url, sizeof(url), "%s/%s", wc_m.url, path) < 0)
+	if (wc_format(url, WC_URL_MAX, "%s/%s", wc_m.url, path) < 0)
 		return -ENAMETOOLONG;
+	strcat(url, "/");
 	o.generation = tag ? 0 : gen;
 	o.tag = tag;
 	rc = bm_open(bmp, url, &o);
@@ -120,7 +124,8 @@ static int open_dataset_at(uint64_t gen, const char *tag, const char *path, bm_d
 		return BM_ENOTFOUND;
 	}
 	if (rc < 0 && rc != BM_ENOTFOUND)
-		wc_log("%s (generation %" PRIu64 "): %s", url, gen, bm_last_error(NULL));
+		wc_log("%.*s (generation %" PRIu64 "): %s", (int)strlen(url) - 1, url, gen,
+		       bm_last_error(NULL));
 	return rc;
 }
 
