@@ -39,6 +39,14 @@ const char *tc_url(char *out, size_t n, const struct ts_server *s, const char *p
 /* A counter of GET /_admin/stats: tc_stat(s, "requests", "GET"), or with
  * inner NULL a top-level number ("requests_in_flight"). */
 long tc_server_stat(const struct ts_server *s, const char *outer, const char *inner);
+/* Waits until blkmap-server has closed every connection its clients closed
+ * (bounded, 10 s: then the test fails): it has then read and counted every
+ * request sent on them, such as a flat probe stopped by the manifest's
+ * answer (docs/client.md, "Opening"), which it may read at any time after
+ * the open, or a GET a child killed in a read left.  Before a test counts
+ * requests exactly.  Compares the server's open connections with the
+ * sockets connected to its port (/proc/net/tcp). */
+void tc_server_settle(const struct ts_server *s);
 /* The server's bytes_out once it stops moving (two readings 20 ms apart
  * agree; at most 5 s): blkmap-server counts an answer's bytes once its
  * write returned, which may be after the client has them and went on. */
@@ -48,12 +56,29 @@ long tc_server_bytes_out(const struct ts_server *s);
 
 /* Defaults for tests: fast retries (1 ms base, 10 tries), 64 MiB cache. */
 void tc_options(struct bm_options *o);
+
+/* The helpers below that open a dataset (tc_put, tc_open, tc_write_commit,
+ * tc_dataset_equals, tc_map_open, tc_block_key(s),
+ * tc_assert_manifests_refused) open it as a prefix, its URL with a '/' at
+ * the end (tc_prefix): the open then sends the manifest's GET alone, not
+ * the Range GET of the URL itself beside it (the flat probe, docs/client.md
+ * "Opening").  A probe that the manifest's answer stopped may be read and
+ * counted by blkmap-server at any time after the open, even among the GETs
+ * a test counts after its set-up, or the next test's (docs/testing.md).
+ * Tests of plain objects and of the probe open with tc_open_as_given. */
+#define TC_URL_MAX 1024
+/* URL with a '/' at its end (kept if there) into OUT (asserts it fits). */
+const char *tc_prefix(char *out, size_t n, const char *url);
 /* Creates (or replaces the content of) the dataset at URL with LEN bytes of
  * DATA in blocks of BLKSIZE through bm_write + bm_commit; returns the new
  * generation (asserts success). */
 uint64_t tc_put(const char *url, size_t blksize, const void *data, size_t len);
-/* Opens URL with tc_options (plus generation GEN if not 0); asserts. */
+/* Opens the dataset at URL (as a prefix) with tc_options, plus generation
+ * GEN if not 0; asserts. */
 bm_dataset *tc_open(const char *url, uint64_t gen);
+/* Opens URL as given (a plain object, or a dataset with the probe of its
+ * name), as tc_open does otherwise. */
+bm_dataset *tc_open_as_given(const char *url, uint64_t gen);
 /* Another writer's commit: opens URL (tc_open), writes LEN bytes of DATA
  * at OFF, commits and closes (asserted); returns the new generation. */
 uint64_t tc_write_commit(const char *url, uint64_t off, const void *data, size_t len);
@@ -62,6 +87,8 @@ unsigned char *tc_read_mapped(bm_dataset *ds);
 /* True if the dataset at URL (latest, or generation GEN) reads as LEN
  * bytes equal to DATA through a fresh handle. */
 int tc_dataset_equals(const char *url, uint64_t gen, const void *data, size_t len);
+/* The same for URL opened as given (a plain object): its bytes now. */
+int tc_object_equals(const char *url, const void *data, size_t len);
 
 /* A dataset a test opens and maps whole: set url, put it (tc_map_put),
  * change o if the test needs, then tc_map_open. */
@@ -75,7 +102,7 @@ struct tc_mapped {
 /* Stores LEN bytes of DATA in blocks of BLKSIZE at v->url (tc_put) and
  * sets v->o to the test options (tc_options). */
 void tc_map_put(struct tc_mapped *v, size_t blksize, const void *data, size_t len);
-/* Opens v->url with v->o and maps it whole (asserted). */
+/* Opens v->url (as a prefix) with v->o and maps it whole (asserted). */
 void tc_map_open(struct tc_mapped *v);
 /* Unmaps and closes it. */
 void tc_map_close(struct tc_mapped *v);
@@ -139,10 +166,10 @@ struct tc_touch {
 	uint64_t off;
 };
 
-/* For tc_child (no cmocka asserts): opens the dataset at t->url (retries 2,
- * 1 ms apart), maps it whole and reads the byte at t->off.  1: options,
- * 2: open or map failed; 0 when the byte was read (a block that cannot
- * be loaded kills it with SIGBUS instead). */
+/* For tc_child (no cmocka asserts): opens the dataset at t->url as a
+ * prefix (retries 2, 1 ms apart), maps it whole and reads the byte at
+ * t->off.  1: options, 2: open or map failed; 0 when the byte was read (a
+ * block that cannot be loaded kills it with SIGBUS instead). */
 int tc_touch_child(void *t);
 /* Runs `blkmap ARGV...` (ARGV NULL-terminated, without the program name);
  * its stdout and stderr into *OUTP and *ERRP (malloc'd; either may be
@@ -220,6 +247,9 @@ bool tc_store_can(const struct tc_store *st, unsigned can);
 void tc_require(const struct tc_store *st, unsigned can, const char *why);
 /* URL of PATH ("/ds") on ST into OUT. */
 const char *tc_store_url(char *out, size_t n, const struct tc_store *st, const char *path);
+/* tc_server_settle on a server that counts requests (TC_CAN_COUNT);
+ * nothing on the others. */
+void tc_store_settle(const struct tc_store *st);
 /* Requests of METHOD the server has answered so far; -1 if it does not count. */
 long tc_store_count(const struct tc_store *st, const char *method);
 /* METHOD on PATH of the store, bypassing the library (signed for S3): what

@@ -228,7 +228,7 @@ static void a_flat_object_has_no_attrs_to_set(void **state)
 
 	assert_in_range(ts_put(s, "/at/flat.bin", "0123456789", 10), 201, 204);
 	tc_url(url, sizeof(url), s, "/at/flat.bin");
-	bm_dataset *ds = tc_open(url, 0);
+	bm_dataset *ds = tc_open_as_given(url, 0);
 	assert_true(bm_is_flat(ds));
 	assert_string_equal(attrs_of(ds), "{}");
 	assert_int_equal(bm_attrs_set(ds, "{\"a\":1}"), BM_EREADONLY);

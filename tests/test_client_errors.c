@@ -472,7 +472,7 @@ static void a_flat_object_refuses_every_change(void **state)
 
 	assert_int_equal(ts_put(s, "/ce/flat", data, 5000) / 100, 2);
 	tc_url(url, sizeof(url), s, "/ce/flat");
-	bm_dataset *ds = tc_open(url, 0);
+	bm_dataset *ds = tc_open_as_given(url, 0);
 	assert_true(bm_is_flat(ds));
 	assert_int_equal(bm_resize(ds, 100), BM_EREADONLY);
 	assert_int_equal(bm_write(ds, 0, "x", 1), BM_EREADONLY);

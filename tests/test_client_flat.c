@@ -61,7 +61,7 @@ static void a_plain_object_maps_read_only_through_range_gets(void **state)
 	char url[512];
 	struct bm_stats st;
 
-	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
+	bm_dataset *ds = tc_open_as_given(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
 	assert_true(bm_is_flat(ds));
 	assert_int_equal(bm_size(ds), SIZE);
 	unsigned char *got = tc_read_mapped(ds);
@@ -107,7 +107,7 @@ static void an_open_and_a_read_make_no_page_cache_until_the_first_mapping(void *
 	void *addr;
 
 	int before = page_cache_memfds();
-	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
+	bm_dataset *ds = tc_open_as_given(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
 	assert_int_equal(bm_read(ds, 2 * FLAT_BS + 7, got, sizeof(got)), sizeof(got));
 	assert_memory_equal(got, data + 2 * FLAT_BS + 7, sizeof(got));
 	assert_int_equal(page_cache_memfds(), before);
@@ -130,7 +130,7 @@ static void a_small_bm_read_of_a_flat_object_fetches_only_the_bytes_it_returns(v
 	struct bm_stats st;
 	char url[512];
 
-	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
+	bm_dataset *ds = tc_open_as_given(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
 	assert_int_equal(bm_read(ds, 2 * FLAT_BS + 7, got, sizeof(got)), sizeof(got));
 	assert_memory_equal(got, data + 2 * FLAT_BS + 7, sizeof(got));
 	bm_stats(ds, &st);
@@ -154,7 +154,7 @@ static void committing_or_writing_a_flat_object_is_read_only(void **state)
 	struct tc_store *s = with_object(state);
 	char url[512];
 
-	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
+	bm_dataset *ds = tc_open_as_given(tc_store_url(url, sizeof(url), s, "/plain/object.bin"), 0);
 	assert_int_equal(bm_write(ds, 0, "x", 1), BM_EREADONLY);
 	assert_int_equal(bm_commit(ds, NULL), BM_EREADONLY);
 	assert_non_null(strstr(bm_last_error(ds), url));
@@ -187,7 +187,7 @@ static void a_write_to_a_flat_mapping_gets_sigbus(void **state)
 	assert_non_null(strstr(err, "read-only"));
 	free(err);
 	/* The object is unchanged. */
-	bm_dataset *ds = tc_open(url, 0);
+	bm_dataset *ds = tc_open_as_given(url, 0);
 	unsigned char *got = tc_read_mapped(ds), *data = ts_pattern(SIZE, 11);
 	assert_memory_equal(got, data, SIZE);
 	bm_close(ds);
@@ -359,7 +359,7 @@ static void a_flat_open_sends_the_manifest_get_and_the_range_get_at_once(void **
 	long gets = tc_store_count(s, "GET");
 	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 500}"), 200);
 	(void)tc_server_stat(&s->srv, "requests_in_flight_max", NULL); /* a new period */
-	bm_dataset *ds = tc_open(url, 0);
+	bm_dataset *ds = tc_open_as_given(url, 0);
 	long peak = tc_server_stat(&s->srv, "requests_in_flight_max", NULL);
 	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-latency-ms\": 0}"), 200);
 	assert_true(bm_is_flat(ds));
@@ -443,6 +443,9 @@ static void both_gets_of_an_open_are_retried_through_errors_and_drops(void **sta
 		bm_close(ds);
 	}
 	assert_int_equal(ts_set_faults(&s->srv, "{\"fault-error-rate\": 0, \"fault-drop-rate\": 0}"), 200);
+	/* The probes the datasets' manifests stopped: counted now, if ever
+	 * (the server may read them late), not in a later case's GETs. */
+	tc_server_settle(&s->srv);
 	assert_true(tc_store_count(s, "GET") - gets > 2 * opens);
 	free(data);
 }
@@ -540,11 +543,11 @@ static void a_child_after_fork_makes_its_own_connections_not_its_parents(void **
 	char url[512];
 
 	tc_store_url(url, sizeof(url), s, "/plain/object.bin");
-	bm_close(tc_open(url, 0)); /* parks its 2 connections */
+	bm_close(tc_open_as_given(url, 0)); /* parks its 2 connections */
 	long made = connections_of_child(s, open_then_read_block_2, url);
 	if (made != 2)
 		fail_msg("a child's open and read made %ld connections, 2 expected", made);
-	bm_close(tc_open(url, 0)); /* the parent's parked ones still serve it */
+	bm_close(tc_open_as_given(url, 0)); /* the parent's parked ones still serve it */
 }
 
 /* A dataset's open sends the same two GETs; the manifest wins even where
@@ -565,7 +568,7 @@ static void a_dataset_opens_as_before_beside_the_probe_of_its_name(void **state)
 	 * then pins only the rest. */
 	long put = tc_store_put(s, "/plain/both", obj, 1000);
 	long gets = tc_store_count(s, "GET");
-	bm_dataset *ds = tc_open(url, 0);
+	bm_dataset *ds = tc_open_as_given(url, 0);
 	assert_false(bm_is_flat(ds));
 	assert_int_equal(bm_size(ds), 3 * FLAT_BS + 5);
 	if (gets >= 0) {
@@ -576,9 +579,14 @@ static void a_dataset_opens_as_before_beside_the_probe_of_its_name(void **state)
 	assert_memory_equal(got, data, 3 * FLAT_BS + 5);
 	free(got);
 	bm_close(ds);
+	/* The probe the manifest's answer stopped may still be unread by
+	 * the server, then counted among the next open's GETs (2 for 1):
+	 * counted now, if ever. */
+	if (gets >= 0)
+		tc_server_settle(&s->srv);
 	snprintf(slash, sizeof(slash), "%s/", url);
 	gets = tc_store_count(s, "GET");
-	ds = tc_open(slash, 0);
+	ds = tc_open_as_given(slash, 0);
 	assert_false(bm_is_flat(ds));
 	if (gets >= 0)
 		assert_int_equal(tc_store_count(s, "GET") - gets, 1);
@@ -608,7 +616,7 @@ static void a_dataset_open_leaves_no_line_in_the_error_log(void **state)
 	tc_put(url, FLAT_BS, data, FLAT_BS);
 	assert_int_equal(stat(log, &sb), 0);
 	off_t before = sb.st_size;
-	bm_close(tc_open(url, 0));
+	bm_close(tc_open_as_given(url, 0));
 	assert_int_equal(stat(log, &sb), 0);
 	if (sb.st_size != before) {
 		FILE *f = fopen(log, "r");
@@ -728,14 +736,14 @@ static void flat_objects_shorter_than_a_block_or_empty_open_at_their_size(void *
 
 	assert_int_equal(tc_store_put(s, "/plain/short.bin", data, 100) / 100, 2);
 	assert_int_equal(tc_store_put(s, "/plain/empty.bin", "", 0) / 100, 2);
-	bm_dataset *ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/short.bin"), 0);
+	bm_dataset *ds = tc_open_as_given(tc_store_url(url, sizeof(url), s, "/plain/short.bin"), 0);
 	assert_true(bm_is_flat(ds));
 	assert_int_equal(bm_size(ds), 100);
 	got = tc_read_mapped(ds);
 	assert_memory_equal(got, data, 100);
 	free(got);
 	bm_close(ds);
-	ds = tc_open(tc_store_url(url, sizeof(url), s, "/plain/empty.bin"), 0);
+	ds = tc_open_as_given(tc_store_url(url, sizeof(url), s, "/plain/empty.bin"), 0);
 	assert_true(bm_is_flat(ds));
 	assert_int_equal(bm_size(ds), 0);
 	bm_close(ds);
@@ -788,7 +796,7 @@ static void a_flat_object_changed_while_mapped_fails_instead_of_mixing(void **st
 	assert_non_null(strstr(err, "changed"));
 	free(err);
 	/* A fresh mapping shows the new version whole. */
-	assert_true(tc_dataset_equals(c.url, 0, v2, SIZE));
+	assert_true(tc_object_equals(c.url, v2, SIZE));
 	free(v1);
 	free(v2);
 }
@@ -812,10 +820,10 @@ static void a_file_in_the_document_root_maps_as_a_flat_object(void **state)
 	assert_int_equal(fwrite(data, 1, size, f), size);
 	fclose(f);
 	tc_store_url(url, sizeof(url), s, "/plain.bin");
-	bm_dataset *ds = tc_open(url, 0);
+	bm_dataset *ds = tc_open_as_given(url, 0);
 	assert_true(bm_is_flat(ds));
 	bm_close(ds);
-	assert_true(tc_dataset_equals(url, 0, data, size));
+	assert_true(tc_object_equals(url, data, size));
 	free(data);
 }
 

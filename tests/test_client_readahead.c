@@ -74,6 +74,7 @@ static void a_sequential_scan_fetches_ahead_in_parallel(void **state)
 	/* Nothing queued yet: no worker (they start at the first blocks
 	 * queued, and still read ahead in parallel below). */
 	assert_int_equal(tc_nthreads(), before);
+	tc_server_settle(s); /* nothing left unread from before */
 	assert_int_equal(ts_set_faults(s, "{\"fault-latency-ms\": 30}"), 200);
 	long gets = tc_server_stat(s, "requests", "GET");  /* also starts a new peak */
 	for (size_t b = 0; b < half; b++) {
@@ -130,6 +131,7 @@ static void random_access_fetches_only_the_blocks_touched(void **state)
 	v.o.spare_bytes = 0; /* no spare memory thread: only the workers count */
 	int before = tc_nthreads();
 	tc_map_open(&v);
+	tc_server_settle(s); /* nothing left unread from before */
 	long gets = tc_server_stat(s, "requests", "GET");
 	for (size_t i = 0; i < n; i++) {
 		size_t off = order[i] * BS + 1000 * i;

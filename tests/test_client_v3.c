@@ -187,7 +187,7 @@ static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
 	struct tc_store *st = tc_store_of(state);
 	size_t size = 3 * BS + 1000, size2 = 5 * BS;
 	unsigned char *data = ts_pattern(size2, 302), *d1 = malloc(size);
-	char url[512];
+	char url[512], prefix[TC_URL_MAX];
 	uint64_t gen;
 	void *addr;
 	bm_mapping *m;
@@ -203,7 +203,7 @@ static void commits_of_a_v3_dataset_round_trip_and_stay_version_3(void **state)
 	bm_dataset *ds;
 	tc_options(&o);
 	o.piece_bytes = (size_t)32 << 10;
-	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_open(&ds, tc_prefix(prefix, sizeof(prefix), url), &o), 0);
 	assert_int_equal(bm_piece_bytes(ds), PS);
 	assert_int_equal(bm_resize(ds, size2), 0);
 	assert_int_equal(bm_map(ds, 0, 0, &addr, &m), 0);
@@ -267,7 +267,7 @@ static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(v
 	struct tc_store *st = tc_store_of(state);
 	size_t nblk = 4, size = nblk * BS;
 	unsigned char *data = ts_pattern(size, 304);
-	char url[512], key[80], path[300], *err = NULL;
+	char url[512], prefix[TC_URL_MAX], key[80], path[300], *err = NULL;
 	void *addr;
 	bm_mapping *m;
 
@@ -286,7 +286,9 @@ static void a_damaged_piece_is_refused_naming_block_and_piece_and_never_mapped(v
 	bm_dataset *ds;
 	tc_options(&o);
 	o.retries = 2;
-	assert_int_equal(bm_open(&ds, url, &o), 0);
+	/* As a prefix (tc_open): no probe left for the server to count in
+	 * the next case's GETs. */
+	assert_int_equal(bm_open(&ds, tc_prefix(prefix, sizeof(prefix), url), &o), 0);
 	/* The whole block (bm_read) fails its sum. */
 	assert_int_equal(bm_read(ds, 3 * BS, bad, BS), BM_ECHECKSUM);
 	tc_assert_one_line_naming(bm_last_error(ds), "block 3");
@@ -337,6 +339,10 @@ static void a_random_miss_fetches_one_piece_with_one_range_get_of_64k(void **sta
 	const volatile unsigned char *mem = v.mem;
 	/* A first miss also reads the index (one leaf, the root here). */
 	assert_int_equal(mem[6 * BS + 3], data[6 * BS + 3]);
+	/* Counted from a settled server: requests still unread on connections
+	 * closed before (an earlier case's, such as a child's killed with
+	 * GETs in flight) are counted first (tc_server_settle). */
+	tc_store_settle(st);
 	long gets = tc_store_count(st, "GET");
 	long ranges = tc_server_stat(&st->srv, "responses", "206");
 	long out = tc_server_bytes_out(&st->srv);
@@ -373,6 +379,7 @@ static void counts_now(struct tc_store *st, bm_dataset *ds, struct counts *c)
 {
 	struct bm_stats s;
 
+	tc_store_settle(st); /* nothing left unread from before (tc_server_settle) */
 	bm_stats(ds, &s);
 	c->gets = tc_store_count(st, "GET");
 	c->ranges = tc_server_stat(&st->srv, "responses", "206");
@@ -657,7 +664,7 @@ static void a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_rea
 	struct tc_store *st = tc_store_of(state);
 	size_t nblk = 4, size = nblk * BS;
 	unsigned char *data = ts_pattern(size, 312), got[4 * BM_PIECE_SIZE];
-	char url[512], key[80], path[300];
+	char url[512], prefix[TC_URL_MAX], key[80], path[300];
 
 	tc_store_url(url, sizeof(url), st, vpath("/rdamaged"));
 	tc_put(url, BS, data, size);
@@ -674,7 +681,7 @@ static void a_bm_read_of_a_damaged_piece_is_refused_naming_it_and_the_others_rea
 	bm_dataset *ds;
 	tc_options(&o);
 	o.retries = 2;
-	assert_int_equal(bm_open(&ds, url, &o), 0);
+	assert_int_equal(bm_open(&ds, tc_prefix(prefix, sizeof(prefix), url), &o), 0);
 	/* 10 bytes of the damaged piece, then a read across pieces 1 to 3:
 	 * refused, one line naming the block, the piece and what was wrong;
 	 * none of their bytes given out. */
