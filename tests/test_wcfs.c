@@ -280,6 +280,42 @@ static void test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_piece
 	free(data);
 }
 
+/* The same read when the kernel's requests that start a block reach the
+ * mirror after the ones behind them (the mirror holds them 30 ms: a
+ * loaded machine's scheduler did this at times, and the block was then
+ * fetched twice, its rest first, then all of it): still one GET a block. */
+static void test_a_block_whose_first_request_comes_late_is_still_fetched_once(void **state)
+{
+	struct fx *f = *state;
+	const size_t bs = 1 << 20, len = 3 * bs + 1000;
+	unsigned char *data = ts_pattern(len, 17);
+	static const char *const env[] = { "BLKMAP_RETRIES=1", "BLKMAP_RETRY_BASE_MS=1",
+					   "BLKMAP_TIMEOUT_MS=5000", "BLKMAP_WCFS_TEST_LATE_BLOCK_MS=30",
+					   NULL };
+	struct wt_mirror m;
+	char path[400];
+
+	SKIP_WITHOUT_FUSE(f);
+	assert_int_equal(wt_publish(ds_url(f, "lateblocks"), data, len, bs), 1);
+	assert_int_equal(wt_mount(&m, f->srv->srv.url, env), 0);
+	snprintf(path, sizeof(path), "%s/@1/lateblocks", m.mnt);
+	int pin = open(path, O_PATH); /* looked up for good */
+	assert_true(pin >= 0);
+	long before = server_gets(f);
+	size_t n = 0;
+	unsigned char *got = wt_read_file(path, &n);
+	long gets = server_gets(f) - before;
+	close(pin);
+	int um = wt_unmount(&m);
+	assert_non_null(got);
+	assert_int_equal(n, len);
+	assert_memory_equal(got, data, len);
+	assert_int_equal(gets, 4 + 1); /* and the index page */
+	assert_int_equal(um, 0);
+	free(got);
+	free(data);
+}
+
 static long server_bytes_out(const struct fx *f)
 {
 	json_t *j = ts_get_json(&f->srv->srv, "/_admin/stats");
@@ -1196,6 +1232,7 @@ int main(void)
 		cmocka_unit_test(test_mmap_shared_reads_the_same_bytes),
 		cmocka_unit_test(test_kept_generation_is_served_from_the_kernel_cache),
 		cmocka_unit_test(test_a_big_block_is_fetched_once_though_the_kernel_reads_it_in_pieces),
+		cmocka_unit_test(test_a_block_whose_first_request_comes_late_is_still_fetched_once),
 		cmocka_unit_test(test_a_random_read_of_a_v3_file_fetches_pieces_not_its_whole_block),
 		cmocka_unit_test(test_a_random_read_of_a_v4_file_fetches_its_16k_pieces_not_its_whole_block),
 		cmocka_unit_test(test_a_damaged_piece_of_a_v3_file_reads_as_eio_naming_the_piece),

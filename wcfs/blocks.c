@@ -5,7 +5,9 @@
  * size in 4): a read that is not sequential fetches only
  * the pieces it covers (bm_read: one Range GET, each piece checked), a
  * sequential one (or one covering most of the block) the rest of the
- * block at once.  Other formats keep whole blocks.  Bounded: at most
+ * block at once; a request a little ahead of the last read's end (the
+ * kernel's requests of one read(2), served in any order) fetches its block
+ * from that end, so the requests before it find their bytes loading.  Other formats keep whole blocks.  Bounded: at most
  * WC_BLOCKS_BYTES (but 2 blocks at least) per handle, freed with the handle
  * or when its file is open nowhere (wc_blocks_trim).
  * Owns: d->slots, d->next.  Locking: d->bmu guards both; pieces are
@@ -16,11 +18,17 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "wcfs.h"
 
 #define WC_BLOCKS_BYTES (8u << 20)
 #define WC_BLOCKS_MAX 8
+/* How far past the end of the last read a request may start and still be
+ * part of the same stream: the kernel splits one large read(2) into
+ * requests of its window (128 KiB), all sent at once, and the mirror's
+ * threads may take a later one first. */
+#define WC_AHEAD (2u << 20)
 /* A format 3 or 4 block's most pieces (docs/FORMAT.md, "Version 3",
  * "Version 4": BM_PIECES_MAX). */
 #define WC_UNITS_MAX 1024
@@ -55,6 +63,8 @@ void wc_blocks_init(struct wc_ds *d)
 			   ? (unsigned)(d->blksize / piece)
 			   : 1;
 	d->next = 0; /* a read from the start is sequential */
+	const char *late = getenv("BLKMAP_WCFS_TEST_LATE_BLOCK_MS");
+	d->test_late_ms = late ? atoi(late) : 0;
 }
 
 void wc_blocks_free(struct wc_ds *d)
@@ -137,8 +147,11 @@ static bool byte_kept(struct wc_ds *d, uint64_t off)
 /* Copies bytes [in, in+n) of block index into dst, fetching what no slot
  * has: the units the bytes cover, or (seq: the read follows the last one;
  * or it covers more than half the block) the block from the first of them
- * to its end, with one bm_read. */
-static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, size_t n, bool seq)
+ * (or from unit from, when that is before them: the stream's earlier
+ * requests, still to come) to its end, with one bm_read.  Called with bmu
+ * held; returns with it released. */
+static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, size_t n, bool seq,
+			 unsigned from)
 {
 	uint64_t start = index * d->blksize;
 	size_t blen = d->size - start < d->blksize ? (size_t)(d->size - start) : d->blksize;
@@ -148,7 +161,7 @@ static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, 
 
 	/* Callers stay inside the file, so inside the block. */
 	wc_assert(start < d->size && in + n <= blen);
-	pthread_mutex_lock(&d->bmu);
+	wc_assert(wc_mutex_held(&d->bmu));
 	for (;;) {
 		struct wc_slot *s = find_slot(d, index);
 		if (s != NULL && s->state == SLOT_LOADING) {
@@ -174,7 +187,7 @@ static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, 
 			s->index = index;
 			memset(s->have, 0, sizeof(s->have));
 		}
-		s->from = u0;
+		s->from = seq && from < u0 ? from : u0;
 		s->to = seq || 2 * (u1 - u0 + 1) > last + 1 ? last : u1;
 		if (s->to == last && 2 * (u1 - u0 + 1) > last + 1)
 			s->from = 0; /* most of the block: all of it */
@@ -202,15 +215,43 @@ static int read_in_block(struct wc_ds *d, uint64_t index, size_t in, char *dst, 
 	}
 }
 
+/* For tests (test_wcfs): BLKMAP_WCFS_TEST_LATE_BLOCK_MS=N holds every
+ * request that starts a block N ms before it looks at the stream, so that
+ * the requests after it in the block come first, as a loaded machine's
+ * scheduler may have it. */
+static void test_hold_block_start(const struct wc_ds *d, uint64_t off)
+{
+	int ms = d->test_late_ms;
+
+	if (ms > 0 && off % d->blksize == 0) {
+		struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+}
+
 int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len)
 {
-	/* Sequential: it starts where the last read ended, or right after
-	 * bytes a slot holds (the kernel's read-ahead requests may be
-	 * served out of order). */
+	test_hold_block_start(d, off);
+	/* Sequential: it starts where the last read ended, right after
+	 * bytes a slot holds, or a little past the last read's end (the
+	 * kernel's requests of one read(2) come at once and may be served
+	 * in any order: WC_AHEAD).  A request ahead fetches its block from
+	 * where the last read ended (or the block's start), so that the
+	 * requests before it, still to come, find their bytes loading
+	 * instead of fetching them again. */
 	pthread_mutex_lock(&d->bmu);
-	bool seq = off == d->next || (off > 0 && byte_kept(d, off - 1));
+	uint64_t last_end = d->next, bstart = off - off % d->blksize;
+	bool ahead = off > last_end && off - last_end < WC_AHEAD;
+	bool seq = off == d->next || ahead || (off > 0 && byte_kept(d, off - 1));
+	unsigned from = ahead && last_end > bstart ? (unsigned)((last_end - bstart) / (d->blksize / d->units)) : 0;
+	if (!ahead)
+		from = d->units; /* none before the read's own */
 	d->next = off + len;
-	pthread_mutex_unlock(&d->bmu);
+	/* bmu stays held until the first block's slot is claimed: a read
+	 * after this one that took bmu in between would find d->next
+	 * saying "sequential" and no slot, fetch the rest of the block, and
+	 * this read would then fetch it all again. */
+	bool locked = true;
 	while (len > 0) {
 		uint64_t index = off / d->blksize;
 		size_t in = (size_t)(off % d->blksize);
@@ -219,10 +260,16 @@ int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len)
 
 		if (in == 0 && n == d->blksize) {
 			/* A whole block: straight into buf, nothing to keep. */
+			if (locked)
+				pthread_mutex_unlock(&d->bmu);
+			locked = false;
 			int64_t got = bm_read(d->bm, off, buf, n);
 			rc = got < 0 ? (int)got : (size_t)got == n ? 0 : BM_EIO;
 		} else {
-			rc = read_in_block(d, index, in, buf, n, seq);
+			if (!locked)
+				pthread_mutex_lock(&d->bmu);
+			locked = false; /* read_in_block releases it */
+			rc = read_in_block(d, index, in, buf, n, seq, from);
 		}
 		if (rc < 0)
 			return rc;
@@ -230,6 +277,9 @@ int wc_blocks_read(struct wc_ds *d, uint64_t off, char *buf, size_t len)
 		buf += n;
 		len -= n;
 		seq = true; /* the next block is read from its start */
+		from = 0;
 	}
+	if (locked)
+		pthread_mutex_unlock(&d->bmu);
 	return 0;
 }

@@ -75,6 +75,7 @@ struct wc_ds {
 	unsigned units;              /* per block */
 	uint64_t tick;
 	uint64_t next;               /* where the last read ended */
+	int test_late_ms;            /* BLKMAP_WCFS_TEST_LATE_BLOCK_MS (blocks.c) */
 };
 
 /* An inode.  ino is the node's address (the root is FUSE_ROOT_ID).  A node
